@@ -1,0 +1,43 @@
+/* MsError helpers. */
+#include "error.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int ms_error_setv(MsError *e, int code, const char *fmt, va_list ap) {
+    if (code <= 0)
+        code = code < 0 ? -code : EIO;
+    if (e && e->code == 0) {
+        e->code = code;
+        vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    }
+    return -code;
+}
+
+int ms_error_set(MsError *e, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int r = ms_error_setv(e, code, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+void ms_error_prefix(MsError *e, const char *fmt, ...) {
+    if (!e || e->code == 0)
+        return;
+    char prefix[MS_ERROR_MESSAGE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    va_end(ap);
+    char joined[MS_ERROR_MESSAGE_MAX];
+    snprintf(joined, sizeof(joined), "%s%s", prefix, e->message);
+    memcpy(e->message, joined, sizeof(e->message));
+}
+
+void ms_error_clear(MsError *e) {
+    if (!e)
+        return;
+    e->code = 0;
+    e->message[0] = '\0';
+}

@@ -1,0 +1,31 @@
+/* MsError: a negative errno plus a message a person can act on, filled where the failure is understood. */
+#pragma once
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+#include "macro.h"
+
+#define MS_ERROR_MESSAGE_MAX 1024
+
+typedef struct MsError {
+    int code; /* positive errno value, 0 when unset */
+    char message[MS_ERROR_MESSAGE_MAX];
+} MsError;
+
+#define MS_ERROR_INIT {0, {0}}
+
+/* Fill *e (if non-NULL and not yet set) and return -code, so callers can write
+ * "return ms_error_set(e, EINVAL, ...)". The first failure wins: wrappers higher
+ * up the stack may add context with ms_error_prefix(). */
+int ms_error_set(MsError *e, int code, const char *fmt, ...) _printf_(3, 4);
+int ms_error_setv(MsError *e, int code, const char *fmt, va_list ap) _printf_(3, 0);
+
+/* Prepend context ("restoring db.coll: ") to an already set message. */
+void ms_error_prefix(MsError *e, const char *fmt, ...) _printf_(2, 3);
+
+static inline bool ms_error_is_set(const MsError *e) {
+    return e && e->code != 0;
+}
+
+void ms_error_clear(MsError *e);

@@ -1,0 +1,94 @@
+/* Byte streams: sinks (push) and sources (pull), stacked into pipelines of small filters.
+ *
+ * A snapshot is written as  archive writer -> counter -> compressor -> sha256 -> storage sink;
+ * a restore or verify reads  storage source -> sha256 -> decompressor -> counter -> archive reader.
+ * Each filter owns the stream below it and frees it when it is freed. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/error.h"
+
+typedef struct MsSink MsSink;
+typedef struct MsSource MsSource;
+
+struct MsSink {
+    /* Write all of buf or fail. */
+    int (*write)(MsSink *s, const void *buf, size_t len, MsError *e);
+    /* Flush everything, finish the format (compression frame end, ...) and finish the
+     * next stage. For a storage sink this commits the object: only then is it visible. */
+    int (*finish)(MsSink *s, MsError *e);
+    /* Free the sink and the stages below it. A storage sink freed before finish()
+     * succeeded discards what was written (abort). */
+    void (*free)(MsSink *s);
+};
+
+struct MsSource {
+    /* Read up to len bytes; returns the count, 0 at the end, or a negative errno. */
+    ssize_t (*read)(MsSource *s, void *buf, size_t len, MsError *e);
+    void (*free)(MsSource *s);
+};
+
+static inline int ms_sink_write(MsSink *s, const void *buf, size_t len, MsError *e) {
+    return len == 0 ? 0 : s->write(s, buf, len, e);
+}
+static inline int ms_sink_finish(MsSink *s, MsError *e) {
+    return s->finish(s, e);
+}
+MsSink *ms_sink_free(MsSink *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(MsSink *, ms_sink_free);
+
+static inline ssize_t ms_source_read(MsSource *s, void *buf, size_t len, MsError *e) {
+    return s->read(s, buf, len, e);
+}
+/* Read exactly len bytes. Returns 0 on success, -ENODATA on a clean end before the
+ * first byte, -EPIPE (with a message) on an end in the middle. */
+int ms_source_read_full(MsSource *s, void *buf, size_t len, MsError *e);
+MsSource *ms_source_free(MsSource *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(MsSource *, ms_source_free);
+
+/* ---- plain file descriptors ---- */
+/* A sink writing to fd; finish() fsyncs when sync is true. Does not close fd unless own_fd. */
+MsSink *ms_sink_fd_new(int fd, int own_fd);
+MsSource *ms_source_fd_new(int fd, int own_fd);
+/* A sink accumulating into memory (tests, manifests); the buffer stays owned by the sink. */
+MsSink *ms_sink_memory_new(void);
+const uint8_t *ms_sink_memory_data(MsSink *s, size_t *ret_len);
+/* A source over a caller-owned buffer that must outlive it. */
+MsSource *ms_source_memory_new(const void *buf, size_t len);
+
+/* ---- counting: bytes that passed ---- */
+MsSink *ms_sink_counter_new(MsSink *next, uint64_t *counter);
+MsSource *ms_source_counter_new(MsSource *next, uint64_t *counter);
+
+/* ---- SHA-256 of bytes that passed (OpenSSL EVP) ---- */
+#define MS_SHA256_HEX_LEN 64
+MsSink *ms_sink_sha256_new(MsSink *next);
+MsSource *ms_source_sha256_new(MsSource *next);
+/* Hex digest (65 bytes with NUL) of everything so far; valid after finish()/EOF. */
+void ms_sink_sha256_hex(MsSink *s, char ret_hex[MS_SHA256_HEX_LEN + 1]);
+void ms_source_sha256_hex(MsSource *s, char ret_hex[MS_SHA256_HEX_LEN + 1]);
+void ms_sha256_hex(const void *buf, size_t len, char ret_hex[MS_SHA256_HEX_LEN + 1]);
+
+/* ---- compression ---- */
+typedef enum MsCompression {
+    MS_COMPRESSION_NONE,
+    MS_COMPRESSION_ZSTD,
+    MS_COMPRESSION_GZIP,
+    _MS_COMPRESSION_MAX,
+    MS_COMPRESSION_INVALID = -1,
+} MsCompression;
+
+const char *ms_compression_to_string(MsCompression c);
+MsCompression ms_compression_from_string(const char *s);
+/* File name suffix: "", ".zst", ".gz". */
+const char *ms_compression_suffix(MsCompression c);
+
+/* level 0 means the codec's default; threads is for zstd (0 = single-threaded). */
+MsSink *ms_sink_compress_new(MsSink *next, MsCompression c, int level, int threads, MsError *e);
+/* Decompress by looking at the first bytes (zstd or gzip magic; anything else passes
+ * through unchanged). ret_detected, when non-NULL, says what was found. */
+MsSource *ms_source_decompress_auto_new(MsSource *next, MsCompression *ret_detected, MsError *e);
+MsSource *ms_source_decompress_new(MsSource *next, MsCompression c, MsError *e);

@@ -1,0 +1,80 @@
+/* The storage driver interface: the engine only ever sees this table of operations.
+ * Keys are relative paths with '/' separators ("nightly/node1/2026-...archive.zst"); each
+ * driver validates them (no "..", no absolute paths, no empty components). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "io/stream.h"
+
+typedef struct MsStorage MsStorage;
+
+typedef struct MsStorageObject {
+    char *key;
+    uint64_t size;
+    int64_t mtime_usec;
+} MsStorageObject;
+
+typedef struct MsStorageOps {
+    const char *name;
+    /* A sink whose finish() makes the object visible atomically under key (replacing an
+     * old one); freeing it before finish() leaves nothing behind. */
+    int (*open_write)(MsStorage *s, const char *key, MsSink **ret, MsError *e);
+    /* -ENOENT with a message when the object does not exist. */
+    int (*open_read)(MsStorage *s, const char *key, MsSource **ret, MsError *e);
+    int (*stat)(MsStorage *s, const char *key, MsStorageObject *ret, MsError *e);
+    /* Removing a missing object is not an error. */
+    int (*remove)(MsStorage *s, const char *key, MsError *e);
+    /* Objects whose key starts with prefix, sorted by key; in-flight temporary objects
+     * are not listed. */
+    int (*list)(MsStorage *s, const char *prefix, MsStorageObject **ret, size_t *ret_n,
+                MsError *e);
+    /* Remove temporary leftovers of writes that never finished (crash, kill). */
+    int (*clean_stale)(MsStorage *s, const char *prefix, unsigned *ret_removed, MsError *e);
+    /* A printable description without secrets ("local:/var/lib/mongosnap/store"). */
+    const char *(*describe)(MsStorage *s);
+    void (*free)(MsStorage *s);
+} MsStorageOps;
+
+struct MsStorage {
+    const MsStorageOps *ops;
+};
+
+/* A store rooted at an existing directory. */
+int ms_storage_local_new(const char *root, MsStorage **ret, MsError *e);
+
+/* Open a store from a location string: "/abs/path", "file:///abs/path" (later "s3://..."). */
+int ms_storage_open(const char *location, MsStorage **ret, MsError *e);
+
+bool ms_storage_key_is_valid(const char *key);
+
+static inline int ms_storage_open_write(MsStorage *s, const char *key, MsSink **ret, MsError *e) {
+    return s->ops->open_write(s, key, ret, e);
+}
+static inline int ms_storage_open_read(MsStorage *s, const char *key, MsSource **ret, MsError *e) {
+    return s->ops->open_read(s, key, ret, e);
+}
+static inline int ms_storage_stat(MsStorage *s, const char *key, MsStorageObject *ret, MsError *e) {
+    return s->ops->stat(s, key, ret, e);
+}
+static inline int ms_storage_remove(MsStorage *s, const char *key, MsError *e) {
+    return s->ops->remove(s, key, e);
+}
+static inline int ms_storage_list(MsStorage *s, const char *prefix, MsStorageObject **ret,
+                                  size_t *ret_n, MsError *e) {
+    return s->ops->list(s, prefix, ret, ret_n, e);
+}
+static inline const char *ms_storage_describe(MsStorage *s) {
+    return s->ops->describe(s);
+}
+/* Write a whole small object (manifests) in one call. */
+int ms_storage_put(MsStorage *s, const char *key, const void *buf, size_t len, MsError *e);
+/* Read a whole small object, refusing more than max bytes. Result is NUL-terminated. */
+int ms_storage_get(MsStorage *s, const char *key, size_t max, char **ret, size_t *ret_len,
+                   MsError *e);
+
+void ms_storage_objects_free(MsStorageObject *objs, size_t n);
+MsStorage *ms_storage_free(MsStorage *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(MsStorage *, ms_storage_free);
