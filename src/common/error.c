@@ -30,9 +30,13 @@ void ms_error_prefix(MsError *e, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
-    char joined[MS_ERROR_MESSAGE_MAX];
-    snprintf(joined, sizeof(joined), "%s%s", prefix, e->message);
-    memcpy(e->message, joined, sizeof(e->message));
+    size_t plen = strnlen(prefix, sizeof(e->message) - 1);
+    size_t mlen = strnlen(e->message, sizeof(e->message) - 1);
+    if (plen + mlen > sizeof(e->message) - 1)
+        mlen = sizeof(e->message) - 1 - plen;
+    memmove(e->message + plen, e->message, mlen);
+    memcpy(e->message, prefix, plen);
+    e->message[plen + mlen] = '\0';
 }
 
 void ms_error_clear(MsError *e) {

@@ -1,0 +1,35 @@
+/* Tests for URI redaction: no password or secret option survives. */
+#include "common/macro.h"
+#include "common/redact.h"
+#include "test.h"
+
+static void redacts_password(void) {
+    _cleanup_free_ char *r = ms_uri_redact("mongodb://alice:s3cr%40t@db1:27017,db2/admin?replicaSet=rs0");
+    ASSERT_STREQ(r, "mongodb://alice@db1:27017,db2/admin?replicaSet=rs0");
+}
+
+static void redacts_secret_options(void) {
+    _cleanup_free_ char *r = ms_uri_redact(
+        "mongodb://h/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:xyz&tls=true&password=pw");
+    ASSERT_STREQ(r, "mongodb://h/?authMechanism=MONGODB-AWS&tls=true");
+    ASSERT(strstr(r, "xyz") == NULL);
+}
+
+static void keeps_plain_uri(void) {
+    _cleanup_free_ char *r = ms_uri_redact("mongodb+srv://cluster0.example.net");
+    ASSERT_STREQ(r, "mongodb+srv://cluster0.example.net");
+}
+
+static void password_with_at_sign(void) {
+    _cleanup_free_ char *r = ms_uri_redact("mongodb://u:p@ss@host/db");
+    ASSERT_STREQ(r, "mongodb://u@host/db");
+}
+
+static void garbage_is_safe(void) {
+    _cleanup_free_ char *r = ms_uri_redact("not a uri with password hunter2");
+    ASSERT_STREQ(r, "<unparsable URI>");
+}
+
+MS_TEST_MAIN(TEST_CASE(redacts_password), TEST_CASE(redacts_secret_options),
+             TEST_CASE(keeps_plain_uri), TEST_CASE(password_with_at_sign),
+             TEST_CASE(garbage_is_safe))
