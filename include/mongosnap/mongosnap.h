@@ -1,0 +1,36 @@
+/* The public names of mongosnap: the contract between worker, daemon, ctl tool, units and users. */
+#pragma once
+
+/* D-Bus */
+#define MONGOSNAP_BUS_NAME "io.mongosnap1"
+#define MONGOSNAP_BUS_PATH "/io/mongosnap1"
+#define MONGOSNAP_BUS_MANAGER_INTERFACE "io.mongosnap1.Manager"
+#define MONGOSNAP_BUS_POLICY_INTERFACE "io.mongosnap1.Policy"
+#define MONGOSNAP_BUS_SNAPSHOT_INTERFACE "io.mongosnap1.Snapshot"
+#define MONGOSNAP_BUS_RESTORE_INTERFACE "io.mongosnap1.Restore"
+
+/* Exit codes of mongosnap-worker, stable for the agent and for scripts. */
+#define MONGOSNAP_EXIT_OK 0
+#define MONGOSNAP_EXIT_FAILURE 1     /* the task failed; the message says why */
+#define MONGOSNAP_EXIT_USAGE 2       /* wrong arguments */
+#define MONGOSNAP_EXIT_CORRUPT 3     /* a snapshot failed its checks (verify, restore) */
+#define MONGOSNAP_EXIT_UNREACHABLE 4 /* the server could not be reached or refused the login */
+#define MONGOSNAP_EXIT_CANCELLED 5   /* stopped by a signal; nothing was committed */
+
+/* Progress messages: one JSON object per line on the worker's --progress-fd.
+ *   {"event":"progress","phase":"...","items_done":N,"items_total":N,"percent":F,
+ *    "bytes_read":N,"bytes_written":N,"namespace":"db.coll","elapsed_usec":N}
+ *   {"event":"namespace","namespace":"db.coll","documents":N,"bytes":N}
+ *   {"event":"oplog","entries":N,"first":{"t":N,"i":N},"last":{"t":N,"i":N}}
+ *   {"event":"result","status":"ok"|"failed"|"cancelled","message":"...",...}
+ * "phase" is one of: connect, prelude, dump, oplog, commit, restore, indexes, replay, verify, done. */
+#define MONGOSNAP_PROGRESS_EVENT_PROGRESS "progress"
+#define MONGOSNAP_PROGRESS_EVENT_NAMESPACE "namespace"
+#define MONGOSNAP_PROGRESS_EVENT_OPLOG "oplog"
+#define MONGOSNAP_PROGRESS_EVENT_RESULT "result"
+
+/* Stored objects: <prefix>/<snapshot>.archive[.zst|.gz] and <prefix>/<snapshot>.manifest.json */
+#define MONGOSNAP_ARCHIVE_SUFFIX ".archive"
+#define MONGOSNAP_MANIFEST_SUFFIX ".manifest.json"
+#define MONGOSNAP_MANIFEST_FORMAT "mongosnap-manifest"
+#define MONGOSNAP_MANIFEST_FORMAT_VERSION 1

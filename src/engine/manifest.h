@@ -1,0 +1,66 @@
+/* The snapshot manifest: what a snapshot holds and the checksums that prove it, stored beside
+ * the archive as <name>.manifest.json. It carries no secrets: the source URI is redacted. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "io/stream.h"
+
+typedef struct MsManifestNamespace {
+    char *db;
+    char *collection;
+    char *type; /* "collection", "view", "timeseries" */
+    uint64_t documents;
+    uint64_t bytes;
+    uint64_t crc64;
+    uint32_t indexes;
+} MsManifestNamespace;
+
+typedef struct MsOplogPosition {
+    uint32_t t; /* seconds */
+    uint32_t i; /* ordinal within the second */
+} MsOplogPosition;
+
+typedef struct MsManifest {
+    char *snapshot;     /* the snapshot's name */
+    char *tool_version; /* mongosnap version that wrote it */
+    char *started_at;   /* ISO 8601 UTC */
+    char *finished_at;
+    uint64_t elapsed_usec;
+    char *source_uri; /* redacted */
+    char *server_version;
+    char *node; /* host name of the machine that took it */
+
+    char *archive_key;
+    char *compression; /* "zstd", "gzip", "none" */
+    uint64_t archive_size; /* stored bytes */
+    char archive_sha256[MS_SHA256_HEX_LEN + 1];
+    uint64_t uncompressed_size;
+
+    bool point_in_time; /* oplog captured: a restore ends at oplog_end */
+    char *point_in_time_reason; /* why not, when not */
+    MsOplogPosition oplog_start;
+    MsOplogPosition oplog_end;
+    uint64_t oplog_entries;
+
+    MsManifestNamespace *namespaces;
+    size_t n_namespaces;
+    uint64_t total_documents;
+    uint64_t total_bytes;
+} MsManifest;
+
+/* JSON text with a self-checksum over the whole text (field "manifest_sha256"). */
+int ms_manifest_serialize(const MsManifest *m, char **ret_json, size_t *ret_len, MsError *e);
+/* Parse and check the self-checksum: a changed byte anywhere is reported as corruption. */
+int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e);
+void ms_manifest_clear(MsManifest *m);
+
+const MsManifestNamespace *ms_manifest_find(const MsManifest *m, const char *db,
+                                            const char *collection);
+int ms_manifest_add_namespace(MsManifest *m, const MsManifestNamespace *ns);
+
+/* Derive the manifest key from an archive key and back ("x.archive.zst" <-> "x.manifest.json"). */
+char *ms_manifest_key_for_archive(const char *archive_key);

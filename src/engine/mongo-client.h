@@ -1,0 +1,34 @@
+/* Connections to MongoDB: a client pool from a URI (password kept out of every message),
+ * and the translation of driver errors into messages an operator can act on. */
+#pragma once
+
+#include <mongoc/mongoc.h>
+#include <stdbool.h>
+
+#include "common/error.h"
+
+typedef struct MsMongo MsMongo;
+
+/* uri may carry a password; password, when non-NULL, replaces it (from a credential file).
+ * max_clients bounds the pool. Nothing is contacted yet. */
+int ms_mongo_open(const char *uri, const char *password, unsigned max_clients, MsMongo **ret,
+                  MsError *e);
+MsMongo *ms_mongo_free(MsMongo *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(MsMongo *, ms_mongo_free);
+
+/* The URI without secrets, for messages and manifests. */
+const char *ms_mongo_redacted_uri(MsMongo *m);
+
+mongoc_client_t *ms_mongo_pop(MsMongo *m);
+void ms_mongo_push(MsMongo *m, mongoc_client_t *c);
+
+/* Reach the server (authenticating) and return its version ("7.0.2"). Fails with
+ * -EHOSTUNREACH (cannot reach), -EACCES (login refused) or -EIO, with a message. */
+int ms_mongo_ping(MsMongo *m, mongoc_client_t *c, char **ret_server_version, MsError *e);
+
+/* Fill e from a driver error with context ("reading shop.orders"), classify it (see above)
+ * and scrub any secret out of the text. */
+int ms_mongo_error(MsMongo *m, MsError *e, const bson_error_t *berr, const char *context);
+
+/* Install a mongoc log handler that routes driver messages to our log at debug level. */
+void ms_mongo_init_logging(void);

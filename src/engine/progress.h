@@ -1,0 +1,55 @@
+/* Task progress: counters updated by worker threads, reported as JSON lines on a file descriptor. */
+#pragma once
+
+#include <bson/bson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/macro.h"
+
+#define MS_PROGRESS_NAMESPACE_MAX 256
+
+typedef struct MsProgress {
+    int fd; /* -1: no reporting */
+    uint64_t start_usec;
+    /* Updated with __atomic builtins from any thread. */
+    uint64_t items_done;
+    uint64_t items_total;
+    uint64_t bytes_read;
+    uint64_t bytes_written;
+    bool completed;
+    pthread_mutex_t lock; /* guards phase, namespace and writes to fd */
+    const char *phase;
+    char current_namespace[MS_PROGRESS_NAMESPACE_MAX];
+    /* Ticker thread that reports every interval while a task runs. */
+    pthread_t ticker;
+    bool ticker_running;
+    bool ticker_stop;
+    unsigned ticker_interval_ms;
+    pthread_cond_t ticker_cond;
+} MsProgress;
+
+void ms_progress_init(MsProgress *p, int fd);
+void ms_progress_done(MsProgress *p);
+
+void ms_progress_set_phase(MsProgress *p, const char *phase);
+void ms_progress_set_namespace(MsProgress *p, const char *ns);
+void ms_progress_add_items(MsProgress *p, uint64_t n, uint64_t bytes);
+void ms_progress_add_total(MsProgress *p, uint64_t n);
+void ms_progress_mark_completed(MsProgress *p);
+
+/* Percentage: never above 100, and 100 only once the task is marked completed; when more
+ * items arrive than counted at the start, the total is revised upward instead. */
+double ms_progress_percent(MsProgress *p);
+
+/* Report now (a "progress" line). */
+void ms_progress_report(MsProgress *p);
+/* Report an arbitrary event: adds "event" and "elapsed_usec" to fields. */
+void ms_progress_event(MsProgress *p, const char *event, const bson_t *fields);
+
+/* Start/stop the background reporter (interval in milliseconds). */
+int ms_progress_start_ticker(MsProgress *p, unsigned interval_ms);
+void ms_progress_stop_ticker(MsProgress *p);
+
+uint64_t ms_now_usec(void);

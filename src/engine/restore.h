@@ -1,0 +1,51 @@
+/* Restoring a snapshot (ours or a stock mongodump archive) into a deployment: collections with
+ * their options, documents in parallel batches, indexes, views, then the captured oplog. */
+#pragma once
+
+#include <signal.h>
+#include <stdbool.h>
+
+#include "common/error.h"
+#include "manifest.h"
+#include "nsfilter.h"
+#include "progress.h"
+#include "storage/storage.h"
+
+typedef struct MsRestoreOptions {
+    const char *uri; /* target; may hold a password */
+    const char *password;
+    /* Either a stored snapshot ... */
+    MsStorage *storage;
+    const char *snapshot_key;
+    /* ... or an archive file (stock mongodump --archive, plain or gzip; "-" = stdin). */
+    const char *archive_path;
+    const char *manifest_path; /* optional, with archive_path */
+
+    const MsNsFilter *filter;
+    unsigned parallel;   /* insertion workers */
+    unsigned batch_size; /* documents per insert */
+    bool drop;           /* drop each target collection first */
+    bool replay_oplog;   /* replay the captured oplog (when there is one) */
+    bool has_until;      /* stop replay after this position */
+    MsOplogPosition until;
+    bool restore_indexes;
+    bool bypass_validation;
+    MsProgress *progress;
+    volatile sig_atomic_t *cancel;
+} MsRestoreOptions;
+
+typedef struct MsRestoreResult {
+    uint64_t documents;  /* inserted */
+    uint64_t duplicates; /* already present in the target (not dropped), left as they were */
+    uint64_t namespaces;
+    uint64_t indexes;
+    uint64_t views;
+    uint64_t oplog_applied;
+    bool point_in_time;
+    MsOplogPosition restored_to;
+} MsRestoreResult;
+
+int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e);
+
+/* Parse "T:I" (oplog timestamp) or an ISO 8601 UTC time ("2026-11-22T03:04:05Z"). */
+int ms_oplog_position_parse(const char *s, MsOplogPosition *ret);

@@ -1,0 +1,220 @@
+/* Opening stored snapshots and archive files for restore and verify, and the end-of-read checks. */
+#include "snapshot-source.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mongosnap/mongosnap.h"
+
+/* Manifests are small; a bigger "manifest" is not one of ours. */
+#define MANIFEST_MAX_BYTES (64u * 1024u * 1024u)
+
+static bool has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static char *manifest_key_for(const char *key) {
+    if (has_suffix(key, MONGOSNAP_MANIFEST_SUFFIX))
+        return strdup(key);
+    if (strstr(key, MONGOSNAP_ARCHIVE_SUFFIX))
+        return ms_manifest_key_for_archive(key);
+    char *s = NULL;
+    return asprintf(&s, "%s%s", key, MONGOSNAP_MANIFEST_SUFFIX) < 0 ? NULL : s;
+}
+
+static int build_chain(MsSnapshotSource *s, MsSource *raw, MsError *e) {
+    MsSource *counted = ms_source_counter_new(raw, &s->stored_bytes);
+    if (!counted) {
+        ms_source_free(raw);
+        return ms_error_set(e, ENOMEM, "out of memory");
+    }
+    MsSource *hash = ms_source_sha256_new(counted);
+    if (!hash) {
+        ms_source_free(counted);
+        return ms_error_set(e, ENOMEM, "out of memory");
+    }
+    MsSource *head = ms_source_decompress_auto_new(hash, &s->detected, e);
+    if (!head) {
+        ms_source_free(hash);
+        return -EBADMSG;
+    }
+    s->hash = hash;
+    s->head = head;
+    s->reader = ms_archive_reader_new(head);
+    if (!s->reader)
+        return ms_error_set(e, ENOMEM, "out of memory");
+    return 0;
+}
+
+int ms_snapshot_source_open_store(MsStorage *storage, const char *key, MsSnapshotSource *ret,
+                                  MsError *e) {
+    MsSnapshotSource s = {0};
+    _cleanup_free_ char *manifest_key = manifest_key_for(key);
+    if (!manifest_key)
+        return ms_error_set(e, ENOMEM, "out of memory");
+    _cleanup_free_ char *json = NULL;
+    size_t len = 0;
+    int r = ms_storage_get(storage, manifest_key, MANIFEST_MAX_BYTES, &json, &len, e);
+    if (r == -ENOENT) {
+        ms_error_clear(e);
+        return ms_error_set(e, ENOENT,
+                            "no snapshot '%s' in %s (its manifest %s is missing: the snapshot "
+                            "does not exist or never completed); list snapshots to find its name",
+                            key, ms_storage_describe(storage), manifest_key);
+    }
+    if (r < 0)
+        return r;
+    r = ms_manifest_parse(json, len, &s.manifest, e);
+    if (r < 0) {
+        ms_error_prefix(e, "%s: ", manifest_key);
+        return r;
+    }
+    s.has_manifest = true;
+    s.archive_name = strdup(s.manifest.archive_key);
+    MsSource *raw = NULL;
+    r = ms_storage_open_read(storage, s.manifest.archive_key, &raw, e);
+    if (r < 0) {
+        ms_snapshot_source_close(&s);
+        return r;
+    }
+    r = build_chain(&s, raw, e);
+    if (r < 0) {
+        ms_snapshot_source_close(&s);
+        return r;
+    }
+    *ret = s;
+    return 0;
+}
+
+int ms_snapshot_source_open_file(const char *path, const char *manifest_path,
+                                 MsSnapshotSource *ret, MsError *e) {
+    MsSnapshotSource s = {0};
+    if (manifest_path) {
+        int mfd = open(manifest_path, O_RDONLY | O_CLOEXEC);
+        if (mfd < 0)
+            return ms_error_set(e, errno, "cannot open manifest %s: %s", manifest_path,
+                                strerror(errno));
+        MsSource *src = ms_source_fd_new(mfd, 1);
+        MsSink *mem = ms_sink_memory_new();
+        char buf[65536];
+        ssize_t n;
+        int r = 0;
+        size_t total = 0;
+        while (r == 0 && (n = ms_source_read(src, buf, sizeof(buf), e)) != 0) {
+            if (n < 0) {
+                r = (int) n;
+                break;
+            }
+            total += (size_t) n;
+            if (total > MANIFEST_MAX_BYTES)
+                r = ms_error_set(e, EFBIG, "%s is too large to be a manifest", manifest_path);
+            else
+                r = ms_sink_write(mem, buf, (size_t) n, e);
+        }
+        ms_source_free(src);
+        if (r == 0) {
+            size_t len;
+            const uint8_t *data = ms_sink_memory_data(mem, &len);
+            r = ms_manifest_parse((const char *) data, len, &s.manifest, e);
+            if (r < 0)
+                ms_error_prefix(e, "%s: ", manifest_path);
+        }
+        ms_sink_free(mem);
+        if (r < 0)
+            return r;
+        s.has_manifest = true;
+    }
+    int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        ms_snapshot_source_close(&s);
+        return ms_error_set(e, err, "cannot open archive %s: %s", path, strerror(err));
+    }
+    s.archive_name = strdup(strcmp(path, "-") == 0 ? "standard input" : path);
+    int r = build_chain(&s, ms_source_fd_new(fd, fd != STDIN_FILENO), e);
+    if (r < 0) {
+        ms_snapshot_source_close(&s);
+        return r;
+    }
+    *ret = s;
+    return 0;
+}
+
+int ms_snapshot_source_check_stored(MsSnapshotSource *s, MsError *e) {
+    if (!s->has_manifest)
+        return 0;
+    /* Drain whatever follows the archive's end (there should be nothing) so the digest
+     * covers the whole object. */
+    char buf[4096];
+    ssize_t n;
+    uint64_t trailing = 0;
+    while ((n = ms_source_read(s->head, buf, sizeof(buf), e)) > 0)
+        trailing += (uint64_t) n;
+    if (n < 0)
+        return (int) n;
+    if (trailing > 0)
+        return ms_error_set(e, EBADMSG, "%s has %" PRIu64 " unexpected bytes after the archive's end",
+                            s->archive_name, trailing);
+    char digest[MS_SHA256_HEX_LEN + 1];
+    ms_source_sha256_hex(s->hash, digest);
+    if (s->stored_bytes != s->manifest.archive_size)
+        return ms_error_set(e, EBADMSG,
+                            "%s is %" PRIu64 " bytes but its manifest says %" PRIu64
+                            ": the stored snapshot is damaged",
+                            s->archive_name, s->stored_bytes, s->manifest.archive_size);
+    if (strcmp(digest, s->manifest.archive_sha256) != 0)
+        return ms_error_set(e, EBADMSG,
+                            "%s has SHA-256 %.16s... but its manifest says %.16s...: the stored "
+                            "snapshot is damaged",
+                            s->archive_name, digest, s->manifest.archive_sha256);
+    return 0;
+}
+
+int ms_snapshot_source_check_namespaces(MsSnapshotSource *s, MsError *e) {
+    const MsArchiveNamespaceStats *stats;
+    size_t n = ms_archive_reader_namespace_stats(s->reader, &stats);
+    if (!s->has_manifest)
+        return 0;
+    for (size_t i = 0; i < s->manifest.n_namespaces; i++) {
+        const MsManifestNamespace *m = &s->manifest.namespaces[i];
+        const MsArchiveNamespaceStats *found = NULL;
+        for (size_t j = 0; j < n && !found; j++)
+            if (strcmp(stats[j].db, m->db) == 0 && strcmp(stats[j].collection, m->collection) == 0)
+                found = &stats[j];
+        if (!found || !found->eof_seen)
+            return ms_error_set(e, EBADMSG,
+                                "namespace '%s.%s' is in the manifest but missing from %s",
+                                m->db, m->collection, s->archive_name);
+        if (found->documents != m->documents || found->crc != m->crc64)
+            return ms_error_set(e, EBADMSG,
+                                "namespace '%s.%s' holds %" PRIu64 " documents (CRC 0x%016" PRIx64
+                                ") but the manifest says %" PRIu64 " (CRC 0x%016" PRIx64 ")",
+                                m->db, m->collection, found->documents, found->crc, m->documents,
+                                m->crc64);
+    }
+    if (s->manifest.point_in_time) {
+        const MsArchiveNamespaceStats *oplog = NULL;
+        for (size_t j = 0; j < n && !oplog; j++)
+            if (strcmp(stats[j].db, MS_ARCHIVE_OPLOG_DB) == 0 &&
+                strcmp(stats[j].collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0)
+                oplog = &stats[j];
+        uint64_t got = oplog ? oplog->documents : 0;
+        if (got != s->manifest.oplog_entries)
+            return ms_error_set(e, EBADMSG,
+                                "the archive holds %" PRIu64 " oplog entries but the manifest "
+                                "says %" PRIu64,
+                                got, s->manifest.oplog_entries);
+    }
+    return 0;
+}
+
+void ms_snapshot_source_close(MsSnapshotSource *s) {
+    ms_archive_reader_free(s->reader);
+    ms_source_free(s->head);
+    ms_manifest_clear(&s->manifest);
+    free(s->archive_name);
+    memset(s, 0, sizeof(*s));
+}

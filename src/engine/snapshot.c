@@ -1,0 +1,835 @@
+/* Snapshot: list what the deployment holds, dump collections in parallel into one archive
+ * stream, capture the oplog written meanwhile, commit the archive, then the manifest. */
+#include "snapshot.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "archive/archive.h"
+#include "archive/crc64.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "config.h"
+#include "manifest.h"
+#include "mongo-client.h"
+#include "mongosnap/mongosnap.h"
+#include "nsfilter.h"
+
+/* A segment of this many bytes is written to the archive at once: big enough to keep the
+ * writer lock cold, small enough to interleave collections and bound memory per worker. */
+#define SNAPSHOT_SEGMENT_BYTES (4u * 1024u * 1024u)
+/* How often (in documents) a collection worker looks at the cancel flag. */
+#define SNAPSHOT_CANCEL_CHECK_DOCS 1024u
+#define SNAPSHOT_PROGRESS_INTERVAL_MS 500u
+#define SNAPSHOT_MAX_PARALLEL 64u
+#define OPLOG_DB "local"
+#define OPLOG_COLLECTION "oplog.rs"
+
+typedef struct DumpCollection {
+    char *db;
+    char *name;        /* the name users see */
+    char *source_name; /* where the documents are read from (system.buckets.X for time series) */
+    char *type;        /* "collection", "view", "timeseries" */
+    bool capped;
+    char *metadata_json;
+    uint32_t n_indexes;
+    int64_t estimated_count;
+    /* results, written only by the worker that dumped it */
+    uint64_t documents;
+    uint64_t bytes;
+    uint64_t crc;
+} DumpCollection;
+
+typedef struct DumpContext {
+    const MsSnapshotOptions *o;
+    MsMongo *mongo;
+    MsArchiveWriter *writer;
+    DumpCollection *colls;
+    size_t n_colls;
+    size_t *order; /* dump order: largest first, so the tail of the run stays parallel */
+    size_t next;   /* index into order, taken atomically */
+    pthread_mutex_t error_lock;
+    MsError error;
+    bool failed;
+} DumpContext;
+
+static void dump_collection_clear(DumpCollection *c) {
+    free(c->db);
+    free(c->name);
+    free(c->source_name);
+    free(c->type);
+    free(c->metadata_json);
+}
+
+static bool is_cancelled(const MsSnapshotOptions *o) {
+    return o->cancel && *o->cancel;
+}
+
+static int run_command(MsMongo *m, mongoc_client_t *c, const char *db, const bson_t *cmd,
+                       bson_t *reply, const char *context, MsError *e) {
+    bson_error_t berr;
+    if (!mongoc_client_command_simple(c, db, cmd, NULL, reply, &berr)) {
+        bson_destroy(reply);
+        bson_init(reply);
+        return ms_mongo_error(m, e, &berr, context);
+    }
+    return 0;
+}
+
+/* Databases to dump: all but local, and config (sessions and sharding metadata only). */
+static bool database_is_skipped(const char *name) {
+    return strcmp(name, "local") == 0 || strcmp(name, "config") == 0;
+}
+
+static bool collection_is_skipped(const char *db, const char *name, bool include_users) {
+    if (strncmp(name, "system.", strlen("system.")) != 0)
+        return false;
+    if (strcmp(name, "system.js") == 0)
+        return false;
+    if (include_users && strcmp(db, "admin") == 0 &&
+        (strcmp(name, "system.users") == 0 || strcmp(name, "system.roles") == 0))
+        return false;
+    /* system.views is recreated from the views' metadata; system.buckets.* belong to their
+     * time-series collection; the rest is server-internal. */
+    return true;
+}
+
+static int list_databases(MsMongo *m, mongoc_client_t *c, char ***ret, size_t *ret_n, MsError *e) {
+    bson_t reply;
+    bson_t *cmd = BCON_NEW("listDatabases", BCON_INT32(1), "nameOnly", BCON_BOOL(true));
+    int r = run_command(m, c, "admin", cmd, &reply, "listing databases", e);
+    bson_destroy(cmd);
+    if (r < 0) {
+        bson_destroy(&reply);
+        return r;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    bson_iter_t it, arr, db;
+    if (bson_iter_init_find(&it, &reply, "databases") && bson_iter_recurse(&it, &arr))
+        while (bson_iter_next(&arr))
+            if (bson_iter_recurse(&arr, &db) && bson_iter_find(&db, "name") &&
+                BSON_ITER_HOLDS_UTF8(&db)) {
+                const char *name = bson_iter_utf8(&db, NULL);
+                if (database_is_skipped(name))
+                    continue;
+                ms_ns_filter_add(&names, &n, name);
+            }
+    bson_destroy(&reply);
+    *ret = names;
+    *ret_n = n;
+    return 0;
+}
+
+static char *hex_of(const uint8_t *data, uint32_t len) {
+    char *s = malloc(len * 2 + 1);
+    if (!s)
+        return NULL;
+    for (uint32_t i = 0; i < len; i++)
+        snprintf(s + i * 2, 3, "%02x", data[i]);
+    return s;
+}
+
+/* The metadata mongodump writes for a collection: {options, indexes, uuid, collectionName, type},
+ * as canonical extended JSON so every BSON type survives the text form. */
+static int build_metadata(MsMongo *m, mongoc_client_t *c, const char *db, const bson_t *info,
+                          DumpCollection *out, MsError *e) {
+    bson_iter_t it;
+    bson_t meta = BSON_INITIALIZER;
+    bson_t opts_doc;
+    if (bson_iter_init_find(&it, info, "options") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        const uint8_t *data;
+        uint32_t len;
+        bson_iter_document(&it, &len, &data);
+        if (bson_init_static(&opts_doc, data, len)) {
+            BSON_APPEND_DOCUMENT(&meta, "options", &opts_doc);
+            bson_iter_t cap;
+            if (bson_iter_init_find(&cap, &opts_doc, "capped") && bson_iter_as_bool(&cap))
+                out->capped = true;
+        }
+    } else {
+        bson_t empty = BSON_INITIALIZER;
+        BSON_APPEND_DOCUMENT(&meta, "options", &empty);
+    }
+
+    bson_t indexes;
+    BSON_APPEND_ARRAY_BEGIN(&meta, "indexes", &indexes);
+    if (strcmp(out->type, "view") != 0) {
+        mongoc_collection_t *coll = mongoc_client_get_collection(c, db, out->name);
+        mongoc_cursor_t *cur = mongoc_collection_find_indexes_with_opts(coll, NULL);
+        const bson_t *idx;
+        uint32_t n = 0;
+        while (mongoc_cursor_next(cur, &idx)) {
+            char key[24];
+            snprintf(key, sizeof(key), "%" PRIu32, n++);
+            /* "ns" is obsolete and names the source: a restore into another namespace
+             * must not carry it. */
+            bson_t cleaned = BSON_INITIALIZER;
+            bson_copy_to_excluding_noinit(idx, &cleaned, "ns", NULL);
+            bson_append_document(&indexes, key, -1, &cleaned);
+            bson_destroy(&cleaned);
+        }
+        bson_error_t berr;
+        bool failed = mongoc_cursor_error(cur, &berr);
+        mongoc_cursor_destroy(cur);
+        mongoc_collection_destroy(coll);
+        if (failed) {
+            bson_append_array_end(&meta, &indexes);
+            bson_destroy(&meta);
+            char ctx[512];
+            snprintf(ctx, sizeof(ctx), "listing the indexes of %s.%s", db, out->name);
+            return ms_mongo_error(m, e, &berr, ctx);
+        }
+        out->n_indexes = n;
+    }
+    bson_append_array_end(&meta, &indexes);
+
+    bson_iter_t uuid;
+    if (bson_iter_init(&it, info) && bson_iter_find_descendant(&it, "info.uuid", &uuid) &&
+        BSON_ITER_HOLDS_BINARY(&uuid)) {
+        bson_subtype_t st;
+        uint32_t len;
+        const uint8_t *data;
+        bson_iter_binary(&uuid, &st, &len, &data);
+        _cleanup_free_ char *hex = hex_of(data, len);
+        if (hex)
+            BSON_APPEND_UTF8(&meta, "uuid", hex);
+    }
+    BSON_APPEND_UTF8(&meta, "collectionName", out->name);
+    BSON_APPEND_UTF8(&meta, "type", out->type);
+    out->metadata_json = bson_as_canonical_extended_json(&meta, NULL);
+    bson_destroy(&meta);
+    if (!out->metadata_json)
+        return ms_error_set(e, EINVAL, "cannot encode the metadata of %s.%s", db, out->name);
+    /* Own it with malloc so clear() can free() it. */
+    char *copy = strdup(out->metadata_json);
+    bson_free(out->metadata_json);
+    out->metadata_json = copy;
+    return copy ? 0 : ms_error_set(e, ENOMEM, "out of memory");
+}
+
+static int64_t count_documents(mongoc_client_t *c, const char *db, const char *name) {
+    mongoc_collection_t *coll = mongoc_client_get_collection(c, db, name);
+    bson_error_t berr;
+    /* The fast metadata count: it only sizes the progress bar, which is revised as we go. */
+    int64_t n = mongoc_collection_estimated_document_count(coll, NULL, NULL, NULL, &berr);
+    mongoc_collection_destroy(coll);
+    return n < 0 ? 0 : n;
+}
+
+static int list_collections(DumpContext *ctx, mongoc_client_t *c, const char *db, MsError *e) {
+    mongoc_database_t *database = mongoc_client_get_database(c, db);
+    mongoc_cursor_t *cur = mongoc_database_find_collections_with_opts(database, NULL);
+    const bson_t *info;
+    int r = 0;
+    while (r == 0 && mongoc_cursor_next(cur, &info)) {
+        bson_iter_t it;
+        const char *name = NULL, *type = "collection";
+        if (bson_iter_init_find(&it, info, "name") && BSON_ITER_HOLDS_UTF8(&it))
+            name = bson_iter_utf8(&it, NULL);
+        if (bson_iter_init_find(&it, info, "type") && BSON_ITER_HOLDS_UTF8(&it))
+            type = bson_iter_utf8(&it, NULL);
+        if (!name || collection_is_skipped(db, name, ctx->o->include_users))
+            continue;
+        DumpCollection *grown = realloc(ctx->colls, (ctx->n_colls + 1) * sizeof(*grown));
+        if (!grown) {
+            r = ms_error_set(e, ENOMEM, "out of memory");
+            break;
+        }
+        ctx->colls = grown;
+        DumpCollection *dc = &ctx->colls[ctx->n_colls++];
+        memset(dc, 0, sizeof(*dc));
+        dc->db = strdup(db);
+        dc->name = strdup(name);
+        dc->type = strdup(type);
+        if (strcmp(type, "timeseries") == 0) {
+            /* A time-series collection's data lives in its buckets collection. */
+            if (asprintf(&dc->source_name, "system.buckets.%s", name) < 0)
+                dc->source_name = NULL;
+        } else
+            dc->source_name = strdup(name);
+        if (!dc->db || !dc->name || !dc->type || !dc->source_name) {
+            r = ms_error_set(e, ENOMEM, "out of memory");
+            break;
+        }
+        r = build_metadata(ctx->mongo, c, db, info, dc, e);
+        if (r == 0 && strcmp(type, "view") != 0)
+            dc->estimated_count = count_documents(c, db, dc->source_name);
+    }
+    bson_error_t berr;
+    if (r == 0 && mongoc_cursor_error(cur, &berr)) {
+        char context[512];
+        snprintf(context, sizeof(context), "listing the collections of database '%s'", db);
+        r = ms_mongo_error(ctx->mongo, e, &berr, context);
+    }
+    mongoc_cursor_destroy(cur);
+    mongoc_database_destroy(database);
+    return r;
+}
+
+static void dump_fail(DumpContext *ctx, const MsError *err) {
+    pthread_mutex_lock(&ctx->error_lock);
+    if (!ctx->failed) {
+        ctx->failed = true;
+        ctx->error = *err;
+    }
+    pthread_mutex_unlock(&ctx->error_lock);
+}
+
+static bool dump_should_stop(DumpContext *ctx) {
+    return __atomic_load_n(&ctx->failed, __ATOMIC_RELAXED) || is_cancelled(ctx->o);
+}
+
+/* Documents are streamed in _id order (natural order for capped collections, whose order is
+ * their meaning) and written in segments of about SNAPSHOT_SEGMENT_BYTES. */
+static int dump_collection(DumpContext *ctx, mongoc_client_t *c, DumpCollection *dc, MsError *e) {
+    char ns[512];
+    snprintf(ns, sizeof(ns), "%s.%s", dc->db, dc->name);
+    ms_progress_set_namespace(ctx->o->progress, ns);
+    if (strcmp(dc->type, "view") == 0)
+        return ms_archive_writer_write_eof(ctx->writer, dc->db, dc->name, 0, e);
+
+    mongoc_collection_t *coll = mongoc_client_get_collection(c, dc->db, dc->source_name);
+    bson_t filter = BSON_INITIALIZER;
+    bson_t *opts = dc->capped ? bson_new() : BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+
+    size_t cap = SNAPSHOT_SEGMENT_BYTES + MS_BSON_MAX_DOCUMENT_SIZE;
+    uint8_t *buf = malloc(cap);
+    size_t used = 0;
+    int r = buf ? 0 : ms_error_set(e, ENOMEM, "out of memory");
+    const bson_t *doc;
+    uint64_t docs = 0;
+    while (r == 0 && mongoc_cursor_next(cur, &doc)) {
+        const uint8_t *data = bson_get_data(doc);
+        memcpy(buf + used, data, doc->len);
+        used += doc->len;
+        dc->crc = ms_crc64_update(dc->crc, data, doc->len);
+        dc->bytes += doc->len;
+        docs++;
+        ms_progress_add_items(ctx->o->progress, 1, doc->len);
+        if (used >= SNAPSHOT_SEGMENT_BYTES) {
+            r = ms_archive_writer_write_segment(ctx->writer, dc->db, dc->name, buf, used, e);
+            used = 0;
+        }
+        if (docs % SNAPSHOT_CANCEL_CHECK_DOCS == 0 && dump_should_stop(ctx))
+            r = -ECANCELED;
+    }
+    bson_error_t berr;
+    if (r == 0 && mongoc_cursor_error(cur, &berr)) {
+        char context[600];
+        snprintf(context, sizeof(context), "reading %s", ns);
+        r = ms_mongo_error(ctx->mongo, e, &berr, context);
+    }
+    if (r == 0 && used > 0)
+        r = ms_archive_writer_write_segment(ctx->writer, dc->db, dc->name, buf, used, e);
+    if (r == 0)
+        r = ms_archive_writer_write_eof(ctx->writer, dc->db, dc->name, dc->crc, e);
+    free(buf);
+    mongoc_cursor_destroy(cur);
+    mongoc_collection_destroy(coll);
+    if (r == 0) {
+        dc->documents = docs;
+        if (docs > (uint64_t) dc->estimated_count)
+            /* More documents than counted at the start: revise the total, never overshoot. */
+            ms_progress_add_total(ctx->o->progress, docs - (uint64_t) dc->estimated_count);
+        bson_t fields = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&fields, "namespace", ns);
+        BSON_APPEND_INT64(&fields, "documents", (int64_t) docs);
+        BSON_APPEND_INT64(&fields, "bytes", (int64_t) dc->bytes);
+        ms_progress_event(ctx->o->progress, MONGOSNAP_PROGRESS_EVENT_NAMESPACE, &fields);
+        bson_destroy(&fields);
+    }
+    return r;
+}
+
+static void *dump_worker_main(void *arg) {
+    DumpContext *ctx = arg;
+    mongoc_client_t *c = ms_mongo_pop(ctx->mongo);
+    for (;;) {
+        size_t i = __atomic_fetch_add(&ctx->next, 1, __ATOMIC_RELAXED);
+        if (i >= ctx->n_colls || dump_should_stop(ctx))
+            break;
+        MsError err = MS_ERROR_INIT;
+        int r = dump_collection(ctx, c, &ctx->colls[ctx->order[i]], &err);
+        if (r == -ECANCELED && !ms_error_is_set(&err))
+            break;
+        if (r < 0) {
+            dump_fail(ctx, &err);
+            break;
+        }
+    }
+    ms_mongo_push(ctx->mongo, c);
+    return NULL;
+}
+
+static int compare_by_size_desc(const void *a, const void *b, void *arg) {
+    const DumpCollection *colls = arg;
+    int64_t x = colls[*(const size_t *) a].estimated_count;
+    int64_t y = colls[*(const size_t *) b].estimated_count;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int compare_by_name(const void *a, const void *b) {
+    const DumpCollection *x = a, *y = b;
+    int r = strcmp(x->db, y->db);
+    return r ? r : strcmp(x->name, y->name);
+}
+
+/* ---- oplog ---- */
+
+static int oplog_exists(MsMongo *m, mongoc_client_t *c, bool *ret, MsError *e) {
+    mongoc_database_t *db = mongoc_client_get_database(c, OPLOG_DB);
+    bson_t *opts = BCON_NEW("filter", "{", "name", BCON_UTF8(OPLOG_COLLECTION), "}");
+    mongoc_cursor_t *cur = mongoc_database_find_collections_with_opts(db, opts);
+    const bson_t *doc;
+    *ret = mongoc_cursor_next(cur, &doc);
+    bson_error_t berr;
+    int r = 0;
+    if (mongoc_cursor_error(cur, &berr))
+        r = ms_mongo_error(m, e, &berr, "looking for the oplog (local.oplog.rs)");
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    mongoc_database_destroy(db);
+    return r;
+}
+
+/* The newest oplog position: where a point-in-time restore starts replaying. */
+static int oplog_latest(MsMongo *m, mongoc_client_t *c, MsOplogPosition *ret, MsError *e) {
+    mongoc_collection_t *coll = mongoc_client_get_collection(c, OPLOG_DB, OPLOG_COLLECTION);
+    bson_t filter = BSON_INITIALIZER;
+    bson_t *opts = BCON_NEW("sort", "{", "$natural", BCON_INT32(-1), "}", "limit", BCON_INT64(1),
+                            "projection", "{", "ts", BCON_INT32(1), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+    const bson_t *doc;
+    *ret = (MsOplogPosition){0, 0};
+    int r = 0;
+    if (mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        if (bson_iter_init_find(&it, doc, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it))
+            bson_iter_timestamp(&it, &ret->t, &ret->i);
+    }
+    bson_error_t berr;
+    if (mongoc_cursor_error(cur, &berr))
+        r = ms_mongo_error(m, e, &berr, "reading the newest oplog entry");
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+    mongoc_collection_destroy(coll);
+    return r;
+}
+
+static bool position_after(MsOplogPosition a, MsOplogPosition b) {
+    return a.t > b.t || (a.t == b.t && a.i > b.i);
+}
+
+/* Copy every oplog entry after start into the archive's oplog namespace. Entries written
+ * while we copy are included too: the snapshot then ends at the last one copied. */
+static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition start,
+                         MsOplogPosition *ret_end, uint64_t *ret_entries, MsError *e) {
+    mongoc_collection_t *coll = mongoc_client_get_collection(c, OPLOG_DB, OPLOG_COLLECTION);
+    bson_t *filter = BCON_NEW("ts", "{", "$gt", BCON_TIMESTAMP(start.t, start.i), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
+    bson_destroy(filter);
+    size_t cap = SNAPSHOT_SEGMENT_BYTES + MS_BSON_MAX_DOCUMENT_SIZE;
+    uint8_t *buf = malloc(cap);
+    size_t used = 0;
+    uint64_t crc = 0, n = 0;
+    MsOplogPosition end = start;
+    int r = buf ? 0 : ms_error_set(e, ENOMEM, "out of memory");
+    const bson_t *doc;
+    while (r == 0 && mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        MsOplogPosition pos = {0, 0};
+        if (bson_iter_init_find(&it, doc, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it))
+            bson_iter_timestamp(&it, &pos.t, &pos.i);
+        if (position_after(pos, end))
+            end = pos;
+        memcpy(buf + used, bson_get_data(doc), doc->len);
+        used += doc->len;
+        crc = ms_crc64_update(crc, bson_get_data(doc), doc->len);
+        n++;
+        if (used >= SNAPSHOT_SEGMENT_BYTES) {
+            r = ms_archive_writer_write_segment(ctx->writer, MS_ARCHIVE_OPLOG_DB,
+                                                MS_ARCHIVE_OPLOG_COLLECTION, buf, used, e);
+            used = 0;
+        }
+        if (n % SNAPSHOT_CANCEL_CHECK_DOCS == 0 && is_cancelled(ctx->o))
+            r = -ECANCELED;
+    }
+    bson_error_t berr;
+    if (r == 0 && mongoc_cursor_error(cur, &berr))
+        r = ms_mongo_error(ctx->mongo, e, &berr, "reading the oplog");
+    if (r == 0 && used > 0)
+        r = ms_archive_writer_write_segment(ctx->writer, MS_ARCHIVE_OPLOG_DB,
+                                            MS_ARCHIVE_OPLOG_COLLECTION, buf, used, e);
+    if (r == 0)
+        r = ms_archive_writer_write_eof(ctx->writer, MS_ARCHIVE_OPLOG_DB,
+                                        MS_ARCHIVE_OPLOG_COLLECTION, crc, e);
+    free(buf);
+    mongoc_cursor_destroy(cur);
+    mongoc_collection_destroy(coll);
+    if (r == 0) {
+        *ret_end = end;
+        *ret_entries = n;
+    }
+    return r;
+}
+
+/* The oplog is a capped collection: if the entry we started from was overwritten while we
+ * dumped, writes between it and the oldest remaining entry are lost to us. */
+static int oplog_check_not_rolled_over(MsMongo *m, mongoc_client_t *c, MsOplogPosition start,
+                                       MsError *e) {
+    if (start.t == 0 && start.i == 0)
+        return 0;
+    mongoc_collection_t *coll = mongoc_client_get_collection(c, OPLOG_DB, OPLOG_COLLECTION);
+    bson_t *filter = BCON_NEW("ts", BCON_TIMESTAMP(start.t, start.i));
+    bson_error_t berr;
+    int64_t n = mongoc_collection_count_documents(coll, filter, NULL, NULL, NULL, &berr);
+    bson_destroy(filter);
+    mongoc_collection_destroy(coll);
+    if (n < 0)
+        return ms_mongo_error(m, e, &berr, "checking the oplog start");
+    if (n == 0)
+        return ms_error_set(e, ESTALE,
+                            "the oplog rolled over while the snapshot ran (its entry %" PRIu32
+                            ":%" PRIu32 " is gone), so it cannot be made consistent; enlarge the "
+                            "oplog or take the snapshot at a quieter time",
+                            start.t, start.i);
+    return 0;
+}
+
+/* ---- the run ---- */
+
+static int open_archive_sink(const MsSnapshotOptions *o, const char *key, MsSink **ret_head,
+                             MsSink **ret_hash, uint64_t *raw_counter, uint64_t *stored_counter,
+                             MsError *e) {
+    MsSink *store = NULL;
+    int r = ms_storage_open_write(o->storage, key, &store, e);
+    if (r < 0)
+        return r;
+    MsSink *hash = ms_sink_sha256_new(store);
+    if (!hash) {
+        ms_sink_free(store);
+        return ms_error_set(e, ENOMEM, "out of memory");
+    }
+    MsSink *stored = ms_sink_counter_new(hash, stored_counter);
+    if (!stored) {
+        ms_sink_free(hash);
+        return ms_error_set(e, ENOMEM, "out of memory");
+    }
+    MsSink *comp = ms_sink_compress_new(stored, o->compression, o->compression_level,
+                                        o->compression_threads, e);
+    if (!comp) {
+        ms_sink_free(stored);
+        return -EINVAL;
+    }
+    MsSink *raw = ms_sink_counter_new(comp, raw_counter);
+    if (!raw) {
+        ms_sink_free(comp);
+        return ms_error_set(e, ENOMEM, "out of memory");
+    }
+    *ret_head = raw;
+    *ret_hash = hash;
+    return 0;
+}
+
+static char *join_key(const char *prefix, const char *name, const char *suffix1,
+                      const char *suffix2) {
+    char *s = NULL;
+    if (asprintf(&s, "%s%s%s%s%s", prefix && *prefix ? prefix : "", prefix && *prefix ? "/" : "",
+                 name, suffix1, suffix2) < 0)
+        return NULL;
+    return s;
+}
+
+int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *e) {
+    uint64_t started_realtime = ms_realtime_usec();
+    uint64_t started = ms_now_usec();
+    MsProgress *p = o->progress;
+    unsigned parallel = o->parallel_collections ? o->parallel_collections : 1;
+    if (parallel > SNAPSHOT_MAX_PARALLEL)
+        parallel = SNAPSHOT_MAX_PARALLEL;
+
+    _cleanup_free_ char *archive_key =
+        join_key(o->prefix, o->name, MONGOSNAP_ARCHIVE_SUFFIX, ms_compression_suffix(o->compression));
+    _cleanup_free_ char *manifest_key = join_key(o->prefix, o->name, MONGOSNAP_MANIFEST_SUFFIX, "");
+    if (!archive_key || !manifest_key)
+        return ms_error_set(e, ENOMEM, "out of memory");
+    if (!ms_storage_key_is_valid(archive_key))
+        return ms_error_set(e, EINVAL,
+                            "'%s' is not a valid snapshot location: use letters, digits, '-', "
+                            "'_' and '.' in the prefix and name",
+                            archive_key);
+    MsStorageObject existing;
+    MsError ignored = MS_ERROR_INIT;
+    if (ms_storage_stat(o->storage, manifest_key, &existing, &ignored) == 0) {
+        free(existing.key);
+        return ms_error_set(e, EEXIST,
+                            "a snapshot named '%s' already exists in %s; choose another name",
+                            o->name, ms_storage_describe(o->storage));
+    }
+
+    ms_progress_set_phase(p, "connect");
+    _cleanup_(ms_mongo_freep) MsMongo *mongo = NULL;
+    int r = ms_mongo_open(o->uri, o->password, parallel + 1, &mongo, e);
+    if (r < 0)
+        return r;
+    mongoc_client_t *main_client = ms_mongo_pop(mongo);
+    _cleanup_free_ char *server_version = NULL;
+    _cleanup_free_ char *tool_version = strdup("mongosnap " MONGOSNAP_VERSION);
+    DumpContext ctx = {.o = o, .mongo = mongo};
+    pthread_mutex_init(&ctx.error_lock, NULL);
+    MsSink *head = NULL, *hash = NULL;
+    _cleanup_(ms_archive_writer_freep) MsArchiveWriter *writer = NULL;
+    char **dbs = NULL;
+    size_t n_dbs = 0;
+    MsManifest manifest = {0};
+    MsArchiveCollection *prelude = NULL;
+    uint64_t raw_bytes = 0, stored_bytes = 0;
+    bool have_oplog = false;
+    MsOplogPosition oplog_start = {0, 0}, oplog_end = {0, 0};
+    uint64_t oplog_entries = 0;
+
+    r = ms_mongo_ping(mongo, main_client, &server_version, e);
+    if (r < 0)
+        goto out;
+    log_info("snapshot %s of %s (MongoDB %s) to %s", o->name, ms_mongo_redacted_uri(mongo),
+             server_version, ms_storage_describe(o->storage));
+
+    /* The oplog position is taken before listing anything: every write after it is in the
+     * captured oplog, so replaying it over the dump ends in a consistent state. */
+    if (o->capture_oplog) {
+        r = oplog_exists(mongo, main_client, &have_oplog, e);
+        if (r < 0)
+            goto out;
+        if (have_oplog) {
+            r = oplog_latest(mongo, main_client, &oplog_start, e);
+            if (r < 0)
+                goto out;
+        }
+    }
+
+    ms_progress_set_phase(p, "prelude");
+    r = list_databases(mongo, main_client, &dbs, &n_dbs, e);
+    if (r < 0)
+        goto out;
+    for (size_t i = 0; i < n_dbs && r == 0; i++)
+        r = list_collections(&ctx, main_client, dbs[i], e);
+    if (r < 0)
+        goto out;
+    qsort(ctx.colls, ctx.n_colls, sizeof(*ctx.colls), compare_by_name);
+    ctx.order = calloc(ctx.n_colls ? ctx.n_colls : 1, sizeof(size_t));
+    prelude = calloc(ctx.n_colls ? ctx.n_colls : 1, sizeof(*prelude));
+    if (!ctx.order || !prelude) {
+        r = ms_error_set(e, ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < ctx.n_colls; i++) {
+        ctx.order[i] = i;
+        DumpCollection *dc = &ctx.colls[i];
+        prelude[i] = (MsArchiveCollection){
+            .db = dc->db,
+            .collection = dc->name,
+            .metadata_json = dc->metadata_json,
+            .size = 0,
+            .type = strcmp(dc->type, "collection") == 0 ? (char *) "" : dc->type,
+        };
+        ms_progress_add_total(p, (uint64_t) dc->estimated_count);
+    }
+    qsort_r(ctx.order, ctx.n_colls, sizeof(size_t), compare_by_size_desc, ctx.colls);
+
+    r = open_archive_sink(o, archive_key, &head, &hash, &raw_bytes, &stored_bytes, e);
+    if (r < 0)
+        goto out;
+    writer = ms_archive_writer_new(head);
+    if (!writer) {
+        r = ms_error_set(e, ENOMEM, "out of memory");
+        goto out;
+    }
+    ctx.writer = writer;
+    MsArchiveHeader header = {
+        .concurrent_collections = (int32_t) parallel,
+        .version = (char *) MS_ARCHIVE_FORMAT_VERSION,
+        .server_version = server_version,
+        .tool_version = tool_version,
+    };
+    r = ms_archive_writer_write_prelude(writer, &header, prelude, ctx.n_colls, e);
+    if (r < 0)
+        goto out;
+
+    ms_progress_set_phase(p, "dump");
+    ms_progress_start_ticker(p, SNAPSHOT_PROGRESS_INTERVAL_MS);
+    {
+        pthread_t threads[SNAPSHOT_MAX_PARALLEL];
+        unsigned started_threads = 0;
+        for (unsigned i = 0; i < parallel; i++) {
+            if (pthread_create(&threads[i], NULL, dump_worker_main, &ctx) != 0)
+                break;
+            started_threads++;
+        }
+        if (started_threads == 0) {
+            r = ms_error_set(e, EAGAIN, "cannot start a dump thread");
+            goto out;
+        }
+        for (unsigned i = 0; i < started_threads; i++)
+            pthread_join(threads[i], NULL);
+    }
+    if (ctx.failed) {
+        *e = ctx.error;
+        r = -ctx.error.code;
+        goto out;
+    }
+    if (is_cancelled(o)) {
+        r = ms_error_set(e, ECANCELED, "the snapshot was stopped; nothing was stored");
+        goto out;
+    }
+
+    if (have_oplog) {
+        ms_progress_set_phase(p, "oplog");
+        ms_progress_set_namespace(p, "local.oplog.rs");
+        r = oplog_capture(&ctx, main_client, oplog_start, &oplog_end, &oplog_entries, e);
+        if (r == 0)
+            r = oplog_check_not_rolled_over(mongo, main_client, oplog_start, e);
+        if (r < 0)
+            goto out;
+        bson_t fields = BSON_INITIALIZER;
+        BSON_APPEND_INT64(&fields, "entries", (int64_t) oplog_entries);
+        bson_t child;
+        BSON_APPEND_DOCUMENT_BEGIN(&fields, "first", &child);
+        BSON_APPEND_INT64(&child, "t", oplog_start.t);
+        BSON_APPEND_INT64(&child, "i", oplog_start.i);
+        bson_append_document_end(&fields, &child);
+        BSON_APPEND_DOCUMENT_BEGIN(&fields, "last", &child);
+        BSON_APPEND_INT64(&child, "t", oplog_end.t);
+        BSON_APPEND_INT64(&child, "i", oplog_end.i);
+        bson_append_document_end(&fields, &child);
+        ms_progress_event(p, MONGOSNAP_PROGRESS_EVENT_OPLOG, &fields);
+        bson_destroy(&fields);
+    }
+
+    ms_progress_set_phase(p, "commit");
+    r = ms_sink_finish(head, e);
+    if (r < 0) {
+        ms_error_prefix(e, "storing %s: ", archive_key);
+        goto out;
+    }
+    __atomic_store_n(&p->bytes_written, stored_bytes, __ATOMIC_RELAXED);
+
+    /* The manifest is written last: a snapshot without one is incomplete, never listed. */
+    char hostname[256] = "unknown";
+    gethostname(hostname, sizeof(hostname) - 1);
+    char started_iso[MS_ISO8601_MAX], finished_iso[MS_ISO8601_MAX];
+    ms_format_iso8601(started_realtime, started_iso);
+    ms_format_iso8601(ms_realtime_usec(), finished_iso);
+    manifest = (MsManifest){
+        .snapshot = (char *) o->name,
+        .tool_version = tool_version,
+        .started_at = started_iso,
+        .finished_at = finished_iso,
+        .elapsed_usec = ms_now_usec() - started,
+        .source_uri = (char *) ms_mongo_redacted_uri(mongo),
+        .server_version = server_version,
+        .node = (char *) (o->node ? o->node : hostname),
+        .archive_key = archive_key,
+        .compression = (char *) ms_compression_to_string(o->compression),
+        .archive_size = stored_bytes,
+        .uncompressed_size = raw_bytes,
+        .point_in_time = have_oplog,
+        .point_in_time_reason =
+            have_oplog ? NULL
+            : o->capture_oplog
+                ? (char *) "the source has no oplog (local.oplog.rs), so writes made during the "
+                           "snapshot may be partly included"
+                : (char *) "oplog capture was turned off",
+        .oplog_start = oplog_start,
+        .oplog_end = oplog_end,
+        .oplog_entries = oplog_entries,
+    };
+    ms_sink_sha256_hex(hash, manifest.archive_sha256);
+    for (size_t i = 0; i < ctx.n_colls; i++) {
+        DumpCollection *dc = &ctx.colls[i];
+        MsManifestNamespace ns = {
+            .db = dc->db,
+            .collection = dc->name,
+            .type = dc->type,
+            .documents = dc->documents,
+            .bytes = dc->bytes,
+            .crc64 = dc->crc,
+            .indexes = dc->n_indexes,
+        };
+        /* The manifest borrows every string but its namespace array, which it owns. */
+        r = ms_manifest_add_namespace(&manifest, &ns);
+        if (r < 0) {
+            r = ms_error_set(e, ENOMEM, "out of memory");
+            goto out;
+        }
+        manifest.total_documents += dc->documents;
+        manifest.total_bytes += dc->bytes;
+    }
+    {
+        _cleanup_free_ char *json = NULL;
+        size_t json_len = 0;
+        r = ms_manifest_serialize(&manifest, &json, &json_len, e);
+        if (r == 0)
+            r = ms_storage_put(o->storage, manifest_key, json, json_len, e);
+        if (r < 0) {
+            ms_error_prefix(e, "storing the manifest %s: ", manifest_key);
+            /* Without its manifest the archive is an orphan: remove it. */
+            MsError ignore = MS_ERROR_INIT;
+            ms_storage_remove(o->storage, archive_key, &ignore);
+            goto out;
+        }
+    }
+    ms_progress_mark_completed(p);
+    ms_progress_set_phase(p, "done");
+    ret->archive_key = TAKE_PTR(archive_key);
+    ret->manifest_key = TAKE_PTR(manifest_key);
+    ret->documents = manifest.total_documents;
+    ret->namespaces = ctx.n_colls;
+    ret->stored_bytes = stored_bytes;
+    ret->uncompressed_bytes = raw_bytes;
+    ret->point_in_time = have_oplog;
+    log_info("snapshot %s complete: %" PRIu64 " documents in %zu namespaces, %" PRIu64
+             " bytes stored",
+             o->name, manifest.total_documents, ctx.n_colls, stored_bytes);
+
+out:
+    ms_progress_stop_ticker(p);
+    ms_progress_report(p);
+    /* Freeing the sink chain before finish() aborts the stored object: nothing half-written
+     * is ever visible. */
+    writer = ms_archive_writer_free(writer);
+    ms_sink_free(head);
+    for (size_t i = 0; i < manifest.n_namespaces; i++) {
+        free(manifest.namespaces[i].db);
+        free(manifest.namespaces[i].collection);
+        free(manifest.namespaces[i].type);
+    }
+    free(manifest.namespaces);
+    for (size_t i = 0; i < ctx.n_colls; i++)
+        dump_collection_clear(&ctx.colls[i]);
+    free(ctx.colls);
+    free(ctx.order);
+    free(prelude);
+    for (size_t i = 0; i < n_dbs; i++)
+        free(dbs[i]);
+    free(dbs);
+    ms_mongo_push(mongo, main_client);
+    pthread_mutex_destroy(&ctx.error_lock);
+    if (r == -ECANCELED && !ms_error_is_set(e))
+        ms_error_set(e, ECANCELED, "the snapshot was stopped; nothing was stored");
+    return r;
+}
+
+void ms_snapshot_result_clear(MsSnapshotResult *r) {
+    free(r->archive_key);
+    free(r->manifest_key);
+    memset(r, 0, sizeof(*r));
+}

@@ -1,0 +1,70 @@
+/* Verify: read every byte of a snapshot through the same checks a restore makes. */
+#include "verify.h"
+
+#include <string.h>
+
+#include "archive/archive.h"
+#include "snapshot-source.h"
+
+#define VERIFY_PROGRESS_INTERVAL_MS 500u
+
+int ms_verify_run(const MsVerifyOptions *o, MsVerifyResult *ret, MsError *e) {
+    MsProgress *p = o->progress;
+    MsSnapshotSource src = {0};
+    int r = o->archive_path
+                ? ms_snapshot_source_open_file(o->archive_path, o->manifest_path, &src, e)
+                : ms_snapshot_source_open_store(o->storage, o->snapshot_key, &src, e);
+    if (r < 0)
+        return r;
+    MsVerifyResult res = {.checked_against_manifest = src.has_manifest};
+    if (src.has_manifest)
+        ms_progress_add_total(p, src.manifest.total_documents + src.manifest.oplog_entries);
+    ms_progress_set_phase(p, "verify");
+    ms_progress_start_ticker(p, VERIFY_PROGRESS_INTERVAL_MS);
+
+    const MsArchiveHeader *header;
+    const MsArchiveCollection *colls;
+    size_t n_colls;
+    r = ms_archive_reader_read_prelude(src.reader, &header, &colls, &n_colls, e);
+    if (r < 0)
+        ms_error_prefix(e, "%s: ", src.archive_name);
+    if (r == 0 && src.has_manifest && n_colls != src.manifest.n_namespaces)
+        r = ms_error_set(e, EBADMSG, "%s lists %zu namespaces but its manifest %zu",
+                         src.archive_name, n_colls, src.manifest.n_namespaces);
+    while (r == 0) {
+        MsArchiveEvent ev;
+        r = ms_archive_reader_next(src.reader, &ev, e);
+        if (r < 0) {
+            ms_error_prefix(e, "%s: ", src.archive_name);
+            break;
+        }
+        if (ev.kind == MS_ARCHIVE_EVENT_END)
+            break;
+        if (ev.kind == MS_ARCHIVE_EVENT_DOCUMENT) {
+            ms_progress_add_items(p, 1, ev.len);
+            if (strcmp(ev.db, MS_ARCHIVE_OPLOG_DB) == 0 &&
+                strcmp(ev.collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0)
+                res.oplog_entries++;
+            else
+                res.documents++;
+        }
+        if (o->cancel && *o->cancel)
+            r = ms_error_set(e, ECANCELED, "verification was stopped");
+    }
+    if (r == 0)
+        r = ms_snapshot_source_check_stored(&src, e);
+    if (r == 0)
+        r = ms_snapshot_source_check_namespaces(&src, e);
+    if (r == 0) {
+        res.namespaces = n_colls;
+        res.stored_bytes = src.stored_bytes;
+        res.uncompressed_bytes = ms_archive_reader_offset(src.reader);
+        ms_progress_mark_completed(p);
+        ms_progress_set_phase(p, "done");
+        *ret = res;
+    }
+    ms_progress_stop_ticker(p);
+    ms_progress_report(p);
+    ms_snapshot_source_close(&src);
+    return r;
+}

@@ -1,0 +1,570 @@
+/* mongosnap-worker: runs one task (snapshot, restore, verify) and exits. The agent spawns one
+ * per task and reads its progress from --progress-fd; operators may run it by hand too. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/redact.h"
+#include "common/timeutil.h"
+#include "config.h"
+#include "engine/mongo-client.h"
+#include "engine/restore.h"
+#include "engine/snapshot.h"
+#include "engine/verify.h"
+#include "mongosnap/mongosnap.h"
+#include "storage/storage.h"
+
+/* A password file is a credential: one line, bounded. */
+#define PASSWORD_FILE_MAX 4096
+#define DEFAULT_PARALLEL_COLLECTIONS 4u
+#define DEFAULT_ZSTD_THREADS 2
+
+static volatile sig_atomic_t cancel_requested = 0;
+
+static void on_stop_signal(int sig) {
+    cancel_requested = 1;
+}
+
+static void install_signal_handlers(void) {
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    /* A parent that stops reading progress must not kill the task. */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+typedef struct Args {
+    const char *command;
+    char *uri;
+    char *password;
+    const char *store;
+    const char *prefix;
+    const char *name;
+    const char *node;
+    const char *snapshot;
+    const char *archive;
+    const char *manifest;
+    MsCompression compression;
+    int level;
+    int threads;
+    unsigned parallel;
+    unsigned batch_size;
+    bool no_oplog;
+    bool include_users;
+    bool drop;
+    bool no_indexes;
+    bool no_bypass_validation;
+    bool has_until;
+    MsOplogPosition until;
+    int progress_fd;
+    bool json;
+    MsNsFilter filter;
+} Args;
+
+static void help(void) {
+    printf("mongosnap-worker %s: run one mongosnap task and exit.\n\n"
+           "Usage:\n"
+           "  mongosnap-worker snapshot --uri-file FILE --store DIR [--prefix P] [--name N]\n"
+           "                            [--compression zstd|gzip|none] [--level N] [--threads N]\n"
+           "                            [--parallel N] [--no-oplog] [--include-users]\n"
+           "  mongosnap-worker restore  --uri-file FILE (--store DIR --snapshot KEY | --archive FILE)\n"
+           "                            [--drop] [--parallel N] [--batch-size N] [--no-indexes]\n"
+           "                            [--ns-include PAT] [--ns-exclude PAT] [--ns-from PAT --ns-to PAT]\n"
+           "                            [--until T:I|YYYY-MM-DDTHH:MM:SSZ] [--no-oplog]\n"
+           "  mongosnap-worker verify   (--store DIR --snapshot KEY | --archive FILE [--manifest FILE])\n\n"
+           "Connection:\n"
+           "  --uri-file FILE      read the MongoDB URI from FILE (keeps passwords out of ps)\n"
+           "  --uri URI            the URI itself (or set MONGOSNAP_URI); avoid passwords here\n"
+           "  --password-file FILE the password, e.g. a systemd credential; replaces the URI's\n\n"
+           "Reporting:\n"
+           "  --progress-fd FD     write progress as JSON lines to FD\n"
+           "  --json               print the result as one JSON object on stdout\n"
+           "  -v, --verbose        more log output\n\n"
+           "Exit status: 0 ok, 1 failed, 2 usage, 3 snapshot damaged, 4 server unreachable or\n"
+           "login refused, 5 stopped by a signal.\n",
+           MONGOSNAP_VERSION);
+}
+
+static int read_secret_file(const char *path, char **ret) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        log_error("cannot open %s: %s", path, strerror(errno));
+        return -errno;
+    }
+    char *buf = calloc(1, PASSWORD_FILE_MAX + 1);
+    ssize_t n = buf ? read(fd, buf, PASSWORD_FILE_MAX + 1) : -1;
+    close(fd);
+    if (n < 0 || n > PASSWORD_FILE_MAX) {
+        log_error("cannot read %s: %s", path, n < 0 ? strerror(errno) : "file is too large");
+        ms_secret_free(buf);
+        return -EINVAL;
+    }
+    /* Credentials are often written with a trailing newline. */
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    *ret = buf;
+    return 0;
+}
+
+enum {
+    OPT_URI = 256,
+    OPT_URI_FILE,
+    OPT_PASSWORD_FILE,
+    OPT_STORE,
+    OPT_PREFIX,
+    OPT_NAME,
+    OPT_NODE,
+    OPT_SNAPSHOT,
+    OPT_ARCHIVE,
+    OPT_MANIFEST,
+    OPT_COMPRESSION,
+    OPT_LEVEL,
+    OPT_THREADS,
+    OPT_PARALLEL,
+    OPT_BATCH_SIZE,
+    OPT_NO_OPLOG,
+    OPT_INCLUDE_USERS,
+    OPT_DROP,
+    OPT_NO_INDEXES,
+    OPT_NO_BYPASS,
+    OPT_UNTIL,
+    OPT_NS_INCLUDE,
+    OPT_NS_EXCLUDE,
+    OPT_NS_FROM,
+    OPT_NS_TO,
+    OPT_PROGRESS_FD,
+    OPT_JSON,
+};
+
+static bool parse_uint(const char *s, unsigned max, unsigned *ret) {
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || v > max)
+        return false;
+    *ret = (unsigned) v;
+    return true;
+}
+
+static int parse_args(int argc, char **argv, Args *a) {
+    static const struct option options[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"uri", required_argument, NULL, OPT_URI},
+        {"uri-file", required_argument, NULL, OPT_URI_FILE},
+        {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
+        {"store", required_argument, NULL, OPT_STORE},
+        {"prefix", required_argument, NULL, OPT_PREFIX},
+        {"name", required_argument, NULL, OPT_NAME},
+        {"node", required_argument, NULL, OPT_NODE},
+        {"snapshot", required_argument, NULL, OPT_SNAPSHOT},
+        {"archive", required_argument, NULL, OPT_ARCHIVE},
+        {"manifest", required_argument, NULL, OPT_MANIFEST},
+        {"compression", required_argument, NULL, OPT_COMPRESSION},
+        {"level", required_argument, NULL, OPT_LEVEL},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"parallel", required_argument, NULL, OPT_PARALLEL},
+        {"batch-size", required_argument, NULL, OPT_BATCH_SIZE},
+        {"no-oplog", no_argument, NULL, OPT_NO_OPLOG},
+        {"include-users", no_argument, NULL, OPT_INCLUDE_USERS},
+        {"drop", no_argument, NULL, OPT_DROP},
+        {"no-indexes", no_argument, NULL, OPT_NO_INDEXES},
+        {"no-bypass-validation", no_argument, NULL, OPT_NO_BYPASS},
+        {"until", required_argument, NULL, OPT_UNTIL},
+        {"ns-include", required_argument, NULL, OPT_NS_INCLUDE},
+        {"ns-exclude", required_argument, NULL, OPT_NS_EXCLUDE},
+        {"ns-from", required_argument, NULL, OPT_NS_FROM},
+        {"ns-to", required_argument, NULL, OPT_NS_TO},
+        {"progress-fd", required_argument, NULL, OPT_PROGRESS_FD},
+        {"json", no_argument, NULL, OPT_JSON},
+        {},
+    };
+    unsigned u;
+    int c;
+    while ((c = getopt_long(argc, argv, "hv", options, NULL)) >= 0) {
+        switch (c) {
+        case 'h':
+            help();
+            exit(MONGOSNAP_EXIT_OK);
+        case 'v':
+            ms_log_set_max_level(MS_LOG_DEBUG);
+            break;
+        case OPT_URI:
+            free(a->uri);
+            a->uri = strdup(optarg);
+            break;
+        case OPT_URI_FILE:
+            ms_secret_free(a->uri);
+            a->uri = NULL;
+            if (read_secret_file(optarg, &a->uri) < 0)
+                return -EINVAL;
+            break;
+        case OPT_PASSWORD_FILE:
+            ms_secret_free(a->password);
+            a->password = NULL;
+            if (read_secret_file(optarg, &a->password) < 0)
+                return -EINVAL;
+            break;
+        case OPT_STORE:
+            a->store = optarg;
+            break;
+        case OPT_PREFIX:
+            a->prefix = optarg;
+            break;
+        case OPT_NAME:
+            a->name = optarg;
+            break;
+        case OPT_NODE:
+            a->node = optarg;
+            break;
+        case OPT_SNAPSHOT:
+            a->snapshot = optarg;
+            break;
+        case OPT_ARCHIVE:
+            a->archive = optarg;
+            break;
+        case OPT_MANIFEST:
+            a->manifest = optarg;
+            break;
+        case OPT_COMPRESSION:
+            a->compression = ms_compression_from_string(optarg);
+            if (a->compression == MS_COMPRESSION_INVALID) {
+                log_error("unknown compression '%s': use zstd, gzip or none", optarg);
+                return -EINVAL;
+            }
+            break;
+        case OPT_LEVEL:
+            if (!parse_uint(optarg, 22, &u)) {
+                log_error("--level takes a number from 1 to 22 (zstd) or 1 to 9 (gzip)");
+                return -EINVAL;
+            }
+            a->level = (int) u;
+            break;
+        case OPT_THREADS:
+            if (!parse_uint(optarg, 256, &u)) {
+                log_error("--threads takes a number from 0 to 256");
+                return -EINVAL;
+            }
+            a->threads = (int) u;
+            break;
+        case OPT_PARALLEL:
+            if (!parse_uint(optarg, 64, &u) || u == 0) {
+                log_error("--parallel takes a number from 1 to 64");
+                return -EINVAL;
+            }
+            a->parallel = u;
+            break;
+        case OPT_BATCH_SIZE:
+            if (!parse_uint(optarg, 100000, &u) || u == 0) {
+                log_error("--batch-size takes a number from 1 to 100000");
+                return -EINVAL;
+            }
+            a->batch_size = u;
+            break;
+        case OPT_NO_OPLOG:
+            a->no_oplog = true;
+            break;
+        case OPT_INCLUDE_USERS:
+            a->include_users = true;
+            break;
+        case OPT_DROP:
+            a->drop = true;
+            break;
+        case OPT_NO_INDEXES:
+            a->no_indexes = true;
+            break;
+        case OPT_NO_BYPASS:
+            a->no_bypass_validation = true;
+            break;
+        case OPT_UNTIL:
+            if (ms_oplog_position_parse(optarg, &a->until) < 0) {
+                log_error("--until '%s' is neither an oplog time T:I nor a UTC time "
+                          "YYYY-MM-DDTHH:MM:SSZ",
+                          optarg);
+                return -EINVAL;
+            }
+            a->has_until = true;
+            break;
+        case OPT_NS_INCLUDE:
+            ms_ns_filter_add(&a->filter.include, &a->filter.n_include, optarg);
+            break;
+        case OPT_NS_EXCLUDE:
+            ms_ns_filter_add(&a->filter.exclude, &a->filter.n_exclude, optarg);
+            break;
+        case OPT_NS_FROM: {
+            size_t n = a->filter.n_rename;
+            ms_ns_filter_add(&a->filter.rename_from, &n, optarg);
+            break;
+        }
+        case OPT_NS_TO: {
+            size_t n = a->filter.n_rename;
+            ms_ns_filter_add(&a->filter.rename_to, &n, optarg);
+            a->filter.n_rename = n;
+            break;
+        }
+        case OPT_PROGRESS_FD:
+            if (!parse_uint(optarg, 65535, &u) || fcntl((int) u, F_GETFD) < 0) {
+                log_error("--progress-fd %s is not an open file descriptor", optarg);
+                return -EINVAL;
+            }
+            a->progress_fd = (int) u;
+            break;
+        case OPT_JSON:
+            a->json = true;
+            break;
+        default:
+            return -EINVAL;
+        }
+    }
+    if (optind >= argc) {
+        log_error("no command given: use snapshot, restore or verify (see --help)");
+        return -EINVAL;
+    }
+    a->command = argv[optind];
+    if (optind + 1 < argc) {
+        log_error("unexpected argument '%s' (see --help)", argv[optind + 1]);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int open_store(const Args *a, MsStorage **ret) {
+    if (!a->store) {
+        log_error("%s needs --store (a directory)", a->command);
+        return -EINVAL;
+    }
+    MsError e = MS_ERROR_INIT;
+    int r = ms_storage_open(a->store, ret, &e);
+    if (r < 0)
+        log_error("%s", e.message);
+    return r;
+}
+
+/* Map a task error to an exit code the agent and scripts can rely on. */
+static int exit_code_for(int r) {
+    switch (-r) {
+    case 0:
+        return MONGOSNAP_EXIT_OK;
+    case ECANCELED:
+        return MONGOSNAP_EXIT_CANCELLED;
+    case EBADMSG:
+    case EPIPE:
+        return MONGOSNAP_EXIT_CORRUPT;
+    case EHOSTUNREACH:
+    case EACCES:
+        return MONGOSNAP_EXIT_UNREACHABLE;
+    default:
+        return MONGOSNAP_EXIT_FAILURE;
+    }
+}
+
+static void report_result(MsProgress *p, const Args *a, int r, const MsError *e, bson_t *fields) {
+    bson_t doc = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&doc, "status", r == 0 ? "ok" : r == -ECANCELED ? "cancelled" : "failed");
+    BSON_APPEND_UTF8(&doc, "command", a->command);
+    if (r < 0) {
+        BSON_APPEND_UTF8(&doc, "message", e->message);
+        BSON_APPEND_INT32(&doc, "exit_code", exit_code_for(r));
+    }
+    if (fields)
+        bson_concat(&doc, fields);
+    ms_progress_event(p, MONGOSNAP_PROGRESS_EVENT_RESULT, &doc);
+    if (a->json) {
+        char *json = bson_as_relaxed_extended_json(&doc, NULL);
+        printf("%s\n", json);
+        bson_free(json);
+    }
+    bson_destroy(&doc);
+}
+
+static int run_snapshot(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (!a->uri) {
+        log_error("snapshot needs the source: --uri-file FILE, --uri URI or MONGOSNAP_URI");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    char default_name[64], stamp[MS_ISO8601_MAX];
+    ms_format_compact(ms_realtime_usec(), stamp);
+    snprintf(default_name, sizeof(default_name), "snapshot-%s", stamp);
+    MsSnapshotOptions o = {
+        .uri = a->uri,
+        .password = a->password,
+        .storage = storage,
+        .prefix = a->prefix,
+        .name = a->name ? a->name : default_name,
+        .node = a->node,
+        .compression = a->compression,
+        .compression_level = a->level,
+        .compression_threads = a->compression == MS_COMPRESSION_ZSTD ? a->threads : 0,
+        .parallel_collections = a->parallel ? a->parallel : DEFAULT_PARALLEL_COLLECTIONS,
+        .capture_oplog = !a->no_oplog,
+        .include_users = a->include_users,
+        .progress = p,
+        .cancel = &cancel_requested,
+    };
+    MsSnapshotResult res = {0};
+    MsError e = MS_ERROR_INIT;
+    int r = ms_snapshot_run(&o, &res, &e);
+    bson_t fields = BSON_INITIALIZER;
+    if (r == 0) {
+        BSON_APPEND_UTF8(&fields, "archive", res.archive_key);
+        BSON_APPEND_UTF8(&fields, "manifest", res.manifest_key);
+        BSON_APPEND_INT64(&fields, "documents", (int64_t) res.documents);
+        BSON_APPEND_INT64(&fields, "namespaces", (int64_t) res.namespaces);
+        BSON_APPEND_INT64(&fields, "stored_bytes", (int64_t) res.stored_bytes);
+        BSON_APPEND_INT64(&fields, "uncompressed_bytes", (int64_t) res.uncompressed_bytes);
+        BSON_APPEND_BOOL(&fields, "point_in_time", res.point_in_time);
+        if (!a->json)
+            printf("snapshot %s: %" PRIu64 " documents in %" PRIu64 " namespaces, %" PRIu64
+                   " bytes stored%s\n",
+                   res.archive_key, res.documents, res.namespaces, res.stored_bytes,
+                   res.point_in_time ? ", point-in-time consistent"
+                                     : ", NOT point-in-time consistent (no oplog)");
+    } else
+        log_error("snapshot failed: %s", e.message);
+    report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    ms_snapshot_result_clear(&res);
+    return exit_code_for(r);
+}
+
+static int run_restore(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (!a->uri) {
+        log_error("restore needs the target: --uri-file FILE, --uri URI or MONGOSNAP_URI");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (!a->archive == !a->snapshot) {
+        log_error("restore needs exactly one of --snapshot KEY (with --store) or --archive FILE");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (a->snapshot && open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    MsError e = MS_ERROR_INIT;
+    if (ms_ns_filter_validate(&a->filter, &e) < 0) {
+        log_error("%s", e.message);
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    MsRestoreOptions o = {
+        .uri = a->uri,
+        .password = a->password,
+        .storage = storage,
+        .snapshot_key = a->snapshot,
+        .archive_path = a->archive,
+        .manifest_path = a->manifest,
+        .filter = &a->filter,
+        .parallel = a->parallel,
+        .batch_size = a->batch_size,
+        .drop = a->drop,
+        .replay_oplog = !a->no_oplog,
+        .has_until = a->has_until,
+        .until = a->until,
+        .restore_indexes = !a->no_indexes,
+        .bypass_validation = !a->no_bypass_validation,
+        .progress = p,
+        .cancel = &cancel_requested,
+    };
+    MsRestoreResult res = {0};
+    int r = ms_restore_run(&o, &res, &e);
+    bson_t fields = BSON_INITIALIZER;
+    if (r == 0) {
+        BSON_APPEND_INT64(&fields, "documents", (int64_t) res.documents);
+        BSON_APPEND_INT64(&fields, "duplicates", (int64_t) res.duplicates);
+        BSON_APPEND_INT64(&fields, "namespaces", (int64_t) res.namespaces);
+        BSON_APPEND_INT64(&fields, "views", (int64_t) res.views);
+        BSON_APPEND_INT64(&fields, "indexes", (int64_t) res.indexes);
+        BSON_APPEND_INT64(&fields, "oplog_applied", (int64_t) res.oplog_applied);
+        if (res.point_in_time)
+            bson_append_timestamp(&fields, "restored_to", -1, res.restored_to.t,
+                                  res.restored_to.i);
+        if (!a->json)
+            printf("restored %" PRIu64 " documents into %" PRIu64 " collections (%" PRIu64
+                   " views, %" PRIu64 " indexes), replayed %" PRIu64 " oplog entries\n",
+                   res.documents, res.namespaces, res.views, res.indexes, res.oplog_applied);
+    } else
+        log_error("restore failed: %s", e.message);
+    report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    return exit_code_for(r);
+}
+
+static int run_verify(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (!a->archive == !a->snapshot) {
+        log_error("verify needs exactly one of --snapshot KEY (with --store) or --archive FILE");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (a->snapshot && open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    MsVerifyOptions o = {
+        .storage = storage,
+        .snapshot_key = a->snapshot,
+        .archive_path = a->archive,
+        .manifest_path = a->manifest,
+        .progress = p,
+        .cancel = &cancel_requested,
+    };
+    MsVerifyResult res = {0};
+    MsError e = MS_ERROR_INIT;
+    int r = ms_verify_run(&o, &res, &e);
+    bson_t fields = BSON_INITIALIZER;
+    if (r == 0) {
+        BSON_APPEND_INT64(&fields, "namespaces", (int64_t) res.namespaces);
+        BSON_APPEND_INT64(&fields, "documents", (int64_t) res.documents);
+        BSON_APPEND_INT64(&fields, "oplog_entries", (int64_t) res.oplog_entries);
+        BSON_APPEND_INT64(&fields, "stored_bytes", (int64_t) res.stored_bytes);
+        BSON_APPEND_BOOL(&fields, "checked_against_manifest", res.checked_against_manifest);
+        if (!a->json)
+            printf("verified: %" PRIu64 " namespaces, %" PRIu64 " documents, %" PRIu64
+                   " oplog entries, %" PRIu64 " bytes%s\n",
+                   res.namespaces, res.documents, res.oplog_entries, res.stored_bytes,
+                   res.checked_against_manifest ? ", all checksums and counts match the manifest"
+                                                : " (no manifest: archive CRCs only)");
+    } else
+        log_error("verify failed: %s", e.message);
+    report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    return exit_code_for(r);
+}
+
+int main(int argc, char **argv) {
+    Args a = {.compression = MS_COMPRESSION_ZSTD, .threads = DEFAULT_ZSTD_THREADS, .progress_fd = -1};
+    const char *env_uri = getenv("MONGOSNAP_URI");
+    if (env_uri)
+        a.uri = strdup(env_uri);
+    int r = parse_args(argc, argv, &a);
+    int ret = MONGOSNAP_EXIT_USAGE;
+    if (r < 0)
+        goto out;
+
+    install_signal_handlers();
+    mongoc_init();
+    ms_mongo_init_logging();
+    MsProgress progress;
+    ms_progress_init(&progress, a.progress_fd);
+    if (strcmp(a.command, "snapshot") == 0)
+        ret = run_snapshot(&a, &progress);
+    else if (strcmp(a.command, "restore") == 0)
+        ret = run_restore(&a, &progress);
+    else if (strcmp(a.command, "verify") == 0)
+        ret = run_verify(&a, &progress);
+    else
+        log_error("unknown command '%s': use snapshot, restore or verify", a.command);
+    ms_progress_done(&progress);
+    mongoc_cleanup();
+out:
+    ms_secret_free(a.uri);
+    ms_secret_free(a.password);
+    ms_ns_filter_clear(&a.filter);
+    return ret;
+}
