@@ -59,6 +59,9 @@ int ms_archive_writer_write_segment(MsArchiveWriter *w, const char *db, const ch
  * prelude (views and empty collections too) gets one; mongorestore waits for them. */
 int ms_archive_writer_write_eof(MsArchiveWriter *w, const char *db, const char *collection,
                                 uint64_t crc, MsError *e);
+/* After the last EOF: fails, naming the namespace, if a prelude namespace never got its EOF
+ * (mongorestore would stop with "archive finished before all collections were seen"). */
+int ms_archive_writer_check_complete(MsArchiveWriter *w, MsError *e);
 
 /* ---------------- reading ---------------- */
 typedef struct MsArchiveReader MsArchiveReader;

@@ -329,8 +329,10 @@ static int create_indexes(RestoreContext *ctx, mongoc_client_t *c, RestoreNs *ns
                 continue; /* made with the collection */
             char key[24];
             snprintf(key, sizeof(key), "%" PRIu32, n++);
+            /* "ns" names the source; "v" is the source's index format, which the target
+             * picks for itself (as mongorestore does unless --keepIndexVersion). */
             bson_t cleaned = BSON_INITIALIZER;
-            bson_copy_to_excluding_noinit(&spec, &cleaned, "ns", NULL);
+            bson_copy_to_excluding_noinit(&spec, &cleaned, "ns", "v", NULL);
             bson_append_document(&arr, key, -1, &cleaned);
             bson_destroy(&cleaned);
         }

@@ -49,9 +49,11 @@ static int build_chain(MsSnapshotSource *s, MsSource *raw, MsError *e) {
     return 0;
 }
 
+/* The chain's counter points into *ret, so sources are built in place, never copied. */
 int ms_snapshot_source_open_store(MsStorage *storage, const char *key, MsSnapshotSource *ret,
                                   MsError *e) {
-    MsSnapshotSource s = {0};
+    MsSnapshotSource *s = ret;
+    memset(s, 0, sizeof(*s));
     _cleanup_free_ char *manifest_key = manifest_key_for(key);
     if (!manifest_key)
         return ms_error_set(e, ENOMEM, "out of memory");
@@ -67,31 +69,31 @@ int ms_snapshot_source_open_store(MsStorage *storage, const char *key, MsSnapsho
     }
     if (r < 0)
         return r;
-    r = ms_manifest_parse(json, len, &s.manifest, e);
+    r = ms_manifest_parse(json, len, &s->manifest, e);
     if (r < 0) {
         ms_error_prefix(e, "%s: ", manifest_key);
         return r;
     }
-    s.has_manifest = true;
-    s.archive_name = strdup(s.manifest.archive_key);
+    s->has_manifest = true;
+    s->archive_name = strdup(s->manifest.archive_key);
     MsSource *raw = NULL;
-    r = ms_storage_open_read(storage, s.manifest.archive_key, &raw, e);
+    r = ms_storage_open_read(storage, s->manifest.archive_key, &raw, e);
     if (r < 0) {
-        ms_snapshot_source_close(&s);
+        ms_snapshot_source_close(s);
         return r;
     }
-    r = build_chain(&s, raw, e);
+    r = build_chain(s, raw, e);
     if (r < 0) {
-        ms_snapshot_source_close(&s);
+        ms_snapshot_source_close(s);
         return r;
     }
-    *ret = s;
     return 0;
 }
 
 int ms_snapshot_source_open_file(const char *path, const char *manifest_path,
                                  MsSnapshotSource *ret, MsError *e) {
-    MsSnapshotSource s = {0};
+    MsSnapshotSource *s = ret;
+    memset(s, 0, sizeof(*s));
     if (manifest_path) {
         int mfd = open(manifest_path, O_RDONLY | O_CLOEXEC);
         if (mfd < 0)
@@ -118,28 +120,27 @@ int ms_snapshot_source_open_file(const char *path, const char *manifest_path,
         if (r == 0) {
             size_t len;
             const uint8_t *data = ms_sink_memory_data(mem, &len);
-            r = ms_manifest_parse((const char *) data, len, &s.manifest, e);
+            r = ms_manifest_parse((const char *) data, len, &s->manifest, e);
             if (r < 0)
                 ms_error_prefix(e, "%s: ", manifest_path);
         }
         ms_sink_free(mem);
         if (r < 0)
             return r;
-        s.has_manifest = true;
+        s->has_manifest = true;
     }
     int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int err = errno;
-        ms_snapshot_source_close(&s);
+        ms_snapshot_source_close(s);
         return ms_error_set(e, err, "cannot open archive %s: %s", path, strerror(err));
     }
-    s.archive_name = strdup(strcmp(path, "-") == 0 ? "standard input" : path);
-    int r = build_chain(&s, ms_source_fd_new(fd, fd != STDIN_FILENO), e);
+    s->archive_name = strdup(strcmp(path, "-") == 0 ? "standard input" : path);
+    int r = build_chain(s, ms_source_fd_new(fd, fd != STDIN_FILENO), e);
     if (r < 0) {
-        ms_snapshot_source_close(&s);
+        ms_snapshot_source_close(s);
         return r;
     }
-    *ret = s;
     return 0;
 }
 
