@@ -1,4 +1,4 @@
-/* mongodump archive reader: a pull parser checking framing, BSON, namespaces and per-namespace CRCs. */
+/* mongodump archive reader: a pull parser checking framing, BSON, namespaces and CRCs. */
 #include "archive.h"
 
 #include <endian.h>
@@ -202,9 +202,19 @@ static uint32_t load_le32(const uint8_t *p) {
     return le32toh(v);
 }
 
-/* Next length word and, when it is not a terminator, the whole validated BSON document. */
-static int read_item(MsArchiveReader *r, const char *ns_name, const char *what, Item *item,
+/* The name for messages, formatted only when one is needed: not on the per-document path. */
+static const char *item_namespace_name(char buf[NAMESPACE_NAME_MAX], const ReaderNamespace *ns) {
+    if (!ns)
+        return NULL;
+    format_reader_namespace(buf, ns);
+    return buf;
+}
+
+/* Next length word and, when it is not a terminator, the whole validated BSON document.
+ * ns (may be NULL) is the namespace being read, for messages. */
+static int read_item(MsArchiveReader *r, const ReaderNamespace *ns, const char *what, Item *item,
                      MsError *e) {
+    char name[NAMESPACE_NAME_MAX];
     item->offset = r->offset;
     item->data = NULL;
     item->len = 0;
@@ -217,7 +227,7 @@ static int read_item(MsArchiveReader *r, const char *ns_name, const char *what, 
         return 0;
     }
     if (avail < LENGTH_WORD_SIZE)
-        return reader_truncated(r, e, ns_name, what);
+        return reader_truncated(r, e, item_namespace_name(name, ns), what);
 
     uint32_t word = load_le32(r->buf + r->pos);
     if (word == MS_ARCHIVE_TERMINATOR) {
@@ -226,7 +236,7 @@ static int read_item(MsArchiveReader *r, const char *ns_name, const char *what, 
         return 0;
     }
     if (word < BSON_MIN_DOCUMENT_SIZE || word > MS_BSON_MAX_DOCUMENT_SIZE)
-        return reader_corrupt(r, e, ns_name, item->offset,
+        return reader_corrupt(r, e, item_namespace_name(name, ns), item->offset,
                               "0x%08" PRIx32 " is neither a BSON document length nor a terminator "
                               "(while reading %s)",
                               word, what);
@@ -235,7 +245,7 @@ static int read_item(MsArchiveReader *r, const char *ns_name, const char *what, 
     if (k < 0)
         return k;
     if (r->end - r->pos < word)
-        return reader_truncated(r, e, ns_name, what);
+        return reader_truncated(r, e, item_namespace_name(name, ns), what);
 
     const uint8_t *data = r->buf + r->pos;
     bson_t doc;
@@ -243,11 +253,12 @@ static int read_item(MsArchiveReader *r, const char *ns_name, const char *what, 
     /* bson_init_static checks the trailing zero; bson_validate walks every element, nested ones
      * too, so a damaged document fails here rather than in whoever consumes it. */
     if (!bson_init_static(&doc, data, word))
-        return reader_corrupt(r, e, ns_name, item->offset,
+        return reader_corrupt(r, e, item_namespace_name(name, ns), item->offset,
                               "%s of %" PRIu32 " bytes does not end with a zero byte", what, word);
     if (!bson_validate(&doc, BSON_VALIDATE_NONE, &err_offset))
-        return reader_corrupt(r, e, ns_name, item->offset,
-                              "%s of %" PRIu32 " bytes is not valid BSON (damage near its byte %zu)",
+        return reader_corrupt(r, e, item_namespace_name(name, ns), item->offset,
+                              "%s of %" PRIu32
+                              " bytes is not valid BSON (damage near its byte %zu)",
                               what, word, err_offset);
     reader_consume(r, word);
     item->kind = ITEM_DOCUMENT;
@@ -682,7 +693,8 @@ static int parse_namespace_header(MsArchiveReader *r, const Item *item, Namespac
 }
 
 static bool is_oplog(const char *db, const char *collection) {
-    return strcmp(db, MS_ARCHIVE_OPLOG_DB) == 0 && strcmp(collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0;
+    return strcmp(db, MS_ARCHIVE_OPLOG_DB) == 0 &&
+           strcmp(collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0;
 }
 
 /* Resolve a header's namespace; ret_idx indexes ns[] and stats[]. */
@@ -736,7 +748,7 @@ static int handle_eof(MsArchiveReader *r, const Item *header_item, const Namespa
 
     /* An EOF block has no body: the terminator must follow at once. */
     Item item;
-    int k = read_item(r, name, "the end-of-namespace marker", &item, e);
+    int k = read_item(r, ns, "the end-of-namespace marker", &item, e);
     if (k < 0)
         return k;
     if (item.kind == ITEM_END)
@@ -805,15 +817,14 @@ int ms_archive_reader_next(MsArchiveReader *r, MsArchiveEvent *ev, MsError *e) {
             char name[NAMESPACE_NAME_MAX];
             ReaderNamespace *ns = &r->ns[r->current];
             MsArchiveNamespaceStats *st = &r->stats[r->current];
-            format_reader_namespace(name, ns);
-            k = read_item(r, name, "a document", &item, e);
+            k = read_item(r, ns, "a document", &item, e);
             if (k < 0)
                 return k;
             if (item.kind == ITEM_END)
                 return reader_fail(r, e, EPIPE,
                                    "archive is truncated at byte offset %" PRIu64
                                    " inside a segment of namespace '%s' (no terminator)",
-                                   r->offset, name);
+                                   r->offset, item_namespace_name(name, ns));
             if (item.kind == ITEM_TERMINATOR) {
                 r->state = READER_BETWEEN_BLOCKS;
                 continue;
@@ -845,7 +856,7 @@ int ms_archive_reader_next(MsArchiveReader *r, MsArchiveEvent *ev, MsError *e) {
             k = parse_namespace_header(r, &item, &h, e);
             if (k < 0)
                 return k;
-            size_t idx;
+            size_t idx = 0;
             k = resolve_namespace(r, &item, &h, &idx, e);
             if (k < 0)
                 return k;

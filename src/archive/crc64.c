@@ -1,4 +1,4 @@
-/* CRC-64/ECMA-182 (reflected, as Go's hash/crc64 ECMA table): slicing-by-8 over tables built once. */
+/* CRC-64/ECMA-182 as Go's hash/crc64 ECMA table computes it: slicing-by-8, tables built once. */
 #include "crc64.h"
 
 #include <endian.h>
