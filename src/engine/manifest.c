@@ -192,6 +192,7 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
 
     MsManifest m = {0};
     int r = 0;
+    _cleanup_free_ char *sha = NULL;
     _cleanup_free_ char *format = dup_utf8(doc, "format");
     if (!format || strcmp(format, MONGOSNAP_MANIFEST_FORMAT) != 0) {
         r = ms_error_set(e, EBADMSG, "not a mongosnap manifest (format field is '%s')",
@@ -208,7 +209,7 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
     m.server_version = dup_utf8(doc, "source.server_version");
     m.archive_key = dup_utf8(doc, "archive.key");
     m.compression = dup_utf8(doc, "archive.compression");
-    _cleanup_free_ char *sha = dup_utf8(doc, "archive.sha256");
+    sha = dup_utf8(doc, "archive.sha256");
     if (!m.archive_key || !m.compression || !sha || strlen(sha) != MS_SHA256_HEX_LEN ||
         !get_int64(doc, "archive.size", &m.archive_size)) {
         r = ms_error_set(e, EBADMSG, "the manifest lacks the archive's key, size or checksum");

@@ -205,9 +205,17 @@ static void *insert_worker_main(void *arg) {
     return NULL;
 }
 
+#define BUCKETS_PREFIX "system.buckets."
+
 static RestoreNs *find_ns(RestoreContext *ctx, const char *db, const char *coll) {
     if (ctx->last && strcmp(ctx->last->src_db, db) == 0 && strcmp(ctx->last->src_coll, coll) == 0)
         return ctx->last;
+    /* A time-series collection X arrives as its buckets, system.buckets.X. */
+    if (strncmp(coll, BUCKETS_PREFIX, strlen(BUCKETS_PREFIX)) == 0) {
+        RestoreNs *ts = find_ns(ctx, db, coll + strlen(BUCKETS_PREFIX));
+        if (ts && strcmp(ts->type, "timeseries") == 0)
+            return ts;
+    }
     for (size_t i = 0; i < ctx->n_nss; i++)
         if (strcmp(ctx->nss[i].src_db, db) == 0 && strcmp(ctx->nss[i].src_coll, coll) == 0)
             return ctx->last = &ctx->nss[i];
@@ -367,6 +375,10 @@ static int plan_namespaces(RestoreContext *ctx, const MsArchiveCollection *colls
     if (!ctx->nss)
         return ms_error_set(e, ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
+        /* The captured oplog is listed in the prelude too; it is replayed, not restored. */
+        if (strcmp(colls[i].db, MS_ARCHIVE_OPLOG_DB) == 0 &&
+            strcmp(colls[i].collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0)
+            continue;
         RestoreNs *ns = &ctx->nss[ctx->n_nss++];
         ns->src_db = strdup(colls[i].db);
         ns->src_coll = strdup(colls[i].collection);

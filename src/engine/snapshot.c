@@ -315,7 +315,7 @@ static int dump_collection(DumpContext *ctx, mongoc_client_t *c, DumpCollection 
         docs++;
         ms_progress_add_items(ctx->o->progress, 1, doc->len);
         if (used >= SNAPSHOT_SEGMENT_BYTES) {
-            r = ms_archive_writer_write_segment(ctx->writer, dc->db, dc->name, buf, used, e);
+            r = ms_archive_writer_write_segment(ctx->writer, dc->db, dc->source_name, buf, used, e);
             used = 0;
         }
         if (docs % SNAPSHOT_CANCEL_CHECK_DOCS == 0 && dump_should_stop(ctx))
@@ -327,10 +327,12 @@ static int dump_collection(DumpContext *ctx, mongoc_client_t *c, DumpCollection 
         snprintf(context, sizeof(context), "reading %s", ns);
         r = ms_mongo_error(ctx->mongo, e, &berr, context);
     }
+    /* Time-series data goes under system.buckets.X, as mongodump writes it for servers
+     * before 8.3 and as mongorestore expects it. */
     if (r == 0 && used > 0)
-        r = ms_archive_writer_write_segment(ctx->writer, dc->db, dc->name, buf, used, e);
+        r = ms_archive_writer_write_segment(ctx->writer, dc->db, dc->source_name, buf, used, e);
     if (r == 0)
-        r = ms_archive_writer_write_eof(ctx->writer, dc->db, dc->name, dc->crc, e);
+        r = ms_archive_writer_write_eof(ctx->writer, dc->db, dc->source_name, dc->crc, e);
     free(buf);
     mongoc_cursor_destroy(cur);
     mongoc_collection_destroy(coll);
@@ -626,7 +628,9 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         goto out;
     qsort(ctx.colls, ctx.n_colls, sizeof(*ctx.colls), compare_by_name);
     ctx.order = calloc(ctx.n_colls ? ctx.n_colls : 1, sizeof(size_t));
-    prelude = calloc(ctx.n_colls ? ctx.n_colls : 1, sizeof(*prelude));
+    /* One more slot: the captured oplog is listed in the prelude as db "" collection "oplog",
+     * or mongorestore refuses the archive. */
+    prelude = calloc(ctx.n_colls + 1, sizeof(*prelude));
     if (!ctx.order || !prelude) {
         r = ms_error_set(e, ENOMEM, "out of memory");
         goto out;
@@ -639,7 +643,7 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
             .collection = dc->name,
             .metadata_json = dc->metadata_json,
             .size = 0,
-            .type = strcmp(dc->type, "collection") == 0 ? (char *) "" : dc->type,
+            .type = dc->type,
         };
         ms_progress_add_total(p, (uint64_t) dc->estimated_count);
     }
@@ -660,7 +664,15 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         .server_version = server_version,
         .tool_version = tool_version,
     };
-    r = ms_archive_writer_write_prelude(writer, &header, prelude, ctx.n_colls, e);
+    size_t n_prelude = ctx.n_colls;
+    if (have_oplog)
+        prelude[n_prelude++] = (MsArchiveCollection){
+            .db = (char *) MS_ARCHIVE_OPLOG_DB,
+            .collection = (char *) MS_ARCHIVE_OPLOG_COLLECTION,
+            .metadata_json = (char *) "",
+            .type = (char *) "",
+        };
+    r = ms_archive_writer_write_prelude(writer, &header, prelude, n_prelude, e);
     if (r < 0)
         goto out;
 
@@ -715,7 +727,9 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
     }
 
     ms_progress_set_phase(p, "commit");
-    r = ms_sink_finish(head, e);
+    r = ms_archive_writer_check_complete(writer, e);
+    if (r == 0)
+        r = ms_sink_finish(head, e);
     if (r < 0) {
         ms_error_prefix(e, "storing %s: ", archive_key);
         goto out;

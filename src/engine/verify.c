@@ -23,14 +23,17 @@ int ms_verify_run(const MsVerifyOptions *o, MsVerifyResult *ret, MsError *e) {
     ms_progress_start_ticker(p, VERIFY_PROGRESS_INTERVAL_MS);
 
     const MsArchiveHeader *header;
-    const MsArchiveCollection *colls;
-    size_t n_colls;
+    const MsArchiveCollection *colls = NULL;
+    size_t n_colls = 0, n_data = 0;
     r = ms_archive_reader_read_prelude(src.reader, &header, &colls, &n_colls, e);
     if (r < 0)
         ms_error_prefix(e, "%s: ", src.archive_name);
-    if (r == 0 && src.has_manifest && n_colls != src.manifest.n_namespaces)
+    for (size_t i = 0; r == 0 && i < n_colls; i++)
+        n_data += !(strcmp(colls[i].db, MS_ARCHIVE_OPLOG_DB) == 0 &&
+                    strcmp(colls[i].collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0);
+    if (r == 0 && src.has_manifest && n_data != src.manifest.n_namespaces)
         r = ms_error_set(e, EBADMSG, "%s lists %zu namespaces but its manifest %zu",
-                         src.archive_name, n_colls, src.manifest.n_namespaces);
+                         src.archive_name, n_data, src.manifest.n_namespaces);
     while (r == 0) {
         MsArchiveEvent ev;
         r = ms_archive_reader_next(src.reader, &ev, e);
@@ -56,7 +59,7 @@ int ms_verify_run(const MsVerifyOptions *o, MsVerifyResult *ret, MsError *e) {
     if (r == 0)
         r = ms_snapshot_source_check_namespaces(&src, e);
     if (r == 0) {
-        res.namespaces = n_colls;
+        res.namespaces = n_data;
         res.stored_bytes = src.stored_bytes;
         res.uncompressed_bytes = ms_archive_reader_offset(src.reader);
         ms_progress_mark_completed(p);

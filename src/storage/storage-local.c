@@ -428,7 +428,7 @@ static void local_source_free(MsSource *s) {
 
 static int local_open_read(MsStorage *s, const char *key, MsSource **ret, MsError *e) {
     LocalStorage *st = (LocalStorage *) s;
-    const char *base;
+    const char *base = NULL;
     _cleanup_close_ int dfd = open_parent_for_read(st, key, "cannot open object", &base, e);
     if (dfd < 0)
         return dfd;
@@ -464,7 +464,7 @@ static int local_open_read(MsStorage *s, const char *key, MsSource **ret, MsErro
 
 static int local_stat(MsStorage *s, const char *key, MsStorageObject *ret, MsError *e) {
     LocalStorage *st = (LocalStorage *) s;
-    const char *base;
+    const char *base = NULL;
     _cleanup_close_ int dfd = open_parent_for_read(st, key, "cannot look up object", &base, e);
     if (dfd < 0)
         return dfd;
@@ -516,7 +516,7 @@ static int local_remove(MsStorage *s, const char *key, MsError *e) {
     if (!ms_storage_key_is_valid(key))
         return invalid_key_error(st, e, "object key", key);
     size_t dir_len;
-    const char *base;
+    const char *base = NULL;
     split_key(key, &dir_len, &base);
     {
         _cleanup_close_ int dfd = open_dirs(st, key, dir_len, false);
