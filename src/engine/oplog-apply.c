@@ -11,13 +11,22 @@
 #define MONGO_ERROR_NAMESPACE_NOT_FOUND 26
 #define MONGO_ERROR_NAMESPACE_EXISTS 48
 #define MONGO_ERROR_INDEX_NOT_FOUND 27
-#define OPLOG_PATH_MAX 1024
+/* Longer dotted paths than this are refused rather than cut: a cut path would update a
+ * different field. */
+#define OPLOG_PATH_MAX 4096
 
 static int diff_translate(const bson_t *diff, const char *prefix, bson_t *set, bson_t *unset,
                           MsError *e);
 
-static void path_join(char out[OPLOG_PATH_MAX], const char *prefix, const char *field) {
-    snprintf(out, OPLOG_PATH_MAX, "%s%s", prefix, field);
+static int path_join(char out[OPLOG_PATH_MAX], const char *prefix, const char *field,
+                     const char *suffix, MsError *e) {
+    int n = snprintf(out, OPLOG_PATH_MAX, "%s%s%s", prefix, field, suffix);
+    if (n < 0 || n >= OPLOG_PATH_MAX)
+        return ms_error_set(e, ENAMETOOLONG,
+                            "an oplog update names a field path longer than %d bytes ('%.40s...'); "
+                            "it cannot be replayed",
+                            OPLOG_PATH_MAX - 1, prefix);
+    return 0;
 }
 
 static int diff_translate_array(const bson_t *diff, const char *prefix, bson_t *set, bson_t *unset,
@@ -36,7 +45,8 @@ static int diff_translate_array(const bson_t *diff, const char *prefix, bson_t *
                                 "with $set/$unset; restore to the snapshot's start instead",
                                 (int) (strlen(prefix) ? strlen(prefix) - 1 : 0), prefix);
         if (k[0] == 'u') {
-            path_join(path, prefix, k + 1);
+            if (path_join(path, prefix, k + 1, "", e) < 0)
+                return -ENAMETOOLONG;
             bson_append_iter(set, path, -1, &it);
         } else if (k[0] == 's' && BSON_ITER_HOLDS_DOCUMENT(&it)) {
             const uint8_t *data;
@@ -46,7 +56,8 @@ static int diff_translate_array(const bson_t *diff, const char *prefix, bson_t *
             if (!bson_init_static(&sub, data, len))
                 return ms_error_set(e, EBADMSG, "malformed array delta in an oplog entry");
             char sub_prefix[OPLOG_PATH_MAX];
-            snprintf(sub_prefix, sizeof(sub_prefix), "%s%s.", prefix, k + 1);
+            if (path_join(sub_prefix, prefix, k + 1, ".", e) < 0)
+                return -ENAMETOOLONG;
             int r = diff_translate(&sub, sub_prefix, set, unset, e);
             if (r < 0)
                 return r;
@@ -74,12 +85,14 @@ static int diff_translate(const bson_t *diff, const char *prefix, bson_t *set, b
         bson_iter_t fields;
         if ((strcmp(k, "u") == 0 || strcmp(k, "i") == 0) && bson_iter_recurse(&it, &fields)) {
             while (bson_iter_next(&fields)) {
-                path_join(path, prefix, bson_iter_key(&fields));
+                if (path_join(path, prefix, bson_iter_key(&fields), "", e) < 0)
+                    return -ENAMETOOLONG;
                 bson_append_iter(set, path, -1, &fields);
             }
         } else if (strcmp(k, "d") == 0 && bson_iter_recurse(&it, &fields)) {
             while (bson_iter_next(&fields)) {
-                path_join(path, prefix, bson_iter_key(&fields));
+                if (path_join(path, prefix, bson_iter_key(&fields), "", e) < 0)
+                    return -ENAMETOOLONG;
                 BSON_APPEND_UTF8(unset, path, "");
             }
         } else if (k[0] == 's' && BSON_ITER_HOLDS_DOCUMENT(&it)) {
@@ -89,7 +102,8 @@ static int diff_translate(const bson_t *diff, const char *prefix, bson_t *set, b
             if (!bson_init_static(&sub, data, len))
                 return ms_error_set(e, EBADMSG, "malformed delta in an oplog entry");
             char sub_prefix[OPLOG_PATH_MAX];
-            snprintf(sub_prefix, sizeof(sub_prefix), "%s%s.", prefix, k + 1);
+            if (path_join(sub_prefix, prefix, k + 1, ".", e) < 0)
+                return -ENAMETOOLONG;
             int r = diff_translate(&sub, sub_prefix, set, unset, e);
             if (r < 0)
                 return r;
