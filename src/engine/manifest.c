@@ -155,7 +155,12 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
     for (const char *p = json; (p = memmem(p, len - (size_t) (p - json), marker, strlen(marker)));
          p++)
         at = p;
-    if (!at || (size_t) (at - json) + strlen(marker) + MS_SHA256_HEX_LEN > len)
+    /* The digest covers the text as written, with the placeholder in place and without the
+     * trailing newline added for humans. */
+    size_t body_len = len;
+    while (body_len > 0 && (json[body_len - 1] == '\n' || json[body_len - 1] == '\r'))
+        body_len--;
+    if (!at || (size_t) (at - json) + strlen(marker) + MS_SHA256_HEX_LEN > body_len)
         return ms_error_set(e, EBADMSG,
                             "the manifest has no '%s' field: it is not a mongosnap manifest or it "
                             "was cut short",
@@ -165,11 +170,6 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
     memcpy(stored, json + digest_off, MS_SHA256_HEX_LEN);
     stored[MS_SHA256_HEX_LEN] = '\0';
 
-    /* The digest covers the text as written, with the placeholder in place and without the
-     * trailing newline added for humans. */
-    size_t body_len = len;
-    while (body_len > 0 && (json[body_len - 1] == '\n' || json[body_len - 1] == '\r'))
-        body_len--;
     char *copy = malloc(body_len + 1);
     if (!copy)
         return ms_error_set(e, ENOMEM, "out of memory");
@@ -329,7 +329,13 @@ void ms_manifest_clear(MsManifest *m) {
 }
 
 char *ms_manifest_key_for_archive(const char *archive_key) {
-    const char *suffix = strstr(archive_key, MONGOSNAP_ARCHIVE_SUFFIX);
+    /* The suffix of the last path component: a prefix may contain ".archive" too. */
+    const char *base = strrchr(archive_key, '/');
+    base = base ? base + 1 : archive_key;
+    const char *suffix = NULL;
+    for (const char *p = strstr(base, MONGOSNAP_ARCHIVE_SUFFIX); p;
+         p = strstr(p + 1, MONGOSNAP_ARCHIVE_SUFFIX))
+        suffix = p;
     size_t stem = suffix ? (size_t) (suffix - archive_key) : strlen(archive_key);
     char *out = malloc(stem + strlen(MONGOSNAP_MANIFEST_SUFFIX) + 1);
     if (!out)

@@ -7,31 +7,48 @@
 
 #include "common/macro.h"
 
-/* Iterative glob with backtracking to the last '*'; only '*' is special. */
+#define MS_NS_MAX_WILDCARDS 8
+
+/* Glob where only '*' is special, in O(len(pattern) x len(s)): on a mismatch only the most
+ * recent '*' grows. That finds a match whenever one exists, and its bindings are the captures
+ * renames use (each '*' as short as the match allows, left to right). */
 static bool glob_match(const char *pat, const char *s, const char **caps, size_t *cap_lens,
                        size_t max_caps) {
-    /* Captures need the leftmost-shortest binding of each '*', which a recursive match gives. */
-    if (*pat == '\0')
-        return *s == '\0';
-    if (*pat == '*') {
-        for (size_t len = 0;; len++) {
-            if (max_caps > 0) {
-                caps[0] = s;
-                cap_lens[0] = len;
+    const char *p = pat, *star_p = NULL, *star_s = NULL;
+    size_t star_index = 0, stars_seen = 0;
+    while (*s) {
+        if (*p == '*') {
+            star_index = stars_seen++;
+            star_p = ++p;
+            star_s = s;
+            if (star_index < max_caps) {
+                caps[star_index] = s;
+                cap_lens[star_index] = 0;
             }
-            if (glob_match(pat + 1, s + len, max_caps > 0 ? caps + 1 : caps,
-                           max_caps > 0 ? cap_lens + 1 : cap_lens, max_caps > 0 ? max_caps - 1 : 0))
-                return true;
-            if (s[len] == '\0')
-                return false;
-        }
+        } else if (*p == *s) {
+            p++;
+            s++;
+        } else if (star_p) {
+            /* Grow the last '*' by one character and retry after it. */
+            p = star_p;
+            s = ++star_s;
+            stars_seen = star_index + 1;
+            if (star_index < max_caps)
+                cap_lens[star_index] = (size_t) (s - caps[star_index]);
+        } else
+            return false;
     }
-    if (*s == '\0' || *pat != *s)
-        return false;
-    return glob_match(pat + 1, s + 1, caps, cap_lens, max_caps);
+    while (*p == '*') {
+        if (stars_seen < max_caps) {
+            caps[stars_seen] = s;
+            cap_lens[stars_seen] = 0;
+        }
+        stars_seen++;
+        p++;
+    }
+    return *p == '\0';
 }
 
-#define MS_NS_MAX_WILDCARDS 8
 
 static size_t count_stars(const char *p) {
     size_t n = 0;

@@ -418,9 +418,14 @@ int ms_oplog_position_parse(const char *s, MsOplogPosition *ret) {
     }
     struct tm tm = {0};
     const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (end && (*end == 'Z' || *end == '\0')) {
+    if (end && ((end[0] == 'Z' && end[1] == '\0') || end[0] == '\0')) {
+        struct tm parsed = tm, check;
         time_t when = timegm(&tm);
-        if (when < 0)
+        /* Oplog seconds are 32-bit; and timegm() quietly turns Feb 30 into Mar 2. */
+        if (when < 0 || (uint64_t) when > UINT32_MAX || !gmtime_r(&when, &check) ||
+            check.tm_mday != parsed.tm_mday || check.tm_mon != parsed.tm_mon ||
+            check.tm_year != parsed.tm_year || check.tm_hour != parsed.tm_hour ||
+            check.tm_min != parsed.tm_min || check.tm_sec != parsed.tm_sec)
             return -EINVAL;
         /* The last entry of that second is included: ordinal "all of it". */
         *ret = (MsOplogPosition){(uint32_t) when, UINT32_MAX};
