@@ -439,7 +439,7 @@ static void key_for_archive(void) {
     }
 }
 
-/* BUG (src/engine/manifest.c, ms_manifest_key_for_archive): the suffix is found with strstr(),
+/* Regression (src/engine/manifest.c, ms_manifest_key_for_archive): the suffix is found with strstr(),
  * i.e. the FIRST ".archive" in the whole key, so a prefix such as "prod.archives/" or
  * "x.archive/" cuts the key in the directory part. */
 static void key_for_archive_with_archive_in_prefix(void) {
@@ -484,7 +484,7 @@ static void parse_digest_made_of_newlines(void) {
     ASSERT_EQ_INT(r, -EBADMSG);
 }
 
-/* BUG (src/engine/manifest.c, ms_manifest_parse): heap-buffer-overflow when the bytes of the
+/* Regression (src/engine/manifest.c, ms_manifest_parse): heap-buffer-overflow when the bytes of the
  * digest slot are trailing newlines (body_len < digest_off + 64, memcpy of the placeholder
  * writes past malloc(body_len + 1)). Run in a child: under ASan it aborts. */
 static void parse_digest_of_newlines_overflows(void) {

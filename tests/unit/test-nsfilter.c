@@ -258,7 +258,7 @@ static void slow_match(void) {
     ASSERT(!ms_ns_match("*a*a*a*a*a*a*a*b", ns));
 }
 
-/* BUG/performance (src/engine/nsfilter.c, glob_match): the comment promises an iterative glob
+/* Regression (performance, src/engine/nsfilter.c, glob_match): the comment promises an iterative glob
  * with backtracking to the last '*', but the code recurses over every binding of every '*',
  * so a valid pattern with many '*' is O(len^stars): "*a*a*a*a*a*a*a*b" against a 64-byte
  * namespace takes tens of seconds (about 6 s at 50 bytes), and include/exclude is evaluated

@@ -358,7 +358,7 @@ static void position_rejects_garbage(void) {
     }
 }
 
-/* BUG (src/engine/restore.c, ms_oplog_position_parse, the test `*end == 'Z' || *end == '\0'`):
+/* Regression (src/engine/restore.c, ms_oplog_position_parse, the test `*end == 'Z' || *end == '\0'`):
  * only the byte after the seconds is checked, so anything may follow the 'Z'. */
 static void position_trailing_garbage_after_z(void) {
     MsOplogPosition p = {7, 7};
@@ -366,7 +366,7 @@ static void position_trailing_garbage_after_z(void) {
     ASSERT_EQ_INT(ms_oplog_position_parse("2026-11-22T03:04:05Z05:00", &p), -EINVAL);
 }
 
-/* BUG (src/engine/restore.c, ms_oplog_position_parse, `(uint32_t) when`): timegm() results
+/* Regression (src/engine/restore.c, ms_oplog_position_parse, `(uint32_t) when`): timegm() results
  * past 2106-02-07T06:28:15Z do not fit the 32-bit oplog seconds and wrap modulo 2^32 instead of
  * being refused: "2106-02-07T06:28:16Z" becomes 0:4294967295 (1970), so "--until" such a time
  * replays nothing; "2200-01-01T00:00:00Z" becomes a time in 2063. */
@@ -380,7 +380,7 @@ static void position_time_past_uint32_wraps(void) {
     ASSERT_EQ_INT(r, -EINVAL);
 }
 
-/* BUG (src/engine/restore.c, ms_oplog_position_parse): strptime accepts day 30 of February
+/* Regression (src/engine/restore.c, ms_oplog_position_parse): strptime accepts day 30 of February
  * and timegm() normalises it, so "2026-02-30T00:00:00Z" silently means 2026-03-02T00:00:00Z. */
 static void position_impossible_date_is_normalised(void) {
     MsOplogPosition p = {7, 7};
