@@ -1,0 +1,1483 @@
+/* The catalog on SQLite: connection setup, schema migrations and the row operations, all through
+ * statements compiled once per connection with bound parameters. */
+#include "catalog.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/redact.h"
+#include "common/timeutil.h"
+#include "config.h"
+
+/* Written into the database header (PRAGMA application_id) so that `file` and we can tell a
+ * catalog from any other SQLite file: "MSNP". */
+#define CATALOG_APPLICATION_ID 0x4d534e50
+/* How long a writer waits for another connection's write transaction before giving up. The
+ * agent's writes are single-row updates or short transactions, so five seconds of waiting means
+ * something else (a second agent, a stuck sqlite3 shell) holds the catalog. */
+#define CATALOG_BUSY_TIMEOUT_MSEC 5000
+/* How many problems an integrity failure names in its message; the rest are counted. */
+#define CATALOG_INTEGRITY_REPORT_MAX 3
+#define CATALOG_CONTEXT_MAX 512
+
+/* The schema's history, oldest first: migrations[i] takes user_version i to i + 1. Append-only:
+ * a step that has been released is never edited, because catalogs in the field have run it.
+ * Version 2 exists from the start so that the upgrade path is exercised by the tests. */
+static const char *const migrations[] = {
+    /* 1: policies' runtime state, snapshots and restores. */
+    "CREATE TABLE policies ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'stopped', 'deleted')),"
+    "  last_run_usec INTEGER,"
+    "  last_result TEXT,"
+    "  next_run_usec INTEGER"
+    ");"
+    "CREATE TABLE snapshots ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  policy TEXT NOT NULL REFERENCES policies (name),"
+    "  node TEXT NOT NULL,"
+    "  archive_key TEXT,"
+    "  manifest_key TEXT,"
+    "  store TEXT,"
+    "  download_url TEXT,"
+    "  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'completed', 'failed',"
+    "                                       'interrupted', 'expired', 'deleted')),"
+    "  error TEXT,"
+    "  created_usec INTEGER NOT NULL,"
+    "  started_usec INTEGER,"
+    "  finished_usec INTEGER,"
+    "  expire_usec INTEGER,"
+    "  items_done INTEGER NOT NULL DEFAULT 0,"
+    "  items_total INTEGER NOT NULL DEFAULT 0,"
+    "  progress_pct REAL NOT NULL DEFAULT 0 CHECK (progress_pct BETWEEN 0 AND 100),"
+    "  bytes_transferred INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE restores ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  source_snapshot TEXT NOT NULL REFERENCES snapshots (id),"
+    "  target TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'completed', 'failed',"
+    "                                       'interrupted', 'cancelled')),"
+    "  error TEXT,"
+    "  created_usec INTEGER NOT NULL,"
+    "  started_usec INTEGER,"
+    "  finished_usec INTEGER,"
+    "  items_done INTEGER NOT NULL DEFAULT 0,"
+    "  items_total INTEGER NOT NULL DEFAULT 0,"
+    "  progress_pct REAL NOT NULL DEFAULT 0 CHECK (progress_pct BETWEEN 0 AND 100)"
+    ");",
+
+    /* 2: point-in-time flag and Event Log cursor on snapshots, restore options, and the
+     * indexes behind the list filters (and behind the foreign key checks, which otherwise scan
+     * the child table on every parent update). */
+    "ALTER TABLE snapshots ADD COLUMN point_in_time INTEGER NOT NULL DEFAULT 0"
+    "  CHECK (point_in_time IN (0, 1));"
+    "ALTER TABLE snapshots ADD COLUMN log_cursor TEXT;"
+    "ALTER TABLE restores ADD COLUMN options TEXT NOT NULL DEFAULT '{}';"
+    "CREATE INDEX snapshots_by_policy_state ON snapshots (policy, state);"
+    "CREATE INDEX snapshots_by_state ON snapshots (state);"
+    "CREATE INDEX restores_by_source ON restores (source_snapshot);"
+    "CREATE INDEX restores_by_state ON restores (state);",
+};
+_Static_assert(ELEMENTSOF(migrations) == MS_CATALOG_SCHEMA_VERSION,
+               "every schema version needs its migration");
+
+static const char *const policy_state_names[_MS_POLICY_STATE_MAX] = {
+    [MS_POLICY_ACTIVE] = "active",
+    [MS_POLICY_STOPPED] = "stopped",
+    [MS_POLICY_DELETED] = "deleted",
+};
+
+static const char *const snapshot_state_names[_MS_SNAPSHOT_STATE_MAX] = {
+    [MS_SNAPSHOT_QUEUED] = "queued",           [MS_SNAPSHOT_RUNNING] = "running",
+    [MS_SNAPSHOT_COMPLETED] = "completed",     [MS_SNAPSHOT_FAILED] = "failed",
+    [MS_SNAPSHOT_INTERRUPTED] = "interrupted", [MS_SNAPSHOT_EXPIRED] = "expired",
+    [MS_SNAPSHOT_DELETED] = "deleted",
+};
+
+static const char *const restore_state_names[_MS_RESTORE_STATE_MAX] = {
+    [MS_RESTORE_QUEUED] = "queued",           [MS_RESTORE_RUNNING] = "running",
+    [MS_RESTORE_COMPLETED] = "completed",     [MS_RESTORE_FAILED] = "failed",
+    [MS_RESTORE_INTERRUPTED] = "interrupted", [MS_RESTORE_CANCELLED] = "cancelled",
+};
+
+/* Columns in the order the row readers and binders use; parameter ?N binds column N - 1. */
+#define SNAPSHOT_COLUMNS                                                                           \
+    "id, policy, node, archive_key, manifest_key, store, download_url, state, error, "             \
+    "created_usec, started_usec, finished_usec, expire_usec, items_done, items_total, "            \
+    "progress_pct, bytes_transferred, point_in_time, log_cursor"
+enum {
+    SNAP_ID,
+    SNAP_POLICY,
+    SNAP_NODE,
+    SNAP_ARCHIVE_KEY,
+    SNAP_MANIFEST_KEY,
+    SNAP_STORE,
+    SNAP_DOWNLOAD_URL,
+    SNAP_STATE,
+    SNAP_ERROR,
+    SNAP_CREATED,
+    SNAP_STARTED,
+    SNAP_FINISHED,
+    SNAP_EXPIRE,
+    SNAP_ITEMS_DONE,
+    SNAP_ITEMS_TOTAL,
+    SNAP_PROGRESS,
+    SNAP_BYTES,
+    SNAP_POINT_IN_TIME,
+    SNAP_LOG_CURSOR,
+};
+
+#define RESTORE_COLUMNS                                                                            \
+    "id, source_snapshot, target, state, error, created_usec, started_usec, finished_usec, "       \
+    "items_done, items_total, progress_pct, options"
+enum {
+    REST_ID,
+    REST_SOURCE,
+    REST_TARGET,
+    REST_STATE,
+    REST_ERROR,
+    REST_CREATED,
+    REST_STARTED,
+    REST_FINISHED,
+    REST_ITEMS_DONE,
+    REST_ITEMS_TOTAL,
+    REST_PROGRESS,
+    REST_OPTIONS,
+};
+
+#define POLICY_COLUMNS "name, state, last_run_usec, last_result, next_run_usec"
+enum {
+    POL_NAME,
+    POL_STATE,
+    POL_LAST_RUN,
+    POL_LAST_RESULT,
+    POL_NEXT_RUN,
+};
+
+/* A list filter binds the wanted states to consecutive parameters after its first one and NULL
+ * to the rest; "?2 IS NULL" (no state chosen) lets every row through. One slot per state. */
+#define SNAPSHOT_STATE_SLOTS "?2, ?3, ?4, ?5, ?6, ?7, ?8"
+_Static_assert(_MS_SNAPSHOT_STATE_MAX == 7, "one parameter slot per snapshot state");
+#define RESTORE_STATE_SLOTS "?2, ?3, ?4, ?5, ?6, ?7"
+_Static_assert(_MS_RESTORE_STATE_MAX == 6, "one parameter slot per restore state");
+
+typedef enum CatalogStatement {
+    STMT_BEGIN,
+    STMT_COMMIT,
+    STMT_ROLLBACK,
+    STMT_POLICY_GET,
+    STMT_POLICY_SET,
+    STMT_POLICY_LIST,
+    STMT_SNAPSHOT_INSERT,
+    STMT_SNAPSHOT_UPDATE,
+    STMT_SNAPSHOT_GET,
+    STMT_SNAPSHOT_LIST,
+    STMT_SNAPSHOT_PROGRESS,
+    STMT_SNAPSHOT_STATE,
+    STMT_SNAPSHOT_INTERRUPT,
+    STMT_RESTORE_INSERT,
+    STMT_RESTORE_UPDATE,
+    STMT_RESTORE_GET,
+    STMT_RESTORE_LIST,
+    STMT_RESTORE_PROGRESS,
+    STMT_RESTORE_STATE,
+    STMT_RESTORE_INTERRUPT,
+    _STMT_MAX,
+} CatalogStatement;
+
+static const char *const statement_sql[_STMT_MAX] = {
+    /* IMMEDIATE takes the write lock at once, so a transaction never fails half-way for a
+     * lock another connection took after our first read. */
+    [STMT_BEGIN] = "BEGIN IMMEDIATE",
+    [STMT_COMMIT] = "COMMIT",
+    [STMT_ROLLBACK] = "ROLLBACK",
+
+    [STMT_POLICY_GET] = "SELECT " POLICY_COLUMNS " FROM policies WHERE name = ?1",
+    [STMT_POLICY_SET] = "INSERT INTO policies (" POLICY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5) "
+                        "ON CONFLICT (name) DO UPDATE SET state = ?2, last_run_usec = ?3, "
+                        "last_result = ?4, next_run_usec = ?5",
+    [STMT_POLICY_LIST] = "SELECT " POLICY_COLUMNS " FROM policies ORDER BY name",
+
+    [STMT_SNAPSHOT_INSERT] = "INSERT INTO snapshots (" SNAPSHOT_COLUMNS ") VALUES (?1, ?2, ?3, "
+                             "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+                             "?18, ?19)",
+    [STMT_SNAPSHOT_UPDATE] =
+        "UPDATE snapshots SET policy = ?2, node = ?3, archive_key = ?4, manifest_key = ?5, "
+        "store = ?6, download_url = ?7, state = ?8, error = ?9, created_usec = ?10, "
+        "started_usec = ?11, finished_usec = ?12, expire_usec = ?13, items_done = ?14, "
+        "items_total = ?15, progress_pct = ?16, bytes_transferred = ?17, point_in_time = ?18, "
+        "log_cursor = ?19 WHERE id = ?1",
+    [STMT_SNAPSHOT_GET] = "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE id = ?1",
+    [STMT_SNAPSHOT_LIST] = "SELECT " SNAPSHOT_COLUMNS " FROM snapshots "
+                           "WHERE (?1 IS NULL OR policy = ?1) "
+                           "AND (?2 IS NULL OR state IN (" SNAPSHOT_STATE_SLOTS ")) "
+                           "ORDER BY created_usec, id",
+    [STMT_SNAPSHOT_PROGRESS] = "UPDATE snapshots SET items_done = ?2, items_total = ?3, "
+                               "progress_pct = ?4, bytes_transferred = ?5 WHERE id = ?1",
+    [STMT_SNAPSHOT_STATE] =
+        "UPDATE snapshots SET state = ?2, error = ?3, "
+        "started_usec = CASE WHEN ?5 THEN COALESCE(started_usec, ?4) ELSE started_usec END, "
+        "finished_usec = CASE WHEN ?6 THEN COALESCE(finished_usec, ?4) ELSE finished_usec END "
+        "WHERE id = ?1",
+    [STMT_SNAPSHOT_INTERRUPT] = "UPDATE snapshots SET state = ?1, error = ?2, "
+                                "finished_usec = COALESCE(finished_usec, ?3) "
+                                "WHERE state IN (?4, ?5)",
+
+    [STMT_RESTORE_INSERT] = "INSERT INTO restores (" RESTORE_COLUMNS ") VALUES (?1, ?2, ?3, ?4, "
+                            "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    [STMT_RESTORE_UPDATE] =
+        "UPDATE restores SET source_snapshot = ?2, target = ?3, state = ?4, error = ?5, "
+        "created_usec = ?6, started_usec = ?7, finished_usec = ?8, items_done = ?9, "
+        "items_total = ?10, progress_pct = ?11, options = ?12 WHERE id = ?1",
+    [STMT_RESTORE_GET] = "SELECT " RESTORE_COLUMNS " FROM restores WHERE id = ?1",
+    [STMT_RESTORE_LIST] = "SELECT " RESTORE_COLUMNS " FROM restores "
+                          "WHERE (?1 IS NULL OR source_snapshot = ?1) "
+                          "AND (?2 IS NULL OR state IN (" RESTORE_STATE_SLOTS ")) "
+                          "ORDER BY created_usec, id",
+    [STMT_RESTORE_PROGRESS] = "UPDATE restores SET items_done = ?2, items_total = ?3, "
+                              "progress_pct = ?4 WHERE id = ?1",
+    [STMT_RESTORE_STATE] =
+        "UPDATE restores SET state = ?2, error = ?3, "
+        "started_usec = CASE WHEN ?5 THEN COALESCE(started_usec, ?4) ELSE started_usec END, "
+        "finished_usec = CASE WHEN ?6 THEN COALESCE(finished_usec, ?4) ELSE finished_usec END "
+        "WHERE id = ?1",
+    [STMT_RESTORE_INTERRUPT] = "UPDATE restores SET state = ?1, error = ?2, "
+                               "finished_usec = COALESCE(finished_usec, ?3) "
+                               "WHERE state IN (?4, ?5)",
+};
+
+struct MsCatalog {
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *statements[_STMT_MAX]; /* compiled on first use, kept until close */
+    unsigned n_prepared;
+};
+
+/* Keep the first failure of a chain of calls that return 0 (SQLITE_OK) on success. */
+#define FIRST_FAILURE(r, call) ((r) = (r) != 0 ? (r) : (call))
+
+/* ---- state names ---- */
+
+static int state_from_string(const char *const *names, int n, const char *s) {
+    if (!s)
+        return -EINVAL;
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], s) == 0)
+            return i;
+    return -EINVAL;
+}
+
+const char *ms_policy_state_to_string(MsPolicyState s) {
+    return s >= 0 && s < _MS_POLICY_STATE_MAX ? policy_state_names[s] : NULL;
+}
+MsPolicyState ms_policy_state_from_string(const char *s) {
+    return (MsPolicyState) state_from_string(policy_state_names, _MS_POLICY_STATE_MAX, s);
+}
+const char *ms_snapshot_state_to_string(MsSnapshotState s) {
+    return s >= 0 && s < _MS_SNAPSHOT_STATE_MAX ? snapshot_state_names[s] : NULL;
+}
+MsSnapshotState ms_snapshot_state_from_string(const char *s) {
+    return (MsSnapshotState) state_from_string(snapshot_state_names, _MS_SNAPSHOT_STATE_MAX, s);
+}
+const char *ms_restore_state_to_string(MsRestoreState s) {
+    return s >= 0 && s < _MS_RESTORE_STATE_MAX ? restore_state_names[s] : NULL;
+}
+MsRestoreState ms_restore_state_from_string(const char *s) {
+    return (MsRestoreState) state_from_string(restore_state_names, _MS_RESTORE_STATE_MAX, s);
+}
+
+/* ---- errors ---- */
+
+static int sqlite_errno(sqlite3 *db, int rc) {
+    int sys = db ? sqlite3_system_errno(db) : 0;
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return EBUSY;
+    case SQLITE_NOMEM:
+        return ENOMEM;
+    case SQLITE_READONLY:
+        return EROFS;
+    case SQLITE_FULL:
+        return ENOSPC;
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+        return EACCES;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return EBADMSG;
+    case SQLITE_TOOBIG:
+    case SQLITE_RANGE:
+        return EOVERFLOW;
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+        return EINVAL;
+    case SQLITE_CANTOPEN:
+    case SQLITE_IOERR:
+        return sys > 0 ? sys : EIO;
+    default:
+        return EIO;
+    }
+}
+
+static const char *sqlite_hint(int rc) {
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return " (another process held the catalog locked for too long: is a second mongosnapd, "
+               "or an sqlite3 shell, using it?)";
+    case SQLITE_READONLY:
+        return " (the catalog cannot be written: check that the state directory is writable, "
+               "e.g. StateDirectory= or ReadWritePaths= in the unit)";
+    case SQLITE_FULL:
+        return " (the file system holding the state directory is full: free space)";
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+        return " (check that the state directory exists and that the user running mongosnapd "
+               "may create and write files in it)";
+    case SQLITE_CORRUPT:
+        return " (the catalog file is damaged: stop mongosnapd and move the file aside; the "
+               "snapshots in the store are not affected, only the record of them)";
+    case SQLITE_NOTADB:
+        return " (the file is not an SQLite database: move it aside)";
+    case SQLITE_IOERR:
+        return " (input/output error: check the disk and the kernel log)";
+    default:
+        return "";
+    }
+}
+
+/* "recording snapshot 'x' in catalog '/var/lib/mongosnap/mongosnap.db': disk I/O error (hint)" */
+static int catalog_error(const MsCatalog *c, MsError *e, int rc, const char *fmt, ...)
+    _printf_(4, 5);
+static int catalog_error(const MsCatalog *c, MsError *e, int rc, const char *fmt, ...) {
+    char context[CATALOG_CONTEXT_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(context, sizeof(context), fmt, ap);
+    va_end(ap);
+    /* sqlite3_errmsg() describes the connection's last failure; a failure we made up ourselves
+     * (a value out of range while binding) is described by its code alone. */
+    const char *what =
+        c->db && sqlite3_extended_errcode(c->db) == rc ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc);
+    return ms_error_set(e, sqlite_errno(c->db, rc), "%s in catalog '%s': %s%s", context, c->path,
+                        what, sqlite_hint(rc));
+}
+
+/* ---- statements ---- */
+
+static int catalog_prepare(MsCatalog *c, const char *sql, unsigned flags, sqlite3_stmt **ret,
+                           MsError *e) {
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v3(c->db, sql, -1, flags, &s, NULL);
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "compiling the statement \"%s\"", sql);
+    c->n_prepared++;
+    *ret = s;
+    return 0;
+}
+
+/* The cached statement for id, compiled on first use. The caller resets it after use. */
+static int catalog_statement(MsCatalog *c, CatalogStatement id, sqlite3_stmt **ret, MsError *e) {
+    if (!c->statements[id]) {
+        /* PERSISTENT: these live as long as the connection, so SQLite should not take their
+         * memory from its short-lived lookaside pool. */
+        int r =
+            catalog_prepare(c, statement_sql[id], SQLITE_PREPARE_PERSISTENT, &c->statements[id], e);
+        if (r < 0)
+            return r;
+    }
+    *ret = c->statements[id];
+    return 0;
+}
+
+/* Ready a used statement for its next use and drop the bound values (they point into the
+ * caller's strings). */
+static void statement_resetp(sqlite3_stmt **s) {
+    if (*s) {
+        sqlite3_reset(*s);
+        sqlite3_clear_bindings(*s);
+    }
+}
+#define _cleanup_reset_ _cleanup_(statement_resetp)
+
+static void statement_finalizep(sqlite3_stmt **s) {
+    sqlite3_finalize(*s);
+}
+#define _cleanup_finalize_ _cleanup_(statement_finalizep)
+
+/* The caller's strings outlive the statement's use (it is reset before we return), so SQLite
+ * need not copy them. */
+static int bind_text(sqlite3_stmt *s, int i, const char *v) {
+    return v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
+}
+
+/* Callers check values with check_fits() first, for the message; this only refuses to wrap. */
+static int bind_u64(sqlite3_stmt *s, int i, uint64_t v) {
+    if (v > INT64_MAX)
+        return SQLITE_TOOBIG;
+    return sqlite3_bind_int64(s, i, (sqlite3_int64) v);
+}
+
+/* 0 ("not yet") is stored as NULL, so that the table reads right in an sqlite3 shell too. */
+static int bind_usec(sqlite3_stmt *s, int i, uint64_t v) {
+    return v == 0 ? sqlite3_bind_null(s, i) : bind_u64(s, i, v);
+}
+
+static int column_strdup(sqlite3_stmt *s, int col, char **ret) {
+    if (sqlite3_column_type(s, col) == SQLITE_NULL) {
+        *ret = NULL;
+        return 0;
+    }
+    const char *t = (const char *) sqlite3_column_text(s, col);
+    char *copy = t ? strdup(t) : NULL;
+    if (!copy)
+        return -ENOMEM;
+    *ret = copy;
+    return 0;
+}
+
+static uint64_t column_u64(sqlite3_stmt *s, int col) {
+    sqlite3_int64 v = sqlite3_column_int64(s, col); /* NULL reads as 0 */
+    return v < 0 ? 0 : (uint64_t) v;
+}
+
+/* Step a statement that returns no rows; SQLITE_OK or the failure. */
+static int step_done(sqlite3_stmt *s) {
+    int rc = sqlite3_step(s);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int catalog_run(MsCatalog *c, CatalogStatement id, MsError *e) {
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, id, &s, e);
+    if (r < 0)
+        return r;
+    int rc = step_done(s);
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "running \"%s\"", statement_sql[id]);
+    return 0;
+}
+
+static void catalog_rollback(MsCatalog *c) {
+    /* Only reached after a failure that is already reported; a failing rollback adds nothing
+     * a person could act on, and SQLite rolls back on close anyway. */
+    catalog_run(c, STMT_ROLLBACK, NULL);
+}
+
+static bool is_blank(const char *s) {
+    return !s || !*s;
+}
+
+static bool percent_is_valid(double pct) {
+    return pct >= 0.0 && pct <= 100.0; /* false for NaN too */
+}
+
+/* SQLite integers are signed: refuse what would come back negative, with a message that names
+ * the value (binding would only say "too big"). */
+static int check_fits(const char *what, const char *id, const char *column, uint64_t v,
+                      MsError *e) {
+    if (v <= INT64_MAX)
+        return 0;
+    return ms_error_set(e, EOVERFLOW,
+                        "%s '%s': %s %" PRIu64 " is larger than the catalog can store (%" PRId64
+                        " at most)",
+                        what, id, column, v, INT64_MAX);
+}
+
+/* ---- opening and migrations ---- */
+
+static int catalog_query_int(MsCatalog *c, const char *sql, int64_t *ret, MsError *e) {
+    _cleanup_finalize_ sqlite3_stmt *s = NULL;
+    int r = catalog_prepare(c, sql, 0, &s, e);
+    if (r < 0)
+        return r;
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW)
+        return catalog_error(c, e, rc == SQLITE_DONE ? SQLITE_NOTFOUND : rc,
+                             "reading the catalog's settings (%s)", sql);
+    *ret = sqlite3_column_int64(s, 0);
+    return 0;
+}
+
+static int catalog_exec(MsCatalog *c, const char *sql, MsError *e) {
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "running \"%.80s\"", sql);
+    return 0;
+}
+
+/* journal_mode=WAL: readers (D-Bus property reads, listings) never wait for the writer
+ * recording a worker's progress, and a commit is one append to the log. The mode is stored in
+ * the file, so every later connection gets it too. */
+static int catalog_enable_wal(MsCatalog *c, MsError *e) {
+    _cleanup_finalize_ sqlite3_stmt *s = NULL;
+    int r = catalog_prepare(c, "PRAGMA journal_mode = WAL", 0, &s, e);
+    if (r < 0)
+        return r;
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW)
+        return catalog_error(c, e, rc, "switching to write-ahead logging");
+    const char *mode = (const char *) sqlite3_column_text(s, 0);
+    if (!mode || strcmp(mode, "wal") != 0)
+        return ms_error_set(e, EOPNOTSUPP,
+                            "catalog '%s' cannot use write-ahead logging (its journal mode stays "
+                            "'%s'): keep the state directory on a local file system",
+                            c->path, mode ? mode : "unknown");
+    return 0;
+}
+
+/* The file-level settings; only run on a file known to be a catalog (or a new one), since
+ * switching to WAL rewrites the database header. */
+static int catalog_configure(MsCatalog *c, MsError *e) {
+    int r = catalog_enable_wal(c, e);
+    if (r < 0)
+        return r;
+    /* synchronous=NORMAL: in WAL mode a commit is not fsync'd, only checkpoints are. A crash
+     * of the agent loses nothing; a power loss may lose the last commits but never leaves the
+     * file inconsistent. The catalog records progress many times a second, and what a power
+     * loss can take back (a progress figure, a state change of a task the restart marks
+     * interrupted anyway) is worth less than an fsync per update. */
+    r = catalog_exec(c, "PRAGMA synchronous = NORMAL", e);
+    if (r < 0)
+        return r;
+    /* Off by default in SQLite, per connection: without it a snapshot could name a policy, or
+     * a restore a snapshot, that the catalog does not hold. */
+    r = catalog_exec(c, "PRAGMA foreign_keys = ON", e);
+    if (r < 0)
+        return r;
+    int64_t fk = 0;
+    r = catalog_query_int(c, "PRAGMA foreign_keys", &fk, e);
+    if (r < 0)
+        return r;
+    if (fk != 1)
+        return ms_error_set(e, EOPNOTSUPP,
+                            "the SQLite library in use was built without foreign key support; "
+                            "mongosnap needs a standard build of libsqlite3");
+    return 0;
+}
+
+/* Refuse what we must not touch, before anything is written to the file. */
+static int catalog_check_identity(MsCatalog *c, int64_t *ret_version, MsError *e) {
+    int64_t app_id = 0, version = 0, objects = 0;
+    int r = catalog_query_int(c, "PRAGMA application_id", &app_id, e);
+    if (r < 0)
+        return r;
+    if (app_id != 0 && app_id != CATALOG_APPLICATION_ID)
+        return ms_error_set(e, EBADMSG,
+                            "'%s' is an SQLite database of another application (application id "
+                            "0x%08" PRIx64 "), not a mongosnap catalog: move it aside or point "
+                            "mongosnapd at another state directory",
+                            c->path, (uint64_t) (uint32_t) app_id);
+    r = catalog_query_int(c, "PRAGMA user_version", &version, e);
+    if (r < 0)
+        return r;
+    if (version > MS_CATALOG_SCHEMA_VERSION)
+        return ms_error_set(e, EPROTONOSUPPORT,
+                            "catalog '%s' has schema version %" PRId64 ", newer than the %d this "
+                            "mongosnap %s understands: it was written by a newer mongosnapd; run "
+                            "that version again, or move the catalog aside to start an empty one",
+                            c->path, version, MS_CATALOG_SCHEMA_VERSION, MONGOSNAP_VERSION);
+    if (version < 0)
+        return ms_error_set(e, EBADMSG,
+                            "catalog '%s' has an invalid schema version %" PRId64 ": move it aside",
+                            c->path, version);
+    r = catalog_query_int(c, "SELECT count(*) FROM sqlite_master", &objects, e);
+    if (r < 0)
+        return r;
+    if ((version == 0 && objects > 0) || (version > 0 && app_id != CATALOG_APPLICATION_ID))
+        return ms_error_set(e, EBADMSG,
+                            "'%s' is an SQLite database but not a mongosnap catalog: move it "
+                            "aside or point mongosnapd at another state directory",
+                            c->path);
+    *ret_version = version;
+    return 0;
+}
+
+static int catalog_migrate(MsCatalog *c, MsError *e) {
+    int r = catalog_run(c, STMT_BEGIN, e);
+    if (r < 0)
+        return r;
+    /* Read again under the write lock: another connection may have migrated meanwhile. */
+    int64_t version = 0;
+    r = catalog_check_identity(c, &version, e);
+    if (r < 0) {
+        catalog_rollback(c);
+        return r;
+    }
+    if (version == MS_CATALOG_SCHEMA_VERSION) {
+        catalog_rollback(c);
+        return 0;
+    }
+    for (int64_t v = version; v < MS_CATALOG_SCHEMA_VERSION; v++) {
+        r = catalog_exec(c, migrations[v], e);
+        if (r < 0) {
+            catalog_rollback(c);
+            ms_error_prefix(e,
+                            "migrating the catalog from schema version %" PRId64 " to %" PRId64
+                            " failed, it is left at version %" PRId64 ": ",
+                            v, v + 1, version);
+            return r;
+        }
+    }
+    /* PRAGMAs take no bound parameters; both values are constants of this program. */
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA application_id = %d", CATALOG_APPLICATION_ID);
+    r = catalog_exec(c, sql, e);
+    if (r >= 0) {
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", MS_CATALOG_SCHEMA_VERSION);
+        r = catalog_exec(c, sql, e);
+    }
+    if (r >= 0)
+        r = catalog_run(c, STMT_COMMIT, e);
+    if (r < 0) {
+        catalog_rollback(c);
+        return r;
+    }
+    return 0;
+}
+
+int ms_catalog_open(const char *path, MsCatalog **ret_catalog, MsError *e) {
+    if (is_blank(path))
+        return ms_error_set(e, EINVAL, "no catalog path given");
+    /* Connections are opened without SQLite's mutex (one per thread, see catalog.h), which
+     * needs a library built for threads. */
+    if (sqlite3_threadsafe() == 0)
+        return ms_error_set(e, EOPNOTSUPP,
+                            "the SQLite library in use was built without thread support "
+                            "(SQLITE_THREADSAFE=0); mongosnap needs a standard build of "
+                            "libsqlite3");
+
+    _cleanup_(ms_catalog_closep) MsCatalog *c = calloc(1, sizeof(*c));
+    if (!c)
+        return ms_error_set(e, ENOMEM, "out of memory opening catalog '%s'", path);
+    c->path = strdup(path);
+    if (!c->path)
+        return ms_error_set(e, ENOMEM, "out of memory opening catalog '%s'", path);
+
+    int rc = sqlite3_open_v2(
+        path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK)
+        return ms_error_set(e, sqlite_errno(c->db, rc), "cannot open catalog '%s': %s%s", path,
+                            c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc), sqlite_hint(rc));
+
+    rc = sqlite3_extended_result_codes(c->db, 1);
+    FIRST_FAILURE(rc, sqlite3_busy_timeout(c->db, CATALOG_BUSY_TIMEOUT_MSEC));
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "configuring the connection");
+
+    int64_t version = 0;
+    int r = catalog_check_identity(c, &version, e);
+    if (r < 0)
+        return r;
+    r = catalog_configure(c, e);
+    if (r < 0)
+        return r;
+    if (version < MS_CATALOG_SCHEMA_VERSION) {
+        r = catalog_migrate(c, e);
+        if (r < 0)
+            return r;
+    }
+    *ret_catalog = TAKE_PTR(c);
+    return 0;
+}
+
+MsCatalog *ms_catalog_close(MsCatalog *c) {
+    if (!c)
+        return NULL;
+    for (size_t i = 0; i < _STMT_MAX; i++)
+        sqlite3_finalize(c->statements[i]);
+    /* The last connection to close checkpoints the log into the database and removes it. */
+    sqlite3_close(c->db);
+    free(c->path);
+    free(c);
+    return NULL;
+}
+
+unsigned ms_catalog_statements_prepared(const MsCatalog *c) {
+    return c ? c->n_prepared : 0;
+}
+
+/* ---- policies ---- */
+
+MsPolicyRuntime *ms_policy_runtime_free(MsPolicyRuntime *p) {
+    if (!p)
+        return NULL;
+    free(p->name);
+    free(p->last_result);
+    free(p);
+    return NULL;
+}
+
+void ms_policy_runtime_list_free(MsPolicyRuntime **list, size_t n) {
+    for (size_t i = 0; list && i < n; i++)
+        ms_policy_runtime_free(list[i]);
+    free(list);
+}
+
+static int read_policy(MsCatalog *c, sqlite3_stmt *s, MsPolicyRuntime **ret, MsError *e) {
+    _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *p = calloc(1, sizeof(*p));
+    if (!p)
+        return ms_error_set(e, ENOMEM, "out of memory reading the catalog");
+    int r = 0;
+    FIRST_FAILURE(r, column_strdup(s, POL_NAME, &p->name));
+    FIRST_FAILURE(r, column_strdup(s, POL_LAST_RESULT, &p->last_result));
+    if (r < 0)
+        return ms_error_set(e, -r, "out of memory reading the catalog");
+    const char *state = (const char *) sqlite3_column_text(s, POL_STATE);
+    p->state = ms_policy_state_from_string(state);
+    if (p->state < 0)
+        return ms_error_set(e, EBADMSG,
+                            "policy '%s' has an unknown state '%s' in catalog '%s': the catalog "
+                            "is damaged or was edited by hand",
+                            p->name, state ? state : "(null)", c->path);
+    p->last_run_usec = column_u64(s, POL_LAST_RUN);
+    p->next_run_usec = column_u64(s, POL_NEXT_RUN);
+    *ret = TAKE_PTR(p);
+    return 0;
+}
+
+int ms_catalog_get_policy(MsCatalog *c, const char *name, MsPolicyRuntime **ret_policy,
+                          MsError *e) {
+    if (is_blank(name))
+        return ms_error_set(e, EINVAL, "no policy name given");
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, STMT_POLICY_GET, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, name);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE)
+        return ms_error_set(e, ENOENT, "policy '%s' is not in catalog '%s'", name, c->path);
+    if (rc != SQLITE_ROW)
+        return catalog_error(c, e, rc, "reading policy '%s'", name);
+    return read_policy(c, s, ret_policy, e);
+}
+
+int ms_catalog_set_policy(MsCatalog *c, const MsPolicyRuntime *p, MsError *e) {
+    if (!p || is_blank(p->name))
+        return ms_error_set(e, EINVAL, "a policy's runtime state needs the policy's name");
+    const char *state = ms_policy_state_to_string(p->state);
+    if (!state)
+        return ms_error_set(e, EINVAL, "invalid state %d for policy '%s'", (int) p->state, p->name);
+    int r = check_fits("policy", p->name, "last_run_usec", p->last_run_usec, e);
+    FIRST_FAILURE(r, check_fits("policy", p->name, "next_run_usec", p->next_run_usec, e));
+    if (r < 0)
+        return r;
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    r = catalog_statement(c, STMT_POLICY_SET, &s, e);
+    if (r < 0)
+        return r;
+    int rc = SQLITE_OK;
+    FIRST_FAILURE(rc, bind_text(s, POL_NAME + 1, p->name));
+    FIRST_FAILURE(rc, bind_text(s, POL_STATE + 1, state));
+    FIRST_FAILURE(rc, bind_usec(s, POL_LAST_RUN + 1, p->last_run_usec));
+    FIRST_FAILURE(rc, bind_text(s, POL_LAST_RESULT + 1, p->last_result));
+    FIRST_FAILURE(rc, bind_usec(s, POL_NEXT_RUN + 1, p->next_run_usec));
+    FIRST_FAILURE(rc, step_done(s));
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "recording policy '%s'", p->name);
+    return 0;
+}
+
+int ms_catalog_list_policies(MsCatalog *c, MsPolicyRuntime ***ret_policies, size_t *ret_n,
+                             MsError *e) {
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, STMT_POLICY_LIST, &s, e);
+    if (r < 0)
+        return r;
+    MsPolicyRuntime **list = NULL;
+    size_t n = 0, allocated = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == allocated) {
+            size_t grown = allocated ? allocated * 2 : 8;
+            MsPolicyRuntime **l = realloc(list, grown * sizeof(*l));
+            if (!l) {
+                ms_policy_runtime_list_free(list, n);
+                return ms_error_set(e, ENOMEM, "out of memory listing policies");
+            }
+            list = l;
+            allocated = grown;
+        }
+        r = read_policy(c, s, &list[n], e);
+        if (r < 0) {
+            ms_policy_runtime_list_free(list, n);
+            return r;
+        }
+        n++;
+    }
+    if (rc != SQLITE_DONE) {
+        ms_policy_runtime_list_free(list, n);
+        return catalog_error(c, e, rc, "listing policies");
+    }
+    *ret_policies = list;
+    *ret_n = n;
+    return 0;
+}
+
+/* ---- snapshots ---- */
+
+MsSnapshotRecord *ms_snapshot_record_free(MsSnapshotRecord *r) {
+    if (!r)
+        return NULL;
+    free(r->id);
+    free(r->policy);
+    free(r->node);
+    free(r->archive_key);
+    free(r->manifest_key);
+    free(r->store);
+    free(r->download_url);
+    free(r->error);
+    free(r->log_cursor);
+    free(r);
+    return NULL;
+}
+
+void ms_snapshot_record_list_free(MsSnapshotRecord **list, size_t n) {
+    for (size_t i = 0; list && i < n; i++)
+        ms_snapshot_record_free(list[i]);
+    free(list);
+}
+
+static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, MsError *e) {
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *rec = calloc(1, sizeof(*rec));
+    if (!rec)
+        return ms_error_set(e, ENOMEM, "out of memory reading the catalog");
+    int r = 0;
+    FIRST_FAILURE(r, column_strdup(s, SNAP_ID, &rec->id));
+    FIRST_FAILURE(r, column_strdup(s, SNAP_POLICY, &rec->policy));
+    FIRST_FAILURE(r, column_strdup(s, SNAP_NODE, &rec->node));
+    FIRST_FAILURE(r, column_strdup(s, SNAP_ARCHIVE_KEY, &rec->archive_key));
+    FIRST_FAILURE(r, column_strdup(s, SNAP_MANIFEST_KEY, &rec->manifest_key));
+    FIRST_FAILURE(r, column_strdup(s, SNAP_STORE, &rec->store));
+    FIRST_FAILURE(r, column_strdup(s, SNAP_DOWNLOAD_URL, &rec->download_url));
+    FIRST_FAILURE(r, column_strdup(s, SNAP_ERROR, &rec->error));
+    FIRST_FAILURE(r, column_strdup(s, SNAP_LOG_CURSOR, &rec->log_cursor));
+    if (r < 0)
+        return ms_error_set(e, -r, "out of memory reading the catalog");
+    const char *state = (const char *) sqlite3_column_text(s, SNAP_STATE);
+    rec->state = ms_snapshot_state_from_string(state);
+    if (rec->state < 0)
+        return ms_error_set(e, EBADMSG,
+                            "snapshot '%s' has an unknown state '%s' in catalog '%s': the "
+                            "catalog is damaged or was edited by hand",
+                            rec->id, state ? state : "(null)", c->path);
+    rec->created_usec = column_u64(s, SNAP_CREATED);
+    rec->started_usec = column_u64(s, SNAP_STARTED);
+    rec->finished_usec = column_u64(s, SNAP_FINISHED);
+    rec->expire_usec = column_u64(s, SNAP_EXPIRE);
+    rec->items_done = column_u64(s, SNAP_ITEMS_DONE);
+    rec->items_total = column_u64(s, SNAP_ITEMS_TOTAL);
+    rec->progress_pct = sqlite3_column_double(s, SNAP_PROGRESS);
+    rec->bytes_transferred = column_u64(s, SNAP_BYTES);
+    rec->point_in_time = sqlite3_column_int(s, SNAP_POINT_IN_TIME) != 0;
+    *ret = TAKE_PTR(rec);
+    return 0;
+}
+
+static int snapshot_validate(const MsSnapshotRecord *r, MsError *e) {
+    if (!r || is_blank(r->id) || is_blank(r->policy) || is_blank(r->node))
+        return ms_error_set(e, EINVAL,
+                            "a snapshot record needs an id (task name), a policy and a node");
+    if (!ms_snapshot_state_to_string(r->state))
+        return ms_error_set(e, EINVAL, "invalid state %d for snapshot '%s'", (int) r->state, r->id);
+    if (!percent_is_valid(r->progress_pct))
+        return ms_error_set(e, EINVAL, "progress %g%% of snapshot '%s' is outside 0..100",
+                            r->progress_pct, r->id);
+    const struct {
+        const char *column;
+        uint64_t value;
+    } numbers[] = {
+        {"created_usec", r->created_usec},
+        {"started_usec", r->started_usec},
+        {"finished_usec", r->finished_usec},
+        {"expire_usec", r->expire_usec},
+        {"items_done", r->items_done},
+        {"items_total", r->items_total},
+        {"bytes_transferred", r->bytes_transferred},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
+        int k = check_fits("snapshot", r->id, numbers[i].column, numbers[i].value, e);
+        if (k < 0)
+            return k;
+    }
+    return 0;
+}
+
+/* Insert and update number their parameters alike: ?N is column N - 1. */
+static int bind_snapshot(sqlite3_stmt *s, const MsSnapshotRecord *r) {
+    int rc = SQLITE_OK;
+    FIRST_FAILURE(rc, bind_text(s, SNAP_ID + 1, r->id));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_POLICY + 1, r->policy));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_NODE + 1, r->node));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_ARCHIVE_KEY + 1, r->archive_key));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_MANIFEST_KEY + 1, r->manifest_key));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_STORE + 1, r->store));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_DOWNLOAD_URL + 1, r->download_url));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_STATE + 1, ms_snapshot_state_to_string(r->state)));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_ERROR + 1, r->error));
+    FIRST_FAILURE(rc, bind_u64(s, SNAP_CREATED + 1, r->created_usec));
+    FIRST_FAILURE(rc, bind_usec(s, SNAP_STARTED + 1, r->started_usec));
+    FIRST_FAILURE(rc, bind_usec(s, SNAP_FINISHED + 1, r->finished_usec));
+    FIRST_FAILURE(rc, bind_usec(s, SNAP_EXPIRE + 1, r->expire_usec));
+    FIRST_FAILURE(rc, bind_u64(s, SNAP_ITEMS_DONE + 1, r->items_done));
+    FIRST_FAILURE(rc, bind_u64(s, SNAP_ITEMS_TOTAL + 1, r->items_total));
+    FIRST_FAILURE(rc, sqlite3_bind_double(s, SNAP_PROGRESS + 1, r->progress_pct));
+    FIRST_FAILURE(rc, bind_u64(s, SNAP_BYTES + 1, r->bytes_transferred));
+    FIRST_FAILURE(rc, sqlite3_bind_int(s, SNAP_POINT_IN_TIME + 1, r->point_in_time ? 1 : 0));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_LOG_CURSOR + 1, r->log_cursor));
+    return rc;
+}
+
+static int snapshot_write_error(MsCatalog *c, MsError *e, int rc, const MsSnapshotRecord *r,
+                                const char *verb) {
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return ms_error_set(e, EEXIST,
+                            "snapshot '%s' is already in catalog '%s': task names are unique",
+                            r->id, c->path);
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+        return ms_error_set(e, ENOENT,
+                            "snapshot '%s' names policy '%s', which is not in catalog '%s': "
+                            "record the policy before its snapshots",
+                            r->id, r->policy, c->path);
+    return catalog_error(c, e, rc, "%s snapshot '%s'", verb, r->id);
+}
+
+int ms_catalog_insert_snapshot(MsCatalog *c, const MsSnapshotRecord *r, MsError *e) {
+    int k = snapshot_validate(r, e);
+    if (k < 0)
+        return k;
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    k = catalog_statement(c, STMT_SNAPSHOT_INSERT, &s, e);
+    if (k < 0)
+        return k;
+    int rc = bind_snapshot(s, r);
+    FIRST_FAILURE(rc, step_done(s));
+    if (rc != SQLITE_OK)
+        return snapshot_write_error(c, e, rc, r, "recording");
+    return 0;
+}
+
+static int snapshot_not_found(MsCatalog *c, MsError *e, const char *id) {
+    return ms_error_set(e, ENOENT,
+                        "snapshot '%s' is not in catalog '%s' (mongosnapctl list-snapshots shows "
+                        "the known ones)",
+                        id, c->path);
+}
+
+int ms_catalog_update_snapshot(MsCatalog *c, const MsSnapshotRecord *r, MsError *e) {
+    int k = snapshot_validate(r, e);
+    if (k < 0)
+        return k;
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    k = catalog_statement(c, STMT_SNAPSHOT_UPDATE, &s, e);
+    if (k < 0)
+        return k;
+    int rc = bind_snapshot(s, r);
+    FIRST_FAILURE(rc, step_done(s));
+    if (rc != SQLITE_OK)
+        return snapshot_write_error(c, e, rc, r, "updating");
+    if (sqlite3_changes(c->db) == 0)
+        return snapshot_not_found(c, e, r->id);
+    return 0;
+}
+
+int ms_catalog_get_snapshot(MsCatalog *c, const char *id, MsSnapshotRecord **ret_record,
+                            MsError *e) {
+    if (is_blank(id))
+        return ms_error_set(e, EINVAL, "no snapshot id given");
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, STMT_SNAPSHOT_GET, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE)
+        return snapshot_not_found(c, e, id);
+    if (rc != SQLITE_ROW)
+        return catalog_error(c, e, rc, "reading snapshot '%s'", id);
+    return read_snapshot(c, s, ret_record, e);
+}
+
+/* Bind a state set to parameters 2, 3, ...: the chosen states first, NULL for the rest (left
+ * unbound: clear_bindings made them NULL). */
+static int bind_state_set(sqlite3_stmt *s, unsigned states, int n_states,
+                          const char *(*to_string)(int) ) {
+    int param = 2, rc = SQLITE_OK;
+    for (int i = 0; i < n_states; i++)
+        if (states & MS_STATE_BIT(i))
+            FIRST_FAILURE(rc, bind_text(s, param++, to_string(i)));
+    return rc;
+}
+
+static const char *snapshot_state_name(int i) {
+    return ms_snapshot_state_to_string((MsSnapshotState) i);
+}
+
+static const char *restore_state_name(int i) {
+    return ms_restore_state_to_string((MsRestoreState) i);
+}
+
+int ms_catalog_list_snapshots(MsCatalog *c, const MsSnapshotFilter *filter,
+                              MsSnapshotRecord ***ret_records, size_t *ret_n, MsError *e) {
+    unsigned states = filter ? filter->states : 0;
+    if (states >> _MS_SNAPSHOT_STATE_MAX)
+        return ms_error_set(e, EINVAL, "invalid snapshot state set 0x%x", states);
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, STMT_SNAPSHOT_LIST, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, filter ? filter->policy : NULL);
+    FIRST_FAILURE(rc, bind_state_set(s, states, _MS_SNAPSHOT_STATE_MAX, snapshot_state_name));
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "listing snapshots");
+
+    MsSnapshotRecord **list = NULL;
+    size_t n = 0, allocated = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == allocated) {
+            size_t grown = allocated ? allocated * 2 : 16;
+            MsSnapshotRecord **l = realloc(list, grown * sizeof(*l));
+            if (!l) {
+                ms_snapshot_record_list_free(list, n);
+                return ms_error_set(e, ENOMEM, "out of memory listing snapshots");
+            }
+            list = l;
+            allocated = grown;
+        }
+        r = read_snapshot(c, s, &list[n], e);
+        if (r < 0) {
+            ms_snapshot_record_list_free(list, n);
+            return r;
+        }
+        n++;
+    }
+    if (rc != SQLITE_DONE) {
+        ms_snapshot_record_list_free(list, n);
+        return catalog_error(c, e, rc, "listing snapshots");
+    }
+    *ret_records = list;
+    *ret_n = n;
+    return 0;
+}
+
+int ms_catalog_update_snapshot_progress(MsCatalog *c, const char *id, uint64_t items_done,
+                                        uint64_t items_total, double progress_pct,
+                                        uint64_t bytes_transferred, MsError *e) {
+    if (is_blank(id))
+        return ms_error_set(e, EINVAL, "no snapshot id given");
+    if (!percent_is_valid(progress_pct))
+        return ms_error_set(e, EINVAL, "progress %g%% of snapshot '%s' is outside 0..100",
+                            progress_pct, id);
+    int r = check_fits("snapshot", id, "items_done", items_done, e);
+    FIRST_FAILURE(r, check_fits("snapshot", id, "items_total", items_total, e));
+    FIRST_FAILURE(r, check_fits("snapshot", id, "bytes_transferred", bytes_transferred, e));
+    if (r < 0)
+        return r;
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    r = catalog_statement(c, STMT_SNAPSHOT_PROGRESS, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, id);
+    FIRST_FAILURE(rc, bind_u64(s, 2, items_done));
+    FIRST_FAILURE(rc, bind_u64(s, 3, items_total));
+    FIRST_FAILURE(rc, sqlite3_bind_double(s, 4, progress_pct));
+    FIRST_FAILURE(rc, bind_u64(s, 5, bytes_transferred));
+    FIRST_FAILURE(rc, step_done(s));
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "recording the progress of snapshot '%s'", id);
+    if (sqlite3_changes(c->db) == 0)
+        return snapshot_not_found(c, e, id);
+    return 0;
+}
+
+/* Shared by snapshots and restores: their state statements take the same parameters. */
+static int set_task_state(MsCatalog *c, CatalogStatement id_stmt, const char *id, const char *state,
+                          bool starts, bool finishes, const char *error, int *ret_rc, MsError *e) {
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, id_stmt, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, id);
+    FIRST_FAILURE(rc, bind_text(s, 2, state));
+    FIRST_FAILURE(rc, bind_text(s, 3, error));
+    FIRST_FAILURE(rc, bind_u64(s, 4, ms_realtime_usec()));
+    FIRST_FAILURE(rc, sqlite3_bind_int(s, 5, starts));
+    FIRST_FAILURE(rc, sqlite3_bind_int(s, 6, finishes));
+    FIRST_FAILURE(rc, step_done(s));
+    *ret_rc = rc;
+    return 0;
+}
+
+int ms_catalog_set_snapshot_state(MsCatalog *c, const char *id, MsSnapshotState state,
+                                  const char *error, MsError *e) {
+    if (is_blank(id))
+        return ms_error_set(e, EINVAL, "no snapshot id given");
+    const char *name = ms_snapshot_state_to_string(state);
+    if (!name)
+        return ms_error_set(e, EINVAL, "invalid state %d for snapshot '%s'", (int) state, id);
+    bool finishes = state == MS_SNAPSHOT_COMPLETED || state == MS_SNAPSHOT_FAILED ||
+                    state == MS_SNAPSHOT_INTERRUPTED;
+    int rc = SQLITE_OK;
+    int r = set_task_state(c, STMT_SNAPSHOT_STATE, id, name, state == MS_SNAPSHOT_RUNNING, finishes,
+                           error, &rc, e);
+    if (r < 0)
+        return r;
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "marking snapshot '%s' %s", id, name);
+    if (sqlite3_changes(c->db) == 0)
+        return snapshot_not_found(c, e, id);
+    return 0;
+}
+
+/* ---- restores ---- */
+
+MsRestoreRecord *ms_restore_record_free(MsRestoreRecord *r) {
+    if (!r)
+        return NULL;
+    free(r->id);
+    free(r->source_snapshot);
+    free(r->target);
+    free(r->error);
+    free(r->options);
+    free(r);
+    return NULL;
+}
+
+void ms_restore_record_list_free(MsRestoreRecord **list, size_t n) {
+    for (size_t i = 0; list && i < n; i++)
+        ms_restore_record_free(list[i]);
+    free(list);
+}
+
+static int read_restore(MsCatalog *c, sqlite3_stmt *s, MsRestoreRecord **ret, MsError *e) {
+    _cleanup_(ms_restore_record_freep) MsRestoreRecord *rec = calloc(1, sizeof(*rec));
+    if (!rec)
+        return ms_error_set(e, ENOMEM, "out of memory reading the catalog");
+    int r = 0;
+    FIRST_FAILURE(r, column_strdup(s, REST_ID, &rec->id));
+    FIRST_FAILURE(r, column_strdup(s, REST_SOURCE, &rec->source_snapshot));
+    FIRST_FAILURE(r, column_strdup(s, REST_TARGET, &rec->target));
+    FIRST_FAILURE(r, column_strdup(s, REST_ERROR, &rec->error));
+    FIRST_FAILURE(r, column_strdup(s, REST_OPTIONS, &rec->options));
+    if (r < 0)
+        return ms_error_set(e, -r, "out of memory reading the catalog");
+    const char *state = (const char *) sqlite3_column_text(s, REST_STATE);
+    rec->state = ms_restore_state_from_string(state);
+    if (rec->state < 0)
+        return ms_error_set(e, EBADMSG,
+                            "restore '%s' has an unknown state '%s' in catalog '%s': the "
+                            "catalog is damaged or was edited by hand",
+                            rec->id, state ? state : "(null)", c->path);
+    rec->created_usec = column_u64(s, REST_CREATED);
+    rec->started_usec = column_u64(s, REST_STARTED);
+    rec->finished_usec = column_u64(s, REST_FINISHED);
+    rec->items_done = column_u64(s, REST_ITEMS_DONE);
+    rec->items_total = column_u64(s, REST_ITEMS_TOTAL);
+    rec->progress_pct = sqlite3_column_double(s, REST_PROGRESS);
+    *ret = TAKE_PTR(rec);
+    return 0;
+}
+
+static int restore_validate(const MsRestoreRecord *r, MsError *e) {
+    if (!r || is_blank(r->id) || is_blank(r->source_snapshot) || is_blank(r->target))
+        return ms_error_set(e, EINVAL,
+                            "a restore record needs an id (task name), a source snapshot and a "
+                            "target");
+    if (!ms_restore_state_to_string(r->state))
+        return ms_error_set(e, EINVAL, "invalid state %d for restore '%s'", (int) r->state, r->id);
+    if (!percent_is_valid(r->progress_pct))
+        return ms_error_set(e, EINVAL, "progress %g%% of restore '%s' is outside 0..100",
+                            r->progress_pct, r->id);
+    const struct {
+        const char *column;
+        uint64_t value;
+    } numbers[] = {
+        {"created_usec", r->created_usec},   {"started_usec", r->started_usec},
+        {"finished_usec", r->finished_usec}, {"items_done", r->items_done},
+        {"items_total", r->items_total},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
+        int k = check_fits("restore", r->id, numbers[i].column, numbers[i].value, e);
+        if (k < 0)
+            return k;
+    }
+    return 0;
+}
+
+/* The target is redacted here whatever the caller passed: the catalog is readable by anyone
+ * who may read the state directory, and its rows end up on the bus. */
+static int bind_restore(sqlite3_stmt *s, const MsRestoreRecord *r, const char *redacted_target) {
+    int rc = SQLITE_OK;
+    FIRST_FAILURE(rc, bind_text(s, REST_ID + 1, r->id));
+    FIRST_FAILURE(rc, bind_text(s, REST_SOURCE + 1, r->source_snapshot));
+    FIRST_FAILURE(rc, bind_text(s, REST_TARGET + 1, redacted_target));
+    FIRST_FAILURE(rc, bind_text(s, REST_STATE + 1, ms_restore_state_to_string(r->state)));
+    FIRST_FAILURE(rc, bind_text(s, REST_ERROR + 1, r->error));
+    FIRST_FAILURE(rc, bind_u64(s, REST_CREATED + 1, r->created_usec));
+    FIRST_FAILURE(rc, bind_usec(s, REST_STARTED + 1, r->started_usec));
+    FIRST_FAILURE(rc, bind_usec(s, REST_FINISHED + 1, r->finished_usec));
+    FIRST_FAILURE(rc, bind_u64(s, REST_ITEMS_DONE + 1, r->items_done));
+    FIRST_FAILURE(rc, bind_u64(s, REST_ITEMS_TOTAL + 1, r->items_total));
+    FIRST_FAILURE(rc, sqlite3_bind_double(s, REST_PROGRESS + 1, r->progress_pct));
+    FIRST_FAILURE(rc, bind_text(s, REST_OPTIONS + 1, r->options ? r->options : "{}"));
+    return rc;
+}
+
+static int restore_not_found(MsCatalog *c, MsError *e, const char *id) {
+    return ms_error_set(e, ENOENT,
+                        "restore '%s' is not in catalog '%s' (mongosnapctl list-restores shows "
+                        "the known ones)",
+                        id, c->path);
+}
+
+static int restore_write(MsCatalog *c, CatalogStatement id_stmt, const MsRestoreRecord *r,
+                         MsError *e) {
+    int k = restore_validate(r, e);
+    if (k < 0)
+        return k;
+    _cleanup_free_ char *target = ms_uri_redact(r->target);
+    if (!target)
+        return ms_error_set(e, ENOMEM, "out of memory recording restore '%s'", r->id);
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    k = catalog_statement(c, id_stmt, &s, e);
+    if (k < 0)
+        return k;
+    int rc = bind_restore(s, r, target);
+    FIRST_FAILURE(rc, step_done(s));
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return ms_error_set(e, EEXIST,
+                            "restore '%s' is already in catalog '%s': task names are unique", r->id,
+                            c->path);
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+        return ms_error_set(e, ENOENT,
+                            "restore '%s' names source snapshot '%s', which is not in catalog "
+                            "'%s' (mongosnapctl list-snapshots shows the known ones)",
+                            r->id, r->source_snapshot, c->path);
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "recording restore '%s'", r->id);
+    if (id_stmt == STMT_RESTORE_UPDATE && sqlite3_changes(c->db) == 0)
+        return restore_not_found(c, e, r->id);
+    return 0;
+}
+
+int ms_catalog_insert_restore(MsCatalog *c, const MsRestoreRecord *r, MsError *e) {
+    return restore_write(c, STMT_RESTORE_INSERT, r, e);
+}
+
+int ms_catalog_update_restore(MsCatalog *c, const MsRestoreRecord *r, MsError *e) {
+    return restore_write(c, STMT_RESTORE_UPDATE, r, e);
+}
+
+int ms_catalog_get_restore(MsCatalog *c, const char *id, MsRestoreRecord **ret_record, MsError *e) {
+    if (is_blank(id))
+        return ms_error_set(e, EINVAL, "no restore id given");
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, STMT_RESTORE_GET, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE)
+        return restore_not_found(c, e, id);
+    if (rc != SQLITE_ROW)
+        return catalog_error(c, e, rc, "reading restore '%s'", id);
+    return read_restore(c, s, ret_record, e);
+}
+
+int ms_catalog_list_restores(MsCatalog *c, const MsRestoreFilter *filter,
+                             MsRestoreRecord ***ret_records, size_t *ret_n, MsError *e) {
+    unsigned states = filter ? filter->states : 0;
+    if (states >> _MS_RESTORE_STATE_MAX)
+        return ms_error_set(e, EINVAL, "invalid restore state set 0x%x", states);
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, STMT_RESTORE_LIST, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, filter ? filter->source_snapshot : NULL);
+    FIRST_FAILURE(rc, bind_state_set(s, states, _MS_RESTORE_STATE_MAX, restore_state_name));
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "listing restores");
+
+    MsRestoreRecord **list = NULL;
+    size_t n = 0, allocated = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == allocated) {
+            size_t grown = allocated ? allocated * 2 : 16;
+            MsRestoreRecord **l = realloc(list, grown * sizeof(*l));
+            if (!l) {
+                ms_restore_record_list_free(list, n);
+                return ms_error_set(e, ENOMEM, "out of memory listing restores");
+            }
+            list = l;
+            allocated = grown;
+        }
+        r = read_restore(c, s, &list[n], e);
+        if (r < 0) {
+            ms_restore_record_list_free(list, n);
+            return r;
+        }
+        n++;
+    }
+    if (rc != SQLITE_DONE) {
+        ms_restore_record_list_free(list, n);
+        return catalog_error(c, e, rc, "listing restores");
+    }
+    *ret_records = list;
+    *ret_n = n;
+    return 0;
+}
+
+int ms_catalog_update_restore_progress(MsCatalog *c, const char *id, uint64_t items_done,
+                                       uint64_t items_total, double progress_pct, MsError *e) {
+    if (is_blank(id))
+        return ms_error_set(e, EINVAL, "no restore id given");
+    if (!percent_is_valid(progress_pct))
+        return ms_error_set(e, EINVAL, "progress %g%% of restore '%s' is outside 0..100",
+                            progress_pct, id);
+    int r = check_fits("restore", id, "items_done", items_done, e);
+    FIRST_FAILURE(r, check_fits("restore", id, "items_total", items_total, e));
+    if (r < 0)
+        return r;
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    r = catalog_statement(c, STMT_RESTORE_PROGRESS, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, id);
+    FIRST_FAILURE(rc, bind_u64(s, 2, items_done));
+    FIRST_FAILURE(rc, bind_u64(s, 3, items_total));
+    FIRST_FAILURE(rc, sqlite3_bind_double(s, 4, progress_pct));
+    FIRST_FAILURE(rc, step_done(s));
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "recording the progress of restore '%s'", id);
+    if (sqlite3_changes(c->db) == 0)
+        return restore_not_found(c, e, id);
+    return 0;
+}
+
+int ms_catalog_set_restore_state(MsCatalog *c, const char *id, MsRestoreState state,
+                                 const char *error, MsError *e) {
+    if (is_blank(id))
+        return ms_error_set(e, EINVAL, "no restore id given");
+    const char *name = ms_restore_state_to_string(state);
+    if (!name)
+        return ms_error_set(e, EINVAL, "invalid state %d for restore '%s'", (int) state, id);
+    bool finishes = state == MS_RESTORE_COMPLETED || state == MS_RESTORE_FAILED ||
+                    state == MS_RESTORE_INTERRUPTED || state == MS_RESTORE_CANCELLED;
+    int rc = SQLITE_OK;
+    int r = set_task_state(c, STMT_RESTORE_STATE, id, name, state == MS_RESTORE_RUNNING, finishes,
+                           error, &rc, e);
+    if (r < 0)
+        return r;
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "marking restore '%s' %s", id, name);
+    if (sqlite3_changes(c->db) == 0)
+        return restore_not_found(c, e, id);
+    return 0;
+}
+
+/* ---- maintenance ---- */
+
+static int interrupt_unfinished(MsCatalog *c, CatalogStatement id_stmt, const char *interrupted,
+                                const char *queued, const char *running, const char *reason,
+                                uint64_t now, unsigned *ret_changed, MsError *e) {
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, id_stmt, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, interrupted);
+    FIRST_FAILURE(rc, bind_text(s, 2, reason));
+    FIRST_FAILURE(rc, bind_u64(s, 3, now));
+    FIRST_FAILURE(rc, bind_text(s, 4, queued));
+    FIRST_FAILURE(rc, bind_text(s, 5, running));
+    FIRST_FAILURE(rc, step_done(s));
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "marking unfinished tasks interrupted");
+    *ret_changed = (unsigned) sqlite3_changes(c->db);
+    return 0;
+}
+
+int ms_catalog_mark_unfinished_interrupted(MsCatalog *c, const char *reason, unsigned *ret_count,
+                                           MsError *e) {
+    if (is_blank(reason))
+        return ms_error_set(e, EINVAL, "marking tasks interrupted needs a reason to record");
+    uint64_t now = ms_realtime_usec();
+    unsigned snapshots = 0, restores = 0;
+    int r = catalog_run(c, STMT_BEGIN, e);
+    if (r < 0)
+        return r;
+    r = interrupt_unfinished(
+        c, STMT_SNAPSHOT_INTERRUPT, ms_snapshot_state_to_string(MS_SNAPSHOT_INTERRUPTED),
+        ms_snapshot_state_to_string(MS_SNAPSHOT_QUEUED),
+        ms_snapshot_state_to_string(MS_SNAPSHOT_RUNNING), reason, now, &snapshots, e);
+    if (r >= 0)
+        r = interrupt_unfinished(
+            c, STMT_RESTORE_INTERRUPT, ms_restore_state_to_string(MS_RESTORE_INTERRUPTED),
+            ms_restore_state_to_string(MS_RESTORE_QUEUED),
+            ms_restore_state_to_string(MS_RESTORE_RUNNING), reason, now, &restores, e);
+    if (r >= 0)
+        r = catalog_run(c, STMT_COMMIT, e);
+    if (r < 0) {
+        catalog_rollback(c);
+        return r;
+    }
+    if (ret_count)
+        *ret_count = snapshots + restores;
+    return 0;
+}
+
+int ms_catalog_integrity_check(MsCatalog *c, MsError *e) {
+    char report[MS_ERROR_MESSAGE_MAX / 2] = "";
+    size_t used = 0;
+    unsigned problems = 0;
+
+    _cleanup_finalize_ sqlite3_stmt *s = NULL;
+    int r = catalog_prepare(c, "PRAGMA integrity_check", 0, &s, e);
+    if (r < 0)
+        return r;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *line = (const char *) sqlite3_column_text(s, 0);
+        if (line && strcmp(line, "ok") == 0)
+            continue;
+        if (problems++ < CATALOG_INTEGRITY_REPORT_MAX && used < sizeof(report))
+            used += (size_t) snprintf(report + used, sizeof(report) - used, "%s%s",
+                                      used ? "; " : "", line ? line : "(no detail)");
+    }
+    if (rc != SQLITE_DONE)
+        return catalog_error(c, e, rc, "checking integrity");
+
+    _cleanup_finalize_ sqlite3_stmt *fk = NULL;
+    r = catalog_prepare(c, "PRAGMA foreign_key_check", 0, &fk, e);
+    if (r < 0)
+        return r;
+    while ((rc = sqlite3_step(fk)) == SQLITE_ROW) {
+        const char *table = (const char *) sqlite3_column_text(fk, 0);
+        const char *parent = (const char *) sqlite3_column_text(fk, 2);
+        if (problems++ < CATALOG_INTEGRITY_REPORT_MAX && used < sizeof(report))
+            used += (size_t) snprintf(report + used, sizeof(report) - used,
+                                      "%sa row of %s refers to a missing row of %s",
+                                      used ? "; " : "", table ? table : "?", parent ? parent : "?");
+    }
+    if (rc != SQLITE_DONE)
+        return catalog_error(c, e, rc, "checking references");
+
+    if (problems > 0)
+        return ms_error_set(e, EBADMSG,
+                            "catalog '%s' is damaged (%u problem%s: %s%s): stop mongosnapd and "
+                            "move the file aside; the snapshots in the store are not affected, "
+                            "only the record of them",
+                            c->path, problems, problems == 1 ? "" : "s", report,
+                            problems > CATALOG_INTEGRITY_REPORT_MAX ? "; ..." : "");
+    return 0;
+}

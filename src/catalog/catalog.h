@@ -1,0 +1,189 @@
+/* The catalog: mongosnapd's SQLite record of snapshots, restores and policies' runtime state. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "common/macro.h"
+
+/* The catalog's file inside the agent's state directory ($STATE_DIRECTORY, /var/lib/mongosnap). */
+#define MS_CATALOG_FILE_NAME "mongosnap.db"
+
+/* The schema version this code writes and understands (SQLite's user_version). Older catalogs
+ * are migrated on open; newer ones are refused. */
+#define MS_CATALOG_SCHEMA_VERSION 2
+
+/* Threads: an MsCatalog is one SQLite connection, opened without SQLite's per-connection
+ * mutex. Use each one from one thread at a time; a thread that needs the catalog opens its own.
+ * WAL lets any number of readers proceed while one writer commits, and the busy timeout makes
+ * concurrent writers wait for each other instead of failing. */
+typedef struct MsCatalog MsCatalog;
+
+/* Times are microseconds since the epoch (CLOCK_REALTIME); 0 means "not yet" and is stored
+ * as NULL. Counters are stored as SQLite's signed 64-bit integers: values above INT64_MAX are
+ * refused with -EOVERFLOW. */
+
+typedef enum MsPolicyState {
+    MS_POLICY_ACTIVE,
+    MS_POLICY_STOPPED,
+    MS_POLICY_DELETED,
+    _MS_POLICY_STATE_MAX,
+    _MS_POLICY_STATE_INVALID = -EINVAL,
+} MsPolicyState;
+
+typedef enum MsSnapshotState {
+    MS_SNAPSHOT_QUEUED,
+    MS_SNAPSHOT_RUNNING,
+    MS_SNAPSHOT_COMPLETED,
+    MS_SNAPSHOT_FAILED,
+    MS_SNAPSHOT_INTERRUPTED, /* the agent stopped (crash, restart) while the task ran */
+    MS_SNAPSHOT_EXPIRED,     /* removed from the store by retention */
+    MS_SNAPSHOT_DELETED,     /* removed from the store on request */
+    _MS_SNAPSHOT_STATE_MAX,
+    _MS_SNAPSHOT_STATE_INVALID = -EINVAL,
+} MsSnapshotState;
+
+typedef enum MsRestoreState {
+    MS_RESTORE_QUEUED,
+    MS_RESTORE_RUNNING,
+    MS_RESTORE_COMPLETED,
+    MS_RESTORE_FAILED,
+    MS_RESTORE_INTERRUPTED,
+    MS_RESTORE_CANCELLED, /* stopped on request (Restore.Cancel) */
+    _MS_RESTORE_STATE_MAX,
+    _MS_RESTORE_STATE_INVALID = -EINVAL,
+} MsRestoreState;
+
+/* State sets for list filters: MS_STATE_BIT(MS_SNAPSHOT_QUEUED) | MS_STATE_BIT(...). */
+#define MS_STATE_BIT(state) (1u << (unsigned) (state))
+
+/* Names as stored in the catalog and shown to users ("queued", "running", ...); NULL or
+ * -EINVAL for values that are not states. */
+const char *ms_policy_state_to_string(MsPolicyState s);
+MsPolicyState ms_policy_state_from_string(const char *s);
+const char *ms_snapshot_state_to_string(MsSnapshotState s);
+MsSnapshotState ms_snapshot_state_from_string(const char *s);
+const char *ms_restore_state_to_string(MsRestoreState s);
+MsRestoreState ms_restore_state_from_string(const char *s);
+
+/* A policy's runtime state; its settings live in /etc/mongosnap/policies.d, not here. */
+typedef struct MsPolicyRuntime {
+    char *name;
+    MsPolicyState state;
+    uint64_t last_run_usec;
+    char *last_result; /* one line for people ("completed", "failed: ..."), NULL before a run */
+    uint64_t next_run_usec;
+} MsPolicyRuntime;
+
+/* One snapshot task ("Backup Record"). Every string may be NULL unless marked required. */
+typedef struct MsSnapshotRecord {
+    char *id;           /* required: the task name, unique ("nightly-20261122T031026Z") */
+    char *policy;       /* required: a policy recorded with ms_catalog_set_policy() */
+    char *node;         /* required: the node that takes it */
+    char *archive_key;  /* the archive's key in the store; its last component is the file name */
+    char *manifest_key; /* the manifest's key in the store */
+    char *store;        /* store location without secrets ("local:/var/lib/mongosnap/store") */
+    char *download_url; /* a time-limited download address (presigned for S3) */
+    MsSnapshotState state;
+    char *error; /* why it failed or was interrupted */
+    uint64_t created_usec;
+    uint64_t started_usec;
+    uint64_t finished_usec;
+    uint64_t expire_usec; /* when retention removes it, computed when it completes */
+    uint64_t items_done;  /* documents */
+    uint64_t items_total;
+    double progress_pct; /* 0..100 */
+    uint64_t bytes_transferred;
+    bool point_in_time; /* the oplog was captured: consistent as of the snapshot's end */
+    char *log_cursor;   /* journal cursor of the task's first Event Log entry */
+} MsSnapshotRecord;
+
+typedef struct MsRestoreRecord {
+    char *id;              /* required: the task name, unique */
+    char *source_snapshot; /* required: the id of a snapshot in the catalog */
+    char *target;          /* required: the target deployment's URI; stored redacted */
+    MsRestoreState state;
+    char *error;
+    uint64_t created_usec;
+    uint64_t started_usec;
+    uint64_t finished_usec;
+    uint64_t items_done;
+    uint64_t items_total;
+    double progress_pct;
+    char *options; /* JSON object of the restore's options (filters, renames, until); NULL = {} */
+} MsRestoreRecord;
+
+typedef struct MsSnapshotFilter {
+    const char *policy; /* NULL: every policy */
+    unsigned states;    /* MS_STATE_BIT()s of MsSnapshotState; 0: every state */
+} MsSnapshotFilter;
+
+typedef struct MsRestoreFilter {
+    const char *source_snapshot; /* NULL: restores of every snapshot */
+    unsigned states;             /* MS_STATE_BIT()s of MsRestoreState; 0: every state */
+} MsRestoreFilter;
+
+/* Open (creating if missing) the catalog at path, normally <state dir>/MS_CATALOG_FILE_NAME,
+ * and bring its schema to MS_CATALOG_SCHEMA_VERSION. Refuses files that are not a mongosnap
+ * catalog and catalogs written by a newer mongosnap. */
+int ms_catalog_open(const char *path, MsCatalog **ret_catalog, MsError *e);
+MsCatalog *ms_catalog_close(MsCatalog *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(MsCatalog *, ms_catalog_close);
+
+/* How many statements this connection has compiled: each kind is compiled once and reused, so
+ * this stays flat however many calls are made (for tests and diagnostics). */
+unsigned ms_catalog_statements_prepared(const MsCatalog *c);
+
+/* Policies. get: -ENOENT when unknown. set: insert or replace the policy's row. */
+int ms_catalog_get_policy(MsCatalog *c, const char *name, MsPolicyRuntime **ret_policy, MsError *e);
+int ms_catalog_set_policy(MsCatalog *c, const MsPolicyRuntime *p, MsError *e);
+int ms_catalog_list_policies(MsCatalog *c, MsPolicyRuntime ***ret_policies, size_t *ret_n,
+                             MsError *e);
+MsPolicyRuntime *ms_policy_runtime_free(MsPolicyRuntime *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(MsPolicyRuntime *, ms_policy_runtime_free);
+void ms_policy_runtime_list_free(MsPolicyRuntime **list, size_t n);
+
+/* Snapshots. insert: -EEXIST when the id is taken, -ENOENT when the policy is not recorded.
+ * update: every column of the row with r->id (-ENOENT when missing). list: oldest first. */
+int ms_catalog_insert_snapshot(MsCatalog *c, const MsSnapshotRecord *r, MsError *e);
+int ms_catalog_update_snapshot(MsCatalog *c, const MsSnapshotRecord *r, MsError *e);
+int ms_catalog_get_snapshot(MsCatalog *c, const char *id, MsSnapshotRecord **ret_record,
+                            MsError *e);
+int ms_catalog_list_snapshots(MsCatalog *c, const MsSnapshotFilter *filter,
+                              MsSnapshotRecord ***ret_records, size_t *ret_n, MsError *e);
+/* Progress of a running task: one small UPDATE through a statement compiled once, cheap enough
+ * for every progress message a worker sends. */
+int ms_catalog_update_snapshot_progress(MsCatalog *c, const char *id, uint64_t items_done,
+                                        uint64_t items_total, double progress_pct,
+                                        uint64_t bytes_transferred, MsError *e);
+/* Move a snapshot to state with error (NULL clears it). Entering running stamps started_usec,
+ * entering completed, failed or interrupted stamps finished_usec, unless already set. */
+int ms_catalog_set_snapshot_state(MsCatalog *c, const char *id, MsSnapshotState state,
+                                  const char *error, MsError *e);
+MsSnapshotRecord *ms_snapshot_record_free(MsSnapshotRecord *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(MsSnapshotRecord *, ms_snapshot_record_free);
+void ms_snapshot_record_list_free(MsSnapshotRecord **list, size_t n);
+
+/* Restores, as snapshots. insert: -ENOENT when the source snapshot is not in the catalog. */
+int ms_catalog_insert_restore(MsCatalog *c, const MsRestoreRecord *r, MsError *e);
+int ms_catalog_update_restore(MsCatalog *c, const MsRestoreRecord *r, MsError *e);
+int ms_catalog_get_restore(MsCatalog *c, const char *id, MsRestoreRecord **ret_record, MsError *e);
+int ms_catalog_list_restores(MsCatalog *c, const MsRestoreFilter *filter,
+                             MsRestoreRecord ***ret_records, size_t *ret_n, MsError *e);
+int ms_catalog_update_restore_progress(MsCatalog *c, const char *id, uint64_t items_done,
+                                       uint64_t items_total, double progress_pct, MsError *e);
+int ms_catalog_set_restore_state(MsCatalog *c, const char *id, MsRestoreState state,
+                                 const char *error, MsError *e);
+MsRestoreRecord *ms_restore_record_free(MsRestoreRecord *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(MsRestoreRecord *, ms_restore_record_free);
+void ms_restore_record_list_free(MsRestoreRecord **list, size_t n);
+
+/* At agent start: every queued or running snapshot and restore becomes interrupted with reason
+ * as its error, in one transaction. *ret_count: how many rows changed. */
+int ms_catalog_mark_unfinished_interrupted(MsCatalog *c, const char *reason, unsigned *ret_count,
+                                           MsError *e);
+
+/* PRAGMA integrity_check and foreign_key_check: -EBADMSG with the first problems when damaged. */
+int ms_catalog_integrity_check(MsCatalog *c, MsError *e);

@@ -1,0 +1,884 @@
+/* Tests for the catalog: migrations and refusals, round trips, filters, recovery, upkeep. */
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "catalog/catalog.h"
+#include "common/macro.h"
+#include "test.h"
+
+/* Enough progress updates to show the statement is compiled once, not per call. */
+#define PROGRESS_UPDATES 10000
+/* Two threads, each on its own connection, writing at once: the busy timeout must absorb it. */
+#define THREAD_UPDATES 500
+#define USEC_PER_SEC UINT64_C(1000000)
+/* 2026-11-22T03:10:26Z, a fixed time for rows whose times we compare. */
+#define SOME_TIME_USEC (UINT64_C(1795403426) * USEC_PER_SEC)
+
+/* The schema of version 1 exactly as a released mongosnap created it: what an old catalog holds
+ * on disk. Kept here by hand on purpose, so that a later edit of the migration cannot quietly
+ * change what this test migrates from. */
+static const char schema_v1[] =
+    "CREATE TABLE policies ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'stopped', 'deleted')),"
+    "  last_run_usec INTEGER, last_result TEXT, next_run_usec INTEGER);"
+    "CREATE TABLE snapshots ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  policy TEXT NOT NULL REFERENCES policies (name),"
+    "  node TEXT NOT NULL, archive_key TEXT, manifest_key TEXT, store TEXT, download_url TEXT,"
+    "  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'completed', 'failed',"
+    "                                       'interrupted', 'expired', 'deleted')),"
+    "  error TEXT, created_usec INTEGER NOT NULL, started_usec INTEGER, finished_usec INTEGER,"
+    "  expire_usec INTEGER, items_done INTEGER NOT NULL DEFAULT 0,"
+    "  items_total INTEGER NOT NULL DEFAULT 0,"
+    "  progress_pct REAL NOT NULL DEFAULT 0 CHECK (progress_pct BETWEEN 0 AND 100),"
+    "  bytes_transferred INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE restores ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  source_snapshot TEXT NOT NULL REFERENCES snapshots (id),"
+    "  target TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'completed', 'failed',"
+    "                                       'interrupted', 'cancelled')),"
+    "  error TEXT, created_usec INTEGER NOT NULL, started_usec INTEGER, finished_usec INTEGER,"
+    "  items_done INTEGER NOT NULL DEFAULT 0, items_total INTEGER NOT NULL DEFAULT 0,"
+    "  progress_pct REAL NOT NULL DEFAULT 0 CHECK (progress_pct BETWEEN 0 AND 100));"
+    "PRAGMA application_id = 1297305168;" /* 0x4d534e50, "MSNP" */
+    "PRAGMA user_version = 1;";
+
+typedef struct TempDir {
+    char path[64];
+    char db[128];
+} TempDir;
+
+static bool temp_dir_make(TempDir *t) {
+    snprintf(t->path, sizeof(t->path), "/tmp/mongosnap-test-catalog-XXXXXX");
+    if (!mkdtemp(t->path))
+        return false;
+    snprintf(t->db, sizeof(t->db), "%s/%s", t->path, MS_CATALOG_FILE_NAME);
+    return true;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int type, struct FTW *ftw) {
+    return remove(path);
+}
+
+static void temp_dir_remove(TempDir *t) {
+    if (t->path[0] == '/')
+        nftw(t->path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+static void temp_dir_removep(TempDir *t) {
+    temp_dir_remove(t);
+}
+#define _cleanup_temp_dir_ _cleanup_(temp_dir_removep)
+
+/* A plain SQLite connection, to build old or foreign files and to look behind the API. */
+static sqlite3 *raw_open(const char *path) {
+    sqlite3 *db = NULL;
+    if (sqlite3_open(path, &db) != SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
+}
+static void raw_closep(sqlite3 **db) {
+    sqlite3_close(*db);
+}
+#define _cleanup_raw_ _cleanup_(raw_closep)
+
+static bool raw_exec(sqlite3 *db, const char *sql) {
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "# sqlite: %s\n", err ? err : sqlite3_errstr(rc));
+    sqlite3_free(err);
+    return rc == SQLITE_OK;
+}
+
+/* The first column of the first row as an integer, or -1. */
+static long long raw_int(sqlite3 *db, const char *sql) {
+    sqlite3_stmt *s = NULL;
+    long long v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+static bool file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+static bool file_contains(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    _cleanup_free_ char *buf = NULL;
+    size_t size = 0, used = 0;
+    for (;;) {
+        if (used == size) {
+            size = size ? size * 2 : 65536;
+            char *b = realloc(buf, size);
+            if (!b)
+                break;
+            buf = b;
+        }
+        size_t k = fread(buf + used, 1, size - used, f);
+        if (k == 0)
+            break;
+        used += k;
+    }
+    fclose(f);
+    return buf && memmem(buf, used, needle, strlen(needle)) != NULL;
+}
+
+static bool write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return false;
+    fputs(text, f);
+    return fclose(f) == 0;
+}
+
+static int record_policy(MsCatalog *c, const char *name, MsError *e) {
+    MsPolicyRuntime p = {.name = (char *) name, .state = MS_POLICY_ACTIVE};
+    return ms_catalog_set_policy(c, &p, e);
+}
+
+static MsSnapshotRecord snapshot_row(const char *id, const char *policy, MsSnapshotState state,
+                                     uint64_t created) {
+    return (MsSnapshotRecord){
+        .id = (char *) id,
+        .policy = (char *) policy,
+        .node = (char *) "node1",
+        .state = state,
+        .created_usec = created,
+    };
+}
+
+/* ---- opening and migrations ---- */
+
+static void new_catalog_is_current_and_wal(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(record_policy(c, "nightly", &e));
+
+    /* The log lives beside the database while a connection is open. */
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", t.db);
+    ASSERT(file_exists(wal));
+
+    _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+    ASSERT(db);
+    ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), MS_CATALOG_SCHEMA_VERSION);
+    ASSERT_EQ_INT(raw_int(db, "PRAGMA application_id"), 0x4d534e50);
+    ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM pragma_journal_mode WHERE "
+                              "journal_mode = 'wal'"),
+                  1);
+    ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM policies"), 1);
+}
+
+static void empty_version_0_file_is_migrated(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    {
+        /* A database that exists (header written) but holds nothing: user_version 0. */
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(db);
+        ASSERT(raw_exec(db, "PRAGMA user_version = 0; VACUUM"));
+        ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), 0);
+    }
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+    ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), MS_CATALOG_SCHEMA_VERSION);
+}
+
+static void version_1_catalog_is_migrated_keeping_rows(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(db);
+        ASSERT(raw_exec(db, schema_v1));
+        ASSERT(raw_exec(db, "INSERT INTO policies (name, state) VALUES ('nightly', 'stopped');"
+                            "INSERT INTO snapshots (id, policy, node, state, created_usec, "
+                            "  items_done, items_total, progress_pct) "
+                            "VALUES ('nightly-1', 'nightly', 'node1', 'completed', 1000, 7, 7, "
+                            "  100);"
+                            "INSERT INTO restores (id, source_snapshot, target, state, "
+                            "  created_usec) "
+                            "VALUES ('restore-1', 'nightly-1', 'mongodb://h/', 'failed', 2000);"));
+    }
+
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *s = NULL;
+    ASSERT_OK(ms_catalog_get_snapshot(c, "nightly-1", &s, &e));
+    ASSERT_EQ_INT(s->state, MS_SNAPSHOT_COMPLETED);
+    ASSERT_EQ_INT(s->items_done, 7);
+    ASSERT_EQ_INT(s->created_usec, 1000);
+    ASSERT(!s->point_in_time); /* the columns version 2 added, at their defaults */
+    ASSERT(s->log_cursor == NULL);
+
+    _cleanup_(ms_restore_record_freep) MsRestoreRecord *r = NULL;
+    ASSERT_OK(ms_catalog_get_restore(c, "restore-1", &r, &e));
+    ASSERT_EQ_INT(r->state, MS_RESTORE_FAILED);
+    ASSERT_STREQ(r->options, "{}");
+
+    _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *p = NULL;
+    ASSERT_OK(ms_catalog_get_policy(c, "nightly", &p, &e));
+    ASSERT_EQ_INT(p->state, MS_POLICY_STOPPED);
+
+    _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+    ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), MS_CATALOG_SCHEMA_VERSION);
+    ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                              "name = 'snapshots_by_policy_state'"),
+                  1);
+    ASSERT_OK(ms_catalog_integrity_check(c, &e));
+}
+
+static void newer_catalog_is_refused_untouched(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(db);
+        ASSERT(raw_exec(db, schema_v1));
+        char sql[64];
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", MS_CATALOG_SCHEMA_VERSION + 1);
+        ASSERT(raw_exec(db, sql));
+    }
+    MsError e = MS_ERROR_INIT;
+    MsCatalog *c = NULL;
+    ASSERT_EQ_INT(ms_catalog_open(t.db, &c, &e), -EPROTONOSUPPORT);
+    ASSERT(c == NULL);
+    ASSERT_CONTAINS(e.message, "newer");
+    ASSERT_CONTAINS(e.message, t.db);
+
+    _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+    ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), MS_CATALOG_SCHEMA_VERSION + 1);
+    /* Refused before anything was written: still in the rollback-journal mode it was made in. */
+    ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM pragma_journal_mode WHERE "
+                              "journal_mode = 'delete'"),
+                  1);
+}
+
+static void foreign_files_are_refused(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    MsCatalog *c = NULL;
+
+    /* Someone else's database at user_version 0. */
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(raw_exec(db, "CREATE TABLE accounts (id INTEGER)"));
+    }
+    ASSERT_EQ_INT(ms_catalog_open(t.db, &c, &e), -EBADMSG);
+    ASSERT_CONTAINS(e.message, "not a mongosnap catalog");
+    ASSERT(unlink(t.db) == 0);
+
+    /* Another application's id. */
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(raw_exec(db, "PRAGMA application_id = 42; PRAGMA user_version = 1;"));
+    }
+    ms_error_clear(&e);
+    ASSERT_EQ_INT(ms_catalog_open(t.db, &c, &e), -EBADMSG);
+    ASSERT_CONTAINS(e.message, "another application");
+    ASSERT(unlink(t.db) == 0);
+
+    /* Not SQLite at all. */
+    ASSERT(write_text(t.db, "[policy]\nname = nightly\nthis is not a database, but it is "
+                            "long enough to look like one to a careless reader\n"));
+    ms_error_clear(&e);
+    ASSERT_EQ_INT(ms_catalog_open(t.db, &c, &e), -EBADMSG);
+    ASSERT_CONTAINS(e.message, "not a database");
+    ASSERT(c == NULL);
+}
+
+static void missing_directory_is_explained(void) {
+    MsError e = MS_ERROR_INIT;
+    MsCatalog *c = NULL;
+    ASSERT(ms_catalog_open("/nonexistent-mongosnap-state/mongosnap.db", &c, &e) < 0);
+    ASSERT(c == NULL);
+    ASSERT_CONTAINS(e.message, "/nonexistent-mongosnap-state/mongosnap.db");
+    ASSERT_CONTAINS(e.message, "state directory");
+}
+
+/* ---- rows ---- */
+
+static void policy_round_trip(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+
+    MsPolicyRuntime p = {
+        .name = (char *) "weekly",
+        .state = MS_POLICY_ACTIVE,
+        .last_run_usec = SOME_TIME_USEC,
+        .last_result = (char *) "completed",
+        .next_run_usec = SOME_TIME_USEC + 7 * 24 * 3600 * USEC_PER_SEC,
+    };
+    ASSERT_OK(ms_catalog_set_policy(c, &p, &e));
+    ASSERT_OK(record_policy(c, "daily", &e));
+    /* Setting again replaces the row. */
+    p.state = MS_POLICY_STOPPED;
+    p.last_result = (char *) "failed: server unreachable";
+    ASSERT_OK(ms_catalog_set_policy(c, &p, &e));
+
+    _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *got = NULL;
+    ASSERT_OK(ms_catalog_get_policy(c, "weekly", &got, &e));
+    ASSERT_STREQ(got->name, "weekly");
+    ASSERT_EQ_INT(got->state, MS_POLICY_STOPPED);
+    ASSERT_EQ_INT(got->last_run_usec, p.last_run_usec);
+    ASSERT_EQ_INT(got->next_run_usec, p.next_run_usec);
+    ASSERT_STREQ(got->last_result, "failed: server unreachable");
+
+    MsPolicyRuntime **list = NULL;
+    size_t n = 0;
+    ASSERT_OK(ms_catalog_list_policies(c, &list, &n, &e));
+    bool ordered = n == 2 && strcmp(list[0]->name, "daily") == 0 && list[0]->last_result == NULL &&
+                   list[0]->last_run_usec == 0 && strcmp(list[1]->name, "weekly") == 0;
+    ms_policy_runtime_list_free(list, n);
+    ASSERT(ordered);
+
+    MsPolicyRuntime *none = NULL;
+    ASSERT_EQ_INT(ms_catalog_get_policy(c, "monthly", &none, &e), -ENOENT);
+    ASSERT(none == NULL);
+    ASSERT_CONTAINS(e.message, "monthly");
+    ms_error_clear(&e);
+    MsPolicyRuntime bad = {.name = (char *) "x", .state = (MsPolicyState) 17};
+    ASSERT_EQ_INT(ms_catalog_set_policy(c, &bad, &e), -EINVAL);
+}
+
+static void snapshot_round_trip(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(record_policy(c, "nightly", &e));
+
+    MsSnapshotRecord in = {
+        .id = (char *) "nightly-20261122T031026Z",
+        .policy = (char *) "nightly",
+        .node = (char *) "db1.example.net",
+        .archive_key = (char *) "nightly/db1/nightly-20261122T031026Z.archive.zst",
+        .manifest_key = (char *) "nightly/db1/nightly-20261122T031026Z.manifest.json",
+        .store = (char *) "local:/var/lib/mongosnap/store",
+        .download_url = (char *) "https://s3.example.net/b/k?X-Amz-Expires=3600",
+        .state = MS_SNAPSHOT_COMPLETED,
+        .error = NULL,
+        .created_usec = SOME_TIME_USEC,
+        .started_usec = SOME_TIME_USEC + 1,
+        .finished_usec = SOME_TIME_USEC + 60 * USEC_PER_SEC,
+        .expire_usec = SOME_TIME_USEC + 30 * 24 * 3600 * USEC_PER_SEC,
+        .items_done = 123456789,
+        .items_total = 123456789,
+        .progress_pct = 100.0,
+        .bytes_transferred = UINT64_C(5) << 40,
+        .point_in_time = true,
+        .log_cursor = (char *) "s=abc;i=1;b=def;m=1;t=2;x=3",
+    };
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &in, &e));
+
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *out = NULL;
+    ASSERT_OK(ms_catalog_get_snapshot(c, in.id, &out, &e));
+    ASSERT_STREQ(out->id, in.id);
+    ASSERT_STREQ(out->policy, in.policy);
+    ASSERT_STREQ(out->node, in.node);
+    ASSERT_STREQ(out->archive_key, in.archive_key);
+    ASSERT_STREQ(out->manifest_key, in.manifest_key);
+    ASSERT_STREQ(out->store, in.store);
+    ASSERT_STREQ(out->download_url, in.download_url);
+    ASSERT_EQ_INT(out->state, in.state);
+    ASSERT(out->error == NULL);
+    ASSERT_EQ_INT(out->created_usec, in.created_usec);
+    ASSERT_EQ_INT(out->started_usec, in.started_usec);
+    ASSERT_EQ_INT(out->finished_usec, in.finished_usec);
+    ASSERT_EQ_INT(out->expire_usec, in.expire_usec);
+    ASSERT_EQ_INT(out->items_done, in.items_done);
+    ASSERT_EQ_INT(out->items_total, in.items_total);
+    ASSERT(out->progress_pct == 100.0);
+    ASSERT(out->bytes_transferred == in.bytes_transferred);
+    ASSERT(out->point_in_time);
+    ASSERT_STREQ(out->log_cursor, in.log_cursor);
+
+    /* Update replaces every column, NULLs included. */
+    in.state = MS_SNAPSHOT_EXPIRED;
+    in.download_url = NULL;
+    in.error = (char *) "expired by retention (keep 7)";
+    in.point_in_time = false;
+    ASSERT_OK(ms_catalog_update_snapshot(c, &in, &e));
+    out = ms_snapshot_record_free(out);
+    ASSERT_OK(ms_catalog_get_snapshot(c, in.id, &out, &e));
+    ASSERT_EQ_INT(out->state, MS_SNAPSHOT_EXPIRED);
+    ASSERT(out->download_url == NULL);
+    ASSERT_STREQ(out->error, "expired by retention (keep 7)");
+    ASSERT(!out->point_in_time);
+
+    /* Refusals, each with its errno and a message naming the row. */
+    ASSERT_EQ_INT(ms_catalog_insert_snapshot(c, &in, &e), -EEXIST);
+    ASSERT_CONTAINS(e.message, in.id);
+    ms_error_clear(&e);
+    MsSnapshotRecord orphan = snapshot_row("weekly-1", "weekly", MS_SNAPSHOT_QUEUED, 1);
+    ASSERT_EQ_INT(ms_catalog_insert_snapshot(c, &orphan, &e), -ENOENT);
+    ASSERT_CONTAINS(e.message, "policy 'weekly'");
+    ms_error_clear(&e);
+    MsSnapshotRecord *none = NULL;
+    ASSERT_EQ_INT(ms_catalog_get_snapshot(c, "nightly-missing", &none, &e), -ENOENT);
+    ASSERT(none == NULL);
+    ms_error_clear(&e);
+    MsSnapshotRecord ghost = snapshot_row("nightly-ghost", "nightly", MS_SNAPSHOT_QUEUED, 1);
+    ASSERT_EQ_INT(ms_catalog_update_snapshot(c, &ghost, &e), -ENOENT);
+    ms_error_clear(&e);
+    MsSnapshotRecord nameless = snapshot_row(NULL, "nightly", MS_SNAPSHOT_QUEUED, 1);
+    ASSERT_EQ_INT(ms_catalog_insert_snapshot(c, &nameless, &e), -EINVAL);
+    ms_error_clear(&e);
+    MsSnapshotRecord huge = snapshot_row("nightly-huge", "nightly", MS_SNAPSHOT_QUEUED, 1);
+    huge.items_done = UINT64_MAX;
+    ASSERT_EQ_INT(ms_catalog_insert_snapshot(c, &huge, &e), -EOVERFLOW);
+    ms_error_clear(&e);
+    huge.items_done = 0;
+    huge.progress_pct = 101;
+    ASSERT_EQ_INT(ms_catalog_insert_snapshot(c, &huge, &e), -EINVAL);
+}
+
+static void restore_round_trip_redacts_target(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(record_policy(c, "nightly", &e));
+    MsSnapshotRecord s = snapshot_row("nightly-1", "nightly", MS_SNAPSHOT_COMPLETED, 10);
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &s, &e));
+
+    MsRestoreRecord in = {
+        .id = (char *) "restore-20261122T040000Z",
+        .source_snapshot = (char *) "nightly-1",
+        .target = (char *) "mongodb://admin:hunter2@target1:27017/?tls=true",
+        .state = MS_RESTORE_RUNNING,
+        .created_usec = SOME_TIME_USEC,
+        .started_usec = SOME_TIME_USEC + 5,
+        .items_done = 10,
+        .items_total = 40,
+        .progress_pct = 25.0,
+        .options = (char *) "{\"drop\":true,\"ns_from\":[\"shop.*\"],\"ns_to\":[\"copy.*\"]}",
+    };
+    ASSERT_OK(ms_catalog_insert_restore(c, &in, &e));
+
+    _cleanup_(ms_restore_record_freep) MsRestoreRecord *out = NULL;
+    ASSERT_OK(ms_catalog_get_restore(c, in.id, &out, &e));
+    ASSERT_STREQ(out->id, in.id);
+    ASSERT_STREQ(out->source_snapshot, "nightly-1");
+    ASSERT_STREQ(out->target, "mongodb://admin@target1:27017/?tls=true");
+    ASSERT_EQ_INT(out->state, MS_RESTORE_RUNNING);
+    ASSERT_EQ_INT(out->created_usec, in.created_usec);
+    ASSERT_EQ_INT(out->started_usec, in.started_usec);
+    ASSERT_EQ_INT(out->finished_usec, 0);
+    ASSERT_EQ_INT(out->items_done, 10);
+    ASSERT_EQ_INT(out->items_total, 40);
+    ASSERT(out->progress_pct == 25.0);
+    ASSERT_STREQ(out->options, in.options);
+
+    /* Never written: neither in the database file nor in its log. */
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", t.db);
+    ASSERT(file_exists(wal));
+    ASSERT(!file_contains(wal, "hunter2"));
+    ASSERT(!file_contains(t.db, "hunter2"));
+    ASSERT(file_contains(wal, "target1")); /* the check above looks in the right place */
+
+    in.state = MS_RESTORE_COMPLETED;
+    in.options = NULL;
+    ASSERT_OK(ms_catalog_update_restore(c, &in, &e));
+    out = ms_restore_record_free(out);
+    ASSERT_OK(ms_catalog_get_restore(c, in.id, &out, &e));
+    ASSERT_EQ_INT(out->state, MS_RESTORE_COMPLETED);
+    ASSERT_STREQ(out->options, "{}");
+    ASSERT(strstr(out->target, "hunter2") == NULL);
+
+    ASSERT_EQ_INT(ms_catalog_insert_restore(c, &in, &e), -EEXIST);
+    ms_error_clear(&e);
+    MsRestoreRecord orphan = in;
+    orphan.id = (char *) "restore-orphan";
+    orphan.source_snapshot = (char *) "nightly-404";
+    ASSERT_EQ_INT(ms_catalog_insert_restore(c, &orphan, &e), -ENOENT);
+    ASSERT_CONTAINS(e.message, "nightly-404");
+    ms_error_clear(&e);
+    MsRestoreRecord *none = NULL;
+    ASSERT_EQ_INT(ms_catalog_get_restore(c, "restore-404", &none, &e), -ENOENT);
+    ms_error_clear(&e);
+    orphan.source_snapshot = (char *) "nightly-1";
+    ASSERT_EQ_INT(ms_catalog_update_restore(c, &orphan, &e), -ENOENT);
+}
+
+static void snapshot_ids(MsSnapshotRecord **list, size_t n, char *buf, size_t size) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && used < size; i++)
+        used += (size_t) snprintf(buf + used, size - used, "%s%s", i ? " " : "", list[i]->id);
+}
+
+static void list_filters(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(record_policy(c, "nightly", &e));
+    ASSERT_OK(record_policy(c, "hourly", &e));
+
+    /* Inserted out of creation order: lists come back oldest first. */
+    const struct {
+        const char *id, *policy;
+        MsSnapshotState state;
+        uint64_t created;
+    } rows[] = {
+        {"n3", "nightly", MS_SNAPSHOT_RUNNING, 30},  {"n1", "nightly", MS_SNAPSHOT_COMPLETED, 10},
+        {"h1", "hourly", MS_SNAPSHOT_FAILED, 15},    {"n2", "nightly", MS_SNAPSHOT_EXPIRED, 20},
+        {"h2", "hourly", MS_SNAPSHOT_COMPLETED, 25}, {"h3", "hourly", MS_SNAPSHOT_QUEUED, 35},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+        MsSnapshotRecord r =
+            snapshot_row(rows[i].id, rows[i].policy, rows[i].state, rows[i].created);
+        ASSERT_OK(ms_catalog_insert_snapshot(c, &r, &e));
+    }
+
+    const struct {
+        MsSnapshotFilter filter;
+        const char *expected;
+    } cases[] = {
+        {{NULL, 0}, "n1 h1 n2 h2 n3 h3"},
+        {{"nightly", 0}, "n1 n2 n3"},
+        {{NULL, MS_STATE_BIT(MS_SNAPSHOT_COMPLETED)}, "n1 h2"},
+        {{"hourly", MS_STATE_BIT(MS_SNAPSHOT_QUEUED) | MS_STATE_BIT(MS_SNAPSHOT_RUNNING)}, "h3"},
+        {{NULL, MS_STATE_BIT(MS_SNAPSHOT_QUEUED) | MS_STATE_BIT(MS_SNAPSHOT_RUNNING)}, "n3 h3"},
+        {{"weekly", 0}, ""},
+        {{NULL, MS_STATE_BIT(MS_SNAPSHOT_DELETED)}, ""},
+        {{NULL, (1u << _MS_SNAPSHOT_STATE_MAX) - 1}, "n1 h1 n2 h2 n3 h3"},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        MsSnapshotRecord **list = NULL;
+        size_t n = 0;
+        ASSERT_OK(ms_catalog_list_snapshots(c, &cases[i].filter, &list, &n, &e));
+        char ids[128];
+        snapshot_ids(list, n, ids, sizeof(ids));
+        ms_snapshot_record_list_free(list, n);
+        ASSERT_STREQ(ids, cases[i].expected);
+    }
+    MsSnapshotRecord **list = NULL;
+    size_t n = 0;
+    ASSERT_OK(ms_catalog_list_snapshots(c, NULL, &list, &n, &e));
+    ms_snapshot_record_list_free(list, n);
+    ASSERT_EQ_INT(n, ELEMENTSOF(rows));
+    MsSnapshotFilter bad = {NULL, 1u << _MS_SNAPSHOT_STATE_MAX};
+    ASSERT_EQ_INT(ms_catalog_list_snapshots(c, &bad, &list, &n, &e), -EINVAL);
+    ms_error_clear(&e);
+
+    /* Restores: by source snapshot and by state. */
+    const struct {
+        const char *id, *source;
+        MsRestoreState state;
+        uint64_t created;
+    } restores[] = {
+        {"r2", "n1", MS_RESTORE_FAILED, 20},
+        {"r1", "n1", MS_RESTORE_COMPLETED, 10},
+        {"r3", "h2", MS_RESTORE_RUNNING, 30},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(restores); i++) {
+        MsRestoreRecord r = {.id = (char *) restores[i].id,
+                             .source_snapshot = (char *) restores[i].source,
+                             .target = (char *) "mongodb://t/",
+                             .state = restores[i].state,
+                             .created_usec = restores[i].created};
+        ASSERT_OK(ms_catalog_insert_restore(c, &r, &e));
+    }
+    const struct {
+        MsRestoreFilter filter;
+        const char *expected;
+    } rcases[] = {
+        {{NULL, 0}, "r1 r2 r3"},
+        {{"n1", 0}, "r1 r2"},
+        {{NULL, MS_STATE_BIT(MS_RESTORE_RUNNING)}, "r3"},
+        {{"n1", MS_STATE_BIT(MS_RESTORE_FAILED) | MS_STATE_BIT(MS_RESTORE_CANCELLED)}, "r2"},
+        {{"h1", 0}, ""},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(rcases); i++) {
+        MsRestoreRecord **rl = NULL;
+        size_t rn = 0;
+        ASSERT_OK(ms_catalog_list_restores(c, &rcases[i].filter, &rl, &rn, &e));
+        char ids[64] = "";
+        size_t used = 0;
+        for (size_t k = 0; k < rn; k++)
+            used +=
+                (size_t) snprintf(ids + used, sizeof(ids) - used, "%s%s", k ? " " : "", rl[k]->id);
+        ms_restore_record_list_free(rl, rn);
+        ASSERT_STREQ(ids, rcases[i].expected);
+    }
+}
+
+static void set_state_stamps_times_and_error(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(record_policy(c, "nightly", &e));
+    MsSnapshotRecord r = snapshot_row("n1", "nightly", MS_SNAPSHOT_QUEUED, 1);
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &r, &e));
+
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *got = NULL;
+    ASSERT_OK(ms_catalog_set_snapshot_state(c, "n1", MS_SNAPSHOT_RUNNING, NULL, &e));
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT_EQ_INT(got->state, MS_SNAPSHOT_RUNNING);
+    ASSERT(got->started_usec > 0); /* stamped with the current time */
+    ASSERT_EQ_INT(got->finished_usec, 0);
+    uint64_t started = got->started_usec;
+
+    ASSERT_OK(ms_catalog_set_snapshot_state(c, "n1", MS_SNAPSHOT_FAILED,
+                                            "server unreachable: connection refused", &e));
+    got = ms_snapshot_record_free(got);
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT_EQ_INT(got->state, MS_SNAPSHOT_FAILED);
+    ASSERT_STREQ(got->error, "server unreachable: connection refused");
+    ASSERT_EQ_INT(got->started_usec, started); /* stamped once */
+    ASSERT(got->finished_usec >= started);
+
+    /* A later state keeps the first finish time and replaces the error. */
+    uint64_t finished = got->finished_usec;
+    ASSERT_OK(ms_catalog_set_snapshot_state(c, "n1", MS_SNAPSHOT_DELETED, NULL, &e));
+    got = ms_snapshot_record_free(got);
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT_EQ_INT(got->state, MS_SNAPSHOT_DELETED);
+    ASSERT(got->error == NULL);
+    ASSERT_EQ_INT(got->finished_usec, finished);
+
+    ASSERT_EQ_INT(ms_catalog_set_snapshot_state(c, "n404", MS_SNAPSHOT_RUNNING, NULL, &e), -ENOENT);
+    ms_error_clear(&e);
+    ASSERT_EQ_INT(ms_catalog_set_snapshot_state(c, "n1", (MsSnapshotState) 99, NULL, &e), -EINVAL);
+    ms_error_clear(&e);
+
+    MsRestoreRecord rr = {.id = (char *) "r1",
+                          .source_snapshot = (char *) "n1",
+                          .target = (char *) "mongodb://t/",
+                          .state = MS_RESTORE_QUEUED,
+                          .created_usec = SOME_TIME_USEC};
+    ASSERT_OK(ms_catalog_insert_restore(c, &rr, &e));
+    ASSERT_OK(ms_catalog_set_restore_state(c, "r1", MS_RESTORE_RUNNING, NULL, &e));
+    ASSERT_OK(ms_catalog_set_restore_state(c, "r1", MS_RESTORE_CANCELLED, "cancelled by root", &e));
+    _cleanup_(ms_restore_record_freep) MsRestoreRecord *rg = NULL;
+    ASSERT_OK(ms_catalog_get_restore(c, "r1", &rg, &e));
+    ASSERT_EQ_INT(rg->state, MS_RESTORE_CANCELLED);
+    ASSERT_STREQ(rg->error, "cancelled by root");
+    ASSERT(rg->started_usec > 0 && rg->finished_usec >= rg->started_usec);
+}
+
+static void unfinished_tasks_become_interrupted(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(record_policy(c, "nightly", &e));
+    const MsSnapshotState states[] = {MS_SNAPSHOT_QUEUED, MS_SNAPSHOT_RUNNING,
+                                      MS_SNAPSHOT_COMPLETED, MS_SNAPSHOT_FAILED};
+    const char *ids[] = {"queued", "running", "completed", "failed"};
+    for (size_t i = 0; i < ELEMENTSOF(states); i++) {
+        MsSnapshotRecord r = snapshot_row(ids[i], "nightly", states[i], 10 + i);
+        ASSERT_OK(ms_catalog_insert_snapshot(c, &r, &e));
+    }
+    MsRestoreRecord rr = {.id = (char *) "restoring",
+                          .source_snapshot = (char *) "completed",
+                          .target = (char *) "mongodb://t/",
+                          .state = MS_RESTORE_RUNNING,
+                          .created_usec = 20};
+    ASSERT_OK(ms_catalog_insert_restore(c, &rr, &e));
+
+    unsigned count = 0;
+    ASSERT_OK(ms_catalog_mark_unfinished_interrupted(c, "mongosnapd restarted", &count, &e));
+    ASSERT_EQ_INT(count, 3);
+
+    for (size_t i = 0; i < ELEMENTSOF(states); i++) {
+        _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *got = NULL;
+        ASSERT_OK(ms_catalog_get_snapshot(c, ids[i], &got, &e));
+        if (states[i] == MS_SNAPSHOT_QUEUED || states[i] == MS_SNAPSHOT_RUNNING) {
+            ASSERT_EQ_INT(got->state, MS_SNAPSHOT_INTERRUPTED);
+            ASSERT_STREQ(got->error, "mongosnapd restarted");
+            ASSERT(got->finished_usec > 0);
+        } else {
+            ASSERT_EQ_INT(got->state, states[i]);
+            ASSERT(got->error == NULL);
+        }
+    }
+    _cleanup_(ms_restore_record_freep) MsRestoreRecord *rg = NULL;
+    ASSERT_OK(ms_catalog_get_restore(c, "restoring", &rg, &e));
+    ASSERT_EQ_INT(rg->state, MS_RESTORE_INTERRUPTED);
+    ASSERT_STREQ(rg->error, "mongosnapd restarted");
+
+    /* Nothing left to interrupt the second time. */
+    ASSERT_OK(ms_catalog_mark_unfinished_interrupted(c, "again", &count, &e));
+    ASSERT_EQ_INT(count, 0);
+    ASSERT_EQ_INT(ms_catalog_mark_unfinished_interrupted(c, NULL, &count, &e), -EINVAL);
+}
+
+static void integrity_check_reports_damage(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(record_policy(c, "nightly", &e));
+    MsSnapshotRecord r = snapshot_row("n1", "nightly", MS_SNAPSHOT_COMPLETED, 1);
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &r, &e));
+    ASSERT_OK(ms_catalog_integrity_check(c, &e));
+
+    /* A row that breaks a reference, written behind the catalog's back (foreign keys are off
+     * by default on a plain connection, as in an sqlite3 shell). */
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(raw_exec(db, "INSERT INTO snapshots (id, policy, node, state, created_usec) "
+                            "VALUES ('orphan', 'gone', 'node1', 'completed', 2)"));
+    }
+    ASSERT_EQ_INT(ms_catalog_integrity_check(c, &e), -EBADMSG);
+    ASSERT_CONTAINS(e.message, "damaged");
+    ASSERT_CONTAINS(e.message, "snapshots");
+    ASSERT_CONTAINS(e.message, "policies");
+}
+
+static void progress_updates_reuse_one_statement(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(record_policy(c, "nightly", &e));
+    MsSnapshotRecord r = snapshot_row("n1", "nightly", MS_SNAPSHOT_RUNNING, 1);
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &r, &e));
+
+    ASSERT_OK(ms_catalog_update_snapshot_progress(c, "n1", 0, PROGRESS_UPDATES, 0, 0, &e));
+    unsigned prepared = ms_catalog_statements_prepared(c);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned i = 1; i <= PROGRESS_UPDATES; i++)
+        ASSERT_OK(ms_catalog_update_snapshot_progress(
+            c, "n1", i, PROGRESS_UPDATES, 100.0 * i / PROGRESS_UPDATES, i * 4096ull, &e));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ASSERT_EQ_INT(ms_catalog_statements_prepared(c), prepared);
+    printf("# %d progress updates in %.0f ms\n", PROGRESS_UPDATES,
+           (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *got = NULL;
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT_EQ_INT(got->items_done, PROGRESS_UPDATES);
+    ASSERT(got->progress_pct == 100.0);
+    ASSERT_EQ_INT(got->bytes_transferred, PROGRESS_UPDATES * 4096ull);
+
+    /* Reads reuse theirs too. */
+    prepared = ms_catalog_statements_prepared(c);
+    for (unsigned i = 0; i < 100; i++) {
+        got = ms_snapshot_record_free(got);
+        ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    }
+    ASSERT_EQ_INT(ms_catalog_statements_prepared(c), prepared);
+
+    ASSERT_EQ_INT(ms_catalog_update_snapshot_progress(c, "n1", 1, 1, -1, 0, &e), -EINVAL);
+    ms_error_clear(&e);
+    ASSERT_EQ_INT(ms_catalog_update_snapshot_progress(c, "n404", 1, 1, 1, 0, &e), -ENOENT);
+}
+
+typedef struct ThreadWork {
+    const char *db;
+    const char *id;
+    int result;
+    char message[MS_ERROR_MESSAGE_MAX];
+} ThreadWork;
+
+/* One connection per thread, as catalog.h asks. */
+static void *thread_updates(void *arg) {
+    ThreadWork *w = arg;
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    w->result = ms_catalog_open(w->db, &c, &e);
+    for (unsigned i = 1; w->result >= 0 && i <= THREAD_UPDATES; i++)
+        w->result = ms_catalog_update_snapshot_progress(c, w->id, i, THREAD_UPDATES,
+                                                        100.0 * i / THREAD_UPDATES, i, &e);
+    snprintf(w->message, sizeof(w->message), "%s", e.message);
+    return NULL;
+}
+
+static void connections_in_two_threads(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(record_policy(c, "nightly", &e));
+    MsSnapshotRecord a = snapshot_row("a", "nightly", MS_SNAPSHOT_RUNNING, 1);
+    MsSnapshotRecord b = snapshot_row("b", "nightly", MS_SNAPSHOT_RUNNING, 2);
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &a, &e));
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &b, &e));
+
+    ThreadWork work[2] = {{.db = t.db, .id = "a"}, {.db = t.db, .id = "b"}};
+    pthread_t threads[2];
+    for (size_t i = 0; i < 2; i++)
+        ASSERT(pthread_create(&threads[i], NULL, thread_updates, &work[i]) == 0);
+    for (size_t i = 0; i < 2; i++)
+        pthread_join(threads[i], NULL);
+    for (size_t i = 0; i < 2; i++) {
+        if (work[i].result < 0)
+            fprintf(stderr, "# thread %zu: %s\n", i, work[i].message);
+        ASSERT_OK(work[i].result);
+    }
+
+    /* This connection sees both threads' commits. */
+    MsSnapshotRecord **list = NULL;
+    size_t n = 0;
+    ASSERT_OK(ms_catalog_list_snapshots(c, NULL, &list, &n, &e));
+    bool done =
+        n == 2 && list[0]->items_done == THREAD_UPDATES && list[1]->items_done == THREAD_UPDATES;
+    ms_snapshot_record_list_free(list, n);
+    ASSERT(done);
+}
+
+static void state_names_round_trip(void) {
+    for (int s = 0; s < _MS_SNAPSHOT_STATE_MAX; s++)
+        ASSERT_EQ_INT(ms_snapshot_state_from_string(ms_snapshot_state_to_string(s)), s);
+    for (int s = 0; s < _MS_RESTORE_STATE_MAX; s++)
+        ASSERT_EQ_INT(ms_restore_state_from_string(ms_restore_state_to_string(s)), s);
+    for (int s = 0; s < _MS_POLICY_STATE_MAX; s++)
+        ASSERT_EQ_INT(ms_policy_state_from_string(ms_policy_state_to_string(s)), s);
+    ASSERT_EQ_INT(ms_snapshot_state_from_string("done"), -EINVAL);
+    ASSERT_EQ_INT(ms_snapshot_state_from_string(NULL), -EINVAL);
+    ASSERT(ms_snapshot_state_to_string(_MS_SNAPSHOT_STATE_MAX) == NULL);
+    ASSERT_STREQ(ms_snapshot_state_to_string(MS_SNAPSHOT_INTERRUPTED), "interrupted");
+}
+
+MS_TEST_MAIN(TEST_CASE(new_catalog_is_current_and_wal), TEST_CASE(empty_version_0_file_is_migrated),
+             TEST_CASE(version_1_catalog_is_migrated_keeping_rows),
+             TEST_CASE(newer_catalog_is_refused_untouched), TEST_CASE(foreign_files_are_refused),
+             TEST_CASE(missing_directory_is_explained), TEST_CASE(policy_round_trip),
+             TEST_CASE(snapshot_round_trip), TEST_CASE(restore_round_trip_redacts_target),
+             TEST_CASE(list_filters), TEST_CASE(set_state_stamps_times_and_error),
+             TEST_CASE(unfinished_tasks_become_interrupted),
+             TEST_CASE(integrity_check_reports_damage),
+             TEST_CASE(progress_updates_reuse_one_statement), TEST_CASE(connections_in_two_threads),
+             TEST_CASE(state_names_round_trip))
