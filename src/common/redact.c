@@ -38,13 +38,11 @@ char *ms_uri_redact(const char *uri) {
     size_t o = (size_t) (authority - uri);
     memcpy(out, uri, o);
 
-    /* The userinfo ends at the last '@' before the path/query: passwords may contain '@'
-     * only percent-encoded, but be lenient and take the last one. */
-    const char *path = authority + strcspn(authority, "/?");
-    const char *at = NULL;
-    for (const char *p = authority; p < path; p++)
-        if (*p == '@')
-            at = p;
+    /* The userinfo ends at an '@'. Passwords should percent-encode '@', '/', '?' and ':', but
+     * people paste them raw: take the last '@' in the whole string, so a raw '/' or '?' in a
+     * password cannot end the userinfo early and leak the rest. (An '@' in an option value then
+     * hides more than needed, never less.) */
+    const char *at = strrchr(authority, '@');
     const char *hosts = authority;
     if (at) {
         const char *colon = memchr(authority, ':', (size_t) (at - authority));

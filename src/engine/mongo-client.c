@@ -44,6 +44,20 @@ int ms_mongo_open(const char *uri, const char *password, unsigned max_clients, M
         mongoc_uri_destroy(u);
         return ms_error_set(e, EINVAL, "the password from the credential file is not valid UTF-8");
     }
+    /* A user without a password would reach libmongoc's SCRAM code with nothing to hash
+     * (it crashes in 1.23); the mechanisms that need no password are the exceptions. */
+    const char *user = mongoc_uri_get_username(u);
+    const char *mech = mongoc_uri_get_auth_mechanism(u);
+    const char *have_pw = mongoc_uri_get_password(u);
+    bool needs_password = !mech || strncmp(mech, "SCRAM", strlen("SCRAM")) == 0 ||
+                          strcmp(mech, "PLAIN") == 0 || strcmp(mech, "MONGODB-CR") == 0;
+    if (user && *user && needs_password && (!have_pw || !*have_pw)) {
+        mongoc_uri_destroy(u);
+        return ms_error_set(e, EINVAL,
+                            "the URI '%s' names user '%s' but no password was given: put it in a "
+                            "credential file and pass it with --password-file",
+                            redacted, user);
+    }
     MsMongo *m = calloc(1, sizeof(*m));
     if (!m) {
         mongoc_uri_destroy(u);

@@ -171,7 +171,9 @@ static int apply_crud(mongoc_client_t *c, const char *db, const char *coll, cons
     bson_error_t berr;
     bool ok = true;
     int r = 0;
-    bson_t *upsert = BCON_NEW("upsert", BCON_BOOL(true));
+    /* Replayed documents are the server's own: skip the driver's client-side key checks. */
+    bson_t *upsert = BCON_NEW("upsert", BCON_BOOL(true), "validate", BCON_BOOL(false));
+    bson_t *plain = BCON_NEW("validate", BCON_BOOL(false));
     if (strcmp(op, "i") == 0) {
         bson_iter_t id;
         if (bson_iter_init_find(&id, &o, "_id")) {
@@ -181,7 +183,7 @@ static int apply_crud(mongoc_client_t *c, const char *db, const char *coll, cons
             ok = mongoc_collection_replace_one(target, &sel, &o, upsert, NULL, &berr);
             bson_destroy(&sel);
         } else
-            ok = mongoc_collection_insert_one(target, &o, NULL, NULL, &berr);
+            ok = mongoc_collection_insert_one(target, &o, plain, NULL, &berr);
     } else if (strcmp(op, "u") == 0) {
         if (!get_doc(entry, "o2", &o2))
             r = ms_error_set(e, EBADMSG, "an oplog update has no 'o2' selector");
@@ -190,7 +192,7 @@ static int apply_crud(mongoc_client_t *c, const char *db, const char *coll, cons
             bool has_ops = bson_iter_init(&first, &o) && bson_iter_next(&first) &&
                            bson_iter_key(&first)[0] == '$';
             if (!has_ops)
-                ok = mongoc_collection_replace_one(target, &o2, &o, NULL, NULL, &berr);
+                ok = mongoc_collection_replace_one(target, &o2, &o, plain, NULL, &berr);
             else {
                 bson_t diff, update = BSON_INITIALIZER;
                 bson_iter_t v;
@@ -211,6 +213,7 @@ static int apply_crud(mongoc_client_t *c, const char *db, const char *coll, cons
         ok = mongoc_collection_delete_one(target, &o, NULL, NULL, &berr);
     }
     bson_destroy(upsert);
+    bson_destroy(plain);
     mongoc_collection_destroy(target);
     if (r < 0)
         return r;

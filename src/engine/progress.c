@@ -20,12 +20,14 @@ void ms_progress_init(MsProgress *p, int fd) {
     p->start_usec = ms_now_usec();
     p->phase = "connect";
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->percent_lock, NULL);
     pthread_cond_init(&p->ticker_cond, NULL);
 }
 
 void ms_progress_done(MsProgress *p) {
     ms_progress_stop_ticker(p);
     pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->percent_lock);
     pthread_cond_destroy(&p->ticker_cond);
 }
 
@@ -62,16 +64,21 @@ double ms_progress_percent(MsProgress *p) {
         return 100.0;
     uint64_t done = __atomic_load_n(&p->items_done, __ATOMIC_RELAXED);
     uint64_t total = __atomic_load_n(&p->items_total, __ATOMIC_RELAXED);
-    if (done > total) {
-        /* Documents were added during the dump: revise the total rather than overshoot. */
-        __atomic_compare_exchange_n(&p->items_total, &total, done, false, __ATOMIC_RELAXED,
-                                    __ATOMIC_RELAXED);
+    /* Documents added during the dump: count against the revised total, never overshoot.
+     * The stored total is revised by whoever learns the real count (the dump, per
+     * collection), not here, so nothing is counted twice. */
+    if (done > total)
         total = done;
-    }
-    if (total == 0)
-        return 0.0;
-    double pct = 100.0 * (double) done / (double) total;
-    return pct > MS_PROGRESS_UNFINISHED_CAP ? MS_PROGRESS_UNFINISHED_CAP : pct;
+    double pct = total == 0 ? 0.0 : 100.0 * (double) done / (double) total;
+    if (pct > MS_PROGRESS_UNFINISHED_CAP)
+        pct = MS_PROGRESS_UNFINISHED_CAP;
+    /* A revised total may lower the ratio; what a person watches must not go backwards. */
+    pthread_mutex_lock(&p->percent_lock);
+    if (pct < p->last_percent)
+        pct = p->last_percent;
+    p->last_percent = pct;
+    pthread_mutex_unlock(&p->percent_lock);
+    return pct;
 }
 
 static void progress_write_line(MsProgress *p, const bson_t *doc) {
@@ -111,6 +118,12 @@ void ms_progress_event(MsProgress *p, const char *event, const bson_t *fields) {
     bson_destroy(&doc);
 }
 
+uint64_t ms_progress_items_total(MsProgress *p) {
+    uint64_t done = __atomic_load_n(&p->items_done, __ATOMIC_RELAXED);
+    uint64_t total = __atomic_load_n(&p->items_total, __ATOMIC_RELAXED);
+    return done > total ? done : total;
+}
+
 void ms_progress_report(MsProgress *p) {
     if (p->fd < 0)
         return;
@@ -120,7 +133,7 @@ void ms_progress_report(MsProgress *p) {
     pthread_mutex_lock(&p->lock);
     BSON_APPEND_UTF8(&doc, "phase", p->phase);
     BSON_APPEND_INT64(&doc, "items_done", (int64_t) __atomic_load_n(&p->items_done, __ATOMIC_RELAXED));
-    BSON_APPEND_INT64(&doc, "items_total", (int64_t) __atomic_load_n(&p->items_total, __ATOMIC_RELAXED));
+    BSON_APPEND_INT64(&doc, "items_total", (int64_t) ms_progress_items_total(p));
     BSON_APPEND_DOUBLE(&doc, "percent", pct);
     BSON_APPEND_INT64(&doc, "bytes_read", (int64_t) __atomic_load_n(&p->bytes_read, __ATOMIC_RELAXED));
     BSON_APPEND_INT64(&doc, "bytes_written",

@@ -20,6 +20,8 @@ typedef struct MsProgress {
     uint64_t bytes_written;
     bool completed;
     pthread_mutex_t lock; /* guards phase, namespace and writes to fd */
+    pthread_mutex_t percent_lock; /* guards last_percent */
+    double last_percent;          /* the highest percentage reported: it never goes back */
     const char *phase;
     char current_namespace[MS_PROGRESS_NAMESPACE_MAX];
     /* Ticker thread that reports every interval while a task runs. */
@@ -39,9 +41,12 @@ void ms_progress_add_items(MsProgress *p, uint64_t n, uint64_t bytes);
 void ms_progress_add_total(MsProgress *p, uint64_t n);
 void ms_progress_mark_completed(MsProgress *p);
 
-/* Percentage: never above 100, and 100 only once the task is marked completed; when more
- * items arrive than counted at the start, the total is revised upward instead. */
+/* Percentage: never above 100, 100 only once the task is marked completed, never lower than
+ * a value returned before; when more items arrive than counted at the start, they count
+ * against a revised total instead of overshooting. */
 double ms_progress_percent(MsProgress *p);
+/* The total as reported: never below the items done. */
+uint64_t ms_progress_items_total(MsProgress *p);
 
 /* Report now (a "progress" line). */
 void ms_progress_report(MsProgress *p);

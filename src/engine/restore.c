@@ -144,17 +144,21 @@ static int insert_batch(RestoreContext *ctx, mongoc_client_t *c, Batch *b, MsErr
     bson_error_t berr;
     int r = 0;
     size_t off = 0;
+    /* The documents come from a dump, byte for byte: the driver's client-side key checks
+     * would refuse names the server accepts (empty, dotted, '$'-prefixed field names). */
+    bson_t *insert_opts = BCON_NEW("validate", BCON_BOOL(false));
     for (uint32_t i = 0; i < b->count && r == 0; i++) {
         uint32_t len;
         memcpy(&len, b->data + off, sizeof(len));
         len = BSON_UINT32_FROM_LE(len);
         bson_t doc;
         if (!bson_init_static(&doc, b->data + off, len) ||
-            !mongoc_bulk_operation_insert_with_opts(bulk, &doc, NULL, &berr))
+            !mongoc_bulk_operation_insert_with_opts(bulk, &doc, insert_opts, &berr))
             r = ms_error_set(e, EINVAL, "cannot queue a document for %s.%s: %s", ns->dst_db,
                              ns->dst_coll, berr.message);
         off += len;
     }
+    bson_destroy(insert_opts);
     bson_t reply;
     uint64_t duplicates = 0;
     if (r == 0 && !mongoc_bulk_operation_execute(bulk, &reply, &berr)) {

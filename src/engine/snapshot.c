@@ -642,7 +642,8 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         r = list_collections(&ctx, main_client, dbs[i], e);
     if (r < 0)
         goto out;
-    qsort(ctx.colls, ctx.n_colls, sizeof(*ctx.colls), compare_by_name);
+    if (ctx.n_colls > 0) /* qsort(NULL, 0) is undefined */
+        qsort(ctx.colls, ctx.n_colls, sizeof(*ctx.colls), compare_by_name);
     ctx.order = calloc(ctx.n_colls ? ctx.n_colls : 1, sizeof(size_t));
     /* One more slot: the captured oplog is listed in the prelude as db "" collection "oplog",
      * or mongorestore refuses the archive. */
@@ -663,7 +664,8 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         };
         ms_progress_add_total(p, (uint64_t) dc->estimated_count);
     }
-    qsort_r(ctx.order, ctx.n_colls, sizeof(size_t), compare_by_size_desc, ctx.colls);
+    if (ctx.n_colls > 0)
+        qsort_r(ctx.order, ctx.n_colls, sizeof(size_t), compare_by_size_desc, ctx.colls);
 
     r = open_archive_sink(o, archive_key, &head, &hash, &raw_bytes, &stored_bytes, e);
     if (r < 0)

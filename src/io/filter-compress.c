@@ -372,11 +372,14 @@ static ssize_t zstd_source_read(DecompressSource *d, void *buf, size_t len, MsEr
         size_t consumed = in.pos - d->in_pos;
         d->in_pos = in.pos;
         d->in_offset += consumed;
+        /* zstd reports damage when it checks a block or the frame checksum, not where the bad
+         * byte is: name the span it was decoding (up to what has been read so far). */
         if (ZSTD_isError(zr))
             return ms_error_set(e, EBADMSG,
-                                "compressed stream is corrupt (zstd: %s at compressed byte "
-                                "offset %" PRIu64 ")",
-                                ZSTD_getErrorName(zr), d->in_offset);
+                                "compressed stream is corrupt (zstd: %s, in the data between "
+                                "compressed byte offsets %" PRIu64 " and %" PRIu64 ")",
+                                ZSTD_getErrorName(zr), d->in_offset,
+                                d->in_offset + (uint64_t) (d->in_len - d->in_pos));
         /* 0 means the frame is fully decoded and flushed. */
         d->in_frame = zr != 0;
         if (out.pos == 0 && consumed == 0 && no_input && d->next_eof)

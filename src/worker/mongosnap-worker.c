@@ -67,6 +67,7 @@ typedef struct Args {
     int progress_fd;
     bool json;
     MsNsFilter filter;
+    size_t n_rename_from, n_rename_to; /* paired after parsing */
 } Args;
 
 static void help(void) {
@@ -299,17 +300,12 @@ static int parse_args(int argc, char **argv, Args *a) {
         case OPT_NS_EXCLUDE:
             ms_ns_filter_add(&a->filter.exclude, &a->filter.n_exclude, optarg);
             break;
-        case OPT_NS_FROM: {
-            size_t n = a->filter.n_rename;
-            ms_ns_filter_add(&a->filter.rename_from, &n, optarg);
+        case OPT_NS_FROM:
+            ms_ns_filter_add(&a->filter.rename_from, &a->n_rename_from, optarg);
             break;
-        }
-        case OPT_NS_TO: {
-            size_t n = a->filter.n_rename;
-            ms_ns_filter_add(&a->filter.rename_to, &n, optarg);
-            a->filter.n_rename = n;
+        case OPT_NS_TO:
+            ms_ns_filter_add(&a->filter.rename_to, &a->n_rename_to, optarg);
             break;
-        }
         case OPT_PROGRESS_FD:
             if (!parse_uint(optarg, 65535, &u) || fcntl((int) u, F_GETFD) < 0) {
                 log_error("--progress-fd %s is not an open file descriptor", optarg);
@@ -323,6 +319,13 @@ static int parse_args(int argc, char **argv, Args *a) {
         default:
             return -EINVAL;
         }
+    }
+    /* Renames come in pairs, in order: the n-th --ns-from goes with the n-th --ns-to. */
+    a->filter.n_rename = MS_MIN(a->n_rename_from, a->n_rename_to);
+    if (a->n_rename_from != a->n_rename_to) {
+        log_error("every --ns-from needs a --ns-to (got %zu --ns-from and %zu --ns-to)",
+                  a->n_rename_from, a->n_rename_to);
+        return -EINVAL;
     }
     if (optind >= argc) {
         log_error("no command given: use snapshot, restore or verify (see --help)");
@@ -565,6 +568,11 @@ int main(int argc, char **argv) {
 out:
     ms_secret_free(a.uri);
     ms_secret_free(a.password);
+    /* Free unpaired rename patterns too (clear() only knows the paired count). */
+    for (size_t i = a.filter.n_rename; i < a.n_rename_from; i++)
+        free(a.filter.rename_from[i]);
+    for (size_t i = a.filter.n_rename; i < a.n_rename_to; i++)
+        free(a.filter.rename_to[i]);
     ms_ns_filter_clear(&a.filter);
     return ret;
 }
