@@ -52,11 +52,12 @@ int ms_mongo_open(const char *uri, const char *password, unsigned max_clients, M
     bool needs_password = !mech || strncmp(mech, "SCRAM", strlen("SCRAM")) == 0 ||
                           strcmp(mech, "PLAIN") == 0 || strcmp(mech, "MONGODB-CR") == 0;
     if (user && *user && needs_password && (!have_pw || !*have_pw)) {
+        int r = ms_error_set(e, EINVAL,
+                             "the URI '%s' names user '%s' but no password was given: put it in a "
+                             "credential file and pass it with --password-file",
+                             redacted, user);
         mongoc_uri_destroy(u);
-        return ms_error_set(e, EINVAL,
-                            "the URI '%s' names user '%s' but no password was given: put it in a "
-                            "credential file and pass it with --password-file",
-                            redacted, user);
+        return r;
     }
     MsMongo *m = calloc(1, sizeof(*m));
     if (!m) {

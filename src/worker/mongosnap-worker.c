@@ -364,6 +364,9 @@ static int exit_code_for(int r) {
     case EHOSTUNREACH:
     case EACCES:
         return MONGOSNAP_EXIT_UNREACHABLE;
+    case EINVAL:
+        /* Bad input the caller can fix: a malformed URI, a name, an option combination. */
+        return MONGOSNAP_EXIT_USAGE;
     default:
         return MONGOSNAP_EXIT_FAILURE;
     }
