@@ -1,0 +1,1228 @@
+/* The agent's logic: policies, snapshot tasks run by workers, catalog and Event Log in step. */
+#include "agent-manager.h"
+
+#include <bson/bson.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/agent-task.h"
+#include "common/log.h"
+#include "common/redact.h"
+#include "common/timeutil.h"
+#include "eventlog/eventlog.h"
+#include "mongosnap/mongosnap.h"
+#include "retention/retention.h"
+#include "storage/storage.h"
+
+#define INTERRUPTED_BY_RESTART "the agent stopped while the task ran (crash or restart)"
+#define INTERRUPTED_BY_SHUTDOWN "the agent was stopped while the task ran"
+#define STOPPED_ON_REQUEST "stopped on request"
+#define STOPPED_FOR_REBUILD "stopped for a rebuild"
+#define PERCENT_DONE 100.0
+/* A second snapshot of a policy in the same second gets "-2", "-3", ... */
+#define SNAPSHOT_ID_ATTEMPTS 100
+#define SNAPSHOT_ID_MAX (MS_NAME_MAX + MS_ISO8601_MAX + 8)
+/* Worker arguments: a fixed part plus two per option; far more than a snapshot needs. */
+#define WORKER_ARGS_MAX 32
+#define CREDENTIALS_DIRECTORY_ENV "CREDENTIALS_DIRECTORY"
+
+struct SnapshotTask {
+    Manager *manager;
+    ManagerPolicy *policy;
+    MsSnapshotRecord *record; /* owned by the manager's snapshot list */
+    AgentTask *worker;        /* NULL while queued */
+    const char *stop_reason;  /* set when the agent asked the worker to stop */
+    bool stop_on_request;     /* Stop/Cancel, as opposed to the agent shutting down */
+    char *result_message;     /* the worker's last "result" message */
+    char *archive_key, *manifest_key;
+    bool point_in_time;
+    uint64_t last_flush_usec;
+    uint64_t last_emit_usec;
+    sd_event_source *emit_timer; /* the trailing PropertiesChanged of a throttled burst */
+};
+
+struct Manager {
+    sd_event *event;
+    MsAgentConfig *config;
+    MsCatalog *catalog;
+
+    ManagerPolicy **policies; /* sorted by name */
+    size_t n_policies;
+    char **policy_errors;
+    size_t n_policy_errors;
+
+    MsSnapshotRecord **snapshots; /* oldest first */
+    size_t n_snapshots;
+
+    ManagerHooks hooks;
+    void *hooks_userdata;
+
+    bool stopping;
+    sd_event_source *stop_timer;
+};
+
+/* ---- small helpers ---- */
+
+static uint64_t now_usec(void) {
+    return ms_realtime_usec();
+}
+
+static int oom(MsError *e) {
+    return ms_error_set(e, ENOMEM, "out of memory");
+}
+
+static int replace_string(char **dst, const char *src) {
+    char *s = NULL;
+    if (src && !(s = strdup(src)))
+        return -ENOMEM;
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+static void fields_for(const SnapshotTask *t, MsEventFields *f) {
+    *f = (MsEventFields){
+        .policy = t->record->policy,
+        .task = t->record->id,
+        .node = t->record->node,
+    };
+}
+
+static void emit_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsigned changes) {
+    if (m->hooks.snapshot_changed)
+        m->hooks.snapshot_changed(m, r, changes, m->hooks_userdata);
+}
+
+static void emit_policy_changed(Manager *m, const ManagerPolicy *p) {
+    if (m->hooks.policy_changed)
+        m->hooks.policy_changed(m, p, m->hooks_userdata);
+}
+
+/* ---- policies ---- */
+
+static ManagerPolicy *manager_policy_free(ManagerPolicy *p) {
+    if (!p)
+        return NULL;
+    ms_policy_free(p->settings);
+    ms_policy_runtime_free(p->runtime);
+    free(p);
+    return NULL;
+}
+
+static void free_policy_errors(Manager *m) {
+    for (size_t i = 0; i < m->n_policy_errors; i++)
+        free(m->policy_errors[i]);
+    free(m->policy_errors);
+    m->policy_errors = NULL;
+    m->n_policy_errors = 0;
+}
+
+size_t manager_n_policies(const Manager *m) {
+    return m->n_policies;
+}
+
+ManagerPolicy *manager_policy_at(Manager *m, size_t i) {
+    return i < m->n_policies ? m->policies[i] : NULL;
+}
+
+ManagerPolicy *manager_find_policy(Manager *m, const char *name) {
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < m->n_policies; i++)
+        if (!m->policies[i]->removed && strcmp(m->policies[i]->settings->name, name) == 0)
+            return m->policies[i];
+    return NULL;
+}
+
+size_t manager_n_policy_errors(const Manager *m) {
+    return m->n_policy_errors;
+}
+
+const char *manager_policy_error_at(const Manager *m, size_t i) {
+    return i < m->n_policy_errors ? m->policy_errors[i] : NULL;
+}
+
+/* The catalog row of a policy: created active on first sight, revived when a deleted policy's
+ * file comes back. */
+static int load_runtime(Manager *m, const char *name, MsPolicyRuntime **ret, MsError *e) {
+    _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *rt = NULL;
+    MsError e2 = MS_ERROR_INIT;
+    int r = ms_catalog_get_policy(m->catalog, name, &rt, &e2);
+    if (r < 0 && r != -ENOENT)
+        return ms_error_set(e, -r, "%s", e2.message);
+    if (r == -ENOENT || rt->state == MS_POLICY_DELETED) {
+        if (!rt) {
+            rt = calloc(1, sizeof(*rt));
+            if (!rt || !(rt->name = strdup(name)))
+                return oom(e);
+        }
+        rt->state = MS_POLICY_ACTIVE;
+        r = ms_catalog_set_policy(m->catalog, rt, e);
+        if (r < 0)
+            return r;
+    }
+    *ret = TAKE_PTR(rt);
+    return 0;
+}
+
+static int policy_cmp(const void *a, const void *b) {
+    const ManagerPolicy *const *x = a, *const *y = b;
+    return strcmp((*x)->settings->name, (*y)->settings->name);
+}
+
+int manager_reload_policies(Manager *m, MsError *e) {
+    _cleanup_(ms_policy_set_freep) MsPolicySet *set = NULL;
+    int r = ms_policy_load_dir(m->config->policy_directory, &set, e);
+    if (r < 0)
+        return r;
+
+    free_policy_errors(m);
+    if (set->n_errors > 0) {
+        m->policy_errors = calloc(set->n_errors, sizeof(char *));
+        if (!m->policy_errors)
+            return oom(e);
+    }
+    for (size_t i = 0; i < set->n_errors; i++) {
+        log_error("policy not loaded: %s", set->errors[i].error.message);
+        m->policy_errors[m->n_policy_errors] = strdup(set->errors[i].error.message);
+        if (m->policy_errors[m->n_policy_errors])
+            m->n_policy_errors++;
+    }
+
+    /* Files that vanished: their policies go, or wait for their task to end. */
+    for (size_t i = 0; i < m->n_policies; i++) {
+        ManagerPolicy *p = m->policies[i];
+        bool found = false;
+        for (size_t j = 0; j < set->n_policies && !found; j++)
+            found = strcmp(set->policies[j]->name, p->settings->name) == 0;
+        if (!found)
+            p->removed = true;
+    }
+
+    for (size_t j = 0; j < set->n_policies; j++) {
+        MsPolicy *np = set->policies[j];
+        ManagerPolicy *p = NULL;
+        for (size_t i = 0; i < m->n_policies && !p; i++)
+            if (strcmp(m->policies[i]->settings->name, np->name) == 0)
+                p = m->policies[i];
+        if (p) {
+            p->removed = false;
+            if (!ms_policy_equal(p->settings, np)) {
+                ms_policy_free(p->settings);
+                p->settings = TAKE_PTR(set->policies[j]);
+                emit_policy_changed(m, p);
+            }
+            continue;
+        }
+        _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *rt = NULL;
+        MsError le = MS_ERROR_INIT;
+        if (load_runtime(m, np->name, &rt, &le) < 0) {
+            log_error("policy '%s' not loaded: %s", np->name, le.message);
+            continue;
+        }
+        ManagerPolicy **list = realloc(m->policies, (m->n_policies + 1) * sizeof(*list));
+        if (!list)
+            return oom(e);
+        m->policies = list;
+        p = calloc(1, sizeof(*p));
+        if (!p)
+            return oom(e);
+        p->manager = m;
+        p->settings = TAKE_PTR(set->policies[j]);
+        p->runtime = TAKE_PTR(rt);
+        m->policies[m->n_policies++] = p;
+    }
+
+    /* Drop the removed policies that have nothing running. */
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_policies; i++) {
+        ManagerPolicy *p = m->policies[i];
+        if (p->removed && !p->task) {
+            manager_policy_free(p);
+            continue;
+        }
+        m->policies[k++] = p;
+    }
+    m->n_policies = k;
+    /* qsort()'s array argument must not be NULL, even for no elements. */
+    if (m->n_policies > 1)
+        qsort(m->policies, m->n_policies, sizeof(*m->policies), policy_cmp);
+    log_info("%zu policies loaded from %s%s", m->n_policies, m->config->policy_directory,
+             m->n_policy_errors > 0 ? " (some files have errors)" : "");
+    return 0;
+}
+
+static void drop_policy_if_removed(Manager *m, ManagerPolicy *p) {
+    if (!p->removed || p->task)
+        return;
+    for (size_t i = 0; i < m->n_policies; i++)
+        if (m->policies[i] == p) {
+            memmove(m->policies + i, m->policies + i + 1,
+                    (m->n_policies - i - 1) * sizeof(*m->policies));
+            m->n_policies--;
+            break;
+        }
+    manager_policy_free(p);
+}
+
+static int save_runtime(Manager *m, ManagerPolicy *p) {
+    MsError e = MS_ERROR_INIT;
+    int r = ms_catalog_set_policy(m->catalog, p->runtime, &e);
+    if (r < 0)
+        log_error("cannot record policy '%s' in the catalog: %s", p->settings->name, e.message);
+    return r;
+}
+
+/* ---- snapshots ---- */
+
+size_t manager_n_snapshots(const Manager *m) {
+    return m->n_snapshots;
+}
+
+const MsSnapshotRecord *manager_snapshot_at(const Manager *m, size_t i) {
+    return i < m->n_snapshots ? m->snapshots[i] : NULL;
+}
+
+static MsSnapshotRecord *find_snapshot(const Manager *m, const char *id) {
+    if (!id)
+        return NULL;
+    for (size_t i = 0; i < m->n_snapshots; i++)
+        if (strcmp(m->snapshots[i]->id, id) == 0)
+            return m->snapshots[i];
+    return NULL;
+}
+
+const MsSnapshotRecord *manager_find_snapshot(const Manager *m, const char *id) {
+    return find_snapshot(m, id);
+}
+
+bool manager_policy_known(const Manager *m, const char *name) {
+    if (manager_find_policy((Manager *) m, name))
+        return true;
+    for (size_t i = 0; i < m->n_snapshots; i++)
+        if (strcmp(m->snapshots[i]->policy, name) == 0)
+            return true;
+    return false;
+}
+
+uint64_t manager_snapshot_elapsed_usec(const MsSnapshotRecord *r, uint64_t now) {
+    if (r->started_usec == 0)
+        return 0;
+    uint64_t end = r->finished_usec ? r->finished_usec : now;
+    return end > r->started_usec ? end - r->started_usec : 0;
+}
+
+int manager_list_restores(Manager *m, MsRestoreRecord ***ret_records, size_t *ret_n, MsError *e) {
+    return ms_catalog_list_restores(m->catalog, NULL, ret_records, ret_n, e);
+}
+
+static int load_snapshots(Manager *m, MsError *e) {
+    return ms_catalog_list_snapshots(m->catalog, NULL, &m->snapshots, &m->n_snapshots, e);
+}
+
+/* ---- tasks ---- */
+
+static void snapshot_task_free(SnapshotTask *t) {
+    if (!t)
+        return;
+    agent_task_free(t->worker);
+    sd_event_source_disable_unref(t->emit_timer);
+    free(t->result_message);
+    free(t->archive_key);
+    free(t->manifest_key);
+    free(t);
+}
+
+static unsigned running_workers(const Manager *m) {
+    unsigned n = 0;
+    for (size_t i = 0; i < m->n_policies; i++)
+        if (m->policies[i]->task && m->policies[i]->task->worker)
+            n++;
+    return n;
+}
+
+bool manager_has_tasks(const Manager *m) {
+    for (size_t i = 0; i < m->n_policies; i++)
+        if (m->policies[i]->task)
+            return true;
+    return false;
+}
+
+static void flush_progress(SnapshotTask *t) {
+    MsError e = MS_ERROR_INIT;
+    const MsSnapshotRecord *r = t->record;
+    if (ms_catalog_update_snapshot_progress(t->manager->catalog, r->id, r->items_done,
+                                            r->items_total, r->progress_pct, r->bytes_transferred,
+                                            &e) < 0)
+        log_warning("cannot record the progress of %s: %s", r->id, e.message);
+    t->last_flush_usec = now_usec();
+}
+
+static int on_emit_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    SnapshotTask *t = userdata;
+    t->emit_timer = sd_event_source_disable_unref(t->emit_timer);
+    t->last_emit_usec = now_usec();
+    emit_snapshot_changed(t->manager, t->record, MANAGER_SNAPSHOT_PROGRESS);
+    return 0;
+}
+
+/* Announce progress at most every MANAGER_PROGRESS_EMIT_USEC; the last figures of a burst go
+ * out from a timer, so a watcher never stays on stale numbers. */
+static void progress_changed(SnapshotTask *t) {
+    uint64_t now = now_usec();
+    if (now - t->last_flush_usec >= MANAGER_PROGRESS_FLUSH_USEC)
+        flush_progress(t);
+    if (now - t->last_emit_usec >= MANAGER_PROGRESS_EMIT_USEC) {
+        t->last_emit_usec = now;
+        emit_snapshot_changed(t->manager, t->record, MANAGER_SNAPSHOT_PROGRESS);
+        return;
+    }
+    if (t->emit_timer)
+        return;
+    uint64_t mono;
+    if (sd_event_now(t->manager->event, CLOCK_MONOTONIC, &mono) < 0)
+        return;
+    uint64_t wait = MANAGER_PROGRESS_EMIT_USEC - (now - t->last_emit_usec);
+    (void) sd_event_add_time(t->manager->event, &t->emit_timer, CLOCK_MONOTONIC, mono + wait, 0,
+                             on_emit_timer, t);
+}
+
+static uint64_t doc_u64(const bson_t *doc, const char *key) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, key))
+        return 0;
+    if (BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_DOUBLE(&it)) {
+        int64_t v = bson_iter_as_int64(&it);
+        return v > 0 ? (uint64_t) v : 0;
+    }
+    return 0;
+}
+
+static bool doc_has(const bson_t *doc, const char *key) {
+    bson_iter_t it;
+    return bson_iter_init_find(&it, doc, key);
+}
+
+static const char *doc_str(const bson_t *doc, const char *key) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, key) || !BSON_ITER_HOLDS_UTF8(&it))
+        return NULL;
+    return bson_iter_utf8(&it, NULL);
+}
+
+static double doc_double(const bson_t *doc, const char *key) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, key))
+        return 0;
+    if (BSON_ITER_HOLDS_DOUBLE(&it) || BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it))
+        return bson_iter_as_double(&it);
+    return 0;
+}
+
+static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
+    SnapshotTask *t = userdata;
+    MsSnapshotRecord *r = t->record;
+    const char *event = doc_str(msg, "event");
+    if (!event)
+        return;
+    MsEventFields f;
+    fields_for(t, &f);
+
+    if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PROGRESS) == 0) {
+        r->items_done = doc_u64(msg, "items_done");
+        r->items_total = doc_u64(msg, "items_total");
+        double pct = doc_double(msg, "percent");
+        r->progress_pct = pct < 0 ? 0 : pct > PERCENT_DONE ? PERCENT_DONE : pct;
+        r->bytes_transferred = doc_u64(msg, "bytes_written");
+        progress_changed(t);
+    } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_NAMESPACE) == 0) {
+        f.ns = doc_str(msg, "namespace");
+        f.has_items = true;
+        f.items = doc_u64(msg, "documents");
+        f.has_bytes = doc_has(msg, "bytes");
+        f.bytes = doc_u64(msg, "bytes");
+        (void) ms_event_log(MS_EVENT_NAMESPACE_FINISHED, &f, "%s: %s done, %" PRIu64 " documents",
+                            r->id, f.ns ? f.ns : "?", f.items);
+    } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_OPLOG) == 0) {
+        f.has_items = true;
+        f.items = doc_u64(msg, "entries");
+        (void) ms_event_log(MS_EVENT_OPLOG_CAPTURED, &f, "%s: %" PRIu64 " oplog entries captured",
+                            r->id, f.items);
+    } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
+        const char *status = doc_str(msg, "status");
+        (void) replace_string(&t->result_message, doc_str(msg, "message"));
+        if (status && strcmp(status, "ok") == 0) {
+            (void) replace_string(&t->archive_key, doc_str(msg, "archive"));
+            (void) replace_string(&t->manifest_key, doc_str(msg, "manifest"));
+            bson_iter_t it;
+            t->point_in_time = bson_iter_init_find(&it, msg, "point_in_time") &&
+                               BSON_ITER_HOLDS_BOOL(&it) && bson_iter_bool(&it);
+            if (doc_has(msg, "documents"))
+                r->items_done = doc_u64(msg, "documents");
+            if (doc_has(msg, "stored_bytes"))
+                r->bytes_transferred = doc_u64(msg, "stored_bytes");
+            f.has_items = true;
+            f.items = r->items_done;
+            f.has_bytes = true;
+            f.bytes = r->bytes_transferred;
+            (void) ms_event_log(MS_EVENT_TASK_STORED, &f, "%s: stored as %s", r->id,
+                                t->archive_key ? t->archive_key : "?");
+        }
+    }
+}
+
+static void start_queued(Manager *m);
+static void maybe_finish_shutdown(Manager *m);
+
+/* Every completed snapshot of the policy gets its expire time again (a new one can only make
+ * the others' earlier); removing the expired ones is the retention task's job. */
+static void recompute_expire_times(Manager *m, const ManagerPolicy *p) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_snapshots; i++)
+        if (m->snapshots[i]->state == MS_SNAPSHOT_COMPLETED &&
+            strcmp(m->snapshots[i]->policy, p->settings->name) == 0)
+            n++;
+    if (n == 0)
+        return;
+    _cleanup_free_ MsRetentionSnapshot *snaps = calloc(n, sizeof(*snaps));
+    _cleanup_free_ MsRetentionDecision *decisions = calloc(n, sizeof(*decisions));
+    _cleanup_free_ MsSnapshotRecord **recs = calloc(n, sizeof(*recs));
+    if (!snaps || !decisions || !recs)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_snapshots; i++) {
+        MsSnapshotRecord *r = m->snapshots[i];
+        if (r->state != MS_SNAPSHOT_COMPLETED || strcmp(r->policy, p->settings->name) != 0)
+            continue;
+        recs[k] = r;
+        snaps[k] = (MsRetentionSnapshot){.id = r->id, .completed_usec = r->finished_usec};
+        k++;
+    }
+    MsError e = MS_ERROR_INIT;
+    if (ms_retention_decide(&p->settings->retention, now_usec(), snaps, n, decisions, &e) < 0) {
+        log_warning("cannot compute expire times for policy '%s': %s", p->settings->name,
+                    e.message);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (recs[i]->expire_usec == decisions[i].expire_usec)
+            continue;
+        recs[i]->expire_usec = decisions[i].expire_usec;
+        MsError ue = MS_ERROR_INIT;
+        if (ms_catalog_update_snapshot(m->catalog, recs[i], &ue) < 0)
+            log_warning("cannot record the expire time of %s: %s", recs[i]->id, ue.message);
+        emit_snapshot_changed(m, recs[i], MANAGER_SNAPSHOT_STATE);
+    }
+}
+
+static void rebuild_done(Manager *m, void *token, const MsSnapshotRecord *r, const MsError *e) {
+    if (m->hooks.rebuild_done)
+        m->hooks.rebuild_done(m, token, r, e, m->hooks_userdata);
+}
+
+/* A rebuild whose task has stopped: the policy can no longer be rebuilt, or is rebuilt now. */
+static void rebuild_now(Manager *m, ManagerPolicy *p);
+
+/* The task is over (worker exited, or a queued task was stopped): record the outcome, log it,
+ * free the task and give its slot to the next queued one. */
+static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *error,
+                        MsEventKind kind) {
+    Manager *m = t->manager;
+    ManagerPolicy *p = t->policy;
+    MsSnapshotRecord *r = t->record;
+    uint64_t now = now_usec();
+
+    r->state = state;
+    (void) replace_string(&r->error, error);
+    r->finished_usec = now;
+    if (state == MS_SNAPSHOT_COMPLETED) {
+        r->progress_pct = PERCENT_DONE;
+        if (r->items_total < r->items_done)
+            r->items_total = r->items_done;
+        (void) replace_string(&r->archive_key, t->archive_key);
+        (void) replace_string(&r->manifest_key, t->manifest_key);
+        r->point_in_time = t->point_in_time;
+    }
+    MsError e = MS_ERROR_INIT;
+    if (ms_catalog_update_snapshot(m->catalog, r, &e) < 0)
+        log_error("cannot record the outcome of %s: %s", r->id, e.message);
+
+    MsEventFields f;
+    fields_for(t, &f);
+    f.error = error;
+    f.has_items = true;
+    f.items = r->items_done;
+    f.has_bytes = true;
+    f.bytes = r->bytes_transferred;
+    f.has_elapsed = true;
+    f.elapsed_usec = manager_snapshot_elapsed_usec(r, now);
+    if (state == MS_SNAPSHOT_COMPLETED)
+        (void) ms_event_log(
+            kind, &f, "snapshot %s completed: %" PRIu64 " documents, %" PRIu64 " bytes stored",
+            r->id, r->items_done, r->bytes_transferred);
+    else
+        (void) ms_event_log(kind, &f, "snapshot %s %s: %s", r->id,
+                            ms_snapshot_state_to_string(state), error ? error : "");
+
+    p->runtime->last_run_usec = r->started_usec ? r->started_usec : now;
+    _cleanup_free_ char *result = NULL;
+    if (state == MS_SNAPSHOT_COMPLETED)
+        result = strdup("completed");
+    else if (asprintf(&result, "%s: %s", ms_snapshot_state_to_string(state), error ? error : "") <
+             0)
+        result = NULL;
+    (void) replace_string(&p->runtime->last_result, result);
+    if (p->runtime->state != MS_POLICY_DELETED)
+        (void) save_runtime(m, p);
+
+    p->task = NULL;
+    snapshot_task_free(t);
+    if (state == MS_SNAPSHOT_COMPLETED)
+        recompute_expire_times(m, p);
+    emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS);
+    emit_policy_changed(m, p);
+    if (p->rebuild_token)
+        rebuild_now(m, p);
+    drop_policy_if_removed(m, p);
+    start_queued(m);
+    maybe_finish_shutdown(m);
+}
+
+static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
+    SnapshotTask *t = userdata;
+    char reason[MS_ERROR_MESSAGE_MAX];
+    if (!by_signal && status == MONGOSNAP_EXIT_OK) {
+        finish_task(t, MS_SNAPSHOT_COMPLETED, NULL, MS_EVENT_TASK_COMPLETED);
+        return;
+    }
+    if (t->stop_reason && (status == MONGOSNAP_EXIT_CANCELLED || by_signal)) {
+        /* The catalog has no "stopped" state for snapshots: a stop is an interruption whose
+         * error says who asked for it. */
+        finish_task(t, MS_SNAPSHOT_INTERRUPTED, t->stop_reason,
+                    t->stop_on_request ? MS_EVENT_TASK_STOPPED : MS_EVENT_TASK_INTERRUPTED);
+        return;
+    }
+    if (!by_signal && status == MONGOSNAP_EXIT_CANCELLED) {
+        finish_task(t, MS_SNAPSHOT_INTERRUPTED,
+                    "the worker was stopped by a signal not sent by "
+                    "the agent",
+                    MS_EVENT_TASK_INTERRUPTED);
+        return;
+    }
+    if (t->result_message && t->result_message[0])
+        snprintf(reason, sizeof(reason), "%s", t->result_message);
+    else if (by_signal)
+        snprintf(reason, sizeof(reason), "the worker was killed by signal %s",
+                 sigabbrev_np(status - 128) ? sigabbrev_np(status - 128) : "?");
+    else
+        snprintf(reason, sizeof(reason), "the worker exited with status %d", status);
+    finish_task(t, MS_SNAPSHOT_FAILED, reason, MS_EVENT_TASK_FAILED);
+}
+
+/* The worker's command line for a snapshot of p; every string is owned by p or m, a buffer of
+ * the caller, or static. The URI is not among them: the spawner passes it in a memfd. */
+#define NUMBER_ARG_MAX 16
+static void build_snapshot_args(Manager *m, ManagerPolicy *p, const char *id,
+                                const char *credential, char level_buf[NUMBER_ARG_MAX],
+                                char parallel_buf[NUMBER_ARG_MAX],
+                                const char *args[WORKER_ARGS_MAX]) {
+    const MsPolicy *s = p->settings;
+    size_t k = 0;
+    args[k++] = "snapshot";
+    args[k++] = "--store";
+    args[k++] = ms_policy_effective_store(s, m->config);
+    args[k++] = "--prefix";
+    args[k++] = s->name;
+    args[k++] = "--name";
+    args[k++] = id;
+    args[k++] = "--node";
+    args[k++] = m->config->node;
+    args[k++] = "--compression";
+    args[k++] = ms_compression_to_string(s->compression);
+    if (s->compression_level > 0) {
+        snprintf(level_buf, NUMBER_ARG_MAX, "%d", s->compression_level);
+        args[k++] = "--level";
+        args[k++] = level_buf;
+    }
+    snprintf(parallel_buf, NUMBER_ARG_MAX, "%u", s->parallel_collections);
+    args[k++] = "--parallel";
+    args[k++] = parallel_buf;
+    if (!s->oplog)
+        args[k++] = "--no-oplog";
+    if (s->include_users)
+        args[k++] = "--include-users";
+    if (credential) {
+        args[k++] = "--password-file";
+        args[k++] = credential;
+    }
+    args[k] = NULL;
+}
+
+/* Where a policy's Credential= is: systemd puts LoadCredential= files in
+ * $CREDENTIALS_DIRECTORY. The path is passed to the worker; the secret never is. */
+static int credential_path(const char *name, char **ret, MsError *e) {
+    const char *dir = getenv(CREDENTIALS_DIRECTORY_ENV);
+    if (!dir || !dir[0])
+        return ms_error_set(e, ENOKEY,
+                            "credential '%s' is not available: $CREDENTIALS_DIRECTORY is not set; "
+                            "add LoadCredential=%s:/path/to/secret to mongosnapd.service",
+                            name, name);
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s", dir, name) < 0)
+        return oom(e);
+    if (access(path, R_OK) < 0) {
+        int err = errno;
+        free(path);
+        return ms_error_set(e, ENOKEY,
+                            "credential '%s' is not available in %s (%s); add "
+                            "LoadCredential=%s:/path/to/secret to mongosnapd.service",
+                            name, dir, strerror(err), name);
+    }
+    *ret = path;
+    return 0;
+}
+
+static int start_worker(SnapshotTask *t, MsError *e) {
+    Manager *m = t->manager;
+    ManagerPolicy *p = t->policy;
+    _cleanup_free_ char *cred = NULL;
+    if (p->settings->credential) {
+        int r = credential_path(p->settings->credential, &cred, e);
+        if (r < 0)
+            return r;
+    }
+    const char *args[WORKER_ARGS_MAX];
+    char level_buf[NUMBER_ARG_MAX], parallel_buf[NUMBER_ARG_MAX];
+    build_snapshot_args(m, p, t->record->id, cred, level_buf, parallel_buf, args);
+    AgentTaskSpec spec = {
+        .worker_path = m->config->worker_path,
+        .args = args,
+        .uri = p->settings->source,
+    };
+    static const AgentTaskCallbacks callbacks = {
+        .on_message = on_worker_message,
+        .on_exit = on_worker_exit,
+    };
+    int r = agent_task_spawn(m->event, &spec, &callbacks, t, &t->worker, e);
+    if (r < 0)
+        return r;
+
+    MsSnapshotRecord *rec = t->record;
+    rec->state = MS_SNAPSHOT_RUNNING;
+    rec->started_usec = now_usec();
+    MsError ce = MS_ERROR_INIT;
+    if (ms_catalog_update_snapshot(m->catalog, rec, &ce) < 0)
+        log_warning("cannot record that %s started: %s", rec->id, ce.message);
+    t->last_flush_usec = rec->started_usec;
+    MsEventFields f;
+    fields_for(t, &f);
+    (void) ms_event_log(MS_EVENT_TASK_STARTED, &f, "snapshot %s started (worker %d)", rec->id,
+                        (int) agent_task_pid(t->worker));
+    emit_snapshot_changed(m, rec, MANAGER_SNAPSHOT_STATE);
+    return 0;
+}
+
+static void start_queued(Manager *m) {
+    if (m->stopping)
+        return;
+    while (running_workers(m) < m->config->max_concurrent_tasks) {
+        /* The oldest queued task first. */
+        SnapshotTask *next = NULL;
+        for (size_t i = 0; i < m->n_policies; i++) {
+            SnapshotTask *t = m->policies[i]->task;
+            if (t && !t->worker && (!next || t->record->created_usec < next->record->created_usec))
+                next = t;
+        }
+        if (!next)
+            return;
+        MsError e = MS_ERROR_INIT;
+        if (start_worker(next, &e) < 0)
+            finish_task(next, MS_SNAPSHOT_FAILED, e.message, MS_EVENT_TASK_FAILED);
+    }
+}
+
+static int new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_MAX]) {
+    char stamp[MS_ISO8601_MAX];
+    ms_format_compact(now_usec(), stamp);
+    for (unsigned i = 1; i <= SNAPSHOT_ID_ATTEMPTS; i++) {
+        if (i == 1)
+            snprintf(ret, SNAPSHOT_ID_MAX, "%s-%s", policy, stamp);
+        else
+            snprintf(ret, SNAPSHOT_ID_MAX, "%s-%s-%u", policy, stamp, i);
+        if (!find_snapshot(m, ret))
+            return 0;
+    }
+    return -EEXIST;
+}
+
+/* What the worker cannot do yet is refused up front rather than silently left out. */
+static int check_policy_supported(const MsPolicy *s, MsError *e) {
+    if (s->n_include_namespaces > 0 || s->n_exclude_namespaces > 0)
+        return ms_error_set(e, EOPNOTSUPP,
+                            "policy '%s' filters namespaces (IncludeNamespaces=/"
+                            "ExcludeNamespaces=), which snapshots cannot do yet; remove the "
+                            "filters to back up every namespace",
+                            s->name);
+    if (s->encryption_key)
+        return ms_error_set(e, EOPNOTSUPP,
+                            "policy '%s' asks for encryption (Key=), which snapshots cannot do "
+                            "yet; remove [Encryption] Key= to take unencrypted snapshots",
+                            s->name);
+    return 0;
+}
+
+int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord **ret_record,
+                          MsError *e) {
+    const MsPolicy *s = p->settings;
+    if (m->stopping)
+        return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
+    if (p->task)
+        return ms_error_set(e, EBUSY,
+                            "policy '%s' already has a snapshot in progress (%s); wait for it or "
+                            "stop it with Stop()",
+                            s->name, p->task->record->id);
+    if (p->runtime->state == MS_POLICY_STOPPED)
+        return ms_error_set(e, EPERM,
+                            "policy '%s' is stopped; start it with Start() (mongosnapctl start "
+                            "%s) first",
+                            s->name, s->name);
+    const char *store = ms_policy_effective_store(s, m->config);
+    if (!store)
+        return ms_error_set(e, ENXIO,
+                            "policy '%s' has no store: set Store= in its file or DefaultStore= "
+                            "in the agent configuration",
+                            s->name);
+    int r = check_policy_supported(s, e);
+    if (r < 0)
+        return r;
+    if (s->credential) {
+        _cleanup_free_ char *path = NULL;
+        r = credential_path(s->credential, &path, e);
+        if (r < 0)
+            return r;
+    }
+
+    char id[SNAPSHOT_ID_MAX];
+    if (new_snapshot_id(m, s->name, id) < 0)
+        return ms_error_set(e, EEXIST, "too many snapshots of policy '%s' this second", s->name);
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *rec = calloc(1, sizeof(*rec));
+    if (!rec || !(rec->id = strdup(id)) || !(rec->policy = strdup(s->name)) ||
+        !(rec->node = strdup(m->config->node)) || !(rec->store = ms_uri_redact(store)))
+        return oom(e);
+    /* A local store is a path, which ms_uri_redact() would call unparsable. */
+    if (store[0] == '/' || strncmp(store, "file://", strlen("file://")) == 0) {
+        free(rec->store);
+        if (!(rec->store = strdup(store)))
+            return oom(e);
+    }
+    rec->state = MS_SNAPSHOT_QUEUED;
+    rec->created_usec = now_usec();
+    r = ms_catalog_insert_snapshot(m->catalog, rec, e);
+    if (r < 0)
+        return r;
+    MsSnapshotRecord **list = realloc(m->snapshots, (m->n_snapshots + 1) * sizeof(*list));
+    if (!list)
+        return oom(e);
+    m->snapshots = list;
+
+    SnapshotTask *t = calloc(1, sizeof(*t));
+    if (!t)
+        return oom(e);
+    t->manager = m;
+    t->policy = p;
+    t->record = TAKE_PTR(rec);
+    m->snapshots[m->n_snapshots++] = t->record;
+    p->task = t;
+
+    MsEventFields f;
+    fields_for(t, &f);
+    (void) ms_event_log(MS_EVENT_TASK_QUEUED, &f, "snapshot %s of policy %s queued", t->record->id,
+                        s->name);
+    if (m->hooks.snapshot_added)
+        m->hooks.snapshot_added(m, t->record, m->hooks_userdata);
+    const MsSnapshotRecord *result = t->record;
+    start_queued(m);
+    /* start_queued() may have failed and finished the task; the record stays listed. */
+    emit_policy_changed(m, p);
+    if (ret_record)
+        *ret_record = result;
+    return 0;
+}
+
+static void stop_task(SnapshotTask *t, const char *reason, bool on_request) {
+    if (!t->worker) {
+        finish_task(t, MS_SNAPSHOT_INTERRUPTED, reason,
+                    on_request ? MS_EVENT_TASK_STOPPED : MS_EVENT_TASK_INTERRUPTED);
+        return;
+    }
+    if (!t->stop_reason) {
+        t->stop_reason = reason;
+        t->stop_on_request = on_request;
+    }
+    (void) agent_task_kill(t->worker, SIGTERM);
+}
+
+int manager_stop_policy(Manager *m, ManagerPolicy *p, MsError *e) {
+    bool changed = p->runtime->state != MS_POLICY_STOPPED;
+    if (changed) {
+        p->runtime->state = MS_POLICY_STOPPED;
+        int r = ms_catalog_set_policy(m->catalog, p->runtime, e);
+        if (r < 0)
+            return r;
+        (void) ms_event_log(MS_EVENT_POLICY_STOPPED,
+                            &(MsEventFields){.policy = p->settings->name, .node = m->config->node},
+                            "policy %s stopped", p->settings->name);
+    }
+    if (p->task)
+        stop_task(p->task, STOPPED_ON_REQUEST, true);
+    if (changed)
+        emit_policy_changed(m, p);
+    return 0;
+}
+
+int manager_start_policy(Manager *m, ManagerPolicy *p, MsError *e) {
+    if (p->runtime->state == MS_POLICY_ACTIVE)
+        return 0;
+    p->runtime->state = MS_POLICY_ACTIVE;
+    int r = ms_catalog_set_policy(m->catalog, p->runtime, e);
+    if (r < 0)
+        return r;
+    (void) ms_event_log(MS_EVENT_POLICY_STARTED,
+                        &(MsEventFields){.policy = p->settings->name, .node = m->config->node},
+                        "policy %s started", p->settings->name);
+    emit_policy_changed(m, p);
+    return 0;
+}
+
+int manager_edit_policy(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *edits, size_t n,
+                        MsError *e) {
+    if (n == 0)
+        return ms_error_set(e, EINVAL, "no settings to change were given");
+    _cleanup_(ms_policy_freep) MsPolicy *q = NULL;
+    int r = ms_policy_dup(p->settings, &q, e);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++) {
+        r = ms_policy_apply_edit(q, edits[i].key, edits[i].value, e);
+        if (r < 0)
+            return r;
+    }
+    r = ms_policy_check(q, e);
+    if (r < 0)
+        return r;
+    r = ms_policy_write_atomic(m->config->policy_directory, q, e);
+    if (r < 0)
+        return r;
+    ms_policy_free(p->settings);
+    p->settings = TAKE_PTR(q);
+    for (size_t i = 0; i < n; i++)
+        (void) ms_event_log(MS_EVENT_POLICY_EDITED,
+                            &(MsEventFields){.policy = p->settings->name, .node = m->config->node},
+                            "policy %s edited: %s=%s", p->settings->name, edits[i].key,
+                            edits[i].value);
+    emit_policy_changed(m, p);
+    return 0;
+}
+
+static void rebuild_now(Manager *m, ManagerPolicy *p) {
+    void *token = TAKE_PTR(p->rebuild_token);
+    MsError e = MS_ERROR_INIT;
+    if (m->stopping) {
+        ms_error_set(&e, ESHUTDOWN,
+                     "the agent is shutting down; rebuild policy '%s' once it is "
+                     "back",
+                     p->settings->name);
+        rebuild_done(m, token, NULL, &e);
+        return;
+    }
+    if (p->removed) {
+        ms_error_set(&e, ENOENT, "policy '%s' was deleted before it could be rebuilt",
+                     p->settings->name);
+        rebuild_done(m, token, NULL, &e);
+        return;
+    }
+
+    /* In-flight writes of the policy's earlier tasks (killed workers, crashes) leave temporary
+     * objects; no task of the policy runs now, so every one under its prefix is stale. */
+    unsigned removed = 0;
+    const char *store = ms_policy_effective_store(p->settings, m->config);
+    if (store) {
+        _cleanup_(ms_storage_freep) MsStorage *s = NULL;
+        MsError se = MS_ERROR_INIT;
+        if (ms_storage_open(store, &s, &se) < 0 ||
+            s->ops->clean_stale(s, p->settings->name, &removed, &se) < 0)
+            log_warning("rebuilding policy '%s': cannot clean up %s: %s", p->settings->name, store,
+                        se.message);
+    }
+    (void) ms_event_log(MS_EVENT_POLICY_REBUILT,
+                        &(MsEventFields){.policy = p->settings->name, .node = m->config->node},
+                        "policy %s rebuilt: %u unfinished object(s) removed from the store, a "
+                        "fresh snapshot follows",
+                        p->settings->name, removed);
+    const MsSnapshotRecord *rec = NULL;
+    if (manager_take_snapshot(m, p, &rec, &e) < 0)
+        rec = NULL;
+    rebuild_done(m, token, rec, &e);
+}
+
+int manager_rebuild_policy(Manager *m, ManagerPolicy *p, void *token, MsError *e) {
+    if (m->stopping)
+        return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
+    if (p->rebuild_token)
+        return ms_error_set(e, EBUSY,
+                            "policy '%s' is already being rebuilt; wait for that rebuild to end",
+                            p->settings->name);
+    if (p->runtime->state != MS_POLICY_ACTIVE) {
+        p->runtime->state = MS_POLICY_ACTIVE;
+        int r = ms_catalog_set_policy(m->catalog, p->runtime, e);
+        if (r < 0)
+            return r;
+        emit_policy_changed(m, p);
+    }
+    p->rebuild_token = token;
+    if (p->task)
+        /* The rebuild goes on in finish_task() once the worker has exited (at once for a
+         * queued task). */
+        stop_task(p->task, STOPPED_FOR_REBUILD, true);
+    else
+        rebuild_now(m, p);
+    return 0;
+}
+
+int manager_cancel_snapshot(Manager *m, const char *id, MsError *e) {
+    for (size_t i = 0; i < m->n_policies; i++) {
+        SnapshotTask *t = m->policies[i]->task;
+        if (t && strcmp(t->record->id, id) == 0) {
+            stop_task(t, STOPPED_ON_REQUEST, true);
+            return 0;
+        }
+    }
+    return ms_error_set(e, ESRCH, "snapshot %s is not queued or running; nothing to cancel", id);
+}
+
+static void purge_snapshot(Manager *m, MsSnapshotRecord *r) {
+    if (r->state != MS_SNAPSHOT_COMPLETED || !r->store)
+        return;
+    _cleanup_(ms_storage_freep) MsStorage *s = NULL;
+    MsError e = MS_ERROR_INIT;
+    /* The manifest goes first: without it the snapshot is no longer listed as complete. */
+    if (ms_storage_open(r->store, &s, &e) < 0 ||
+        (r->manifest_key && ms_storage_remove(s, r->manifest_key, &e) < 0) ||
+        (r->archive_key && ms_storage_remove(s, r->archive_key, &e) < 0)) {
+        log_error("cannot remove snapshot %s from %s: %s", r->id, r->store, e.message);
+        return;
+    }
+    r->state = MS_SNAPSHOT_DELETED;
+    MsError ce = MS_ERROR_INIT;
+    if (ms_catalog_update_snapshot(m->catalog, r, &ce) < 0)
+        log_warning("cannot record that %s was deleted: %s", r->id, ce.message);
+    (void) ms_event_log(MS_EVENT_SNAPSHOT_DELETED,
+                        &(MsEventFields){.policy = r->policy, .task = r->id, .node = r->node},
+                        "snapshot %s deleted from %s", r->id, r->store);
+    emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE);
+}
+
+int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsError *e) {
+    const char *name = p->settings->name;
+    _cleanup_free_ char *path = NULL;
+    if (asprintf(&path, "%s/%s%s", m->config->policy_directory, name, MS_POLICY_FILE_SUFFIX) < 0)
+        return oom(e);
+    if (unlink(path) < 0 && errno != ENOENT)
+        return ms_error_set(e, errno, "cannot remove %s: %s", path, strerror(errno));
+
+    p->runtime->state = MS_POLICY_DELETED;
+    int r = ms_catalog_set_policy(m->catalog, p->runtime, e);
+    if (r < 0)
+        return r;
+    if (purge_store)
+        for (size_t i = 0; i < m->n_snapshots; i++)
+            if (strcmp(m->snapshots[i]->policy, name) == 0)
+                purge_snapshot(m, m->snapshots[i]);
+    (void) ms_event_log(MS_EVENT_POLICY_DELETED,
+                        &(MsEventFields){.policy = name, .node = m->config->node},
+                        "policy %s deleted%s", name,
+                        purge_store ? " with its stored snapshots" : "; stored snapshots kept");
+    p->removed = true;
+    /* Either way p goes: now, or when its worker has exited (finish_task drops it). */
+    if (p->task)
+        stop_task(p->task, "the policy was deleted", true);
+    else
+        drop_policy_if_removed(m, p);
+    return 0;
+}
+
+int manager_flush(Manager *m, MsError *e) {
+    for (size_t i = 0; i < m->n_policies; i++)
+        if (m->policies[i]->task && m->policies[i]->task->worker)
+            flush_progress(m->policies[i]->task);
+    return 0;
+}
+
+void manager_format_status(const Manager *m, char *buf, size_t size) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_policies; i++)
+        if (!m->policies[i]->removed)
+            n++;
+    int len = snprintf(buf, size, "%zu %s", n, n == 1 ? "policy" : "policies");
+    if (m->n_policy_errors > 0 && len >= 0 && (size_t) len < size)
+        len += snprintf(buf + len, size - (size_t) len, " (%zu with errors)", m->n_policy_errors);
+    bool any = false;
+    for (size_t i = 0; i < m->n_policies && len >= 0 && (size_t) len < size; i++) {
+        const SnapshotTask *t = m->policies[i]->task;
+        if (!t)
+            continue;
+        len += snprintf(buf + len, size - (size_t) len, "%s %s: snapshot %s", any ? "," : ";",
+                        m->policies[i]->settings->name, t->worker ? "" : "queued");
+        if (t->worker && len >= 0 && (size_t) len < size)
+            len += snprintf(buf + len, size - (size_t) len, "%.0f %%", t->record->progress_pct);
+        any = true;
+    }
+    if (!any && len >= 0 && (size_t) len < size)
+        snprintf(buf + len, size - (size_t) len, ", idle");
+}
+
+static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+    Manager *m = userdata;
+    for (size_t i = 0; i < m->n_policies; i++)
+        if (m->policies[i]->task && m->policies[i]->task->worker) {
+            log_warning("worker for %s did not stop in time; killing it",
+                        m->policies[i]->task->record->id);
+            (void) agent_task_kill(m->policies[i]->task->worker, SIGKILL);
+        }
+    return 0;
+}
+
+static void maybe_finish_shutdown(Manager *m) {
+    if (m->stopping && !manager_has_tasks(m))
+        (void) sd_event_exit(m->event, 0);
+}
+
+void manager_begin_shutdown(Manager *m) {
+    if (m->stopping)
+        return;
+    m->stopping = true;
+    /* Stopping a queued task finishes it (and may drop its policy): walk a snapshot. */
+    for (size_t i = m->n_policies; i > 0; i--) {
+        ManagerPolicy *p = m->policies[i - 1];
+        if (p->task)
+            stop_task(p->task, INTERRUPTED_BY_SHUTDOWN, false);
+    }
+    if (manager_has_tasks(m)) {
+        uint64_t mono;
+        if (sd_event_now(m->event, CLOCK_MONOTONIC, &mono) >= 0)
+            (void) sd_event_add_time(m->event, &m->stop_timer, CLOCK_MONOTONIC,
+                                     mono + MANAGER_STOP_TIMEOUT_USEC, 0, on_stop_timeout, m);
+    }
+    maybe_finish_shutdown(m);
+}
+
+/* ---- life cycle ---- */
+
+void manager_set_hooks(Manager *m, const ManagerHooks *hooks, void *userdata) {
+    m->hooks = hooks ? *hooks : (ManagerHooks){0};
+    m->hooks_userdata = userdata;
+}
+
+const MsAgentConfig *manager_agent_config(const Manager *m) {
+    return m->config;
+}
+
+static int override_path(char **field, const char *value, const char *what, MsError *e) {
+    if (!value)
+        return 0;
+    if (value[0] != '/')
+        return ms_error_set(e, EINVAL, "%s must be an absolute path, not '%s'", what, value);
+    return replace_string(field, value) < 0 ? oom(e) : 0;
+}
+
+int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager, MsError *e) {
+    _cleanup_(manager_freep) Manager *m = calloc(1, sizeof(*m));
+    if (!m)
+        return oom(e);
+    m->event = sd_event_ref(event);
+    int r = ms_agent_config_load(o->config_path, &m->config, e);
+    if (r < 0)
+        return r;
+    r = override_path(&m->config->policy_directory, o->policy_directory, "--policy-dir", e);
+    if (r < 0)
+        return r;
+    r = override_path(&m->config->state_directory, o->state_directory, "--state-dir", e);
+    if (r < 0)
+        return r;
+    r = override_path(&m->config->worker_path, o->worker_path, "--worker", e);
+    if (r < 0)
+        return r;
+
+    if (mkdir(m->config->state_directory, 0700) < 0 && errno != EEXIST)
+        return ms_error_set(e, errno, "cannot create the state directory %s: %s",
+                            m->config->state_directory, strerror(errno));
+    _cleanup_free_ char *db = NULL;
+    if (asprintf(&db, "%s/%s", m->config->state_directory, MS_CATALOG_FILE_NAME) < 0)
+        return oom(e);
+    r = ms_catalog_open(db, &m->catalog, e);
+    if (r < 0)
+        return r;
+    /* Read what is unfinished before marking it, so each one gets its Event Log entry. */
+    MsSnapshotRecord **unfinished = NULL;
+    size_t n_unfinished = 0;
+    MsSnapshotFilter filter = {
+        .states = MS_STATE_BIT(MS_SNAPSHOT_QUEUED) | MS_STATE_BIT(MS_SNAPSHOT_RUNNING),
+    };
+    r = ms_catalog_list_snapshots(m->catalog, &filter, &unfinished, &n_unfinished, e);
+    if (r < 0)
+        return r;
+    unsigned n = 0;
+    r = ms_catalog_mark_unfinished_interrupted(m->catalog, INTERRUPTED_BY_RESTART, &n, e);
+    if (r >= 0) {
+        for (size_t i = 0; i < n_unfinished; i++) {
+            const MsSnapshotRecord *s = unfinished[i];
+            (void) ms_event_log(MS_EVENT_TASK_INTERRUPTED,
+                                &(MsEventFields){.policy = s->policy,
+                                                 .task = s->id,
+                                                 .node = s->node,
+                                                 .error = INTERRUPTED_BY_RESTART},
+                                "snapshot %s interrupted: %s", s->id, INTERRUPTED_BY_RESTART);
+        }
+        if (n > 0)
+            log_warning("%u task(s) left unfinished by the previous run marked interrupted", n);
+    }
+    ms_snapshot_record_list_free(unfinished, n_unfinished);
+    if (r < 0)
+        return r;
+    r = load_snapshots(m, e);
+    if (r < 0)
+        return r;
+    *ret_manager = TAKE_PTR(m);
+    return 0;
+}
+
+Manager *manager_free(Manager *m) {
+    if (!m)
+        return NULL;
+    for (size_t i = 0; i < m->n_policies; i++) {
+        ManagerPolicy *p = m->policies[i];
+        if (p->rebuild_token) {
+            MsError e = MS_ERROR_INIT;
+            ms_error_set(&e, ESHUTDOWN, "the agent stopped before policy '%s' was rebuilt",
+                         p->settings->name);
+            rebuild_done(m, TAKE_PTR(p->rebuild_token), NULL, &e);
+        }
+        snapshot_task_free(p->task);
+        manager_policy_free(p);
+    }
+    free(m->policies);
+    free_policy_errors(m);
+    ms_snapshot_record_list_free(m->snapshots, m->n_snapshots);
+    sd_event_source_disable_unref(m->stop_timer);
+    ms_catalog_close(m->catalog);
+    ms_agent_config_free(m->config);
+    sd_event_unref(m->event);
+    free(m);
+    return NULL;
+}

@@ -1,0 +1,135 @@
+/* The agent's state and logic: policies, snapshots, task scheduling and the status line. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "catalog/catalog.h"
+#include "common/error.h"
+#include "common/macro.h"
+#include "config/conf.h"
+
+/* How often a running task's progress is written to the catalog: a crash loses at most this
+ * much of the figures, and SQLite sees one small UPDATE a second per task. */
+#define MANAGER_PROGRESS_FLUSH_USEC (1000u * 1000u)
+/* The fastest Progress is announced on the bus (PropertiesChanged): twice a second. */
+#define MANAGER_PROGRESS_EMIT_USEC (500u * 1000u)
+/* How long a stopping agent waits for its workers to exit after SIGTERM before SIGKILL: well
+ * below systemd's default TimeoutStopSec= (90 s). */
+#define MANAGER_STOP_TIMEOUT_USEC (30u * 1000u * 1000u)
+
+typedef struct Manager Manager;
+typedef struct SnapshotTask SnapshotTask;
+
+typedef struct ManagerPolicy {
+    Manager *manager;
+    MsPolicy *settings;       /* from policies.d/NAME.conf */
+    MsPolicyRuntime *runtime; /* the catalog's row: state, last and next run */
+    SnapshotTask *task;       /* queued or running; NULL when idle */
+    bool removed;             /* its file is gone: dropped when its task ends */
+    void *rebuild_token;      /* a Rebuild waiting for the running task to stop */
+} ManagerPolicy;
+
+/* What changed in a snapshot, for the bus adapter's PropertiesChanged. */
+typedef enum ManagerSnapshotChange {
+    MANAGER_SNAPSHOT_PROGRESS = 1 << 0, /* items, progress, bytes, elapsed */
+    MANAGER_SNAPSHOT_STATE = 1 << 1,    /* state, error, keys, times: everything */
+} ManagerSnapshotChange;
+
+/* Observers: the bus adapter turns these into signals. Every callback may be NULL. */
+typedef struct ManagerHooks {
+    void (*snapshot_added)(Manager *m, const MsSnapshotRecord *r, void *userdata);
+    void (*snapshot_changed)(Manager *m, const MsSnapshotRecord *r, unsigned changes,
+                             void *userdata);
+    void (*policy_changed)(Manager *m, const ManagerPolicy *p, void *userdata);
+    /* A rebuild accepted by manager_rebuild_policy() is over: record is its fresh snapshot, or
+     * NULL with e saying why there is none. Called exactly once per accepted token. */
+    void (*rebuild_done)(Manager *m, void *token, const MsSnapshotRecord *record, const MsError *e,
+                         void *userdata);
+} ManagerHooks;
+
+typedef struct ManagerOptions {
+    const char *config_path; /* NULL: MS_AGENT_CONFIG_PATH */
+    /* Each overrides the agent configuration's setting when non-NULL (tests). */
+    const char *policy_directory;
+    const char *state_directory;
+    const char *worker_path;
+} ManagerOptions;
+
+/* Load the agent configuration, open the catalog in the state directory and mark the tasks a
+ * previous run left unfinished as interrupted. Policies are loaded by manager_reload_policies(). */
+int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager, MsError *e);
+/* Running workers are killed (SIGKILL): call manager_begin_shutdown() first for a clean stop. */
+Manager *manager_free(Manager *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
+
+void manager_set_hooks(Manager *m, const ManagerHooks *hooks, void *userdata);
+const MsAgentConfig *manager_agent_config(const Manager *m);
+
+/* (Re)load policies.d: new files become policies, changed ones take their new settings (a
+ * running task keeps the settings it started with), vanished ones go once idle. A bad file is
+ * logged and listed by manager_policy_errors(); it does not stop the others. Fails only when
+ * the directory cannot be read, leaving the loaded policies as they were. */
+int manager_reload_policies(Manager *m, MsError *e);
+size_t manager_n_policies(const Manager *m);
+ManagerPolicy *manager_policy_at(Manager *m, size_t i);
+/* NULL when unknown (or removed). */
+ManagerPolicy *manager_find_policy(Manager *m, const char *name);
+/* The messages of the policy files that did not load at the last reload. */
+size_t manager_n_policy_errors(const Manager *m);
+const char *manager_policy_error_at(const Manager *m, size_t i);
+
+/* Snapshots in the catalog, oldest first; the manager keeps them in memory (it is the only
+ * writer) and running tasks update them live. */
+size_t manager_n_snapshots(const Manager *m);
+const MsSnapshotRecord *manager_snapshot_at(const Manager *m, size_t i);
+const MsSnapshotRecord *manager_find_snapshot(const Manager *m, const char *id);
+/* Whether a policy of this name is loaded or has snapshots in the catalog. */
+bool manager_policy_known(const Manager *m, const char *name);
+/* Time a task has taken so far, or took. */
+uint64_t manager_snapshot_elapsed_usec(const MsSnapshotRecord *r, uint64_t now_usec);
+
+int manager_list_restores(Manager *m, MsRestoreRecord ***ret_records, size_t *ret_n, MsError *e);
+
+/* Start a snapshot of p now (queued when MaxConcurrentTasks= workers already run).
+ * -EBUSY: p already has a task; -EPERM: p is stopped; -ENXIO: p has no store;
+ * -EOPNOTSUPP: p asks for what the worker cannot do yet; -ENOKEY: its credential is missing. */
+int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord **ret_record,
+                          MsError *e);
+/* Stop p's schedule and its running task (SIGTERM; kept data is not touched). */
+int manager_stop_policy(Manager *m, ManagerPolicy *p, MsError *e);
+int manager_start_policy(Manager *m, ManagerPolicy *p, MsError *e);
+/* Stop p, remove its file and mark it deleted; with purge_store, remove its snapshots from the
+ * store as well. p is invalid afterwards. */
+int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsError *e);
+/* One edit: "Key" or "Section.Key" and its new value ("" restores the default). */
+typedef struct ManagerPolicyEdit {
+    const char *key;
+    const char *value;
+} ManagerPolicyEdit;
+
+/* Apply every edit to a copy of p's settings with the checks a file gets, write the policy file
+ * atomically and only then adopt the new settings: all or nothing. -EINVAL (with the file's
+ * message) when an edit is refused. A running task keeps the settings it started with. */
+int manager_edit_policy(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *edits, size_t n,
+                        MsError *e);
+/* Stop p's task (if any), remove the store's leftovers of unfinished writes under p's prefix,
+ * make p active again and take a fresh snapshot. The outcome goes to the rebuild_done hook with
+ * token, at once or when the running worker has exited. A negative return refuses the rebuild
+ * (-EBUSY: a rebuild is already waiting) and the hook is not called. */
+int manager_rebuild_policy(Manager *m, ManagerPolicy *p, void *token, MsError *e);
+/* Stop the task that takes snapshot id. -ESRCH: it is not queued or running. */
+int manager_cancel_snapshot(Manager *m, const char *id, MsError *e);
+
+/* Write every running task's latest figures to the catalog now. */
+int manager_flush(Manager *m, MsError *e);
+
+/* "3 policies, nightly: snapshot 42 %" for STATUS=. */
+void manager_format_status(const Manager *m, char *buf, size_t size);
+bool manager_has_tasks(const Manager *m);
+
+/* Stop every task (SIGTERM, recorded as interrupted) and refuse new ones; the event loop is
+ * exited with code 0 once the last worker is gone (at once when none runs). */
+void manager_begin_shutdown(Manager *m);

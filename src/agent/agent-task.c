@@ -1,0 +1,319 @@
+/* Worker processes: fork/exec with inherited fds, progress lines and exit watched on the loop. */
+#include "agent-task.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+/* The shell's convention for "killed by signal N", so one int says both. */
+#define EXIT_STATUS_SIGNAL_BASE 128
+/* Read in chunks of this size; lines are reassembled across reads. */
+#define READ_CHUNK 4096
+#define URI_FD_PATH "/dev/fd/3"
+#define PROGRESS_FD_ARG "4"
+
+struct AgentTask {
+    sd_event_source *child_source;
+    sd_event_source *io_source;
+    int progress_fd;
+    pid_t pid;
+    bool exited;
+    AgentTaskCallbacks cb;
+    void *userdata;
+
+    char *line;      /* the partial line read so far */
+    size_t line_len; /* bytes in line */
+    size_t line_cap;
+    bool line_overlong; /* dropping bytes up to the next newline */
+};
+
+pid_t agent_task_pid(const AgentTask *t) {
+    return t ? t->pid : 0;
+}
+
+bool agent_task_running(const AgentTask *t) {
+    return t && !t->exited;
+}
+
+int agent_task_kill(AgentTask *t, int sig) {
+    if (!t || t->exited || !t->child_source)
+        return 0;
+    return sd_event_source_send_child_signal(t->child_source, sig, NULL, 0);
+}
+
+AgentTask *agent_task_free(AgentTask *t) {
+    if (!t)
+        return NULL;
+    /* The child source owns the process: unref'ing it SIGKILLs a running worker and reaps it. */
+    sd_event_source_disable_unref(t->child_source);
+    sd_event_source_disable_unref(t->io_source);
+    if (t->progress_fd >= 0)
+        close(t->progress_fd);
+    free(t->line);
+    free(t);
+    return NULL;
+}
+
+static void deliver_line(AgentTask *t, const char *line, size_t len) {
+    if (len == 0 || !t->cb.on_message)
+        return;
+    bson_error_t err;
+    bson_t *doc = bson_new_from_json((const uint8_t *) line, (ssize_t) len, &err);
+    if (!doc) {
+        /* A worker only writes JSON; anything else is a bug worth a line, not a task failure. */
+        log_warning("worker %d wrote a progress line that is not JSON (%s); ignored", (int) t->pid,
+                    err.message);
+        return;
+    }
+    t->cb.on_message(t, doc, t->userdata);
+    bson_destroy(doc);
+}
+
+static int line_append(AgentTask *t, const char *p, size_t n) {
+    if (t->line_overlong)
+        return 0;
+    if (t->line_len + n > AGENT_TASK_LINE_MAX) {
+        log_warning("worker %d wrote a progress line longer than %u bytes; dropped", (int) t->pid,
+                    AGENT_TASK_LINE_MAX);
+        t->line_overlong = true;
+        t->line_len = 0;
+        return 0;
+    }
+    if (t->line_len + n > t->line_cap) {
+        size_t cap = MS_MAX(t->line_cap * 2, t->line_len + n);
+        char *q = realloc(t->line, cap);
+        if (!q)
+            return -ENOMEM;
+        t->line = q;
+        t->line_cap = cap;
+    }
+    memcpy(t->line + t->line_len, p, n);
+    t->line_len += n;
+    return 0;
+}
+
+static int consume(AgentTask *t, const char *buf, size_t n) {
+    while (n > 0) {
+        const char *nl = memchr(buf, '\n', n);
+        size_t chunk = nl ? (size_t) (nl - buf) : n;
+        int r = line_append(t, buf, chunk);
+        if (r < 0)
+            return r;
+        if (!nl)
+            break;
+        if (!t->line_overlong)
+            deliver_line(t, t->line, t->line_len);
+        t->line_len = 0;
+        t->line_overlong = false;
+        buf += chunk + 1;
+        n -= chunk + 1;
+    }
+    return 0;
+}
+
+/* Read what the pipe holds; returns 1 at end of file, 0 when it would block. */
+static int drain(AgentTask *t) {
+    char buf[READ_CHUNK];
+    for (;;) {
+        ssize_t n = read(t->progress_fd, buf, sizeof(buf));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return 0;
+            log_warning("reading worker %d progress: %s", (int) t->pid, strerror(errno));
+            return 1;
+        }
+        if (n == 0)
+            return 1;
+        if (consume(t, buf, (size_t) n) < 0) {
+            log_warning("out of memory reading worker %d progress", (int) t->pid);
+            return 1;
+        }
+    }
+}
+
+static void close_progress(AgentTask *t) {
+    /* A last line without its newline still counts. */
+    if (t->line_len > 0 && !t->line_overlong)
+        deliver_line(t, t->line, t->line_len);
+    t->line_len = 0;
+    t->io_source = sd_event_source_disable_unref(t->io_source);
+    if (t->progress_fd >= 0) {
+        close(t->progress_fd);
+        t->progress_fd = -1;
+    }
+}
+
+static int on_progress_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+    AgentTask *t = userdata;
+    if (drain(t) > 0)
+        close_progress(t);
+    return 0;
+}
+
+static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+    AgentTask *t = userdata;
+    t->exited = true;
+    /* Every write end is closed now that the worker is gone: what is left in the pipe is the
+     * rest of its messages, the final "result" among them. Deliver them before the exit. */
+    if (t->progress_fd >= 0) {
+        drain(t);
+        close_progress(t);
+    }
+    bool by_signal = si->si_code != CLD_EXITED;
+    int status = by_signal ? EXIT_STATUS_SIGNAL_BASE + si->si_status : si->si_status;
+    if (t->cb.on_exit)
+        t->cb.on_exit(t, status, by_signal, t->userdata);
+    return 0;
+}
+
+static int make_uri_memfd(const char *uri, MsError *e) {
+    _cleanup_close_ int fd = memfd_create("mongosnap-uri", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return ms_error_set(e, errno, "cannot create a memory file for the source URI: %s",
+                            strerror(errno));
+    size_t len = strlen(uri);
+    const char *p = uri;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return ms_error_set(e, errno, "cannot write the source URI to a memory file: %s",
+                                strerror(errno));
+        }
+        p += n;
+        len -= (size_t) n;
+    }
+    /* Sealed, the worker (or anyone it hands the fd to) cannot change what it reads. */
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+        return ms_error_set(e, errno, "cannot seal the source URI's memory file: %s",
+                            strerror(errno));
+    return TAKE_FD(fd);
+}
+
+/* Between fork and exec only async-signal-safe calls: everything was allocated before. */
+_Noreturn static void exec_child(pid_t parent, const char *path, char *const *argv, int null_fd,
+                                 int uri_fd, int progress_fd) {
+    sigset_t none;
+    sigemptyset(&none);
+    /* The agent blocks signals for sd-event's signalfd; the worker needs SIGTERM delivered. */
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+        _exit(EXIT_FAILURE);
+    /* Move the inputs above the target numbers first so no dup2 overwrites another input. */
+    int hi_uri = uri_fd >= 0 ? fcntl(uri_fd, F_DUPFD, AGENT_TASK_PROGRESS_FD + 1) : -1;
+    int hi_progress = fcntl(progress_fd, F_DUPFD, AGENT_TASK_PROGRESS_FD + 1);
+    if ((uri_fd >= 0 && hi_uri < 0) || hi_progress < 0)
+        _exit(EXIT_FAILURE);
+    if (dup2(null_fd, STDIN_FILENO) < 0)
+        _exit(EXIT_FAILURE);
+    if (hi_uri >= 0 && dup2(hi_uri, AGENT_TASK_URI_FD) < 0)
+        _exit(EXIT_FAILURE);
+    if (hi_uri < 0 && dup2(null_fd, AGENT_TASK_URI_FD) < 0)
+        _exit(EXIT_FAILURE);
+    if (dup2(hi_progress, AGENT_TASK_PROGRESS_FD) < 0)
+        _exit(EXIT_FAILURE);
+    /* Nothing else of the agent's (bus, catalog, journal) leaks into the worker. */
+    close_range(AGENT_TASK_PROGRESS_FD + 1, ~0U, 0);
+    execv(path, argv);
+    _exit(127);
+}
+
+int agent_task_spawn(sd_event *event, const AgentTaskSpec *spec, const AgentTaskCallbacks *cb,
+                     void *userdata, AgentTask **ret_task, MsError *e) {
+    if (!spec || !spec->worker_path || spec->worker_path[0] != '/')
+        return ms_error_set(e, EINVAL, "the worker path must be absolute (WorkerPath=)");
+    if (access(spec->worker_path, X_OK) < 0)
+        return ms_error_set(e, errno,
+                            "cannot run the worker %s: %s; check WorkerPath= in the agent "
+                            "configuration",
+                            spec->worker_path, strerror(errno));
+
+    size_t n_args = 0;
+    while (spec->args && spec->args[n_args])
+        n_args++;
+    /* argv[0], the arguments, "--uri-file F", "--progress-fd N", NULL */
+    _cleanup_free_ char **argv = calloc(n_args + 6, sizeof(char *));
+    if (!argv)
+        return ms_error_set(e, ENOMEM, "out of memory starting the worker");
+    size_t k = 0;
+    argv[k++] = (char *) spec->worker_path;
+    for (size_t i = 0; i < n_args; i++)
+        argv[k++] = (char *) spec->args[i];
+    if (spec->uri) {
+        argv[k++] = (char *) "--uri-file";
+        argv[k++] = (char *) URI_FD_PATH;
+    }
+    argv[k++] = (char *) "--progress-fd";
+    argv[k++] = (char *) PROGRESS_FD_ARG;
+    argv[k] = NULL;
+
+    _cleanup_close_ int uri_fd = -1;
+    if (spec->uri) {
+        uri_fd = make_uri_memfd(spec->uri, e);
+        if (uri_fd < 0)
+            return uri_fd;
+    }
+    _cleanup_close_ int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null_fd < 0)
+        return ms_error_set(e, errno, "cannot open /dev/null: %s", strerror(errno));
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+        return ms_error_set(e, errno, "cannot create the worker's progress pipe: %s",
+                            strerror(errno));
+    _cleanup_close_ int read_fd = pipe_fds[0];
+    _cleanup_close_ int write_fd = pipe_fds[1];
+    if (fcntl(read_fd, F_SETFL, O_NONBLOCK) < 0)
+        return ms_error_set(e, errno, "cannot make the progress pipe non-blocking: %s",
+                            strerror(errno));
+
+    _cleanup_(agent_task_freep) AgentTask *t = calloc(1, sizeof(*t));
+    if (!t)
+        return ms_error_set(e, ENOMEM, "out of memory starting the worker");
+    t->progress_fd = -1;
+    if (cb)
+        t->cb = *cb;
+    t->userdata = userdata;
+
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        return ms_error_set(e, errno, "cannot fork the worker: %s", strerror(errno));
+    if (pid == 0)
+        exec_child(parent, spec->worker_path, argv, null_fd, uri_fd, write_fd);
+
+    t->pid = pid;
+    /* From here the child source owns the process: freeing the task kills and reaps it. */
+    int r = sd_event_add_child(event, &t->child_source, pid, WEXITED, on_child_exit, t);
+    if (r < 0) {
+        kill(pid, SIGKILL);
+        (void) waitpid(pid, NULL, 0);
+        return ms_error_set(e, -r, "cannot watch worker %d: %s", (int) pid, strerror(-r));
+    }
+    (void) sd_event_source_set_child_process_own(t->child_source, true);
+    (void) sd_event_source_set_description(t->child_source, "worker-exit");
+
+    t->progress_fd = TAKE_FD(read_fd);
+    r = sd_event_add_io(event, &t->io_source, t->progress_fd, EPOLLIN, on_progress_io, t);
+    if (r < 0)
+        return ms_error_set(e, -r, "cannot watch worker %d's progress: %s", (int) pid,
+                            strerror(-r));
+    (void) sd_event_source_set_description(t->io_source, "worker-progress");
+    /* Progress before exit: a message and the exit in the same iteration arrive in order. */
+    (void) sd_event_source_set_priority(t->io_source, SD_EVENT_PRIORITY_NORMAL - 1);
+
+    *ret_task = TAKE_PTR(t);
+    return 0;
+}

@@ -1,0 +1,52 @@
+/* A worker process for one task: its inputs on inherited fds, watched on the event loop. */
+#pragma once
+
+#include <bson/bson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "common/error.h"
+#include "common/macro.h"
+
+/* A progress line longer than this is not one the worker writes: it is dropped, not parsed. */
+#define AGENT_TASK_LINE_MAX (64u * 1024u)
+
+/* The fds the worker finds its inputs on (after stdin, stdout and stderr). */
+#define AGENT_TASK_URI_FD 3
+#define AGENT_TASK_PROGRESS_FD 4
+
+typedef struct AgentTask AgentTask;
+
+typedef struct AgentTaskCallbacks {
+    /* One progress message (a JSON line parsed to BSON), in the order the worker wrote them. */
+    void (*on_message)(AgentTask *t, const bson_t *message, void *userdata);
+    /* The worker is gone and every message it wrote was delivered. exit_status is its exit
+     * code, or 128 + the signal that killed it (as shells report it); killed_by_signal tells
+     * which. The task may be freed from here. */
+    void (*on_exit)(AgentTask *t, int exit_status, bool killed_by_signal, void *userdata);
+} AgentTaskCallbacks;
+
+typedef struct AgentTaskSpec {
+    const char *worker_path; /* absolute */
+    /* The worker's arguments after argv[0], NULL-terminated. The spawner appends
+     * "--uri-file /dev/fd/3 --progress-fd 4": the URI never appears on a command line. */
+    const char *const *args;
+    const char *uri; /* may be NULL: then no --uri-file (verify needs none) */
+} AgentTaskSpec;
+
+/* Fork and exec the worker. The child gets the URI in a sealed memfd, the write end of the
+ * progress pipe, /dev/null as stdin, the agent's stdout/stderr, an empty signal mask and
+ * SIGTERM when the agent dies (so an agent killed outright cannot leave a worker committing a
+ * snapshot the restarted agent has already marked interrupted). */
+int agent_task_spawn(sd_event *event, const AgentTaskSpec *spec, const AgentTaskCallbacks *cb,
+                     void *userdata, AgentTask **ret_task, MsError *e);
+
+pid_t agent_task_pid(const AgentTask *t);
+bool agent_task_running(const AgentTask *t);
+/* Send sig to the worker if it still runs; 0 when sent or already gone. */
+int agent_task_kill(AgentTask *t, int sig);
+
+/* Frees the task; a worker still running is sent SIGKILL and left to the event loop's reaping. */
+AgentTask *agent_task_free(AgentTask *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AgentTask *, agent_task_free);

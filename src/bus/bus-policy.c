@@ -1,0 +1,392 @@
+/* io.mongosnap1.Policy objects: settings (no secrets), runtime state and task control. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus/bus.h"
+#include "common/log.h"
+#include "common/redact.h"
+#include "mongosnap/mongosnap.h"
+
+#define NO_OBJECT_PATH "/"
+
+static int policy_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                       void **ret_found, sd_bus_error *ret_error) {
+    Manager *m = userdata;
+    _cleanup_free_ char *name = NULL;
+    int r = sd_bus_path_decode(path, BUS_POLICY_PREFIX, &name);
+    if (r <= 0)
+        return r;
+    ManagerPolicy *p = manager_find_policy(m, name);
+    if (!p)
+        return 0;
+    *ret_found = p;
+    return 1;
+}
+
+static int policy_enumerate(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes,
+                            sd_bus_error *ret_error) {
+    Manager *m = userdata;
+    size_t n = manager_n_policies(m), k = 0;
+    char **nodes = calloc(n + 1, sizeof(char *));
+    if (!nodes)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const ManagerPolicy *p = manager_policy_at(m, i);
+        if (p->removed)
+            continue;
+        int r = bus_policy_path(p->settings->name, &nodes[k]);
+        if (r < 0) {
+            for (size_t j = 0; j < k; j++)
+                free(nodes[j]);
+            free(nodes);
+            return r;
+        }
+        k++;
+    }
+    *ret_nodes = nodes;
+    return 0;
+}
+
+/* ---- properties ---- */
+
+#define POLICY_GETTER(fname)                                                                       \
+    static int fname(sd_bus *bus, const char *path, const char *interface, const char *property,   \
+                     sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+
+static const char *empty_if_null(const char *s) {
+    return s ? s : "";
+}
+
+POLICY_GETTER(property_get_name) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "s", p->settings->name);
+}
+
+POLICY_GETTER(property_get_source) {
+    const ManagerPolicy *p = userdata;
+    /* Source= cannot hold a password (the parser refuses one), but what a bus shows is
+     * redacted anyway: a second line of defence costs nothing. */
+    _cleanup_free_ char *redacted = ms_uri_redact(p->settings->source);
+    if (!redacted)
+        return -ENOMEM;
+    return sd_bus_message_append(reply, "s", redacted);
+}
+
+POLICY_GETTER(property_get_setting) {
+    const ManagerPolicy *p = userdata;
+    _cleanup_free_ char *v = NULL;
+    MsError e = MS_ERROR_INIT;
+    /* The property is named as the key: the same text the file would hold. */
+    if (ms_policy_get_setting(p->settings, property, &v, &e) < 0)
+        return sd_bus_error_set(ret_error, BUS_ERROR_FAILED, e.message);
+    return sd_bus_message_append(reply, "s", v);
+}
+
+POLICY_GETTER(property_get_store) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(
+        reply, "s",
+        empty_if_null(ms_policy_effective_store(p->settings, manager_agent_config(p->manager))));
+}
+
+POLICY_GETTER(property_get_compression) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "s", ms_compression_to_string(p->settings->compression));
+}
+
+POLICY_GETTER(property_get_compression_level) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "i", (int32_t) p->settings->compression_level);
+}
+
+POLICY_GETTER(property_get_parallel) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "u", (uint32_t) p->settings->parallel_collections);
+}
+
+static int append_strv(sd_bus_message *reply, char **v, size_t n) {
+    int r = sd_bus_message_open_container(reply, 'a', "s");
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        r = sd_bus_message_append(reply, "s", v[i]);
+    return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
+POLICY_GETTER(property_get_include_namespaces) {
+    const ManagerPolicy *p = userdata;
+    return append_strv(reply, p->settings->include_namespaces, p->settings->n_include_namespaces);
+}
+
+POLICY_GETTER(property_get_exclude_namespaces) {
+    const ManagerPolicy *p = userdata;
+    return append_strv(reply, p->settings->exclude_namespaces, p->settings->n_exclude_namespaces);
+}
+
+POLICY_GETTER(property_get_include_users) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "b", (int) p->settings->include_users);
+}
+
+POLICY_GETTER(property_get_oplog) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "b", (int) p->settings->oplog);
+}
+
+POLICY_GETTER(property_get_persistent) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "b", (int) p->settings->persistent);
+}
+
+POLICY_GETTER(property_get_randomized_delay) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "t", p->settings->randomized_delay_usec);
+}
+
+POLICY_GETTER(property_get_keep) {
+    const ManagerPolicy *p = userdata;
+    const MsRetentionRules *k = &p->settings->retention;
+    uint32_t v = strcmp(property, "KeepLast") == 0     ? k->keep_last
+                 : strcmp(property, "KeepDaily") == 0  ? k->keep_daily
+                 : strcmp(property, "KeepWeekly") == 0 ? k->keep_weekly
+                                                       : k->keep_monthly;
+    return sd_bus_message_append(reply, "u", v);
+}
+
+POLICY_GETTER(property_get_max_age) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "t", p->settings->retention.max_age_usec);
+}
+
+POLICY_GETTER(property_get_cipher) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "s", ms_cipher_to_string(p->settings->cipher));
+}
+
+POLICY_GETTER(property_get_state) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "s", ms_policy_state_to_string(p->runtime->state));
+}
+
+POLICY_GETTER(property_get_last_run) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "t", p->runtime->last_run_usec);
+}
+
+POLICY_GETTER(property_get_last_result) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "s", empty_if_null(p->runtime->last_result));
+}
+
+POLICY_GETTER(property_get_next_run) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "t", p->runtime->next_run_usec);
+}
+
+POLICY_GETTER(property_get_running_snapshot) {
+    const ManagerPolicy *p = userdata;
+    /* The task is private to the manager; the newest queued or running snapshot of the policy is
+     * the one it runs (two never run at once). */
+    Manager *m = p->manager;
+    for (size_t i = manager_n_snapshots(m); p->task && i > 0; i--) {
+        const MsSnapshotRecord *r = manager_snapshot_at(m, i - 1);
+        if (strcmp(r->policy, p->settings->name) == 0 &&
+            (r->state == MS_SNAPSHOT_QUEUED || r->state == MS_SNAPSHOT_RUNNING)) {
+            _cleanup_free_ char *snapshot_path = NULL;
+            int k = bus_snapshot_path(r->id, &snapshot_path);
+            if (k < 0)
+                return k;
+            return sd_bus_message_append(reply, "o", snapshot_path);
+        }
+    }
+    return sd_bus_message_append(reply, "o", NO_OBJECT_PATH);
+}
+
+/* ---- methods ---- */
+
+static int method_take_snapshot(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    ManagerPolicy *p = userdata;
+    int r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    const MsSnapshotRecord *rec = NULL;
+    MsError e = MS_ERROR_INIT;
+    if (manager_take_snapshot(p->manager, p, &rec, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+    _cleanup_free_ char *path = NULL;
+    r = bus_snapshot_path(rec->id, &path);
+    if (r < 0)
+        return r;
+    return sd_bus_reply_method_return(message, "o", path);
+}
+
+static int method_stop(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    ManagerPolicy *p = userdata;
+    int r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    MsError e = MS_ERROR_INIT;
+    if (manager_stop_policy(p->manager, p, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+    return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_start(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    ManagerPolicy *p = userdata;
+    int r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    MsError e = MS_ERROR_INIT;
+    if (manager_start_policy(p->manager, p, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+    return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_delete(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    ManagerPolicy *p = userdata;
+    int purge;
+    int r = sd_bus_message_read(message, "b", &purge);
+    if (r < 0)
+        return r;
+    r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *path = NULL;
+    r = bus_policy_path(p->settings->name, &path);
+    if (r < 0)
+        return r;
+    MsError e = MS_ERROR_INIT;
+    if (manager_delete_policy(p->manager, p, purge, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+    (void) sd_bus_emit_object_removed(sd_bus_message_get_bus(message), path);
+    return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_rebuild(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    ManagerPolicy *p = userdata;
+    int r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    /* The reply waits for the running task to stop: bus_policy_rebuild_done() sends it. */
+    MsError e = MS_ERROR_INIT;
+    if (manager_rebuild_policy(p->manager, p, sd_bus_message_ref(message), &e) < 0) {
+        sd_bus_message_unref(message);
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+    }
+    return 1;
+}
+
+void bus_policy_rebuild_done(void *token, const MsSnapshotRecord *record, const MsError *e) {
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = token;
+    int r;
+    if (record) {
+        _cleanup_free_ char *path = NULL;
+        r = bus_snapshot_path(record->id, &path);
+        if (r >= 0)
+            r = sd_bus_reply_method_return(message, "o", path);
+    } else {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        (void) bus_error_from_ms(&error, e, BUS_ERROR_NO_SUCH_POLICY);
+        r = sd_bus_reply_method_error(message, &error);
+    }
+    if (r < 0)
+        log_debug("cannot answer a Rebuild call: %s", strerror(-r));
+}
+
+/* More settings than a policy has keys is a mistake, not an edit. */
+#define EDITS_MAX 64
+
+static int method_edit(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    ManagerPolicy *p = userdata;
+    ManagerPolicyEdit edits[EDITS_MAX];
+    size_t n = 0;
+    int r = sd_bus_message_enter_container(message, 'a', "{ss}");
+    if (r < 0)
+        return r;
+    while ((r = sd_bus_message_read(message, "{ss}", &edits[n].key, &edits[n].value)) > 0)
+        if (++n == EDITS_MAX)
+            return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+                                     "too many settings in one edit (at most %d)", EDITS_MAX - 1);
+    if (r < 0)
+        return r;
+    r = sd_bus_message_exit_container(message);
+    if (r < 0)
+        return r;
+    r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    MsError e = MS_ERROR_INIT;
+    if (manager_edit_policy(p->manager, p, edits, n, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+    return sd_bus_reply_method_return(message, NULL);
+}
+
+#define CHANGING SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
+
+static const sd_bus_vtable policy_vtable[] = {
+    SD_BUS_VTABLE_START(0),
+    SD_BUS_PROPERTY("Name", "s", property_get_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("Source", "s", property_get_source, 0, CHANGING),
+    SD_BUS_PROPERTY("Credential", "s", property_get_setting, 0, CHANGING),
+    SD_BUS_PROPERTY("Schedule", "s", property_get_setting, 0, CHANGING),
+    SD_BUS_PROPERTY("RandomizedDelayUSec", "t", property_get_randomized_delay, 0, CHANGING),
+    SD_BUS_PROPERTY("Persistent", "b", property_get_persistent, 0, CHANGING),
+    SD_BUS_PROPERTY("Store", "s", property_get_store, 0, CHANGING),
+    SD_BUS_PROPERTY("Compression", "s", property_get_compression, 0, CHANGING),
+    SD_BUS_PROPERTY("CompressionLevel", "i", property_get_compression_level, 0, CHANGING),
+    SD_BUS_PROPERTY("ParallelCollections", "u", property_get_parallel, 0, CHANGING),
+    SD_BUS_PROPERTY("IncludeNamespaces", "as", property_get_include_namespaces, 0, CHANGING),
+    SD_BUS_PROPERTY("ExcludeNamespaces", "as", property_get_exclude_namespaces, 0, CHANGING),
+    SD_BUS_PROPERTY("IncludeUsers", "b", property_get_include_users, 0, CHANGING),
+    SD_BUS_PROPERTY("Oplog", "b", property_get_oplog, 0, CHANGING),
+    SD_BUS_PROPERTY("NodePriority", "s", property_get_setting, 0, CHANGING),
+    SD_BUS_PROPERTY("KeepLast", "u", property_get_keep, 0, CHANGING),
+    SD_BUS_PROPERTY("KeepDaily", "u", property_get_keep, 0, CHANGING),
+    SD_BUS_PROPERTY("KeepWeekly", "u", property_get_keep, 0, CHANGING),
+    SD_BUS_PROPERTY("KeepMonthly", "u", property_get_keep, 0, CHANGING),
+    SD_BUS_PROPERTY("MaxAgeUSec", "t", property_get_max_age, 0, CHANGING),
+    /* The name of the credential holding the key, never the key. */
+    SD_BUS_PROPERTY("Key", "s", property_get_setting, 0, CHANGING),
+    SD_BUS_PROPERTY("Cipher", "s", property_get_cipher, 0, CHANGING),
+    SD_BUS_PROPERTY("State", "s", property_get_state, 0, CHANGING),
+    SD_BUS_PROPERTY("LastRun", "t", property_get_last_run, 0, CHANGING),
+    SD_BUS_PROPERTY("LastResult", "s", property_get_last_result, 0, CHANGING),
+    SD_BUS_PROPERTY("NextRun", "t", property_get_next_run, 0, CHANGING),
+    SD_BUS_PROPERTY("RunningSnapshot", "o", property_get_running_snapshot, 0, CHANGING),
+    SD_BUS_METHOD_WITH_ARGS("TakeSnapshot", SD_BUS_NO_ARGS, SD_BUS_RESULT("o", snapshot),
+                            method_take_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_stop,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Edit", SD_BUS_ARGS("a{ss}", settings), SD_BUS_NO_RESULT, method_edit,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Rebuild", SD_BUS_NO_ARGS, SD_BUS_RESULT("o", snapshot), method_rebuild,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("b", purge_remote), SD_BUS_NO_RESULT,
+                            method_delete, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_VTABLE_END,
+};
+
+void bus_policy_emit_changed(sd_bus *bus, const ManagerPolicy *p) {
+    if (p->removed)
+        return;
+    _cleanup_free_ char *path = NULL;
+    if (bus_policy_path(p->settings->name, &path) < 0)
+        return;
+    /* NULL: every property flagged EMITS_CHANGE. */
+    int r = sd_bus_emit_properties_changed_strv(bus, path, MONGOSNAP_BUS_POLICY_INTERFACE, NULL);
+    if (r < 0)
+        log_debug("cannot announce changes of %s: %s", path, strerror(-r));
+}
+
+int bus_policy_register(Manager *m, sd_bus *bus, MsError *e) {
+    int r = sd_bus_add_fallback_vtable(bus, NULL, BUS_POLICY_PREFIX, MONGOSNAP_BUS_POLICY_INTERFACE,
+                                       policy_vtable, policy_find, m);
+    if (r < 0)
+        return ms_error_set(e, -r, "cannot register %s: %s", BUS_POLICY_PREFIX, strerror(-r));
+    r = sd_bus_add_node_enumerator(bus, NULL, BUS_POLICY_PREFIX, policy_enumerate, m);
+    if (r < 0)
+        return ms_error_set(e, -r, "cannot register the policy enumerator: %s", strerror(-r));
+    return 0;
+}

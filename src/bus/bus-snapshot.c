@@ -1,0 +1,193 @@
+/* io.mongosnap1.Snapshot objects: the Backup Record columns, live Progress, Cancel. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus/bus.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "mongosnap/mongosnap.h"
+
+static int snapshot_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                         void **ret_found, sd_bus_error *ret_error) {
+    Manager *m = userdata;
+    _cleanup_free_ char *id = NULL;
+    int r = sd_bus_path_decode(path, BUS_SNAPSHOT_PREFIX, &id);
+    if (r <= 0)
+        return r;
+    const MsSnapshotRecord *rec = manager_find_snapshot(m, id);
+    if (!rec)
+        return 0;
+    /* Getters only read; Cancel goes through the manager by id. */
+    *ret_found = (void *) rec;
+    return 1;
+}
+
+static int snapshot_enumerate(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes,
+                              sd_bus_error *ret_error) {
+    Manager *m = userdata;
+    size_t n = manager_n_snapshots(m);
+    char **nodes = calloc(n + 1, sizeof(char *));
+    if (!nodes)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        int r = bus_snapshot_path(manager_snapshot_at(m, i)->id, &nodes[i]);
+        if (r < 0) {
+            for (size_t j = 0; j < i; j++)
+                free(nodes[j]);
+            free(nodes);
+            return r;
+        }
+    }
+    *ret_nodes = nodes;
+    return 0;
+}
+
+#define SNAPSHOT_GETTER(fname)                                                                     \
+    static int fname(sd_bus *bus, const char *path, const char *interface, const char *property,   \
+                     sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+
+static const char *empty_if_null(const char *s) {
+    return s ? s : "";
+}
+
+SNAPSHOT_GETTER(property_get_string) {
+    const MsSnapshotRecord *r = userdata;
+    const char *v = strcmp(property, "Id") == 0                ? r->id
+                    : strcmp(property, "Policy") == 0          ? r->policy
+                    : strcmp(property, "Node") == 0            ? r->node
+                    : strcmp(property, "DownloadAddress") == 0 ? r->download_url
+                    : strcmp(property, "Error") == 0           ? r->error
+                    : strcmp(property, "ArchiveKey") == 0      ? r->archive_key
+                    : strcmp(property, "ManifestKey") == 0     ? r->manifest_key
+                    : strcmp(property, "Store") == 0           ? r->store
+                                                               : NULL;
+    return sd_bus_message_append(reply, "s", empty_if_null(v));
+}
+
+SNAPSHOT_GETTER(property_get_file_name) {
+    const MsSnapshotRecord *r = userdata;
+    const char *slash = r->archive_key ? strrchr(r->archive_key, '/') : NULL;
+    return sd_bus_message_append(reply, "s", slash ? slash + 1 : empty_if_null(r->archive_key));
+}
+
+SNAPSHOT_GETTER(property_get_task_log) {
+    const MsSnapshotRecord *r = userdata;
+    _cleanup_free_ char *ref = NULL;
+    int k = bus_task_log_reference(r->id, &ref);
+    if (k < 0)
+        return k;
+    return sd_bus_message_append(reply, "s", ref);
+}
+
+/* For properties registered with an offset: userdata points at the field. */
+SNAPSHOT_GETTER(property_get_u64) {
+    return sd_bus_message_append(reply, "t", *(const uint64_t *) userdata);
+}
+
+SNAPSHOT_GETTER(property_get_state) {
+    const MsSnapshotRecord *r = userdata;
+    return sd_bus_message_append(reply, "s", ms_snapshot_state_to_string(r->state));
+}
+
+SNAPSHOT_GETTER(property_get_elapsed) {
+    const MsSnapshotRecord *r = userdata;
+    return sd_bus_message_append(reply, "t", manager_snapshot_elapsed_usec(r, ms_realtime_usec()));
+}
+
+SNAPSHOT_GETTER(property_get_progress) {
+    const MsSnapshotRecord *r = userdata;
+    return sd_bus_message_append(reply, "d", r->progress_pct);
+}
+
+SNAPSHOT_GETTER(property_get_point_in_time) {
+    const MsSnapshotRecord *r = userdata;
+    return sd_bus_message_append(reply, "b", (int) r->point_in_time);
+}
+
+static int method_cancel(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    const MsSnapshotRecord *r = userdata;
+    /* The found object is the record; the subtree's registration carries the manager. */
+    Manager *m = sd_bus_slot_get_userdata(sd_bus_get_current_slot(sd_bus_message_get_bus(message)));
+    int k = bus_check_privileged(message, ret_error);
+    if (k < 0)
+        return k;
+    MsError e = MS_ERROR_INIT;
+    if (manager_cancel_snapshot(m, r->id, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_SNAPSHOT);
+    return sd_bus_reply_method_return(message, NULL);
+}
+
+#define CHANGING SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
+#define CONST SD_BUS_VTABLE_PROPERTY_CONST
+
+static const sd_bus_vtable snapshot_vtable[] = {
+    SD_BUS_VTABLE_START(0),
+    SD_BUS_PROPERTY("Id", "s", property_get_string, 0, CONST),
+    SD_BUS_PROPERTY("Policy", "s", property_get_string, 0, CONST),
+    SD_BUS_PROPERTY("Node", "s", property_get_string, 0, CONST),
+    SD_BUS_PROPERTY("Store", "s", property_get_string, 0, CONST),
+    SD_BUS_PROPERTY("FileName", "s", property_get_file_name, 0, CHANGING),
+    SD_BUS_PROPERTY("ArchiveKey", "s", property_get_string, 0, CHANGING),
+    SD_BUS_PROPERTY("ManifestKey", "s", property_get_string, 0, CHANGING),
+    SD_BUS_PROPERTY("DownloadAddress", "s", property_get_string, 0, CHANGING),
+    SD_BUS_PROPERTY("TaskLog", "s", property_get_task_log, 0, CONST),
+    SD_BUS_PROPERTY("ElapsedUSec", "t", property_get_elapsed, 0, CHANGING),
+    SD_BUS_PROPERTY("Items", "t", property_get_u64, offsetof(MsSnapshotRecord, items_done),
+                    CHANGING),
+    SD_BUS_PROPERTY("ItemsTotal", "t", property_get_u64, offsetof(MsSnapshotRecord, items_total),
+                    CHANGING),
+    SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, CHANGING),
+    SD_BUS_PROPERTY("CreateTime", "t", property_get_u64, offsetof(MsSnapshotRecord, created_usec),
+                    CONST),
+    SD_BUS_PROPERTY("StartTime", "t", property_get_u64, offsetof(MsSnapshotRecord, started_usec),
+                    CHANGING),
+    SD_BUS_PROPERTY("FinishTime", "t", property_get_u64, offsetof(MsSnapshotRecord, finished_usec),
+                    CHANGING),
+    SD_BUS_PROPERTY("ExpireTime", "t", property_get_u64, offsetof(MsSnapshotRecord, expire_usec),
+                    CHANGING),
+    SD_BUS_PROPERTY("BytesTransferred", "t", property_get_u64,
+                    offsetof(MsSnapshotRecord, bytes_transferred), CHANGING),
+    SD_BUS_PROPERTY("State", "s", property_get_state, 0, CHANGING),
+    SD_BUS_PROPERTY("Error", "s", property_get_string, 0, CHANGING),
+    SD_BUS_PROPERTY("PointInTime", "b", property_get_point_in_time, 0, CHANGING),
+    SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_cancel,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_VTABLE_END,
+};
+
+void bus_snapshot_emit_changed(sd_bus *bus, const MsSnapshotRecord *r, unsigned changes) {
+    _cleanup_free_ char *path = NULL;
+    if (bus_snapshot_path(r->id, &path) < 0)
+        return;
+    int k;
+    if (changes & MANAGER_SNAPSHOT_STATE)
+        k = sd_bus_emit_properties_changed_strv(bus, path, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, NULL);
+    else
+        k = sd_bus_emit_properties_changed(bus, path, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, "Progress",
+                                           "Items", "ItemsTotal", "BytesTransferred", "ElapsedUSec",
+                                           NULL);
+    if (k < 0)
+        log_debug("cannot announce changes of %s: %s", path, strerror(-k));
+}
+
+void bus_snapshot_emit_added(sd_bus *bus, const MsSnapshotRecord *r) {
+    _cleanup_free_ char *path = NULL;
+    if (bus_snapshot_path(r->id, &path) < 0)
+        return;
+    int k = sd_bus_emit_object_added(bus, path);
+    if (k < 0)
+        log_debug("cannot announce %s: %s", path, strerror(-k));
+}
+
+int bus_snapshot_register(Manager *m, sd_bus *bus, MsError *e) {
+    int r =
+        sd_bus_add_fallback_vtable(bus, NULL, BUS_SNAPSHOT_PREFIX, MONGOSNAP_BUS_SNAPSHOT_INTERFACE,
+                                   snapshot_vtable, snapshot_find, m);
+    if (r < 0)
+        return ms_error_set(e, -r, "cannot register %s: %s", BUS_SNAPSHOT_PREFIX, strerror(-r));
+    r = sd_bus_add_node_enumerator(bus, NULL, BUS_SNAPSHOT_PREFIX, snapshot_enumerate, m);
+    if (r < 0)
+        return ms_error_set(e, -r, "cannot register the snapshot enumerator: %s", strerror(-r));
+    return 0;
+}

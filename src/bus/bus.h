@@ -1,0 +1,58 @@
+/* The D-Bus adapter of mongosnapd: object paths, error names, vtable registration. */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#include "agent/agent-manager.h"
+#include "common/error.h"
+
+#define BUS_POLICY_PREFIX "/io/mongosnap1/policy"
+#define BUS_SNAPSHOT_PREFIX "/io/mongosnap1/snapshot"
+
+/* io.mongosnap1.Error.*: what a caller can act on. */
+#define BUS_ERROR_NO_SUCH_POLICY "io.mongosnap1.Error.NoSuchPolicy"
+#define BUS_ERROR_NO_SUCH_SNAPSHOT "io.mongosnap1.Error.NoSuchSnapshot"
+#define BUS_ERROR_INVALID_ARGUMENT "io.mongosnap1.Error.InvalidArgument"
+#define BUS_ERROR_BUSY "io.mongosnap1.Error.Busy"
+#define BUS_ERROR_POLICY_STOPPED "io.mongosnap1.Error.PolicyStopped"
+#define BUS_ERROR_NOT_CONFIGURED "io.mongosnap1.Error.NotConfigured"
+#define BUS_ERROR_NOT_SUPPORTED "io.mongosnap1.Error.NotSupported"
+#define BUS_ERROR_NOT_RUNNING "io.mongosnap1.Error.NotRunning"
+#define BUS_ERROR_NO_CREDENTIAL "io.mongosnap1.Error.NoCredential"
+#define BUS_ERROR_SHUTTING_DOWN "io.mongosnap1.Error.ShuttingDown"
+#define BUS_ERROR_ACCESS_DENIED "io.mongosnap1.Error.AccessDenied"
+#define BUS_ERROR_FAILED "io.mongosnap1.Error.Failed"
+
+/* One row of ListSnapshots: task name, policy, node, file name, download address, task log
+ * (a journal match), elapsed usec, items, items total, progress %, create time, expire time,
+ * bytes transferred, state, error, object path. */
+#define BUS_SNAPSHOT_ROW "(sssssstttdtttsso)"
+/* One row of ListRestores: task name, source snapshot, target (redacted), task log, elapsed
+ * usec, items, items total, progress %, create time, state, error. */
+#define BUS_RESTORE_ROW "(sssstttdtss)"
+/* One row of ListPolicies: name, object path, state, source (redacted), schedule, store, last
+ * run, last result, next run. */
+#define BUS_POLICY_ROW "(sosssstst)"
+
+/* Register the manager object, the policy and snapshot subtrees and the object manager on
+ * bus, and route the manager's change notifications to signals. */
+int bus_attach(Manager *m, sd_bus *bus, MsError *e);
+
+/* Set ret_error from an MsError of the manager; not_found names the error for -ENOENT. */
+int bus_error_from_ms(sd_bus_error *ret_error, const MsError *e, const char *not_found);
+/* Mutating methods: only callers with the agent's own user (root for the system service). */
+int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error);
+
+int bus_policy_path(const char *name, char **ret_path);
+int bus_snapshot_path(const char *id, char **ret_path);
+/* The journal match that selects a task's Event Log. */
+int bus_task_log_reference(const char *id, char **ret);
+
+int bus_policy_register(Manager *m, sd_bus *bus, MsError *e);
+int bus_snapshot_register(Manager *m, sd_bus *bus, MsError *e);
+int bus_append_snapshot_row(sd_bus_message *reply, const MsSnapshotRecord *r, uint64_t now_usec);
+void bus_snapshot_emit_changed(sd_bus *bus, const MsSnapshotRecord *r, unsigned changes);
+void bus_snapshot_emit_added(sd_bus *bus, const MsSnapshotRecord *r);
+void bus_policy_emit_changed(sd_bus *bus, const ManagerPolicy *p);
+/* Answer the Rebuild call held in token (a referenced sd_bus_message) and drop it. */
+void bus_policy_rebuild_done(void *token, const MsSnapshotRecord *record, const MsError *e);
