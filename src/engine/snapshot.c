@@ -300,6 +300,57 @@ static bool dump_should_stop(DumpContext *ctx) {
     return __atomic_load_n(&ctx->failed, __ATOMIC_RELAXED) || is_cancelled(ctx->o);
 }
 
+/* One namespace's documents on their way into the archive: buffered into segments of about
+ * SNAPSHOT_SEGMENT_BYTES, with the count, size and CRC-64 its end-of-namespace block needs. */
+typedef struct SegmentStream {
+    MsArchiveWriter *writer;
+    const char *db;
+    const char *collection;
+    uint8_t *buf;
+    size_t used;
+    uint64_t documents;
+    uint64_t bytes;
+    uint64_t crc;
+} SegmentStream;
+
+static int segment_stream_init(SegmentStream *ss, MsArchiveWriter *w, const char *db,
+                               const char *collection, MsError *e) {
+    *ss = (SegmentStream){.writer = w, .db = db, .collection = collection};
+    /* Room for a full segment plus one maximal document that overflows it. */
+    ss->buf = malloc(SNAPSHOT_SEGMENT_BYTES + MS_BSON_MAX_DOCUMENT_SIZE);
+    return ss->buf ? 0 : ms_error_set(e, ENOMEM, "out of memory");
+}
+
+static int segment_stream_flush(SegmentStream *ss, MsError *e) {
+    if (ss->used == 0)
+        return 0;
+    int r = ms_archive_writer_write_segment(ss->writer, ss->db, ss->collection, ss->buf, ss->used,
+                                            e);
+    ss->used = 0;
+    return r;
+}
+
+static int segment_stream_add(SegmentStream *ss, const bson_t *doc, MsError *e) {
+    const uint8_t *data = bson_get_data(doc);
+    memcpy(ss->buf + ss->used, data, doc->len);
+    ss->used += doc->len;
+    ss->crc = ms_crc64_update(ss->crc, data, doc->len);
+    ss->bytes += doc->len;
+    ss->documents++;
+    return ss->used >= SNAPSHOT_SEGMENT_BYTES ? segment_stream_flush(ss, e) : 0;
+}
+
+/* Flush what is left and close the namespace with its CRC. */
+static int segment_stream_finish(SegmentStream *ss, MsError *e) {
+    int r = segment_stream_flush(ss, e);
+    return r < 0 ? r : ms_archive_writer_write_eof(ss->writer, ss->db, ss->collection, ss->crc, e);
+}
+
+static void segment_stream_clear(SegmentStream *ss) {
+    free(ss->buf);
+    ss->buf = NULL;
+}
+
 /* Documents are streamed in _id order (natural order for capped collections, whose order is
  * their meaning) and written in segments of about SNAPSHOT_SEGMENT_BYTES. */
 static int dump_collection(DumpContext *ctx, mongoc_client_t *c, DumpCollection *dc, MsError *e) {
@@ -316,25 +367,15 @@ static int dump_collection(DumpContext *ctx, mongoc_client_t *c, DumpCollection 
     bson_destroy(opts);
     bson_destroy(&filter);
 
-    size_t cap = SNAPSHOT_SEGMENT_BYTES + MS_BSON_MAX_DOCUMENT_SIZE;
-    uint8_t *buf = malloc(cap);
-    size_t used = 0;
-    int r = buf ? 0 : ms_error_set(e, ENOMEM, "out of memory");
+    /* Time-series data goes under system.buckets.X, as mongodump writes it for servers
+     * before 8.3 and as mongorestore expects it. */
+    SegmentStream ss;
+    int r = segment_stream_init(&ss, ctx->writer, dc->db, dc->source_name, e);
     const bson_t *doc;
-    uint64_t docs = 0;
     while (r == 0 && mongoc_cursor_next(cur, &doc)) {
-        const uint8_t *data = bson_get_data(doc);
-        memcpy(buf + used, data, doc->len);
-        used += doc->len;
-        dc->crc = ms_crc64_update(dc->crc, data, doc->len);
-        dc->bytes += doc->len;
-        docs++;
+        r = segment_stream_add(&ss, doc, e);
         ms_progress_add_items(ctx->o->progress, 1, doc->len);
-        if (used >= SNAPSHOT_SEGMENT_BYTES) {
-            r = ms_archive_writer_write_segment(ctx->writer, dc->db, dc->source_name, buf, used, e);
-            used = 0;
-        }
-        if (docs % SNAPSHOT_CANCEL_CHECK_DOCS == 0 && dump_should_stop(ctx))
+        if (r == 0 && ss.documents % SNAPSHOT_CANCEL_CHECK_DOCS == 0 && dump_should_stop(ctx))
             r = -ECANCELED;
     }
     bson_error_t berr;
@@ -343,15 +384,14 @@ static int dump_collection(DumpContext *ctx, mongoc_client_t *c, DumpCollection 
         snprintf(context, sizeof(context), "reading %s", ns);
         r = ms_mongo_error(ctx->mongo, e, &berr, context);
     }
-    /* Time-series data goes under system.buckets.X, as mongodump writes it for servers
-     * before 8.3 and as mongorestore expects it. */
-    if (r == 0 && used > 0)
-        r = ms_archive_writer_write_segment(ctx->writer, dc->db, dc->source_name, buf, used, e);
     if (r == 0)
-        r = ms_archive_writer_write_eof(ctx->writer, dc->db, dc->source_name, dc->crc, e);
-    free(buf);
+        r = segment_stream_finish(&ss, e);
+    segment_stream_clear(&ss);
     mongoc_cursor_destroy(cur);
     mongoc_collection_destroy(coll);
+    uint64_t docs = ss.documents;
+    dc->crc = ss.crc;
+    dc->bytes = ss.bytes;
     if (r == 0) {
         dc->documents = docs;
         if (docs > (uint64_t) dc->estimated_count)
@@ -455,12 +495,10 @@ static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition s
     bson_t *filter = BCON_NEW("ts", "{", "$gt", BCON_TIMESTAMP(start.t, start.i), "}");
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
     bson_destroy(filter);
-    size_t cap = SNAPSHOT_SEGMENT_BYTES + MS_BSON_MAX_DOCUMENT_SIZE;
-    uint8_t *buf = malloc(cap);
-    size_t used = 0;
-    uint64_t crc = 0, n = 0;
     MsOplogPosition end = start;
-    int r = buf ? 0 : ms_error_set(e, ENOMEM, "out of memory");
+    SegmentStream ss;
+    int r = segment_stream_init(&ss, ctx->writer, MS_ARCHIVE_OPLOG_DB, MS_ARCHIVE_OPLOG_COLLECTION,
+                                e);
     const bson_t *doc;
     while (r == 0 && mongoc_cursor_next(cur, &doc)) {
         bson_iter_t it;
@@ -469,30 +507,19 @@ static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition s
             bson_iter_timestamp(&it, &pos.t, &pos.i);
         if (position_after(pos, end))
             end = pos;
-        memcpy(buf + used, bson_get_data(doc), doc->len);
-        used += doc->len;
-        crc = ms_crc64_update(crc, bson_get_data(doc), doc->len);
-        n++;
-        if (used >= SNAPSHOT_SEGMENT_BYTES) {
-            r = ms_archive_writer_write_segment(ctx->writer, MS_ARCHIVE_OPLOG_DB,
-                                                MS_ARCHIVE_OPLOG_COLLECTION, buf, used, e);
-            used = 0;
-        }
-        if (n % SNAPSHOT_CANCEL_CHECK_DOCS == 0 && is_cancelled(ctx->o))
+        r = segment_stream_add(&ss, doc, e);
+        if (r == 0 && ss.documents % SNAPSHOT_CANCEL_CHECK_DOCS == 0 && is_cancelled(ctx->o))
             r = -ECANCELED;
     }
     bson_error_t berr;
     if (r == 0 && mongoc_cursor_error(cur, &berr))
         r = ms_mongo_error(ctx->mongo, e, &berr, "reading the oplog");
-    if (r == 0 && used > 0)
-        r = ms_archive_writer_write_segment(ctx->writer, MS_ARCHIVE_OPLOG_DB,
-                                            MS_ARCHIVE_OPLOG_COLLECTION, buf, used, e);
     if (r == 0)
-        r = ms_archive_writer_write_eof(ctx->writer, MS_ARCHIVE_OPLOG_DB,
-                                        MS_ARCHIVE_OPLOG_COLLECTION, crc, e);
-    free(buf);
+        r = segment_stream_finish(&ss, e);
+    segment_stream_clear(&ss);
     mongoc_cursor_destroy(cur);
     mongoc_collection_destroy(coll);
+    uint64_t n = ss.documents;
     if (r == 0) {
         *ret_end = end;
         *ret_entries = n;

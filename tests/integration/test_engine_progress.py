@@ -16,7 +16,7 @@ import pytest
 import helpers as h
 
 PHASES = {"connect", "prelude", "dump", "oplog", "commit", "restore", "indexes", "replay", "verify", "done"}
-DATASET = {"prog": {"alpha": 9000, "beta": 4000, "gamma": 1500, "empty": 0},
+DATASET = {"prog": {"alpha": 30000, "beta": 4000, "gamma": 1500, "empty": 0},
            "prog_other": {"x": 700, "y": 1}}
 
 
@@ -77,7 +77,10 @@ def snapshot_run(tools, dataset):
 def test_snapshot_progress_stream(snapshot_run, dataset):
     events = check_stream(snapshot_run)
     progress = [e for e in events if e["event"] == "progress"]
-    assert len(progress) >= 3, "expected ticks during the dump"
+    # At least one report from the middle of the dump, besides the final one; how many depends
+    # on the machine's speed, so the count is not asserted.
+    assert len(progress) >= 2, "expected ticks during the dump"
+    assert any(e["phase"] == "dump" and 0 < e["items_done"] < e["items_total"] for e in progress), progress
     assert any(e["phase"] == "dump" for e in progress)
     assert progress[-1]["items_done"] == dataset["total"]
     assert progress[-1]["bytes_written"] == h.archive_path(dataset["store"], "p").stat().st_size
