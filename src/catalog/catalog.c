@@ -83,6 +83,54 @@ static const char *const migrations[] = {
     "CREATE INDEX snapshots_by_state ON snapshots (state);"
     "CREATE INDEX restores_by_source ON restores (source_snapshot);"
     "CREATE INDEX restores_by_state ON restores (state);",
+
+    /* 3: the snapshot state 'stopped' (stopped on request, as distinct from interrupted by a
+     * crash or restart), the last verification's result on snapshots, and bytes transferred
+     * by restores. SQLite cannot change a CHECK constraint in place, so snapshots is rebuilt
+     * by SQLite's documented procedure (lang_altertable.html, "Making Other Kinds Of Table
+     * Schema Changes"): create the new table, copy every row with its rowid, drop the old table
+     * (its indexes go with it), rename the new one, recreate the indexes. catalog_migrate()
+     * runs every step with foreign keys off (else the DROP would delete the snapshots that
+     * restores refer to, and fail), inside the migration's one transaction, and checks the
+     * foreign keys before it commits. Renaming snapshots_new (which nothing refers to) to
+     * snapshots leaves restores' REFERENCES snapshots (id) as it is. */
+    "CREATE TABLE snapshots_new ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  policy TEXT NOT NULL REFERENCES policies (name),"
+    "  node TEXT NOT NULL,"
+    "  archive_key TEXT,"
+    "  manifest_key TEXT,"
+    "  store TEXT,"
+    "  download_url TEXT,"
+    "  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'completed', 'failed',"
+    "                                       'interrupted', 'expired', 'deleted', 'stopped')),"
+    "  error TEXT,"
+    "  created_usec INTEGER NOT NULL,"
+    "  started_usec INTEGER,"
+    "  finished_usec INTEGER,"
+    "  expire_usec INTEGER,"
+    "  items_done INTEGER NOT NULL DEFAULT 0,"
+    "  items_total INTEGER NOT NULL DEFAULT 0,"
+    "  progress_pct REAL NOT NULL DEFAULT 0 CHECK (progress_pct BETWEEN 0 AND 100),"
+    "  bytes_transferred INTEGER NOT NULL DEFAULT 0,"
+    "  point_in_time INTEGER NOT NULL DEFAULT 0 CHECK (point_in_time IN (0, 1)),"
+    "  log_cursor TEXT,"
+    "  verify_state TEXT CHECK (verify_state IN ('queued', 'running', 'passed', 'failed',"
+    "                                            'interrupted')),"
+    "  verify_finished_usec INTEGER,"
+    "  verify_error TEXT"
+    ");"
+    "INSERT INTO snapshots_new (rowid, id, policy, node, archive_key, manifest_key, store,"
+    "  download_url, state, error, created_usec, started_usec, finished_usec, expire_usec,"
+    "  items_done, items_total, progress_pct, bytes_transferred, point_in_time, log_cursor)"
+    "  SELECT rowid, id, policy, node, archive_key, manifest_key, store, download_url, state,"
+    "  error, created_usec, started_usec, finished_usec, expire_usec, items_done, items_total,"
+    "  progress_pct, bytes_transferred, point_in_time, log_cursor FROM snapshots;"
+    "DROP TABLE snapshots;"
+    "ALTER TABLE snapshots_new RENAME TO snapshots;"
+    "CREATE INDEX snapshots_by_policy_state ON snapshots (policy, state);"
+    "CREATE INDEX snapshots_by_state ON snapshots (state);"
+    "ALTER TABLE restores ADD COLUMN bytes_transferred INTEGER NOT NULL DEFAULT 0;",
 };
 _Static_assert(ELEMENTSOF(migrations) == MS_CATALOG_SCHEMA_VERSION,
                "every schema version needs its migration");
@@ -97,7 +145,7 @@ static const char *const snapshot_state_names[_MS_SNAPSHOT_STATE_MAX] = {
     [MS_SNAPSHOT_QUEUED] = "queued",           [MS_SNAPSHOT_RUNNING] = "running",
     [MS_SNAPSHOT_COMPLETED] = "completed",     [MS_SNAPSHOT_FAILED] = "failed",
     [MS_SNAPSHOT_INTERRUPTED] = "interrupted", [MS_SNAPSHOT_EXPIRED] = "expired",
-    [MS_SNAPSHOT_DELETED] = "deleted",
+    [MS_SNAPSHOT_DELETED] = "deleted",         [MS_SNAPSHOT_STOPPED] = "stopped",
 };
 
 static const char *const restore_state_names[_MS_RESTORE_STATE_MAX] = {
@@ -106,11 +154,19 @@ static const char *const restore_state_names[_MS_RESTORE_STATE_MAX] = {
     [MS_RESTORE_INTERRUPTED] = "interrupted", [MS_RESTORE_CANCELLED] = "cancelled",
 };
 
+/* MS_VERIFY_NEVER is stored as NULL; its name is what people see for it. */
+static const char *const verify_state_names[_MS_VERIFY_STATE_MAX] = {
+    [MS_VERIFY_NEVER] = "",          [MS_VERIFY_QUEUED] = "queued",
+    [MS_VERIFY_RUNNING] = "running", [MS_VERIFY_PASSED] = "passed",
+    [MS_VERIFY_FAILED] = "failed",   [MS_VERIFY_INTERRUPTED] = "interrupted",
+};
+
 /* Columns in the order the row readers and binders use; parameter ?N binds column N - 1. */
 #define SNAPSHOT_COLUMNS                                                                           \
     "id, policy, node, archive_key, manifest_key, store, download_url, state, error, "             \
     "created_usec, started_usec, finished_usec, expire_usec, items_done, items_total, "            \
-    "progress_pct, bytes_transferred, point_in_time, log_cursor"
+    "progress_pct, bytes_transferred, point_in_time, log_cursor, verify_state, "                   \
+    "verify_finished_usec, verify_error"
 enum {
     SNAP_ID,
     SNAP_POLICY,
@@ -131,11 +187,14 @@ enum {
     SNAP_BYTES,
     SNAP_POINT_IN_TIME,
     SNAP_LOG_CURSOR,
+    SNAP_VERIFY_STATE,
+    SNAP_VERIFY_FINISHED,
+    SNAP_VERIFY_ERROR,
 };
 
 #define RESTORE_COLUMNS                                                                            \
     "id, source_snapshot, target, state, error, created_usec, started_usec, finished_usec, "       \
-    "items_done, items_total, progress_pct, options"
+    "items_done, items_total, progress_pct, options, bytes_transferred"
 enum {
     REST_ID,
     REST_SOURCE,
@@ -149,6 +208,7 @@ enum {
     REST_ITEMS_TOTAL,
     REST_PROGRESS,
     REST_OPTIONS,
+    REST_BYTES,
 };
 
 #define POLICY_COLUMNS "name, state, last_run_usec, last_result, next_run_usec"
@@ -162,8 +222,8 @@ enum {
 
 /* A list filter binds the wanted states to consecutive parameters after its first one and NULL
  * to the rest; "?2 IS NULL" (no state chosen) lets every row through. One slot per state. */
-#define SNAPSHOT_STATE_SLOTS "?2, ?3, ?4, ?5, ?6, ?7, ?8"
-_Static_assert(_MS_SNAPSHOT_STATE_MAX == 7, "one parameter slot per snapshot state");
+#define SNAPSHOT_STATE_SLOTS "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
+_Static_assert(_MS_SNAPSHOT_STATE_MAX == 8, "one parameter slot per snapshot state");
 #define RESTORE_STATE_SLOTS "?2, ?3, ?4, ?5, ?6, ?7"
 _Static_assert(_MS_RESTORE_STATE_MAX == 6, "one parameter slot per restore state");
 
@@ -180,6 +240,7 @@ typedef enum CatalogStatement {
     STMT_SNAPSHOT_LIST,
     STMT_SNAPSHOT_PROGRESS,
     STMT_SNAPSHOT_STATE,
+    STMT_SNAPSHOT_VERIFY,
     STMT_SNAPSHOT_INTERRUPT,
     STMT_RESTORE_INSERT,
     STMT_RESTORE_UPDATE,
@@ -206,13 +267,14 @@ static const char *const statement_sql[_STMT_MAX] = {
 
     [STMT_SNAPSHOT_INSERT] = "INSERT INTO snapshots (" SNAPSHOT_COLUMNS ") VALUES (?1, ?2, ?3, "
                              "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-                             "?18, ?19)",
+                             "?18, ?19, ?20, ?21, ?22)",
     [STMT_SNAPSHOT_UPDATE] =
         "UPDATE snapshots SET policy = ?2, node = ?3, archive_key = ?4, manifest_key = ?5, "
         "store = ?6, download_url = ?7, state = ?8, error = ?9, created_usec = ?10, "
         "started_usec = ?11, finished_usec = ?12, expire_usec = ?13, items_done = ?14, "
         "items_total = ?15, progress_pct = ?16, bytes_transferred = ?17, point_in_time = ?18, "
-        "log_cursor = ?19 WHERE id = ?1",
+        "log_cursor = ?19, verify_state = ?20, verify_finished_usec = ?21, verify_error = ?22 "
+        "WHERE id = ?1",
     [STMT_SNAPSHOT_GET] = "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE id = ?1",
     [STMT_SNAPSHOT_LIST] = "SELECT " SNAPSHOT_COLUMNS " FROM snapshots "
                            "WHERE (?1 IS NULL OR policy = ?1) "
@@ -225,23 +287,37 @@ static const char *const statement_sql[_STMT_MAX] = {
         "started_usec = CASE WHEN ?5 THEN COALESCE(started_usec, ?4) ELSE started_usec END, "
         "finished_usec = CASE WHEN ?6 THEN COALESCE(finished_usec, ?4) ELSE finished_usec END "
         "WHERE id = ?1",
-    [STMT_SNAPSHOT_INTERRUPT] = "UPDATE snapshots SET state = ?1, error = ?2, "
-                                "finished_usec = COALESCE(finished_usec, ?3) "
-                                "WHERE state IN (?4, ?5)",
+    /* ?4: verify_finished_usec, NULL or the current time (set_snapshot_verify decides). */
+    [STMT_SNAPSHOT_VERIFY] = "UPDATE snapshots SET verify_state = ?2, verify_error = ?3, "
+                             "verify_finished_usec = ?4 WHERE id = ?1",
+    /* The task and its verification in one statement, so that each row counts once. Every
+     * expression reads the row as it was before the update. */
+    [STMT_SNAPSHOT_INTERRUPT] =
+        "UPDATE snapshots SET "
+        "state = CASE WHEN state IN (?4, ?5) THEN ?1 ELSE state END, "
+        "error = CASE WHEN state IN (?4, ?5) THEN ?2 ELSE error END, "
+        "finished_usec = CASE WHEN state IN (?4, ?5) THEN COALESCE(finished_usec, ?3) "
+        "  ELSE finished_usec END, "
+        "verify_state = CASE WHEN verify_state IN (?7, ?8) THEN ?6 ELSE verify_state END, "
+        "verify_error = CASE WHEN verify_state IN (?7, ?8) THEN ?2 ELSE verify_error END, "
+        "verify_finished_usec = CASE WHEN verify_state IN (?7, ?8) THEN ?3 "
+        "  ELSE verify_finished_usec END "
+        "WHERE state IN (?4, ?5) OR verify_state IN (?7, ?8)",
 
     [STMT_RESTORE_INSERT] = "INSERT INTO restores (" RESTORE_COLUMNS ") VALUES (?1, ?2, ?3, ?4, "
-                            "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                            "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     [STMT_RESTORE_UPDATE] =
         "UPDATE restores SET source_snapshot = ?2, target = ?3, state = ?4, error = ?5, "
         "created_usec = ?6, started_usec = ?7, finished_usec = ?8, items_done = ?9, "
-        "items_total = ?10, progress_pct = ?11, options = ?12 WHERE id = ?1",
+        "items_total = ?10, progress_pct = ?11, options = ?12, bytes_transferred = ?13 "
+        "WHERE id = ?1",
     [STMT_RESTORE_GET] = "SELECT " RESTORE_COLUMNS " FROM restores WHERE id = ?1",
     [STMT_RESTORE_LIST] = "SELECT " RESTORE_COLUMNS " FROM restores "
                           "WHERE (?1 IS NULL OR source_snapshot = ?1) "
                           "AND (?2 IS NULL OR state IN (" RESTORE_STATE_SLOTS ")) "
                           "ORDER BY created_usec, id",
     [STMT_RESTORE_PROGRESS] = "UPDATE restores SET items_done = ?2, items_total = ?3, "
-                              "progress_pct = ?4 WHERE id = ?1",
+                              "progress_pct = ?4, bytes_transferred = ?5 WHERE id = ?1",
     [STMT_RESTORE_STATE] =
         "UPDATE restores SET state = ?2, error = ?3, "
         "started_usec = CASE WHEN ?5 THEN COALESCE(started_usec, ?4) ELSE started_usec END, "
@@ -290,6 +366,12 @@ const char *ms_restore_state_to_string(MsRestoreState s) {
 }
 MsRestoreState ms_restore_state_from_string(const char *s) {
     return (MsRestoreState) state_from_string(restore_state_names, _MS_RESTORE_STATE_MAX, s);
+}
+const char *ms_verify_state_to_string(MsVerifyState s) {
+    return s >= 0 && s < _MS_VERIFY_STATE_MAX ? verify_state_names[s] : NULL;
+}
+MsVerifyState ms_verify_state_from_string(const char *s) {
+    return (MsVerifyState) state_from_string(verify_state_names, _MS_VERIFY_STATE_MAX, s);
 }
 
 /* ---- errors ---- */
@@ -600,7 +682,14 @@ static int catalog_check_identity(MsCatalog *c, int64_t *ret_version, MsError *e
     return 0;
 }
 
-static int catalog_migrate(MsCatalog *c, MsError *e) {
+/* Rows that break a reference (PRAGMA foreign_key_check reports them whether enforcement is on
+ * or off). */
+static int catalog_count_foreign_key_problems(MsCatalog *c, int64_t *ret, MsError *e) {
+    return catalog_query_int(c, "SELECT count(*) FROM pragma_foreign_key_check", ret, e);
+}
+
+/* The migration proper; the caller has turned foreign keys off. */
+static int catalog_migrate_unenforced(MsCatalog *c, MsError *e) {
     int r = catalog_run(c, STMT_BEGIN, e);
     if (r < 0)
         return r;
@@ -615,6 +704,15 @@ static int catalog_migrate(MsCatalog *c, MsError *e) {
         catalog_rollback(c);
         return 0;
     }
+    /* A table rebuild must not break references (step 10 of SQLite's procedure). Rows that
+     * were broken before (written behind the catalog's back) are integrity_check's to report;
+     * refusing to migrate for them would only keep mongosnapd from starting. */
+    int64_t problems_before = 0, problems_after = 0;
+    r = catalog_count_foreign_key_problems(c, &problems_before, e);
+    if (r < 0) {
+        catalog_rollback(c);
+        return r;
+    }
     for (int64_t v = version; v < MS_CATALOG_SCHEMA_VERSION; v++) {
         r = catalog_exec(c, migrations[v], e);
         if (r < 0) {
@@ -625,6 +723,18 @@ static int catalog_migrate(MsCatalog *c, MsError *e) {
                             v, v + 1, version);
             return r;
         }
+    }
+    r = catalog_count_foreign_key_problems(c, &problems_after, e);
+    if (r >= 0 && problems_after > problems_before)
+        r = ms_error_set(e, EBADMSG,
+                         "migrating catalog '%s' from schema version %" PRId64 " to %d would break "
+                         "%" PRId64 " reference%s between rows; it is left at version %" PRId64,
+                         c->path, version, MS_CATALOG_SCHEMA_VERSION,
+                         problems_after - problems_before,
+                         problems_after - problems_before == 1 ? "" : "s", version);
+    if (r < 0) {
+        catalog_rollback(c);
+        return r;
     }
     /* PRAGMAs take no bound parameters; both values are constants of this program. */
     char sql[64];
@@ -641,6 +751,28 @@ static int catalog_migrate(MsCatalog *c, MsError *e) {
         return r;
     }
     return 0;
+}
+
+/* Steps may rebuild a table (drop and rename), which foreign key enforcement forbids while
+ * other tables refer to it; SQLite ignores PRAGMA foreign_keys inside a transaction, so it is
+ * switched off around the migration's transaction and on again whatever the outcome. */
+static int catalog_migrate(MsCatalog *c, MsError *e) {
+    int r = catalog_exec(c, "PRAGMA foreign_keys = OFF", e);
+    if (r < 0)
+        return r;
+    r = catalog_migrate_unenforced(c, e);
+    /* The first failure is the one reported (MsError keeps it); a migration that failed is
+     * reported as such even if switching back failed too. */
+    int k = catalog_exec(c, "PRAGMA foreign_keys = ON", e);
+    int64_t fk = 0;
+    if (k >= 0)
+        k = catalog_query_int(c, "PRAGMA foreign_keys", &fk, e);
+    if (k >= 0 && fk != 1)
+        k = ms_error_set(e, EIO,
+                         "foreign key enforcement of catalog '%s' could not be switched on again "
+                         "after its migration",
+                         c->path);
+    return r < 0 ? r : k < 0 ? k : 0;
 }
 
 int ms_catalog_open(const char *path, MsCatalog **ret_catalog, MsError *e) {
@@ -837,6 +969,7 @@ MsSnapshotRecord *ms_snapshot_record_free(MsSnapshotRecord *r) {
     free(r->download_url);
     free(r->error);
     free(r->log_cursor);
+    free(r->verify_error);
     free(r);
     return NULL;
 }
@@ -861,6 +994,7 @@ static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, 
     FIRST_FAILURE(r, column_strdup(s, SNAP_DOWNLOAD_URL, &rec->download_url));
     FIRST_FAILURE(r, column_strdup(s, SNAP_ERROR, &rec->error));
     FIRST_FAILURE(r, column_strdup(s, SNAP_LOG_CURSOR, &rec->log_cursor));
+    FIRST_FAILURE(r, column_strdup(s, SNAP_VERIFY_ERROR, &rec->verify_error));
     if (r < 0)
         return ms_error_set(e, -r, "out of memory reading the catalog");
     const char *state = (const char *) sqlite3_column_text(s, SNAP_STATE);
@@ -870,6 +1004,19 @@ static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, 
                             "snapshot '%s' has an unknown state '%s' in catalog '%s': the "
                             "catalog is damaged or was edited by hand",
                             rec->id, state ? state : "(null)", c->path);
+    /* NULL is "never verified"; its name "" is never stored. */
+    if (sqlite3_column_type(s, SNAP_VERIFY_STATE) == SQLITE_NULL)
+        rec->verify_state = MS_VERIFY_NEVER;
+    else {
+        const char *verify = (const char *) sqlite3_column_text(s, SNAP_VERIFY_STATE);
+        rec->verify_state = ms_verify_state_from_string(verify);
+        if (rec->verify_state <= MS_VERIFY_NEVER)
+            return ms_error_set(e, EBADMSG,
+                                "snapshot '%s' has an unknown verification state '%s' in catalog "
+                                "'%s': the catalog is damaged or was edited by hand",
+                                rec->id, verify ? verify : "(null)", c->path);
+    }
+    rec->verify_finished_usec = column_u64(s, SNAP_VERIFY_FINISHED);
     rec->created_usec = column_u64(s, SNAP_CREATED);
     rec->started_usec = column_u64(s, SNAP_STARTED);
     rec->finished_usec = column_u64(s, SNAP_FINISHED);
@@ -889,6 +1036,9 @@ static int snapshot_validate(const MsSnapshotRecord *r, MsError *e) {
                             "a snapshot record needs an id (task name), a policy and a node");
     if (!ms_snapshot_state_to_string(r->state))
         return ms_error_set(e, EINVAL, "invalid state %d for snapshot '%s'", (int) r->state, r->id);
+    if (!ms_verify_state_to_string(r->verify_state))
+        return ms_error_set(e, EINVAL, "invalid verification state %d for snapshot '%s'",
+                            (int) r->verify_state, r->id);
     if (!percent_is_valid(r->progress_pct))
         return ms_error_set(e, EINVAL, "progress %g%% of snapshot '%s' is outside 0..100",
                             r->progress_pct, r->id);
@@ -903,6 +1053,7 @@ static int snapshot_validate(const MsSnapshotRecord *r, MsError *e) {
         {"items_done", r->items_done},
         {"items_total", r->items_total},
         {"bytes_transferred", r->bytes_transferred},
+        {"verify_finished_usec", r->verify_finished_usec},
     };
     for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
         int k = check_fits("snapshot", r->id, numbers[i].column, numbers[i].value, e);
@@ -910,6 +1061,11 @@ static int snapshot_validate(const MsSnapshotRecord *r, MsError *e) {
             return k;
     }
     return 0;
+}
+
+/* What the verify_state column holds: NULL for "never verified", else the state's name. */
+static const char *verify_state_column(MsVerifyState state) {
+    return state == MS_VERIFY_NEVER ? NULL : ms_verify_state_to_string(state);
 }
 
 /* Insert and update number their parameters alike: ?N is column N - 1. */
@@ -934,6 +1090,9 @@ static int bind_snapshot(sqlite3_stmt *s, const MsSnapshotRecord *r) {
     FIRST_FAILURE(rc, bind_u64(s, SNAP_BYTES + 1, r->bytes_transferred));
     FIRST_FAILURE(rc, sqlite3_bind_int(s, SNAP_POINT_IN_TIME + 1, r->point_in_time ? 1 : 0));
     FIRST_FAILURE(rc, bind_text(s, SNAP_LOG_CURSOR + 1, r->log_cursor));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_VERIFY_STATE + 1, verify_state_column(r->verify_state)));
+    FIRST_FAILURE(rc, bind_usec(s, SNAP_VERIFY_FINISHED + 1, r->verify_finished_usec));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_VERIFY_ERROR + 1, r->verify_error));
     return rc;
 }
 
@@ -1126,7 +1285,7 @@ int ms_catalog_set_snapshot_state(MsCatalog *c, const char *id, MsSnapshotState 
     if (!name)
         return ms_error_set(e, EINVAL, "invalid state %d for snapshot '%s'", (int) state, id);
     bool finishes = state == MS_SNAPSHOT_COMPLETED || state == MS_SNAPSHOT_FAILED ||
-                    state == MS_SNAPSHOT_INTERRUPTED;
+                    state == MS_SNAPSHOT_INTERRUPTED || state == MS_SNAPSHOT_STOPPED;
     int rc = SQLITE_OK;
     int r = set_task_state(c, STMT_SNAPSHOT_STATE, id, name, state == MS_SNAPSHOT_RUNNING, finishes,
                            error, &rc, e);
@@ -1134,6 +1293,35 @@ int ms_catalog_set_snapshot_state(MsCatalog *c, const char *id, MsSnapshotState 
         return r;
     if (rc != SQLITE_OK)
         return catalog_error(c, e, rc, "marking snapshot '%s' %s", id, name);
+    if (sqlite3_changes(c->db) == 0)
+        return snapshot_not_found(c, e, id);
+    return 0;
+}
+
+int ms_catalog_set_snapshot_verify(MsCatalog *c, const char *id, MsVerifyState state,
+                                   const char *error, MsError *e) {
+    if (is_blank(id))
+        return ms_error_set(e, EINVAL, "no snapshot id given");
+    if (!ms_verify_state_to_string(state))
+        return ms_error_set(e, EINVAL, "invalid verification state %d for snapshot '%s'",
+                            (int) state, id);
+    bool finishes =
+        state == MS_VERIFY_PASSED || state == MS_VERIFY_FAILED || state == MS_VERIFY_INTERRUPTED;
+    if (state == MS_VERIFY_NEVER || state == MS_VERIFY_QUEUED)
+        error = NULL;
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, STMT_SNAPSHOT_VERIFY, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, id);
+    FIRST_FAILURE(rc, bind_text(s, 2, verify_state_column(state)));
+    FIRST_FAILURE(rc, bind_text(s, 3, error));
+    FIRST_FAILURE(rc, bind_usec(s, 4, finishes ? ms_realtime_usec() : 0));
+    FIRST_FAILURE(rc, step_done(s));
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "recording the verification of snapshot '%s' as %s", id,
+                             state == MS_VERIFY_NEVER ? "never verified"
+                                                      : ms_verify_state_to_string(state));
     if (sqlite3_changes(c->db) == 0)
         return snapshot_not_found(c, e, id);
     return 0;
@@ -1184,6 +1372,7 @@ static int read_restore(MsCatalog *c, sqlite3_stmt *s, MsRestoreRecord **ret, Ms
     rec->items_done = column_u64(s, REST_ITEMS_DONE);
     rec->items_total = column_u64(s, REST_ITEMS_TOTAL);
     rec->progress_pct = sqlite3_column_double(s, REST_PROGRESS);
+    rec->bytes_transferred = column_u64(s, REST_BYTES);
     *ret = TAKE_PTR(rec);
     return 0;
 }
@@ -1204,7 +1393,7 @@ static int restore_validate(const MsRestoreRecord *r, MsError *e) {
     } numbers[] = {
         {"created_usec", r->created_usec},   {"started_usec", r->started_usec},
         {"finished_usec", r->finished_usec}, {"items_done", r->items_done},
-        {"items_total", r->items_total},
+        {"items_total", r->items_total},     {"bytes_transferred", r->bytes_transferred},
     };
     for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
         int k = check_fits("restore", r->id, numbers[i].column, numbers[i].value, e);
@@ -1230,6 +1419,7 @@ static int bind_restore(sqlite3_stmt *s, const MsRestoreRecord *r, const char *r
     FIRST_FAILURE(rc, bind_u64(s, REST_ITEMS_TOTAL + 1, r->items_total));
     FIRST_FAILURE(rc, sqlite3_bind_double(s, REST_PROGRESS + 1, r->progress_pct));
     FIRST_FAILURE(rc, bind_text(s, REST_OPTIONS + 1, r->options ? r->options : "{}"));
+    FIRST_FAILURE(rc, bind_u64(s, REST_BYTES + 1, r->bytes_transferred));
     return rc;
 }
 
@@ -1339,7 +1529,8 @@ int ms_catalog_list_restores(MsCatalog *c, const MsRestoreFilter *filter,
 }
 
 int ms_catalog_update_restore_progress(MsCatalog *c, const char *id, uint64_t items_done,
-                                       uint64_t items_total, double progress_pct, MsError *e) {
+                                       uint64_t items_total, double progress_pct,
+                                       uint64_t bytes_transferred, MsError *e) {
     if (is_blank(id))
         return ms_error_set(e, EINVAL, "no restore id given");
     if (!percent_is_valid(progress_pct))
@@ -1347,6 +1538,7 @@ int ms_catalog_update_restore_progress(MsCatalog *c, const char *id, uint64_t it
                             progress_pct, id);
     int r = check_fits("restore", id, "items_done", items_done, e);
     FIRST_FAILURE(r, check_fits("restore", id, "items_total", items_total, e));
+    FIRST_FAILURE(r, check_fits("restore", id, "bytes_transferred", bytes_transferred, e));
     if (r < 0)
         return r;
     _cleanup_reset_ sqlite3_stmt *s = NULL;
@@ -1357,6 +1549,7 @@ int ms_catalog_update_restore_progress(MsCatalog *c, const char *id, uint64_t it
     FIRST_FAILURE(rc, bind_u64(s, 2, items_done));
     FIRST_FAILURE(rc, bind_u64(s, 3, items_total));
     FIRST_FAILURE(rc, sqlite3_bind_double(s, 4, progress_pct));
+    FIRST_FAILURE(rc, bind_u64(s, 5, bytes_transferred));
     FIRST_FAILURE(rc, step_done(s));
     if (rc != SQLITE_OK)
         return catalog_error(c, e, rc, "recording the progress of restore '%s'", id);
@@ -1388,9 +1581,12 @@ int ms_catalog_set_restore_state(MsCatalog *c, const char *id, MsRestoreState st
 
 /* ---- maintenance ---- */
 
+/* The task states go to parameters 1, 4 and 5; for snapshots (with_verify), the verification
+ * states to 6, 7 and 8. */
 static int interrupt_unfinished(MsCatalog *c, CatalogStatement id_stmt, const char *interrupted,
-                                const char *queued, const char *running, const char *reason,
-                                uint64_t now, unsigned *ret_changed, MsError *e) {
+                                const char *queued, const char *running, bool with_verify,
+                                const char *reason, uint64_t now, unsigned *ret_changed,
+                                MsError *e) {
     _cleanup_reset_ sqlite3_stmt *s = NULL;
     int r = catalog_statement(c, id_stmt, &s, e);
     if (r < 0)
@@ -1400,6 +1596,11 @@ static int interrupt_unfinished(MsCatalog *c, CatalogStatement id_stmt, const ch
     FIRST_FAILURE(rc, bind_u64(s, 3, now));
     FIRST_FAILURE(rc, bind_text(s, 4, queued));
     FIRST_FAILURE(rc, bind_text(s, 5, running));
+    if (with_verify) {
+        FIRST_FAILURE(rc, bind_text(s, 6, ms_verify_state_to_string(MS_VERIFY_INTERRUPTED)));
+        FIRST_FAILURE(rc, bind_text(s, 7, ms_verify_state_to_string(MS_VERIFY_QUEUED)));
+        FIRST_FAILURE(rc, bind_text(s, 8, ms_verify_state_to_string(MS_VERIFY_RUNNING)));
+    }
     FIRST_FAILURE(rc, step_done(s));
     if (rc != SQLITE_OK)
         return catalog_error(c, e, rc, "marking unfinished tasks interrupted");
@@ -1419,12 +1620,12 @@ int ms_catalog_mark_unfinished_interrupted(MsCatalog *c, const char *reason, uns
     r = interrupt_unfinished(
         c, STMT_SNAPSHOT_INTERRUPT, ms_snapshot_state_to_string(MS_SNAPSHOT_INTERRUPTED),
         ms_snapshot_state_to_string(MS_SNAPSHOT_QUEUED),
-        ms_snapshot_state_to_string(MS_SNAPSHOT_RUNNING), reason, now, &snapshots, e);
+        ms_snapshot_state_to_string(MS_SNAPSHOT_RUNNING), true, reason, now, &snapshots, e);
     if (r >= 0)
         r = interrupt_unfinished(
             c, STMT_RESTORE_INTERRUPT, ms_restore_state_to_string(MS_RESTORE_INTERRUPTED),
             ms_restore_state_to_string(MS_RESTORE_QUEUED),
-            ms_restore_state_to_string(MS_RESTORE_RUNNING), reason, now, &restores, e);
+            ms_restore_state_to_string(MS_RESTORE_RUNNING), false, reason, now, &restores, e);
     if (r >= 0)
         r = catalog_run(c, STMT_COMMIT, e);
     if (r < 0) {

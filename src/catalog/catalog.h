@@ -12,8 +12,12 @@
 #define MS_CATALOG_FILE_NAME "mongosnap.db"
 
 /* The schema version this code writes and understands (SQLite's user_version). Older catalogs
- * are migrated on open; newer ones are refused. */
-#define MS_CATALOG_SCHEMA_VERSION 2
+ * are migrated on open, keeping every row; newer ones are refused untouched.
+ *   1: policies' runtime state, snapshots, restores.
+ *   2: snapshots' point_in_time and log_cursor, restores' options, list indexes.
+ *   3: the snapshot state "stopped", snapshots' verification result (verify_state,
+ *      verify_finished_usec, verify_error), restores' bytes_transferred. */
+#define MS_CATALOG_SCHEMA_VERSION 3
 
 /* Threads: an MsCatalog is one SQLite connection, opened without SQLite's per-connection
  * mutex. Use each one from one thread at a time; a thread that needs the catalog opens its own.
@@ -41,6 +45,8 @@ typedef enum MsSnapshotState {
     MS_SNAPSHOT_INTERRUPTED, /* the agent stopped (crash, restart) while the task ran */
     MS_SNAPSHOT_EXPIRED,     /* removed from the store by retention */
     MS_SNAPSHOT_DELETED,     /* removed from the store on request */
+    MS_SNAPSHOT_STOPPED,     /* stopped on request (Stop, Cancel) while queued or running;
+                              * schema version 3 and later */
     _MS_SNAPSHOT_STATE_MAX,
     _MS_SNAPSHOT_STATE_INVALID = -EINVAL,
 } MsSnapshotState;
@@ -56,17 +62,32 @@ typedef enum MsRestoreState {
     _MS_RESTORE_STATE_INVALID = -EINVAL,
 } MsRestoreState;
 
+/* The last verification of a snapshot's stored archive (schema version 3 and later). */
+typedef enum MsVerifyState {
+    MS_VERIFY_NEVER, /* never verified: stored as NULL, shown as "" */
+    MS_VERIFY_QUEUED,
+    MS_VERIFY_RUNNING,
+    MS_VERIFY_PASSED,
+    MS_VERIFY_FAILED,
+    MS_VERIFY_INTERRUPTED, /* the agent stopped (crash, restart) while the verification ran */
+    _MS_VERIFY_STATE_MAX,
+    _MS_VERIFY_STATE_INVALID = -EINVAL,
+} MsVerifyState;
+
 /* State sets for list filters: MS_STATE_BIT(MS_SNAPSHOT_QUEUED) | MS_STATE_BIT(...). */
 #define MS_STATE_BIT(state) (1u << (unsigned) (state))
 
 /* Names as stored in the catalog and shown to users ("queued", "running", ...); NULL or
- * -EINVAL for values that are not states. */
+ * -EINVAL for values that are not states (NULL among them). MS_VERIFY_NEVER's name is "" (the
+ * catalog stores NULL for it), so ms_verify_state_from_string("") is MS_VERIFY_NEVER. */
 const char *ms_policy_state_to_string(MsPolicyState s);
 MsPolicyState ms_policy_state_from_string(const char *s);
 const char *ms_snapshot_state_to_string(MsSnapshotState s);
 MsSnapshotState ms_snapshot_state_from_string(const char *s);
 const char *ms_restore_state_to_string(MsRestoreState s);
 MsRestoreState ms_restore_state_from_string(const char *s);
+const char *ms_verify_state_to_string(MsVerifyState s);
+MsVerifyState ms_verify_state_from_string(const char *s);
 
 /* A policy's runtime state; its settings live in /etc/mongosnap/policies.d, not here. */
 typedef struct MsPolicyRuntime {
@@ -87,7 +108,7 @@ typedef struct MsSnapshotRecord {
     char *store;        /* store location without secrets ("local:/var/lib/mongosnap/store") */
     char *download_url; /* a time-limited download address (presigned for S3) */
     MsSnapshotState state;
-    char *error; /* why it failed or was interrupted */
+    char *error; /* why it failed, was interrupted or was stopped */
     uint64_t created_usec;
     uint64_t started_usec;
     uint64_t finished_usec;
@@ -98,6 +119,12 @@ typedef struct MsSnapshotRecord {
     uint64_t bytes_transferred;
     bool point_in_time; /* the oplog was captured: consistent as of the snapshot's end */
     char *log_cursor;   /* journal cursor of the task's first Event Log entry */
+    /* The last verification of the stored archive: its state (MS_VERIFY_NEVER if none), when
+     * it passed, failed or was interrupted (0 while one is queued or running), and why it
+     * failed or was interrupted. */
+    MsVerifyState verify_state;
+    uint64_t verify_finished_usec;
+    char *verify_error;
 } MsSnapshotRecord;
 
 typedef struct MsRestoreRecord {
@@ -113,6 +140,7 @@ typedef struct MsRestoreRecord {
     uint64_t items_total;
     double progress_pct;
     char *options; /* JSON object of the restore's options (filters, renames, until); NULL = {} */
+    uint64_t bytes_transferred; /* stored bytes read so far (schema version 3 and later) */
 } MsRestoreRecord;
 
 typedef struct MsSnapshotFilter {
@@ -146,7 +174,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(MsPolicyRuntime *, ms_policy_runtime_free);
 void ms_policy_runtime_list_free(MsPolicyRuntime **list, size_t n);
 
 /* Snapshots. insert: -EEXIST when the id is taken, -ENOENT when the policy is not recorded.
- * update: every column of the row with r->id (-ENOENT when missing). list: oldest first. */
+ * update: every column of the row with r->id, the verification's included (-ENOENT when
+ * missing). list: oldest first. */
 int ms_catalog_insert_snapshot(MsCatalog *c, const MsSnapshotRecord *r, MsError *e);
 int ms_catalog_update_snapshot(MsCatalog *c, const MsSnapshotRecord *r, MsError *e);
 int ms_catalog_get_snapshot(MsCatalog *c, const char *id, MsSnapshotRecord **ret_record,
@@ -159,9 +188,16 @@ int ms_catalog_update_snapshot_progress(MsCatalog *c, const char *id, uint64_t i
                                         uint64_t items_total, double progress_pct,
                                         uint64_t bytes_transferred, MsError *e);
 /* Move a snapshot to state with error (NULL clears it). Entering running stamps started_usec,
- * entering completed, failed or interrupted stamps finished_usec, unless already set. */
+ * entering completed, failed, interrupted or stopped stamps finished_usec, unless already set. */
 int ms_catalog_set_snapshot_state(MsCatalog *c, const char *id, MsSnapshotState state,
                                   const char *error, MsError *e);
+/* Record the state of a snapshot's verification, leaving the snapshot's own state alone.
+ * error is recorded as given (NULL clears it), except that entering queued or never always
+ * clears it. Entering passed, failed or interrupted stamps verify_finished_usec with the current
+ * time (each verification's result carries its own time); entering queued, running or never
+ * clears it. -ENOENT when the snapshot is not in the catalog. */
+int ms_catalog_set_snapshot_verify(MsCatalog *c, const char *id, MsVerifyState state,
+                                   const char *error, MsError *e);
 MsSnapshotRecord *ms_snapshot_record_free(MsSnapshotRecord *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(MsSnapshotRecord *, ms_snapshot_record_free);
 void ms_snapshot_record_list_free(MsSnapshotRecord **list, size_t n);
@@ -173,7 +209,8 @@ int ms_catalog_get_restore(MsCatalog *c, const char *id, MsRestoreRecord **ret_r
 int ms_catalog_list_restores(MsCatalog *c, const MsRestoreFilter *filter,
                              MsRestoreRecord ***ret_records, size_t *ret_n, MsError *e);
 int ms_catalog_update_restore_progress(MsCatalog *c, const char *id, uint64_t items_done,
-                                       uint64_t items_total, double progress_pct, MsError *e);
+                                       uint64_t items_total, double progress_pct,
+                                       uint64_t bytes_transferred, MsError *e);
 int ms_catalog_set_restore_state(MsCatalog *c, const char *id, MsRestoreState state,
                                  const char *error, MsError *e);
 MsRestoreRecord *ms_restore_record_free(MsRestoreRecord *r);
@@ -181,7 +218,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(MsRestoreRecord *, ms_restore_record_free);
 void ms_restore_record_list_free(MsRestoreRecord **list, size_t n);
 
 /* At agent start: every queued or running snapshot and restore becomes interrupted with reason
- * as its error, in one transaction. *ret_count: how many rows changed. */
+ * as its error, and every queued or running verification of a snapshot becomes interrupted with
+ * reason as its verify_error (verify_finished_usec stamped), in one transaction. *ret_count: how
+ * many rows changed (a snapshot whose task and verification were both unfinished counts once). */
 int ms_catalog_mark_unfinished_interrupted(MsCatalog *c, const char *reason, unsigned *ret_count,
                                            MsError *e);
 

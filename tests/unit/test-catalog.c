@@ -11,6 +11,7 @@
 
 #include "catalog/catalog.h"
 #include "common/macro.h"
+#include "common/timeutil.h"
 #include "test.h"
 
 /* Enough progress updates to show the statement is compiled once, not per call. */
@@ -51,6 +52,120 @@ static const char schema_v1[] =
     "  progress_pct REAL NOT NULL DEFAULT 0 CHECK (progress_pct BETWEEN 0 AND 100));"
     "PRAGMA application_id = 1297305168;" /* 0x4d534e50, "MSNP" */
     "PRAGMA user_version = 1;";
+
+/* The historical schema of version 2, exactly as a released mongosnap created it: migration
+ * steps 1 and 2 of src/catalog/catalog.c copied verbatim, then the header fields they set. What
+ * a version 2 catalog holds on disk; kept here by hand so that no later edit of the migration
+ * code can change what the version 2 -> 3 test migrates from. */
+static const char schema_v2[] =
+    /* step 1 */
+    "CREATE TABLE policies ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'stopped', 'deleted')),"
+    "  last_run_usec INTEGER,"
+    "  last_result TEXT,"
+    "  next_run_usec INTEGER"
+    ");"
+    "CREATE TABLE snapshots ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  policy TEXT NOT NULL REFERENCES policies (name),"
+    "  node TEXT NOT NULL,"
+    "  archive_key TEXT,"
+    "  manifest_key TEXT,"
+    "  store TEXT,"
+    "  download_url TEXT,"
+    "  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'completed', 'failed',"
+    "                                       'interrupted', 'expired', 'deleted')),"
+    "  error TEXT,"
+    "  created_usec INTEGER NOT NULL,"
+    "  started_usec INTEGER,"
+    "  finished_usec INTEGER,"
+    "  expire_usec INTEGER,"
+    "  items_done INTEGER NOT NULL DEFAULT 0,"
+    "  items_total INTEGER NOT NULL DEFAULT 0,"
+    "  progress_pct REAL NOT NULL DEFAULT 0 CHECK (progress_pct BETWEEN 0 AND 100),"
+    "  bytes_transferred INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE restores ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  source_snapshot TEXT NOT NULL REFERENCES snapshots (id),"
+    "  target TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'completed', 'failed',"
+    "                                       'interrupted', 'cancelled')),"
+    "  error TEXT,"
+    "  created_usec INTEGER NOT NULL,"
+    "  started_usec INTEGER,"
+    "  finished_usec INTEGER,"
+    "  items_done INTEGER NOT NULL DEFAULT 0,"
+    "  items_total INTEGER NOT NULL DEFAULT 0,"
+    "  progress_pct REAL NOT NULL DEFAULT 0 CHECK (progress_pct BETWEEN 0 AND 100)"
+    ");"
+    /* step 2 */
+    "ALTER TABLE snapshots ADD COLUMN point_in_time INTEGER NOT NULL DEFAULT 0"
+    "  CHECK (point_in_time IN (0, 1));"
+    "ALTER TABLE snapshots ADD COLUMN log_cursor TEXT;"
+    "ALTER TABLE restores ADD COLUMN options TEXT NOT NULL DEFAULT '{}';"
+    "CREATE INDEX snapshots_by_policy_state ON snapshots (policy, state);"
+    "CREATE INDEX snapshots_by_state ON snapshots (state);"
+    "CREATE INDEX restores_by_source ON restores (source_snapshot);"
+    "CREATE INDEX restores_by_state ON restores (state);"
+    "PRAGMA application_id = 1297305168;" /* 0x4d534e50, "MSNP" */
+    "PRAGMA user_version = 2;";
+
+/* Rows of a version 2 catalog in every state a snapshot or restore could have then, with every
+ * column set somewhere, NULLs and extreme values included. */
+static const char rows_v2[] =
+    "INSERT INTO policies VALUES ('nightly', 'active', 1000, 'completed', 2000);"
+    "INSERT INTO policies VALUES ('hourly', 'stopped', NULL, NULL, NULL);"
+    "INSERT INTO snapshots VALUES ('n-completed', 'nightly', 'db1', 'nightly/db1/a.archive.zst',"
+    "  'nightly/db1/a.manifest.json', 'local:/srv/store', 'https://dl/a?X-Amz-Expires=60',"
+    "  'completed', NULL, 100, 101, 160, 9000, 123456789, 123456789, 100.0,"
+    "  9223372036854775807, 1, 's=abc;i=1;b=def;m=1;t=2;x=3');"
+    "INSERT INTO snapshots (id, policy, node, state, created_usec)"
+    "  VALUES ('n-gone', 'nightly', 'db1', 'deleted', 150);" /* leaves a gap in the rowids */
+    "INSERT INTO snapshots VALUES ('n-queued', 'nightly', 'db1', NULL, NULL, NULL, NULL,"
+    "  'queued', NULL, 200, NULL, NULL, NULL, 0, 0, 0, 0, 0, NULL);"
+    "INSERT INTO snapshots VALUES ('n-running', 'nightly', 'db2', 'nightly/db2/b.archive', NULL,"
+    "  'local:/srv/store', NULL, 'running', NULL, 300, 301, NULL, NULL, 5, 40, 12.5, 4096, 1,"
+    "  'cursor-b');"
+    "INSERT INTO snapshots VALUES ('h-failed', 'hourly', 'db1', NULL, NULL, 'local:/srv/store',"
+    "  NULL, 'failed', 'server unreachable: connection refused', 400, 401, 402, NULL, 1, 2, 50,"
+    "  7, 0, NULL);"
+    "INSERT INTO snapshots VALUES ('h-interrupted', 'hourly', 'db1', NULL, NULL, NULL, NULL,"
+    "  'interrupted', 'stopped on request', 500, 501, 502, NULL, 0, 0, 0, 0, 0, NULL);"
+    "INSERT INTO snapshots VALUES ('n-expired', 'nightly', 'db1', 'k', 'm', 's', NULL,"
+    "  'expired', 'expired by retention (keep 7)', 50, 51, 52, 53, 9, 9, 100, 999, 1, 'c');"
+    "INSERT INTO snapshots VALUES ('n-deleted', 'nightly', 'db1', 'k2', 'm2', 's', NULL,"
+    "  'deleted', NULL, 60, 61, 62, 63, 9, 9, 100, 999, 0, '');"
+    "INSERT INTO restores VALUES ('r-queued', 'n-completed', 'mongodb://t1/', 'queued', NULL,"
+    "  1100, NULL, NULL, 0, 0, 0, '{}');"
+    "INSERT INTO restores VALUES ('r-running', 'n-completed', 'mongodb://admin@t2:27017/',"
+    "  'running', NULL, 1200, 1201, NULL, 10, 40, 25.0, '{\"drop\":true}');"
+    "INSERT INTO restores VALUES ('r-completed', 'n-expired', 'mongodb://t3/', 'completed', NULL,"
+    "  1300, 1301, 1302, 40, 40, 100, '{\"ns_from\":[\"a.*\"],\"ns_to\":[\"b.*\"]}');"
+    "INSERT INTO restores VALUES ('r-failed', 'n-completed', 'mongodb://t4/', 'failed',"
+    "  'duplicate key', 1400, 1401, 1402, 3, 40, 7.5, '{}');"
+    "INSERT INTO restores VALUES ('r-interrupted', 'n-deleted', 'mongodb://t5/', 'interrupted',"
+    "  'mongosnapd restarted', 1500, 1501, 1502, 0, 0, 0, '{}');"
+    "INSERT INTO restores VALUES ('r-cancelled', 'n-completed', 'mongodb://t6/', 'cancelled',"
+    "  'cancelled by root', 1600, 1601, 1602, 1, 2, 50, '{\"until\":\"x\"}');"
+    "DELETE FROM snapshots WHERE id = 'n-gone';";
+
+/* Every version 2 column, with the rowid, as SQL literals (quote() tells NULL from '', 1 from
+ * 1.0 and '1'): what must come through the migration unchanged. */
+#define DUMP_POLICIES_V2                                                                           \
+    "SELECT rowid, quote(name), quote(state), quote(last_run_usec), quote(last_result), "          \
+    "quote(next_run_usec) FROM policies ORDER BY name"
+#define DUMP_SNAPSHOTS_V2                                                                          \
+    "SELECT rowid, quote(id), quote(policy), quote(node), quote(archive_key), "                    \
+    "quote(manifest_key), quote(store), quote(download_url), quote(state), quote(error), "         \
+    "quote(created_usec), quote(started_usec), quote(finished_usec), quote(expire_usec), "         \
+    "quote(items_done), quote(items_total), quote(progress_pct), quote(bytes_transferred), "       \
+    "quote(point_in_time), quote(log_cursor) FROM snapshots ORDER BY id"
+#define DUMP_RESTORES_V2                                                                           \
+    "SELECT rowid, quote(id), quote(source_snapshot), quote(target), quote(state), quote(error), " \
+    "quote(created_usec), quote(started_usec), quote(finished_usec), quote(items_done), "          \
+    "quote(items_total), quote(progress_pct), quote(options) FROM restores ORDER BY id"
 
 typedef struct TempDir {
     char path[64];
@@ -109,6 +224,35 @@ static long long raw_int(sqlite3 *db, const char *sql) {
         v = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
     return v;
+}
+
+/* Every row of a query as text, "a|b|c" lines; NULL on failure. */
+static char *raw_dump(sqlite3 *db, const char *sql) {
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
+        fprintf(stderr, "# sqlite: %s\n", sqlite3_errmsg(db));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    int rc = SQLITE_ERROR;
+    if (f) {
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            for (int i = 0; i < sqlite3_column_count(s); i++) {
+                const char *v = (const char *) sqlite3_column_text(s, i);
+                fprintf(f, "%s%s", i ? "|" : "", v ? v : "NULL");
+            }
+            fputc('\n', f);
+        }
+        fclose(f);
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
 }
 
 static bool file_exists(const char *path) {
@@ -233,11 +377,15 @@ static void version_1_catalog_is_migrated_keeping_rows(void) {
     ASSERT_EQ_INT(s->created_usec, 1000);
     ASSERT(!s->point_in_time); /* the columns version 2 added, at their defaults */
     ASSERT(s->log_cursor == NULL);
+    ASSERT_EQ_INT(s->verify_state, MS_VERIFY_NEVER); /* and those version 3 added */
+    ASSERT_EQ_INT(s->verify_finished_usec, 0);
+    ASSERT(s->verify_error == NULL);
 
     _cleanup_(ms_restore_record_freep) MsRestoreRecord *r = NULL;
     ASSERT_OK(ms_catalog_get_restore(c, "restore-1", &r, &e));
     ASSERT_EQ_INT(r->state, MS_RESTORE_FAILED);
     ASSERT_STREQ(r->options, "{}");
+    ASSERT_EQ_INT(r->bytes_transferred, 0);
 
     _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *p = NULL;
     ASSERT_OK(ms_catalog_get_policy(c, "nightly", &p, &e));
@@ -249,6 +397,252 @@ static void version_1_catalog_is_migrated_keeping_rows(void) {
                               "name = 'snapshots_by_policy_state'"),
                   1);
     ASSERT_OK(ms_catalog_integrity_check(c, &e));
+    /* Version 3's state is accepted by the migrated table. */
+    ASSERT_OK(ms_catalog_set_snapshot_state(c, "nightly-1", MS_SNAPSHOT_STOPPED, NULL, &e));
+}
+
+static void version_2_catalog_is_migrated_keeping_rows(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    _cleanup_free_ char *policies_before = NULL, *snapshots_before = NULL, *restores_before = NULL;
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(db);
+        ASSERT(raw_exec(db, schema_v2));
+        ASSERT(raw_exec(db, "PRAGMA foreign_keys = ON"));
+        ASSERT(raw_exec(db, rows_v2));
+        /* The fixture is a true version 2 catalog: it refuses version 3's state. */
+        ASSERT(!raw_exec(db, "UPDATE snapshots SET state = 'stopped' WHERE id = 'n-queued'"));
+        policies_before = raw_dump(db, DUMP_POLICIES_V2);
+        snapshots_before = raw_dump(db, DUMP_SNAPSHOTS_V2);
+        restores_before = raw_dump(db, DUMP_RESTORES_V2);
+        ASSERT(policies_before && snapshots_before && restores_before);
+        ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM snapshots"), 7);
+        ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM restores"), 6);
+        ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), 2);
+    }
+
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(ms_catalog_integrity_check(c, &e));
+
+    {
+        /* Every row and every value, rowids included, as it was. */
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(db);
+        ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), 3);
+        _cleanup_free_ char *policies_after = raw_dump(db, DUMP_POLICIES_V2);
+        _cleanup_free_ char *snapshots_after = raw_dump(db, DUMP_SNAPSHOTS_V2);
+        _cleanup_free_ char *restores_after = raw_dump(db, DUMP_RESTORES_V2);
+        ASSERT_STREQ(policies_after, policies_before);
+        ASSERT_STREQ(snapshots_after, snapshots_before);
+        ASSERT_STREQ(restores_after, restores_before);
+        /* The new columns, at their defaults. */
+        ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM snapshots WHERE verify_state IS NULL AND "
+                                  "verify_finished_usec IS NULL AND verify_error IS NULL"),
+                      7);
+        ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM restores WHERE bytes_transferred = 0"), 6);
+        /* The rebuilt table's indexes are back, the temporary name is gone, and restores still
+         * refer to snapshots. */
+        ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                  "tbl_name = 'snapshots' AND name IN "
+                                  "('snapshots_by_policy_state', 'snapshots_by_state')"),
+                      2);
+        ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                  "name IN ('restores_by_source', 'restores_by_state')"),
+                      2);
+        ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name LIKE '%new%'"), 0);
+        ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM pragma_foreign_key_list('restores') "
+                                  "WHERE \"table\" = 'snapshots' AND \"from\" = "
+                                  "'source_snapshot' AND \"to\" = 'id'"),
+                      1);
+        ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM pragma_foreign_key_list('snapshots') "
+                                  "WHERE \"table\" = 'policies' AND \"from\" = 'policy'"),
+                      1);
+    }
+
+    /* Through the API: every state read back, the new fields at their defaults. */
+    const struct {
+        const char *id;
+        MsSnapshotState state;
+    } snaps[] = {
+        {"n-completed", MS_SNAPSHOT_COMPLETED},     {"n-queued", MS_SNAPSHOT_QUEUED},
+        {"n-running", MS_SNAPSHOT_RUNNING},         {"h-failed", MS_SNAPSHOT_FAILED},
+        {"h-interrupted", MS_SNAPSHOT_INTERRUPTED}, {"n-expired", MS_SNAPSHOT_EXPIRED},
+        {"n-deleted", MS_SNAPSHOT_DELETED},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(snaps); i++) {
+        _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *got = NULL;
+        ASSERT_OK(ms_catalog_get_snapshot(c, snaps[i].id, &got, &e));
+        ASSERT_EQ_INT(got->state, snaps[i].state);
+        ASSERT_EQ_INT(got->verify_state, MS_VERIFY_NEVER);
+        ASSERT_EQ_INT(got->verify_finished_usec, 0);
+        ASSERT(got->verify_error == NULL);
+    }
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *full = NULL;
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n-completed", &full, &e));
+    ASSERT_STREQ(full->archive_key, "nightly/db1/a.archive.zst");
+    ASSERT_STREQ(full->download_url, "https://dl/a?X-Amz-Expires=60");
+    ASSERT_EQ_INT(full->finished_usec, 160);
+    ASSERT_EQ_INT(full->expire_usec, 9000);
+    ASSERT(full->bytes_transferred == INT64_MAX);
+    ASSERT(full->point_in_time);
+    ASSERT_STREQ(full->log_cursor, "s=abc;i=1;b=def;m=1;t=2;x=3");
+    const struct {
+        const char *id;
+        MsRestoreState state;
+    } rests[] = {
+        {"r-queued", MS_RESTORE_QUEUED},           {"r-running", MS_RESTORE_RUNNING},
+        {"r-completed", MS_RESTORE_COMPLETED},     {"r-failed", MS_RESTORE_FAILED},
+        {"r-interrupted", MS_RESTORE_INTERRUPTED}, {"r-cancelled", MS_RESTORE_CANCELLED},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(rests); i++) {
+        _cleanup_(ms_restore_record_freep) MsRestoreRecord *got = NULL;
+        ASSERT_OK(ms_catalog_get_restore(c, rests[i].id, &got, &e));
+        ASSERT_EQ_INT(got->state, rests[i].state);
+        ASSERT_EQ_INT(got->bytes_transferred, 0);
+    }
+    _cleanup_(ms_restore_record_freep) MsRestoreRecord *rr = NULL;
+    ASSERT_OK(ms_catalog_get_restore(c, "r-running", &rr, &e));
+    ASSERT_STREQ(rr->options, "{\"drop\":true}");
+    ASSERT(rr->progress_pct == 25.0);
+
+    /* Version 3 at work on the migrated rows; references are enforced again. */
+    ASSERT_OK(ms_catalog_set_snapshot_state(c, "n-running", MS_SNAPSHOT_STOPPED,
+                                            "stopped on request", &e));
+    ASSERT_OK(ms_catalog_set_snapshot_verify(c, "n-completed", MS_VERIFY_PASSED, NULL, &e));
+    ASSERT_OK(ms_catalog_update_restore_progress(c, "r-running", 20, 40, 50, 1 << 20, &e));
+    MsRestoreRecord orphan = {.id = (char *) "r-orphan",
+                              .source_snapshot = (char *) "n-404",
+                              .target = (char *) "mongodb://t/",
+                              .state = MS_RESTORE_QUEUED,
+                              .created_usec = 1};
+    ASSERT_EQ_INT(ms_catalog_insert_restore(c, &orphan, &e), -ENOENT);
+    ms_error_clear(&e);
+    MsSnapshotRecord stray = snapshot_row("w-1", "weekly", MS_SNAPSHOT_QUEUED, 1);
+    ASSERT_EQ_INT(ms_catalog_insert_snapshot(c, &stray, &e), -ENOENT);
+    ms_error_clear(&e);
+    ASSERT_OK(ms_catalog_integrity_check(c, &e));
+
+    /* Opening again finds nothing to migrate and keeps it all. */
+    c = ms_catalog_close(c);
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *stopped = NULL;
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n-running", &stopped, &e));
+    ASSERT_EQ_INT(stopped->state, MS_SNAPSHOT_STOPPED);
+    ASSERT(stopped->finished_usec > 0);
+    ASSERT_EQ_INT(stopped->started_usec, 301);
+    MsSnapshotRecord **list = NULL;
+    size_t n = 0;
+    ASSERT_OK(ms_catalog_list_snapshots(c, NULL, &list, &n, &e));
+    ms_snapshot_record_list_free(list, n);
+    ASSERT_EQ_INT(n, 7);
+}
+
+static void failed_migration_leaves_version_2(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    _cleanup_free_ char *snapshots_before = NULL;
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(db);
+        ASSERT(raw_exec(db, schema_v2));
+        ASSERT(raw_exec(db, rows_v2));
+        /* Something in the way of step 3: its first statement fails, after which nothing of it
+         * may remain. */
+        ASSERT(raw_exec(db, "CREATE TABLE snapshots_new (x INTEGER)"));
+        snapshots_before = raw_dump(db, DUMP_SNAPSHOTS_V2);
+        ASSERT(snapshots_before);
+    }
+    MsError e = MS_ERROR_INIT;
+    MsCatalog *c = NULL;
+    ASSERT(ms_catalog_open(t.db, &c, &e) < 0);
+    ASSERT(c == NULL);
+    ASSERT_CONTAINS(e.message, "from schema version 2 to 3");
+    ASSERT_CONTAINS(e.message, "left at version 2");
+
+    _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+    ASSERT(db);
+    ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), 2);
+    _cleanup_free_ char *snapshots_after = raw_dump(db, DUMP_SNAPSHOTS_V2);
+    ASSERT_STREQ(snapshots_after, snapshots_before);
+    ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM pragma_table_info('snapshots') WHERE "
+                              "name = 'verify_state'"),
+                  0);
+    ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM pragma_table_info('restores') WHERE "
+                              "name = 'bytes_transferred'"),
+                  0);
+
+    /* Out of the way, the same file migrates. */
+    ASSERT(raw_exec(db, "DROP TABLE snapshots_new"));
+    ms_error_clear(&e);
+    _cleanup_(ms_catalog_closep) MsCatalog *ok = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &ok, &e));
+    ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), 3);
+    ASSERT_OK(ms_catalog_integrity_check(ok, &e));
+}
+
+static void migration_keeps_rows_broken_before(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(db);
+        ASSERT(raw_exec(db, schema_v2));
+        ASSERT(raw_exec(db, rows_v2));
+        /* Written behind the catalog's back (references are not enforced on a plain
+         * connection): damage the migration neither causes nor may hide. */
+        ASSERT(raw_exec(db, "INSERT INTO restores (id, source_snapshot, target, state, "
+                            "created_usec) VALUES ('r-orphan', 'gone', 'mongodb://t/', 'failed', "
+                            "1)"));
+    }
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    _cleanup_(ms_restore_record_freep) MsRestoreRecord *r = NULL;
+    ASSERT_OK(ms_catalog_get_restore(c, "r-orphan", &r, &e));
+    ASSERT_STREQ(r->source_snapshot, "gone");
+    ASSERT_EQ_INT(ms_catalog_integrity_check(c, &e), -EBADMSG);
+    ASSERT_CONTAINS(e.message, "1 problem");
+    ASSERT_CONTAINS(e.message, "restores");
+}
+
+static void version_4_catalog_is_refused_untouched(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    ASSERT_EQ_INT(MS_CATALOG_SCHEMA_VERSION, 3);
+    _cleanup_free_ char *snapshots_before = NULL;
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(db);
+        ASSERT(raw_exec(db, schema_v2));
+        ASSERT(raw_exec(db, rows_v2));
+        ASSERT(raw_exec(db, "PRAGMA user_version = 4"));
+        snapshots_before = raw_dump(db, DUMP_SNAPSHOTS_V2);
+        ASSERT(snapshots_before);
+    }
+    MsError e = MS_ERROR_INIT;
+    MsCatalog *c = NULL;
+    ASSERT_EQ_INT(ms_catalog_open(t.db, &c, &e), -EPROTONOSUPPORT);
+    ASSERT(c == NULL);
+    ASSERT_CONTAINS(e.message, "schema version 4");
+    ASSERT_CONTAINS(e.message, "newer than the 3");
+
+    _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+    ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), 4);
+    ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM pragma_journal_mode WHERE "
+                              "journal_mode = 'delete'"),
+                  1);
+    /* Not a step of the migration ran: no rebuilt table, no new column. */
+    ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM pragma_table_info('snapshots') WHERE "
+                              "name = 'verify_state'"),
+                  0);
+    ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM pragma_table_info('restores') WHERE "
+                              "name = 'bytes_transferred'"),
+                  0);
+    _cleanup_free_ char *snapshots_after = raw_dump(db, DUMP_SNAPSHOTS_V2);
+    ASSERT_STREQ(snapshots_after, snapshots_before);
 }
 
 static void newer_catalog_is_refused_untouched(void) {
@@ -396,6 +790,9 @@ static void snapshot_round_trip(void) {
         .bytes_transferred = UINT64_C(5) << 40,
         .point_in_time = true,
         .log_cursor = (char *) "s=abc;i=1;b=def;m=1;t=2;x=3",
+        .verify_state = MS_VERIFY_FAILED,
+        .verify_finished_usec = SOME_TIME_USEC + 2 * 3600 * USEC_PER_SEC,
+        .verify_error = (char *) "namespace shop.orders: CRC mismatch at byte 1234",
     };
     ASSERT_OK(ms_catalog_insert_snapshot(c, &in, &e));
 
@@ -420,12 +817,28 @@ static void snapshot_round_trip(void) {
     ASSERT(out->bytes_transferred == in.bytes_transferred);
     ASSERT(out->point_in_time);
     ASSERT_STREQ(out->log_cursor, in.log_cursor);
+    ASSERT_EQ_INT(out->verify_state, MS_VERIFY_FAILED);
+    ASSERT_EQ_INT(out->verify_finished_usec, in.verify_finished_usec);
+    ASSERT_STREQ(out->verify_error, in.verify_error);
+
+    /* Lists carry the verification too. */
+    MsSnapshotRecord **list = NULL;
+    size_t n = 0;
+    ASSERT_OK(ms_catalog_list_snapshots(c, NULL, &list, &n, &e));
+    bool listed = n == 1 && list[0]->verify_state == MS_VERIFY_FAILED &&
+                  list[0]->verify_finished_usec == in.verify_finished_usec &&
+                  list[0]->verify_error && strcmp(list[0]->verify_error, in.verify_error) == 0;
+    ms_snapshot_record_list_free(list, n);
+    ASSERT(listed);
 
     /* Update replaces every column, NULLs included. */
     in.state = MS_SNAPSHOT_EXPIRED;
     in.download_url = NULL;
     in.error = (char *) "expired by retention (keep 7)";
     in.point_in_time = false;
+    in.verify_state = MS_VERIFY_PASSED;
+    in.verify_finished_usec = SOME_TIME_USEC + 3 * 3600 * USEC_PER_SEC;
+    in.verify_error = NULL;
     ASSERT_OK(ms_catalog_update_snapshot(c, &in, &e));
     out = ms_snapshot_record_free(out);
     ASSERT_OK(ms_catalog_get_snapshot(c, in.id, &out, &e));
@@ -433,6 +846,32 @@ static void snapshot_round_trip(void) {
     ASSERT(out->download_url == NULL);
     ASSERT_STREQ(out->error, "expired by retention (keep 7)");
     ASSERT(!out->point_in_time);
+    ASSERT_EQ_INT(out->verify_state, MS_VERIFY_PASSED);
+    ASSERT_EQ_INT(out->verify_finished_usec, in.verify_finished_usec);
+    ASSERT(out->verify_error == NULL);
+
+    /* Never verified is stored as NULL, not as its name "". */
+    in.verify_state = MS_VERIFY_NEVER;
+    in.verify_finished_usec = 0;
+    ASSERT_OK(ms_catalog_update_snapshot(c, &in, &e));
+    out = ms_snapshot_record_free(out);
+    ASSERT_OK(ms_catalog_get_snapshot(c, in.id, &out, &e));
+    ASSERT_EQ_INT(out->verify_state, MS_VERIFY_NEVER);
+    ASSERT_EQ_INT(out->verify_finished_usec, 0);
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM snapshots WHERE verify_state IS NULL AND "
+                                  "verify_finished_usec IS NULL"),
+                      1);
+        /* A stored name that is no state (here the empty one) is refused by the schema. */
+        ASSERT(!raw_exec(db, "UPDATE snapshots SET verify_state = ''"));
+        ASSERT(!raw_exec(db, "UPDATE snapshots SET verify_state = 'done'"));
+        ASSERT(!raw_exec(db, "UPDATE snapshots SET state = 'done'"));
+        ASSERT(raw_exec(db, "UPDATE snapshots SET state = 'stopped'"));
+    }
+    out = ms_snapshot_record_free(out);
+    ASSERT_OK(ms_catalog_get_snapshot(c, in.id, &out, &e));
+    ASSERT_EQ_INT(out->state, MS_SNAPSHOT_STOPPED);
 
     /* Refusals, each with its errno and a message naming the row. */
     ASSERT_EQ_INT(ms_catalog_insert_snapshot(c, &in, &e), -EEXIST);
@@ -459,6 +898,18 @@ static void snapshot_round_trip(void) {
     huge.items_done = 0;
     huge.progress_pct = 101;
     ASSERT_EQ_INT(ms_catalog_insert_snapshot(c, &huge, &e), -EINVAL);
+    ms_error_clear(&e);
+    huge.progress_pct = 0;
+    huge.verify_finished_usec = UINT64_MAX;
+    ASSERT_EQ_INT(ms_catalog_insert_snapshot(c, &huge, &e), -EOVERFLOW);
+    ASSERT_CONTAINS(e.message, "verify_finished_usec");
+    ms_error_clear(&e);
+    huge.verify_finished_usec = 0;
+    huge.verify_state = (MsVerifyState) 42;
+    ASSERT_EQ_INT(ms_catalog_insert_snapshot(c, &huge, &e), -EINVAL);
+    ms_error_clear(&e);
+    huge.verify_state = MS_VERIFY_RUNNING;
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &huge, &e));
 }
 
 static void restore_round_trip_redacts_target(void) {
@@ -482,6 +933,7 @@ static void restore_round_trip_redacts_target(void) {
         .items_total = 40,
         .progress_pct = 25.0,
         .options = (char *) "{\"drop\":true,\"ns_from\":[\"shop.*\"],\"ns_to\":[\"copy.*\"]}",
+        .bytes_transferred = UINT64_C(3) << 40,
     };
     ASSERT_OK(ms_catalog_insert_restore(c, &in, &e));
 
@@ -498,6 +950,7 @@ static void restore_round_trip_redacts_target(void) {
     ASSERT_EQ_INT(out->items_total, 40);
     ASSERT(out->progress_pct == 25.0);
     ASSERT_STREQ(out->options, in.options);
+    ASSERT(out->bytes_transferred == in.bytes_transferred);
 
     /* Never written: neither in the database file nor in its log. */
     char wal[160];
@@ -507,14 +960,45 @@ static void restore_round_trip_redacts_target(void) {
     ASSERT(!file_contains(t.db, "hunter2"));
     ASSERT(file_contains(wal, "target1")); /* the check above looks in the right place */
 
+    /* Progress carries the bytes, through one statement compiled once. */
+    ASSERT_OK(ms_catalog_update_restore_progress(c, in.id, 20, 40, 50.0, 7777, &e));
+    unsigned prepared = ms_catalog_statements_prepared(c);
+    for (unsigned i = 21; i <= 40; i++)
+        ASSERT_OK(ms_catalog_update_restore_progress(c, in.id, i, 40, 2.5 * i, 7777 + i, &e));
+    ASSERT_EQ_INT(ms_catalog_statements_prepared(c), prepared);
+    out = ms_restore_record_free(out);
+    ASSERT_OK(ms_catalog_get_restore(c, in.id, &out, &e));
+    ASSERT_EQ_INT(out->items_done, 40);
+    ASSERT(out->progress_pct == 100.0);
+    ASSERT_EQ_INT(out->bytes_transferred, 7777 + 40);
+    ASSERT_EQ_INT(ms_catalog_update_restore_progress(c, in.id, 1, 1, 1, UINT64_MAX, &e),
+                  -EOVERFLOW);
+    ASSERT_CONTAINS(e.message, "bytes_transferred");
+    ms_error_clear(&e);
+    ASSERT_EQ_INT(ms_catalog_update_restore_progress(c, "restore-404", 1, 1, 1, 1, &e), -ENOENT);
+    ms_error_clear(&e);
+
     in.state = MS_RESTORE_COMPLETED;
     in.options = NULL;
+    in.bytes_transferred = 12345;
     ASSERT_OK(ms_catalog_update_restore(c, &in, &e));
     out = ms_restore_record_free(out);
     ASSERT_OK(ms_catalog_get_restore(c, in.id, &out, &e));
     ASSERT_EQ_INT(out->state, MS_RESTORE_COMPLETED);
     ASSERT_STREQ(out->options, "{}");
     ASSERT(strstr(out->target, "hunter2") == NULL);
+    ASSERT_EQ_INT(out->bytes_transferred, 12345);
+    MsRestoreRecord **rl = NULL;
+    size_t rn = 0;
+    ASSERT_OK(ms_catalog_list_restores(c, NULL, &rl, &rn, &e));
+    bool listed = rn == 1 && rl[0]->bytes_transferred == 12345;
+    ms_restore_record_list_free(rl, rn);
+    ASSERT(listed);
+    MsRestoreRecord huge = in;
+    huge.id = (char *) "restore-huge";
+    huge.bytes_transferred = UINT64_MAX;
+    ASSERT_EQ_INT(ms_catalog_insert_restore(c, &huge, &e), -EOVERFLOW);
+    ms_error_clear(&e);
 
     ASSERT_EQ_INT(ms_catalog_insert_restore(c, &in, &e), -EEXIST);
     ms_error_clear(&e);
@@ -556,6 +1040,7 @@ static void list_filters(void) {
         {"n3", "nightly", MS_SNAPSHOT_RUNNING, 30},  {"n1", "nightly", MS_SNAPSHOT_COMPLETED, 10},
         {"h1", "hourly", MS_SNAPSHOT_FAILED, 15},    {"n2", "nightly", MS_SNAPSHOT_EXPIRED, 20},
         {"h2", "hourly", MS_SNAPSHOT_COMPLETED, 25}, {"h3", "hourly", MS_SNAPSHOT_QUEUED, 35},
+        {"h4", "hourly", MS_SNAPSHOT_STOPPED, 40},
     };
     for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
         MsSnapshotRecord r =
@@ -567,14 +1052,16 @@ static void list_filters(void) {
         MsSnapshotFilter filter;
         const char *expected;
     } cases[] = {
-        {{NULL, 0}, "n1 h1 n2 h2 n3 h3"},
+        {{NULL, 0}, "n1 h1 n2 h2 n3 h3 h4"},
         {{"nightly", 0}, "n1 n2 n3"},
+        {{NULL, MS_STATE_BIT(MS_SNAPSHOT_STOPPED)}, "h4"},
+        {{"hourly", MS_STATE_BIT(MS_SNAPSHOT_STOPPED) | MS_STATE_BIT(MS_SNAPSHOT_FAILED)}, "h1 h4"},
         {{NULL, MS_STATE_BIT(MS_SNAPSHOT_COMPLETED)}, "n1 h2"},
         {{"hourly", MS_STATE_BIT(MS_SNAPSHOT_QUEUED) | MS_STATE_BIT(MS_SNAPSHOT_RUNNING)}, "h3"},
         {{NULL, MS_STATE_BIT(MS_SNAPSHOT_QUEUED) | MS_STATE_BIT(MS_SNAPSHOT_RUNNING)}, "n3 h3"},
         {{"weekly", 0}, ""},
         {{NULL, MS_STATE_BIT(MS_SNAPSHOT_DELETED)}, ""},
-        {{NULL, (1u << _MS_SNAPSHOT_STATE_MAX) - 1}, "n1 h1 n2 h2 n3 h3"},
+        {{NULL, (1u << _MS_SNAPSHOT_STATE_MAX) - 1}, "n1 h1 n2 h2 n3 h3 h4"},
     };
     for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
         MsSnapshotRecord **list = NULL;
@@ -671,6 +1158,30 @@ static void set_state_stamps_times_and_error(void) {
     ASSERT_EQ_INT(got->state, MS_SNAPSHOT_DELETED);
     ASSERT(got->error == NULL);
     ASSERT_EQ_INT(got->finished_usec, finished);
+
+    /* Stopped on request: a finish, stamped like failed and interrupted. */
+    MsSnapshotRecord r2 = snapshot_row("n2", "nightly", MS_SNAPSHOT_QUEUED, 2);
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &r2, &e));
+    ASSERT_OK(ms_catalog_set_snapshot_state(c, "n2", MS_SNAPSHOT_RUNNING, NULL, &e));
+    uint64_t before_stop = ms_realtime_usec();
+    ASSERT_OK(
+        ms_catalog_set_snapshot_state(c, "n2", MS_SNAPSHOT_STOPPED, "stopped on request", &e));
+    uint64_t after_stop = ms_realtime_usec();
+    got = ms_snapshot_record_free(got);
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n2", &got, &e));
+    ASSERT_EQ_INT(got->state, MS_SNAPSHOT_STOPPED);
+    ASSERT_STREQ(got->error, "stopped on request");
+    ASSERT(got->finished_usec >= before_stop && got->finished_usec <= after_stop);
+    ASSERT(got->started_usec > 0 && got->started_usec <= got->finished_usec);
+    /* A queued snapshot stopped before it ran is finished but never started. */
+    MsSnapshotRecord r3 = snapshot_row("n3", "nightly", MS_SNAPSHOT_QUEUED, 3);
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &r3, &e));
+    ASSERT_OK(ms_catalog_set_snapshot_state(c, "n3", MS_SNAPSHOT_STOPPED, NULL, &e));
+    got = ms_snapshot_record_free(got);
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n3", &got, &e));
+    ASSERT_EQ_INT(got->state, MS_SNAPSHOT_STOPPED);
+    ASSERT(got->finished_usec > 0);
+    ASSERT_EQ_INT(got->started_usec, 0);
 
     ASSERT_EQ_INT(ms_catalog_set_snapshot_state(c, "n404", MS_SNAPSHOT_RUNNING, NULL, &e), -ENOENT);
     ms_error_clear(&e);
@@ -870,15 +1381,226 @@ static void state_names_round_trip(void) {
     ASSERT_EQ_INT(ms_snapshot_state_from_string(NULL), -EINVAL);
     ASSERT(ms_snapshot_state_to_string(_MS_SNAPSHOT_STATE_MAX) == NULL);
     ASSERT_STREQ(ms_snapshot_state_to_string(MS_SNAPSHOT_INTERRUPTED), "interrupted");
+    ASSERT_STREQ(ms_snapshot_state_to_string(MS_SNAPSHOT_STOPPED), "stopped");
+    ASSERT_EQ_INT(ms_snapshot_state_from_string("stopped"), MS_SNAPSHOT_STOPPED);
+    ASSERT(MS_SNAPSHOT_STOPPED != MS_SNAPSHOT_INTERRUPTED);
+
+    for (int s = 0; s < _MS_VERIFY_STATE_MAX; s++)
+        ASSERT_EQ_INT(ms_verify_state_from_string(ms_verify_state_to_string(s)), s);
+    const struct {
+        MsVerifyState state;
+        const char *name;
+    } verify[] = {
+        {MS_VERIFY_NEVER, ""},          {MS_VERIFY_QUEUED, "queued"},
+        {MS_VERIFY_RUNNING, "running"}, {MS_VERIFY_PASSED, "passed"},
+        {MS_VERIFY_FAILED, "failed"},   {MS_VERIFY_INTERRUPTED, "interrupted"},
+    };
+    ASSERT_EQ_INT(ELEMENTSOF(verify), _MS_VERIFY_STATE_MAX);
+    for (size_t i = 0; i < ELEMENTSOF(verify); i++) {
+        ASSERT_STREQ(ms_verify_state_to_string(verify[i].state), verify[i].name);
+        ASSERT_EQ_INT(ms_verify_state_from_string(verify[i].name), verify[i].state);
+    }
+    ASSERT_EQ_INT(ms_verify_state_from_string(NULL), -EINVAL);
+    ASSERT_EQ_INT(ms_verify_state_from_string("completed"), -EINVAL);
+    ASSERT(ms_verify_state_to_string(_MS_VERIFY_STATE_MAX) == NULL);
+    ASSERT(ms_verify_state_to_string((MsVerifyState) -1) == NULL);
+}
+
+static void set_verify_stamps_and_clears(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(record_policy(c, "nightly", &e));
+    MsSnapshotRecord r = snapshot_row("n1", "nightly", MS_SNAPSHOT_COMPLETED, 1);
+    r.started_usec = 5;
+    r.finished_usec = 6;
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &r, &e));
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *got = NULL;
+
+    /* Queued: an error given is not kept, no finish time. */
+    ASSERT_OK(ms_catalog_set_snapshot_verify(c, "n1", MS_VERIFY_QUEUED, "left over", &e));
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT_EQ_INT(got->verify_state, MS_VERIFY_QUEUED);
+    ASSERT(got->verify_error == NULL);
+    ASSERT_EQ_INT(got->verify_finished_usec, 0);
+
+    ASSERT_OK(ms_catalog_set_snapshot_verify(c, "n1", MS_VERIFY_RUNNING, NULL, &e));
+    unsigned prepared = ms_catalog_statements_prepared(c);
+    got = ms_snapshot_record_free(got);
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT_EQ_INT(got->verify_state, MS_VERIFY_RUNNING);
+    ASSERT_EQ_INT(got->verify_finished_usec, 0);
+
+    /* Passed: stamped now. */
+    uint64_t t0 = ms_realtime_usec();
+    ASSERT_OK(ms_catalog_set_snapshot_verify(c, "n1", MS_VERIFY_PASSED, NULL, &e));
+    uint64_t t1 = ms_realtime_usec();
+    got = ms_snapshot_record_free(got);
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT_EQ_INT(got->verify_state, MS_VERIFY_PASSED);
+    ASSERT(got->verify_finished_usec >= t0 && got->verify_finished_usec <= t1);
+    ASSERT(got->verify_error == NULL);
+    /* The snapshot's own state and times are not the verification's. */
+    ASSERT_EQ_INT(got->state, MS_SNAPSHOT_COMPLETED);
+    ASSERT_EQ_INT(got->started_usec, 5);
+    ASSERT_EQ_INT(got->finished_usec, 6);
+    ASSERT(got->error == NULL);
+
+    /* Queued again: the last result's time goes. */
+    ASSERT_OK(ms_catalog_set_snapshot_verify(c, "n1", MS_VERIFY_QUEUED, NULL, &e));
+    got = ms_snapshot_record_free(got);
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT_EQ_INT(got->verify_state, MS_VERIFY_QUEUED);
+    ASSERT_EQ_INT(got->verify_finished_usec, 0);
+
+    /* Failed, with its reason and its own time. */
+    ASSERT_OK(ms_catalog_set_snapshot_verify(c, "n1", MS_VERIFY_RUNNING, NULL, &e));
+    uint64_t t2 = ms_realtime_usec();
+    ASSERT_OK(ms_catalog_set_snapshot_verify(c, "n1", MS_VERIFY_FAILED,
+                                             "namespace shop.orders: CRC mismatch", &e));
+    got = ms_snapshot_record_free(got);
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT_EQ_INT(got->verify_state, MS_VERIFY_FAILED);
+    ASSERT_STREQ(got->verify_error, "namespace shop.orders: CRC mismatch");
+    ASSERT(got->verify_finished_usec >= t2);
+
+    /* Queued clears the error as well as the time. */
+    ASSERT_OK(ms_catalog_set_snapshot_verify(c, "n1", MS_VERIFY_QUEUED, NULL, &e));
+    got = ms_snapshot_record_free(got);
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT(got->verify_error == NULL);
+    ASSERT_EQ_INT(got->verify_finished_usec, 0);
+
+    /* Interrupted stamps too. */
+    ASSERT_OK(ms_catalog_set_snapshot_verify(c, "n1", MS_VERIFY_INTERRUPTED, "stopped", &e));
+    got = ms_snapshot_record_free(got);
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT_EQ_INT(got->verify_state, MS_VERIFY_INTERRUPTED);
+    ASSERT_STREQ(got->verify_error, "stopped");
+    ASSERT(got->verify_finished_usec >= t2);
+
+    /* Never: back to NULLs in the file. */
+    ASSERT_OK(ms_catalog_set_snapshot_verify(c, "n1", MS_VERIFY_NEVER, "ignored", &e));
+    got = ms_snapshot_record_free(got);
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n1", &got, &e));
+    ASSERT_EQ_INT(got->verify_state, MS_VERIFY_NEVER);
+    ASSERT(got->verify_error == NULL);
+    ASSERT_EQ_INT(got->verify_finished_usec, 0);
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM snapshots WHERE id = 'n1' AND "
+                                  "verify_state IS NULL AND verify_error IS NULL AND "
+                                  "verify_finished_usec IS NULL"),
+                      1);
+    }
+
+    /* One statement, compiled once, for every call. */
+    ASSERT_EQ_INT(ms_catalog_statements_prepared(c), prepared);
+
+    ASSERT_EQ_INT(ms_catalog_set_snapshot_verify(c, "n404", MS_VERIFY_QUEUED, NULL, &e), -ENOENT);
+    ASSERT_CONTAINS(e.message, "n404");
+    ms_error_clear(&e);
+    ASSERT_EQ_INT(ms_catalog_set_snapshot_verify(c, "n1", (MsVerifyState) 99, NULL, &e), -EINVAL);
+    ms_error_clear(&e);
+    ASSERT_EQ_INT(ms_catalog_set_snapshot_verify(c, NULL, MS_VERIFY_QUEUED, NULL, &e), -EINVAL);
+}
+
+static void unfinished_verifications_become_interrupted(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    ASSERT_OK(record_policy(c, "nightly", &e));
+    const struct {
+        const char *id;
+        MsSnapshotState state;
+        MsVerifyState verify;
+        uint64_t verify_finished;
+        const char *verify_error;
+        /* expected afterwards */
+        MsSnapshotState state_after;
+        MsVerifyState verify_after;
+    } rows[] = {
+        {"v-queued", MS_SNAPSHOT_COMPLETED, MS_VERIFY_QUEUED, 0, NULL, MS_SNAPSHOT_COMPLETED,
+         MS_VERIFY_INTERRUPTED},
+        {"v-running", MS_SNAPSHOT_COMPLETED, MS_VERIFY_RUNNING, 0, NULL, MS_SNAPSHOT_COMPLETED,
+         MS_VERIFY_INTERRUPTED},
+        {"v-passed", MS_SNAPSHOT_COMPLETED, MS_VERIFY_PASSED, 77, NULL, MS_SNAPSHOT_COMPLETED,
+         MS_VERIFY_PASSED},
+        {"v-failed", MS_SNAPSHOT_COMPLETED, MS_VERIFY_FAILED, 78, "bad CRC", MS_SNAPSHOT_COMPLETED,
+         MS_VERIFY_FAILED},
+        {"v-never", MS_SNAPSHOT_COMPLETED, MS_VERIFY_NEVER, 0, NULL, MS_SNAPSHOT_COMPLETED,
+         MS_VERIFY_NEVER},
+        {"s-running", MS_SNAPSHOT_RUNNING, MS_VERIFY_NEVER, 0, NULL, MS_SNAPSHOT_INTERRUPTED,
+         MS_VERIFY_NEVER},
+        /* Both unfinished: one row, counted once. */
+        {"both", MS_SNAPSHOT_RUNNING, MS_VERIFY_RUNNING, 0, NULL, MS_SNAPSHOT_INTERRUPTED,
+         MS_VERIFY_INTERRUPTED},
+        {"s-stopped", MS_SNAPSHOT_STOPPED, MS_VERIFY_NEVER, 0, NULL, MS_SNAPSHOT_STOPPED,
+         MS_VERIFY_NEVER},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+        MsSnapshotRecord r = snapshot_row(rows[i].id, "nightly", rows[i].state, 10 + i);
+        r.verify_state = rows[i].verify;
+        r.verify_finished_usec = rows[i].verify_finished;
+        r.verify_error = (char *) rows[i].verify_error;
+        ASSERT_OK(ms_catalog_insert_snapshot(c, &r, &e));
+    }
+    MsRestoreRecord rr = {.id = (char *) "restoring",
+                          .source_snapshot = (char *) "v-passed",
+                          .target = (char *) "mongodb://t/",
+                          .state = MS_RESTORE_QUEUED,
+                          .created_usec = 20};
+    ASSERT_OK(ms_catalog_insert_restore(c, &rr, &e));
+
+    uint64_t t0 = ms_realtime_usec();
+    unsigned count = 0;
+    ASSERT_OK(ms_catalog_mark_unfinished_interrupted(c, "mongosnapd restarted", &count, &e));
+    /* v-queued, v-running, s-running, both, and the restore. */
+    ASSERT_EQ_INT(count, 5);
+
+    for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+        _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *got = NULL;
+        ASSERT_OK(ms_catalog_get_snapshot(c, rows[i].id, &got, &e));
+        ASSERT_EQ_INT(got->state, rows[i].state_after);
+        ASSERT_EQ_INT(got->verify_state, rows[i].verify_after);
+        if (rows[i].state != rows[i].state_after)
+            ASSERT_STREQ(got->error, "mongosnapd restarted");
+        else
+            ASSERT(got->error == NULL);
+        if (rows[i].verify != rows[i].verify_after) {
+            ASSERT_STREQ(got->verify_error, "mongosnapd restarted");
+            ASSERT(got->verify_finished_usec >= t0);
+        } else {
+            /* Untouched, finished results included. */
+            ASSERT_EQ_INT(got->verify_finished_usec, rows[i].verify_finished);
+            if (rows[i].verify_error)
+                ASSERT_STREQ(got->verify_error, rows[i].verify_error);
+            else
+                ASSERT(got->verify_error == NULL);
+        }
+    }
+
+    ASSERT_OK(ms_catalog_mark_unfinished_interrupted(c, "again", &count, &e));
+    ASSERT_EQ_INT(count, 0);
 }
 
 MS_TEST_MAIN(TEST_CASE(new_catalog_is_current_and_wal), TEST_CASE(empty_version_0_file_is_migrated),
              TEST_CASE(version_1_catalog_is_migrated_keeping_rows),
+             TEST_CASE(version_2_catalog_is_migrated_keeping_rows),
+             TEST_CASE(failed_migration_leaves_version_2),
+             TEST_CASE(migration_keeps_rows_broken_before),
+             TEST_CASE(version_4_catalog_is_refused_untouched),
              TEST_CASE(newer_catalog_is_refused_untouched), TEST_CASE(foreign_files_are_refused),
              TEST_CASE(missing_directory_is_explained), TEST_CASE(policy_round_trip),
              TEST_CASE(snapshot_round_trip), TEST_CASE(restore_round_trip_redacts_target),
              TEST_CASE(list_filters), TEST_CASE(set_state_stamps_times_and_error),
              TEST_CASE(unfinished_tasks_become_interrupted),
+             TEST_CASE(set_verify_stamps_and_clears),
+             TEST_CASE(unfinished_verifications_become_interrupted),
              TEST_CASE(integrity_check_reports_damage),
              TEST_CASE(progress_updates_reuse_one_statement), TEST_CASE(connections_in_two_threads),
              TEST_CASE(state_names_round_trip))
