@@ -38,6 +38,7 @@ MS_PACKAGES=(
   libmongoc-dev libbson-dev libsystemd-dev libcurl4-openssl-dev libinih-dev
   libsqlite3-dev libzstd-dev libssl-dev zlib1g-dev
   zstd dbus systemd clang-format python3-venv
+  libglib2.0-bin
   util-linux coreutils
 )
 

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "agent/agent-task.h"
+#include "agent/agent-internal.h"
 #include "common/log.h"
 #include "common/redact.h"
 #include "common/timeutil.h"
@@ -20,11 +20,7 @@
 #include "retention/retention.h"
 #include "storage/storage.h"
 
-#define INTERRUPTED_BY_RESTART "the agent stopped while the task ran (crash or restart)"
-#define INTERRUPTED_BY_SHUTDOWN "the agent was stopped while the task ran"
-#define STOPPED_ON_REQUEST "stopped on request"
 #define STOPPED_FOR_REBUILD "stopped for a rebuild"
-#define PERCENT_DONE 100.0
 /* A second snapshot of a policy in the same second gets "-2", "-3", ... */
 #define SNAPSHOT_ID_ATTEMPTS 100
 #define SNAPSHOT_ID_MAX (MS_NAME_MAX + MS_ISO8601_MAX + 8)
@@ -32,59 +28,7 @@
 #define WORKER_ARGS_MAX 32
 #define CREDENTIALS_DIRECTORY_ENV "CREDENTIALS_DIRECTORY"
 
-struct SnapshotTask {
-    Manager *manager;
-    ManagerPolicy *policy;
-    MsSnapshotRecord *record; /* owned by the manager's snapshot list */
-    AgentTask *worker;        /* NULL while queued */
-    const char *stop_reason;  /* set when the agent asked the worker to stop */
-    bool stop_on_request;     /* Stop/Cancel, as opposed to the agent shutting down */
-    char *result_message;     /* the worker's last "result" message */
-    char *archive_key, *manifest_key;
-    bool point_in_time;
-    uint64_t last_flush_usec;
-    uint64_t last_emit_usec;
-    sd_event_source *emit_timer; /* the trailing PropertiesChanged of a throttled burst */
-};
-
-struct Manager {
-    sd_event *event;
-    MsAgentConfig *config;
-    MsCatalog *catalog;
-
-    ManagerPolicy **policies; /* sorted by name */
-    size_t n_policies;
-    char **policy_errors;
-    size_t n_policy_errors;
-
-    MsSnapshotRecord **snapshots; /* oldest first */
-    size_t n_snapshots;
-
-    ManagerHooks hooks;
-    void *hooks_userdata;
-
-    bool stopping;
-    sd_event_source *stop_timer;
-};
-
 /* ---- small helpers ---- */
-
-static uint64_t now_usec(void) {
-    return ms_realtime_usec();
-}
-
-static int oom(MsError *e) {
-    return ms_error_set(e, ENOMEM, "out of memory");
-}
-
-static int replace_string(char **dst, const char *src) {
-    char *s = NULL;
-    if (src && !(s = strdup(src)))
-        return -ENOMEM;
-    free(*dst);
-    *dst = s;
-    return 0;
-}
 
 static void fields_for(const SnapshotTask *t, MsEventFields *f) {
     *f = (MsEventFields){
@@ -94,7 +38,7 @@ static void fields_for(const SnapshotTask *t, MsEventFields *f) {
     };
 }
 
-static void emit_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsigned changes) {
+void manager_emit_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsigned changes) {
     if (m->hooks.snapshot_changed)
         m->hooks.snapshot_changed(m, r, changes, m->hooks_userdata);
 }
@@ -255,6 +199,9 @@ int manager_reload_policies(Manager *m, MsError *e) {
         qsort(m->policies, m->n_policies, sizeof(*m->policies), policy_cmp);
     log_info("%zu policies loaded from %s%s", m->n_policies, m->config->policy_directory,
              m->n_policy_errors > 0 ? " (some files have errors)" : "");
+    /* Rules may have changed, and at start-up snapshots may have expired while the agent was
+     * off. */
+    manager_apply_retention(m, NULL);
     return 0;
 }
 
@@ -281,12 +228,18 @@ static int save_runtime(Manager *m, ManagerPolicy *p) {
 
 /* ---- snapshots ---- */
 
+static MsSnapshotRecord *find_snapshot(const Manager *m, const char *id);
+
 size_t manager_n_snapshots(const Manager *m) {
     return m->n_snapshots;
 }
 
 const MsSnapshotRecord *manager_snapshot_at(const Manager *m, size_t i) {
     return i < m->n_snapshots ? m->snapshots[i] : NULL;
+}
+
+MsSnapshotRecord *manager_snapshot_mutable(Manager *m, const char *id) {
+    return find_snapshot(m, id);
 }
 
 static MsSnapshotRecord *find_snapshot(const Manager *m, const char *id) {
@@ -318,10 +271,6 @@ uint64_t manager_snapshot_elapsed_usec(const MsSnapshotRecord *r, uint64_t now) 
     return end > r->started_usec ? end - r->started_usec : 0;
 }
 
-int manager_list_restores(Manager *m, MsRestoreRecord ***ret_records, size_t *ret_n, MsError *e) {
-    return ms_catalog_list_restores(m->catalog, NULL, ret_records, ret_n, e);
-}
-
 static int load_snapshots(Manager *m, MsError *e) {
     return ms_catalog_list_snapshots(m->catalog, NULL, &m->snapshots, &m->n_snapshots, e);
 }
@@ -339,10 +288,13 @@ static void snapshot_task_free(SnapshotTask *t) {
     free(t);
 }
 
-static unsigned running_workers(const Manager *m) {
+unsigned manager_running_workers(const Manager *m) {
     unsigned n = 0;
     for (size_t i = 0; i < m->n_policies; i++)
         if (m->policies[i]->task && m->policies[i]->task->worker)
+            n++;
+    for (size_t i = 0; i < m->n_read_tasks; i++)
+        if (m->read_tasks[i]->worker)
             n++;
     return n;
 }
@@ -351,7 +303,7 @@ bool manager_has_tasks(const Manager *m) {
     for (size_t i = 0; i < m->n_policies; i++)
         if (m->policies[i]->task)
             return true;
-    return false;
+    return m->n_read_tasks > 0;
 }
 
 static void flush_progress(SnapshotTask *t) {
@@ -368,7 +320,7 @@ static int on_emit_timer(sd_event_source *s, uint64_t usec, void *userdata) {
     SnapshotTask *t = userdata;
     t->emit_timer = sd_event_source_disable_unref(t->emit_timer);
     t->last_emit_usec = now_usec();
-    emit_snapshot_changed(t->manager, t->record, MANAGER_SNAPSHOT_PROGRESS);
+    manager_emit_snapshot_changed(t->manager, t->record, MANAGER_SNAPSHOT_PROGRESS);
     return 0;
 }
 
@@ -380,7 +332,7 @@ static void progress_changed(SnapshotTask *t) {
         flush_progress(t);
     if (now - t->last_emit_usec >= MANAGER_PROGRESS_EMIT_USEC) {
         t->last_emit_usec = now;
-        emit_snapshot_changed(t->manager, t->record, MANAGER_SNAPSHOT_PROGRESS);
+        manager_emit_snapshot_changed(t->manager, t->record, MANAGER_SNAPSHOT_PROGRESS);
         return;
     }
     if (t->emit_timer)
@@ -393,80 +345,46 @@ static void progress_changed(SnapshotTask *t) {
                              on_emit_timer, t);
 }
 
-static uint64_t doc_u64(const bson_t *doc, const char *key) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, doc, key))
-        return 0;
-    if (BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_DOUBLE(&it)) {
-        int64_t v = bson_iter_as_int64(&it);
-        return v > 0 ? (uint64_t) v : 0;
-    }
-    return 0;
-}
-
-static bool doc_has(const bson_t *doc, const char *key) {
-    bson_iter_t it;
-    return bson_iter_init_find(&it, doc, key);
-}
-
-static const char *doc_str(const bson_t *doc, const char *key) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, doc, key) || !BSON_ITER_HOLDS_UTF8(&it))
-        return NULL;
-    return bson_iter_utf8(&it, NULL);
-}
-
-static double doc_double(const bson_t *doc, const char *key) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, doc, key))
-        return 0;
-    if (BSON_ITER_HOLDS_DOUBLE(&it) || BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it))
-        return bson_iter_as_double(&it);
-    return 0;
-}
-
 static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
     SnapshotTask *t = userdata;
     MsSnapshotRecord *r = t->record;
-    const char *event = doc_str(msg, "event");
+    const char *event = agent_msg_str(msg, "event");
     if (!event)
         return;
     MsEventFields f;
     fields_for(t, &f);
 
     if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PROGRESS) == 0) {
-        r->items_done = doc_u64(msg, "items_done");
-        r->items_total = doc_u64(msg, "items_total");
-        double pct = doc_double(msg, "percent");
+        r->items_done = agent_msg_u64(msg, "items_done");
+        r->items_total = agent_msg_u64(msg, "items_total");
+        double pct = agent_msg_double(msg, "percent");
         r->progress_pct = pct < 0 ? 0 : pct > PERCENT_DONE ? PERCENT_DONE : pct;
-        r->bytes_transferred = doc_u64(msg, "bytes_written");
+        r->bytes_transferred = agent_msg_u64(msg, "bytes_written");
         progress_changed(t);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_NAMESPACE) == 0) {
-        f.ns = doc_str(msg, "namespace");
+        f.ns = agent_msg_str(msg, "namespace");
         f.has_items = true;
-        f.items = doc_u64(msg, "documents");
-        f.has_bytes = doc_has(msg, "bytes");
-        f.bytes = doc_u64(msg, "bytes");
+        f.items = agent_msg_u64(msg, "documents");
+        f.has_bytes = agent_msg_has(msg, "bytes");
+        f.bytes = agent_msg_u64(msg, "bytes");
         (void) ms_event_log(MS_EVENT_NAMESPACE_FINISHED, &f, "%s: %s done, %" PRIu64 " documents",
                             r->id, f.ns ? f.ns : "?", f.items);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_OPLOG) == 0) {
         f.has_items = true;
-        f.items = doc_u64(msg, "entries");
+        f.items = agent_msg_u64(msg, "entries");
         (void) ms_event_log(MS_EVENT_OPLOG_CAPTURED, &f, "%s: %" PRIu64 " oplog entries captured",
                             r->id, f.items);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
-        const char *status = doc_str(msg, "status");
-        (void) replace_string(&t->result_message, doc_str(msg, "message"));
+        const char *status = agent_msg_str(msg, "status");
+        (void) replace_string(&t->result_message, agent_msg_str(msg, "message"));
         if (status && strcmp(status, "ok") == 0) {
-            (void) replace_string(&t->archive_key, doc_str(msg, "archive"));
-            (void) replace_string(&t->manifest_key, doc_str(msg, "manifest"));
-            bson_iter_t it;
-            t->point_in_time = bson_iter_init_find(&it, msg, "point_in_time") &&
-                               BSON_ITER_HOLDS_BOOL(&it) && bson_iter_bool(&it);
-            if (doc_has(msg, "documents"))
-                r->items_done = doc_u64(msg, "documents");
-            if (doc_has(msg, "stored_bytes"))
-                r->bytes_transferred = doc_u64(msg, "stored_bytes");
+            (void) replace_string(&t->archive_key, agent_msg_str(msg, "archive"));
+            (void) replace_string(&t->manifest_key, agent_msg_str(msg, "manifest"));
+            t->point_in_time = agent_msg_bool(msg, "point_in_time");
+            if (agent_msg_has(msg, "documents"))
+                r->items_done = agent_msg_u64(msg, "documents");
+            if (agent_msg_has(msg, "stored_bytes"))
+                r->bytes_transferred = agent_msg_u64(msg, "stored_bytes");
             f.has_items = true;
             f.items = r->items_done;
             f.has_bytes = true;
@@ -477,16 +395,69 @@ static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
     }
 }
 
-static void start_queued(Manager *m);
-static void maybe_finish_shutdown(Manager *m);
+/* Remove a completed snapshot's objects from its store and record it as gone (expired by
+ * retention, or deleted on request). The manifest goes first: without it the snapshot can no
+ * longer be taken for a complete one, whatever happens to the archive next.
+ * TODO(S3): this runs on the event loop, which is fine for a local store's two unlink()s; a
+ * remote store's round trips belong in a worker. */
+static int remove_from_store(Manager *m, MsSnapshotRecord *r, MsSnapshotState state,
+                             const char *why, MsError *e) {
+    if (r->state == MS_SNAPSHOT_COMPLETED && r->store) {
+        _cleanup_(ms_storage_freep) MsStorage *s = NULL;
+        int k = ms_storage_open(r->store, &s, e);
+        if (k >= 0 && r->manifest_key)
+            k = ms_storage_remove(s, r->manifest_key, e);
+        if (k >= 0 && r->archive_key)
+            k = ms_storage_remove(s, r->archive_key, e);
+        if (k < 0) {
+            ms_error_prefix(e, "cannot remove snapshot %s from %s", r->id, r->store);
+            return k;
+        }
+    }
+    r->state = state;
+    MsError ce = MS_ERROR_INIT;
+    if (ms_catalog_update_snapshot(m->catalog, r, &ce) < 0)
+        log_warning("cannot record that %s was removed: %s", r->id, ce.message);
+    (void) ms_event_log(state == MS_SNAPSHOT_EXPIRED ? MS_EVENT_SNAPSHOT_EXPIRED
+                                                     : MS_EVENT_SNAPSHOT_DELETED,
+                        &(MsEventFields){.policy = r->policy, .task = r->id, .node = r->node},
+                        "snapshot %s %s from %s: %s", r->id,
+                        state == MS_SNAPSHOT_EXPIRED ? "expired and removed" : "deleted",
+                        r->store ? r->store : "its store", why);
+    manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE);
+    return 0;
+}
 
-/* Every completed snapshot of the policy gets its expire time again (a new one can only make
- * the others' earlier); removing the expired ones is the retention task's job. */
-static void recompute_expire_times(Manager *m, const ManagerPolicy *p) {
+static int on_retention_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+/* Wake up when the next snapshot is due to expire by MaxAge= (the only rule the clock alone
+ * triggers; Keep* rules act when a snapshot completes). */
+static void arm_retention_timer(Manager *m) {
+    uint64_t next = 0;
+    for (size_t i = 0; i < m->n_snapshots; i++) {
+        const MsSnapshotRecord *r = m->snapshots[i];
+        if (r->state == MS_SNAPSHOT_COMPLETED && r->expire_usec > 0 &&
+            manager_find_policy(m, r->policy) && (next == 0 || r->expire_usec < next))
+            next = r->expire_usec;
+    }
+    m->retention_timer = sd_event_source_disable_unref(m->retention_timer);
+    if (next == 0 || m->stopping)
+        return;
+    if (sd_event_add_time(m->event, &m->retention_timer, CLOCK_REALTIME, next,
+                          MANAGER_RETENTION_ACCURACY_USEC, on_retention_timer, m) < 0)
+        log_warning("cannot arm the retention timer; expired snapshots are removed at the next "
+                    "completion or reload");
+}
+
+/* Decide for every completed snapshot of the policy: new expire times are recorded (a new
+ * snapshot can only make the others' earlier) and the expired ones are removed from the store,
+ * except those a restore or verification is reading right now (they go when it ends). */
+static void apply_retention_to(Manager *m, const ManagerPolicy *p) {
+    const char *name = p->settings->name;
     size_t n = 0;
     for (size_t i = 0; i < m->n_snapshots; i++)
         if (m->snapshots[i]->state == MS_SNAPSHOT_COMPLETED &&
-            strcmp(m->snapshots[i]->policy, p->settings->name) == 0)
+            strcmp(m->snapshots[i]->policy, name) == 0)
             n++;
     if (n == 0)
         return;
@@ -498,7 +469,7 @@ static void recompute_expire_times(Manager *m, const ManagerPolicy *p) {
     size_t k = 0;
     for (size_t i = 0; i < m->n_snapshots; i++) {
         MsSnapshotRecord *r = m->snapshots[i];
-        if (r->state != MS_SNAPSHOT_COMPLETED || strcmp(r->policy, p->settings->name) != 0)
+        if (r->state != MS_SNAPSHOT_COMPLETED || strcmp(r->policy, name) != 0)
             continue;
         recs[k] = r;
         snaps[k] = (MsRetentionSnapshot){.id = r->id, .completed_usec = r->finished_usec};
@@ -506,19 +477,40 @@ static void recompute_expire_times(Manager *m, const ManagerPolicy *p) {
     }
     MsError e = MS_ERROR_INIT;
     if (ms_retention_decide(&p->settings->retention, now_usec(), snaps, n, decisions, &e) < 0) {
-        log_warning("cannot compute expire times for policy '%s': %s", p->settings->name,
-                    e.message);
+        log_warning("cannot apply retention to policy '%s': %s", name, e.message);
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        if (recs[i]->expire_usec == decisions[i].expire_usec)
+        MsSnapshotRecord *r = recs[i];
+        if (recs[i]->expire_usec != decisions[i].expire_usec) {
+            r->expire_usec = decisions[i].expire_usec;
+            MsError ue = MS_ERROR_INIT;
+            if (ms_catalog_update_snapshot(m->catalog, r, &ue) < 0)
+                log_warning("cannot record the expire time of %s: %s", r->id, ue.message);
+            manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE);
+        }
+        if (decisions[i].keep || reader_uses_snapshot(m, r->id))
             continue;
-        recs[i]->expire_usec = decisions[i].expire_usec;
-        MsError ue = MS_ERROR_INIT;
-        if (ms_catalog_update_snapshot(m->catalog, recs[i], &ue) < 0)
-            log_warning("cannot record the expire time of %s: %s", recs[i]->id, ue.message);
-        emit_snapshot_changed(m, recs[i], MANAGER_SNAPSHOT_STATE);
+        MsError re = MS_ERROR_INIT;
+        const char *why = decisions[i].expired_by == MS_RETENTION_EXPIRY_MAX_AGE
+                              ? "older than the policy's MaxAge="
+                              : "no longer selected by the policy's Keep*= rules";
+        if (remove_from_store(m, r, MS_SNAPSHOT_EXPIRED, why, &re) < 0)
+            log_error("retention of policy '%s': %s", name, re.message);
     }
+}
+
+void manager_apply_retention(Manager *m, const char *policy) {
+    for (size_t i = 0; i < m->n_policies; i++)
+        if (!policy || strcmp(m->policies[i]->settings->name, policy) == 0)
+            apply_retention_to(m, m->policies[i]);
+    arm_retention_timer(m);
+}
+
+static int on_retention_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    Manager *m = userdata;
+    manager_apply_retention(m, NULL);
+    return 0;
 }
 
 static void rebuild_done(Manager *m, void *token, const MsSnapshotRecord *r, const MsError *e) {
@@ -584,14 +576,14 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
     p->task = NULL;
     snapshot_task_free(t);
     if (state == MS_SNAPSHOT_COMPLETED)
-        recompute_expire_times(m, p);
-    emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS);
+        manager_apply_retention(m, p->settings->name);
+    manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS);
     emit_policy_changed(m, p);
     if (p->rebuild_token)
         rebuild_now(m, p);
     drop_policy_if_removed(m, p);
-    start_queued(m);
-    maybe_finish_shutdown(m);
+    manager_start_queued(m);
+    manager_maybe_finish_shutdown(m);
 }
 
 static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
@@ -601,11 +593,13 @@ static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userd
         finish_task(t, MS_SNAPSHOT_COMPLETED, NULL, MS_EVENT_TASK_COMPLETED);
         return;
     }
-    if (t->stop_reason && (status == MONGOSNAP_EXIT_CANCELLED || by_signal)) {
-        /* The catalog has no "stopped" state for snapshots: a stop is an interruption whose
-         * error says who asked for it. */
-        finish_task(t, MS_SNAPSHOT_INTERRUPTED, t->stop_reason,
-                    t->stop_on_request ? MS_EVENT_TASK_STOPPED : MS_EVENT_TASK_INTERRUPTED);
+    /* Asked to stop, it did not complete: whatever it says (a worker stuck connecting reports
+     * the connection failure once its timeout is over), it ended because we stopped it. */
+    if (t->stop_reason) {
+        if (t->stop_on_request)
+            finish_task(t, MS_SNAPSHOT_STOPPED, t->stop_reason, MS_EVENT_TASK_STOPPED);
+        else
+            finish_task(t, MS_SNAPSHOT_INTERRUPTED, t->stop_reason, MS_EVENT_TASK_INTERRUPTED);
         return;
     }
     if (!by_signal && status == MONGOSNAP_EXIT_CANCELLED) {
@@ -666,7 +660,7 @@ static void build_snapshot_args(Manager *m, ManagerPolicy *p, const char *id,
 
 /* Where a policy's Credential= is: systemd puts LoadCredential= files in
  * $CREDENTIALS_DIRECTORY. The path is passed to the worker; the secret never is. */
-static int credential_path(const char *name, char **ret, MsError *e) {
+int manager_credential_path(const char *name, char **ret, MsError *e) {
     const char *dir = getenv(CREDENTIALS_DIRECTORY_ENV);
     if (!dir || !dir[0])
         return ms_error_set(e, ENOKEY,
@@ -693,7 +687,7 @@ static int start_worker(SnapshotTask *t, MsError *e) {
     ManagerPolicy *p = t->policy;
     _cleanup_free_ char *cred = NULL;
     if (p->settings->credential) {
-        int r = credential_path(p->settings->credential, &cred, e);
+        int r = manager_credential_path(p->settings->credential, &cred, e);
         if (r < 0)
             return r;
     }
@@ -724,24 +718,30 @@ static int start_worker(SnapshotTask *t, MsError *e) {
     fields_for(t, &f);
     (void) ms_event_log(MS_EVENT_TASK_STARTED, &f, "snapshot %s started (worker %d)", rec->id,
                         (int) agent_task_pid(t->worker));
-    emit_snapshot_changed(m, rec, MANAGER_SNAPSHOT_STATE);
+    manager_emit_snapshot_changed(m, rec, MANAGER_SNAPSHOT_STATE);
     return 0;
 }
 
-static void start_queued(Manager *m) {
+void manager_start_queued(Manager *m) {
     if (m->stopping)
         return;
-    while (running_workers(m) < m->config->max_concurrent_tasks) {
-        /* The oldest queued task first. */
+    while (manager_running_workers(m) < m->config->max_concurrent_tasks) {
+        /* The oldest queued task first, whatever its kind. */
         SnapshotTask *next = NULL;
         for (size_t i = 0; i < m->n_policies; i++) {
             SnapshotTask *t = m->policies[i]->task;
             if (t && !t->worker && (!next || t->record->created_usec < next->record->created_usec))
                 next = t;
         }
+        ReadTask *reader = reader_oldest_queued(m);
+        MsError e = MS_ERROR_INIT;
+        if (reader && (!next || reader->created_usec < next->record->created_usec)) {
+            if (reader_start(reader, &e) < 0)
+                reader_fail_to_start(reader, e.message);
+            continue;
+        }
         if (!next)
             return;
-        MsError e = MS_ERROR_INIT;
         if (start_worker(next, &e) < 0)
             finish_task(next, MS_SNAPSHOT_FAILED, e.message, MS_EVENT_TASK_FAILED);
     }
@@ -803,7 +803,7 @@ int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *
         return r;
     if (s->credential) {
         _cleanup_free_ char *path = NULL;
-        r = credential_path(s->credential, &path, e);
+        r = manager_credential_path(s->credential, &path, e);
         if (r < 0)
             return r;
     }
@@ -847,8 +847,8 @@ int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *
     if (m->hooks.snapshot_added)
         m->hooks.snapshot_added(m, t->record, m->hooks_userdata);
     const MsSnapshotRecord *result = t->record;
-    start_queued(m);
-    /* start_queued() may have failed and finished the task; the record stays listed. */
+    manager_start_queued(m);
+    /* manager_start_queued() may have failed and finished the task; the record stays listed. */
     emit_policy_changed(m, p);
     if (ret_record)
         *ret_record = result;
@@ -857,8 +857,10 @@ int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *
 
 static void stop_task(SnapshotTask *t, const char *reason, bool on_request) {
     if (!t->worker) {
-        finish_task(t, MS_SNAPSHOT_INTERRUPTED, reason,
-                    on_request ? MS_EVENT_TASK_STOPPED : MS_EVENT_TASK_INTERRUPTED);
+        if (on_request)
+            finish_task(t, MS_SNAPSHOT_STOPPED, reason, MS_EVENT_TASK_STOPPED);
+        else
+            finish_task(t, MS_SNAPSHOT_INTERRUPTED, reason, MS_EVENT_TASK_INTERRUPTED);
         return;
     }
     if (!t->stop_reason) {
@@ -908,19 +910,25 @@ int manager_edit_policy(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *e
     int r = ms_policy_dup(p->settings, &q, e);
     if (r < 0)
         return r;
+    /* Whatever the checks call it, a refused setting is the caller's to fix. */
     for (size_t i = 0; i < n; i++) {
         r = ms_policy_apply_edit(q, edits[i].key, edits[i].value, e);
-        if (r < 0)
-            return r;
+        if (r < 0) {
+            e->code = EINVAL;
+            return -EINVAL;
+        }
     }
     r = ms_policy_check(q, e);
-    if (r < 0)
-        return r;
+    if (r < 0) {
+        e->code = EINVAL;
+        return -EINVAL;
+    }
     r = ms_policy_write_atomic(m->config->policy_directory, q, e);
     if (r < 0)
         return r;
     ms_policy_free(p->settings);
     p->settings = TAKE_PTR(q);
+    manager_apply_retention(m, p->settings->name);
     for (size_t i = 0; i < n; i++)
         (void) ms_event_log(MS_EVENT_POLICY_EDITED,
                             &(MsEventFields){.policy = p->settings->name, .node = m->config->node},
@@ -1006,28 +1014,6 @@ int manager_cancel_snapshot(Manager *m, const char *id, MsError *e) {
     return ms_error_set(e, ESRCH, "snapshot %s is not queued or running; nothing to cancel", id);
 }
 
-static void purge_snapshot(Manager *m, MsSnapshotRecord *r) {
-    if (r->state != MS_SNAPSHOT_COMPLETED || !r->store)
-        return;
-    _cleanup_(ms_storage_freep) MsStorage *s = NULL;
-    MsError e = MS_ERROR_INIT;
-    /* The manifest goes first: without it the snapshot is no longer listed as complete. */
-    if (ms_storage_open(r->store, &s, &e) < 0 ||
-        (r->manifest_key && ms_storage_remove(s, r->manifest_key, &e) < 0) ||
-        (r->archive_key && ms_storage_remove(s, r->archive_key, &e) < 0)) {
-        log_error("cannot remove snapshot %s from %s: %s", r->id, r->store, e.message);
-        return;
-    }
-    r->state = MS_SNAPSHOT_DELETED;
-    MsError ce = MS_ERROR_INIT;
-    if (ms_catalog_update_snapshot(m->catalog, r, &ce) < 0)
-        log_warning("cannot record that %s was deleted: %s", r->id, ce.message);
-    (void) ms_event_log(MS_EVENT_SNAPSHOT_DELETED,
-                        &(MsEventFields){.policy = r->policy, .task = r->id, .node = r->node},
-                        "snapshot %s deleted from %s", r->id, r->store);
-    emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE);
-}
-
 int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsError *e) {
     const char *name = p->settings->name;
     _cleanup_free_ char *path = NULL;
@@ -1041,9 +1027,15 @@ int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsErro
     if (r < 0)
         return r;
     if (purge_store)
-        for (size_t i = 0; i < m->n_snapshots; i++)
-            if (strcmp(m->snapshots[i]->policy, name) == 0)
-                purge_snapshot(m, m->snapshots[i]);
+        for (size_t i = 0; i < m->n_snapshots; i++) {
+            MsSnapshotRecord *sr = m->snapshots[i];
+            MsError pe = MS_ERROR_INIT;
+            if (strcmp(sr->policy, name) == 0 && sr->state == MS_SNAPSHOT_COMPLETED &&
+                !reader_uses_snapshot(m, sr->id) &&
+                remove_from_store(m, sr, MS_SNAPSHOT_DELETED, "its policy was deleted with purge",
+                                  &pe) < 0)
+                log_error("deleting policy '%s': %s", name, pe.message);
+        }
     (void) ms_event_log(MS_EVENT_POLICY_DELETED,
                         &(MsEventFields){.policy = name, .node = m->config->node},
                         "policy %s deleted%s", name,
@@ -1057,10 +1049,92 @@ int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsErro
     return 0;
 }
 
+int manager_delete_snapshot(Manager *m, const char *id, MsError *e) {
+    MsSnapshotRecord *r = find_snapshot(m, id);
+    if (!r)
+        return ms_error_set(e, ENOENT, "no snapshot '%s'", id);
+    switch (r->state) {
+    case MS_SNAPSHOT_QUEUED:
+    case MS_SNAPSHOT_RUNNING:
+        return ms_error_set(e, EBUSY, "snapshot %s is %s; cancel it first (mongosnapctl cancel %s)",
+                            id, ms_snapshot_state_to_string(r->state), id);
+    case MS_SNAPSHOT_EXPIRED:
+    case MS_SNAPSHOT_DELETED:
+        return ms_error_set(e, EALREADY, "snapshot %s is already %s; nothing to delete", id,
+                            ms_snapshot_state_to_string(r->state));
+    default:
+        break;
+    }
+    if (reader_uses_snapshot(m, id))
+        return ms_error_set(e, EBUSY,
+                            "snapshot %s is being restored or verified; cancel that task or wait "
+                            "for it to end",
+                            id);
+    return remove_from_store(m, r, MS_SNAPSHOT_DELETED, "deleted on request", e);
+}
+
+int manager_create_policy(Manager *m, const char *name, const ManagerPolicyEdit *settings, size_t n,
+                          ManagerPolicy **ret_policy, MsError *e) {
+    if (!ms_policy_name_is_valid(name))
+        return ms_error_set(e, EINVAL,
+                            "'%s' is not a valid policy name: use 1 to %d letters, digits, '_', "
+                            "'-' or '.', starting with a letter or digit",
+                            name, MS_NAME_MAX);
+    if (manager_find_policy(m, name))
+        return ms_error_set(e, EEXIST, "a policy named '%s' exists already; change it with Edit",
+                            name);
+    _cleanup_free_ char *path = NULL;
+    if (asprintf(&path, "%s/%s%s", m->config->policy_directory, name, MS_POLICY_FILE_SUFFIX) < 0)
+        return oom(e);
+    if (access(path, F_OK) == 0)
+        return ms_error_set(e, EEXIST,
+                            "%s exists but did not load (see PolicyErrors); fix or remove it "
+                            "first",
+                            path);
+    _cleanup_(ms_policy_freep) MsPolicy *q = NULL;
+    int r = ms_policy_new(name, &q, e);
+    if (r < 0)
+        return r;
+    /* Whatever the checks call it, a refused setting is the caller's to fix. */
+    for (size_t i = 0; i < n; i++) {
+        r = ms_policy_apply_edit(q, settings[i].key, settings[i].value, e);
+        if (r < 0) {
+            e->code = EINVAL;
+            return -EINVAL;
+        }
+    }
+    r = ms_policy_check(q, e);
+    if (r < 0) {
+        e->code = EINVAL;
+        return -EINVAL;
+    }
+    if (mkdir(m->config->policy_directory, 0755) < 0 && errno != EEXIST)
+        return ms_error_set(e, errno, "cannot create %s: %s", m->config->policy_directory,
+                            strerror(errno));
+    r = ms_policy_write_atomic(m->config->policy_directory, q, e);
+    if (r < 0)
+        return r;
+    r = manager_reload_policies(m, e);
+    if (r < 0)
+        return r;
+    ManagerPolicy *p = manager_find_policy(m, name);
+    if (!p)
+        return ms_error_set(e, EIO, "%s was written but did not load; see PolicyErrors", path);
+    (void) ms_event_log(MS_EVENT_POLICY_CREATED,
+                        &(MsEventFields){.policy = name, .node = m->config->node},
+                        "policy %s created", name);
+    if (m->hooks.policy_added)
+        m->hooks.policy_added(m, p, m->hooks_userdata);
+    if (ret_policy)
+        *ret_policy = p;
+    return 0;
+}
+
 int manager_flush(Manager *m, MsError *e) {
     for (size_t i = 0; i < m->n_policies; i++)
         if (m->policies[i]->task && m->policies[i]->task->worker)
             flush_progress(m->policies[i]->task);
+    reader_flush_all(m);
     return 0;
 }
 
@@ -1083,6 +1157,15 @@ void manager_format_status(const Manager *m, char *buf, size_t size) {
             len += snprintf(buf + len, size - (size_t) len, "%.0f %%", t->record->progress_pct);
         any = true;
     }
+    for (size_t i = 0; i < m->n_read_tasks && len >= 0 && (size_t) len < size; i++) {
+        const ReadTask *t = m->read_tasks[i];
+        len += snprintf(buf + len, size - (size_t) len, "%s %s %s%s", any ? "," : ";",
+                        t->kind == READ_TASK_RESTORE ? "restore of" : "verify of", t->snapshot_id,
+                        t->worker ? "" : " queued");
+        if (t->worker && t->kind == READ_TASK_RESTORE && len >= 0 && (size_t) len < size)
+            len += snprintf(buf + len, size - (size_t) len, " %.0f %%", t->restore->progress_pct);
+        any = true;
+    }
     if (!any && len >= 0 && (size_t) len < size)
         snprintf(buf + len, size - (size_t) len, ", idle");
 }
@@ -1095,10 +1178,16 @@ static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
                         m->policies[i]->task->record->id);
             (void) agent_task_kill(m->policies[i]->task->worker, SIGKILL);
         }
+    for (size_t i = 0; i < m->n_read_tasks; i++)
+        if (m->read_tasks[i]->worker) {
+            log_warning("worker reading %s did not stop in time; killing it",
+                        m->read_tasks[i]->snapshot_id);
+            (void) agent_task_kill(m->read_tasks[i]->worker, SIGKILL);
+        }
     return 0;
 }
 
-static void maybe_finish_shutdown(Manager *m) {
+void manager_maybe_finish_shutdown(Manager *m) {
     if (m->stopping && !manager_has_tasks(m))
         (void) sd_event_exit(m->event, 0);
 }
@@ -1113,13 +1202,16 @@ void manager_begin_shutdown(Manager *m) {
         if (p->task)
             stop_task(p->task, INTERRUPTED_BY_SHUTDOWN, false);
     }
+    /* A queued reader leaves the list when stopped: walk it from the end. */
+    for (size_t i = m->n_read_tasks; i > 0; i--)
+        reader_stop(m->read_tasks[i - 1], INTERRUPTED_BY_SHUTDOWN, false);
     if (manager_has_tasks(m)) {
         uint64_t mono;
         if (sd_event_now(m->event, CLOCK_MONOTONIC, &mono) >= 0)
             (void) sd_event_add_time(m->event, &m->stop_timer, CLOCK_MONOTONIC,
                                      mono + MANAGER_STOP_TIMEOUT_USEC, 0, on_stop_timeout, m);
     }
-    maybe_finish_shutdown(m);
+    manager_maybe_finish_shutdown(m);
 }
 
 /* ---- life cycle ---- */
@@ -1177,6 +1269,17 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
     r = ms_catalog_list_snapshots(m->catalog, &filter, &unfinished, &n_unfinished, e);
     if (r < 0)
         return r;
+    MsRestoreRecord **unfinished_restores = NULL;
+    size_t n_unfinished_restores = 0;
+    MsRestoreFilter rfilter = {
+        .states = MS_STATE_BIT(MS_RESTORE_QUEUED) | MS_STATE_BIT(MS_RESTORE_RUNNING),
+    };
+    r = ms_catalog_list_restores(m->catalog, &rfilter, &unfinished_restores, &n_unfinished_restores,
+                                 e);
+    if (r < 0) {
+        ms_snapshot_record_list_free(unfinished, n_unfinished);
+        return r;
+    }
     unsigned n = 0;
     r = ms_catalog_mark_unfinished_interrupted(m->catalog, INTERRUPTED_BY_RESTART, &n, e);
     if (r >= 0) {
@@ -1189,13 +1292,26 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
                                                  .error = INTERRUPTED_BY_RESTART},
                                 "snapshot %s interrupted: %s", s->id, INTERRUPTED_BY_RESTART);
         }
+        for (size_t i = 0; i < n_unfinished_restores; i++) {
+            const MsRestoreRecord *x = unfinished_restores[i];
+            (void) ms_event_log(MS_EVENT_TASK_INTERRUPTED,
+                                &(MsEventFields){.task = x->id,
+                                                 .node = m->config->node,
+                                                 .snapshot = x->source_snapshot,
+                                                 .error = INTERRUPTED_BY_RESTART},
+                                "restore %s interrupted: %s", x->id, INTERRUPTED_BY_RESTART);
+        }
         if (n > 0)
             log_warning("%u task(s) left unfinished by the previous run marked interrupted", n);
     }
     ms_snapshot_record_list_free(unfinished, n_unfinished);
+    ms_restore_record_list_free(unfinished_restores, n_unfinished_restores);
     if (r < 0)
         return r;
     r = load_snapshots(m, e);
+    if (r < 0)
+        return r;
+    r = reader_load(m, e);
     if (r < 0)
         return r;
     *ret_manager = TAKE_PTR(m);
@@ -1218,8 +1334,10 @@ Manager *manager_free(Manager *m) {
     }
     free(m->policies);
     free_policy_errors(m);
+    reader_free_all(m);
     ms_snapshot_record_list_free(m->snapshots, m->n_snapshots);
     sd_event_source_disable_unref(m->stop_timer);
+    sd_event_source_disable_unref(m->retention_timer);
     ms_catalog_close(m->catalog);
     ms_agent_config_free(m->config);
     sd_event_unref(m->event);

@@ -19,6 +19,9 @@
 /* How long a stopping agent waits for its workers to exit after SIGTERM before SIGKILL: well
  * below systemd's default TimeoutStopSec= (90 s). */
 #define MANAGER_STOP_TIMEOUT_USEC (30u * 1000u * 1000u)
+/* Expiry by MaxAge= may run this late: retention is about days, not seconds, and a coarse
+ * timer lets the kernel batch wake-ups. */
+#define MANAGER_RETENTION_ACCURACY_USEC (60u * 1000u * 1000u)
 
 typedef struct Manager Manager;
 typedef struct SnapshotTask SnapshotTask;
@@ -44,6 +47,10 @@ typedef struct ManagerHooks {
     void (*snapshot_changed)(Manager *m, const MsSnapshotRecord *r, unsigned changes,
                              void *userdata);
     void (*policy_changed)(Manager *m, const ManagerPolicy *p, void *userdata);
+    void (*policy_added)(Manager *m, const ManagerPolicy *p, void *userdata);
+    void (*restore_added)(Manager *m, const MsRestoreRecord *r, void *userdata);
+    /* changes: ManagerSnapshotChange flags, with the same meaning for a restore. */
+    void (*restore_changed)(Manager *m, const MsRestoreRecord *r, unsigned changes, void *userdata);
     /* A rebuild accepted by manager_rebuild_policy() is over: record is its fresh snapshot, or
      * NULL with e saying why there is none. Called exactly once per accepted token. */
     void (*rebuild_done)(Manager *m, void *token, const MsSnapshotRecord *record, const MsError *e,
@@ -91,7 +98,37 @@ bool manager_policy_known(const Manager *m, const char *name);
 /* Time a task has taken so far, or took. */
 uint64_t manager_snapshot_elapsed_usec(const MsSnapshotRecord *r, uint64_t now_usec);
 
-int manager_list_restores(Manager *m, MsRestoreRecord ***ret_records, size_t *ret_n, MsError *e);
+/* Restores in the catalog, oldest first, kept in memory like the snapshots. */
+size_t manager_n_restores(const Manager *m);
+const MsRestoreRecord *manager_restore_at(const Manager *m, size_t i);
+const MsRestoreRecord *manager_find_restore(const Manager *m, const char *id);
+uint64_t manager_restore_elapsed_usec(const MsRestoreRecord *r, uint64_t now_usec);
+
+/* What StartRestore may ask for besides the snapshot and the target. */
+typedef struct ManagerRestoreOptions {
+    char **ns_include, **ns_exclude, **ns_from, **ns_to; /* NULL-terminated lists, may be NULL */
+    bool drop;
+    bool no_indexes;
+    const char *until;      /* "T:I" or ISO 8601; NULL: replay the whole captured oplog */
+    unsigned parallel;      /* insertion workers; 0: the worker's default */
+    const char *credential; /* systemd credential with the target's password; NULL: none */
+} ManagerRestoreOptions;
+
+/* Restore the completed snapshot snapshot_id into the deployment at target (a MongoDB URI; a
+ * password in it reaches the worker only, never the catalog or the log). Queued like every
+ * task. -ENOENT: no such snapshot; -ENOTRECOVERABLE: it is not completed; -EINVAL: a bad target
+ * or option (the message names it); -ENOKEY: the credential is missing. */
+int manager_start_restore(Manager *m, const char *snapshot_id, const char *target,
+                          const ManagerRestoreOptions *o, const MsRestoreRecord **ret_record,
+                          MsError *e);
+/* Stop a queued or running restore; it ends cancelled. -ESRCH: it is neither. */
+int manager_cancel_restore(Manager *m, const char *id, MsError *e);
+/* Re-read a completed snapshot from its store and check every checksum and count; the
+ * outcome is the snapshot's verify_* fields. -EBUSY: a verification of it is under way. */
+int manager_verify_snapshot(Manager *m, const char *id, MsError *e);
+/* Remove a snapshot from its store; the record stays as deleted. -EBUSY while it is being
+ * taken, restored or verified. */
+int manager_delete_snapshot(Manager *m, const char *id, MsError *e);
 
 /* Start a snapshot of p now (queued when MaxConcurrentTasks= workers already run).
  * -EBUSY: p already has a task; -EPERM: p is stopped; -ENXIO: p has no store;
@@ -110,6 +147,10 @@ typedef struct ManagerPolicyEdit {
     const char *value;
 } ManagerPolicyEdit;
 
+/* Write policies.d/NAME.conf from the settings (as Edit takes them) and load it. -EEXIST: the
+ * name is taken. */
+int manager_create_policy(Manager *m, const char *name, const ManagerPolicyEdit *settings, size_t n,
+                          ManagerPolicy **ret_policy, MsError *e);
 /* Apply every edit to a copy of p's settings with the checks a file gets, write the policy file
  * atomically and only then adopt the new settings: all or nothing. -EINVAL (with the file's
  * message) when an edit is refused. A running task keeps the settings it started with. */

@@ -50,3 +50,12 @@ int agent_task_kill(AgentTask *t, int sig);
 /* Frees the task; a worker still running is sent SIGKILL and left to the event loop's reaping. */
 AgentTask *agent_task_free(AgentTask *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AgentTask *, agent_task_free);
+
+/* Reading a worker's progress message: a number field as a non-negative integer (0 when
+ * absent or not a number), a string field (NULL when absent or not a string), a number as a
+ * double, and whether a field is there at all. */
+uint64_t agent_msg_u64(const bson_t *msg, const char *key);
+const char *agent_msg_str(const bson_t *msg, const char *key);
+double agent_msg_double(const bson_t *msg, const char *key);
+bool agent_msg_has(const bson_t *msg, const char *key);
+bool agent_msg_bool(const bson_t *msg, const char *key);

@@ -11,6 +11,8 @@
 #include "mongosnap/mongosnap.h"
 
 #define TASK_LOG_FIELD "MONGOSNAP_TASK="
+/* A policy name or task id is far shorter; anything longer is not one. */
+#define BUS_LOG_MATCH_VALUE_MAX 256
 
 /* ---- shared helpers ---- */
 
@@ -44,6 +46,12 @@ int bus_error_from_ms(sd_bus_error *ret_error, const MsError *e, const char *not
     case ESHUTDOWN:
         name = BUS_ERROR_SHUTTING_DOWN;
         break;
+    case EEXIST:
+        name = BUS_ERROR_EXISTS;
+        break;
+    case ENOTRECOVERABLE:
+        name = BUS_ERROR_NOT_RESTORABLE;
+        break;
     default:
         name = BUS_ERROR_FAILED;
         break;
@@ -68,6 +76,36 @@ int bus_policy_path(const char *name, char **ret_path) {
 
 int bus_snapshot_path(const char *id, char **ret_path) {
     return sd_bus_path_encode(BUS_SNAPSHOT_PREFIX, id, ret_path);
+}
+
+int bus_restore_path(const char *id, char **ret_path) {
+    return sd_bus_path_encode(BUS_RESTORE_PREFIX, id, ret_path);
+}
+
+Manager *bus_manager_of(sd_bus_message *message) {
+    /* A fallback vtable's handler gets the found object; the registration's userdata, which is
+     * the manager, is the current slot's. */
+    return sd_bus_slot_get_userdata(sd_bus_get_current_slot(sd_bus_message_get_bus(message)));
+}
+
+int bus_read_settings(sd_bus_message *message, ManagerPolicyEdit edits[BUS_SETTINGS_MAX],
+                      size_t *ret_n, sd_bus_error *ret_error) {
+    size_t n = 0;
+    int r = sd_bus_message_enter_container(message, 'a', "{ss}");
+    if (r < 0)
+        return r;
+    while ((r = sd_bus_message_read(message, "{ss}", &edits[n].key, &edits[n].value)) > 0)
+        if (++n == BUS_SETTINGS_MAX)
+            return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+                                     "too many settings at once (at most %d)",
+                                     BUS_SETTINGS_MAX - 1);
+    if (r < 0)
+        return r;
+    r = sd_bus_message_exit_container(message);
+    if (r < 0)
+        return r;
+    *ret_n = n;
+    return 0;
 }
 
 int bus_task_log_reference(const char *id, char **ret) {
@@ -119,31 +157,13 @@ static int append_snapshots(sd_bus_message *reply, Manager *m, const char *polic
     return sd_bus_message_close_container(reply);
 }
 
-static int append_restores(sd_bus_message *reply, Manager *m, sd_bus_error *ret_error) {
-    MsRestoreRecord **list = NULL;
-    size_t n = 0;
-    MsError e = MS_ERROR_INIT;
-    int r = manager_list_restores(m, &list, &n, &e);
-    if (r < 0)
-        return bus_error_from_ms(ret_error, &e, NULL);
+static int append_restores(sd_bus_message *reply, Manager *m) {
     uint64_t now = ms_realtime_usec();
-    r = sd_bus_message_open_container(reply, 'a', BUS_RESTORE_ROW);
-    for (size_t i = 0; r >= 0 && i < n; i++) {
-        const MsRestoreRecord *x = list[i];
-        _cleanup_free_ char *log_ref = NULL;
-        r = bus_task_log_reference(x->id, &log_ref);
-        if (r < 0)
-            break;
-        uint64_t end = x->finished_usec ? x->finished_usec : now;
-        uint64_t elapsed = x->started_usec && end > x->started_usec ? end - x->started_usec : 0;
-        r = sd_bus_message_append(reply, BUS_RESTORE_ROW, x->id, x->source_snapshot,
-                                  empty_if_null(x->target), log_ref, elapsed, x->items_done,
-                                  x->items_total, x->progress_pct, x->created_usec,
-                                  ms_restore_state_to_string(x->state), empty_if_null(x->error));
-    }
+    int r = sd_bus_message_open_container(reply, 'a', BUS_RESTORE_ROW);
+    for (size_t i = 0; r >= 0 && i < manager_n_restores(m); i++)
+        r = bus_append_restore_row(reply, manager_restore_at(m, i), now);
     if (r >= 0)
         r = sd_bus_message_close_container(reply);
-    ms_restore_record_list_free(list, n);
     return r;
 }
 
@@ -215,7 +235,7 @@ static int method_list_restores(sd_bus_message *message, void *userdata, sd_bus_
     int r = sd_bus_message_new_method_return(message, &reply);
     if (r < 0)
         return r;
-    r = append_restores(reply, m, ret_error);
+    r = append_restores(reply, m);
     if (r < 0)
         return r;
     return sd_bus_send(NULL, reply, NULL);
@@ -233,7 +253,7 @@ static int method_update(sd_bus_message *message, void *userdata, sd_bus_error *
     r = append_snapshots(reply, m, NULL);
     if (r < 0)
         return r;
-    r = append_restores(reply, m, ret_error);
+    r = append_restores(reply, m);
     if (r < 0)
         return r;
     return sd_bus_send(NULL, reply, NULL);
@@ -248,6 +268,173 @@ static int method_reload(sd_bus_message *message, void *userdata, sd_bus_error *
     if (manager_reload_policies(m, &e) < 0)
         return bus_error_from_ms(ret_error, &e, NULL);
     return sd_bus_reply_method_return(message, NULL);
+}
+
+/* The keys StartRestore's options may have, and the D-Bus type each must be. */
+typedef enum RestoreOptionType {
+    OPTION_STRV,
+    OPTION_BOOL,
+    OPTION_STRING,
+    OPTION_UINT32,
+} RestoreOptionType;
+
+typedef struct RestoreOptionsBuffer {
+    ManagerRestoreOptions o;
+    char **lists[4]; /* owned: ns_include, ns_exclude, ns_from, ns_to */
+} RestoreOptionsBuffer;
+
+static void restore_options_buffer_done(RestoreOptionsBuffer *b) {
+    for (size_t i = 0; i < sizeof(b->lists) / sizeof(b->lists[0]); i++)
+        if (b->lists[i]) {
+            for (char **s = b->lists[i]; *s; s++)
+                free(*s);
+            free(b->lists[i]);
+        }
+}
+
+static int read_restore_option(sd_bus_message *message, const char *key, RestoreOptionsBuffer *b,
+                               sd_bus_error *ret_error) {
+    static const struct {
+        const char *key;
+        RestoreOptionType type;
+    } known[] = {
+        {"ns_include", OPTION_STRV}, {"ns_exclude", OPTION_STRV}, {"ns_from", OPTION_STRV},
+        {"ns_to", OPTION_STRV},      {"drop", OPTION_BOOL},       {"no_indexes", OPTION_BOOL},
+        {"until", OPTION_STRING},    {"parallel", OPTION_UINT32}, {"credential", OPTION_STRING},
+    };
+    static const char *const signatures[] = {"as", "b", "s", "u"};
+    size_t k = 0;
+    while (k < sizeof(known) / sizeof(known[0]) && strcmp(known[k].key, key) != 0)
+        k++;
+    if (k == sizeof(known) / sizeof(known[0]))
+        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+                                 "unknown restore option '%s'; known: ns_include, ns_exclude, "
+                                 "ns_from, ns_to, drop, no_indexes, until, parallel, credential",
+                                 key);
+    const char *sig = signatures[known[k].type];
+    int r = sd_bus_message_enter_container(message, 'v', sig);
+    if (r == -ENXIO)
+        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+                                 "restore option '%s' must be of D-Bus type '%s'", key, sig);
+    if (r < 0)
+        return r;
+    int flag;
+    const char *str;
+    switch (known[k].type) {
+    case OPTION_STRV:
+        r = sd_bus_message_read_strv(message, &b->lists[k]);
+        if (r >= 0) {
+            char ***dst[] = {&b->o.ns_include, &b->o.ns_exclude, &b->o.ns_from, &b->o.ns_to};
+            *dst[k] = b->lists[k];
+        }
+        break;
+    case OPTION_BOOL:
+        r = sd_bus_message_read(message, "b", &flag);
+        if (r >= 0 && strcmp(key, "drop") == 0)
+            b->o.drop = flag;
+        else if (r >= 0)
+            b->o.no_indexes = flag;
+        break;
+    case OPTION_STRING:
+        r = sd_bus_message_read(message, "s", &str);
+        if (r >= 0 && strcmp(key, "until") == 0)
+            b->o.until = str[0] ? str : NULL;
+        else if (r >= 0)
+            b->o.credential = str[0] ? str : NULL;
+        break;
+    case OPTION_UINT32:
+        r = sd_bus_message_read(message, "u", &b->o.parallel);
+        break;
+    }
+    if (r < 0)
+        return r;
+    return sd_bus_message_exit_container(message);
+}
+
+static int method_start_restore(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    Manager *m = userdata;
+    const char *snapshot, *target;
+    _cleanup_(restore_options_buffer_done) RestoreOptionsBuffer b = {0};
+    int r = sd_bus_message_read(message, "ss", &snapshot, &target);
+    if (r < 0)
+        return r;
+    r = sd_bus_message_enter_container(message, 'a', "{sv}");
+    if (r < 0)
+        return r;
+    const char *key;
+    while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
+        r = sd_bus_message_read(message, "s", &key);
+        if (r < 0)
+            return r;
+        r = read_restore_option(message, key, &b, ret_error);
+        if (r < 0)
+            return r;
+        r = sd_bus_message_exit_container(message);
+        if (r < 0)
+            return r;
+    }
+    if (r < 0)
+        return r;
+    r = sd_bus_message_exit_container(message);
+    if (r < 0)
+        return r;
+    r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    const MsRestoreRecord *rec;
+    MsError e = MS_ERROR_INIT;
+    if (manager_start_restore(m, snapshot, target, &b.o, &rec, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_SNAPSHOT);
+    _cleanup_free_ char *path = NULL;
+    r = bus_restore_path(rec->id, &path);
+    if (r < 0)
+        return r;
+    return sd_bus_reply_method_return(message, "o", path);
+}
+
+static int method_create_policy(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    Manager *m = userdata;
+    const char *name;
+    ManagerPolicyEdit settings[BUS_SETTINGS_MAX];
+    size_t n = 0;
+    int r = sd_bus_message_read(message, "s", &name);
+    if (r < 0)
+        return r;
+    r = bus_read_settings(message, settings, &n, ret_error);
+    if (r < 0)
+        return r;
+    r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    ManagerPolicy *p;
+    MsError e = MS_ERROR_INIT;
+    if (manager_create_policy(m, name, settings, n, &p, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, NULL);
+    _cleanup_free_ char *path = NULL;
+    r = bus_policy_path(p->settings->name, &path);
+    if (r < 0)
+        return r;
+    return sd_bus_reply_method_return(message, "o", path);
+}
+
+static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    const char *match, *after;
+    uint32_t max;
+    int r = sd_bus_message_read(message, "ssu", &match, &after, &max);
+    if (r < 0)
+        return r;
+    static const char policy_field[] = "MONGOSNAP_POLICY=", task_field[] = "MONGOSNAP_TASK=";
+    const char *policy = NULL, *task = NULL;
+    if (strncmp(match, policy_field, strlen(policy_field)) == 0)
+        policy = match + strlen(policy_field);
+    else if (strncmp(match, task_field, strlen(task_field)) == 0)
+        task = match + strlen(task_field);
+    const char *value = policy ? policy : task;
+    if (!value || !value[0] || strlen(value) > BUS_LOG_MATCH_VALUE_MAX)
+        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+                                 "the match must be MONGOSNAP_POLICY=NAME or MONGOSNAP_TASK=ID "
+                                 "(as the TaskLog property gives it)");
+    return bus_reply_log(message, policy, task, after, max, ret_error);
 }
 
 /* ---- properties ---- */
@@ -296,6 +483,15 @@ static const sd_bus_vtable manager_vtable[] = {
         method_update, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reload,
                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS(
+        "StartRestore", SD_BUS_ARGS("s", snapshot, "s", target, "a{sv}", options),
+        SD_BUS_RESULT("o", restore), method_start_restore, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("CreatePolicy", SD_BUS_ARGS("s", name, "a{ss}", settings),
+                            SD_BUS_RESULT("o", policy), method_create_policy,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", match, "s", after_cursor, "u", max_entries),
+                            SD_BUS_RESULT("a" BUS_LOG_ENTRY, entries), method_get_log,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };
 
@@ -312,6 +508,19 @@ static void hook_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsigne
 
 static void hook_policy_changed(Manager *m, const ManagerPolicy *p, void *userdata) {
     bus_policy_emit_changed(userdata, p);
+}
+
+static void hook_policy_added(Manager *m, const ManagerPolicy *p, void *userdata) {
+    bus_policy_emit_added(userdata, p);
+}
+
+static void hook_restore_added(Manager *m, const MsRestoreRecord *r, void *userdata) {
+    bus_restore_emit_added(userdata, r);
+}
+
+static void hook_restore_changed(Manager *m, const MsRestoreRecord *r, unsigned changes,
+                                 void *userdata) {
+    bus_restore_emit_changed(userdata, r, changes);
 }
 
 static void hook_rebuild_done(Manager *m, void *token, const MsSnapshotRecord *record,
@@ -333,10 +542,16 @@ int bus_attach(Manager *m, sd_bus *bus, MsError *e) {
     r = bus_snapshot_register(m, bus, e);
     if (r < 0)
         return r;
+    r = bus_restore_register(m, bus, e);
+    if (r < 0)
+        return r;
     static const ManagerHooks hooks = {
         .snapshot_added = hook_snapshot_added,
         .snapshot_changed = hook_snapshot_changed,
         .policy_changed = hook_policy_changed,
+        .policy_added = hook_policy_added,
+        .restore_added = hook_restore_added,
+        .restore_changed = hook_restore_changed,
         .rebuild_done = hook_rebuild_done,
     };
     manager_set_hooks(m, &hooks, bus);

@@ -293,23 +293,11 @@ void bus_policy_rebuild_done(void *token, const MsSnapshotRecord *record, const 
         log_debug("cannot answer a Rebuild call: %s", strerror(-r));
 }
 
-/* More settings than a policy has keys is a mistake, not an edit. */
-#define EDITS_MAX 64
-
 static int method_edit(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
     ManagerPolicy *p = userdata;
-    ManagerPolicyEdit edits[EDITS_MAX];
+    ManagerPolicyEdit edits[BUS_SETTINGS_MAX];
     size_t n = 0;
-    int r = sd_bus_message_enter_container(message, 'a', "{ss}");
-    if (r < 0)
-        return r;
-    while ((r = sd_bus_message_read(message, "{ss}", &edits[n].key, &edits[n].value)) > 0)
-        if (++n == EDITS_MAX)
-            return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
-                                     "too many settings in one edit (at most %d)", EDITS_MAX - 1);
-    if (r < 0)
-        return r;
-    r = sd_bus_message_exit_container(message);
+    int r = bus_read_settings(message, edits, &n, ret_error);
     if (r < 0)
         return r;
     r = bus_check_privileged(message, ret_error);
@@ -319,6 +307,16 @@ static int method_edit(sd_bus_message *message, void *userdata, sd_bus_error *re
     if (manager_edit_policy(p->manager, p, edits, n, &e) < 0)
         return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
     return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    ManagerPolicy *p = userdata;
+    const char *after;
+    uint32_t max;
+    int r = sd_bus_message_read(message, "su", &after, &max);
+    if (r < 0)
+        return r;
+    return bus_reply_log(message, p->settings->name, NULL, after, max, ret_error);
 }
 
 #define CHANGING SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
@@ -365,6 +363,9 @@ static const sd_bus_vtable policy_vtable[] = {
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("b", purge_remote), SD_BUS_NO_RESULT,
                             method_delete, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", after_cursor, "u", max_entries),
+                            SD_BUS_RESULT("a" BUS_LOG_ENTRY, entries), method_get_log,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };
 
@@ -378,6 +379,15 @@ void bus_policy_emit_changed(sd_bus *bus, const ManagerPolicy *p) {
     int r = sd_bus_emit_properties_changed_strv(bus, path, MONGOSNAP_BUS_POLICY_INTERFACE, NULL);
     if (r < 0)
         log_debug("cannot announce changes of %s: %s", path, strerror(-r));
+}
+
+void bus_policy_emit_added(sd_bus *bus, const ManagerPolicy *p) {
+    _cleanup_free_ char *path = NULL;
+    if (bus_policy_path(p->settings->name, &path) < 0)
+        return;
+    int r = sd_bus_emit_object_added(bus, path);
+    if (r < 0)
+        log_debug("cannot announce %s: %s", path, strerror(-r));
 }
 
 int bus_policy_register(Manager *m, sd_bus *bus, MsError *e) {

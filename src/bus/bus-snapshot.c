@@ -1,4 +1,5 @@
-/* io.mongosnap1.Snapshot objects: the Backup Record columns, live Progress, Cancel. */
+/* io.mongosnap1.Snapshot objects: the Backup Record columns, live Progress, Cancel, Verify,
+ * Delete and the task's Event Log. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,7 @@ SNAPSHOT_GETTER(property_get_string) {
                     : strcmp(property, "ArchiveKey") == 0      ? r->archive_key
                     : strcmp(property, "ManifestKey") == 0     ? r->manifest_key
                     : strcmp(property, "Store") == 0           ? r->store
+                    : strcmp(property, "VerifyError") == 0     ? r->verify_error
                                                                : NULL;
     return sd_bus_message_append(reply, "s", empty_if_null(v));
 }
@@ -105,10 +107,14 @@ SNAPSHOT_GETTER(property_get_point_in_time) {
     return sd_bus_message_append(reply, "b", (int) r->point_in_time);
 }
 
+SNAPSHOT_GETTER(property_get_verify_state) {
+    const MsSnapshotRecord *r = userdata;
+    return sd_bus_message_append(reply, "s", ms_verify_state_to_string(r->verify_state));
+}
+
 static int method_cancel(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
     const MsSnapshotRecord *r = userdata;
-    /* The found object is the record; the subtree's registration carries the manager. */
-    Manager *m = sd_bus_slot_get_userdata(sd_bus_get_current_slot(sd_bus_message_get_bus(message)));
+    Manager *m = bus_manager_of(message);
     int k = bus_check_privileged(message, ret_error);
     if (k < 0)
         return k;
@@ -116,6 +122,38 @@ static int method_cancel(sd_bus_message *message, void *userdata, sd_bus_error *
     if (manager_cancel_snapshot(m, r->id, &e) < 0)
         return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_SNAPSHOT);
     return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_verify(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    const MsSnapshotRecord *r = userdata;
+    int k = bus_check_privileged(message, ret_error);
+    if (k < 0)
+        return k;
+    MsError e = MS_ERROR_INIT;
+    if (manager_verify_snapshot(bus_manager_of(message), r->id, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_SNAPSHOT);
+    return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_delete(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    const MsSnapshotRecord *r = userdata;
+    int k = bus_check_privileged(message, ret_error);
+    if (k < 0)
+        return k;
+    MsError e = MS_ERROR_INIT;
+    if (manager_delete_snapshot(bus_manager_of(message), r->id, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_SNAPSHOT);
+    return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    const MsSnapshotRecord *r = userdata;
+    const char *after;
+    uint32_t max;
+    int k = sd_bus_message_read(message, "su", &after, &max);
+    if (k < 0)
+        return k;
+    return bus_reply_log(message, NULL, r->id, after, max, ret_error);
 }
 
 #define CHANGING SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
@@ -151,7 +189,18 @@ static const sd_bus_vtable snapshot_vtable[] = {
     SD_BUS_PROPERTY("State", "s", property_get_state, 0, CHANGING),
     SD_BUS_PROPERTY("Error", "s", property_get_string, 0, CHANGING),
     SD_BUS_PROPERTY("PointInTime", "b", property_get_point_in_time, 0, CHANGING),
+    SD_BUS_PROPERTY("VerifyState", "s", property_get_verify_state, 0, CHANGING),
+    SD_BUS_PROPERTY("VerifyTime", "t", property_get_u64,
+                    offsetof(MsSnapshotRecord, verify_finished_usec), CHANGING),
+    SD_BUS_PROPERTY("VerifyError", "s", property_get_string, 0, CHANGING),
     SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_cancel,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Verify", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_verify,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_delete,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", after_cursor, "u", max_entries),
+                            SD_BUS_RESULT("a" BUS_LOG_ENTRY, entries), method_get_log,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };

@@ -8,10 +8,15 @@
 
 #define BUS_POLICY_PREFIX "/io/mongosnap1/policy"
 #define BUS_SNAPSHOT_PREFIX "/io/mongosnap1/snapshot"
+#define BUS_RESTORE_PREFIX "/io/mongosnap1/restore"
 
 /* io.mongosnap1.Error.*: what a caller can act on. */
 #define BUS_ERROR_NO_SUCH_POLICY "io.mongosnap1.Error.NoSuchPolicy"
 #define BUS_ERROR_NO_SUCH_SNAPSHOT "io.mongosnap1.Error.NoSuchSnapshot"
+#define BUS_ERROR_NO_SUCH_RESTORE "io.mongosnap1.Error.NoSuchRestore"
+#define BUS_ERROR_EXISTS "io.mongosnap1.Error.Exists"
+#define BUS_ERROR_NOT_RESTORABLE "io.mongosnap1.Error.NotRestorable"
+#define BUS_ERROR_JOURNAL_UNAVAILABLE "io.mongosnap1.Error.JournalUnavailable"
 #define BUS_ERROR_INVALID_ARGUMENT "io.mongosnap1.Error.InvalidArgument"
 #define BUS_ERROR_BUSY "io.mongosnap1.Error.Busy"
 #define BUS_ERROR_POLICY_STOPPED "io.mongosnap1.Error.PolicyStopped"
@@ -28,8 +33,10 @@
  * bytes transferred, state, error, object path. */
 #define BUS_SNAPSHOT_ROW "(sssssstttdtttsso)"
 /* One row of ListRestores: task name, source snapshot, target (redacted), task log, elapsed
- * usec, items, items total, progress %, create time, state, error. */
-#define BUS_RESTORE_ROW "(sssstttdtss)"
+ * usec, items, items total, progress %, create time, state, error, object path. */
+#define BUS_RESTORE_ROW "(sssstttdtsso)"
+/* One Event Log entry of GetLog: journal cursor, realtime usec, fields. */
+#define BUS_LOG_ENTRY "(sta{ss})"
 /* One row of ListPolicies: name, object path, state, source (redacted), schedule, store, last
  * run, last result, next run. */
 #define BUS_POLICY_ROW "(sosssstst)"
@@ -45,11 +52,28 @@ int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error);
 
 int bus_policy_path(const char *name, char **ret_path);
 int bus_snapshot_path(const char *id, char **ret_path);
+int bus_restore_path(const char *id, char **ret_path);
 /* The journal match that selects a task's Event Log. */
 int bus_task_log_reference(const char *id, char **ret);
 
 int bus_policy_register(Manager *m, sd_bus *bus, MsError *e);
 int bus_snapshot_register(Manager *m, sd_bus *bus, MsError *e);
+int bus_restore_register(Manager *m, sd_bus *bus, MsError *e);
+int bus_append_restore_row(sd_bus_message *reply, const MsRestoreRecord *r, uint64_t now_usec);
+void bus_restore_emit_changed(sd_bus *bus, const MsRestoreRecord *r, unsigned changes);
+void bus_restore_emit_added(sd_bus *bus, const MsRestoreRecord *r);
+void bus_policy_emit_added(sd_bus *bus, const ManagerPolicy *p);
+/* Reply to message with the Event Log entries of a policy and/or task (GetLog). */
+int bus_reply_log(sd_bus_message *message, const char *policy, const char *task,
+                  const char *after_cursor, uint32_t max_entries, sd_bus_error *ret_error);
+/* Settings as Edit and CreatePolicy take them (a{ss}: "Key" or "Section.Key" -> value); the
+ * strings point into message. More than BUS_SETTINGS_MAX - 1 is refused: a policy has fewer
+ * keys. */
+#define BUS_SETTINGS_MAX 64
+int bus_read_settings(sd_bus_message *message, ManagerPolicyEdit edits[BUS_SETTINGS_MAX],
+                      size_t *ret_n, sd_bus_error *ret_error);
+/* The manager behind a fallback vtable's found object (its registration's userdata). */
+Manager *bus_manager_of(sd_bus_message *message);
 int bus_append_snapshot_row(sd_bus_message *reply, const MsSnapshotRecord *r, uint64_t now_usec);
 void bus_snapshot_emit_changed(sd_bus *bus, const MsSnapshotRecord *r, unsigned changes);
 void bus_snapshot_emit_added(sd_bus *bus, const MsSnapshotRecord *r);

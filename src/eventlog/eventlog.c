@@ -379,7 +379,20 @@ int ms_eventlog_read(const MsEventFilter *filter, size_t max_entries, MsEventRea
     /* Newest max_entries: step back that far from the end, then read forward, so the caller
      * gets them oldest first like journalctl -n. */
     uint64_t available = UINT64_MAX;
-    if (max_entries > 0) {
+    if (filter->after_cursor) {
+        r = sd_journal_seek_cursor(j, filter->after_cursor);
+        if (r < 0)
+            return ms_error_set(e, EINVAL,
+                                "'%s' is not a journal cursor of this machine; start without one",
+                                filter->after_cursor);
+        /* Seeking lands next to the cursor's entry: step onto it, and past it if it is there
+         * (it may have been rotated away, then the first entry is already a new one). */
+        r = sd_journal_next(j);
+        if (r > 0 && sd_journal_test_cursor(j, filter->after_cursor) > 0)
+            r = sd_journal_next(j);
+        if (max_entries > 0)
+            available = max_entries;
+    } else if (max_entries > 0) {
         r = sd_journal_seek_tail(j);
         if (r >= 0)
             r = sd_journal_previous_skip(j, max_entries);

@@ -135,6 +135,9 @@ char *ms_eventlog_scrub(const char *text);
 typedef struct MsEventFilter {
     const char *policy; /* entries with MONGOSNAP_POLICY= this */
     const char *task;   /* entries with MONGOSNAP_TASK= this; with policy, both must match */
+    /* A journal cursor from an earlier read: only the entries after it (for following a log).
+     * NULL: the newest entries. */
+    const char *after_cursor;
 } MsEventFilter;
 
 /* One entry as read back; the strings are valid during the callback only, NULL when absent. */
@@ -162,8 +165,10 @@ typedef struct MsEventEntry {
 typedef int (*MsEventReadFn)(const MsEventEntry *entry, void *userdata);
 
 /* Call fn for the newest max_entries entries matching filter (0: all of them), oldest first, from
- * the local journal. A filter needs a policy or a task: the Event Log is always read for one of
- * them. *ret_n (optional): how many entries were passed to fn. Reading the system journal needs
- * root or membership in the systemd-journal group. */
+ * the local journal; with filter->after_cursor, for the first max_entries entries after that
+ * cursor instead (the rest come with the next call, so a follower misses nothing). A cursor that
+ * is not one of this journal's is -EINVAL. A filter needs a policy or a task: the Event Log is
+ * always read for one of them. *ret_n (optional): how many entries were passed to fn. Reading the
+ * system journal needs root or membership in the systemd-journal group. */
 int ms_eventlog_read(const MsEventFilter *filter, size_t max_entries, MsEventReadFn fn,
                      void *userdata, size_t *ret_n, MsError *e);

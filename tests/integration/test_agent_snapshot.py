@@ -109,9 +109,9 @@ def test_agent_stop_during_snapshot(agent, ferretdb_factory):
             agent.call(pol, POLICY_IFACE, "TakeSnapshot")
         assert ei.value.name == "io.mongosnap1.Error.Busy", ei.value
         agent.call(pol, POLICY_IFACE, "Stop")
-    state = agent.wait_snapshot_state(path, ("completed", "failed", "interrupted"))
-    assert state == "interrupted", agent.prop(path, SNAPSHOT_IFACE, "Error")
-    assert "stopped" in agent.prop(path, SNAPSHOT_IFACE, "Error")
+    state = agent.wait_snapshot_state(path, ("completed", "failed", "interrupted", "stopped"))
+    assert state == "stopped", agent.prop(path, SNAPSHOT_IFACE, "Error")
+    assert "stopped on request" in agent.prop(path, SNAPSHOT_IFACE, "Error")
     assert agent.prop(pol, POLICY_IFACE, "State") == "stopped"
     # Nothing partial in the store: no manifest, no archive, no temporary file.
     assert not [p for p in agent.store.rglob("*") if p.is_file()], list(agent.store.rglob("*"))
@@ -254,7 +254,8 @@ def test_agent_cancel_snapshot(agent, ferretdb_factory):
         path = agent.take_snapshot("c")
         agent.wait_snapshot_state(path, ("running",), timeout=20)
         agent.call(path, SNAPSHOT_IFACE, "Cancel")
-    assert agent.wait_snapshot_state(path, ("completed", "failed", "interrupted")) == "interrupted"
+    assert agent.wait_snapshot_state(
+        path, ("completed", "failed", "interrupted", "stopped")) == "stopped"
     # Cancel stops the task, not the policy's schedule.
     assert agent.prop(pol, POLICY_IFACE, "State") == "active"
     assert not list(agent.store.rglob("*.manifest.json"))
@@ -293,7 +294,7 @@ def test_agent_rebuild_policy(agent, ferretdb_factory):
     assert call.returncode == 0, err
     fresh = __import__("json").loads(out)["data"][0]
     assert fresh not in (first, running)
-    assert agent.prop(running, SNAPSHOT_IFACE, "State") == "interrupted"
+    assert agent.prop(running, SNAPSHOT_IFACE, "State") == "stopped"
     assert "rebuild" in agent.prop(running, SNAPSHOT_IFACE, "Error")
     assert agent.wait_snapshot_state(fresh, ("completed", "failed")) == "completed"
     assert not stale.exists()

@@ -1,0 +1,122 @@
+/* What the agent's own files share and nobody else sees: the Manager's fields, the task
+ * structures, and the few functions agent-manager.c and agent-reader.c call in each other. */
+#pragma once
+
+#include <bson/bson.h>
+#include <string.h>
+
+#include "agent/agent-manager.h"
+#include "agent/agent-task.h"
+#include "common/timeutil.h"
+
+#define PERCENT_DONE 100.0
+#define INTERRUPTED_BY_RESTART "the agent stopped while the task ran (crash or restart)"
+#define INTERRUPTED_BY_SHUTDOWN "the agent was stopped while the task ran"
+#define STOPPED_ON_REQUEST "stopped on request"
+
+/* A snapshot of a policy, queued or running; at most one per policy. */
+struct SnapshotTask {
+    Manager *manager;
+    ManagerPolicy *policy;
+    MsSnapshotRecord *record; /* owned by the manager's snapshot list */
+    AgentTask *worker;        /* NULL while queued */
+    const char *stop_reason;  /* set when the agent asked the worker to stop */
+    bool stop_on_request;     /* Stop/Cancel, as opposed to the agent shutting down */
+    char *result_message;     /* the worker's last "result" message */
+    char *archive_key, *manifest_key;
+    bool point_in_time;
+    uint64_t last_flush_usec;
+    uint64_t last_emit_usec;
+    sd_event_source *emit_timer; /* the trailing PropertiesChanged of a throttled burst */
+};
+
+typedef enum ReadTaskKind {
+    READ_TASK_RESTORE,
+    READ_TASK_VERIFY,
+} ReadTaskKind;
+
+/* A task that reads a completed snapshot: a restore into a deployment, or a verification. */
+typedef struct ReadTask {
+    Manager *manager;
+    ReadTaskKind kind;
+    char *snapshot_id;        /* the snapshot it reads */
+    MsRestoreRecord *restore; /* RESTORE: owned by the manager's restore list */
+    char *uri;                /* RESTORE: the target as given, password included; wiped on free */
+    char **args;              /* the worker's arguments (NULL-terminated), owned */
+    AgentTask *worker;        /* NULL while queued */
+    const char *stop_reason;
+    bool stop_on_request;
+    char *result_message;
+    uint64_t created_usec;
+    uint64_t last_flush_usec;
+    uint64_t last_emit_usec;
+    sd_event_source *emit_timer;
+} ReadTask;
+
+struct Manager {
+    sd_event *event;
+    MsAgentConfig *config;
+    MsCatalog *catalog;
+
+    ManagerPolicy **policies; /* sorted by name */
+    size_t n_policies;
+    char **policy_errors;
+    size_t n_policy_errors;
+
+    MsSnapshotRecord **snapshots; /* oldest first */
+    size_t n_snapshots;
+    MsRestoreRecord **restores; /* oldest first */
+    size_t n_restores;
+    ReadTask **read_tasks; /* queued or running restores and verifications */
+    size_t n_read_tasks;
+
+    ManagerHooks hooks;
+    void *hooks_userdata;
+
+    sd_event_source *retention_timer; /* the next expiry by MaxAge= */
+
+    bool stopping;
+    sd_event_source *stop_timer;
+};
+
+static inline uint64_t now_usec(void) {
+    return ms_realtime_usec();
+}
+
+static inline int oom(MsError *e) {
+    return ms_error_set(e, ENOMEM, "out of memory");
+}
+
+static inline int replace_string(char **dst, const char *src) {
+    char *s = NULL;
+    if (src && !(s = strdup(src)))
+        return -ENOMEM;
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+/* agent-manager.c */
+MsSnapshotRecord *manager_snapshot_mutable(Manager *m, const char *id);
+unsigned manager_running_workers(const Manager *m);
+/* Give free worker slots to queued tasks, oldest first, snapshots and readers alike. */
+void manager_start_queued(Manager *m);
+void manager_maybe_finish_shutdown(Manager *m);
+void manager_emit_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsigned changes);
+/* Apply retention to a policy's snapshots now (expire times, removal of expired ones). */
+void manager_apply_retention(Manager *m, const char *policy);
+/* Where credential name is for the worker ($CREDENTIALS_DIRECTORY/NAME); -ENOKEY if absent. */
+int manager_credential_path(const char *name, char **ret, MsError *e);
+
+/* agent-reader.c */
+/* Queued and running readers, for the worker slots and the status line. */
+ReadTask *reader_oldest_queued(Manager *m);
+int reader_start(ReadTask *t, MsError *e);
+/* The outcome of a reader that could not be started. */
+void reader_fail_to_start(ReadTask *t, const char *error);
+void reader_stop(ReadTask *t, const char *reason, bool on_request);
+bool reader_uses_snapshot(const Manager *m, const char *snapshot_id);
+int reader_load(Manager *m, MsError *e);
+void reader_free_all(Manager *m);
+/* Write every running restore's latest figures to the catalog now. */
+void reader_flush_all(Manager *m);

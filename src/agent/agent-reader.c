@@ -1,0 +1,671 @@
+/* Restores and verifications: tasks that read a completed snapshot, each run by a worker. */
+#include <errno.h>
+#include <inttypes.h>
+#include <mongoc/mongoc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/agent-internal.h"
+#include "common/log.h"
+#include "common/redact.h"
+#include "engine/nsfilter.h"
+#include "engine/restore.h"
+#include "eventlog/eventlog.h"
+#include "mongosnap/mongosnap.h"
+
+#define RESTORE_ID_PREFIX "restore-"
+#define RESTORE_ID_ATTEMPTS 100
+#define RESTORE_ID_MAX (sizeof(RESTORE_ID_PREFIX) + MS_ISO8601_MAX + 8)
+#define NUMBER_ARG_MAX 16
+#define PARALLEL_MAX 64
+#define CANCELLED_ON_REQUEST "cancelled on request"
+
+/* ---- records ---- */
+
+size_t manager_n_restores(const Manager *m) {
+    return m->n_restores;
+}
+
+const MsRestoreRecord *manager_restore_at(const Manager *m, size_t i) {
+    return i < m->n_restores ? m->restores[i] : NULL;
+}
+
+const MsRestoreRecord *manager_find_restore(const Manager *m, const char *id) {
+    if (!id)
+        return NULL;
+    for (size_t i = 0; i < m->n_restores; i++)
+        if (strcmp(m->restores[i]->id, id) == 0)
+            return m->restores[i];
+    return NULL;
+}
+
+uint64_t manager_restore_elapsed_usec(const MsRestoreRecord *r, uint64_t now) {
+    if (r->started_usec == 0)
+        return 0;
+    uint64_t end = r->finished_usec ? r->finished_usec : now;
+    return end > r->started_usec ? end - r->started_usec : 0;
+}
+
+int reader_load(Manager *m, MsError *e) {
+    return ms_catalog_list_restores(m->catalog, NULL, &m->restores, &m->n_restores, e);
+}
+
+/* ---- the task list ---- */
+
+static void strv_free(char **v) {
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static ReadTask *reader_free(ReadTask *t) {
+    if (!t)
+        return NULL;
+    agent_task_free(t->worker);
+    sd_event_source_disable_unref(t->emit_timer);
+    ms_secret_free(t->uri);
+    strv_free(t->args);
+    free(t->result_message);
+    free(t->snapshot_id);
+    free(t);
+    return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(ReadTask *, reader_free);
+
+void reader_free_all(Manager *m) {
+    for (size_t i = 0; i < m->n_read_tasks; i++)
+        reader_free(m->read_tasks[i]);
+    free(m->read_tasks);
+    m->read_tasks = NULL;
+    m->n_read_tasks = 0;
+    ms_restore_record_list_free(m->restores, m->n_restores);
+    m->restores = NULL;
+    m->n_restores = 0;
+}
+
+static void detach(Manager *m, ReadTask *t) {
+    for (size_t i = 0; i < m->n_read_tasks; i++)
+        if (m->read_tasks[i] == t) {
+            memmove(m->read_tasks + i, m->read_tasks + i + 1,
+                    (m->n_read_tasks - i - 1) * sizeof(*m->read_tasks));
+            m->n_read_tasks--;
+            return;
+        }
+}
+
+ReadTask *reader_oldest_queued(Manager *m) {
+    ReadTask *next = NULL;
+    for (size_t i = 0; i < m->n_read_tasks; i++) {
+        ReadTask *t = m->read_tasks[i];
+        if (!t->worker && (!next || t->created_usec < next->created_usec))
+            next = t;
+    }
+    return next;
+}
+
+bool reader_uses_snapshot(const Manager *m, const char *snapshot_id) {
+    for (size_t i = 0; i < m->n_read_tasks; i++)
+        if (strcmp(m->read_tasks[i]->snapshot_id, snapshot_id) == 0)
+            return true;
+    return false;
+}
+
+static int args_push(char ***args, size_t *n, const char *a) {
+    char **v = realloc(*args, (*n + 2) * sizeof(char *));
+    if (!v)
+        return -ENOMEM;
+    *args = v;
+    if (!(v[*n] = strdup(a)))
+        return -ENOMEM;
+    v[++*n] = NULL;
+    return 0;
+}
+
+static int args_push_list(char ***args, size_t *n, const char *option, char *const *list) {
+    for (size_t i = 0; list && list[i]; i++)
+        if (args_push(args, n, option) < 0 || args_push(args, n, list[i]) < 0)
+            return -ENOMEM;
+    return 0;
+}
+
+/* ---- Event Log and notifications ---- */
+
+static void fields_for(const ReadTask *t, MsEventFields *f) {
+    const MsSnapshotRecord *s = manager_find_snapshot(t->manager, t->snapshot_id);
+    *f = (MsEventFields){
+        .policy = s ? s->policy : NULL,
+        .task = t->kind == READ_TASK_RESTORE ? t->restore->id : t->snapshot_id,
+        .node = t->manager->config->node,
+        .snapshot = t->snapshot_id,
+    };
+}
+
+static void emit_restore(Manager *m, const MsRestoreRecord *r, unsigned changes) {
+    if (m->hooks.restore_changed)
+        m->hooks.restore_changed(m, r, changes, m->hooks_userdata);
+}
+
+static void set_verify_state(ReadTask *t, MsVerifyState state, const char *error) {
+    Manager *m = t->manager;
+    MsSnapshotRecord *s = manager_snapshot_mutable(m, t->snapshot_id);
+    MsError e = MS_ERROR_INIT;
+    if (ms_catalog_set_snapshot_verify(m->catalog, t->snapshot_id, state, error, &e) < 0)
+        log_warning("cannot record the verification of %s: %s", t->snapshot_id, e.message);
+    if (!s)
+        return;
+    /* The same rules as the catalog's: only an outcome has a time. */
+    s->verify_state = state;
+    (void) replace_string(&s->verify_error, error);
+    bool outcome =
+        state == MS_VERIFY_PASSED || state == MS_VERIFY_FAILED || state == MS_VERIFY_INTERRUPTED;
+    s->verify_finished_usec = outcome ? now_usec() : 0;
+    manager_emit_snapshot_changed(m, s, MANAGER_SNAPSHOT_STATE);
+}
+
+static void flush_restore(ReadTask *t) {
+    MsError e = MS_ERROR_INIT;
+    if (ms_catalog_update_restore(t->manager->catalog, t->restore, &e) < 0)
+        log_warning("cannot record restore %s: %s", t->restore->id, e.message);
+    t->last_flush_usec = now_usec();
+}
+
+void reader_flush_all(Manager *m) {
+    for (size_t i = 0; i < m->n_read_tasks; i++)
+        if (m->read_tasks[i]->worker && m->read_tasks[i]->kind == READ_TASK_RESTORE)
+            flush_restore(m->read_tasks[i]);
+}
+
+static int on_emit_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    ReadTask *t = userdata;
+    t->emit_timer = sd_event_source_disable_unref(t->emit_timer);
+    t->last_emit_usec = now_usec();
+    emit_restore(t->manager, t->restore, MANAGER_SNAPSHOT_PROGRESS);
+    return 0;
+}
+
+/* The same throttling as snapshots: catalog once a second, bus twice a second, with a
+ * trailing announcement so the last figures of a burst go out. */
+static void restore_progress_changed(ReadTask *t) {
+    uint64_t now = now_usec();
+    if (now - t->last_flush_usec >= MANAGER_PROGRESS_FLUSH_USEC)
+        flush_restore(t);
+    if (now - t->last_emit_usec >= MANAGER_PROGRESS_EMIT_USEC) {
+        t->last_emit_usec = now;
+        emit_restore(t->manager, t->restore, MANAGER_SNAPSHOT_PROGRESS);
+        return;
+    }
+    uint64_t mono;
+    if (t->emit_timer || sd_event_now(t->manager->event, CLOCK_MONOTONIC, &mono) < 0)
+        return;
+    (void) sd_event_add_time(t->manager->event, &t->emit_timer, CLOCK_MONOTONIC,
+                             mono + MANAGER_PROGRESS_EMIT_USEC - (now - t->last_emit_usec), 0,
+                             on_emit_timer, t);
+}
+
+/* ---- worker life ---- */
+
+static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
+    ReadTask *t = userdata;
+    const char *event = agent_msg_str(msg, "event");
+    if (!event)
+        return;
+    if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
+        (void) replace_string(&t->result_message, agent_msg_str(msg, "message"));
+        if (t->kind == READ_TASK_RESTORE && agent_msg_has(msg, "documents"))
+            t->restore->items_done = agent_msg_u64(msg, "documents");
+        return;
+    }
+    if (t->kind != READ_TASK_RESTORE)
+        return;
+    MsRestoreRecord *r = t->restore;
+    if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PROGRESS) == 0) {
+        r->items_done = agent_msg_u64(msg, "items_done");
+        r->items_total = agent_msg_u64(msg, "items_total");
+        double pct = agent_msg_double(msg, "percent");
+        r->progress_pct = pct < 0 ? 0 : pct > PERCENT_DONE ? PERCENT_DONE : pct;
+        r->bytes_transferred = agent_msg_u64(msg, "bytes_read");
+        restore_progress_changed(t);
+    } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_NAMESPACE) == 0) {
+        MsEventFields f;
+        fields_for(t, &f);
+        f.ns = agent_msg_str(msg, "namespace");
+        f.has_items = true;
+        f.items = agent_msg_u64(msg, "documents");
+        (void) ms_event_log(MS_EVENT_NAMESPACE_FINISHED, &f,
+                            "%s: %s restored, %" PRIu64 " documents", r->id, f.ns ? f.ns : "?",
+                            f.items);
+    }
+}
+
+/* The worker's own words when it left any, else what its exit says. */
+static void failure_reason(const ReadTask *t, int status, bool by_signal, char *buf, size_t size) {
+    if (t->result_message && t->result_message[0])
+        snprintf(buf, size, "%s", t->result_message);
+    else if (by_signal)
+        snprintf(buf, size, "the worker was killed by signal %s",
+                 sigabbrev_np(status - 128) ? sigabbrev_np(status - 128) : "?");
+    else
+        snprintf(buf, size, "the worker exited with status %d", status);
+}
+
+static void finish_restore(ReadTask *t, MsRestoreState state, const char *error, MsEventKind kind) {
+    MsRestoreRecord *r = t->restore;
+    uint64_t now = now_usec();
+    r->state = state;
+    (void) replace_string(&r->error, error);
+    r->finished_usec = now;
+    if (state == MS_RESTORE_COMPLETED) {
+        r->progress_pct = PERCENT_DONE;
+        if (r->items_total < r->items_done)
+            r->items_total = r->items_done;
+    }
+    flush_restore(t);
+    MsEventFields f;
+    fields_for(t, &f);
+    f.error = error;
+    f.has_items = true;
+    f.items = r->items_done;
+    f.has_elapsed = true;
+    f.elapsed_usec = manager_restore_elapsed_usec(r, now);
+    if (state == MS_RESTORE_COMPLETED)
+        (void) ms_event_log(kind, &f, "restore %s of snapshot %s completed: %" PRIu64 " documents",
+                            r->id, t->snapshot_id, r->items_done);
+    else
+        (void) ms_event_log(kind, &f, "restore %s of snapshot %s %s: %s", r->id, t->snapshot_id,
+                            ms_restore_state_to_string(state), error ? error : "");
+    emit_restore(t->manager, r, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS);
+}
+
+static void finish_verify(ReadTask *t, MsVerifyState state, const char *error, MsEventKind kind) {
+    set_verify_state(t, state, error);
+    MsEventFields f;
+    fields_for(t, &f);
+    f.error = error;
+    if (state == MS_VERIFY_PASSED)
+        (void) ms_event_log(kind, &f,
+                            "snapshot %s verified: every checksum and count matches its manifest",
+                            t->snapshot_id);
+    else
+        (void) ms_event_log(kind, &f, "verification of snapshot %s %s: %s", t->snapshot_id,
+                            ms_verify_state_to_string(state), error ? error : "");
+}
+
+/* The reader is over: out of the list, its slot to the next task, and retention may now
+ * remove the snapshot it held on to. */
+static void reader_done(ReadTask *t) {
+    Manager *m = t->manager;
+    const MsSnapshotRecord *s = manager_find_snapshot(m, t->snapshot_id);
+    _cleanup_free_ char *policy = s ? strdup(s->policy) : NULL;
+    detach(m, t);
+    reader_free(t);
+    if (policy)
+        manager_apply_retention(m, policy);
+    manager_start_queued(m);
+    manager_maybe_finish_shutdown(m);
+}
+
+static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
+    ReadTask *t = userdata;
+    char reason[MS_ERROR_MESSAGE_MAX];
+    bool ok = !by_signal && status == MONGOSNAP_EXIT_OK;
+    /* Asked to stop and not completed: it ended because we stopped it, whatever it reports. */
+    bool stopped = !ok && t->stop_reason;
+    if (!ok && !stopped)
+        failure_reason(t, status, by_signal, reason, sizeof(reason));
+
+    if (t->kind == READ_TASK_RESTORE) {
+        if (ok)
+            finish_restore(t, MS_RESTORE_COMPLETED, NULL, MS_EVENT_RESTORE_COMPLETED);
+        else if (stopped && t->stop_on_request)
+            finish_restore(t, MS_RESTORE_CANCELLED, t->stop_reason, MS_EVENT_TASK_STOPPED);
+        else if (stopped)
+            finish_restore(t, MS_RESTORE_INTERRUPTED, t->stop_reason, MS_EVENT_TASK_INTERRUPTED);
+        else
+            finish_restore(t, MS_RESTORE_FAILED, reason, MS_EVENT_RESTORE_FAILED);
+    } else {
+        if (ok)
+            finish_verify(t, MS_VERIFY_PASSED, NULL, MS_EVENT_VERIFY_COMPLETED);
+        else if (stopped)
+            finish_verify(t, MS_VERIFY_INTERRUPTED, t->stop_reason, MS_EVENT_TASK_INTERRUPTED);
+        else
+            finish_verify(t, MS_VERIFY_FAILED, reason, MS_EVENT_VERIFY_FAILED);
+    }
+    reader_done(t);
+}
+
+int reader_start(ReadTask *t, MsError *e) {
+    Manager *m = t->manager;
+    AgentTaskSpec spec = {
+        .worker_path = m->config->worker_path,
+        .args = (const char *const *) t->args,
+        .uri = t->uri,
+    };
+    static const AgentTaskCallbacks callbacks = {
+        .on_message = on_worker_message,
+        .on_exit = on_worker_exit,
+    };
+    int r = agent_task_spawn(m->event, &spec, &callbacks, t, &t->worker, e);
+    if (r < 0)
+        return r;
+    /* The memfd holds the URI now; the agent has no further use for the password. */
+    ms_secret_free(TAKE_PTR(t->uri));
+
+    MsEventFields f;
+    fields_for(t, &f);
+    if (t->kind == READ_TASK_RESTORE) {
+        t->restore->state = MS_RESTORE_RUNNING;
+        t->restore->started_usec = now_usec();
+        flush_restore(t);
+        (void) ms_event_log(MS_EVENT_RESTORE_STARTED, &f,
+                            "restore %s of snapshot %s into %s started (worker %d)", t->restore->id,
+                            t->snapshot_id, t->restore->target, (int) agent_task_pid(t->worker));
+        emit_restore(m, t->restore, MANAGER_SNAPSHOT_STATE);
+    } else {
+        set_verify_state(t, MS_VERIFY_RUNNING, NULL);
+        (void) ms_event_log(MS_EVENT_TASK_STARTED, &f,
+                            "verification of snapshot %s started (worker %d)", t->snapshot_id,
+                            (int) agent_task_pid(t->worker));
+    }
+    return 0;
+}
+
+void reader_fail_to_start(ReadTask *t, const char *error) {
+    if (t->kind == READ_TASK_RESTORE)
+        finish_restore(t, MS_RESTORE_FAILED, error, MS_EVENT_RESTORE_FAILED);
+    else
+        finish_verify(t, MS_VERIFY_FAILED, error, MS_EVENT_VERIFY_FAILED);
+    reader_done(t);
+}
+
+void reader_stop(ReadTask *t, const char *reason, bool on_request) {
+    if (!t->worker) {
+        if (t->kind == READ_TASK_RESTORE)
+            finish_restore(t, on_request ? MS_RESTORE_CANCELLED : MS_RESTORE_INTERRUPTED, reason,
+                           on_request ? MS_EVENT_TASK_STOPPED : MS_EVENT_TASK_INTERRUPTED);
+        else
+            finish_verify(t, MS_VERIFY_INTERRUPTED, reason, MS_EVENT_TASK_INTERRUPTED);
+        reader_done(t);
+        return;
+    }
+    if (!t->stop_reason) {
+        t->stop_reason = reason;
+        t->stop_on_request = on_request;
+    }
+    (void) agent_task_kill(t->worker, SIGTERM);
+}
+
+/* ---- starting ---- */
+
+/* A snapshot can be read when it completed and its objects are where the record says. */
+static int check_readable(Manager *m, const char *id, const MsSnapshotRecord **ret, MsError *e) {
+    const MsSnapshotRecord *s = manager_find_snapshot(m, id);
+    if (!s)
+        return ms_error_set(e, ENOENT, "no snapshot '%s'; list them with ListSnapshots", id);
+    if (s->state != MS_SNAPSHOT_COMPLETED || !s->manifest_key || !s->store)
+        return ms_error_set(e, ENOTRECOVERABLE,
+                            "snapshot %s is %s, not completed: only completed snapshots can be "
+                            "restored or verified",
+                            id, ms_snapshot_state_to_string(s->state));
+    *ret = s;
+    return 0;
+}
+
+static int add_reader(Manager *m, ReadTask *t, MsError *e) {
+    ReadTask **list = realloc(m->read_tasks, (m->n_read_tasks + 1) * sizeof(*list));
+    if (!list)
+        return oom(e);
+    m->read_tasks = list;
+    m->read_tasks[m->n_read_tasks++] = t;
+    return 0;
+}
+
+int manager_verify_snapshot(Manager *m, const char *id, MsError *e) {
+    if (m->stopping)
+        return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
+    const MsSnapshotRecord *s;
+    int r = check_readable(m, id, &s, e);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < m->n_read_tasks; i++)
+        if (m->read_tasks[i]->kind == READ_TASK_VERIFY &&
+            strcmp(m->read_tasks[i]->snapshot_id, id) == 0)
+            return ms_error_set(e, EBUSY, "snapshot %s is being verified already", id);
+
+    _cleanup_(reader_freep) ReadTask *t = calloc(1, sizeof(*t));
+    if (!t || !(t->snapshot_id = strdup(id)))
+        return oom(e);
+    t->manager = m;
+    t->kind = READ_TASK_VERIFY;
+    t->created_usec = now_usec();
+    size_t n = 0;
+    if (args_push(&t->args, &n, "verify") < 0 || args_push(&t->args, &n, "--store") < 0 ||
+        args_push(&t->args, &n, s->store) < 0 || args_push(&t->args, &n, "--snapshot") < 0 ||
+        args_push(&t->args, &n, s->manifest_key) < 0)
+        return oom(e);
+    r = add_reader(m, t, e);
+    if (r < 0)
+        return r;
+    ReadTask *task = TAKE_PTR(t);
+    set_verify_state(task, MS_VERIFY_QUEUED, NULL);
+    MsEventFields f;
+    fields_for(task, &f);
+    (void) ms_event_log(MS_EVENT_TASK_QUEUED, &f, "verification of snapshot %s queued", id);
+    manager_start_queued(m);
+    return 0;
+}
+
+static int new_restore_id(Manager *m, char ret[RESTORE_ID_MAX]) {
+    char stamp[MS_ISO8601_MAX];
+    ms_format_compact(now_usec(), stamp);
+    for (unsigned i = 1; i <= RESTORE_ID_ATTEMPTS; i++) {
+        if (i == 1)
+            snprintf(ret, RESTORE_ID_MAX, RESTORE_ID_PREFIX "%s", stamp);
+        else
+            snprintf(ret, RESTORE_ID_MAX, RESTORE_ID_PREFIX "%s-%u", stamp, i);
+        if (!manager_find_restore(m, ret))
+            return 0;
+    }
+    return -EEXIST;
+}
+
+static size_t strv_length(char *const *v) {
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    return n;
+}
+
+/* Refuse what the worker would refuse, while the caller is still there to read why. */
+static int check_restore_options(const char *target, const ManagerRestoreOptions *o, MsError *e) {
+    bson_error_t be;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(target, &be);
+    if (!uri) {
+        /* be.message may quote the URI, password and all: say what is wrong without it. */
+        return ms_error_set(e, EINVAL,
+                            "the target is not a MongoDB connection string; give "
+                            "mongodb://HOST[:PORT][/?OPTIONS] or mongodb+srv://HOST");
+    }
+    mongoc_uri_destroy(uri);
+    if (strv_length(o->ns_from) != strv_length(o->ns_to))
+        return ms_error_set(e, EINVAL,
+                            "ns_from and ns_to pair up: %zu patterns against %zu; give one "
+                            "target per source pattern",
+                            strv_length(o->ns_from), strv_length(o->ns_to));
+    MsNsFilter f = {
+        .include = o->ns_include,
+        .n_include = strv_length(o->ns_include),
+        .exclude = o->ns_exclude,
+        .n_exclude = strv_length(o->ns_exclude),
+        .rename_from = o->ns_from,
+        .rename_to = o->ns_to,
+        .n_rename = strv_length(o->ns_from),
+    };
+    int r = ms_ns_filter_validate(&f, e);
+    if (r < 0) {
+        e->code = EINVAL; /* a bad pattern is the caller's to fix, whatever the check said */
+        return -EINVAL;
+    }
+    if (o->until) {
+        MsOplogPosition pos;
+        if (ms_oplog_position_parse(o->until, &pos) < 0)
+            return ms_error_set(e, EINVAL,
+                                "until '%s' is neither T:I (an oplog timestamp) nor an ISO 8601 "
+                                "UTC time like 2026-11-22T03:10:26Z",
+                                o->until);
+    }
+    if (o->parallel > PARALLEL_MAX)
+        return ms_error_set(e, EINVAL, "parallel must be 1 to %d, not %u", PARALLEL_MAX,
+                            o->parallel);
+    if (o->credential && !ms_credential_name_is_valid(o->credential))
+        return ms_error_set(e, EINVAL, "'%s' is not a credential name", o->credential);
+    return 0;
+}
+
+static void append_list(bson_t *doc, const char *key, char *const *list) {
+    if (!list || !list[0])
+        return;
+    bson_t arr;
+    char idx[16];
+    const char *k;
+    BSON_APPEND_ARRAY_BEGIN(doc, key, &arr);
+    for (uint32_t i = 0; list[i]; i++) {
+        bson_uint32_to_string(i, &k, idx, sizeof(idx));
+        bson_append_utf8(&arr, k, -1, list[i], -1);
+    }
+    bson_append_array_end(doc, &arr);
+}
+
+/* The options as the Options property and the catalog show them: no secret is among them. */
+static char *options_json(const ManagerRestoreOptions *o) {
+    bson_t doc = BSON_INITIALIZER;
+    append_list(&doc, "ns_include", o->ns_include);
+    append_list(&doc, "ns_exclude", o->ns_exclude);
+    append_list(&doc, "ns_from", o->ns_from);
+    append_list(&doc, "ns_to", o->ns_to);
+    if (o->drop)
+        BSON_APPEND_BOOL(&doc, "drop", true);
+    if (o->no_indexes)
+        BSON_APPEND_BOOL(&doc, "no_indexes", true);
+    if (o->until)
+        BSON_APPEND_UTF8(&doc, "until", o->until);
+    if (o->parallel)
+        BSON_APPEND_INT32(&doc, "parallel", (int32_t) o->parallel);
+    if (o->credential)
+        BSON_APPEND_UTF8(&doc, "credential", o->credential);
+    char *json = bson_as_relaxed_extended_json(&doc, NULL);
+    bson_destroy(&doc);
+    char *copy = json ? strdup(json) : NULL;
+    bson_free(json);
+    return copy;
+}
+
+static int restore_args(const MsSnapshotRecord *s, const ManagerRestoreOptions *o,
+                        const char *credential_path, char ***args) {
+    size_t n = 0;
+    char parallel[NUMBER_ARG_MAX];
+    if (args_push(args, &n, "restore") < 0 || args_push(args, &n, "--store") < 0 ||
+        args_push(args, &n, s->store) < 0 || args_push(args, &n, "--snapshot") < 0 ||
+        args_push(args, &n, s->manifest_key) < 0 ||
+        args_push_list(args, &n, "--ns-include", o->ns_include) < 0 ||
+        args_push_list(args, &n, "--ns-exclude", o->ns_exclude) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; o->ns_from && o->ns_from[i]; i++)
+        if (args_push(args, &n, "--ns-from") < 0 || args_push(args, &n, o->ns_from[i]) < 0 ||
+            args_push(args, &n, "--ns-to") < 0 || args_push(args, &n, o->ns_to[i]) < 0)
+            return -ENOMEM;
+    if ((o->drop && args_push(args, &n, "--drop") < 0) ||
+        (o->no_indexes && args_push(args, &n, "--no-indexes") < 0) ||
+        (o->until && (args_push(args, &n, "--until") < 0 || args_push(args, &n, o->until) < 0)))
+        return -ENOMEM;
+    if (o->parallel) {
+        snprintf(parallel, sizeof(parallel), "%u", o->parallel);
+        if (args_push(args, &n, "--parallel") < 0 || args_push(args, &n, parallel) < 0)
+            return -ENOMEM;
+    }
+    if (credential_path &&
+        (args_push(args, &n, "--password-file") < 0 || args_push(args, &n, credential_path) < 0))
+        return -ENOMEM;
+    return 0;
+}
+
+int manager_start_restore(Manager *m, const char *snapshot_id, const char *target,
+                          const ManagerRestoreOptions *o, const MsRestoreRecord **ret_record,
+                          MsError *e) {
+    static const ManagerRestoreOptions no_options = {0};
+    if (!o)
+        o = &no_options;
+    if (m->stopping)
+        return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
+    const MsSnapshotRecord *s;
+    int r = check_readable(m, snapshot_id, &s, e);
+    if (r < 0)
+        return r;
+    r = check_restore_options(target, o, e);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *cred = NULL;
+    if (o->credential) {
+        r = manager_credential_path(o->credential, &cred, e);
+        if (r < 0)
+            return r;
+    }
+
+    char id[RESTORE_ID_MAX];
+    if (new_restore_id(m, id) < 0)
+        return ms_error_set(e, EEXIST, "too many restores started this second; try again");
+    _cleanup_(ms_restore_record_freep) MsRestoreRecord *rec = calloc(1, sizeof(*rec));
+    if (!rec || !(rec->id = strdup(id)) || !(rec->source_snapshot = strdup(snapshot_id)) ||
+        !(rec->target = ms_uri_redact(target)) || !(rec->options = options_json(o)))
+        return oom(e);
+    rec->state = MS_RESTORE_QUEUED;
+    rec->created_usec = now_usec();
+
+    _cleanup_(reader_freep) ReadTask *t = calloc(1, sizeof(*t));
+    if (!t || !(t->snapshot_id = strdup(snapshot_id)) || !(t->uri = strdup(target)) ||
+        restore_args(s, o, cred, &t->args) < 0)
+        return oom(e);
+    t->manager = m;
+    t->kind = READ_TASK_RESTORE;
+    t->created_usec = rec->created_usec;
+
+    MsRestoreRecord **list = realloc(m->restores, (m->n_restores + 1) * sizeof(*list));
+    if (!list)
+        return oom(e);
+    m->restores = list;
+    r = ms_catalog_insert_restore(m->catalog, rec, e);
+    if (r < 0)
+        return r;
+    r = add_reader(m, t, e);
+    if (r < 0)
+        return r;
+    t->restore = TAKE_PTR(rec);
+    m->restores[m->n_restores++] = t->restore;
+    ReadTask *task = TAKE_PTR(t);
+    const MsRestoreRecord *result = task->restore;
+
+    MsEventFields f;
+    fields_for(task, &f);
+    (void) ms_event_log(MS_EVENT_TASK_QUEUED, &f, "restore %s of snapshot %s into %s queued",
+                        result->id, snapshot_id, result->target);
+    if (m->hooks.restore_added)
+        m->hooks.restore_added(m, result, m->hooks_userdata);
+    manager_start_queued(m);
+    if (ret_record)
+        *ret_record = result;
+    return 0;
+}
+
+int manager_cancel_restore(Manager *m, const char *id, MsError *e) {
+    for (size_t i = 0; i < m->n_read_tasks; i++) {
+        ReadTask *t = m->read_tasks[i];
+        if (t->kind == READ_TASK_RESTORE && strcmp(t->restore->id, id) == 0) {
+            reader_stop(t, CANCELLED_ON_REQUEST, true);
+            return 0;
+        }
+    }
+    if (!manager_find_restore(m, id))
+        return ms_error_set(e, ENOENT, "no restore '%s'", id);
+    return ms_error_set(e, ESRCH, "restore %s is not queued or running; nothing to cancel", id);
+}

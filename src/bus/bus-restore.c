@@ -1,0 +1,196 @@
+/* io.mongosnap1.Restore objects: a restore task's columns, live Progress, Cancel, its log. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus/bus.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "mongosnap/mongosnap.h"
+
+static int restore_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                        void **ret_found, sd_bus_error *ret_error) {
+    Manager *m = userdata;
+    _cleanup_free_ char *id = NULL;
+    int r = sd_bus_path_decode(path, BUS_RESTORE_PREFIX, &id);
+    if (r <= 0)
+        return r;
+    const MsRestoreRecord *rec = manager_find_restore(m, id);
+    if (!rec)
+        return 0;
+    *ret_found = (void *) rec;
+    return 1;
+}
+
+static int restore_enumerate(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes,
+                             sd_bus_error *ret_error) {
+    Manager *m = userdata;
+    size_t n = manager_n_restores(m);
+    char **nodes = calloc(n + 1, sizeof(char *));
+    if (!nodes)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        int r = bus_restore_path(manager_restore_at(m, i)->id, &nodes[i]);
+        if (r < 0) {
+            for (size_t j = 0; j < i; j++)
+                free(nodes[j]);
+            free(nodes);
+            return r;
+        }
+    }
+    *ret_nodes = nodes;
+    return 0;
+}
+
+#define RESTORE_GETTER(fname)                                                                      \
+    static int fname(sd_bus *bus, const char *path, const char *interface, const char *property,   \
+                     sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+
+static const char *empty_if_null(const char *s) {
+    return s ? s : "";
+}
+
+RESTORE_GETTER(property_get_string) {
+    const MsRestoreRecord *r = userdata;
+    const char *v = strcmp(property, "Id") == 0               ? r->id
+                    : strcmp(property, "SourceSnapshot") == 0 ? r->source_snapshot
+                    : strcmp(property, "Target") == 0         ? r->target
+                    : strcmp(property, "Options") == 0        ? (r->options ? r->options : "{}")
+                    : strcmp(property, "Error") == 0          ? r->error
+                                                              : NULL;
+    return sd_bus_message_append(reply, "s", empty_if_null(v));
+}
+
+RESTORE_GETTER(property_get_task_log) {
+    const MsRestoreRecord *r = userdata;
+    _cleanup_free_ char *ref = NULL;
+    int k = bus_task_log_reference(r->id, &ref);
+    if (k < 0)
+        return k;
+    return sd_bus_message_append(reply, "s", ref);
+}
+
+/* For properties registered with an offset: userdata points at the field. */
+RESTORE_GETTER(property_get_u64) {
+    return sd_bus_message_append(reply, "t", *(const uint64_t *) userdata);
+}
+
+RESTORE_GETTER(property_get_state) {
+    const MsRestoreRecord *r = userdata;
+    return sd_bus_message_append(reply, "s", ms_restore_state_to_string(r->state));
+}
+
+RESTORE_GETTER(property_get_elapsed) {
+    const MsRestoreRecord *r = userdata;
+    return sd_bus_message_append(reply, "t", manager_restore_elapsed_usec(r, ms_realtime_usec()));
+}
+
+RESTORE_GETTER(property_get_progress) {
+    const MsRestoreRecord *r = userdata;
+    return sd_bus_message_append(reply, "d", r->progress_pct);
+}
+
+static int method_cancel(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    const MsRestoreRecord *r = userdata;
+    int k = bus_check_privileged(message, ret_error);
+    if (k < 0)
+        return k;
+    MsError e = MS_ERROR_INIT;
+    if (manager_cancel_restore(bus_manager_of(message), r->id, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_RESTORE);
+    return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    const MsRestoreRecord *r = userdata;
+    const char *after;
+    uint32_t max;
+    int k = sd_bus_message_read(message, "su", &after, &max);
+    if (k < 0)
+        return k;
+    return bus_reply_log(message, NULL, r->id, after, max, ret_error);
+}
+
+#define CHANGING SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
+#define CONST SD_BUS_VTABLE_PROPERTY_CONST
+
+static const sd_bus_vtable restore_vtable[] = {
+    SD_BUS_VTABLE_START(0),
+    SD_BUS_PROPERTY("Id", "s", property_get_string, 0, CONST),
+    SD_BUS_PROPERTY("SourceSnapshot", "s", property_get_string, 0, CONST),
+    SD_BUS_PROPERTY("Target", "s", property_get_string, 0, CONST),
+    SD_BUS_PROPERTY("Options", "s", property_get_string, 0, CONST),
+    SD_BUS_PROPERTY("TaskLog", "s", property_get_task_log, 0, CONST),
+    SD_BUS_PROPERTY("ElapsedUSec", "t", property_get_elapsed, 0, CHANGING),
+    SD_BUS_PROPERTY("Items", "t", property_get_u64, offsetof(MsRestoreRecord, items_done),
+                    CHANGING),
+    SD_BUS_PROPERTY("ItemsTotal", "t", property_get_u64, offsetof(MsRestoreRecord, items_total),
+                    CHANGING),
+    SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, CHANGING),
+    SD_BUS_PROPERTY("BytesTransferred", "t", property_get_u64,
+                    offsetof(MsRestoreRecord, bytes_transferred), CHANGING),
+    SD_BUS_PROPERTY("CreateTime", "t", property_get_u64, offsetof(MsRestoreRecord, created_usec),
+                    CONST),
+    SD_BUS_PROPERTY("StartTime", "t", property_get_u64, offsetof(MsRestoreRecord, started_usec),
+                    CHANGING),
+    SD_BUS_PROPERTY("FinishTime", "t", property_get_u64, offsetof(MsRestoreRecord, finished_usec),
+                    CHANGING),
+    SD_BUS_PROPERTY("State", "s", property_get_state, 0, CHANGING),
+    SD_BUS_PROPERTY("Error", "s", property_get_string, 0, CHANGING),
+    SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_cancel,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", after_cursor, "u", max_entries),
+                            SD_BUS_RESULT("a" BUS_LOG_ENTRY, entries), method_get_log,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_VTABLE_END,
+};
+
+int bus_append_restore_row(sd_bus_message *reply, const MsRestoreRecord *r, uint64_t now) {
+    _cleanup_free_ char *path = NULL, *log_ref = NULL;
+    int k = bus_restore_path(r->id, &path);
+    if (k < 0)
+        return k;
+    k = bus_task_log_reference(r->id, &log_ref);
+    if (k < 0)
+        return k;
+    return sd_bus_message_append(
+        reply, BUS_RESTORE_ROW, r->id, r->source_snapshot, empty_if_null(r->target), log_ref,
+        manager_restore_elapsed_usec(r, now), r->items_done, r->items_total, r->progress_pct,
+        r->created_usec, ms_restore_state_to_string(r->state), empty_if_null(r->error), path);
+}
+
+void bus_restore_emit_changed(sd_bus *bus, const MsRestoreRecord *r, unsigned changes) {
+    _cleanup_free_ char *path = NULL;
+    if (bus_restore_path(r->id, &path) < 0)
+        return;
+    int k;
+    if (changes & MANAGER_SNAPSHOT_STATE)
+        k = sd_bus_emit_properties_changed_strv(bus, path, MONGOSNAP_BUS_RESTORE_INTERFACE, NULL);
+    else
+        k = sd_bus_emit_properties_changed(bus, path, MONGOSNAP_BUS_RESTORE_INTERFACE, "Progress",
+                                           "Items", "ItemsTotal", "BytesTransferred", "ElapsedUSec",
+                                           NULL);
+    if (k < 0)
+        log_debug("cannot announce changes of %s: %s", path, strerror(-k));
+}
+
+void bus_restore_emit_added(sd_bus *bus, const MsRestoreRecord *r) {
+    _cleanup_free_ char *path = NULL;
+    if (bus_restore_path(r->id, &path) < 0)
+        return;
+    int k = sd_bus_emit_object_added(bus, path);
+    if (k < 0)
+        log_debug("cannot announce %s: %s", path, strerror(-k));
+}
+
+int bus_restore_register(Manager *m, sd_bus *bus, MsError *e) {
+    int r =
+        sd_bus_add_fallback_vtable(bus, NULL, BUS_RESTORE_PREFIX, MONGOSNAP_BUS_RESTORE_INTERFACE,
+                                   restore_vtable, restore_find, m);
+    if (r < 0)
+        return ms_error_set(e, -r, "cannot register %s: %s", BUS_RESTORE_PREFIX, strerror(-r));
+    r = sd_bus_add_node_enumerator(bus, NULL, BUS_RESTORE_PREFIX, restore_enumerate, m);
+    if (r < 0)
+        return ms_error_set(e, -r, "cannot register the restore enumerator: %s", strerror(-r));
+    return 0;
+}
