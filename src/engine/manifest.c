@@ -22,6 +22,18 @@ static void append_position(bson_t *b, const char *key, MsOplogPosition pos) {
     bson_append_timestamp(b, key, -1, pos.t, pos.i);
 }
 
+static void append_str_array(bson_t *b, const char *key, char *const *v, size_t n) {
+    bson_t arr;
+    bson_append_array_begin(b, key, -1, &arr);
+    for (size_t i = 0; i < n; i++) {
+        char k[24];
+        const char *kp;
+        bson_uint32_to_string((uint32_t) i, &kp, k, sizeof(k));
+        append_str(&arr, kp, v[i]);
+    }
+    bson_append_array_end(b, &arr);
+}
+
 static void format_crc(uint64_t crc, char buf[19]) {
     snprintf(buf, 19, "0x%016" PRIx64, crc);
 }
@@ -61,6 +73,10 @@ int ms_manifest_serialize(const MsManifest *m, char **ret_json, size_t *ret_len,
         BSON_APPEND_INT64(&child, "oplog_entries", (int64_t) m->oplog_entries);
     }
     bson_append_document_end(&doc, &child);
+
+    /* Always written, empty for a full snapshot, so a partial one is plain to see. */
+    append_str_array(&doc, "ns_include", m->ns_include, m->n_ns_include);
+    append_str_array(&doc, "ns_exclude", m->ns_exclude, m->n_ns_exclude);
 
     BSON_APPEND_INT64(&doc, "total_documents", (int64_t) m->total_documents);
     BSON_APPEND_INT64(&doc, "total_bytes", (int64_t) m->total_bytes);
@@ -143,6 +159,30 @@ static void get_position(const bson_t *b, const char *path, MsOplogPosition *ret
         bson_iter_timestamp(&it, &ret->t, &ret->i);
 }
 
+/* A missing array is empty (manifests written before filters existed); anything but strings
+ * in it is damage. */
+static int get_str_array(const bson_t *b, const char *key, char ***ret, size_t *ret_n, MsError *e) {
+    bson_iter_t it, arr;
+    if (!bson_iter_init_find(&it, b, key))
+        return 0;
+    if (!BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &arr))
+        return ms_error_set(e, EBADMSG, "the manifest's '%s' is not a list", key);
+    while (bson_iter_next(&arr)) {
+        if (!BSON_ITER_HOLDS_UTF8(&arr))
+            return ms_error_set(e, EBADMSG, "the manifest's '%s' holds something other than patterns",
+                                key);
+        char **grown = realloc(*ret, (*ret_n + 1) * sizeof(char *));
+        if (!grown)
+            return ms_error_set(e, ENOMEM, "out of memory");
+        *ret = grown;
+        grown[*ret_n] = strdup(bson_iter_utf8(&arr, NULL));
+        if (!grown[*ret_n])
+            return ms_error_set(e, ENOMEM, "out of memory");
+        (*ret_n)++;
+    }
+    return 0;
+}
+
 static bool get_bool(const bson_t *b, const char *path) {
     bson_iter_t it;
     return bson_iter_init(&it, b) && bson_iter_find_descendant(&it, path, &it) &&
@@ -222,6 +262,11 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
     get_position(doc, "consistency.oplog_start", &m.oplog_start);
     get_position(doc, "consistency.oplog_end", &m.oplog_end);
     get_int64(doc, "consistency.oplog_entries", &m.oplog_entries);
+    r = get_str_array(doc, "ns_include", &m.ns_include, &m.n_ns_include, e);
+    if (r == 0)
+        r = get_str_array(doc, "ns_exclude", &m.ns_exclude, &m.n_ns_exclude, e);
+    if (r < 0)
+        goto out;
     get_int64(doc, "total_documents", &m.total_documents);
     get_int64(doc, "total_bytes", &m.total_bytes);
 
@@ -319,6 +364,12 @@ void ms_manifest_clear(MsManifest *m) {
     free(m->archive_key);
     free(m->compression);
     free(m->point_in_time_reason);
+    for (size_t i = 0; i < m->n_ns_include; i++)
+        free(m->ns_include[i]);
+    free(m->ns_include);
+    for (size_t i = 0; i < m->n_ns_exclude; i++)
+        free(m->ns_exclude[i]);
+    free(m->ns_exclude);
     for (size_t i = 0; i < m->n_namespaces; i++) {
         free(m->namespaces[i].db);
         free(m->namespaces[i].collection);

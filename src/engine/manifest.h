@@ -46,6 +46,13 @@ typedef struct MsManifest {
     MsOplogPosition oplog_end;
     uint64_t oplog_entries;
 
+    /* The snapshot's --ns-include/--ns-exclude patterns. Either non-empty: the snapshot is
+     * partial, it holds (and its oplog carries) only the namespaces they select. */
+    char **ns_include;
+    size_t n_ns_include;
+    char **ns_exclude;
+    size_t n_ns_exclude;
+
     MsManifestNamespace *namespaces;
     size_t n_namespaces;
     uint64_t total_documents;

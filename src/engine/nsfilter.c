@@ -1,4 +1,5 @@
-/* Namespace patterns: include/exclude and renames with '*' wildcards (mongorestore's --nsFrom/--nsTo). */
+/* Namespace patterns: include/exclude and renames with '*' wildcards (mongorestore's --nsFrom/--nsTo),
+ * and what a filtered snapshot keeps of databases and oplog entries. */
 #include "nsfilter.h"
 
 #include <stdio.h>
@@ -99,20 +100,47 @@ char *ms_ns_filter_rename(const MsNsFilter *f, const char *ns) {
     return strdup(ns);
 }
 
+/* Characters MongoDB refuses in database names (besides '.', the separator, and NUL). */
+#define NS_DB_FORBIDDEN_CHARS "/\\\"$"
+
+static int validate_pattern(const char *p, MsError *e) {
+    if (*p == '\0')
+        return ms_error_set(e, EINVAL,
+                            "namespace pattern '' is empty: write it as DB.COLLECTION, e.g. "
+                            "'shop.*' or '*.orders'");
+    const char *dot = strchr(p, '.');
+    if (!dot)
+        return ms_error_set(e, EINVAL,
+                            "namespace pattern '%s' has no '.': write it as DB.COLLECTION, "
+                            "e.g. 'shop.*' or '*.orders'",
+                            p);
+    /* Both parts must be there: no namespace has an empty database or collection name, so such
+     * a pattern can only be a typo that would silently match nothing. */
+    if (dot == p)
+        return ms_error_set(e, EINVAL, "namespace pattern '%s' has no database before the '.'", p);
+    if (dot[1] == '\0')
+        return ms_error_set(e, EINVAL, "namespace pattern '%s' has no collection after the '.'",
+                            p);
+    /* The same rule as policy files (config/conf.c): these never occur in a database name. */
+    for (const char *c = p; c < dot; c++)
+        if (strchr(NS_DB_FORBIDDEN_CHARS, *c))
+            return ms_error_set(e, EINVAL,
+                                "namespace pattern '%s': a database name cannot contain '%c'", p,
+                                *c);
+    if (count_stars(p) > MS_NS_MAX_WILDCARDS)
+        return ms_error_set(e, EINVAL, "namespace pattern '%s' has more than %d '*'", p,
+                            MS_NS_MAX_WILDCARDS);
+    return 0;
+}
+
 int ms_ns_filter_validate(const MsNsFilter *f, MsError *e) {
     char **lists[] = {f->include, f->exclude, f->rename_from, f->rename_to};
     size_t counts[] = {f->n_include, f->n_exclude, f->n_rename, f->n_rename};
     for (size_t l = 0; l < ELEMENTSOF(lists); l++)
         for (size_t i = 0; i < counts[l]; i++) {
-            const char *p = lists[l][i];
-            if (!strchr(p, '.'))
-                return ms_error_set(e, EINVAL,
-                                    "namespace pattern '%s' has no '.': write it as DB.COLLECTION, "
-                                    "e.g. 'shop.*' or '*.orders'",
-                                    p);
-            if (count_stars(p) > MS_NS_MAX_WILDCARDS)
-                return ms_error_set(e, EINVAL, "namespace pattern '%s' has more than %d '*'", p,
-                                    MS_NS_MAX_WILDCARDS);
+            int r = validate_pattern(lists[l][i], e);
+            if (r < 0)
+                return r;
         }
     for (size_t i = 0; i < f->n_rename; i++)
         if (count_stars(f->rename_from[i]) != count_stars(f->rename_to[i]))
@@ -120,6 +148,266 @@ int ms_ns_filter_validate(const MsNsFilter *f, MsError *e) {
                                 "rename '%s' -> '%s': both sides need the same number of '*'",
                                 f->rename_from[i], f->rename_to[i]);
     return 0;
+}
+
+/* ---- database pruning ---- */
+
+/* Is there a collection name X such that pattern matches "db.X"? Compare the literal start of
+ * the pattern with "db.": at the first '*' the answer is yes (the '*' takes the rest of "db."
+ * and whatever precedes the collection, and the rest of the pattern with its '*'s matching
+ * nothing spells some X); a literal that differs from "db." before then means no. */
+static bool pattern_could_match_db(const char *pattern, const char *db) {
+    size_t db_len = strlen(db);
+    for (size_t k = 0;; k++) {
+        char t = k < db_len ? db[k] : k == db_len ? '.' : '\0';
+        if (t == '\0')
+            return true; /* all of "db." matched literally */
+        if (pattern[k] == '*')
+            return true;
+        if (pattern[k] != t) /* also when the pattern ends first */
+            return false;
+    }
+}
+
+/* Does pattern match every "db.X"? Sufficient condition only: the pattern ends in '*' and what
+ * precedes that '*' matches a prefix of "db." ("db.*", "d*", "*.*"). Anything subtler answers
+ * false, which costs a listing, never a collection. */
+static bool pattern_covers_db(const char *pattern, const char *db) {
+    size_t len = strlen(pattern);
+    size_t head = len;
+    while (head > 0 && pattern[head - 1] == '*')
+        head--;
+    if (head == len)
+        return false;
+    _cleanup_free_ char *head_pattern = strndup(pattern, head);
+    _cleanup_free_ char *text = ms_ns_join(db, "");
+    if (!head_pattern || !text)
+        return false;
+    size_t text_len = strlen(text);
+    for (size_t k = 0; k <= text_len; k++) {
+        char saved = text[k];
+        text[k] = '\0';
+        bool m = ms_ns_match(head_pattern, text);
+        text[k] = saved;
+        if (m)
+            return true;
+    }
+    return false;
+}
+
+bool ms_ns_filter_could_select_db(const MsNsFilter *f, const char *db) {
+    bool possible = f->n_include == 0;
+    for (size_t i = 0; i < f->n_include && !possible; i++)
+        possible = pattern_could_match_db(f->include[i], db);
+    for (size_t i = 0; i < f->n_exclude && possible; i++)
+        if (pattern_covers_db(f->exclude[i], db))
+            possible = false;
+    return possible;
+}
+
+/* ---- oplog entries ---- */
+
+/* applyOps inside applyOps is legal but servers nest at most one level; anything deeper than
+ * this is refused rather than followed without bound. */
+#define OPLOG_MAX_NESTING 8
+#define SYSTEM_BUCKETS_PREFIX "system.buckets."
+
+static const char *bson_get_utf8(const bson_t *b, const char *key) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, b, key) && BSON_ITER_HOLDS_UTF8(&it))
+        return bson_iter_utf8(&it, NULL);
+    return NULL;
+}
+
+static bool db_never_dumped(const char *db) {
+    return strcmp(db, "local") == 0 || strcmp(db, "config") == 0;
+}
+
+/* Is db.coll part of the filtered snapshot? Databases a snapshot never dumps are not; the
+ * users and roles follow --include-users, not the filter; a time-series collection's bucket
+ * writes (db.system.buckets.X) count as writes to its own namespace db.X. */
+static int oplog_ns_selected(const MsNsFilter *f, unsigned flags, const char *db,
+                             const char *coll) {
+    if (db_never_dumped(db))
+        return 0;
+    if ((flags & MS_NS_OPLOG_KEEP_USERS) && strcmp(db, "admin") == 0 &&
+        (strcmp(coll, "system.users") == 0 || strcmp(coll, "system.roles") == 0))
+        return 1;
+    if (strncmp(coll, SYSTEM_BUCKETS_PREFIX, strlen(SYSTEM_BUCKETS_PREFIX)) == 0)
+        coll += strlen(SYSTEM_BUCKETS_PREFIX);
+    _cleanup_free_ char *ns = ms_ns_join(db, coll);
+    if (!ns)
+        return -ENOMEM;
+    return ms_ns_filter_selects(f, ns);
+}
+
+/* The same for a full "db.coll" as renameCollection names them. */
+static int oplog_full_ns_selected(const MsNsFilter *f, unsigned flags, const char *ns) {
+    _cleanup_free_ char *db = NULL;
+    _cleanup_free_ char *coll = NULL;
+    if (!ns || ms_ns_split(ns, &db, &coll) < 0)
+        return 0;
+    return oplog_ns_selected(f, flags, db, coll);
+}
+
+static int filter_entry(const MsNsFilter *f, unsigned flags, const bson_t *entry, unsigned depth,
+                        bson_t *ret, MsError *e);
+
+/* The entry with o.applyOps replaced by ops; every other field kept in place and order. */
+static void rebuild_apply_ops(const bson_t *entry, const bson_t *o, const bson_t *ops,
+                              bson_t *ret) {
+    bson_init(ret);
+    bson_iter_t it;
+    if (!bson_iter_init(&it, entry))
+        return;
+    while (bson_iter_next(&it)) {
+        if (strcmp(bson_iter_key(&it), "o") != 0) {
+            bson_append_iter(ret, NULL, 0, &it);
+            continue;
+        }
+        bson_t new_o;
+        bson_iter_t oi;
+        bson_append_document_begin(ret, "o", -1, &new_o);
+        if (bson_iter_init(&oi, o))
+            while (bson_iter_next(&oi)) {
+                if (strcmp(bson_iter_key(&oi), "applyOps") == 0)
+                    bson_append_array(&new_o, "applyOps", -1, ops);
+                else
+                    bson_append_iter(&new_o, NULL, 0, &oi);
+            }
+        bson_append_document_end(ret, &new_o);
+    }
+}
+
+static int filter_apply_ops(const MsNsFilter *f, unsigned flags, const bson_t *entry,
+                            const bson_t *o, bson_iter_t *cmd, unsigned depth, bson_t *ret,
+                            MsError *e) {
+    bson_iter_t ops;
+    if (!BSON_ITER_HOLDS_ARRAY(cmd) || !bson_iter_recurse(cmd, &ops))
+        return MS_NS_OPLOG_DROP; /* nothing a restore could replay */
+    if (depth >= OPLOG_MAX_NESTING)
+        return ms_error_set(e, EBADMSG, "an oplog applyOps nests more than %d levels deep",
+                            OPLOG_MAX_NESTING);
+    bson_t kept = BSON_INITIALIZER;
+    size_t n_kept = 0;
+    bool changed = false;
+    int r = 0;
+    while (bson_iter_next(&ops)) {
+        const uint8_t *data;
+        uint32_t len;
+        bson_t inner;
+        if (!BSON_ITER_HOLDS_DOCUMENT(&ops)) {
+            changed = true;
+            continue;
+        }
+        bson_iter_document(&ops, &len, &data);
+        if (!bson_init_static(&inner, data, len)) {
+            changed = true;
+            continue;
+        }
+        bson_t rewritten;
+        r = filter_entry(f, flags, &inner, depth + 1, &rewritten, e);
+        if (r < 0)
+            break;
+        char key[24];
+        const char *k;
+        if (r == MS_NS_OPLOG_KEEP) {
+            bson_uint32_to_string((uint32_t) n_kept++, &k, key, sizeof(key));
+            bson_append_document(&kept, k, -1, &inner);
+        } else if (r == MS_NS_OPLOG_REWRITTEN) {
+            bson_uint32_to_string((uint32_t) n_kept++, &k, key, sizeof(key));
+            bson_append_document(&kept, k, -1, &rewritten);
+            bson_destroy(&rewritten);
+            changed = true;
+        } else
+            changed = true;
+    }
+    if (r < 0) {
+        bson_destroy(&kept);
+        return r;
+    }
+    if (n_kept == 0) /* an empty applyOps changes nothing either */
+        r = MS_NS_OPLOG_DROP;
+    else if (!changed)
+        r = MS_NS_OPLOG_KEEP;
+    else {
+        rebuild_apply_ops(entry, o, &kept, ret);
+        r = MS_NS_OPLOG_REWRITTEN;
+    }
+    bson_destroy(&kept);
+    return r;
+}
+
+/* Commands: ns is "db.$cmd" and o's first field names the command. What is kept:
+ *  - applyOps: its inner operations, each filtered like an entry of its own; dropped when
+ *    none is left, rewritten when some are.
+ *  - renameCollection {renameCollection: "db.from", to: "db2.to"}: kept when either side is
+ *    selected, since it moves data into or out of the snapshot's namespaces.
+ *  - commands naming a collection as their value (create, drop, collMod, createIndexes,
+ *    dropIndexes, commitIndexBuild, ...): kept when db.<value> is selected (a view or a
+ *    time-series collection by its own name).
+ *  - database-level commands with no collection (dropDatabase, and anything else whose value
+ *    is not a name): kept when the filters could select some collection of that database
+ *    (ms_ns_filter_could_select_db()), because they change or remove the selected
+ *    collections too; e.g. dropDatabase of a database with included collections is kept,
+ *    dropDatabase of a database the filters leave out entirely is not. A restore replays a
+ *    kept dropDatabase on the whole target database, as it would for a full snapshot. */
+static int filter_command(const MsNsFilter *f, unsigned flags, const char *db,
+                          const bson_t *entry, unsigned depth, bson_t *ret, MsError *e) {
+    bson_iter_t it;
+    bson_t o;
+    const uint8_t *data;
+    uint32_t len;
+    if (!bson_iter_init_find(&it, entry, "o") || !BSON_ITER_HOLDS_DOCUMENT(&it))
+        return MS_NS_OPLOG_DROP;
+    bson_iter_document(&it, &len, &data);
+    if (!bson_init_static(&o, data, len) || !bson_iter_init(&it, &o) || !bson_iter_next(&it))
+        return MS_NS_OPLOG_DROP;
+    const char *cmd = bson_iter_key(&it);
+    int r;
+    if (strcmp(cmd, "applyOps") == 0)
+        return filter_apply_ops(f, flags, entry, &o, &it, depth, ret, e);
+    if (strcmp(cmd, "renameCollection") == 0) {
+        r = oplog_full_ns_selected(f, flags, BSON_ITER_HOLDS_UTF8(&it) ? bson_iter_utf8(&it, NULL)
+                                                                       : NULL);
+        if (r == 0)
+            r = oplog_full_ns_selected(f, flags, bson_get_utf8(&o, "to"));
+    } else if (BSON_ITER_HOLDS_UTF8(&it))
+        r = oplog_ns_selected(f, flags, db, bson_iter_utf8(&it, NULL));
+    else
+        r = !db_never_dumped(db) && ms_ns_filter_could_select_db(f, db);
+    if (r < 0)
+        return ms_error_set(e, -r, "out of memory");
+    return r ? MS_NS_OPLOG_KEEP : MS_NS_OPLOG_DROP;
+}
+
+static int filter_entry(const MsNsFilter *f, unsigned flags, const bson_t *entry, unsigned depth,
+                        bson_t *ret, MsError *e) {
+    const char *op = bson_get_utf8(entry, "op");
+    const char *ns = bson_get_utf8(entry, "ns");
+    /* No-ops (periodic writes, migrations' markers) carry no data of any namespace, and an
+     * entry without op or ns cannot be attributed to a selected one. */
+    if (!op || !ns || strcmp(op, "n") == 0)
+        return MS_NS_OPLOG_DROP;
+    _cleanup_free_ char *db = NULL;
+    _cleanup_free_ char *coll = NULL;
+    int r = ms_ns_split(ns, &db, &coll);
+    if (r == -EINVAL)
+        return MS_NS_OPLOG_DROP;
+    if (r < 0)
+        return ms_error_set(e, -r, "out of memory");
+    if (strcmp(op, "c") == 0)
+        return filter_command(f, flags, db, entry, depth, ret, e);
+    /* Inserts, updates, deletes (and any other operation on a collection): by namespace. */
+    r = oplog_ns_selected(f, flags, db, coll);
+    if (r < 0)
+        return ms_error_set(e, -r, "out of memory");
+    return r ? MS_NS_OPLOG_KEEP : MS_NS_OPLOG_DROP;
+}
+
+int ms_ns_filter_oplog_entry(const MsNsFilter *f, unsigned flags, const bson_t *entry,
+                             bson_t *ret_rewritten, MsError *e) {
+    return filter_entry(f, flags, entry, 0, ret_rewritten, e);
 }
 
 int ms_ns_filter_add(char ***list, size_t *n, const char *pattern) {

@@ -1,6 +1,8 @@
-/* Namespace selection and renaming for restores: "db.coll" patterns where '*' matches any run. */
+/* Namespace selection and renaming for snapshots and restores: "db.coll" patterns where '*'
+ * matches any run. */
 #pragma once
 
+#include <bson/bson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -23,7 +25,33 @@ bool ms_ns_filter_selects(const MsNsFilter *f, const char *ns);
 /* The target namespace (newly allocated): the first matching rename applied, else a copy. */
 char *ms_ns_filter_rename(const MsNsFilter *f, const char *ns);
 
-/* Validate patterns: a rename's from and to must have the same number of '*'. */
+/* True when the filter could select some collection of database db. Exact for the include
+ * side (is there any "db.X" an include pattern matches?); conservative for the exclude side
+ * (only an exclude pattern that plainly covers every "db.X", such as "db.*" or "*.*", rules
+ * the database out). A snapshot skips databases for which this is false without listing
+ * their collections. */
+bool ms_ns_filter_could_select_db(const MsNsFilter *f, const char *db);
+
+/* What a filtered snapshot keeps of an oplog entry (see ms_ns_filter_oplog_entry()). */
+typedef enum MsNsOplogVerdict {
+    MS_NS_OPLOG_DROP = 0,
+    MS_NS_OPLOG_KEEP = 1,
+    MS_NS_OPLOG_REWRITTEN = 2, /* keep *ret_rewritten instead: an applyOps with ops removed */
+} MsNsOplogVerdict;
+
+/* Entries on admin.system.users/roles are kept whatever the filter says (--include-users). */
+#define MS_NS_OPLOG_KEEP_USERS (1u << 0)
+
+/* Decide whether an oplog entry belongs in a snapshot of the namespaces f selects: CRUD by its
+ * namespace, commands by the collection(s) they name, applyOps by its inner operations (a
+ * partly selected applyOps is rewritten without the others). Returns a verdict, or a negative
+ * errno with e set. On MS_NS_OPLOG_REWRITTEN the caller owns *ret_rewritten (bson_destroy()). */
+int ms_ns_filter_oplog_entry(const MsNsFilter *f, unsigned flags, const bson_t *entry,
+                             bson_t *ret_rewritten, MsError *e);
+
+/* Validate patterns: not empty, "DB.COLLECTION" with both parts present, no character a
+ * database name cannot hold before the first '.', at most 8 '*'; a rename's from and to must
+ * have the same number of '*'. Messages name the pattern. */
 int ms_ns_filter_validate(const MsNsFilter *f, MsError *e);
 int ms_ns_filter_add(char ***list, size_t *n, const char *pattern);
 void ms_ns_filter_clear(MsNsFilter *f);

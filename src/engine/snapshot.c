@@ -1,5 +1,6 @@
-/* Snapshot: list what the deployment holds, dump collections in parallel into one archive
- * stream, capture the oplog written meanwhile, commit the archive, then the manifest. */
+/* Snapshot: list what the deployment holds (or what --ns-include/--ns-exclude select of it),
+ * dump collections in parallel into one archive stream, capture the oplog written meanwhile,
+ * commit the archive, then the manifest. */
 #include "snapshot.h"
 
 #include <inttypes.h>
@@ -55,6 +56,13 @@ typedef struct DumpContext {
     pthread_mutex_t error_lock;
     MsError error;
     bool failed;
+    /* Listing with a filter: collections it selected (users and roles taken for
+     * --include-users do not count) and those it left out. */
+    size_t n_selected;
+    uint64_t left_out;
+    /* Per pattern: did it make a difference (see MsSnapshotResult)? */
+    bool *include_used;
+    bool *exclude_used;
 } DumpContext;
 
 static void dump_collection_clear(DumpCollection *c) {
@@ -63,6 +71,11 @@ static void dump_collection_clear(DumpCollection *c) {
     free(c->source_name);
     free(c->type);
     free(c->metadata_json);
+}
+
+/* Renames are a restore's business; a snapshot only selects. */
+static bool filter_active(const MsSnapshotOptions *o) {
+    return o->filter && (o->filter->n_include > 0 || o->filter->n_exclude > 0);
 }
 
 static bool is_cancelled(const MsSnapshotOptions *o) {
@@ -85,13 +98,17 @@ static bool database_is_skipped(const char *name) {
     return strcmp(name, "local") == 0 || strcmp(name, "config") == 0;
 }
 
+static bool is_users_collection(const char *db, const char *name) {
+    return strcmp(db, "admin") == 0 &&
+           (strcmp(name, "system.users") == 0 || strcmp(name, "system.roles") == 0);
+}
+
 static bool collection_is_skipped(const char *db, const char *name, bool include_users) {
     if (strncmp(name, "system.", strlen("system.")) != 0)
         return false;
     if (strcmp(name, "system.js") == 0)
         return false;
-    if (include_users && strcmp(db, "admin") == 0 &&
-        (strcmp(name, "system.users") == 0 || strcmp(name, "system.roles") == 0))
+    if (include_users && is_users_collection(db, name))
         return false;
     /* system.views is recreated from the views' metadata; system.buckets.* belong to their
      * time-series collection; the rest is server-internal. */
@@ -237,6 +254,52 @@ static int64_t count_documents(mongoc_client_t *c, const char *db, const char *n
     return n < 0 ? 0 : n;
 }
 
+/* Whether the filter selects ns, noting which patterns made a difference: the includes that
+ * matched a selected namespace, the excludes that took out one an include had matched. */
+static bool note_selection(DumpContext *ctx, const char *ns) {
+    const MsNsFilter *f = ctx->o->filter;
+    bool selected = ms_ns_filter_selects(f, ns);
+    bool included = f->n_include == 0;
+    for (size_t i = 0; i < f->n_include; i++)
+        if (ms_ns_match(f->include[i], ns)) {
+            included = true;
+            if (selected)
+                ctx->include_used[i] = true;
+        }
+    if (!selected && included)
+        for (size_t i = 0; i < f->n_exclude; i++)
+            if (ms_ns_match(f->exclude[i], ns))
+                ctx->exclude_used[i] = true;
+    return selected;
+}
+
+/* A database is skipped unlisted because no include can match it or because an exclude covers
+ * all of it; in the second case that exclude made a difference. */
+static void note_skipped_database(DumpContext *ctx, const char *db) {
+    const MsNsFilter *f = ctx->o->filter;
+    MsNsFilter includes_only = {.include = f->include, .n_include = f->n_include};
+    if (!ms_ns_filter_could_select_db(&includes_only, db))
+        return;
+    for (size_t i = 0; i < f->n_exclude; i++) {
+        MsNsFilter one = {.exclude = &f->exclude[i], .n_exclude = 1};
+        if (!ms_ns_filter_could_select_db(&one, db))
+            ctx->exclude_used[i] = true;
+    }
+}
+
+/* Copies of the patterns that made no difference, with a warning for each. */
+static int collect_unused(char *const *patterns, const bool *used, size_t n, const char *option,
+                          const char *what, char ***ret, size_t *ret_n) {
+    for (size_t i = 0; i < n; i++) {
+        if (used[i])
+            continue;
+        log_warning("%s '%s' %s; check it for a typo", option, patterns[i], what);
+        if (ms_ns_filter_add(ret, ret_n, patterns[i]) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 static int list_collections(DumpContext *ctx, mongoc_client_t *c, const char *db, MsError *e) {
     mongoc_database_t *database = mongoc_client_get_database(c, db);
     mongoc_cursor_t *cur = mongoc_database_find_collections_with_opts(database, NULL);
@@ -251,6 +314,24 @@ static int list_collections(DumpContext *ctx, mongoc_client_t *c, const char *db
             type = bson_iter_utf8(&it, NULL);
         if (!name || collection_is_skipped(db, name, ctx->o->include_users))
             continue;
+        /* Users and roles are here only because of --include-users, which the filter does not
+         * govern. Everything else, views and time-series collections too, is selected by its
+         * own namespace, before any of its metadata is read. */
+        bool users = is_users_collection(db, name);
+        if (!users && filter_active(ctx->o)) {
+            _cleanup_free_ char *ns = ms_ns_join(db, name);
+            if (!ns) {
+                r = ms_error_set(e, ENOMEM, "out of memory");
+                break;
+            }
+            if (!note_selection(ctx, ns)) {
+                log_debug("%s left out by the namespace filters", ns);
+                ctx->left_out++;
+                continue;
+            }
+        }
+        if (!users)
+            ctx->n_selected++;
         DumpCollection *grown = realloc(ctx->colls, (ctx->n_colls + 1) * sizeof(*grown));
         if (!grown) {
             r = ms_error_set(e, ENOMEM, "out of memory");
@@ -488,9 +569,13 @@ static bool position_after(MsOplogPosition a, MsOplogPosition b) {
 }
 
 /* Copy every oplog entry after start into the archive's oplog namespace. Entries written
- * while we copy are included too: the snapshot then ends at the last one copied. */
+ * while we copy are included too: the snapshot then ends at the last one copied. With a
+ * filter only the entries about selected namespaces are copied (ms_ns_filter_oplog_entry()
+ * says which, applyOps are trimmed); the end is still the last entry read, since the
+ * selected namespaces are consistent up to it whatever the others did. */
 static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition start,
-                         MsOplogPosition *ret_end, uint64_t *ret_entries, MsError *e) {
+                         MsOplogPosition *ret_end, uint64_t *ret_entries, uint64_t *ret_left_out,
+                         MsError *e) {
     mongoc_collection_t *coll = mongoc_client_get_collection(c, OPLOG_DB, OPLOG_COLLECTION);
     bson_t *filter = BCON_NEW("ts", "{", "$gt", BCON_TIMESTAMP(start.t, start.i), "}");
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
@@ -499,6 +584,9 @@ static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition s
     SegmentStream ss;
     int r = segment_stream_init(&ss, ctx->writer, MS_ARCHIVE_OPLOG_DB, MS_ARCHIVE_OPLOG_COLLECTION,
                                 e);
+    bool filtered = filter_active(ctx->o);
+    unsigned flags = ctx->o->include_users ? MS_NS_OPLOG_KEEP_USERS : 0;
+    uint64_t read = 0, left_out = 0;
     const bson_t *doc;
     while (r == 0 && mongoc_cursor_next(cur, &doc)) {
         bson_iter_t it;
@@ -507,8 +595,21 @@ static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition s
             bson_iter_timestamp(&it, &pos.t, &pos.i);
         if (position_after(pos, end))
             end = pos;
-        r = segment_stream_add(&ss, doc, e);
-        if (r == 0 && ss.documents % SNAPSHOT_CANCEL_CHECK_DOCS == 0 && is_cancelled(ctx->o))
+        read++;
+        bson_t rewritten;
+        int verdict = filtered ? ms_ns_filter_oplog_entry(ctx->o->filter, flags, doc, &rewritten, e)
+                               : MS_NS_OPLOG_KEEP;
+        if (verdict < 0)
+            r = verdict;
+        else if (verdict == MS_NS_OPLOG_KEEP)
+            r = segment_stream_add(&ss, doc, e);
+        else if (verdict == MS_NS_OPLOG_REWRITTEN) {
+            /* A trimmed applyOps is never larger than the original, so it fits the limit. */
+            r = segment_stream_add(&ss, &rewritten, e);
+            bson_destroy(&rewritten);
+        } else
+            left_out++;
+        if (r == 0 && read % SNAPSHOT_CANCEL_CHECK_DOCS == 0 && is_cancelled(ctx->o))
             r = -ECANCELED;
     }
     bson_error_t berr;
@@ -523,6 +624,7 @@ static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition s
     if (r == 0) {
         *ret_end = end;
         *ret_entries = n;
+        *ret_left_out = left_out;
     }
     return r;
 }
@@ -585,6 +687,43 @@ static int open_archive_sink(const MsSnapshotOptions *o, const char *key, MsSink
     return 0;
 }
 
+/* The patterns as the user wrote them, for messages: "--ns-include 'a.*' --ns-include 'b.c'". */
+static void describe_patterns(char *buf, size_t size, const char *option, char *const *patterns,
+                              size_t n) {
+    size_t used = strlen(buf);
+    for (size_t i = 0; i < n && used < size; i++) {
+        int w = snprintf(buf + used, size - used, "%s%s '%s'", used ? " " : "", option,
+                         patterns[i]);
+        if (w < 0)
+            break;
+        used += (size_t) w;
+    }
+}
+
+/* Zero selected collections is a failure, not an empty snapshot: a pattern that matches
+ * nothing is almost always a typo, and a "successful" snapshot of nothing would hide it until
+ * the day it is restored. */
+static int no_collection_selected(const MsNsFilter *f, uint64_t left_out, uint64_t dbs_skipped,
+                                  MsError *e) {
+    char inc[MS_ERROR_MESSAGE_MAX / 2] = "", exc[MS_ERROR_MESSAGE_MAX / 2] = "";
+    describe_patterns(inc, sizeof(inc), "--ns-include", f->include, f->n_include);
+    describe_patterns(exc, sizeof(exc), "--ns-exclude", f->exclude, f->n_exclude);
+    if (f->n_include == 0)
+        return ms_error_set(e, ENOENT,
+                            "%s leaves no collection (%" PRIu64 " left out); nothing to snapshot",
+                            exc, left_out);
+    if (f->n_exclude == 0)
+        return ms_error_set(e, ENOENT,
+                            "no collection matches %s (%" PRIu64 " collections left out, %" PRIu64
+                            " databases skipped); nothing to snapshot",
+                            inc, left_out, dbs_skipped);
+    return ms_error_set(e, ENOENT,
+                        "no collection matches %s without also matching %s (%" PRIu64
+                        " collections left out, %" PRIu64 " databases skipped); nothing to "
+                        "snapshot",
+                        inc, exc, left_out, dbs_skipped);
+}
+
 static char *join_key(const char *prefix, const char *name, const char *suffix1,
                       const char *suffix2) {
     char *s = NULL;
@@ -640,7 +779,9 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
     uint64_t raw_bytes = 0, stored_bytes = 0;
     bool have_oplog = false;
     MsOplogPosition oplog_start = {0, 0}, oplog_end = {0, 0};
-    uint64_t oplog_entries = 0;
+    uint64_t oplog_entries = 0, oplog_left_out = 0;
+    bool filtered = filter_active(o);
+    uint64_t dbs_skipped = 0;
 
     r = ms_mongo_ping(mongo, main_client, &server_version, e);
     if (r < 0)
@@ -662,13 +803,54 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
     }
 
     ms_progress_set_phase(p, "prelude");
+    if (filtered) {
+        ctx.include_used = calloc(o->filter->n_include + 1, sizeof(bool));
+        ctx.exclude_used = calloc(o->filter->n_exclude + 1, sizeof(bool));
+        if (!ctx.include_used || !ctx.exclude_used) {
+            r = ms_error_set(e, ENOMEM, "out of memory");
+            goto out;
+        }
+    }
     r = list_databases(mongo, main_client, &dbs, &n_dbs, e);
     if (r < 0)
         goto out;
-    for (size_t i = 0; i < n_dbs && r == 0; i++)
+    for (size_t i = 0; i < n_dbs && r == 0; i++) {
+        /* A database none of whose collections the filters could select is not even listed:
+         * with "app.*" the other databases cost nothing. admin is still listed for
+         * --include-users. */
+        if (filtered && !ms_ns_filter_could_select_db(o->filter, dbs[i]) &&
+            !(o->include_users && strcmp(dbs[i], "admin") == 0)) {
+            log_debug("database %s skipped: the namespace filters cannot select any of its "
+                      "collections",
+                      dbs[i]);
+            dbs_skipped++;
+            note_skipped_database(&ctx, dbs[i]);
+            continue;
+        }
         r = list_collections(&ctx, main_client, dbs[i], e);
+    }
     if (r < 0)
         goto out;
+    if (filtered) {
+        if (ctx.n_selected == 0) {
+            r = no_collection_selected(o->filter, ctx.left_out, dbs_skipped, e);
+            goto out;
+        }
+        log_info("the namespace filters select %zu collections; %" PRIu64 " left out, %" PRIu64
+                 " databases skipped",
+                 ctx.n_selected, ctx.left_out, dbs_skipped);
+        r = collect_unused(o->filter->include, ctx.include_used, o->filter->n_include,
+                           "--ns-include", "selects no collection", &ret->ns_include_unused,
+                           &ret->n_ns_include_unused);
+        if (r == 0)
+            r = collect_unused(o->filter->exclude, ctx.exclude_used, o->filter->n_exclude,
+                               "--ns-exclude", "leaves out no collection", &ret->ns_exclude_unused,
+                               &ret->n_ns_exclude_unused);
+        if (r < 0) {
+            r = ms_error_set(e, ENOMEM, "out of memory");
+            goto out;
+        }
+    }
     if (ctx.n_colls > 0) /* qsort(NULL, 0) is undefined */
         qsort(ctx.colls, ctx.n_colls, sizeof(*ctx.colls), compare_by_name);
     ctx.order = calloc(ctx.n_colls ? ctx.n_colls : 1, sizeof(size_t));
@@ -751,7 +933,8 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
     if (have_oplog) {
         ms_progress_set_phase(p, "oplog");
         ms_progress_set_namespace(p, "local.oplog.rs");
-        r = oplog_capture(&ctx, main_client, oplog_start, &oplog_end, &oplog_entries, e);
+        r = oplog_capture(&ctx, main_client, oplog_start, &oplog_end, &oplog_entries,
+                          &oplog_left_out, e);
         if (r == 0)
             r = oplog_check_not_rolled_over(mongo, main_client, oplog_start, e);
         if (r < 0)
@@ -810,6 +993,11 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         .oplog_start = oplog_start,
         .oplog_end = oplog_end,
         .oplog_entries = oplog_entries,
+        /* Borrowed like the strings above. */
+        .ns_include = filtered ? o->filter->include : NULL,
+        .n_ns_include = filtered ? o->filter->n_include : 0,
+        .ns_exclude = filtered ? o->filter->exclude : NULL,
+        .n_ns_exclude = filtered ? o->filter->n_exclude : 0,
     };
     ms_sink_sha256_hex(hash, manifest.archive_sha256);
     for (size_t i = 0; i < ctx.n_colls; i++) {
@@ -855,6 +1043,9 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
     ret->stored_bytes = stored_bytes;
     ret->uncompressed_bytes = raw_bytes;
     ret->point_in_time = have_oplog;
+    ret->collections_left_out = ctx.left_out;
+    ret->databases_skipped = dbs_skipped;
+    ret->oplog_entries_left_out = oplog_left_out;
     log_info("snapshot %s complete: %" PRIu64 " documents in %zu namespaces, %" PRIu64
              " bytes stored",
              o->name, manifest.total_documents, ctx.n_colls, stored_bytes);
@@ -876,6 +1067,8 @@ out:
         dump_collection_clear(&ctx.colls[i]);
     free(ctx.colls);
     free(ctx.order);
+    free(ctx.include_used);
+    free(ctx.exclude_used);
     free(prelude);
     for (size_t i = 0; i < n_dbs; i++)
         free(dbs[i]);
@@ -890,5 +1083,11 @@ out:
 void ms_snapshot_result_clear(MsSnapshotResult *r) {
     free(r->archive_key);
     free(r->manifest_key);
+    for (size_t i = 0; i < r->n_ns_include_unused; i++)
+        free(r->ns_include_unused[i]);
+    free(r->ns_include_unused);
+    for (size_t i = 0; i < r->n_ns_exclude_unused; i++)
+        free(r->ns_exclude_unused[i]);
+    free(r->ns_exclude_unused);
     memset(r, 0, sizeof(*r));
 }

@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "io/stream.h"
+#include "nsfilter.h"
 #include "progress.h"
 #include "storage/storage.h"
 
@@ -22,7 +23,11 @@ typedef struct MsSnapshotOptions {
     int compression_threads; /* zstd workers */
     unsigned parallel_collections;
     bool capture_oplog;      /* when the source has one */
-    bool include_users;      /* admin.system.users / system.roles */
+    bool include_users;      /* admin.system.users / system.roles, whatever the filter says */
+    /* --ns-include/--ns-exclude (validated; renames are ignored). NULL or empty: every
+     * namespace. Otherwise only the selected collections, views and time-series collections
+     * are dumped and only oplog entries about them are captured. */
+    const MsNsFilter *filter;
     MsProgress *progress;
     volatile sig_atomic_t *cancel; /* set by a signal handler to stop */
 } MsSnapshotOptions;
@@ -35,6 +40,17 @@ typedef struct MsSnapshotResult {
     uint64_t stored_bytes;
     uint64_t uncompressed_bytes;
     bool point_in_time;
+    /* With a filter: what it left out. */
+    uint64_t collections_left_out; /* listed, not selected */
+    uint64_t databases_skipped;    /* never listed: no collection of theirs could match */
+    uint64_t oplog_entries_left_out;
+    /* Patterns that made no difference: an include that selected no collection, an exclude
+     * that left none out. Not an error (other patterns selected something), but most likely
+     * a typo the caller should see. Owned copies. */
+    char **ns_include_unused;
+    size_t n_ns_include_unused;
+    char **ns_exclude_unused;
+    size_t n_ns_exclude_unused;
 } MsSnapshotResult;
 
 int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *e);

@@ -76,11 +76,25 @@ static void help(void) {
            "  mongosnap-worker snapshot --uri-file FILE --store DIR [--prefix P] [--name N]\n"
            "                            [--compression zstd|gzip|none] [--level N] [--threads N]\n"
            "                            [--parallel N] [--no-oplog] [--include-users]\n"
+           "                            [--ns-include PAT]... [--ns-exclude PAT]...\n"
            "  mongosnap-worker restore  --uri-file FILE (--store DIR --snapshot KEY | --archive FILE)\n"
            "                            [--drop] [--parallel N] [--batch-size N] [--no-indexes]\n"
            "                            [--ns-include PAT] [--ns-exclude PAT] [--ns-from PAT --ns-to PAT]\n"
            "                            [--until T:I|YYYY-MM-DDTHH:MM:SSZ] [--no-oplog]\n"
            "  mongosnap-worker verify   (--store DIR --snapshot KEY | --archive FILE [--manifest FILE])\n\n"
+           "Namespaces (snapshot and restore):\n"
+           "  --ns-include PAT     take only collections matching PAT, DB.COLLECTION with '*'\n"
+           "                       for any run ('shop.*', '*.orders'); repeatable; none given:\n"
+           "                       every collection\n"
+           "  --ns-exclude PAT     leave out collections matching PAT; repeatable; wins over\n"
+           "                       --ns-include\n"
+           "                       A snapshot with either is partial: its oplog carries only the\n"
+           "                       selected namespaces and its manifest lists the patterns.\n"
+           "                       --include-users is not filtered. No collection selected is an\n"
+           "                       error (exit 1).\n"
+           "  --ns-from PAT --ns-to PAT\n"
+           "                       restore only: rename; each '*' in --ns-to takes what the same\n"
+           "                       '*' in --ns-from matched\n\n"
            "Connection:\n"
            "  --uri-file FILE      read the MongoDB URI from FILE (keeps passwords out of ps)\n"
            "  --uri URI            the URI itself (or set MONGOSNAP_URI); avoid passwords here\n"
@@ -391,12 +405,37 @@ static void report_result(MsProgress *p, const Args *a, int r, const MsError *e,
     bson_destroy(&doc);
 }
 
+static void append_patterns(bson_t *b, const char *key, char *const *patterns, size_t n) {
+    bson_t arr;
+    BSON_APPEND_ARRAY_BEGIN(b, key, &arr);
+    for (size_t i = 0; i < n; i++) {
+        char k[24];
+        const char *kp;
+        bson_uint32_to_string((uint32_t) i, &kp, k, sizeof(k));
+        BSON_APPEND_UTF8(&arr, kp, patterns[i]);
+    }
+    bson_append_array_end(b, &arr);
+}
+
 static int run_snapshot(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
     if (!a->uri) {
         log_error("snapshot needs the source: --uri-file FILE, --uri URI or MONGOSNAP_URI");
         return MONGOSNAP_EXIT_USAGE;
     }
+    /* Checked before the store is opened or the server contacted: a bad pattern is the
+     * caller's to fix, and nothing should be stored because of it. */
+    if (a->n_rename_from > 0 || a->n_rename_to > 0) {
+        log_error("--ns-from/--ns-to rename namespaces on restore; a snapshot takes them under "
+                  "their own names (select them with --ns-include/--ns-exclude)");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    MsError e = MS_ERROR_INIT;
+    if (ms_ns_filter_validate(&a->filter, &e) < 0) {
+        log_error("%s", e.message);
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    bool filtered = a->filter.n_include > 0 || a->filter.n_exclude > 0;
     if (open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
     char default_name[64], stamp[MS_ISO8601_MAX];
@@ -415,11 +454,11 @@ static int run_snapshot(Args *a, MsProgress *p) {
         .parallel_collections = a->parallel ? a->parallel : DEFAULT_PARALLEL_COLLECTIONS,
         .capture_oplog = !a->no_oplog,
         .include_users = a->include_users,
+        .filter = filtered ? &a->filter : NULL,
         .progress = p,
         .cancel = &cancel_requested,
     };
     MsSnapshotResult res = {0};
-    MsError e = MS_ERROR_INIT;
     int r = ms_snapshot_run(&o, &res, &e);
     bson_t fields = BSON_INITIALIZER;
     if (r == 0) {
@@ -430,12 +469,32 @@ static int run_snapshot(Args *a, MsProgress *p) {
         BSON_APPEND_INT64(&fields, "stored_bytes", (int64_t) res.stored_bytes);
         BSON_APPEND_INT64(&fields, "uncompressed_bytes", (int64_t) res.uncompressed_bytes);
         BSON_APPEND_BOOL(&fields, "point_in_time", res.point_in_time);
-        if (!a->json)
+        if (filtered) {
+            append_patterns(&fields, "ns_include", a->filter.include, a->filter.n_include);
+            append_patterns(&fields, "ns_exclude", a->filter.exclude, a->filter.n_exclude);
+            BSON_APPEND_INT64(&fields, "collections_left_out", (int64_t) res.collections_left_out);
+            BSON_APPEND_INT64(&fields, "databases_skipped", (int64_t) res.databases_skipped);
+            BSON_APPEND_INT64(&fields, "oplog_entries_left_out",
+                              (int64_t) res.oplog_entries_left_out);
+            /* Patterns that made no difference (the worker also logged a warning for each). */
+            append_patterns(&fields, "ns_include_unused", res.ns_include_unused,
+                            res.n_ns_include_unused);
+            append_patterns(&fields, "ns_exclude_unused", res.ns_exclude_unused,
+                            res.n_ns_exclude_unused);
+        }
+        if (!a->json) {
             printf("snapshot %s: %" PRIu64 " documents in %" PRIu64 " namespaces, %" PRIu64
                    " bytes stored%s\n",
                    res.archive_key, res.documents, res.namespaces, res.stored_bytes,
                    res.point_in_time ? ", point-in-time consistent"
                                      : ", NOT point-in-time consistent (no oplog)");
+            if (filtered)
+                printf("partial snapshot (--ns-include/--ns-exclude): %" PRIu64
+                       " collections left out, %" PRIu64 " databases skipped unlisted, %" PRIu64
+                       " oplog entries of other namespaces left out\n",
+                       res.collections_left_out, res.databases_skipped,
+                       res.oplog_entries_left_out);
+        }
     } else
         log_error("snapshot failed: %s", e.message);
     report_result(p, a, r, &e, &fields);
