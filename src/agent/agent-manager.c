@@ -24,8 +24,9 @@
 /* A second snapshot of a policy in the same second gets "-2", "-3", ... */
 #define SNAPSHOT_ID_ATTEMPTS 100
 #define SNAPSHOT_ID_MAX (MS_NAME_MAX + MS_ISO8601_MAX + 8)
-/* Worker arguments: a fixed part plus two per option; far more than a snapshot needs. */
-#define WORKER_ARGS_MAX 32
+/* Worker arguments besides the namespace filters (two each): the fixed part plus two per
+ * option, with room to spare. */
+#define WORKER_ARGS_FIXED_MAX 32
 #define CREDENTIALS_DIRECTORY_ENV "CREDENTIALS_DIRECTORY"
 
 /* ---- small helpers ---- */
@@ -619,13 +620,19 @@ static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userd
     finish_task(t, MS_SNAPSHOT_FAILED, reason, MS_EVENT_TASK_FAILED);
 }
 
+static size_t strv_length(char *const *v) {
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    return n;
+}
+
 /* The worker's command line for a snapshot of p; every string is owned by p or m, a buffer of
  * the caller, or static. The URI is not among them: the spawner passes it in a memfd. */
 #define NUMBER_ARG_MAX 16
 static void build_snapshot_args(Manager *m, ManagerPolicy *p, const char *id,
                                 const char *credential, char level_buf[NUMBER_ARG_MAX],
-                                char parallel_buf[NUMBER_ARG_MAX],
-                                const char *args[WORKER_ARGS_MAX]) {
+                                char parallel_buf[NUMBER_ARG_MAX], const char **args) {
     const MsPolicy *s = p->settings;
     size_t k = 0;
     args[k++] = "snapshot";
@@ -654,6 +661,14 @@ static void build_snapshot_args(Manager *m, ManagerPolicy *p, const char *id,
     if (credential) {
         args[k++] = "--password-file";
         args[k++] = credential;
+    }
+    for (size_t i = 0; s->include_namespaces && s->include_namespaces[i]; i++) {
+        args[k++] = "--ns-include";
+        args[k++] = s->include_namespaces[i];
+    }
+    for (size_t i = 0; s->exclude_namespaces && s->exclude_namespaces[i]; i++) {
+        args[k++] = "--ns-exclude";
+        args[k++] = s->exclude_namespaces[i];
     }
     args[k] = NULL;
 }
@@ -691,7 +706,12 @@ static int start_worker(SnapshotTask *t, MsError *e) {
         if (r < 0)
             return r;
     }
-    const char *args[WORKER_ARGS_MAX];
+    _cleanup_free_ const char **args =
+        calloc(WORKER_ARGS_FIXED_MAX + 2 * (strv_length(p->settings->include_namespaces) +
+                                            strv_length(p->settings->exclude_namespaces)),
+               sizeof(char *));
+    if (!args)
+        return oom(e);
     char level_buf[NUMBER_ARG_MAX], parallel_buf[NUMBER_ARG_MAX];
     build_snapshot_args(m, p, t->record->id, cred, level_buf, parallel_buf, args);
     AgentTaskSpec spec = {
@@ -763,12 +783,6 @@ static int new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_
 
 /* What the worker cannot do yet is refused up front rather than silently left out. */
 static int check_policy_supported(const MsPolicy *s, MsError *e) {
-    if (s->n_include_namespaces > 0 || s->n_exclude_namespaces > 0)
-        return ms_error_set(e, EOPNOTSUPP,
-                            "policy '%s' filters namespaces (IncludeNamespaces=/"
-                            "ExcludeNamespaces=), which snapshots cannot do yet; remove the "
-                            "filters to back up every namespace",
-                            s->name);
     if (s->encryption_key)
         return ms_error_set(e, EOPNOTSUPP,
                             "policy '%s' asks for encryption (Key=), which snapshots cannot do "

@@ -267,6 +267,7 @@ static int method_reload(sd_bus_message *message, void *userdata, sd_bus_error *
     MsError e = MS_ERROR_INIT;
     if (manager_reload_policies(m, &e) < 0)
         return bus_error_from_ms(ret_error, &e, NULL);
+    bus_timer_query_all(sd_bus_message_get_bus(message), m);
     return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -508,10 +509,13 @@ static void hook_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsigne
 
 static void hook_policy_changed(Manager *m, const ManagerPolicy *p, void *userdata) {
     bus_policy_emit_changed(userdata, p);
+    if (!p->removed)
+        bus_timer_query_next_run(userdata, m, p);
 }
 
 static void hook_policy_added(Manager *m, const ManagerPolicy *p, void *userdata) {
     bus_policy_emit_added(userdata, p);
+    bus_timer_query_next_run(userdata, m, p);
 }
 
 static void hook_restore_added(Manager *m, const MsRestoreRecord *r, void *userdata) {

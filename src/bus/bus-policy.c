@@ -106,21 +106,21 @@ POLICY_GETTER(property_get_parallel) {
     return sd_bus_message_append(reply, "u", (uint32_t) p->settings->parallel_collections);
 }
 
-static int append_strv(sd_bus_message *reply, char **v, size_t n) {
+static int append_strv(sd_bus_message *reply, char **v) {
     int r = sd_bus_message_open_container(reply, 'a', "s");
-    for (size_t i = 0; r >= 0 && i < n; i++)
+    for (size_t i = 0; r >= 0 && v && v[i]; i++)
         r = sd_bus_message_append(reply, "s", v[i]);
     return r < 0 ? r : sd_bus_message_close_container(reply);
 }
 
 POLICY_GETTER(property_get_include_namespaces) {
     const ManagerPolicy *p = userdata;
-    return append_strv(reply, p->settings->include_namespaces, p->settings->n_include_namespaces);
+    return append_strv(reply, p->settings->include_namespaces);
 }
 
 POLICY_GETTER(property_get_exclude_namespaces) {
     const ManagerPolicy *p = userdata;
-    return append_strv(reply, p->settings->exclude_namespaces, p->settings->n_exclude_namespaces);
+    return append_strv(reply, p->settings->exclude_namespaces);
 }
 
 POLICY_GETTER(property_get_include_users) {

@@ -72,6 +72,10 @@ int bus_reply_log(sd_bus_message *message, const char *policy, const char *task,
 #define BUS_SETTINGS_MAX 64
 int bus_read_settings(sd_bus_message *message, ManagerPolicyEdit edits[BUS_SETTINGS_MAX],
                       size_t *ret_n, sd_bus_error *ret_error);
+/* Ask systemd (asynchronously) when the policy's timer fires next, and update NextRun. Without
+ * systemd on the bus NextRun stays 0. */
+void bus_timer_query_next_run(sd_bus *bus, Manager *m, const ManagerPolicy *p);
+void bus_timer_query_all(sd_bus *bus, Manager *m);
 /* The manager behind a fallback vtable's found object (its registration's userdata). */
 Manager *bus_manager_of(sd_bus_message *message);
 int bus_append_snapshot_row(sd_bus_message *reply, const MsSnapshotRecord *r, uint64_t now_usec);

@@ -104,10 +104,9 @@ typedef struct MsPolicy {
     MsCompression compression;     /* Compression=, default zstd */
     int compression_level;         /* CompressionLevel=; 0: the codec's default */
     unsigned parallel_collections; /* ParallelCollections=, 1..64, default 4 */
-    char **include_namespaces;     /* IncludeNamespaces= (repeatable); empty: everything */
-    size_t n_include_namespaces;
+    /* NULL-terminated lists (NULL when empty). */
+    char **include_namespaces; /* IncludeNamespaces= (repeatable); empty: everything */
     char **exclude_namespaces; /* ExcludeNamespaces= (repeatable) */
-    size_t n_exclude_namespaces;
     bool include_users;           /* IncludeUsers=, default no */
     bool oplog;                   /* Oplog=, default yes */
     MsNodePriority node_priority; /* NodePriority=, default auto */

@@ -127,6 +127,7 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
     MsError e = MS_ERROR_INIT;
     if (manager_reload_policies(d->manager, &e) < 0)
         log_error("reloading policies failed, the loaded ones stay: %s", e.message);
+    bus_timer_query_all(d->bus, d->manager);
     (void) sd_notify(false, "READY=1");
     send_status(d, true);
     return 0;
@@ -203,6 +204,7 @@ static int run(const Args *a) {
         (void) sd_notifyf(false, "STATUS=failed to start: %s", e.message);
         return EXIT_FAILURE;
     }
+    bus_timer_query_all(d.bus, d.manager);
     /* sd-event pings WATCHDOG=1 at half of $WATCHDOG_USEC when the service manager asks. */
     (void) sd_event_set_watchdog(d.event, true);
     uint64_t now;

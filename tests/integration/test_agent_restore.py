@@ -311,3 +311,20 @@ def test_max_age_expiry(agent, fresh_db):
     agent.call(pol, POLICY_IFACE, "Edit", "a{ss}", 1, "MaxAge", "1ms")
     assert agent.prop(first, SNAPSHOT_IFACE, "State") == "expired"
     assert agent.prop(second, SNAPSHOT_IFACE, "State") == "completed"
+
+
+def test_policy_namespace_filters(agent, fresh_db):
+    """IncludeNamespaces=/ExcludeNamespaces= reach the worker: the snapshot holds only them."""
+    import json
+    seed(fresh_db.client)
+    agent.write_policy("part", fresh_db.uri, IncludeNamespaces="shop.*",
+                       ExcludeNamespaces="shop.users")
+    agent.start()
+    snap = completed_snapshot(agent, "part")
+    sid = decode(snap)
+    assert agent.prop(snap, SNAPSHOT_IFACE, "Items") == DOCS  # shop.orders only
+    manifest = json.loads((agent.store / "part" / f"{sid}.manifest.json").read_text())
+    assert manifest["ns_include"] == ["shop.*"] and manifest["ns_exclude"] == ["shop.users"]
+    pol = agent.policy_path("part")
+    assert agent.prop(pol, POLICY_IFACE, "IncludeNamespaces") == ["shop.*"]
+    assert agent.prop(pol, POLICY_IFACE, "ExcludeNamespaces") == ["shop.users"]
