@@ -39,7 +39,7 @@ MS_PACKAGES=(
   libsqlite3-dev libzstd-dev libssl-dev zlib1g-dev
   zstd dbus systemd clang-format python3-venv
   libglib2.0-bin
-  util-linux coreutils
+  util-linux coreutils iproute2
 )
 
 # ---- helpers ---------------------------------------------------------------
