@@ -421,7 +421,13 @@ static int remove_from_store(Manager *m, MsSnapshotRecord *r, MsSnapshotState st
         log_warning("cannot record that %s was removed: %s", r->id, ce.message);
     (void) ms_event_log(state == MS_SNAPSHOT_EXPIRED ? MS_EVENT_SNAPSHOT_EXPIRED
                                                      : MS_EVENT_SNAPSHOT_DELETED,
-                        &(MsEventFields){.policy = r->policy, .task = r->id, .node = r->node},
+                        &(MsEventFields){.policy = r->policy,
+                                         .task = r->id,
+                                         .node = r->node,
+                                         .has_items = true,
+                                         .items = r->items_done,
+                                         .has_bytes = true,
+                                         .bytes = r->bytes_transferred},
                         "snapshot %s %s from %s: %s", r->id,
                         state == MS_SNAPSHOT_EXPIRED ? "expired and removed" : "deleted",
                         r->store ? r->store : "its store", why);
@@ -881,7 +887,11 @@ static void stop_task(SnapshotTask *t, const char *reason, bool on_request) {
         t->stop_reason = reason;
         t->stop_on_request = on_request;
     }
-    (void) agent_task_kill(t->worker, SIGTERM);
+    /* At shutdown the agent's own timeout applies (MANAGER_STOP_TIMEOUT_USEC). */
+    if (on_request)
+        (void) agent_task_terminate(t->worker, MANAGER_STOP_GRACE_USEC);
+    else
+        (void) agent_task_kill(t->worker, SIGTERM);
 }
 
 int manager_stop_policy(Manager *m, ManagerPolicy *p, MsError *e) {

@@ -19,6 +19,8 @@
 /* How long a stopping agent waits for its workers to exit after SIGTERM before SIGKILL: well
  * below systemd's default TimeoutStopSec= (90 s). */
 #define MANAGER_STOP_TIMEOUT_USEC (30u * 1000u * 1000u)
+/* How long a worker asked to stop (Stop, Cancel, Rebuild) may take before it is killed. */
+#define MANAGER_STOP_GRACE_USEC (10u * 1000u * 1000u)
 /* Expiry by MaxAge= may run this late: retention is about days, not seconds, and a coarse
  * timer lets the kernel batch wake-ups. */
 #define MANAGER_RETENTION_ACCURACY_USEC (60u * 1000u * 1000u)

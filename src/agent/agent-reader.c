@@ -283,6 +283,13 @@ static void finish_verify(ReadTask *t, MsVerifyState state, const char *error, M
     MsEventFields f;
     fields_for(t, &f);
     f.error = error;
+    /* What was checked: the snapshot's documents and stored bytes. */
+    const MsSnapshotRecord *s = manager_find_snapshot(t->manager, t->snapshot_id);
+    if (s && state == MS_VERIFY_PASSED) {
+        f.has_items = f.has_bytes = true;
+        f.items = s->items_done;
+        f.bytes = s->bytes_transferred;
+    }
     if (state == MS_VERIFY_PASSED)
         (void) ms_event_log(kind, &f,
                             "snapshot %s verified: every checksum and count matches its manifest",
@@ -393,7 +400,10 @@ void reader_stop(ReadTask *t, const char *reason, bool on_request) {
         t->stop_reason = reason;
         t->stop_on_request = on_request;
     }
-    (void) agent_task_kill(t->worker, SIGTERM);
+    if (on_request)
+        (void) agent_task_terminate(t->worker, MANAGER_STOP_GRACE_USEC);
+    else
+        (void) agent_task_kill(t->worker, SIGTERM);
 }
 
 /* ---- starting ---- */

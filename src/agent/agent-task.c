@@ -24,6 +24,7 @@
 struct AgentTask {
     sd_event_source *child_source;
     sd_event_source *io_source;
+    sd_event_source *kill_timer; /* SIGKILL when SIGTERM was not enough */
     int progress_fd;
     pid_t pid;
     bool exited;
@@ -50,9 +51,31 @@ int agent_task_kill(AgentTask *t, int sig) {
     return sd_event_source_send_child_signal(t->child_source, sig, NULL, 0);
 }
 
+static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    AgentTask *t = userdata;
+    (void) agent_task_kill(t, SIGKILL);
+    return 0;
+}
+
+int agent_task_terminate(AgentTask *t, uint64_t grace_usec) {
+    if (!t || t->exited || !t->child_source)
+        return 0;
+    int r = agent_task_kill(t, SIGTERM);
+    if (r < 0 || t->kill_timer)
+        return r;
+    sd_event *event = sd_event_source_get_event(t->child_source);
+    uint64_t now;
+    if (sd_event_now(event, CLOCK_MONOTONIC, &now) < 0 ||
+        sd_event_add_time(event, &t->kill_timer, CLOCK_MONOTONIC, now + grace_usec, 0,
+                          on_kill_timer, t) < 0)
+        return agent_task_kill(t, SIGKILL); /* no timer: do not leave it running unbounded */
+    return 0;
+}
+
 AgentTask *agent_task_free(AgentTask *t) {
     if (!t)
         return NULL;
+    sd_event_source_disable_unref(t->kill_timer);
     /* The child source owns the process: unref'ing it SIGKILLs a running worker and reaps it. */
     sd_event_source_disable_unref(t->child_source);
     sd_event_source_disable_unref(t->io_source);

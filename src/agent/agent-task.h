@@ -47,6 +47,11 @@ bool agent_task_running(const AgentTask *t);
 /* Send sig to the worker if it still runs; 0 when sent or already gone. */
 int agent_task_kill(AgentTask *t, int sig);
 
+/* Ask the worker to stop (SIGTERM: it stops cleanly, committing nothing) and SIGKILL it if it
+ * still runs grace_usec later (a worker blocked in the driver's server selection cannot act on
+ * SIGTERM until the driver gives up). */
+int agent_task_terminate(AgentTask *t, uint64_t grace_usec);
+
 /* Frees the task; a worker still running is sent SIGKILL and left to the event loop's reaping. */
 AgentTask *agent_task_free(AgentTask *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AgentTask *, agent_task_free);

@@ -77,11 +77,14 @@ static void help(void) {
            "                            [--compression zstd|gzip|none] [--level N] [--threads N]\n"
            "                            [--parallel N] [--no-oplog] [--include-users]\n"
            "                            [--ns-include PAT]... [--ns-exclude PAT]...\n"
-           "  mongosnap-worker restore  --uri-file FILE (--store DIR --snapshot KEY | --archive FILE)\n"
+           "  mongosnap-worker restore  --uri-file FILE (--store DIR --snapshot KEY | --archive "
+           "FILE)\n"
            "                            [--drop] [--parallel N] [--batch-size N] [--no-indexes]\n"
-           "                            [--ns-include PAT] [--ns-exclude PAT] [--ns-from PAT --ns-to PAT]\n"
+           "                            [--ns-include PAT] [--ns-exclude PAT] [--ns-from PAT "
+           "--ns-to PAT]\n"
            "                            [--until T:I|YYYY-MM-DDTHH:MM:SSZ] [--no-oplog]\n"
-           "  mongosnap-worker verify   (--store DIR --snapshot KEY | --archive FILE [--manifest FILE])\n\n"
+           "  mongosnap-worker verify   (--store DIR --snapshot KEY | --archive FILE [--manifest "
+           "FILE])\n\n"
            "Namespaces (snapshot and restore):\n"
            "  --ns-include PAT     take only collections matching PAT, DB.COLLECTION with '*'\n"
            "                       for any run ('shop.*', '*.orders'); repeatable; none given:\n"
@@ -386,6 +389,17 @@ static int exit_code_for(int r) {
     }
 }
 
+/* A task asked to stop that then fails was stopped: a worker blocked in server selection when
+ * SIGTERM came reports the connection failure once the driver gives up, and that is not the
+ * failure anyone should be told about (nor logged at error priority). */
+static int stopped_instead(int r, MsError *e) {
+    if (r >= 0 || r == -ECANCELED || !cancel_requested)
+        return r;
+    ms_error_prefix(e, "stopped by a signal; the task was at");
+    e->code = ECANCELED;
+    return -ECANCELED;
+}
+
 static void report_result(MsProgress *p, const Args *a, int r, const MsError *e, bson_t *fields) {
     bson_t doc = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&doc, "status", r == 0 ? "ok" : r == -ECANCELED ? "cancelled" : "failed");
@@ -492,10 +506,11 @@ static int run_snapshot(Args *a, MsProgress *p) {
                 printf("partial snapshot (--ns-include/--ns-exclude): %" PRIu64
                        " collections left out, %" PRIu64 " databases skipped unlisted, %" PRIu64
                        " oplog entries of other namespaces left out\n",
-                       res.collections_left_out, res.databases_skipped,
-                       res.oplog_entries_left_out);
+                       res.collections_left_out, res.databases_skipped, res.oplog_entries_left_out);
         }
-    } else
+    } else if ((r = stopped_instead(r, &e)) == -ECANCELED)
+        log_info("snapshot stopped: %s", e.message);
+    else
         log_error("snapshot failed: %s", e.message);
     report_result(p, a, r, &e, &fields);
     bson_destroy(&fields);
@@ -550,13 +565,14 @@ static int run_restore(Args *a, MsProgress *p) {
         BSON_APPEND_INT64(&fields, "indexes", (int64_t) res.indexes);
         BSON_APPEND_INT64(&fields, "oplog_applied", (int64_t) res.oplog_applied);
         if (res.point_in_time)
-            bson_append_timestamp(&fields, "restored_to", -1, res.restored_to.t,
-                                  res.restored_to.i);
+            bson_append_timestamp(&fields, "restored_to", -1, res.restored_to.t, res.restored_to.i);
         if (!a->json)
             printf("restored %" PRIu64 " documents into %" PRIu64 " collections (%" PRIu64
                    " views, %" PRIu64 " indexes), replayed %" PRIu64 " oplog entries\n",
                    res.documents, res.namespaces, res.views, res.indexes, res.oplog_applied);
-    } else
+    } else if ((r = stopped_instead(r, &e)) == -ECANCELED)
+        log_info("restore stopped: %s", e.message);
+    else
         log_error("restore failed: %s", e.message);
     report_result(p, a, r, &e, &fields);
     bson_destroy(&fields);
@@ -595,7 +611,9 @@ static int run_verify(Args *a, MsProgress *p) {
                    res.namespaces, res.documents, res.oplog_entries, res.stored_bytes,
                    res.checked_against_manifest ? ", all checksums and counts match the manifest"
                                                 : " (no manifest: archive CRCs only)");
-    } else
+    } else if ((r = stopped_instead(r, &e)) == -ECANCELED)
+        log_info("verify stopped: %s", e.message);
+    else
         log_error("verify failed: %s", e.message);
     report_result(p, a, r, &e, &fields);
     bson_destroy(&fields);
@@ -603,7 +621,8 @@ static int run_verify(Args *a, MsProgress *p) {
 }
 
 int main(int argc, char **argv) {
-    Args a = {.compression = MS_COMPRESSION_ZSTD, .threads = DEFAULT_ZSTD_THREADS, .progress_fd = -1};
+    Args a = {
+        .compression = MS_COMPRESSION_ZSTD, .threads = DEFAULT_ZSTD_THREADS, .progress_fd = -1};
     const char *env_uri = getenv("MONGOSNAP_URI");
     if (env_uri)
         a.uri = strdup(env_uri);

@@ -160,7 +160,8 @@ DefaultTimeoutStopSec=10s
 """
 
 # Run by unshare inside the new namespaces: $1 the (host) directory to mount the tmpfs on,
-# $2 the staging tree copied over the new root, $3 the target to boot. See the module docstring.
+# $2 the staging tree copied over the new root, $3 the target to boot, $4 host directories under
+# /tmp or /run to keep visible (space-separated). See the module docstring.
 SETUP_SCRIPT = r"""#!/bin/bash
 set -euo pipefail
 base=$1 stage=$2 target=$3
@@ -208,6 +209,15 @@ step "fresh /run and /tmp"
 mount -t tmpfs -o mode=0755,nosuid,nodev mongosnap-run "$r/run"
 mount -t tmpfs -o mode=1777,nosuid,nodev mongosnap-tmp "$r/tmp"
 
+# The fresh /tmp and /run hide whatever the host has there: a checkout, build directory or tool
+# cache living there (a CI clone in /tmp) is bound back in, read-only, at the same path.
+for d in ${4:-}; do
+    step "host directory $d (read-only)"
+    mkdir -p "$r$d"
+    mount --rbind "$d" "$r$d"
+    mount -o remount,bind,ro "$r$d"
+done
+
 step "staged files"
 cp -a --no-preserve=ownership "$stage/." "$r/"
 
@@ -225,6 +235,25 @@ mount --make-rshared /
 step "exec systemd --unit=$target"
 exec env -i container=mongosnap-test /lib/systemd/systemd --system --unit="$target"
 """
+
+
+def _hidden_host_dirs() -> List[str]:
+    """The directories the tests run from (checkout, build, tools, venv) that the namespace's
+    fresh /tmp and /run would hide; nested ones are covered by their parent."""
+    repo = Path(__file__).resolve().parents[2]
+    candidates = [repo,
+                  Path(os.environ.get("MONGOSNAP_BUILD_DIR", repo / "build-test")),
+                  Path(os.environ.get("MONGOSNAP_TOOLS_BIN",
+                                      Path.home() / ".cache" / "mongosnap-tools" / "bin")),
+                  Path(os.environ.get("MONGOSNAP_VENV",
+                                      Path.home() / ".cache" / "mongosnap-venv"))]
+    dirs: List[str] = []
+    for c in sorted({str(p.resolve()) for p in candidates if p.exists()}):
+        if " " in c or not c.startswith(("/tmp/", "/run/")):
+            continue
+        if not any(c == d or c.startswith(d + "/") for d in dirs):
+            dirs.append(c)
+    return dirs
 
 
 class BootError(RuntimeError):
@@ -451,7 +480,8 @@ class BootedSystemd:
                str(self.cgroup),
                "unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount", "--net", "--uts",
                "--ipc", "--cgroup", "--mount-proc",
-               str(self.script), str(self.base), str(self.stage), self.target]
+               str(self.script), str(self.base), str(self.stage), self.target,
+               " ".join(_hidden_host_dirs())]
         self._log = open(self.logfile, "ab")
         self._log.write(f"=== {shlex.join(cmd)}\n".encode())
         self._log.flush()
