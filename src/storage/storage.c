@@ -118,16 +118,15 @@ int ms_storage_open(const char *location, MsStorage **ret, MsError *e) {
     }
 
     if (strncmp(location, S3_URI_PREFIX, strlen(S3_URI_PREFIX)) == 0)
-        return ms_error_set(e, EPROTONOSUPPORT,
-                            "S3 storage is not built yet: cannot use '%s'; use a local "
-                            "directory (\"/abs/dir\" or \"file:///abs/dir\") for now",
-                            location);
+        /* Not echoed here: an S3 location may (wrongly) hold credentials; the driver checks
+         * that before it repeats any of it. */
+        return ms_storage_s3_new(location, ret, e);
 
     const char *scheme_end = strstr(location, "://");
     if (scheme_end)
         return ms_error_set(e, EPROTONOSUPPORT,
                             "storage location '%s' uses an unknown scheme '%.*s'; supported: "
-                            "an absolute directory path or file:///abs/dir",
+                            "an absolute directory path, file:///abs/dir or s3://bucket/prefix",
                             location, (int) (scheme_end - location), location);
 
     return ms_error_set(e, EINVAL,
@@ -189,6 +188,16 @@ int ms_storage_get(MsStorage *s, const char *key, size_t max, char **ret, size_t
     if (ret_len)
         *ret_len = len;
     return 0;
+}
+
+int ms_storage_download_url(MsStorage *s, const char *key, uint64_t expires_usec, char **ret_url,
+                            MsError *e) {
+    if (!s->ops->download_url)
+        return ms_error_set(e, EOPNOTSUPP,
+                            "store '%s' has no download addresses; only S3 stores can hand out "
+                            "presigned URLs",
+                            ms_storage_describe(s));
+    return s->ops->download_url(s, key, expires_usec, ret_url, e);
 }
 
 void ms_storage_objects_free(MsStorageObject *objs, size_t n) {

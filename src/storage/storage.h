@@ -36,6 +36,11 @@ typedef struct MsStorageOps {
     /* A printable description without secrets ("local:/var/lib/mongosnap/store"). */
     const char *(*describe)(MsStorage *s);
     void (*free)(MsStorage *s);
+    /* Optional (NULL when the store has none, e.g. local): an address from which anyone
+     * holding it can download the object with a plain HTTP GET until it expires
+     * (expires_usec 0: the store's default lifetime). */
+    int (*download_url)(MsStorage *s, const char *key, uint64_t expires_usec, char **ret_url,
+                        MsError *e);
 } MsStorageOps;
 
 struct MsStorage {
@@ -45,7 +50,10 @@ struct MsStorage {
 /* A store rooted at an existing directory. */
 int ms_storage_local_new(const char *root, MsStorage **ret, MsError *e);
 
-/* Open a store from a location string: "/abs/path", "file:///abs/path" (later "s3://..."). */
+/* An S3 (or S3-compatible) store; the location syntax is described in storage-s3.c. */
+int ms_storage_s3_new(const char *location, MsStorage **ret, MsError *e);
+
+/* Open a store from a location string: "/abs/path", "file:///abs/path", "s3://bucket/...". */
 int ms_storage_open(const char *location, MsStorage **ret, MsError *e);
 
 bool ms_storage_key_is_valid(const char *key);
@@ -69,6 +77,9 @@ static inline int ms_storage_list(MsStorage *s, const char *prefix, MsStorageObj
 static inline const char *ms_storage_describe(MsStorage *s) {
     return s->ops->describe(s);
 }
+/* -EOPNOTSUPP (with a message) for stores without download addresses. */
+int ms_storage_download_url(MsStorage *s, const char *key, uint64_t expires_usec, char **ret_url,
+                            MsError *e);
 /* Write a whole small object (manifests) in one call. */
 int ms_storage_put(MsStorage *s, const char *key, const void *buf, size_t len, MsError *e);
 /* Read a whole small object, refusing more than max bytes. Result is NUL-terminated. */
