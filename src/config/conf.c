@@ -234,6 +234,46 @@ static bool s3_bucket_is_valid(const char *b, size_t len) {
     return true;
 }
 
+/* The query options an s3:// store may carry: the ones storage/s3-location.c reads. Anything else
+ * is refused by name (not by value: no query may smuggle a secret into a policy file, and a
+ * refused value is never echoed). Values are checked when the store is opened. */
+static const char *const s3_options[] = {
+    "endpoint",
+    "region",
+    "addressing",
+    "ca",
+    "sse",
+    "kms_key_id",
+    "part_size",
+    "parallel",
+    "presign_expires",
+    "max_attempts",
+    "connect_timeout",
+};
+
+static int check_s3_options(const char *key, const char *query, MsError *e) {
+    if (!query)
+        return 0;
+    for (const char *p = query + 1; *p;) {
+        size_t len = strcspn(p, "=&");
+        bool known = false;
+        for (size_t i = 0; i < sizeof(s3_options) / sizeof(s3_options[0]) && !known; i++)
+            known = strlen(s3_options[i]) == len && strncmp(p, s3_options[i], len) == 0;
+        if (!known)
+            return ms_error_set(e, EINVAL,
+                                "%s= has an S3 option that is not one of endpoint, region, "
+                                "addressing, ca, sse, kms_key_id, part_size, parallel, "
+                                "presign_expires, max_attempts, connect_timeout; credentials "
+                                "come from systemd credentials or the AWS environment, never "
+                                "from the store location",
+                                key);
+        p += strcspn(p, "&");
+        if (*p == '&')
+            p++;
+    }
+    return 0;
+}
+
 /* Syntax only: the store is opened (and its existence checked) when a task runs. */
 static int check_store(const char *key, const char *v, MsError *e) {
     if (v[0] == '/')
@@ -258,11 +298,12 @@ static int check_store(const char *key, const char *v, MsError *e) {
     if (startswith(v, S3_URI_PREFIX)) {
         const char *bucket = v + strlen(S3_URI_PREFIX);
         size_t len = strcspn(bucket, "/");
-        /* Endpoint and region will get keys of their own, so nothing but bucket and prefix
-         * is accepted in the URI (and no query can smuggle a secret in). */
-        if (strpbrk(v, "?#"))
-            return ms_error_set(e, EINVAL, "%s= must be s3://BUCKET[/PREFIX], without '?' or '#'",
-                                key);
+        if (strchr(v, '#'))
+            return ms_error_set(e, EINVAL,
+                                "%s= must be s3://BUCKET[/PREFIX][?OPTIONS], without '#'", key);
+        int r = check_s3_options(key, strchr(v, '?'), e);
+        if (r < 0)
+            return r;
         if (!s3_bucket_is_valid(bucket, len))
             return ms_error_set(e, EINVAL,
                                 "%s='%s' does not name a valid S3 bucket: 3 to 63 lowercase "
