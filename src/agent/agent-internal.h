@@ -8,6 +8,7 @@
 #include "agent/agent-manager.h"
 #include "agent/agent-task.h"
 #include "common/timeutil.h"
+#include "storage/storage.h"
 
 #define PERCENT_DONE 100.0
 #define INTERRUPTED_BY_RESTART "the agent stopped while the task ran (crash or restart)"
@@ -74,6 +75,12 @@ struct Manager {
     void *hooks_userdata;
 
     sd_event_source *retention_timer; /* the next expiry by MaxAge= */
+
+    /* Stores opened for download addresses, by location; emptied on reload (credentials may
+     * have been rotated). */
+    char **store_locations;
+    MsStorage **stores;
+    size_t n_stores;
 
     bool stopping;
     sd_event_source *stop_timer;

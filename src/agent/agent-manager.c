@@ -49,6 +49,8 @@ static void emit_policy_changed(Manager *m, const ManagerPolicy *p) {
         m->hooks.policy_changed(m, p, m->hooks_userdata);
 }
 
+static void forget_stores(Manager *m);
+
 /* ---- policies ---- */
 
 static ManagerPolicy *manager_policy_free(ManagerPolicy *p) {
@@ -200,6 +202,8 @@ int manager_reload_policies(Manager *m, MsError *e) {
         qsort(m->policies, m->n_policies, sizeof(*m->policies), policy_cmp);
     log_info("%zu policies loaded from %s%s", m->n_policies, m->config->policy_directory,
              m->n_policy_errors > 0 ? " (some files have errors)" : "");
+    /* Credentials may have been rotated with the reload. */
+    forget_stores(m);
     /* Rules may have changed, and at start-up snapshots may have expired while the agent was
      * off. */
     manager_apply_retention(m, NULL);
@@ -833,14 +837,10 @@ int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *
         return ms_error_set(e, EEXIST, "too many snapshots of policy '%s' this second", s->name);
     _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *rec = calloc(1, sizeof(*rec));
     if (!rec || !(rec->id = strdup(id)) || !(rec->policy = strdup(s->name)) ||
-        !(rec->node = strdup(m->config->node)) || !(rec->store = ms_uri_redact(store)))
+        !(rec->node = strdup(m->config->node)) || !(rec->store = strdup(store)))
         return oom(e);
-    /* A local store is a path, which ms_uri_redact() would call unparsable. */
-    if (store[0] == '/' || strncmp(store, "file://", strlen("file://")) == 0) {
-        free(rec->store);
-        if (!(rec->store = strdup(store)))
-            return oom(e);
-    }
+    /* The location is kept as written: the configuration refuses user info and unknown query
+     * options in it, so it holds no secret, and restores and verifications reopen it. */
     rec->state = MS_SNAPSHOT_QUEUED;
     rec->created_usec = now_usec();
     r = ms_catalog_insert_snapshot(m->catalog, rec, e);
@@ -1154,6 +1154,63 @@ int manager_create_policy(Manager *m, const char *name, const ManagerPolicyEdit 
     return 0;
 }
 
+static void forget_stores(Manager *m) {
+    for (size_t i = 0; i < m->n_stores; i++) {
+        free(m->store_locations[i]);
+        ms_storage_free(m->stores[i]);
+    }
+    free(m->store_locations);
+    free(m->stores);
+    m->store_locations = NULL;
+    m->stores = NULL;
+    m->n_stores = 0;
+}
+
+static int cached_store(Manager *m, const char *location, MsStorage **ret, MsError *e) {
+    for (size_t i = 0; i < m->n_stores; i++)
+        if (strcmp(m->store_locations[i], location) == 0) {
+            *ret = m->stores[i];
+            return 0;
+        }
+    _cleanup_(ms_storage_freep) MsStorage *s = NULL;
+    int r = ms_storage_open(location, &s, e);
+    if (r < 0)
+        return r;
+    char **locs = realloc(m->store_locations, (m->n_stores + 1) * sizeof(*locs));
+    if (!locs)
+        return oom(e);
+    m->store_locations = locs;
+    MsStorage **stores = realloc(m->stores, (m->n_stores + 1) * sizeof(*stores));
+    if (!stores)
+        return oom(e);
+    m->stores = stores;
+    if (!(m->store_locations[m->n_stores] = strdup(location)))
+        return oom(e);
+    m->stores[m->n_stores++] = s;
+    *ret = TAKE_PTR(s);
+    return 0;
+}
+
+int manager_snapshot_download_url(Manager *m, const MsSnapshotRecord *r, uint64_t expires_usec,
+                                  char **ret_url, MsError *e) {
+    if (r->state != MS_SNAPSHOT_COMPLETED || !r->archive_key || !r->store)
+        return ms_error_set(e, ENOENT,
+                            "snapshot %s is %s: only completed snapshots have a "
+                            "download address",
+                            r->id, ms_snapshot_state_to_string(r->state));
+    /* A local store has none; say so without opening anything. */
+    if (r->store[0] == '/' || strncmp(r->store, "file://", strlen("file://")) == 0)
+        return ms_error_set(e, EOPNOTSUPP,
+                            "snapshot %s is in a local store, which has no download address; "
+                            "copy %s from the store's directory",
+                            r->id, r->archive_key);
+    MsStorage *s;
+    int k = cached_store(m, r->store, &s, e);
+    if (k < 0)
+        return k;
+    return ms_storage_download_url(s, r->archive_key, expires_usec, ret_url, e);
+}
+
 int manager_flush(Manager *m, MsError *e) {
     for (size_t i = 0; i < m->n_policies; i++)
         if (m->policies[i]->task && m->policies[i]->task->worker)
@@ -1359,6 +1416,7 @@ Manager *manager_free(Manager *m) {
     free(m->policies);
     free_policy_errors(m);
     reader_free_all(m);
+    forget_stores(m);
     ms_snapshot_record_list_free(m->snapshots, m->n_snapshots);
     sd_event_source_disable_unref(m->stop_timer);
     sd_event_source_disable_unref(m->retention_timer);

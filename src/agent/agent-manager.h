@@ -100,6 +100,12 @@ bool manager_policy_known(const Manager *m, const char *name);
 /* Time a task has taken so far, or took. */
 uint64_t manager_snapshot_elapsed_usec(const MsSnapshotRecord *r, uint64_t now_usec);
 
+/* A download address for a completed snapshot (a presigned GET for S3, valid expires_usec or
+ * the store's default lifetime when 0); -EOPNOTSUPP for stores without one (local), -ENOENT
+ * when the snapshot is not completed. Computed on each call: the addresses expire. */
+int manager_snapshot_download_url(Manager *m, const MsSnapshotRecord *r, uint64_t expires_usec,
+                                  char **ret_url, MsError *e);
+
 /* Restores in the catalog, oldest first, kept in memory like the snapshots. */
 size_t manager_n_restores(const Manager *m);
 const MsRestoreRecord *manager_restore_at(const Manager *m, size_t i);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bus/bus.h"
+#include "common/log.h"
 #include "common/redact.h"
 #include "common/timeutil.h"
 #include "config.h"
@@ -125,20 +126,31 @@ static const char *file_name_of(const char *key) {
     return slash ? slash + 1 : key;
 }
 
-int bus_append_snapshot_row(sd_bus_message *reply, const MsSnapshotRecord *r, uint64_t now) {
-    _cleanup_free_ char *path = NULL, *log_ref = NULL;
+char *bus_snapshot_download_address(Manager *m, const MsSnapshotRecord *r) {
+    char *url = NULL;
+    MsError e = MS_ERROR_INIT;
+    if (r->state == MS_SNAPSHOT_COMPLETED && manager_snapshot_download_url(m, r, 0, &url, &e) < 0 &&
+        e.code != EOPNOTSUPP)
+        log_debug("no download address for %s: %s", r->id, e.message);
+    return url ? url : strdup("");
+}
+
+int bus_append_snapshot_row(sd_bus_message *reply, Manager *m, const MsSnapshotRecord *r,
+                            uint64_t now) {
+    _cleanup_free_ char *path = NULL, *log_ref = NULL, *url = bus_snapshot_download_address(m, r);
+    if (!url)
+        return -ENOMEM;
     int k = bus_snapshot_path(r->id, &path);
     if (k < 0)
         return k;
     k = bus_task_log_reference(r->id, &log_ref);
     if (k < 0)
         return k;
-    return sd_bus_message_append(reply, BUS_SNAPSHOT_ROW, r->id, r->policy, empty_if_null(r->node),
-                                 file_name_of(r->archive_key), empty_if_null(r->download_url),
-                                 log_ref, manager_snapshot_elapsed_usec(r, now), r->items_done,
-                                 r->items_total, r->progress_pct, r->created_usec, r->expire_usec,
-                                 r->bytes_transferred, ms_snapshot_state_to_string(r->state),
-                                 empty_if_null(r->error), path);
+    return sd_bus_message_append(
+        reply, BUS_SNAPSHOT_ROW, r->id, r->policy, empty_if_null(r->node),
+        file_name_of(r->archive_key), url, log_ref, manager_snapshot_elapsed_usec(r, now),
+        r->items_done, r->items_total, r->progress_pct, r->created_usec, r->expire_usec,
+        r->bytes_transferred, ms_snapshot_state_to_string(r->state), empty_if_null(r->error), path);
 }
 
 static int append_snapshots(sd_bus_message *reply, Manager *m, const char *policy) {
@@ -150,7 +162,7 @@ static int append_snapshots(sd_bus_message *reply, Manager *m, const char *polic
         const MsSnapshotRecord *s = manager_snapshot_at(m, i);
         if (policy && strcmp(s->policy, policy) != 0)
             continue;
-        r = bus_append_snapshot_row(reply, s, now);
+        r = bus_append_snapshot_row(reply, m, s, now);
         if (r < 0)
             return r;
     }

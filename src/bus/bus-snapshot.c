@@ -54,16 +54,15 @@ static const char *empty_if_null(const char *s) {
 
 SNAPSHOT_GETTER(property_get_string) {
     const MsSnapshotRecord *r = userdata;
-    const char *v = strcmp(property, "Id") == 0                ? r->id
-                    : strcmp(property, "Policy") == 0          ? r->policy
-                    : strcmp(property, "Node") == 0            ? r->node
-                    : strcmp(property, "DownloadAddress") == 0 ? r->download_url
-                    : strcmp(property, "Error") == 0           ? r->error
-                    : strcmp(property, "ArchiveKey") == 0      ? r->archive_key
-                    : strcmp(property, "ManifestKey") == 0     ? r->manifest_key
-                    : strcmp(property, "Store") == 0           ? r->store
-                    : strcmp(property, "VerifyError") == 0     ? r->verify_error
-                                                               : NULL;
+    const char *v = strcmp(property, "Id") == 0            ? r->id
+                    : strcmp(property, "Policy") == 0      ? r->policy
+                    : strcmp(property, "Node") == 0        ? r->node
+                    : strcmp(property, "Error") == 0       ? r->error
+                    : strcmp(property, "ArchiveKey") == 0  ? r->archive_key
+                    : strcmp(property, "ManifestKey") == 0 ? r->manifest_key
+                    : strcmp(property, "Store") == 0       ? r->store
+                    : strcmp(property, "VerifyError") == 0 ? r->verify_error
+                                                           : NULL;
     return sd_bus_message_append(reply, "s", empty_if_null(v));
 }
 
@@ -105,6 +104,32 @@ SNAPSHOT_GETTER(property_get_progress) {
 SNAPSHOT_GETTER(property_get_point_in_time) {
     const MsSnapshotRecord *r = userdata;
     return sd_bus_message_append(reply, "b", (int) r->point_in_time);
+}
+
+SNAPSHOT_GETTER(property_get_download_address) {
+    const MsSnapshotRecord *r = userdata;
+    Manager *m = sd_bus_slot_get_userdata(sd_bus_get_current_slot(bus));
+    _cleanup_free_ char *url = bus_snapshot_download_address(m, r);
+    if (!url)
+        return -ENOMEM;
+    return sd_bus_message_append(reply, "s", url);
+}
+
+static int method_get_download_address(sd_bus_message *message, void *userdata,
+                                       sd_bus_error *ret_error) {
+    const MsSnapshotRecord *r = userdata;
+    uint64_t expires;
+    int k = sd_bus_message_read(message, "t", &expires);
+    if (k < 0)
+        return k;
+    _cleanup_free_ char *url = NULL;
+    MsError e = MS_ERROR_INIT;
+    if (manager_snapshot_download_url(bus_manager_of(message), r, expires, &url, &e) < 0) {
+        if (e.code == EOPNOTSUPP)
+            return sd_bus_error_set(ret_error, BUS_ERROR_NOT_SUPPORTED, e.message);
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NOT_RESTORABLE);
+    }
+    return sd_bus_reply_method_return(message, "s", url);
 }
 
 SNAPSHOT_GETTER(property_get_verify_state) {
@@ -168,7 +193,9 @@ static const sd_bus_vtable snapshot_vtable[] = {
     SD_BUS_PROPERTY("FileName", "s", property_get_file_name, 0, CHANGING),
     SD_BUS_PROPERTY("ArchiveKey", "s", property_get_string, 0, CHANGING),
     SD_BUS_PROPERTY("ManifestKey", "s", property_get_string, 0, CHANGING),
-    SD_BUS_PROPERTY("DownloadAddress", "s", property_get_string, 0, CHANGING),
+    /* Not EMITS_CHANGE: a fresh address is signed at every read (they expire). */
+    SD_BUS_PROPERTY("DownloadAddress", "s", property_get_download_address, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
     SD_BUS_PROPERTY("TaskLog", "s", property_get_task_log, 0, CONST),
     SD_BUS_PROPERTY("ElapsedUSec", "t", property_get_elapsed, 0, CHANGING),
     SD_BUS_PROPERTY("Items", "t", property_get_u64, offsetof(MsSnapshotRecord, items_done),
@@ -201,6 +228,9 @@ static const sd_bus_vtable snapshot_vtable[] = {
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", after_cursor, "u", max_entries),
                             SD_BUS_RESULT("a" BUS_LOG_ENTRY, entries), method_get_log,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("GetDownloadAddress", SD_BUS_ARGS("t", expires_usec),
+                            SD_BUS_RESULT("s", address), method_get_download_address,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };

@@ -78,7 +78,10 @@ void bus_timer_query_next_run(sd_bus *bus, Manager *m, const ManagerPolicy *p);
 void bus_timer_query_all(sd_bus *bus, Manager *m);
 /* The manager behind a fallback vtable's found object (its registration's userdata). */
 Manager *bus_manager_of(sd_bus_message *message);
-int bus_append_snapshot_row(sd_bus_message *reply, const MsSnapshotRecord *r, uint64_t now_usec);
+int bus_append_snapshot_row(sd_bus_message *reply, Manager *m, const MsSnapshotRecord *r,
+                            uint64_t now_usec);
+/* The snapshot's download address as the bus shows it: "" when it has none. */
+char *bus_snapshot_download_address(Manager *m, const MsSnapshotRecord *r);
 void bus_snapshot_emit_changed(sd_bus *bus, const MsSnapshotRecord *r, unsigned changes);
 void bus_snapshot_emit_added(sd_bus *bus, const MsSnapshotRecord *r);
 void bus_policy_emit_changed(sd_bus *bus, const ManagerPolicy *p);

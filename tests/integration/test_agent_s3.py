@@ -1,0 +1,82 @@
+"""The agent with an S3 store (MinIO): snapshots uploaded, the download address listed and
+usable with plain curl, restore and verify read from S3, Delete and retention remove objects."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from agent_fixtures import *  # noqa: F401,F403
+from agent_fixtures import MANAGER_IFACE, MANAGER_PATH, POLICY_IFACE, SNAPSHOT_IFACE
+from helpers import data_digest
+from minio_fixtures import *  # noqa: F401,F403
+from test_agent_restore import completed_snapshot, decode, gdbus, seed, start_restore, \
+    wait_restore
+
+PREFIX = "rs0"
+
+
+def s3_agent(agent, minio, bucket, source, **keys):
+    (agent.credentials / "s3-access-key-id").write_text(minio.access_key)
+    (agent.credentials / "s3-secret-access-key").write_text(minio.secret_key)
+    agent.write_policy("cloud", source, Store=minio.location(bucket, PREFIX), **keys)
+    agent.start()
+
+
+def test_agent_s3_snapshot_download_restore(agent, fresh_db, ferretdb_factory, minio, s3_bucket,
+                                            tmp_path):
+    seed(fresh_db.client)
+    s3_agent(agent, minio, s3_bucket, fresh_db.uri)
+    snap = completed_snapshot(agent, "cloud")
+    sid = decode(snap)
+    keys = minio.keys(s3_bucket)
+    archive_key = f"{PREFIX}/cloud/{sid}.archive.zst"
+    assert archive_key in keys and f"{PREFIX}/cloud/{sid}.manifest.json" in keys, keys
+
+    # The listed download address fetches exactly the stored archive with plain curl.
+    (row,) = agent.list_snapshots("cloud")
+    url = row["download_address"]
+    assert url.startswith(minio.endpoint) and "X-Amz-Signature=" in url, url
+    assert minio.secret_key not in url
+    out = tmp_path / "archive.zst"
+    subprocess.run(["curl", "-sSf", "-o", str(out), url], check=True, timeout=30)
+    body = minio.client.get_object(Bucket=s3_bucket, Key=archive_key)["Body"].read()
+    assert out.read_bytes() == body and len(body) == row["bytes"]
+    assert agent.prop(snap, SNAPSHOT_IFACE, "DownloadAddress").startswith(minio.endpoint)
+    (short,) = agent.call(snap, SNAPSHOT_IFACE, "GetDownloadAddress", "t", 60_000_000)
+    assert "X-Amz-Expires=60" in short, short
+
+    # Verify and restore read from S3.
+    gdbus(agent, snap, SNAPSHOT_IFACE, "Verify")
+    agent.wait_for(lambda: agent.prop(snap, SNAPSHOT_IFACE, "VerifyState") in ("passed", "failed"),
+                   "verification")
+    assert agent.prop(snap, SNAPSHOT_IFACE, "VerifyState") == "passed", \
+        agent.prop(snap, SNAPSHOT_IFACE, "VerifyError")
+    target = ferretdb_factory("s3-target")
+    path = start_restore(agent, sid, target.uri)
+    assert wait_restore(agent, path) == "completed", agent.prop(path, "io.mongosnap1.Restore",
+                                                                 "Error")
+    assert data_digest(target.client) == data_digest(fresh_db.client)
+
+    # Delete removes both objects from the bucket.
+    gdbus(agent, snap, SNAPSHOT_IFACE, "Delete")
+    assert not [k for k in minio.keys(s3_bucket) if sid in k]
+    assert minio.access_key not in agent.log_text() and minio.secret_key not in agent.log_text()
+
+
+def test_agent_s3_retention_and_purge(agent, fresh_db, minio, s3_bucket):
+    seed(fresh_db.client)
+    s3_agent(agent, minio, s3_bucket, fresh_db.uri, retention_KeepLast="1")
+    first = decode(completed_snapshot(agent, "cloud"))
+    second = decode(completed_snapshot(agent, "cloud"))
+    keys = minio.keys(s3_bucket)
+    assert not [k for k in keys if f"/{first}." in k], keys
+    assert [k for k in keys if f"/{second}." in k], keys
+    # Delete without purge keeps the bucket's objects; with purge they go.
+    pol = agent.policy_path("cloud")
+    agent.call(pol, POLICY_IFACE, "Delete", "b", "false")
+    assert [k for k in minio.keys(s3_bucket) if f"/{second}." in k]
+    agent.write_policy("cloud", fresh_db.uri, Store=minio.location(s3_bucket, PREFIX))
+    agent.call(MANAGER_PATH, MANAGER_IFACE, "Reload")
+    agent.call(agent.policy_path("cloud"), POLICY_IFACE, "Delete", "b", "true")
+    assert not [k for k in minio.keys(s3_bucket) if f"/{second}." in k], minio.keys(s3_bucket)
