@@ -1,0 +1,136 @@
+/* mongosnapctl's bus side: connecting, calling mongosnapd, reporting errors, finding objects. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "mongosnap/mongosnap.h"
+
+#define ERROR_NO_SUCH_POLICY "io.mongosnap1.Error.NoSuchPolicy"
+#define ERROR_NO_SUCH_SNAPSHOT "io.mongosnap1.Error.NoSuchSnapshot"
+#define ERROR_NO_SUCH_RESTORE "io.mongosnap1.Error.NoSuchRestore"
+
+int ctl_fail(CtlExit code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, CTL_PROGRAM ": ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+int ctl_fail_bus(const char *what, const sd_bus_error *error, int r) {
+    bool named = sd_bus_error_is_set(error);
+    CtlExit code = ctl_exit_for_error(named ? error->name : NULL, r);
+    const char *message = named ? (error->message ? error->message : error->name) : strerror(-r);
+    const char *hint = code == CTL_EXIT_UNREACHABLE ? " (is mongosnapd running?)" : "";
+    return ctl_fail(code, "%s: %s%s", what, message, hint);
+}
+
+static int connect_bus(const char *address, sd_bus **ret) {
+    _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+    int r;
+    if (!address)
+        /* Honours $DBUS_SYSTEM_BUS_ADDRESS. */
+        r = sd_bus_open_system(&bus);
+    else {
+        r = sd_bus_new(&bus);
+        if (r >= 0)
+            r = sd_bus_set_address(bus, address);
+        if (r >= 0)
+            r = sd_bus_set_bus_client(bus, true);
+        if (r >= 0)
+            r = sd_bus_start(bus);
+    }
+    if (r < 0)
+        return r;
+    *ret = TAKE_PTR(bus);
+    return 0;
+}
+
+int ctl_bus(Ctl *ctl, sd_bus **ret) {
+    if (!ctl->bus) {
+        int r = connect_bus(ctl->args.address, &ctl->bus);
+        if (r < 0)
+            return ctl_fail(CTL_EXIT_UNREACHABLE, "cannot connect to %s: %s",
+                            ctl->args.address ? ctl->args.address : "the system bus", strerror(-r));
+    }
+    *ret = ctl->bus;
+    return CTL_EXIT_OK;
+}
+
+int ctl_call(sd_bus *bus, const char *path, const char *interface, const char *method,
+             sd_bus_error *error, sd_bus_message **ret_reply, const char *types, ...) {
+    va_list ap;
+    va_start(ap, types);
+    int r = sd_bus_call_methodv(bus, MONGOSNAP_BUS_NAME, path, interface, method, error, ret_reply,
+                                types, ap);
+    va_end(ap);
+    return r;
+}
+
+int ctl_find_policy(sd_bus *bus, const char *name, char **ret_path, sd_bus_error *error) {
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+    int r = ctl_call(bus, MONGOSNAP_BUS_PATH, MONGOSNAP_BUS_MANAGER_INTERFACE, "ListPolicies",
+                     error, &reply, NULL);
+    if (r < 0)
+        return r;
+    _cleanup_free_ CtlPolicyRow *rows = NULL;
+    size_t n = 0;
+    r = ctl_read_policy_rows(reply, &rows, &n);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(rows[i].name, name) == 0) {
+            *ret_path = strdup(rows[i].path);
+            return *ret_path ? 0 : -ENOMEM;
+        }
+    sd_bus_error_setf(error, ERROR_NO_SUCH_POLICY,
+                      "no policy '%s' is loaded (mongosnapctl list-policies shows them)", name);
+    return -ENOENT;
+}
+
+int ctl_find_snapshot(sd_bus *bus, const char *id, char **ret_path, sd_bus_error *error) {
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+    int r = ctl_call(bus, MONGOSNAP_BUS_PATH, MONGOSNAP_BUS_MANAGER_INTERFACE, "ListSnapshots",
+                     error, &reply, "s", "");
+    if (r < 0)
+        return r;
+    _cleanup_free_ CtlSnapshotRow *rows = NULL;
+    size_t n = 0;
+    r = ctl_read_snapshot_rows(reply, &rows, &n);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(rows[i].id, id) == 0) {
+            *ret_path = strdup(rows[i].path);
+            return *ret_path ? 0 : -ENOMEM;
+        }
+    sd_bus_error_setf(error, ERROR_NO_SUCH_SNAPSHOT,
+                      "no snapshot '%s' (mongosnapctl list-snapshots shows them)", id);
+    return -ENOENT;
+}
+
+int ctl_find_restore(sd_bus *bus, const char *id, char **ret_path, sd_bus_error *error) {
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+    int r = ctl_call(bus, MONGOSNAP_BUS_PATH, MONGOSNAP_BUS_MANAGER_INTERFACE, "ListRestores",
+                     error, &reply, NULL);
+    if (r < 0)
+        return r;
+    _cleanup_free_ CtlRestoreRow *rows = NULL;
+    size_t n = 0;
+    r = ctl_read_restore_rows(reply, &rows, &n);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(rows[i].id, id) == 0) {
+            *ret_path = strdup(rows[i].path);
+            return *ret_path ? 0 : -ENOMEM;
+        }
+    sd_bus_error_setf(error, ERROR_NO_SUCH_RESTORE,
+                      "no restore '%s' (mongosnapctl list-restores shows them)", id);
+    return -ENOENT;
+}

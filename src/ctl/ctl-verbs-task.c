@@ -1,0 +1,155 @@
+/* mongosnapctl's task verbs: restore, verify, cancel, delete-snapshot. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "mongosnap/mongosnap.h"
+
+#define WHAT_MAX 256
+
+static size_t strv_length(char **l) {
+    size_t n = 0;
+    while (l && l[n])
+        n++;
+    return n;
+}
+
+/* ---- restore: the a{sv} options of StartRestore ---- */
+
+static int append_strv_option(sd_bus_message *m, const char *key, char **values) {
+    if (strv_length(values) == 0)
+        return 0;
+    int r = sd_bus_message_open_container(m, 'e', "sv");
+    if (r >= 0)
+        r = sd_bus_message_append(m, "s", key);
+    if (r >= 0)
+        r = sd_bus_message_open_container(m, 'v', "as");
+    if (r >= 0)
+        r = sd_bus_message_append_strv(m, values);
+    if (r >= 0)
+        r = sd_bus_message_close_container(m);
+    return r < 0 ? r : sd_bus_message_close_container(m);
+}
+
+static int append_restore_options(sd_bus_message *m, const CtlRestoreArgs *a) {
+    int r = sd_bus_message_open_container(m, 'a', "{sv}");
+    if (r >= 0)
+        r = append_strv_option(m, "ns_include", a->ns_include);
+    if (r >= 0)
+        r = append_strv_option(m, "ns_exclude", a->ns_exclude);
+    if (r >= 0)
+        r = append_strv_option(m, "ns_from", a->ns_from);
+    if (r >= 0)
+        r = append_strv_option(m, "ns_to", a->ns_to);
+    if (r >= 0 && a->drop)
+        r = sd_bus_message_append(m, "{sv}", "drop", "b", 1);
+    if (r >= 0 && a->no_indexes)
+        r = sd_bus_message_append(m, "{sv}", "no_indexes", "b", 1);
+    if (r >= 0 && a->until)
+        r = sd_bus_message_append(m, "{sv}", "until", "s", a->until);
+    if (r >= 0 && a->parallel)
+        r = sd_bus_message_append(m, "{sv}", "parallel", "u", (uint32_t) a->parallel);
+    if (r >= 0 && a->credential)
+        r = sd_bus_message_append(m, "{sv}", "credential", "s", a->credential);
+    return r < 0 ? r : sd_bus_message_close_container(m);
+}
+
+static int start_restore(sd_bus *bus, const char *snapshot, const CtlRestoreArgs *a,
+                         sd_bus_error *error, sd_bus_message **reply) {
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+    int r = sd_bus_message_new_method_call(bus, &m, MONGOSNAP_BUS_NAME, MONGOSNAP_BUS_PATH,
+                                           MONGOSNAP_BUS_MANAGER_INTERFACE, "StartRestore");
+    if (r >= 0)
+        r = sd_bus_message_append(m, "ss", snapshot, a->to);
+    if (r >= 0)
+        r = append_restore_options(m, a);
+    return r < 0 ? r : sd_bus_call(bus, m, 0, error, reply);
+}
+
+int verb_restore(Ctl *ctl, int argc, char **argv) {
+    const CtlRestoreArgs *a = &ctl->args.restore;
+    if (!a->to)
+        return ctl_fail(CTL_EXIT_USAGE,
+                        "restore needs --to URI: the MongoDB deployment to restore into");
+    if (strv_length(a->ns_from) != strv_length(a->ns_to))
+        return ctl_fail(CTL_EXIT_USAGE,
+                        "--ns-from and --ns-to pair up: give them the same number of times");
+    sd_bus *bus;
+    int code = ctl_bus(ctl, &bus);
+    if (code != CTL_EXIT_OK)
+        return code;
+    char what[WHAT_MAX];
+    snprintf(what, sizeof(what), "restore %s", argv[1]);
+    _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+    const char *path = NULL;
+    int r = start_restore(bus, argv[1], a, &error, &reply);
+    if (r >= 0)
+        r = sd_bus_message_read(reply, "o", &path);
+    if (r < 0)
+        return ctl_fail_bus(what, &error, r);
+    return ctl_task_started(ctl, what, path, CTL_TASK_RESTORE);
+}
+
+/* ---- snapshot objects ---- */
+
+/* A method of the snapshot id; *ret_path (if asked for) is its object's path. */
+static int snapshot_call(Ctl *ctl, const char *verb, const char *id, const char *method,
+                         char **ret_path) {
+    char what[WHAT_MAX];
+    snprintf(what, sizeof(what), "%s %s", verb, id);
+    sd_bus *bus;
+    int code = ctl_bus(ctl, &bus);
+    if (code != CTL_EXIT_OK)
+        return code;
+    _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+    _cleanup_free_ char *path = NULL;
+    int r = ctl_find_snapshot(bus, id, &path, &error);
+    if (r >= 0)
+        r = ctl_call(bus, path, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, method, &error, NULL, NULL);
+    if (r < 0)
+        return ctl_fail_bus(what, &error, r);
+    if (ret_path)
+        *ret_path = TAKE_PTR(path);
+    return CTL_EXIT_OK;
+}
+
+int verb_verify(Ctl *ctl, int argc, char **argv) {
+    _cleanup_free_ char *path = NULL;
+    int code = snapshot_call(ctl, "verify", argv[1], "Verify", &path);
+    if (code != CTL_EXIT_OK || !ctl->args.wait)
+        return code;
+    return ctl_wait_task(ctl, path, CTL_TASK_VERIFY, argv[1]);
+}
+
+int verb_delete_snapshot(Ctl *ctl, int argc, char **argv) {
+    return snapshot_call(ctl, "delete-snapshot", argv[1], "Delete", NULL);
+}
+
+/* A task is a snapshot or a restore: whichever list has the id. */
+int verb_cancel(Ctl *ctl, int argc, char **argv) {
+    char what[WHAT_MAX];
+    snprintf(what, sizeof(what), "cancel %s", argv[1]);
+    sd_bus *bus;
+    int code = ctl_bus(ctl, &bus);
+    if (code != CTL_EXIT_OK)
+        return code;
+    _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+    _cleanup_free_ char *path = NULL;
+    const char *interface = MONGOSNAP_BUS_SNAPSHOT_INTERFACE;
+    int r = ctl_find_snapshot(bus, argv[1], &path, &error);
+    if (r == -ENOENT) {
+        sd_bus_error_free(&error);
+        interface = MONGOSNAP_BUS_RESTORE_INTERFACE;
+        r = ctl_find_restore(bus, argv[1], &path, &error);
+    }
+    if (r == -ENOENT)
+        return ctl_fail(CTL_EXIT_NOT_FOUND,
+                        "%s: no snapshot or restore task '%s' (mongosnapctl list-snapshots and "
+                        "list-restores show them)",
+                        what, argv[1]);
+    if (r >= 0)
+        r = ctl_call(bus, path, interface, "Cancel", &error, NULL, NULL);
+    return r < 0 ? ctl_fail_bus(what, &error, r) : CTL_EXIT_OK;
+}

@@ -1,0 +1,505 @@
+/* mongosnapctl: the command-line client of mongosnapd's D-Bus API; main, options and verbs. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "ctl-format.h"
+#include "ctl.h"
+#include "mongosnap/mongosnap.h"
+
+/* StartRestore's parallel option: insertion workers (docs/dbus-api.md). */
+#define RESTORE_PARALLEL_MIN 1
+#define RESTORE_PARALLEL_MAX 64
+#define DECIMAL 10
+
+/* Verb-specific option help, shared by several verbs. */
+#define HELP_WAIT(what) "  --wait            wait until " what "\n"
+
+static const CtlVerb verbs[] = {
+    {
+        .name = "list-policies",
+        .summary = "List the policies with their state, schedule and last result",
+        .run = verb_list_policies,
+    },
+    {
+        .name = "status",
+        .synopsis = "[POLICY]",
+        .summary = "Show a policy's settings, state, runs and running task; or the agent's",
+        .details = "Without POLICY: the agent's version, node, the policy files that did not\n"
+                   "load, and the policies. With POLICY: its settings, last and next run, and\n"
+                   "its running task's progress.\n",
+        .max_args = 1,
+        .run = verb_status,
+    },
+    {
+        .name = "list-snapshots",
+        .synopsis = "[POLICY]",
+        .summary = "List the snapshots, of one policy or of all",
+        .max_args = 1,
+        .run = verb_list_snapshots,
+    },
+    {
+        .name = "list-restores",
+        .summary = "List the restores",
+        .run = verb_list_restores,
+    },
+    {
+        .name = "snapshot",
+        .synopsis = "POLICY [--wait]",
+        .summary = "Take a snapshot now and print its task name",
+        .details = HELP_WAIT("the snapshot ends; exit 0 only if it completed"),
+        .min_args = 1,
+        .max_args = 1,
+        .options = CTL_OPT_WAIT,
+        .run = verb_snapshot,
+    },
+    {
+        .name = "stop",
+        .synopsis = "POLICY",
+        .summary = "Stop the policy's running task and its schedule",
+        .min_args = 1,
+        .max_args = 1,
+        .run = verb_stop,
+    },
+    {
+        .name = "start",
+        .synopsis = "POLICY",
+        .summary = "Resume the policy's schedule",
+        .min_args = 1,
+        .max_args = 1,
+        .run = verb_start,
+    },
+    {
+        .name = "delete",
+        .synopsis = "POLICY [--purge-remote]",
+        .summary = "Delete the policy (its file and local data)",
+        .details = "  --purge-remote    also remove its snapshots from the store (kept by "
+                   "default)\n",
+        .min_args = 1,
+        .max_args = 1,
+        .options = CTL_OPT_PURGE_REMOTE,
+        .run = verb_delete,
+    },
+    {
+        .name = "rebuild",
+        .synopsis = "POLICY [--wait]",
+        .summary = "Stop the policy's task, clean its in-flight data, take a fresh snapshot",
+        .details = HELP_WAIT("the fresh snapshot ends; exit 0 only if it completed"),
+        .min_args = 1,
+        .max_args = 1,
+        .options = CTL_OPT_WAIT,
+        .run = verb_rebuild,
+    },
+    {
+        .name = "edit",
+        .synopsis = "POLICY KEY=VALUE...",
+        .summary = "Change policy settings, all or nothing",
+        .details = "KEY is a policy file key (Schedule, KeepDaily, ...) or SECTION.KEY\n"
+                   "(Retention.KeepDaily); an empty VALUE restores the default. See\n"
+                   "mongosnap.conf(5) for every key.\n",
+        .min_args = 2,
+        .max_args = CTL_ARGS_ANY,
+        .run = verb_edit,
+    },
+    {
+        .name = "create-policy",
+        .synopsis = "NAME KEY=VALUE...",
+        .summary = "Create a policy file and load it (Source= is required)",
+        .details = "Settings as for edit, e.g.:\n"
+                   "  " CTL_PROGRAM " create-policy nightly Source=mongodb://backup@db1/ "
+                   "Schedule=daily\n",
+        .min_args = 1,
+        .max_args = CTL_ARGS_ANY,
+        .run = verb_create_policy,
+    },
+    {
+        .name = "restore",
+        .synopsis = "SNAPSHOT --to URI [OPTIONS]",
+        .summary = "Restore a completed snapshot into a deployment",
+        .details = "  --to URI          the MongoDB deployment to restore into (required); prefer\n"
+                   "                    --credential to a password in the URI\n"
+                   "  --ns-include PAT  restore only namespaces matching PAT (db.*, db.coll);\n"
+                   "                    repeatable\n"
+                   "  --ns-exclude PAT  skip namespaces matching PAT; repeatable\n"
+                   "  --ns-from PAT --ns-to PAT\n"
+                   "                    rename namespaces ('*' captures); repeatable, in pairs\n"
+                   "  --drop            drop each target collection before restoring into it\n"
+                   "  --until TIME      replay the oplog up to TIME (ISO 8601, or T:I)\n"
+                   "  --no-indexes      do not build indexes\n"
+                   "  --parallel N      insertion workers, 1..64 (default 4)\n"
+                   "  --credential NAME a credential of mongosnapd holding the target's "
+                   "password\n" HELP_WAIT("the restore ends; exit 0 only if it completed"),
+        .min_args = 1,
+        .max_args = 1,
+        .options = CTL_OPT_RESTORE | CTL_OPT_WAIT,
+        .run = verb_restore,
+    },
+    {
+        .name = "verify",
+        .synopsis = "SNAPSHOT [--wait]",
+        .summary = "Re-read a snapshot from the store and check it",
+        .details = HELP_WAIT("the verdict; exit 0 only if the snapshot passed"),
+        .min_args = 1,
+        .max_args = 1,
+        .options = CTL_OPT_WAIT,
+        .run = verb_verify,
+    },
+    {
+        .name = "cancel",
+        .synopsis = "TASK",
+        .summary = "Cancel a queued or running snapshot or restore",
+        .min_args = 1,
+        .max_args = 1,
+        .run = verb_cancel,
+    },
+    {
+        .name = "delete-snapshot",
+        .synopsis = "SNAPSHOT",
+        .summary = "Remove a snapshot from the store (its record stays)",
+        .min_args = 1,
+        .max_args = 1,
+        .run = verb_delete_snapshot,
+    },
+    {
+        .name = "log",
+        .synopsis = "POLICY|TASK [-f] [-n N]",
+        .summary = "Show the Event Log of a policy or a task",
+        .details = "  -f, --follow      keep printing new entries until Ctrl-C\n"
+                   "  -n, --lines N     only the newest N entries (default: all; 10 with -f)\n"
+                   "\nA loaded policy of that name wins; otherwise the name is taken as a\n"
+                   "task's.\n",
+        .min_args = 1,
+        .max_args = 1,
+        .options = CTL_OPT_FOLLOW | CTL_OPT_LINES,
+        .run = verb_log,
+    },
+    {
+        .name = "update",
+        .summary = "Save the running tasks' latest figures, then list snapshots and restores",
+        .run = verb_update,
+    },
+};
+
+typedef struct OptionName {
+    CtlOption bit;
+    const char *name;
+} OptionName;
+
+static const OptionName option_names[] = {
+    {CTL_OPT_WAIT, "--wait"},
+    {CTL_OPT_PURGE_REMOTE, "--purge-remote"},
+    {CTL_OPT_RESTORE, "--to, --ns-*, --drop, --until, --no-indexes, --parallel, --credential"},
+    {CTL_OPT_FOLLOW, "--follow"},
+    {CTL_OPT_LINES, "--lines"},
+};
+
+static const char exit_code_help[] =
+    "Exit status:\n"
+    "  0  success (with --wait: the task completed, or the snapshot passed verification)\n"
+    "  1  the operation or the awaited task failed (failed, interrupted, stopped, cancelled)\n"
+    "  2  usage error: unknown verb or option, a bad KEY=VALUE, a setting the agent refuses\n"
+    "  3  the agent is unreachable: no bus, or no " MONGOSNAP_BUS_NAME " on it\n"
+    "  4  access denied\n"
+    "  5  no such policy, snapshot or restore\n"
+    "  130  interrupted by Ctrl-C while waiting (the task goes on)\n";
+
+static void help_global(void) {
+    printf(CTL_PROGRAM " [OPTIONS] VERB [ARGUMENTS]\n\n"
+                       "Control mongosnapd, the MongoDB backup agent, over D-Bus.\n\nVerbs:\n");
+    for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+        printf("  %s%s%s\n      %s\n", verbs[i].name, verbs[i].synopsis ? " " : "",
+               verbs[i].synopsis ? verbs[i].synopsis : "", verbs[i].summary);
+    printf("\nOptions:\n"
+           "  -h, --help         this text; VERB --help for a verb's own\n"
+           "      --version      print the version\n"
+           "      --no-legend    no column headers and no \"N listed.\" footer\n"
+           "      --json         machine-readable JSON on stdout\n"
+           "      --no-pager     do not pipe tables and logs into a pager\n"
+           "      --address=ADDR talk to the bus at ADDR instead of the system bus\n"
+           "  -q, --quiet        no task names and no final state lines; errors still show\n\n%s"
+           "\nSee mongosnapctl(1).\n",
+           exit_code_help);
+}
+
+static void help_verb(const CtlVerb *v) {
+    printf(CTL_PROGRAM " %s%s%s\n\n%s.\n", v->name, v->synopsis ? " " : "",
+           v->synopsis ? v->synopsis : "", v->summary);
+    if (v->details)
+        printf("\n%s", v->details);
+    printf("\nThe global options (--json, --no-legend, --no-pager, --address, -q) apply\n"
+           "too; see " CTL_PROGRAM " --help.\n\n%s",
+           exit_code_help);
+}
+
+static const CtlVerb *find_verb(const char *name) {
+    for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+        if (strcmp(verbs[i].name, name) == 0)
+            return &verbs[i];
+    return NULL;
+}
+
+static int strv_push(char ***l, char *s) {
+    size_t n = 0;
+    while (*l && (*l)[n])
+        n++;
+    char **grown = realloc(*l, (n + 2) * sizeof(char *));
+    if (!grown)
+        return -ENOMEM;
+    grown[n] = s;
+    grown[n + 1] = NULL;
+    *l = grown;
+    return 0;
+}
+
+static int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret) {
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, DECIMAL);
+    if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
+        return -EINVAL;
+    *ret = (unsigned) v;
+    return 0;
+}
+
+enum {
+    OPT_VERSION = 256,
+    OPT_NO_LEGEND,
+    OPT_JSON,
+    OPT_NO_PAGER,
+    OPT_ADDRESS,
+    OPT_WAIT,
+    OPT_PURGE_REMOTE,
+    OPT_TO,
+    OPT_NS_INCLUDE,
+    OPT_NS_EXCLUDE,
+    OPT_NS_FROM,
+    OPT_NS_TO,
+    OPT_DROP,
+    OPT_UNTIL,
+    OPT_NO_INDEXES,
+    OPT_PARALLEL,
+    OPT_CREDENTIAL,
+    OPT_VERSION_SHOWN, /* not an option: parse_args() asks main() to print the version */
+};
+
+static const struct option long_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"no-legend", no_argument, NULL, OPT_NO_LEGEND},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"no-pager", no_argument, NULL, OPT_NO_PAGER},
+    {"address", required_argument, NULL, OPT_ADDRESS},
+    {"quiet", no_argument, NULL, 'q'},
+    {"wait", no_argument, NULL, OPT_WAIT},
+    {"purge-remote", no_argument, NULL, OPT_PURGE_REMOTE},
+    {"to", required_argument, NULL, OPT_TO},
+    {"ns-include", required_argument, NULL, OPT_NS_INCLUDE},
+    {"ns-exclude", required_argument, NULL, OPT_NS_EXCLUDE},
+    {"ns-from", required_argument, NULL, OPT_NS_FROM},
+    {"ns-to", required_argument, NULL, OPT_NS_TO},
+    {"drop", no_argument, NULL, OPT_DROP},
+    {"until", required_argument, NULL, OPT_UNTIL},
+    {"no-indexes", no_argument, NULL, OPT_NO_INDEXES},
+    {"parallel", required_argument, NULL, OPT_PARALLEL},
+    {"credential", required_argument, NULL, OPT_CREDENTIAL},
+    {"follow", no_argument, NULL, 'f'},
+    {"lines", required_argument, NULL, 'n'},
+    {},
+};
+
+static int set_restore_target(CtlRestoreArgs *a, char *arg) {
+    free(a->to);
+    a->to = strdup(arg);
+    if (!a->to)
+        return -ENOMEM;
+    /* The copy is what we send; the command line's copy loses its password, so that
+     * ps and /proc/PID/cmdline no longer show it. */
+    ctl_uri_scrub_password(arg);
+    return 0;
+}
+
+/* The options of restore. Returns 1 if c was one, 0 if not, -errno on a bad value. */
+static int parse_restore_option(CtlRestoreArgs *x, int c, char *arg) {
+    switch (c) {
+    case OPT_TO:
+        return set_restore_target(x, arg) < 0 ? -ENOMEM : 1;
+    case OPT_NS_INCLUDE:
+        return strv_push(&x->ns_include, arg) < 0 ? -ENOMEM : 1;
+    case OPT_NS_EXCLUDE:
+        return strv_push(&x->ns_exclude, arg) < 0 ? -ENOMEM : 1;
+    case OPT_NS_FROM:
+        return strv_push(&x->ns_from, arg) < 0 ? -ENOMEM : 1;
+    case OPT_NS_TO:
+        return strv_push(&x->ns_to, arg) < 0 ? -ENOMEM : 1;
+    case OPT_DROP:
+        x->drop = true;
+        return 1;
+    case OPT_NO_INDEXES:
+        x->no_indexes = true;
+        return 1;
+    case OPT_UNTIL:
+        x->until = arg;
+        return 1;
+    case OPT_CREDENTIAL:
+        x->credential = arg;
+        return 1;
+    case OPT_PARALLEL:
+        if (parse_unsigned(arg, RESTORE_PARALLEL_MIN, RESTORE_PARALLEL_MAX, &x->parallel) < 0) {
+            ctl_fail(CTL_EXIT_USAGE, "--parallel wants a number from %d to %d, not '%s'",
+                     RESTORE_PARALLEL_MIN, RESTORE_PARALLEL_MAX, arg);
+            return -EINVAL;
+        }
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* The verb-specific options, each remembered in args->used. Returns 1 if c was one, 0 if
+ * not, -errno on a bad value. */
+static int parse_verb_option(CtlArgs *a, int c, char *arg) {
+    switch (c) {
+    case OPT_WAIT:
+        a->wait = true;
+        a->used |= CTL_OPT_WAIT;
+        return 1;
+    case OPT_PURGE_REMOTE:
+        a->purge_remote = true;
+        a->used |= CTL_OPT_PURGE_REMOTE;
+        return 1;
+    case 'f':
+        a->follow = true;
+        a->used |= CTL_OPT_FOLLOW;
+        return 1;
+    case 'n':
+        a->used |= CTL_OPT_LINES;
+        a->lines_set = true;
+        if (parse_unsigned(arg, 0, UINT32_MAX, &a->lines) < 0) {
+            ctl_fail(CTL_EXIT_USAGE, "--lines wants a number, not '%s'", arg);
+            return -EINVAL;
+        }
+        return 1;
+    default: {
+        int r = parse_restore_option(&a->restore, c, arg);
+        if (r != 0)
+            a->used |= CTL_OPT_RESTORE;
+        return r;
+    }
+    }
+}
+
+static int report_bad_option(int c, char **argv) {
+    const char *given = argv[optind - 1];
+    if (c == ':')
+        return ctl_fail(CTL_EXIT_USAGE, "option '%s' needs a value; see " CTL_PROGRAM " --help",
+                        given);
+    if (optopt && optopt < OPT_VERSION)
+        return ctl_fail(CTL_EXIT_USAGE, "unknown option '-%c'; see " CTL_PROGRAM " --help", optopt);
+    return ctl_fail(CTL_EXIT_USAGE, "unknown option '%s'; see " CTL_PROGRAM " --help", given);
+}
+
+/* Returns CTL_EXIT_OK, an exit code on error, or OPT_VERSION_SHOWN. */
+static int parse_args(int argc, char **argv, CtlArgs *a) {
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hqfn:", long_options, NULL)) >= 0) {
+        int r = parse_verb_option(a, c, optarg);
+        if (r == -ENOMEM)
+            return ctl_fail(CTL_EXIT_FAILED, "out of memory");
+        if (r < 0)
+            return CTL_EXIT_USAGE;
+        if (r > 0)
+            continue;
+        switch (c) {
+        case 'h':
+            a->help = true;
+            break;
+        case 'q':
+            a->quiet = true;
+            break;
+        case OPT_VERSION:
+            return OPT_VERSION_SHOWN;
+        case OPT_NO_LEGEND:
+            a->legend = false;
+            break;
+        case OPT_JSON:
+            a->json = true;
+            break;
+        case OPT_NO_PAGER:
+            a->pager = false;
+            break;
+        case OPT_ADDRESS:
+            a->address = optarg;
+            break;
+        default:
+            return report_bad_option(c, argv);
+        }
+    }
+    return CTL_EXIT_OK;
+}
+
+/* Arguments and options the verb does not take are usage errors. */
+static int check_verb_use(const CtlVerb *v, const CtlArgs *a, int n_args) {
+    if (n_args < v->min_args || (v->max_args != CTL_ARGS_ANY && n_args > v->max_args))
+        return ctl_fail(CTL_EXIT_USAGE,
+                        "usage: " CTL_PROGRAM " %s%s%s (see " CTL_PROGRAM " %s --help)", v->name,
+                        v->synopsis ? " " : "", v->synopsis ? v->synopsis : "", v->name);
+    for (size_t i = 0; i < ELEMENTSOF(option_names); i++)
+        if ((a->used & option_names[i].bit) && !(v->options & option_names[i].bit))
+            return ctl_fail(CTL_EXIT_USAGE,
+                            "%s does not apply to '%s' (see " CTL_PROGRAM " %s --help)",
+                            option_names[i].name, v->name, v->name);
+    return CTL_EXIT_OK;
+}
+
+static void ctl_done(Ctl *ctl) {
+    ctl_pager_close();
+    if (ctl->bus)
+        ctl->bus = sd_bus_flush_close_unref(ctl->bus);
+    CtlRestoreArgs *x = &ctl->args.restore;
+    free(x->to);
+    free(x->ns_include);
+    free(x->ns_exclude);
+    free(x->ns_from);
+    free(x->ns_to);
+}
+
+static int run(Ctl *ctl, int argc, char **argv) {
+    int code = parse_args(argc, argv, &ctl->args);
+    if (code == OPT_VERSION_SHOWN) {
+        printf(CTL_PROGRAM " %s\n", MONGOSNAP_VERSION);
+        return CTL_EXIT_OK;
+    }
+    if (code != CTL_EXIT_OK)
+        return code;
+    char **rest = argv + optind;
+    int n_rest = argc - optind;
+    if (n_rest == 0 && ctl->args.help) {
+        help_global();
+        return CTL_EXIT_OK;
+    }
+    if (n_rest == 0)
+        return ctl_fail(CTL_EXIT_USAGE, "no verb given; see " CTL_PROGRAM " --help");
+    const CtlVerb *v = find_verb(rest[0]);
+    if (!v)
+        return ctl_fail(CTL_EXIT_USAGE, "unknown verb '%s'; see " CTL_PROGRAM " --help", rest[0]);
+    if (ctl->args.help) {
+        help_verb(v);
+        return CTL_EXIT_OK;
+    }
+    code = check_verb_use(v, &ctl->args, n_rest - 1);
+    if (code != CTL_EXIT_OK)
+        return code;
+    ctl_output_init(ctl);
+    return v->run(ctl, n_rest, rest);
+}
+
+int main(int argc, char **argv) {
+    _cleanup_(ctl_done) Ctl ctl = {.args = {.legend = true, .pager = true}};
+    int code = run(&ctl, argc, argv);
+    fflush(stdout);
+    return code;
+}
