@@ -127,6 +127,33 @@ int verb_delete_snapshot(Ctl *ctl, int argc, char **argv) {
     return snapshot_call(ctl, "delete-snapshot", argv[1], "Delete", NULL);
 }
 
+int verb_download_url(Ctl *ctl, int argc, char **argv) {
+    char what[WHAT_MAX];
+    snprintf(what, sizeof(what), "download-url %s", argv[1]);
+    sd_bus *bus;
+    int code = ctl_bus(ctl, &bus);
+    if (code != CTL_EXIT_OK)
+        return code;
+    _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+    _cleanup_free_ char *path = NULL;
+    int r = ctl_find_snapshot(bus, argv[1], &path, &error);
+    if (r >= 0)
+        r = ctl_call(bus, path, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, "GetDownloadAddress", &error,
+                     &reply, "t", ctl->args.expires_usec);
+    if (r < 0)
+        return ctl_fail_bus(what, &error, r);
+    const char *url;
+    r = sd_bus_message_read(reply, "s", &url);
+    if (r < 0)
+        return ctl_fail(CTL_EXIT_FAILED, "%s: unexpected reply: %s", what, strerror(-r));
+    if (ctl->args.json)
+        printf("{\"snapshot\":\"%s\",\"download_url\":\"%s\"}\n", argv[1], url);
+    else
+        printf("%s\n", url);
+    return CTL_EXIT_OK;
+}
+
 /* A task is a snapshot or a restore: whichever list has the id. */
 int verb_cancel(Ctl *ctl, int argc, char **argv) {
     char what[WHAT_MAX];

@@ -10,6 +10,8 @@
 #include "ctl.h"
 #include "mongosnap/mongosnap.h"
 
+#define USEC_PER_SEC UINT64_C(1000000)
+
 /* StartRestore's parallel option: insertion workers (docs/dbus-api.md). */
 #define RESTORE_PARALLEL_MIN 1
 #define RESTORE_PARALLEL_MAX 64
@@ -164,6 +166,19 @@ static const CtlVerb verbs[] = {
         .run = verb_delete_snapshot,
     },
     {
+        .name = "download-url",
+        .synopsis = "SNAPSHOT [--expires SPAN]",
+        .summary = "Print a time-limited download address of a snapshot's archive (S3)",
+        .details = "  --expires SPAN    how long the address works: 90s, 30min, 12h, 7d\n"
+                   "                    (default: the store's presign_expires=, at most 7d)\n"
+                   "\nAnyone holding the address can download the archive until it expires.\n"
+                   "A local store has no download address (exit 1).\n",
+        .min_args = 1,
+        .max_args = 1,
+        .options = CTL_OPT_EXPIRES,
+        .run = verb_download_url,
+    },
+    {
         .name = "log",
         .synopsis = "POLICY|TASK [-f] [-n N]",
         .summary = "Show the Event Log of a policy or a task",
@@ -194,6 +209,7 @@ static const OptionName option_names[] = {
     {CTL_OPT_RESTORE, "--to, --ns-*, --drop, --until, --no-indexes, --parallel, --credential"},
     {CTL_OPT_FOLLOW, "--follow"},
     {CTL_OPT_LINES, "--lines"},
+    {CTL_OPT_EXPIRES, "--expires"},
 };
 
 static const char exit_code_help[] =
@@ -282,6 +298,7 @@ enum {
     OPT_NO_INDEXES,
     OPT_PARALLEL,
     OPT_CREDENTIAL,
+    OPT_EXPIRES,
     OPT_VERSION_SHOWN, /* not an option: parse_args() asks main() to print the version */
 };
 
@@ -305,6 +322,7 @@ static const struct option long_options[] = {
     {"no-indexes", no_argument, NULL, OPT_NO_INDEXES},
     {"parallel", required_argument, NULL, OPT_PARALLEL},
     {"credential", required_argument, NULL, OPT_CREDENTIAL},
+    {"expires", required_argument, NULL, OPT_EXPIRES},
     {"follow", no_argument, NULL, 'f'},
     {"lines", required_argument, NULL, 'n'},
     {},
@@ -358,6 +376,30 @@ static int parse_restore_option(CtlRestoreArgs *x, int c, char *arg) {
     }
 }
 
+/* "90", "90s", "30min", "12h", "7d": one number and one unit (seconds by default). */
+static int parse_span(const char *s, uint64_t *ret_usec) {
+    static const struct {
+        const char *unit;
+        uint64_t usec;
+    } units[] = {
+        {"", USEC_PER_SEC},       {"s", USEC_PER_SEC},        {"min", 60 * USEC_PER_SEC},
+        {"m", 60 * USEC_PER_SEC}, {"h", 3600 * USEC_PER_SEC}, {"d", 86400 * USEC_PER_SEC},
+    };
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || s[0] == '-')
+        return -EINVAL;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (strcmp(end, units[i].unit) == 0) {
+            if (n > UINT64_MAX / units[i].usec)
+                return -ERANGE;
+            *ret_usec = n * units[i].usec;
+            return 0;
+        }
+    return -EINVAL;
+}
+
 /* The verb-specific options, each remembered in args->used. Returns 1 if c was one, 0 if
  * not, -errno on a bad value. */
 static int parse_verb_option(CtlArgs *a, int c, char *arg) {
@@ -379,6 +421,16 @@ static int parse_verb_option(CtlArgs *a, int c, char *arg) {
         a->lines_set = true;
         if (parse_unsigned(arg, 0, UINT32_MAX, &a->lines) < 0) {
             ctl_fail(CTL_EXIT_USAGE, "--lines wants a number, not '%s'", arg);
+            return -EINVAL;
+        }
+        return 1;
+    case OPT_EXPIRES:
+        a->used |= CTL_OPT_EXPIRES;
+        if (parse_span(arg, &a->expires_usec) < 0 || a->expires_usec == 0) {
+            ctl_fail(CTL_EXIT_USAGE,
+                     "--expires wants a time span like 90s, 30min, 12h or 7d, "
+                     "not '%s'",
+                     arg);
             return -EINVAL;
         }
         return 1;

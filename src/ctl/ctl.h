@@ -21,6 +21,7 @@ typedef enum CtlOption {
     CTL_OPT_RESTORE = 1u << 2, /* --to, --ns-*, --drop, --until, --no-indexes, --parallel, ... */
     CTL_OPT_FOLLOW = 1u << 3,
     CTL_OPT_LINES = 1u << 4,
+    CTL_OPT_EXPIRES = 1u << 5,
 } CtlOption;
 
 typedef struct CtlRestoreArgs {
@@ -45,6 +46,7 @@ typedef struct CtlArgs {
     bool follow;
     unsigned lines; /* log -n; valid when lines_set */
     bool lines_set;
+    uint64_t expires_usec; /* download-url --expires; 0: the store's default */
     CtlRestoreArgs restore;
     unsigned used; /* the CtlOption bits given */
 } CtlArgs;
@@ -208,4 +210,5 @@ int verb_restore(Ctl *ctl, int argc, char **argv);
 int verb_verify(Ctl *ctl, int argc, char **argv);
 int verb_cancel(Ctl *ctl, int argc, char **argv);
 int verb_delete_snapshot(Ctl *ctl, int argc, char **argv);
+int verb_download_url(Ctl *ctl, int argc, char **argv);
 int verb_log(Ctl *ctl, int argc, char **argv);

@@ -80,3 +80,26 @@ def test_agent_s3_retention_and_purge(agent, fresh_db, minio, s3_bucket):
     agent.call(MANAGER_PATH, MANAGER_IFACE, "Reload")
     agent.call(agent.policy_path("cloud"), POLICY_IFACE, "Delete", "b", "true")
     assert not [k for k in minio.keys(s3_bucket) if f"/{second}." in k], minio.keys(s3_bucket)
+
+
+def test_ctl_download_url(agent, fresh_db, minio, s3_bucket, tmp_path):
+    from conftest import BUILD_DIR
+    seed(fresh_db.client)
+    s3_agent(agent, minio, s3_bucket, fresh_db.uri)
+    sid = decode(completed_snapshot(agent, "cloud"))
+    ctl = [str(BUILD_DIR / "src" / "ctl" / "mongosnapctl"), f"--address={agent.bus.address}"]
+    cp = subprocess.run(ctl + ["download-url", sid, "--expires", "2min"], capture_output=True,
+                        text=True, timeout=30)
+    assert cp.returncode == 0, cp.stderr
+    url = cp.stdout.strip()
+    assert "X-Amz-Expires=120" in url, url
+    out = tmp_path / "a"
+    subprocess.run(["curl", "-sSf", "-o", str(out), url], check=True, timeout=30)
+    key = f"{PREFIX}/cloud/{sid}.archive.zst"
+    assert out.read_bytes() == minio.client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+    bad = subprocess.run(ctl + ["download-url", sid, "--expires", "soon"], capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 2 and "--expires" in bad.stderr, bad
+    missing = subprocess.run(ctl + ["download-url", "nope"], capture_output=True, text=True,
+                             timeout=30)
+    assert missing.returncode == 5, missing
