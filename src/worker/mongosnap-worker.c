@@ -431,6 +431,23 @@ static void append_patterns(bson_t *b, const char *key, char *const *patterns, s
     bson_append_array_end(b, &arr);
 }
 
+/* Leftovers of earlier writes under the prefix that never finished (a killed worker's temporary
+ * file, an S3 multipart upload nobody completed) cost space and, on S3, money: remove them
+ * before writing. The prefix is the caller's promise that nobody else writes there now (the
+ * agent runs one task per policy, and a policy's prefix is its own). Failing to clean is not
+ * a reason to skip the snapshot. */
+static void clean_prefix(MsStorage *storage, const char *prefix) {
+    if (!prefix || !prefix[0])
+        return;
+    unsigned removed = 0;
+    MsError e = MS_ERROR_INIT;
+    if (storage->ops->clean_stale(storage, prefix, &removed, &e) < 0)
+        log_warning("cannot remove unfinished writes under '%s': %s", prefix, e.message);
+    else if (removed > 0)
+        log_info("removed %u unfinished write(s) left under '%s' by earlier tasks", removed,
+                 prefix);
+}
+
 static int run_snapshot(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
     if (!a->uri) {
@@ -452,6 +469,7 @@ static int run_snapshot(Args *a, MsProgress *p) {
     bool filtered = a->filter.n_include > 0 || a->filter.n_exclude > 0;
     if (open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
+    clean_prefix(storage, a->prefix);
     char default_name[64], stamp[MS_ISO8601_MAX];
     ms_format_compact(ms_realtime_usec(), stamp);
     snprintf(default_name, sizeof(default_name), "snapshot-%s", stamp);

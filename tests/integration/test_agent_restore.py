@@ -328,3 +328,14 @@ def test_policy_namespace_filters(agent, fresh_db):
     pol = agent.policy_path("part")
     assert agent.prop(pol, POLICY_IFACE, "IncludeNamespaces") == ["shop.*"]
     assert agent.prop(pol, POLICY_IFACE, "ExcludeNamespaces") == ["shop.users"]
+
+
+def test_snapshot_removes_stale_temporary_files(agent, fresh_db):
+    seed(fresh_db.client)
+    agent.write_policy("tidy", fresh_db.uri)
+    stale = agent.store / "tidy" / ".tmp-tidy-leftover-0123456789abcdef"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half an archive")
+    agent.start()
+    completed_snapshot(agent, "tidy")
+    assert not stale.exists()

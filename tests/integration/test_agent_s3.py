@@ -103,3 +103,17 @@ def test_ctl_download_url(agent, fresh_db, minio, s3_bucket, tmp_path):
     missing = subprocess.run(ctl + ["download-url", "nope"], capture_output=True, text=True,
                              timeout=30)
     assert missing.returncode == 5, missing
+
+
+def test_snapshot_aborts_stale_uploads_first(agent, fresh_db, minio, s3_bucket):
+    """A multipart upload left under the policy's prefix (a killed worker's) is aborted by the
+    next snapshot of the policy; one under another prefix is not touched."""
+    seed(fresh_db.client)
+    mine = minio.client.create_multipart_upload(Bucket=s3_bucket,
+                                                Key=f"{PREFIX}/cloud/cloud-old.archive.zst")
+    other = minio.client.create_multipart_upload(Bucket=s3_bucket, Key="elsewhere/x.archive")
+    s3_agent(agent, minio, s3_bucket, fresh_db.uri)
+    completed_snapshot(agent, "cloud")
+    left = {u["UploadId"] for u in minio.client.list_multipart_uploads(
+        Bucket=s3_bucket).get("Uploads", [])}
+    assert mine["UploadId"] not in left and other["UploadId"] in left, left
