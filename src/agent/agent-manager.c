@@ -400,6 +400,10 @@ static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
     }
 }
 
+static bool store_is_local(const char *location) {
+    return location[0] == '/' || strncmp(location, "file://", strlen("file://")) == 0;
+}
+
 /* Remove a completed snapshot's objects from its store and record it as gone (expired by
  * retention, or deleted on request). The manifest goes first: without it the snapshot can no
  * longer be taken for a complete one, whatever happens to the archive next.
@@ -1050,20 +1054,27 @@ int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsErro
     int r = ms_catalog_set_policy(m->catalog, p->runtime, e);
     if (r < 0)
         return r;
-    if (purge_store)
-        for (size_t i = 0; i < m->n_snapshots; i++) {
-            MsSnapshotRecord *sr = m->snapshots[i];
-            MsError pe = MS_ERROR_INIT;
-            if (strcmp(sr->policy, name) == 0 && sr->state == MS_SNAPSHOT_COMPLETED &&
-                !reader_uses_snapshot(m, sr->id) &&
-                remove_from_store(m, sr, MS_SNAPSHOT_DELETED, "its policy was deleted with purge",
-                                  &pe) < 0)
-                log_error("deleting policy '%s': %s", name, pe.message);
-        }
-    (void) ms_event_log(MS_EVENT_POLICY_DELETED,
-                        &(MsEventFields){.policy = name, .node = m->config->node},
-                        "policy %s deleted%s", name,
-                        purge_store ? " with its stored snapshots" : "; stored snapshots kept");
+    /* As the operators' contract says: a policy's local backup data goes with it; what was
+     * uploaded to a remote store stays unless a purge is asked for. */
+    for (size_t i = 0; i < m->n_snapshots; i++) {
+        MsSnapshotRecord *sr = m->snapshots[i];
+        if (strcmp(sr->policy, name) != 0 || sr->state != MS_SNAPSHOT_COMPLETED ||
+            reader_uses_snapshot(m, sr->id))
+            continue;
+        bool local = sr->store && store_is_local(sr->store);
+        if (!local && !purge_store)
+            continue;
+        MsError pe = MS_ERROR_INIT;
+        if (remove_from_store(m, sr, MS_SNAPSHOT_DELETED,
+                              local ? "its policy was deleted (local data goes with it)"
+                                    : "its policy was deleted with purge",
+                              &pe) < 0)
+            log_error("deleting policy '%s': %s", name, pe.message);
+    }
+    (void) ms_event_log(
+        MS_EVENT_POLICY_DELETED, &(MsEventFields){.policy = name, .node = m->config->node},
+        "policy %s deleted%s", name,
+        purge_store ? " with its stored snapshots" : "; snapshots in remote stores kept");
     p->removed = true;
     /* Either way p goes: now, or when its worker has exited (finish_task drops it). */
     if (p->task)
@@ -1199,7 +1210,7 @@ int manager_snapshot_download_url(Manager *m, const MsSnapshotRecord *r, uint64_
                             "download address",
                             r->id, ms_snapshot_state_to_string(r->state));
     /* A local store has none; say so without opening anything. */
-    if (r->store[0] == '/' || strncmp(r->store, "file://", strlen("file://")) == 0)
+    if (store_is_local(r->store))
         return ms_error_set(e, EOPNOTSUPP,
                             "snapshot %s is in a local store, which has no download address; "
                             "copy %s from the store's directory",

@@ -146,8 +146,9 @@ int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *
 /* Stop p's schedule and its running task (SIGTERM; kept data is not touched). */
 int manager_stop_policy(Manager *m, ManagerPolicy *p, MsError *e);
 int manager_start_policy(Manager *m, ManagerPolicy *p, MsError *e);
-/* Stop p, remove its file and mark it deleted; with purge_store, remove its snapshots from the
- * store as well. p is invalid afterwards. */
+/* Stop p, remove its file and mark it deleted, and remove its snapshots from local stores (its
+ * local backup data); snapshots in remote stores (S3) are removed only with purge_store. p is
+ * invalid afterwards. */
 int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsError *e);
 /* One edit: "Key" or "Section.Key" and its new value ("" restores the default). */
 typedef struct ManagerPolicyEdit {

@@ -216,7 +216,7 @@ def test_agent_progress_signals(agent, ferretdb_factory):
         assert b - a >= 0.3, progress_only
 
 
-def test_agent_delete_policy_keeps_or_purges_store(agent, fresh_db):
+def test_agent_delete_policy_removes_local_data(agent, fresh_db):
     seed(fresh_db.client)
     agent.write_policy("keep", fresh_db.uri)
     agent.write_policy("purge", fresh_db.uri)
@@ -227,11 +227,13 @@ def test_agent_delete_policy_keeps_or_purges_store(agent, fresh_db):
         assert agent.wait_snapshot_state(path, ("completed", "failed")) == "completed"
         done[name] = snapshot_id(path)
 
+    # Without purge: the policy's local backup data goes with it (only remote stores keep
+    # theirs; see test_agent_s3.py), its records stay as deleted.
     agent.call(agent.policy_path("keep"), POLICY_IFACE, "Delete", "b", "false")
     assert [p["name"] for p in agent.list_policies()] == ["purge"]
     assert not (agent.policy_dir / "keep.conf").exists()
-    assert agent.snapshot(done["keep"])["state"] == "completed"
-    assert (agent.store / "keep" / f"{done['keep']}.manifest.json").is_file()
+    assert agent.snapshot(done["keep"])["state"] == "deleted"
+    assert not [p for p in (agent.store / "keep").rglob("*") if p.is_file()]
 
     agent.call(agent.policy_path("purge"), POLICY_IFACE, "Delete", "b", "true")
     assert agent.list_policies() == []
