@@ -70,6 +70,9 @@ struct Manager {
     size_t n_restores;
     ReadTask **read_tasks; /* queued or running restores and verifications */
     size_t n_read_tasks;
+    struct Removal **removals; /* snapshots to remove from remote stores, oldest first */
+    size_t n_removals;
+    AgentTask *remover; /* the worker removing removals[0] */
 
     ManagerHooks hooks;
     void *hooks_userdata;
@@ -84,6 +87,8 @@ struct Manager {
 
     bool stopping;
     sd_event_source *stop_timer;
+
+    char *timer_directory; /* ManagerOptions.timer_directory or MANAGER_TIMER_DIRECTORY */
 };
 
 static inline uint64_t now_usec(void) {
@@ -114,6 +119,20 @@ void manager_emit_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsign
 void manager_apply_retention(Manager *m, const char *policy);
 /* Where credential name is for the worker ($CREDENTIALS_DIRECTORY/NAME); -ENOKEY if absent. */
 int manager_credential_path(const char *name, char **ret, MsError *e);
+
+/* Record a snapshot's state (catalog and signal), and log its removal from the store. */
+void manager_set_snapshot_state(Manager *m, MsSnapshotRecord *r, MsSnapshotState state);
+void manager_log_removed(Manager *m, const MsSnapshotRecord *r, const char *why);
+
+/* agent-remover.c: removals from remote stores, one worker at a time */
+/* The snapshot's state is the caller's to record; the outcome is logged when the worker ends
+ * (and the snapshot given back as completed if nothing was removed). */
+int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *why, MsError *e);
+bool remover_busy(const Manager *m);
+bool remover_has(const Manager *m, const char *snapshot_id);
+/* Shutdown: SIGTERM the running removal; queued ones are given back (completed). */
+void remover_stop(Manager *m);
+void remover_free_all(Manager *m);
 
 /* agent-reader.c */
 /* Queued and running readers, for the worker slots and the status line. */

@@ -49,6 +49,11 @@ static void emit_policy_changed(Manager *m, const ManagerPolicy *p) {
         m->hooks.policy_changed(m, p, m->hooks_userdata);
 }
 
+static void emit_policy_removed(Manager *m, const ManagerPolicy *p) {
+    if (m->hooks.policy_removed)
+        m->hooks.policy_removed(m, p, m->hooks_userdata);
+}
+
 static void forget_stores(Manager *m);
 
 /* ---- policies ---- */
@@ -148,8 +153,10 @@ int manager_reload_policies(Manager *m, MsError *e) {
         bool found = false;
         for (size_t j = 0; j < set->n_policies && !found; j++)
             found = strcmp(set->policies[j]->name, p->settings->name) == 0;
-        if (!found)
+        if (!found && !p->removed) {
             p->removed = true;
+            emit_policy_removed(m, p);
+        }
     }
 
     for (size_t j = 0; j < set->n_policies; j++) {
@@ -308,7 +315,7 @@ bool manager_has_tasks(const Manager *m) {
     for (size_t i = 0; i < m->n_policies; i++)
         if (m->policies[i]->task)
             return true;
-    return m->n_read_tasks > 0;
+    return m->n_read_tasks > 0 || remover_busy(m);
 }
 
 static void flush_progress(SnapshotTask *t) {
@@ -404,13 +411,46 @@ static bool store_is_local(const char *location) {
     return location[0] == '/' || strncmp(location, "file://", strlen("file://")) == 0;
 }
 
+void manager_log_removed(Manager *m, const MsSnapshotRecord *r, const char *why) {
+    (void) ms_event_log(r->state == MS_SNAPSHOT_EXPIRED ? MS_EVENT_SNAPSHOT_EXPIRED
+                                                        : MS_EVENT_SNAPSHOT_DELETED,
+                        &(MsEventFields){.policy = r->policy,
+                                         .task = r->id,
+                                         .node = r->node,
+                                         .has_items = true,
+                                         .items = r->items_done,
+                                         .has_bytes = true,
+                                         .bytes = r->bytes_transferred},
+                        "snapshot %s %s from %s: %s", r->id,
+                        r->state == MS_SNAPSHOT_EXPIRED ? "expired and removed" : "deleted",
+                        r->store ? r->store : "its store", why);
+}
+
+void manager_set_snapshot_state(Manager *m, MsSnapshotRecord *r, MsSnapshotState state) {
+    r->state = state;
+    MsError ce = MS_ERROR_INIT;
+    if (ms_catalog_update_snapshot(m->catalog, r, &ce) < 0)
+        log_warning("cannot record that %s is %s: %s", r->id, ms_snapshot_state_to_string(state),
+                    ce.message);
+    manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE);
+}
+
 /* Remove a completed snapshot's objects from its store and record it as gone (expired by
  * retention, or deleted on request). The manifest goes first: without it the snapshot can no
- * longer be taken for a complete one, whatever happens to the archive next.
- * TODO(S3): this runs on the event loop, which is fine for a local store's two unlink()s; a
- * remote store's round trips belong in a worker. */
+ * longer be taken for a complete one, whatever happens to the archive next. A local store's
+ * two unlink()s happen here; a remote store's round trips and retries go to a worker
+ * (agent-remover.c), so that a slow or failing S3 never blocks the event loop (nor trips the
+ * watchdog). The record says expired/deleted from now on; it returns to completed if the
+ * worker removed nothing. */
 static int remove_from_store(Manager *m, MsSnapshotRecord *r, MsSnapshotState state,
                              const char *why, MsError *e) {
+    if (r->state == MS_SNAPSHOT_COMPLETED && r->store && !store_is_local(r->store)) {
+        int k = remover_enqueue(m, r, why, e);
+        if (k < 0)
+            return k;
+        manager_set_snapshot_state(m, r, state);
+        return 0;
+    }
     if (r->state == MS_SNAPSHOT_COMPLETED && r->store) {
         _cleanup_(ms_storage_freep) MsStorage *s = NULL;
         int k = ms_storage_open(r->store, &s, e);
@@ -423,23 +463,8 @@ static int remove_from_store(Manager *m, MsSnapshotRecord *r, MsSnapshotState st
             return k;
         }
     }
-    r->state = state;
-    MsError ce = MS_ERROR_INIT;
-    if (ms_catalog_update_snapshot(m->catalog, r, &ce) < 0)
-        log_warning("cannot record that %s was removed: %s", r->id, ce.message);
-    (void) ms_event_log(state == MS_SNAPSHOT_EXPIRED ? MS_EVENT_SNAPSHOT_EXPIRED
-                                                     : MS_EVENT_SNAPSHOT_DELETED,
-                        &(MsEventFields){.policy = r->policy,
-                                         .task = r->id,
-                                         .node = r->node,
-                                         .has_items = true,
-                                         .items = r->items_done,
-                                         .has_bytes = true,
-                                         .bytes = r->bytes_transferred},
-                        "snapshot %s %s from %s: %s", r->id,
-                        state == MS_SNAPSHOT_EXPIRED ? "expired and removed" : "deleted",
-                        r->store ? r->store : "its store", why);
-    manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE);
+    manager_set_snapshot_state(m, r, state);
+    manager_log_removed(m, r, why);
     return 0;
 }
 
@@ -1076,6 +1101,7 @@ int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsErro
         "policy %s deleted%s", name,
         purge_store ? " with its stored snapshots" : "; snapshots in remote stores kept");
     p->removed = true;
+    emit_policy_removed(m, p);
     /* Either way p goes: now, or when its worker has exited (finish_task drops it). */
     if (p->task)
         stop_task(p->task, "the policy was deleted", true);
@@ -1100,7 +1126,7 @@ int manager_delete_snapshot(Manager *m, const char *id, MsError *e) {
     default:
         break;
     }
-    if (reader_uses_snapshot(m, id))
+    if (reader_uses_snapshot(m, id) || remover_has(m, id))
         return ms_error_set(e, EBUSY,
                             "snapshot %s is being restored or verified; cancel that task or wait "
                             "for it to end",
@@ -1294,6 +1320,7 @@ void manager_begin_shutdown(Manager *m) {
         if (p->task)
             stop_task(p->task, INTERRUPTED_BY_SHUTDOWN, false);
     }
+    remover_stop(m);
     /* A queued reader leaves the list when stopped: walk it from the end. */
     for (size_t i = m->n_read_tasks; i > 0; i--)
         reader_stop(m->read_tasks[i - 1], INTERRUPTED_BY_SHUTDOWN, false);
@@ -1315,6 +1342,10 @@ void manager_set_hooks(Manager *m, const ManagerHooks *hooks, void *userdata) {
 
 const MsAgentConfig *manager_agent_config(const Manager *m) {
     return m->config;
+}
+
+const char *manager_timer_directory(const Manager *m) {
+    return m->timer_directory;
 }
 
 static int override_path(char **field, const char *value, const char *what, MsError *e) {
@@ -1340,6 +1371,11 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
     if (r < 0)
         return r;
     r = override_path(&m->config->worker_path, o->worker_path, "--worker", e);
+    if (r < 0)
+        return r;
+    r = override_path(&m->timer_directory, o->timer_directory ? o->timer_directory
+                                                                : MANAGER_TIMER_DIRECTORY,
+                      "--timer-dir", e);
     if (r < 0)
         return r;
 
@@ -1427,12 +1463,14 @@ Manager *manager_free(Manager *m) {
     free(m->policies);
     free_policy_errors(m);
     reader_free_all(m);
+    remover_free_all(m);
     forget_stores(m);
     ms_snapshot_record_list_free(m->snapshots, m->n_snapshots);
     sd_event_source_disable_unref(m->stop_timer);
     sd_event_source_disable_unref(m->retention_timer);
     ms_catalog_close(m->catalog);
     ms_agent_config_free(m->config);
+    free(m->timer_directory);
     sd_event_unref(m->event);
     free(m);
     return NULL;

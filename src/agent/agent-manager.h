@@ -50,6 +50,9 @@ typedef struct ManagerHooks {
                              void *userdata);
     void (*policy_changed)(Manager *m, const ManagerPolicy *p, void *userdata);
     void (*policy_added)(Manager *m, const ManagerPolicy *p, void *userdata);
+    /* p was deleted (Delete) or its file vanished at a reload; p is still valid during the
+     * call, with removed set, and goes afterwards (or when its task ends). */
+    void (*policy_removed)(Manager *m, const ManagerPolicy *p, void *userdata);
     void (*restore_added)(Manager *m, const MsRestoreRecord *r, void *userdata);
     /* changes: ManagerSnapshotChange flags, with the same meaning for a restore. */
     void (*restore_changed)(Manager *m, const MsRestoreRecord *r, unsigned changes, void *userdata);
@@ -65,7 +68,13 @@ typedef struct ManagerOptions {
     const char *policy_directory;
     const char *state_directory;
     const char *worker_path;
+    /* Where the bus side writes the policies' timer drop-ins; NULL: MANAGER_TIMER_DIRECTORY. */
+    const char *timer_directory;
 } ManagerOptions;
+
+/* systemd's runtime unit directory: the timers' drop-ins are derived from the policy files and
+ * rewritten at every start, like a generator's output. */
+#define MANAGER_TIMER_DIRECTORY "/run/systemd/system"
 
 /* Load the agent configuration, open the catalog in the state directory and mark the tasks a
  * previous run left unfinished as interrupted. Policies are loaded by manager_reload_policies(). */
@@ -76,6 +85,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 
 void manager_set_hooks(Manager *m, const ManagerHooks *hooks, void *userdata);
 const MsAgentConfig *manager_agent_config(const Manager *m);
+/* ManagerOptions.timer_directory or MANAGER_TIMER_DIRECTORY. */
+const char *manager_timer_directory(const Manager *m);
 
 /* (Re)load policies.d: new files become policies, changed ones take their new settings (a
  * running task keeps the settings it started with), vanished ones go once idle. A bad file is

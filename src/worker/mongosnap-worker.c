@@ -68,6 +68,8 @@ typedef struct Args {
     bool json;
     MsNsFilter filter;
     size_t n_rename_from, n_rename_to; /* paired after parsing */
+    char **keys; /* remove --key, in order */
+    size_t n_keys;
 } Args;
 
 static void help(void) {
@@ -84,7 +86,8 @@ static void help(void) {
            "--ns-to PAT]\n"
            "                            [--until T:I|YYYY-MM-DDTHH:MM:SSZ] [--no-oplog]\n"
            "  mongosnap-worker verify   (--store DIR --snapshot KEY | --archive FILE [--manifest "
-           "FILE])\n\n"
+           "FILE])\n"
+           "  mongosnap-worker remove   --store DIR --key KEY [--key KEY]...\n\n"
            "Namespaces (snapshot and restore):\n"
            "  --ns-include PAT     take only collections matching PAT, DB.COLLECTION with '*'\n"
            "                       for any run ('shop.*', '*.orders'); repeatable; none given:\n"
@@ -141,6 +144,7 @@ enum {
     OPT_NAME,
     OPT_NODE,
     OPT_SNAPSHOT,
+    OPT_KEY,
     OPT_ARCHIVE,
     OPT_MANIFEST,
     OPT_COMPRESSION,
@@ -184,6 +188,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"name", required_argument, NULL, OPT_NAME},
         {"node", required_argument, NULL, OPT_NODE},
         {"snapshot", required_argument, NULL, OPT_SNAPSHOT},
+        {"key", required_argument, NULL, OPT_KEY},
         {"archive", required_argument, NULL, OPT_ARCHIVE},
         {"manifest", required_argument, NULL, OPT_MANIFEST},
         {"compression", required_argument, NULL, OPT_COMPRESSION},
@@ -242,6 +247,10 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case OPT_NODE:
             a->node = optarg;
+            break;
+        case OPT_KEY:
+            if (ms_ns_filter_add(&a->keys, &a->n_keys, optarg) < 0)
+                return -ENOMEM;
             break;
         case OPT_SNAPSHOT:
             a->snapshot = optarg;
@@ -345,7 +354,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         return -EINVAL;
     }
     if (optind >= argc) {
-        log_error("no command given: use snapshot, restore or verify (see --help)");
+        log_error("no command given: use snapshot, restore, verify or remove (see --help)");
         return -EINVAL;
     }
     a->command = argv[optind];
@@ -638,6 +647,42 @@ static int run_verify(Args *a, MsProgress *p) {
     return exit_code_for(r);
 }
 
+/* Remove objects from a store, in the order given (the agent gives a snapshot's manifest first,
+ * so that a half-done removal never leaves something that looks complete). It runs as a worker
+ * because a remote store's round trips and retries must not block the agent's event loop. The
+ * result says how many keys were removed, so the agent knows whether anything changed. */
+static int run_remove(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (a->n_keys == 0) {
+        log_error("remove needs at least one --key KEY");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    MsError e = MS_ERROR_INIT;
+    int r = 0;
+    size_t removed = 0;
+    for (; removed < a->n_keys && !cancel_requested; removed++) {
+        r = ms_storage_remove(storage, a->keys[removed], &e);
+        if (r < 0)
+            break;
+    }
+    if (r == 0 && removed < a->n_keys) {
+        r = -ECANCELED;
+        ms_error_set(&e, ECANCELED, "stopped by a signal after %zu of %zu objects", removed,
+                     a->n_keys);
+    }
+    bson_t fields = BSON_INITIALIZER;
+    BSON_APPEND_INT64(&fields, "removed", (int64_t) removed);
+    if (r == 0 && !a->json)
+        printf("removed %zu object(s)\n", removed);
+    else if (r < 0)
+        log_error("remove failed: %s", e.message);
+    report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    return exit_code_for(r);
+}
+
 int main(int argc, char **argv) {
     Args a = {
         .compression = MS_COMPRESSION_ZSTD, .threads = DEFAULT_ZSTD_THREADS, .progress_fd = -1};
@@ -660,8 +705,10 @@ int main(int argc, char **argv) {
         ret = run_restore(&a, &progress);
     else if (strcmp(a.command, "verify") == 0)
         ret = run_verify(&a, &progress);
+    else if (strcmp(a.command, "remove") == 0)
+        ret = run_remove(&a, &progress);
     else
-        log_error("unknown command '%s': use snapshot, restore or verify", a.command);
+        log_error("unknown command '%s': use snapshot, restore, verify or remove", a.command);
     ms_progress_done(&progress);
     mongoc_cleanup();
 out:
@@ -673,5 +720,8 @@ out:
     for (size_t i = a.filter.n_rename; i < a.n_rename_to; i++)
         free(a.filter.rename_to[i]);
     ms_ns_filter_clear(&a.filter);
+    for (size_t i = 0; i < a.n_keys; i++)
+        free(a.keys[i]);
+    free(a.keys);
     return ret;
 }

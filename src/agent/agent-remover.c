@@ -1,0 +1,180 @@
+/* Removals from remote stores (Delete, retention, purge): queued and carried out one at a time
+ * by `mongosnap-worker remove`, so that S3 round trips and retries never block the event loop. */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/agent-internal.h"
+#include "common/log.h"
+#include "eventlog/eventlog.h"
+#include "mongosnap/mongosnap.h"
+
+#define REMOVE_KEYS_MAX 2 /* a snapshot's manifest, then its archive */
+
+typedef struct Removal {
+    char *snapshot_id;
+    char *store;
+    char *keys[REMOVE_KEYS_MAX];
+    size_t n_keys;
+    char *why;
+    uint64_t removed;     /* keys the worker reported removed */
+    char *result_message; /* the worker's words on failure */
+} Removal;
+
+static Removal *removal_free(Removal *x) {
+    if (!x)
+        return NULL;
+    free(x->snapshot_id);
+    free(x->store);
+    for (size_t i = 0; i < x->n_keys; i++)
+        free(x->keys[i]);
+    free(x->why);
+    free(x->result_message);
+    free(x);
+    return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(Removal *, removal_free);
+
+bool remover_busy(const Manager *m) {
+    return m->n_removals > 0;
+}
+
+bool remover_has(const Manager *m, const char *snapshot_id) {
+    for (size_t i = 0; i < m->n_removals; i++)
+        if (strcmp(m->removals[i]->snapshot_id, snapshot_id) == 0)
+            return true;
+    return false;
+}
+
+static void remover_start_next(Manager *m);
+
+static void pop_head(Manager *m) {
+    removal_free(m->removals[0]);
+    memmove(m->removals, m->removals + 1, (m->n_removals - 1) * sizeof(*m->removals));
+    m->n_removals--;
+    m->remover = agent_task_free(m->remover);
+}
+
+static void on_remover_message(AgentTask *w, const bson_t *msg, void *userdata) {
+    Manager *m = userdata;
+    const char *event = agent_msg_str(msg, "event");
+    if (!event || strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) != 0 || m->n_removals == 0)
+        return;
+    Removal *x = m->removals[0];
+    x->removed = agent_msg_u64(msg, "removed");
+    (void) replace_string(&x->result_message, agent_msg_str(msg, "message"));
+}
+
+static void on_remover_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
+    Manager *m = userdata;
+    Removal *x = m->removals[0];
+    MsSnapshotRecord *r = manager_snapshot_mutable(m, x->snapshot_id);
+    bool ok = !by_signal && status == MONGOSNAP_EXIT_OK;
+    char reason[MS_ERROR_MESSAGE_MAX];
+    if (x->result_message && x->result_message[0])
+        snprintf(reason, sizeof(reason), "%s", x->result_message);
+    else
+        snprintf(reason, sizeof(reason), "the worker %s %d",
+                 by_signal ? "was killed by signal" : "exited with status",
+                 by_signal ? status - 128 : status);
+
+    if (r && ok) {
+        manager_log_removed(m, r, x->why);
+    } else if (r && x->removed == 0) {
+        /* Nothing was removed: the snapshot is whole and stays listed as completed; retention
+         * or the operator will try again. */
+        manager_set_snapshot_state(m, r, MS_SNAPSHOT_COMPLETED);
+        (void) ms_event_log(
+            MS_EVENT_TASK_FAILED,
+            &(MsEventFields){.policy = r->policy, .task = r->id, .node = r->node, .error = reason},
+            "removing snapshot %s from %s failed, it is kept: %s", r->id, r->store, reason);
+    } else if (r) {
+        /* The manifest is gone, so the snapshot is no longer restorable; what is left is an
+         * orphaned archive to remove by hand. */
+        (void) ms_event_log(
+            MS_EVENT_TASK_FAILED,
+            &(MsEventFields){.policy = r->policy, .task = r->id, .node = r->node, .error = reason},
+            "snapshot %s was removed only in part from %s (%" PRIu64
+            " of %zu objects; %s left behind): %s",
+            r->id, r->store, x->removed, x->n_keys, x->keys[x->n_keys - 1], reason);
+    }
+    pop_head(m);
+    remover_start_next(m);
+    manager_maybe_finish_shutdown(m);
+}
+
+static void remover_start_next(Manager *m) {
+    while (m->n_removals > 0 && !m->remover && !m->stopping) {
+        Removal *x = m->removals[0];
+        const char *args[4 + 2 * REMOVE_KEYS_MAX + 1];
+        size_t k = 0;
+        args[k++] = "remove";
+        args[k++] = "--store";
+        args[k++] = x->store;
+        for (size_t i = 0; i < x->n_keys; i++) {
+            args[k++] = "--key";
+            args[k++] = x->keys[i];
+        }
+        args[k] = NULL;
+        AgentTaskSpec spec = {.worker_path = m->config->worker_path, .args = args};
+        static const AgentTaskCallbacks callbacks = {.on_message = on_remover_message,
+                                                     .on_exit = on_remover_exit};
+        MsError e = MS_ERROR_INIT;
+        if (agent_task_spawn(m->event, &spec, &callbacks, m, &m->remover, &e) >= 0)
+            return;
+        /* Not even started: nothing was removed. */
+        MsSnapshotRecord *r = manager_snapshot_mutable(m, x->snapshot_id);
+        log_error("cannot start the removal of %s: %s", x->snapshot_id, e.message);
+        if (r)
+            manager_set_snapshot_state(m, r, MS_SNAPSHOT_COMPLETED);
+        pop_head(m);
+    }
+}
+
+int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *why, MsError *e) {
+    if (remover_has(m, r->id))
+        return ms_error_set(e, EALREADY, "snapshot %s is being removed already", r->id);
+    _cleanup_(removal_freep) Removal *x = calloc(1, sizeof(*x));
+    if (!x || !(x->snapshot_id = strdup(r->id)) || !(x->store = strdup(r->store)) ||
+        !(x->why = strdup(why)))
+        return oom(e);
+    if (r->manifest_key && !(x->keys[x->n_keys++] = strdup(r->manifest_key)))
+        return oom(e);
+    if (r->archive_key && !(x->keys[x->n_keys++] = strdup(r->archive_key)))
+        return oom(e);
+    if (x->n_keys == 0)
+        return ms_error_set(e, ENOENT, "snapshot %s has no objects to remove", r->id);
+    Removal **list = realloc(m->removals, (m->n_removals + 1) * sizeof(*list));
+    if (!list)
+        return oom(e);
+    m->removals = list;
+    m->removals[m->n_removals++] = TAKE_PTR(x);
+    remover_start_next(m);
+    return 0;
+}
+
+void remover_stop(Manager *m) {
+    /* Queued removals have not touched the store: their snapshots are whole again. */
+    while (m->n_removals > (m->remover ? 1u : 0u)) {
+        Removal *x = m->removals[m->n_removals - 1];
+        MsSnapshotRecord *r = manager_snapshot_mutable(m, x->snapshot_id);
+        if (r)
+            manager_set_snapshot_state(m, r, MS_SNAPSHOT_COMPLETED);
+        removal_free(x);
+        m->n_removals--;
+    }
+    if (m->remover)
+        (void) agent_task_kill(m->remover, SIGTERM);
+}
+
+void remover_free_all(Manager *m) {
+    m->remover = agent_task_free(m->remover);
+    for (size_t i = 0; i < m->n_removals; i++)
+        removal_free(m->removals[i]);
+    free(m->removals);
+    m->removals = NULL;
+    m->n_removals = 0;
+}
