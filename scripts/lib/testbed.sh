@@ -8,6 +8,7 @@
 #   ms_build_ferretdb          FerretDB (pinned)          -> $MS_TOOLS_BIN/ferretdb
 #   ms_build_mongo_tools       mongodump + mongorestore   -> $MS_TOOLS_BIN/mongo{dump,restore}
 #   ms_build_minio             MinIO server (pinned)      -> $MS_TOOLS_BIN/minio
+#   ms_build_toxiproxy         toxiproxy server (pinned)  -> $MS_TOOLS_BIN/toxiproxy-server
 #   ms_make_venv               Python venv from tests/integration/requirements.txt
 #   ms_start_ferretdb DIR [ARGS...]   start FerretDB on a free loopback port, print the port
 #   ms_stop_ferretdb DIR       stop the FerretDB started in DIR
@@ -26,6 +27,8 @@ MS_FERRETDB_COMMIT=cda72d440810406a208c4670aa7047f5bc8d528f
 MS_MONGO_TOOLS_VERSION=v0.0.0-20250131183507-b8a566a7f38f
 # MinIO community edition, commit 7aac2a2c5b7c (2026-02-12); RELEASE.* tags are not Go versions.
 MS_MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+# Shopify's toxiproxy (fault injection for the S3 tests: tests/integration/toxiproxy_fixtures.py).
+MS_TOXIPROXY_VERSION=v2.5.0
 
 MS_REPO_ROOT=${MS_REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 MS_TOOLS_CACHE=${MONGOSNAP_TOOLS_CACHE:-$HOME/.cache/mongosnap-tools}
@@ -38,8 +41,10 @@ MS_PACKAGES=(
   libmongoc-dev libbson-dev libsystemd-dev libcurl4-openssl-dev libinih-dev
   libsqlite3-dev libzstd-dev libssl-dev zlib1g-dev
   zstd dbus systemd clang-format python3-venv
+  clang libclang-rt-14-dev      # libFuzzer + sanitizer runtimes (scripts/fuzz, tests/fuzz)
   libglib2.0-bin
   util-linux coreutils iproute2
+  dpkg-dev debhelper fakeroot   # scripts/build-deb (test_systemd_package.py)
 )
 
 # ---- helpers ---------------------------------------------------------------
@@ -211,6 +216,31 @@ ms_build_minio() (
   ms__minio_ok || { ms_die "built MinIO does not carry version $MS_MINIO_VERSION"; exit 1; }
   rm -rf "$mod"
   ms_log "MinIO ready: $MS_TOOLS_BIN/minio"
+)
+
+# ---- toxiproxy (fault injection) -------------------------------------------------
+ms__toxiproxy_ok() {
+  ms__go_bin_has "$MS_TOOLS_BIN/toxiproxy-server" github.com/Shopify/toxiproxy/v2 "$MS_TOXIPROXY_VERSION"
+}
+
+ms_build_toxiproxy() (
+  set -euo pipefail
+  ms__toxiproxy_ok && exit 0
+  ms__lock toxiproxy
+  ms__toxiproxy_ok && exit 0
+  local go mod
+  go=$(ms__go)
+  ms_log "building toxiproxy $MS_TOXIPROXY_VERSION"
+  mod=$(ms__go_module toxiproxy)
+  mkdir -p "$MS_TOOLS_BIN"
+  (cd "$mod" && "$go" get "github.com/Shopify/toxiproxy/v2/cmd/server@$MS_TOXIPROXY_VERSION") ||
+    { ms_die "could not fetch toxiproxy $MS_TOXIPROXY_VERSION from the Go module proxy"; exit 1; }
+  (cd "$mod" && "$go" build -trimpath -o "$MS_TOOLS_BIN/toxiproxy-server.new" github.com/Shopify/toxiproxy/v2/cmd/server) ||
+    { ms_die "go build of toxiproxy failed"; exit 1; }
+  mv -f "$MS_TOOLS_BIN/toxiproxy-server.new" "$MS_TOOLS_BIN/toxiproxy-server"
+  ms__toxiproxy_ok || { ms_die "built toxiproxy does not carry version $MS_TOXIPROXY_VERSION"; exit 1; }
+  rm -rf "$mod"
+  ms_log "toxiproxy ready: $MS_TOOLS_BIN/toxiproxy-server"
 )
 
 # ---- Python venv -----------------------------------------------------------

@@ -11,14 +11,14 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "config.h"
 #include "s3-xml.h"
 
 #define USER_AGENT "mongosnap/" MONGOSNAP_VERSION
-/* A transfer that moves less than this many bytes per second for LOW_SPEED_TIME seconds is
- * stalled: curl ends it with a time-out, and the request is retried. */
+/* A transfer that moves less than this many bytes per second for the location's
+ * stall_timeout is stalled: curl ends it with a time-out, and the request is retried. */
 #define LOW_SPEED_LIMIT_BYTES 1
-#define LOW_SPEED_TIME_SEC 60L
 /* Backoff sleeps are cut in slices this long so a cancellation is seen promptly. */
 #define CANCEL_POLL_USEC UINT64_C(50000)
 #define USEC_PER_SEC UINT64_C(1000000)
@@ -146,7 +146,19 @@ typedef struct Transfer {
     int data_error;       /* negative errno from on_data */
     MsError *e;
     bool too_large;
+    /* Stall detection: curl's own low-speed check averages over a window of several
+     * seconds, so after a burst (a part body swallowed by a black hole) it fires only
+     * seconds after stall_timeout; this one counts from the last byte that moved. */
+    curl_off_t last_ul, last_dl;
+    uint64_t last_change_usec, stall_usec;
+    bool stalled;
 } Transfer;
+
+static uint64_t now_usec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
 
 static bool status_is_success(long status) {
     return status >= 200 && status < 300;
@@ -247,10 +259,35 @@ static size_t on_read(char *buffer, size_t size, size_t nitems, void *userdata) 
     return n;
 }
 
+/* curl rewinds the body when it resends a request on a fresh connection by itself (a
+ * kept-alive connection the server or a proxy closed meanwhile); without this it cannot,
+ * and the attempt fails with CURLE_SEND_FAIL_REWIND. */
+static int on_seek(void *userdata, curl_off_t offset, int origin) {
+    Transfer *t = userdata;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t) offset > t->rq->body_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    t->upload_pos = (size_t) offset;
+    return CURL_SEEKFUNC_OK;
+}
+
 static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow) {
     Transfer *t = userdata;
-    return cancelled(t->rq) ? 1 : 0;
+    if (cancelled(t->rq))
+        return 1;
+    uint64_t now = now_usec();
+    curl_off_t connected = 0;
+    /* Connecting has its own limit (connect_timeout). */
+    if (curl_easy_getinfo(t->curl, CURLINFO_CONNECT_TIME_T, &connected) != CURLE_OK ||
+        connected == 0 || ulnow != t->last_ul || dlnow != t->last_dl) {
+        t->last_ul = ulnow;
+        t->last_dl = dlnow;
+        t->last_change_usec = now;
+    } else if (now - t->last_change_usec >= t->stall_usec) {
+        t->stalled = true;
+        return 1;
+    }
+    return 0;
 }
 
 static struct curl_slist *add_header(struct curl_slist *list, bool *failed, const char *name,
@@ -288,7 +325,9 @@ static bool curl_code_is_transient(CURLcode c) {
     case CURLE_PARTIAL_FILE:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
-    case CURLE_SSL_CONNECT_ERROR: /* also what a reset during the handshake looks like */
+    case CURLE_SSL_CONNECT_ERROR:  /* also what a reset during the handshake looks like */
+    case CURLE_SEND_FAIL_REWIND:   /* curl's own resend on a fresh connection could not rewind */
+    case CURLE_WEIRD_SERVER_REPLY: /* a connection cut inside the status line or headers */
         return true;
     default:
         return false;
@@ -354,9 +393,9 @@ static int transport_error(MsS3Http *h, const MsS3Request *rq, CURLcode c, bool 
                             rq->what, endpoint, attempts, detail);
     if (c == CURLE_OPERATION_TIMEDOUT)
         return ms_error_set(e, ETIMEDOUT,
-                            "%s: the S3 endpoint %s stalled (no progress for %lds) on each of %u "
+                            "%s: the S3 endpoint %s stalled (no progress for %us) on each of %u "
                             "attempts; check the network and the endpoint's load",
-                            rq->what, endpoint, LOW_SPEED_TIME_SEC, attempts);
+                            rq->what, endpoint, h->loc->stall_timeout_sec, attempts);
     if (curl_code_is_transient(c))
         return ms_error_set(e, EIO,
                             "%s: the connection to the S3 endpoint %s kept failing (%s) on each "
@@ -493,7 +532,13 @@ static AttemptOutcome attempt_once(MsS3Http *h, const MsS3Request *rq, const MsS
         return ATTEMPT_FAILED;
     }
 
-    Transfer t = {.rq = rq, .resp = resp, .curl = c, .e = e, .range_first = range_first};
+    Transfer t = {.rq = rq,
+                  .resp = resp,
+                  .curl = c,
+                  .e = e,
+                  .range_first = range_first,
+                  .last_change_usec = now_usec(),
+                  .stall_usec = (uint64_t) MS_MAX(h->loc->stall_timeout_sec, 1u) * USEC_PER_SEC};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
@@ -504,7 +549,7 @@ static AttemptOutcome attempt_once(MsS3Http *h, const MsS3Request *rq, const MsS
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long) h->loc->connect_timeout_sec);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long) LOW_SPEED_LIMIT_BYTES);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_TIME_SEC);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long) MS_MAX(h->loc->stall_timeout_sec, 1u));
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(c, CURLOPT_FILETIME, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
@@ -522,6 +567,8 @@ static AttemptOutcome attempt_once(MsS3Http *h, const MsS3Request *rq, const MsS
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
         curl_easy_setopt(c, CURLOPT_READDATA, &t);
+        curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(c, CURLOPT_SEEKDATA, &t);
         curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t) rq->body_len);
     } else if (strcmp(rq->method, "POST") == 0) {
         curl_easy_setopt(c, CURLOPT_POST, 1L);
@@ -543,6 +590,13 @@ static AttemptOutcome attempt_once(MsS3Http *h, const MsS3Request *rq, const MsS
         if (!ms_error_is_set(e))
             ms_error_set(e, -t.data_error, "%s: %s", rq->what, strerror(-t.data_error));
         return ATTEMPT_FAILED;
+    }
+    if (cc == CURLE_ABORTED_BY_CALLBACK && t.stalled && !cancelled(rq)) {
+        /* Our stall detection: the same as curl's time-out, only on time. */
+        *ret_code = CURLE_OPERATION_TIMEDOUT;
+        snprintf(h->errbuf, sizeof(h->errbuf), "no data moved for %us",
+                 MS_MAX(h->loc->stall_timeout_sec, 1u));
+        return ATTEMPT_RETRY;
     }
     if (cc == CURLE_ABORTED_BY_CALLBACK) {
         ms_error_set(e, ECANCELED, "%s: cancelled", rq->what);
@@ -650,7 +704,23 @@ int ms_s3_http_perform(MsS3Http *h, const MsS3Request *rq, MsS3Response *ret, Ms
             r = transport_error(h, rq, cc, connected, attempt, e);
             break;
         }
-        if (!sleep_unless_cancelled(rq, ms_s3_backoff_usec(attempt, random_u32()))) {
+        uint64_t delay = ms_s3_backoff_usec(attempt, random_u32());
+        /* Retries are worth seeing (a flaky network, an overloaded endpoint) but are no
+         * failure yet: info, not a warning. Never a credential: curl's message and S3's
+         * code only. */
+        char reason[CURL_ERROR_SIZE + 64];
+        if (o == ATTEMPT_RETRY)
+            snprintf(reason, sizeof(reason), "%s",
+                     h->errbuf[0] ? h->errbuf : curl_easy_strerror(cc));
+        else
+            snprintf(reason, sizeof(reason), "HTTP %ld%s%s", resp.status,
+                     resp.error_code ? " " : "", resp.error_code ? resp.error_code : "");
+        char resume[64] = "";
+        if (rq->has_range && delivered > 0)
+            snprintf(resume, sizeof(resume), " from byte %" PRIu64 " (resumed)", range_first);
+        log_info("%s: attempt %u of %u failed (%s); retrying in %" PRIu64 " ms%s", rq->what,
+                 attempt, max_attempts, reason, delay / 1000, resume);
+        if (!sleep_unless_cancelled(rq, delay)) {
             r = ms_error_set(e, ECANCELED, "%s: cancelled", rq->what);
             break;
         }

@@ -23,7 +23,7 @@
 static const char location_syntax[] =
     "s3://BUCKET[/PREFIX][?endpoint=URL&region=R&addressing=path|virtual&ca=FILE"
     "&sse=AES256|aws:kms&kms_key_id=ID&part_size=SIZE&parallel=N&presign_expires=TIMESPAN"
-    "&max_attempts=N&connect_timeout=TIMESPAN]";
+    "&max_attempts=N&connect_timeout=TIMESPAN&stall_timeout=TIMESPAN]";
 
 static int hex_digit(char c) {
     if (c >= '0' && c <= '9')
@@ -287,6 +287,14 @@ static int apply_option(MsS3Location *l, const char *name, const char *value, bo
         l->connect_timeout_sec = (unsigned) sec;
         return 0;
     }
+    if (strcmp(name, "stall_timeout") == 0) {
+        uint64_t sec;
+        int r = parse_timespan_sec(name, value, 1, MS_S3_MAX_STALL_TIMEOUT_SEC, &sec, e);
+        if (r < 0)
+            return r;
+        l->stall_timeout_sec = (unsigned) sec;
+        return 0;
+    }
     if (looks_like_credential(name))
         return credentials_in_location(e);
     return ms_error_set(e, EINVAL, "unknown S3 location option '%s'; the syntax is %s", name,
@@ -304,7 +312,8 @@ static int parse_query(MsS3Location *l, const char *query, bool *have_addressing
                                              "parallel",
                                              "presign_expires",
                                              "max_attempts",
-                                             "connect_timeout"};
+                                             "connect_timeout",
+                                             "stall_timeout"};
     bool seen[ELEMENTSOF(seen_names)] = {false};
     const char *p = query;
     while (*p) {
@@ -396,6 +405,7 @@ int ms_s3_location_parse(const char *location, MsS3Location *ret, MsError *e) {
         .presign_expires_sec = MS_S3_DEFAULT_PRESIGN_SECONDS,
         .max_attempts = MS_S3_DEFAULT_MAX_ATTEMPTS,
         .connect_timeout_sec = MS_S3_DEFAULT_CONNECT_TIMEOUT_SEC,
+        .stall_timeout_sec = MS_S3_DEFAULT_STALL_TIMEOUT_SEC,
     };
     int r = 0;
     bool have_addressing = false;

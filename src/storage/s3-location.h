@@ -24,6 +24,10 @@
 #define MS_S3_MAX_ATTEMPTS_LIMIT 20u
 #define MS_S3_DEFAULT_CONNECT_TIMEOUT_SEC 10u
 #define MS_S3_MAX_CONNECT_TIMEOUT_SEC 300u
+/* A transfer that moves less than a byte per second for this long is stalled: it is ended
+ * and counts as a failed attempt (retried like a broken connection). */
+#define MS_S3_DEFAULT_STALL_TIMEOUT_SEC 60u
+#define MS_S3_MAX_STALL_TIMEOUT_SEC 3600u
 
 typedef enum MsS3Addressing {
     MS_S3_ADDRESSING_PATH,    /* https://endpoint/bucket/key */
@@ -52,6 +56,7 @@ typedef struct MsS3Location {
     uint64_t presign_expires_sec;
     unsigned max_attempts;
     unsigned connect_timeout_sec;
+    unsigned stall_timeout_sec;
     char *description; /* "s3://bucket/prefix (endpoint https://..., region ...)" */
 } MsS3Location;
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <openssl/evp.h>
@@ -74,6 +75,50 @@ void ms_s3_sha256_hex(const void *buf, size_t len, char ret[MS_S3_SHA256_HEX_LEN
     unsigned int md_len = 0;
     EVP_Digest(buf, len, md, &md_len, EVP_sha256(), NULL);
     hex_encode(md, SHA256_LEN, ret);
+}
+
+int ms_s3_multipart_etag(const uint8_t (*part_md5s)[MS_S3_MD5_LEN], size_t n_parts,
+                         char ret[MS_S3_ETAG_MAX]) {
+    if (n_parts == 0 || !part_md5s)
+        return -EINVAL;
+    unsigned char md[MS_S3_MD5_LEN];
+    unsigned int md_len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx)
+        return -ENOMEM;
+    bool ok = EVP_DigestInit_ex(ctx, EVP_md5(), NULL) == 1;
+    for (size_t i = 0; ok && i < n_parts; i++)
+        ok = EVP_DigestUpdate(ctx, part_md5s[i], MS_S3_MD5_LEN) == 1;
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == MS_S3_MD5_LEN;
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return -EIO;
+    hex_encode(md, MS_S3_MD5_LEN, ret);
+    snprintf(ret + 2 * MS_S3_MD5_LEN, MS_S3_ETAG_MAX - 2 * MS_S3_MD5_LEN, "-%zu", n_parts);
+    return 0;
+}
+
+/* The ETag without W/ and quotes: [*ret_start, *ret_start + *ret_len). */
+static void etag_core(const char *s, const char **ret_start, size_t *ret_len) {
+    if (strncmp(s, "W/", 2) == 0)
+        s += 2;
+    size_t len = strlen(s);
+    if (len >= 2 && s[0] == '"' && s[len - 1] == '"') {
+        s++;
+        len -= 2;
+    }
+    *ret_start = s;
+    *ret_len = len;
+}
+
+bool ms_s3_etag_equal(const char *a, const char *b) {
+    if (!a || !b)
+        return false;
+    const char *ca, *cb;
+    size_t la, lb;
+    etag_core(a, &ca, &la);
+    etag_core(b, &cb, &lb);
+    return la > 0 && la == lb && strncasecmp(ca, cb, la) == 0;
 }
 
 typedef struct EncodedPair {

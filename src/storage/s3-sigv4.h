@@ -41,6 +41,21 @@ char *ms_s3_canonical_query(const MsS3Param *params, size_t n);
 /* Lower-case hex SHA-256 of buf. */
 void ms_s3_sha256_hex(const void *buf, size_t len, char ret[MS_S3_SHA256_HEX_LEN + 1]);
 
+/* S3's ETags. A single PUT's ETag is the hex MD5 of the object (without SSE-KMS/SSE-C); a
+ * multipart object's is the hex MD5 of its parts' binary MD5s concatenated, then "-" and the
+ * number of parts: "9b2cf535f27731c974343645a3985328-3". */
+#define MS_S3_MD5_LEN 16
+#define MS_S3_ETAG_MAX (2 * MS_S3_MD5_LEN + 1 + 20 + 1)
+
+/* The multipart ETag (no quotes) of an object made of n_parts parts (n_parts >= 1) whose MD5s
+ * are part_md5s[0..n_parts-1]. Returns 0, or -EINVAL for no parts. */
+int ms_s3_multipart_etag(const uint8_t (*part_md5s)[MS_S3_MD5_LEN], size_t n_parts,
+                         char ret[MS_S3_ETAG_MAX]);
+
+/* Whether two ETags name the same content: surrounding quotes and a weak "W/" prefix are
+ * ignored, hex digits compared without regard to case. NULLs never match. */
+bool ms_s3_etag_equal(const char *a, const char *b);
+
 /* The Authorization header value for a request. canonical_uri is the encoded path exactly as
  * sent; headers are every header to sign (host, x-amz-date and x-amz-content-sha256 among
  * them; names in any case, values trimmed here); amz_date equals the x-amz-date header.

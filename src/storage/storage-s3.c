@@ -5,6 +5,7 @@
  *   s3://BUCKET[/PREFIX]?endpoint=http://127.0.0.1:9000&region=us-east-1
  *       &addressing=path|virtual&ca=/path/ca.pem&sse=AES256|aws:kms&kms_key_id=ID
  *       &part_size=16MiB&parallel=4&presign_expires=7d&max_attempts=5&connect_timeout=10s
+ *       &stall_timeout=60s
  *
  *   endpoint         default https://s3.REGION.amazonaws.com (AWS)
  *   region           default us-east-1; part of every signature
@@ -17,6 +18,8 @@
  *   presign_expires  default lifetime of download URLs (1s..7d)
  *   max_attempts     tries per request before giving up (1..20)
  *   connect_timeout  per connection attempt (1s..300s)
+ *   stall_timeout    an attempt during which no byte moves for this long is broken off and
+ *                    retried (1s..3600s, default 60s)
  *
  * Keys live under PREFIX ("PREFIX/KEY"). Credentials never appear in the location (one that
  * holds some is refused without being echoed): see s3-credentials.h for where they come from.
@@ -27,6 +30,12 @@
  * Objects smaller than one part go up in a single PUT; larger ones as a multipart upload
  * begun on the first full part and completed by finish(). Freeing an unfinished sink stops
  * the transfers and aborts the upload, so nothing is left behind.
+ *
+ * Lost answers: a CreateMultipartUpload retried after its answer was lost leaves an upload
+ * nobody knows the id of, so after a retried create the key's other uploads are aborted. A
+ * CompleteMultipartUpload retried after its successful answer was lost gets NoSuchUpload;
+ * the object is then accepted only if a HEAD shows the multipart ETag of exactly the parts
+ * sent (MD5 of the parts' MD5s, "-N"), and anything else fails.
  *
  * Why threads, not curl's multi interface: write() is called by the archive pipeline only
  * when it has data; with the multi interface someone would still have to drive the transfers
@@ -100,10 +109,12 @@ static void sse_headers(const MsS3Location *loc, MsS3Param *h, size_t *n) {
 /* Content-MD5 (base64) and the SHA-256 (hex) that signs the payload: S3 checks both, so a
  * part damaged on the way is refused rather than stored. */
 static void body_digests(const void *buf, size_t len, char md5_b64[MD5_BASE64_LEN],
-                         char sha256_hex[MS_S3_SHA256_HEX_LEN + 1]) {
+                         char sha256_hex[MS_S3_SHA256_HEX_LEN + 1], uint8_t ret_md5[MD5_LEN]) {
     unsigned char md5[MD5_LEN];
     unsigned int md5_len = 0;
     EVP_Digest(buf, len, md5, &md5_len, EVP_md5(), NULL);
+    if (ret_md5)
+        memcpy(ret_md5, md5, MD5_LEN);
     EVP_EncodeBlock((unsigned char *) md5_b64, md5, MD5_LEN);
     ms_s3_sha256_hex(buf, len, sha256_hex);
 }
@@ -138,7 +149,8 @@ typedef struct S3Sink {
     unsigned n_threads;
     pthread_t threads[MS_S3_MAX_PARALLEL];
     bool stopping;
-    char **etags; /* by part number - 1 */
+    char **etags;             /* by part number - 1 */
+    uint8_t (*md5s)[MD5_LEN]; /* each part's MD5, for the object's multipart ETag */
     size_t etags_cap;
     MsError error; /* the first failure of any part; sticky */
     volatile int abort;
@@ -153,7 +165,8 @@ static void part_free(S3Part *p) {
     free(p);
 }
 
-static int sink_record_etag(S3Sink *s, unsigned number, const char *etag) {
+static int sink_record_etag(S3Sink *s, unsigned number, const char *etag,
+                            const uint8_t md5[MD5_LEN]) {
     if (number > s->etags_cap) {
         size_t cap = MS_MAX((size_t) number, s->etags_cap * 2);
         char **n = realloc(s->etags, cap * sizeof(*n));
@@ -161,8 +174,14 @@ static int sink_record_etag(S3Sink *s, unsigned number, const char *etag) {
             return -ENOMEM;
         memset(n + s->etags_cap, 0, (cap - s->etags_cap) * sizeof(*n));
         s->etags = n;
+        uint8_t(*m)[MD5_LEN] = realloc(s->md5s, cap * sizeof(*m));
+        if (!m)
+            return -ENOMEM; /* etags grew, md5s did not: etags_cap still fits both */
+        memset(m + s->etags_cap, 0, (cap - s->etags_cap) * sizeof(*m));
+        s->md5s = m;
         s->etags_cap = cap;
     }
+    memcpy(s->md5s[number - 1], md5, MD5_LEN);
     free(s->etags[number - 1]);
     s->etags[number - 1] = strdup(etag);
     return s->etags[number - 1] ? 0 : -ENOMEM;
@@ -170,7 +189,8 @@ static int sink_record_etag(S3Sink *s, unsigned number, const char *etag) {
 
 static int upload_part(S3Sink *s, MsS3Http *http, S3Part *p, MsError *e) {
     char md5[MD5_BASE64_LEN], sha[MS_S3_SHA256_HEX_LEN + 1], number[16];
-    body_digests(p->buf, p->len, md5, sha);
+    uint8_t raw_md5[MD5_LEN];
+    body_digests(p->buf, p->len, md5, sha, raw_md5);
     snprintf(number, sizeof(number), "%u", p->number);
     MsS3Param q[] = {{"partNumber", number}, {"uploadId", s->upload_id}};
     MsS3Param h[] = {{"content-md5", md5}};
@@ -200,7 +220,7 @@ static int upload_part(S3Sink *s, MsS3Http *http, S3Part *p, MsError *e) {
         return ms_error_set(e, EPROTO, "%s: the S3 endpoint answered without an ETag", what);
     }
     pthread_mutex_lock(&s->lock);
-    r = sink_record_etag(s, p->number, resp.etag);
+    r = sink_record_etag(s, p->number, resp.etag, raw_md5);
     pthread_mutex_unlock(&s->lock);
     ms_s3_response_done(&resp);
     return r < 0 ? ms_error_set(e, ENOMEM, "out of memory") : 0;
@@ -284,6 +304,53 @@ static int sink_error(S3Sink *s, MsError *e) {
     return r;
 }
 
+/* A CreateMultipartUpload whose answer was lost made an upload nobody knows the id of; after
+ * a retried create, abort this key's uploads other than keep (NULL: all of them). Best effort:
+ * what is missed here, the next clean-up of stale uploads removes. Snapshot keys are unique
+ * (the engine refuses an existing name), so no other writer's upload is touched. */
+static void abort_other_uploads(S3Sink *s, const char *keep) {
+    MsS3Param q[] = {{"prefix", s->full_key}, {"uploads", ""}};
+    char what[WHAT_MAX];
+    snprintf(what, sizeof(what), "cannot list the unfinished uploads of %s", s->what_part);
+    MsS3Request rq = {.method = "GET", .query = q, .n_query = ELEMENTSOF(q), .what = what};
+    MsS3Response resp;
+    MsError e = MS_ERROR_INIT;
+    if (ms_s3_http_perform(s->http, &rq, &resp, &e) < 0) {
+        log_warning("%s; the next clean-up of stale uploads will remove them", e.message);
+        ms_s3_response_done(&resp);
+        return;
+    }
+    const char *body = resp.body ? resp.body : "";
+    const char *end = body + resp.body_len, *pos = body, *inner;
+    size_t inner_len;
+    while (ms_s3_xml_next(&pos, end, "Upload", &inner, &inner_len)) {
+        _cleanup_free_ char *key = NULL, *id = NULL;
+        if (ms_s3_xml_text(inner, inner_len, "Key", &key) < 0 ||
+            ms_s3_xml_text(inner, inner_len, "UploadId", &id) < 0 ||
+            strcmp(key, s->full_key) != 0 || (keep && strcmp(id, keep) == 0))
+            continue;
+        MsS3Param aq[] = {{"uploadId", id}};
+        char awhat[WHAT_MAX];
+        snprintf(awhat, sizeof(awhat), "cannot abort a duplicate upload of %s", s->what_part);
+        MsS3Request arq = {.method = "DELETE",
+                           .full_key = s->full_key,
+                           .query = aq,
+                           .n_query = ELEMENTSOF(aq),
+                           .what = awhat};
+        MsS3Response aresp;
+        MsError ae = MS_ERROR_INIT;
+        int r = ms_s3_http_perform(s->http, &arq, &aresp, &ae);
+        if (r < 0 && aresp.status != 404)
+            log_warning("%s; the next clean-up of stale uploads will remove it", ae.message);
+        else
+            log_info("aborted a duplicate upload of %s left by a retried start whose answer "
+                     "was lost",
+                     s->what_part);
+        ms_s3_response_done(&aresp);
+    }
+    ms_s3_response_done(&resp);
+}
+
 static int create_multipart(S3Sink *s, MsError *e) {
     MsS3Param q[] = {{"uploads", ""}};
     MsS3Param h[3];
@@ -302,6 +369,7 @@ static int create_multipart(S3Sink *s, MsError *e) {
         .what = what,
     };
     MsS3Response resp;
+    log_debug("starting the multipart upload of %s", s->what_part);
     int r = ms_s3_http_perform(s->http, &rq, &resp, e);
     if (r >= 0) {
         r = resp.body ? ms_s3_xml_text(resp.body, resp.body_len, "UploadId", &s->upload_id)
@@ -309,8 +377,19 @@ static int create_multipart(S3Sink *s, MsError *e) {
         if (r < 0 || !*s->upload_id)
             r = ms_error_set(e, EPROTO, "%s: the S3 endpoint's answer holds no UploadId", what);
     }
+    unsigned attempts = resp.attempts;
     ms_s3_response_done(&resp);
-    return r;
+    if (r < 0) {
+        /* An upload made by an attempt whose answer was lost is left to the next clean-up
+         * of stale uploads: the endpoint is failing now. */
+        free(s->upload_id);
+        s->upload_id = NULL;
+        return r;
+    }
+    log_debug("started the multipart upload of %s", s->what_part);
+    if (attempts > 1)
+        abort_other_uploads(s, s->upload_id);
+    return 0;
 }
 
 /* Hand the full buffer to the pool (starting the upload on the first part), waiting while
@@ -395,7 +474,7 @@ static int s3_sink_write(MsSink *sink, const void *buf, size_t len, MsError *e) 
 static int put_single(S3Sink *s, MsError *e) {
     char md5[MD5_BASE64_LEN], sha[MS_S3_SHA256_HEX_LEN + 1];
     const void *body = s->cur ? (const void *) s->cur : "";
-    body_digests(body, s->cur_len, md5, sha);
+    body_digests(body, s->cur_len, md5, sha, NULL);
     MsS3Param h[4];
     size_t n_h = 0;
     h[n_h++] = (MsS3Param){"content-md5", md5};
@@ -415,6 +494,51 @@ static int put_single(S3Sink *s, MsError *e) {
     };
     int r = ms_s3_http_perform(s->http, &rq, NULL, e);
     return r;
+}
+
+/* CompleteMultipartUpload said NoSuchUpload: accept the object only if it is there with the
+ * multipart ETag of exactly our parts (an earlier attempt completed it and its answer was
+ * lost); anything else is a failure, never a silently different object. */
+static int check_completed_object(S3Sink *s, unsigned n_parts, unsigned attempts, MsError *e) {
+    char what[WHAT_MAX];
+    snprintf(what, sizeof(what), "cannot complete the upload of %s", s->what_part);
+    if (s->st->loc.sse == MS_S3_SSE_KMS)
+        return ms_error_set(e, EIO,
+                            "%s: the endpoint no longer knows the upload (NoSuchUpload) after %u "
+                            "attempts, and with SSE-KMS the object's ETag cannot tell whether "
+                            "an earlier attempt completed it; the snapshot is not complete",
+                            what, attempts);
+    char want[MS_S3_ETAG_MAX];
+    if (n_parts == 0 || n_parts > s->etags_cap || ms_s3_multipart_etag(s->md5s, n_parts, want) < 0)
+        return ms_error_set(e, EPROTO, "%s: a part's checksum is missing", what);
+    MsS3Request rq = {.method = "HEAD", .full_key = s->full_key, .what = what};
+    MsS3Response resp;
+    MsError le = MS_ERROR_INIT;
+    int r = ms_s3_http_perform(s->http, &rq, &resp, &le);
+    long status = resp.status;
+    _cleanup_free_ char *etag = resp.etag ? strdup(resp.etag) : NULL;
+    ms_s3_response_done(&resp);
+    if (r < 0 && status == 404)
+        return ms_error_set(e, EIO,
+                            "%s: the endpoint no longer knows the upload (NoSuchUpload) and no "
+                            "object was made of it; was it aborted meanwhile (a clean-up of "
+                            "stale uploads, a lifecycle rule)?",
+                            what);
+    if (r < 0)
+        return ms_error_set(e, le.code,
+                            "%s: the endpoint no longer knows the upload (NoSuchUpload), and "
+                            "checking the object failed: %s",
+                            what, le.message);
+    if (!ms_s3_etag_equal(etag, want))
+        return ms_error_set(e, EIO,
+                            "%s: the endpoint no longer knows the upload (NoSuchUpload) and the "
+                            "object there has ETag %s, not %s (the one of the %u parts sent): "
+                            "another writer replaced it?",
+                            what, etag ? etag : "(none)", want, n_parts);
+    log_info("the upload of %s was completed by an earlier attempt whose answer was lost; the "
+             "object's ETag %s matches its %u parts",
+             s->what_part, want, n_parts);
+    return 0;
 }
 
 static int complete_multipart(S3Sink *s, unsigned n_parts, MsError *e) {
@@ -459,9 +583,22 @@ static int complete_multipart(S3Sink *s, unsigned n_parts, MsError *e) {
         .error_in_ok_body = true,
         .what = what,
     };
-    int r = ms_s3_http_perform(s->http, &rq, NULL, e);
+    log_debug("completing the multipart upload of %s (%u parts)", s->what_part, n_parts);
+    MsS3Response resp;
+    MsError le = MS_ERROR_INIT;
+    int r = ms_s3_http_perform(s->http, &rq, &resp, &le);
     free(xml);
-    return r;
+    bool no_such_upload = r < 0 && resp.status == 404 && resp.error_code &&
+                          strcmp(resp.error_code, "NoSuchUpload") == 0;
+    unsigned attempts = resp.attempts;
+    ms_s3_response_done(&resp);
+    if (r >= 0)
+        return 0;
+    if (!no_such_upload)
+        return ms_error_set(e, le.code, "%s", le.message);
+    /* S3 no longer knows the upload. After a retry that is what an earlier attempt's lost
+     * success looks like: the object is then there, with the ETag its parts determine. */
+    return check_completed_object(s, n_parts, attempts, e);
 }
 
 static int s3_sink_finish(MsSink *sink, MsError *e) {
@@ -496,6 +633,7 @@ static int s3_sink_finish(MsSink *sink, MsError *e) {
 }
 
 static void abort_multipart(S3Sink *s) {
+    log_debug("aborting the multipart upload of %s", s->what_part);
     MsS3Param q[] = {{"uploadId", s->upload_id}};
     char what[WHAT_MAX];
     snprintf(what, sizeof(what), "cannot abort the unfinished upload of %s", s->what_part);
@@ -524,6 +662,7 @@ static void s3_sink_free(MsSink *sink) {
     for (size_t i = 0; i < s->etags_cap; i++)
         free(s->etags[i]);
     free(s->etags);
+    free(s->md5s);
     free(s->upload_id);
     ms_s3_http_free(s->http);
     pthread_cond_destroy(&s->cond);

@@ -50,7 +50,7 @@ static void test_custom_endpoint(void) {
     ASSERT_OK(ms_s3_location_parse("s3://bucket/nightly/rs0/?endpoint=http://127.0.0.1:9000&"
                                    "part_size=5MiB&parallel=8&presign_expires=2s&sse=aws:kms&"
                                    "kms_key_id=arn%3Aaws%3Akms%3Akey&max_attempts=3&"
-                                   "connect_timeout=2s&ca=/etc/ssl/ca.pem",
+                                   "connect_timeout=2s&stall_timeout=15s&ca=/etc/ssl/ca.pem",
                                    &l, &e));
     ASSERT_STREQ(l.prefix, "nightly/rs0");
     ASSERT(!l.https);
@@ -64,6 +64,7 @@ static void test_custom_endpoint(void) {
     ASSERT_STREQ(l.kms_key_id, "arn:aws:kms:key");
     ASSERT_EQ_INT(l.max_attempts, 3);
     ASSERT_EQ_INT(l.connect_timeout_sec, 2);
+    ASSERT_EQ_INT(l.stall_timeout_sec, 15);
     ASSERT_STREQ(l.ca_file, "/etc/ssl/ca.pem");
     ASSERT_STREQ(l.description,
                  "s3://bucket/nightly/rs0 (endpoint http://127.0.0.1:9000, region us-east-1)");
