@@ -280,7 +280,7 @@ static int apply_option(MsS3Location *l, const char *name, const char *value, bo
         return parse_timespan_sec(name, value, 1, MS_S3_PRESIGN_MAX_SECONDS,
                                   &l->presign_expires_sec, e);
     if (strcmp(name, "connect_timeout") == 0) {
-        uint64_t sec;
+        uint64_t sec = 0;
         int r = parse_timespan_sec(name, value, 1, MS_S3_MAX_CONNECT_TIMEOUT_SEC, &sec, e);
         if (r < 0)
             return r;
@@ -288,7 +288,7 @@ static int apply_option(MsS3Location *l, const char *name, const char *value, bo
         return 0;
     }
     if (strcmp(name, "stall_timeout") == 0) {
-        uint64_t sec;
+        uint64_t sec = 0;
         int r = parse_timespan_sec(name, value, 1, MS_S3_MAX_STALL_TIMEOUT_SEC, &sec, e);
         if (r < 0)
             return r;
