@@ -670,7 +670,8 @@ static size_t strv_length(char *const *v) {
  * the caller, or static. The URI is not among them: the spawner passes it in a memfd. */
 #define NUMBER_ARG_MAX 16
 static void build_snapshot_args(Manager *m, ManagerPolicy *p, const char *id,
-                                const char *credential, char level_buf[NUMBER_ARG_MAX],
+                                const char *credential, const char *key_path,
+                                char level_buf[NUMBER_ARG_MAX],
                                 char parallel_buf[NUMBER_ARG_MAX], const char **args) {
     const MsPolicy *s = p->settings;
     size_t k = 0;
@@ -700,6 +701,11 @@ static void build_snapshot_args(Manager *m, ManagerPolicy *p, const char *id,
     if (credential) {
         args[k++] = "--password-file";
         args[k++] = credential;
+    }
+    /* [Encryption] Key=: like Credential=, a path into $CREDENTIALS_DIRECTORY, never the key. */
+    if (key_path) {
+        args[k++] = "--key-file";
+        args[k++] = key_path;
     }
     for (size_t i = 0; s->include_namespaces && s->include_namespaces[i]; i++) {
         args[k++] = "--ns-include";
@@ -739,9 +745,14 @@ int manager_credential_path(const char *name, char **ret, MsError *e) {
 static int start_worker(SnapshotTask *t, MsError *e) {
     Manager *m = t->manager;
     ManagerPolicy *p = t->policy;
-    _cleanup_free_ char *cred = NULL;
+    _cleanup_free_ char *cred = NULL, *key_path = NULL;
     if (p->settings->credential) {
         int r = manager_credential_path(p->settings->credential, &cred, e);
+        if (r < 0)
+            return r;
+    }
+    if (p->settings->encryption_key) {
+        int r = manager_credential_path(p->settings->encryption_key, &key_path, e);
         if (r < 0)
             return r;
     }
@@ -752,7 +763,7 @@ static int start_worker(SnapshotTask *t, MsError *e) {
     if (!args)
         return oom(e);
     char level_buf[NUMBER_ARG_MAX], parallel_buf[NUMBER_ARG_MAX];
-    build_snapshot_args(m, p, t->record->id, cred, level_buf, parallel_buf, args);
+    build_snapshot_args(m, p, t->record->id, cred, key_path, level_buf, parallel_buf, args);
     AgentTaskSpec spec = {
         .worker_path = m->config->worker_path,
         .args = args,
@@ -820,13 +831,14 @@ static int new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_
     return -EEXIST;
 }
 
-/* What the worker cannot do yet is refused up front rather than silently left out. */
+/* What the worker cannot do is refused up front rather than silently left out. Encryption
+ * (Key=) is done by the worker (--key-file, AES-256-GCM); it knows no other cipher. */
 static int check_policy_supported(const MsPolicy *s, MsError *e) {
-    if (s->encryption_key)
+    if (s->encryption_key && s->cipher != MS_CIPHER_AES_256_GCM)
         return ms_error_set(e, EOPNOTSUPP,
-                            "policy '%s' asks for encryption (Key=), which snapshots cannot do "
-                            "yet; remove [Encryption] Key= to take unencrypted snapshots",
-                            s->name);
+                            "policy '%s' asks for encryption with cipher '%s', which this "
+                            "mongosnap cannot do; use Cipher=aes-256-gcm",
+                            s->name, ms_cipher_to_string(s->cipher) ? ms_cipher_to_string(s->cipher) : "?");
     return 0;
 }
 
@@ -857,6 +869,12 @@ int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *
     if (s->credential) {
         _cleanup_free_ char *path = NULL;
         r = manager_credential_path(s->credential, &path, e);
+        if (r < 0)
+            return r;
+    }
+    if (s->encryption_key) {
+        _cleanup_free_ char *path = NULL;
+        r = manager_credential_path(s->encryption_key, &path, e);
         if (r < 0)
             return r;
     }
@@ -1241,7 +1259,7 @@ int manager_snapshot_download_url(Manager *m, const MsSnapshotRecord *r, uint64_
                             "snapshot %s is in a local store, which has no download address; "
                             "copy %s from the store's directory",
                             r->id, r->archive_key);
-    MsStorage *s;
+    MsStorage *s = NULL;
     int k = cached_store(m, r->store, &s, e);
     if (k < 0)
         return k;

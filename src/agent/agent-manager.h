@@ -131,6 +131,9 @@ typedef struct ManagerRestoreOptions {
     const char *until;      /* "T:I" or ISO 8601; NULL: replay the whole captured oplog */
     unsigned parallel;      /* insertion workers; 0: the worker's default */
     const char *credential; /* systemd credential with the target's password; NULL: none */
+    /* systemd credential with the snapshot's encryption key; NULL: the key of the snapshot's
+     * policy ([Encryption] Key=), if it has one. Names an older key after a rotation. */
+    const char *key_credential;
 } ManagerRestoreOptions;
 
 /* Restore the completed snapshot snapshot_id into the deployment at target (a MongoDB URI; a

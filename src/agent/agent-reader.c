@@ -422,6 +422,23 @@ static int check_readable(Manager *m, const char *id, const MsSnapshotRecord **r
     return 0;
 }
 
+/* The key file a reader of snapshot s passes: the credential named by the caller, else the
+ * [Encryption] Key= of the snapshot's policy, else none (NULL). Whether the snapshot is
+ * encrypted is the worker's to find out (its manifest says so); a key it does not need is not
+ * used. A named credential that is missing is -ENOKEY (NoCredential), as for Credential=. */
+static int reader_key_path(Manager *m, const MsSnapshotRecord *s, const char *key_credential,
+                           char **ret, MsError *e) {
+    const char *name = key_credential;
+    if (!name) {
+        ManagerPolicy *p = s->policy ? manager_find_policy(m, s->policy) : NULL;
+        name = p && p->settings->encryption_key ? p->settings->encryption_key : NULL;
+    }
+    *ret = NULL;
+    if (!name)
+        return 0;
+    return manager_credential_path(name, ret, e);
+}
+
 static int add_reader(Manager *m, ReadTask *t, MsError *e) {
     ReadTask **list = realloc(m->read_tasks, (m->n_read_tasks + 1) * sizeof(*list));
     if (!list)
@@ -434,7 +451,7 @@ static int add_reader(Manager *m, ReadTask *t, MsError *e) {
 int manager_verify_snapshot(Manager *m, const char *id, MsError *e) {
     if (m->stopping)
         return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
-    const MsSnapshotRecord *s;
+    const MsSnapshotRecord *s = NULL;
     int r = check_readable(m, id, &s, e);
     if (r < 0)
         return r;
@@ -442,6 +459,11 @@ int manager_verify_snapshot(Manager *m, const char *id, MsError *e) {
         if (m->read_tasks[i]->kind == READ_TASK_VERIFY &&
             strcmp(m->read_tasks[i]->snapshot_id, id) == 0)
             return ms_error_set(e, EBUSY, "snapshot %s is being verified already", id);
+
+    _cleanup_free_ char *key_path = NULL;
+    r = reader_key_path(m, s, NULL, &key_path, e);
+    if (r < 0)
+        return r;
 
     _cleanup_(reader_freep) ReadTask *t = calloc(1, sizeof(*t));
     if (!t || !(t->snapshot_id = strdup(id)))
@@ -452,7 +474,9 @@ int manager_verify_snapshot(Manager *m, const char *id, MsError *e) {
     size_t n = 0;
     if (args_push(&t->args, &n, "verify") < 0 || args_push(&t->args, &n, "--store") < 0 ||
         args_push(&t->args, &n, s->store) < 0 || args_push(&t->args, &n, "--snapshot") < 0 ||
-        args_push(&t->args, &n, s->manifest_key) < 0)
+        args_push(&t->args, &n, s->manifest_key) < 0 ||
+        (key_path && (args_push(&t->args, &n, "--key-file") < 0 ||
+                      args_push(&t->args, &n, key_path) < 0)))
         return oom(e);
     r = add_reader(m, t, e);
     if (r < 0)
@@ -530,6 +554,9 @@ static int check_restore_options(const char *target, const ManagerRestoreOptions
                             o->parallel);
     if (o->credential && !ms_credential_name_is_valid(o->credential))
         return ms_error_set(e, EINVAL, "'%s' is not a credential name", o->credential);
+    if (o->key_credential && !ms_credential_name_is_valid(o->key_credential))
+        return ms_error_set(e, EINVAL, "key_credential '%s' is not a credential name",
+                            o->key_credential);
     return 0;
 }
 
@@ -564,6 +591,8 @@ static char *options_json(const ManagerRestoreOptions *o) {
         BSON_APPEND_INT32(&doc, "parallel", (int32_t) o->parallel);
     if (o->credential)
         BSON_APPEND_UTF8(&doc, "credential", o->credential);
+    if (o->key_credential)
+        BSON_APPEND_UTF8(&doc, "key_credential", o->key_credential);
     char *json = bson_as_relaxed_extended_json(&doc, NULL);
     bson_destroy(&doc);
     char *copy = json ? strdup(json) : NULL;
@@ -572,7 +601,7 @@ static char *options_json(const ManagerRestoreOptions *o) {
 }
 
 static int restore_args(const MsSnapshotRecord *s, const ManagerRestoreOptions *o,
-                        const char *credential_path, char ***args) {
+                        const char *credential_path, const char *key_path, char ***args) {
     size_t n = 0;
     char parallel[NUMBER_ARG_MAX];
     if (args_push(args, &n, "restore") < 0 || args_push(args, &n, "--store") < 0 ||
@@ -597,6 +626,8 @@ static int restore_args(const MsSnapshotRecord *s, const ManagerRestoreOptions *
     if (credential_path &&
         (args_push(args, &n, "--password-file") < 0 || args_push(args, &n, credential_path) < 0))
         return -ENOMEM;
+    if (key_path && (args_push(args, &n, "--key-file") < 0 || args_push(args, &n, key_path) < 0))
+        return -ENOMEM;
     return 0;
 }
 
@@ -608,19 +639,22 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
         o = &no_options;
     if (m->stopping)
         return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
-    const MsSnapshotRecord *s;
+    const MsSnapshotRecord *s = NULL;
     int r = check_readable(m, snapshot_id, &s, e);
     if (r < 0)
         return r;
     r = check_restore_options(target, o, e);
     if (r < 0)
         return r;
-    _cleanup_free_ char *cred = NULL;
+    _cleanup_free_ char *cred = NULL, *key_path = NULL;
     if (o->credential) {
         r = manager_credential_path(o->credential, &cred, e);
         if (r < 0)
             return r;
     }
+    r = reader_key_path(m, s, o->key_credential, &key_path, e);
+    if (r < 0)
+        return r;
 
     char id[RESTORE_ID_MAX];
     if (new_restore_id(m, id) < 0)
@@ -634,7 +668,7 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
 
     _cleanup_(reader_freep) ReadTask *t = calloc(1, sizeof(*t));
     if (!t || !(t->snapshot_id = strdup(snapshot_id)) || !(t->uri = strdup(target)) ||
-        restore_args(s, o, cred, &t->args) < 0)
+        restore_args(s, o, cred, key_path, &t->args) < 0)
         return oom(e);
     t->manager = m;
     t->kind = READ_TASK_RESTORE;

@@ -1,8 +1,10 @@
 /* io.mongosnap1.Manager at /io/mongosnap1, and the helpers the bus adapter shares. */
 #include <errno.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bus/bus.h"
 #include "common/log.h"
@@ -11,6 +13,8 @@
 #include "config.h"
 #include "mongosnap/mongosnap.h"
 
+/* Members may call every method (units/io.mongosnap1.conf says the same to the bus). */
+#define MONGOSNAP_GROUP "mongosnap"
 #define TASK_LOG_FIELD "MONGOSNAP_TASK="
 /* A policy name or task id is far shorter; anything longer is not one. */
 #define BUS_LOG_MATCH_VALUE_MAX 256
@@ -60,15 +64,91 @@ int bus_error_from_ms(sd_bus_error *ret_error, const MsError *e, const char *not
     return sd_bus_error_set(ret_error, name, e->message[0] ? e->message : strerror(e->code));
 }
 
-int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error) {
-    /* -1: no capability check, only "same user as the agent" (root for the system service). */
-    int r = sd_bus_query_sender_privilege(message, -1);
+/* The caller's uid and groups as the bus daemon knows them from the socket (SO_PEERCRED,
+ * SO_PEERGROUPS): GetConnectionCredentials' UnixUserID and UnixGroupIDs, the same groups the
+ * bus policy file judges by. Not sd-bus's creds: libsystemd 252 does not read UnixGroupIDs and
+ * would complete the creds from /proc/PID/status, which is racy and, with
+ * ProtectProc=invisible and no capabilities, hidden from the agent. */
+static int sender_credentials(sd_bus_message *message, uid_t *ret_uid, gid_t **ret_gids,
+                              size_t *ret_n) {
+    const char *sender = sd_bus_message_get_sender(message);
+    if (!sender)
+        return -ENXIO;
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+    int r = sd_bus_call_method(sd_bus_message_get_bus(message), "org.freedesktop.DBus",
+                               "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                               "GetConnectionCredentials", NULL, &reply, "s", sender);
     if (r < 0)
         return r;
-    if (r == 0)
-        return sd_bus_error_set(ret_error, BUS_ERROR_ACCESS_DENIED,
-                                "only root (the agent's user) may change policies and tasks");
+    bool have_uid = false;
+    uint32_t uid = 0;
+    _cleanup_free_ gid_t *gids = NULL;
+    size_t n = 0;
+    r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+    if (r < 0)
+        return r;
+    while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+        const char *key;
+        r = sd_bus_message_read(reply, "s", &key);
+        if (r >= 0 && strcmp(key, "UnixUserID") == 0) {
+            r = sd_bus_message_read(reply, "v", "u", &uid);
+            have_uid = r >= 0;
+        } else if (r >= 0 && strcmp(key, "UnixGroupIDs") == 0) {
+            const void *data;
+            size_t size = 0;
+            r = sd_bus_message_enter_container(reply, 'v', "au");
+            if (r >= 0)
+                r = sd_bus_message_read_array(reply, 'u', &data, &size);
+            if (r >= 0 && size > 0) {
+                free(gids);
+                n = size / sizeof(uint32_t);
+                if (!(gids = malloc(n * sizeof(gid_t))))
+                    return -ENOMEM;
+                for (size_t i = 0; i < n; i++) {
+                    uint32_t g;
+                    memcpy(&g, (const uint8_t *) data + i * sizeof(g), sizeof(g));
+                    gids[i] = (gid_t) g;
+                }
+            }
+            if (r >= 0)
+                r = sd_bus_message_exit_container(reply);
+        } else if (r >= 0)
+            r = sd_bus_message_skip(reply, "v");
+        if (r >= 0)
+            r = sd_bus_message_exit_container(reply);
+        if (r < 0)
+            return r;
+    }
+    if (r < 0)
+        return r;
+    if (!have_uid)
+        return -ENODATA;
+    *ret_uid = (uid_t) uid;
+    *ret_gids = TAKE_PTR(gids);
+    *ret_n = n;
     return 0;
+}
+
+int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error) {
+    /* As the bus policy file (units/io.mongosnap1.conf): root, or a member of the mongosnap
+     * group. Also the agent's own user, for an agent run by hand on a session bus. */
+    uid_t uid = (uid_t) -1; /* nobody's: set only on success */
+    _cleanup_free_ gid_t *gids = NULL;
+    size_t n = 0;
+    int r = sender_credentials(message, &uid, &gids, &n);
+    if (r < 0)
+        return sd_bus_error_set_errnof(ret_error, -r, "cannot tell who the caller is: %s",
+                                       strerror(-r));
+    if (uid == 0 || uid == geteuid())
+        return 0;
+    /* Looked up at every call: the group may be created after the agent starts. */
+    const struct group *g = getgrnam(MONGOSNAP_GROUP);
+    for (size_t i = 0; g && i < n; i++)
+        if (gids[i] == g->gr_gid)
+            return 0;
+    return sd_bus_error_set(ret_error, BUS_ERROR_ACCESS_DENIED,
+                            "only root or members of the " MONGOSNAP_GROUP
+                            " group may change policies and tasks");
 }
 
 int bus_policy_path(const char *name, char **ret_path) {
@@ -314,6 +394,7 @@ static int read_restore_option(sd_bus_message *message, const char *key, Restore
         {"ns_include", OPTION_STRV}, {"ns_exclude", OPTION_STRV}, {"ns_from", OPTION_STRV},
         {"ns_to", OPTION_STRV},      {"drop", OPTION_BOOL},       {"no_indexes", OPTION_BOOL},
         {"until", OPTION_STRING},    {"parallel", OPTION_UINT32}, {"credential", OPTION_STRING},
+        {"key_credential", OPTION_STRING},
     };
     static const char *const signatures[] = {"as", "b", "s", "u"};
     size_t k = 0;
@@ -322,7 +403,8 @@ static int read_restore_option(sd_bus_message *message, const char *key, Restore
     if (k == sizeof(known) / sizeof(known[0]))
         return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
                                  "unknown restore option '%s'; known: ns_include, ns_exclude, "
-                                 "ns_from, ns_to, drop, no_indexes, until, parallel, credential",
+                                 "ns_from, ns_to, drop, no_indexes, until, parallel, credential, "
+                                 "key_credential",
                                  key);
     const char *sig = signatures[known[k].type];
     int r = sd_bus_message_enter_container(message, 'v', sig);
@@ -352,6 +434,8 @@ static int read_restore_option(sd_bus_message *message, const char *key, Restore
         r = sd_bus_message_read(message, "s", &str);
         if (r >= 0 && strcmp(key, "until") == 0)
             b->o.until = str[0] ? str : NULL;
+        else if (r >= 0 && strcmp(key, "key_credential") == 0)
+            b->o.key_credential = str[0] ? str : NULL;
         else if (r >= 0)
             b->o.credential = str[0] ? str : NULL;
         break;
@@ -530,6 +614,10 @@ static void hook_policy_added(Manager *m, const ManagerPolicy *p, void *userdata
     bus_timer_query_next_run(userdata, m, p);
 }
 
+static void hook_policy_removed(Manager *m, const ManagerPolicy *p, void *userdata) {
+    bus_timer_policy_removed(userdata, m, p);
+}
+
 static void hook_restore_added(Manager *m, const MsRestoreRecord *r, void *userdata) {
     bus_restore_emit_added(userdata, r);
 }
@@ -566,6 +654,7 @@ int bus_attach(Manager *m, sd_bus *bus, MsError *e) {
         .snapshot_changed = hook_snapshot_changed,
         .policy_changed = hook_policy_changed,
         .policy_added = hook_policy_added,
+        .policy_removed = hook_policy_removed,
         .restore_added = hook_restore_added,
         .restore_changed = hook_restore_changed,
         .rebuild_done = hook_rebuild_done,

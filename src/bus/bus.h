@@ -76,6 +76,11 @@ int bus_read_settings(sd_bus_message *message, ManagerPolicyEdit edits[BUS_SETTI
  * systemd on the bus NextRun stays 0. */
 void bus_timer_query_next_run(sd_bus *bus, Manager *m, const ManagerPolicy *p);
 void bus_timer_query_all(sd_bus *bus, Manager *m);
+/* The timer side of the policies (bus-timer.c): both functions above first bring the policy's
+ * mongosnap-snapshot@NAME.timer in line with it (drop-in written or removed, systemd reloaded,
+ * the timer started or stopped), query_all also removing the drop-ins of policies that are
+ * gone. This one does it for a deleted or vanished policy. */
+void bus_timer_policy_removed(sd_bus *bus, Manager *m, const ManagerPolicy *p);
 /* The manager behind a fallback vtable's found object (its registration's userdata). */
 Manager *bus_manager_of(sd_bus_message *message);
 int bus_append_snapshot_row(sd_bus_message *reply, Manager *m, const MsSnapshotRecord *r,

@@ -40,6 +40,8 @@ static void help(void) {
            "  --policy-dir DIR   policy files (default: PolicyDirectory=, %s)\n"
            "  --state-dir DIR    catalog and state (default: StateDirectory=, %s)\n"
            "  --worker PATH      the worker binary (default: WorkerPath=)\n"
+           "  --timer-dir DIR    where the policies' timer drop-ins go (default %s;\n"
+           "                     elsewhere, systemd is only told when it is on the bus)\n"
            "  --user-bus         serve on the session bus instead of the system bus\n"
            "  -v, --verbose      debug output\n"
            "  -h, --help         this text\n\n"
@@ -47,11 +49,18 @@ static void help(void) {
            "SIGHUP reloads the policies; SIGTERM stops running tasks (recorded as interrupted)\n"
            "and exits.\n",
            MONGOSNAP_VERSION, MONGOSNAP_BUS_NAME, MS_AGENT_CONFIG_PATH, MS_DEFAULT_POLICY_DIRECTORY,
-           MS_DEFAULT_STATE_DIRECTORY);
+           MS_DEFAULT_STATE_DIRECTORY, MANAGER_TIMER_DIRECTORY);
 }
 
 static int parse_args(int argc, char **argv, Args *a) {
-    enum { OPT_CONFIG = 256, OPT_POLICY_DIR, OPT_STATE_DIR, OPT_WORKER, OPT_USER_BUS };
+    enum {
+        OPT_CONFIG = 256,
+        OPT_POLICY_DIR,
+        OPT_STATE_DIR,
+        OPT_WORKER,
+        OPT_USER_BUS,
+        OPT_TIMER_DIR
+    };
     static const struct option options[] = {
         {"help", no_argument, NULL, 'h'},
         {"verbose", no_argument, NULL, 'v'},
@@ -60,6 +69,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"worker", required_argument, NULL, OPT_WORKER},
         {"user-bus", no_argument, NULL, OPT_USER_BUS},
+        {"timer-dir", required_argument, NULL, OPT_TIMER_DIR},
         {},
     };
     int c;
@@ -85,6 +95,9 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case OPT_USER_BUS:
             a->user_bus = true;
+            break;
+        case OPT_TIMER_DIR:
+            a->manager.timer_directory = optarg;
             break;
         default:
             return -EINVAL;

@@ -63,6 +63,15 @@ int ms_manifest_serialize(const MsManifest *m, char **ret_json, size_t *ret_len,
     BSON_APPEND_INT64(&child, "uncompressed_size", (int64_t) m->uncompressed_size);
     bson_append_document_end(&doc, &child);
 
+    /* Only for encrypted snapshots, so unencrypted manifests read as they always did. */
+    if (m->encryption_cipher) {
+        BSON_APPEND_DOCUMENT_BEGIN(&doc, "encryption", &child);
+        append_str(&child, "cipher", m->encryption_cipher);
+        append_str(&child, "key_id", m->encryption_key_id);
+        BSON_APPEND_INT64(&child, "chunk_size", (int64_t) m->encryption_chunk_size);
+        bson_append_document_end(&doc, &child);
+    }
+
     BSON_APPEND_DOCUMENT_BEGIN(&doc, "consistency", &child);
     BSON_APPEND_BOOL(&child, "point_in_time", m->point_in_time);
     if (!m->point_in_time)
@@ -257,6 +266,26 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
     }
     memcpy(m.archive_sha256, sha, sizeof(m.archive_sha256));
     get_int64(doc, "archive.uncompressed_size", &m.uncompressed_size);
+    bson_iter_t enc_it;
+    if (bson_iter_init_find(&enc_it, doc, "encryption")) {
+        _cleanup_free_ char *key_id = dup_utf8(doc, "encryption.key_id");
+        m.encryption_cipher = dup_utf8(doc, "encryption.cipher");
+        if (!BSON_ITER_HOLDS_DOCUMENT(&enc_it) || !m.encryption_cipher || !key_id ||
+            strlen(key_id) != sizeof(m.encryption_key_id) - 1 ||
+            !get_int64(doc, "encryption.chunk_size", &m.encryption_chunk_size)) {
+            r = ms_error_set(e, EBADMSG,
+                             "the manifest's 'encryption' lacks its cipher, key_id or chunk_size");
+            goto out;
+        }
+        if (strcmp(m.encryption_cipher, "aes-256-gcm") != 0) {
+            r = ms_error_set(e, EBADMSG,
+                             "the snapshot is encrypted with '%s', which this mongosnap cannot "
+                             "decrypt (it knows aes-256-gcm)",
+                             m.encryption_cipher);
+            goto out;
+        }
+        memcpy(m.encryption_key_id, key_id, sizeof(m.encryption_key_id));
+    }
     m.point_in_time = get_bool(doc, "consistency.point_in_time");
     m.point_in_time_reason = dup_utf8(doc, "consistency.reason");
     get_position(doc, "consistency.oplog_start", &m.oplog_start);
@@ -363,6 +392,7 @@ void ms_manifest_clear(MsManifest *m) {
     free(m->node);
     free(m->archive_key);
     free(m->compression);
+    free(m->encryption_cipher);
     free(m->point_in_time_reason);
     for (size_t i = 0; i < m->n_ns_include; i++)
         free(m->ns_include[i]);

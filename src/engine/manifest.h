@@ -40,6 +40,12 @@ typedef struct MsManifest {
     char archive_sha256[MS_SHA256_HEX_LEN + 1];
     uint64_t uncompressed_size;
 
+    /* Client-side encryption of the stored object (src/io/filter-encrypt.c); NULL cipher: the
+     * object is not encrypted. No secret: the key id is a hash prefix that names the key. */
+    char *encryption_cipher; /* "aes-256-gcm" */
+    char encryption_key_id[16 + 1];
+    uint64_t encryption_chunk_size;
+
     bool point_in_time; /* oplog captured: a restore ends at oplog_end */
     char *point_in_time_reason; /* why not, when not */
     MsOplogPosition oplog_start;

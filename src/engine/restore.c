@@ -494,6 +494,18 @@ static int replay_oplog(RestoreContext *ctx, mongoc_client_t *c, FILE *spool, bo
     return r;
 }
 
+/* Damage found while documents were streaming: those before it may already be inserted. */
+static void note_partial_restore(MsError *e) {
+    static const char note[] = "; the restore stopped there, but documents read before the damage "
+                               "may already be in the target (restore again with --drop from a "
+                               "sound snapshot)";
+    if (!e || !e->code)
+        return;
+    size_t len = strlen(e->message);
+    if (len + sizeof(note) <= sizeof(e->message))
+        memcpy(e->message + len, note, sizeof(note));
+}
+
 int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) {
     MsProgress *p = o->progress;
     unsigned parallel = o->parallel ? MS_MIN(o->parallel, RESTORE_MAX_PARALLEL)
@@ -511,10 +523,11 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
     MsRestoreResult res = {0};
     _cleanup_free_ char *server_version = NULL;
     uint64_t oplog_spooled = 0;
+    bool streaming = false; /* documents may have reached the target */
 
     int r = o->archive_path
-                ? ms_snapshot_source_open_file(o->archive_path, o->manifest_path, &src, e)
-                : ms_snapshot_source_open_store(o->storage, o->snapshot_key, &src, e);
+                ? ms_snapshot_source_open_file(o->archive_path, o->manifest_path, o->key, &src, e)
+                : ms_snapshot_source_open_store(o->storage, o->snapshot_key, o->key, &src, e);
     if (r < 0)
         goto out;
     if (src.has_manifest)
@@ -607,6 +620,7 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
 
     ms_progress_set_phase(p, "restore");
     ms_progress_start_ticker(p, RESTORE_PROGRESS_INTERVAL_MS);
+    streaming = true;
     for (;;) {
         MsArchiveEvent ev;
         r = ms_archive_reader_next(src.reader, &ev, e);
@@ -714,6 +728,8 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
     *ret = res;
 
 out:
+    if (streaming && (r == -EBADMSG || r == -EPIPE))
+        note_partial_restore(e);
     ms_progress_stop_ticker(p);
     ms_progress_report(p);
     if (started_threads > 0) {

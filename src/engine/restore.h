@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "common/error.h"
+#include "io/filter-encrypt.h"
 #include "manifest.h"
 #include "nsfilter.h"
 #include "progress.h"
@@ -20,6 +21,7 @@ typedef struct MsRestoreOptions {
     /* ... or an archive file (stock mongodump --archive, plain or gzip; "-" = stdin). */
     const char *archive_path;
     const char *manifest_path; /* optional, with archive_path */
+    const MsEncryptKey *key;   /* for an encrypted snapshot; NULL: none given */
 
     const MsNsFilter *filter;
     unsigned parallel;   /* insertion workers */

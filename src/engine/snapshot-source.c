@@ -25,7 +25,27 @@ static char *manifest_key_for(const char *key) {
     return asprintf(&s, "%s%s", key, MONGOSNAP_MANIFEST_SUFFIX) < 0 ? NULL : s;
 }
 
-static int build_chain(MsSnapshotSource *s, MsSource *raw, MsError *e) {
+/* What the manifest says about encryption, checked before the archive is opened: no key or a
+ * wrong key is said with the snapshot's name and nothing is read. */
+static int check_manifest_key(const MsSnapshotSource *s, const char *name,
+                              const MsEncryptKey *enc_key, MsError *e) {
+    if (!s->has_manifest || !s->manifest.encryption_cipher)
+        return 0;
+    if (!enc_key)
+        return ms_error_set(e, ENOKEY,
+                            "snapshot %s is encrypted (%s, key id %s); give --key-file with its key",
+                            name, s->manifest.encryption_cipher, s->manifest.encryption_key_id);
+    if (strcmp(enc_key->id_hex, s->manifest.encryption_key_id) != 0)
+        return ms_error_set(e, EKEYREJECTED,
+                            "the key given (id %s) is not the key this snapshot was encrypted "
+                            "with (id %s): snapshot %s needs the key it was taken with (after a "
+                            "key rotation, the old key)",
+                            enc_key->id_hex, s->manifest.encryption_key_id, name);
+    return 0;
+}
+
+static int build_chain(MsSnapshotSource *s, MsSource *raw, const MsEncryptKey *enc_key,
+                       MsError *e) {
     MsSource *counted = ms_source_counter_new(raw, &s->stored_bytes);
     if (!counted) {
         ms_source_free(raw);
@@ -36,9 +56,29 @@ static int build_chain(MsSnapshotSource *s, MsSource *raw, MsError *e) {
         ms_source_free(counted);
         return ms_error_set(e, ENOMEM, "out of memory");
     }
-    MsSource *head = ms_source_decompress_auto_new(hash, &s->detected, e);
-    if (!head) {
+    /* Decryption is recognised first: what lies under it may be zstd, gzip or plain. */
+    MsSource *plain = ms_source_decrypt_auto_new(hash, enc_key, &s->encrypted, &s->encryption, e);
+    if (!plain) {
         ms_source_free(hash);
+        if (e && e->code == ENOKEY)
+            return -ENOKEY;
+        if (e && e->code == EKEYREJECTED) {
+            ms_error_prefix(e, "%s: ", s->archive_name);
+            return -EKEYREJECTED;
+        }
+        return -(e && e->code ? e->code : EBADMSG);
+    }
+    if (s->has_manifest && !!s->manifest.encryption_cipher != s->encrypted) {
+        ms_source_free(plain);
+        return ms_error_set(e, EBADMSG,
+                            "%s is %s but its manifest says it is %s: the stored snapshot is "
+                            "damaged",
+                            s->archive_name, s->encrypted ? "encrypted" : "not encrypted",
+                            s->encrypted ? "not" : "encrypted");
+    }
+    MsSource *head = ms_source_decompress_auto_new(plain, &s->detected, e);
+    if (!head) {
+        ms_source_free(plain);
         return -EBADMSG;
     }
     s->hash = hash;
@@ -49,9 +89,10 @@ static int build_chain(MsSnapshotSource *s, MsSource *raw, MsError *e) {
     return 0;
 }
 
-/* The chain's counter points into *ret, so sources are built in place, never copied. */
-int ms_snapshot_source_open_store(MsStorage *storage, const char *key, MsSnapshotSource *ret,
-                                  MsError *e) {
+/* The chain's counter points into *ret, so sources are built in place, never copied.
+ * raw_only: head is the stored bytes (counted and hashed), not decrypted or decompressed. */
+static int open_store(MsStorage *storage, const char *key, const MsEncryptKey *enc_key,
+                      bool raw_only, MsSnapshotSource *ret, MsError *e) {
     MsSnapshotSource *s = ret;
     memset(s, 0, sizeof(*s));
     _cleanup_free_ char *manifest_key = manifest_key_for(key);
@@ -76,13 +117,35 @@ int ms_snapshot_source_open_store(MsStorage *storage, const char *key, MsSnapsho
     }
     s->has_manifest = true;
     s->archive_name = strdup(s->manifest.archive_key);
+    r = raw_only ? 0 : check_manifest_key(s, key, enc_key, e);
+    if (r < 0) {
+        ms_snapshot_source_close(s);
+        return r;
+    }
     MsSource *raw = NULL;
     r = ms_storage_open_read(storage, s->manifest.archive_key, &raw, e);
     if (r < 0) {
         ms_snapshot_source_close(s);
         return r;
     }
-    r = build_chain(s, raw, e);
+    if (raw_only) {
+        MsSource *counted = ms_source_counter_new(raw, &s->stored_bytes);
+        MsSource *hash = counted ? ms_source_sha256_new(counted) : NULL;
+        if (!hash) {
+            ms_source_free(counted ? counted : raw);
+            ms_snapshot_source_close(s);
+            return ms_error_set(e, ENOMEM, "out of memory");
+        }
+        s->hash = s->head = hash;
+        return 0;
+    }
+    r = build_chain(s, raw, enc_key, e);
+    if (r == -ENOKEY) {
+        /* The manifest did not say so, the stream does: name the snapshot all the same. */
+        ms_error_clear(e);
+        r = ms_error_set(e, ENOKEY, "snapshot %s is encrypted (key id %s); give --key-file with its key",
+                         key, s->encryption.key_id_hex);
+    }
     if (r < 0) {
         ms_snapshot_source_close(s);
         return r;
@@ -90,8 +153,31 @@ int ms_snapshot_source_open_store(MsStorage *storage, const char *key, MsSnapsho
     return 0;
 }
 
+int ms_snapshot_source_open_store(MsStorage *storage, const char *key,
+                                  const MsEncryptKey *enc_key, MsSnapshotSource *ret, MsError *e) {
+    return open_store(storage, key, enc_key, false, ret, e);
+}
+
+int ms_snapshot_source_check_stored_only(MsStorage *storage, const char *key, uint64_t *ret_bytes,
+                                         MsError *e) {
+    MsSnapshotSource s;
+    int r = open_store(storage, key, NULL, true, &s, e);
+    if (r < 0)
+        return r;
+    /* Read every stored byte through the hash; then the check finds nothing left over. */
+    char buf[65536];
+    ssize_t n;
+    while ((n = ms_source_read(s.head, buf, sizeof(buf), e)) > 0)
+        ;
+    r = n < 0 ? (int) n : ms_snapshot_source_check_stored(&s, e);
+    if (ret_bytes)
+        *ret_bytes = s.stored_bytes;
+    ms_snapshot_source_close(&s);
+    return r;
+}
+
 int ms_snapshot_source_open_file(const char *path, const char *manifest_path,
-                                 MsSnapshotSource *ret, MsError *e) {
+                                 const MsEncryptKey *enc_key, MsSnapshotSource *ret, MsError *e) {
     MsSnapshotSource *s = ret;
     memset(s, 0, sizeof(*s));
     if (manifest_path) {
@@ -128,6 +214,11 @@ int ms_snapshot_source_open_file(const char *path, const char *manifest_path,
         if (r < 0)
             return r;
         s->has_manifest = true;
+        r = check_manifest_key(s, path, enc_key, e);
+        if (r < 0) {
+            ms_snapshot_source_close(s);
+            return r;
+        }
     }
     int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -136,7 +227,12 @@ int ms_snapshot_source_open_file(const char *path, const char *manifest_path,
         return ms_error_set(e, err, "cannot open archive %s: %s", path, strerror(err));
     }
     s->archive_name = strdup(strcmp(path, "-") == 0 ? "standard input" : path);
-    int r = build_chain(s, ms_source_fd_new(fd, fd != STDIN_FILENO), e);
+    int r = build_chain(s, ms_source_fd_new(fd, fd != STDIN_FILENO), enc_key, e);
+    if (r == -ENOKEY) {
+        ms_error_clear(e);
+        r = ms_error_set(e, ENOKEY, "%s is encrypted (key id %s); give --key-file with its key",
+                         s->archive_name, s->encryption.key_id_hex);
+    }
     if (r < 0) {
         ms_snapshot_source_close(s);
         return r;

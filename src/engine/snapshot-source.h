@@ -6,6 +6,7 @@
 
 #include "archive/archive.h"
 #include "common/error.h"
+#include "io/filter-encrypt.h"
 #include "io/stream.h"
 #include "manifest.h"
 #include "storage/storage.h"
@@ -18,16 +19,26 @@ typedef struct MsSnapshotSource {
     MsSource *hash;          /* sha256 stage over the stored bytes (owned by head's chain) */
     uint64_t stored_bytes;   /* bytes read from the store */
     MsCompression detected;  /* what the stored object turned out to be */
+    bool encrypted;          /* it began with an MSENC1 header and was decrypted */
+    MsEncryptHeader encryption;
     MsArchiveReader *reader;
 } MsSnapshotSource;
 
 /* From a store: key is a manifest key, an archive key, or a snapshot name with prefix
- * ("nightly/node1/nightly-2026..."); the manifest is required and checked. */
-int ms_snapshot_source_open_store(MsStorage *storage, const char *key, MsSnapshotSource *ret,
-                                  MsError *e);
+ * ("nightly/node1/nightly-2026..."); the manifest is required and checked.
+ * enc_key opens an encrypted snapshot (NULL: none given). The stream is recognised by its
+ * MSENC1 header (and the manifest's "encryption" field) before decompression is detected. An
+ * encrypted snapshot without a key is -ENOKEY, with the wrong key -EKEYREJECTED, both before
+ * any data is read; a key given for an unencrypted snapshot is not needed and not used. */
+int ms_snapshot_source_open_store(MsStorage *storage, const char *key,
+                                  const MsEncryptKey *enc_key, MsSnapshotSource *ret, MsError *e);
+/* Without the key: read the stored object of snapshot key and compare only its size and SHA-256
+ * with the manifest (nothing is decrypted or parsed). 0 when they match, -EBADMSG if not. */
+int ms_snapshot_source_check_stored_only(MsStorage *storage, const char *key, uint64_t *ret_bytes,
+                                         MsError *e);
 /* From a stock archive file ("-" is standard input); manifest_path is optional. */
 int ms_snapshot_source_open_file(const char *path, const char *manifest_path,
-                                 MsSnapshotSource *ret, MsError *e);
+                                 const MsEncryptKey *enc_key, MsSnapshotSource *ret, MsError *e);
 
 /* After the archive's END: compare the stored object's size and SHA-256 with the manifest. */
 int ms_snapshot_source_check_stored(MsSnapshotSource *s, MsError *e);

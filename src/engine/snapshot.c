@@ -671,10 +671,20 @@ static int open_archive_sink(const MsSnapshotOptions *o, const char *key, MsSink
         ms_sink_free(hash);
         return ms_error_set(e, ENOMEM, "out of memory");
     }
-    MsSink *comp = ms_sink_compress_new(stored, o->compression, o->compression_level,
+    /* compress -> encrypt -> count -> SHA-256 -> store: the manifest's size and digest are
+     * those of the stored (encrypted) bytes, checkable without the key. */
+    MsSink *sealed = stored;
+    if (o->key) {
+        sealed = ms_sink_encrypt_new(stored, o->key, 0, e);
+        if (!sealed) {
+            ms_sink_free(stored);
+            return -EINVAL;
+        }
+    }
+    MsSink *comp = ms_sink_compress_new(sealed, o->compression, o->compression_level,
                                         o->compression_threads, e);
     if (!comp) {
-        ms_sink_free(stored);
+        ms_sink_free(sealed);
         return -EINVAL;
     }
     MsSink *raw = ms_sink_counter_new(comp, raw_counter);
@@ -742,7 +752,11 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         parallel = SNAPSHOT_MAX_PARALLEL;
 
     _cleanup_free_ char *archive_key =
-        join_key(o->prefix, o->name, MONGOSNAP_ARCHIVE_SUFFIX, ms_compression_suffix(o->compression));
+        join_key(o->prefix, o->name, MONGOSNAP_ARCHIVE_SUFFIX,
+                 o->key ? (o->compression == MS_COMPRESSION_NONE ? ".enc"
+                           : o->compression == MS_COMPRESSION_ZSTD ? ".zst.enc"
+                                                                  : ".gz.enc")
+                        : ms_compression_suffix(o->compression));
     _cleanup_free_ char *manifest_key = join_key(o->prefix, o->name, MONGOSNAP_MANIFEST_SUFFIX, "");
     if (!archive_key || !manifest_key)
         return ms_error_set(e, ENOMEM, "out of memory");
@@ -983,6 +997,8 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         .compression = (char *) ms_compression_to_string(o->compression),
         .archive_size = stored_bytes,
         .uncompressed_size = raw_bytes,
+        .encryption_cipher = o->key ? (char *) MS_ENCRYPT_CIPHER_NAME : NULL,
+        .encryption_chunk_size = o->key ? MS_ENCRYPT_DEFAULT_CHUNK_SIZE : 0,
         .point_in_time = have_oplog,
         .point_in_time_reason =
             have_oplog ? NULL
@@ -1000,6 +1016,8 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         .n_ns_exclude = filtered ? o->filter->n_exclude : 0,
     };
     ms_sink_sha256_hex(hash, manifest.archive_sha256);
+    if (o->key)
+        memcpy(manifest.encryption_key_id, o->key->id_hex, sizeof(manifest.encryption_key_id));
     for (size_t i = 0; i < ctx.n_colls; i++) {
         DumpCollection *dc = &ctx.colls[i];
         MsManifestNamespace ns = {

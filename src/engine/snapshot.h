@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "common/error.h"
+#include "io/filter-encrypt.h"
 #include "io/stream.h"
 #include "nsfilter.h"
 #include "progress.h"
@@ -21,6 +22,9 @@ typedef struct MsSnapshotOptions {
     MsCompression compression;
     int compression_level;   /* 0: codec default */
     int compression_threads; /* zstd workers */
+    /* Client-side encryption: non-NULL seals the compressed archive with AES-256-GCM
+     * (io/filter-encrypt.h) before it is hashed and stored; the manifest records the key id. */
+    const MsEncryptKey *key;
     unsigned parallel_collections;
     bool capture_oplog;      /* when the source has one */
     bool include_users;      /* admin.system.users / system.roles, whatever the filter says */

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "io/filter-encrypt.h"
 #include "progress.h"
 #include "storage/storage.h"
 
@@ -14,6 +15,7 @@ typedef struct MsVerifyOptions {
     const char *snapshot_key;
     const char *archive_path; /* or a file, with an optional manifest */
     const char *manifest_path;
+    const MsEncryptKey *key; /* for an encrypted snapshot; NULL: none given */
     MsProgress *progress;
     volatile sig_atomic_t *cancel;
 } MsVerifyOptions;

@@ -18,6 +18,7 @@
 #include "engine/restore.h"
 #include "engine/snapshot.h"
 #include "engine/verify.h"
+#include "io/filter-encrypt.h"
 #include "mongosnap/mongosnap.h"
 #include "storage/storage.h"
 
@@ -45,6 +46,7 @@ typedef struct Args {
     const char *command;
     char *uri;
     char *password;
+    MsEncryptKey *key; /* --key-file: wiped on exit */
     const char *store;
     const char *prefix;
     const char *name;
@@ -79,14 +81,17 @@ static void help(void) {
            "                            [--compression zstd|gzip|none] [--level N] [--threads N]\n"
            "                            [--parallel N] [--no-oplog] [--include-users]\n"
            "                            [--ns-include PAT]... [--ns-exclude PAT]...\n"
+           "                            [--key-file FILE]\n"
            "  mongosnap-worker restore  --uri-file FILE (--store DIR --snapshot KEY | --archive "
            "FILE)\n"
            "                            [--drop] [--parallel N] [--batch-size N] [--no-indexes]\n"
            "                            [--ns-include PAT] [--ns-exclude PAT] [--ns-from PAT "
            "--ns-to PAT]\n"
            "                            [--until T:I|YYYY-MM-DDTHH:MM:SSZ] [--no-oplog]\n"
+           "                            [--key-file FILE]\n"
            "  mongosnap-worker verify   (--store DIR --snapshot KEY | --archive FILE [--manifest "
            "FILE])\n"
+           "                            [--key-file FILE]\n"
            "  mongosnap-worker remove   --store DIR --key KEY [--key KEY]...\n\n"
            "Namespaces (snapshot and restore):\n"
            "  --ns-include PAT     take only collections matching PAT, DB.COLLECTION with '*'\n"
@@ -105,6 +110,12 @@ static void help(void) {
            "  --uri-file FILE      read the MongoDB URI from FILE (keeps passwords out of ps)\n"
            "  --uri URI            the URI itself (or set MONGOSNAP_URI); avoid passwords here\n"
            "  --password-file FILE the password, e.g. a systemd credential; replaces the URI's\n\n"
+           "Encryption:\n"
+           "  --key-file FILE      an AES-256-GCM key: 32 raw bytes or 64 hex characters\n"
+           "                       ('openssl rand -hex 32'), e.g. a systemd credential.\n"
+           "                       snapshot: encrypt the stored archive; restore, verify: the\n"
+           "                       key of an encrypted snapshot (its manifest's key_id says\n"
+           "                       which). Without it, or with another key: exit 2.\n\n"
            "Reporting:\n"
            "  --progress-fd FD     write progress as JSON lines to FD\n"
            "  --json               print the result as one JSON object on stdout\n"
@@ -139,6 +150,7 @@ enum {
     OPT_URI = 256,
     OPT_URI_FILE,
     OPT_PASSWORD_FILE,
+    OPT_KEY_FILE,
     OPT_STORE,
     OPT_PREFIX,
     OPT_NAME,
@@ -183,6 +195,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"uri", required_argument, NULL, OPT_URI},
         {"uri-file", required_argument, NULL, OPT_URI_FILE},
         {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
+        {"key-file", required_argument, NULL, OPT_KEY_FILE},
         {"store", required_argument, NULL, OPT_STORE},
         {"prefix", required_argument, NULL, OPT_PREFIX},
         {"name", required_argument, NULL, OPT_NAME},
@@ -236,6 +249,15 @@ static int parse_args(int argc, char **argv, Args *a) {
             if (read_secret_file(optarg, &a->password) < 0)
                 return -EINVAL;
             break;
+        case OPT_KEY_FILE: {
+            MsError e = MS_ERROR_INIT;
+            a->key = ms_encrypt_key_free(a->key);
+            if (ms_encrypt_key_load_file(optarg, &a->key, &e) < 0) {
+                log_error("--key-file: %s", e.message);
+                return -EINVAL;
+            }
+            break;
+        }
         case OPT_STORE:
             a->store = optarg;
             break;
@@ -391,6 +413,10 @@ static int exit_code_for(int r) {
     case EACCES:
         return MONGOSNAP_EXIT_UNREACHABLE;
     case EINVAL:
+    /* An encrypted snapshot without its key, or with another key: the snapshot is sound, the
+     * caller has to give the right key (2, not 3, so nobody takes it for damage). */
+    case ENOKEY:
+    case EKEYREJECTED:
         /* Bad input the caller can fix: a malformed URI, a name, an option combination. */
         return MONGOSNAP_EXIT_USAGE;
     default:
@@ -492,6 +518,7 @@ static int run_snapshot(Args *a, MsProgress *p) {
         .compression = a->compression,
         .compression_level = a->level,
         .compression_threads = a->compression == MS_COMPRESSION_ZSTD ? a->threads : 0,
+        .key = a->key,
         .parallel_collections = a->parallel ? a->parallel : DEFAULT_PARALLEL_COLLECTIONS,
         .capture_oplog = !a->no_oplog,
         .include_users = a->include_users,
@@ -510,6 +537,11 @@ static int run_snapshot(Args *a, MsProgress *p) {
         BSON_APPEND_INT64(&fields, "stored_bytes", (int64_t) res.stored_bytes);
         BSON_APPEND_INT64(&fields, "uncompressed_bytes", (int64_t) res.uncompressed_bytes);
         BSON_APPEND_BOOL(&fields, "point_in_time", res.point_in_time);
+        if (a->key) {
+            /* The key's id (a hash prefix), never the key. */
+            BSON_APPEND_UTF8(&fields, "encryption", MS_ENCRYPT_CIPHER_NAME);
+            BSON_APPEND_UTF8(&fields, "key_id", a->key->id_hex);
+        }
         if (filtered) {
             append_patterns(&fields, "ns_include", a->filter.include, a->filter.n_include);
             append_patterns(&fields, "ns_exclude", a->filter.exclude, a->filter.n_exclude);
@@ -529,6 +561,8 @@ static int run_snapshot(Args *a, MsProgress *p) {
                    res.archive_key, res.documents, res.namespaces, res.stored_bytes,
                    res.point_in_time ? ", point-in-time consistent"
                                      : ", NOT point-in-time consistent (no oplog)");
+            if (a->key)
+                printf("encrypted with %s, key id %s\n", MS_ENCRYPT_CIPHER_NAME, a->key->id_hex);
             if (filtered)
                 printf("partial snapshot (--ns-include/--ns-exclude): %" PRIu64
                        " collections left out, %" PRIu64 " databases skipped unlisted, %" PRIu64
@@ -569,6 +603,7 @@ static int run_restore(Args *a, MsProgress *p) {
         .snapshot_key = a->snapshot,
         .archive_path = a->archive,
         .manifest_path = a->manifest,
+        .key = a->key,
         .filter = &a->filter,
         .parallel = a->parallel,
         .batch_size = a->batch_size,
@@ -619,6 +654,7 @@ static int run_verify(Args *a, MsProgress *p) {
         .snapshot_key = a->snapshot,
         .archive_path = a->archive,
         .manifest_path = a->manifest,
+        .key = a->key,
         .progress = p,
         .cancel = &cancel_requested,
     };
@@ -714,6 +750,7 @@ int main(int argc, char **argv) {
 out:
     ms_secret_free(a.uri);
     ms_secret_free(a.password);
+    ms_encrypt_key_free(a.key);
     /* Free unpaired rename patterns too (clear() only knows the paired count). */
     for (size_t i = a.filter.n_rename; i < a.n_rename_from; i++)
         free(a.filter.rename_from[i]);
