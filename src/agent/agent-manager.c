@@ -459,7 +459,7 @@ static int remove_from_store(Manager *m, MsSnapshotRecord *r, MsSnapshotState st
         if (k >= 0 && r->archive_key)
             k = ms_storage_remove(s, r->archive_key, e);
         if (k < 0) {
-            ms_error_prefix(e, "cannot remove snapshot %s from %s", r->id, r->store);
+            ms_error_prefix(e, "cannot remove snapshot %s from %s: ", r->id, r->store);
             return k;
         }
     }

@@ -430,7 +430,7 @@ static int exit_code_for(int r) {
 static int stopped_instead(int r, MsError *e) {
     if (r >= 0 || r == -ECANCELED || !cancel_requested)
         return r;
-    ms_error_prefix(e, "stopped by a signal; the task was at");
+    ms_error_prefix(e, "stopped by a signal; the task had got to: ");
     e->code = ECANCELED;
     return -ECANCELED;
 }
