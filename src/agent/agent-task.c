@@ -102,7 +102,7 @@ static void deliver_line(AgentTask *t, const char *line, size_t len) {
 }
 
 static int line_append(AgentTask *t, const char *p, size_t n) {
-    if (t->line_overlong)
+    if (t->line_overlong || n == 0)
         return 0;
     if (t->line_len + n > AGENT_TASK_LINE_MAX) {
         log_warning("worker %d wrote a progress line longer than %u bytes; dropped", (int) t->pid,

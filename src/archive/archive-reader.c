@@ -103,7 +103,8 @@ static void format_reader_namespace(char buf[NAMESPACE_NAME_MAX], const ReaderNa
 }
 
 /* Record the failure so later calls repeat it, and report it through e. */
-static int reader_failv(MsArchiveReader *r, MsError *e, int code, const char *fmt, va_list ap) {
+_printf_(4, 0) static int reader_failv(MsArchiveReader *r, MsError *e, int code, const char *fmt,
+                                       va_list ap) {
     ms_error_clear(&r->failure);
     ms_error_setv(&r->failure, code, fmt, ap);
     r->state = READER_FAILED;

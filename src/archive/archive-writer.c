@@ -220,7 +220,7 @@ int ms_archive_writer_write_prelude(MsArchiveWriter *w, const MsArchiveHeader *h
     if (!w || !header || (n_collections > 0 && !collections))
         return ms_error_set(e, EINVAL, "invalid arguments to ms_archive_writer_write_prelude()");
 
-    _cleanup_(mutex_unlockp) pthread_mutex_t *locked = writer_lock(w);
+    _cleanup_(mutex_unlockp) _unused_ pthread_mutex_t *locked = writer_lock(w);
     if (w->broken)
         return writer_check_usable(w, e);
     if (w->prelude_written)
@@ -395,7 +395,7 @@ int ms_archive_writer_write_segment(MsArchiveWriter *w, const char *db, const ch
     if (r < 0)
         return r;
 
-    _cleanup_(mutex_unlockp) pthread_mutex_t *locked = writer_lock(w);
+    _cleanup_(mutex_unlockp) _unused_ pthread_mutex_t *locked = writer_lock(w);
     r = writer_check_usable(w, e);
     if (r < 0)
         return r;
@@ -421,7 +421,7 @@ int ms_archive_writer_write_eof(MsArchiveWriter *w, const char *db, const char *
         return ms_error_set(e, EINVAL, "invalid arguments to ms_archive_writer_write_eof()");
     db = str_or_empty(db);
 
-    _cleanup_(mutex_unlockp) pthread_mutex_t *locked = writer_lock(w);
+    _cleanup_(mutex_unlockp) _unused_ pthread_mutex_t *locked = writer_lock(w);
     int r = writer_check_usable(w, e);
     if (r < 0)
         return r;
@@ -451,7 +451,7 @@ int ms_archive_writer_write_eof(MsArchiveWriter *w, const char *db, const char *
 int ms_archive_writer_check_complete(MsArchiveWriter *w, MsError *e) {
     if (!w)
         return ms_error_set(e, EINVAL, "invalid arguments to ms_archive_writer_check_complete()");
-    _cleanup_(mutex_unlockp) pthread_mutex_t *locked = writer_lock(w);
+    _cleanup_(mutex_unlockp) _unused_ pthread_mutex_t *locked = writer_lock(w);
     int r = writer_check_usable(w, e);
     if (r < 0)
         return r;

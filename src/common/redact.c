@@ -24,6 +24,26 @@ static bool option_is_secret(const char *opt, size_t len) {
     return false;
 }
 
+/* Does the last '@' sit inside the value of a secret query option ("/?password=p@ss")? Then there
+ * is no userinfo to cut out, and the option loop below drops the whole value. */
+static bool at_is_in_secret_option(const char *authority, const char *at) {
+    const char *q = memchr(authority, '?', (size_t) (at - authority));
+    if (!q)
+        return false;
+    for (const char *p = q + 1; p < at;) {
+        size_t key_len = strcspn(p, "=&;");
+        if (p + key_len < at && p[key_len] == '=' && option_is_secret(p, key_len)) {
+            const char *value_end = p + key_len + strcspn(p + key_len, "&;");
+            if (value_end > at)
+                return true;
+        }
+        p += strcspn(p, "&;");
+        if (p < at)
+            p++;
+    }
+    return false;
+}
+
 char *ms_uri_redact(const char *uri) {
     if (!uri)
         return strdup("<no URI>");
@@ -43,6 +63,8 @@ char *ms_uri_redact(const char *uri) {
      * password cannot end the userinfo early and leak the rest. (An '@' in an option value then
      * hides more than needed, never less.) */
     const char *at = strrchr(authority, '@');
+    if (at && at_is_in_secret_option(authority, at))
+        at = NULL; /* "...?password=p@ss": the '@' is a secret's, and the whole value goes */
     const char *hosts = authority;
     if (at) {
         const char *colon = memchr(authority, ':', (size_t) (at - authority));

@@ -199,6 +199,10 @@ static bool get_bool(const bson_t *b, const char *path) {
 }
 
 int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e) {
+    if (!json || len == 0)
+        return ms_error_set(e, EBADMSG,
+                            "not a mongosnap manifest: the file is empty (the snapshot is "
+                            "damaged or its write never finished)");
     const char *marker = "\"" MANIFEST_CHECKSUM_FIELD "\" : \"";
     const char *at = NULL;
     for (const char *p = json; (p = memmem(p, len - (size_t) (p - json), marker, strlen(marker)));

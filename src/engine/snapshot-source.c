@@ -270,6 +270,8 @@ int ms_snapshot_source_check_stored(MsSnapshotSource *s, MsError *e) {
     return 0;
 }
 
+#define TIMESERIES_BUCKETS_PREFIX "system.buckets."
+
 int ms_snapshot_source_check_namespaces(MsSnapshotSource *s, MsError *e) {
     const MsArchiveNamespaceStats *stats;
     size_t n = ms_archive_reader_namespace_stats(s->reader, &stats);
@@ -278,9 +280,19 @@ int ms_snapshot_source_check_namespaces(MsSnapshotSource *s, MsError *e) {
     for (size_t i = 0; i < s->manifest.n_namespaces; i++) {
         const MsManifestNamespace *m = &s->manifest.namespaces[i];
         const MsArchiveNamespaceStats *found = NULL;
-        for (size_t j = 0; j < n && !found; j++)
-            if (strcmp(stats[j].db, m->db) == 0 && strcmp(stats[j].collection, m->collection) == 0)
+        /* A time-series collection's documents travel under its buckets collection, as
+         * mongodump writes them; the manifest names the collection itself. */
+        bool buckets = m->type && strcmp(m->type, "timeseries") == 0;
+        for (size_t j = 0; j < n && !found; j++) {
+            const char *c = stats[j].collection;
+            if (buckets && strncmp(c, TIMESERIES_BUCKETS_PREFIX,
+                                   strlen(TIMESERIES_BUCKETS_PREFIX)) == 0)
+                c += strlen(TIMESERIES_BUCKETS_PREFIX);
+            else if (buckets)
+                continue;
+            if (strcmp(stats[j].db, m->db) == 0 && strcmp(c, m->collection) == 0)
                 found = &stats[j];
+        }
         if (!found || !found->eof_seen)
             return ms_error_set(e, EBADMSG,
                                 "namespace '%s.%s' is in the manifest but missing from %s",

@@ -111,6 +111,16 @@ char *ms_eventlog_scrub(const char *text) {
             continue;
         }
         end += strcspn(end, URI_TERMINATORS);
+        /* Text glued to the front ("umongodb://...", "xmongodb+srv://...") must not hide a
+         * MongoDB URI from the redaction meant for it: the scheme is its known tail. */
+        static const char *const mongodb_schemes[] = {"mongodb+srv", "mongodb"};
+        for (size_t i = 0; i < ELEMENTSOF(mongodb_schemes); i++) {
+            size_t l = strlen(mongodb_schemes[i]);
+            if ((size_t) (sep - start) > l && strncasecmp(sep - l, mongodb_schemes[i], l) == 0) {
+                start = sep - l;
+                break;
+            }
+        }
         ok = fwrite(p, 1, (size_t) (start - p), out) == (size_t) (start - p);
         _cleanup_free_ char *uri = strndup(start, (size_t) (end - start));
         _cleanup_free_ char *clean = NULL;

@@ -230,6 +230,9 @@ static void uris_lose_their_secrets(void) {
         {"mongodb://h/?password=pw&tls=true", "mongodb://h/?tls=true"},
         {"no uri here, just :// and text", "no uri here, just :// and text"},
         {"s3://bucket/prefix/key", "s3://bucket/prefix/key"},
+        /* Found by fuzz-uri-redact: text glued to the scheme hid the URI from its redaction. */
+        {"umongodb://backup@db1/?tls=true&password=SECRET", "umongodb://backup@db1/?tls=true"},
+        {"xmongodb+srv://u:pw@c/", "xmongodb+srv://u@c/"},
         {"", ""},
     };
     for (size_t i = 0; i < ELEMENTSOF(cases); i++) {

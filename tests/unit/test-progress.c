@@ -447,7 +447,7 @@ static void ticker_reports_periodically_and_stops(void) {
     /* Nothing more once stopped. */
     sleep_ms(QUIET_MS);
     size_t later_len;
-    _cleanup_free_ char *later = drain(fds[0], &later_len);
+    _cleanup_free_ _unused_ char *later = drain(fds[0], &later_len);
     ms_progress_stop_ticker(&p); /* a second stop is a no-op */
     ms_progress_done(&p);
     close(fds[0]);
@@ -481,7 +481,7 @@ static void ticker_stops_promptly(void) {
     ms_progress_done(&p);
     uint64_t done_stop = ms_now_usec() - t0;
     size_t len;
-    _cleanup_free_ char *out = drain(fds[0], &len);
+    _cleanup_free_ _unused_ char *out = drain(fds[0], &len);
     close(fds[0]);
     close(fds[1]);
     ASSERT(first_stop < STOP_MAX_USEC);

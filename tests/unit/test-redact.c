@@ -30,6 +30,18 @@ static void garbage_is_safe(void) {
     ASSERT_STREQ(r, "<unparsable URI>");
 }
 
-MS_TEST_MAIN(TEST_CASE(redacts_password), TEST_CASE(redacts_secret_options),
+/* Found by fuzzing: a raw '@' inside a secret option's value was taken for the userinfo's end,
+ * and the whole string came back unchanged. */
+static void at_sign_inside_secret_option(void) {
+    _cleanup_free_ char *a = ms_uri_redact("mongodb://db1/?authSource=admin&password=p@ssw0rdXYZ");
+    ASSERT_STREQ(a, "mongodb://db1/?authSource=admin");
+    _cleanup_free_ char *b = ms_uri_redact("mongodb://db1:27017/?password=p@ss&tls=true");
+    ASSERT_STREQ(b, "mongodb://db1:27017/?tls=true");
+    /* A raw '?' in a real password still ends at the last '@'. */
+    _cleanup_free_ char *c = ms_uri_redact("mongodb://user:pa?ss@host/?tls=true");
+    ASSERT_STREQ(c, "mongodb://user@host/?tls=true");
+}
+
+MS_TEST_MAIN(TEST_CASE(at_sign_inside_secret_option), TEST_CASE(redacts_password), TEST_CASE(redacts_secret_options),
              TEST_CASE(keeps_plain_uri), TEST_CASE(password_with_at_sign),
              TEST_CASE(garbage_is_safe))
