@@ -261,7 +261,6 @@ def test_security_exposure(installed: Installed):
     m = re.search(r"Overall exposure level for mongosnapd\.service: (\d+\.\d+)", cp.stdout)
     assert m, cp.stdout + cp.stderr
     exposure = float(m.group(1))
-    print(f"mongosnapd.service exposure: {exposure}")  # shown with -s or on failure
     print(f"systemd-analyze security mongosnapd.service: exposure {exposure}")
     assert cp.returncode == 0 and exposure <= EXPOSURE_MAX, cp.stdout
     # The snapshot service is a bus client only, and rated so.
