@@ -369,6 +369,17 @@ static int transport_error(MsS3Http *h, const MsS3Request *rq, CURLcode c, bool 
     char endpoint[512];
     endpoint_text(h->loc, endpoint, sizeof(endpoint));
     const char *detail = h->errbuf[0] ? h->errbuf : curl_easy_strerror(c);
+    if ((c == CURLE_SSL_CACERT_BADFILE || c == CURLE_SSL_CRL_BADFILE) && h->loc->ca_file)
+        return ms_error_set(e, EINVAL,
+                            "%s: cannot use the CA file ca=%s of the store location (%s); give a "
+                            "readable PEM file of CA certificates",
+                            rq->what, h->loc->ca_file, detail);
+    if (curl_code_is_tls(c) && c != CURLE_SSL_CONNECT_ERROR && h->loc->ca_file)
+        return ms_error_set(e, EHOSTUNREACH,
+                            "%s: the TLS connection to %s failed (%s); check that ca=%s holds the "
+                            "CA that signed the endpoint's certificate (it replaces the system's "
+                            "CA store), and that the endpoint's host name matches the certificate",
+                            rq->what, endpoint, detail, h->loc->ca_file);
     if (curl_code_is_tls(c) && c != CURLE_SSL_CONNECT_ERROR)
         return ms_error_set(e, EHOSTUNREACH,
                             "%s: the TLS connection to %s failed (%s); if the endpoint uses a "
@@ -434,6 +445,14 @@ static int http_error(MsS3Http *h, const MsS3Request *rq, const MsS3Response *re
                             "%s: bucket '%s' does not exist at %s; create it or fix the bucket "
                             "name in the store location",
                             rq->what, h->loc->bucket, endpoint);
+    if (code && (strncasecmp(code, "KMS.", 4) == 0 || strncasecmp(code, "kms:", 4) == 0) &&
+        st >= 400 && st < 500 && st != 403 && st != 408 && st != 429)
+        return ms_error_set(e, EINVAL,
+                            "%s: the S3 endpoint %s cannot encrypt with the KMS key %s (%s); "
+                            "check kms_key_id= in the store location (or drop it to use the "
+                            "bucket's default key, or use sse=AES256)",
+                            rq->what, endpoint,
+                            h->loc->kms_key_id ? h->loc->kms_key_id : "(the default key)", detail);
     if (st == 403)
         return ms_error_set(e, EACCES,
                             "%s: access denied (%s); the credentials from %s are valid but not "
@@ -559,8 +578,12 @@ static AttemptOutcome attempt_once(MsS3Http *h, const MsS3Request *rq, const MsS
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
-    if (h->loc->ca_file)
+    if (h->loc->ca_file) {
+        /* ca= replaces the system store: libcurl (Debian's) also has a default CApath
+         * (/etc/ssl/certs) that would keep trusting every public CA beside it. */
         curl_easy_setopt(c, CURLOPT_CAINFO, h->loc->ca_file);
+        curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
+    }
     if (strcmp(rq->method, "HEAD") == 0)
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     else if (strcmp(rq->method, "PUT") == 0) {

@@ -11,7 +11,9 @@
  *   region           default us-east-1; part of every signature
  *   addressing       virtual (bucket.host/key) by default on AWS, path (host/bucket/key) for a
  *                    custom endpoint (MinIO, Ceph RGW: usually no wildcard DNS)
- *   ca               PEM file of CAs to trust instead of the system store
+ *   ca               PEM file of CAs to trust instead of the system store (libcurl's
+ *                    bundle and CA directory; SSL_CERT_FILE and CURL_CA_BUNDLE are not read);
+ *                    checked for readability when the store is opened
  *   sse, kms_key_id  server-side encryption headers on every object written
  *   part_size        first part size of multipart uploads (5MiB..5GiB); grows, see below
  *   parallel         parts uploaded at once (1..64)
@@ -1215,6 +1217,17 @@ int ms_storage_s3_new(const char *location, MsStorage **ret, MsError *e) {
     int r = ms_s3_location_parse(location, &st->loc, e);
     if (r < 0)
         return r;
+    /* A CA file that cannot be opened is a mistake in the location: say so now, before a
+     * snapshot has dumped anything, rather than as a TLS failure of the first request. */
+    if (st->loc.ca_file) {
+        FILE *f = fopen(st->loc.ca_file, "re");
+        if (!f)
+            return ms_error_set(e, EINVAL,
+                                "store '%s': cannot open the CA file ca=%s: %s; give the path "
+                                "of a readable PEM file of CA certificates",
+                                st->loc.description, st->loc.ca_file, strerror(errno));
+        fclose(f);
+    }
     r = ms_s3_credentials_load(&st->cred, e);
     if (r < 0) {
         ms_error_prefix(e, "store '%s': ", st->loc.description);

@@ -10,8 +10,8 @@ leftover upload under the prefix and only there; wrong secret, wrong key id, mis
 credentials in the location and an unreachable endpoint give clear errors, the documented
 exit codes, and never the secret or the access key id.
 
-Not covered here (issue 4, later): faults injected with toxiproxy (resets mid-part, latency,
-bandwidth limits), TLS endpoints, virtual-hosted addressing (needs wildcard DNS), SSE.
+Faults injected with toxiproxy are in test_s3_faults.py; TLS (private and system CA), SSE-S3,
+SSE-KMS and virtual-hosted addressing in test_s3_tls_sse.py.
 """
 
 from __future__ import annotations
