@@ -97,9 +97,10 @@ def busctl_text(agent, *args: str) -> str:
     return cp.stdout + cp.stderr
 
 
-def sample_worker(agent, sampler: ProcSampler, timeout: float = 20) -> dict:
-    """Wait until the sampler has seen a worker child of the agent (the task is held up)."""
-    before = len(sampler.workers())
+def sample_worker(agent, sampler: ProcSampler, before: int, timeout: float = 20) -> dict:
+    """Wait until the sampler has seen a worker child of the agent (the task is held up) beyond
+    the `before` it had seen when the task was asked for (counted before asking: the sampler may
+    see the new worker before the call that started it returns)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if len(sampler.workers()) > before:
@@ -151,8 +152,9 @@ def test_secrets_never_leak(agent, ferretdb_factory, minio, s3_bucket, tmp_path)
     # ---- a snapshot, held up (source paused) so its worker is sampled while it runs ----
     os.kill(src.proc.pid, signal.SIGSTOP)
     try:
+        seen = len(sampler.workers())
         snap = agent.take_snapshot("enc")
-        worker = sample_worker(agent, sampler)
+        worker = sample_worker(agent, sampler, seen)
     finally:
         os.kill(src.proc.pid, signal.SIGCONT)
     assert b"--password-file" in worker["cmdline"] and b"--key-file" in worker["cmdline"], \
@@ -178,9 +180,10 @@ def test_secrets_never_leak(agent, ferretdb_factory, minio, s3_bucket, tmp_path)
     # ---- restore into a target whose URI carries a password; the target held up too ----
     os.kill(target.proc.pid, signal.SIGSTOP)
     try:
+        seen = len(sampler.workers())
         rpath = start_restore(agent, sid, target.uri,
                               "{'ns_include': <['shop.*']>, 'drop': <true>}")
-        worker = sample_worker(agent, sampler)
+        worker = sample_worker(agent, sampler, seen)
     finally:
         os.kill(target.proc.pid, signal.SIGCONT)
     assert b"restore" in worker["cmdline"]
