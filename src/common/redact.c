@@ -63,8 +63,12 @@ char *ms_uri_redact(const char *uri) {
      * password cannot end the userinfo early and leak the rest. (An '@' in an option value then
      * hides more than needed, never less.) */
     const char *at = strrchr(authority, '@');
-    if (at && at_is_in_secret_option(authority, at))
-        at = NULL; /* "...?password=p@ss": the '@' is a secret's, and the whole value goes */
+    if (at && at_is_in_secret_option(authority, at)) {
+        /* "...?password=p@ss": that '@' is a secret's (the option loop drops its whole value);
+         * a userinfo, if any, ends at the last '@' before the query. */
+        const char *q = memchr(authority, '?', (size_t) (at - authority));
+        at = memrchr(authority, '@', (size_t) (q - authority));
+    }
     const char *hosts = authority;
     if (at) {
         const char *colon = memchr(authority, ':', (size_t) (at - authority));

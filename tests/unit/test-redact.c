@@ -4,13 +4,15 @@
 #include "test.h"
 
 static void redacts_password(void) {
-    _cleanup_free_ char *r = ms_uri_redact("mongodb://alice:s3cr%40t@db1:27017,db2/admin?replicaSet=rs0");
+    _cleanup_free_ char *r =
+        ms_uri_redact("mongodb://alice:s3cr%40t@db1:27017,db2/admin?replicaSet=rs0");
     ASSERT_STREQ(r, "mongodb://alice@db1:27017,db2/admin?replicaSet=rs0");
 }
 
 static void redacts_secret_options(void) {
-    _cleanup_free_ char *r = ms_uri_redact(
-        "mongodb://h/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:xyz&tls=true&password=pw");
+    _cleanup_free_ char *r = ms_uri_redact("mongodb://h/"
+                                           "?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_"
+                                           "SESSION_TOKEN:xyz&tls=true&password=pw");
     ASSERT_STREQ(r, "mongodb://h/?authMechanism=MONGODB-AWS&tls=true");
     ASSERT(strstr(r, "xyz") == NULL);
 }
@@ -37,11 +39,15 @@ static void at_sign_inside_secret_option(void) {
     ASSERT_STREQ(a, "mongodb://db1/?authSource=admin");
     _cleanup_free_ char *b = ms_uri_redact("mongodb://db1:27017/?password=p@ss&tls=true");
     ASSERT_STREQ(b, "mongodb://db1:27017/?tls=true");
+    /* Found by fuzzing the fix above: a real userinfo as well as an '@' in a secret option. */
+    _cleanup_free_ char *d =
+        ms_uri_redact("mongodb://n:A8888172@h/?sslPEMKeyPassword=x@y&tls=true");
+    ASSERT_STREQ(d, "mongodb://n@h/?tls=true");
     /* A raw '?' in a real password still ends at the last '@'. */
     _cleanup_free_ char *c = ms_uri_redact("mongodb://user:pa?ss@host/?tls=true");
     ASSERT_STREQ(c, "mongodb://user@host/?tls=true");
 }
 
-MS_TEST_MAIN(TEST_CASE(at_sign_inside_secret_option), TEST_CASE(redacts_password), TEST_CASE(redacts_secret_options),
-             TEST_CASE(keeps_plain_uri), TEST_CASE(password_with_at_sign),
-             TEST_CASE(garbage_is_safe))
+MS_TEST_MAIN(TEST_CASE(at_sign_inside_secret_option), TEST_CASE(redacts_password),
+             TEST_CASE(redacts_secret_options), TEST_CASE(keeps_plain_uri),
+             TEST_CASE(password_with_at_sign), TEST_CASE(garbage_is_safe))
