@@ -23,11 +23,19 @@
  *   {"event":"namespace","namespace":"db.coll","documents":N,"bytes":N}
  *   {"event":"oplog","entries":N,"first":{"t":N,"i":N},"last":{"t":N,"i":N}}
  *   {"event":"result","status":"ok"|"failed"|"cancelled","message":"...",...}
- * "phase" is one of: connect, prelude, dump, oplog, commit, restore, indexes, replay, verify, done. */
+ * "phase" is one of: connect, prelude, dump, oplog, commit, restore, indexes, replay, verify, done.
+ */
 #define MONGOSNAP_PROGRESS_EVENT_PROGRESS "progress"
 #define MONGOSNAP_PROGRESS_EVENT_NAMESPACE "namespace"
 #define MONGOSNAP_PROGRESS_EVENT_OPLOG "oplog"
 #define MONGOSNAP_PROGRESS_EVENT_RESULT "result"
+
+/* The query options of an s3:// store location ("s3://BUCKET/PREFIX?endpoint=...&region=..."):
+ * the S3 driver reads them, and the policy parser refuses any other name, so that no query can
+ * carry a secret into a policy file. One list, so the two cannot drift apart. */
+#define MONGOSNAP_S3_LOCATION_OPTIONS                                                              \
+    "endpoint", "region", "addressing", "ca", "sse", "kms_key_id", "part_size", "parallel",        \
+        "presign_expires", "max_attempts", "connect_timeout", "stall_timeout"
 
 /* Stored objects: <prefix>/<snapshot>.archive[.zst|.gz] and <prefix>/<snapshot>.manifest.json */
 #define MONGOSNAP_ARCHIVE_SUFFIX ".archive"

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <bson/bson.h>
+#include <signal.h>
 #include <string.h>
 
 #include "agent/agent-manager.h"
 #include "agent/agent-task.h"
+#include "agent/agent-throttle.h"
 #include "common/timeutil.h"
 #include "storage/storage.h"
 
@@ -26,9 +28,7 @@ struct SnapshotTask {
     char *result_message;     /* the worker's last "result" message */
     char *archive_key, *manifest_key;
     bool point_in_time;
-    uint64_t last_flush_usec;
-    uint64_t last_emit_usec;
-    sd_event_source *emit_timer; /* the trailing PropertiesChanged of a throttled burst */
+    ProgressThrottle progress;
 };
 
 typedef enum ReadTaskKind {
@@ -49,9 +49,7 @@ typedef struct ReadTask {
     bool stop_on_request;
     char *result_message;
     uint64_t created_usec;
-    uint64_t last_flush_usec;
-    uint64_t last_emit_usec;
-    sd_event_source *emit_timer;
+    ProgressThrottle progress; /* RESTORE */
 } ReadTask;
 
 struct Manager {
@@ -106,6 +104,16 @@ static inline int replace_string(char **dst, const char *src) {
     free(*dst);
     *dst = s;
     return 0;
+}
+
+/* SIGTERM to a worker; asked for (Stop, Cancel, Rebuild) it is SIGKILLed if still running after
+ * MANAGER_STOP_GRACE_USEC, while at shutdown the agent's own timeout applies
+ * (MANAGER_STOP_TIMEOUT_USEC). */
+static inline void worker_request_stop(AgentTask *w, bool on_request) {
+    if (on_request)
+        (void) agent_task_terminate(w, MANAGER_STOP_GRACE_USEC);
+    else
+        (void) agent_task_kill(w, SIGTERM);
 }
 
 /* agent-manager.c */

@@ -293,7 +293,7 @@ static void snapshot_task_free(SnapshotTask *t) {
     if (!t)
         return;
     agent_task_free(t->worker);
-    sd_event_source_disable_unref(t->emit_timer);
+    progress_throttle_done(&t->progress);
     free(t->result_message);
     free(t->archive_key);
     free(t->manifest_key);
@@ -318,43 +318,19 @@ bool manager_has_tasks(const Manager *m) {
     return m->n_read_tasks > 0 || remover_busy(m);
 }
 
-static void flush_progress(SnapshotTask *t) {
+static void flush_progress(void *userdata) {
+    SnapshotTask *t = userdata;
     MsError e = MS_ERROR_INIT;
     const MsSnapshotRecord *r = t->record;
     if (ms_catalog_update_snapshot_progress(t->manager->catalog, r->id, r->items_done,
                                             r->items_total, r->progress_pct, r->bytes_transferred,
                                             &e) < 0)
         log_warning("cannot record the progress of %s: %s", r->id, e.message);
-    t->last_flush_usec = now_usec();
 }
 
-static int on_emit_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+static void emit_progress(void *userdata) {
     SnapshotTask *t = userdata;
-    t->emit_timer = sd_event_source_disable_unref(t->emit_timer);
-    t->last_emit_usec = now_usec();
     manager_emit_snapshot_changed(t->manager, t->record, MANAGER_SNAPSHOT_PROGRESS);
-    return 0;
-}
-
-/* Announce progress at most every MANAGER_PROGRESS_EMIT_USEC; the last figures of a burst go
- * out from a timer, so a watcher never stays on stale numbers. */
-static void progress_changed(SnapshotTask *t) {
-    uint64_t now = now_usec();
-    if (now - t->last_flush_usec >= MANAGER_PROGRESS_FLUSH_USEC)
-        flush_progress(t);
-    if (now - t->last_emit_usec >= MANAGER_PROGRESS_EMIT_USEC) {
-        t->last_emit_usec = now;
-        manager_emit_snapshot_changed(t->manager, t->record, MANAGER_SNAPSHOT_PROGRESS);
-        return;
-    }
-    if (t->emit_timer)
-        return;
-    uint64_t mono;
-    if (sd_event_now(t->manager->event, CLOCK_MONOTONIC, &mono) < 0)
-        return;
-    uint64_t wait = MANAGER_PROGRESS_EMIT_USEC - (now - t->last_emit_usec);
-    (void) sd_event_add_time(t->manager->event, &t->emit_timer, CLOCK_MONOTONIC, mono + wait, 0,
-                             on_emit_timer, t);
 }
 
 static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
@@ -372,7 +348,7 @@ static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
         double pct = agent_msg_double(msg, "percent");
         r->progress_pct = pct < 0 ? 0 : pct > PERCENT_DONE ? PERCENT_DONE : pct;
         r->bytes_transferred = agent_msg_u64(msg, "bytes_written");
-        progress_changed(t);
+        progress_throttle_changed(&t->progress);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_NAMESPACE) == 0) {
         f.ns = agent_msg_str(msg, "namespace");
         f.has_items = true;
@@ -671,8 +647,8 @@ static size_t strv_length(char *const *v) {
 #define NUMBER_ARG_MAX 16
 static void build_snapshot_args(Manager *m, ManagerPolicy *p, const char *id,
                                 const char *credential, const char *key_path,
-                                char level_buf[NUMBER_ARG_MAX],
-                                char parallel_buf[NUMBER_ARG_MAX], const char **args) {
+                                char level_buf[NUMBER_ARG_MAX], char parallel_buf[NUMBER_ARG_MAX],
+                                const char **args) {
     const MsPolicy *s = p->settings;
     size_t k = 0;
     args[k++] = "snapshot";
@@ -783,7 +759,7 @@ static int start_worker(SnapshotTask *t, MsError *e) {
     MsError ce = MS_ERROR_INIT;
     if (ms_catalog_update_snapshot(m->catalog, rec, &ce) < 0)
         log_warning("cannot record that %s started: %s", rec->id, ce.message);
-    t->last_flush_usec = rec->started_usec;
+    progress_throttle_init(&t->progress, m->event, flush_progress, emit_progress, t);
     MsEventFields f;
     fields_for(t, &f);
     (void) ms_event_log(MS_EVENT_TASK_STARTED, &f, "snapshot %s started (worker %d)", rec->id,
@@ -838,7 +814,8 @@ static int check_policy_supported(const MsPolicy *s, MsError *e) {
         return ms_error_set(e, EOPNOTSUPP,
                             "policy '%s' asks for encryption with cipher '%s', which this "
                             "mongosnap cannot do; use Cipher=aes-256-gcm",
-                            s->name, ms_cipher_to_string(s->cipher) ? ms_cipher_to_string(s->cipher) : "?");
+                            s->name,
+                            ms_cipher_to_string(s->cipher) ? ms_cipher_to_string(s->cipher) : "?");
     return 0;
 }
 
@@ -934,11 +911,7 @@ static void stop_task(SnapshotTask *t, const char *reason, bool on_request) {
         t->stop_reason = reason;
         t->stop_on_request = on_request;
     }
-    /* At shutdown the agent's own timeout applies (MANAGER_STOP_TIMEOUT_USEC). */
-    if (on_request)
-        (void) agent_task_terminate(t->worker, MANAGER_STOP_GRACE_USEC);
-    else
-        (void) agent_task_kill(t->worker, SIGTERM);
+    worker_request_stop(t->worker, on_request);
 }
 
 int manager_stop_policy(Manager *m, ManagerPolicy *p, MsError *e) {
@@ -973,6 +946,21 @@ int manager_start_policy(Manager *m, ManagerPolicy *p, MsError *e) {
     return 0;
 }
 
+/* Edits (or a new policy's settings) applied with the checks a file gets; whatever the checks
+ * call a refusal, it is the caller's to fix (EINVAL). */
+static int apply_settings(MsPolicy *q, const ManagerPolicyEdit *edits, size_t n, MsError *e) {
+    for (size_t i = 0; i < n; i++)
+        if (ms_policy_apply_edit(q, edits[i].key, edits[i].value, e) < 0) {
+            e->code = EINVAL;
+            return -EINVAL;
+        }
+    if (ms_policy_check(q, e) < 0) {
+        e->code = EINVAL;
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int manager_edit_policy(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *edits, size_t n,
                         MsError *e) {
     if (n == 0)
@@ -981,19 +969,9 @@ int manager_edit_policy(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *e
     int r = ms_policy_dup(p->settings, &q, e);
     if (r < 0)
         return r;
-    /* Whatever the checks call it, a refused setting is the caller's to fix. */
-    for (size_t i = 0; i < n; i++) {
-        r = ms_policy_apply_edit(q, edits[i].key, edits[i].value, e);
-        if (r < 0) {
-            e->code = EINVAL;
-            return -EINVAL;
-        }
-    }
-    r = ms_policy_check(q, e);
-    if (r < 0) {
-        e->code = EINVAL;
-        return -EINVAL;
-    }
+    r = apply_settings(q, edits, n, e);
+    if (r < 0)
+        return r;
     r = ms_policy_write_atomic(m->config->policy_directory, q, e);
     if (r < 0)
         return r;
@@ -1174,19 +1152,9 @@ int manager_create_policy(Manager *m, const char *name, const ManagerPolicyEdit 
     int r = ms_policy_new(name, &q, e);
     if (r < 0)
         return r;
-    /* Whatever the checks call it, a refused setting is the caller's to fix. */
-    for (size_t i = 0; i < n; i++) {
-        r = ms_policy_apply_edit(q, settings[i].key, settings[i].value, e);
-        if (r < 0) {
-            e->code = EINVAL;
-            return -EINVAL;
-        }
-    }
-    r = ms_policy_check(q, e);
-    if (r < 0) {
-        e->code = EINVAL;
-        return -EINVAL;
-    }
+    r = apply_settings(q, settings, n, e);
+    if (r < 0)
+        return r;
     if (mkdir(m->config->policy_directory, 0755) < 0 && errno != EEXIST)
         return ms_error_set(e, errno, "cannot create %s: %s", m->config->policy_directory,
                             strerror(errno));
@@ -1269,7 +1237,7 @@ int manager_snapshot_download_url(Manager *m, const MsSnapshotRecord *r, uint64_
 int manager_flush(Manager *m, MsError *e) {
     for (size_t i = 0; i < m->n_policies; i++)
         if (m->policies[i]->task && m->policies[i]->task->worker)
-            flush_progress(m->policies[i]->task);
+            progress_throttle_flush(&m->policies[i]->task->progress);
     reader_flush_all(m);
     return 0;
 }
@@ -1391,8 +1359,8 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
     r = override_path(&m->config->worker_path, o->worker_path, "--worker", e);
     if (r < 0)
         return r;
-    r = override_path(&m->timer_directory, o->timer_directory ? o->timer_directory
-                                                                : MANAGER_TIMER_DIRECTORY,
+    r = override_path(&m->timer_directory,
+                      o->timer_directory ? o->timer_directory : MANAGER_TIMER_DIRECTORY,
                       "--timer-dir", e);
     if (r < 0)
         return r;

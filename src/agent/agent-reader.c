@@ -64,7 +64,7 @@ static ReadTask *reader_free(ReadTask *t) {
     if (!t)
         return NULL;
     agent_task_free(t->worker);
-    sd_event_source_disable_unref(t->emit_timer);
+    progress_throttle_done(&t->progress);
     ms_secret_free(t->uri);
     strv_free(t->args);
     free(t->result_message);
@@ -164,44 +164,22 @@ static void set_verify_state(ReadTask *t, MsVerifyState state, const char *error
     manager_emit_snapshot_changed(m, s, MANAGER_SNAPSHOT_STATE);
 }
 
-static void flush_restore(ReadTask *t) {
+static void flush_restore(void *userdata) {
+    ReadTask *t = userdata;
     MsError e = MS_ERROR_INIT;
     if (ms_catalog_update_restore(t->manager->catalog, t->restore, &e) < 0)
         log_warning("cannot record restore %s: %s", t->restore->id, e.message);
-    t->last_flush_usec = now_usec();
+}
+
+static void emit_restore_progress(void *userdata) {
+    ReadTask *t = userdata;
+    emit_restore(t->manager, t->restore, MANAGER_SNAPSHOT_PROGRESS);
 }
 
 void reader_flush_all(Manager *m) {
     for (size_t i = 0; i < m->n_read_tasks; i++)
         if (m->read_tasks[i]->worker && m->read_tasks[i]->kind == READ_TASK_RESTORE)
-            flush_restore(m->read_tasks[i]);
-}
-
-static int on_emit_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-    ReadTask *t = userdata;
-    t->emit_timer = sd_event_source_disable_unref(t->emit_timer);
-    t->last_emit_usec = now_usec();
-    emit_restore(t->manager, t->restore, MANAGER_SNAPSHOT_PROGRESS);
-    return 0;
-}
-
-/* The same throttling as snapshots: catalog once a second, bus twice a second, with a
- * trailing announcement so the last figures of a burst go out. */
-static void restore_progress_changed(ReadTask *t) {
-    uint64_t now = now_usec();
-    if (now - t->last_flush_usec >= MANAGER_PROGRESS_FLUSH_USEC)
-        flush_restore(t);
-    if (now - t->last_emit_usec >= MANAGER_PROGRESS_EMIT_USEC) {
-        t->last_emit_usec = now;
-        emit_restore(t->manager, t->restore, MANAGER_SNAPSHOT_PROGRESS);
-        return;
-    }
-    uint64_t mono;
-    if (t->emit_timer || sd_event_now(t->manager->event, CLOCK_MONOTONIC, &mono) < 0)
-        return;
-    (void) sd_event_add_time(t->manager->event, &t->emit_timer, CLOCK_MONOTONIC,
-                             mono + MANAGER_PROGRESS_EMIT_USEC - (now - t->last_emit_usec), 0,
-                             on_emit_timer, t);
+            progress_throttle_flush(&m->read_tasks[i]->progress);
 }
 
 /* ---- worker life ---- */
@@ -226,7 +204,7 @@ static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
         double pct = agent_msg_double(msg, "percent");
         r->progress_pct = pct < 0 ? 0 : pct > PERCENT_DONE ? PERCENT_DONE : pct;
         r->bytes_transferred = agent_msg_u64(msg, "bytes_read");
-        restore_progress_changed(t);
+        progress_throttle_changed(&t->progress);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_NAMESPACE) == 0) {
         MsEventFields f;
         fields_for(t, &f);
@@ -365,6 +343,7 @@ int reader_start(ReadTask *t, MsError *e) {
         t->restore->state = MS_RESTORE_RUNNING;
         t->restore->started_usec = now_usec();
         flush_restore(t);
+        progress_throttle_init(&t->progress, m->event, flush_restore, emit_restore_progress, t);
         (void) ms_event_log(MS_EVENT_RESTORE_STARTED, &f,
                             "restore %s of snapshot %s into %s started (worker %d)", t->restore->id,
                             t->snapshot_id, t->restore->target, (int) agent_task_pid(t->worker));
@@ -400,10 +379,7 @@ void reader_stop(ReadTask *t, const char *reason, bool on_request) {
         t->stop_reason = reason;
         t->stop_on_request = on_request;
     }
-    if (on_request)
-        (void) agent_task_terminate(t->worker, MANAGER_STOP_GRACE_USEC);
-    else
-        (void) agent_task_kill(t->worker, SIGTERM);
+    worker_request_stop(t->worker, on_request);
 }
 
 /* ---- starting ---- */
@@ -475,8 +451,8 @@ int manager_verify_snapshot(Manager *m, const char *id, MsError *e) {
     if (args_push(&t->args, &n, "verify") < 0 || args_push(&t->args, &n, "--store") < 0 ||
         args_push(&t->args, &n, s->store) < 0 || args_push(&t->args, &n, "--snapshot") < 0 ||
         args_push(&t->args, &n, s->manifest_key) < 0 ||
-        (key_path && (args_push(&t->args, &n, "--key-file") < 0 ||
-                      args_push(&t->args, &n, key_path) < 0)))
+        (key_path &&
+         (args_push(&t->args, &n, "--key-file") < 0 || args_push(&t->args, &n, key_path) < 0)))
         return oom(e);
     r = add_reader(m, t, e);
     if (r < 0)

@@ -193,8 +193,52 @@ int bus_task_log_reference(const char *id, char **ret) {
     return asprintf(ret, "%s%s", TASK_LOG_FIELD, id) < 0 ? -ENOMEM : 0;
 }
 
-static const char *empty_if_null(const char *s) {
-    return s ? s : "";
+int bus_enumerate_ids(const char *prefix, const Manager *m, size_t n,
+                      const char *(*id_at)(const Manager *m, size_t i), char ***ret_nodes) {
+    char **nodes = calloc(n + 1, sizeof(char *));
+    if (!nodes)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        int r = sd_bus_path_encode(prefix, id_at(m, i), &nodes[i]);
+        if (r < 0) {
+            for (size_t j = 0; j < i; j++)
+                free(nodes[j]);
+            free(nodes);
+            return r;
+        }
+    }
+    *ret_nodes = nodes;
+    return 0;
+}
+
+void bus_emit_task_changed(sd_bus *bus, const char *path, const char *interface, unsigned changes) {
+    int k;
+    if (changes & MANAGER_SNAPSHOT_STATE)
+        k = sd_bus_emit_properties_changed_strv(bus, path, interface, NULL);
+    else
+        k = sd_bus_emit_properties_changed(bus, path, interface, "Progress", "Items", "ItemsTotal",
+                                           "BytesTransferred", "ElapsedUSec", NULL);
+    if (k < 0)
+        log_debug("cannot announce changes of %s: %s", path, strerror(-k));
+}
+
+void bus_emit_added(sd_bus *bus, const char *path) {
+    int k = sd_bus_emit_object_added(bus, path);
+    if (k < 0)
+        log_debug("cannot announce %s: %s", path, strerror(-k));
+}
+
+int bus_property_get_u64(sd_bus *bus, const char *path, const char *interface, const char *property,
+                         sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+    return sd_bus_message_append(reply, "t", *(const uint64_t *) userdata);
+}
+
+int bus_append_task_log(sd_bus_message *reply, const char *id) {
+    _cleanup_free_ char *ref = NULL;
+    int k = bus_task_log_reference(id, &ref);
+    if (k < 0)
+        return k;
+    return sd_bus_message_append(reply, "s", ref);
 }
 
 /* ---- rows ---- */
@@ -391,10 +435,11 @@ static int read_restore_option(sd_bus_message *message, const char *key, Restore
         const char *key;
         RestoreOptionType type;
     } known[] = {
-        {"ns_include", OPTION_STRV}, {"ns_exclude", OPTION_STRV}, {"ns_from", OPTION_STRV},
-        {"ns_to", OPTION_STRV},      {"drop", OPTION_BOOL},       {"no_indexes", OPTION_BOOL},
-        {"until", OPTION_STRING},    {"parallel", OPTION_UINT32}, {"credential", OPTION_STRING},
-        {"key_credential", OPTION_STRING},
+        {"ns_include", OPTION_STRV},   {"ns_exclude", OPTION_STRV},
+        {"ns_from", OPTION_STRV},      {"ns_to", OPTION_STRV},
+        {"drop", OPTION_BOOL},         {"no_indexes", OPTION_BOOL},
+        {"until", OPTION_STRING},      {"parallel", OPTION_UINT32},
+        {"credential", OPTION_STRING}, {"key_credential", OPTION_STRING},
     };
     static const char *const signatures[] = {"as", "b", "s", "u"};
     size_t k = 0;

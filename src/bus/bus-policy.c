@@ -55,10 +55,6 @@ static int policy_enumerate(sd_bus *bus, const char *path, void *userdata, char 
     static int fname(sd_bus *bus, const char *path, const char *interface, const char *property,   \
                      sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
 
-static const char *empty_if_null(const char *s) {
-    return s ? s : "";
-}
-
 POLICY_GETTER(property_get_name) {
     const ManagerPolicy *p = userdata;
     return sd_bus_message_append(reply, "s", p->settings->name);
@@ -383,11 +379,8 @@ void bus_policy_emit_changed(sd_bus *bus, const ManagerPolicy *p) {
 
 void bus_policy_emit_added(sd_bus *bus, const ManagerPolicy *p) {
     _cleanup_free_ char *path = NULL;
-    if (bus_policy_path(p->settings->name, &path) < 0)
-        return;
-    int r = sd_bus_emit_object_added(bus, path);
-    if (r < 0)
-        log_debug("cannot announce %s: %s", path, strerror(-r));
+    if (bus_policy_path(p->settings->name, &path) >= 0)
+        bus_emit_added(bus, path);
 }
 
 int bus_policy_register(Manager *m, sd_bus *bus, MsError *e) {

@@ -22,33 +22,20 @@ static int restore_find(sd_bus *bus, const char *path, const char *interface, vo
     return 1;
 }
 
+static const char *restore_id_at(const Manager *m, size_t i) {
+    return manager_restore_at(m, i)->id;
+}
+
 static int restore_enumerate(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes,
                              sd_bus_error *ret_error) {
     Manager *m = userdata;
-    size_t n = manager_n_restores(m);
-    char **nodes = calloc(n + 1, sizeof(char *));
-    if (!nodes)
-        return -ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        int r = bus_restore_path(manager_restore_at(m, i)->id, &nodes[i]);
-        if (r < 0) {
-            for (size_t j = 0; j < i; j++)
-                free(nodes[j]);
-            free(nodes);
-            return r;
-        }
-    }
-    *ret_nodes = nodes;
-    return 0;
+    return bus_enumerate_ids(BUS_RESTORE_PREFIX, m, manager_n_restores(m), restore_id_at,
+                             ret_nodes);
 }
 
 #define RESTORE_GETTER(fname)                                                                      \
     static int fname(sd_bus *bus, const char *path, const char *interface, const char *property,   \
                      sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
-
-static const char *empty_if_null(const char *s) {
-    return s ? s : "";
-}
 
 RESTORE_GETTER(property_get_string) {
     const MsRestoreRecord *r = userdata;
@@ -63,16 +50,7 @@ RESTORE_GETTER(property_get_string) {
 
 RESTORE_GETTER(property_get_task_log) {
     const MsRestoreRecord *r = userdata;
-    _cleanup_free_ char *ref = NULL;
-    int k = bus_task_log_reference(r->id, &ref);
-    if (k < 0)
-        return k;
-    return sd_bus_message_append(reply, "s", ref);
-}
-
-/* For properties registered with an offset: userdata points at the field. */
-RESTORE_GETTER(property_get_u64) {
-    return sd_bus_message_append(reply, "t", *(const uint64_t *) userdata);
+    return bus_append_task_log(reply, r->id);
 }
 
 RESTORE_GETTER(property_get_state) {
@@ -122,19 +100,19 @@ static const sd_bus_vtable restore_vtable[] = {
     SD_BUS_PROPERTY("Options", "s", property_get_string, 0, CONST),
     SD_BUS_PROPERTY("TaskLog", "s", property_get_task_log, 0, CONST),
     SD_BUS_PROPERTY("ElapsedUSec", "t", property_get_elapsed, 0, CHANGING),
-    SD_BUS_PROPERTY("Items", "t", property_get_u64, offsetof(MsRestoreRecord, items_done),
+    SD_BUS_PROPERTY("Items", "t", bus_property_get_u64, offsetof(MsRestoreRecord, items_done),
                     CHANGING),
-    SD_BUS_PROPERTY("ItemsTotal", "t", property_get_u64, offsetof(MsRestoreRecord, items_total),
+    SD_BUS_PROPERTY("ItemsTotal", "t", bus_property_get_u64, offsetof(MsRestoreRecord, items_total),
                     CHANGING),
     SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, CHANGING),
-    SD_BUS_PROPERTY("BytesTransferred", "t", property_get_u64,
+    SD_BUS_PROPERTY("BytesTransferred", "t", bus_property_get_u64,
                     offsetof(MsRestoreRecord, bytes_transferred), CHANGING),
-    SD_BUS_PROPERTY("CreateTime", "t", property_get_u64, offsetof(MsRestoreRecord, created_usec),
-                    CONST),
-    SD_BUS_PROPERTY("StartTime", "t", property_get_u64, offsetof(MsRestoreRecord, started_usec),
+    SD_BUS_PROPERTY("CreateTime", "t", bus_property_get_u64,
+                    offsetof(MsRestoreRecord, created_usec), CONST),
+    SD_BUS_PROPERTY("StartTime", "t", bus_property_get_u64, offsetof(MsRestoreRecord, started_usec),
                     CHANGING),
-    SD_BUS_PROPERTY("FinishTime", "t", property_get_u64, offsetof(MsRestoreRecord, finished_usec),
-                    CHANGING),
+    SD_BUS_PROPERTY("FinishTime", "t", bus_property_get_u64,
+                    offsetof(MsRestoreRecord, finished_usec), CHANGING),
     SD_BUS_PROPERTY("State", "s", property_get_state, 0, CHANGING),
     SD_BUS_PROPERTY("Error", "s", property_get_string, 0, CHANGING),
     SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_cancel,
@@ -161,26 +139,14 @@ int bus_append_restore_row(sd_bus_message *reply, const MsRestoreRecord *r, uint
 
 void bus_restore_emit_changed(sd_bus *bus, const MsRestoreRecord *r, unsigned changes) {
     _cleanup_free_ char *path = NULL;
-    if (bus_restore_path(r->id, &path) < 0)
-        return;
-    int k;
-    if (changes & MANAGER_SNAPSHOT_STATE)
-        k = sd_bus_emit_properties_changed_strv(bus, path, MONGOSNAP_BUS_RESTORE_INTERFACE, NULL);
-    else
-        k = sd_bus_emit_properties_changed(bus, path, MONGOSNAP_BUS_RESTORE_INTERFACE, "Progress",
-                                           "Items", "ItemsTotal", "BytesTransferred", "ElapsedUSec",
-                                           NULL);
-    if (k < 0)
-        log_debug("cannot announce changes of %s: %s", path, strerror(-k));
+    if (bus_restore_path(r->id, &path) >= 0)
+        bus_emit_task_changed(bus, path, MONGOSNAP_BUS_RESTORE_INTERFACE, changes);
 }
 
 void bus_restore_emit_added(sd_bus *bus, const MsRestoreRecord *r) {
     _cleanup_free_ char *path = NULL;
-    if (bus_restore_path(r->id, &path) < 0)
-        return;
-    int k = sd_bus_emit_object_added(bus, path);
-    if (k < 0)
-        log_debug("cannot announce %s: %s", path, strerror(-k));
+    if (bus_restore_path(r->id, &path) >= 0)
+        bus_emit_added(bus, path);
 }
 
 int bus_restore_register(Manager *m, sd_bus *bus, MsError *e) {

@@ -24,33 +24,20 @@ static int snapshot_find(sd_bus *bus, const char *path, const char *interface, v
     return 1;
 }
 
+static const char *snapshot_id_at(const Manager *m, size_t i) {
+    return manager_snapshot_at(m, i)->id;
+}
+
 static int snapshot_enumerate(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes,
                               sd_bus_error *ret_error) {
     Manager *m = userdata;
-    size_t n = manager_n_snapshots(m);
-    char **nodes = calloc(n + 1, sizeof(char *));
-    if (!nodes)
-        return -ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        int r = bus_snapshot_path(manager_snapshot_at(m, i)->id, &nodes[i]);
-        if (r < 0) {
-            for (size_t j = 0; j < i; j++)
-                free(nodes[j]);
-            free(nodes);
-            return r;
-        }
-    }
-    *ret_nodes = nodes;
-    return 0;
+    return bus_enumerate_ids(BUS_SNAPSHOT_PREFIX, m, manager_n_snapshots(m), snapshot_id_at,
+                             ret_nodes);
 }
 
 #define SNAPSHOT_GETTER(fname)                                                                     \
     static int fname(sd_bus *bus, const char *path, const char *interface, const char *property,   \
                      sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
-
-static const char *empty_if_null(const char *s) {
-    return s ? s : "";
-}
 
 SNAPSHOT_GETTER(property_get_string) {
     const MsSnapshotRecord *r = userdata;
@@ -74,16 +61,7 @@ SNAPSHOT_GETTER(property_get_file_name) {
 
 SNAPSHOT_GETTER(property_get_task_log) {
     const MsSnapshotRecord *r = userdata;
-    _cleanup_free_ char *ref = NULL;
-    int k = bus_task_log_reference(r->id, &ref);
-    if (k < 0)
-        return k;
-    return sd_bus_message_append(reply, "s", ref);
-}
-
-/* For properties registered with an offset: userdata points at the field. */
-SNAPSHOT_GETTER(property_get_u64) {
-    return sd_bus_message_append(reply, "t", *(const uint64_t *) userdata);
+    return bus_append_task_log(reply, r->id);
 }
 
 SNAPSHOT_GETTER(property_get_state) {
@@ -198,26 +176,26 @@ static const sd_bus_vtable snapshot_vtable[] = {
                     SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
     SD_BUS_PROPERTY("TaskLog", "s", property_get_task_log, 0, CONST),
     SD_BUS_PROPERTY("ElapsedUSec", "t", property_get_elapsed, 0, CHANGING),
-    SD_BUS_PROPERTY("Items", "t", property_get_u64, offsetof(MsSnapshotRecord, items_done),
+    SD_BUS_PROPERTY("Items", "t", bus_property_get_u64, offsetof(MsSnapshotRecord, items_done),
                     CHANGING),
-    SD_BUS_PROPERTY("ItemsTotal", "t", property_get_u64, offsetof(MsSnapshotRecord, items_total),
-                    CHANGING),
+    SD_BUS_PROPERTY("ItemsTotal", "t", bus_property_get_u64,
+                    offsetof(MsSnapshotRecord, items_total), CHANGING),
     SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, CHANGING),
-    SD_BUS_PROPERTY("CreateTime", "t", property_get_u64, offsetof(MsSnapshotRecord, created_usec),
-                    CONST),
-    SD_BUS_PROPERTY("StartTime", "t", property_get_u64, offsetof(MsSnapshotRecord, started_usec),
-                    CHANGING),
-    SD_BUS_PROPERTY("FinishTime", "t", property_get_u64, offsetof(MsSnapshotRecord, finished_usec),
-                    CHANGING),
-    SD_BUS_PROPERTY("ExpireTime", "t", property_get_u64, offsetof(MsSnapshotRecord, expire_usec),
-                    CHANGING),
-    SD_BUS_PROPERTY("BytesTransferred", "t", property_get_u64,
+    SD_BUS_PROPERTY("CreateTime", "t", bus_property_get_u64,
+                    offsetof(MsSnapshotRecord, created_usec), CONST),
+    SD_BUS_PROPERTY("StartTime", "t", bus_property_get_u64,
+                    offsetof(MsSnapshotRecord, started_usec), CHANGING),
+    SD_BUS_PROPERTY("FinishTime", "t", bus_property_get_u64,
+                    offsetof(MsSnapshotRecord, finished_usec), CHANGING),
+    SD_BUS_PROPERTY("ExpireTime", "t", bus_property_get_u64,
+                    offsetof(MsSnapshotRecord, expire_usec), CHANGING),
+    SD_BUS_PROPERTY("BytesTransferred", "t", bus_property_get_u64,
                     offsetof(MsSnapshotRecord, bytes_transferred), CHANGING),
     SD_BUS_PROPERTY("State", "s", property_get_state, 0, CHANGING),
     SD_BUS_PROPERTY("Error", "s", property_get_string, 0, CHANGING),
     SD_BUS_PROPERTY("PointInTime", "b", property_get_point_in_time, 0, CHANGING),
     SD_BUS_PROPERTY("VerifyState", "s", property_get_verify_state, 0, CHANGING),
-    SD_BUS_PROPERTY("VerifyTime", "t", property_get_u64,
+    SD_BUS_PROPERTY("VerifyTime", "t", bus_property_get_u64,
                     offsetof(MsSnapshotRecord, verify_finished_usec), CHANGING),
     SD_BUS_PROPERTY("VerifyError", "s", property_get_string, 0, CHANGING),
     SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_cancel,
@@ -237,26 +215,14 @@ static const sd_bus_vtable snapshot_vtable[] = {
 
 void bus_snapshot_emit_changed(sd_bus *bus, const MsSnapshotRecord *r, unsigned changes) {
     _cleanup_free_ char *path = NULL;
-    if (bus_snapshot_path(r->id, &path) < 0)
-        return;
-    int k;
-    if (changes & MANAGER_SNAPSHOT_STATE)
-        k = sd_bus_emit_properties_changed_strv(bus, path, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, NULL);
-    else
-        k = sd_bus_emit_properties_changed(bus, path, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, "Progress",
-                                           "Items", "ItemsTotal", "BytesTransferred", "ElapsedUSec",
-                                           NULL);
-    if (k < 0)
-        log_debug("cannot announce changes of %s: %s", path, strerror(-k));
+    if (bus_snapshot_path(r->id, &path) >= 0)
+        bus_emit_task_changed(bus, path, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, changes);
 }
 
 void bus_snapshot_emit_added(sd_bus *bus, const MsSnapshotRecord *r) {
     _cleanup_free_ char *path = NULL;
-    if (bus_snapshot_path(r->id, &path) < 0)
-        return;
-    int k = sd_bus_emit_object_added(bus, path);
-    if (k < 0)
-        log_debug("cannot announce %s: %s", path, strerror(-k));
+    if (bus_snapshot_path(r->id, &path) >= 0)
+        bus_emit_added(bus, path);
 }
 
 int bus_snapshot_register(Manager *m, sd_bus *bus, MsError *e) {

@@ -41,6 +41,24 @@
  * run, last result, next run. */
 #define BUS_POLICY_ROW "(sosssstst)"
 
+static inline const char *empty_if_null(const char *s) {
+    return s ? s : "";
+}
+
+/* The object paths under prefix of the n tasks whose ids id_at() gives (a node enumerator). */
+int bus_enumerate_ids(const char *prefix, const Manager *m, size_t n,
+                      const char *(*id_at)(const Manager *m, size_t i), char ***ret_nodes);
+/* PropertiesChanged for a task object: every property on a state change, the progress figures
+ * (Progress, Items, ItemsTotal, BytesTransferred, ElapsedUSec) otherwise. */
+void bus_emit_task_changed(sd_bus *bus, const char *path, const char *interface, unsigned changes);
+/* InterfacesAdded for a new object. */
+void bus_emit_added(sd_bus *bus, const char *path);
+/* A "t" property registered with the offset of a uint64_t field of the found object. */
+int bus_property_get_u64(sd_bus *bus, const char *path, const char *interface, const char *property,
+                         sd_bus_message *reply, void *userdata, sd_bus_error *ret_error);
+/* The TaskLog property of the task with this id. */
+int bus_append_task_log(sd_bus_message *reply, const char *id);
+
 /* Register the manager object, the policy and snapshot subtrees and the object manager on
  * bus, and route the manager's change notifications to signals. */
 int bus_attach(Manager *m, sd_bus *bus, MsError *e);

@@ -1,6 +1,8 @@
 /* Parsing, checking, editing and writing mongosnap.conf and policy files (inih underneath). */
 #include "conf.h"
 
+#include "mongosnap/mongosnap.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -237,19 +239,7 @@ static bool s3_bucket_is_valid(const char *b, size_t len) {
 /* The query options an s3:// store may carry: the ones storage/s3-location.c reads. Anything else
  * is refused by name (not by value: no query may smuggle a secret into a policy file, and a
  * refused value is never echoed). Values are checked when the store is opened. */
-static const char *const s3_options[] = {
-    "endpoint",
-    "region",
-    "addressing",
-    "ca",
-    "sse",
-    "kms_key_id",
-    "part_size",
-    "parallel",
-    "presign_expires",
-    "max_attempts",
-    "connect_timeout",
-};
+static const char *const s3_options[] = {MONGOSNAP_S3_LOCATION_OPTIONS};
 
 static int check_s3_options(const char *key, const char *query, MsError *e) {
     if (!query)
@@ -259,14 +249,17 @@ static int check_s3_options(const char *key, const char *query, MsError *e) {
         bool known = false;
         for (size_t i = 0; i < sizeof(s3_options) / sizeof(s3_options[0]) && !known; i++)
             known = strlen(s3_options[i]) == len && strncmp(p, s3_options[i], len) == 0;
-        if (!known)
+        if (!known) {
+            char names[MS_ERROR_MESSAGE_MAX / 2] = "";
+            for (size_t i = 0, o = 0; i < sizeof(s3_options) / sizeof(s3_options[0]); i++)
+                o += (size_t) snprintf(names + o, o < sizeof(names) ? sizeof(names) - o : 0, "%s%s",
+                                       i ? ", " : "", s3_options[i]);
             return ms_error_set(e, EINVAL,
-                                "%s= has an S3 option that is not one of endpoint, region, "
-                                "addressing, ca, sse, kms_key_id, part_size, parallel, "
-                                "presign_expires, max_attempts, connect_timeout; credentials "
-                                "come from systemd credentials or the AWS environment, never "
-                                "from the store location",
-                                key);
+                                "%s= has an S3 option that is not one of %s; credentials come "
+                                "from systemd credentials or the AWS environment, never from "
+                                "the store location",
+                                key, names);
+        }
         p += strcspn(p, "&");
         if (*p == '&')
             p++;

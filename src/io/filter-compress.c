@@ -1,4 +1,5 @@
-/* Compression filters: zstd and gzip compressing sinks, decompressing sources, and format detection. */
+/* Compression filters: zstd and gzip compressing sinks, decompressing sources, and format
+ * detection. */
 #include "stream.h"
 
 #include <errno.h>
@@ -215,8 +216,10 @@ static int zstd_sink_init(CompressSink *z, int level, int threads, MsError *e) {
 
     /* libzstd silently clamps levels; a typo in the configuration deserves an error. */
     if (level != 0 && (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel()))
-        return ms_error_set(e, EINVAL, "zstd compression level %d is out of range (%d..%d, or 0 "
-                            "for the default)", level, ZSTD_minCLevel(), ZSTD_maxCLevel());
+        return ms_error_set(e, EINVAL,
+                            "zstd compression level %d is out of range (%d..%d, or 0 "
+                            "for the default)",
+                            level, ZSTD_minCLevel(), ZSTD_maxCLevel());
     int r;
     if (level != 0) {
         r = zstd_set(z, ZSTD_c_compressionLevel, level, "compression level", e);
@@ -244,8 +247,10 @@ static int zstd_sink_init(CompressSink *z, int level, int threads, MsError *e) {
 
 static int gzip_sink_init(CompressSink *z, int level, MsError *e) {
     if (level != 0 && (level < GZIP_LEVEL_MIN || level > GZIP_LEVEL_MAX))
-        return ms_error_set(e, EINVAL, "gzip compression level %d is out of range (%d..%d, or 0 "
-                            "for the default)", level, GZIP_LEVEL_MIN, GZIP_LEVEL_MAX);
+        return ms_error_set(e, EINVAL,
+                            "gzip compression level %d is out of range (%d..%d, or 0 "
+                            "for the default)",
+                            level, GZIP_LEVEL_MIN, GZIP_LEVEL_MAX);
     z->out_size = GZIP_BUFFER_SIZE;
     z->out = malloc(z->out_size);
     if (!z->out)
@@ -473,8 +478,7 @@ static MsSource *decompress_new(MsSource *next, MsCompression c, const uint8_t *
                                 size_t prefix_len, MsError *e) {
     DecompressSource *d = calloc(1, sizeof(*d));
     if (!d) {
-        ms_error_set(e, ENOMEM, "out of memory setting up %s decompression",
-                     compression_names[c]);
+        ms_error_set(e, ENOMEM, "out of memory setting up %s decompression", compression_names[c]);
         return NULL;
     }
     d->base = (MsSource){decompress_source_read, decompress_source_free};
@@ -488,16 +492,14 @@ static MsSource *decompress_new(MsSource *next, MsCompression c, const uint8_t *
     d->in_size = MS_MAX(d->in_size, prefix_len);
     d->in = malloc(d->in_size);
     if (!d->in || (c == MS_COMPRESSION_ZSTD && !d->zd)) {
-        ms_error_set(e, ENOMEM, "out of memory setting up %s decompression",
-                     compression_names[c]);
+        ms_error_set(e, ENOMEM, "out of memory setting up %s decompression", compression_names[c]);
         decompress_source_free_state(d);
         return NULL;
     }
     if (c == MS_COMPRESSION_GZIP) {
         int zr = inflateInit2(&d->zs, GZIP_WINDOW_BITS);
         if (zr != Z_OK) {
-            ms_error_set(e, zr == Z_MEM_ERROR ? ENOMEM : EIO,
-                         "gzip decompression setup failed: %s",
+            ms_error_set(e, zr == Z_MEM_ERROR ? ENOMEM : EIO, "gzip decompression setup failed: %s",
                          d->zs.msg ? d->zs.msg : zError(zr));
             decompress_source_free_state(d);
             return NULL;
@@ -525,44 +527,6 @@ MsSource *ms_source_decompress_new(MsSource *next, MsCompression c, MsError *e) 
     return decompress_new(next, c, NULL, 0, e);
 }
 
-/* ---- pass-through that replays the bytes detection already read ---- */
-typedef struct {
-    MsSource base;
-    MsSource *next;
-    uint8_t prefix[MAGIC_PEEK_LEN];
-    size_t prefix_len, prefix_pos;
-} ReplaySource;
-
-static ssize_t replay_source_read(MsSource *s, void *buf, size_t len, MsError *e) {
-    ReplaySource *p = (ReplaySource *) s;
-    if (p->prefix_pos < p->prefix_len) {
-        size_t n = MS_MIN(len, p->prefix_len - p->prefix_pos);
-        memcpy(buf, p->prefix + p->prefix_pos, n);
-        p->prefix_pos += n;
-        return (ssize_t) n;
-    }
-    return ms_source_read(p->next, buf, len, e);
-}
-
-static void replay_source_free(MsSource *s) {
-    ms_source_free(((ReplaySource *) s)->next);
-    free(s);
-}
-
-static MsSource *replay_new(MsSource *next, const uint8_t *prefix, size_t prefix_len,
-                            MsError *e) {
-    ReplaySource *p = calloc(1, sizeof(*p));
-    if (!p) {
-        ms_error_set(e, ENOMEM, "out of memory setting up a pass-through stream");
-        return NULL;
-    }
-    p->base = (MsSource){replay_source_read, replay_source_free};
-    memcpy(p->prefix, prefix, prefix_len);
-    p->prefix_len = prefix_len;
-    p->next = next;
-    return &p->base;
-}
-
 static bool has_magic(const uint8_t *buf, size_t len, const uint8_t *magic, size_t magic_len) {
     return len >= magic_len && memcmp(buf, magic, magic_len) == 0;
 }
@@ -574,15 +538,10 @@ MsSource *ms_source_decompress_auto_new(MsSource *next, MsCompression *ret_detec
     }
     /* Sources may return short reads: keep reading until the magic fits or the data ends. */
     uint8_t prefix[MAGIC_PEEK_LEN];
-    size_t got = 0;
-    while (got < sizeof(prefix)) {
-        ssize_t n = ms_source_read(next, prefix + got, sizeof(prefix) - got, e);
-        if (n < 0)
-            return NULL;
-        if (n == 0)
-            break;
-        got += (size_t) n;
-    }
+    ssize_t n = ms_source_read_up_to(next, prefix, sizeof(prefix), e);
+    if (n < 0)
+        return NULL;
+    size_t got = (size_t) n;
 
     MsCompression c = MS_COMPRESSION_NONE;
     if (has_magic(prefix, got, zstd_magic, sizeof(zstd_magic)))
@@ -590,7 +549,7 @@ MsSource *ms_source_decompress_auto_new(MsSource *next, MsCompression *ret_detec
     else if (has_magic(prefix, got, gzip_magic, sizeof(gzip_magic)))
         c = MS_COMPRESSION_GZIP;
 
-    MsSource *s = c == MS_COMPRESSION_NONE ? replay_new(next, prefix, got, e)
+    MsSource *s = c == MS_COMPRESSION_NONE ? ms_source_replay_new(next, prefix, got, e)
                                            : decompress_new(next, c, prefix, got, e);
     if (s && ret_detected)
         *ret_detected = c;

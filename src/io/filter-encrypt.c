@@ -43,6 +43,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "common/hex.h"
+
 #define AAD_BYTES (MS_ENCRYPT_HEADER_BYTES + 8 + 1)
 #define OFF_VERSION MS_ENCRYPT_MAGIC_LEN
 #define OFF_CIPHER (OFF_VERSION + 1)
@@ -51,25 +53,6 @@
 #define OFF_CHUNK_SIZE (OFF_NONCE + MS_ENCRYPT_NONCE_BYTES)
 /* Nonces are unique per (base, counter) only while the counter fits. */
 #define MAX_CHUNKS (UINT64_C(1) << 32)
-
-static void to_hex(const uint8_t *buf, size_t len, char *ret) {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        ret[2 * i] = digits[buf[i] >> 4];
-        ret[2 * i + 1] = digits[buf[i] & 0x0f];
-    }
-    ret[2 * len] = '\0';
-}
-
-static int hex_value(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 static void put_u64(uint8_t *p, uint64_t v) {
     for (int i = 7; i >= 0; i--, v >>= 8)
@@ -93,7 +76,7 @@ static int key_finish(MsEncryptKey *k, MsError *e) {
         n < MS_ENCRYPT_KEY_ID_BYTES)
         return ms_error_set(e, EIO, "SHA-256 of the key failed in OpenSSL");
     memcpy(k->id, digest, sizeof(k->id));
-    to_hex(k->id, sizeof(k->id), k->id_hex);
+    ms_hex_encode(k->id, sizeof(k->id), k->id_hex);
     OPENSSL_cleanse(digest, sizeof(digest));
     return 0;
 }
@@ -119,7 +102,8 @@ int ms_encrypt_key_from_bytes(const void *buf, size_t len, const char *what, MsE
             end--;
         bool ok = end - start == 2 * MS_ENCRYPT_KEY_BYTES;
         for (size_t i = 0; ok && i < MS_ENCRYPT_KEY_BYTES; i++) {
-            int hi = hex_value((char) p[start + 2 * i]), lo = hex_value((char) p[start + 2 * i + 1]);
+            int hi = ms_hex_digit_value((char) p[start + 2 * i]),
+                lo = ms_hex_digit_value((char) p[start + 2 * i + 1]);
             if (hi < 0 || lo < 0)
                 ok = false;
             else
@@ -207,7 +191,7 @@ int ms_encrypt_header_parse(const void *buf, size_t len, MsEncryptHeader *ret, M
                             "only %d (%s)",
                             h.cipher, MS_ENCRYPT_CIPHER_AES_256_GCM, MS_ENCRYPT_CIPHER_NAME);
     memcpy(h.key_id, p + OFF_KEY_ID, sizeof(h.key_id));
-    to_hex(h.key_id, sizeof(h.key_id), h.key_id_hex);
+    ms_hex_encode(h.key_id, sizeof(h.key_id), h.key_id_hex);
     memcpy(h.base_nonce, p + OFF_NONCE, sizeof(h.base_nonce));
     h.chunk_size = (uint32_t) p[OFF_CHUNK_SIZE] << 24 | (uint32_t) p[OFF_CHUNK_SIZE + 1] << 16 |
                    (uint32_t) p[OFF_CHUNK_SIZE + 2] << 8 | (uint32_t) p[OFF_CHUNK_SIZE + 3];
@@ -242,7 +226,8 @@ static EVP_CIPHER_CTX *gcm_ctx_new(const MsEncryptKey *key, bool encrypt) {
         return NULL;
     int ok = encrypt ? EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key->key, NULL)
                      : EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key->key, NULL);
-    if (ok != 1 || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, MS_ENCRYPT_NONCE_BYTES, NULL) != 1) {
+    if (ok != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, MS_ENCRYPT_NONCE_BYTES, NULL) != 1) {
         EVP_CIPHER_CTX_free(ctx);
         return NULL;
     }
@@ -307,7 +292,8 @@ static int seal_chunk(EncryptSink *s, bool final, MsError *e) {
 
 static int encrypt_check_usable(EncryptSink *s, MsError *e) {
     if (s->failed < 0)
-        return ms_error_set(e, -s->failed, "the encryption stream is unusable after an earlier error");
+        return ms_error_set(e, -s->failed,
+                            "the encryption stream is unusable after an earlier error");
     if (s->finished)
         return ms_error_set(e, EINVAL, "internal error: encryption stream used after finish()");
     return 0;
@@ -461,10 +447,11 @@ static int open_next_record(DecryptSource *d, MsError *e) {
     }
     if (rec_len < MS_ENCRYPT_TAG_BYTES) {
         if (rec_len == 0 && d->index == 0)
-            return ms_error_set(e, EPIPE,
-                                "the encrypted object ends after its header (at stored byte %" PRIu64
-                                ") without any chunk: it is truncated",
-                                off);
+            return ms_error_set(
+                e, EPIPE,
+                "the encrypted object ends after its header (at stored byte %" PRIu64
+                ") without any chunk: it is truncated",
+                off);
         return ms_error_set(e, EPIPE,
                             "the encrypted object ends %zu bytes into chunk %" PRIu64
                             " (stored byte %" PRIu64 "), before its authentication tag: it is "
@@ -479,8 +466,8 @@ static int open_next_record(DecryptSource *d, MsError *e) {
     if (EVP_DecryptInit_ex(d->ctx, NULL, NULL, NULL, nonce) != 1 ||
         EVP_DecryptUpdate(d->ctx, NULL, &outl, aad, (int) sizeof(aad)) != 1 ||
         (ct_len > 0 && EVP_DecryptUpdate(d->ctx, d->buf, &outl, d->buf, (int) ct_len) != 1) ||
-        EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_GCM_SET_TAG, MS_ENCRYPT_TAG_BYTES,
-                            d->buf + ct_len) != 1)
+        EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_GCM_SET_TAG, MS_ENCRYPT_TAG_BYTES, d->buf + ct_len) !=
+            1)
         return ms_error_set(e, EIO, "AES-256-GCM decryption failed in OpenSSL");
     if (EVP_DecryptFinal_ex(d->ctx, d->buf + ct_len, &finl) != 1) {
         /* Nothing of this chunk is handed out. */
@@ -539,19 +526,6 @@ static void decrypt_source_free(MsSource *s) {
 }
 
 /* Read up to len bytes (fewer only at the end of the data). */
-static ssize_t read_up_to(MsSource *s, uint8_t *buf, size_t len, MsError *e) {
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = ms_source_read(s, buf + got, len - got, e);
-        if (n < 0)
-            return n;
-        if (n == 0)
-            break;
-        got += (size_t) n;
-    }
-    return (ssize_t) got;
-}
-
 static int check_key(const MsEncryptHeader *h, const MsEncryptKey *key, MsError *e) {
     if (!key)
         return ms_error_set(e, ENOKEY, "the object is encrypted (key id %s); give its key",
@@ -599,7 +573,7 @@ MsSource *ms_source_decrypt_new(MsSource *next, const MsEncryptKey *key, MsError
         return NULL;
     }
     uint8_t header[MS_ENCRYPT_HEADER_BYTES];
-    ssize_t n = read_up_to(next, header, sizeof(header), e);
+    ssize_t n = ms_source_read_up_to(next, header, sizeof(header), e);
     if (n < 0)
         return NULL;
     if (n < MS_ENCRYPT_HEADER_BYTES) {
@@ -610,30 +584,6 @@ MsSource *ms_source_decrypt_new(MsSource *next, const MsEncryptKey *key, MsError
     return decrypt_new(next, key, header, e);
 }
 
-/* ---- pass-through that replays the bytes detection already read ---- */
-typedef struct {
-    MsSource base;
-    MsSource *next;
-    uint8_t prefix[MS_ENCRYPT_HEADER_BYTES];
-    size_t prefix_len, prefix_pos;
-} PlainSource;
-
-static ssize_t plain_source_read(MsSource *s, void *buf, size_t len, MsError *e) {
-    PlainSource *p = (PlainSource *) s;
-    if (p->prefix_pos < p->prefix_len) {
-        size_t n = MS_MIN(len, p->prefix_len - p->prefix_pos);
-        memcpy(buf, p->prefix + p->prefix_pos, n);
-        p->prefix_pos += n;
-        return (ssize_t) n;
-    }
-    return ms_source_read(p->next, buf, len, e);
-}
-
-static void plain_source_free(MsSource *s) {
-    ms_source_free(((PlainSource *) s)->next);
-    free(s);
-}
-
 MsSource *ms_source_decrypt_auto_new(MsSource *next, const MsEncryptKey *key, bool *ret_encrypted,
                                      MsEncryptHeader *ret_header, MsError *e) {
     if (!next) {
@@ -641,7 +591,7 @@ MsSource *ms_source_decrypt_auto_new(MsSource *next, const MsEncryptKey *key, bo
         return NULL;
     }
     uint8_t prefix[MS_ENCRYPT_HEADER_BYTES];
-    ssize_t n = read_up_to(next, prefix, sizeof(prefix), e);
+    ssize_t n = ms_source_read_up_to(next, prefix, sizeof(prefix), e);
     if (n < 0)
         return NULL;
     if (ms_encrypt_has_magic(prefix, (size_t) n)) {
@@ -656,14 +606,5 @@ MsSource *ms_source_decrypt_auto_new(MsSource *next, const MsEncryptKey *key, bo
     }
     if (ret_encrypted)
         *ret_encrypted = false;
-    PlainSource *p = calloc(1, sizeof(*p));
-    if (!p) {
-        ms_error_set(e, ENOMEM, "out of memory setting up a pass-through stream");
-        return NULL;
-    }
-    p->base = (MsSource){plain_source_read, plain_source_free};
-    memcpy(p->prefix, prefix, (size_t) n);
-    p->prefix_len = (size_t) n;
-    p->next = next;
-    return &p->base;
+    return ms_source_replay_new(next, prefix, (size_t) n, e);
 }

@@ -8,15 +8,12 @@
 
 #include <openssl/evp.h>
 
+#include "common/hex.h"
+
 #define SHA256_DIGEST_BYTES (MS_SHA256_HEX_LEN / 2)
 
 static void digest_to_hex(const unsigned char *digest, char ret_hex[MS_SHA256_HEX_LEN + 1]) {
-    static const char hex_digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < SHA256_DIGEST_BYTES; i++) {
-        ret_hex[2 * i] = hex_digits[digest[i] >> 4];
-        ret_hex[2 * i + 1] = hex_digits[digest[i] & 0x0f];
-    }
-    ret_hex[MS_SHA256_HEX_LEN] = '\0';
+    ms_hex_encode(digest, SHA256_DIGEST_BYTES, ret_hex);
 }
 
 static EVP_MD_CTX *sha256_ctx_new(void) {

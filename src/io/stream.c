@@ -18,6 +18,58 @@ MsSource *ms_source_free(MsSource *s) {
     return NULL;
 }
 
+ssize_t ms_source_read_up_to(MsSource *s, void *buf, size_t len, MsError *e) {
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = ms_source_read(s, (uint8_t *) buf + got, len - got, e);
+        if (n < 0)
+            return n;
+        if (n == 0)
+            break;
+        got += (size_t) n;
+    }
+    return (ssize_t) got;
+}
+
+/* ---- replay: a peeked prefix, then the rest ---- */
+
+typedef struct ReplaySource {
+    MsSource base;
+    MsSource *next;
+    size_t len, pos;
+    uint8_t prefix[];
+} ReplaySource;
+
+static ssize_t replay_source_read(MsSource *s, void *buf, size_t len, MsError *e) {
+    ReplaySource *p = (ReplaySource *) s;
+    if (p->pos < p->len) {
+        size_t n = MS_MIN(len, p->len - p->pos);
+        memcpy(buf, p->prefix + p->pos, n);
+        p->pos += n;
+        return (ssize_t) n;
+    }
+    return ms_source_read(p->next, buf, len, e);
+}
+
+static void replay_source_free(MsSource *s) {
+    ms_source_free(((ReplaySource *) s)->next);
+    free(s);
+}
+
+MsSource *ms_source_replay_new(MsSource *next, const void *prefix, size_t len, MsError *e) {
+    ReplaySource *p = calloc(1, sizeof(*p) + len);
+    if (!p) {
+        ms_error_set(e, ENOMEM, "out of memory setting up a pass-through stream");
+        return NULL;
+    }
+    p->base = (MsSource){replay_source_read, replay_source_free};
+    if (len > 0)
+        memcpy(p->prefix, prefix, len);
+    p->len = len;
+    p->next = next;
+    return &p->base;
+}
+
 int ms_source_read_full(MsSource *s, void *buf, size_t len, MsError *e) {
     size_t got = 0;
     while (got < len) {

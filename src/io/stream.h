@@ -46,6 +46,8 @@ static inline ssize_t ms_source_read(MsSource *s, void *buf, size_t len, MsError
 /* Read exactly len bytes. Returns 0 on success, -ENODATA on a clean end before the
  * first byte, -EPIPE (with a message) on an end in the middle. */
 int ms_source_read_full(MsSource *s, void *buf, size_t len, MsError *e);
+/* Read until len bytes or the end, through short reads: the bytes read, or a negative errno. */
+ssize_t ms_source_read_up_to(MsSource *s, void *buf, size_t len, MsError *e);
 MsSource *ms_source_free(MsSource *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(MsSource *, ms_source_free);
 
@@ -58,6 +60,9 @@ MsSink *ms_sink_memory_new(void);
 const uint8_t *ms_sink_memory_data(MsSink *s, size_t *ret_len);
 /* A source over a caller-owned buffer that must outlive it. */
 MsSource *ms_source_memory_new(const void *buf, size_t len);
+/* The prefix bytes (copied), then the rest of next (owned): what a detector that peeked at the
+ * start of a stream hands on. NULL (with e set) when out of memory; next is then not freed. */
+MsSource *ms_source_replay_new(MsSource *next, const void *prefix, size_t len, MsError *e);
 
 /* ---- counting: bytes that passed ---- */
 MsSink *ms_sink_counter_new(MsSink *next, uint64_t *counter);

@@ -9,7 +9,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/hex.h"
 #include "config/conf.h"
+#include "mongosnap/mongosnap.h"
 #include "s3-sigv4.h"
 #include "storage.h"
 
@@ -25,16 +27,6 @@ static const char location_syntax[] =
     "&sse=AES256|aws:kms&kms_key_id=ID&part_size=SIZE&parallel=N&presign_expires=TIMESPAN"
     "&max_attempts=N&connect_timeout=TIMESPAN&stall_timeout=TIMESPAN]";
 
-static int hex_digit(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* %XX-decode len bytes of s; refuses %00 and malformed escapes. */
 static char *percent_decode(const char *s, size_t len) {
     char *out = malloc(len + 1), *o = out;
@@ -45,8 +37,8 @@ static char *percent_decode(const char *s, size_t len) {
             *o++ = s[i];
             continue;
         }
-        int hi = i + 2 < len ? hex_digit(s[i + 1]) : -1;
-        int lo = hi >= 0 ? hex_digit(s[i + 2]) : -1;
+        int hi = i + 2 < len ? ms_hex_digit_value(s[i + 1]) : -1;
+        int lo = hi >= 0 ? ms_hex_digit_value(s[i + 2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
             free(out);
             errno = EINVAL;
@@ -302,18 +294,7 @@ static int apply_option(MsS3Location *l, const char *name, const char *value, bo
 }
 
 static int parse_query(MsS3Location *l, const char *query, bool *have_addressing, MsError *e) {
-    static const char *const seen_names[] = {"endpoint",
-                                             "region",
-                                             "addressing",
-                                             "ca",
-                                             "sse",
-                                             "kms_key_id",
-                                             "part_size",
-                                             "parallel",
-                                             "presign_expires",
-                                             "max_attempts",
-                                             "connect_timeout",
-                                             "stall_timeout"};
+    static const char *const seen_names[] = {MONGOSNAP_S3_LOCATION_OPTIONS};
     bool seen[ELEMENTSOF(seen_names)] = {false};
     const char *p = query;
     while (*p) {

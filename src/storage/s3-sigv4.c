@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "common/hex.h"
 #include "common/macro.h"
 
 #define SIGV4_ALGORITHM "AWS4-HMAC-SHA256"
@@ -27,16 +28,6 @@
 /* "20130524" */
 #define SIGV4_DATE_LEN 8
 #define SHA256_LEN 32
-
-static const char hex_lower[] = "0123456789abcdef";
-
-static void hex_encode(const unsigned char *in, size_t len, char *out) {
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = hex_lower[in[i] >> 4];
-        out[2 * i + 1] = hex_lower[in[i] & 0xf];
-    }
-    out[2 * len] = '\0';
-}
 
 static bool is_unreserved(unsigned char c) {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
@@ -74,7 +65,7 @@ void ms_s3_sha256_hex(const void *buf, size_t len, char ret[MS_S3_SHA256_HEX_LEN
     unsigned char md[SHA256_LEN];
     unsigned int md_len = 0;
     EVP_Digest(buf, len, md, &md_len, EVP_sha256(), NULL);
-    hex_encode(md, SHA256_LEN, ret);
+    ms_hex_encode(md, SHA256_LEN, ret);
 }
 
 int ms_s3_multipart_etag(const uint8_t (*part_md5s)[MS_S3_MD5_LEN], size_t n_parts,
@@ -93,7 +84,7 @@ int ms_s3_multipart_etag(const uint8_t (*part_md5s)[MS_S3_MD5_LEN], size_t n_par
     EVP_MD_CTX_free(ctx);
     if (!ok)
         return -EIO;
-    hex_encode(md, MS_S3_MD5_LEN, ret);
+    ms_hex_encode(md, MS_S3_MD5_LEN, ret);
     snprintf(ret + 2 * MS_S3_MD5_LEN, MS_S3_ETAG_MAX - 2 * MS_S3_MD5_LEN, "-%zu", n_parts);
     return 0;
 }
@@ -256,7 +247,7 @@ static int sign_string(const MsS3Signer *s, const char *date8, const char *strin
     explicit_bzero(k, sizeof(k));
     if (r < 0)
         return r;
-    hex_encode(sig, SHA256_LEN, ret_hex);
+    ms_hex_encode(sig, SHA256_LEN, ret_hex);
     return 0;
 }
 

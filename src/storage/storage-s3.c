@@ -98,6 +98,15 @@ static int invalid_key(S3Storage *st, const char *what, const char *key, MsError
                         what, key ? key : "(null)", st->loc.description);
 }
 
+/* The bucket-relative name of an object key (the location's prefix added), checked first. */
+static int object_full_key(S3Storage *st, const char *key, char **ret, MsError *e) {
+    if (!ms_storage_key_is_valid(key))
+        return invalid_key(st, "object key", key, e);
+    if (!(*ret = ms_s3_location_full_key(&st->loc, key)))
+        return ms_error_set(e, ENOMEM, "out of memory");
+    return 0;
+}
+
 static void sse_headers(const MsS3Location *loc, MsS3Param *h, size_t *n) {
     if (loc->sse == MS_S3_SSE_AES256)
         h[(*n)++] = (MsS3Param){"x-amz-server-side-encryption", "AES256"};
@@ -878,11 +887,10 @@ static int bucket_missing_error(S3Storage *st, const char *what, MsError *e) {
 
 static int s3_stat(MsStorage *storage, const char *key, MsStorageObject *ret, MsError *e) {
     S3Storage *st = (S3Storage *) storage;
-    if (!ms_storage_key_is_valid(key))
-        return invalid_key(st, "object key", key, e);
-    _cleanup_free_ char *full_key = ms_s3_location_full_key(&st->loc, key);
-    if (!full_key)
-        return ms_error_set(e, ENOMEM, "out of memory");
+    _cleanup_free_ char *full_key = NULL;
+    int k = object_full_key(st, key, &full_key, e);
+    if (k < 0)
+        return k;
     char what[WHAT_MAX];
     snprintf(what, sizeof(what), "cannot look up object '%s' in store '%s'", key,
              st->loc.description);
@@ -900,20 +908,19 @@ static int s3_stat(MsStorage *storage, const char *key, MsStorageObject *ret, Ms
     }
     if (r < 0)
         return ms_error_set(e, le.code, "%s", le.message);
-    char *k = strdup(key);
-    if (!k)
+    char *copy = strdup(key);
+    if (!copy)
         return ms_error_set(e, ENOMEM, "out of memory");
-    *ret = (MsStorageObject){.key = k, .size = size, .mtime_usec = mtime < 0 ? 0 : mtime};
+    *ret = (MsStorageObject){.key = copy, .size = size, .mtime_usec = mtime < 0 ? 0 : mtime};
     return 0;
 }
 
 static int s3_remove(MsStorage *storage, const char *key, MsError *e) {
     S3Storage *st = (S3Storage *) storage;
-    if (!ms_storage_key_is_valid(key))
-        return invalid_key(st, "object key", key, e);
-    _cleanup_free_ char *full_key = ms_s3_location_full_key(&st->loc, key);
-    if (!full_key)
-        return ms_error_set(e, ENOMEM, "out of memory");
+    _cleanup_free_ char *full_key = NULL;
+    int k = object_full_key(st, key, &full_key, e);
+    if (k < 0)
+        return k;
     char what[WHAT_MAX];
     snprintf(what, sizeof(what), "cannot remove object '%s' from store '%s'", key,
              st->loc.description);

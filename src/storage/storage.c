@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/hex.h"
+
 /* Keys become file names (local) or object names (S3, limit 1024 bytes): keep them within
  * what every backend accepts. */
 #define MS_STORAGE_KEY_MAX 1024
@@ -55,16 +57,6 @@ bool ms_storage_key_is_valid(const char *key) {
     }
 }
 
-static int hex_value(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decode %XX escapes of a file URI path; refuses %00 and malformed escapes. */
 static int uri_path_decode(const char *location, const char *in, char **ret, MsError *e) {
     _cleanup_free_ char *out = malloc(strlen(in) + 1);
@@ -76,7 +68,7 @@ static int uri_path_decode(const char *location, const char *in, char **ret, MsE
             *o++ = *p;
             continue;
         }
-        int hi = hex_value(p[1]), lo = hi >= 0 ? hex_value(p[2]) : -1;
+        int hi = ms_hex_digit_value(p[1]), lo = hi >= 0 ? ms_hex_digit_value(p[2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
             return ms_error_set(e, EINVAL,
                                 "storage location '%s' has an invalid %%-escape; write the path "

@@ -11,12 +11,14 @@ Import them into a test module with `from agent_fixtures import *  # noqa: F401,
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -29,6 +31,7 @@ MANAGER_PATH = "/io/mongosnap1"
 MANAGER_IFACE = "io.mongosnap1.Manager"
 POLICY_IFACE = "io.mongosnap1.Policy"
 SNAPSHOT_IFACE = "io.mongosnap1.Snapshot"
+RESTORE_IFACE = "io.mongosnap1.Restore"
 
 DBUS_START_TIMEOUT = 10.0
 AGENT_START_TIMEOUT = 20.0
@@ -386,3 +389,42 @@ def sanitizer_reports(log: str) -> List[str]:
             if any(d in b for b in block for d in DAEMON_SOURCE_DIRS):
                 reports.append("\n".join(block))
     return reports
+
+
+# ---- helpers shared by the agent's test modules ----
+
+def decode(path: str) -> str:
+    """The id in an object path (sd_bus_path_encode escapes every other byte as _XX)."""
+    return re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), path.rsplit("/", 1)[1])
+
+
+@contextmanager
+def server_paused(server):
+    """SIGSTOP the server so a worker talking to it hangs until the block ends (SIGCONT)."""
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+
+
+def gdbus(agent, path: str, iface: str, method: str, *args: str) -> str:
+    """A call with GVariant-text arguments (gdbus handles a{sv}, which busctl makes awkward);
+    a D-Bus error raises BusError with its name."""
+    cp = subprocess.run(
+        ["gdbus", "call", "--address", agent.bus.address, "--dest", "io.mongosnap1",
+         "--object-path", path, "--method", f"{iface}.{method}", *args],
+        capture_output=True, text=True, timeout=CALL_TIMEOUT, stdin=subprocess.DEVNULL)
+    if cp.returncode != 0:
+        m = re.search(r"GDBus\.Error:([\w.]+): (.*)", cp.stderr, re.S)
+        if m:
+            raise BusError(m.group(1), m.group(2).strip())
+        raise AssertionError(f"gdbus failed: {cp.stderr}")
+    return cp.stdout.strip()
+
+
+def start_restore(agent, snapshot: str, target: str, options: str = "@a{sv} {}") -> str:
+    out = gdbus(agent, MANAGER_PATH, MANAGER_IFACE, "StartRestore", snapshot, target, options)
+    m = re.match(r"\(objectpath '([^']+)',\)", out)
+    assert m, out
+    return m.group(1)

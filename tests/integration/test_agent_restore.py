@@ -3,21 +3,16 @@ private bus with real FerretDB servers and a local store."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-from contextlib import contextmanager
 from typing import List
 
 import pytest
 
 from agent_fixtures import *  # noqa: F401,F403
+from agent_fixtures import RESTORE_IFACE, decode, gdbus, server_paused, start_restore  # noqa: F401
 from agent_fixtures import BusError, CALL_TIMEOUT, MANAGER_IFACE, MANAGER_PATH, POLICY_IFACE, \
     SNAPSHOT_IFACE
 from helpers import data_digest, flip_byte
 
-RESTORE_IFACE = "io.mongosnap1.Restore"
 RESTORE_COLUMNS = ("id", "snapshot", "target", "task_log", "elapsed_usec", "items",
                    "items_total", "progress", "create_usec", "state", "error", "path")
 FINAL_SNAPSHOT = ("completed", "failed", "interrupted", "stopped")
@@ -31,32 +26,6 @@ def seed(client, db="shop"):
         client[db][name].insert_many(
             [{"i": i, "name": f"{name}-{i}", "pad": "y" * 64} for i in range(DOCS)])
     client["logs"]["events"].insert_many([{"i": i} for i in range(DOCS // 2)])
-
-
-def decode(path: str) -> str:
-    return re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), path.rsplit("/", 1)[1])
-
-
-def gdbus(agent, path: str, iface: str, method: str, *args: str) -> str:
-    """A call with GVariant-text arguments (gdbus handles a{sv}, which busctl makes awkward);
-    a D-Bus error raises BusError with its name."""
-    cp = subprocess.run(
-        ["gdbus", "call", "--address", agent.bus.address, "--dest", "io.mongosnap1",
-         "--object-path", path, "--method", f"{iface}.{method}", *args],
-        capture_output=True, text=True, timeout=CALL_TIMEOUT, stdin=subprocess.DEVNULL)
-    if cp.returncode != 0:
-        m = re.search(r"GDBus\.Error:([\w.]+): (.*)", cp.stderr, re.S)
-        if m:
-            raise BusError(m.group(1), m.group(2).strip())
-        raise AssertionError(f"gdbus failed: {cp.stderr}")
-    return cp.stdout.strip()
-
-
-def start_restore(agent, snapshot: str, target: str, options: str = "@a{sv} {}") -> str:
-    out = gdbus(agent, MANAGER_PATH, MANAGER_IFACE, "StartRestore", snapshot, target, options)
-    m = re.match(r"\(objectpath '([^']+)',\)", out)
-    assert m, out
-    return m.group(1)
 
 
 def list_restores(agent) -> List[dict]:
@@ -76,15 +45,6 @@ def completed_snapshot(agent, policy: str) -> str:
     assert agent.wait_snapshot_state(path, FINAL_SNAPSHOT) == "completed", \
         agent.prop(path, SNAPSHOT_IFACE, "Error")
     return path
-
-
-@contextmanager
-def server_paused(server):
-    os.kill(server.proc.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(server.proc.pid, signal.SIGCONT)
 
 
 def test_restore_with_rename_and_filter(agent, fresh_db, ferretdb_factory):

@@ -3,15 +3,13 @@ snapshot, an agent killed mid-snapshot and restarted."""
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-from contextlib import contextmanager
 
 import pytest
 
 from agent_fixtures import *  # noqa: F401,F403
-from agent_fixtures import BusError, POLICY_IFACE, SNAPSHOT_IFACE
+from agent_fixtures import BusError, POLICY_IFACE, SNAPSHOT_IFACE, server_paused
+from agent_fixtures import decode as snapshot_id
 
 DOCS_PER_COLLECTION = 300
 COLLECTIONS = ("orders", "users", "events")
@@ -22,22 +20,6 @@ def seed(client, db="shop"):
         client[db][name].insert_many([{"i": i, "name": f"{name}-{i}", "pad": "x" * 100}
                                       for i in range(DOCS_PER_COLLECTION)])
     return DOCS_PER_COLLECTION * len(COLLECTIONS)
-
-
-def snapshot_id(path: str) -> str:
-    # Object paths escape every non-alphanumeric byte as _XX (sd_bus_path_encode).
-    return re.sub(
-        r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), path.rsplit("/", 1)[1])
-
-
-@contextmanager
-def server_paused(server):
-    """SIGSTOP the server so a worker talking to it hangs until the block ends (SIGCONT)."""
-    os.kill(server.proc.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(server.proc.pid, signal.SIGCONT)
 
 
 def test_agent_snapshot_completes(agent, fresh_db):

@@ -20,7 +20,6 @@ import subprocess
 import tempfile
 import termios
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -28,6 +27,7 @@ from typing import Dict, List, Optional, Sequence
 import pytest
 
 from agent_fixtures import *  # noqa: F401,F403
+from agent_fixtures import server_paused  # noqa: F401
 from agent_fixtures import (BUS_NAME, MANAGER_IFACE, MANAGER_PATH, POLICY_IFACE, SNAPSHOT_IFACE,
                             Agent, DBusDaemon)
 from conftest import BUILD_DIR
@@ -146,16 +146,6 @@ def seed(client, db: str = "shop") -> int:
         client[db][name].insert_many([{"i": i, "name": f"{name}-{i}", "pad": "x" * 100}
                                       for i in range(DOCS_PER_COLLECTION)])
     return DOCS_PER_COLLECTION * len(COLLECTIONS)
-
-
-@contextmanager
-def server_paused(server):
-    """SIGSTOP the server so a worker talking to it hangs until the block ends (SIGCONT)."""
-    os.kill(server.proc.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(server.proc.pid, signal.SIGCONT)
 
 
 def list_restores(agent) -> List[dict]:

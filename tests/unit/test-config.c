@@ -5,6 +5,7 @@
 
 #include "common/macro.h"
 #include "config/conf.h"
+#include "mongosnap/mongosnap.h"
 #include "test.h"
 
 #define NIGHTLY "/etc/mongosnap/policies.d/nightly.conf"
@@ -685,6 +686,16 @@ static void s3_store_options(void) {
     ASSERT(ms_policy_parse_string("nightly", NIGHTLY, MINIMAL "Store=s3://b1x/p?token=zz9zz9zz\n",
                                   &q, &e2) < 0);
     ASSERT(strstr(e2.message, "zz9zz9zz") == NULL);
+    /* Every option the S3 driver reads is accepted (the two lists once drifted apart and
+     * stall_timeout= was refused in policy files). */
+    static const char *const options[] = {MONGOSNAP_S3_LOCATION_OPTIONS};
+    for (size_t i = 0; i < ELEMENTSOF(options); i++) {
+        char line[256];
+        snprintf(line, sizeof(line), MINIMAL "Store=s3://b1x/p?%s=1\n", options[i]);
+        _cleanup_(ms_policy_freep) MsPolicy *o = NULL;
+        MsError e3 = MS_ERROR_INIT;
+        ASSERT_OK(ms_policy_parse_string("nightly", NIGHTLY, line, &o, &e3));
+    }
 }
 
 MS_TEST_MAIN(TEST_CASE(s3_store_options), TEST_CASE(full_policy_values),
