@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include "agent/agent-cluster.h"
 #include "agent/agent-manager.h"
 #include "agent/agent-task.h"
 #include "agent/agent-throttle.h"
@@ -13,6 +14,8 @@
 #include "storage/storage.h"
 
 #define PERCENT_DONE 100.0
+/* "nightly-20261122T031026Z", "-2" ... when taken twice in a second. */
+#define SNAPSHOT_ID_MAX (MS_NAME_MAX + MS_ISO8601_MAX + 8)
 #define INTERRUPTED_BY_RESTART "the agent stopped while the task ran (crash or restart)"
 #define INTERRUPTED_BY_SHUTDOWN "the agent was stopped while the task ran"
 #define STOPPED_ON_REQUEST "stopped on request"
@@ -87,6 +90,8 @@ struct Manager {
     sd_event_source *stop_timer;
 
     char *timer_directory; /* ManagerOptions.timer_directory or MANAGER_TIMER_DIRECTORY */
+
+    struct AgentCluster *cluster; /* NULL: this agent works alone (no [Cluster] URI=) */
 };
 
 static inline uint64_t now_usec(void) {
@@ -131,6 +136,37 @@ int manager_credential_path(const char *name, char **ret, MsError *e);
 /* Record a snapshot's state (catalog and signal), and log its removal from the store. */
 void manager_set_snapshot_state(Manager *m, MsSnapshotRecord *r, MsSnapshotState state);
 void manager_log_removed(Manager *m, const MsSnapshotRecord *r, const char *why);
+
+/* The steps of manager_take_snapshot(), for agent-cluster.c: the checks every new snapshot of
+ * p needs, a fresh id, and the local task (which takes over a remote record of the same id:
+ * a snapshot another node assigned to this one). */
+int manager_check_snapshot(Manager *m, ManagerPolicy *p, MsError *e);
+int manager_new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_MAX], MsError *e);
+int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
+                             const MsSnapshotRecord **ret_record, MsError *e);
+/* Into m->snapshots at its place by creation time (the array has room for one more). */
+void manager_insert_snapshot_record(Manager *m, MsSnapshotRecord *r);
+
+void manager_emit_policy_changed(Manager *m, const ManagerPolicy *p);
+/* A store on this node's file system (only this node can read it). */
+bool manager_store_is_local(const char *location);
+/* Stop/Start on this node only (as the cluster's stop flag asks); manager_stop_policy() and
+ * manager_start_policy() also tell the other nodes. */
+int manager_stop_policy_here(Manager *m, ManagerPolicy *p, MsError *e);
+int manager_start_policy_here(Manager *m, ManagerPolicy *p, MsError *e);
+/* Stop p's task: its cluster lease is lost (recorded interrupted). */
+void manager_stop_task_lost_lease(Manager *m, ManagerPolicy *p);
+/* A Rebuild whose policy has no task anywhere any more: clean up and take the fresh snapshot. */
+void manager_rebuild_now(Manager *m, ManagerPolicy *p);
+
+/* agent-cluster.c: coordination with the other nodes' agents (see agent-cluster.h too) */
+/* Claim the policy's cluster lease for snapshot id and run it here or hand it to the node the
+ * policy's NodePriority= prefers. */
+int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool scheduled,
+                          const MsSnapshotRecord **ret_record, MsError *e);
+/* A local record changed: it is written to the shared collection at the next heartbeat. */
+void cluster_record_changed(Manager *m, const MsSnapshotRecord *r);
+void cluster_restore_changed(Manager *m, const MsRestoreRecord *r);
 
 /* agent-remover.c: removals from remote stores, one worker at a time */
 /* The snapshot's state is the caller's to record; the outcome is logged when the worker ends

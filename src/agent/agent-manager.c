@@ -21,9 +21,12 @@
 #include "storage/storage.h"
 
 #define STOPPED_FOR_REBUILD "stopped for a rebuild"
+#define LOST_THE_LEASE                                                                            \
+    "this node lost its cluster lease (cut off from the cluster database for longer than "      \
+    "LeaseSec=, or another node took over); stopped so that no two nodes snapshot the policy "   \
+    "at once"
 /* A second snapshot of a policy in the same second gets "-2", "-3", ... */
 #define SNAPSHOT_ID_ATTEMPTS 100
-#define SNAPSHOT_ID_MAX (MS_NAME_MAX + MS_ISO8601_MAX + 8)
 /* Worker arguments besides the namespace filters (two each): the fixed part plus two per
  * option, with room to spare. */
 #define WORKER_ARGS_FIXED_MAX 32
@@ -40,11 +43,12 @@ static void fields_for(const SnapshotTask *t, MsEventFields *f) {
 }
 
 void manager_emit_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsigned changes) {
+    cluster_record_changed(m, r);
     if (m->hooks.snapshot_changed)
         m->hooks.snapshot_changed(m, r, changes, m->hooks_userdata);
 }
 
-static void emit_policy_changed(Manager *m, const ManagerPolicy *p) {
+void manager_emit_policy_changed(Manager *m, const ManagerPolicy *p) {
     if (m->hooks.policy_changed)
         m->hooks.policy_changed(m, p, m->hooks_userdata);
 }
@@ -63,6 +67,7 @@ static ManagerPolicy *manager_policy_free(ManagerPolicy *p) {
         return NULL;
     ms_policy_free(p->settings);
     ms_policy_runtime_free(p->runtime);
+    free(p->drift);
     free(p);
     return NULL;
 }
@@ -170,7 +175,7 @@ int manager_reload_policies(Manager *m, MsError *e) {
             if (!ms_policy_equal(p->settings, np)) {
                 ms_policy_free(p->settings);
                 p->settings = TAKE_PTR(set->policies[j]);
-                emit_policy_changed(m, p);
+                manager_emit_policy_changed(m, p);
             }
             continue;
         }
@@ -383,7 +388,7 @@ static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
     }
 }
 
-static bool store_is_local(const char *location) {
+bool manager_store_is_local(const char *location) {
     return location[0] == '/' || strncmp(location, "file://", strlen("file://")) == 0;
 }
 
@@ -420,7 +425,7 @@ void manager_set_snapshot_state(Manager *m, MsSnapshotRecord *r, MsSnapshotState
  * worker removed nothing. */
 static int remove_from_store(Manager *m, MsSnapshotRecord *r, MsSnapshotState state,
                              const char *why, MsError *e) {
-    if (r->state == MS_SNAPSHOT_COMPLETED && r->store && !store_is_local(r->store)) {
+    if (r->state == MS_SNAPSHOT_COMPLETED && r->store && !manager_store_is_local(r->store)) {
         int k = remover_enqueue(m, r, why, e);
         if (k < 0)
             return k;
@@ -452,7 +457,7 @@ static void arm_retention_timer(Manager *m) {
     uint64_t next = 0;
     for (size_t i = 0; i < m->n_snapshots; i++) {
         const MsSnapshotRecord *r = m->snapshots[i];
-        if (r->state == MS_SNAPSHOT_COMPLETED && r->expire_usec > 0 &&
+        if (r->state == MS_SNAPSHOT_COMPLETED && r->expire_usec > 0 && !r->remote &&
             manager_find_policy(m, r->policy) && (next == 0 || r->expire_usec < next))
             next = r->expire_usec;
     }
@@ -498,6 +503,11 @@ static void apply_retention_to(Manager *m, const ManagerPolicy *p) {
     }
     for (size_t i = 0; i < n; i++) {
         MsSnapshotRecord *r = recs[i];
+        /* Every node's completed snapshots count in the decision (one policy, one cluster), but
+         * each node expires and removes only its own: the same view gives every node the same
+         * decisions, and no record has two writers. */
+        if (r->remote)
+            continue;
         if (recs[i]->expire_usec != decisions[i].expire_usec) {
             r->expire_usec = decisions[i].expire_usec;
             MsError ue = MS_ERROR_INIT;
@@ -535,7 +545,6 @@ static void rebuild_done(Manager *m, void *token, const MsSnapshotRecord *r, con
 }
 
 /* A rebuild whose task has stopped: the policy can no longer be rebuilt, or is rebuilt now. */
-static void rebuild_now(Manager *m, ManagerPolicy *p);
 
 /* The task is over (worker exited, or a queued task was stopped): record the outcome, log it,
  * free the task and give its slot to the next queued one. */
@@ -594,9 +603,9 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
     if (state == MS_SNAPSHOT_COMPLETED)
         manager_apply_retention(m, p->settings->name);
     manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS);
-    emit_policy_changed(m, p);
+    manager_emit_policy_changed(m, p);
     if (p->rebuild_token)
-        rebuild_now(m, p);
+        manager_rebuild_now(m, p);
     drop_policy_if_removed(m, p);
     manager_start_queued(m);
     manager_maybe_finish_shutdown(m);
@@ -819,8 +828,7 @@ static int check_policy_supported(const MsPolicy *s, MsError *e) {
     return 0;
 }
 
-int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord **ret_record,
-                          MsError *e) {
+int manager_check_snapshot(Manager *m, ManagerPolicy *p, MsError *e) {
     const MsPolicy *s = p->settings;
     if (m->stopping)
         return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
@@ -834,8 +842,7 @@ int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *
                             "policy '%s' is stopped; start it with Start() (mongosnapctl start "
                             "%s) first",
                             s->name, s->name);
-    const char *store = ms_policy_effective_store(s, m->config);
-    if (!store)
+    if (!ms_policy_effective_store(s, m->config))
         return ms_error_set(e, ENXIO,
                             "policy '%s' has no store: set Store= in its file or DefaultStore= "
                             "in the agent configuration",
@@ -855,10 +862,34 @@ int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *
         if (r < 0)
             return r;
     }
+    return 0;
+}
 
-    char id[SNAPSHOT_ID_MAX];
-    if (new_snapshot_id(m, s->name, id) < 0)
-        return ms_error_set(e, EEXIST, "too many snapshots of policy '%s' this second", s->name);
+int manager_new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_MAX], MsError *e) {
+    if (new_snapshot_id(m, policy, ret) < 0)
+        return ms_error_set(e, EEXIST, "too many snapshots of policy '%s' this second", policy);
+    return 0;
+}
+
+void manager_insert_snapshot_record(Manager *m, MsSnapshotRecord *r) {
+    /* Oldest first: another node's records arrive late, so find the place by creation time. */
+    size_t at = m->n_snapshots;
+    while (at > 0 && m->snapshots[at - 1]->created_usec > r->created_usec)
+        at--;
+    memmove(m->snapshots + at + 1, m->snapshots + at, (m->n_snapshots - at) * sizeof(*m->snapshots));
+    m->snapshots[at] = r;
+    m->n_snapshots++;
+}
+
+int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
+                             const MsSnapshotRecord **ret_record, MsError *e) {
+    const MsPolicy *s = p->settings;
+    const char *store = ms_policy_effective_store(s, m->config);
+    /* A snapshot another node assigned to this one is listed already, as that node's record
+     * (remote): it becomes ours now. */
+    MsSnapshotRecord *existing = find_snapshot(m, id);
+    if (existing && !existing->remote)
+        return ms_error_set(e, EEXIST, "snapshot %s exists already", id);
     _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *rec = calloc(1, sizeof(*rec));
     if (!rec || !(rec->id = strdup(id)) || !(rec->policy = strdup(s->name)) ||
         !(rec->node = strdup(m->config->node)) || !(rec->store = strdup(store)))
@@ -866,37 +897,69 @@ int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *
     /* The location is kept as written: the configuration refuses user info and unknown query
      * options in it, so it holds no secret, and restores and verifications reopen it. */
     rec->state = MS_SNAPSHOT_QUEUED;
-    rec->created_usec = now_usec();
-    r = ms_catalog_insert_snapshot(m->catalog, rec, e);
+    rec->created_usec = existing ? existing->created_usec : now_usec();
+    int r = ms_catalog_insert_snapshot(m->catalog, rec, e);
     if (r < 0)
         return r;
-    MsSnapshotRecord **list = realloc(m->snapshots, (m->n_snapshots + 1) * sizeof(*list));
-    if (!list)
-        return oom(e);
-    m->snapshots = list;
+    if (!existing) {
+        MsSnapshotRecord **list = realloc(m->snapshots, (m->n_snapshots + 1) * sizeof(*list));
+        if (!list)
+            return oom(e);
+        m->snapshots = list;
+    }
 
     SnapshotTask *t = calloc(1, sizeof(*t));
     if (!t)
         return oom(e);
     t->manager = m;
     t->policy = p;
-    t->record = TAKE_PTR(rec);
-    m->snapshots[m->n_snapshots++] = t->record;
+    if (existing) {
+        /* Same object, so the bus object and any waiting client follow it. */
+        MsSnapshotRecord tmp = *existing;
+        *existing = *rec;
+        *rec = tmp;
+        t->record = existing;
+    } else {
+        t->record = TAKE_PTR(rec);
+        manager_insert_snapshot_record(m, t->record);
+    }
     p->task = t;
 
     MsEventFields f;
     fields_for(t, &f);
     (void) ms_event_log(MS_EVENT_TASK_QUEUED, &f, "snapshot %s of policy %s queued", t->record->id,
                         s->name);
-    if (m->hooks.snapshot_added)
+    if (existing)
+        manager_emit_snapshot_changed(m, t->record, MANAGER_SNAPSHOT_STATE);
+    else if (m->hooks.snapshot_added)
         m->hooks.snapshot_added(m, t->record, m->hooks_userdata);
+    cluster_record_changed(m, t->record);
     const MsSnapshotRecord *result = t->record;
     manager_start_queued(m);
     /* manager_start_queued() may have failed and finished the task; the record stays listed. */
-    emit_policy_changed(m, p);
+    manager_emit_policy_changed(m, p);
     if (ret_record)
         *ret_record = result;
     return 0;
+}
+
+int manager_take_snapshot_ex(Manager *m, ManagerPolicy *p, bool scheduled,
+                             const MsSnapshotRecord **ret_record, MsError *e) {
+    int r = manager_check_snapshot(m, p, e);
+    if (r < 0)
+        return r;
+    char id[SNAPSHOT_ID_MAX];
+    r = manager_new_snapshot_id(m, p->settings->name, id, e);
+    if (r < 0)
+        return r;
+    if (m->cluster)
+        return cluster_take_snapshot(m, p, id, scheduled, ret_record, e);
+    return manager_enqueue_snapshot(m, p, id, ret_record, e);
+}
+
+int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord **ret_record,
+                          MsError *e) {
+    return manager_take_snapshot_ex(m, p, false, ret_record, e);
 }
 
 static void stop_task(SnapshotTask *t, const char *reason, bool on_request) {
@@ -914,7 +977,7 @@ static void stop_task(SnapshotTask *t, const char *reason, bool on_request) {
     worker_request_stop(t->worker, on_request);
 }
 
-int manager_stop_policy(Manager *m, ManagerPolicy *p, MsError *e) {
+int manager_stop_policy_here(Manager *m, ManagerPolicy *p, MsError *e) {
     bool changed = p->runtime->state != MS_POLICY_STOPPED;
     if (changed) {
         p->runtime->state = MS_POLICY_STOPPED;
@@ -928,11 +991,11 @@ int manager_stop_policy(Manager *m, ManagerPolicy *p, MsError *e) {
     if (p->task)
         stop_task(p->task, STOPPED_ON_REQUEST, true);
     if (changed)
-        emit_policy_changed(m, p);
+        manager_emit_policy_changed(m, p);
     return 0;
 }
 
-int manager_start_policy(Manager *m, ManagerPolicy *p, MsError *e) {
+int manager_start_policy_here(Manager *m, ManagerPolicy *p, MsError *e) {
     if (p->runtime->state == MS_POLICY_ACTIVE)
         return 0;
     p->runtime->state = MS_POLICY_ACTIVE;
@@ -942,8 +1005,28 @@ int manager_start_policy(Manager *m, ManagerPolicy *p, MsError *e) {
     (void) ms_event_log(MS_EVENT_POLICY_STARTED,
                         &(MsEventFields){.policy = p->settings->name, .node = m->config->node},
                         "policy %s started", p->settings->name);
-    emit_policy_changed(m, p);
+    manager_emit_policy_changed(m, p);
     return 0;
+}
+
+void manager_stop_task_lost_lease(Manager *m, ManagerPolicy *p) {
+    if (p->task)
+        stop_task(p->task, LOST_THE_LEASE, false);
+}
+
+int manager_stop_policy(Manager *m, ManagerPolicy *p, MsError *e) {
+    int r = manager_stop_policy_here(m, p, e);
+    if (r < 0)
+        return r;
+    /* The other nodes stop its schedule too, and the node running its task stops the task. */
+    return manager_cluster_set_stopped(m, p, true, e);
+}
+
+int manager_start_policy(Manager *m, ManagerPolicy *p, MsError *e) {
+    int r = manager_start_policy_here(m, p, e);
+    if (r < 0)
+        return r;
+    return manager_cluster_set_stopped(m, p, false, e);
 }
 
 /* Edits (or a new policy's settings) applied with the checks a file gets; whatever the checks
@@ -983,11 +1066,11 @@ int manager_edit_policy(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *e
                             &(MsEventFields){.policy = p->settings->name, .node = m->config->node},
                             "policy %s edited: %s=%s", p->settings->name, edits[i].key,
                             edits[i].value);
-    emit_policy_changed(m, p);
+    manager_emit_policy_changed(m, p);
     return 0;
 }
 
-static void rebuild_now(Manager *m, ManagerPolicy *p) {
+void manager_rebuild_now(Manager *m, ManagerPolicy *p) {
     void *token = TAKE_PTR(p->rebuild_token);
     MsError e = MS_ERROR_INIT;
     if (m->stopping) {
@@ -1040,7 +1123,22 @@ int manager_rebuild_policy(Manager *m, ManagerPolicy *p, void *token, MsError *e
         int r = ms_catalog_set_policy(m->catalog, p->runtime, e);
         if (r < 0)
             return r;
-        emit_policy_changed(m, p);
+        manager_emit_policy_changed(m, p);
+    }
+    if (!p->task) {
+        /* Another node runs the policy's task: ask it to stop; the heartbeat that finds the
+         * lease free goes on with the rebuild (agent-cluster.c). */
+        _cleanup_free_ char *node = NULL, *task = NULL;
+        int r = manager_cluster_lease_elsewhere(m, p, &node, &task, e);
+        if (r < 0)
+            return r;
+        if (node) {
+            r = manager_cluster_forward(m, "cancel", node, p->settings->name, task, e);
+            if (r < 0)
+                return r;
+            p->rebuild_token = token;
+            return 0;
+        }
     }
     p->rebuild_token = token;
     if (p->task)
@@ -1048,7 +1146,7 @@ int manager_rebuild_policy(Manager *m, ManagerPolicy *p, void *token, MsError *e
          * queued task). */
         stop_task(p->task, STOPPED_FOR_REBUILD, true);
     else
-        rebuild_now(m, p);
+        manager_rebuild_now(m, p);
     return 0;
 }
 
@@ -1060,6 +1158,9 @@ int manager_cancel_snapshot(Manager *m, const char *id, MsError *e) {
             return 0;
         }
     }
+    const MsSnapshotRecord *r = find_snapshot(m, id);
+    if (r && r->remote && (r->state == MS_SNAPSHOT_QUEUED || r->state == MS_SNAPSHOT_RUNNING))
+        return manager_cluster_forward(m, "cancel", r->node, r->policy, id, e);
     return ms_error_set(e, ESRCH, "snapshot %s is not queued or running; nothing to cancel", id);
 }
 
@@ -1079,10 +1180,10 @@ int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsErro
      * uploaded to a remote store stays unless a purge is asked for. */
     for (size_t i = 0; i < m->n_snapshots; i++) {
         MsSnapshotRecord *sr = m->snapshots[i];
-        if (strcmp(sr->policy, name) != 0 || sr->state != MS_SNAPSHOT_COMPLETED ||
+        if (strcmp(sr->policy, name) != 0 || sr->state != MS_SNAPSHOT_COMPLETED || sr->remote ||
             reader_uses_snapshot(m, sr->id))
             continue;
-        bool local = sr->store && store_is_local(sr->store);
+        bool local = sr->store && manager_store_is_local(sr->store);
         if (!local && !purge_store)
             continue;
         MsError pe = MS_ERROR_INIT;
@@ -1110,6 +1211,9 @@ int manager_delete_snapshot(Manager *m, const char *id, MsError *e) {
     MsSnapshotRecord *r = find_snapshot(m, id);
     if (!r)
         return ms_error_set(e, ENOENT, "no snapshot '%s'", id);
+    if (r->remote)
+        /* Its record and its removal belong to the node that took it. */
+        return manager_cluster_forward(m, "delete-snapshot", r->node, r->policy, id, e);
     switch (r->state) {
     case MS_SNAPSHOT_QUEUED:
     case MS_SNAPSHOT_RUNNING:
@@ -1222,7 +1326,7 @@ int manager_snapshot_download_url(Manager *m, const MsSnapshotRecord *r, uint64_
                             "download address",
                             r->id, ms_snapshot_state_to_string(r->state));
     /* A local store has none; say so without opening anything. */
-    if (store_is_local(r->store))
+    if (manager_store_is_local(r->store))
         return ms_error_set(e, EOPNOTSUPP,
                             "snapshot %s is in a local store, which has no download address; "
                             "copy %s from the store's directory",
@@ -1428,6 +1532,9 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
     r = reader_load(m, e);
     if (r < 0)
         return r;
+    r = manager_cluster_start(m, e);
+    if (r < 0)
+        return r;
     *ret_manager = TAKE_PTR(m);
     return 0;
 }
@@ -1446,6 +1553,7 @@ Manager *manager_free(Manager *m) {
         snapshot_task_free(p->task);
         manager_policy_free(p);
     }
+    manager_cluster_free(m);
     free(m->policies);
     free_policy_errors(m);
     reader_free_all(m);

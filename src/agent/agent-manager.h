@@ -35,6 +35,10 @@ typedef struct ManagerPolicy {
     SnapshotTask *task;       /* queued or running; NULL when idle */
     bool removed;             /* its file is gone: dropped when its task ends */
     void *rebuild_token;      /* a Rebuild waiting for the running task to stop */
+    /* Several nodes (agent-cluster.c): how this policy's file differs from the other agents'
+     * ("" or NULL: it does not), and when this node last renewed the lease of its task. */
+    char *drift;
+    uint64_t lease_renewed_usec;
 } ManagerPolicy;
 
 /* What changed in a snapshot, for the bus adapter's PropertiesChanged. */
@@ -157,6 +161,11 @@ int manager_delete_snapshot(Manager *m, const char *id, MsError *e);
  * -EOPNOTSUPP: p asks for what the worker cannot do yet; -ENOKEY: its credential is missing. */
 int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord **ret_record,
                           MsError *e);
+/* The same, saying whether the policy's timer asked for it (scheduled): with several nodes,
+ * every node's timer fires for the same tick and only the first counts; the others get the
+ * snapshot that tick started (which may run on another node). */
+int manager_take_snapshot_ex(Manager *m, ManagerPolicy *p, bool scheduled,
+                             const MsSnapshotRecord **ret_record, MsError *e);
 /* Stop p's schedule and its running task (SIGTERM; kept data is not touched). */
 int manager_stop_policy(Manager *m, ManagerPolicy *p, MsError *e);
 int manager_start_policy(Manager *m, ManagerPolicy *p, MsError *e);

@@ -17,7 +17,7 @@
 
 #define RESTORE_ID_PREFIX "restore-"
 #define RESTORE_ID_ATTEMPTS 100
-#define RESTORE_ID_MAX (sizeof(RESTORE_ID_PREFIX) + MS_ISO8601_MAX + 8)
+#define RESTORE_ID_MAX (sizeof(RESTORE_ID_PREFIX) + 256 + MS_ISO8601_MAX + 10) /* 256: a node name */
 #define NUMBER_ARG_MAX 16
 #define PARALLEL_MAX 64
 #define CANCELLED_ON_REQUEST "cancelled on request"
@@ -49,7 +49,14 @@ uint64_t manager_restore_elapsed_usec(const MsRestoreRecord *r, uint64_t now) {
 }
 
 int reader_load(Manager *m, MsError *e) {
-    return ms_catalog_list_restores(m->catalog, NULL, &m->restores, &m->n_restores, e);
+    int r = ms_catalog_list_restores(m->catalog, NULL, &m->restores, &m->n_restores, e);
+    if (r < 0)
+        return r;
+    /* The catalog holds this node's restores only; the node is said on the bus (Node). */
+    for (size_t i = 0; i < m->n_restores; i++)
+        if (!(m->restores[i]->node = strdup(m->config->node)))
+            return oom(e);
+    return 0;
 }
 
 /* ---- the task list ---- */
@@ -143,6 +150,7 @@ static void fields_for(const ReadTask *t, MsEventFields *f) {
 }
 
 static void emit_restore(Manager *m, const MsRestoreRecord *r, unsigned changes) {
+    cluster_restore_changed(m, r);
     if (m->hooks.restore_changed)
         m->hooks.restore_changed(m, r, changes, m->hooks_userdata);
 }
@@ -394,6 +402,12 @@ static int check_readable(Manager *m, const char *id, const MsSnapshotRecord **r
                             "snapshot %s is %s, not completed: only completed snapshots can be "
                             "restored or verified",
                             id, ms_snapshot_state_to_string(s->state));
+    if (s->remote && manager_store_is_local(s->store))
+        return ms_error_set(e, EREMOTE,
+                            "snapshot %s is in node %s's local store (%s), which this node cannot "
+                            "read: restore it on node %s, or give the policy an S3 store that "
+                            "every node reads",
+                            id, s->node, s->store, s->node);
     *ret = s;
     return 0;
 }
@@ -427,6 +441,10 @@ static int add_reader(Manager *m, ReadTask *t, MsError *e) {
 int manager_verify_snapshot(Manager *m, const char *id, MsError *e) {
     if (m->stopping)
         return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
+    const MsSnapshotRecord *remote = manager_find_snapshot(m, id);
+    if (remote && remote->remote && remote->state == MS_SNAPSHOT_COMPLETED)
+        /* The verification's result is part of the record, which its node keeps. */
+        return manager_cluster_forward(m, "verify", remote->node, remote->policy, id, e);
     const MsSnapshotRecord *s = NULL;
     int r = check_readable(m, id, &s, e);
     if (r < 0)
@@ -470,10 +488,15 @@ static int new_restore_id(Manager *m, char ret[RESTORE_ID_MAX]) {
     char stamp[MS_ISO8601_MAX];
     ms_format_compact(now_usec(), stamp);
     for (unsigned i = 1; i <= RESTORE_ID_ATTEMPTS; i++) {
+        /* With several nodes the id names the node: two nodes may start restores within one
+         * second, and the records of all nodes share one collection. */
+        const char *node = m->cluster ? m->config->node : NULL;
         if (i == 1)
-            snprintf(ret, RESTORE_ID_MAX, RESTORE_ID_PREFIX "%s", stamp);
+            snprintf(ret, RESTORE_ID_MAX, RESTORE_ID_PREFIX "%s%s%s", node ? node : "",
+                     node ? "-" : "", stamp);
         else
-            snprintf(ret, RESTORE_ID_MAX, RESTORE_ID_PREFIX "%s-%u", stamp, i);
+            snprintf(ret, RESTORE_ID_MAX, RESTORE_ID_PREFIX "%s%s%s-%u", node ? node : "",
+                     node ? "-" : "", stamp, i);
         if (!manager_find_restore(m, ret))
             return 0;
     }
@@ -637,7 +660,8 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
         return ms_error_set(e, EEXIST, "too many restores started this second; try again");
     _cleanup_(ms_restore_record_freep) MsRestoreRecord *rec = calloc(1, sizeof(*rec));
     if (!rec || !(rec->id = strdup(id)) || !(rec->source_snapshot = strdup(snapshot_id)) ||
-        !(rec->target = ms_uri_redact(target)) || !(rec->options = options_json(o)))
+        !(rec->target = ms_uri_redact(target)) || !(rec->options = options_json(o)) ||
+        !(rec->node = strdup(m->config->node)))
         return oom(e);
     rec->state = MS_RESTORE_QUEUED;
     rec->created_usec = now_usec();
@@ -671,6 +695,7 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
                         result->id, snapshot_id, result->target);
     if (m->hooks.restore_added)
         m->hooks.restore_added(m, result, m->hooks_userdata);
+    cluster_restore_changed(m, result);
     manager_start_queued(m);
     if (ret_record)
         *ret_record = result;
@@ -685,7 +710,10 @@ int manager_cancel_restore(Manager *m, const char *id, MsError *e) {
             return 0;
         }
     }
-    if (!manager_find_restore(m, id))
+    const MsRestoreRecord *r = manager_find_restore(m, id);
+    if (!r)
         return ms_error_set(e, ENOENT, "no restore '%s'", id);
+    if (r->remote && (r->state == MS_RESTORE_QUEUED || r->state == MS_RESTORE_RUNNING))
+        return manager_cluster_forward(m, "cancel", r->node, NULL, id, e);
     return ms_error_set(e, ESRCH, "restore %s is not queued or running; nothing to cancel", id);
 }

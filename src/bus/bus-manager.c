@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/agent-cluster.h"
 #include "bus/bus.h"
 #include "common/log.h"
 #include "common/redact.h"
@@ -56,6 +57,12 @@ int bus_error_from_ms(sd_bus_error *ret_error, const MsError *e, const char *not
         break;
     case ENOTRECOVERABLE:
         name = BUS_ERROR_NOT_RESTORABLE;
+        break;
+    case EHOSTUNREACH:
+        name = BUS_ERROR_CLUSTER_UNREACHABLE;
+        break;
+    case EREMOTE:
+        name = BUS_ERROR_ON_OTHER_NODE;
         break;
     default:
         name = BUS_ERROR_FAILED;
@@ -382,6 +389,11 @@ static int method_update(sd_bus_message *message, void *userdata, sd_bus_error *
     MsError e = MS_ERROR_INIT;
     if (manager_flush(m, &e) < 0)
         return bus_error_from_ms(ret_error, &e, NULL);
+    /* The other nodes' records as of now; when the cluster database cannot be reached the
+     * answer is what this node knows, and the Cluster property says why. */
+    MsError ce = MS_ERROR_INIT;
+    if (manager_cluster_sync(m, &ce) < 0)
+        log_debug("Update: %s", ce.message);
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
     int r = sd_bus_message_new_method_return(message, &reply);
     if (r < 0)
@@ -594,6 +606,13 @@ static int property_get_node(sd_bus *bus, const char *path, const char *interfac
     return sd_bus_message_append(reply, "s", manager_agent_config(m)->node);
 }
 
+static int property_get_cluster(sd_bus *bus, const char *path, const char *interface,
+                                const char *property, sd_bus_message *reply, void *userdata,
+                                sd_bus_error *ret_error) {
+    Manager *m = userdata;
+    return sd_bus_message_append(reply, "s", manager_cluster_status(m));
+}
+
 static int property_get_policy_errors(sd_bus *bus, const char *path, const char *interface,
                                       const char *property, sd_bus_message *reply, void *userdata,
                                       sd_bus_error *ret_error) {
@@ -608,6 +627,8 @@ static const sd_bus_vtable manager_vtable[] = {
     SD_BUS_VTABLE_START(0),
     SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("Node", "s", property_get_node, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    /* "" (this agent works alone), "connected" or "unreachable: why"; read on demand. */
+    SD_BUS_PROPERTY("Cluster", "s", property_get_cluster, 0, 0),
     SD_BUS_PROPERTY("PolicyErrors", "as", property_get_policy_errors, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_METHOD_WITH_ARGS("ListPolicies", SD_BUS_NO_ARGS,

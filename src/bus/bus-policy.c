@@ -174,6 +174,11 @@ POLICY_GETTER(property_get_last_result) {
     return sd_bus_message_append(reply, "s", empty_if_null(p->runtime->last_result));
 }
 
+POLICY_GETTER(property_get_drift) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "s", empty_if_null(p->drift));
+}
+
 POLICY_GETTER(property_get_next_run) {
     const ManagerPolicy *p = userdata;
     return sd_bus_message_append(reply, "t", p->runtime->next_run_usec);
@@ -208,6 +213,58 @@ static int method_take_snapshot(sd_bus_message *message, void *userdata, sd_bus_
     const MsSnapshotRecord *rec = NULL;
     MsError e = MS_ERROR_INIT;
     if (manager_take_snapshot(p->manager, p, &rec, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+    _cleanup_free_ char *path = NULL;
+    r = bus_snapshot_path(rec->id, &path);
+    if (r < 0)
+        return r;
+    return sd_bus_reply_method_return(message, "o", path);
+}
+
+/* TakeSnapshotWithOptions(a{sv}): "scheduled" (b) says the policy's timer asks, so that with
+ * several nodes only the first of their timers' calls for a tick starts a snapshot. */
+static int method_take_snapshot_with_options(sd_bus_message *message, void *userdata,
+                                             sd_bus_error *ret_error) {
+    ManagerPolicy *p = userdata;
+    int scheduled = false;
+    int r = sd_bus_message_enter_container(message, 'a', "{sv}");
+    if (r < 0)
+        return r;
+    const char *key;
+    while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
+        r = sd_bus_message_read(message, "s", &key);
+        if (r < 0)
+            return r;
+        if (strcmp(key, "scheduled") != 0)
+            return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+                                     "unknown snapshot option '%s'; known: scheduled", key);
+        r = sd_bus_message_enter_container(message, 'v', "b");
+        if (r == -ENXIO)
+            return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+                                     "snapshot option 'scheduled' must be of D-Bus type 'b'");
+        if (r < 0)
+            return r;
+        r = sd_bus_message_read(message, "b", &scheduled);
+        if (r < 0)
+            return r;
+        r = sd_bus_message_exit_container(message);
+        if (r < 0)
+            return r;
+        r = sd_bus_message_exit_container(message);
+        if (r < 0)
+            return r;
+    }
+    if (r < 0)
+        return r;
+    r = sd_bus_message_exit_container(message);
+    if (r < 0)
+        return r;
+    r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    const MsSnapshotRecord *rec = NULL;
+    MsError e = MS_ERROR_INIT;
+    if (manager_take_snapshot_ex(p->manager, p, scheduled, &rec, &e) < 0)
         return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
     _cleanup_free_ char *path = NULL;
     r = bus_snapshot_path(rec->id, &path);
@@ -347,8 +404,12 @@ static const sd_bus_vtable policy_vtable[] = {
     SD_BUS_PROPERTY("LastResult", "s", property_get_last_result, 0, CHANGING),
     SD_BUS_PROPERTY("NextRun", "t", property_get_next_run, 0, CHANGING),
     SD_BUS_PROPERTY("RunningSnapshot", "o", property_get_running_snapshot, 0, CHANGING),
+    SD_BUS_PROPERTY("Drift", "s", property_get_drift, 0, CHANGING),
     SD_BUS_METHOD_WITH_ARGS("TakeSnapshot", SD_BUS_NO_ARGS, SD_BUS_RESULT("o", snapshot),
                             method_take_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("TakeSnapshotWithOptions", SD_BUS_ARGS("a{sv}", options),
+                            SD_BUS_RESULT("o", snapshot), method_take_snapshot_with_options,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Stop", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_stop,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start,

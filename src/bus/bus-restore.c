@@ -44,6 +44,7 @@ RESTORE_GETTER(property_get_string) {
                     : strcmp(property, "Target") == 0         ? r->target
                     : strcmp(property, "Options") == 0        ? (r->options ? r->options : "{}")
                     : strcmp(property, "Error") == 0          ? r->error
+                    : strcmp(property, "Node") == 0           ? r->node
                                                               : NULL;
     return sd_bus_message_append(reply, "s", empty_if_null(v));
 }
@@ -98,6 +99,7 @@ static const sd_bus_vtable restore_vtable[] = {
     SD_BUS_PROPERTY("SourceSnapshot", "s", property_get_string, 0, CONST),
     SD_BUS_PROPERTY("Target", "s", property_get_string, 0, CONST),
     SD_BUS_PROPERTY("Options", "s", property_get_string, 0, CONST),
+    SD_BUS_PROPERTY("Node", "s", property_get_string, 0, CONST),
     SD_BUS_PROPERTY("TaskLog", "s", property_get_task_log, 0, CONST),
     SD_BUS_PROPERTY("ElapsedUSec", "t", property_get_elapsed, 0, CHANGING),
     SD_BUS_PROPERTY("Items", "t", bus_property_get_u64, offsetof(MsRestoreRecord, items_done),

@@ -26,6 +26,8 @@
 #define BUS_ERROR_NO_CREDENTIAL "io.mongosnap1.Error.NoCredential"
 #define BUS_ERROR_SHUTTING_DOWN "io.mongosnap1.Error.ShuttingDown"
 #define BUS_ERROR_ACCESS_DENIED "io.mongosnap1.Error.AccessDenied"
+#define BUS_ERROR_CLUSTER_UNREACHABLE "io.mongosnap1.Error.ClusterUnreachable"
+#define BUS_ERROR_ON_OTHER_NODE "io.mongosnap1.Error.OnOtherNode"
 #define BUS_ERROR_FAILED "io.mongosnap1.Error.Failed"
 
 /* One row of ListSnapshots: task name, policy, node, file name, download address, task log

@@ -1337,6 +1337,7 @@ MsRestoreRecord *ms_restore_record_free(MsRestoreRecord *r) {
     free(r->target);
     free(r->error);
     free(r->options);
+    free(r->node);
     free(r);
     return NULL;
 }

@@ -126,6 +126,9 @@ typedef struct MsSnapshotRecord {
     MsVerifyState verify_state;
     uint64_t verify_finished_usec;
     char *verify_error;
+    /* Not stored: another node's record, seen through the cluster's shared collections
+     * (agent-cluster.c). The agent lists it but never writes it to its catalog. */
+    bool remote;
 } MsSnapshotRecord;
 
 typedef struct MsRestoreRecord {
@@ -142,6 +145,9 @@ typedef struct MsRestoreRecord {
     double progress_pct;
     char *options; /* JSON object of the restore's options (filters, renames, until); NULL = {} */
     uint64_t bytes_transferred; /* stored bytes read so far (schema version 3 and later) */
+    /* Not stored: another node's restore seen through the cluster (node names it). */
+    bool remote;
+    char *node;
 } MsRestoreRecord;
 
 typedef struct MsSnapshotFilter {

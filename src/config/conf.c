@@ -388,7 +388,37 @@ static int set_node(void *obj, const IniKey *k, const char *v, bool append, MsEr
     return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
 }
 
-static const char *const agent_sections[] = {"Agent"};
+static int set_cluster_uri(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
+    if (v) {
+        int r = check_source_uri(k->name, v, e);
+        if (r < 0) {
+            ms_error_prefix(e, "[Cluster] ");
+            return r;
+        }
+    }
+    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
+}
+
+static int set_database(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
+    if (v && !node_name_is_valid(v))
+        return ms_error_set(e, EINVAL,
+                            "%s='%s' is not a database name mongosnap accepts: letters, digits, "
+                            "'_', '.' and '-', at most %d characters",
+                            k->name, v, MS_NODE_NAME_MAX);
+    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
+}
+
+/* host:port as the replica set names its members; no scheme, no spaces. */
+static int set_member(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
+    if (v && (!*v || strpbrk(v, " /@?") || has_control(v) || strlen(v) > 255))
+        return ms_error_set(e, EINVAL,
+                            "%s='%s' is not a member address: write HOST:PORT as the replica "
+                            "set names the member beside this agent (see rs.conf())",
+                            k->name, v);
+    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
+}
+
+static const char *const agent_sections[] = {"Agent", "Cluster"};
 
 static const IniKey agent_keys[] = {
     {"Agent", "Node", offsetof(MsAgentConfig, node), false, NULL, 0, 0, set_node, ini_get_string},
@@ -403,6 +433,23 @@ static const IniKey agent_keys[] = {
      MS_DEFAULT_STATE_DIRECTORY, 0, 0, set_absolute_path, ini_get_string},
     {"Agent", "PolicyDirectory", offsetof(MsAgentConfig, policy_directory), false,
      MS_DEFAULT_POLICY_DIRECTORY, 0, 0, set_absolute_path, ini_get_string},
+    {"Cluster", "URI", offsetof(MsAgentConfig, cluster_uri), false, NULL, 0, 0, set_cluster_uri,
+     ini_get_string},
+    {"Cluster", "Credential", offsetof(MsAgentConfig, cluster_credential), false, NULL, 0, 0,
+     set_credential_name, ini_get_string},
+    {"Cluster", "Database", offsetof(MsAgentConfig, cluster_database), false,
+     MS_CLUSTER_DEFAULT_DATABASE, 0, 0, set_database, ini_get_string},
+    {"Cluster", "Member", offsetof(MsAgentConfig, cluster_member), false, NULL, 0, 0, set_member,
+     ini_get_string},
+    {"Cluster", "LeaseSec", offsetof(MsAgentConfig, cluster_lease_sec), false,
+     STRINGIFY(MS_CLUSTER_DEFAULT_LEASE), MS_CLUSTER_LEASE_MIN, MS_CLUSTER_LEASE_MAX,
+     ini_set_unsigned, ini_get_unsigned},
+    {"Cluster", "HeartbeatSec", offsetof(MsAgentConfig, cluster_heartbeat_sec), false,
+     STRINGIFY(MS_CLUSTER_DEFAULT_HEARTBEAT), MS_CLUSTER_HEARTBEAT_MIN, MS_CLUSTER_HEARTBEAT_MAX,
+     ini_set_unsigned, ini_get_unsigned},
+    {"Cluster", "TickWindowSec", offsetof(MsAgentConfig, cluster_tick_window_sec), false,
+     STRINGIFY(MS_CLUSTER_DEFAULT_TICK_WINDOW), MS_CLUSTER_TICK_WINDOW_MIN,
+     MS_CLUSTER_TICK_WINDOW_MAX, ini_set_unsigned, ini_get_unsigned},
 };
 
 static const IniSchema agent_schema = {
@@ -420,12 +467,24 @@ MsAgentConfig *ms_agent_config_free(MsAgentConfig *c) {
     free(c->worker_path);
     free(c->state_directory);
     free(c->policy_directory);
+    free(c->cluster_uri);
+    free(c->cluster_credential);
+    free(c->cluster_database);
+    free(c->cluster_member);
     free(c);
     return NULL;
 }
 
 /* Node= defaults to the host name, looked up once the file did not set it. */
 static int agent_config_finish(MsAgentConfig *c, MsError *e) {
+    /* A lease renewed every heartbeat must survive two missed ones. */
+    if (c->cluster_heartbeat_sec * 3 > c->cluster_lease_sec)
+        return ms_error_set(e, EINVAL,
+                            "[Cluster] HeartbeatSec=%u is too long for LeaseSec=%u: the lease is "
+                            "renewed every heartbeat and must outlast three of them; set "
+                            "HeartbeatSec= to at most %u or raise LeaseSec=",
+                            c->cluster_heartbeat_sec, c->cluster_lease_sec,
+                            c->cluster_lease_sec / 3);
     if (c->node)
         return 0;
     char host[HOST_NAME_MAX + 1];

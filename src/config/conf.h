@@ -51,7 +51,28 @@ typedef struct MsAgentConfig {
     char *worker_path;             /* WorkerPath=, absolute */
     char *state_directory;         /* StateDirectory=, absolute */
     char *policy_directory;        /* PolicyDirectory=, absolute */
+
+    /* [Cluster]: the agents of a cluster coordinate through the deployment (docs/architecture.md
+     * "Several nodes"). cluster_uri NULL: this agent works alone. */
+    char *cluster_uri;        /* URI=, a MongoDB URI without password */
+    char *cluster_credential; /* Credential=: systemd credential with the password */
+    char *cluster_database;   /* Database=, default "mongosnap" */
+    char *cluster_member;     /* Member=: the replica-set member beside this agent (host:port) */
+    unsigned cluster_lease_sec;       /* LeaseSec=, default 30 */
+    unsigned cluster_heartbeat_sec;   /* HeartbeatSec=, default 2; at most LeaseSec/3 */
+    unsigned cluster_tick_window_sec; /* TickWindowSec=, default 60 (+ RandomizedDelaySec=) */
 } MsAgentConfig;
+
+#define MS_CLUSTER_DEFAULT_DATABASE "mongosnap"
+#define MS_CLUSTER_LEASE_MIN 3
+#define MS_CLUSTER_LEASE_MAX 3600
+#define MS_CLUSTER_DEFAULT_LEASE 30
+#define MS_CLUSTER_HEARTBEAT_MIN 1
+#define MS_CLUSTER_HEARTBEAT_MAX 600
+#define MS_CLUSTER_DEFAULT_HEARTBEAT 2
+#define MS_CLUSTER_TICK_WINDOW_MIN 1
+#define MS_CLUSTER_TICK_WINDOW_MAX 86400
+#define MS_CLUSTER_DEFAULT_TICK_WINDOW 60
 
 /* The built-in defaults (node = host name). Tests and callers may then replace any path
  * field (free the old string, store a malloc'ed one). */

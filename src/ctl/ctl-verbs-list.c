@@ -248,6 +248,8 @@ static void print_policy_status(Ctl *ctl, const CtlProps *p, const CtlProps *tas
     }
     status_time("Last run", ctl_props_u64(p, "LastRun"), ctl_props_str(p, "LastResult"));
     status_time("Next run", ctl_props_u64(p, "NextRun"), NULL);
+    if (*ctl_props_str(p, "Drift"))
+        status_line("Drift", ctl_props_str(p, "Drift"));
     if (task)
         status_task(ctl, task);
 }

@@ -51,7 +51,11 @@ static int task_started(Ctl *ctl, const char *what, sd_bus_message *reply) {
 
 int verb_snapshot(Ctl *ctl, int argc, char **argv) {
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-    int code = policy_call(ctl, "snapshot", argv[1], "TakeSnapshot", &reply, NULL);
+    int code = ctl->args.scheduled ? policy_call(ctl, "snapshot", argv[1],
+                                                 "TakeSnapshotWithOptions", &reply, "a{sv}", 1,
+                                                 "scheduled", "b", 1)
+                                   : policy_call(ctl, "snapshot", argv[1], "TakeSnapshot", &reply,
+                                                 NULL);
     return code != CTL_EXIT_OK ? code : task_started(ctl, "snapshot", reply);
 }
 

@@ -50,12 +50,14 @@ static const CtlVerb verbs[] = {
     },
     {
         .name = "snapshot",
-        .synopsis = "POLICY [--wait]",
+        .synopsis = "POLICY [--wait] [--scheduled]",
         .summary = "Take a snapshot now and print its task name",
-        .details = HELP_WAIT("the snapshot ends; exit 0 only if it completed"),
+        .details = HELP_WAIT("the snapshot ends; exit 0 only if it completed")
+            "  --scheduled       as the policy's timer: with several nodes, the first call for\n"
+            "                    a tick starts the snapshot and the others follow that one\n",
         .min_args = 1,
         .max_args = 1,
-        .options = CTL_OPT_WAIT,
+        .options = CTL_OPT_WAIT | CTL_OPT_SCHEDULED,
         .run = verb_snapshot,
     },
     {
@@ -206,6 +208,7 @@ typedef struct OptionName {
 static const OptionName option_names[] = {
     {CTL_OPT_WAIT, "--wait"},
     {CTL_OPT_PURGE_REMOTE, "--purge-remote"},
+    {CTL_OPT_SCHEDULED, "--scheduled"},
     {CTL_OPT_RESTORE, "--to, --ns-*, --drop, --until, --no-indexes, --parallel, --credential"},
     {CTL_OPT_FOLLOW, "--follow"},
     {CTL_OPT_LINES, "--lines"},
@@ -288,6 +291,7 @@ enum {
     OPT_ADDRESS,
     OPT_WAIT,
     OPT_PURGE_REMOTE,
+    OPT_SCHEDULED,
     OPT_TO,
     OPT_NS_INCLUDE,
     OPT_NS_EXCLUDE,
@@ -312,6 +316,7 @@ static const struct option long_options[] = {
     {"quiet", no_argument, NULL, 'q'},
     {"wait", no_argument, NULL, OPT_WAIT},
     {"purge-remote", no_argument, NULL, OPT_PURGE_REMOTE},
+    {"scheduled", no_argument, NULL, OPT_SCHEDULED},
     {"to", required_argument, NULL, OPT_TO},
     {"ns-include", required_argument, NULL, OPT_NS_INCLUDE},
     {"ns-exclude", required_argument, NULL, OPT_NS_EXCLUDE},
@@ -407,6 +412,10 @@ static int parse_verb_option(CtlArgs *a, int c, char *arg) {
     case OPT_WAIT:
         a->wait = true;
         a->used |= CTL_OPT_WAIT;
+        return 1;
+    case OPT_SCHEDULED:
+        a->scheduled = true;
+        a->used |= CTL_OPT_SCHEDULED;
         return 1;
     case OPT_PURGE_REMOTE:
         a->purge_remote = true;

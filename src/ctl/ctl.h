@@ -22,6 +22,7 @@ typedef enum CtlOption {
     CTL_OPT_FOLLOW = 1u << 3,
     CTL_OPT_LINES = 1u << 4,
     CTL_OPT_EXPIRES = 1u << 5,
+    CTL_OPT_SCHEDULED = 1u << 6,
 } CtlOption;
 
 typedef struct CtlRestoreArgs {
@@ -43,6 +44,7 @@ typedef struct CtlArgs {
     const char *address; /* NULL: the system bus */
     bool wait;
     bool purge_remote;
+    bool scheduled; /* snapshot --scheduled: the policy's timer asks */
     bool follow;
     unsigned lines; /* log -n; valid when lines_set */
     bool lines_set;

@@ -59,7 +59,17 @@
     X(VERIFY_COMPLETED, "verify-completed", MS_LOG_NOTICE,                                         \
       SD_ID128_ARRAY(e3, 56, 28, 61, 47, 4d, 4f, 7d, a8, 7d, 66, 26, 96, 09, cb, 25))              \
     X(VERIFY_FAILED, "verify-failed", MS_LOG_ERR,                                                  \
-      SD_ID128_ARRAY(1d, 69, e7, ea, 90, 09, 42, d6, bf, e7, ea, 0e, 48, 37, 41, 18))
+      SD_ID128_ARRAY(1d, 69, e7, ea, 90, 09, 42, d6, bf, e7, ea, 0e, 48, 37, 41, 18))              \
+    X(TASK_ASSIGNED, "task-assigned", MS_LOG_INFO,                                                 \
+      SD_ID128_ARRAY(ed, 68, 0f, 3e, a5, b8, 4e, d9, 97, 37, c0, 62, 12, fa, f2, 4b))              \
+    X(TASK_TAKEN_OVER, "task-taken-over", MS_LOG_WARNING,                                          \
+      SD_ID128_ARRAY(d7, 9f, fe, a2, 4f, b0, 45, 14, a0, 1c, 4d, 38, ad, 6e, 2d, 70))              \
+    X(POLICY_DRIFT, "policy-drift", MS_LOG_WARNING,                                                \
+      SD_ID128_ARRAY(35, 06, d9, 75, f8, 7c, 46, 64, ba, 65, 6e, 20, 91, 94, 30, de))              \
+    X(CLUSTER_CONNECTED, "cluster-connected", MS_LOG_NOTICE,                                       \
+      SD_ID128_ARRAY(3c, 6f, 21, 06, 18, 51, 4a, 81, 86, 8d, fc, d8, f6, 47, 18, 1a))              \
+    X(CLUSTER_UNREACHABLE, "cluster-unreachable", MS_LOG_WARNING,                                  \
+      SD_ID128_ARRAY(4c, 1f, b2, 88, d7, d4, 4f, eb, 81, 68, d0, a7, e8, 2c, f1, 7c))
 
 /* clang-format cannot see that the list expands to enumerators and would misindent them. */
 /* clang-format off */

@@ -1,0 +1,942 @@
+/* Several nodes: one snapshot per policy per cluster, the records of every node, operations
+ * that reach the node running the task, and policy drift, through the shared collections of
+ * cluster/cluster-store.h.
+ *
+ * Every call into the cluster database is made from the event loop and bounded: a member that
+ * refuses connections fails at once, one that does not answer within MS_CLUSTER_TIMEOUT_MS
+ * (docs/architecture.md, "Several nodes", says why this beats a thread here). All of it happens
+ * in one heartbeat every HeartbeatSec=, plus the claim of a TakeSnapshot call. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/agent-cluster.h"
+#include "agent/agent-internal.h"
+#include "cluster/cluster-store.h"
+#include "common/log.h"
+#include "common/redact.h"
+#include "config.h"
+#include "eventlog/eventlog.h"
+
+#define USEC_PER_SEC 1000000ull
+/* A credential file holds one password line. */
+#define PASSWORD_MAX 1024
+
+typedef struct AgentCluster {
+    Manager *m;
+    MsCluster *db;
+    sd_event_source *timer;
+    bool reachable;       /* the last heartbeat got through */
+    bool ever_polled;     /* a heartbeat has run (reachable or not) */
+    char *status;         /* "connected" or "unreachable: ..." */
+    uint64_t synced_usec; /* records are read from here on at the next heartbeat (0: all) */
+    char **dirty_snapshots;
+    size_t n_dirty_snapshots;
+    char **dirty_restores;
+    size_t n_dirty_restores;
+} AgentCluster;
+
+static uint64_t lease_usec(const Manager *m) {
+    return (uint64_t) m->config->cluster_lease_sec * USEC_PER_SEC;
+}
+
+static const char *self(const Manager *m) {
+    return m->config->node;
+}
+
+bool manager_cluster_enabled(const Manager *m) {
+    return m->cluster != NULL;
+}
+
+const char *manager_cluster_status(const Manager *m) {
+    if (!m->cluster)
+        return "";
+    return m->cluster->status ? m->cluster->status : "connecting";
+}
+
+/* ---- dirty records: written at the next heartbeat ---- */
+static void mark(char ***list, size_t *n, const char *id) {
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp((*list)[i], id) == 0)
+            return;
+    char **v = realloc(*list, (*n + 1) * sizeof(char *));
+    if (!v)
+        return;
+    *list = v;
+    if ((v[*n] = strdup(id)))
+        (*n)++;
+}
+
+static void clear_marks(char **list, size_t *n) {
+    for (size_t i = 0; i < *n; i++)
+        free(list[i]);
+    *n = 0;
+}
+
+void cluster_record_changed(Manager *m, const MsSnapshotRecord *r) {
+    if (m->cluster && !r->remote)
+        mark(&m->cluster->dirty_snapshots, &m->cluster->n_dirty_snapshots, r->id);
+}
+
+void cluster_restore_changed(Manager *m, const MsRestoreRecord *r) {
+    if (m->cluster && !r->remote)
+        mark(&m->cluster->dirty_restores, &m->cluster->n_dirty_restores, r->id);
+}
+
+static int publish_dirty(AgentCluster *c, MsError *e) {
+    Manager *m = c->m;
+    uint64_t now = now_usec();
+    for (size_t i = 0; i < c->n_dirty_snapshots; i++) {
+        const MsSnapshotRecord *r = manager_find_snapshot(m, c->dirty_snapshots[i]);
+        if (r && !r->remote) {
+            int k = ms_cluster_put_snapshot(c->db, r, now, e);
+            if (k < 0)
+                return k;
+        }
+    }
+    clear_marks(c->dirty_snapshots, &c->n_dirty_snapshots);
+    for (size_t i = 0; i < c->n_dirty_restores; i++) {
+        const MsRestoreRecord *r = manager_find_restore(m, c->dirty_restores[i]);
+        if (r && !r->remote) {
+            MsRestoreRecord copy = *r;
+            copy.node = (char *) self(m);
+            int k = ms_cluster_put_restore(c->db, &copy, self(m), now, e);
+            if (k < 0)
+                return k;
+        }
+    }
+    clear_marks(c->dirty_restores, &c->n_dirty_restores);
+    return 0;
+}
+
+/* ---- which node takes a snapshot ---- */
+static bool agent_alive(const Manager *m, const MsClusterAgent *a, uint64_t now) {
+    if (strcmp(a->node, self(m)) == 0)
+        return true;
+    return a->heartbeat_usec + lease_usec(m) >= now;
+}
+
+/* The node that should take p's next snapshot: the best member by NodePriority= that has a live
+ * agent beside it. A deployment that cannot list its members (standalone, FerretDB) gives no
+ * ranking: the node that asks takes it. */
+static int choose_node(AgentCluster *c, const ManagerPolicy *p, const MsClusterAgent *agents,
+                       size_t n_agents, char **ret_node, MsError *e) {
+    Manager *m = c->m;
+    MsClusterMember *members = NULL;
+    size_t n_members = 0;
+    MsError me = MS_ERROR_INIT;
+    int r = ms_cluster_members(c->db, &members, &n_members, &me);
+    if (r == -EOPNOTSUPP) {
+        *ret_node = strdup(self(m));
+        return *ret_node ? 0 : oom(e);
+    }
+    if (r < 0) {
+        ms_error_set(e, me.code, "%s", me.message);
+        return r;
+    }
+    _cleanup_free_ size_t *order = NULL;
+    size_t n_order = 0;
+    r = ms_cluster_rank(members, n_members, p->settings->node_priority, 0, &order, &n_order, e);
+    uint64_t now = now_usec();
+    for (size_t i = 0; r >= 0 && i < n_order; i++) {
+        const char *host = members[order[i]].host;
+        for (size_t j = 0; j < n_agents; j++)
+            if (agents[j].member && strcmp(agents[j].member, host) == 0 &&
+                agent_alive(m, &agents[j], now)) {
+                *ret_node = strdup(agents[j].node);
+                ms_cluster_members_free(members, n_members);
+                return *ret_node ? 0 : oom(e);
+            }
+    }
+    if (r >= 0)
+        r = ms_error_set(e, ENODEV,
+                         "no live agent runs beside a member fit to take policy '%s' "
+                         "(NodePriority=%s): set [Cluster] Member= on each node to the member it "
+                         "runs beside, and check that those agents are running",
+                         p->settings->name, ms_node_priority_to_string(p->settings->node_priority));
+    ms_cluster_members_free(members, n_members);
+    return r;
+}
+
+/* ---- remote records ---- */
+static bool same_snapshot(const MsSnapshotRecord *a, const MsSnapshotRecord *b) {
+#define SAME_STR(x) ((!a->x && !b->x) || (a->x && b->x && strcmp(a->x, b->x) == 0))
+    return a->state == b->state && a->items_done == b->items_done &&
+           a->items_total == b->items_total && a->progress_pct == b->progress_pct &&
+           a->bytes_transferred == b->bytes_transferred && a->expire_usec == b->expire_usec &&
+           a->started_usec == b->started_usec && a->finished_usec == b->finished_usec &&
+           a->verify_state == b->verify_state && SAME_STR(error) && SAME_STR(node) &&
+           SAME_STR(archive_key) && SAME_STR(manifest_key) && SAME_STR(verify_error);
+}
+
+/* Another node's record, as read from the cluster: listed (and updated) here, never stored. */
+static void merge_snapshot(Manager *m, MsSnapshotRecord *incoming) {
+    MsSnapshotRecord *have = manager_snapshot_mutable(m, incoming->id);
+    if (have && !have->remote) {
+        ms_snapshot_record_free(incoming);
+        return; /* ours: the catalog is the truth */
+    }
+    incoming->remote = true;
+    if (have) {
+        bool same = same_snapshot(have, incoming);
+        MsSnapshotRecord tmp = *have;
+        *have = *incoming;
+        *incoming = tmp;
+        ms_snapshot_record_free(incoming);
+        if (!same && m->hooks.snapshot_changed)
+            m->hooks.snapshot_changed(m, have, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS,
+                                      m->hooks_userdata);
+        return;
+    }
+    MsSnapshotRecord **list = realloc(m->snapshots, (m->n_snapshots + 1) * sizeof(*list));
+    if (!list) {
+        ms_snapshot_record_free(incoming);
+        return;
+    }
+    m->snapshots = list;
+    manager_insert_snapshot_record(m, incoming);
+    if (m->hooks.snapshot_added)
+        m->hooks.snapshot_added(m, incoming, m->hooks_userdata);
+}
+
+static void merge_restore(Manager *m, MsRestoreRecord *incoming) {
+    MsRestoreRecord *have = (MsRestoreRecord *) manager_find_restore(m, incoming->id);
+    if (have && !have->remote) {
+        ms_restore_record_free(incoming);
+        return;
+    }
+    incoming->remote = true;
+    if (have) {
+        bool same = have->state == incoming->state && have->items_done == incoming->items_done &&
+                    have->progress_pct == incoming->progress_pct &&
+                    have->finished_usec == incoming->finished_usec;
+        MsRestoreRecord tmp = *have;
+        *have = *incoming;
+        *incoming = tmp;
+        ms_restore_record_free(incoming);
+        if (!same && m->hooks.restore_changed)
+            m->hooks.restore_changed(m, have, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS,
+                                     m->hooks_userdata);
+        return;
+    }
+    MsRestoreRecord **list = realloc(m->restores, (m->n_restores + 1) * sizeof(*list));
+    if (!list) {
+        ms_restore_record_free(incoming);
+        return;
+    }
+    m->restores = list;
+    size_t at = m->n_restores;
+    while (at > 0 && m->restores[at - 1]->created_usec > incoming->created_usec)
+        at--;
+    memmove(m->restores + at + 1, m->restores + at, (m->n_restores - at) * sizeof(*m->restores));
+    m->restores[at] = incoming;
+    m->n_restores++;
+    if (m->hooks.restore_added)
+        m->hooks.restore_added(m, incoming, m->hooks_userdata);
+}
+
+static int sync_records(AgentCluster *c, uint64_t poll_start, MsError *e) {
+    Manager *m = c->m;
+    MsSnapshotRecord **snaps = NULL;
+    size_t n = 0;
+    int r = ms_cluster_list_snapshots(c->db, c->synced_usec, &snaps, &n, e);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++)
+        merge_snapshot(m, snaps[i]);
+    free(snaps);
+    MsRestoreRecord **rests = NULL;
+    r = ms_cluster_list_restores(c->db, c->synced_usec, &rests, &n, e);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++)
+        merge_restore(m, rests[i]);
+    free(rests);
+    /* Writers stamp "updated" with their own clocks: read again what the last two leases may
+     * have written, so that a node whose clock is a little behind is not missed. */
+    uint64_t slack = 2 * lease_usec(m);
+    c->synced_usec = poll_start > slack ? poll_start - slack : 1;
+    return 0;
+}
+
+/* ---- a snapshot for a policy ---- */
+
+/* A queued record of a snapshot another node is to take: listed here and in the cluster at
+ * once, so that the caller has an object to follow. */
+static int record_assignment(AgentCluster *c, const ManagerPolicy *p, const char *id,
+                             const char *node, const MsSnapshotRecord **ret, MsError *e) {
+    Manager *m = c->m;
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *rec = calloc(1, sizeof(*rec));
+    const char *store = ms_policy_effective_store(p->settings, m->config);
+    if (!rec || !(rec->id = strdup(id)) || !(rec->policy = strdup(p->settings->name)) ||
+        !(rec->node = strdup(node)) || (store && !(rec->store = strdup(store))))
+        return oom(e);
+    rec->state = MS_SNAPSHOT_QUEUED;
+    rec->created_usec = now_usec();
+    int r = ms_cluster_put_snapshot(c->db, rec, rec->created_usec, e);
+    if (r < 0)
+        return r;
+    MsSnapshotRecord *kept = TAKE_PTR(rec);
+    merge_snapshot(m, kept);
+    if (ret)
+        *ret = manager_find_snapshot(m, id);
+    return 0;
+}
+
+/* The snapshot a lease names, read from the cluster if this agent has not seen it yet. */
+static const MsSnapshotRecord *find_or_sync(AgentCluster *c, const char *id) {
+    const MsSnapshotRecord *r = manager_find_snapshot(c->m, id);
+    if (r)
+        return r;
+    MsError e = MS_ERROR_INIT;
+    if (sync_records(c, now_usec(), &e) < 0)
+        log_debug("cluster: cannot read the records: %s", e.message);
+    return manager_find_snapshot(c->m, id);
+}
+
+int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool scheduled,
+                          const MsSnapshotRecord **ret_record, MsError *e) {
+    AgentCluster *c = m->cluster;
+    const char *name = p->settings->name;
+    MsClusterAgent *agents = NULL;
+    size_t n_agents = 0;
+    int r = ms_cluster_list_agents(c->db, &agents, &n_agents, e);
+    if (r < 0) {
+        ms_error_prefix(e,
+                        "cannot coordinate snapshot of policy '%s' with the other agents, so it "
+                        "was not started (one agent per cluster takes it): ",
+                        name);
+        return r;
+    }
+    _cleanup_free_ char *node = NULL;
+    r = choose_node(c, p, agents, n_agents, &node, e);
+    ms_cluster_agents_free(agents, n_agents);
+    if (r < 0)
+        return r;
+
+    uint64_t now = now_usec();
+    uint64_t window = scheduled ? (uint64_t) m->config->cluster_tick_window_sec * USEC_PER_SEC +
+                                      p->settings->randomized_delay_usec
+                                : 0;
+    MsClusterLease cur = {0};
+    r = ms_cluster_claim(c->db, name, id, node, now, lease_usec(m), window, &cur, e);
+    if (r == 0) {
+        if (strcmp(node, self(m)) == 0) {
+            p->lease_renewed_usec = now;
+            r = manager_enqueue_snapshot(m, p, id, ret_record, e);
+            if (r < 0) {
+                MsError re = MS_ERROR_INIT;
+                (void) ms_cluster_release(c->db, name, id, &re);
+            }
+            return r;
+        }
+        r = record_assignment(c, p, id, node, ret_record, e);
+        if (r < 0) {
+            MsError re = MS_ERROR_INIT;
+            (void) ms_cluster_release(c->db, name, id, &re);
+            return r;
+        }
+        (void) ms_event_log(MS_EVENT_TASK_ASSIGNED,
+                            &(MsEventFields){.policy = name, .task = id, .node = self(m)},
+                            "snapshot %s of policy %s handed to node %s (NodePriority=%s)", id,
+                            name, node, ms_node_priority_to_string(p->settings->node_priority));
+        return 0;
+    }
+    if (r == -EPERM) {
+        ms_cluster_lease_clear(&cur);
+        return ms_error_set(e, EPERM,
+                            "policy '%s' is stopped on every node (Stop was given on one of "
+                            "them); start it with mongosnapctl start %s",
+                            name, name);
+    }
+    if ((r == -EBUSY || r == -EALREADY) && scheduled) {
+        /* Every node's timer fires for the tick; the first claim took it. Answer with that
+         * snapshot, so that this node's timer unit follows it (and fails if it fails). */
+        const char *taken = r == -EBUSY ? cur.task : cur.scheduled_task;
+        const MsSnapshotRecord *rec = taken ? find_or_sync(c, taken) : NULL;
+        if (rec) {
+            (void) ms_event_log(MS_EVENT_TASK_ASSIGNED,
+                                &(MsEventFields){.policy = name, .task = rec->id, .node = self(m)},
+                                "this tick of policy %s is taken by node %s (snapshot %s)", name,
+                                rec->node, rec->id);
+            if (ret_record)
+                *ret_record = rec;
+            ms_cluster_lease_clear(&cur);
+            return 0;
+        }
+    }
+    if (r == -EBUSY || r == -EALREADY) {
+        r = ms_error_set(e, EBUSY,
+                         r == -EBUSY ? "policy '%s' already has a snapshot in progress on node %s "
+                                       "(%s); wait for it or stop it with Stop()"
+                                     : "policy '%s' had its scheduled snapshot for this tick "
+                                       "taken by node %s (%s) already",
+                         name, cur.node ? cur.node : "?",
+                         (r == -EBUSY ? cur.task : cur.scheduled_task) ?: "?");
+    }
+    ms_cluster_lease_clear(&cur);
+    return r;
+}
+
+/* The lease names this node for a task it does not run: run it, or say in the cluster why
+ * not (and free the lease for the others). */
+static void pick_up(AgentCluster *c, const MsClusterLease *l) {
+    Manager *m = c->m;
+    ManagerPolicy *p = manager_find_policy(m, l->policy);
+    MsError e = MS_ERROR_INIT;
+    int r;
+    if (!p)
+        r = ms_error_set(&e, ENOENT, "policy '%s' is not defined on node %s", l->policy, self(m));
+    else if ((r = manager_check_snapshot(m, p, &e)) >= 0) {
+        p->lease_renewed_usec = now_usec();
+        r = manager_enqueue_snapshot(m, p, l->task, NULL, &e);
+    }
+    if (r >= 0) {
+        MsError re = MS_ERROR_INIT;
+        if (ms_cluster_renew(c->db, l->policy, l->task, self(m), now_usec(), lease_usec(m), &re) <
+            0)
+            log_debug("cluster: cannot renew the lease of %s: %s", l->task, re.message);
+        return;
+    }
+    log_warning("cannot take snapshot %s assigned to this node: %s", l->task, e.message);
+    MsError ce = MS_ERROR_INIT;
+    _cleanup_free_ char *why = NULL;
+    if (asprintf(&why, "node %s could not take it: %s", self(m), e.message) < 0)
+        why = NULL;
+    (void) ms_cluster_mark_snapshot(c->db, l->task, MS_SNAPSHOT_FAILED, why, now_usec(), &ce);
+    (void) ms_cluster_release(c->db, l->policy, l->task, &ce);
+}
+
+/* The node holding a lease stopped renewing it (agent or host down, or cut off from the
+ * database): its task is recorded interrupted and a fresh snapshot goes to the best live node. */
+static void take_over(AgentCluster *c, const MsClusterLease *l, const MsClusterAgent *agents,
+                      size_t n_agents) {
+    Manager *m = c->m;
+    ManagerPolicy *p = manager_find_policy(m, l->policy);
+    if (!p || p->runtime->state != MS_POLICY_ACTIVE || p->task)
+        return; /* cannot run it here; an agent that can takes it over */
+    MsError e = MS_ERROR_INIT;
+    _cleanup_free_ char *node = NULL;
+    char id[SNAPSHOT_ID_MAX];
+    if (choose_node(c, p, agents, n_agents, &node, &e) < 0 ||
+        manager_new_snapshot_id(m, l->policy, id, &e) < 0) {
+        log_warning("cluster: cannot take over policy '%s' from node %s: %s", l->policy,
+                    l->node ? l->node : "?", e.message);
+        return;
+    }
+    uint64_t now = now_usec();
+    int r = ms_cluster_take_over(c->db, l->policy, l->task, id, node, now, lease_usec(m), &e);
+    if (r < 0) {
+        if (r != -ESTALE)
+            log_warning("cluster: cannot take over policy '%s': %s", l->policy, e.message);
+        return; /* another agent was first, or the holder came back */
+    }
+    _cleanup_free_ char *why = NULL;
+    if (asprintf(&why,
+                 "node %s stopped renewing its lease (its agent or host went down, or lost the "
+                 "cluster database); node %s took over with snapshot %s",
+                 l->node ? l->node : "?", self(m), id) < 0)
+        why = NULL;
+    MsError me = MS_ERROR_INIT;
+    (void) ms_cluster_mark_snapshot(c->db, l->task, MS_SNAPSHOT_INTERRUPTED, why, now, &me);
+    (void) ms_event_log(
+        MS_EVENT_TASK_TAKEN_OVER,
+        &(MsEventFields){.policy = l->policy, .task = l->task, .node = self(m), .error = why},
+        "snapshot %s of policy %s taken over from node %s: %s", l->task, l->policy,
+        l->node ? l->node : "?", why ? why : "");
+    if (strcmp(node, self(m)) == 0) {
+        MsClusterLease mine = {.policy = (char *) l->policy, .task = id};
+        pick_up(c, &mine);
+        return;
+    }
+    if (record_assignment(c, p, id, node, NULL, &e) < 0)
+        log_warning("cluster: cannot record snapshot %s for node %s: %s", id, node, e.message);
+}
+
+/* Our own task holding a lease: renew it; a lease lost (taken over while this node was cut
+ * off) stops the task, so that two nodes never snapshot one policy at once. */
+static void renew(AgentCluster *c, ManagerPolicy *p, const MsClusterLease *l) {
+    Manager *m = c->m;
+    MsError e = MS_ERROR_INIT;
+    uint64_t now = now_usec();
+    int r = ms_cluster_renew(c->db, l->policy, l->task, self(m), now, lease_usec(m), &e);
+    if (r >= 0) {
+        p->lease_renewed_usec = now;
+        return;
+    }
+    if (r == -ESTALE && p->task)
+        manager_stop_task_lost_lease(m, p);
+}
+
+static void apply_lease(AgentCluster *c, const MsClusterLease *l, const MsClusterAgent *agents,
+                        size_t n_agents) {
+    Manager *m = c->m;
+    ManagerPolicy *p = manager_find_policy(m, l->policy);
+    uint64_t now = now_usec();
+    MsError e = MS_ERROR_INIT;
+
+    /* Stop and Start hold for every node: the flag is the truth once written. */
+    if (p && !p->removed) {
+        if (l->stopped && p->runtime->state == MS_POLICY_ACTIVE) {
+            log_info("policy '%s' was stopped on another node; stopping it here too", l->policy);
+            (void) manager_stop_policy_here(m, p, &e);
+        } else if (!l->stopped && p->runtime->state == MS_POLICY_STOPPED && !p->rebuild_token) {
+            log_info("policy '%s' was started on another node; starting it here too", l->policy);
+            (void) manager_start_policy_here(m, p, &e);
+        }
+    }
+
+    bool held = l->task && l->expires_usec >= now;
+    if (p && p->rebuild_token && !p->task && !held) {
+        manager_rebuild_now(m, p); /* a Rebuild here was waiting for another node's task */
+        return;
+    }
+    if (!l->task)
+        return;
+    if (l->node && strcmp(l->node, self(m)) == 0) {
+        if (p && p->task && strcmp(p->task->record->id, l->task) == 0) {
+            renew(c, p, l);
+            return;
+        }
+        const MsSnapshotRecord *r = manager_find_snapshot(m, l->task);
+        if (r && !r->remote) {
+            /* Ours and over (or left by a crash of this agent): the record first, then the
+             * lease, so that nobody sees the lease free and the record still running. */
+            if (r->state == MS_SNAPSHOT_QUEUED || r->state == MS_SNAPSHOT_RUNNING)
+                return;
+            if (ms_cluster_put_snapshot(c->db, r, now, &e) >= 0)
+                (void) ms_cluster_release(c->db, l->policy, l->task, &e);
+            return;
+        }
+        if (l->state && strcmp(l->state, "assigned") == 0 && held)
+            pick_up(c, l);
+        else if (!held)
+            take_over(c, l, agents, n_agents);
+        return;
+    }
+    if (!held)
+        take_over(c, l, agents, n_agents);
+}
+
+/* ---- commands ---- */
+static void run_command(AgentCluster *c, const MsClusterCommand *cmd) {
+    Manager *m = c->m;
+    MsError e = MS_ERROR_INIT;
+    int r = -EINVAL;
+    if (!cmd->op || !cmd->task)
+        ms_error_set(&e, EINVAL, "a command without operation or task");
+    else if (strcmp(cmd->op, "cancel") == 0) {
+        r = manager_cancel_snapshot(m, cmd->task, &e);
+        if (r == -ESRCH) {
+            ms_error_clear(&e);
+            r = manager_cancel_restore(m, cmd->task, &e);
+        }
+    } else if (strcmp(cmd->op, "verify") == 0)
+        r = manager_verify_snapshot(m, cmd->task, &e);
+    else if (strcmp(cmd->op, "delete-snapshot") == 0)
+        r = manager_delete_snapshot(m, cmd->task, &e);
+    else
+        ms_error_set(&e, EINVAL, "unknown operation '%s'", cmd->op);
+    if (r < 0)
+        log_warning("%s of %s asked by node %s: %s", cmd->op ? cmd->op : "?",
+                    cmd->task ? cmd->task : "?", cmd->from ? cmd->from : "?", e.message);
+    else
+        log_info("%s of %s done as asked by node %s", cmd->op, cmd->task,
+                 cmd->from ? cmd->from : "?");
+}
+
+int manager_cluster_forward(Manager *m, const char *op, const char *node, const char *policy,
+                            const char *task, MsError *e) {
+    if (!m->cluster)
+        return ms_error_set(e, EHOSTUNREACH,
+                            "%s of %s belongs to node %s, and this agent has no "
+                            "[Cluster] URI= to reach it",
+                            op, task, node);
+    MsClusterCommand cmd = {(char *) op, (char *) policy, (char *) task, (char *) self(m)};
+    int r = ms_cluster_send_command(m->cluster->db, node, &cmd, now_usec(), e);
+    if (r < 0) {
+        ms_error_prefix(e, "cannot send %s of %s to node %s: ", op, task, node);
+        return r;
+    }
+    log_info("%s of %s sent to node %s, which runs it", op, task, node);
+    return 0;
+}
+
+int manager_cluster_set_stopped(Manager *m, const ManagerPolicy *p, bool stopped, MsError *e) {
+    if (!m->cluster)
+        return 0;
+    int r = ms_cluster_set_stopped(m->cluster->db, p->settings->name, stopped, e);
+    if (r < 0)
+        ms_error_prefix(e,
+                        "policy '%s' is %s on this node, but the other nodes could not be told "
+                        "(they follow once the cluster database is reachable and Stop or Start "
+                        "is given again): ",
+                        p->settings->name, stopped ? "stopped" : "started");
+    return r;
+}
+
+int manager_cluster_lease_elsewhere(Manager *m, const ManagerPolicy *p, char **ret_node,
+                                    char **ret_task, MsError *e) {
+    *ret_node = *ret_task = NULL;
+    if (!m->cluster)
+        return 0;
+    MsClusterLease l = {0};
+    int r = ms_cluster_get_lease(m->cluster->db, p->settings->name, &l, e);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    if (l.task && l.node && strcmp(l.node, self(m)) != 0 && l.expires_usec >= now_usec()) {
+        *ret_node = TAKE_PTR(l.node);
+        *ret_task = TAKE_PTR(l.task);
+    }
+    ms_cluster_lease_clear(&l);
+    return 0;
+}
+
+/* ---- policy drift ---- */
+
+/* "Section.Key=value" lines of one policy file as ms_policy_to_ini() writes it. */
+static char **ini_lines(const char *text, size_t *ret_n) {
+    char **v = NULL;
+    size_t n = 0;
+    char section[128] = "";
+    for (const char *s = text; s && *s;) {
+        size_t len = strcspn(s, "\n");
+        if (len > 0 && s[0] == '[' && s[len - 1] == ']')
+            snprintf(section, sizeof(section), "%.*s", (int) (len - 2), s + 1);
+        else if (len > 0 && s[0] != '#' && s[0] != ';' && memchr(s, '=', len)) {
+            char **nv = realloc(v, (n + 1) * sizeof(*nv));
+            if (!nv)
+                break;
+            v = nv;
+            if (asprintf(&v[n], "%s.%.*s", section, (int) len, s) < 0)
+                break;
+            n++;
+        }
+        s += len;
+        if (*s)
+            s++;
+    }
+    *ret_n = n;
+    return v;
+}
+
+static void free_lines(char **v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static bool has_line(char **v, size_t n, const char *line) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i], line) == 0)
+            return true;
+    return false;
+}
+
+/* Append to *out the keys whose values differ between a and b ("Policy.Schedule=, ..."). */
+static void append_differing_keys(char **out, const char *a, const char *b) {
+    size_t na, nb;
+    char **la = ini_lines(a, &na), **lb = ini_lines(b, &nb);
+    char *keys = NULL;
+    for (int side = 0; side < 2; side++) {
+        char **x = side ? lb : la, **y = side ? la : lb;
+        size_t nx = side ? nb : na, ny = side ? na : nb;
+        for (size_t i = 0; i < nx; i++) {
+            if (has_line(y, ny, x[i]))
+                continue;
+            size_t klen = strcspn(x[i], "=");
+            char key[160];
+            snprintf(key, sizeof(key), "%.*s=", (int) MS_MIN(klen, sizeof(key) - 2), x[i]);
+            if (keys && strstr(keys, key))
+                continue;
+            char *k2 = NULL;
+            if (asprintf(&k2, "%s%s%s", keys ? keys : "", keys ? ", " : "", key) < 0)
+                break;
+            free(keys);
+            keys = k2;
+        }
+    }
+    free_lines(la, na);
+    free_lines(lb, nb);
+    if (!keys)
+        return;
+    free(*out);
+    *out = keys;
+}
+
+static void check_drift(AgentCluster *c, const MsClusterAgent *agents, size_t n_agents) {
+    Manager *m = c->m;
+    uint64_t now = now_usec();
+    for (size_t i = 0; i < m->n_policies; i++) {
+        ManagerPolicy *p = m->policies[i];
+        if (p->removed)
+            continue;
+        _cleanup_free_ char *mine = NULL, *report = NULL;
+        MsError e = MS_ERROR_INIT;
+        if (ms_policy_to_ini(p->settings, &mine, &e) < 0)
+            continue;
+        for (size_t j = 0; j < n_agents; j++) {
+            const MsClusterAgent *a = &agents[j];
+            if (strcmp(a->node, self(m)) == 0 || !agent_alive(m, a, now))
+                continue;
+            const char *theirs = NULL;
+            for (size_t k = 0; k < a->n_policies; k++)
+                if (strcmp(a->policy_names[k], p->settings->name) == 0)
+                    theirs = a->policy_settings[k];
+            _cleanup_free_ char *item = NULL;
+            if (!theirs) {
+                if (asprintf(&item, "not defined on node %s", a->node) < 0)
+                    item = NULL;
+            } else if (strcmp(theirs, mine) != 0) {
+                _cleanup_free_ char *keys = NULL;
+                append_differing_keys(&keys, mine, theirs);
+                if (asprintf(&item, "%s differ%s on node %s", keys ? keys : "settings",
+                             keys && strchr(keys, ',') ? "" : "s", a->node) < 0)
+                    item = NULL;
+            }
+            if (!item)
+                continue;
+            char *joined = NULL;
+            if (asprintf(&joined, "%s%s%s", report ? report : "", report ? "; " : "", item) < 0)
+                continue;
+            free(report);
+            report = joined;
+        }
+        const char *old = p->drift ? p->drift : "";
+        const char *now_drift = report ? report : "";
+        if (strcmp(old, now_drift) == 0)
+            continue;
+        if (report)
+            (void) ms_event_log(MS_EVENT_POLICY_DRIFT,
+                                &(MsEventFields){.policy = p->settings->name, .node = self(m)},
+                                "policy %s differs between nodes: %s; make the policy files the "
+                                "same on every node (mongosnapctl edit on each, or copy the file)",
+                                p->settings->name, report);
+        else
+            log_info("policy '%s' is the same on every node again", p->settings->name);
+        free(p->drift);
+        p->drift = TAKE_PTR(report);
+        manager_emit_policy_changed(m, p);
+    }
+}
+
+/* ---- the heartbeat ---- */
+static int heartbeat(AgentCluster *c, MsClusterAgent **ret_agents, size_t *ret_n, MsError *e) {
+    Manager *m = c->m;
+    MsClusterAgent me = {
+        .node = (char *) self(m),
+        .member = m->config->cluster_member,
+        .version = (char *) MONGOSNAP_VERSION,
+        .heartbeat_usec = now_usec(),
+    };
+    char **names = calloc(m->n_policies + 1, sizeof(char *));
+    char **settings = calloc(m->n_policies + 1, sizeof(char *));
+    int r = names && settings ? 0 : oom(e);
+    for (size_t i = 0; r >= 0 && i < m->n_policies; i++) {
+        if (m->policies[i]->removed)
+            continue;
+        names[me.n_policies] = m->policies[i]->settings->name;
+        r = ms_policy_to_ini(m->policies[i]->settings, &settings[me.n_policies], e);
+        if (r >= 0)
+            me.n_policies++;
+    }
+    me.policy_names = names;
+    me.policy_settings = settings;
+    if (r >= 0)
+        r = ms_cluster_heartbeat(c->db, &me, e);
+    for (size_t i = 0; settings && i < me.n_policies; i++)
+        free(settings[i]);
+    free(names);
+    free(settings);
+    if (r < 0)
+        return r;
+    return ms_cluster_list_agents(c->db, ret_agents, ret_n, e);
+}
+
+static int poll_once(AgentCluster *c, MsError *e) {
+    Manager *m = c->m;
+    uint64_t start = now_usec();
+    MsClusterAgent *agents = NULL;
+    size_t n_agents = 0;
+    int r = heartbeat(c, &agents, &n_agents, e);
+    if (r < 0)
+        return r;
+    MsClusterLease *leases = NULL;
+    size_t n_leases = 0;
+    r = ms_cluster_list_leases(c->db, &leases, &n_leases, e);
+    /* Stopped here before the cluster knew the policy: tell the others. */
+    for (size_t i = 0; r >= 0 && i < m->n_policies; i++) {
+        ManagerPolicy *p = m->policies[i];
+        bool known = false;
+        for (size_t j = 0; j < n_leases; j++)
+            known |= strcmp(leases[j].policy, p->settings->name) == 0;
+        if (!known && p->runtime->state == MS_POLICY_STOPPED)
+            r = ms_cluster_set_stopped(c->db, p->settings->name, true, e);
+    }
+    if (r >= 0)
+        r = publish_dirty(c, e);
+    for (size_t i = 0; r >= 0 && i < n_leases && !m->stopping; i++)
+        apply_lease(c, &leases[i], agents, n_agents);
+    if (r >= 0)
+        r = publish_dirty(c, e);
+    MsClusterCommand *cmds = NULL;
+    size_t n_cmds = 0;
+    if (r >= 0)
+        r = ms_cluster_take_commands(c->db, self(m), &cmds, &n_cmds, e);
+    for (size_t i = 0; r >= 0 && i < n_cmds; i++)
+        run_command(c, &cmds[i]);
+    ms_cluster_commands_free(cmds, n_cmds);
+    if (r >= 0)
+        r = publish_dirty(c, e);
+    if (r >= 0)
+        r = sync_records(c, start, e);
+    if (r >= 0)
+        check_drift(c, agents, n_agents);
+    ms_cluster_leases_free(leases, n_leases);
+    ms_cluster_agents_free(agents, n_agents);
+    return r;
+}
+
+static void set_status(AgentCluster *c, bool reachable, const char *why) {
+    Manager *m = c->m;
+    bool changed = !c->ever_polled || reachable != c->reachable;
+    c->ever_polled = true;
+    c->reachable = reachable;
+    _cleanup_free_ char *status = NULL;
+    if (reachable)
+        status = strdup("connected");
+    else if (asprintf(&status, "unreachable: %s", why) < 0)
+        status = NULL;
+    free(c->status);
+    c->status = TAKE_PTR(status);
+    if (!changed)
+        return;
+    if (reachable)
+        (void) ms_event_log(MS_EVENT_CLUSTER_CONNECTED, &(MsEventFields){.node = self(m)},
+                            "connected to the cluster database at %s",
+                            ms_cluster_redacted_uri(c->db));
+    else
+        (void) ms_event_log(MS_EVENT_CLUSTER_UNREACHABLE,
+                            &(MsEventFields){.node = self(m), .error = why},
+                            "cannot reach the cluster database: %s; local records are still "
+                            "served, snapshots are not started until it is back",
+                            why);
+}
+
+/* Cut off from the database for longer than a lease: another node may have taken over the
+ * policies this node runs, so their tasks stop here. */
+static void fence(AgentCluster *c) {
+    Manager *m = c->m;
+    uint64_t now = now_usec();
+    for (size_t i = 0; i < m->n_policies; i++) {
+        ManagerPolicy *p = m->policies[i];
+        if (p->task && p->lease_renewed_usec + lease_usec(m) < now)
+            manager_stop_task_lost_lease(m, p);
+    }
+}
+
+int manager_cluster_sync(Manager *m, MsError *e) {
+    AgentCluster *c = m->cluster;
+    if (!c)
+        return 0;
+    int r = poll_once(c, e);
+    set_status(c, r >= 0, r >= 0 ? NULL : e->message);
+    if (r < 0)
+        fence(c);
+    return r;
+}
+
+static int on_heartbeat(sd_event_source *s, uint64_t usec, void *userdata) {
+    AgentCluster *c = userdata;
+    MsError e = MS_ERROR_INIT;
+    (void) manager_cluster_sync(c->m, &e);
+    uint64_t next;
+    (void) sd_event_now(c->m->event, CLOCK_MONOTONIC, &next);
+    next += (uint64_t) c->m->config->cluster_heartbeat_sec * USEC_PER_SEC;
+    (void) sd_event_source_set_time(s, next);
+    (void) sd_event_source_set_enabled(s, c->m->stopping ? SD_EVENT_OFF : SD_EVENT_ON);
+    return 0;
+}
+
+/* ---- set-up ---- */
+static int read_password(const char *credential, char **ret, MsError *e) {
+    _cleanup_free_ char *path = NULL;
+    int r = manager_credential_path(credential, &path, e);
+    if (r < 0)
+        return r;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return ms_error_set(e, errno, "cannot read credential '%s': %s", credential,
+                            strerror(errno));
+    char *buf = calloc(1, PASSWORD_MAX + 1);
+    ssize_t n = buf ? read(fd, buf, PASSWORD_MAX) : -1;
+    int err = errno;
+    close(fd);
+    if (!buf)
+        return oom(e);
+    if (n < 0) {
+        ms_secret_free(buf);
+        return ms_error_set(e, err, "cannot read credential '%s': %s", credential, strerror(err));
+    }
+    buf[strcspn(buf, "\r\n")] = '\0';
+    *ret = buf;
+    return 0;
+}
+
+int manager_cluster_start(Manager *m, MsError *e) {
+    const MsAgentConfig *cfg = m->config;
+    if (!cfg->cluster_uri)
+        return 0;
+    char *password = NULL;
+    if (cfg->cluster_credential) {
+        int r = read_password(cfg->cluster_credential, &password, e);
+        if (r < 0) {
+            ms_error_prefix(e, "[Cluster] Credential=: ");
+            return r;
+        }
+    }
+    AgentCluster *c = calloc(1, sizeof(*c));
+    if (!c) {
+        ms_secret_free(password);
+        return oom(e);
+    }
+    c->m = m;
+    int r = ms_cluster_open(cfg->cluster_uri, password, cfg->cluster_database, &c->db, e);
+    ms_secret_free(password);
+    if (r < 0) {
+        free(c);
+        return r;
+    }
+    m->cluster = c;
+    /* The first heartbeat right away: the agent lists the other nodes' records from the
+     * start. */
+    r = sd_event_add_time_relative(m->event, &c->timer, CLOCK_MONOTONIC, 0, 0, on_heartbeat, c);
+    if (r < 0) {
+        manager_cluster_free(m);
+        return ms_error_set(e, -r, "cannot set up the cluster heartbeat: %s", strerror(-r));
+    }
+    log_info("coordinating with the other nodes through %s (database %s, lease %us)",
+             ms_cluster_redacted_uri(c->db), cfg->cluster_database, cfg->cluster_lease_sec);
+    return 0;
+}
+
+void manager_cluster_free(Manager *m) {
+    AgentCluster *c = m->cluster;
+    if (!c)
+        return;
+    sd_event_source_disable_unref(c->timer);
+    ms_cluster_free(c->db);
+    clear_marks(c->dirty_snapshots, &c->n_dirty_snapshots);
+    free(c->dirty_snapshots);
+    clear_marks(c->dirty_restores, &c->n_dirty_restores);
+    free(c->dirty_restores);
+    free(c->status);
+    free(c);
+    m->cluster = NULL;
+}

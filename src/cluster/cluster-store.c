@@ -1,0 +1,894 @@
+/* The agents' shared collections (see cluster-store.h for their shape). */
+#include "cluster/cluster-store.h"
+
+#include <mongoc/mongoc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/redact.h"
+#include "engine/mongo-client.h"
+
+struct MsCluster {
+    mongoc_client_t *client;
+    char *database;
+    char *redacted;
+};
+
+#define COLL_AGENTS "agents"
+#define COLL_LEASES "leases"
+#define COLL_SNAPSHOTS "snapshots"
+#define COLL_RESTORES "restores"
+#define COLL_COMMANDS "commands"
+
+#define LEASE_ASSIGNED "assigned"
+#define LEASE_RUNNING "running"
+
+/* A single-threaded client, on purpose: with serverSelectionTryOnce (its default) a server that
+ * refuses connections fails the call at once, and for five seconds after a failed check the
+ * driver fails further calls at once too (its cooldown), so a member that is down costs the
+ * agent's event loop nothing. A pool would wait the whole serverSelectionTimeoutMS every time. */
+int ms_cluster_open(const char *uri, const char *password, const char *database, MsCluster **ret,
+                    MsError *e) {
+    bson_error_t berr;
+    _cleanup_free_ char *redacted = ms_uri_redact(uri);
+    mongoc_uri_t *u = mongoc_uri_new_with_error(uri, &berr);
+    if (!u)
+        return ms_error_set(e, EINVAL,
+                            "the cluster URI '%s' is not valid: write it as "
+                            "mongodb://[user@]host[:port][,host...]/[?options]",
+                            redacted ? redacted : "?");
+    if (password && !mongoc_uri_set_password(u, password)) {
+        mongoc_uri_destroy(u);
+        return ms_error_set(e, EINVAL, "the cluster password is not valid UTF-8");
+    }
+    mongoc_uri_set_option_as_int32(u, MONGOC_URI_CONNECTTIMEOUTMS, MS_CLUSTER_TIMEOUT_MS);
+    mongoc_uri_set_option_as_int32(u, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, MS_CLUSTER_TIMEOUT_MS);
+    mongoc_uri_set_option_as_int32(u, MONGOC_URI_SOCKETTIMEOUTMS, 2 * MS_CLUSTER_TIMEOUT_MS);
+    mongoc_uri_set_appname(u, "mongosnapd");
+    mongoc_client_t *client = mongoc_client_new_from_uri_with_error(u, &berr);
+    mongoc_uri_destroy(u);
+    if (!client)
+        return ms_error_set(e, EINVAL, "cannot set up a client for the cluster URI '%s': %s",
+                            redacted, berr.message);
+    mongoc_client_set_error_api(client, MONGOC_ERROR_API_VERSION_2);
+    MsCluster *c = calloc(1, sizeof(*c));
+    if (!c || !(c->database = strdup(database ? database : MS_CLUSTER_DEFAULT_DATABASE))) {
+        free(c);
+        mongoc_client_destroy(client);
+        return ms_error_set(e, ENOMEM, "out of memory");
+    }
+    c->client = client;
+    c->redacted = TAKE_PTR(redacted);
+    *ret = c;
+    return 0;
+}
+
+MsCluster *ms_cluster_free(MsCluster *c) {
+    if (!c)
+        return NULL;
+    mongoc_client_destroy(c->client);
+    free(c->database);
+    free(c->redacted);
+    free(c);
+    return NULL;
+}
+
+const char *ms_cluster_redacted_uri(const MsCluster *c) {
+    return c->redacted;
+}
+
+static mongoc_collection_t *coll(MsCluster *c, const char *name) {
+    return mongoc_client_get_collection(c->client, c->database, name);
+}
+
+static int fail(MsCluster *c, MsError *e, const bson_error_t *berr, const char *what) {
+    char context[256];
+    snprintf(context, sizeof(context), "%s in the cluster database '%s' at %s", what, c->database,
+             c->redacted);
+    return ms_mongo_error(NULL, e, berr, context);
+}
+
+/* ---- small BSON readers ---- */
+static const char *doc_str(const bson_t *d, const char *key) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, d, key) && BSON_ITER_HOLDS_UTF8(&it))
+        return bson_iter_utf8(&it, NULL);
+    return NULL;
+}
+
+static uint64_t doc_u64(const bson_t *d, const char *key) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, d, key))
+        return 0;
+    if (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it)) {
+        int64_t v = bson_iter_as_int64(&it);
+        return v > 0 ? (uint64_t) v : 0;
+    }
+    if (BSON_ITER_HOLDS_DOUBLE(&it)) {
+        double v = bson_iter_double(&it);
+        return v > 0 ? (uint64_t) v : 0;
+    }
+    return 0;
+}
+
+static double doc_double(const bson_t *d, const char *key) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, d, key) && BSON_ITER_HOLDS_NUMBER(&it))
+        return bson_iter_as_double(&it);
+    return 0;
+}
+
+static bool doc_bool(const bson_t *d, const char *key) {
+    bson_iter_t it;
+    return bson_iter_init_find(&it, d, key) && bson_iter_as_bool(&it);
+}
+
+static int dup_str(char **dst, const char *s) {
+    if (!s)
+        return 0;
+    *dst = strdup(s);
+    return *dst ? 0 : -ENOMEM;
+}
+
+static void append_str(bson_t *b, const char *key, const char *v) {
+    if (v)
+        BSON_APPEND_UTF8(b, key, v);
+    else
+        BSON_APPEND_NULL(b, key);
+}
+
+static void append_u64(bson_t *b, const char *key, uint64_t v) {
+    BSON_APPEND_INT64(b, key, v > INT64_MAX ? INT64_MAX : (int64_t) v);
+}
+
+/* Run a find and hand each document to fn. */
+static int for_each(MsCluster *c, const char *collection, const bson_t *filter, const bson_t *opts,
+                    int (*fn)(const bson_t *doc, void *userdata), void *userdata, MsError *e) {
+    mongoc_collection_t *col = coll(c, collection);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, filter, opts, NULL);
+    const bson_t *doc;
+    int r = 0;
+    while (r >= 0 && mongoc_cursor_next(cur, &doc))
+        r = fn(doc, userdata);
+    bson_error_t berr;
+    if (r >= 0 && mongoc_cursor_error(cur, &berr)) {
+        char what[64];
+        snprintf(what, sizeof(what), "reading %s", collection);
+        r = fail(c, e, &berr, what);
+    } else if (r < 0)
+        r = ms_error_set(e, -r, "out of memory");
+    mongoc_cursor_destroy(cur);
+    mongoc_collection_destroy(col);
+    return r;
+}
+
+/* An update with upsert; ret_matched: documents matched (-EEXIST when the upsert collided with
+ * an existing _id, i.e. the document exists but did not match). */
+static int update_one(MsCluster *c, const char *collection, const bson_t *filter,
+                      const bson_t *update, bool upsert, int64_t *ret_matched, MsError *e) {
+    mongoc_collection_t *col = coll(c, collection);
+    bson_t opts = BSON_INITIALIZER, reply;
+    if (upsert)
+        BSON_APPEND_BOOL(&opts, "upsert", true);
+    bson_error_t berr;
+    bool ok = mongoc_collection_update_one(col, filter, update, &opts, &reply, &berr);
+    int r = 0;
+    if (!ok) {
+        if (berr.code == 11000) /* duplicate key */
+            r = -EEXIST;
+        else {
+            char what[64];
+            snprintf(what, sizeof(what), "writing %s", collection);
+            r = fail(c, e, &berr, what);
+        }
+    } else if (ret_matched) {
+        int64_t matched = (int64_t) doc_u64(&reply, "matchedCount");
+        bson_iter_t it;
+        if (bson_iter_init_find(&it, &reply, "upsertedId"))
+            matched++;
+        *ret_matched = matched;
+    }
+    bson_destroy(&reply);
+    bson_destroy(&opts);
+    mongoc_collection_destroy(col);
+    return r;
+}
+
+/* ---- agents ---- */
+void ms_cluster_agent_clear(MsClusterAgent *a) {
+    if (!a)
+        return;
+    free(a->node);
+    free(a->member);
+    free(a->version);
+    for (size_t i = 0; i < a->n_policies; i++) {
+        free(a->policy_names[i]);
+        free(a->policy_settings[i]);
+    }
+    free(a->policy_names);
+    free(a->policy_settings);
+    memset(a, 0, sizeof(*a));
+}
+
+void ms_cluster_agents_free(MsClusterAgent *a, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        ms_cluster_agent_clear(&a[i]);
+    free(a);
+}
+
+int ms_cluster_heartbeat(MsCluster *c, const MsClusterAgent *self, MsError *e) {
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set, list, item;
+    BSON_APPEND_UTF8(&filter, "_id", self->node);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    append_str(&set, "member", self->member);
+    append_str(&set, "version", self->version);
+    append_u64(&set, "heartbeat", self->heartbeat_usec);
+    BSON_APPEND_ARRAY_BEGIN(&set, "policies", &list);
+    for (size_t i = 0; i < self->n_policies; i++) {
+        char key[24];
+        snprintf(key, sizeof(key), "%zu", i);
+        BSON_APPEND_DOCUMENT_BEGIN(&list, key, &item);
+        BSON_APPEND_UTF8(&item, "name", self->policy_names[i]);
+        BSON_APPEND_UTF8(&item, "settings", self->policy_settings[i]);
+        bson_append_document_end(&list, &item);
+    }
+    bson_append_array_end(&set, &list);
+    bson_append_document_end(&update, &set);
+    int r = update_one(c, COLL_AGENTS, &filter, &update, true, NULL, e);
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    return r;
+}
+
+typedef struct AgentList {
+    MsClusterAgent *v;
+    size_t n;
+} AgentList;
+
+static int agent_from_doc(const bson_t *d, void *userdata) {
+    AgentList *l = userdata;
+    MsClusterAgent *v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    l->v = v;
+    MsClusterAgent *a = &v[l->n++];
+    memset(a, 0, sizeof(*a));
+    if (dup_str(&a->node, doc_str(d, "_id")) < 0 || dup_str(&a->member, doc_str(d, "member")) < 0 ||
+        dup_str(&a->version, doc_str(d, "version")) < 0)
+        return -ENOMEM;
+    a->heartbeat_usec = doc_u64(d, "heartbeat");
+    bson_iter_t it, arr;
+    if (!bson_iter_init_find(&it, d, "policies") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &arr))
+        return 0;
+    while (bson_iter_next(&arr)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
+            continue;
+        uint32_t len;
+        const uint8_t *data;
+        bson_iter_document(&arr, &len, &data);
+        bson_t item;
+        if (!bson_init_static(&item, data, len))
+            continue;
+        const char *name = doc_str(&item, "name"), *settings = doc_str(&item, "settings");
+        if (!name || !settings)
+            continue;
+        char **names = realloc(a->policy_names, (a->n_policies + 1) * sizeof(char *));
+        if (!names)
+            return -ENOMEM;
+        a->policy_names = names;
+        char **sets = realloc(a->policy_settings, (a->n_policies + 1) * sizeof(char *));
+        if (!sets)
+            return -ENOMEM;
+        a->policy_settings = sets;
+        names[a->n_policies] = strdup(name);
+        sets[a->n_policies] = strdup(settings);
+        a->n_policies++;
+        if (!names[a->n_policies - 1] || !sets[a->n_policies - 1])
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+int ms_cluster_list_agents(MsCluster *c, MsClusterAgent **ret, size_t *ret_n, MsError *e) {
+    AgentList l = {0};
+    bson_t filter = BSON_INITIALIZER;
+    int r = for_each(c, COLL_AGENTS, &filter, NULL, agent_from_doc, &l, e);
+    bson_destroy(&filter);
+    if (r < 0) {
+        ms_cluster_agents_free(l.v, l.n);
+        return r;
+    }
+    *ret = l.v;
+    *ret_n = l.n;
+    return 0;
+}
+
+/* ---- leases ---- */
+void ms_cluster_lease_clear(MsClusterLease *l) {
+    if (!l)
+        return;
+    free(l->policy);
+    free(l->task);
+    free(l->node);
+    free(l->state);
+    free(l->scheduled_task);
+    memset(l, 0, sizeof(*l));
+}
+
+void ms_cluster_leases_free(MsClusterLease *l, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        ms_cluster_lease_clear(&l[i]);
+    free(l);
+}
+
+static int lease_from_doc(const bson_t *d, MsClusterLease *l) {
+    memset(l, 0, sizeof(*l));
+    if (dup_str(&l->policy, doc_str(d, "_id")) < 0 || dup_str(&l->task, doc_str(d, "task")) < 0 ||
+        dup_str(&l->node, doc_str(d, "node")) < 0 || dup_str(&l->state, doc_str(d, "state")) < 0 ||
+        dup_str(&l->scheduled_task, doc_str(d, "scheduled_task")) < 0)
+        return -ENOMEM;
+    l->expires_usec = doc_u64(d, "expires");
+    l->scheduled_usec = doc_u64(d, "scheduled");
+    l->stopped = doc_bool(d, "stopped");
+    return 0;
+}
+
+typedef struct LeaseList {
+    MsClusterLease *v;
+    size_t n;
+} LeaseList;
+
+static int lease_list_add(const bson_t *d, void *userdata) {
+    LeaseList *l = userdata;
+    MsClusterLease *v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    l->v = v;
+    return lease_from_doc(d, &v[l->n++]);
+}
+
+int ms_cluster_list_leases(MsCluster *c, MsClusterLease **ret, size_t *ret_n, MsError *e) {
+    LeaseList l = {0};
+    bson_t filter = BSON_INITIALIZER;
+    int r = for_each(c, COLL_LEASES, &filter, NULL, lease_list_add, &l, e);
+    bson_destroy(&filter);
+    if (r < 0) {
+        ms_cluster_leases_free(l.v, l.n);
+        return r;
+    }
+    *ret = l.v;
+    *ret_n = l.n;
+    return 0;
+}
+
+int ms_cluster_get_lease(MsCluster *c, const char *policy, MsClusterLease *ret, MsError *e) {
+    LeaseList l = {0};
+    bson_t filter = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&filter, "_id", policy);
+    int r = for_each(c, COLL_LEASES, &filter, NULL, lease_list_add, &l, e);
+    bson_destroy(&filter);
+    if (r >= 0 && l.n == 0)
+        r = -ENOENT;
+    if (r >= 0) {
+        *ret = l.v[0];
+        memset(&l.v[0], 0, sizeof(l.v[0]));
+    }
+    ms_cluster_leases_free(l.v, l.n);
+    return r;
+}
+
+int ms_cluster_claim(MsCluster *c, const char *policy, const char *task, const char *node,
+                     uint64_t now, uint64_t lease_usec, uint64_t tick_window_usec,
+                     MsClusterLease *ret_current, MsError *e) {
+    /* One conditional upsert: it matches only a free or expired lease (and, when scheduled, one
+     * whose last tick is older than the window) of a policy not stopped. The document missing
+     * altogether makes it an insert; a document that exists but does not match makes the insert
+     * collide on _id, which is the "taken" answer. The server applies it atomically, so of
+     * several agents claiming at once exactly one wins. */
+    bson_t filter = BSON_INITIALIZER, and, c0, c1, c2, or0, or1, x, update = BSON_INITIALIZER, set;
+    BSON_APPEND_UTF8(&filter, "_id", policy);
+    BSON_APPEND_ARRAY_BEGIN(&filter, "$and", &and);
+    BSON_APPEND_DOCUMENT_BEGIN(&and, "0", &c0);
+    BSON_APPEND_ARRAY_BEGIN(&c0, "$or", &or0);
+    BSON_APPEND_DOCUMENT_BEGIN(&or0, "0", &x);
+    BSON_APPEND_NULL(&x, "task");
+    bson_append_document_end(&or0, &x);
+    BSON_APPEND_DOCUMENT_BEGIN(&or0, "1", &x);
+    bson_t lt;
+    BSON_APPEND_DOCUMENT_BEGIN(&x, "expires", &lt);
+    append_u64(&lt, "$lt", now);
+    bson_append_document_end(&x, &lt);
+    bson_append_document_end(&or0, &x);
+    bson_append_array_end(&c0, &or0);
+    bson_append_document_end(&and, &c0);
+    BSON_APPEND_DOCUMENT_BEGIN(&and, "1", &c1);
+    bson_t ne;
+    BSON_APPEND_DOCUMENT_BEGIN(&c1, "stopped", &ne);
+    BSON_APPEND_BOOL(&ne, "$ne", true);
+    bson_append_document_end(&c1, &ne);
+    bson_append_document_end(&and, &c1);
+    if (tick_window_usec > 0) {
+        uint64_t since = now > tick_window_usec ? now - tick_window_usec : 0;
+        BSON_APPEND_DOCUMENT_BEGIN(&and, "2", &c2);
+        BSON_APPEND_ARRAY_BEGIN(&c2, "$or", &or1);
+        BSON_APPEND_DOCUMENT_BEGIN(&or1, "0", &x);
+        bson_t ex;
+        BSON_APPEND_DOCUMENT_BEGIN(&x, "scheduled", &ex);
+        BSON_APPEND_BOOL(&ex, "$exists", false);
+        bson_append_document_end(&x, &ex);
+        bson_append_document_end(&or1, &x);
+        BSON_APPEND_DOCUMENT_BEGIN(&or1, "1", &x);
+        BSON_APPEND_DOCUMENT_BEGIN(&x, "scheduled", &lt);
+        append_u64(&lt, "$lt", since);
+        bson_append_document_end(&x, &lt);
+        bson_append_document_end(&or1, &x);
+        bson_append_array_end(&c2, &or1);
+        bson_append_document_end(&and, &c2);
+    }
+    bson_append_array_end(&filter, &and);
+
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    BSON_APPEND_UTF8(&set, "task", task);
+    BSON_APPEND_UTF8(&set, "node", node);
+    BSON_APPEND_UTF8(&set, "state", LEASE_ASSIGNED);
+    append_u64(&set, "expires", now + lease_usec);
+    append_u64(&set, "updated", now);
+    if (tick_window_usec > 0) {
+        append_u64(&set, "scheduled", now);
+        BSON_APPEND_UTF8(&set, "scheduled_task", task);
+    }
+    bson_append_document_end(&update, &set);
+
+    int64_t matched = 0;
+    int r = update_one(c, COLL_LEASES, &filter, &update, true, &matched, e);
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    if (r == -EEXIST || (r >= 0 && matched == 0)) {
+        MsClusterLease cur;
+        r = ms_cluster_get_lease(c, policy, &cur, e);
+        if (r == -ENOENT) /* released and removed in between: rare; let the caller retry */
+            return ms_error_set(e, EAGAIN, "the lease of policy '%s' changed meanwhile; try again",
+                                policy);
+        if (r < 0)
+            return r;
+        if (cur.stopped)
+            r = -EPERM;
+        else if (cur.task && cur.expires_usec >= now)
+            r = -EBUSY;
+        else
+            r = -EALREADY;
+        if (ret_current)
+            *ret_current = cur;
+        else
+            ms_cluster_lease_clear(&cur);
+        return r;
+    }
+    return r;
+}
+
+static int lease_update(MsCluster *c, const bson_t *filter, const bson_t *update, MsError *e) {
+    int64_t matched = 0;
+    int r = update_one(c, COLL_LEASES, filter, update, false, &matched, e);
+    if (r < 0)
+        return r;
+    return matched > 0 ? 0 : -ESTALE;
+}
+
+int ms_cluster_renew(MsCluster *c, const char *policy, const char *task, const char *node,
+                     uint64_t now, uint64_t lease_usec, MsError *e) {
+    bson_t *filter =
+        BCON_NEW("_id", BCON_UTF8(policy), "task", BCON_UTF8(task), "node", BCON_UTF8(node));
+    bson_t *update = BCON_NEW("$set", "{", "state", BCON_UTF8(LEASE_RUNNING), "expires",
+                              BCON_INT64((int64_t) (now + lease_usec)), "updated",
+                              BCON_INT64((int64_t) now), "}");
+    int r = lease_update(c, filter, update, e);
+    bson_destroy(filter);
+    bson_destroy(update);
+    return r;
+}
+
+int ms_cluster_release(MsCluster *c, const char *policy, const char *task, MsError *e) {
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(policy), "task", BCON_UTF8(task));
+    bson_t *update = BCON_NEW("$set", "{", "task", BCON_NULL, "node", BCON_NULL, "state", BCON_NULL,
+                              "expires", BCON_INT64(0), "}");
+    int r = lease_update(c, filter, update, e);
+    bson_destroy(filter);
+    bson_destroy(update);
+    return r == -ESTALE ? 0 : r;
+}
+
+int ms_cluster_take_over(MsCluster *c, const char *policy, const char *old_task,
+                         const char *new_task, const char *node, uint64_t now, uint64_t lease_usec,
+                         MsError *e) {
+    bson_t *filter =
+        BCON_NEW("_id", BCON_UTF8(policy), "task", BCON_UTF8(old_task), "expires", "{", "$lt",
+                 BCON_INT64((int64_t) now), "}", "stopped", "{", "$ne", BCON_BOOL(true), "}");
+    bson_t *update =
+        BCON_NEW("$set", "{", "task", BCON_UTF8(new_task), "node", BCON_UTF8(node), "state",
+                 BCON_UTF8(LEASE_ASSIGNED), "expires", BCON_INT64((int64_t) (now + lease_usec)),
+                 "updated", BCON_INT64((int64_t) now), "}");
+    int r = lease_update(c, filter, update, e);
+    bson_destroy(filter);
+    bson_destroy(update);
+    return r;
+}
+
+int ms_cluster_set_stopped(MsCluster *c, const char *policy, bool stopped, MsError *e) {
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(policy));
+    bson_t *update = BCON_NEW("$set", "{", "stopped", BCON_BOOL(stopped), "}");
+    int r = update_one(c, COLL_LEASES, filter, update, true, NULL, e);
+    bson_destroy(filter);
+    bson_destroy(update);
+    return r;
+}
+
+/* ---- records ---- */
+int ms_cluster_put_snapshot(MsCluster *c, const MsSnapshotRecord *r, uint64_t now, MsError *e) {
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
+    BSON_APPEND_UTF8(&filter, "_id", r->id);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    append_str(&set, "policy", r->policy);
+    append_str(&set, "node", r->node);
+    append_str(&set, "archive_key", r->archive_key);
+    append_str(&set, "manifest_key", r->manifest_key);
+    append_str(&set, "store", r->store);
+    BSON_APPEND_UTF8(&set, "state", ms_snapshot_state_to_string(r->state));
+    append_str(&set, "error", r->error);
+    append_u64(&set, "created", r->created_usec);
+    append_u64(&set, "started", r->started_usec);
+    append_u64(&set, "finished", r->finished_usec);
+    append_u64(&set, "expire", r->expire_usec);
+    append_u64(&set, "items_done", r->items_done);
+    append_u64(&set, "items_total", r->items_total);
+    BSON_APPEND_DOUBLE(&set, "progress", r->progress_pct);
+    append_u64(&set, "bytes", r->bytes_transferred);
+    BSON_APPEND_BOOL(&set, "point_in_time", r->point_in_time);
+    BSON_APPEND_UTF8(&set, "verify_state", ms_verify_state_to_string(r->verify_state));
+    append_u64(&set, "verify_finished", r->verify_finished_usec);
+    append_str(&set, "verify_error", r->verify_error);
+    append_u64(&set, "updated", now);
+    bson_append_document_end(&update, &set);
+    int k = update_one(c, COLL_SNAPSHOTS, &filter, &update, true, NULL, e);
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    return k;
+}
+
+static int snapshot_from_doc(const bson_t *d, MsSnapshotRecord **ret) {
+    MsSnapshotRecord *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    int k = 0;
+    k |= dup_str(&r->id, doc_str(d, "_id"));
+    k |= dup_str(&r->policy, doc_str(d, "policy"));
+    k |= dup_str(&r->node, doc_str(d, "node"));
+    k |= dup_str(&r->archive_key, doc_str(d, "archive_key"));
+    k |= dup_str(&r->manifest_key, doc_str(d, "manifest_key"));
+    k |= dup_str(&r->store, doc_str(d, "store"));
+    k |= dup_str(&r->error, doc_str(d, "error"));
+    k |= dup_str(&r->verify_error, doc_str(d, "verify_error"));
+    if (k < 0) {
+        ms_snapshot_record_free(r);
+        return -ENOMEM;
+    }
+    MsSnapshotState s = ms_snapshot_state_from_string(doc_str(d, "state"));
+    MsVerifyState v = ms_verify_state_from_string(doc_str(d, "verify_state") ?: "");
+    if (!r->id || !r->policy || !r->node || s < 0) {
+        /* Not one of ours (or written by a newer version with a state we do not know). */
+        ms_snapshot_record_free(r);
+        *ret = NULL;
+        return 0;
+    }
+    r->state = s;
+    r->verify_state = v < 0 ? MS_VERIFY_NEVER : v;
+    r->created_usec = doc_u64(d, "created");
+    r->started_usec = doc_u64(d, "started");
+    r->finished_usec = doc_u64(d, "finished");
+    r->expire_usec = doc_u64(d, "expire");
+    r->items_done = doc_u64(d, "items_done");
+    r->items_total = doc_u64(d, "items_total");
+    r->progress_pct = doc_double(d, "progress");
+    r->bytes_transferred = doc_u64(d, "bytes");
+    r->point_in_time = doc_bool(d, "point_in_time");
+    r->verify_finished_usec = doc_u64(d, "verify_finished");
+    *ret = r;
+    return 0;
+}
+
+typedef struct SnapshotList {
+    MsSnapshotRecord **v;
+    size_t n;
+} SnapshotList;
+
+static int snapshot_list_add(const bson_t *d, void *userdata) {
+    SnapshotList *l = userdata;
+    MsSnapshotRecord *r;
+    int k = snapshot_from_doc(d, &r);
+    if (k < 0 || !r)
+        return k;
+    MsSnapshotRecord **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    if (!v) {
+        ms_snapshot_record_free(r);
+        return -ENOMEM;
+    }
+    l->v = v;
+    v[l->n++] = r;
+    return 0;
+}
+
+static void since_filter(bson_t *filter, uint64_t since) {
+    if (since == 0)
+        return;
+    bson_t gte;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "updated", &gte);
+    append_u64(&gte, "$gte", since);
+    bson_append_document_end(filter, &gte);
+}
+
+int ms_cluster_list_snapshots(MsCluster *c, uint64_t since, MsSnapshotRecord ***ret, size_t *ret_n,
+                              MsError *e) {
+    SnapshotList l = {0};
+    bson_t filter = BSON_INITIALIZER;
+    since_filter(&filter, since);
+    bson_t *opts = BCON_NEW("sort", "{", "created", BCON_INT32(1), "_id", BCON_INT32(1), "}");
+    int r = for_each(c, COLL_SNAPSHOTS, &filter, opts, snapshot_list_add, &l, e);
+    bson_destroy(&filter);
+    bson_destroy(opts);
+    if (r < 0) {
+        ms_snapshot_record_list_free(l.v, l.n);
+        return r;
+    }
+    *ret = l.v;
+    *ret_n = l.n;
+    return 0;
+}
+
+int ms_cluster_mark_snapshot(MsCluster *c, const char *id, MsSnapshotState state, const char *error,
+                             uint64_t now, MsError *e) {
+    bson_t *filter =
+        BCON_NEW("_id", BCON_UTF8(id), "state", "{", "$in", "[",
+                 BCON_UTF8(ms_snapshot_state_to_string(MS_SNAPSHOT_QUEUED)),
+                 BCON_UTF8(ms_snapshot_state_to_string(MS_SNAPSHOT_RUNNING)), "]", "}");
+    bson_t *update = BCON_NEW("$set", "{", "state", BCON_UTF8(ms_snapshot_state_to_string(state)),
+                              "error", BCON_UTF8(error ? error : ""), "finished",
+                              BCON_INT64((int64_t) now), "updated", BCON_INT64((int64_t) now), "}");
+    int64_t matched = 0;
+    int r = update_one(c, COLL_SNAPSHOTS, filter, update, false, &matched, e);
+    bson_destroy(filter);
+    bson_destroy(update);
+    if (r < 0)
+        return r;
+    return matched > 0 ? 0 : -ESTALE;
+}
+
+int ms_cluster_put_restore(MsCluster *c, const MsRestoreRecord *r, const char *node, uint64_t now,
+                           MsError *e) {
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
+    BSON_APPEND_UTF8(&filter, "_id", r->id);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    append_str(&set, "node", node);
+    append_str(&set, "source_snapshot", r->source_snapshot);
+    append_str(&set, "target", r->target); /* redacted already: the catalog's copy */
+    BSON_APPEND_UTF8(&set, "state", ms_restore_state_to_string(r->state));
+    append_str(&set, "error", r->error);
+    append_u64(&set, "created", r->created_usec);
+    append_u64(&set, "started", r->started_usec);
+    append_u64(&set, "finished", r->finished_usec);
+    append_u64(&set, "items_done", r->items_done);
+    append_u64(&set, "items_total", r->items_total);
+    BSON_APPEND_DOUBLE(&set, "progress", r->progress_pct);
+    append_str(&set, "options", r->options);
+    append_u64(&set, "bytes", r->bytes_transferred);
+    append_u64(&set, "updated", now);
+    bson_append_document_end(&update, &set);
+    int k = update_one(c, COLL_RESTORES, &filter, &update, true, NULL, e);
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    return k;
+}
+
+typedef struct RestoreList {
+    MsRestoreRecord **v;
+    size_t n;
+} RestoreList;
+
+static int restore_list_add(const bson_t *d, void *userdata) {
+    RestoreList *l = userdata;
+    MsRestoreState s = ms_restore_state_from_string(doc_str(d, "state"));
+    const char *id = doc_str(d, "_id"), *src = doc_str(d, "source_snapshot"),
+               *target = doc_str(d, "target"), *node = doc_str(d, "node");
+    if (s < 0 || !id || !src || !target || !node)
+        return 0;
+    MsRestoreRecord *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    int k = 0;
+    k |= dup_str(&r->id, id);
+    k |= dup_str(&r->source_snapshot, src);
+    k |= dup_str(&r->target, target);
+    k |= dup_str(&r->node, node);
+    k |= dup_str(&r->error, doc_str(d, "error"));
+    k |= dup_str(&r->options, doc_str(d, "options"));
+    MsRestoreRecord **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    if (k < 0 || !v) {
+        ms_restore_record_free(r);
+        return -ENOMEM;
+    }
+    l->v = v;
+    r->state = s;
+    r->created_usec = doc_u64(d, "created");
+    r->started_usec = doc_u64(d, "started");
+    r->finished_usec = doc_u64(d, "finished");
+    r->items_done = doc_u64(d, "items_done");
+    r->items_total = doc_u64(d, "items_total");
+    r->progress_pct = doc_double(d, "progress");
+    r->bytes_transferred = doc_u64(d, "bytes");
+    l->v[l->n++] = r;
+    return 0;
+}
+
+int ms_cluster_list_restores(MsCluster *c, uint64_t since, MsRestoreRecord ***ret, size_t *ret_n,
+                             MsError *e) {
+    RestoreList l = {0};
+    bson_t filter = BSON_INITIALIZER;
+    since_filter(&filter, since);
+    bson_t *opts = BCON_NEW("sort", "{", "created", BCON_INT32(1), "_id", BCON_INT32(1), "}");
+    int r = for_each(c, COLL_RESTORES, &filter, opts, restore_list_add, &l, e);
+    bson_destroy(&filter);
+    bson_destroy(opts);
+    if (r < 0) {
+        ms_restore_record_list_free(l.v, l.n);
+        return r;
+    }
+    *ret = l.v;
+    *ret_n = l.n;
+    return 0;
+}
+
+/* ---- commands ---- */
+void ms_cluster_commands_free(MsClusterCommand *c, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(c[i].op);
+        free(c[i].policy);
+        free(c[i].task);
+        free(c[i].from);
+    }
+    free(c);
+}
+
+int ms_cluster_send_command(MsCluster *c, const char *to_node, const MsClusterCommand *cmd,
+                            uint64_t now, MsError *e) {
+    bson_t doc = BSON_INITIALIZER;
+    bson_oid_t oid;
+    bson_oid_init(&oid, NULL);
+    BSON_APPEND_OID(&doc, "_id", &oid);
+    BSON_APPEND_UTF8(&doc, "node", to_node);
+    append_str(&doc, "op", cmd->op);
+    append_str(&doc, "policy", cmd->policy);
+    append_str(&doc, "task", cmd->task);
+    append_str(&doc, "from", cmd->from);
+    append_u64(&doc, "created", now);
+    mongoc_collection_t *col = coll(c, COLL_COMMANDS);
+    bson_error_t berr;
+    int r = 0;
+    if (!mongoc_collection_insert_one(col, &doc, NULL, NULL, &berr))
+        r = fail(c, e, &berr, "writing commands");
+    mongoc_collection_destroy(col);
+    bson_destroy(&doc);
+    return r;
+}
+
+typedef struct CommandList {
+    MsCluster *c;
+    MsClusterCommand *v;
+    size_t n;
+    bson_oid_t *ids;
+} CommandList;
+
+static int command_list_add(const bson_t *d, void *userdata) {
+    CommandList *l = userdata;
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, d, "_id") || !BSON_ITER_HOLDS_OID(&it))
+        return 0;
+    MsClusterCommand *v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    l->v = v;
+    bson_oid_t *ids = realloc(l->ids, (l->n + 1) * sizeof(*ids));
+    if (!ids)
+        return -ENOMEM;
+    l->ids = ids;
+    bson_oid_copy(bson_iter_oid(&it), &ids[l->n]);
+    MsClusterCommand *cmd = &v[l->n++];
+    memset(cmd, 0, sizeof(*cmd));
+    if (dup_str(&cmd->op, doc_str(d, "op")) < 0 ||
+        dup_str(&cmd->policy, doc_str(d, "policy")) < 0 ||
+        dup_str(&cmd->task, doc_str(d, "task")) < 0 || dup_str(&cmd->from, doc_str(d, "from")) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
+int ms_cluster_take_commands(MsCluster *c, const char *node, MsClusterCommand **ret, size_t *ret_n,
+                             MsError *e) {
+    CommandList l = {.c = c};
+    bson_t *filter = BCON_NEW("node", BCON_UTF8(node));
+    int r = for_each(c, COLL_COMMANDS, filter, NULL, command_list_add, &l, e);
+    bson_destroy(filter);
+    /* Each is executed by whoever deletes it: an agent restarted twice in a row would otherwise
+     * run a command twice. */
+    MsClusterCommand *out = NULL;
+    size_t n_out = 0;
+    mongoc_collection_t *col = coll(c, COLL_COMMANDS);
+    for (size_t i = 0; r >= 0 && i < l.n; i++) {
+        bson_t *f = BCON_NEW("_id", BCON_OID(&l.ids[i]));
+        bson_t reply;
+        bson_error_t berr;
+        bool ok = mongoc_collection_delete_one(col, f, NULL, &reply, &berr);
+        bson_destroy(f);
+        if (!ok)
+            r = fail(c, e, &berr, "removing a command");
+        else if (doc_u64(&reply, "deletedCount") == 1) {
+            MsClusterCommand *v = realloc(out, (n_out + 1) * sizeof(*v));
+            if (!v)
+                r = ms_error_set(e, ENOMEM, "out of memory");
+            else {
+                out = v;
+                out[n_out++] = l.v[i];
+                memset(&l.v[i], 0, sizeof(l.v[i]));
+            }
+        }
+        bson_destroy(&reply);
+    }
+    mongoc_collection_destroy(col);
+    ms_cluster_commands_free(l.v, l.n);
+    free(l.ids);
+    if (r < 0) {
+        ms_cluster_commands_free(out, n_out);
+        return r;
+    }
+    *ret = out;
+    *ret_n = n_out;
+    return 0;
+}
+
+/* ---- the replica set ---- */
+static int admin_command(MsCluster *c, const char *name, bson_t *reply, bool *unsupported,
+                         MsError *e) {
+    bson_t *cmd = BCON_NEW(name, BCON_INT32(1));
+    bson_error_t berr;
+    bool ok = mongoc_client_command_simple(c->client, "admin", cmd, NULL, reply, &berr);
+    bson_destroy(cmd);
+    if (ok)
+        return 0;
+    /* CommandNotFound (59), NoReplicationEnabled (76), NotYetInitialized (94): not a replica
+     * set we can rank. */
+    if (berr.domain == MONGOC_ERROR_SERVER &&
+        (berr.code == 59 || berr.code == 76 || berr.code == 94)) {
+        *unsupported = true;
+        return -EOPNOTSUPP;
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "running %s", name);
+    return fail(c, e, &berr, what);
+}
+
+int ms_cluster_members(MsCluster *c, MsClusterMember **ret, size_t *ret_n, MsError *e) {
+    bson_t status, config;
+    bool unsupported = false;
+    int r = admin_command(c, "replSetGetStatus", &status, &unsupported, e);
+    if (r < 0) {
+        bson_destroy(&status);
+        if (unsupported)
+            return ms_error_set(e, EOPNOTSUPP, "%s reports no replica-set members", c->redacted);
+        return r;
+    }
+    r = admin_command(c, "replSetGetConfig", &config, &unsupported, e);
+    if (r >= 0)
+        r = ms_cluster_members_parse(&status, &config, ret, ret_n, e);
+    else if (unsupported)
+        r = ms_error_set(e, EOPNOTSUPP, "%s reports no replica-set configuration", c->redacted);
+    bson_destroy(&status);
+    bson_destroy(&config);
+    return r;
+}
