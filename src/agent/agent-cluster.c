@@ -138,10 +138,22 @@ static int choose_node(AgentCluster *c, const ManagerPolicy *p, const MsClusterA
         ms_error_set(e, me.code, "%s", me.message);
         return r;
     }
+    /* Agents without Member= (or naming a host the set does not list) cannot be ranked; when
+     * none can, every node is as good as the next and the one that asks takes it. */
+    uint64_t now = now_usec();
+    bool any_mapped = false;
+    for (size_t i = 0; i < n_members; i++)
+        for (size_t j = 0; j < n_agents; j++)
+            any_mapped |= agents[j].member && strcmp(agents[j].member, members[i].host) == 0 &&
+                          agent_alive(m, &agents[j], now);
+    if (!any_mapped) {
+        ms_cluster_members_free(members, n_members);
+        *ret_node = strdup(self(m));
+        return *ret_node ? 0 : oom(e);
+    }
     _cleanup_free_ size_t *order = NULL;
     size_t n_order = 0;
     r = ms_cluster_rank(members, n_members, p->settings->node_priority, 0, &order, &n_order, e);
-    uint64_t now = now_usec();
     for (size_t i = 0; r >= 0 && i < n_order; i++) {
         const char *host = members[order[i]].host;
         for (size_t j = 0; j < n_agents; j++)

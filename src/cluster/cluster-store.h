@@ -122,6 +122,6 @@ int ms_cluster_take_commands(MsCluster *c, const char *node, MsClusterCommand **
                              MsError *e);
 
 /* ---- the replica set ---- */
-/* The members (replSetGetStatus joined with replSetGetConfig). -EOPNOTSUPP when the deployment
- * cannot tell (a standalone server, or one without those commands, like FerretDB). */
+/* The members (replSetGetStatus joined with replSetGetConfig, or what hello says when those are
+ * not available, as with FerretDB). -EOPNOTSUPP for a standalone server. */
 int ms_cluster_members(MsCluster *c, MsClusterMember **ret, size_t *ret_n, MsError *e);

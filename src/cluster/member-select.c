@@ -211,3 +211,65 @@ int ms_cluster_rank(const MsClusterMember *members, size_t n, MsNodePriority pri
     *ret_n = k;
     return 0;
 }
+
+static int add_hosts(const bson_t *hello, const char *field, int state, bool arbiter,
+                     const char *primary, MsClusterMember **v, size_t *n, MsError *e) {
+    bson_iter_t arr, it;
+    if (!find(hello, field, &arr) || !BSON_ITER_HOLDS_ARRAY(&arr) || !bson_iter_recurse(&arr, &it))
+        return 0;
+    while (bson_iter_next(&it)) {
+        if (!BSON_ITER_HOLDS_UTF8(&it))
+            continue;
+        const char *host = bson_iter_utf8(&it, NULL);
+        MsClusterMember *nv = realloc(*v, (*n + 1) * sizeof(*nv));
+        if (!nv)
+            return oom(e);
+        *v = nv;
+        MsClusterMember *m = &nv[*n];
+        *m = (MsClusterMember){.state = state, .healthy = true, .arbiter = arbiter};
+        if (!arbiter && primary && strcmp(host, primary) == 0)
+            m->state = MS_MEMBER_STATE_PRIMARY;
+        if (!(m->host = strdup(host)))
+            return oom(e);
+        (*n)++;
+    }
+    return 0;
+}
+
+int ms_cluster_members_from_hello(const bson_t *hello, MsClusterMember **ret_members, size_t *ret_n,
+                                  MsError *e) {
+    bson_iter_t it;
+    if (!find(hello, "setName", &it) || !BSON_ITER_HOLDS_UTF8(&it))
+        return ms_error_set(e, EBADMSG, "the server is not a member of a replica set");
+    const char *primary = NULL;
+    if (find(hello, "primary", &it) && BSON_ITER_HOLDS_UTF8(&it))
+        primary = bson_iter_utf8(&it, NULL);
+    /* A one-host set whose only member is the writable primary may not say "primary". */
+    bson_iter_t hosts, h;
+    size_t n_hosts = 0;
+    const char *only = NULL;
+    if (find(hello, "hosts", &hosts) && BSON_ITER_HOLDS_ARRAY(&hosts) &&
+        bson_iter_recurse(&hosts, &h))
+        while (bson_iter_next(&h))
+            if (BSON_ITER_HOLDS_UTF8(&h) && n_hosts++ == 0)
+                only = bson_iter_utf8(&h, NULL);
+    bool writable = (find(hello, "isWritablePrimary", &it) || find(hello, "ismaster", &it)) &&
+                    bson_iter_as_bool(&it);
+    if (!primary && writable && n_hosts == 1)
+        primary = only;
+
+    MsClusterMember *v = NULL;
+    size_t n = 0;
+    int r = add_hosts(hello, "hosts", MS_MEMBER_STATE_SECONDARY, false, primary, &v, &n, e);
+    if (r >= 0)
+        r = add_hosts(hello, "passives", MS_MEMBER_STATE_SECONDARY, false, primary, &v, &n, e);
+    if (r >= 0)
+        r = add_hosts(hello, "arbiters", MS_MEMBER_STATE_ARBITER, true, NULL, &v, &n, e);
+    if (r < 0) {
+        ms_cluster_members_free(v, n);
+        return r;
+    }
+    *ret_members = v;
+    *ret_n = n;
+    return 0;
+}

@@ -40,6 +40,15 @@ int ms_cluster_members_parse(const bson_t *status, const bson_t *config,
                              MsClusterMember **ret_members, size_t *ret_n, MsError *e);
 void ms_cluster_members_free(MsClusterMember *members, size_t n);
 
+/* The members as a hello reply describes them, for deployments that answer hello but not
+ * replSetGetStatus (FerretDB, or a user without the clusterMonitor role): hosts and passives
+ * are data-bearing, the one named primary (or the answering member when it is the writable
+ * primary of a one-host set) is the primary and the rest secondaries, arbiters are arbiters;
+ * lags are unknown (0) and hidden members are not listed by hello at all. -EBADMSG when the
+ * reply names no replica set (a standalone server). */
+int ms_cluster_members_from_hello(const bson_t *hello, MsClusterMember **ret_members, size_t *ret_n,
+                                  MsError *e);
+
 /* The members fit to take a snapshot, best first, as indexes into members:
  *   auto       hidden secondaries, then visible secondaries (each by least lag), then primary;
  *   hidden     hidden secondaries only;

@@ -222,7 +222,64 @@ static void ties_are_broken_by_host_name(void) {
     ASSERT_EQ_INT(order[0], 1);
 }
 
-MS_TEST_MAIN(TEST_CASE(parses_members_and_lag),
+/* hello of a MongoDB 7.0 secondary (trimmed), and of FerretDB 1.24 started with
+ * --repl-set-name (one host, no "primary" field). */
+static const char HELLO_SECONDARY[] =
+    "{\"topologyVersion\":{\"counter\":6},\"hosts\":[\"db1:27017\",\"db2:27017\",\"db3:27017\"],"
+    "\"passives\":[\"backup1:27017\"],\"arbiters\":[\"arb1:27017\"],\"setName\":\"rs0\","
+    "\"setVersion\":12,\"isWritablePrimary\":false,\"secondary\":true,"
+    "\"primary\":\"db1:27017\",\"me\":\"db2:27017\",\"ok\":1}";
+static const char HELLO_FERRETDB[] =
+    "{\"isWritablePrimary\":true,\"setName\":\"rs0\",\"hosts\":[\"127.0.0.1:27999\"],"
+    "\"maxBsonObjectSize\":16777216,\"maxWireVersion\":21,\"ok\":1}";
+
+static int load_hello(const char *json, Set *ret) {
+    bson_error_t err;
+    bson_t *hello = bson_new_from_json((const uint8_t *) json, -1, &err);
+    if (!hello)
+        return -EINVAL;
+    MsError e = MS_ERROR_INIT;
+    int r = ms_cluster_members_from_hello(hello, &ret->m, &ret->n, &e);
+    bson_destroy(hello);
+    return r;
+}
+
+static void hello_describes_members(void) {
+    _cleanup_(set_done) Set s = {0};
+    ASSERT_OK(load_hello(HELLO_SECONDARY, &s));
+    ASSERT_EQ_INT(s.n, 5);
+    ASSERT_STREQ(s.m[0].host, "db1:27017");
+    ASSERT_EQ_INT(s.m[0].state, MS_MEMBER_STATE_PRIMARY);
+    ASSERT_EQ_INT(s.m[1].state, MS_MEMBER_STATE_SECONDARY);
+    ASSERT_STREQ(s.m[3].host, "backup1:27017");
+    ASSERT_EQ_INT(s.m[3].state, MS_MEMBER_STATE_SECONDARY);
+    ASSERT(s.m[4].arbiter);
+    MsError e = MS_ERROR_INIT;
+    size_t n = 0;
+    _cleanup_free_ size_t *order = NULL;
+    ASSERT_OK(ms_cluster_rank(s.m, s.n, MS_NODE_PRIORITY_AUTO, 0, &order, &n, &e));
+    /* Secondaries by host name (hello gives no lags), then the primary; no arbiter. */
+    ASSERT_EQ_INT(n, 4);
+    ASSERT_STREQ(host_at(&s, order, 0), "backup1:27017");
+    ASSERT_STREQ(host_at(&s, order, 3), "db1:27017");
+}
+
+static void hello_of_a_one_host_set(void) {
+    _cleanup_(set_done) Set s = {0};
+    ASSERT_OK(load_hello(HELLO_FERRETDB, &s));
+    ASSERT_EQ_INT(s.n, 1);
+    ASSERT_EQ_INT(s.m[0].state, MS_MEMBER_STATE_PRIMARY);
+    MsError e = MS_ERROR_INIT;
+    size_t n = 0;
+    _cleanup_free_ size_t *order = NULL;
+    ASSERT_EQ_INT(ms_cluster_rank(s.m, s.n, MS_NODE_PRIORITY_SECONDARY, 0, &order, &n, &e),
+                  -ENODEV);
+    Set none = {0};
+    ASSERT_EQ_INT(load_hello("{\"isWritablePrimary\":true,\"ok\":1}", &none), -EBADMSG);
+}
+
+MS_TEST_MAIN(TEST_CASE(parses_members_and_lag), TEST_CASE(hello_describes_members),
+             TEST_CASE(hello_of_a_one_host_set),
              TEST_CASE(auto_prefers_hidden_then_least_lag_then_primary),
              TEST_CASE(explicit_priorities), TEST_CASE(lag_limit_excludes_lagging_secondaries),
              TEST_CASE(old_field_names_recovering_and_down), TEST_CASE(election_lag_against_newest),
