@@ -17,7 +17,8 @@
 
 #define RESTORE_ID_PREFIX "restore-"
 #define RESTORE_ID_ATTEMPTS 100
-#define RESTORE_ID_MAX (sizeof(RESTORE_ID_PREFIX) + 256 + MS_ISO8601_MAX + 10) /* 256: a node name */
+#define RESTORE_ID_MAX                                                                             \
+    (sizeof(RESTORE_ID_PREFIX) + 256 + MS_ISO8601_MAX + 10) /* 256: a node name */
 #define NUMBER_ARG_MAX 16
 #define PARALLEL_MAX 64
 #define CANCELLED_ON_REQUEST "cancelled on request"
@@ -392,6 +393,17 @@ void reader_stop(ReadTask *t, const char *reason, bool on_request) {
 
 /* ---- starting ---- */
 
+/* Another node's snapshot in a "local" store is readable here only when that directory is
+ * shared (NFS and the like): its manifest is there. */
+static bool local_store_has(const char *store, const char *key) {
+    _cleanup_(ms_storage_freep) MsStorage *st = NULL;
+    MsError e = MS_ERROR_INIT;
+    MsStorageObject o = {0};
+    bool found = ms_storage_open(store, &st, &e) >= 0 && ms_storage_stat(st, key, &o, &e) >= 0;
+    free(o.key);
+    return found;
+}
+
 /* A snapshot can be read when it completed and its objects are where the record says. */
 static int check_readable(Manager *m, const char *id, const MsSnapshotRecord **ret, MsError *e) {
     const MsSnapshotRecord *s = manager_find_snapshot(m, id);
@@ -402,7 +414,8 @@ static int check_readable(Manager *m, const char *id, const MsSnapshotRecord **r
                             "snapshot %s is %s, not completed: only completed snapshots can be "
                             "restored or verified",
                             id, ms_snapshot_state_to_string(s->state));
-    if (s->remote && manager_store_is_local(s->store))
+    if (s->remote && manager_store_is_local(s->store) &&
+        !local_store_has(s->store, s->manifest_key))
         return ms_error_set(e, EREMOTE,
                             "snapshot %s is in node %s's local store (%s), which this node cannot "
                             "read: restore it on node %s, or give the policy an S3 store that "
