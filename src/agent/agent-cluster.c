@@ -300,13 +300,27 @@ static int record_assignment(AgentCluster *c, const ManagerPolicy *p, const char
 }
 
 /* The snapshot a lease names, read from the cluster if this agent has not seen it yet. */
-static const MsSnapshotRecord *find_or_sync(AgentCluster *c, const char *id) {
+static const MsSnapshotRecord *find_or_sync(AgentCluster *c, const MsClusterLease *l,
+                                            const char *id) {
     const MsSnapshotRecord *r = manager_find_snapshot(c->m, id);
     if (r)
         return r;
     MsError e = MS_ERROR_INIT;
     if (sync_records(c, now_usec(), &e) < 0)
         log_debug("cluster: cannot read the records: %s", e.message);
+    if ((r = manager_find_snapshot(c->m, id)))
+        return r;
+    /* Claimed a moment ago and not written yet: list it as the lease says, queued on its node;
+     * the next heartbeat brings its real record. */
+    MsSnapshotRecord *rec = calloc(1, sizeof(*rec));
+    if (!rec || !(rec->id = strdup(id)) || !(rec->policy = strdup(l->policy)) ||
+        !(rec->node = strdup(l->node ? l->node : "?"))) {
+        ms_snapshot_record_free(rec);
+        return NULL;
+    }
+    rec->state = MS_SNAPSHOT_QUEUED;
+    rec->created_usec = now_usec();
+    merge_snapshot(c->m, rec);
     return manager_find_snapshot(c->m, id);
 }
 
@@ -339,12 +353,21 @@ int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool sch
     if (r == 0) {
         if (strcmp(node, self(m)) == 0) {
             p->lease_renewed_usec = now;
-            r = manager_enqueue_snapshot(m, p, id, ret_record, e);
+            const MsSnapshotRecord *rec = NULL;
+            r = manager_enqueue_snapshot(m, p, id, &rec, e);
             if (r < 0) {
                 MsError re = MS_ERROR_INIT;
                 (void) ms_cluster_release(c->db, name, id, &re);
+                return r;
             }
-            return r;
+            /* At once, not at the next heartbeat: the other nodes' timers of this tick answer
+             * with this record. */
+            MsError pe = MS_ERROR_INIT;
+            if (ms_cluster_put_snapshot(c->db, rec, now_usec(), &pe) < 0)
+                log_debug("cluster: cannot record %s yet: %s", id, pe.message);
+            if (ret_record)
+                *ret_record = rec;
+            return 0;
         }
         r = record_assignment(c, p, id, node, ret_record, e);
         if (r < 0) {
@@ -369,7 +392,7 @@ int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool sch
         /* Every node's timer fires for the tick; the first claim took it. Answer with that
          * snapshot, so that this node's timer unit follows it (and fails if it fails). */
         const char *taken = r == -EBUSY ? cur.task : cur.scheduled_task;
-        const MsSnapshotRecord *rec = taken ? find_or_sync(c, taken) : NULL;
+        const MsSnapshotRecord *rec = taken ? find_or_sync(c, &cur, taken) : NULL;
         if (rec) {
             (void) ms_event_log(MS_EVENT_TASK_ASSIGNED,
                                 &(MsEventFields){.policy = name, .task = rec->id, .node = self(m)},

@@ -289,7 +289,14 @@ uint64_t manager_snapshot_elapsed_usec(const MsSnapshotRecord *r, uint64_t now) 
 }
 
 static int load_snapshots(Manager *m, MsError *e) {
-    return ms_catalog_list_snapshots(m->catalog, NULL, &m->snapshots, &m->n_snapshots, e);
+    int r = ms_catalog_list_snapshots(m->catalog, NULL, &m->snapshots, &m->n_snapshots, e);
+    if (r < 0)
+        return r;
+    /* Rows of other nodes' snapshots are copies kept for the restores that read them: listed,
+     * never expired, removed or rewritten by this node. */
+    for (size_t i = 0; i < m->n_snapshots; i++)
+        m->snapshots[i]->remote = strcmp(m->snapshots[i]->node, m->config->node) != 0;
+    return 0;
 }
 
 /* ---- tasks ---- */

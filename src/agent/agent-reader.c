@@ -658,6 +658,24 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
     r = check_restore_options(target, o, e);
     if (r < 0)
         return r;
+    if (s->remote) {
+        /* The catalog's restores name their snapshot: keep a copy of the other node's record
+         * (it stays that node's: a row whose node is not this one is a cache, see
+         * load_snapshots()). */
+        MsSnapshotRecord *have = NULL;
+        MsError ge = MS_ERROR_INIT;
+        if (ms_catalog_get_snapshot(m->catalog, s->id, &have, &ge) == -ENOENT) {
+            r = ms_catalog_insert_snapshot(m->catalog, s, e);
+            if (r == -ENOENT)
+                return ms_error_set(e, ENOENT,
+                                    "snapshot %s belongs to policy '%s', which is not defined on "
+                                    "this node: define it here, or restore on node %s",
+                                    s->id, s->policy, s->node);
+            if (r < 0)
+                return r;
+        }
+        ms_snapshot_record_free(have);
+    }
     _cleanup_free_ char *cred = NULL, *key_path = NULL;
     if (o->credential) {
         r = manager_credential_path(o->credential, &cred, e);

@@ -1,0 +1,366 @@
+"""Several nodes: three agents (each with its own bus, state directory and node name) coordinating
+through one FerretDB ([Cluster] URI=), snapshotting a second FerretDB (the source) into a store
+they share. What this shows: one snapshot per scheduled tick; a task handed to the node
+NodePriority= prefers; takeover within twice the lease after the holder is SIGKILLed; identical
+records on every node; Stop and Cancel given on one node reaching the node that runs the task;
+policy drift reported; an agent cut off from the cluster database still serving its records.
+
+FerretDB does not replicate: the ranking of real replica-set members is unit-tested
+(tests/unit/test-member-select.c); here the coordination server's hello (one writable primary)
+is the member list.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from agent_fixtures import *  # noqa: F401,F403
+from agent_fixtures import (Agent, BusError, DBusDaemon, MANAGER_IFACE, MANAGER_PATH,
+                            POLICY_IFACE, SNAPSHOT_IFACE, RESTORE_IFACE, decode, gdbus,
+                            sanitizer_reports, server_paused, start_restore)
+from conftest import free_port
+
+LEASE = 6
+HEARTBEAT = 1
+NODES = ("node-a", "node-b", "node-c")
+DOCS = 1500
+
+
+def seed(client) -> None:
+    for name in ("orders", "users"):
+        client["shop"][name].insert_many(
+            [{"i": i, "pad": "x" * 200} for i in range(DOCS)])
+
+
+class Cluster:
+    def __init__(self, agents: Dict[str, Agent], coord, database: str, source, store: Path):
+        self.agents = agents
+        self.coord = coord
+        self.database = database
+        self.source = source
+        self.store = store
+
+    @property
+    def db(self):
+        return self.coord.client[self.database]
+
+    def __getitem__(self, node: str) -> Agent:
+        return self.agents[node]
+
+    def start(self, *nodes: str) -> None:
+        for n in nodes or NODES:
+            self.agents[n].start()
+        for n in nodes or NODES:
+            self.agents[n].wait_for(
+                lambda a=self.agents[n]: a.prop(MANAGER_PATH, MANAGER_IFACE, "Cluster") == "connected",
+                f"{n} connected to the cluster database", timeout=20)
+
+    def write_policy(self, name: str = "nightly", **keys: str) -> None:
+        for a in self.agents.values():
+            a.write_policy(name, self.source.uri, **keys)
+
+    def rows(self, node: str, policy: str = "nightly"):
+        return sorted((r["id"], r["node"], r["state"]) for r in self[node].list_snapshots(policy))
+
+    def wait_identical(self, nodes=NODES, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            views = [self.rows(n) for n in nodes]
+            if all(v == views[0] for v in views) and views[0]:
+                return views[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the nodes list different snapshots: {dict(zip(nodes, views))}")
+            time.sleep(0.3)
+
+
+def agent_config(agent: Agent, node: str, store: Path, coord_uri: str, database: str,
+                 member: str = "", extra: str = "") -> None:
+    agent.config.write_text(
+        "[Agent]\n"
+        f"Node={node}\n"
+        f"DefaultStore={store}\n"
+        f"WorkerPath={agent.worker}\n"
+        f"StateDirectory={agent.state_dir}\n"
+        f"PolicyDirectory={agent.policy_dir}\n"
+        "\n[Cluster]\n"
+        f"URI={coord_uri}\n"
+        f"Database={database}\n"
+        f"LeaseSec={LEASE}\n"
+        f"HeartbeatSec={HEARTBEAT}\n"
+        + (f"Member={member}\n" if member else "") + extra)
+
+
+@pytest.fixture
+def cluster(tools, ferretdb, ferretdb_factory, tmp_path_factory):
+    source = ferretdb_factory("source")
+    seed(source.client)
+    database = "msc" + uuid.uuid4().hex[:12]
+    store = tmp_path_factory.mktemp("shared-store")
+    agents: Dict[str, Agent] = {}
+    buses: List[DBusDaemon] = []
+    for node in NODES:
+        bus = DBusDaemon(tmp_path_factory.mktemp(f"dbus-{node}")).start()
+        buses.append(bus)
+        a = Agent(tmp_path_factory.mktemp(f"agent-{node}"), bus, tools.require("worker"))
+        agent_config(a, node, store, ferretdb.uri, database)
+        agents[node] = a
+    c = Cluster(agents, ferretdb, database, source, store)
+    try:
+        yield c
+    finally:
+        for node, a in agents.items():
+            a.close()
+            print(f"--- {node} log ---\n{a.log_text()[-6000:]}")
+        for bus in buses:
+            bus.stop()
+        ferretdb.client.drop_database(database)
+    for a in agents.values():
+        assert not sanitizer_reports(a.log_text()), "\n\n".join(sanitizer_reports(a.log_text()))
+
+
+def scheduled(agent: Agent, policy: str = "nightly") -> str:
+    out = gdbus(agent, agent.policy_path(policy), POLICY_IFACE, "TakeSnapshotWithOptions",
+                "{'scheduled': <true>}")
+    m = re.match(r"\(objectpath '([^']+)',\)", out)
+    assert m, out
+    return m.group(1)
+
+
+def state_on(agent: Agent, snapshot_id: str) -> str:
+    for r in agent.list_snapshots():
+        if r["id"] == snapshot_id:
+            return r["state"]
+    return ""
+
+
+def children(pid: int) -> List[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+# ---- one snapshot per tick -------------------------------------------------------------------
+
+def test_scheduled_tick_gives_exactly_one_snapshot(cluster, ferretdb_factory):
+    cluster.write_policy()
+    cluster.start()
+
+    # Every node's timer fires for the same tick: three scheduled calls at once.
+    results: Dict[str, str] = {}
+    errors: List[BaseException] = []
+
+    def fire(node: str) -> None:
+        try:
+            results[node] = decode(scheduled(cluster[node]))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=fire, args=(n,)) for n in NODES]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    ids = set(results.values())
+    assert len(ids) == 1, f"one tick gave several snapshots: {results}"
+    snap = ids.pop()
+
+    for node in NODES:
+        cluster[node].wait_for(lambda n=node: state_on(cluster[n], snap) == "completed",
+                               f"{snap} completed as seen by {node}", timeout=90)
+    assert cluster.db.snapshots.count_documents({"policy": "nightly"}) == 1
+    rows = cluster.wait_identical()
+    assert len(rows) == 1 and rows[0][2] == "completed"
+    runner = rows[0][1]
+    assert runner in NODES
+
+    # A late timer of the same tick (RandomizedDelaySec=, a slow node) follows that snapshot.
+    late = [n for n in NODES if n != runner][0]
+    assert decode(scheduled(cluster[late])) == snap
+    assert cluster.db.snapshots.count_documents({"policy": "nightly"}) == 1
+
+    # A snapshot asked for by hand is a new one, whatever the schedule.
+    other = [n for n in NODES if n != runner][1]
+    manual = decode(cluster[other].take_snapshot("nightly"))
+    assert manual != snap
+    cluster[other].wait_for(lambda: state_on(cluster[other], manual) == "completed",
+                            f"{manual} completed", timeout=90)
+    rows = cluster.wait_identical()
+    assert [r[0] for r in rows] == sorted([snap, manual])
+
+    # A restore run on one node is listed on every node, with the node that ran it.
+    target = ferretdb_factory("target")
+    restorer = late
+    path = start_restore(cluster[restorer], snap, target.uri)
+    cluster[restorer].wait_for(
+        lambda: cluster[restorer].prop(path, RESTORE_IFACE, "State") == "completed",
+        "restore completed", timeout=90)
+    assert target.client["shop"]["orders"].count_documents({}) == DOCS
+    rid = decode(path)
+    for node in NODES:
+        cluster[node].wait_for(
+            lambda n=node: any(r[0] == rid and r[9] == "completed" for r in
+                               cluster[n].call(MANAGER_PATH, MANAGER_IFACE, "ListRestores")[0]),
+            f"restore {rid} listed on {node}", timeout=20)
+        assert cluster[node].prop(path, RESTORE_IFACE, "Node") == restorer
+
+
+def test_snapshot_goes_to_the_member_node_priority_prefers(cluster, ferretdb):
+    # node-a runs beside the coordination server's only member (its writable primary); the
+    # others name members the set does not list, so only node-a can be ranked.
+    for node, member in zip(NODES, (ferretdb.address, "db-b.example:27017", "db-c.example:27017")):
+        a = cluster[node]
+        agent_config(a, node, cluster.store, ferretdb.uri, cluster.database, member=member)
+    cluster.write_policy()
+    for a in cluster.agents.values():
+        a.write_policy("secondaries-only", cluster.source.uri, NodePriority="secondary")
+    cluster.start()
+
+    path = cluster["node-c"].take_snapshot("nightly")
+    snap = decode(path)
+    assert cluster["node-c"].prop(path, SNAPSHOT_IFACE, "Node") == "node-a"
+    cluster["node-c"].wait_for(lambda: state_on(cluster["node-c"], snap) == "completed",
+                               f"{snap} completed on node-a, followed from node-c", timeout=90)
+    rows = cluster.wait_identical()
+    assert rows == [(snap, "node-a", "completed")]
+    # node-a took it: its own catalog and log have it.
+    assert snap in cluster["node-a"].log_text() or state_on(cluster["node-a"], snap) == "completed"
+
+    # No member is a secondary here: refused with a message that says what to do.
+    with pytest.raises(BusError) as err:
+        cluster["node-b"].take_snapshot("secondaries-only")
+    assert "NodePriority=secondary" in err.value.message
+    assert "Member=" in err.value.message
+
+
+# ---- a node dies --------------------------------------------------------------------------------
+
+def test_holder_killed_is_taken_over_within_twice_the_lease(cluster):
+    cluster.write_policy()
+    cluster.start()
+    a = cluster["node-a"]
+    with server_paused(cluster.source):
+        path = a.take_snapshot("nightly")
+        first = decode(path)
+        a.wait_for(lambda: a.prop(path, SNAPSHOT_IFACE, "State") == "running", "running")
+        workers = children(a.proc.pid)
+        # Let node-a renew its lease at least once, so that the lease has a running holder.
+        time.sleep(2 * HEARTBEAT)
+        a.kill()
+        for w in workers:  # the node is gone: its worker with it
+            try:
+                os.kill(w, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        killed = time.monotonic()
+
+        b = cluster["node-b"]
+
+        def taken_over():
+            rows = b.list_snapshots("nightly")
+            old = [r for r in rows if r["id"] == first]
+            new = [r for r in rows if r["id"] != first and r["node"] in ("node-b", "node-c")]
+            return old and old[0]["state"] == "interrupted" and new
+
+        b.wait_for(taken_over, "takeover", timeout=3 * LEASE)
+        took = time.monotonic() - killed
+        assert took <= 2 * LEASE, f"takeover took {took:.1f}s, more than twice the lease ({LEASE}s)"
+        old = [r for r in b.list_snapshots("nightly") if r["id"] == first][0]
+        assert "stopped renewing its lease" in old["error"]
+    # With the source back, the snapshot that took over completes.
+    new_id = [r["id"] for r in b.list_snapshots("nightly") if r["id"] != first][0]
+    b.wait_for(lambda: state_on(b, new_id) == "completed", f"{new_id} completed", timeout=90)
+    rows = cluster.wait_identical(nodes=("node-b", "node-c"))
+    assert (first, "node-a", "interrupted") in rows
+    # node-a comes back and lists the same records.
+    a.start()
+    cluster.wait_identical()
+
+
+# ---- operations from any node -------------------------------------------------------------------
+
+def test_stop_and_cancel_on_another_node_reach_the_task(cluster):
+    cluster.write_policy()
+    cluster.start()
+    a, b, c = (cluster[n] for n in NODES)
+    with server_paused(cluster.source):
+        path = a.take_snapshot("nightly")
+        snap = decode(path)
+        a.wait_for(lambda: a.prop(path, SNAPSHOT_IFACE, "State") == "running", "running")
+        # Stop given on node-b: node-a's task stops, and the policy is stopped everywhere.
+        b.call(b.policy_path("nightly"), POLICY_IFACE, "Stop")
+        for node in NODES:
+            ag = cluster[node]
+            ag.wait_for(lambda ag=ag: ag.prop(ag.policy_path("nightly"), POLICY_IFACE, "State")
+                        == "stopped", f"policy stopped on {node}", timeout=15)
+        a.wait_for(lambda: state_on(a, snap) == "stopped", "task stopped on node-a", timeout=30)
+        with pytest.raises(BusError) as err:
+            c.take_snapshot("nightly")
+        assert err.value.name == "io.mongosnap1.Error.PolicyStopped"
+    # Start on node-c: active everywhere again.
+    c.call(c.policy_path("nightly"), POLICY_IFACE, "Start")
+    for node in NODES:
+        ag = cluster[node]
+        ag.wait_for(lambda ag=ag: ag.prop(ag.policy_path("nightly"), POLICY_IFACE, "State")
+                    == "active", f"policy active on {node}", timeout=15)
+    cluster.wait_identical()
+
+    # Cancel of node-a's running snapshot, given to node-c's object for it.
+    with server_paused(cluster.source):
+        path = a.take_snapshot("nightly")
+        snap = decode(path)
+        a.wait_for(lambda: a.prop(path, SNAPSHOT_IFACE, "State") == "running", "running")
+        c.wait_for(lambda: state_on(c, snap) == "running", "node-c sees it running", timeout=15)
+        c.call(path, SNAPSHOT_IFACE, "Cancel")
+        a.wait_for(lambda: state_on(a, snap) == "stopped", "cancelled on node-a", timeout=30)
+    c.wait_for(lambda: state_on(c, snap) == "stopped", "node-c sees it stopped", timeout=15)
+
+
+def test_policy_drift_is_reported(cluster):
+    cluster.write_policy(retention_KeepLast="3")
+    cluster.start()
+    a, b = cluster["node-a"], cluster["node-b"]
+    drift = lambda ag: ag.prop(ag.policy_path("nightly"), POLICY_IFACE, "Drift")  # noqa: E731
+    time.sleep(3 * HEARTBEAT)
+    assert drift(a) == "" and drift(b) == ""
+    b.call(b.policy_path("nightly"), POLICY_IFACE, "Edit", "a{ss}", 1, "KeepLast", "5")
+    a.wait_for(lambda: "node-b" in drift(a), "drift reported on node-a", timeout=15)
+    assert "KeepLast" in drift(a) and "node-c" not in drift(a)
+    b.wait_for(lambda: "node-a" in drift(b) and "node-c" in drift(b), "drift on node-b", timeout=15)
+    entries = a.call(a.policy_path("nightly"), POLICY_IFACE, "GetLog", "su", "", 50)[0]
+    assert any("differs between nodes" in e[2].get("MESSAGE", "") for e in entries), entries
+    b.call(b.policy_path("nightly"), POLICY_IFACE, "Edit", "a{ss}", 1, "KeepLast", "3")
+    a.wait_for(lambda: drift(a) == "", "drift gone on node-a", timeout=15)
+
+
+# ---- the cluster database is down ---------------------------------------------------------------
+
+def test_unreachable_cluster_database_refuses_cluster_operations(cluster):
+    a = cluster["node-a"]
+    secret = "cluster-pass-" + uuid.uuid4().hex
+    (a.credentials / "cluster-password").write_text(secret + "\n")
+    dead = f"mongodb://backup@127.0.0.1:{free_port()}/?replicaSet=rs0&authSource=admin"
+    agent_config(a, "node-a", cluster.store, dead, cluster.database,
+                 extra="Credential=cluster-password\n")
+    a.write_policy("nightly", cluster.source.uri)
+    a.start()
+    a.wait_for(lambda: a.prop(MANAGER_PATH, MANAGER_IFACE, "Cluster").startswith("unreachable"),
+               "cluster reported unreachable", timeout=20)
+    with pytest.raises(BusError) as err:
+        a.take_snapshot("nightly")
+    assert err.value.name == "io.mongosnap1.Error.ClusterUnreachable", err.value
+    assert "was not started" in err.value.message
+    assert a.list_snapshots() == []  # local records are still served
+    a.call(MANAGER_PATH, MANAGER_IFACE, "Update")
+    assert secret not in a.log_text()
+    assert secret not in err.value.message
+    assert secret not in a.prop(MANAGER_PATH, MANAGER_IFACE, "Cluster")
