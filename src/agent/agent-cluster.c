@@ -131,6 +131,8 @@ static int choose_node(AgentCluster *c, const ManagerPolicy *p, const MsClusterA
     MsError me = MS_ERROR_INIT;
     int r = ms_cluster_members(c->db, &members, &n_members, &me);
     if (r == -EOPNOTSUPP) {
+        log_debug("cluster: %s; node %s takes policy '%s' itself", me.message, self(m),
+                  p->settings->name);
         *ret_node = strdup(self(m));
         return *ret_node ? 0 : oom(e);
     }
@@ -147,6 +149,9 @@ static int choose_node(AgentCluster *c, const ManagerPolicy *p, const MsClusterA
             any_mapped |= agents[j].member && strcmp(agents[j].member, members[i].host) == 0 &&
                           agent_alive(m, &agents[j], now);
     if (!any_mapped) {
+        log_debug("cluster: no live agent names one of the %zu members in Member=; node %s takes "
+                  "policy '%s' itself",
+                  n_members, self(m), p->settings->name);
         ms_cluster_members_free(members, n_members);
         *ret_node = strdup(self(m));
         return *ret_node ? 0 : oom(e);

@@ -873,14 +873,30 @@ static int admin_command(MsCluster *c, const char *name, bson_t *reply, bool *un
     return fail(c, e, &berr, what);
 }
 
+/* Without replSetGetStatus (FerretDB; a user without clusterMonitor), hello still names the
+ * members and the primary. */
+static int members_from_hello(MsCluster *c, MsClusterMember **ret, size_t *ret_n, MsError *e) {
+    bson_t hello;
+    bool unsupported = false;
+    int r = admin_command(c, "hello", &hello, &unsupported, e);
+    if (r >= 0) {
+        r = ms_cluster_members_from_hello(&hello, ret, ret_n, e);
+        if (r == -EBADMSG)
+            r = ms_error_set(e, EOPNOTSUPP, "%s is not a replica set", c->redacted);
+    } else if (unsupported)
+        r = ms_error_set(e, EOPNOTSUPP, "%s reports no replica-set members", c->redacted);
+    bson_destroy(&hello);
+    return r;
+}
+
 int ms_cluster_members(MsCluster *c, MsClusterMember **ret, size_t *ret_n, MsError *e) {
     bson_t status, config;
     bool unsupported = false;
     int r = admin_command(c, "replSetGetStatus", &status, &unsupported, e);
     if (r < 0) {
         bson_destroy(&status);
-        if (unsupported)
-            return ms_error_set(e, EOPNOTSUPP, "%s reports no replica-set members", c->redacted);
+        if (unsupported || r == -EACCES)
+            return members_from_hello(c, ret, ret_n, e);
         return r;
     }
     r = admin_command(c, "replSetGetConfig", &config, &unsupported, e);

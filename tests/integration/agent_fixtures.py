@@ -175,6 +175,7 @@ class Agent:
         self.proc: Optional[subprocess.Popen] = None
         self.notify: Optional[NotifyListener] = None
         self._starts = 0
+        self.extra_args: List[str] = []  # more mongosnapd options (e.g. --verbose)
 
     # ---- files ----
     def write_policy(self, name: str, source: str, **keys: str) -> Path:
@@ -215,7 +216,7 @@ class Agent:
             log.write(f"=== start {self._starts}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                _die_with_parent([str(self.binary), f"--config={self.config}",
+                _die_with_parent([str(self.binary), f"--config={self.config}", *self.extra_args,
                                   f"--worker={self.worker}"]),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
         if wait_ready:
