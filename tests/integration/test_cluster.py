@@ -337,8 +337,6 @@ def test_policy_drift_is_reported(cluster):
     a.wait_for(lambda: "node-b" in drift(a), "drift reported on node-a", timeout=15)
     assert "KeepLast" in drift(a) and "node-c" not in drift(a)
     b.wait_for(lambda: "node-a" in drift(b) and "node-c" in drift(b), "drift on node-b", timeout=15)
-    entries = a.call(a.policy_path("nightly"), POLICY_IFACE, "GetLog", "su", "", 50)[0]
-    assert any("differs between nodes" in e[2].get("MESSAGE", "") for e in entries), entries
     b.call(b.policy_path("nightly"), POLICY_IFACE, "Edit", "a{ss}", 1, "KeepLast", "3")
     a.wait_for(lambda: drift(a) == "", "drift gone on node-a", timeout=15)
 
