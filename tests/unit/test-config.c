@@ -403,6 +403,28 @@ static void agent_config(void) {
     ASSERT_STREQ(ms_policy_effective_store(p, c), "/srv/backup");
 }
 
+static void cluster_config(void) {
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_agent_config_freep) MsAgentConfig *c = NULL;
+    ASSERT_OK(ms_agent_config_parse_string("/x.conf",
+                                           "[Agent]\nNode=db2\n[Cluster]\n"
+                                           "URI=mongodb://backup@db1,db2,db3/?replicaSet=rs0\n"
+                                           "Credential=cluster-password\nMember=db2:27017\n"
+                                           "LeaseSec=12\nHeartbeatSec=4\n",
+                                           &c, &e));
+    ASSERT_STREQ(c->cluster_uri, "mongodb://backup@db1,db2,db3/?replicaSet=rs0");
+    ASSERT_STREQ(c->cluster_credential, "cluster-password");
+    ASSERT_STREQ(c->cluster_member, "db2:27017");
+    ASSERT_STREQ(c->cluster_database, "mongosnap");
+    ASSERT_EQ_INT(c->cluster_lease_sec, 12);
+    ASSERT_EQ_INT(c->cluster_heartbeat_sec, 4);
+    ASSERT_EQ_INT(c->cluster_tick_window_sec, MS_CLUSTER_DEFAULT_TICK_WINDOW);
+    _cleanup_(ms_agent_config_freep) MsAgentConfig *d = NULL;
+    ASSERT_OK(ms_agent_config_parse_string("/x.conf", "[Agent]\nNode=db2\n", &d, &e));
+    ASSERT(d->cluster_uri == NULL);
+    ASSERT_EQ_INT(d->cluster_lease_sec, MS_CLUSTER_DEFAULT_LEASE);
+}
+
 static void agent_config_errors(void) {
     static const ErrorCase t[] = {
         {"[Agent]\nMaxConcurrentTasks=0\n",
@@ -415,7 +437,13 @@ static void agent_config_errors(void) {
         {"[Agent]\nWorkers=3\n", "/x.conf:2: unknown key 'Workers' in [Agent]; known keys: Node, "
                                  "DefaultStore, MaxConcurrentTasks, WorkerPath, StateDirectory, "
                                  "PolicyDirectory"},
-        {"[Policy]\n", "/x.conf:1: unknown section [Policy]; known sections: [Agent]"},
+        {"[Policy]\n", "/x.conf:1: unknown section [Policy]; known sections: [Agent], [Cluster]"},
+        {"[Cluster]\nURI=mongodb://u:hunter2@db1/\n", "/x.conf:2: [Cluster] URI= holds a password"},
+        {"[Cluster]\nURI=db1:27017\n", "/x.conf:2: [Cluster] URI= is not a MongoDB connection"},
+        {"[Cluster]\nMember=mongodb://db1\n", "/x.conf:2: Member='mongodb://db1' is not a member"},
+        {"[Cluster]\nLeaseSec=2\n", "/x.conf:2: LeaseSec='2' is not valid"},
+        {"[Cluster]\nLeaseSec=10\nHeartbeatSec=4\n", "HeartbeatSec=4 is too long for LeaseSec=10"},
+        {"[Cluster]\nDatabase=a b\n", "/x.conf:2: Database='a b' is not a database name"},
     };
     for (size_t i = 0; i < ELEMENTSOF(t); i++) {
         MsError e = MS_ERROR_INIT;
@@ -703,6 +731,6 @@ MS_TEST_MAIN(TEST_CASE(s3_store_options), TEST_CASE(full_policy_values),
              TEST_CASE(every_error_names_file_and_line), TEST_CASE(schedule_length_limit),
              TEST_CASE(password_in_source_refused_and_not_echoed), TEST_CASE(repeatable_keys),
              TEST_CASE(empty_value_restores_default), TEST_CASE(timespans), TEST_CASE(names),
-             TEST_CASE(agent_config), TEST_CASE(agent_config_errors),
+             TEST_CASE(agent_config), TEST_CASE(cluster_config), TEST_CASE(agent_config_errors),
              TEST_CASE(directory_with_a_bad_file), TEST_CASE(round_trip), TEST_CASE(atomic_write),
              TEST_CASE(edits))
