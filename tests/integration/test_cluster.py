@@ -363,3 +363,33 @@ def test_unreachable_cluster_database_refuses_cluster_operations(cluster):
     assert secret not in a.log_text()
     assert secret not in err.value.message
     assert secret not in a.prop(MANAGER_PATH, MANAGER_IFACE, "Cluster")
+
+
+def test_rebuild_on_another_node_stops_the_task_there_first(cluster):
+    cluster.write_policy()
+    cluster.start()
+    a, b = cluster["node-a"], cluster["node-b"]
+    with server_paused(cluster.source):
+        path = a.take_snapshot("nightly")
+        first = decode(path)
+        a.wait_for(lambda: a.prop(path, SNAPSHOT_IFACE, "State") == "running", "running")
+        b.wait_for(lambda: state_on(b, first) == "running", "node-b sees it running", timeout=15)
+        answer: Dict[str, object] = {}
+
+        def rebuild() -> None:
+            try:
+                answer["path"] = b.call(b.policy_path("nightly"), POLICY_IFACE, "Rebuild")[0]
+            except BaseException as e:  # noqa: BLE001 - reported below
+                answer["error"] = e
+
+        t = threading.Thread(target=rebuild)
+        t.start()
+        a.wait_for(lambda: state_on(a, first) == "stopped", "node-a's task stopped", timeout=30)
+    t.join(timeout=40)
+    assert "error" not in answer, answer
+    fresh = decode(answer["path"])
+    assert fresh != first
+    b.wait_for(lambda: state_on(b, fresh) == "completed", "the rebuild's snapshot", timeout=90)
+    rows = cluster.wait_identical()
+    assert (first, "node-a", "stopped") in rows
+    assert (fresh, "node-b", "completed") in rows
