@@ -136,7 +136,8 @@ int bus_append_restore_row(sd_bus_message *reply, const MsRestoreRecord *r, uint
     return sd_bus_message_append(
         reply, BUS_RESTORE_ROW, r->id, r->source_snapshot, empty_if_null(r->target), log_ref,
         manager_restore_elapsed_usec(r, now), r->items_done, r->items_total, r->progress_pct,
-        r->created_usec, ms_restore_state_to_string(r->state), empty_if_null(r->error), path);
+        r->created_usec, ms_restore_state_to_string(r->state), empty_if_null(r->error), path,
+        empty_if_null(r->node));
 }
 
 void bus_restore_emit_changed(sd_bus *bus, const MsRestoreRecord *r, unsigned changes) {

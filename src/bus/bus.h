@@ -35,8 +35,9 @@
  * bytes transferred, state, error, object path. */
 #define BUS_SNAPSHOT_ROW "(sssssstttdtttsso)"
 /* One row of ListRestores: task name, source snapshot, target (redacted), task log, elapsed
- * usec, items, items total, progress %, create time, state, error, object path. */
-#define BUS_RESTORE_ROW "(sssstttdtsso)"
+ * usec, items, items total, progress %, create time, state, error, object path, node (the
+ * last, added with several nodes so that clients reading the earlier fields go on working). */
+#define BUS_RESTORE_ROW "(sssstttdtssos)"
 /* One Event Log entry of GetLog: journal cursor, realtime usec, fields. */
 #define BUS_LOG_ENTRY "(sta{ss})"
 /* One row of ListPolicies: name, object path, state, source (redacted), schedule, store, last

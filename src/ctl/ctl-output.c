@@ -168,6 +168,7 @@ void ctl_json_restore_row(CtlJson *j, const CtlRestoreRow *r) {
     ctl_json_field_string(j, "id", r->id);
     ctl_json_field_string(j, "snapshot", r->snapshot);
     ctl_json_field_string(j, "target", r->target);
+    ctl_json_field_string(j, "node", r->node);
     ctl_json_field_string(j, "task_log", r->task_log);
     ctl_json_field_uint(j, "elapsed_usec", r->elapsed_usec);
     ctl_json_field_uint(j, "items", r->items);
@@ -265,11 +266,11 @@ int ctl_snapshot_table(const CtlSnapshotRow *rows, size_t n, CtlTable **ret) {
 }
 
 static const CtlColumn restore_columns[] = {
-    {"TASK", CTL_ALIGN_LEFT, false},      {"SNAPSHOT", CTL_ALIGN_LEFT, false},
-    {"TARGET", CTL_ALIGN_LEFT, true},     {"STATE", CTL_ALIGN_LEFT, false},
-    {"PROGRESS", CTL_ALIGN_RIGHT, false}, {"ITEMS", CTL_ALIGN_RIGHT, false},
-    {"ELAPSED", CTL_ALIGN_RIGHT, false},  {"CREATED", CTL_ALIGN_LEFT, false},
-    {"ERROR", CTL_ALIGN_LEFT, true},
+    {"TASK", CTL_ALIGN_LEFT, false},    {"SNAPSHOT", CTL_ALIGN_LEFT, false},
+    {"TARGET", CTL_ALIGN_LEFT, true},   {"NODE", CTL_ALIGN_LEFT, false},
+    {"STATE", CTL_ALIGN_LEFT, false},   {"PROGRESS", CTL_ALIGN_RIGHT, false},
+    {"ITEMS", CTL_ALIGN_RIGHT, false},  {"ELAPSED", CTL_ALIGN_RIGHT, false},
+    {"CREATED", CTL_ALIGN_LEFT, false}, {"ERROR", CTL_ALIGN_LEFT, true},
 };
 
 int ctl_restore_table(const CtlRestoreRow *rows, size_t n, CtlTable **ret) {
@@ -281,8 +282,8 @@ int ctl_restore_table(const CtlRestoreRow *rows, size_t n, CtlTable **ret) {
         const CtlRestoreRow *x = &rows[i];
         CellText c;
         format_task_cells(&c, x->progress, x->items, 0, x->elapsed_usec, x->create_time);
-        const char *cells[] = {x->id,   x->snapshot, x->target, x->state, c.progress,
-                               c.items, c.elapsed,   c.created, x->error};
+        const char *cells[] = {x->id,      x->snapshot, x->target, x->node,   x->state,
+                               c.progress, c.items,     c.elapsed, c.created, x->error};
         int r = ctl_table_add_row(t, cells);
         if (r < 0)
             return r;

@@ -6,7 +6,7 @@
 
 #define POLICY_ROW "(sosssstst)"
 #define SNAPSHOT_ROW "(sssssstttdtttsso)"
-#define RESTORE_ROW "(sssstttdtsso)"
+#define RESTORE_ROW "(sssstttdtssos)"
 
 /* Read an array of rows of signature row_sig, each by read_row into an element of size elem;
  * the strings point into m. */
@@ -53,7 +53,7 @@ static int read_restore_row(sd_bus_message *m, void *row) {
     CtlRestoreRow *x = row;
     return sd_bus_message_read(m, RESTORE_ROW, &x->id, &x->snapshot, &x->target, &x->task_log,
                                &x->elapsed_usec, &x->items, &x->items_total, &x->progress,
-                               &x->create_time, &x->state, &x->error, &x->path);
+                               &x->create_time, &x->state, &x->error, &x->path, &x->node);
 }
 
 int ctl_read_policy_rows(sd_bus_message *m, CtlPolicyRow **ret, size_t *ret_n) {

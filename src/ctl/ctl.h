@@ -118,7 +118,7 @@ typedef struct CtlRestoreRow {
     uint64_t elapsed_usec, items, items_total;
     double progress;
     uint64_t create_time;
-    const char *state, *error, *path;
+    const char *state, *error, *path, *node;
 } CtlRestoreRow;
 
 /* Read an array of rows from m; the strings point into m, which must outlive the rows. */

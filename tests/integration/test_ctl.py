@@ -706,7 +706,7 @@ def test_ctl_cancel_restore(agent, fresh_db, ferretdb_factory):
     (after,) = list_restores(agent)
     assert after["state"] == "cancelled"
     table = parse_table(ctl(agent, "list-restores").stdout)
-    assert table["rows"][0][:4] == [row["id"], sid, after["target"], "cancelled"]
+    assert table["rows"][0][:5] == [row["id"], sid, after["target"], "test-node", "cancelled"]
 
 
 # ---- snapshots: verify, delete, restore --------------------------------------------------------
@@ -772,13 +772,13 @@ def test_ctl_restore_lists_and_hides_password(agent, fresh_db, ferretdb_factory)
     for text in (listing, as_json, updated, out, err):
         assert secret not in text, text
     table = parse_table(listing)
-    assert table["header"] == ["TASK", "SNAPSHOT", "TARGET", "STATE", "PROGRESS", "ITEMS",
-                               "ELAPSED", "CREATED", "ERROR"]
+    assert table["header"] == ["TASK", "SNAPSHOT", "TARGET", "NODE", "STATE", "PROGRESS",
+                               "ITEMS", "ELAPSED", "CREATED", "ERROR"]
     assert table["legend"] == "1 restore listed."
     (cells,) = table["rows"]
-    assert cells[:6] == [row["id"], sid, row["target"], "completed", "100.0%",
+    assert cells[:7] == [row["id"], sid, row["target"], "test-node", "completed", "100.0%",
                          str(row["items"])], cells
-    assert cells[7:] == [local_time(row["create_usec"]), "-"]
+    assert cells[8:] == [local_time(row["create_usec"]), "-"]
     (js,) = json.loads(as_json)
     for key, bus_key in (("id", "id"), ("snapshot", "snapshot"), ("target", "target"),
                          ("task_log", "task_log"), ("items", "items"), ("state", "state"),
@@ -787,6 +787,7 @@ def test_ctl_restore_lists_and_hides_password(agent, fresh_db, ferretdb_factory)
                          ("elapsed_usec", "elapsed_usec")):
         assert js[key] == row[bus_key], key
     assert "restorer" in js["target"]
+    assert js["node"] == "test-node"
     assert json.loads(updated)["restores"][0]["id"] == row["id"]
     # A restore's id is a task: log and cancel know it.
     ctl(agent, "log", row["id"])
