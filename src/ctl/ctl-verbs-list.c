@@ -302,6 +302,8 @@ static void print_agent_summary(const CtlProps *agent, const CtlPolicyRow *rows,
     char line[STATUS_VALUE_MAX];
     status_line("Version", ctl_props_str(agent, "Version"));
     status_line("Node", ctl_props_str(agent, "Node"));
+    status_line("Cluster", *ctl_props_str(agent, "Cluster") ? ctl_props_str(agent, "Cluster")
+                                                             : "none (this agent works alone)");
     snprintf(line, sizeof(line), "%zu (%zu active, %zu stopped)", n, n - stopped, stopped);
     status_line("Policies", line);
     const CtlProp *errors = ctl_props_find(agent, "PolicyErrors");

@@ -337,6 +337,13 @@ def test_policy_drift_is_reported(cluster):
     a.wait_for(lambda: "node-b" in drift(a), "drift reported on node-a", timeout=15)
     assert "KeepLast" in drift(a) and "node-c" not in drift(a)
     b.wait_for(lambda: "node-a" in drift(b) and "node-c" in drift(b), "drift on node-b", timeout=15)
+    # mongosnapctl status shows it, and the unit's --scheduled call goes through mongosnapctl.
+    from test_ctl import ctl
+    text = ctl(a, "status", "nightly").stdout
+    assert re.search(r"^\s*Drift: .*KeepLast.*node-b", text, re.M), text
+    assert re.search(r"^\s*Cluster: connected$", ctl(a, "status").stdout, re.M)
+    snap = ctl(a, "snapshot", "--scheduled", "nightly").stdout.strip()
+    assert ctl(b, "snapshot", "--scheduled", "nightly").stdout.strip() == snap
     b.call(b.policy_path("nightly"), POLICY_IFACE, "Edit", "a{ss}", 1, "KeepLast", "3")
     a.wait_for(lambda: drift(a) == "", "drift gone on node-a", timeout=15)
 

@@ -244,10 +244,12 @@ def test_ctl_status_of_agent_and_policy(agent, ferretdb):
     out = ctl(agent, "status").stdout
     assert re.search(r"^\s*Version: " + re.escape(agent.prop(MANAGER_PATH, MANAGER_IFACE, "Version")), out, re.M), out
     assert re.search(r"^\s*Node: test-node$", out, re.M), out
+    assert re.search(r"^\s*Cluster: none \(this agent works alone\)$", out, re.M), out
     assert "broken.conf:2" in out and "1 policy listed." in out, out
     summary = ctl_json(agent, "status")
     assert summary["version"] == agent.prop(MANAGER_PATH, MANAGER_IFACE, "Version")
     assert summary["node"] == "test-node"
+    assert summary["cluster"] == ""
     assert summary["policy_errors"] == agent.prop(MANAGER_PATH, MANAGER_IFACE, "PolicyErrors")
     assert [p["name"] for p in summary["policies"]] == ["alpha"]
 
