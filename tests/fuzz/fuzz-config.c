@@ -64,11 +64,13 @@ static void fuzz_assignment(MsPolicy *p, const char *assignment) {
         /* The key it named reads back. */
         const char *eq = strchr(assignment, '=');
         char *key = strndup(assignment, (size_t) (eq - assignment));
+        /* Trimmed as the assignment parser trims (config/ini-schema.h ascii_isblank: space, tab,
+         * CR, VT, FF), not just spaces and tabs: the campaign's first finding was this harness
+         * stricter than the parser. */
         char *trimmed = key;
-        while (*trimmed == ' ' || *trimmed == '\t')
+        while (*trimmed && strchr(" \t\r\v\f", *trimmed))
             trimmed++;
-        for (size_t n = strlen(trimmed); n > 0 && (trimmed[n - 1] == ' ' || trimmed[n - 1] == '\t');
-             n--)
+        for (size_t n = strlen(trimmed); n > 0 && strchr(" \t\r\v\f", trimmed[n - 1]); n--)
             trimmed[n - 1] = '\0';
         char *value = NULL;
         MsError e2 = MS_ERROR_INIT;
