@@ -353,15 +353,15 @@ static int method_list_snapshots(sd_bus_message *message, void *userdata, sd_bus
         return r;
     if (policy[0] && !ms_policy_name_is_valid(policy))
         return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
-                                 "'%s' is not a policy name: names are 1-64 letters, digits, "
+                                 "'%.*s' is not a policy name: names are 1-64 letters, digits, "
                                  "'_', '.' or '-', starting with a letter or digit; give \"\" for "
                                  "every policy",
-                                 policy);
+                                 BUS_ECHO_MAX, policy);
     if (policy[0] && !manager_policy_known(m, policy))
         return sd_bus_error_setf(ret_error, BUS_ERROR_NO_SUCH_POLICY,
-                                 "no policy '%s' is loaded and none has snapshots; "
+                                 "no policy '%.*s' is loaded and none has snapshots; "
                                  "ListPolicies() shows the loaded ones",
-                                 policy);
+                                 BUS_ECHO_MAX, policy);
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
     r = sd_bus_message_new_method_return(message, &reply);
     if (r < 0)
@@ -459,10 +459,10 @@ static int read_restore_option(sd_bus_message *message, const char *key, Restore
         k++;
     if (k == sizeof(known) / sizeof(known[0]))
         return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
-                                 "unknown restore option '%s'; known: ns_include, ns_exclude, "
+                                 "unknown restore option '%.*s'; known: ns_include, ns_exclude, "
                                  "ns_from, ns_to, drop, no_indexes, until, parallel, credential, "
                                  "key_credential",
-                                 key);
+                                 BUS_ECHO_MAX, key);
     const char *sig = signatures[known[k].type];
     int r = sd_bus_message_enter_container(message, 'v', sig);
     if (r == -ENXIO)

@@ -237,7 +237,8 @@ static int method_take_snapshot_with_options(sd_bus_message *message, void *user
             return r;
         if (strcmp(key, "scheduled") != 0)
             return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
-                                     "unknown snapshot option '%s'; known: scheduled", key);
+                                     "unknown snapshot option '%.*s'; known: scheduled",
+                                     BUS_ECHO_MAX, key);
         r = sd_bus_message_enter_container(message, 'v', "b");
         if (r == -ENXIO)
             return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,

@@ -26,6 +26,10 @@
 #define BUS_ERROR_NO_CREDENTIAL "io.mongosnap1.Error.NoCredential"
 #define BUS_ERROR_SHUTTING_DOWN "io.mongosnap1.Error.ShuttingDown"
 #define BUS_ERROR_ACCESS_DENIED "io.mongosnap1.Error.AccessDenied"
+/* Error messages echo what the caller sent at most this long ("%.*s" with it): a megabyte-long
+ * name is not worth sending back. */
+#define BUS_ECHO_MAX 128
+
 #define BUS_ERROR_CLUSTER_UNREACHABLE "io.mongosnap1.Error.ClusterUnreachable"
 #define BUS_ERROR_ON_OTHER_NODE "io.mongosnap1.Error.OnOtherNode"
 #define BUS_ERROR_FAILED "io.mongosnap1.Error.Failed"
