@@ -82,6 +82,20 @@ void cluster_record_changed(Manager *m, const MsSnapshotRecord *r) {
         mark(&m->cluster->dirty_snapshots, &m->cluster->n_dirty_snapshots, r->id);
 }
 
+void cluster_task_finished(Manager *m, const MsSnapshotRecord *r) {
+    AgentCluster *c = m->cluster;
+    if (!c || r->remote)
+        return;
+    /* At once rather than at the next heartbeat: the next snapshot of the policy, asked for on
+     * any node right after this one ended, must find the lease free. The record first, so that
+     * nobody sees the lease free and the record still running. On failure the heartbeat does
+     * both later (apply_lease()). */
+    MsError e = MS_ERROR_INIT;
+    if (ms_cluster_put_snapshot(c->db, r, now_usec(), &e) < 0 ||
+        ms_cluster_release(c->db, r->policy, r->id, &e) < 0)
+        log_debug("cluster: cannot record the end of %s yet: %s", r->id, e.message);
+}
+
 void cluster_restore_changed(Manager *m, const MsRestoreRecord *r) {
     if (m->cluster && !r->remote)
         mark(&m->cluster->dirty_restores, &m->cluster->n_dirty_restores, r->id);

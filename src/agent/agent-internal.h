@@ -167,6 +167,8 @@ int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool sch
 /* A local record changed: it is written to the shared collection at the next heartbeat. */
 void cluster_record_changed(Manager *m, const MsSnapshotRecord *r);
 void cluster_restore_changed(Manager *m, const MsRestoreRecord *r);
+/* r's task ended: its final record and the release of its lease go to the cluster now. */
+void cluster_task_finished(Manager *m, const MsSnapshotRecord *r);
 
 /* agent-remover.c: removals from remote stores, one worker at a time */
 /* The snapshot's state is the caller's to record; the outcome is logged when the worker ends

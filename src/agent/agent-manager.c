@@ -607,6 +607,7 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
 
     p->task = NULL;
     snapshot_task_free(t);
+    cluster_task_finished(m, r);
     if (state == MS_SNAPSHOT_COMPLETED)
         manager_apply_retention(m, p->settings->name);
     manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS);
@@ -952,6 +953,13 @@ int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
 
 int manager_take_snapshot_ex(Manager *m, ManagerPolicy *p, bool scheduled,
                              const MsSnapshotRecord **ret_record, MsError *e) {
+    if (scheduled && m->cluster && p->task) {
+        /* This node runs the tick's snapshot already (another node's timer claimed it for this
+         * one, or this timer fired late): follow it, as the other nodes' timers do. */
+        if (ret_record)
+            *ret_record = p->task->record;
+        return 0;
+    }
     int r = manager_check_snapshot(m, p, e);
     if (r < 0)
         return r;

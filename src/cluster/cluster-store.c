@@ -1,6 +1,7 @@
 /* The agents' shared collections (see cluster-store.h for their shape). */
 #include "cluster/cluster-store.h"
 
+#include <inttypes.h>
 #include <mongoc/mongoc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,7 +305,21 @@ int ms_cluster_list_agents(MsCluster *c, MsClusterAgent **ret, size_t *ret_n, Ms
     return 0;
 }
 
-/* ---- leases ---- */
+/* ---- leases ----
+ *
+ * A policy's lease is a series of documents, one per claim: {_id: "POLICY#GEN", policy, gen,
+ * task, node, state, expires, scheduled, scheduled_task}. The current lease is the one with
+ * the highest gen. A claim (or a takeover) inserts generation current+1: the server's unique
+ * _id makes exactly one of several claimants win, on any server. A conditional update would be
+ * simpler, but FerretDB (our test server) does not apply one atomically: two agents taking over
+ * the same expired lease at once both "matched" it. Only the holder writes its own document
+ * afterwards (renewal, release), and a renewal then checks that no later generation exists.
+ * The stop flag lives apart, in "policies" {_id: policy, stopped}. */
+
+#define LEASE_RELEASED "released"
+#define LEASES_KEPT 20 /* generations kept per policy; older ones are pruned */
+#define COLL_POLICIES "policies"
+
 void ms_cluster_lease_clear(MsClusterLease *l) {
     if (!l)
         return;
@@ -324,13 +339,17 @@ void ms_cluster_leases_free(MsClusterLease *l, size_t n) {
 
 static int lease_from_doc(const bson_t *d, MsClusterLease *l) {
     memset(l, 0, sizeof(*l));
-    if (dup_str(&l->policy, doc_str(d, "_id")) < 0 || dup_str(&l->task, doc_str(d, "task")) < 0 ||
-        dup_str(&l->node, doc_str(d, "node")) < 0 || dup_str(&l->state, doc_str(d, "state")) < 0 ||
+    const char *state = doc_str(d, "state");
+    bool released = state && strcmp(state, LEASE_RELEASED) == 0;
+    if (dup_str(&l->policy, doc_str(d, "policy")) < 0 ||
+        (!released && dup_str(&l->task, doc_str(d, "task")) < 0) ||
+        (!released && dup_str(&l->node, doc_str(d, "node")) < 0) ||
+        (!released && dup_str(&l->state, state) < 0) ||
         dup_str(&l->scheduled_task, doc_str(d, "scheduled_task")) < 0)
         return -ENOMEM;
-    l->expires_usec = doc_u64(d, "expires");
+    l->gen = doc_u64(d, "gen");
+    l->expires_usec = released ? 0 : doc_u64(d, "expires");
     l->scheduled_usec = doc_u64(d, "scheduled");
-    l->stopped = doc_bool(d, "stopped");
     return 0;
 }
 
@@ -339,8 +358,13 @@ typedef struct LeaseList {
     size_t n;
 } LeaseList;
 
+/* Documents arrive sorted by policy, then gen descending: the first of each policy is its
+ * lease. */
 static int lease_list_add(const bson_t *d, void *userdata) {
     LeaseList *l = userdata;
+    const char *policy = doc_str(d, "policy");
+    if (!policy || (l->n > 0 && strcmp(l->v[l->n - 1].policy, policy) == 0))
+        return 0;
     MsClusterLease *v = realloc(l->v, (l->n + 1) * sizeof(*v));
     if (!v)
         return -ENOMEM;
@@ -348,11 +372,50 @@ static int lease_list_add(const bson_t *d, void *userdata) {
     return lease_from_doc(d, &v[l->n++]);
 }
 
+static int stop_flag_add(const bson_t *d, void *userdata) {
+    LeaseList *l = userdata;
+    const char *policy = doc_str(d, "_id");
+    if (!policy)
+        return 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i].policy, policy) == 0) {
+            l->v[i].stopped = doc_bool(d, "stopped");
+            return 0;
+        }
+    MsClusterLease *v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    l->v = v;
+    memset(&v[l->n], 0, sizeof(v[l->n]));
+    v[l->n].stopped = doc_bool(d, "stopped");
+    if (!(v[l->n].policy = strdup(policy)))
+        return -ENOMEM;
+    l->n++;
+    return 0;
+}
+
+/* The leases of every policy (policy NULL) or one, with their stop flags. */
+static int read_leases(MsCluster *c, const char *policy, LeaseList *l, MsError *e) {
+    bson_t filter = BSON_INITIALIZER;
+    if (policy)
+        BSON_APPEND_UTF8(&filter, "policy", policy);
+    bson_t *opts = BCON_NEW("sort", "{", "policy", BCON_INT32(1), "gen", BCON_INT32(-1), "}");
+    int r = for_each(c, COLL_LEASES, &filter, opts, lease_list_add, l, e);
+    bson_destroy(&filter);
+    bson_destroy(opts);
+    if (r < 0)
+        return r;
+    bson_t pf = BSON_INITIALIZER;
+    if (policy)
+        BSON_APPEND_UTF8(&pf, "_id", policy);
+    r = for_each(c, COLL_POLICIES, &pf, NULL, stop_flag_add, l, e);
+    bson_destroy(&pf);
+    return r;
+}
+
 int ms_cluster_list_leases(MsCluster *c, MsClusterLease **ret, size_t *ret_n, MsError *e) {
     LeaseList l = {0};
-    bson_t filter = BSON_INITIALIZER;
-    int r = for_each(c, COLL_LEASES, &filter, NULL, lease_list_add, &l, e);
-    bson_destroy(&filter);
+    int r = read_leases(c, NULL, &l, e);
     if (r < 0) {
         ms_cluster_leases_free(l.v, l.n);
         return r;
@@ -364,10 +427,7 @@ int ms_cluster_list_leases(MsCluster *c, MsClusterLease **ret, size_t *ret_n, Ms
 
 int ms_cluster_get_lease(MsCluster *c, const char *policy, MsClusterLease *ret, MsError *e) {
     LeaseList l = {0};
-    bson_t filter = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&filter, "_id", policy);
-    int r = for_each(c, COLL_LEASES, &filter, NULL, lease_list_add, &l, e);
-    bson_destroy(&filter);
+    int r = read_leases(c, policy, &l, e);
     if (r >= 0 && l.n == 0)
         r = -ENOENT;
     if (r >= 0) {
@@ -378,146 +438,145 @@ int ms_cluster_get_lease(MsCluster *c, const char *policy, MsClusterLease *ret, 
     return r;
 }
 
-int ms_cluster_claim(MsCluster *c, const char *policy, const char *task, const char *node,
-                     uint64_t now, uint64_t lease_usec, uint64_t tick_window_usec,
-                     MsClusterLease *ret_current, MsError *e) {
-    /* One conditional upsert: it matches only a free or expired lease (and, when scheduled, one
-     * whose last tick is older than the window) of a policy not stopped. The document missing
-     * altogether makes it an insert; a document that exists but does not match makes the insert
-     * collide on _id, which is the "taken" answer. The server applies it atomically, so of
-     * several agents claiming at once exactly one wins. */
-    bson_t filter = BSON_INITIALIZER, and, c0, c1, c2, or0, or1, x, update = BSON_INITIALIZER, set;
-    BSON_APPEND_UTF8(&filter, "_id", policy);
-    BSON_APPEND_ARRAY_BEGIN(&filter, "$and", &and);
-    BSON_APPEND_DOCUMENT_BEGIN(&and, "0", &c0);
-    BSON_APPEND_ARRAY_BEGIN(&c0, "$or", &or0);
-    BSON_APPEND_DOCUMENT_BEGIN(&or0, "0", &x);
-    BSON_APPEND_NULL(&x, "task");
-    bson_append_document_end(&or0, &x);
-    BSON_APPEND_DOCUMENT_BEGIN(&or0, "1", &x);
-    bson_t lt;
-    BSON_APPEND_DOCUMENT_BEGIN(&x, "expires", &lt);
-    append_u64(&lt, "$lt", now);
-    bson_append_document_end(&x, &lt);
-    bson_append_document_end(&or0, &x);
-    bson_append_array_end(&c0, &or0);
-    bson_append_document_end(&and, &c0);
-    BSON_APPEND_DOCUMENT_BEGIN(&and, "1", &c1);
-    bson_t ne;
-    BSON_APPEND_DOCUMENT_BEGIN(&c1, "stopped", &ne);
-    BSON_APPEND_BOOL(&ne, "$ne", true);
-    bson_append_document_end(&c1, &ne);
-    bson_append_document_end(&and, &c1);
-    if (tick_window_usec > 0) {
-        uint64_t since = now > tick_window_usec ? now - tick_window_usec : 0;
-        BSON_APPEND_DOCUMENT_BEGIN(&and, "2", &c2);
-        BSON_APPEND_ARRAY_BEGIN(&c2, "$or", &or1);
-        BSON_APPEND_DOCUMENT_BEGIN(&or1, "0", &x);
-        bson_t ex;
-        BSON_APPEND_DOCUMENT_BEGIN(&x, "scheduled", &ex);
-        BSON_APPEND_BOOL(&ex, "$exists", false);
-        bson_append_document_end(&x, &ex);
-        bson_append_document_end(&or1, &x);
-        BSON_APPEND_DOCUMENT_BEGIN(&or1, "1", &x);
-        BSON_APPEND_DOCUMENT_BEGIN(&x, "scheduled", &lt);
-        append_u64(&lt, "$lt", since);
-        bson_append_document_end(&x, &lt);
-        bson_append_document_end(&or1, &x);
-        bson_append_array_end(&c2, &or1);
-        bson_append_document_end(&and, &c2);
+/* Insert generation cur->gen + 1 of policy's lease for task on node. -EEXIST: another agent
+ * inserted that generation first. */
+static int insert_lease(MsCluster *c, const char *policy, const MsClusterLease *cur,
+                        const char *task, const char *node, uint64_t now, uint64_t lease_usec,
+                        bool scheduled, MsError *e) {
+    uint64_t gen = cur->gen + 1;
+    char id[512];
+    snprintf(id, sizeof(id), "%s#%020" PRIu64, policy, gen);
+    bson_t doc = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&doc, "_id", id);
+    BSON_APPEND_UTF8(&doc, "policy", policy);
+    append_u64(&doc, "gen", gen);
+    BSON_APPEND_UTF8(&doc, "task", task);
+    BSON_APPEND_UTF8(&doc, "node", node);
+    BSON_APPEND_UTF8(&doc, "state", LEASE_ASSIGNED);
+    append_u64(&doc, "expires", now + lease_usec);
+    append_u64(&doc, "created", now);
+    /* The last scheduled tick travels from generation to generation. */
+    append_u64(&doc, "scheduled", scheduled ? now : cur->scheduled_usec);
+    append_str(&doc, "scheduled_task", scheduled ? task : cur->scheduled_task);
+    mongoc_collection_t *col = coll(c, COLL_LEASES);
+    bson_error_t berr;
+    int r = 0;
+    if (!mongoc_collection_insert_one(col, &doc, NULL, NULL, &berr))
+        r = berr.code == 11000 ? -EEXIST : fail(c, e, &berr, "writing leases");
+    if (r == 0 && gen > LEASES_KEPT) {
+        /* Best effort: a failed prune only leaves history behind. */
+        bson_t *old = BCON_NEW("policy", BCON_UTF8(policy), "gen", "{", "$lt",
+                               BCON_INT64((int64_t) (gen - LEASES_KEPT)), "}");
+        (void) mongoc_collection_delete_many(col, old, NULL, NULL, NULL);
+        bson_destroy(old);
     }
-    bson_append_array_end(&filter, &and);
-
-    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
-    BSON_APPEND_UTF8(&set, "task", task);
-    BSON_APPEND_UTF8(&set, "node", node);
-    BSON_APPEND_UTF8(&set, "state", LEASE_ASSIGNED);
-    append_u64(&set, "expires", now + lease_usec);
-    append_u64(&set, "updated", now);
-    if (tick_window_usec > 0) {
-        append_u64(&set, "scheduled", now);
-        BSON_APPEND_UTF8(&set, "scheduled_task", task);
-    }
-    bson_append_document_end(&update, &set);
-
-    int64_t matched = 0;
-    int r = update_one(c, COLL_LEASES, &filter, &update, true, &matched, e);
-    bson_destroy(&filter);
-    bson_destroy(&update);
-    if (r == -EEXIST || (r >= 0 && matched == 0)) {
-        MsClusterLease cur;
-        r = ms_cluster_get_lease(c, policy, &cur, e);
-        if (r == -ENOENT) /* released and removed in between: rare; let the caller retry */
-            return ms_error_set(e, EAGAIN, "the lease of policy '%s' changed meanwhile; try again",
-                                policy);
-        if (r < 0)
-            return r;
-        if (cur.stopped)
-            r = -EPERM;
-        else if (cur.task && cur.expires_usec >= now)
-            r = -EBUSY;
-        else
-            r = -EALREADY;
-        if (ret_current)
-            *ret_current = cur;
-        else
-            ms_cluster_lease_clear(&cur);
-        return r;
-    }
+    mongoc_collection_destroy(col);
+    bson_destroy(&doc);
     return r;
 }
 
-static int lease_update(MsCluster *c, const bson_t *filter, const bson_t *update, MsError *e) {
-    int64_t matched = 0;
-    int r = update_one(c, COLL_LEASES, filter, update, false, &matched, e);
+static bool lease_held(const MsClusterLease *l, uint64_t now) {
+    return l->task && l->expires_usec >= now;
+}
+
+int ms_cluster_claim(MsCluster *c, const char *policy, const char *task, const char *node,
+                     uint64_t now, uint64_t lease_usec, uint64_t tick_window_usec,
+                     MsClusterLease *ret_current, MsError *e) {
+    MsClusterLease cur = {0};
+    int r = ms_cluster_get_lease(c, policy, &cur, e);
+    if (r == -ENOENT)
+        r = 0;
     if (r < 0)
         return r;
-    return matched > 0 ? 0 : -ESTALE;
+    if (cur.stopped)
+        r = -EPERM;
+    else if (lease_held(&cur, now))
+        r = -EBUSY;
+    else if (tick_window_usec > 0 && cur.scheduled_usec > 0 &&
+             cur.scheduled_usec + tick_window_usec >= now)
+        r = -EALREADY;
+    else {
+        r = insert_lease(c, policy, &cur, task, node, now, lease_usec, tick_window_usec > 0, e);
+        if (r == -EEXIST) {
+            /* Another agent claimed first: say what it claimed. */
+            ms_cluster_lease_clear(&cur);
+            r = ms_cluster_get_lease(c, policy, &cur, e);
+            if (r >= 0)
+                r = tick_window_usec > 0 && !lease_held(&cur, now) ? -EALREADY : -EBUSY;
+        }
+    }
+    if (r < 0 && ret_current)
+        *ret_current = cur;
+    else
+        ms_cluster_lease_clear(&cur);
+    return r;
+}
+
+/* The current lease still names task (no later generation was inserted). */
+static int still_current(MsCluster *c, const char *policy, const char *task, MsError *e) {
+    MsClusterLease cur = {0};
+    int r = ms_cluster_get_lease(c, policy, &cur, e);
+    if (r == -ENOENT)
+        return -ESTALE;
+    if (r < 0)
+        return r;
+    r = cur.task && strcmp(cur.task, task) == 0 ? 0 : -ESTALE;
+    ms_cluster_lease_clear(&cur);
+    return r;
 }
 
 int ms_cluster_renew(MsCluster *c, const char *policy, const char *task, const char *node,
                      uint64_t now, uint64_t lease_usec, MsError *e) {
-    bson_t *filter =
-        BCON_NEW("_id", BCON_UTF8(policy), "task", BCON_UTF8(task), "node", BCON_UTF8(node));
+    bson_t *filter = BCON_NEW("policy", BCON_UTF8(policy), "task", BCON_UTF8(task), "node",
+                              BCON_UTF8(node), "state", "{", "$ne", BCON_UTF8(LEASE_RELEASED), "}");
     bson_t *update = BCON_NEW("$set", "{", "state", BCON_UTF8(LEASE_RUNNING), "expires",
                               BCON_INT64((int64_t) (now + lease_usec)), "updated",
                               BCON_INT64((int64_t) now), "}");
-    int r = lease_update(c, filter, update, e);
+    int64_t matched = 0;
+    int r = update_one(c, COLL_LEASES, filter, update, false, &matched, e);
     bson_destroy(filter);
     bson_destroy(update);
-    return r;
+    if (r < 0)
+        return r;
+    if (matched == 0)
+        return -ESTALE;
+    return still_current(c, policy, task, e);
 }
 
 int ms_cluster_release(MsCluster *c, const char *policy, const char *task, MsError *e) {
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(policy), "task", BCON_UTF8(task));
-    bson_t *update = BCON_NEW("$set", "{", "task", BCON_NULL, "node", BCON_NULL, "state", BCON_NULL,
-                              "expires", BCON_INT64(0), "}");
-    int r = lease_update(c, filter, update, e);
+    bson_t *filter = BCON_NEW("policy", BCON_UTF8(policy), "task", BCON_UTF8(task));
+    bson_t *update =
+        BCON_NEW("$set", "{", "state", BCON_UTF8(LEASE_RELEASED), "expires", BCON_INT64(0), "}");
+    int r = update_one(c, COLL_LEASES, filter, update, false, NULL, e);
     bson_destroy(filter);
     bson_destroy(update);
-    return r == -ESTALE ? 0 : r;
+    return r;
 }
 
 int ms_cluster_take_over(MsCluster *c, const char *policy, const char *old_task,
                          const char *new_task, const char *node, uint64_t now, uint64_t lease_usec,
                          MsError *e) {
-    bson_t *filter =
-        BCON_NEW("_id", BCON_UTF8(policy), "task", BCON_UTF8(old_task), "expires", "{", "$lt",
-                 BCON_INT64((int64_t) now), "}", "stopped", "{", "$ne", BCON_BOOL(true), "}");
-    bson_t *update =
-        BCON_NEW("$set", "{", "task", BCON_UTF8(new_task), "node", BCON_UTF8(node), "state",
-                 BCON_UTF8(LEASE_ASSIGNED), "expires", BCON_INT64((int64_t) (now + lease_usec)),
-                 "updated", BCON_INT64((int64_t) now), "}");
-    int r = lease_update(c, filter, update, e);
-    bson_destroy(filter);
-    bson_destroy(update);
+    MsClusterLease cur = {0};
+    int r = ms_cluster_get_lease(c, policy, &cur, e);
+    if (r == -ENOENT)
+        return -ESTALE;
+    if (r < 0)
+        return r;
+    if (cur.stopped || !cur.task || strcmp(cur.task, old_task) != 0 || cur.expires_usec >= now)
+        r = -ESTALE; /* released, renewed, or taken over meanwhile */
+    else {
+        r = insert_lease(c, policy, &cur, new_task, node, now, lease_usec, false, e);
+        if (r == -EEXIST)
+            r = -ESTALE;
+    }
+    ms_cluster_lease_clear(&cur);
     return r;
 }
 
 int ms_cluster_set_stopped(MsCluster *c, const char *policy, bool stopped, MsError *e) {
     bson_t *filter = BCON_NEW("_id", BCON_UTF8(policy));
     bson_t *update = BCON_NEW("$set", "{", "stopped", BCON_BOOL(stopped), "}");
-    int r = update_one(c, COLL_LEASES, filter, update, true, NULL, e);
+    int r = update_one(c, COLL_POLICIES, filter, update, true, NULL, e);
     bson_destroy(filter);
     bson_destroy(update);
     return r;

@@ -5,8 +5,11 @@
  *
  * Collections (all _id strings, times int64 microseconds since the epoch, by the writer's clock):
  *   agents     {_id: node, member, version, heartbeat, policies: [{name, settings}]}
- *   leases     {_id: policy, task, node, state: "assigned"|"running"|null, expires,
- *               scheduled, scheduled_task (the last scheduled tick claimed), stopped, updated}
+ *   leases     {_id: "POLICY#GEN", policy, gen, task, node, state: "assigned"|"running"|
+ *               "released", expires, scheduled, scheduled_task (the last scheduled tick)}: one
+ *               document per claim, the highest gen is the policy's lease (cluster-store.c
+ *               says why)
+ *   policies   {_id: policy, stopped}
  *   snapshots  {_id: id, policy, node, state, ...every MsSnapshotRecord field, updated}
  *   restores   {_id: id, source_snapshot, node, target (redacted), ..., updated}
  *   commands   {_id: ObjectId, node (the addressee), op, policy, task, from, created}
@@ -53,6 +56,7 @@ int ms_cluster_list_agents(MsCluster *c, MsClusterAgent **ret, size_t *ret_n, Ms
 /* ---- leases: at most one task per policy in the whole cluster ---- */
 typedef struct MsClusterLease {
     char *policy;
+    uint64_t gen;
     char *task;  /* NULL: free */
     char *node;  /* the node that runs (or is to run) task */
     char *state; /* "assigned" (not started yet), "running"; NULL when free */
@@ -67,7 +71,8 @@ void ms_cluster_leases_free(MsClusterLease *l, size_t n);
 int ms_cluster_list_leases(MsCluster *c, MsClusterLease **ret, size_t *ret_n, MsError *e);
 int ms_cluster_get_lease(MsCluster *c, const char *policy, MsClusterLease *ret, MsError *e);
 
-/* Claim policy's lease for task on node (assigned to it) until now + lease_usec. A scheduled
+/* Claim policy's lease for task on node (assigned to it) until now + lease_usec, by inserting
+ * the lease's next generation (one winner among concurrent claimants). A scheduled
  * claim (tick_window_usec > 0) also needs the last scheduled claim to be more than the window
  * old: the timers of every node fire for the same tick, and only the first claim of it counts.
  *   0          claimed;

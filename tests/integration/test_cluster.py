@@ -31,6 +31,7 @@ from agent_fixtures import (Agent, BusError, DBusDaemon, MANAGER_IFACE, MANAGER_
 from conftest import free_port
 
 LEASE = 6
+TICK_WINDOW = 5
 HEARTBEAT = 1
 NODES = ("node-a", "node-b", "node-c")
 DOCS = 1500
@@ -151,11 +152,9 @@ def children(pid: int) -> List[int]:
 
 # ---- one snapshot per tick -------------------------------------------------------------------
 
-def test_scheduled_tick_gives_exactly_one_snapshot(cluster, ferretdb_factory):
-    cluster.write_policy()
-    cluster.start()
-
-    # Every node's timer fires for the same tick: three scheduled calls at once.
+def fire_tick(cluster) -> str:
+    """Every node's timer fires for the same tick: three scheduled calls at once; the one
+    snapshot they all name."""
     results: Dict[str, str] = {}
     errors: List[BaseException] = []
 
@@ -173,7 +172,19 @@ def test_scheduled_tick_gives_exactly_one_snapshot(cluster, ferretdb_factory):
     assert not errors, errors
     ids = set(results.values())
     assert len(ids) == 1, f"one tick gave several snapshots: {results}"
-    snap = ids.pop()
+    return ids.pop()
+
+
+def test_scheduled_tick_gives_exactly_one_snapshot(cluster, ferretdb_factory):
+    for node in NODES:
+        agent_config(cluster[node], node, cluster.store, cluster.coord.uri, cluster.database,
+                     extra=f"TickWindowSec={TICK_WINDOW}\n")
+    cluster.write_policy()
+    cluster.start()
+    snap = fire_tick(cluster)
+    # A late timer of the same tick (RandomizedDelaySec=, a slow node) follows that snapshot.
+    for node in NODES:
+        assert decode(scheduled(cluster[node])) == snap
 
     for node in NODES:
         cluster[node].wait_for(lambda n=node: state_on(cluster[n], snap) == "completed",
@@ -184,19 +195,24 @@ def test_scheduled_tick_gives_exactly_one_snapshot(cluster, ferretdb_factory):
     runner = rows[0][1]
     assert runner in NODES
 
-    # A late timer of the same tick (RandomizedDelaySec=, a slow node) follows that snapshot.
     late = [n for n in NODES if n != runner][0]
-    assert decode(scheduled(cluster[late])) == snap
-    assert cluster.db.snapshots.count_documents({"policy": "nightly"}) == 1
+
+    # The next tick (past the window), with the lease's history in place: again exactly one.
+    time.sleep(TICK_WINDOW + 1)
+    second = fire_tick(cluster)
+    assert second != snap
+    cluster[late].wait_for(lambda: state_on(cluster[late], second) == "completed",
+                           f"{second} completed", timeout=90)
+    assert cluster.db.snapshots.count_documents({"policy": "nightly"}) == 2
 
     # A snapshot asked for by hand is a new one, whatever the schedule.
     other = [n for n in NODES if n != runner][1]
     manual = decode(cluster[other].take_snapshot("nightly"))
-    assert manual != snap
+    assert manual not in (snap, second)
     cluster[other].wait_for(lambda: state_on(cluster[other], manual) == "completed",
                             f"{manual} completed", timeout=90)
     rows = cluster.wait_identical()
-    assert [r[0] for r in rows] == sorted([snap, manual])
+    assert [r[0] for r in rows] == sorted([snap, second, manual])
 
     # A restore run on one node is listed on every node, with the node that ran it.
     target = ferretdb_factory("target")
