@@ -92,6 +92,7 @@ struct Manager {
     char *timer_directory; /* ManagerOptions.timer_directory or MANAGER_TIMER_DIRECTORY */
 
     struct AgentCluster *cluster; /* NULL: this agent works alone (no [Cluster] URI=) */
+    struct Resync *resync;        /* a resync under way (agent-resync.c), or NULL */
 };
 
 static inline uint64_t now_usec(void) {
@@ -169,6 +170,13 @@ void cluster_record_changed(Manager *m, const MsSnapshotRecord *r);
 void cluster_restore_changed(Manager *m, const MsRestoreRecord *r);
 /* r's task ended: its final record and the release of its lease go to the cluster now. */
 void cluster_task_finished(Manager *m, const MsSnapshotRecord *r);
+
+/* agent-resync.c */
+typedef struct Resync Resync;
+bool resync_running(const Manager *m);
+/* Shutdown: SIGTERM the scan; free_all answers a resync still waiting with an error. */
+void resync_stop(Manager *m);
+void resync_free_all(Manager *m);
 
 /* agent-remover.c: removals from remote stores, one worker at a time */
 /* The snapshot's state is the caller's to record; the outcome is logged when the worker ends

@@ -327,7 +327,7 @@ bool manager_has_tasks(const Manager *m) {
     for (size_t i = 0; i < m->n_policies; i++)
         if (m->policies[i]->task)
             return true;
-    return m->n_read_tasks > 0 || remover_busy(m);
+    return m->n_read_tasks > 0 || remover_busy(m) || resync_running(m);
 }
 
 static void flush_progress(void *userdata) {
@@ -1426,6 +1426,7 @@ void manager_begin_shutdown(Manager *m) {
             stop_task(p->task, INTERRUPTED_BY_SHUTDOWN, false);
     }
     remover_stop(m);
+    resync_stop(m);
     /* A queued reader leaves the list when stopped: walk it from the end. */
     for (size_t i = m->n_read_tasks; i > 0; i--)
         reader_stop(m->read_tasks[i - 1], INTERRUPTED_BY_SHUTDOWN, false);
@@ -1573,6 +1574,7 @@ Manager *manager_free(Manager *m) {
     free_policy_errors(m);
     reader_free_all(m);
     remover_free_all(m);
+    resync_free_all(m);
     forget_stores(m);
     ms_snapshot_record_list_free(m->snapshots, m->n_snapshots);
     sd_event_source_disable_unref(m->stop_timer);

@@ -47,6 +47,17 @@ typedef enum ManagerSnapshotChange {
     MANAGER_SNAPSHOT_STATE = 1 << 1,    /* state, error, keys, times: everything */
 } ManagerSnapshotChange;
 
+/* What a resync found (manager_resync()). */
+typedef struct ManagerResyncResult {
+    unsigned found;     /* snapshots whose manifest was read */
+    unsigned added;     /* complete ones no record knew: now this node's records */
+    unsigned corrected; /* this node's records of complete snapshots, listed failed,
+                         * interrupted or stopped: now completed */
+    unsigned missing;   /* this node's completed records not in their store: now deleted */
+    const char *const *problems; /* unreadable manifests, missing archives, unreadable stores */
+    size_t n_problems;
+} ManagerResyncResult;
+
 /* Observers: the bus adapter turns these into signals. Every callback may be NULL. */
 typedef struct ManagerHooks {
     void (*snapshot_added)(Manager *m, const MsSnapshotRecord *r, void *userdata);
@@ -64,6 +75,9 @@ typedef struct ManagerHooks {
      * NULL with e saying why there is none. Called exactly once per accepted token. */
     void (*rebuild_done)(Manager *m, void *token, const MsSnapshotRecord *record, const MsError *e,
                          void *userdata);
+    /* A resync accepted by manager_resync() is over: result, or NULL with e saying why not. */
+    void (*resync_done)(Manager *m, void *token, const ManagerResyncResult *result,
+                        const MsError *e, void *userdata);
 } ManagerHooks;
 
 typedef struct ManagerOptions {
@@ -195,6 +209,11 @@ int manager_edit_policy(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *e
 int manager_rebuild_policy(Manager *m, ManagerPolicy *p, void *token, MsError *e);
 /* Stop the task that takes snapshot id. -ESRCH: it is not queued or running. */
 int manager_cancel_snapshot(Manager *m, const char *id, MsError *e);
+
+/* Rebuild the record of snapshots from the stores alone: every store of the loaded policies is
+ * read (its manifests, by a worker) and the records reconciled (agent-resync.c says how). The
+ * outcome goes to the resync_done hook with token. -EBUSY: one is under way. */
+int manager_resync(Manager *m, void *token, MsError *e);
 
 /* Write every running task's latest figures to the catalog now. */
 int manager_flush(Manager *m, MsError *e);

@@ -407,6 +407,47 @@ static int method_update(sd_bus_message *message, void *userdata, sd_bus_error *
     return sd_bus_send(NULL, reply, NULL);
 }
 
+/* Resync(): the reply waits for the stores to be read; hook_resync_done() sends it. */
+static int method_resync(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    Manager *m = userdata;
+    int r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    MsError e = MS_ERROR_INIT;
+    if (manager_resync(m, sd_bus_message_ref(message), &e) < 0) {
+        sd_bus_message_unref(message);
+        return bus_error_from_ms(ret_error, &e, NULL);
+    }
+    return 1;
+}
+
+static void hook_resync_done(Manager *m, void *token, const ManagerResyncResult *result,
+                             const MsError *e, void *userdata) {
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = token;
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+    int r;
+    if (result) {
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r >= 0)
+            r = sd_bus_message_append(reply, "uuuu", result->found, result->added,
+                                      result->corrected, result->missing);
+        if (r >= 0)
+            r = sd_bus_message_open_container(reply, 'a', "s");
+        for (size_t i = 0; r >= 0 && i < result->n_problems; i++)
+            r = sd_bus_message_append(reply, "s", result->problems[i]);
+        if (r >= 0)
+            r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+            r = sd_bus_send(NULL, reply, NULL);
+    } else {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        (void) bus_error_from_ms(&error, e, NULL);
+        r = sd_bus_reply_method_error(message, &error);
+    }
+    if (r < 0)
+        log_debug("cannot answer a Resync call: %s", strerror(-r));
+}
+
 static int method_reload(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
     Manager *m = userdata;
     int r = bus_check_privileged(message, ret_error);
@@ -647,6 +688,10 @@ static const sd_bus_vtable manager_vtable[] = {
     SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reload,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS(
+        "Resync", SD_BUS_NO_ARGS,
+        SD_BUS_RESULT("u", found, "u", added, "u", corrected, "u", missing, "as", problems),
+        method_resync, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS(
         "StartRestore", SD_BUS_ARGS("s", snapshot, "s", target, "a{sv}", options),
         SD_BUS_RESULT("o", restore), method_start_restore, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("CreatePolicy", SD_BUS_ARGS("s", name, "a{ss}", settings),
@@ -724,6 +769,7 @@ int bus_attach(Manager *m, sd_bus *bus, MsError *e) {
         .restore_added = hook_restore_added,
         .restore_changed = hook_restore_changed,
         .rebuild_done = hook_rebuild_done,
+        .resync_done = hook_resync_done,
     };
     manager_set_hooks(m, &hooks, bus);
     return 0;

@@ -1,7 +1,9 @@
 /* Wall-clock time helpers. */
 #include "timeutil.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 uint64_t ms_realtime_usec(void) {
@@ -27,4 +29,17 @@ void ms_format_compact(uint64_t realtime_usec, char buf[MS_ISO8601_MAX]) {
     struct tm tm = utc_of(realtime_usec);
     if (strftime(buf, MS_ISO8601_MAX, "%Y%m%dT%H%M%SZ", &tm) == 0)
         buf[0] = '\0';
+}
+
+int ms_parse_iso8601(const char *s, uint64_t *ret_usec) {
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *end = s ? strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
+    if (!end || *end)
+        return -EINVAL;
+    time_t t = timegm(&tm);
+    if (t < 0)
+        return -EINVAL;
+    *ret_usec = (uint64_t) t * 1000000ULL;
+    return 0;
 }

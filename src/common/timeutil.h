@@ -10,3 +10,7 @@ uint64_t ms_realtime_usec(void);
 void ms_format_iso8601(uint64_t realtime_usec, char buf[MS_ISO8601_MAX]);
 /* "20261122T031026Z": sortable, safe in object keys and file names. */
 void ms_format_compact(uint64_t realtime_usec, char buf[MS_ISO8601_MAX]);
+
+/* "2026-11-22T03:10:26Z" (as ms_format_iso8601() writes it) to microseconds; -EINVAL for
+ * anything else. */
+int ms_parse_iso8601(const char *s, uint64_t *ret_usec);

@@ -160,6 +160,60 @@ int verb_update(Ctl *ctl, int argc, char **argv) {
     return print_restores(ctl, restores, n_restores);
 }
 
+/* Resync reads every store; a large S3 bucket takes a while. */
+#define RESYNC_TIMEOUT_USEC (30ull * CTL_SEC_PER_MINUTE * CTL_USEC_PER_SEC)
+
+static void strv_freep(char ***l) {
+    for (char **s = *l; s && *s; s++)
+        free(*s);
+    free(*l);
+}
+
+int verb_resync(Ctl *ctl, int argc, char **argv) {
+    sd_bus *bus;
+    int code = ctl_bus(ctl, &bus);
+    if (code != CTL_EXIT_OK)
+        return code;
+    (void) sd_bus_set_method_call_timeout(bus, RESYNC_TIMEOUT_USEC);
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+    code = manager_call(ctl, "resync", "Resync", &reply, NULL, NULL);
+    if (code != CTL_EXIT_OK)
+        return code;
+    uint32_t found, added, corrected, missing;
+    _cleanup_(strv_freep) char **problems = NULL;
+    int r = sd_bus_message_read(reply, "uuuu", &found, &added, &corrected, &missing);
+    if (r >= 0)
+        r = sd_bus_message_read_strv(reply, &problems);
+    if (r < 0)
+        return ctl_fail_bus("resync: unexpected reply", NULL, r);
+    size_t n_problems = 0;
+    for (char **p = problems; p && *p; p++)
+        n_problems++;
+    if (ctl->args.json) {
+        CtlJson j;
+        ctl_json_init(&j, stdout);
+        ctl_json_begin_object(&j);
+        ctl_json_field_uint(&j, "found", found);
+        ctl_json_field_uint(&j, "added", added);
+        ctl_json_field_uint(&j, "corrected", corrected);
+        ctl_json_field_uint(&j, "missing", missing);
+        ctl_json_key(&j, "problems");
+        ctl_json_begin_array(&j);
+        for (char **p = problems; p && *p; p++)
+            ctl_json_string(&j, *p);
+        ctl_json_end_array(&j);
+        ctl_json_end_object(&j);
+    } else {
+        printf("%u snapshot(s) found in the stores: %u added, %u corrected to completed, %u no "
+               "longer in their store\n",
+               found, added, corrected, missing);
+        for (char **p = problems; p && *p; p++)
+            fprintf(stderr, "mongosnapctl: resync: %s\n", *p);
+    }
+    /* Something could not be read: the record may still be incomplete. */
+    return n_problems > 0 ? CTL_EXIT_FAILED : CTL_EXIT_OK;
+}
+
 /* ---- status ---- */
 
 static void status_line(const char *label, const char *value) {

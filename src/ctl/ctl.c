@@ -198,6 +198,12 @@ static const CtlVerb verbs[] = {
         .summary = "Save the running tasks' latest figures, then list snapshots and restores",
         .run = verb_update,
     },
+    {
+        .name = "resync",
+        .summary = "Rebuild the record of snapshots from the stores' manifests alone",
+        .details = "  Exits 1 when a store or manifest could not be read (listed on stderr)\n",
+        .run = verb_resync,
+    },
 };
 
 typedef struct OptionName {

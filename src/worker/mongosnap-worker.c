@@ -92,7 +92,9 @@ static void help(void) {
            "  mongosnap-worker verify   (--store DIR --snapshot KEY | --archive FILE [--manifest "
            "FILE])\n"
            "                            [--key-file FILE]\n"
-           "  mongosnap-worker remove   --store DIR --key KEY [--key KEY]...\n\n"
+           "  mongosnap-worker remove   --store DIR --key KEY [--key KEY]...\n"
+           "  mongosnap-worker scan     --store DIR [--prefix P]\n"
+           "                            (every snapshot the store holds, from its manifests)\n\n"
            "Namespaces (snapshot and restore):\n"
            "  --ns-include PAT     take only collections matching PAT, DB.COLLECTION with '*'\n"
            "                       for any run ('shop.*', '*.orders'); repeatable; none given:\n"
@@ -376,7 +378,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         return -EINVAL;
     }
     if (optind >= argc) {
-        log_error("no command given: use snapshot, restore, verify or remove (see --help)");
+        log_error("no command given: use snapshot, restore, verify, remove or scan (see --help)");
         return -EINVAL;
     }
     a->command = argv[optind];
@@ -683,6 +685,131 @@ static int run_verify(Args *a, MsProgress *p) {
     return exit_code_for(r);
 }
 
+/* Every snapshot a store holds, read from its manifests alone (the agent's Resync): one
+ * "snapshot" event per manifest that parses, one "problem" event per one that does not, then
+ * the result with the counts. Runs as a worker because listing and reading an S3 store may take
+ * long and must not block the agent's event loop. */
+#define SCAN_MANIFEST_MAX (16u * 1024u * 1024u)
+
+static int read_object(MsStorage *st, const char *key, char **ret, size_t *ret_len, MsError *e) {
+    _cleanup_(ms_source_freep) MsSource *src = NULL;
+    int r = ms_storage_open_read(st, key, &src, e);
+    if (r < 0)
+        return r;
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf)
+        return ms_error_set(e, ENOMEM, "out of memory");
+    for (;;) {
+        if (len == cap) {
+            if (cap >= SCAN_MANIFEST_MAX) {
+                free(buf);
+                return ms_error_set(e, EFBIG, "larger than %u bytes: not a manifest",
+                                    SCAN_MANIFEST_MAX);
+            }
+            char *n = realloc(buf, 2 * cap + 1);
+            if (!n) {
+                free(buf);
+                return ms_error_set(e, ENOMEM, "out of memory");
+            }
+            buf = n;
+            cap *= 2;
+        }
+        ssize_t got = ms_source_read(src, buf + len, cap - len, e);
+        if (got < 0) {
+            free(buf);
+            return (int) got;
+        }
+        if (got == 0)
+            break;
+        len += (size_t) got;
+    }
+    buf[len] = '\0';
+    *ret = buf;
+    *ret_len = len;
+    return 0;
+}
+
+static bool has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static void scan_one(MsStorage *st, const char *key, MsProgress *p, size_t *found,
+                     size_t *problems) {
+    MsError e = MS_ERROR_INIT;
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    MsManifest m;
+    memset(&m, 0, sizeof(m));
+    int r = read_object(st, key, &text, &len, &e);
+    if (r >= 0)
+        r = ms_manifest_parse(text, len, &m, &e);
+    if (r < 0) {
+        bson_t f = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&f, "key", key);
+        BSON_APPEND_UTF8(&f, "message", e.message);
+        ms_progress_event(p, "problem", &f);
+        bson_destroy(&f);
+        log_warning("%s: %s", key, e.message);
+        (*problems)++;
+        return;
+    }
+    MsStorageObject archive = {0};
+    MsError ae = MS_ERROR_INIT;
+    bool present = m.archive_key && ms_storage_stat(st, m.archive_key, &archive, &ae) >= 0;
+    /* The policy is the first component of the key (the agent's --prefix is the policy). */
+    const char *slash = strchr(key, '/');
+    _cleanup_free_ char *policy = slash ? strndup(key, (size_t) (slash - key)) : NULL;
+    bson_t f = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&f, "id", m.snapshot ? m.snapshot : "");
+    BSON_APPEND_UTF8(&f, "policy", policy ? policy : "");
+    BSON_APPEND_UTF8(&f, "node", m.node ? m.node : "");
+    BSON_APPEND_UTF8(&f, "manifest", key);
+    BSON_APPEND_UTF8(&f, "archive", m.archive_key ? m.archive_key : "");
+    BSON_APPEND_UTF8(&f, "started_at", m.started_at ? m.started_at : "");
+    BSON_APPEND_UTF8(&f, "finished_at", m.finished_at ? m.finished_at : "");
+    BSON_APPEND_INT64(&f, "documents", (int64_t) m.total_documents);
+    BSON_APPEND_INT64(&f, "bytes", (int64_t) m.archive_size);
+    BSON_APPEND_BOOL(&f, "point_in_time", m.point_in_time);
+    BSON_APPEND_BOOL(&f, "encrypted", m.encryption_cipher != NULL);
+    BSON_APPEND_BOOL(&f, "archive_present", present);
+    BSON_APPEND_BOOL(&f, "archive_size_matches", present && archive.size == m.archive_size);
+    ms_progress_event(p, "snapshot", &f);
+    bson_destroy(&f);
+    free(archive.key);
+    ms_manifest_clear(&m);
+    (*found)++;
+}
+
+static int run_scan(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    MsError e = MS_ERROR_INIT;
+    MsStorageObject *objects = NULL;
+    size_t n = 0, found = 0, problems = 0;
+    int r = ms_storage_list(storage, a->prefix ? a->prefix : "", &objects, &n, &e);
+    for (size_t i = 0; r >= 0 && i < n && !cancel_requested; i++)
+        if (has_suffix(objects[i].key, MONGOSNAP_MANIFEST_SUFFIX))
+            scan_one(storage, objects[i].key, p, &found, &problems);
+    for (size_t i = 0; i < n; i++)
+        free(objects[i].key);
+    free(objects);
+    if (r >= 0 && cancel_requested)
+        r = ms_error_set(&e, ECANCELED, "stopped by a signal");
+    bson_t fields = BSON_INITIALIZER;
+    BSON_APPEND_INT64(&fields, "found", (int64_t) found);
+    BSON_APPEND_INT64(&fields, "problems", (int64_t) problems);
+    if (r >= 0 && !a->json)
+        printf("%zu snapshot(s) found, %zu manifest(s) unreadable\n", found, problems);
+    else if (r < 0)
+        log_error("scan failed: %s", e.message);
+    report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    return exit_code_for(r);
+}
+
 /* Remove objects from a store, in the order given (the agent gives a snapshot's manifest first,
  * so that a half-done removal never leaves something that looks complete). It runs as a worker
  * because a remote store's round trips and retries must not block the agent's event loop. The
@@ -743,8 +870,11 @@ int main(int argc, char **argv) {
         ret = run_verify(&a, &progress);
     else if (strcmp(a.command, "remove") == 0)
         ret = run_remove(&a, &progress);
+    else if (strcmp(a.command, "scan") == 0)
+        ret = run_scan(&a, &progress);
     else
-        log_error("unknown command '%s': use snapshot, restore, verify or remove", a.command);
+        log_error("unknown command '%s': use snapshot, restore, verify, remove or scan",
+                  a.command);
     ms_progress_done(&progress);
     mongoc_cleanup();
 out:

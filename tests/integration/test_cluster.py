@@ -417,3 +417,56 @@ def test_rebuild_on_another_node_stops_the_task_there_first(cluster):
     rows = cluster.wait_identical()
     assert (first, "node-a", "stopped") in rows
     assert (fresh, "node-b", "completed") in rows
+
+
+def test_resync_rebuilds_the_records_from_the_store(cluster, tools):
+    import sqlite3
+    from test_ctl import ctl
+    cluster.write_policy()
+    cluster.start()
+    a, b = cluster["node-a"], cluster["node-b"]
+    path = a.take_snapshot("nightly")
+    first = decode(path)
+    a.wait_snapshot_state(path, ["completed"])
+    # A snapshot no agent knows: taken by hand with the worker into the shared store.
+    subprocess.run([str(tools.require("worker")), "snapshot", "--uri", cluster.source.uri,
+                    "--store", str(cluster.store), "--prefix", "nightly",
+                    "--name", "nightly-by-hand"], check=True, capture_output=True, timeout=120)
+    # A manifest that is not one.
+    (cluster.store / "nightly" / "broken.manifest.json").write_text("{not json")
+
+    out = ctl(a, "resync", expect=1)
+    assert "2 snapshot(s) found in the stores: 1 added, 0 corrected to completed, 0 no longer" \
+        in out.stdout, out.stdout
+    assert "broken.manifest.json" in out.stderr, out.stderr
+    rows = cluster.wait_identical()
+    assert ("nightly-by-hand", "node-a", "completed") in rows
+    assert (first, "node-a", "completed") in rows
+    # Resync again: nothing new (the broken manifest is still reported).
+    assert ctl_json_resync(a)["added"] == 0
+
+    # A record the agent lost track of: listed interrupted, complete in the store.
+    a.stop()
+    db = sqlite3.connect(a.state_dir / "mongosnap.db")
+    db.execute("UPDATE snapshots SET state = 'interrupted', error = 'x' WHERE id = ?", (first,))
+    db.commit()
+    db.close()
+    (cluster.store / "nightly" / "broken.manifest.json").unlink()
+    a.start()
+    assert state_on(a, first) == "interrupted"
+    res = ctl_json_resync(a)
+    assert res["corrected"] == 1 and res["problems"] == [], res
+    assert state_on(a, first) == "completed"
+
+    # A manifest gone from the store: the record says so.
+    (cluster.store / "nightly" / f"{first}.manifest.json").unlink()
+    res = ctl_json_resync(a)
+    assert res["missing"] == 1, res
+    assert state_on(a, first) == "deleted"
+    b.wait_for(lambda: state_on(b, first) == "deleted", "node-b sees it deleted", timeout=15)
+
+
+def ctl_json_resync(agent):
+    import json
+    from test_ctl import ctl
+    return json.loads(ctl(agent, "--json", "resync", expect=None).stdout)

@@ -1,0 +1,352 @@
+/* Resync: rebuild the record of snapshots from the stores alone. Every store the loaded policies
+ * use is read by `mongosnap-worker scan` (its manifests), one store at a time, off the event
+ * loop; then the records are reconciled with what the stores hold:
+ *   - a complete snapshot no record knows is added as this node's (so that its retention manages
+ *     it, and, with several nodes, every node lists it);
+ *   - this node's record of a complete snapshot that says failed, interrupted or stopped is
+ *     corrected to completed (the worker had stored it when the agent lost track);
+ *   - this node's completed record whose manifest is gone from a store that was read is marked
+ *     deleted ("not in the store");
+ *   - other nodes' records are theirs to correct; manifests that cannot be read and archives
+ *     missing or of the wrong size are reported, never acted on. */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/agent-internal.h"
+#include "common/log.h"
+#include "eventlog/eventlog.h"
+#include "mongosnap/mongosnap.h"
+
+typedef struct Found {
+    MsSnapshotRecord *record; /* NULL once it became a new record of the catalog */
+    char *id;
+    bool complete; /* archive present with the size the manifest gives */
+} Found;
+
+struct Resync {
+    Manager *m;
+    void *token;
+    char **stores;
+    size_t n_stores, next;
+    bool *store_read; /* the scan of stores[i] worked */
+    AgentTask *worker;
+    Found *found;
+    size_t n_found;
+    char **problems;
+    size_t n_problems;
+    char *result_message;
+    ManagerResyncResult result;
+};
+
+static void add_problem(Resync *x, const char *fmt, ...) _printf_(2, 3);
+static void add_problem(Resync *x, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int k = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (k < 0)
+        return;
+    char **v = realloc(x->problems, (x->n_problems + 1) * sizeof(*v));
+    if (!v) {
+        free(s);
+        return;
+    }
+    x->problems = v;
+    v[x->n_problems++] = s;
+    log_warning("resync: %s", s);
+}
+
+static Resync *resync_free(Resync *x);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Resync *, resync_free);
+
+static Resync *resync_free(Resync *x) {
+    if (!x)
+        return NULL;
+    agent_task_free(x->worker);
+    for (size_t i = 0; i < x->n_stores; i++)
+        free(x->stores[i]);
+    free(x->stores);
+    free(x->store_read);
+    for (size_t i = 0; i < x->n_found; i++) {
+        ms_snapshot_record_free(x->found[i].record);
+        free(x->found[i].id);
+    }
+    free(x->found);
+    for (size_t i = 0; i < x->n_problems; i++)
+        free(x->problems[i]);
+    free(x->problems);
+    free(x->result_message);
+    free(x);
+    return NULL;
+}
+
+static int dup_field(char **dst, const bson_t *msg, const char *key) {
+    const char *v = agent_msg_str(msg, key);
+    if (!v || !*v)
+        return 0;
+    return (*dst = strdup(v)) ? 0 : -ENOMEM;
+}
+
+static void on_scan_message(AgentTask *w, const bson_t *msg, void *userdata) {
+    Resync *x = userdata;
+    const char *event = agent_msg_str(msg, "event");
+    if (!event)
+        return;
+    const char *store = x->stores[x->next];
+    if (strcmp(event, "problem") == 0) {
+        add_problem(x, "%s: %s: %s", store, agent_msg_str(msg, "key") ?: "?",
+                    agent_msg_str(msg, "message") ?: "unreadable");
+        return;
+    }
+    if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
+        (void) replace_string(&x->result_message, agent_msg_str(msg, "message"));
+        return;
+    }
+    if (strcmp(event, "snapshot") != 0)
+        return;
+    MsSnapshotRecord *r = calloc(1, sizeof(*r));
+    Found *v = realloc(x->found, (x->n_found + 1) * sizeof(*v));
+    if (!r || !v) {
+        free(r);
+        return;
+    }
+    x->found = v;
+    if (dup_field(&r->id, msg, "id") < 0 || dup_field(&r->policy, msg, "policy") < 0 ||
+        dup_field(&r->node, msg, "node") < 0 || dup_field(&r->archive_key, msg, "archive") < 0 ||
+        dup_field(&r->manifest_key, msg, "manifest") < 0 || !(r->store = strdup(store)) || !r->id ||
+        !r->policy) {
+        if (r->manifest_key && (!r->id || !r->policy))
+            add_problem(x, "%s: %s names no snapshot or policy", store, r->manifest_key);
+        ms_snapshot_record_free(r);
+        return;
+    }
+    r->state = MS_SNAPSHOT_COMPLETED;
+    (void) ms_parse_iso8601(agent_msg_str(msg, "started_at"), &r->started_usec);
+    (void) ms_parse_iso8601(agent_msg_str(msg, "finished_at"), &r->finished_usec);
+    r->created_usec = r->started_usec;
+    r->items_done = r->items_total = agent_msg_u64(msg, "documents");
+    r->bytes_transferred = agent_msg_u64(msg, "bytes");
+    r->progress_pct = PERCENT_DONE;
+    r->point_in_time = agent_msg_bool(msg, "point_in_time");
+    bool complete =
+        agent_msg_bool(msg, "archive_present") && agent_msg_bool(msg, "archive_size_matches");
+    if (!complete)
+        add_problem(x, "%s: snapshot %s: its archive %s is %s", store, r->id,
+                    r->archive_key ? r->archive_key : "?",
+                    agent_msg_bool(msg, "archive_present") ? "not the size its manifest gives"
+                                                           : "missing");
+    char *id = strdup(r->id);
+    if (!id) {
+        ms_snapshot_record_free(r);
+        return;
+    }
+    x->found[x->n_found++] = (Found){r, id, complete};
+}
+
+static void scan_next(Resync *x);
+
+static void on_scan_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
+    Resync *x = userdata;
+    if (!by_signal && status == MONGOSNAP_EXIT_OK)
+        x->store_read[x->next] = true;
+    else
+        add_problem(x, "%s could not be read: %s", x->stores[x->next],
+                    x->result_message && x->result_message[0] ? x->result_message
+                                                              : "the scan worker failed");
+    x->worker = agent_task_free(x->worker);
+    free(x->result_message);
+    x->result_message = NULL;
+    x->next++;
+    scan_next(x);
+}
+
+static bool is_local_of(const Manager *m, const MsSnapshotRecord *r) {
+    return !r->remote && strcmp(r->node, m->config->node) == 0;
+}
+
+/* The catalog needs the policy of a snapshot it records; a policy no longer defined here is
+ * recorded as deleted, so that its snapshots are listed but never expired by this node. */
+static int ensure_policy_row(Manager *m, const char *name, MsError *e) {
+    MsPolicyRuntime *rt = NULL;
+    int r = ms_catalog_get_policy(m->catalog, name, &rt, e);
+    ms_policy_runtime_free(rt);
+    if (r != -ENOENT)
+        return r;
+    ms_error_clear(e);
+    MsPolicyRuntime row = {.name = (char *) name, .state = MS_POLICY_DELETED};
+    return ms_catalog_set_policy(m->catalog, &row, e);
+}
+
+static void reconcile(Resync *x) {
+    Manager *m = x->m;
+    for (size_t i = 0; i < x->n_found; i++) {
+        Found *f = &x->found[i];
+        x->result.found++;
+        if (!f->complete)
+            continue;
+        MsSnapshotRecord *have = manager_snapshot_mutable(m, f->record->id);
+        if (have && !is_local_of(m, have))
+            continue; /* another node's record */
+        if (have) {
+            MsSnapshotState was = have->state;
+            if (strcmp(have->store ? have->store : "", f->record->store) == 0 &&
+                (was == MS_SNAPSHOT_FAILED || was == MS_SNAPSHOT_INTERRUPTED ||
+                 was == MS_SNAPSHOT_STOPPED)) {
+                (void) replace_string(&have->archive_key, f->record->archive_key);
+                (void) replace_string(&have->manifest_key, f->record->manifest_key);
+                (void) replace_string(&have->error, NULL);
+                have->items_done = have->items_total = f->record->items_done;
+                have->bytes_transferred = f->record->bytes_transferred;
+                have->progress_pct = PERCENT_DONE;
+                have->point_in_time = f->record->point_in_time;
+                manager_set_snapshot_state(m, have, MS_SNAPSHOT_COMPLETED);
+                (void) ms_event_log(MS_EVENT_TASK_COMPLETED,
+                                    &(MsEventFields){.policy = have->policy,
+                                                     .task = have->id,
+                                                     .node = m->config->node},
+                                    "snapshot %s is complete in %s: recorded as completed by a "
+                                    "resync (it was listed %s)",
+                                    have->id, have->store, ms_snapshot_state_to_string(was));
+                x->result.corrected++;
+            }
+            continue;
+        }
+        MsError e = MS_ERROR_INIT;
+        MsSnapshotRecord *r = TAKE_PTR(f->record);
+        free(r->node);
+        r->node = strdup(m->config->node);
+        MsSnapshotRecord **list = realloc(m->snapshots, (m->n_snapshots + 1) * sizeof(*list));
+        if (!r->node || !list || ensure_policy_row(m, r->policy, &e) < 0 ||
+            ms_catalog_insert_snapshot(m->catalog, r, &e) < 0) {
+            if (list)
+                m->snapshots = list;
+            add_problem(x, "snapshot %s found in %s cannot be recorded: %s", r->id, r->store,
+                        e.message[0] ? e.message : "out of memory");
+            ms_snapshot_record_free(r);
+            continue;
+        }
+        m->snapshots = list;
+        manager_insert_snapshot_record(m, r);
+        if (m->hooks.snapshot_added)
+            m->hooks.snapshot_added(m, r, m->hooks_userdata);
+        cluster_record_changed(m, r);
+        log_info("resync: snapshot %s found in %s and recorded", r->id, r->store);
+        x->result.added++;
+    }
+    /* This node's completed records whose manifest a store that was read no longer holds. */
+    for (size_t i = 0; i < m->n_snapshots; i++) {
+        MsSnapshotRecord *r = m->snapshots[i];
+        if (!is_local_of(m, r) || r->state != MS_SNAPSHOT_COMPLETED || !r->store)
+            continue;
+        bool read = false, there = false;
+        for (size_t s = 0; s < x->n_stores; s++)
+            read |= x->store_read[s] && strcmp(x->stores[s], r->store) == 0;
+        for (size_t k = 0; k < x->n_found; k++)
+            there |= strcmp(x->found[k].id, r->id) == 0;
+        if (!read || there || reader_uses_snapshot(m, r->id) || remover_has(m, r->id))
+            continue;
+        (void) replace_string(&r->error, "not in the store at resync: its manifest is gone");
+        manager_set_snapshot_state(m, r, MS_SNAPSHOT_DELETED);
+        manager_log_removed(m, r, "its manifest was not found in the store by a resync");
+        x->result.missing++;
+    }
+    manager_apply_retention(m, NULL);
+}
+
+static void finish(Resync *x) {
+    Manager *m = x->m;
+    reconcile(x);
+    x->result.problems = (const char *const *) x->problems;
+    x->result.n_problems = x->n_problems;
+    log_info("resync: %u snapshot(s) in %zu store(s): %u added, %u corrected, %u missing, %zu "
+             "problem(s)",
+             x->result.found, x->n_stores, x->result.added, x->result.corrected, x->result.missing,
+             x->n_problems);
+    m->resync = NULL;
+    if (m->hooks.resync_done)
+        m->hooks.resync_done(m, x->token, &x->result, NULL, m->hooks_userdata);
+    resync_free(x);
+    manager_maybe_finish_shutdown(m);
+}
+
+static void scan_next(Resync *x) {
+    Manager *m = x->m;
+    while (x->next < x->n_stores) {
+        if (m->stopping) {
+            add_problem(x, "%s not read: the agent is stopping", x->stores[x->next]);
+            x->next++;
+            continue;
+        }
+        const char *args[] = {"scan", "--store", x->stores[x->next], NULL};
+        AgentTaskSpec spec = {.worker_path = m->config->worker_path, .args = args};
+        static const AgentTaskCallbacks callbacks = {.on_message = on_scan_message,
+                                                     .on_exit = on_scan_exit};
+        MsError e = MS_ERROR_INIT;
+        if (agent_task_spawn(m->event, &spec, &callbacks, x, &x->worker, &e) >= 0)
+            return;
+        add_problem(x, "%s could not be read: %s", x->stores[x->next], e.message);
+        x->next++;
+    }
+    finish(x);
+}
+
+int manager_resync(Manager *m, void *token, MsError *e) {
+    if (m->stopping)
+        return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
+    if (m->resync)
+        return ms_error_set(e, EBUSY, "a resync is under way already; wait for it to end");
+    _cleanup_(resync_freep) Resync *x = calloc(1, sizeof(*x));
+    if (!x)
+        return oom(e);
+    x->m = m;
+    for (size_t i = 0; i < m->n_policies; i++) {
+        const char *store = ms_policy_effective_store(m->policies[i]->settings, m->config);
+        bool seen = !store;
+        for (size_t k = 0; store && k < x->n_stores; k++)
+            seen |= strcmp(x->stores[k], store) == 0;
+        if (seen)
+            continue;
+        char **v = realloc(x->stores, (x->n_stores + 1) * sizeof(*v));
+        if (!v)
+            return oom(e);
+        x->stores = v;
+        if (!(v[x->n_stores] = strdup(store)))
+            return oom(e);
+        x->n_stores++;
+    }
+    if (x->n_stores == 0)
+        return ms_error_set(e, ENXIO, "no policy names a store: there is nothing to read");
+    if (!(x->store_read = calloc(x->n_stores, sizeof(bool))))
+        return oom(e);
+    x->token = token;
+    m->resync = TAKE_PTR(x);
+    log_info("resync: reading %zu store(s)", m->resync->n_stores);
+    scan_next(m->resync);
+    return 0;
+}
+
+bool resync_running(const Manager *m) {
+    return m->resync != NULL;
+}
+
+void resync_stop(Manager *m) {
+    if (m->resync && m->resync->worker)
+        (void) agent_task_kill(m->resync->worker, SIGTERM);
+}
+
+void resync_free_all(Manager *m) {
+    if (!m->resync)
+        return;
+    Resync *x = TAKE_PTR(m->resync);
+    if (m->hooks.resync_done) {
+        MsError e = MS_ERROR_INIT;
+        ms_error_set(&e, ESHUTDOWN, "the agent stopped before the resync ended");
+        m->hooks.resync_done(m, x->token, NULL, &e, m->hooks_userdata);
+    }
+    resync_free(x);
+}
