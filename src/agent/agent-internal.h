@@ -93,6 +93,11 @@ struct Manager {
 
     struct AgentCluster *cluster; /* NULL: this agent works alone (no [Cluster] URI=) */
     struct Resync *resync;        /* a resync under way (agent-resync.c), or NULL */
+    bool correct_at_start;        /* the last run left tasks unfinished: check the stores */
+
+    char **unsaved; /* ids of records the catalog refused; written again by unsaved_timer */
+    size_t n_unsaved;
+    sd_event_source *unsaved_timer;
 };
 
 static inline uint64_t now_usec(void) {
@@ -136,6 +141,8 @@ int manager_credential_path(const char *name, char **ret, MsError *e);
 
 /* Record a snapshot's state (catalog and signal), and log its removal from the store. */
 void manager_set_snapshot_state(Manager *m, MsSnapshotRecord *r, MsSnapshotState state);
+/* r's record could not be written to the catalog: write it again later (until it works). */
+void manager_remember_unsaved(Manager *m, const MsSnapshotRecord *r);
 void manager_log_removed(Manager *m, const MsSnapshotRecord *r, const char *why);
 
 /* The steps of manager_take_snapshot(), for agent-cluster.c: the checks every new snapshot of

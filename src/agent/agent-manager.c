@@ -21,9 +21,9 @@
 #include "storage/storage.h"
 
 #define STOPPED_FOR_REBUILD "stopped for a rebuild"
-#define LOST_THE_LEASE                                                                            \
-    "this node lost its cluster lease (cut off from the cluster database for longer than "      \
-    "LeaseSec=, or another node took over); stopped so that no two nodes snapshot the policy "   \
+#define LOST_THE_LEASE                                                                             \
+    "this node lost its cluster lease (cut off from the cluster database for longer than "         \
+    "LeaseSec=, or another node took over); stopped so that no two nodes snapshot the policy "     \
     "at once"
 /* A second snapshot of a policy in the same second gets "-2", "-3", ... */
 #define SNAPSHOT_ID_ATTEMPTS 100
@@ -219,6 +219,16 @@ int manager_reload_policies(Manager *m, MsError *e) {
     /* Rules may have changed, and at start-up snapshots may have expired while the agent was
      * off. */
     manager_apply_retention(m, NULL);
+    if (m->correct_at_start) {
+        /* The previous run left tasks unfinished: some may have been stored completely before
+         * it died (killed between the worker's commit and the catalog's record). The stores
+         * say which; their records are corrected, nothing else is touched. */
+        m->correct_at_start = false;
+        MsError re = MS_ERROR_INIT;
+        if (manager_resync(m, RESYNC_CORRECT_ONLY, NULL, &re) < 0)
+            log_warning("cannot check the stores for snapshots stored before the last stop: %s",
+                        re.message);
+    }
     return 0;
 }
 
@@ -414,12 +424,62 @@ void manager_log_removed(Manager *m, const MsSnapshotRecord *r, const char *why)
                         r->store ? r->store : "its store", why);
 }
 
+/* Records the catalog could not take (its file system full, an I/O error): written again every
+ * MANAGER_CATALOG_RETRY_USEC until it takes them, so that a completion recorded only in memory
+ * does not turn into "interrupted" at the next start. */
+static int on_unsaved_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    Manager *m = userdata;
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_unsaved; i++) {
+        MsSnapshotRecord *r = find_snapshot(m, m->unsaved[i]);
+        MsError e = MS_ERROR_INIT;
+        if (!r || r->remote || ms_catalog_update_snapshot(m->catalog, r, &e) >= 0) {
+            if (r && !r->remote)
+                log_info("recorded that %s is %s, now that the catalog takes it", r->id,
+                         ms_snapshot_state_to_string(r->state));
+            free(m->unsaved[i]);
+            continue;
+        }
+        m->unsaved[k++] = m->unsaved[i];
+    }
+    m->n_unsaved = k;
+    if (k > 0)
+        (void) sd_event_source_set_time_relative(s, MANAGER_CATALOG_RETRY_USEC);
+    (void) sd_event_source_set_enabled(s, k > 0 ? SD_EVENT_ONESHOT : SD_EVENT_OFF);
+    return 0;
+}
+
+void manager_remember_unsaved(Manager *m, const MsSnapshotRecord *r) {
+    for (size_t i = 0; i < m->n_unsaved; i++)
+        if (strcmp(m->unsaved[i], r->id) == 0)
+            return;
+    char **v = realloc(m->unsaved, (m->n_unsaved + 1) * sizeof(*v));
+    if (!v || !(v[m->n_unsaved] = strdup(r->id))) {
+        if (v)
+            m->unsaved = v;
+        return;
+    }
+    m->unsaved = v;
+    m->n_unsaved++;
+    if (!m->unsaved_timer) {
+        if (sd_event_add_time_relative(m->event, &m->unsaved_timer, CLOCK_MONOTONIC,
+                                       MANAGER_CATALOG_RETRY_USEC, 0, on_unsaved_timer, m) < 0)
+            log_warning("cannot arm the catalog retry; %s is recorded at the next start", r->id);
+        return;
+    }
+    (void) sd_event_source_set_time_relative(m->unsaved_timer, MANAGER_CATALOG_RETRY_USEC);
+    (void) sd_event_source_set_enabled(m->unsaved_timer, SD_EVENT_ONESHOT);
+}
+
 void manager_set_snapshot_state(Manager *m, MsSnapshotRecord *r, MsSnapshotState state) {
     r->state = state;
     MsError ce = MS_ERROR_INIT;
-    if (ms_catalog_update_snapshot(m->catalog, r, &ce) < 0)
-        log_warning("cannot record that %s is %s: %s", r->id, ms_snapshot_state_to_string(state),
-                    ce.message);
+    if (ms_catalog_update_snapshot(m->catalog, r, &ce) < 0) {
+        log_warning("cannot record that %s is %s: %s; trying again every %us", r->id,
+                    ms_snapshot_state_to_string(state), ce.message,
+                    (unsigned) (MANAGER_CATALOG_RETRY_USEC / 1000000u));
+        manager_remember_unsaved(m, r);
+    }
     manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE);
 }
 
@@ -574,8 +634,11 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
         r->point_in_time = t->point_in_time;
     }
     MsError e = MS_ERROR_INIT;
-    if (ms_catalog_update_snapshot(m->catalog, r, &e) < 0)
-        log_error("cannot record the outcome of %s: %s", r->id, e.message);
+    if (ms_catalog_update_snapshot(m->catalog, r, &e) < 0) {
+        log_error("cannot record the outcome of %s: %s; trying again every %us", r->id, e.message,
+                  (unsigned) (MANAGER_CATALOG_RETRY_USEC / 1000000u));
+        manager_remember_unsaved(m, r);
+    }
 
     MsEventFields f;
     fields_for(t, &f);
@@ -884,7 +947,8 @@ void manager_insert_snapshot_record(Manager *m, MsSnapshotRecord *r) {
     size_t at = m->n_snapshots;
     while (at > 0 && m->snapshots[at - 1]->created_usec > r->created_usec)
         at--;
-    memmove(m->snapshots + at + 1, m->snapshots + at, (m->n_snapshots - at) * sizeof(*m->snapshots));
+    memmove(m->snapshots + at + 1, m->snapshots + at,
+            (m->n_snapshots - at) * sizeof(*m->snapshots));
     m->snapshots[at] = r;
     m->n_snapshots++;
 }
@@ -1538,6 +1602,7 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
         if (n > 0)
             log_warning("%u task(s) left unfinished by the previous run marked interrupted", n);
     }
+    m->correct_at_start = n_unfinished > 0;
     ms_snapshot_record_list_free(unfinished, n_unfinished);
     ms_restore_record_list_free(unfinished_restores, n_unfinished_restores);
     if (r < 0)
@@ -1578,6 +1643,10 @@ Manager *manager_free(Manager *m) {
     forget_stores(m);
     ms_snapshot_record_list_free(m->snapshots, m->n_snapshots);
     sd_event_source_disable_unref(m->stop_timer);
+    sd_event_source_disable_unref(m->unsaved_timer);
+    for (size_t i = 0; i < m->n_unsaved; i++)
+        free(m->unsaved[i]);
+    free(m->unsaved);
     sd_event_source_disable_unref(m->retention_timer);
     ms_catalog_close(m->catalog);
     ms_agent_config_free(m->config);

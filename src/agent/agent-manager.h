@@ -21,6 +21,8 @@
 #define MANAGER_STOP_TIMEOUT_USEC (30u * 1000u * 1000u)
 /* How long a worker asked to stop (Stop, Cancel, Rebuild) may take before it is killed. */
 #define MANAGER_STOP_GRACE_USEC (10u * 1000u * 1000u)
+/* How often a record the catalog refused (its file system full) is written again. */
+#define MANAGER_CATALOG_RETRY_USEC (5u * 1000u * 1000u)
 /* Expiry by MaxAge= may run this late: retention is about days, not seconds, and a coarse
  * timer lets the kernel batch wake-ups. */
 #define MANAGER_RETENTION_ACCURACY_USEC (60u * 1000u * 1000u)
@@ -213,7 +215,11 @@ int manager_cancel_snapshot(Manager *m, const char *id, MsError *e);
 /* Rebuild the record of snapshots from the stores alone: every store of the loaded policies is
  * read (its manifests, by a worker) and the records reconciled (agent-resync.c says how). The
  * outcome goes to the resync_done hook with token. -EBUSY: one is under way. */
-int manager_resync(Manager *m, void *token, MsError *e);
+typedef enum ManagerResyncMode {
+    RESYNC_FULL,         /* add, correct and mark missing (Resync) */
+    RESYNC_CORRECT_ONLY, /* only correct this node's records of complete snapshots (at start) */
+} ManagerResyncMode;
+int manager_resync(Manager *m, ManagerResyncMode mode, void *token, MsError *e);
 
 /* Write every running task's latest figures to the catalog now. */
 int manager_flush(Manager *m, MsError *e);

@@ -29,6 +29,7 @@ typedef struct Found {
 
 struct Resync {
     Manager *m;
+    ManagerResyncMode mode;
     void *token;
     char **stores;
     size_t n_stores, next;
@@ -192,6 +193,8 @@ static void reconcile(Resync *x) {
         MsSnapshotRecord *have = manager_snapshot_mutable(m, f->record->id);
         if (have && !is_local_of(m, have))
             continue; /* another node's record */
+        if (!have && x->mode == RESYNC_CORRECT_ONLY)
+            continue;
         if (have) {
             MsSnapshotState was = have->state;
             if (strcmp(have->store ? have->store : "", f->record->store) == 0 &&
@@ -239,7 +242,7 @@ static void reconcile(Resync *x) {
         x->result.added++;
     }
     /* This node's completed records whose manifest a store that was read no longer holds. */
-    for (size_t i = 0; i < m->n_snapshots; i++) {
+    for (size_t i = 0; x->mode == RESYNC_FULL && i < m->n_snapshots; i++) {
         MsSnapshotRecord *r = m->snapshots[i];
         if (!is_local_of(m, r) || r->state != MS_SNAPSHOT_COMPLETED || !r->store)
             continue;
@@ -268,7 +271,7 @@ static void finish(Resync *x) {
              x->result.found, x->n_stores, x->result.added, x->result.corrected, x->result.missing,
              x->n_problems);
     m->resync = NULL;
-    if (m->hooks.resync_done)
+    if (m->hooks.resync_done && x->token)
         m->hooks.resync_done(m, x->token, &x->result, NULL, m->hooks_userdata);
     resync_free(x);
     manager_maybe_finish_shutdown(m);
@@ -295,7 +298,7 @@ static void scan_next(Resync *x) {
     finish(x);
 }
 
-int manager_resync(Manager *m, void *token, MsError *e) {
+int manager_resync(Manager *m, ManagerResyncMode mode, void *token, MsError *e) {
     if (m->stopping)
         return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
     if (m->resync)
@@ -304,6 +307,7 @@ int manager_resync(Manager *m, void *token, MsError *e) {
     if (!x)
         return oom(e);
     x->m = m;
+    x->mode = mode;
     for (size_t i = 0; i < m->n_policies; i++) {
         const char *store = ms_policy_effective_store(m->policies[i]->settings, m->config);
         bool seen = !store;
@@ -343,7 +347,7 @@ void resync_free_all(Manager *m) {
     if (!m->resync)
         return;
     Resync *x = TAKE_PTR(m->resync);
-    if (m->hooks.resync_done) {
+    if (m->hooks.resync_done && x->token) {
         MsError e = MS_ERROR_INIT;
         ms_error_set(&e, ESHUTDOWN, "the agent stopped before the resync ended");
         m->hooks.resync_done(m, x->token, NULL, &e, m->hooks_userdata);

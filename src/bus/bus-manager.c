@@ -414,7 +414,7 @@ static int method_resync(sd_bus_message *message, void *userdata, sd_bus_error *
     if (r < 0)
         return r;
     MsError e = MS_ERROR_INIT;
-    if (manager_resync(m, sd_bus_message_ref(message), &e) < 0) {
+    if (manager_resync(m, RESYNC_FULL, sd_bus_message_ref(message), &e) < 0) {
         sd_bus_message_unref(message);
         return bus_error_from_ms(ret_error, &e, NULL);
     }

@@ -283,3 +283,42 @@ def test_agent_rebuild_policy(agent, ferretdb_factory):
     assert agent.wait_snapshot_state(fresh, ("completed", "failed")) == "completed"
     assert not stale.exists()
     assert len(list((agent.store / "rb").glob("*.manifest.json"))) == 2
+
+
+def test_agent_killed_after_the_worker_stored_the_snapshot(agent, fresh_db):
+    """The window of the crash campaign's finding 2: the worker has stored archive and manifest,
+    the agent dies before it records the completion. At the next start the agent checks the
+    store for the tasks the last run left unfinished: the snapshot is listed completed (not
+    interrupted with its objects orphaned), verifies, and counts for retention."""
+    import os
+    import subprocess
+    import time
+    seed(fresh_db.client)
+    agent.write_policy("nightly", fresh_db.uri, retention_KeepLast="1")
+    agent.start()
+    with server_paused(fresh_db):
+        path = agent.take_snapshot("nightly")
+        sid = snapshot_id(path)
+        agent.wait_snapshot_state(path, ("running",))
+        os.kill(agent.proc.pid, signal.SIGSTOP)  # the agent cannot record anything now
+    manifest = agent.store / "nightly" / f"{sid}.manifest.json"
+    deadline = time.monotonic() + 60
+    while not manifest.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert manifest.exists(), "the worker did not store the snapshot"
+    time.sleep(0.5)  # the worker exits
+    agent.kill()
+    agent.start()
+    assert agent.wait_snapshot_state(path, ("completed",), timeout=30) == "completed", \
+        agent.snapshot(sid)
+    # Listed interrupted at the start, then corrected by the check of the store.
+    assert "1 corrected" in agent.log_text(), agent.log_text()[-3000:]
+    cp = subprocess.run([str(agent.worker), "verify", "--store", str(agent.store),
+                         "--snapshot", f"nightly/{sid}"], capture_output=True, text=True,
+                        timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    # It counts for retention: the next snapshot (KeepLast=1) expires it.
+    path2 = agent.take_snapshot("nightly")
+    assert agent.wait_snapshot_state(path2, ("completed", "failed")) == "completed"
+    assert agent.wait_snapshot_state(path, ("expired",), timeout=30) == "expired"
+    assert not manifest.exists()
