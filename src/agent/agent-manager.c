@@ -1552,6 +1552,18 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
     if (mkdir(m->config->state_directory, 0700) < 0 && errno != EEXIST)
         return ms_error_set(e, errno, "cannot create the state directory %s: %s",
                             m->config->state_directory, strerror(errno));
+    /* It holds the catalog (snapshot names, redacted URIs, the restore targets): owner only,
+     * whatever the umask or an earlier mode (systemd's StateDirectoryMode=0700 does the same). */
+    struct stat st;
+    if (stat(m->config->state_directory, &st) == 0 && (st.st_mode & 077)) {
+        if (chmod(m->config->state_directory, st.st_mode & 0700) < 0)
+            log_warning("the state directory %s is mode %04o and cannot be made 0700: %s",
+                        m->config->state_directory, (unsigned) (st.st_mode & 07777),
+                        strerror(errno));
+        else
+            log_info("the state directory %s was mode %04o; it is 0700 now",
+                     m->config->state_directory, (unsigned) (st.st_mode & 07777));
+    }
     _cleanup_free_ char *db = NULL;
     if (asprintf(&db, "%s/%s", m->config->state_directory, MS_CATALOG_FILE_NAME) < 0)
         return oom(e);

@@ -3,12 +3,15 @@
 #include "catalog.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/redact.h"
 #include "common/timeutil.h"
@@ -793,6 +796,21 @@ int ms_catalog_open(const char *path, MsCatalog **ret_catalog, MsError *e) {
     if (!c->path)
         return ms_error_set(e, ENOMEM, "out of memory opening catalog '%s'", path);
 
+    /* The catalog is readable by its owner only, whatever the umask: SQLite would create it
+     * 0666 & ~umask, and it creates the -wal and -shm files with the main file's mode. An
+     * existing file with group or other bits is narrowed too. */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    /* When even this fails, SQLite's open below fails the same way and explains it. */
+    if (fd >= 0) {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && (st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0) {
+            int err = errno;
+            close(fd);
+            return ms_error_set(e, err, "cannot make catalog '%s' private (mode 0600): %s", path,
+                                strerror(err));
+        }
+        close(fd);
+    }
     int rc = sqlite3_open_v2(
         path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)

@@ -309,12 +309,13 @@ def test_secrets_never_leak(agent, ferretdb_factory, minio, s3_bucket, tmp_path)
     assert not bad_modes, f"loose modes: {bad_modes}"
 
 
-@pytest.mark.xfail(strict=True, reason="finding: the catalog's mode comes from the umask only "
-                   "(src/catalog/catalog.c sqlite3_open_v2 without a mode; the unit's UMask=0077 "
-                   "hides it); mongosnapd run by hand under umask 022 leaves mongosnap.db 0644")
 def test_catalog_mode_under_default_umask(agent, fresh_db):
+    """mongosnapd run by hand under umask 022, with a state directory left 0755 by someone:
+    the directory becomes 0700 and the catalog (with its -wal/-shm files) 0600 all the same."""
     seed(fresh_db.client)
     agent.write_policy("p", fresh_db.uri)
+    agent.state_dir.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(agent.state_dir, 0o755)
     old_umask = os.umask(0o022)
     try:
         agent.start()
@@ -322,6 +323,10 @@ def test_catalog_mode_under_default_umask(agent, fresh_db):
         os.umask(old_umask)
     path = agent.take_snapshot("p")
     assert agent.wait_snapshot_state(path, FINAL_SNAPSHOT) == "completed"
+    running = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in agent.state_dir.iterdir()
+               if p.is_file()}
+    assert "mongosnap.db-wal" in running, running  # WAL files exist while it runs
+    assert all(m in ("0o600", "0o400") for m in running.values()), running
     agent.stop()
     assert stat.S_IMODE(agent.state_dir.stat().st_mode) == 0o700
     files = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in agent.state_dir.iterdir()

@@ -332,6 +332,41 @@ static void new_catalog_is_current_and_wal(void) {
     ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM policies"), 1);
 }
 
+static unsigned mode_of(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (unsigned) (st.st_mode & 07777) : 07777;
+}
+
+/* Owner-only under any umask, its WAL and shared-memory files too; a loose existing file is
+ * narrowed. */
+static void catalog_is_private_whatever_the_umask(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    mode_t old = umask(022);
+    MsError e = MS_ERROR_INIT;
+    MsCatalog *c = NULL;
+    int r = ms_catalog_open(t.db, &c, &e);
+    if (r >= 0)
+        r = record_policy(c, "nightly", &e);
+    char wal[160], shm[160];
+    snprintf(wal, sizeof(wal), "%s-wal", t.db);
+    snprintf(shm, sizeof(shm), "%s-shm", t.db);
+    unsigned db_mode = mode_of(t.db), wal_mode = mode_of(wal), shm_mode = mode_of(shm);
+    ms_catalog_close(c);
+    ASSERT_OK(r);
+    ASSERT_EQ_INT(db_mode, 0600);
+    ASSERT_EQ_INT(wal_mode, 0600);
+    ASSERT_EQ_INT(shm_mode, 0600);
+
+    ASSERT(chmod(t.db, 0644) == 0);
+    c = NULL;
+    r = ms_catalog_open(t.db, &c, &e);
+    ms_catalog_close(c);
+    umask(old);
+    ASSERT_OK(r);
+    ASSERT_EQ_INT(mode_of(t.db), 0600);
+}
+
 static void empty_version_0_file_is_migrated(void) {
     _cleanup_temp_dir_ TempDir t = {0};
     ASSERT(temp_dir_make(&t));
@@ -1588,19 +1623,18 @@ static void unfinished_verifications_become_interrupted(void) {
     ASSERT_EQ_INT(count, 0);
 }
 
-MS_TEST_MAIN(TEST_CASE(new_catalog_is_current_and_wal), TEST_CASE(empty_version_0_file_is_migrated),
-             TEST_CASE(version_1_catalog_is_migrated_keeping_rows),
-             TEST_CASE(version_2_catalog_is_migrated_keeping_rows),
-             TEST_CASE(failed_migration_leaves_version_2),
-             TEST_CASE(migration_keeps_rows_broken_before),
-             TEST_CASE(version_4_catalog_is_refused_untouched),
-             TEST_CASE(newer_catalog_is_refused_untouched), TEST_CASE(foreign_files_are_refused),
-             TEST_CASE(missing_directory_is_explained), TEST_CASE(policy_round_trip),
-             TEST_CASE(snapshot_round_trip), TEST_CASE(restore_round_trip_redacts_target),
-             TEST_CASE(list_filters), TEST_CASE(set_state_stamps_times_and_error),
-             TEST_CASE(unfinished_tasks_become_interrupted),
-             TEST_CASE(set_verify_stamps_and_clears),
-             TEST_CASE(unfinished_verifications_become_interrupted),
-             TEST_CASE(integrity_check_reports_damage),
-             TEST_CASE(progress_updates_reuse_one_statement), TEST_CASE(connections_in_two_threads),
-             TEST_CASE(state_names_round_trip))
+MS_TEST_MAIN(
+    TEST_CASE(new_catalog_is_current_and_wal), TEST_CASE(catalog_is_private_whatever_the_umask),
+    TEST_CASE(empty_version_0_file_is_migrated),
+    TEST_CASE(version_1_catalog_is_migrated_keeping_rows),
+    TEST_CASE(version_2_catalog_is_migrated_keeping_rows),
+    TEST_CASE(failed_migration_leaves_version_2), TEST_CASE(migration_keeps_rows_broken_before),
+    TEST_CASE(version_4_catalog_is_refused_untouched),
+    TEST_CASE(newer_catalog_is_refused_untouched), TEST_CASE(foreign_files_are_refused),
+    TEST_CASE(missing_directory_is_explained), TEST_CASE(policy_round_trip),
+    TEST_CASE(snapshot_round_trip), TEST_CASE(restore_round_trip_redacts_target),
+    TEST_CASE(list_filters), TEST_CASE(set_state_stamps_times_and_error),
+    TEST_CASE(unfinished_tasks_become_interrupted), TEST_CASE(set_verify_stamps_and_clears),
+    TEST_CASE(unfinished_verifications_become_interrupted),
+    TEST_CASE(integrity_check_reports_damage), TEST_CASE(progress_updates_reuse_one_statement),
+    TEST_CASE(connections_in_two_threads), TEST_CASE(state_names_round_trip))
