@@ -10,6 +10,7 @@ from agent_fixtures import *  # noqa: F401,F403
 from agent_fixtures import MANAGER_IFACE, MANAGER_PATH, POLICY_IFACE, SNAPSHOT_IFACE
 from helpers import data_digest
 from minio_fixtures import *  # noqa: F401,F403
+from toxiproxy_fixtures import *  # noqa: F401,F403
 from test_agent_restore import completed_snapshot, decode, gdbus, seed, start_restore, \
     wait_restore
 
@@ -144,3 +145,50 @@ def test_failed_removal_keeps_the_snapshot(agent, fresh_db, minio, s3_bucket):
     gdbus(agent, snap, SNAPSHOT_IFACE, "Delete")
     agent.wait_for(lambda: not [k for k in minio.keys(s3_bucket) if sid in k], "removed",
                    timeout=30)
+
+
+def test_agent_s3_through_faults(agent, fresh_db, minio, s3_bucket, toxiproxy):
+    """The agent's S3 store behind toxiproxy: latency and resets during the upload are retried
+    by the worker and the snapshot completes and verifies; with MinIO unreachable the snapshot
+    fails with the endpoint named, and no upload or object is left behind; Delete goes through
+    once the store answers again."""
+    from toxiproxy_fixtures import Proxy
+    seed(fresh_db.client)
+    proxy = Proxy(toxiproxy, f"agent-minio-{s3_bucket}", f"127.0.0.1:{minio.port}").create()
+    try:
+        (agent.credentials / "s3-access-key-id").write_text(minio.access_key)
+        (agent.credentials / "s3-secret-access-key").write_text(minio.secret_key)
+        agent.write_policy("cloud", fresh_db.uri,
+                           Store=proxy.location(s3_bucket, PREFIX, max_attempts="8",
+                                                stall_timeout="5s"))
+        agent.start()
+        proxy.latency(100)
+        reset = proxy.reset_peer(0, stream="upstream")
+        proxy.remove_after(reset, 1.5)  # the first attempts are reset, later ones get through
+        snap = completed_snapshot(agent, "cloud")
+        sid = decode(snap)
+        gdbus(agent, snap, SNAPSHOT_IFACE, "Verify")
+        agent.wait_for(lambda: agent.prop(snap, SNAPSHOT_IFACE, "VerifyState") in
+                       ("passed", "failed"), "verification", timeout=90)
+        assert agent.prop(snap, SNAPSHOT_IFACE, "VerifyState") == "passed"
+        assert re.search(r"attempt \d+ of \d+ failed", agent.log_text()), \
+            "no retry was logged: the resets did not hit the upload"
+
+        # MinIO unreachable: the snapshot fails, naming the endpoint; nothing is left.
+        proxy.server.request("POST", f"/proxies/{proxy.name}", {"enabled": False})
+        path = agent.take_snapshot("cloud")
+        assert agent.wait_snapshot_state(path, ("completed", "failed"), timeout=120) == "failed"
+        error = agent.prop(path, SNAPSHOT_IFACE, "Error")
+        assert f"127.0.0.1:{proxy.port}" in error, error
+        assert minio.secret_key not in error
+        failed = decode(path)
+        assert not [k for k in minio.keys(s3_bucket) if failed in k]
+        assert minio.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+        # Back: Delete of the first snapshot goes through the proxy.
+        proxy.server.request("POST", f"/proxies/{proxy.name}", {"enabled": True})
+        gdbus(agent, snap, SNAPSHOT_IFACE, "Delete")
+        agent.wait_for(lambda: not [k for k in minio.keys(s3_bucket) if sid in k],
+                       "objects removed", timeout=60)
+    finally:
+        proxy.delete()
