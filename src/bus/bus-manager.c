@@ -22,6 +22,28 @@
 
 /* ---- shared helpers ---- */
 
+int bus_read_options(sd_bus_message *message, BusOptionReader read_one, void *userdata,
+                     sd_bus_error *ret_error) {
+    int r = sd_bus_message_enter_container(message, 'a', "{sv}");
+    if (r < 0)
+        return r;
+    const char *key;
+    while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
+        r = sd_bus_message_read(message, "s", &key);
+        if (r < 0)
+            return r;
+        r = read_one(message, key, userdata, ret_error);
+        if (r < 0)
+            return r;
+        r = sd_bus_message_exit_container(message);
+        if (r < 0)
+            return r;
+    }
+    if (r < 0)
+        return r;
+    return sd_bus_message_exit_container(message);
+}
+
 int bus_error_from_ms(sd_bus_error *ret_error, const MsError *e, const char *not_found) {
     const char *name;
     switch (e->code) {
@@ -482,8 +504,9 @@ static void restore_options_buffer_done(RestoreOptionsBuffer *b) {
         }
 }
 
-static int read_restore_option(sd_bus_message *message, const char *key, RestoreOptionsBuffer *b,
+static int read_restore_option(sd_bus_message *message, const char *key, void *userdata,
                                sd_bus_error *ret_error) {
+    RestoreOptionsBuffer *b = userdata;
     static const struct {
         const char *key;
         RestoreOptionType type;
@@ -553,24 +576,7 @@ static int method_start_restore(sd_bus_message *message, void *userdata, sd_bus_
     int r = sd_bus_message_read(message, "ss", &snapshot, &target);
     if (r < 0)
         return r;
-    r = sd_bus_message_enter_container(message, 'a', "{sv}");
-    if (r < 0)
-        return r;
-    const char *key;
-    while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
-        r = sd_bus_message_read(message, "s", &key);
-        if (r < 0)
-            return r;
-        r = read_restore_option(message, key, &b, ret_error);
-        if (r < 0)
-            return r;
-        r = sd_bus_message_exit_container(message);
-        if (r < 0)
-            return r;
-    }
-    if (r < 0)
-        return r;
-    r = sd_bus_message_exit_container(message);
+    r = bus_read_options(message, read_restore_option, &b, ret_error);
     if (r < 0)
         return r;
     r = bus_check_privileged(message, ret_error);

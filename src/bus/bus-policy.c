@@ -223,41 +223,30 @@ static int method_take_snapshot(sd_bus_message *message, void *userdata, sd_bus_
 
 /* TakeSnapshotWithOptions(a{sv}): "scheduled" (b) says the policy's timer asks, so that with
  * several nodes only the first of their timers' calls for a tick starts a snapshot. */
+static int read_snapshot_option(sd_bus_message *message, const char *key, void *userdata,
+                                sd_bus_error *ret_error) {
+    int *scheduled = userdata;
+    if (strcmp(key, "scheduled") != 0)
+        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+                                 "unknown snapshot option '%.*s'; known: scheduled", BUS_ECHO_MAX,
+                                 key);
+    int r = sd_bus_message_enter_container(message, 'v', "b");
+    if (r == -ENXIO)
+        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+                                 "snapshot option 'scheduled' must be of D-Bus type 'b'");
+    if (r < 0)
+        return r;
+    r = sd_bus_message_read(message, "b", scheduled);
+    if (r < 0)
+        return r;
+    return sd_bus_message_exit_container(message);
+}
+
 static int method_take_snapshot_with_options(sd_bus_message *message, void *userdata,
                                              sd_bus_error *ret_error) {
     ManagerPolicy *p = userdata;
     int scheduled = false;
-    int r = sd_bus_message_enter_container(message, 'a', "{sv}");
-    if (r < 0)
-        return r;
-    const char *key;
-    while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
-        r = sd_bus_message_read(message, "s", &key);
-        if (r < 0)
-            return r;
-        if (strcmp(key, "scheduled") != 0)
-            return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
-                                     "unknown snapshot option '%.*s'; known: scheduled",
-                                     BUS_ECHO_MAX, key);
-        r = sd_bus_message_enter_container(message, 'v', "b");
-        if (r == -ENXIO)
-            return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
-                                     "snapshot option 'scheduled' must be of D-Bus type 'b'");
-        if (r < 0)
-            return r;
-        r = sd_bus_message_read(message, "b", &scheduled);
-        if (r < 0)
-            return r;
-        r = sd_bus_message_exit_container(message);
-        if (r < 0)
-            return r;
-        r = sd_bus_message_exit_container(message);
-        if (r < 0)
-            return r;
-    }
-    if (r < 0)
-        return r;
-    r = sd_bus_message_exit_container(message);
+    int r = bus_read_options(message, read_snapshot_option, &scheduled, ret_error);
     if (r < 0)
         return r;
     r = bus_check_privileged(message, ret_error);

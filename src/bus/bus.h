@@ -71,6 +71,12 @@ int bus_append_task_log(sd_bus_message *reply, const char *id);
 int bus_attach(Manager *m, sd_bus *bus, MsError *e);
 
 /* Set ret_error from an MsError of the manager; not_found names the error for -ENOENT. */
+/* Read an a{sv} of options: read_one gets each key with the message at its variant, which it
+ * enters, reads and leaves (refusing unknown keys and wrong types with InvalidArgument). */
+typedef int (*BusOptionReader)(sd_bus_message *message, const char *key, void *userdata,
+                               sd_bus_error *ret_error);
+int bus_read_options(sd_bus_message *message, BusOptionReader read_one, void *userdata,
+                     sd_bus_error *ret_error);
 int bus_error_from_ms(sd_bus_error *ret_error, const MsError *e, const char *not_found);
 /* Mutating methods: only callers with the agent's own user (root for the system service). */
 int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error);

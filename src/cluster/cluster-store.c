@@ -676,24 +676,26 @@ static int snapshot_list_add(const bson_t *d, void *userdata) {
     return 0;
 }
 
-static void since_filter(bson_t *filter, uint64_t since) {
-    if (since == 0)
-        return;
-    bson_t gte;
-    BSON_APPEND_DOCUMENT_BEGIN(filter, "updated", &gte);
-    append_u64(&gte, "$gte", since);
-    bson_append_document_end(filter, &gte);
+/* The records of a collection written at or after since (0: all), oldest first. */
+static int read_since(MsCluster *c, const char *collection, uint64_t since,
+                      int (*fn)(const bson_t *doc, void *userdata), void *userdata, MsError *e) {
+    bson_t filter = BSON_INITIALIZER, gte;
+    if (since > 0) {
+        BSON_APPEND_DOCUMENT_BEGIN(&filter, "updated", &gte);
+        append_u64(&gte, "$gte", since);
+        bson_append_document_end(&filter, &gte);
+    }
+    bson_t *opts = BCON_NEW("sort", "{", "created", BCON_INT32(1), "_id", BCON_INT32(1), "}");
+    int r = for_each(c, collection, &filter, opts, fn, userdata, e);
+    bson_destroy(&filter);
+    bson_destroy(opts);
+    return r;
 }
 
 int ms_cluster_list_snapshots(MsCluster *c, uint64_t since, MsSnapshotRecord ***ret, size_t *ret_n,
                               MsError *e) {
     SnapshotList l = {0};
-    bson_t filter = BSON_INITIALIZER;
-    since_filter(&filter, since);
-    bson_t *opts = BCON_NEW("sort", "{", "created", BCON_INT32(1), "_id", BCON_INT32(1), "}");
-    int r = for_each(c, COLL_SNAPSHOTS, &filter, opts, snapshot_list_add, &l, e);
-    bson_destroy(&filter);
-    bson_destroy(opts);
+    int r = read_since(c, COLL_SNAPSHOTS, since, snapshot_list_add, &l, e);
     if (r < 0) {
         ms_snapshot_record_list_free(l.v, l.n);
         return r;
@@ -790,12 +792,7 @@ static int restore_list_add(const bson_t *d, void *userdata) {
 int ms_cluster_list_restores(MsCluster *c, uint64_t since, MsRestoreRecord ***ret, size_t *ret_n,
                              MsError *e) {
     RestoreList l = {0};
-    bson_t filter = BSON_INITIALIZER;
-    since_filter(&filter, since);
-    bson_t *opts = BCON_NEW("sort", "{", "created", BCON_INT32(1), "_id", BCON_INT32(1), "}");
-    int r = for_each(c, COLL_RESTORES, &filter, opts, restore_list_add, &l, e);
-    bson_destroy(&filter);
-    bson_destroy(opts);
+    int r = read_since(c, COLL_RESTORES, since, restore_list_add, &l, e);
     if (r < 0) {
         ms_restore_record_list_free(l.v, l.n);
         return r;
