@@ -290,7 +290,8 @@ static int check_store(const char *key, const char *v, MsError *e) {
     }
     if (startswith(v, S3_URI_PREFIX)) {
         const char *bucket = v + strlen(S3_URI_PREFIX);
-        size_t len = strcspn(bucket, "/");
+        /* s3://BUCKET?OPTIONS (no prefix) is a location too, as the driver reads it. */
+        size_t len = strcspn(bucket, "/?");
         if (strchr(v, '#'))
             return ms_error_set(e, EINVAL,
                                 "%s= must be s3://BUCKET[/PREFIX][?OPTIONS], without '#'", key);

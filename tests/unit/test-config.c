@@ -714,6 +714,11 @@ static void s3_store_options(void) {
     ASSERT(ms_policy_parse_string("nightly", NIGHTLY, MINIMAL "Store=s3://b1x/p?token=zz9zz9zz\n",
                                   &q, &e2) < 0);
     ASSERT(strstr(e2.message, "zz9zz9zz") == NULL);
+    /* A bucket without prefix may carry options too, as the driver reads it (the check once
+     * took "b1x?endpoint=..." for the bucket name). */
+    _cleanup_(ms_policy_freep) MsPolicy *np = NULL;
+    ASSERT_OK(ms_policy_parse_string(
+        "nightly", NIGHTLY, MINIMAL "Store=s3://b1x?endpoint=http://127.0.0.1:9000\n", &np, &e));
     /* Every option the S3 driver reads is accepted (the two lists once drifted apart and
      * stall_timeout= was refused in policy files). */
     static const char *const options[] = {MONGOSNAP_S3_LOCATION_OPTIONS};
