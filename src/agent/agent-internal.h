@@ -141,6 +141,9 @@ int manager_credential_path(const char *name, char **ret, MsError *e);
 
 /* Record a snapshot's state (catalog and signal), and log its removal from the store. */
 void manager_set_snapshot_state(Manager *m, MsSnapshotRecord *r, MsSnapshotState state);
+/* r is deleted or expired, yet its objects are still in the store (a removal cut short by a
+ * crash): remove them now (a worker for remote stores). The record stays as it is. */
+void manager_finish_removal(Manager *m, MsSnapshotRecord *r, const char *why);
 /* r's record could not be written to the catalog: write it again later (until it works). */
 void manager_remember_unsaved(Manager *m, const MsSnapshotRecord *r);
 void manager_log_removed(Manager *m, const MsSnapshotRecord *r, const char *why);

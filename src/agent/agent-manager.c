@@ -225,7 +225,8 @@ int manager_reload_policies(Manager *m, MsError *e) {
          * say which; their records are corrected, nothing else is touched. */
         m->correct_at_start = false;
         MsError re = MS_ERROR_INIT;
-        if (manager_resync(m, RESYNC_CORRECT_ONLY, NULL, &re) < 0)
+        int rr = manager_resync(m, RESYNC_CORRECT_ONLY, NULL, &re);
+        if (rr < 0 && rr != -ENXIO) /* ENXIO: no policy has a store, nothing to check */
             log_warning("cannot check the stores for snapshots stored before the last stop: %s",
                         re.message);
     }
@@ -514,6 +515,27 @@ static int remove_from_store(Manager *m, MsSnapshotRecord *r, MsSnapshotState st
     manager_set_snapshot_state(m, r, state);
     manager_log_removed(m, r, why);
     return 0;
+}
+
+void manager_finish_removal(Manager *m, MsSnapshotRecord *r, const char *why) {
+    if (!r->store || r->remote || remover_has(m, r->id))
+        return;
+    MsError e = MS_ERROR_INIT;
+    if (!manager_store_is_local(r->store)) {
+        if (remover_enqueue(m, r, why, &e) < 0)
+            log_warning("cannot finish removing %s: %s", r->id, e.message);
+        return;
+    }
+    _cleanup_(ms_storage_freep) MsStorage *st = NULL;
+    int k = ms_storage_open(r->store, &st, &e);
+    if (k >= 0 && r->manifest_key)
+        k = ms_storage_remove(st, r->manifest_key, &e);
+    if (k >= 0 && r->archive_key)
+        k = ms_storage_remove(st, r->archive_key, &e);
+    if (k < 0)
+        log_warning("cannot finish removing %s from %s: %s", r->id, r->store, e.message);
+    else
+        manager_log_removed(m, r, why);
 }
 
 static int on_retention_timer(sd_event_source *s, uint64_t usec, void *userdata);
@@ -1614,7 +1636,9 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
         if (n > 0)
             log_warning("%u task(s) left unfinished by the previous run marked interrupted", n);
     }
-    m->correct_at_start = n_unfinished > 0;
+    /* Every start checks the stores against this node's records: tasks left unfinished may
+     * have been stored completely, and removals cut short may have left objects behind. */
+    m->correct_at_start = true;
     ms_snapshot_record_list_free(unfinished, n_unfinished);
     ms_restore_record_list_free(unfinished_restores, n_unfinished_restores);
     if (r < 0)

@@ -56,6 +56,8 @@ typedef struct ManagerResyncResult {
     unsigned corrected; /* this node's records of complete snapshots, listed failed,
                          * interrupted or stopped: now completed */
     unsigned missing;   /* this node's completed records not in their store: now deleted */
+    unsigned finished;  /* this node's deleted or expired records whose objects were still
+                         * there (a removal cut short): removed now */
     const char *const *problems; /* unreadable manifests, missing archives, unreadable stores */
     size_t n_problems;
 } ManagerResyncResult;

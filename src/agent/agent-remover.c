@@ -13,6 +13,7 @@
 #include "mongosnap/mongosnap.h"
 
 #define REMOVE_KEYS_MAX 2 /* a snapshot's manifest, then its archive */
+#define REMOVE_ATTEMPTS 3 /* workers per removal that end without a result, before giving up */
 
 typedef struct Removal {
     char *snapshot_id;
@@ -21,6 +22,8 @@ typedef struct Removal {
     size_t n_keys;
     char *why;
     uint64_t removed;     /* keys the worker reported removed */
+    bool reported;        /* the worker sent its result (else: killed, or crashed) */
+    unsigned attempts;    /* workers started for it */
     char *result_message; /* the worker's words on failure */
 } Removal;
 
@@ -64,6 +67,7 @@ static void on_remover_message(AgentTask *w, const bson_t *msg, void *userdata) 
     if (!event || strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) != 0 || m->n_removals == 0)
         return;
     Removal *x = m->removals[0];
+    x->reported = true;
     x->removed = agent_msg_u64(msg, "removed");
     (void) replace_string(&x->result_message, agent_msg_str(msg, "message"));
 }
@@ -81,6 +85,26 @@ static void on_remover_exit(AgentTask *w, int status, bool by_signal, void *user
                  by_signal ? "was killed by signal" : "exited with status",
                  by_signal ? status - 128 : status);
 
+    if (!ok && !x->reported) {
+        /* Killed or crashed before it said how far it got: the manifest may be gone already,
+         * so the snapshot can no longer be listed completed. The record keeps its removal state
+         * and the removal is tried again (removing what is gone already is not an error), a
+         * few times now, and at the next start if the agent is stopping. */
+        log_warning("the removal of %s from %s ended without a result (%s)%s", x->snapshot_id,
+                    x->store, reason,
+                    x->attempts < REMOVE_ATTEMPTS && !m->stopping ? "; trying again" : "");
+        m->remover = agent_task_free(m->remover);
+        free(x->result_message);
+        x->result_message = NULL;
+        if (x->attempts < REMOVE_ATTEMPTS && !m->stopping) {
+            remover_start_next(m);
+            return;
+        }
+        pop_head(m);
+        remover_start_next(m);
+        manager_maybe_finish_shutdown(m);
+        return;
+    }
     if (r && ok) {
         manager_log_removed(m, r, x->why);
     } else if (r && x->removed == 0) {
@@ -123,6 +147,8 @@ static void remover_start_next(Manager *m) {
         static const AgentTaskCallbacks callbacks = {.on_message = on_remover_message,
                                                      .on_exit = on_remover_exit};
         MsError e = MS_ERROR_INIT;
+        x->attempts++;
+        x->reported = false;
         if (agent_task_spawn(m->event, &spec, &callbacks, m, &m->remover, &e) >= 0)
             return;
         /* Not even started: nothing was removed. */

@@ -216,6 +216,14 @@ static void reconcile(Resync *x) {
                                     "resync (it was listed %s)",
                                     have->id, have->store, ms_snapshot_state_to_string(was));
                 x->result.corrected++;
+            } else if (strcmp(have->store ? have->store : "", f->record->store) == 0 &&
+                       (was == MS_SNAPSHOT_DELETED || was == MS_SNAPSHOT_EXPIRED) &&
+                       !reader_uses_snapshot(m, have->id)) {
+                /* Listed removed, yet its manifest is there: a removal cut short. */
+                manager_finish_removal(m, have,
+                                       "finishing a removal cut short earlier (its objects were "
+                                       "still in the store)");
+                x->result.finished++;
             }
             continue;
         }
@@ -266,10 +274,10 @@ static void finish(Resync *x) {
     reconcile(x);
     x->result.problems = (const char *const *) x->problems;
     x->result.n_problems = x->n_problems;
-    log_info("resync: %u snapshot(s) in %zu store(s): %u added, %u corrected, %u missing, %zu "
-             "problem(s)",
+    log_info("resync: %u snapshot(s) in %zu store(s): %u added, %u corrected, %u missing, %u "
+             "removals finished, %zu problem(s)",
              x->result.found, x->n_stores, x->result.added, x->result.corrected, x->result.missing,
-             x->n_problems);
+             x->result.finished, x->n_problems);
     m->resync = NULL;
     if (m->hooks.resync_done && x->token)
         m->hooks.resync_done(m, x->token, &x->result, NULL, m->hooks_userdata);

@@ -451,8 +451,8 @@ static void hook_resync_done(Manager *m, void *token, const ManagerResyncResult 
     if (result) {
         r = sd_bus_message_new_method_return(message, &reply);
         if (r >= 0)
-            r = sd_bus_message_append(reply, "uuuu", result->found, result->added,
-                                      result->corrected, result->missing);
+            r = sd_bus_message_append(reply, "uuuuu", result->found, result->added,
+                                      result->corrected, result->missing, result->finished);
         if (r >= 0)
             r = sd_bus_message_open_container(reply, 'a', "s");
         for (size_t i = 0; r >= 0 && i < result->n_problems; i++)
@@ -693,10 +693,10 @@ static const sd_bus_vtable manager_vtable[] = {
         method_update, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reload,
                             SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_ARGS(
-        "Resync", SD_BUS_NO_ARGS,
-        SD_BUS_RESULT("u", found, "u", added, "u", corrected, "u", missing, "as", problems),
-        method_resync, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Resync", SD_BUS_NO_ARGS,
+                            SD_BUS_RESULT("u", found, "u", added, "u", corrected, "u", missing, "u",
+                                          finished, "as", problems),
+                            method_resync, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS(
         "StartRestore", SD_BUS_ARGS("s", snapshot, "s", target, "a{sv}", options),
         SD_BUS_RESULT("o", restore), method_start_restore, SD_BUS_VTABLE_UNPRIVILEGED),

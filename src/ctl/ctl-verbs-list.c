@@ -179,9 +179,9 @@ int verb_resync(Ctl *ctl, int argc, char **argv) {
     code = manager_call(ctl, "resync", "Resync", &reply, NULL, NULL);
     if (code != CTL_EXIT_OK)
         return code;
-    uint32_t found, added, corrected, missing;
+    uint32_t found, added, corrected, missing, finished;
     _cleanup_(strv_freep) char **problems = NULL;
-    int r = sd_bus_message_read(reply, "uuuu", &found, &added, &corrected, &missing);
+    int r = sd_bus_message_read(reply, "uuuuu", &found, &added, &corrected, &missing, &finished);
     if (r >= 0)
         r = sd_bus_message_read_strv(reply, &problems);
     if (r < 0)
@@ -197,6 +197,7 @@ int verb_resync(Ctl *ctl, int argc, char **argv) {
         ctl_json_field_uint(&j, "added", added);
         ctl_json_field_uint(&j, "corrected", corrected);
         ctl_json_field_uint(&j, "missing", missing);
+        ctl_json_field_uint(&j, "removals_finished", finished);
         ctl_json_key(&j, "problems");
         ctl_json_begin_array(&j);
         for (char **p = problems; p && *p; p++)
@@ -205,8 +206,8 @@ int verb_resync(Ctl *ctl, int argc, char **argv) {
         ctl_json_end_object(&j);
     } else {
         printf("%u snapshot(s) found in the stores: %u added, %u corrected to completed, %u no "
-               "longer in their store\n",
-               found, added, corrected, missing);
+               "longer in their store, %u removal(s) finished\n",
+               found, added, corrected, missing, finished);
         for (char **p = problems; p && *p; p++)
             fprintf(stderr, "mongosnapctl: resync: %s\n", *p);
     }
