@@ -321,13 +321,23 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
             }
             MsManifestNamespace ns = {0};
             uint64_t idx = 0;
+            get_int64(&nsdoc, "indexes", &idx);
+            /* Written as a 32-bit integer (a collection has at most 64 indexes): anything
+             * larger is not a manifest we wrote, and would not survive being written again. */
+            if (idx > INT32_MAX) {
+                r = ms_error_set(e, EBADMSG,
+                                 "the manifest gives an impossible index count (%" PRIu64
+                                 ") for a namespace: it was not written by mongosnap or was "
+                                 "altered",
+                                 idx);
+                goto out;
+            }
             _cleanup_free_ char *crc = dup_utf8(&nsdoc, "crc64");
             ns.db = dup_utf8(&nsdoc, "db");
             ns.collection = dup_utf8(&nsdoc, "collection");
             ns.type = dup_utf8(&nsdoc, "type");
             get_int64(&nsdoc, "documents", &ns.documents);
             get_int64(&nsdoc, "bytes", &ns.bytes);
-            get_int64(&nsdoc, "indexes", &idx);
             ns.indexes = (uint32_t) idx;
             if (crc)
                 ns.crc64 = strtoull(crc, NULL, 16);
