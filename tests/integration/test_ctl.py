@@ -54,7 +54,7 @@ EXIT_INTERRUPTED = 130
 
 VERBS = ("list-policies", "status", "list-snapshots", "list-restores", "snapshot", "stop",
          "start", "delete", "rebuild", "edit", "create-policy", "restore", "verify", "cancel",
-         "delete-snapshot", "download-url", "log", "update")
+         "delete-snapshot", "download-url", "log", "update", "resync")
 
 
 # ---- helpers ---------------------------------------------------------------------------------
