@@ -97,16 +97,19 @@ def busctl_text(agent, *args: str) -> str:
     return cp.stdout + cp.stderr
 
 
-def sample_worker(agent, sampler: ProcSampler, before: int, timeout: float = 20) -> dict:
-    """Wait until the sampler has seen a worker child of the agent (the task is held up) beyond
-    the `before` it had seen when the task was asked for (counted before asking: the sampler may
-    see the new worker before the call that started it returns)."""
+def sample_worker(agent, sampler: ProcSampler, before: int, verb: bytes,
+                  timeout: float = 20) -> dict:
+    """Wait until the sampler has seen a worker child of the agent running `verb` (the task is
+    held up) beyond the `before` it had seen when the task was asked for (counted before asking:
+    the sampler may see the new worker before the call that started it returns). Other workers
+    (the start-up check of the stores, `scan`) may come and go meanwhile."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(sampler.workers()) > before:
-            return sampler.workers()[-1]
+        new = [w for w in sampler.workers()[before:] if w["cmdline"].split(b"\0")[1:2] == [verb]]
+        if new:
+            return new[-1]
         time.sleep(0.02)
-    raise AssertionError("no worker process seen")
+    raise AssertionError(f"no {verb.decode()} worker process seen")
 
 
 def test_secrets_never_leak(agent, ferretdb_factory, minio, s3_bucket, tmp_path):
@@ -154,7 +157,7 @@ def test_secrets_never_leak(agent, ferretdb_factory, minio, s3_bucket, tmp_path)
     try:
         seen = len(sampler.workers())
         snap = agent.take_snapshot("enc")
-        worker = sample_worker(agent, sampler, seen)
+        worker = sample_worker(agent, sampler, seen, b"snapshot")
     finally:
         os.kill(src.proc.pid, signal.SIGCONT)
     assert b"--password-file" in worker["cmdline"] and b"--key-file" in worker["cmdline"], \
@@ -183,7 +186,7 @@ def test_secrets_never_leak(agent, ferretdb_factory, minio, s3_bucket, tmp_path)
         seen = len(sampler.workers())
         rpath = start_restore(agent, sid, target.uri,
                               "{'ns_include': <['shop.*']>, 'drop': <true>}")
-        worker = sample_worker(agent, sampler, seen)
+        worker = sample_worker(agent, sampler, seen, b"restore")
     finally:
         os.kill(target.proc.pid, signal.SIGCONT)
     assert b"restore" in worker["cmdline"]
