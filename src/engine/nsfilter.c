@@ -75,6 +75,12 @@ bool ms_ns_filter_selects(const MsNsFilter *f, const char *ns) {
 }
 
 char *ms_ns_filter_rename(const MsNsFilter *f, const char *ns) {
+    return ms_ns_filter_rename_which(f, ns, NULL);
+}
+
+char *ms_ns_filter_rename_which(const MsNsFilter *f, const char *ns, ssize_t *ret_index) {
+    if (ret_index)
+        *ret_index = -1;
     for (size_t i = 0; i < f->n_rename; i++) {
         const char *caps[MS_NS_MAX_WILDCARDS];
         size_t lens[MS_NS_MAX_WILDCARDS];
@@ -95,6 +101,8 @@ char *ms_ns_filter_rename(const MsNsFilter *f, const char *ns) {
                 out[o++] = *p;
         }
         out[o] = '\0';
+        if (ret_index)
+            *ret_index = (ssize_t) i;
         return out;
     }
     return strdup(ns);

@@ -5,6 +5,7 @@
 #include <bson/bson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "common/error.h"
 
@@ -24,6 +25,8 @@ bool ms_ns_match(const char *pattern, const char *ns);
 bool ms_ns_filter_selects(const MsNsFilter *f, const char *ns);
 /* The target namespace (newly allocated): the first matching rename applied, else a copy. */
 char *ms_ns_filter_rename(const MsNsFilter *f, const char *ns);
+/* The same, and which rename applied (*ret_index: its position, -1 for none; may be NULL). */
+char *ms_ns_filter_rename_which(const MsNsFilter *f, const char *ns, ssize_t *ret_index);
 
 /* True when the filter could select some collection of database db. Exact for the include
  * side (is there any "db.X" an include pattern matches?); conservative for the exclude side

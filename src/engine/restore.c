@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
+#include "nsmap.h"
 #include "oplog-apply.h"
 #include "snapshot-source.h"
 
@@ -53,6 +54,8 @@ typedef struct RestoreContext {
     RestoreNs *nss;
     size_t n_nss;
     RestoreNs *last; /* lookup cache: segments come in runs */
+    uint64_t protected_nss; /* namespaces the system guard left out */
+    char first_protected[256];
     /* The batch queue between the archive reader and the insertion workers. */
     pthread_mutex_t lock;
     pthread_cond_t not_empty, not_full;
@@ -390,9 +393,21 @@ static int plan_namespaces(RestoreContext *ctx, const MsArchiveCollection *colls
         _cleanup_free_ char *src = ms_ns_join(colls[i].db, colls[i].collection);
         if (!ns->src_db || !ns->src_coll || !src)
             return ms_error_set(e, ENOMEM, "out of memory");
-        ns->selected = !ctx->o->filter || ms_ns_filter_selects(ctx->o->filter, src);
-        _cleanup_free_ char *dst =
-            ctx->o->filter ? ms_ns_filter_rename(ctx->o->filter, src) : strdup(src);
+        /* The same mapping as every oplog entry's (nsmap.h): selection, rename, guard. */
+        _cleanup_free_ char *dst = NULL;
+        int v = ms_ns_map(ctx->o->filter, src, &dst);
+        if (v < 0)
+            return ms_error_set(e, ENOMEM, "out of memory");
+        if (v == MS_NS_MAP_INVALID)
+            return ms_error_set(e, EINVAL,
+                                "namespace '%s' of the archive does not map to a valid target "
+                                "namespace; check --ns-from/--ns-to",
+                                src);
+        if (v == MS_NS_MAP_PROTECTED && ctx->protected_nss++ == 0)
+            snprintf(ctx->first_protected, sizeof(ctx->first_protected), "%s", src);
+        ns->selected = v == MS_NS_MAP_MAPPED;
+        if (!ns->selected)
+            dst = strdup(src); /* never written; named in messages only */
         if (!dst || ms_ns_split(dst, &ns->dst_db, &ns->dst_coll) < 0)
             return ms_error_set(e, EINVAL, "cannot map namespace '%s' to a target", src);
         if (strcmp(ns->type, "timeseries") == 0) {
@@ -442,55 +457,153 @@ static bool position_after(MsOplogPosition a, MsOplogPosition b) {
     return a.t > b.t || (a.t == b.t && a.i > b.i);
 }
 
-/* Replay the spooled oplog entries in order, up to the limit. */
+/* The next spooled entry into buf (MS_BSON_MAX_DOCUMENT_SIZE bytes): 1, 0 at the end. */
+static int spool_next(FILE *spool, uint8_t *buf, bson_t *ret_entry, MsError *e) {
+    uint32_t len;
+    if (fread(&len, sizeof(len), 1, spool) != 1)
+        return 0;
+    len = BSON_UINT32_FROM_LE(len);
+    if (len < sizeof(len) || len > MS_BSON_MAX_DOCUMENT_SIZE)
+        return ms_error_set(e, EIO, "the oplog spool file is damaged");
+    memcpy(buf, &len, sizeof(len));
+    if (fread(buf + sizeof(len), len - sizeof(len), 1, spool) != 1 ||
+        !bson_init_static(ret_entry, buf, len))
+        return ms_error_set(e, EIO, "the oplog spool file is damaged");
+    return 1;
+}
+
+static MsOplogPosition entry_position(const bson_t *entry) {
+    MsOplogPosition pos = {0, 0};
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, entry, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it))
+        bson_iter_timestamp(&it, &pos.t, &pos.i);
+    return pos;
+}
+
+/* A replayer that knows what exists when replay starts: every collection and view of the
+ * archive. */
+static int new_replayer(RestoreContext *ctx, MsOplogReplayer **ret, MsError *e) {
+    _cleanup_(ms_oplog_replayer_freep) MsOplogReplayer *replayer = NULL;
+    int r = ms_oplog_replayer_new(ctx->o->filter, &replayer, e);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < ctx->n_nss; i++) {
+        _cleanup_free_ char *ns = ms_ns_join(ctx->nss[i].src_db, ctx->nss[i].src_coll);
+        if (!ns || ms_oplog_replayer_know(replayer, ns) < 0)
+            return ms_error_set(e, ENOMEM, "out of memory");
+    }
+    *ret = TAKE_PTR(replayer);
+    return 0;
+}
+
+/* Before the first entry is applied: every command the replay will send must be one the target
+ * has (listCommands), so that a replay the target cannot finish is refused before it begins,
+ * instead of stopping half-way. A target without listCommands is not checked. */
+static int preflight_oplog(RestoreContext *ctx, mongoc_client_t *c, FILE *spool, uint8_t *buf,
+                           bool has_limit, MsOplogPosition limit, MsError *e) {
+    bson_t cmd = BSON_INITIALIZER, reply, commands;
+    BSON_APPEND_INT32(&cmd, "listCommands", 1);
+    bson_error_t berr;
+    bool listed = mongoc_client_command_simple(c, "admin", &cmd, NULL, &reply, &berr);
+    bson_destroy(&cmd);
+    bson_iter_t it;
+    const uint8_t *data;
+    uint32_t len;
+    if (!listed || !bson_iter_init_find(&it, &reply, "commands") ||
+        !BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        bson_destroy(&reply);
+        return 0;
+    }
+    bson_iter_document(&it, &len, &data);
+    bson_init_static(&commands, data, len);
+
+    _cleanup_(ms_oplog_replayer_freep) MsOplogReplayer *dry = NULL;
+    int r = new_replayer(ctx, &dry, e);
+    bson_t entry;
+    while (r == 0 && (r = spool_next(spool, buf, &entry, e)) == 1) {
+        r = 0;
+        if (has_limit && position_after(entry_position(&entry), limit))
+            break;
+        MsOplogPlan plan = {0};
+        /* Planning errors are the real pass's to report, with the entry in order. */
+        if (ms_oplog_replayer_plan(dry, &entry, &plan, NULL) == 0)
+            for (size_t i = 0; i < plan.n_actions && r == 0; i++) {
+                const MsOplogAction *a = &plan.actions[i];
+                bson_iter_t first, found;
+                if (a->kind != MS_OPLOG_ACTION_COMMAND || !bson_iter_init(&first, a->doc) ||
+                    !bson_iter_next(&first))
+                    continue;
+                const char *name = bson_iter_key(&first);
+                if (!bson_iter_init_find(&found, &commands, name)) {
+                    char what[256];
+                    ms_oplog_describe_entry(&entry, what, sizeof(what));
+                    r = ms_error_set(e, ENOTSUP,
+                                     "the target does not have the command '%s' that replaying "
+                                     "%s needs; no oplog entry was replayed: restore without the "
+                                     "oplog (--no-oplog), to a point before it (--until), or "
+                                     "into a server that has '%s'",
+                                     name, what, name);
+                }
+            }
+        ms_oplog_plan_clear(&plan);
+    }
+    bson_destroy(&reply);
+    if (r < 0)
+        return r;
+    if (fseek(spool, 0, SEEK_SET) != 0)
+        return ms_error_set(e, errno, "cannot rewind the oplog spool: %s", strerror(errno));
+    return 0;
+}
+
+/* Replay the spooled oplog entries in order, up to the limit, each through the one mapping. */
 static int replay_oplog(RestoreContext *ctx, mongoc_client_t *c, FILE *spool, bool has_limit,
                         MsOplogPosition limit, MsRestoreResult *res, MsError *e) {
     if (fseek(spool, 0, SEEK_SET) != 0)
         return ms_error_set(e, errno, "cannot rewind the oplog spool: %s", strerror(errno));
-    MsOplogApplyStats stats = {0};
-    uint8_t *buf = malloc(MS_BSON_MAX_DOCUMENT_SIZE);
+    _cleanup_free_ uint8_t *buf = malloc(MS_BSON_MAX_DOCUMENT_SIZE);
     if (!buf)
         return ms_error_set(e, ENOMEM, "out of memory");
-    int r = 0;
-    const MsNsFilter empty = {0};
-    const MsNsFilter *filter = ctx->o->filter ? ctx->o->filter : &empty;
-    for (;;) {
-        uint32_t len;
-        if (fread(&len, sizeof(len), 1, spool) != 1)
-            break;
-        len = BSON_UINT32_FROM_LE(len);
-        if (len < sizeof(len) || len > MS_BSON_MAX_DOCUMENT_SIZE) {
-            r = ms_error_set(e, EIO, "the oplog spool file is damaged");
-            break;
-        }
-        memcpy(buf, &len, sizeof(len));
-        if (fread(buf + sizeof(len), len - sizeof(len), 1, spool) != 1) {
-            r = ms_error_set(e, EIO, "the oplog spool file is damaged");
-            break;
-        }
-        bson_t entry;
-        if (!bson_init_static(&entry, buf, len)) {
-            r = ms_error_set(e, EIO, "the oplog spool file is damaged");
-            break;
-        }
-        MsOplogPosition pos = {0, 0};
-        bson_iter_t it;
-        if (bson_iter_init_find(&it, &entry, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it))
-            bson_iter_timestamp(&it, &pos.t, &pos.i);
+    int r = preflight_oplog(ctx, c, spool, buf, has_limit, limit, e);
+    if (r < 0)
+        return r;
+    _cleanup_(ms_oplog_replayer_freep) MsOplogReplayer *replayer = NULL;
+    r = new_replayer(ctx, &replayer, e);
+    if (r < 0)
+        return r;
+    bson_t entry;
+    while ((r = spool_next(spool, buf, &entry, e)) == 1) {
+        r = 0;
+        MsOplogPosition pos = entry_position(&entry);
         if (has_limit && position_after(pos, limit))
             break;
-        r = ms_oplog_apply_entry(c, filter, &entry, &stats, e);
+        MsOplogPlan plan = {0};
+        r = ms_oplog_replayer_plan(replayer, &entry, &plan, e);
+        if (r == 0)
+            r = ms_oplog_plan_execute(c, &plan, &entry, e);
+        ms_oplog_plan_clear(&plan);
         if (r < 0)
             break;
         res->restored_to = pos;
-        ms_progress_add_items(ctx->o->progress, 1, len);
+        ms_progress_add_items(ctx->o->progress, 1, entry.len);
         if (is_cancelled(ctx->o)) {
             r = ms_error_set(e, ECANCELED, "the restore was stopped during oplog replay");
             break;
         }
     }
-    free(buf);
-    res->oplog_applied = stats.applied;
+    ms_oplog_replayer_finish(replayer);
+    const MsOplogReplayStats *st = ms_oplog_replayer_stats(replayer);
+    res->oplog_applied = st->applied;
+    res->oplog_not_selected = st->not_selected;
+    res->oplog_unplaceable = st->unplaceable;
+    res->oplog_uncommitted = st->uncommitted;
+    if (r == 0 && st->unplaceable > 0)
+        log_warning("%" PRIu64 " oplog operation(s) were not replayed because they reach outside "
+                    "the restore's namespace mapping; the first: %s",
+                    st->unplaceable, st->first_unplaceable);
+    if (r == 0 && st->uncommitted > 0)
+        log_info("%" PRIu64 " operation(s) of transactions not committed by the end of replay "
+                 "were left out",
+                 st->uncommitted);
     return r;
 }
 
@@ -525,9 +638,23 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
     uint64_t oplog_spooled = 0;
     bool streaming = false; /* documents may have reached the target */
 
-    int r = o->archive_path
-                ? ms_snapshot_source_open_file(o->archive_path, o->manifest_path, o->key, &src, e)
-                : ms_snapshot_source_open_store(o->storage, o->snapshot_key, o->key, &src, e);
+    int r = 0;
+    if (o->drop) {
+        /* Nothing is dropped before the snapshot is known to be whole: one read of the stored
+         * object (size, SHA-256, every encrypted chunk's authentication) before any change.
+         * docs/architecture.md, "Restore --drop", says why this and not staging collections. */
+        ms_progress_set_phase(p, "check");
+        r = o->archive_path
+                ? ms_snapshot_source_precheck_file(o->archive_path, o->manifest_path, o->key, e)
+                : ms_snapshot_source_precheck_store(o->storage, o->snapshot_key, o->key, NULL, e);
+        if (r < 0) {
+            ms_error_prefix(e, "nothing was dropped or changed in the target: ");
+            goto out;
+        }
+    }
+    r = o->archive_path
+            ? ms_snapshot_source_open_file(o->archive_path, o->manifest_path, o->key, &src, e)
+            : ms_snapshot_source_open_store(o->storage, o->snapshot_key, o->key, &src, e);
     if (r < 0)
         goto out;
     if (src.has_manifest)
@@ -719,6 +846,12 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
             goto out;
         res.point_in_time = true;
     }
+    res.namespaces_protected = ctx.protected_nss;
+    if (ctx.protected_nss > 0)
+        log_warning("%" PRIu64 " namespace(s) of the archive in admin, local, config or system.* "
+                    "were not restored (the first: %s); name them literally, e.g. "
+                    "--ns-include 'admin.*', to restore them",
+                    ctx.protected_nss, ctx.first_protected);
     if (res.duplicates > 0)
         log_warning("%" PRIu64 " documents were already in the target and were left as they "
                     "are; use --drop to replace the target collections",

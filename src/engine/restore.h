@@ -43,6 +43,10 @@ typedef struct MsRestoreResult {
     uint64_t indexes;
     uint64_t views;
     uint64_t oplog_applied;
+    uint64_t oplog_not_selected; /* left out by --ns-include/--ns-exclude, as asked */
+    uint64_t oplog_unplaceable;  /* reached outside the mapping: skipped (oplog-plan.h) */
+    uint64_t oplog_uncommitted;  /* operations of transactions not committed at the end */
+    uint64_t namespaces_protected; /* admin/local/config/system.* not named literally */
     bool point_in_time;
     MsOplogPosition restored_to;
 } MsRestoreResult;

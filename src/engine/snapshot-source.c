@@ -89,10 +89,17 @@ static int build_chain(MsSnapshotSource *s, MsSource *raw, const MsEncryptKey *e
     return 0;
 }
 
-/* The chain's counter points into *ret, so sources are built in place, never copied.
- * raw_only: head is the stored bytes (counted and hashed), not decrypted or decompressed. */
+/* How far open_store() builds the chain. */
+typedef enum OpenDepth {
+    OPEN_ARCHIVE,   /* decrypted, decompressed, parsed */
+    OPEN_RAW,       /* the stored bytes, counted and hashed */
+    OPEN_DECRYPTED, /* the stored bytes, counted and hashed, then each chunk authenticated */
+} OpenDepth;
+
+/* The chain's counter points into *ret, so sources are built in place, never copied. */
 static int open_store(MsStorage *storage, const char *key, const MsEncryptKey *enc_key,
-                      bool raw_only, MsSnapshotSource *ret, MsError *e) {
+                      OpenDepth depth, MsSnapshotSource *ret, MsError *e) {
+    bool raw_only = depth == OPEN_RAW;
     MsSnapshotSource *s = ret;
     memset(s, 0, sizeof(*s));
     _cleanup_free_ char *manifest_key = manifest_key_for(key);
@@ -139,6 +146,28 @@ static int open_store(MsStorage *storage, const char *key, const MsEncryptKey *e
         s->hash = s->head = hash;
         return 0;
     }
+    if (depth == OPEN_DECRYPTED) {
+        MsSource *counted = ms_source_counter_new(raw, &s->stored_bytes);
+        MsSource *hash = counted ? ms_source_sha256_new(counted) : NULL;
+        if (!hash) {
+            ms_source_free(counted ? counted : raw);
+            ms_snapshot_source_close(s);
+            return ms_error_set(e, ENOMEM, "out of memory");
+        }
+        s->hash = s->head = hash;
+        if (s->manifest.encryption_cipher) {
+            MsSource *plain =
+                ms_source_decrypt_auto_new(hash, enc_key, &s->encrypted, &s->encryption, e);
+            if (!plain) {
+                s->head = NULL;
+                ms_source_free(hash);
+                ms_snapshot_source_close(s);
+                return -(e && e->code ? e->code : EBADMSG);
+            }
+            s->head = plain;
+        }
+        return 0;
+    }
     r = build_chain(s, raw, enc_key, e);
     if (r == -ENOKEY) {
         /* The manifest did not say so, the stream does: name the snapshot all the same. */
@@ -155,13 +184,13 @@ static int open_store(MsStorage *storage, const char *key, const MsEncryptKey *e
 
 int ms_snapshot_source_open_store(MsStorage *storage, const char *key,
                                   const MsEncryptKey *enc_key, MsSnapshotSource *ret, MsError *e) {
-    return open_store(storage, key, enc_key, false, ret, e);
+    return open_store(storage, key, enc_key, OPEN_ARCHIVE, ret, e);
 }
 
 int ms_snapshot_source_check_stored_only(MsStorage *storage, const char *key, uint64_t *ret_bytes,
                                          MsError *e) {
     MsSnapshotSource s;
-    int r = open_store(storage, key, NULL, true, &s, e);
+    int r = open_store(storage, key, NULL, OPEN_RAW, &s, e);
     if (r < 0)
         return r;
     /* Read every stored byte through the hash; then the check finds nothing left over. */
@@ -172,6 +201,88 @@ int ms_snapshot_source_check_stored_only(MsStorage *storage, const char *key, ui
     r = n < 0 ? (int) n : ms_snapshot_source_check_stored(&s, e);
     if (ret_bytes)
         *ret_bytes = s.stored_bytes;
+    ms_snapshot_source_close(&s);
+    return r;
+}
+
+/* Read the whole archive to say where damage is (namespace, byte offset), since a digest
+ * that differs says only that it is there; what it finds is added to e. */
+static void diagnose_damage(MsStorage *storage, const char *key, const MsEncryptKey *enc_key,
+                            MsError *e) {
+    MsSnapshotSource s;
+    MsError found = MS_ERROR_INIT;
+    if (open_store(storage, key, enc_key, OPEN_ARCHIVE, &s, &found) < 0)
+        return;
+    const MsArchiveHeader *header;
+    const MsArchiveCollection *colls;
+    size_t n_colls;
+    int r = ms_archive_reader_read_prelude(s.reader, &header, &colls, &n_colls, &found);
+    while (r == 0) {
+        MsArchiveEvent ev;
+        r = ms_archive_reader_next(s.reader, &ev, &found);
+        if (r == 0 && ev.kind == MS_ARCHIVE_EVENT_END)
+            break;
+    }
+    if (r == 0)
+        r = ms_snapshot_source_check_namespaces(&s, &found);
+    ms_snapshot_source_close(&s);
+    if (r < 0 && found.code) {
+        size_t len = strlen(e->message);
+        snprintf(e->message + len, sizeof(e->message) - len, " (reading it: %s)", found.message);
+    }
+}
+
+int ms_snapshot_source_precheck_store(MsStorage *storage, const char *key,
+                                      const MsEncryptKey *enc_key, uint64_t *ret_bytes,
+                                      MsError *e) {
+    MsSnapshotSource s;
+    int r = open_store(storage, key, enc_key, OPEN_DECRYPTED, &s, e);
+    if (r < 0)
+        return r;
+    /* Every stored byte through the hash and, when encrypted, every chunk through its
+     * authentication; the plaintext itself is not needed. */
+    char buf[65536];
+    ssize_t n;
+    while ((n = ms_source_read(s.head, buf, sizeof(buf), e)) > 0)
+        ;
+    r = n < 0 ? (int) n : ms_snapshot_source_check_stored(&s, e);
+    bool digest_differs = n >= 0 && r == -EBADMSG;
+    if (ret_bytes)
+        *ret_bytes = s.stored_bytes;
+    ms_snapshot_source_close(&s);
+    if (digest_differs && e)
+        diagnose_damage(storage, key, enc_key, e);
+    return r;
+}
+
+int ms_snapshot_source_precheck_file(const char *path, const char *manifest_path,
+                                     const MsEncryptKey *enc_key, MsError *e) {
+    if (strcmp(path, "-") == 0)
+        return ms_error_set(e, EINVAL,
+                            "standard input cannot be checked before the target is changed (it "
+                            "can be read only once); save the archive to a file and restore from "
+                            "that, or leave out --drop");
+    MsSnapshotSource s;
+    int r = ms_snapshot_source_open_file(path, manifest_path, enc_key, &s, e);
+    if (r < 0)
+        return r;
+    /* A stock archive has no SHA-256 to compare: read it whole, every namespace's CRC-64. */
+    const MsArchiveHeader *header;
+    const MsArchiveCollection *colls;
+    size_t n_colls;
+    r = ms_archive_reader_read_prelude(s.reader, &header, &colls, &n_colls, e);
+    while (r == 0) {
+        MsArchiveEvent ev;
+        r = ms_archive_reader_next(s.reader, &ev, e);
+        if (r == 0 && ev.kind == MS_ARCHIVE_EVENT_END)
+            break;
+    }
+    if (r < 0)
+        ms_error_prefix(e, "%s: ", s.archive_name);
+    if (r == 0)
+        r = ms_snapshot_source_check_stored(&s, e);
+    if (r == 0)
+        r = ms_snapshot_source_check_namespaces(&s, e);
     ms_snapshot_source_close(&s);
     return r;
 }

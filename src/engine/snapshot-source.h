@@ -36,6 +36,18 @@ int ms_snapshot_source_open_store(MsStorage *storage, const char *key,
  * with the manifest (nothing is decrypted or parsed). 0 when they match, -EBADMSG if not. */
 int ms_snapshot_source_check_stored_only(MsStorage *storage, const char *key, uint64_t *ret_bytes,
                                          MsError *e);
+/* Before a restore changes anything in the target: is the snapshot whole? For a stored
+ * snapshot: its size and SHA-256 against the manifest and, when encrypted, the authentication
+ * of every chunk (which needs enc_key); nothing is decompressed or parsed. -EBADMSG when
+ * damaged, with the store's read errors as they come. */
+int ms_snapshot_source_precheck_store(MsStorage *storage, const char *key,
+                                      const MsEncryptKey *enc_key, uint64_t *ret_bytes,
+                                      MsError *e);
+/* The same for an archive file, which has no SHA-256 to compare unless a manifest is given:
+ * the whole archive is read and every namespace's CRC-64 checked. Standard input ("-") cannot
+ * be read twice: -EINVAL. */
+int ms_snapshot_source_precheck_file(const char *path, const char *manifest_path,
+                                     const MsEncryptKey *enc_key, MsError *e);
 /* From a stock archive file ("-" is standard input); manifest_path is optional. */
 int ms_snapshot_source_open_file(const char *path, const char *manifest_path,
                                  const MsEncryptKey *enc_key, MsSnapshotSource *ret, MsError *e);

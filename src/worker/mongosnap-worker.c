@@ -628,6 +628,10 @@ static int run_restore(Args *a, MsProgress *p) {
         BSON_APPEND_INT64(&fields, "views", (int64_t) res.views);
         BSON_APPEND_INT64(&fields, "indexes", (int64_t) res.indexes);
         BSON_APPEND_INT64(&fields, "oplog_applied", (int64_t) res.oplog_applied);
+        BSON_APPEND_INT64(&fields, "oplog_not_selected", (int64_t) res.oplog_not_selected);
+        BSON_APPEND_INT64(&fields, "oplog_unplaceable", (int64_t) res.oplog_unplaceable);
+        BSON_APPEND_INT64(&fields, "oplog_uncommitted", (int64_t) res.oplog_uncommitted);
+        BSON_APPEND_INT64(&fields, "namespaces_protected", (int64_t) res.namespaces_protected);
         if (res.point_in_time)
             bson_append_timestamp(&fields, "restored_to", -1, res.restored_to.t, res.restored_to.i);
         if (!a->json)
