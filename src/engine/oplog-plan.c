@@ -446,7 +446,6 @@ static void append_index_spec(bson_t *arr, uint32_t i, const bson_t *spec) {
  * entry as unplaceable (returns 1). */
 static int map_view_on(MsOplogReplayer *r, const bson_t *entry, const char *db, const char *tdb,
                        const char *view_on, char **ret, MsError *e) {
-    _cleanup_free_ char *vns = NULL;
     _cleanup_free_ char *vdb = NULL;
     _cleanup_free_ char *vcoll = NULL;
     _cleanup_free_ char *src = ms_ns_join(db, view_on);
