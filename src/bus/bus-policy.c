@@ -145,6 +145,7 @@ POLICY_GETTER(property_get_keep) {
     uint32_t v = strcmp(property, "KeepLast") == 0     ? k->keep_last
                  : strcmp(property, "KeepDaily") == 0  ? k->keep_daily
                  : strcmp(property, "KeepWeekly") == 0 ? k->keep_weekly
+                 : strcmp(property, "KeepManual") == 0 ? k->keep_manual
                                                        : k->keep_monthly;
     return sd_bus_message_append(reply, "u", v);
 }
@@ -385,6 +386,7 @@ static const sd_bus_vtable policy_vtable[] = {
     SD_BUS_PROPERTY("KeepDaily", "u", property_get_keep, 0, CHANGING),
     SD_BUS_PROPERTY("KeepWeekly", "u", property_get_keep, 0, CHANGING),
     SD_BUS_PROPERTY("KeepMonthly", "u", property_get_keep, 0, CHANGING),
+    SD_BUS_PROPERTY("KeepManual", "u", property_get_keep, 0, CHANGING),
     SD_BUS_PROPERTY("MaxAgeUSec", "t", property_get_max_age, 0, CHANGING),
     /* The name of the credential holding the key, never the key. */
     SD_BUS_PROPERTY("Key", "s", property_get_setting, 0, CHANGING),

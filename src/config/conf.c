@@ -801,6 +801,8 @@ static const IniKey policy_keys[] = {
                MS_RETENTION_KEEP_MAX, ini_set_unsigned, ini_get_unsigned),
     POLICY_KEY(SECTION_RETENTION, "KeepMonthly", retention.keep_monthly, false, "0", 0,
                MS_RETENTION_KEEP_MAX, ini_set_unsigned, ini_get_unsigned),
+    POLICY_KEY(SECTION_RETENTION, "KeepManual", retention.keep_manual, false, "0", 0,
+               MS_RETENTION_KEEP_MAX, ini_set_unsigned, ini_get_unsigned),
     POLICY_KEY(SECTION_ENCRYPTION, "Key", encryption_key, false, NULL, 0, 0, set_encryption_key,
                ini_get_string),
     POLICY_KEY(SECTION_ENCRYPTION, "Cipher", cipher, false, NULL, 0, 0, set_cipher, get_cipher),

@@ -109,6 +109,7 @@ typedef struct MsRetentionRules {
     unsigned keep_daily;
     unsigned keep_weekly;
     unsigned keep_monthly;
+    unsigned keep_manual; /* KeepManual=: the N newest snapshots taken on request */
     uint64_t max_age_usec;
 } MsRetentionRules;
 

@@ -235,7 +235,8 @@ static void status_time(const char *label, uint64_t usec, const char *suffix) {
 }
 
 static void status_retention(const CtlProps *p) {
-    static const char *const keys[] = {"KeepLast", "KeepDaily", "KeepWeekly", "KeepMonthly"};
+    static const char *const keys[] = {"KeepLast", "KeepDaily", "KeepWeekly", "KeepMonthly",
+                                       "KeepManual"};
     char line[STATUS_VALUE_MAX] = "";
     size_t o = 0;
     for (size_t i = 0; i < ELEMENTSOF(keys) && o < sizeof(line); i++) {
