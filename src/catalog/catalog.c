@@ -134,6 +134,26 @@ static const char *const migrations[] = {
     "CREATE INDEX snapshots_by_policy_state ON snapshots (policy, state);"
     "CREATE INDEX snapshots_by_state ON snapshots (state);"
     "ALTER TABLE restores ADD COLUMN bytes_transferred INTEGER NOT NULL DEFAULT 0;",
+
+    /* 4: the order snapshots of a policy started in (seq, which retention ranks by: no clock
+     * can invert it), what started each one (origin: manual snapshots are a retention series
+     * of their own), and the incarnation of the policy it belongs to (policy_id: a policy
+     * deleted and created again under its old name starts a new history, and the new one's
+     * retention never takes over the snapshots Delete kept). Existing rows keep their order
+     * (rowid), count as scheduled (as retention treated them), and belong to their policy's
+     * current incarnation. */
+    "ALTER TABLE snapshots ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE snapshots ADD COLUMN origin TEXT NOT NULL DEFAULT 'scheduled'"
+    "  CHECK (origin IN ('scheduled', 'manual', 'resync'));"
+    "ALTER TABLE snapshots ADD COLUMN policy_id TEXT;"
+    "ALTER TABLE policies ADD COLUMN policy_id TEXT;"
+    "ALTER TABLE policies ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE snapshots SET seq = rowid;"
+    "UPDATE policies SET policy_id = lower(hex(randomblob(8)));"
+    "UPDATE snapshots SET policy_id ="
+    "  (SELECT policy_id FROM policies WHERE policies.name = snapshots.policy);"
+    "UPDATE policies SET last_seq ="
+    "  (SELECT COALESCE(MAX(seq), 0) FROM snapshots WHERE snapshots.policy = policies.name);",
 };
 _Static_assert(ELEMENTSOF(migrations) == MS_CATALOG_SCHEMA_VERSION,
                "every schema version needs its migration");
@@ -157,6 +177,23 @@ static const char *const restore_state_names[_MS_RESTORE_STATE_MAX] = {
     [MS_RESTORE_INTERRUPTED] = "interrupted", [MS_RESTORE_CANCELLED] = "cancelled",
 };
 
+static const char *const snapshot_origin_names[_MS_SNAPSHOT_ORIGIN_MAX] = {
+    [MS_SNAPSHOT_ORIGIN_SCHEDULED] = "scheduled",
+    [MS_SNAPSHOT_ORIGIN_MANUAL] = "manual",
+    [MS_SNAPSHOT_ORIGIN_RESYNC] = "resync",
+};
+
+const char *ms_snapshot_origin_to_string(MsSnapshotOrigin o) {
+    return o >= 0 && o < _MS_SNAPSHOT_ORIGIN_MAX ? snapshot_origin_names[o] : NULL;
+}
+
+MsSnapshotOrigin ms_snapshot_origin_from_string(const char *s) {
+    for (int i = 0; s && i < _MS_SNAPSHOT_ORIGIN_MAX; i++)
+        if (strcmp(s, snapshot_origin_names[i]) == 0)
+            return (MsSnapshotOrigin) i;
+    return _MS_SNAPSHOT_ORIGIN_INVALID;
+}
+
 /* MS_VERIFY_NEVER is stored as NULL; its name is what people see for it. */
 static const char *const verify_state_names[_MS_VERIFY_STATE_MAX] = {
     [MS_VERIFY_NEVER] = "",          [MS_VERIFY_QUEUED] = "queued",
@@ -169,7 +206,7 @@ static const char *const verify_state_names[_MS_VERIFY_STATE_MAX] = {
     "id, policy, node, archive_key, manifest_key, store, download_url, state, error, "             \
     "created_usec, started_usec, finished_usec, expire_usec, items_done, items_total, "            \
     "progress_pct, bytes_transferred, point_in_time, log_cursor, verify_state, "                   \
-    "verify_finished_usec, verify_error"
+    "verify_finished_usec, verify_error, seq, origin, policy_id"
 enum {
     SNAP_ID,
     SNAP_POLICY,
@@ -193,6 +230,9 @@ enum {
     SNAP_VERIFY_STATE,
     SNAP_VERIFY_FINISHED,
     SNAP_VERIFY_ERROR,
+    SNAP_SEQ,
+    SNAP_ORIGIN,
+    SNAP_POLICY_ID,
 };
 
 #define RESTORE_COLUMNS                                                                            \
@@ -214,13 +254,15 @@ enum {
     REST_BYTES,
 };
 
-#define POLICY_COLUMNS "name, state, last_run_usec, last_result, next_run_usec"
+#define POLICY_COLUMNS "name, state, last_run_usec, last_result, next_run_usec, policy_id, last_seq"
 enum {
     POL_NAME,
     POL_STATE,
     POL_LAST_RUN,
     POL_LAST_RESULT,
     POL_NEXT_RUN,
+    POL_POLICY_ID,
+    POL_LAST_SEQ,
 };
 
 /* A list filter binds the wanted states to consecutive parameters after its first one and NULL
@@ -263,21 +305,21 @@ static const char *const statement_sql[_STMT_MAX] = {
     [STMT_ROLLBACK] = "ROLLBACK",
 
     [STMT_POLICY_GET] = "SELECT " POLICY_COLUMNS " FROM policies WHERE name = ?1",
-    [STMT_POLICY_SET] = "INSERT INTO policies (" POLICY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5) "
-                        "ON CONFLICT (name) DO UPDATE SET state = ?2, last_run_usec = ?3, "
-                        "last_result = ?4, next_run_usec = ?5",
+    [STMT_POLICY_SET] = "INSERT INTO policies (" POLICY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, "
+                        "?6, ?7) ON CONFLICT (name) DO UPDATE SET state = ?2, last_run_usec = ?3, "
+                        "last_result = ?4, next_run_usec = ?5, policy_id = ?6, last_seq = ?7",
     [STMT_POLICY_LIST] = "SELECT " POLICY_COLUMNS " FROM policies ORDER BY name",
 
     [STMT_SNAPSHOT_INSERT] = "INSERT INTO snapshots (" SNAPSHOT_COLUMNS ") VALUES (?1, ?2, ?3, "
                              "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-                             "?18, ?19, ?20, ?21, ?22)",
+                             "?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
     [STMT_SNAPSHOT_UPDATE] =
         "UPDATE snapshots SET policy = ?2, node = ?3, archive_key = ?4, manifest_key = ?5, "
         "store = ?6, download_url = ?7, state = ?8, error = ?9, created_usec = ?10, "
         "started_usec = ?11, finished_usec = ?12, expire_usec = ?13, items_done = ?14, "
         "items_total = ?15, progress_pct = ?16, bytes_transferred = ?17, point_in_time = ?18, "
-        "log_cursor = ?19, verify_state = ?20, verify_finished_usec = ?21, verify_error = ?22 "
-        "WHERE id = ?1",
+        "log_cursor = ?19, verify_state = ?20, verify_finished_usec = ?21, verify_error = ?22, "
+        "seq = ?23, origin = ?24, policy_id = ?25 WHERE id = ?1",
     [STMT_SNAPSHOT_GET] = "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE id = ?1",
     [STMT_SNAPSHOT_LIST] = "SELECT " SNAPSHOT_COLUMNS " FROM snapshots "
                            "WHERE (?1 IS NULL OR policy = ?1) "
@@ -861,6 +903,7 @@ MsPolicyRuntime *ms_policy_runtime_free(MsPolicyRuntime *p) {
         return NULL;
     free(p->name);
     free(p->last_result);
+    free(p->policy_id);
     free(p);
     return NULL;
 }
@@ -878,6 +921,7 @@ static int read_policy(MsCatalog *c, sqlite3_stmt *s, MsPolicyRuntime **ret, MsE
     int r = 0;
     FIRST_FAILURE(r, column_strdup(s, POL_NAME, &p->name));
     FIRST_FAILURE(r, column_strdup(s, POL_LAST_RESULT, &p->last_result));
+    FIRST_FAILURE(r, column_strdup(s, POL_POLICY_ID, &p->policy_id));
     if (r < 0)
         return ms_error_set(e, -r, "out of memory reading the catalog");
     const char *state = (const char *) sqlite3_column_text(s, POL_STATE);
@@ -889,6 +933,7 @@ static int read_policy(MsCatalog *c, sqlite3_stmt *s, MsPolicyRuntime **ret, MsE
                             p->name, state ? state : "(null)", c->path);
     p->last_run_usec = column_u64(s, POL_LAST_RUN);
     p->next_run_usec = column_u64(s, POL_NEXT_RUN);
+    p->last_seq = column_u64(s, POL_LAST_SEQ);
     *ret = TAKE_PTR(p);
     return 0;
 }
@@ -931,6 +976,8 @@ int ms_catalog_set_policy(MsCatalog *c, const MsPolicyRuntime *p, MsError *e) {
     FIRST_FAILURE(rc, bind_usec(s, POL_LAST_RUN + 1, p->last_run_usec));
     FIRST_FAILURE(rc, bind_text(s, POL_LAST_RESULT + 1, p->last_result));
     FIRST_FAILURE(rc, bind_usec(s, POL_NEXT_RUN + 1, p->next_run_usec));
+    FIRST_FAILURE(rc, bind_text(s, POL_POLICY_ID + 1, p->policy_id));
+    FIRST_FAILURE(rc, bind_u64(s, POL_LAST_SEQ + 1, p->last_seq));
     FIRST_FAILURE(rc, step_done(s));
     if (rc != SQLITE_OK)
         return catalog_error(c, e, rc, "recording policy '%s'", p->name);
@@ -988,6 +1035,8 @@ MsSnapshotRecord *ms_snapshot_record_free(MsSnapshotRecord *r) {
     free(r->error);
     free(r->log_cursor);
     free(r->verify_error);
+    free(r->policy_id);
+    free(r->kept_by);
     free(r);
     return NULL;
 }
@@ -1013,6 +1062,7 @@ static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, 
     FIRST_FAILURE(r, column_strdup(s, SNAP_ERROR, &rec->error));
     FIRST_FAILURE(r, column_strdup(s, SNAP_LOG_CURSOR, &rec->log_cursor));
     FIRST_FAILURE(r, column_strdup(s, SNAP_VERIFY_ERROR, &rec->verify_error));
+    FIRST_FAILURE(r, column_strdup(s, SNAP_POLICY_ID, &rec->policy_id));
     if (r < 0)
         return ms_error_set(e, -r, "out of memory reading the catalog");
     const char *state = (const char *) sqlite3_column_text(s, SNAP_STATE);
@@ -1044,6 +1094,14 @@ static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, 
     rec->progress_pct = sqlite3_column_double(s, SNAP_PROGRESS);
     rec->bytes_transferred = column_u64(s, SNAP_BYTES);
     rec->point_in_time = sqlite3_column_int(s, SNAP_POINT_IN_TIME) != 0;
+    rec->seq = column_u64(s, SNAP_SEQ);
+    const char *origin = (const char *) sqlite3_column_text(s, SNAP_ORIGIN);
+    rec->origin = ms_snapshot_origin_from_string(origin);
+    if (rec->origin < 0)
+        return ms_error_set(e, EBADMSG,
+                            "snapshot '%s' has an unknown origin '%s' in catalog '%s': the "
+                            "catalog is damaged or was edited by hand",
+                            rec->id, origin ? origin : "(null)", c->path);
     *ret = TAKE_PTR(rec);
     return 0;
 }
@@ -1057,6 +1115,9 @@ static int snapshot_validate(const MsSnapshotRecord *r, MsError *e) {
     if (!ms_verify_state_to_string(r->verify_state))
         return ms_error_set(e, EINVAL, "invalid verification state %d for snapshot '%s'",
                             (int) r->verify_state, r->id);
+    if (!ms_snapshot_origin_to_string(r->origin))
+        return ms_error_set(e, EINVAL, "invalid origin %d for snapshot '%s'", (int) r->origin,
+                            r->id);
     if (!percent_is_valid(r->progress_pct))
         return ms_error_set(e, EINVAL, "progress %g%% of snapshot '%s' is outside 0..100",
                             r->progress_pct, r->id);
@@ -1072,6 +1133,7 @@ static int snapshot_validate(const MsSnapshotRecord *r, MsError *e) {
         {"items_total", r->items_total},
         {"bytes_transferred", r->bytes_transferred},
         {"verify_finished_usec", r->verify_finished_usec},
+        {"seq", r->seq},
     };
     for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
         int k = check_fits("snapshot", r->id, numbers[i].column, numbers[i].value, e);
@@ -1111,6 +1173,9 @@ static int bind_snapshot(sqlite3_stmt *s, const MsSnapshotRecord *r) {
     FIRST_FAILURE(rc, bind_text(s, SNAP_VERIFY_STATE + 1, verify_state_column(r->verify_state)));
     FIRST_FAILURE(rc, bind_usec(s, SNAP_VERIFY_FINISHED + 1, r->verify_finished_usec));
     FIRST_FAILURE(rc, bind_text(s, SNAP_VERIFY_ERROR + 1, r->verify_error));
+    FIRST_FAILURE(rc, bind_u64(s, SNAP_SEQ + 1, r->seq));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_ORIGIN + 1, ms_snapshot_origin_to_string(r->origin)));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_POLICY_ID + 1, r->policy_id));
     return rc;
 }
 

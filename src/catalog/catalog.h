@@ -16,8 +16,9 @@
  *   1: policies' runtime state, snapshots, restores.
  *   2: snapshots' point_in_time and log_cursor, restores' options, list indexes.
  *   3: the snapshot state "stopped", snapshots' verification result (verify_state,
- *      verify_finished_usec, verify_error), restores' bytes_transferred. */
-#define MS_CATALOG_SCHEMA_VERSION 3
+ *      verify_finished_usec, verify_error), restores' bytes_transferred.
+ *   4: snapshots' seq, origin and policy_id; policies' policy_id and last_seq. */
+#define MS_CATALOG_SCHEMA_VERSION 4
 
 /* Threads: an MsCatalog is one SQLite connection, opened without SQLite's per-connection
  * mutex. Use each one from one thread at a time; a thread that needs the catalog opens its own.
@@ -62,6 +63,18 @@ typedef enum MsRestoreState {
     _MS_RESTORE_STATE_INVALID = -EINVAL,
 } MsRestoreState;
 
+/* What started a snapshot (schema version 4 and later). */
+typedef enum MsSnapshotOrigin {
+    MS_SNAPSHOT_ORIGIN_SCHEDULED, /* the policy's timer (and snapshots from before version 4) */
+    MS_SNAPSHOT_ORIGIN_MANUAL,    /* TakeSnapshot on request, Rebuild */
+    MS_SNAPSHOT_ORIGIN_RESYNC,    /* found in a store by Resync with no record of it */
+    _MS_SNAPSHOT_ORIGIN_MAX,
+    _MS_SNAPSHOT_ORIGIN_INVALID = -EINVAL,
+} MsSnapshotOrigin;
+
+const char *ms_snapshot_origin_to_string(MsSnapshotOrigin o);
+MsSnapshotOrigin ms_snapshot_origin_from_string(const char *s);
+
 /* The last verification of a snapshot's stored archive (schema version 3 and later). */
 typedef enum MsVerifyState {
     MS_VERIFY_NEVER, /* never verified: stored as NULL, shown as "" */
@@ -96,6 +109,12 @@ typedef struct MsPolicyRuntime {
     uint64_t last_run_usec;
     char *last_result; /* one line for people ("completed", "failed: ..."), NULL before a run */
     uint64_t next_run_usec;
+    /* The incarnation of the policy (random, made when it is created): snapshots name the one
+     * they belong to, so that a policy deleted and created again under the same name does not
+     * inherit the old one's snapshots. NULL in rows of catalogs older than version 4 until the
+     * migration fills it. */
+    char *policy_id;
+    uint64_t last_seq; /* the seq given to the policy's latest snapshot */
 } MsPolicyRuntime;
 
 /* One snapshot task ("Backup Record"). Every string may be NULL unless marked required. */
@@ -126,9 +145,21 @@ typedef struct MsSnapshotRecord {
     MsVerifyState verify_state;
     uint64_t verify_finished_usec;
     char *verify_error;
+    /* The order snapshots of the policy started in (retention ranks by it; 0: unknown, older
+     * than every numbered one), what started it, and the policy incarnation it belongs to. */
+    uint64_t seq;
+    MsSnapshotOrigin origin;
+    char *policy_id;
     /* Not stored: another node's record, seen through the cluster's shared collections
      * (agent-cluster.c). The agent lists it but never writes it to its catalog. */
     bool remote;
+    /* Not stored: what retention last said of it (agent-manager.c computes them whenever
+     * retention runs): when the policy's schedule will push it out (0: nothing will, or not
+     * yet known), the rule that keeps it ("KeepDaily=7"), and whether its completion time is
+     * too far in the future to be believed. */
+    uint64_t expire_projected_usec;
+    char *kept_by;
+    bool future_dated;
 } MsSnapshotRecord;
 
 typedef struct MsRestoreRecord {

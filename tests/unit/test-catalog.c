@@ -436,6 +436,61 @@ static void version_1_catalog_is_migrated_keeping_rows(void) {
     ASSERT_OK(ms_catalog_set_snapshot_state(c, "nightly-1", MS_SNAPSHOT_STOPPED, NULL, &e));
 }
 
+/* Version 4: each snapshot's order (from its rowid, the order rows were written in), its
+ * origin (scheduled, as retention treated them) and its policy's incarnation; each policy's
+ * incarnation and last seq. */
+static void version_4_orders_old_snapshots(void) {
+    _cleanup_temp_dir_ TempDir t = {0};
+    ASSERT(temp_dir_make(&t));
+    {
+        _cleanup_raw_ sqlite3 *db = raw_open(t.db);
+        ASSERT(db);
+        ASSERT(raw_exec(db, schema_v2));
+        ASSERT(raw_exec(db, rows_v2));
+    }
+    MsError e = MS_ERROR_INIT;
+    _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
+    ASSERT_OK(ms_catalog_open(t.db, &c, &e));
+    MsSnapshotRecord **list = NULL;
+    size_t n = 0;
+    ASSERT_OK(ms_catalog_list_snapshots(c, &(MsSnapshotFilter){.policy = "nightly"}, &list, &n, &e));
+    _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *p = NULL;
+    ASSERT_OK(ms_catalog_get_policy(c, "nightly", &p, &e));
+    uint64_t max_seq = 0;
+    bool ok = p->policy_id && strlen(p->policy_id) == 16;
+    for (size_t i = 0; i < n; i++) {
+        ok &= list[i]->seq > 0 && list[i]->origin == MS_SNAPSHOT_ORIGIN_SCHEDULED &&
+              list[i]->policy_id && strcmp(list[i]->policy_id, p->policy_id) == 0;
+        max_seq = MS_MAX(max_seq, list[i]->seq);
+        for (size_t j = 0; j < i; j++)
+            ok &= list[j]->seq != list[i]->seq;
+    }
+    ms_snapshot_record_list_free(list, n);
+    ASSERT(ok);
+    ASSERT(n >= 3);
+    ASSERT_EQ_INT(p->last_seq, max_seq);
+    _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *h = NULL;
+    ASSERT_OK(ms_catalog_get_policy(c, "hourly", &h, &e));
+    ASSERT(h->policy_id && strcmp(h->policy_id, p->policy_id) != 0);
+
+    /* The new fields round-trip. */
+    MsSnapshotRecord r = {.id = (char *) "n-new", .policy = (char *) "nightly",
+                          .node = (char *) "db1", .state = MS_SNAPSHOT_QUEUED,
+                          .created_usec = 700, .seq = 42, .origin = MS_SNAPSHOT_ORIGIN_MANUAL,
+                          .policy_id = (char *) "0123456789abcdef"};
+    ASSERT_OK(ms_catalog_insert_snapshot(c, &r, &e));
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *back = NULL;
+    ASSERT_OK(ms_catalog_get_snapshot(c, "n-new", &back, &e));
+    ASSERT_EQ_INT(back->seq, 42);
+    ASSERT_EQ_INT(back->origin, MS_SNAPSHOT_ORIGIN_MANUAL);
+    ASSERT_STREQ(back->policy_id, "0123456789abcdef");
+    p->last_seq = 42;
+    ASSERT_OK(ms_catalog_set_policy(c, p, &e));
+    _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *p2 = NULL;
+    ASSERT_OK(ms_catalog_get_policy(c, "nightly", &p2, &e));
+    ASSERT_EQ_INT(p2->last_seq, 42);
+}
+
 static void version_2_catalog_is_migrated_keeping_rows(void) {
     _cleanup_temp_dir_ TempDir t = {0};
     ASSERT(temp_dir_make(&t));
@@ -466,7 +521,7 @@ static void version_2_catalog_is_migrated_keeping_rows(void) {
         /* Every row and every value, rowids included, as it was. */
         _cleanup_raw_ sqlite3 *db = raw_open(t.db);
         ASSERT(db);
-        ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), 3);
+        ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), MS_CATALOG_SCHEMA_VERSION);
         _cleanup_free_ char *policies_after = raw_dump(db, DUMP_POLICIES_V2);
         _cleanup_free_ char *snapshots_after = raw_dump(db, DUMP_SNAPSHOTS_V2);
         _cleanup_free_ char *restores_after = raw_dump(db, DUMP_RESTORES_V2);
@@ -614,7 +669,7 @@ static void failed_migration_leaves_version_2(void) {
     ms_error_clear(&e);
     _cleanup_(ms_catalog_closep) MsCatalog *ok = NULL;
     ASSERT_OK(ms_catalog_open(t.db, &ok, &e));
-    ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), 3);
+    ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), MS_CATALOG_SCHEMA_VERSION);
     ASSERT_OK(ms_catalog_integrity_check(ok, &e));
 }
 
@@ -643,17 +698,18 @@ static void migration_keeps_rows_broken_before(void) {
     ASSERT_CONTAINS(e.message, "restores");
 }
 
-static void version_4_catalog_is_refused_untouched(void) {
+static void next_version_catalog_is_refused_untouched(void) {
     _cleanup_temp_dir_ TempDir t = {0};
     ASSERT(temp_dir_make(&t));
-    ASSERT_EQ_INT(MS_CATALOG_SCHEMA_VERSION, 3);
     _cleanup_free_ char *snapshots_before = NULL;
     {
         _cleanup_raw_ sqlite3 *db = raw_open(t.db);
         ASSERT(db);
         ASSERT(raw_exec(db, schema_v2));
         ASSERT(raw_exec(db, rows_v2));
-        ASSERT(raw_exec(db, "PRAGMA user_version = 4"));
+        char sql[64];
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", MS_CATALOG_SCHEMA_VERSION + 1);
+        ASSERT(raw_exec(db, sql));
         snapshots_before = raw_dump(db, DUMP_SNAPSHOTS_V2);
         ASSERT(snapshots_before);
     }
@@ -661,11 +717,14 @@ static void version_4_catalog_is_refused_untouched(void) {
     MsCatalog *c = NULL;
     ASSERT_EQ_INT(ms_catalog_open(t.db, &c, &e), -EPROTONOSUPPORT);
     ASSERT(c == NULL);
-    ASSERT_CONTAINS(e.message, "schema version 4");
-    ASSERT_CONTAINS(e.message, "newer than the 3");
+    char version[64];
+    snprintf(version, sizeof(version), "schema version %d", MS_CATALOG_SCHEMA_VERSION + 1);
+    ASSERT_CONTAINS(e.message, version);
+    snprintf(version, sizeof(version), "newer than the %d", MS_CATALOG_SCHEMA_VERSION);
+    ASSERT_CONTAINS(e.message, version);
 
     _cleanup_raw_ sqlite3 *db = raw_open(t.db);
-    ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), 4);
+    ASSERT_EQ_INT(raw_int(db, "PRAGMA user_version"), MS_CATALOG_SCHEMA_VERSION + 1);
     ASSERT_EQ_INT(raw_int(db, "SELECT count(*) FROM pragma_journal_mode WHERE "
                               "journal_mode = 'delete'"),
                   1);
@@ -1629,7 +1688,8 @@ MS_TEST_MAIN(
     TEST_CASE(version_1_catalog_is_migrated_keeping_rows),
     TEST_CASE(version_2_catalog_is_migrated_keeping_rows),
     TEST_CASE(failed_migration_leaves_version_2), TEST_CASE(migration_keeps_rows_broken_before),
-    TEST_CASE(version_4_catalog_is_refused_untouched),
+    TEST_CASE(next_version_catalog_is_refused_untouched),
+    TEST_CASE(version_4_orders_old_snapshots),
     TEST_CASE(newer_catalog_is_refused_untouched), TEST_CASE(foreign_files_are_refused),
     TEST_CASE(missing_directory_is_explained), TEST_CASE(policy_round_trip),
     TEST_CASE(snapshot_round_trip), TEST_CASE(restore_round_trip_redacts_target),
