@@ -68,7 +68,8 @@ static void on_remover_message(AgentTask *w, const bson_t *msg, void *userdata) 
         return;
     Removal *x = m->removals[0];
     x->reported = true;
-    x->removed = agent_msg_u64(msg, "removed");
+    /* How far the worker got through the keys, in order (present or not): "processed". */
+    x->removed = agent_msg_u64(msg, "processed");
     (void) replace_string(&x->result_message, agent_msg_str(msg, "message"));
 }
 

@@ -49,6 +49,14 @@ int ms_manifest_serialize(const MsManifest *m, char **ret_json, size_t *ret_len,
     append_str(&doc, "finished_at", m->finished_at);
     BSON_APPEND_INT64(&doc, "elapsed_usec", (int64_t) m->elapsed_usec);
 
+    if (m->policy_id || m->seq || m->origin) {
+        BSON_APPEND_DOCUMENT_BEGIN(&doc, "policy", &child);
+        append_str(&child, "id", m->policy_id);
+        BSON_APPEND_INT64(&child, "seq", (int64_t) MS_MIN(m->seq, (uint64_t) INT64_MAX));
+        append_str(&child, "origin", m->origin);
+        bson_append_document_end(&doc, &child);
+    }
+
     BSON_APPEND_DOCUMENT_BEGIN(&doc, "source", &child);
     append_str(&child, "uri", m->source_uri);
     append_str(&child, "server_version", m->server_version);
@@ -255,6 +263,9 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
     m.snapshot = dup_utf8(doc, "snapshot");
     m.tool_version = dup_utf8(doc, "tool_version");
     m.node = dup_utf8(doc, "node");
+    m.policy_id = dup_utf8(doc, "policy.id");
+    m.origin = dup_utf8(doc, "policy.origin");
+    get_int64(doc, "policy.seq", &m.seq);
     m.started_at = dup_utf8(doc, "started_at");
     m.finished_at = dup_utf8(doc, "finished_at");
     get_int64(doc, "elapsed_usec", &m.elapsed_usec);
@@ -404,6 +415,8 @@ void ms_manifest_clear(MsManifest *m) {
     free(m->source_uri);
     free(m->server_version);
     free(m->node);
+    free(m->policy_id);
+    free(m->origin);
     free(m->archive_key);
     free(m->compression);
     free(m->encryption_cipher);

@@ -3,6 +3,7 @@
  * commit the archive, then the manifest. */
 #include "snapshot.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -743,7 +744,42 @@ static char *join_key(const char *prefix, const char *name, const char *suffix1,
     return s;
 }
 
+/* A snapshot name or prefix component: what the message promises, exactly. No leading '.'
+ * (hidden files, "." and ".."), nothing else than letters, digits, '-', '_' and '.'. */
+#define SNAPSHOT_NAME_MAX 200
+static bool name_component_is_valid(const char *s, size_t len) {
+    if (len == 0 || len > SNAPSHOT_NAME_MAX || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!(isalnum((unsigned char) s[i]) || s[i] == '-' || s[i] == '_' || s[i] == '.'))
+            return false;
+    return true;
+}
+
+static int check_location(const char *prefix, const char *name, MsError *e) {
+    if (!name || !name_component_is_valid(name, strlen(name)))
+        return ms_error_set(e, EINVAL,
+                            "'%s' is not a valid snapshot location: a name is 1 to %d letters, "
+                            "digits, '-', '_' and '.', not starting with '.'",
+                            name ? name : "", SNAPSHOT_NAME_MAX);
+    for (const char *p = prefix; p && *p;) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t) (slash - p) : strlen(p);
+        if (!name_component_is_valid(p, len))
+            return ms_error_set(e, EINVAL,
+                                "'%s' is not a valid snapshot location: a prefix is '/'-separated "
+                                "parts of letters, digits, '-', '_' and '.', none empty or "
+                                "starting with '.'",
+                                prefix);
+        p = slash ? slash + 1 : p + len;
+    }
+    return 0;
+}
+
 int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *e) {
+    int rc = check_location(o->prefix, o->name, e);
+    if (rc < 0)
+        return rc;
     uint64_t started_realtime = ms_realtime_usec();
     uint64_t started = ms_now_usec();
     MsProgress *p = o->progress;
@@ -993,6 +1029,9 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         .source_uri = (char *) ms_mongo_redacted_uri(mongo),
         .server_version = server_version,
         .node = (char *) (o->node ? o->node : hostname),
+        .policy_id = (char *) o->policy_id,
+        .seq = o->seq,
+        .origin = (char *) o->origin,
         .archive_key = archive_key,
         .compression = (char *) ms_compression_to_string(o->compression),
         .archive_size = stored_bytes,

@@ -19,6 +19,10 @@ typedef struct MsSnapshotOptions {
     const char *prefix; /* key prefix in the store ("nightly/node1"), may be NULL */
     const char *name;   /* snapshot name, unique within the prefix */
     const char *node;   /* this machine's name for the manifest */
+    /* For the manifest (manifest.h): the policy incarnation, its start order and origin. */
+    const char *policy_id;
+    uint64_t seq;
+    const char *origin;
     MsCompression compression;
     int compression_level;   /* 0: codec default */
     int compression_threads; /* zstd workers */

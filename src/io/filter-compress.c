@@ -10,7 +10,9 @@
 #include <string.h>
 
 #include <zlib.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader, ZSTD_WINDOWLOG_LIMIT_DEFAULT */
 #include <zstd.h>
+#include <zstd_errors.h>
 
 /* Added to zlib's windowBits, this makes deflate write (and inflate expect) a gzip header
  * and trailer instead of a zlib one, so `gzip -d` and Go's compress/gzip read the output. */
@@ -319,6 +321,9 @@ typedef struct {
     bool next_eof;
     /* A frame/member has started and not yet ended: EOF now means truncation. */
     bool in_frame;
+    /* The current zstd frame's first bytes, to name its window when the decoder refuses it. */
+    uint8_t frame_header[ZSTD_FRAMEHEADERSIZE_MAX];
+    size_t frame_header_len;
     bool done;
     /* Once broken, keep failing instead of returning a plausible but wrong end. */
     int failed;
@@ -373,12 +378,40 @@ static ssize_t zstd_source_read(DecompressSource *d, void *buf, size_t len, MsEr
         /* Called even without input while inside a frame: the decoder may still hold
          * output that did not fit last time. */
         ZSTD_inBuffer in = {d->in, d->in_len, d->in_pos};
+        if (!d->in_frame)
+            d->frame_header_len = 0;
+        /* The frame header as far as it is known: what earlier calls consumed, then what this
+         * one is given (a refusing call does not say how much it looked at). */
+        uint8_t probe[ZSTD_FRAMEHEADERSIZE_MAX];
+        size_t probe_len = d->frame_header_len;
+        memcpy(probe, d->frame_header, probe_len);
+        size_t more = MS_MIN(d->in_len - d->in_pos, sizeof(probe) - probe_len);
+        memcpy(probe + probe_len, d->in + d->in_pos, more);
+        probe_len += more;
         size_t zr = ZSTD_decompressStream(d->zd, &out, &in);
         size_t consumed = in.pos - d->in_pos;
+        size_t keep = MS_MIN(consumed, sizeof(d->frame_header) - d->frame_header_len);
+        memcpy(d->frame_header + d->frame_header_len, d->in + d->in_pos, keep);
+        d->frame_header_len += keep;
         d->in_pos = in.pos;
         d->in_offset += consumed;
         /* zstd reports damage when it checks a block or the frame checksum, not where the bad
          * byte is: name the span it was decoding (up to what has been read so far). */
+        if (ZSTD_isError(zr) && ZSTD_getErrorCode(zr) == ZSTD_error_frameParameter_windowTooLarge) {
+            /* Not damage: a frame written with a long window (zstd --long) that this decoder
+             * does not take on (libzstd's default limit, 2^ZSTD_WINDOWLOG_LIMIT_DEFAULT). */
+            ZSTD_frameHeader h = {0};
+            bool known = ZSTD_getFrameHeader(&h, probe, probe_len) == 0;
+            return ms_error_set(e, EINVAL,
+                                "the compressed stream is a zstd frame with a%s %llu MiB window, "
+                                "more than the %u MiB this mongosnap decodes with: it is not "
+                                "damaged, but not supported; decompress it first (zstd -d "
+                                "--long=31) and restore the archive file with --archive",
+                                known ? "" : " window of more than",
+                                known ? (unsigned long long) (h.windowSize >> 20)
+                                      : (unsigned long long) (1u << ZSTD_WINDOWLOG_LIMIT_DEFAULT) >> 20,
+                                (1u << ZSTD_WINDOWLOG_LIMIT_DEFAULT) >> 20);
+        }
         if (ZSTD_isError(zr))
             return ms_error_set(e, EBADMSG,
                                 "compressed stream is corrupt (zstd: %s, in the data between "

@@ -51,6 +51,9 @@ typedef struct Args {
     const char *prefix;
     const char *name;
     const char *node;
+    const char *policy_id;
+    uint64_t seq;
+    const char *origin;
     const char *snapshot;
     const char *archive;
     const char *manifest;
@@ -157,6 +160,9 @@ enum {
     OPT_PREFIX,
     OPT_NAME,
     OPT_NODE,
+    OPT_POLICY_ID,
+    OPT_SEQ,
+    OPT_ORIGIN,
     OPT_SNAPSHOT,
     OPT_KEY,
     OPT_ARCHIVE,
@@ -202,6 +208,9 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"prefix", required_argument, NULL, OPT_PREFIX},
         {"name", required_argument, NULL, OPT_NAME},
         {"node", required_argument, NULL, OPT_NODE},
+        {"policy-id", required_argument, NULL, OPT_POLICY_ID},
+        {"seq", required_argument, NULL, OPT_SEQ},
+        {"origin", required_argument, NULL, OPT_ORIGIN},
         {"snapshot", required_argument, NULL, OPT_SNAPSHOT},
         {"key", required_argument, NULL, OPT_KEY},
         {"archive", required_argument, NULL, OPT_ARCHIVE},
@@ -268,6 +277,27 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case OPT_NAME:
             a->name = optarg;
+            break;
+        case OPT_POLICY_ID:
+            a->policy_id = optarg;
+            break;
+        case OPT_SEQ: {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || v > INT64_MAX) {
+                log_error("--seq takes a number from 0 to %lld", (long long) INT64_MAX);
+                return -EINVAL;
+            }
+            a->seq = v;
+            break;
+        }
+        case OPT_ORIGIN:
+            if (strcmp(optarg, "scheduled") != 0 && strcmp(optarg, "manual") != 0) {
+                log_error("--origin is scheduled or manual, not '%s'", optarg);
+                return -EINVAL;
+            }
+            a->origin = optarg;
             break;
         case OPT_NODE:
             a->node = optarg;
@@ -517,6 +547,9 @@ static int run_snapshot(Args *a, MsProgress *p) {
         .prefix = a->prefix,
         .name = a->name ? a->name : default_name,
         .node = a->node,
+        .policy_id = a->policy_id,
+        .seq = a->seq,
+        .origin = a->origin,
         .compression = a->compression,
         .compression_level = a->level,
         .compression_threads = a->compression == MS_COMPRESSION_ZSTD ? a->threads : 0,
@@ -828,21 +861,43 @@ static int run_remove(Args *a, MsProgress *p) {
         return MONGOSNAP_EXIT_USAGE;
     MsError e = MS_ERROR_INIT;
     int r = 0;
-    size_t removed = 0;
-    for (; removed < a->n_keys && !cancel_requested; removed++) {
-        r = ms_storage_remove(storage, a->keys[removed], &e);
+    size_t processed = 0, removed = 0, not_found = 0;
+    /* Removing what is not there is not an error (a retry after a crash finds half of it gone),
+     * but it is not reported as removed either: each key is looked at first. */
+    for (; processed < a->n_keys && !cancel_requested; processed++) {
+        const char *key = a->keys[processed];
+        MsStorageObject o = {0};
+        MsError se = MS_ERROR_INIT;
+        int k = ms_storage_stat(storage, key, &o, &se);
+        free(o.key);
+        if (k == -ENOENT || k == -EISDIR) {
+            not_found++;
+            log_info("%s: no object '%s' (nothing to remove)", ms_storage_describe(storage), key);
+            continue;
+        }
+        if (k < 0) {
+            r = k;
+            e = se;
+            break;
+        }
+        r = ms_storage_remove(storage, key, &e);
         if (r < 0)
             break;
+        removed++;
     }
-    if (r == 0 && removed < a->n_keys) {
+    if (r == 0 && processed < a->n_keys) {
         r = -ECANCELED;
-        ms_error_set(&e, ECANCELED, "stopped by a signal after %zu of %zu objects", removed,
+        ms_error_set(&e, ECANCELED, "stopped by a signal after %zu of %zu objects", processed,
                      a->n_keys);
     }
     bson_t fields = BSON_INITIALIZER;
+    BSON_APPEND_INT64(&fields, "processed", (int64_t) processed);
     BSON_APPEND_INT64(&fields, "removed", (int64_t) removed);
+    BSON_APPEND_INT64(&fields, "not_found", (int64_t) not_found);
     if (r == 0 && !a->json)
-        printf("removed %zu object(s)\n", removed);
+        printf("removed %zu object(s)%s", removed, not_found ? "" : "\n");
+    if (r == 0 && !a->json && not_found)
+        printf("; %zu not found\n", not_found);
     else if (r < 0)
         log_error("remove failed: %s", e.message);
     report_result(p, a, r, &e, &fields);
