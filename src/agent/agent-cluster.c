@@ -299,7 +299,8 @@ static int sync_records(AgentCluster *c, uint64_t poll_start, MsError *e) {
 /* A queued record of a snapshot another node is to take: listed here and in the cluster at
  * once, so that the caller has an object to follow. */
 static int record_assignment(AgentCluster *c, const ManagerPolicy *p, const char *id,
-                             const char *node, const MsSnapshotRecord **ret, MsError *e) {
+                             const char *node, MsSnapshotOrigin origin, uint64_t seq,
+                             const MsSnapshotRecord **ret, MsError *e) {
     Manager *m = c->m;
     _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *rec = calloc(1, sizeof(*rec));
     const char *store = ms_policy_effective_store(p->settings, m->config);
@@ -308,6 +309,8 @@ static int record_assignment(AgentCluster *c, const ManagerPolicy *p, const char
         return oom(e);
     rec->state = MS_SNAPSHOT_QUEUED;
     rec->created_usec = now_usec();
+    rec->origin = origin;
+    rec->seq = seq;
     int r = ms_cluster_put_snapshot(c->db, rec, rec->created_usec, e);
     if (r < 0)
         return r;
@@ -368,12 +371,15 @@ int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool sch
                                       p->settings->randomized_delay_usec
                                 : 0;
     MsClusterLease cur = {0};
-    r = ms_cluster_claim(c->db, name, id, node, now, lease_usec(m), window, &cur, e);
+    uint64_t seq = 0;
+    MsSnapshotOrigin origin = scheduled ? MS_SNAPSHOT_ORIGIN_SCHEDULED : MS_SNAPSHOT_ORIGIN_MANUAL;
+    r = ms_cluster_claim(c->db, name, id, node, now, lease_usec(m), window,
+                         manager_policy_max_seq(m, p), &seq, &cur, e);
     if (r == 0) {
         if (strcmp(node, self(m)) == 0) {
             p->lease_renewed_usec = now;
             const MsSnapshotRecord *rec = NULL;
-            r = manager_enqueue_snapshot(m, p, id, &rec, e);
+            r = manager_enqueue_snapshot(m, p, id, origin, seq, &rec, e);
             if (r < 0) {
                 MsError re = MS_ERROR_INIT;
                 (void) ms_cluster_release(c->db, name, id, &re);
@@ -388,7 +394,7 @@ int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool sch
                 *ret_record = rec;
             return 0;
         }
-        r = record_assignment(c, p, id, node, ret_record, e);
+        r = record_assignment(c, p, id, node, origin, seq, ret_record, e);
         if (r < 0) {
             MsError re = MS_ERROR_INIT;
             (void) ms_cluster_release(c->db, name, id, &re);
@@ -447,7 +453,10 @@ static void pick_up(AgentCluster *c, const MsClusterLease *l) {
         r = ms_error_set(&e, ENOENT, "policy '%s' is not defined on node %s", l->policy, self(m));
     else if ((r = manager_check_snapshot(m, p, &e)) >= 0) {
         p->lease_renewed_usec = now_usec();
-        r = manager_enqueue_snapshot(m, p, l->task, NULL, &e);
+        MsSnapshotOrigin origin = ms_snapshot_origin_from_string(l->origin ? l->origin : "");
+        r = manager_enqueue_snapshot(m, p, l->task,
+                                     origin < 0 ? MS_SNAPSHOT_ORIGIN_SCHEDULED : origin, l->seq,
+                                     NULL, &e);
     }
     if (r >= 0) {
         MsError re = MS_ERROR_INIT;
@@ -483,7 +492,9 @@ static void take_over(AgentCluster *c, const MsClusterLease *l, const MsClusterA
         return;
     }
     uint64_t now = now_usec();
-    int r = ms_cluster_take_over(c->db, l->policy, l->task, id, node, now, lease_usec(m), &e);
+    uint64_t seq = 0;
+    int r = ms_cluster_take_over(c->db, l->policy, l->task, id, node, now, lease_usec(m),
+                                 manager_policy_max_seq(m, p), &seq, &e);
     if (r < 0) {
         if (r != -ESTALE)
             log_warning("cluster: cannot take over policy '%s': %s", l->policy, e.message);
@@ -507,7 +518,9 @@ static void take_over(AgentCluster *c, const MsClusterLease *l, const MsClusterA
         pick_up(c, &mine);
         return;
     }
-    if (record_assignment(c, p, id, node, NULL, &e) < 0)
+    MsSnapshotOrigin origin = ms_snapshot_origin_from_string(l->origin ? l->origin : "");
+    if (record_assignment(c, p, id, node, origin < 0 ? MS_SNAPSHOT_ORIGIN_SCHEDULED : origin, seq,
+                          NULL, &e) < 0)
         log_warning("cluster: cannot record snapshot %s for node %s: %s", id, node, e.message);
 }
 

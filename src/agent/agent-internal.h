@@ -136,6 +136,10 @@ void manager_maybe_finish_shutdown(Manager *m);
 void manager_emit_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsigned changes);
 /* Apply retention to a policy's snapshots now (expire times, removal of expired ones). */
 void manager_apply_retention(Manager *m, const char *policy);
+/* Would retention under rules remove too much at once (more than 10 snapshots, or more than
+ * half of p's when that is 3 or more)? 1 with *ret_summary (free()) saying what, 0 if not. */
+int manager_preview_retention(Manager *m, const ManagerPolicy *p, const MsRetentionRules *rules,
+                              char **ret_summary, MsError *e);
 /* Where credential name is for the worker ($CREDENTIALS_DIRECTORY/NAME); -ENOKEY if absent. */
 int manager_credential_path(const char *name, char **ret, MsError *e);
 
@@ -153,8 +157,13 @@ void manager_log_removed(Manager *m, const MsSnapshotRecord *r, const char *why)
  * a snapshot another node assigned to this one). */
 int manager_check_snapshot(Manager *m, ManagerPolicy *p, MsError *e);
 int manager_new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_MAX], MsError *e);
+/* Queue snapshot id of p on this node. seq: its place in the policy's start order (0: the
+ * next one this agent knows of; several nodes pass the number their lease gave). */
 int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
+                             MsSnapshotOrigin origin, uint64_t seq,
                              const MsSnapshotRecord **ret_record, MsError *e);
+/* The highest seq of p's snapshots this agent knows (any node), and of its counter. */
+uint64_t manager_policy_max_seq(const Manager *m, const ManagerPolicy *p);
 /* Into m->snapshots at its place by creation time (the array has room for one more). */
 void manager_insert_snapshot_record(Manager *m, MsSnapshotRecord *r);
 

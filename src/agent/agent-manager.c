@@ -18,6 +18,7 @@
 #include "eventlog/eventlog.h"
 #include "mongosnap/mongosnap.h"
 #include "retention/retention.h"
+#include "agent-calendar.h"
 #include "storage/storage.h"
 
 #define STOPPED_FOR_REBUILD "stopped for a rebuild"
@@ -68,6 +69,8 @@ static ManagerPolicy *manager_policy_free(ManagerPolicy *p) {
     ms_policy_free(p->settings);
     ms_policy_runtime_free(p->runtime);
     free(p->drift);
+    free(p->retention_held);
+    free(p->problem);
     free(p);
     return NULL;
 }
@@ -119,7 +122,14 @@ static int load_runtime(Manager *m, const char *name, MsPolicyRuntime **ret, MsE
             if (!rt || !(rt->name = strdup(name)))
                 return oom(e);
         }
+        /* A policy created again under a deleted one's name starts a history of its own: the
+         * old one's last run and result are not its (its snapshots were detached at Delete).
+         * The start order goes on, so that no number is given twice. */
         rt->state = MS_POLICY_ACTIVE;
+        rt->last_run_usec = 0;
+        rt->next_run_usec = 0;
+        free(rt->last_result);
+        rt->last_result = NULL;
         r = ms_catalog_set_policy(m->catalog, rt, e);
         if (r < 0)
             return r;
@@ -559,60 +569,222 @@ static void arm_retention_timer(Manager *m) {
                     "completion or reload");
 }
 
-/* Decide for every completed snapshot of the policy: new expire times are recorded (a new
- * snapshot can only make the others' earlier) and the expired ones are removed from the store,
- * except those a restore or verification is reading right now (they go when it ends). */
-static void apply_retention_to(Manager *m, const ManagerPolicy *p) {
+/* One pass of retention over a policy: every completed snapshot of it that retention manages
+ * (not detached by a Delete, not failed at its last verification: those stay until removed by
+ * hand), any node's, with the decision for each. */
+typedef struct RetentionPlan {
+    MsSnapshotRecord **recs;
+    MsRetentionDecision *decisions;
+    MsRetentionSnapshot *snaps;
+    size_t n;
+    size_t n_remove; /* this node's to remove now */
+} RetentionPlan;
+
+static void retention_plan_done(RetentionPlan *x) {
+    free(x->recs);
+    free(x->decisions);
+    free(x->snaps);
+    *x = (RetentionPlan){0};
+}
+
+static bool retention_manages(const MsSnapshotRecord *r, const char *policy) {
+    return r->state == MS_SNAPSHOT_COMPLETED && r->detached_usec == 0 &&
+           r->verify_state != MS_VERIFY_FAILED && strcmp(r->policy, policy) == 0;
+}
+
+static int retention_plan(Manager *m, const ManagerPolicy *p, const MsRetentionRules *rules,
+                          uint64_t now, RetentionPlan *ret, MsError *e) {
     const char *name = p->settings->name;
-    size_t n = 0;
+    RetentionPlan x = {0};
     for (size_t i = 0; i < m->n_snapshots; i++)
-        if (m->snapshots[i]->state == MS_SNAPSHOT_COMPLETED &&
-            strcmp(m->snapshots[i]->policy, name) == 0)
-            n++;
-    if (n == 0)
-        return;
-    _cleanup_free_ MsRetentionSnapshot *snaps = calloc(n, sizeof(*snaps));
-    _cleanup_free_ MsRetentionDecision *decisions = calloc(n, sizeof(*decisions));
-    _cleanup_free_ MsSnapshotRecord **recs = calloc(n, sizeof(*recs));
-    if (!snaps || !decisions || !recs)
-        return;
-    size_t k = 0;
+        x.n += retention_manages(m->snapshots[i], name);
+    *ret = x;
+    if (x.n == 0)
+        return 0;
+    x.recs = calloc(x.n, sizeof(*x.recs));
+    x.decisions = calloc(x.n, sizeof(*x.decisions));
+    x.snaps = calloc(x.n, sizeof(*x.snaps));
+    if (!x.recs || !x.decisions || !x.snaps) {
+        retention_plan_done(&x);
+        return oom(e);
+    }
+    /* The newest snapshot this node completed itself is never expired, whatever the other
+     * nodes' records or clocks say. */
+    size_t pinned = x.n, k = 0;
     for (size_t i = 0; i < m->n_snapshots; i++) {
         MsSnapshotRecord *r = m->snapshots[i];
-        if (r->state != MS_SNAPSHOT_COMPLETED || strcmp(r->policy, name) != 0)
+        if (!retention_manages(r, name))
             continue;
-        recs[k] = r;
-        snaps[k] = (MsRetentionSnapshot){.id = r->id, .completed_usec = r->finished_usec};
+        x.recs[k] = r;
+        x.snaps[k] = (MsRetentionSnapshot){.id = r->id,
+                                           .completed_usec = r->finished_usec,
+                                           .seq = r->seq,
+                                           .manual = r->origin == MS_SNAPSHOT_ORIGIN_MANUAL};
+        if (!r->remote && (pinned == x.n || r->seq > x.recs[pinned]->seq))
+            pinned = k;
         k++;
     }
+    if (pinned < x.n)
+        x.snaps[pinned].pinned = true;
+    int r = ms_retention_decide(rules, now, x.snaps, x.n, x.decisions, e);
+    if (r < 0) {
+        retention_plan_done(&x);
+        return r;
+    }
+    for (size_t i = 0; i < x.n; i++)
+        x.n_remove += !x.decisions[i].keep && !x.recs[i]->remote;
+    *ret = x;
+    return 0;
+}
+
+/* More removals in one pass than this (or more than half of a policy's snapshots, when that is
+ * 3 or more) wait for confirmation: a normal pass removes one or two. */
+#define RETENTION_BULK_MAX 10
+#define RETENTION_HELD_LIST 5
+
+static bool retention_too_much(const RetentionPlan *x) {
+    return x->n_remove > RETENTION_BULK_MAX || (x->n_remove >= 3 && 2 * x->n_remove > x->n);
+}
+
+/* "2497 of 2500 snapshots (nightly-1, nightly-2, ... and 2492 more)" */
+static char *retention_summary(const RetentionPlan *x) {
+    char list[MS_ERROR_MESSAGE_MAX / 2] = "";
+    size_t o = 0, shown = 0;
+    for (size_t i = 0; i < x->n && shown < RETENTION_HELD_LIST; i++) {
+        if (x->decisions[i].keep || x->recs[i]->remote)
+            continue;
+        int w = snprintf(list + o, sizeof(list) - o, "%s%s", shown ? ", " : "", x->recs[i]->id);
+        if (w < 0 || (size_t) w >= sizeof(list) - o)
+            break;
+        o += (size_t) w;
+        shown++;
+    }
+    char *s = NULL;
+    if (asprintf(&s, "%zu of %zu snapshots (%s%s)", x->n_remove, x->n, list,
+                 x->n_remove > shown ? ", ..." : "") < 0)
+        return NULL;
+    return s;
+}
+
+int manager_preview_retention(Manager *m, const ManagerPolicy *p, const MsRetentionRules *rules,
+                              char **ret_summary, MsError *e) {
+    RetentionPlan x;
+    int r = retention_plan(m, p, rules, now_usec(), &x, e);
+    if (r < 0)
+        return r;
+    *ret_summary = NULL;
+    if (retention_too_much(&x)) {
+        *ret_summary = retention_summary(&x);
+        r = *ret_summary ? 1 : oom(e);
+    }
+    retention_plan_done(&x);
+    return r;
+}
+
+/* How many of the schedule's next runs the expiry projection looks at. */
+#define RETENTION_PROJECTION_TICKS 1000u
+
+/* When each kept snapshot will go, from the schedule's next runs (best effort: without a
+ * schedule, or when systemd-analyze cannot say, only MaxAge gives a date). */
+static void project_expiry(const ManagerPolicy *p, const RetentionPlan *x, uint64_t now) {
+    _cleanup_free_ uint64_t *ticks = NULL;
+    size_t n_ticks = 0;
+    if (p->settings->schedule && p->runtime->state == MS_POLICY_ACTIVE) {
+        MsError ce = MS_ERROR_INIT;
+        if (agent_calendar_next(p->settings->schedule, now, RETENTION_PROJECTION_TICKS, &ticks,
+                                &n_ticks, &ce) < 0)
+            log_debug("no expiry projection for policy '%s': %s", p->settings->name, ce.message);
+    }
+    _cleanup_free_ uint64_t *expire = calloc(x->n, sizeof(uint64_t));
+    _cleanup_free_ unsigned *rule = calloc(x->n, sizeof(unsigned));
     MsError e = MS_ERROR_INIT;
-    if (ms_retention_decide(&p->settings->retention, now_usec(), snaps, n, decisions, &e) < 0) {
+    if (!expire || !rule || ms_retention_project(&p->settings->retention, now, x->snaps, x->n,
+                                                 ticks, n_ticks, expire, rule, &e) < 0)
+        return;
+    for (size_t i = 0; i < x->n; i++) {
+        MsSnapshotRecord *r = x->recs[i];
+        r->expire_projected_usec = x->decisions[i].keep ? expire[i] : 0;
+        char text[MS_RETENTION_RULE_TEXT_MAX];
+        ms_retention_rule_text(&p->settings->retention, rule[i], text);
+        (void) replace_string(&r->kept_by, text[0] ? text : NULL);
+    }
+}
+
+/* Decide for every completed snapshot of the policy: new expire times are recorded (a new
+ * snapshot can only make the others' earlier) and the expired ones are removed from the store,
+ * except those a restore or verification is reading right now (they go when it ends), and
+ * except when the pass would remove too much at once without confirmation (then it is held). */
+static void apply_retention_to(Manager *m, ManagerPolicy *p) {
+    const char *name = p->settings->name;
+    uint64_t now = now_usec();
+    RetentionPlan x;
+    MsError e = MS_ERROR_INIT;
+    if (retention_plan(m, p, &p->settings->retention, now, &x, &e) < 0) {
         log_warning("cannot apply retention to policy '%s': %s", name, e.message);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        MsSnapshotRecord *r = recs[i];
+    project_expiry(p, &x, now);
+    for (size_t i = 0; i < x.n; i++) {
+        MsSnapshotRecord *r = x.recs[i];
+        bool future = x.decisions[i].future_dated;
+        if (future && !r->future_dated)
+            (void) ms_event_log(MS_EVENT_SNAPSHOT_FUTURE_DATED,
+                                &(MsEventFields){.policy = name, .task = r->id, .node = r->node},
+                                "snapshot %s of policy %s says it completed in the future; "
+                                "retention ranks it by the order it started in and does not "
+                                "count it as the newest",
+                                r->id, name);
+        if (future != r->future_dated) {
+            r->future_dated = future;
+            manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE);
+        }
+    }
+
+    bool held = retention_too_much(&x) && !p->retention_confirmed;
+    if (held) {
+        _cleanup_free_ char *summary = retention_summary(&x);
+        if (summary && (!p->retention_held || strcmp(p->retention_held, summary) != 0)) {
+            (void) ms_event_log(MS_EVENT_RETENTION_HELD,
+                                &(MsEventFields){.policy = name, .error = summary},
+                                "retention of policy %s is held: it would remove %s at once; "
+                                "confirm with mongosnapctl edit %s --force",
+                                name, summary, name);
+            free(p->retention_held);
+            p->retention_held = TAKE_PTR(summary);
+            manager_emit_policy_changed(m, p);
+        }
+    } else if (p->retention_held) {
+        free(p->retention_held);
+        p->retention_held = NULL;
+        manager_emit_policy_changed(m, p);
+    }
+    p->retention_confirmed = false;
+
+    for (size_t i = 0; i < x.n; i++) {
+        MsSnapshotRecord *r = x.recs[i];
         /* Every node's completed snapshots count in the decision (one policy, one cluster), but
          * each node expires and removes only its own: the same view gives every node the same
          * decisions, and no record has two writers. */
         if (r->remote)
             continue;
-        if (recs[i]->expire_usec != decisions[i].expire_usec) {
-            r->expire_usec = decisions[i].expire_usec;
+        uint64_t expire = held && !x.decisions[i].keep ? 0 : x.decisions[i].expire_usec;
+        if (r->expire_usec != expire) {
+            r->expire_usec = expire;
             MsError ue = MS_ERROR_INIT;
             if (ms_catalog_update_snapshot(m->catalog, r, &ue) < 0)
                 log_warning("cannot record the expire time of %s: %s", r->id, ue.message);
             manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE);
         }
-        if (decisions[i].keep || reader_uses_snapshot(m, r->id))
+        if (held || x.decisions[i].keep || reader_uses_snapshot(m, r->id))
             continue;
         MsError re = MS_ERROR_INIT;
-        const char *why = decisions[i].expired_by == MS_RETENTION_EXPIRY_MAX_AGE
+        const char *why = x.decisions[i].expired_by == MS_RETENTION_EXPIRY_MAX_AGE
                               ? "older than the policy's MaxAge="
                               : "no longer selected by the policy's Keep*= rules";
         if (remove_from_store(m, r, MS_SNAPSHOT_EXPIRED, why, &re) < 0)
             log_error("retention of policy '%s': %s", name, re.message);
     }
+    retention_plan_done(&x);
 }
 
 void manager_apply_retention(Manager *m, const char *policy) {
@@ -747,10 +919,12 @@ static size_t strv_length(char *const *v) {
 /* The worker's command line for a snapshot of p; every string is owned by p or m, a buffer of
  * the caller, or static. The URI is not among them: the spawner passes it in a memfd. */
 #define NUMBER_ARG_MAX 16
-static void build_snapshot_args(Manager *m, ManagerPolicy *p, const char *id,
+#define SEQ_ARG_MAX 24 /* a uint64 in decimal and its NUL */
+static void build_snapshot_args(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *rec,
                                 const char *credential, const char *key_path,
                                 char level_buf[NUMBER_ARG_MAX], char parallel_buf[NUMBER_ARG_MAX],
-                                const char **args) {
+                                char seq_buf[SEQ_ARG_MAX], const char **args) {
+    const char *id = rec->id;
     const MsPolicy *s = p->settings;
     size_t k = 0;
     args[k++] = "snapshot";
@@ -762,6 +936,12 @@ static void build_snapshot_args(Manager *m, ManagerPolicy *p, const char *id,
     args[k++] = id;
     args[k++] = "--node";
     args[k++] = m->config->node;
+    /* For the manifest, so that a resync from the store alone knows its place and origin. */
+    snprintf(seq_buf, SEQ_ARG_MAX, "%" PRIu64, rec->seq);
+    args[k++] = "--seq";
+    args[k++] = seq_buf;
+    args[k++] = "--origin";
+    args[k++] = rec->origin == MS_SNAPSHOT_ORIGIN_SCHEDULED ? "scheduled" : "manual";
     args[k++] = "--compression";
     args[k++] = ms_compression_to_string(s->compression);
     if (s->compression_level > 0) {
@@ -840,8 +1020,8 @@ static int start_worker(SnapshotTask *t, MsError *e) {
                sizeof(char *));
     if (!args)
         return oom(e);
-    char level_buf[NUMBER_ARG_MAX], parallel_buf[NUMBER_ARG_MAX];
-    build_snapshot_args(m, p, t->record->id, cred, key_path, level_buf, parallel_buf, args);
+    char level_buf[NUMBER_ARG_MAX], parallel_buf[NUMBER_ARG_MAX], seq_buf[SEQ_ARG_MAX];
+    build_snapshot_args(m, p, t->record, cred, key_path, level_buf, parallel_buf, seq_buf, args);
     AgentTaskSpec spec = {
         .worker_path = m->config->worker_path,
         .args = args,
@@ -975,7 +1155,16 @@ void manager_insert_snapshot_record(Manager *m, MsSnapshotRecord *r) {
     m->n_snapshots++;
 }
 
+uint64_t manager_policy_max_seq(const Manager *m, const ManagerPolicy *p) {
+    uint64_t max = p->runtime->last_seq;
+    for (size_t i = 0; i < m->n_snapshots; i++)
+        if (strcmp(m->snapshots[i]->policy, p->settings->name) == 0)
+            max = MS_MAX(max, m->snapshots[i]->seq);
+    return max;
+}
+
 int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
+                             MsSnapshotOrigin origin, uint64_t seq,
                              const MsSnapshotRecord **ret_record, MsError *e) {
     const MsPolicy *s = p->settings;
     const char *store = ms_policy_effective_store(s, m->config);
@@ -992,6 +1181,8 @@ int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
      * options in it, so it holds no secret, and restores and verifications reopen it. */
     rec->state = MS_SNAPSHOT_QUEUED;
     rec->created_usec = existing ? existing->created_usec : now_usec();
+    rec->origin = origin;
+    rec->seq = seq ? seq : existing && existing->seq ? existing->seq : manager_policy_max_seq(m, p) + 1;
     int r = ms_catalog_insert_snapshot(m->catalog, rec, e);
     if (r < 0)
         return r;
@@ -1018,6 +1209,10 @@ int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
         manager_insert_snapshot_record(m, t->record);
     }
     p->task = t;
+    if (t->record->seq > p->runtime->last_seq) {
+        p->runtime->last_seq = t->record->seq;
+        (void) save_runtime(m, p);
+    }
 
     MsEventFields f;
     fields_for(t, &f);
@@ -1055,7 +1250,10 @@ int manager_take_snapshot_ex(Manager *m, ManagerPolicy *p, bool scheduled,
         return r;
     if (m->cluster)
         return cluster_take_snapshot(m, p, id, scheduled, ret_record, e);
-    return manager_enqueue_snapshot(m, p, id, ret_record, e);
+    return manager_enqueue_snapshot(m, p, id,
+                                    scheduled ? MS_SNAPSHOT_ORIGIN_SCHEDULED
+                                              : MS_SNAPSHOT_ORIGIN_MANUAL,
+                                    0, ret_record, e);
 }
 
 int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord **ret_record,
@@ -1145,9 +1343,20 @@ static int apply_settings(MsPolicy *q, const ManagerPolicyEdit *edits, size_t n,
     return 0;
 }
 
+static bool retention_rules_equal(const MsRetentionRules *a, const MsRetentionRules *b) {
+    return a->keep_last == b->keep_last && a->keep_daily == b->keep_daily &&
+           a->keep_weekly == b->keep_weekly && a->keep_monthly == b->keep_monthly &&
+           a->keep_manual == b->keep_manual && a->max_age_usec == b->max_age_usec;
+}
+
 int manager_edit_policy(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *edits, size_t n,
                         MsError *e) {
-    if (n == 0)
+    return manager_edit_policy_ex(m, p, edits, n, false, e);
+}
+
+int manager_edit_policy_ex(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *edits, size_t n,
+                           bool force, MsError *e) {
+    if (n == 0 && !force)
         return ms_error_set(e, EINVAL, "no settings to change were given");
     _cleanup_(ms_policy_freep) MsPolicy *q = NULL;
     int r = ms_policy_dup(p->settings, &q, e);
@@ -1156,11 +1365,37 @@ int manager_edit_policy(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *e
     r = apply_settings(q, edits, n, e);
     if (r < 0)
         return r;
-    r = ms_policy_write_atomic(m->config->policy_directory, q, e);
-    if (r < 0)
-        return r;
-    ms_policy_free(p->settings);
-    p->settings = TAKE_PTR(q);
+    /* Checked as systemd will read it, before anything changes: a schedule systemd refuses
+     * would make the timer vanish while the policy looks fine. */
+    if (q->schedule && (!p->settings->schedule || strcmp(q->schedule, p->settings->schedule) != 0)) {
+        r = agent_calendar_check(q->schedule, e);
+        if (r < 0)
+            return r;
+    }
+    /* Destructive edits are previewed: rules that would remove too much at once need force. */
+    if (!force && !retention_rules_equal(&q->retention, &p->settings->retention)) {
+        _cleanup_free_ char *summary = NULL;
+        r = manager_preview_retention(m, p, &q->retention, &summary, e);
+        if (r < 0)
+            return r;
+        if (r > 0)
+            return ms_error_set_kind(e, MS_ERROR_KIND_NEEDS_FORCE, EEXIST,
+                                     "with these settings, retention would remove %s of policy "
+                                     "'%s' at once; nothing was changed: say so with --force "
+                                     "(D-Bus: EditWithOptions with force) to go ahead",
+                                     summary, p->settings->name);
+    }
+    if (n > 0) {
+        r = ms_policy_write_atomic(m->config->policy_directory, q, e);
+        if (r < 0)
+            return r;
+        ms_policy_free(p->settings);
+        p->settings = TAKE_PTR(q);
+        free(p->problem);
+        p->problem = NULL;
+    }
+    if (force)
+        p->retention_confirmed = true;
     manager_apply_retention(m, p->settings->name);
     for (size_t i = 0; i < n; i++)
         (void) ms_event_log(MS_EVENT_POLICY_EDITED,
@@ -1293,6 +1528,25 @@ int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsErro
                                     : "its policy was deleted with purge",
                               &pe) < 0)
             log_error("deleting policy '%s': %s", name, pe.message);
+    }
+    /* What stays (remote snapshots kept, those being read) no longer belongs to a policy:
+     * no later policy of the same name takes it over in its retention. */
+    uint64_t now = now_usec();
+    for (size_t i = 0; i < m->n_snapshots; i++) {
+        MsSnapshotRecord *sr = m->snapshots[i];
+        if (strcmp(sr->policy, name) != 0 || sr->remote || sr->detached_usec)
+            continue;
+        sr->detached_usec = now;
+        sr->expire_usec = 0;
+        free(sr->kept_by);
+        sr->kept_by = NULL;
+        sr->expire_projected_usec = 0;
+        MsError de = MS_ERROR_INIT;
+        if (ms_catalog_update_snapshot(m->catalog, sr, &de) < 0)
+            log_warning("cannot record that %s no longer belongs to policy '%s': %s", sr->id,
+                        name, de.message);
+        manager_emit_snapshot_changed(m, sr, MANAGER_SNAPSHOT_STATE);
+        cluster_record_changed(m, sr);
     }
     (void) ms_event_log(
         MS_EVENT_POLICY_DELETED, &(MsEventFields){.policy = name, .node = m->config->node},

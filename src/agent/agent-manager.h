@@ -41,6 +41,14 @@ typedef struct ManagerPolicy {
      * ("" or NULL: it does not), and when this node last renewed the lease of its task. */
     char *drift;
     uint64_t lease_renewed_usec;
+    /* Retention that would remove too much at once is held (nothing removed) until confirmed:
+     * what it would remove ("" or NULL: nothing is held), and the confirmation for the next
+     * pass (Edit with force). */
+    char *retention_held;
+    bool retention_confirmed;
+    /* Why the policy cannot run as written (its Schedule= refused by systemd, ...); NULL: it
+     * can. Shown as the policy's errors. */
+    char *problem;
 } ManagerPolicy;
 
 /* What changed in a snapshot, for the bus adapter's PropertiesChanged. */
@@ -156,6 +164,8 @@ typedef struct ManagerRestoreOptions {
     /* systemd credential with the snapshot's encryption key; NULL: the key of the snapshot's
      * policy ([Encryption] Key=), if it has one. Names an older key after a rotation. */
     const char *key_credential;
+    /* Restore a snapshot whose last verification failed (refused otherwise). */
+    bool force;
 } ManagerRestoreOptions;
 
 /* Restore the completed snapshot snapshot_id into the deployment at target (a MongoDB URI; a
@@ -206,6 +216,12 @@ int manager_create_policy(Manager *m, const char *name, const ManagerPolicyEdit 
  * message) when an edit is refused. A running task keeps the settings it started with. */
 int manager_edit_policy(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *edits, size_t n,
                         MsError *e);
+/* The same, and force: go ahead with retention that would remove too much at once (otherwise
+ * refused with MS_ERROR_KIND_NEEDS_FORCE, nothing changed); with no edits, force confirms a
+ * retention pass that was held (ManagerPolicy.retention_held). A Schedule= systemd refuses is
+ * -EINVAL with systemd's reason. */
+int manager_edit_policy_ex(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit *edits, size_t n,
+                           bool force, MsError *e);
 /* Stop p's task (if any), remove the store's leftovers of unfinished writes under p's prefix,
  * make p active again and take a fresh snapshot. The outcome goes to the rebuild_done hook with
  * token, at once or when the running worker has exited. A negative return refuses the rebuild

@@ -605,6 +605,8 @@ static char *options_json(const ManagerRestoreOptions *o) {
         BSON_APPEND_UTF8(&doc, "credential", o->credential);
     if (o->key_credential)
         BSON_APPEND_UTF8(&doc, "key_credential", o->key_credential);
+    if (o->force)
+        BSON_APPEND_BOOL(&doc, "force", true);
     char *json = bson_as_relaxed_extended_json(&doc, NULL);
     bson_destroy(&doc);
     char *copy = json ? strdup(json) : NULL;
@@ -658,6 +660,18 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
     r = check_restore_options(target, o, e);
     if (r < 0)
         return r;
+    if (s->verify_state == MS_VERIFY_FAILED && !o->force) {
+        char when[MS_ISO8601_MAX] = "?";
+        if (s->verify_finished_usec)
+            ms_format_iso8601(s->verify_finished_usec, when);
+        return ms_error_set_kind(e, MS_ERROR_KIND_SNAPSHOT_DAMAGED, EBADMSG,
+                                 "snapshot %s failed its last verification (%s: %s), so it is "
+                                 "not restored: verify it again (mongosnapctl verify %s) if the "
+                                 "cause has gone, restore another snapshot, or pass force "
+                                 "(mongosnapctl restore --force) to restore it anyway",
+                                 s->id, when, s->verify_error ? s->verify_error : "damaged",
+                                 s->id);
+    }
     if (s->remote) {
         /* The catalog's restores name their snapshot: keep a copy of the other node's record
          * (it stays that node's: a row whose node is not this one is a cache, see

@@ -21,6 +21,9 @@
 #include "eventlog/eventlog.h"
 #include "mongosnap/mongosnap.h"
 
+/* Seqs are given one at a time: no agent gets anywhere near this. */
+#define RESYNC_SEQ_MAX (UINT64_C(1) << 48)
+
 typedef struct Found {
     MsSnapshotRecord *record; /* NULL once it became a new record of the catalog */
     char *id;
@@ -127,6 +130,15 @@ static void on_scan_message(AgentTask *w, const bson_t *msg, void *userdata) {
         return;
     }
     r->state = MS_SNAPSHOT_COMPLETED;
+    /* Its place and origin as the agent that took it numbered them; a number beyond what any
+     * agent could have given (a hostile or damaged manifest) counts as unknown. */
+    r->seq = agent_msg_u64(msg, "seq");
+    if (r->seq > RESYNC_SEQ_MAX)
+        r->seq = 0;
+    MsSnapshotOrigin origin = ms_snapshot_origin_from_string(agent_msg_str(msg, "origin"));
+    r->origin = origin == MS_SNAPSHOT_ORIGIN_SCHEDULED || origin == MS_SNAPSHOT_ORIGIN_MANUAL
+                    ? origin
+                    : MS_SNAPSHOT_ORIGIN_RESYNC;
     (void) ms_parse_iso8601(agent_msg_str(msg, "started_at"), &r->started_usec);
     (void) ms_parse_iso8601(agent_msg_str(msg, "finished_at"), &r->finished_usec);
     r->created_usec = r->started_usec;
@@ -165,6 +177,9 @@ static void on_scan_exit(AgentTask *w, int status, bool by_signal, void *userdat
     x->next++;
     scan_next(x);
 }
+
+/* Seqs are given one at a time: no agent gets anywhere near this. */
+#define RESYNC_SEQ_MAX (UINT64_C(1) << 48)
 
 static bool is_local_of(const Manager *m, const MsSnapshotRecord *r) {
     return !r->remote && strcmp(r->node, m->config->node) == 0;
@@ -229,8 +244,13 @@ static void reconcile(Resync *x) {
         }
         MsError e = MS_ERROR_INIT;
         MsSnapshotRecord *r = TAKE_PTR(f->record);
-        free(r->node);
-        r->node = strdup(m->config->node);
+        /* The node the manifest names took it: it stays that node's (listed everywhere, its
+         * retention that node's). A manifest without one (taken by hand) becomes this node's. */
+        if (!r->node || !r->node[0]) {
+            free(r->node);
+            r->node = strdup(m->config->node);
+        }
+        r->remote = r->node && strcmp(r->node, m->config->node) != 0;
         MsSnapshotRecord **list = realloc(m->snapshots, (m->n_snapshots + 1) * sizeof(*list));
         if (!r->node || !list || ensure_policy_row(m, r->policy, &e) < 0 ||
             ms_catalog_insert_snapshot(m->catalog, r, &e) < 0) {
@@ -243,6 +263,13 @@ static void reconcile(Resync *x) {
         }
         m->snapshots = list;
         manager_insert_snapshot_record(m, r);
+        ManagerPolicy *owner = manager_find_policy(m, r->policy);
+        if (owner && r->seq > owner->runtime->last_seq) {
+            owner->runtime->last_seq = r->seq;
+            MsError se = MS_ERROR_INIT;
+            if (ms_catalog_set_policy(m->catalog, owner->runtime, &se) < 0)
+                log_warning("cannot record policy '%s': %s", r->policy, se.message);
+        }
         if (m->hooks.snapshot_added)
             m->hooks.snapshot_added(m, r, m->hooks_userdata);
         cluster_record_changed(m, r);

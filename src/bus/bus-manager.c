@@ -46,6 +46,16 @@ int bus_read_options(sd_bus_message *message, BusOptionReader read_one, void *us
 
 int bus_error_from_ms(sd_bus_error *ret_error, const MsError *e, const char *not_found) {
     const char *name;
+    switch (e->kind) {
+    case MS_ERROR_KIND_SNAPSHOT_DAMAGED:
+        return sd_bus_error_set(ret_error, BUS_ERROR_SNAPSHOT_DAMAGED, e->message);
+    case MS_ERROR_KIND_NEEDS_FORCE:
+        return sd_bus_error_set(ret_error, BUS_ERROR_NEEDS_FORCE, e->message);
+    case MS_ERROR_KIND_CREDENTIAL_SCOPE:
+        return sd_bus_error_set(ret_error, BUS_ERROR_ACCESS_DENIED, e->message);
+    default:
+        break;
+    }
     switch (e->code) {
     case ENOENT:
         name = not_found ? not_found : BUS_ERROR_FAILED;
@@ -303,7 +313,9 @@ int bus_append_snapshot_row(sd_bus_message *reply, Manager *m, const MsSnapshotR
         reply, BUS_SNAPSHOT_ROW, r->id, r->policy, empty_if_null(r->node),
         file_name_of(r->archive_key), url, log_ref, manager_snapshot_elapsed_usec(r, now),
         r->items_done, r->items_total, r->progress_pct, r->created_usec, r->expire_usec,
-        r->bytes_transferred, ms_snapshot_state_to_string(r->state), empty_if_null(r->error), path);
+        r->bytes_transferred, ms_snapshot_state_to_string(r->state), empty_if_null(r->error), path,
+        ms_verify_state_to_string(r->verify_state), r->seq, ms_snapshot_origin_to_string(r->origin),
+        empty_if_null(r->kept_by), r->expire_projected_usec, (int) r->future_dated);
 }
 
 static int append_snapshots(sd_bus_message *reply, Manager *m, const char *policy) {
@@ -516,6 +528,7 @@ static int read_restore_option(sd_bus_message *message, const char *key, void *u
         {"drop", OPTION_BOOL},         {"no_indexes", OPTION_BOOL},
         {"until", OPTION_STRING},      {"parallel", OPTION_UINT32},
         {"credential", OPTION_STRING}, {"key_credential", OPTION_STRING},
+        {"force", OPTION_BOOL},
     };
     static const char *const signatures[] = {"as", "b", "s", "u"};
     size_t k = 0;
@@ -525,7 +538,7 @@ static int read_restore_option(sd_bus_message *message, const char *key, void *u
         return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
                                  "unknown restore option '%.*s'; known: ns_include, ns_exclude, "
                                  "ns_from, ns_to, drop, no_indexes, until, parallel, credential, "
-                                 "key_credential",
+                                 "key_credential, force",
                                  BUS_ECHO_MAX, key);
     const char *sig = signatures[known[k].type];
     int r = sd_bus_message_enter_container(message, 'v', sig);
@@ -548,6 +561,8 @@ static int read_restore_option(sd_bus_message *message, const char *key, void *u
         r = sd_bus_message_read(message, "b", &flag);
         if (r >= 0 && strcmp(key, "drop") == 0)
             b->o.drop = flag;
+        else if (r >= 0 && strcmp(key, "force") == 0)
+            b->o.force = flag;
         else if (r >= 0)
             b->o.no_indexes = flag;
         break;

@@ -180,6 +180,16 @@ POLICY_GETTER(property_get_drift) {
     return sd_bus_message_append(reply, "s", empty_if_null(p->drift));
 }
 
+POLICY_GETTER(property_get_retention_held) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "s", empty_if_null(p->retention_held));
+}
+
+POLICY_GETTER(property_get_problem) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "s", empty_if_null(p->problem));
+}
+
 POLICY_GETTER(property_get_next_run) {
     const ManagerPolicy *p = userdata;
     return sd_bus_message_append(reply, "t", p->runtime->next_run_usec);
@@ -353,6 +363,46 @@ static int method_edit(sd_bus_message *message, void *userdata, sd_bus_error *re
     return sd_bus_reply_method_return(message, NULL);
 }
 
+/* EditWithOptions(a{ss} settings, a{sv} options): "force" (b) goes ahead with (or confirms a
+ * held) retention that removes many snapshots at once. */
+static int read_edit_option(sd_bus_message *message, const char *key, void *userdata,
+                            sd_bus_error *ret_error) {
+    int *force = userdata;
+    if (strcmp(key, "force") != 0)
+        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+                                 "unknown edit option '%.*s'; known: force", BUS_ECHO_MAX, key);
+    int r = sd_bus_message_enter_container(message, 'v', "b");
+    if (r == -ENXIO)
+        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+                                 "edit option 'force' must be of D-Bus type 'b'");
+    if (r < 0)
+        return r;
+    r = sd_bus_message_read(message, "b", force);
+    if (r < 0)
+        return r;
+    return sd_bus_message_exit_container(message);
+}
+
+static int method_edit_with_options(sd_bus_message *message, void *userdata,
+                                    sd_bus_error *ret_error) {
+    ManagerPolicy *p = userdata;
+    ManagerPolicyEdit edits[BUS_SETTINGS_MAX];
+    size_t n = 0;
+    int force = false;
+    int r = bus_read_settings(message, edits, &n, ret_error);
+    if (r >= 0)
+        r = bus_read_options(message, read_edit_option, &force, ret_error);
+    if (r < 0)
+        return r;
+    r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    MsError e = MS_ERROR_INIT;
+    if (manager_edit_policy_ex(p->manager, p, edits, n, force, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+    return sd_bus_reply_method_return(message, NULL);
+}
+
 static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
     ManagerPolicy *p = userdata;
     const char *after;
@@ -397,6 +447,8 @@ static const sd_bus_vtable policy_vtable[] = {
     SD_BUS_PROPERTY("NextRun", "t", property_get_next_run, 0, CHANGING),
     SD_BUS_PROPERTY("RunningSnapshot", "o", property_get_running_snapshot, 0, CHANGING),
     SD_BUS_PROPERTY("Drift", "s", property_get_drift, 0, CHANGING),
+    SD_BUS_PROPERTY("RetentionHeld", "s", property_get_retention_held, 0, CHANGING),
+    SD_BUS_PROPERTY("Problem", "s", property_get_problem, 0, CHANGING),
     SD_BUS_METHOD_WITH_ARGS("TakeSnapshot", SD_BUS_NO_ARGS, SD_BUS_RESULT("o", snapshot),
                             method_take_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("TakeSnapshotWithOptions", SD_BUS_ARGS("a{sv}", options),
@@ -407,6 +459,9 @@ static const sd_bus_vtable policy_vtable[] = {
     SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_start,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Edit", SD_BUS_ARGS("a{ss}", settings), SD_BUS_NO_RESULT, method_edit,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("EditWithOptions", SD_BUS_ARGS("a{ss}", settings, "a{sv}", options),
+                            SD_BUS_NO_RESULT, method_edit_with_options,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Rebuild", SD_BUS_NO_ARGS, SD_BUS_RESULT("o", snapshot), method_rebuild,
                             SD_BUS_VTABLE_UNPRIVILEGED),

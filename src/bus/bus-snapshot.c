@@ -49,6 +49,7 @@ SNAPSHOT_GETTER(property_get_string) {
                     : strcmp(property, "ManifestKey") == 0 ? r->manifest_key
                     : strcmp(property, "Store") == 0       ? r->store
                     : strcmp(property, "VerifyError") == 0 ? r->verify_error
+                    : strcmp(property, "KeptBy") == 0      ? r->kept_by
                                                            : NULL;
     return sd_bus_message_append(reply, "s", empty_if_null(v));
 }
@@ -113,6 +114,16 @@ static int method_get_download_address(sd_bus_message *message, void *userdata,
 SNAPSHOT_GETTER(property_get_verify_state) {
     const MsSnapshotRecord *r = userdata;
     return sd_bus_message_append(reply, "s", ms_verify_state_to_string(r->verify_state));
+}
+
+SNAPSHOT_GETTER(property_get_origin) {
+    const MsSnapshotRecord *r = userdata;
+    return sd_bus_message_append(reply, "s", ms_snapshot_origin_to_string(r->origin));
+}
+
+SNAPSHOT_GETTER(property_get_future_dated) {
+    const MsSnapshotRecord *r = userdata;
+    return sd_bus_message_append(reply, "b", (int) r->future_dated);
 }
 
 static int method_cancel(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
@@ -198,6 +209,14 @@ static const sd_bus_vtable snapshot_vtable[] = {
     SD_BUS_PROPERTY("VerifyTime", "t", bus_property_get_u64,
                     offsetof(MsSnapshotRecord, verify_finished_usec), CHANGING),
     SD_BUS_PROPERTY("VerifyError", "s", property_get_string, 0, CHANGING),
+    SD_BUS_PROPERTY("Seq", "t", bus_property_get_u64, offsetof(MsSnapshotRecord, seq), CHANGING),
+    SD_BUS_PROPERTY("Origin", "s", property_get_origin, 0, CHANGING),
+    SD_BUS_PROPERTY("KeptBy", "s", property_get_string, 0, CHANGING),
+    SD_BUS_PROPERTY("ExpireProjectedTime", "t", bus_property_get_u64,
+                    offsetof(MsSnapshotRecord, expire_projected_usec), CHANGING),
+    SD_BUS_PROPERTY("FutureDated", "b", property_get_future_dated, 0, CHANGING),
+    SD_BUS_PROPERTY("DetachedTime", "t", bus_property_get_u64,
+                    offsetof(MsSnapshotRecord, detached_usec), CHANGING),
     SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_cancel,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Verify", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_verify,

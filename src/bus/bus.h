@@ -33,11 +33,17 @@
 #define BUS_ERROR_CLUSTER_UNREACHABLE "io.mongosnap1.Error.ClusterUnreachable"
 #define BUS_ERROR_ON_OTHER_NODE "io.mongosnap1.Error.OnOtherNode"
 #define BUS_ERROR_FAILED "io.mongosnap1.Error.Failed"
+#define BUS_ERROR_SNAPSHOT_DAMAGED "io.mongosnap1.Error.SnapshotDamaged"
+#define BUS_ERROR_NEEDS_FORCE "io.mongosnap1.Error.NeedsForce"
 
 /* One row of ListSnapshots: task name, policy, node, file name, download address, task log
  * (a journal match), elapsed usec, items, items total, progress %, create time, expire time,
- * bytes transferred, state, error, object path. */
-#define BUS_SNAPSHOT_ROW "(sssssstttdtttsso)"
+ * bytes transferred, state, error, object path; then (appended, so that clients reading the
+ * earlier fields go on working) the last verification's state, the policy's start order (seq),
+ * the origin (scheduled, manual, resync), the retention rule that keeps it, the time the
+ * schedule is projected to push it out (0: not known or never), and whether its completion time
+ * is in the future (not believed). */
+#define BUS_SNAPSHOT_ROW "(sssssstttdtttssostsstb)"
 /* One row of ListRestores: task name, source snapshot, target (redacted), task log, elapsed
  * usec, items, items total, progress %, create time, state, error, object path, node (the
  * last, added with several nodes so that clients reading the earlier fields go on working). */

@@ -137,21 +137,19 @@ static const char *const migrations[] = {
 
     /* 4: the order snapshots of a policy started in (seq, which retention ranks by: no clock
      * can invert it), what started each one (origin: manual snapshots are a retention series
-     * of their own), and the incarnation of the policy it belongs to (policy_id: a policy
-     * deleted and created again under its old name starts a new history, and the new one's
-     * retention never takes over the snapshots Delete kept). Existing rows keep their order
-     * (rowid), count as scheduled (as retention treated them), and belong to their policy's
-     * current incarnation. */
+     * of their own), and when the policy a snapshot belonged to was deleted (detached_usec:
+     * a policy created again under the old name starts a new history, and its retention never
+     * takes over the snapshots Delete kept); policies' last seq. Existing rows keep their
+     * order (rowid), count as scheduled (as retention treated them), and snapshots of policies
+     * deleted before are detached as of the migration. */
     "ALTER TABLE snapshots ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE snapshots ADD COLUMN origin TEXT NOT NULL DEFAULT 'scheduled'"
     "  CHECK (origin IN ('scheduled', 'manual', 'resync'));"
-    "ALTER TABLE snapshots ADD COLUMN policy_id TEXT;"
-    "ALTER TABLE policies ADD COLUMN policy_id TEXT;"
+    "ALTER TABLE snapshots ADD COLUMN detached_usec INTEGER;"
     "ALTER TABLE policies ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0;"
     "UPDATE snapshots SET seq = rowid;"
-    "UPDATE policies SET policy_id = lower(hex(randomblob(8)));"
-    "UPDATE snapshots SET policy_id ="
-    "  (SELECT policy_id FROM policies WHERE policies.name = snapshots.policy);"
+    "UPDATE snapshots SET detached_usec = CAST(strftime('%s', 'now') AS INTEGER) * 1000000"
+    "  WHERE policy IN (SELECT name FROM policies WHERE state = 'deleted');"
     "UPDATE policies SET last_seq ="
     "  (SELECT COALESCE(MAX(seq), 0) FROM snapshots WHERE snapshots.policy = policies.name);",
 };
@@ -206,7 +204,7 @@ static const char *const verify_state_names[_MS_VERIFY_STATE_MAX] = {
     "id, policy, node, archive_key, manifest_key, store, download_url, state, error, "             \
     "created_usec, started_usec, finished_usec, expire_usec, items_done, items_total, "            \
     "progress_pct, bytes_transferred, point_in_time, log_cursor, verify_state, "                   \
-    "verify_finished_usec, verify_error, seq, origin, policy_id"
+    "verify_finished_usec, verify_error, seq, origin, detached_usec"
 enum {
     SNAP_ID,
     SNAP_POLICY,
@@ -232,7 +230,7 @@ enum {
     SNAP_VERIFY_ERROR,
     SNAP_SEQ,
     SNAP_ORIGIN,
-    SNAP_POLICY_ID,
+    SNAP_DETACHED,
 };
 
 #define RESTORE_COLUMNS                                                                            \
@@ -254,14 +252,13 @@ enum {
     REST_BYTES,
 };
 
-#define POLICY_COLUMNS "name, state, last_run_usec, last_result, next_run_usec, policy_id, last_seq"
+#define POLICY_COLUMNS "name, state, last_run_usec, last_result, next_run_usec, last_seq"
 enum {
     POL_NAME,
     POL_STATE,
     POL_LAST_RUN,
     POL_LAST_RESULT,
     POL_NEXT_RUN,
-    POL_POLICY_ID,
     POL_LAST_SEQ,
 };
 
@@ -306,8 +303,8 @@ static const char *const statement_sql[_STMT_MAX] = {
 
     [STMT_POLICY_GET] = "SELECT " POLICY_COLUMNS " FROM policies WHERE name = ?1",
     [STMT_POLICY_SET] = "INSERT INTO policies (" POLICY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, "
-                        "?6, ?7) ON CONFLICT (name) DO UPDATE SET state = ?2, last_run_usec = ?3, "
-                        "last_result = ?4, next_run_usec = ?5, policy_id = ?6, last_seq = ?7",
+                        "?6) ON CONFLICT (name) DO UPDATE SET state = ?2, last_run_usec = ?3, "
+                        "last_result = ?4, next_run_usec = ?5, last_seq = ?6",
     [STMT_POLICY_LIST] = "SELECT " POLICY_COLUMNS " FROM policies ORDER BY name",
 
     [STMT_SNAPSHOT_INSERT] = "INSERT INTO snapshots (" SNAPSHOT_COLUMNS ") VALUES (?1, ?2, ?3, "
@@ -319,7 +316,7 @@ static const char *const statement_sql[_STMT_MAX] = {
         "started_usec = ?11, finished_usec = ?12, expire_usec = ?13, items_done = ?14, "
         "items_total = ?15, progress_pct = ?16, bytes_transferred = ?17, point_in_time = ?18, "
         "log_cursor = ?19, verify_state = ?20, verify_finished_usec = ?21, verify_error = ?22, "
-        "seq = ?23, origin = ?24, policy_id = ?25 WHERE id = ?1",
+        "seq = ?23, origin = ?24, detached_usec = ?25 WHERE id = ?1",
     [STMT_SNAPSHOT_GET] = "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE id = ?1",
     [STMT_SNAPSHOT_LIST] = "SELECT " SNAPSHOT_COLUMNS " FROM snapshots "
                            "WHERE (?1 IS NULL OR policy = ?1) "
@@ -903,7 +900,6 @@ MsPolicyRuntime *ms_policy_runtime_free(MsPolicyRuntime *p) {
         return NULL;
     free(p->name);
     free(p->last_result);
-    free(p->policy_id);
     free(p);
     return NULL;
 }
@@ -921,7 +917,6 @@ static int read_policy(MsCatalog *c, sqlite3_stmt *s, MsPolicyRuntime **ret, MsE
     int r = 0;
     FIRST_FAILURE(r, column_strdup(s, POL_NAME, &p->name));
     FIRST_FAILURE(r, column_strdup(s, POL_LAST_RESULT, &p->last_result));
-    FIRST_FAILURE(r, column_strdup(s, POL_POLICY_ID, &p->policy_id));
     if (r < 0)
         return ms_error_set(e, -r, "out of memory reading the catalog");
     const char *state = (const char *) sqlite3_column_text(s, POL_STATE);
@@ -976,7 +971,6 @@ int ms_catalog_set_policy(MsCatalog *c, const MsPolicyRuntime *p, MsError *e) {
     FIRST_FAILURE(rc, bind_usec(s, POL_LAST_RUN + 1, p->last_run_usec));
     FIRST_FAILURE(rc, bind_text(s, POL_LAST_RESULT + 1, p->last_result));
     FIRST_FAILURE(rc, bind_usec(s, POL_NEXT_RUN + 1, p->next_run_usec));
-    FIRST_FAILURE(rc, bind_text(s, POL_POLICY_ID + 1, p->policy_id));
     FIRST_FAILURE(rc, bind_u64(s, POL_LAST_SEQ + 1, p->last_seq));
     FIRST_FAILURE(rc, step_done(s));
     if (rc != SQLITE_OK)
@@ -1035,7 +1029,6 @@ MsSnapshotRecord *ms_snapshot_record_free(MsSnapshotRecord *r) {
     free(r->error);
     free(r->log_cursor);
     free(r->verify_error);
-    free(r->policy_id);
     free(r->kept_by);
     free(r);
     return NULL;
@@ -1062,7 +1055,6 @@ static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, 
     FIRST_FAILURE(r, column_strdup(s, SNAP_ERROR, &rec->error));
     FIRST_FAILURE(r, column_strdup(s, SNAP_LOG_CURSOR, &rec->log_cursor));
     FIRST_FAILURE(r, column_strdup(s, SNAP_VERIFY_ERROR, &rec->verify_error));
-    FIRST_FAILURE(r, column_strdup(s, SNAP_POLICY_ID, &rec->policy_id));
     if (r < 0)
         return ms_error_set(e, -r, "out of memory reading the catalog");
     const char *state = (const char *) sqlite3_column_text(s, SNAP_STATE);
@@ -1095,6 +1087,7 @@ static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, 
     rec->bytes_transferred = column_u64(s, SNAP_BYTES);
     rec->point_in_time = sqlite3_column_int(s, SNAP_POINT_IN_TIME) != 0;
     rec->seq = column_u64(s, SNAP_SEQ);
+    rec->detached_usec = column_u64(s, SNAP_DETACHED);
     const char *origin = (const char *) sqlite3_column_text(s, SNAP_ORIGIN);
     rec->origin = ms_snapshot_origin_from_string(origin);
     if (rec->origin < 0)
@@ -1134,6 +1127,7 @@ static int snapshot_validate(const MsSnapshotRecord *r, MsError *e) {
         {"bytes_transferred", r->bytes_transferred},
         {"verify_finished_usec", r->verify_finished_usec},
         {"seq", r->seq},
+        {"detached_usec", r->detached_usec},
     };
     for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
         int k = check_fits("snapshot", r->id, numbers[i].column, numbers[i].value, e);
@@ -1175,7 +1169,7 @@ static int bind_snapshot(sqlite3_stmt *s, const MsSnapshotRecord *r) {
     FIRST_FAILURE(rc, bind_text(s, SNAP_VERIFY_ERROR + 1, r->verify_error));
     FIRST_FAILURE(rc, bind_u64(s, SNAP_SEQ + 1, r->seq));
     FIRST_FAILURE(rc, bind_text(s, SNAP_ORIGIN + 1, ms_snapshot_origin_to_string(r->origin)));
-    FIRST_FAILURE(rc, bind_text(s, SNAP_POLICY_ID + 1, r->policy_id));
+    FIRST_FAILURE(rc, bind_usec(s, SNAP_DETACHED + 1, r->detached_usec));
     return rc;
 }
 

@@ -17,7 +17,7 @@
  *   2: snapshots' point_in_time and log_cursor, restores' options, list indexes.
  *   3: the snapshot state "stopped", snapshots' verification result (verify_state,
  *      verify_finished_usec, verify_error), restores' bytes_transferred.
- *   4: snapshots' seq, origin and policy_id; policies' policy_id and last_seq. */
+ *   4: snapshots' seq, origin and detached_usec; policies' last_seq. */
 #define MS_CATALOG_SCHEMA_VERSION 4
 
 /* Threads: an MsCatalog is one SQLite connection, opened without SQLite's per-connection
@@ -109,11 +109,6 @@ typedef struct MsPolicyRuntime {
     uint64_t last_run_usec;
     char *last_result; /* one line for people ("completed", "failed: ..."), NULL before a run */
     uint64_t next_run_usec;
-    /* The incarnation of the policy (random, made when it is created): snapshots name the one
-     * they belong to, so that a policy deleted and created again under the same name does not
-     * inherit the old one's snapshots. NULL in rows of catalogs older than version 4 until the
-     * migration fills it. */
-    char *policy_id;
     uint64_t last_seq; /* the seq given to the policy's latest snapshot */
 } MsPolicyRuntime;
 
@@ -146,10 +141,13 @@ typedef struct MsSnapshotRecord {
     uint64_t verify_finished_usec;
     char *verify_error;
     /* The order snapshots of the policy started in (retention ranks by it; 0: unknown, older
-     * than every numbered one), what started it, and the policy incarnation it belongs to. */
+     * than every numbered one) and what started it. */
     uint64_t seq;
     MsSnapshotOrigin origin;
-    char *policy_id;
+    /* When its policy was deleted (0: it was not): a detached snapshot is kept, listed and
+     * restorable, but no policy's retention manages it, not even one created again under the
+     * same name. */
+    uint64_t detached_usec;
     /* Not stored: another node's record, seen through the cluster's shared collections
      * (agent-cluster.c). The agent lists it but never writes it to its catalog. */
     bool remote;

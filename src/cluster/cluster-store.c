@@ -328,6 +328,7 @@ void ms_cluster_lease_clear(MsClusterLease *l) {
     free(l->node);
     free(l->state);
     free(l->scheduled_task);
+    free(l->origin);
     memset(l, 0, sizeof(*l));
 }
 
@@ -345,9 +346,11 @@ static int lease_from_doc(const bson_t *d, MsClusterLease *l) {
         (!released && dup_str(&l->task, doc_str(d, "task")) < 0) ||
         (!released && dup_str(&l->node, doc_str(d, "node")) < 0) ||
         (!released && dup_str(&l->state, state) < 0) ||
-        dup_str(&l->scheduled_task, doc_str(d, "scheduled_task")) < 0)
+        dup_str(&l->scheduled_task, doc_str(d, "scheduled_task")) < 0 ||
+        dup_str(&l->origin, doc_str(d, "origin")) < 0)
         return -ENOMEM;
     l->gen = doc_u64(d, "gen");
+    l->seq = doc_u64(d, "seq");
     l->expires_usec = released ? 0 : doc_u64(d, "expires");
     l->scheduled_usec = doc_u64(d, "scheduled");
     return 0;
@@ -442,8 +445,10 @@ int ms_cluster_get_lease(MsCluster *c, const char *policy, MsClusterLease *ret, 
  * inserted that generation first. */
 static int insert_lease(MsCluster *c, const char *policy, const MsClusterLease *cur,
                         const char *task, const char *node, uint64_t now, uint64_t lease_usec,
-                        bool scheduled, MsError *e) {
+                        bool scheduled, const char *origin, uint64_t seq_floor,
+                        uint64_t *ret_seq, MsError *e) {
     uint64_t gen = cur->gen + 1;
+    uint64_t seq = MS_MAX(cur->seq, seq_floor) + 1;
     char id[512];
     snprintf(id, sizeof(id), "%s#%020" PRIu64, policy, gen);
     bson_t doc = BSON_INITIALIZER;
@@ -458,6 +463,8 @@ static int insert_lease(MsCluster *c, const char *policy, const MsClusterLease *
     /* The last scheduled tick travels from generation to generation. */
     append_u64(&doc, "scheduled", scheduled ? now : cur->scheduled_usec);
     append_str(&doc, "scheduled_task", scheduled ? task : cur->scheduled_task);
+    append_u64(&doc, "seq", seq);
+    append_str(&doc, "origin", origin);
     mongoc_collection_t *col = coll(c, COLL_LEASES);
     bson_error_t berr;
     int r = 0;
@@ -472,6 +479,8 @@ static int insert_lease(MsCluster *c, const char *policy, const MsClusterLease *
     }
     mongoc_collection_destroy(col);
     bson_destroy(&doc);
+    if (r == 0 && ret_seq)
+        *ret_seq = seq;
     return r;
 }
 
@@ -481,7 +490,8 @@ static bool lease_held(const MsClusterLease *l, uint64_t now) {
 
 int ms_cluster_claim(MsCluster *c, const char *policy, const char *task, const char *node,
                      uint64_t now, uint64_t lease_usec, uint64_t tick_window_usec,
-                     MsClusterLease *ret_current, MsError *e) {
+                     uint64_t seq_floor, uint64_t *ret_seq, MsClusterLease *ret_current,
+                     MsError *e) {
     MsClusterLease cur = {0};
     int r = ms_cluster_get_lease(c, policy, &cur, e);
     if (r == -ENOENT)
@@ -496,7 +506,9 @@ int ms_cluster_claim(MsCluster *c, const char *policy, const char *task, const c
              cur.scheduled_usec + tick_window_usec >= now)
         r = -EALREADY;
     else {
-        r = insert_lease(c, policy, &cur, task, node, now, lease_usec, tick_window_usec > 0, e);
+        bool scheduled = tick_window_usec > 0;
+        r = insert_lease(c, policy, &cur, task, node, now, lease_usec, scheduled,
+                         scheduled ? "scheduled" : "manual", seq_floor, ret_seq, e);
         if (r == -EEXIST) {
             /* Another agent claimed first: say what it claimed. */
             ms_cluster_lease_clear(&cur);
@@ -555,7 +567,7 @@ int ms_cluster_release(MsCluster *c, const char *policy, const char *task, MsErr
 
 int ms_cluster_take_over(MsCluster *c, const char *policy, const char *old_task,
                          const char *new_task, const char *node, uint64_t now, uint64_t lease_usec,
-                         MsError *e) {
+                         uint64_t seq_floor, uint64_t *ret_seq, MsError *e) {
     MsClusterLease cur = {0};
     int r = ms_cluster_get_lease(c, policy, &cur, e);
     if (r == -ENOENT)
@@ -565,7 +577,9 @@ int ms_cluster_take_over(MsCluster *c, const char *policy, const char *old_task,
     if (cur.stopped || !cur.task || strcmp(cur.task, old_task) != 0 || cur.expires_usec >= now)
         r = -ESTALE; /* released, renewed, or taken over meanwhile */
     else {
-        r = insert_lease(c, policy, &cur, new_task, node, now, lease_usec, false, e);
+        /* The fresh snapshot stands in for the dead one: same origin. */
+        r = insert_lease(c, policy, &cur, new_task, node, now, lease_usec, false,
+                         cur.origin ? cur.origin : "scheduled", seq_floor, ret_seq, e);
         if (r == -EEXIST)
             r = -ESTALE;
     }
@@ -606,6 +620,9 @@ int ms_cluster_put_snapshot(MsCluster *c, const MsSnapshotRecord *r, uint64_t no
     BSON_APPEND_UTF8(&set, "verify_state", ms_verify_state_to_string(r->verify_state));
     append_u64(&set, "verify_finished", r->verify_finished_usec);
     append_str(&set, "verify_error", r->verify_error);
+    append_u64(&set, "seq", r->seq);
+    BSON_APPEND_UTF8(&set, "origin", ms_snapshot_origin_to_string(r->origin));
+    append_u64(&set, "detached", r->detached_usec);
     append_u64(&set, "updated", now);
     bson_append_document_end(&update, &set);
     int k = update_one(c, COLL_SNAPSHOTS, &filter, &update, true, NULL, e);
@@ -631,6 +648,10 @@ static int snapshot_from_doc(const bson_t *d, MsSnapshotRecord **ret) {
         ms_snapshot_record_free(r);
         return -ENOMEM;
     }
+    r->seq = doc_u64(d, "seq");
+    r->detached_usec = doc_u64(d, "detached");
+    MsSnapshotOrigin origin = ms_snapshot_origin_from_string(doc_str(d, "origin"));
+    r->origin = origin < 0 ? MS_SNAPSHOT_ORIGIN_SCHEDULED : origin;
     MsSnapshotState s = ms_snapshot_state_from_string(doc_str(d, "state"));
     MsVerifyState v = ms_verify_state_from_string(doc_str(d, "verify_state") ?: "");
     if (!r->id || !r->policy || !r->node || s < 0) {

@@ -64,6 +64,11 @@ typedef struct MsClusterLease {
     uint64_t scheduled_usec; /* the last scheduled tick claimed; 0: none yet */
     char *scheduled_task;    /* the snapshot that tick started */
     bool stopped;            /* Stop given on some node: no new task anywhere until Start */
+    /* The policy's start order, carried from generation to generation: each claim numbers its
+     * snapshot one past the highest number any node gave (retention ranks by it), and what
+     * started it ("scheduled" or "manual"). */
+    uint64_t seq;
+    char *origin;
 } MsClusterLease;
 void ms_cluster_lease_clear(MsClusterLease *l);
 void ms_cluster_leases_free(MsClusterLease *l, size_t n);
@@ -80,9 +85,12 @@ int ms_cluster_get_lease(MsCluster *c, const char *policy, MsClusterLease *ret, 
  *   -EALREADY  a scheduled claim for this tick was made already (ret_current);
  *   -EPERM     the policy is stopped cluster-wide.
  * ret_current may be NULL. */
+/* seq_floor: the highest seq this agent knows for the policy; the claim's snapshot gets one
+ * past the larger of it and the lease's, in *ret_seq (may be NULL). */
 int ms_cluster_claim(MsCluster *c, const char *policy, const char *task, const char *node,
                      uint64_t now_usec, uint64_t lease_usec, uint64_t tick_window_usec,
-                     MsClusterLease *ret_current, MsError *e);
+                     uint64_t seq_floor, uint64_t *ret_seq, MsClusterLease *ret_current,
+                     MsError *e);
 /* Extend the lease of task on node and mark it running. -ESTALE: the lease is no longer
  * theirs (it expired and was taken over, or was released). */
 int ms_cluster_renew(MsCluster *c, const char *policy, const char *task, const char *node,
@@ -93,7 +101,7 @@ int ms_cluster_release(MsCluster *c, const char *policy, const char *task, MsErr
  * was renewed or released meanwhile. */
 int ms_cluster_take_over(MsCluster *c, const char *policy, const char *old_task,
                          const char *new_task, const char *node, uint64_t now_usec,
-                         uint64_t lease_usec, MsError *e);
+                         uint64_t lease_usec, uint64_t seq_floor, uint64_t *ret_seq, MsError *e);
 /* Stop or start policy cluster-wide (the flag every agent follows). */
 int ms_cluster_set_stopped(MsCluster *c, const char *policy, bool stopped, MsError *e);
 

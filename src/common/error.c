@@ -22,6 +22,17 @@ int ms_error_set(MsError *e, int code, const char *fmt, ...) {
     return r;
 }
 
+int ms_error_set_kind(MsError *e, MsErrorKind kind, int code, const char *fmt, ...) {
+    bool first = e && e->code == 0;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = ms_error_setv(e, code, fmt, ap);
+    va_end(ap);
+    if (first)
+        e->kind = kind;
+    return r;
+}
+
 void ms_error_prefix(MsError *e, const char *fmt, ...) {
     if (!e || e->code == 0)
         return;
@@ -44,4 +55,5 @@ void ms_error_clear(MsError *e) {
         return;
     e->code = 0;
     e->message[0] = '\0';
+    e->kind = MS_ERROR_KIND_NONE;
 }

@@ -12,6 +12,12 @@ uint64_t ms_realtime_usec(void) {
     return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
 }
 
+uint64_t ms_monotonic_usec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
 static struct tm utc_of(uint64_t usec) {
     time_t t = (time_t) (usec / 1000000ULL);
     struct tm tm;

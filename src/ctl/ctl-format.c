@@ -2,6 +2,7 @@
 #include "ctl-format.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,20 @@ void ctl_format_timestamp(uint64_t realtime_usec, char buf[CTL_TIMESTAMP_MAX]) {
     if (!localtime_r(&t, &tm) ||
         strftime(buf, CTL_TIMESTAMP_MAX, "%a %Y-%m-%d %H:%M:%S %Z", &tm) == 0)
         snprintf(buf, CTL_TIMESTAMP_MAX, "%s", CTL_NONE);
+}
+
+void ctl_format_expiry(const char *state, uint64_t firm_usec, uint64_t projected_usec,
+                       const char *kept_by, char buf[CTL_EXPIRY_MAX]) {
+    char when[CTL_TIMESTAMP_MAX];
+    bool completed = state && strcmp(state, "completed") == 0;
+    if (!completed && firm_usec == 0) {
+        buf[0] = '\0';
+        return;
+    }
+    uint64_t t = firm_usec ? firm_usec : projected_usec;
+    ctl_format_timestamp(t, when);
+    snprintf(buf, CTL_EXPIRY_MAX, "%s%s%s%s", !firm_usec && projected_usec ? "~" : "", when,
+             kept_by && *kept_by ? ", " : "", kept_by ? kept_by : "");
 }
 
 void ctl_format_relative(uint64_t realtime_usec, uint64_t now_usec, char buf[CTL_RELATIVE_MAX]) {

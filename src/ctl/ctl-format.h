@@ -26,6 +26,12 @@ void ctl_format_size(uint64_t bytes, char buf[CTL_SIZE_MAX]);
 void ctl_format_duration(uint64_t usec, char buf[CTL_DURATION_MAX]);
 /* A realtime in local time with its zone, "Sun 2026-11-22 05:38:10 UTC"; CTL_NONE for 0. */
 void ctl_format_timestamp(uint64_t realtime_usec, char buf[CTL_TIMESTAMP_MAX]);
+/* When a snapshot goes and why it stays until then: "Sun 2026-12-20 04:00:00 UTC, MaxAge"
+ * (firm), "~Sun 2026-12-13 02:00:00 UTC, KeepDaily=7" (projected from the schedule), "-,
+ * newest" (nothing will), "" for a snapshot retention does not manage (not completed). */
+#define CTL_EXPIRY_MAX (CTL_TIMESTAMP_MAX + 64)
+void ctl_format_expiry(const char *state, uint64_t firm_usec, uint64_t projected_usec,
+                       const char *kept_by, char buf[CTL_EXPIRY_MAX]);
 /* A realtime relative to now with its two largest units: "2h 3min ago", "5min left". */
 void ctl_format_relative(uint64_t realtime_usec, uint64_t now_usec, char buf[CTL_RELATIVE_MAX]);
 

@@ -151,6 +151,11 @@ void ctl_json_field_double(CtlJson *j, const char *key, double v) {
     ctl_json_double(j, v);
 }
 
+void ctl_json_field_bool(CtlJson *j, const char *key, bool v) {
+    ctl_json_key(j, key);
+    ctl_json_bool(j, v);
+}
+
 void ctl_json_field_time(CtlJson *j, const char *key, uint64_t realtime_usec) {
     ctl_json_key(j, key);
     if (realtime_usec == 0)

@@ -33,6 +33,7 @@ void ctl_json_null(CtlJson *j);
 void ctl_json_field_string(CtlJson *j, const char *key, const char *s);
 void ctl_json_field_uint(CtlJson *j, const char *key, uint64_t v);
 void ctl_json_field_double(CtlJson *j, const char *key, double v);
+void ctl_json_field_bool(CtlJson *j, const char *key, bool v);
 /* A point in time as two keys: KEY as ISO 8601 UTC ("2026-11-22T05:38:10Z", null for 0) and
  * KEY_usec with the raw microseconds. */
 void ctl_json_field_time(CtlJson *j, const char *key, uint64_t realtime_usec);

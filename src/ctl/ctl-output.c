@@ -160,6 +160,12 @@ void ctl_json_snapshot_row(CtlJson *j, const CtlSnapshotRow *r) {
     ctl_json_field_string(j, "state", r->state);
     ctl_json_field_string(j, "error", r->error);
     ctl_json_field_string(j, "path", r->path);
+    ctl_json_field_string(j, "verify_state", r->verify_state);
+    ctl_json_field_uint(j, "seq", r->seq);
+    ctl_json_field_string(j, "origin", r->origin);
+    ctl_json_field_string(j, "kept_by", r->kept_by);
+    ctl_json_field_time(j, "expire_projected", r->expire_projected);
+    ctl_json_field_bool(j, "future_dated", r->future_dated);
     ctl_json_end_object(j);
 }
 
@@ -190,7 +196,7 @@ typedef struct CellText {
     char bytes[CTL_SIZE_MAX];
     char elapsed[CTL_DURATION_MAX];
     char created[CTL_TIMESTAMP_MAX];
-    char expires[CTL_TIMESTAMP_MAX];
+    char expires[CTL_EXPIRY_MAX];
     char last_run[CTL_TIMESTAMP_MAX];
     char next_run[CTL_TIMESTAMP_MAX];
 } CellText;
@@ -237,9 +243,10 @@ int ctl_policy_table(const CtlPolicyRow *rows, size_t n, CtlTable **ret) {
 static const CtlColumn snapshot_columns[] = {
     {"TASK", CTL_ALIGN_LEFT, false},         {"POLICY", CTL_ALIGN_LEFT, false},
     {"NODE", CTL_ALIGN_LEFT, false},         {"STATE", CTL_ALIGN_LEFT, false},
-    {"PROGRESS", CTL_ALIGN_RIGHT, false},    {"ITEMS", CTL_ALIGN_RIGHT, false},
-    {"TRANSFERRED", CTL_ALIGN_RIGHT, false}, {"ELAPSED", CTL_ALIGN_RIGHT, false},
-    {"CREATED", CTL_ALIGN_LEFT, false},      {"EXPIRES", CTL_ALIGN_LEFT, false},
+    {"VERIFIED", CTL_ALIGN_LEFT, false},     {"PROGRESS", CTL_ALIGN_RIGHT, false},
+    {"ITEMS", CTL_ALIGN_RIGHT, false},       {"TRANSFERRED", CTL_ALIGN_RIGHT, false},
+    {"ELAPSED", CTL_ALIGN_RIGHT, false},     {"CREATED", CTL_ALIGN_LEFT, false},
+    {"EXPIRES", CTL_ALIGN_LEFT, false},
     {"FILE", CTL_ALIGN_LEFT, true},          {"DOWNLOAD", CTL_ALIGN_LEFT, true},
     {"ERROR", CTL_ALIGN_LEFT, true},
 };
@@ -253,10 +260,11 @@ int ctl_snapshot_table(const CtlSnapshotRow *rows, size_t n, CtlTable **ret) {
         const CtlSnapshotRow *s = &rows[i];
         CellText c;
         format_task_cells(&c, s->progress, s->items, s->bytes, s->elapsed_usec, s->create_time);
-        ctl_format_timestamp(s->expire_time, c.expires);
-        const char *cells[] = {
-            s->id,     s->policy, s->node,   s->state,     c.progress,          c.items, c.bytes,
-            c.elapsed, c.created, c.expires, s->file_name, s->download_address, s->error};
+        ctl_format_expiry(s->state, s->expire_time, s->expire_projected, s->kept_by, c.expires);
+        const char *cells[] = {s->id,        s->policy,  s->node,      s->state,
+                               s->verify_state, c.progress, c.items,    c.bytes,
+                               c.elapsed,    c.created,  c.expires,    s->file_name,
+                               s->download_address, s->error};
         int r = ctl_table_add_row(t, cells);
         if (r < 0)
             return r;

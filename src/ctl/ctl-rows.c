@@ -5,7 +5,7 @@
 #include "ctl.h"
 
 #define POLICY_ROW "(sosssstst)"
-#define SNAPSHOT_ROW "(sssssstttdtttsso)"
+#define SNAPSHOT_ROW "(sssssstttdtttssostsstb)"
 #define RESTORE_ROW "(sssstttdtssos)"
 
 /* Read an array of rows of signature row_sig, each by read_row into an element of size elem;
@@ -46,7 +46,9 @@ static int read_snapshot_row(sd_bus_message *m, void *row) {
     return sd_bus_message_read(m, SNAPSHOT_ROW, &x->id, &x->policy, &x->node, &x->file_name,
                                &x->download_address, &x->task_log, &x->elapsed_usec, &x->items,
                                &x->items_total, &x->progress, &x->create_time, &x->expire_time,
-                               &x->bytes, &x->state, &x->error, &x->path);
+                               &x->bytes, &x->state, &x->error, &x->path, &x->verify_state,
+                               &x->seq, &x->origin, &x->kept_by, &x->expire_projected,
+                               &x->future_dated);
 }
 
 static int read_restore_row(sd_bus_message *m, void *row) {

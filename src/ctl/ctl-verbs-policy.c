@@ -134,10 +134,24 @@ int verb_edit(Ctl *ctl, int argc, char **argv) {
     snprintf(what, sizeof(what), "edit %s", argv[1]);
     _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
     _cleanup_free_ char *path = NULL;
+    if (argc < 3 && !ctl->args.force)
+        return ctl_fail(CTL_EXIT_USAGE, "edit needs at least one KEY=VALUE (or --force to "
+                                        "confirm a held retention pass)");
     int r = ctl_find_policy(bus, argv[1], &path, &error);
-    if (r >= 0)
+    if (r >= 0 && !ctl->args.force)
         r = call_with_settings(bus, path, MONGOSNAP_BUS_POLICY_INTERFACE, "Edit", NULL, argc - 2,
                                argv + 2, &error, NULL);
+    else if (r >= 0) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        r = sd_bus_message_new_method_call(bus, &m, MONGOSNAP_BUS_NAME, path,
+                                           MONGOSNAP_BUS_POLICY_INTERFACE, "EditWithOptions");
+        if (r >= 0)
+            r = append_settings(m, argc - 2, argv + 2);
+        if (r >= 0)
+            r = sd_bus_message_append(m, "a{sv}", 1, "force", "b", 1);
+        if (r >= 0)
+            r = sd_bus_call(bus, m, 0, &error, NULL);
+    }
     return r < 0 ? ctl_fail_bus(what, &error, r) : CTL_EXIT_OK;
 }
 

@@ -32,7 +32,7 @@ static int append_strv_option(sd_bus_message *m, const char *key, char **values)
     return r < 0 ? r : sd_bus_message_close_container(m);
 }
 
-static int append_restore_options(sd_bus_message *m, const CtlRestoreArgs *a) {
+static int append_restore_options(sd_bus_message *m, const CtlRestoreArgs *a, bool force) {
     int r = sd_bus_message_open_container(m, 'a', "{sv}");
     if (r >= 0)
         r = append_strv_option(m, "ns_include", a->ns_include);
@@ -52,10 +52,12 @@ static int append_restore_options(sd_bus_message *m, const CtlRestoreArgs *a) {
         r = sd_bus_message_append(m, "{sv}", "parallel", "u", (uint32_t) a->parallel);
     if (r >= 0 && a->credential)
         r = sd_bus_message_append(m, "{sv}", "credential", "s", a->credential);
+    if (r >= 0 && force)
+        r = sd_bus_message_append(m, "{sv}", "force", "b", 1);
     return r < 0 ? r : sd_bus_message_close_container(m);
 }
 
-static int start_restore(sd_bus *bus, const char *snapshot, const CtlRestoreArgs *a,
+static int start_restore(sd_bus *bus, const char *snapshot, const CtlRestoreArgs *a, bool force,
                          sd_bus_error *error, sd_bus_message **reply) {
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
     int r = sd_bus_message_new_method_call(bus, &m, MONGOSNAP_BUS_NAME, MONGOSNAP_BUS_PATH,
@@ -63,7 +65,7 @@ static int start_restore(sd_bus *bus, const char *snapshot, const CtlRestoreArgs
     if (r >= 0)
         r = sd_bus_message_append(m, "ss", snapshot, a->to);
     if (r >= 0)
-        r = append_restore_options(m, a);
+        r = append_restore_options(m, a, force);
     return r < 0 ? r : sd_bus_call(bus, m, 0, error, reply);
 }
 
@@ -84,7 +86,7 @@ int verb_restore(Ctl *ctl, int argc, char **argv) {
     _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
     const char *path = NULL;
-    int r = start_restore(bus, argv[1], a, &error, &reply);
+    int r = start_restore(bus, argv[1], a, ctl->args.force, &error, &reply);
     if (r >= 0)
         r = sd_bus_message_read(reply, "o", &path);
     if (r < 0)

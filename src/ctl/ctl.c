@@ -103,9 +103,13 @@ static const CtlVerb verbs[] = {
         .summary = "Change policy settings, all or nothing",
         .details = "KEY is a policy file key (Schedule, KeepDaily, ...) or SECTION.KEY\n"
                    "(Retention.KeepDaily); an empty VALUE restores the default. See\n"
-                   "mongosnap.conf(5) for every key.\n",
-        .min_args = 2,
+                   "mongosnap.conf(5) for every key.\n"
+                   "  --force   go ahead when the new rules would remove more than 10\n"
+                   "            snapshots (or more than half) at once; without KEY=VALUE,\n"
+                   "            confirm a retention pass the agent holds\n",
+        .min_args = 1,
         .max_args = CTL_ARGS_ANY,
+        .options = CTL_OPT_FORCE,
         .run = verb_edit,
     },
     {
@@ -135,10 +139,12 @@ static const CtlVerb verbs[] = {
                    "  --no-indexes      do not build indexes\n"
                    "  --parallel N      insertion workers, 1..64 (default 4)\n"
                    "  --credential NAME a credential of mongosnapd holding the target's "
-                   "password\n" HELP_WAIT("the restore ends; exit 0 only if it completed"),
+                   "password\n"
+                   "  --force           restore a snapshot whose last verification failed\n"
+                   HELP_WAIT("the restore ends; exit 0 only if it completed"),
         .min_args = 1,
         .max_args = 1,
-        .options = CTL_OPT_RESTORE | CTL_OPT_WAIT,
+        .options = CTL_OPT_RESTORE | CTL_OPT_WAIT | CTL_OPT_FORCE,
         .run = verb_restore,
     },
     {
@@ -219,6 +225,7 @@ static const OptionName option_names[] = {
     {CTL_OPT_FOLLOW, "--follow"},
     {CTL_OPT_LINES, "--lines"},
     {CTL_OPT_EXPIRES, "--expires"},
+    {CTL_OPT_FORCE, "--force"},
 };
 
 static const char exit_code_help[] =
@@ -309,6 +316,7 @@ enum {
     OPT_PARALLEL,
     OPT_CREDENTIAL,
     OPT_EXPIRES,
+    OPT_FORCE,
     OPT_VERSION_SHOWN, /* not an option: parse_args() asks main() to print the version */
 };
 
@@ -334,6 +342,7 @@ static const struct option long_options[] = {
     {"parallel", required_argument, NULL, OPT_PARALLEL},
     {"credential", required_argument, NULL, OPT_CREDENTIAL},
     {"expires", required_argument, NULL, OPT_EXPIRES},
+    {"force", no_argument, NULL, OPT_FORCE},
     {"follow", no_argument, NULL, 'f'},
     {"lines", required_argument, NULL, 'n'},
     {},
@@ -426,6 +435,10 @@ static int parse_verb_option(CtlArgs *a, int c, char *arg) {
     case OPT_PURGE_REMOTE:
         a->purge_remote = true;
         a->used |= CTL_OPT_PURGE_REMOTE;
+        return 1;
+    case OPT_FORCE:
+        a->force = true;
+        a->used |= CTL_OPT_FORCE;
         return 1;
     case 'f':
         a->follow = true;

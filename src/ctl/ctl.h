@@ -23,6 +23,7 @@ typedef enum CtlOption {
     CTL_OPT_LINES = 1u << 4,
     CTL_OPT_EXPIRES = 1u << 5,
     CTL_OPT_SCHEDULED = 1u << 6,
+    CTL_OPT_FORCE = 1u << 7,
 } CtlOption;
 
 typedef struct CtlRestoreArgs {
@@ -45,6 +46,7 @@ typedef struct CtlArgs {
     bool wait;
     bool purge_remote;
     bool scheduled; /* snapshot --scheduled: the policy's timer asks */
+    bool force;     /* restore, edit --force */
     bool follow;
     unsigned lines; /* log -n; valid when lines_set */
     bool lines_set;
@@ -111,6 +113,11 @@ typedef struct CtlSnapshotRow {
     double progress;
     uint64_t create_time, expire_time, bytes;
     const char *state, *error, *path;
+    const char *verify_state;
+    uint64_t seq;
+    const char *origin, *kept_by;
+    uint64_t expire_projected;
+    int future_dated;
 } CtlSnapshotRow;
 
 typedef struct CtlRestoreRow {

@@ -45,13 +45,14 @@ int ms_manifest_serialize(const MsManifest *m, char **ret_json, size_t *ret_len,
     append_str(&doc, "snapshot", m->snapshot);
     append_str(&doc, "tool_version", m->tool_version);
     append_str(&doc, "node", m->node);
+    if (m->host)
+        append_str(&doc, "host", m->host);
     append_str(&doc, "started_at", m->started_at);
     append_str(&doc, "finished_at", m->finished_at);
     BSON_APPEND_INT64(&doc, "elapsed_usec", (int64_t) m->elapsed_usec);
 
-    if (m->policy_id || m->seq || m->origin) {
+    if (m->seq || m->origin) {
         BSON_APPEND_DOCUMENT_BEGIN(&doc, "policy", &child);
-        append_str(&child, "id", m->policy_id);
         BSON_APPEND_INT64(&child, "seq", (int64_t) MS_MIN(m->seq, (uint64_t) INT64_MAX));
         append_str(&child, "origin", m->origin);
         bson_append_document_end(&doc, &child);
@@ -263,7 +264,7 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
     m.snapshot = dup_utf8(doc, "snapshot");
     m.tool_version = dup_utf8(doc, "tool_version");
     m.node = dup_utf8(doc, "node");
-    m.policy_id = dup_utf8(doc, "policy.id");
+    m.host = dup_utf8(doc, "host");
     m.origin = dup_utf8(doc, "policy.origin");
     get_int64(doc, "policy.seq", &m.seq);
     m.started_at = dup_utf8(doc, "started_at");
@@ -415,7 +416,7 @@ void ms_manifest_clear(MsManifest *m) {
     free(m->source_uri);
     free(m->server_version);
     free(m->node);
-    free(m->policy_id);
+    free(m->host);
     free(m->origin);
     free(m->archive_key);
     free(m->compression);

@@ -32,11 +32,11 @@ typedef struct MsManifest {
     uint64_t elapsed_usec;
     char *source_uri; /* redacted */
     char *server_version;
-    char *node; /* the agent's Node= (the host name when taken by hand) */
-    /* What the agent knew of it when it started: the policy incarnation, the policy's start
-     * order (seq) and what started it (origin). Absent from snapshots taken by hand and from
-     * manifests of earlier versions (NULL/0). Resync adopts snapshots with them. */
-    char *policy_id;
+    char *node; /* the agent's Node= ("" when taken by hand, not by an agent) */
+    char *host; /* the host name of the machine that took it */
+    /* What the agent knew of it when it started: the policy's start order (seq) and what
+     * started it (origin). Absent from snapshots taken by hand and from manifests of earlier
+     * versions (0/NULL). Resync adopts snapshots with them. */
     uint64_t seq;
     char *origin;
 

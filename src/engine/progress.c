@@ -1,6 +1,8 @@
 /* Progress counters and their JSON-lines reporting to the parent process. */
 #include "progress.h"
 
+#include "common/timeutil.h"
+
 #include <errno.h>
 #include <string.h>
 #include <time.h>
@@ -9,9 +11,7 @@
 #include "mongosnap/mongosnap.h"
 
 uint64_t ms_now_usec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+    return ms_monotonic_usec();
 }
 
 void ms_progress_init(MsProgress *p, int fd) {

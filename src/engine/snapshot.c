@@ -1028,8 +1028,10 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         .elapsed_usec = ms_now_usec() - started,
         .source_uri = (char *) ms_mongo_redacted_uri(mongo),
         .server_version = server_version,
-        .node = (char *) (o->node ? o->node : hostname),
-        .policy_id = (char *) o->policy_id,
+        /* The agent's Node= names the node it belongs to; taken by hand there is none (resync
+         * then adopts it as the resyncing node's), and the host tells where it ran. */
+        .node = (char *) o->node,
+        .host = hostname,
         .seq = o->seq,
         .origin = (char *) o->origin,
         .archive_key = archive_key,

@@ -19,8 +19,7 @@ typedef struct MsSnapshotOptions {
     const char *prefix; /* key prefix in the store ("nightly/node1"), may be NULL */
     const char *name;   /* snapshot name, unique within the prefix */
     const char *node;   /* this machine's name for the manifest */
-    /* For the manifest (manifest.h): the policy incarnation, its start order and origin. */
-    const char *policy_id;
+    /* For the manifest (manifest.h): the policy's start order and what started it. */
     uint64_t seq;
     const char *origin;
     MsCompression compression;

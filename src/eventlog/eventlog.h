@@ -69,7 +69,11 @@
     X(CLUSTER_CONNECTED, "cluster-connected", MS_LOG_NOTICE,                                       \
       SD_ID128_ARRAY(3c, 6f, 21, 06, 18, 51, 4a, 81, 86, 8d, fc, d8, f6, 47, 18, 1a))              \
     X(CLUSTER_UNREACHABLE, "cluster-unreachable", MS_LOG_WARNING,                                  \
-      SD_ID128_ARRAY(4c, 1f, b2, 88, d7, d4, 4f, eb, 81, 68, d0, a7, e8, 2c, f1, 7c))
+      SD_ID128_ARRAY(4c, 1f, b2, 88, d7, d4, 4f, eb, 81, 68, d0, a7, e8, 2c, f1, 7c))              \
+    X(SNAPSHOT_FUTURE_DATED, "snapshot-future-dated", MS_LOG_WARNING,                              \
+      SD_ID128_ARRAY(c6, 70, ca, 75, 29, 6d, 49, 63, 93, d6, de, 70, 44, 6d, 09, 6b))              \
+    X(RETENTION_HELD, "retention-held", MS_LOG_WARNING,                                            \
+      SD_ID128_ARRAY(25, da, 58, 38, 34, 10, 41, 7a, a9, 9c, ec, 5e, ba, 7f, 83, 88))
 
 /* clang-format cannot see that the list expands to enumerators and would misindent them. */
 /* clang-format off */

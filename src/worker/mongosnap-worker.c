@@ -51,7 +51,6 @@ typedef struct Args {
     const char *prefix;
     const char *name;
     const char *node;
-    const char *policy_id;
     uint64_t seq;
     const char *origin;
     const char *snapshot;
@@ -160,7 +159,6 @@ enum {
     OPT_PREFIX,
     OPT_NAME,
     OPT_NODE,
-    OPT_POLICY_ID,
     OPT_SEQ,
     OPT_ORIGIN,
     OPT_SNAPSHOT,
@@ -208,7 +206,6 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"prefix", required_argument, NULL, OPT_PREFIX},
         {"name", required_argument, NULL, OPT_NAME},
         {"node", required_argument, NULL, OPT_NODE},
-        {"policy-id", required_argument, NULL, OPT_POLICY_ID},
         {"seq", required_argument, NULL, OPT_SEQ},
         {"origin", required_argument, NULL, OPT_ORIGIN},
         {"snapshot", required_argument, NULL, OPT_SNAPSHOT},
@@ -277,9 +274,6 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case OPT_NAME:
             a->name = optarg;
-            break;
-        case OPT_POLICY_ID:
-            a->policy_id = optarg;
             break;
         case OPT_SEQ: {
             char *end;
@@ -547,7 +541,6 @@ static int run_snapshot(Args *a, MsProgress *p) {
         .prefix = a->prefix,
         .name = a->name ? a->name : default_name,
         .node = a->node,
-        .policy_id = a->policy_id,
         .seq = a->seq,
         .origin = a->origin,
         .compression = a->compression,
@@ -802,6 +795,8 @@ static void scan_one(MsStorage *st, const char *key, MsProgress *p, size_t *foun
     BSON_APPEND_UTF8(&f, "id", m.snapshot ? m.snapshot : "");
     BSON_APPEND_UTF8(&f, "policy", policy ? policy : "");
     BSON_APPEND_UTF8(&f, "node", m.node ? m.node : "");
+    BSON_APPEND_INT64(&f, "seq", (int64_t) MS_MIN(m.seq, (uint64_t) INT64_MAX));
+    BSON_APPEND_UTF8(&f, "origin", m.origin ? m.origin : "");
     BSON_APPEND_UTF8(&f, "manifest", key);
     BSON_APPEND_UTF8(&f, "archive", m.archive_key ? m.archive_key : "");
     BSON_APPEND_UTF8(&f, "started_at", m.started_at ? m.started_at : "");

@@ -292,7 +292,7 @@ def test_ctl_snapshot_wait_lists_and_updates(agent, fresh_db):
     assert row["state"] == "completed" and row["items"] == total
 
     table = parse_table(ctl(agent, "list-snapshots").stdout)
-    assert table["header"] == ["TASK", "POLICY", "NODE", "STATE", "PROGRESS", "ITEMS",
+    assert table["header"] == ["TASK", "POLICY", "NODE", "STATE", "VERIFIED", "PROGRESS", "ITEMS",
                                "TRANSFERRED", "ELAPSED", "CREATED", "EXPIRES", "FILE", "DOWNLOAD",
                                "ERROR"]
     assert table["legend"] == "1 snapshot listed."

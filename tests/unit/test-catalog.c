@@ -437,8 +437,8 @@ static void version_1_catalog_is_migrated_keeping_rows(void) {
 }
 
 /* Version 4: each snapshot's order (from its rowid, the order rows were written in), its
- * origin (scheduled, as retention treated them) and its policy's incarnation; each policy's
- * incarnation and last seq. */
+ * origin (scheduled, as retention treated them), detached when its policy was deleted; each
+ * policy's last seq. */
 static void version_4_orders_old_snapshots(void) {
     _cleanup_temp_dir_ TempDir t = {0};
     ASSERT(temp_dir_make(&t));
@@ -447,6 +447,9 @@ static void version_4_orders_old_snapshots(void) {
         ASSERT(db);
         ASSERT(raw_exec(db, schema_v2));
         ASSERT(raw_exec(db, rows_v2));
+        ASSERT(raw_exec(db, "INSERT INTO policies VALUES ('gone', 'deleted', NULL, NULL, NULL);"
+                            "INSERT INTO snapshots (id, policy, node, state, created_usec)"
+                            "  VALUES ('g-kept', 'gone', 'db1', 'completed', 70);"));
     }
     MsError e = MS_ERROR_INIT;
     _cleanup_(ms_catalog_closep) MsCatalog *c = NULL;
@@ -457,10 +460,10 @@ static void version_4_orders_old_snapshots(void) {
     _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *p = NULL;
     ASSERT_OK(ms_catalog_get_policy(c, "nightly", &p, &e));
     uint64_t max_seq = 0;
-    bool ok = p->policy_id && strlen(p->policy_id) == 16;
+    bool ok = true;
     for (size_t i = 0; i < n; i++) {
         ok &= list[i]->seq > 0 && list[i]->origin == MS_SNAPSHOT_ORIGIN_SCHEDULED &&
-              list[i]->policy_id && strcmp(list[i]->policy_id, p->policy_id) == 0;
+              list[i]->detached_usec == 0;
         max_seq = MS_MAX(max_seq, list[i]->seq);
         for (size_t j = 0; j < i; j++)
             ok &= list[j]->seq != list[i]->seq;
@@ -469,21 +472,21 @@ static void version_4_orders_old_snapshots(void) {
     ASSERT(ok);
     ASSERT(n >= 3);
     ASSERT_EQ_INT(p->last_seq, max_seq);
-    _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *h = NULL;
-    ASSERT_OK(ms_catalog_get_policy(c, "hourly", &h, &e));
-    ASSERT(h->policy_id && strcmp(h->policy_id, p->policy_id) != 0);
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *kept = NULL;
+    ASSERT_OK(ms_catalog_get_snapshot(c, "g-kept", &kept, &e));
+    ASSERT(kept->detached_usec > 0);
 
     /* The new fields round-trip. */
     MsSnapshotRecord r = {.id = (char *) "n-new", .policy = (char *) "nightly",
                           .node = (char *) "db1", .state = MS_SNAPSHOT_QUEUED,
                           .created_usec = 700, .seq = 42, .origin = MS_SNAPSHOT_ORIGIN_MANUAL,
-                          .policy_id = (char *) "0123456789abcdef"};
+                          .detached_usec = 800};
     ASSERT_OK(ms_catalog_insert_snapshot(c, &r, &e));
     _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *back = NULL;
     ASSERT_OK(ms_catalog_get_snapshot(c, "n-new", &back, &e));
     ASSERT_EQ_INT(back->seq, 42);
     ASSERT_EQ_INT(back->origin, MS_SNAPSHOT_ORIGIN_MANUAL);
-    ASSERT_STREQ(back->policy_id, "0123456789abcdef");
+    ASSERT_EQ_INT(back->detached_usec, 800);
     p->last_seq = 42;
     ASSERT_OK(ms_catalog_set_policy(c, p, &e));
     _cleanup_(ms_policy_runtime_freep) MsPolicyRuntime *p2 = NULL;
