@@ -19,6 +19,7 @@
 #include "mongosnap/mongosnap.h"
 #include "retention/retention.h"
 #include "agent-calendar.h"
+#include "engine/uri-auth.h"
 #include "storage/storage.h"
 
 #define STOPPED_FOR_REBUILD "stopped for a rebuild"
@@ -1124,6 +1125,12 @@ int manager_check_snapshot(Manager *m, ManagerPolicy *p, MsError *e) {
     if (r < 0)
         return r;
     if (s->credential) {
+        /* The password goes where Source= says, and only in a way that does not give it away. */
+        r = ms_uri_check_auth(s->source, MS_URI_AUTH_SOURCE, false, e);
+        if (r < 0) {
+            ms_error_prefix(e, "policy '%s': Source=: ", s->name);
+            return r;
+        }
         _cleanup_free_ char *path = NULL;
         r = manager_credential_path(s->credential, &path, e);
         if (r < 0)
@@ -1136,6 +1143,18 @@ int manager_check_snapshot(Manager *m, ManagerPolicy *p, MsError *e) {
             return r;
     }
     return 0;
+}
+
+bool manager_store_is_configured(const Manager *m, const char *location) {
+    if (!location || !*location)
+        return true; /* the default */
+    if (m->config->default_store && strcmp(m->config->default_store, location) == 0)
+        return true;
+    for (size_t i = 0; i < m->n_policies; i++)
+        if (m->policies[i]->settings->store &&
+            strcmp(m->policies[i]->settings->store, location) == 0)
+            return true;
+    return false;
 }
 
 int manager_new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_MAX], MsError *e) {

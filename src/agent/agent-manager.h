@@ -141,6 +141,10 @@ bool manager_policy_known(const Manager *m, const char *name);
 /* Time a task has taken so far, or took. */
 uint64_t manager_snapshot_elapsed_usec(const MsSnapshotRecord *r, uint64_t now_usec);
 
+/* Is location a store the configuration names already (DefaultStore=, or a loaded policy's
+ * Store=)? */
+bool manager_store_is_configured(const Manager *m, const char *location);
+
 /* A download address for a completed snapshot (a presigned GET for S3, valid expires_usec or
  * the store's default lifetime when 0); -EOPNOTSUPP for stores without one (local), -ENOENT
  * when the snapshot is not completed. Computed on each call: the addresses expire. */

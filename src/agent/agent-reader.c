@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "agent/agent-internal.h"
+#include "engine/uri-auth.h"
 #include "common/log.h"
 #include "common/redact.h"
 #include "engine/nsfilter.h"
@@ -20,6 +21,8 @@
 #define RESTORE_ID_MAX                                                                             \
     (sizeof(RESTORE_ID_PREFIX) + 256 + MS_ISO8601_MAX + 10) /* 256: a node name */
 #define NUMBER_ARG_MAX 16
+/* What a caller sent is repeated at most this long in a message. */
+#define BUS_ECHO_LIMIT 128
 #define PARALLEL_MAX 64
 #define CANCELLED_ON_REQUEST "cancelled on request"
 
@@ -404,6 +407,75 @@ static bool local_store_has(const char *store, const char *key) {
     return found;
 }
 
+/* Is name the credential of something else than a restore target: a policy's source password
+ * or encryption key, the cluster's password, the store's keys? */
+static const char *credential_other_use(Manager *m, const char *name) {
+    if (ms_credential_is_store_key(name))
+        return "the store's key";
+    if (m->config->cluster_credential && strcmp(m->config->cluster_credential, name) == 0)
+        return "the cluster database's password ([Cluster] Credential=)";
+    for (size_t i = 0; i < manager_n_policies(m); i++) {
+        const MsPolicy *s = manager_policy_at(m, i)->settings;
+        if (s->credential && strcmp(s->credential, name) == 0)
+            return "a policy's source password (Credential=)";
+    }
+    return NULL;
+}
+
+static bool is_policy_key(Manager *m, const char *name) {
+    for (size_t i = 0; i < manager_n_policies(m); i++) {
+        const MsPolicy *s = manager_policy_at(m, i)->settings;
+        if (s->encryption_key && strcmp(s->encryption_key, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Credential scopes (mongosnapd(8)): a restore names only credentials the configuration marks
+ * as restore targets' ([Restore] Credentials=), and for decryption only encryption keys
+ * (a policy's [Encryption] Key=, or [Restore] KeyCredentials=); never a source's or the
+ * cluster's password, nor the store's keys, whatever the lists say. */
+static int check_restore_credentials(Manager *m, const char *target, const ManagerRestoreOptions *o,
+                                     MsError *e) {
+    int r = ms_uri_check_auth(target, MS_URI_AUTH_TARGET, m->config->restore_allow_cleartext, e);
+    if (r < 0)
+        return r;
+    if (o->credential) {
+        const char *other = credential_other_use(m, o->credential);
+        if (!other && is_policy_key(m, o->credential))
+            other = "an encryption key ([Encryption] Key=)";
+        if (other)
+            return ms_error_set_kind(e, MS_ERROR_KIND_CREDENTIAL_SCOPE, EACCES,
+                                     "credential '%.*s' is %s and is never sent to a restore "
+                                     "target; give the target a credential of its own and list "
+                                     "it in [Restore] Credentials= of mongosnap.conf",
+                                     BUS_ECHO_LIMIT, o->credential, other);
+        if (!ms_strv_contains(m->config->restore_credentials, o->credential))
+            return ms_error_set_kind(e, MS_ERROR_KIND_CREDENTIAL_SCOPE, EACCES,
+                                     "credential '%.*s' is not one of the restore targets' "
+                                     "([Restore] Credentials= in mongosnap.conf lists them); an "
+                                     "administrator adds it there",
+                                     BUS_ECHO_LIMIT, o->credential);
+    }
+    if (o->key_credential) {
+        const char *other = credential_other_use(m, o->key_credential);
+        if (!other && ms_strv_contains(m->config->restore_credentials, o->key_credential))
+            other = "a restore target's password";
+        if (other)
+            return ms_error_set_kind(e, MS_ERROR_KIND_CREDENTIAL_SCOPE, EACCES,
+                                     "key_credential '%.*s' is %s, not an encryption key",
+                                     BUS_ECHO_LIMIT, o->key_credential, other);
+        if (!is_policy_key(m, o->key_credential) &&
+            !ms_strv_contains(m->config->restore_key_credentials, o->key_credential))
+            return ms_error_set_kind(e, MS_ERROR_KIND_CREDENTIAL_SCOPE, EACCES,
+                                     "key_credential '%.*s' is neither a policy's [Encryption] "
+                                     "Key= nor listed in [Restore] KeyCredentials= of "
+                                     "mongosnap.conf",
+                                     BUS_ECHO_LIMIT, o->key_credential);
+    }
+    return 0;
+}
+
 /* A snapshot can be read when it completed and its objects are where the record says. */
 static int check_readable(Manager *m, const char *id, const MsSnapshotRecord **ret, MsError *e) {
     const MsSnapshotRecord *s = manager_find_snapshot(m, id);
@@ -658,6 +730,9 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
     if (r < 0)
         return r;
     r = check_restore_options(target, o, e);
+    if (r < 0)
+        return r;
+    r = check_restore_credentials(m, target, o, e);
     if (r < 0)
         return r;
     if (s->verify_state == MS_VERIFY_FAILED && !o->force) {

@@ -190,6 +190,60 @@ int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error) {
                             " group may change policies and tasks");
 }
 
+int bus_caller_is_admin(sd_bus_message *message) {
+    uid_t uid = (uid_t) -1;
+    _cleanup_free_ gid_t *gids = NULL;
+    size_t n = 0;
+    int r = sender_credentials(message, &uid, &gids, &n);
+    if (r < 0)
+        return r;
+    return uid == 0 || uid == geteuid();
+}
+
+/* The settings that decide where a secret goes: only an administrator binds them. */
+static bool setting_binds_secret(const char *key) {
+    static const char *const keys[] = {"Source", "Policy.Source", "Credential",
+                                       "Policy.Credential", "Store", "Policy.Store",
+                                       "Key", "Encryption.Key"};
+    for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+        if (strcmp(key, keys[i]) == 0)
+            return true;
+    return false;
+}
+
+int bus_check_settings_allowed(sd_bus_message *message, Manager *m, const ManagerPolicyEdit *edits,
+                               size_t n, bool creating, sd_bus_error *ret_error) {
+    bool restricted = false;
+    const char *which = NULL;
+    for (size_t i = 0; i < n && !restricted; i++) {
+        if (!setting_binds_secret(edits[i].key))
+            continue;
+        const char *key = strchr(edits[i].key, '.') ? strchr(edits[i].key, '.') + 1 : edits[i].key;
+        /* A new policy may name a source without a credential (no secret goes anywhere), and
+         * a store an administrator configured already (the default, or another policy's). */
+        if (creating && strcmp(key, "Source") == 0)
+            continue;
+        if (creating && strcmp(key, "Store") == 0 && manager_store_is_configured(m, edits[i].value))
+            continue;
+        restricted = true;
+        which = edits[i].key;
+    }
+    if (!restricted)
+        return 0;
+    int r = bus_caller_is_admin(message);
+    if (r < 0)
+        return sd_bus_error_set_errnof(ret_error, -r, "cannot tell who the caller is: %s",
+                                       strerror(-r));
+    if (r > 0)
+        return 0;
+    return sd_bus_error_setf(ret_error, BUS_ERROR_ACCESS_DENIED,
+                             "%s= decides where a secret is sent (a password, the store's "
+                             "keys, an encryption key): only root changes it, over D-Bus or in "
+                             "the policy file; members of the " MONGOSNAP_GROUP
+                             " group manage the other settings",
+                             which);
+}
+
 int bus_policy_path(const char *name, char **ret_path) {
     return sd_bus_path_encode(BUS_POLICY_PREFIX, name, ret_path);
 }
@@ -620,6 +674,9 @@ static int method_create_policy(sd_bus_message *message, void *userdata, sd_bus_
     if (r < 0)
         return r;
     r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    r = bus_check_settings_allowed(message, m, settings, n, true, ret_error);
     if (r < 0)
         return r;
     ManagerPolicy *p;

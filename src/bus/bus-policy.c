@@ -357,6 +357,9 @@ static int method_edit(sd_bus_message *message, void *userdata, sd_bus_error *re
     r = bus_check_privileged(message, ret_error);
     if (r < 0)
         return r;
+    r = bus_check_settings_allowed(message, p->manager, edits, n, false, ret_error);
+    if (r < 0)
+        return r;
     MsError e = MS_ERROR_INIT;
     if (manager_edit_policy(p->manager, p, edits, n, &e) < 0)
         return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
@@ -395,6 +398,9 @@ static int method_edit_with_options(sd_bus_message *message, void *userdata,
     if (r < 0)
         return r;
     r = bus_check_privileged(message, ret_error);
+    if (r < 0)
+        return r;
+    r = bus_check_settings_allowed(message, p->manager, edits, n, false, ret_error);
     if (r < 0)
         return r;
     MsError e = MS_ERROR_INIT;

@@ -54,6 +54,14 @@
  * run, last result, next run. */
 #define BUS_POLICY_ROW "(sosssstst)"
 
+/* Root (or the agent's own user): may bind secrets to destinations over D-Bus. 1, 0, -errno. */
+int bus_caller_is_admin(sd_bus_message *message);
+/* Refuse (AccessDenied) the settings that decide where a secret goes unless the caller is an
+ * administrator; creating: a new policy, which may name a source (it has no credential yet)
+ * and an already configured store. */
+int bus_check_settings_allowed(sd_bus_message *message, Manager *m, const ManagerPolicyEdit *edits,
+                               size_t n, bool creating, sd_bus_error *ret_error);
+
 static inline const char *empty_if_null(const char *s) {
     return s ? s : "";
 }

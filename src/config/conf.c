@@ -419,7 +419,61 @@ static int set_member(void *obj, const IniKey *k, const char *v, bool append, Ms
     return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
 }
 
-static const char *const agent_sections[] = {"Agent", "Cluster"};
+bool ms_strv_contains(char *const *l, const char *name) {
+    for (size_t i = 0; l && l[i]; i++)
+        if (strcmp(l[i], name) == 0)
+            return true;
+    return false;
+}
+
+bool ms_credential_is_store_key(const char *name) {
+    static const char *const names[] = {MS_S3_CREDENTIAL_NAMES};
+    for (size_t i = 0; i < ELEMENTSOF(names); i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
+}
+
+static char *get_ns_list(const void *obj, const IniKey *k);
+
+/* A space-separated list of credential names; an empty value empties it. */
+static int set_credential_list(void *obj, const IniKey *k, const char *v, bool append,
+                               MsError *e) {
+    char ***field = INI_FIELD(obj, k);
+    _cleanup_(strv_freep) char **l = NULL;
+    if (append && v && *field) {
+        if (strv_copy(*field, &l) < 0)
+            return oom(e);
+    } else if (!(l = calloc(1, sizeof(char *))))
+        return oom(e);
+    for (const char *p = v; p && *p;) {
+        p += strspn(p, " \t");
+        size_t len = strcspn(p, " \t");
+        if (len == 0)
+            break;
+        _cleanup_free_ char *name = strndup(p, len);
+        if (!name)
+            return oom(e);
+        if (!ms_credential_name_is_valid(name))
+            return ms_error_set(e, EINVAL,
+                                "%s: '%s' is not a credential name: 1 to %d letters, digits, "
+                                "'_', '.' or '-'",
+                                k->name, name, MS_NAME_MAX);
+        if (ms_credential_is_store_key(name))
+            return ms_error_set(e, EPERM,
+                                "%s: '%s' holds the store's key and can never be named for a "
+                                "restore: remove it",
+                                k->name, name);
+        if (strv_push(&l, name) < 0)
+            return oom(e);
+        p += len;
+    }
+    strv_free(*field);
+    *field = TAKE_PTR(l);
+    return 0;
+}
+
+static const char *const agent_sections[] = {"Agent", "Cluster", "Restore"};
 
 static const IniKey agent_keys[] = {
     {"Agent", "Node", offsetof(MsAgentConfig, node), false, NULL, 0, 0, set_node, ini_get_string},
@@ -451,6 +505,12 @@ static const IniKey agent_keys[] = {
     {"Cluster", "TickWindowSec", offsetof(MsAgentConfig, cluster_tick_window_sec), false,
      STRINGIFY(MS_CLUSTER_DEFAULT_TICK_WINDOW), MS_CLUSTER_TICK_WINDOW_MIN,
      MS_CLUSTER_TICK_WINDOW_MAX, ini_set_unsigned, ini_get_unsigned},
+    {"Restore", "Credentials", offsetof(MsAgentConfig, restore_credentials), true, NULL, 0, 0,
+     set_credential_list, get_ns_list},
+    {"Restore", "KeyCredentials", offsetof(MsAgentConfig, restore_key_credentials), true, NULL, 0,
+     0, set_credential_list, get_ns_list},
+    {"Restore", "AllowCleartext", offsetof(MsAgentConfig, restore_allow_cleartext), false, "no", 0,
+     0, ini_set_bool, ini_get_bool},
 };
 
 static const IniSchema agent_schema = {
@@ -472,6 +532,8 @@ MsAgentConfig *ms_agent_config_free(MsAgentConfig *c) {
     free(c->cluster_credential);
     free(c->cluster_database);
     free(c->cluster_member);
+    strv_free(c->restore_credentials);
+    strv_free(c->restore_key_credentials);
     free(c);
     return NULL;
 }
@@ -486,6 +548,15 @@ static int agent_config_finish(MsAgentConfig *c, MsError *e) {
                             "HeartbeatSec= to at most %u or raise LeaseSec=",
                             c->cluster_heartbeat_sec, c->cluster_lease_sec,
                             c->cluster_lease_sec / 3);
+    /* A credential has one use: the cluster's password is never a restore target's. */
+    if (c->cluster_credential && (ms_strv_contains(c->restore_credentials, c->cluster_credential) ||
+                                  ms_strv_contains(c->restore_key_credentials,
+                                                   c->cluster_credential)))
+        return ms_error_set(e, EPERM,
+                            "[Restore] names '%s', the [Cluster] Credential=: a credential is "
+                            "usable for one purpose only; give restore targets credentials of "
+                            "their own",
+                            c->cluster_credential);
     if (c->node)
         return 0;
     char host[HOST_NAME_MAX + 1];

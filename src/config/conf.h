@@ -61,7 +61,20 @@ typedef struct MsAgentConfig {
     unsigned cluster_lease_sec;       /* LeaseSec=, default 30 */
     unsigned cluster_heartbeat_sec;   /* HeartbeatSec=, default 2; at most LeaseSec/3 */
     unsigned cluster_tick_window_sec; /* TickWindowSec=, default 60 (+ RandomizedDelaySec=) */
+
+    /* [Restore]: which credentials StartRestore callers may name (credential scopes, see
+     * mongosnapd(8)). NULL-terminated lists, NULL when empty. */
+    char **restore_credentials;     /* Credentials=: passwords of restore targets */
+    char **restore_key_credentials; /* KeyCredentials=: old encryption keys (after a rotation) */
+    bool restore_allow_cleartext;   /* AllowCleartext=: PLAIN without verified TLS to targets */
 } MsAgentConfig;
+
+/* Credential names that hold the store's keys: never usable as anything else. */
+#define MS_S3_CREDENTIAL_NAMES "s3-access-key-id", "s3-secret-access-key", "s3-session-token"
+/* Is name one of the S3 store's credentials? */
+bool ms_credential_is_store_key(const char *name);
+/* Is name in the NULL-terminated list l? */
+bool ms_strv_contains(char *const *l, const char *name);
 
 #define MS_CLUSTER_DEFAULT_DATABASE "mongosnap"
 #define MS_CLUSTER_LEASE_MIN 3

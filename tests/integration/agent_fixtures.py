@@ -171,7 +171,11 @@ class Agent:
             f"DefaultStore={self.store}\n"
             f"WorkerPath={self.worker}\n"
             f"StateDirectory={self.state_dir}\n"
-            f"PolicyDirectory={self.policy_dir}\n")
+            f"PolicyDirectory={self.policy_dir}\n"
+            # The credentials a restore may name (credential scopes, mongosnapd(8)); the tests'
+            # restores use these names.
+            "\n[Restore]\n"
+            "Credentials=missing-cred restore-target\n")
         self.proc: Optional[subprocess.Popen] = None
         self.notify: Optional[NotifyListener] = None
         self._starts = 0
