@@ -175,7 +175,9 @@ class Agent:
             # The credentials a restore may name (credential scopes, mongosnapd(8)); the tests'
             # restores use these names.
             "\n[Restore]\n"
-            "Credentials=missing-cred restore-target\n")
+            "Credentials=missing-cred restore-target\n"
+            # old encryption keys after a rotation (test_agent_encryption.py)
+            "KeyCredentials=backup-key no-such-key\n")
         self.proc: Optional[subprocess.Popen] = None
         self.notify: Optional[NotifyListener] = None
         self._starts = 0
