@@ -23,6 +23,8 @@ static const ErrorExit error_exits[] = {
     {"org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", CTL_EXIT_ACCESS_DENIED},
     /* What the user asked for is wrong: a refused setting or option, as a usage error. */
     {"io.mongosnap1.Error.InvalidArgument", CTL_EXIT_USAGE},
+    /* The agent needs a confirmation the caller can give (--force): as for a refused setting. */
+    {"io.mongosnap1.Error.NeedsForce", CTL_EXIT_USAGE},
     {"org.freedesktop.DBus.Error.InvalidArgs", CTL_EXIT_USAGE},
     {"org.freedesktop.DBus.Error.ServiceUnknown", CTL_EXIT_UNREACHABLE},
     {"org.freedesktop.DBus.Error.NameHasNoOwner", CTL_EXIT_UNREACHABLE},

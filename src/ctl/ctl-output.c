@@ -5,6 +5,7 @@
 #include <locale.h>
 #include <signal.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -121,7 +122,13 @@ int ctl_print_table(Ctl *ctl, const CtlTable *t, const char *noun_singular,
         return ctl_fail(CTL_EXIT_FAILED, "cannot format the table: %s", strerror(-r));
     fputs(text, stdout);
     size_t n = ctl_table_n_rows(t);
-    if (ctl->args.legend)
+    char hidden[256];
+    size_t n_hidden = ctl_table_hidden(t, &style, hidden, sizeof(hidden));
+    if (ctl->args.legend && n_hidden > 0)
+        printf("\n%zu %s listed (not shown for the terminal's width: %s; see -l or " CTL_PROGRAM
+               " show TASK).\n",
+               n, n == 1 ? noun_singular : noun_plural, hidden);
+    else if (ctl->args.legend)
         printf("\n%zu %s listed.\n", n, n == 1 ? noun_singular : noun_plural);
     return CTL_EXIT_OK;
 }
@@ -240,32 +247,91 @@ int ctl_policy_table(const CtlPolicyRow *rows, size_t n, CtlTable **ret) {
     return 0;
 }
 
-static const CtlColumn snapshot_columns[] = {
+static const CtlColumn snapshot_columns_full[] = {
     {"TASK", CTL_ALIGN_LEFT, false},         {"POLICY", CTL_ALIGN_LEFT, false},
     {"NODE", CTL_ALIGN_LEFT, false},         {"STATE", CTL_ALIGN_LEFT, false},
     {"VERIFIED", CTL_ALIGN_LEFT, false},     {"PROGRESS", CTL_ALIGN_RIGHT, false},
     {"ITEMS", CTL_ALIGN_RIGHT, false},       {"TRANSFERRED", CTL_ALIGN_RIGHT, false},
     {"ELAPSED", CTL_ALIGN_RIGHT, false},     {"CREATED", CTL_ALIGN_LEFT, false},
-    {"EXPIRES", CTL_ALIGN_LEFT, false},
-    {"FILE", CTL_ALIGN_LEFT, true},          {"DOWNLOAD", CTL_ALIGN_LEFT, true},
-    {"ERROR", CTL_ALIGN_LEFT, true},
+    {"EXPIRES", CTL_ALIGN_LEFT, false},      {"FILE", CTL_ALIGN_LEFT, false},
+    {"DOWNLOAD", CTL_ALIGN_LEFT, false},     {"ERROR", CTL_ALIGN_LEFT, false},
 };
 
-int ctl_snapshot_table(const CtlSnapshotRow *rows, size_t n, CtlTable **ret) {
+/* The default: values whole; on a narrow terminal the columns with the highest drop go first
+ * (mongosnapctl show TASK and --full have everything). */
+static const CtlColumn snapshot_columns[] = {
+    {"TASK", CTL_ALIGN_LEFT, false},   {"POLICY", CTL_ALIGN_LEFT, false},
+    {"NODE", CTL_ALIGN_LEFT, false},   {"STATE", CTL_ALIGN_LEFT, false},
+    {"VERIFIED", CTL_ALIGN_LEFT, false}, {"ITEMS", CTL_ALIGN_RIGHT, false},
+    {"SIZE", CTL_ALIGN_RIGHT, false},  {"CREATED", CTL_ALIGN_LEFT, false},
+    {"EXPIRES", CTL_ALIGN_LEFT, true}, {"FILE", CTL_ALIGN_LEFT, false},
+    {"DL", CTL_ALIGN_LEFT, false},     {"ERROR", CTL_ALIGN_LEFT, true},
+};
+static const unsigned snapshot_drop[] = {0, 5, 7, 0, 3, 2, 2, 1, 1, 6, 8, 4};
+_Static_assert(ELEMENTSOF(snapshot_drop) == ELEMENTSOF(snapshot_columns), "one drop per column");
+
+/* "2026-12-06 18:22" in local time: what a table needs of a date. */
+static void format_short_time(uint64_t usec, char buf[CTL_TIMESTAMP_MAX]) {
+    time_t t = (time_t) (usec / 1000000u);
+    struct tm tm;
+    if (usec == 0 || !localtime_r(&t, &tm) || strftime(buf, CTL_TIMESTAMP_MAX, "%Y-%m-%d %H:%M", &tm) == 0)
+        snprintf(buf, CTL_TIMESTAMP_MAX, "%s", CTL_NONE);
+}
+
+/* "~2026-12-13 02:00 KeepDaily=7", "2026-12-20 04:00 MaxAge", "- newest" */
+static void format_short_expiry(const CtlSnapshotRow *s, char buf[CTL_EXPIRY_MAX]) {
+    bool completed = strcmp(s->state, "completed") == 0;
+    if (!completed && s->expire_time == 0) {
+        buf[0] = '\0';
+        return;
+    }
+    char when[CTL_TIMESTAMP_MAX];
+    uint64_t t = s->expire_time ? s->expire_time : s->expire_projected;
+    if (t == 0) {
+        /* Nothing sets a date: say what keeps it. */
+        snprintf(buf, CTL_EXPIRY_MAX, "%s%s%s", *s->kept_by ? "(" : "", s->kept_by,
+                 *s->kept_by ? ")" : "");
+        return;
+    }
+    format_short_time(t, when);
+    snprintf(buf, CTL_EXPIRY_MAX, "%s%s%s%s", !s->expire_time ? "~" : "", when,
+             *s->kept_by ? " " : "", s->kept_by);
+}
+
+int ctl_snapshot_table(const CtlSnapshotRow *rows, size_t n, bool full, CtlTable **ret) {
     _cleanup_(ctl_table_freep) CtlTable *t =
-        ctl_table_new(snapshot_columns, ELEMENTSOF(snapshot_columns));
-    if (!t)
+        full ? ctl_table_new(snapshot_columns_full, ELEMENTSOF(snapshot_columns_full))
+             : ctl_table_new(snapshot_columns, ELEMENTSOF(snapshot_columns));
+    if (!t || (!full && ctl_table_set_drop(t, snapshot_drop) < 0))
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
         const CtlSnapshotRow *s = &rows[i];
         CellText c;
         format_task_cells(&c, s->progress, s->items, s->bytes, s->elapsed_usec, s->create_time);
-        ctl_format_expiry(s->state, s->expire_time, s->expire_projected, s->kept_by, c.expires);
-        const char *cells[] = {s->id,        s->policy,  s->node,      s->state,
-                               s->verify_state, c.progress, c.items,    c.bytes,
-                               c.elapsed,    c.created,  c.expires,    s->file_name,
-                               s->download_address, s->error};
-        int r = ctl_table_add_row(t, cells);
+        int r;
+        if (full) {
+            ctl_format_expiry(s->state, s->expire_time, s->expire_projected, s->kept_by,
+                              c.expires);
+            const char *cells[] = {s->id,         s->policy,          s->node,      s->state,
+                                   s->verify_state, c.progress,       c.items,      c.bytes,
+                                   c.elapsed,     c.created,          c.expires,    s->file_name,
+                                   s->download_address, s->error};
+            r = ctl_table_add_row(t, cells);
+        } else {
+            char state[64], created[CTL_TIMESTAMP_MAX];
+            /* A running task says how far it is; a finished one, how it ended. */
+            if (strcmp(s->state, "running") == 0)
+                snprintf(state, sizeof(state), "running %.0f%%", s->progress);
+            else
+                snprintf(state, sizeof(state), "%s", s->state);
+            format_short_time(s->create_time, created);
+            format_short_expiry(s, c.expires);
+            const char *cells[] = {s->id,    s->policy,   s->node,   state,
+                                   s->verify_state, c.items, c.bytes, created,
+                                   c.expires, s->file_name, *s->download_address ? "yes" : "",
+                                   s->error};
+            r = ctl_table_add_row(t, cells);
+        }
         if (r < 0)
             return r;
     }

@@ -11,6 +11,7 @@
 struct CtlTable {
     const CtlColumn *columns;
     size_t n_columns;
+    unsigned *drop; /* NULL: never hide a column */
     char **cells; /* n_rows * n_columns, row-major */
     size_t n_rows;
 };
@@ -30,6 +31,7 @@ CtlTable *ctl_table_free(CtlTable *t) {
     for (size_t i = 0; i < t->n_rows * t->n_columns; i++)
         free(t->cells[i]);
     free(t->cells);
+    free(t->drop);
     free(t);
     return NULL;
 }
@@ -49,6 +51,18 @@ int ctl_table_add_row(CtlTable *t, const char *const *cells) {
         }
     }
     t->n_rows++;
+    return 0;
+}
+
+int ctl_table_set_drop(CtlTable *t, const unsigned *drop) {
+    free(t->drop);
+    t->drop = NULL;
+    if (!drop)
+        return 0;
+    t->drop = malloc((t->n_columns ? t->n_columns : 1) * sizeof(unsigned));
+    if (!t->drop)
+        return -ENOMEM;
+    memcpy(t->drop, drop, t->n_columns * sizeof(unsigned));
     return 0;
 }
 
@@ -83,15 +97,61 @@ static void shrink_to_fit(const CtlTable *t, size_t excess, size_t *widths) {
     }
 }
 
+static size_t total_width(const CtlTable *t, const size_t *widths) {
+    size_t total = 0, shown = 0;
+    for (size_t c = 0; c < t->n_columns; c++)
+        if (widths[c] > 0) {
+            total += widths[c];
+            shown++;
+        }
+    return total + (shown > 0 ? (shown - 1) * CTL_TABLE_GAP : 0);
+}
+
 int ctl_table_layout(const CtlTable *t, const CtlTableStyle *style, size_t *ret_widths) {
-    size_t total = t->n_columns > 0 ? (t->n_columns - 1) * CTL_TABLE_GAP : 0;
-    for (size_t c = 0; c < t->n_columns; c++) {
-        ret_widths[c] = natural_width(t, c, style->header);
-        total += ret_widths[c];
+    for (size_t c = 0; c < t->n_columns; c++)
+        ret_widths[c] = MS_MAX(natural_width(t, c, style->header), (size_t) 1);
+    size_t total = total_width(t, ret_widths);
+    if (style->width == 0 || total <= style->width)
+        return 0;
+    shrink_to_fit(t, total - style->width, ret_widths);
+    /* Still too wide: hide whole columns, the most dispensable first. */
+    while (t->drop && (total = total_width(t, ret_widths)) > style->width) {
+        size_t victim = t->n_columns;
+        for (size_t c = 0; c < t->n_columns; c++)
+            if (ret_widths[c] > 0 && t->drop[c] > 0 &&
+                (victim == t->n_columns || t->drop[c] > t->drop[victim]))
+                victim = c;
+        if (victim == t->n_columns)
+            break;
+        ret_widths[victim] = 0;
+        /* Room freed: give the cut columns back what they can have. */
+        for (size_t c = 0; c < t->n_columns; c++)
+            if (ret_widths[c] > 0)
+                ret_widths[c] = MS_MAX(natural_width(t, c, style->header), (size_t) 1);
+        total = total_width(t, ret_widths);
+        if (total > style->width)
+            shrink_to_fit(t, total - style->width, ret_widths);
     }
-    if (style->width > 0 && total > style->width)
-        shrink_to_fit(t, total - style->width, ret_widths);
     return 0;
+}
+
+size_t ctl_table_hidden(const CtlTable *t, const CtlTableStyle *style, char *names, size_t size) {
+    _cleanup_free_ size_t *widths = calloc(t->n_columns ? t->n_columns : 1, sizeof(size_t));
+    if (names && size)
+        names[0] = '\0';
+    if (!widths)
+        return 0;
+    ctl_table_layout(t, style, widths);
+    size_t n = 0, o = 0;
+    for (size_t c = 0; c < t->n_columns; c++) {
+        if (widths[c] > 0)
+            continue;
+        if (names && o < size)
+            o += (size_t) snprintf(names + o, size - o, "%s%s", n ? ", " : "",
+                                   t->columns[c].header);
+        n++;
+    }
+    return n;
 }
 
 static int render_cell(FILE *f, const char *text, size_t width, CtlAlign align, bool last,
@@ -110,11 +170,18 @@ static int render_cell(FILE *f, const char *text, size_t width, CtlAlign align, 
 
 static int render_line(FILE *f, const CtlTable *t, const char *const *cells, const size_t *widths,
                        bool utf8) {
+    size_t last = 0;
+    for (size_t c = 0; c < t->n_columns; c++)
+        if (widths[c] > 0)
+            last = c;
+    bool first = true;
     for (size_t c = 0; c < t->n_columns; c++) {
-        if (c > 0)
+        if (widths[c] == 0)
+            continue; /* hidden */
+        if (!first)
             fprintf(f, "%*s", CTL_TABLE_GAP, "");
-        int r =
-            render_cell(f, cells[c], widths[c], t->columns[c].align, c + 1 == t->n_columns, utf8);
+        first = false;
+        int r = render_cell(f, cells[c], widths[c], t->columns[c].align, c == last, utf8);
         if (r < 0)
             return r;
     }

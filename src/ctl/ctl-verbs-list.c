@@ -32,7 +32,7 @@ static int print_policies(Ctl *ctl, const CtlPolicyRow *rows, size_t n) {
 
 static int print_snapshots(Ctl *ctl, const CtlSnapshotRow *rows, size_t n) {
     _cleanup_(ctl_table_freep) CtlTable *t = NULL;
-    int r = ctl_snapshot_table(rows, n, &t);
+    int r = ctl_snapshot_table(rows, n, ctl->args.full, &t);
     if (r < 0)
         return ctl_fail_bus("list-snapshots", NULL, r);
     return ctl_print_table(ctl, t, "snapshot", "snapshots");
@@ -297,6 +297,14 @@ static void print_policy_status(Ctl *ctl, const CtlProps *p, const CtlProps *tas
     status_strv("Include", p, "IncludeNamespaces");
     status_strv("Exclude", p, "ExcludeNamespaces");
     status_retention(p);
+    if (*ctl_props_str(p, "RetentionHeld")) {
+        snprintf(line, sizeof(line), "would remove %s at once; nothing removed. Confirm with "
+                 CTL_PROGRAM " edit %s --force",
+                 ctl_props_str(p, "RetentionHeld"), ctl_props_str(p, "Name"));
+        status_line("Held", line);
+    }
+    if (*ctl_props_str(p, "Problem"))
+        status_line("Problem", ctl_props_str(p, "Problem"));
     if (*ctl_props_str(p, "Key")) {
         snprintf(line, sizeof(line), "%s, key from credential %s", ctl_props_str(p, "Cipher"),
                  ctl_props_str(p, "Key"));

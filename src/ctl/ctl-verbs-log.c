@@ -123,14 +123,25 @@ static int get_log(Ctl *ctl, const char *match, const char *after, unsigned max,
                     reply, "ssu", match, after, (uint32_t) max);
 }
 
-/* A policy's log when a policy of that name is loaded, else a task's. */
+/* A policy's log when a policy of that name is loaded; a task's when a snapshot or restore has
+ * that id; else a policy's all the same (a deleted policy's Event Log is still in the journal,
+ * under its name). */
 static int log_match(Ctl *ctl, const char *name, char **ret, sd_bus_error *error) {
     _cleanup_free_ char *path = NULL;
     int r = ctl_find_policy(ctl->bus, name, &path, error);
     if (r < 0 && r != -ENOENT)
         return r;
     sd_bus_error_free(error);
-    return asprintf(ret, "%s%s", r >= 0 ? POLICY_MATCH : TASK_MATCH, name) < 0 ? -ENOMEM : 0;
+    bool task = false;
+    if (r < 0) {
+        _cleanup_free_ char *task_path = NULL;
+        task = ctl_find_snapshot(ctl->bus, name, &task_path, error) >= 0;
+        sd_bus_error_free(error);
+        if (!task)
+            task = ctl_find_restore(ctl->bus, name, &task_path, error) >= 0;
+        sd_bus_error_free(error);
+    }
+    return asprintf(ret, "%s%s", task ? TASK_MATCH : POLICY_MATCH, name) < 0 ? -ENOMEM : 0;
 }
 
 static void sleep_interruptibly(uint64_t usec) {

@@ -148,6 +148,16 @@ static const CtlVerb verbs[] = {
         .run = verb_restore,
     },
     {
+        .name = "show",
+        .synopsis = "TASK",
+        .summary = "Every field of one snapshot or restore, and its task log",
+        .details = "TASK is a snapshot's or a restore's task name (list-snapshots,\n"
+                   "list-restores show them). Download addresses and errors are shown whole.\n",
+        .min_args = 1,
+        .max_args = 1,
+        .run = verb_show,
+    },
+    {
         .name = "verify",
         .synopsis = "SNAPSHOT [--wait]",
         .summary = "Re-read a snapshot from the store and check it",
@@ -248,6 +258,7 @@ static void help_global(void) {
            "  -h, --help         this text; VERB --help for a verb's own\n"
            "      --version      print the version\n"
            "      --no-legend    no column headers and no \"N listed.\" footer\n"
+           "  -l, --full         every column, each value whole (download addresses too)\n"
            "      --json         machine-readable JSON on stdout\n"
            "      --no-pager     do not pipe tables and logs into a pager\n"
            "      --address=ADDR talk to the bus at ADDR instead of the system bus\n"
@@ -261,7 +272,7 @@ static void help_verb(const CtlVerb *v) {
            v->synopsis ? v->synopsis : "", v->summary);
     if (v->details)
         printf("\n%s", v->details);
-    printf("\nThe global options (--json, --no-legend, --no-pager, --address, -q) apply\n"
+    printf("\nThe global options (--json, --full, --no-legend, --no-pager, --address, -q) apply\n"
            "too; see " CTL_PROGRAM " --help.\n\n%s",
            exit_code_help);
 }
@@ -324,6 +335,7 @@ static const struct option long_options[] = {
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {"no-legend", no_argument, NULL, OPT_NO_LEGEND},
+    {"full", no_argument, NULL, 'l'},
     {"json", no_argument, NULL, OPT_JSON},
     {"no-pager", no_argument, NULL, OPT_NO_PAGER},
     {"address", required_argument, NULL, OPT_ADDRESS},
@@ -485,7 +497,7 @@ static int report_bad_option(int c, char **argv) {
 static int parse_args(int argc, char **argv, CtlArgs *a) {
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":hqfn:", long_options, NULL)) >= 0) {
+    while ((c = getopt_long(argc, argv, ":hqlfn:", long_options, NULL)) >= 0) {
         int r = parse_verb_option(a, c, optarg);
         if (r == -ENOMEM)
             return ctl_fail(CTL_EXIT_FAILED, "out of memory");
@@ -504,6 +516,9 @@ static int parse_args(int argc, char **argv, CtlArgs *a) {
             return OPT_VERSION_SHOWN;
         case OPT_NO_LEGEND:
             a->legend = false;
+            break;
+        case 'l':
+            a->full = true;
             break;
         case OPT_JSON:
             a->json = true;

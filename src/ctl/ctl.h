@@ -38,6 +38,7 @@ typedef struct CtlRestoreArgs {
 
 typedef struct CtlArgs {
     bool legend;
+    bool full; /* -l/--full: every column, nothing cut */
     bool json;
     bool pager;
     bool quiet;
@@ -180,7 +181,9 @@ void ctl_json_snapshot_row(CtlJson *j, const CtlSnapshotRow *r);
 void ctl_json_restore_row(CtlJson *j, const CtlRestoreRow *r);
 /* Tables of rows, as list-policies, list-snapshots and list-restores print them. */
 int ctl_policy_table(const CtlPolicyRow *rows, size_t n, CtlTable **ret);
-int ctl_snapshot_table(const CtlSnapshotRow *rows, size_t n, CtlTable **ret);
+/* full: every column with long values whole (the download address itself); otherwise what an
+ * operator reads, each value whole, dispensable columns hidden when the terminal is narrow. */
+int ctl_snapshot_table(const CtlSnapshotRow *rows, size_t n, bool full, CtlTable **ret);
 int ctl_restore_table(const CtlRestoreRow *rows, size_t n, CtlTable **ret);
 
 /* ---- ctl-wait.c: --wait ---- */
@@ -222,3 +225,4 @@ int verb_cancel(Ctl *ctl, int argc, char **argv);
 int verb_delete_snapshot(Ctl *ctl, int argc, char **argv);
 int verb_download_url(Ctl *ctl, int argc, char **argv);
 int verb_log(Ctl *ctl, int argc, char **argv);
+int verb_show(Ctl *ctl, int argc, char **argv);

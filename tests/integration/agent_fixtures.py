@@ -44,7 +44,8 @@ DAEMON_SOURCE_DIRS = ("src/agent/", "src/bus/", "src/daemon/")
 # Snapshot row columns of ListSnapshots (see src/bus/bus.h).
 SNAPSHOT_COLUMNS = ("id", "policy", "node", "file_name", "download_address", "task_log",
                     "elapsed_usec", "items", "items_total", "progress", "create_usec",
-                    "expire_usec", "bytes", "state", "error", "path")
+                    "expire_usec", "bytes", "state", "error", "path", "verify_state", "seq",
+                    "origin", "kept_by", "expire_projected_usec", "future_dated")
 POLICY_COLUMNS = ("name", "path", "state", "source", "schedule", "store", "last_run",
                   "last_result", "next_run")
 

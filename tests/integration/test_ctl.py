@@ -54,7 +54,7 @@ EXIT_INTERRUPTED = 130
 
 VERBS = ("list-policies", "status", "list-snapshots", "list-restores", "snapshot", "stop",
          "start", "delete", "rebuild", "edit", "create-policy", "restore", "verify", "cancel",
-         "delete-snapshot", "download-url", "log", "update", "resync")
+         "delete-snapshot", "download-url", "log", "update", "resync", "show")
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -123,6 +123,10 @@ def human_size(n: int) -> str:
         unit += 1
     tenth = min(int(float(n % factor) * 10 / float(factor)), 9)
     return f"{n // factor}.{tenth}{'KMGTPE'[unit]}"
+
+
+def short_time(usec: int) -> str:
+    return datetime.fromtimestamp(usec // 1_000_000, timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def local_time(usec: int) -> str:
@@ -291,16 +295,24 @@ def test_ctl_snapshot_wait_lists_and_updates(agent, fresh_db):
     row = agent.snapshot(sid)
     assert row["state"] == "completed" and row["items"] == total
 
+    # The default table: every value whole, a download marker, the rule that keeps it.
     table = parse_table(ctl(agent, "list-snapshots").stdout)
+    assert table["header"] == ["TASK", "POLICY", "NODE", "STATE", "VERIFIED", "ITEMS", "SIZE",
+                               "CREATED", "EXPIRES", "FILE", "DL", "ERROR"]
+    assert table["legend"] == "1 snapshot listed."
+    (cells,) = table["rows"]
+    assert cells == [sid, "nightly", "test-node", "completed", "-", str(total),
+                     human_size(row["bytes"]), short_time(row["create_usec"]), "(KeepLast=3)",
+                     row["file_name"], "-", "-"], cells
+    # --full: everything, whole.
+    table = parse_table(ctl(agent, "--full", "list-snapshots").stdout)
     assert table["header"] == ["TASK", "POLICY", "NODE", "STATE", "VERIFIED", "PROGRESS", "ITEMS",
                                "TRANSFERRED", "ELAPSED", "CREATED", "EXPIRES", "FILE", "DOWNLOAD",
                                "ERROR"]
-    assert table["legend"] == "1 snapshot listed."
     (cells,) = table["rows"]
-    assert cells[:7] == [sid, "nightly", "test-node", "completed", "100.0%", str(total),
-                         human_size(row["bytes"])], cells
-    assert cells[8:] == [local_time(row["create_usec"]), local_time(row["expire_usec"]),
-                         row["file_name"], "-", "-"], cells
+    assert cells[:7] == [sid, "nightly", "test-node", "completed", "-", "100.0%", str(total)], cells
+    assert cells[9:] == [local_time(row["create_usec"]), "-, KeepLast=3", row["file_name"], "-",
+                         "-"], cells
 
     (js,) = ctl_json(agent, "list-snapshots")
     assert js["id"] == sid and js["path"] == row["path"] and js["task_log"] == row["task_log"]
