@@ -9,6 +9,12 @@
 #define MONGOSNAP_BUS_SNAPSHOT_INTERFACE "io.mongosnap1.Snapshot"
 #define MONGOSNAP_BUS_RESTORE_INTERFACE "io.mongosnap1.Restore"
 
+/* The groups the bus policy and the agent judge callers by: members of MONGOSNAP_GROUP may do
+ * everything but bind secrets to destinations (root's); members of MONGOSNAP_READONLY_GROUP
+ * may list and read, download addresses excepted (they give read access to every document). */
+#define MONGOSNAP_GROUP "mongosnap"
+#define MONGOSNAP_READONLY_GROUP "mongosnap-readonly"
+
 /* Exit codes of mongosnap-worker, stable for the agent and for scripts. */
 #define MONGOSNAP_EXIT_OK 0
 #define MONGOSNAP_EXIT_FAILURE 1     /* the task failed; the message says why */

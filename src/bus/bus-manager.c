@@ -15,7 +15,6 @@
 #include "mongosnap/mongosnap.h"
 
 /* Members may call every method (units/io.mongosnap1.conf says the same to the bus). */
-#define MONGOSNAP_GROUP "mongosnap"
 #define TASK_LOG_FIELD "MONGOSNAP_TASK="
 /* A policy name or task id is far shorter; anything longer is not one. */
 #define BUS_LOG_MATCH_VALUE_MAX 256
@@ -168,7 +167,7 @@ static int sender_credentials(sd_bus_message *message, uid_t *ret_uid, gid_t **r
     return 0;
 }
 
-int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error) {
+int bus_caller_is_privileged(sd_bus_message *message) {
     /* As the bus policy file (units/io.mongosnap1.conf): root, or a member of the mongosnap
      * group. Also the agent's own user, for an agent run by hand on a session bus. */
     uid_t uid = (uid_t) -1; /* nobody's: set only on success */
@@ -176,18 +175,28 @@ int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error) {
     size_t n = 0;
     int r = sender_credentials(message, &uid, &gids, &n);
     if (r < 0)
-        return sd_bus_error_set_errnof(ret_error, -r, "cannot tell who the caller is: %s",
-                                       strerror(-r));
+        return r;
     if (uid == 0 || uid == geteuid())
-        return 0;
+        return 1;
     /* Looked up at every call: the group may be created after the agent starts. */
     const struct group *g = getgrnam(MONGOSNAP_GROUP);
     for (size_t i = 0; g && i < n; i++)
         if (gids[i] == g->gr_gid)
-            return 0;
+            return 1;
+    return 0;
+}
+
+int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error) {
+    int r = bus_caller_is_privileged(message);
+    if (r < 0)
+        return sd_bus_error_set_errnof(ret_error, -r, "cannot tell who the caller is: %s",
+                                       strerror(-r));
+    if (r > 0)
+        return 0;
     return sd_bus_error_set(ret_error, BUS_ERROR_ACCESS_DENIED,
-                            "only root or members of the " MONGOSNAP_GROUP
-                            " group may change policies and tasks");
+                            "needs root or membership in group " MONGOSNAP_GROUP
+                            " (only root or members of the " MONGOSNAP_GROUP
+                            " group may change policies and tasks, or get download addresses)");
 }
 
 int bus_caller_is_admin(sd_bus_message *message) {
@@ -353,8 +362,10 @@ char *bus_snapshot_download_address(Manager *m, const MsSnapshotRecord *r) {
 }
 
 int bus_append_snapshot_row(sd_bus_message *reply, Manager *m, const MsSnapshotRecord *r,
-                            uint64_t now) {
-    _cleanup_free_ char *path = NULL, *log_ref = NULL, *url = bus_snapshot_download_address(m, r);
+                            uint64_t now, bool with_download) {
+    /* A download address reads every document of the snapshot: privileged callers only. */
+    _cleanup_free_ char *path = NULL, *log_ref = NULL,
+                        *url = with_download ? bus_snapshot_download_address(m, r) : strdup("");
     if (!url)
         return -ENOMEM;
     int k = bus_snapshot_path(r->id, &path);
@@ -372,7 +383,8 @@ int bus_append_snapshot_row(sd_bus_message *reply, Manager *m, const MsSnapshotR
         empty_if_null(r->kept_by), r->expire_projected_usec, (int) r->future_dated);
 }
 
-static int append_snapshots(sd_bus_message *reply, Manager *m, const char *policy) {
+static int append_snapshots(sd_bus_message *reply, Manager *m, const char *policy,
+                            bool with_download) {
     uint64_t now = ms_realtime_usec();
     int r = sd_bus_message_open_container(reply, 'a', BUS_SNAPSHOT_ROW);
     if (r < 0)
@@ -381,7 +393,7 @@ static int append_snapshots(sd_bus_message *reply, Manager *m, const char *polic
         const MsSnapshotRecord *s = manager_snapshot_at(m, i);
         if (policy && strcmp(s->policy, policy) != 0)
             continue;
-        r = bus_append_snapshot_row(reply, m, s, now);
+        r = bus_append_snapshot_row(reply, m, s, now, with_download);
         if (r < 0)
             return r;
     }
@@ -454,7 +466,8 @@ static int method_list_snapshots(sd_bus_message *message, void *userdata, sd_bus
     r = sd_bus_message_new_method_return(message, &reply);
     if (r < 0)
         return r;
-    r = append_snapshots(reply, m, policy[0] ? policy : NULL);
+    r = append_snapshots(reply, m, policy[0] ? policy : NULL,
+                         bus_caller_is_privileged(message) > 0);
     if (r < 0)
         return r;
     return sd_bus_send(NULL, reply, NULL);
@@ -486,7 +499,7 @@ static int method_update(sd_bus_message *message, void *userdata, sd_bus_error *
     int r = sd_bus_message_new_method_return(message, &reply);
     if (r < 0)
         return r;
-    r = append_snapshots(reply, m, NULL);
+    r = append_snapshots(reply, m, NULL, bus_caller_is_privileged(message) > 0);
     if (r < 0)
         return r;
     r = append_restores(reply, m);

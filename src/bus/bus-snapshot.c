@@ -88,6 +88,10 @@ SNAPSHOT_GETTER(property_get_point_in_time) {
 SNAPSHOT_GETTER(property_get_download_address) {
     const MsSnapshotRecord *r = userdata;
     Manager *m = sd_bus_slot_get_userdata(sd_bus_get_current_slot(bus));
+    /* Read access to every document: privileged callers only, as GetDownloadAddress. */
+    sd_bus_message *call = sd_bus_get_current_message(bus);
+    if (!call || bus_caller_is_privileged(call) <= 0)
+        return sd_bus_message_append(reply, "s", "");
     _cleanup_free_ char *url = bus_snapshot_download_address(m, r);
     if (!url)
         return -ENOMEM;
@@ -99,6 +103,9 @@ static int method_get_download_address(sd_bus_message *message, void *userdata,
     const MsSnapshotRecord *r = userdata;
     uint64_t expires;
     int k = sd_bus_message_read(message, "t", &expires);
+    if (k < 0)
+        return k;
+    k = bus_check_privileged(message, ret_error);
     if (k < 0)
         return k;
     _cleanup_free_ char *url = NULL;

@@ -54,6 +54,8 @@
  * run, last result, next run. */
 #define BUS_POLICY_ROW "(sosssstst)"
 
+/* Root, a member of group mongosnap, or the agent's own user: 1, 0, or -errno. */
+int bus_caller_is_privileged(sd_bus_message *message);
 /* Root (or the agent's own user): may bind secrets to destinations over D-Bus. 1, 0, -errno. */
 int bus_caller_is_admin(sd_bus_message *message);
 /* Refuse (AccessDenied) the settings that decide where a secret goes unless the caller is an
@@ -128,8 +130,9 @@ void bus_timer_query_all(sd_bus *bus, Manager *m);
 void bus_timer_policy_removed(sd_bus *bus, Manager *m, const ManagerPolicy *p);
 /* The manager behind a fallback vtable's found object (its registration's userdata). */
 Manager *bus_manager_of(sd_bus_message *message);
+/* with_download: the download address in the row (privileged callers only), else "". */
 int bus_append_snapshot_row(sd_bus_message *reply, Manager *m, const MsSnapshotRecord *r,
-                            uint64_t now_usec);
+                            uint64_t now_usec, bool with_download);
 /* The snapshot's download address as the bus shows it: "" when it has none. */
 char *bus_snapshot_download_address(Manager *m, const MsSnapshotRecord *r);
 void bus_snapshot_emit_changed(sd_bus *bus, const MsSnapshotRecord *r, unsigned changes);

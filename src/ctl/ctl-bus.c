@@ -25,6 +25,16 @@ int ctl_fail(CtlExit code, const char *fmt, ...) {
 int ctl_fail_bus(const char *what, const sd_bus_error *error, int r) {
     bool named = sd_bus_error_is_set(error);
     CtlExit code = ctl_exit_for_error(named ? error->name : NULL, r);
+    /* The bus daemon's own refusal names rules and connection ids, nothing a person acts on. */
+    if (named && strcmp(error->name, "org.freedesktop.DBus.Error.AccessDenied") == 0)
+        return ctl_fail(code,
+                        "%s: permission denied: needs root or membership in group "
+                        MONGOSNAP_GROUP " (members of " MONGOSNAP_READONLY_GROUP
+                        " may only list and read)",
+                        what);
+    if (named && strcmp(error->name, "io.mongosnap1.Error.AccessDenied") == 0)
+        return ctl_fail(code, "%s: permission denied: %s", what,
+                        error->message ? error->message : error->name);
     const char *message = named ? (error->message ? error->message : error->name) : strerror(-r);
     const char *hint = code == CTL_EXIT_UNREACHABLE ? " (is mongosnapd running?)" : "";
     return ctl_fail(code, "%s: %s%s", what, message, hint);

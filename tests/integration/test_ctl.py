@@ -32,6 +32,7 @@ from agent_fixtures import (BUS_NAME, MANAGER_IFACE, MANAGER_PATH, POLICY_IFACE,
                             Agent, DBusDaemon)
 from conftest import BUILD_DIR
 from systemd_boot import BootedSystemd, booted_systemd  # noqa: F401 - the fixture
+from minio_fixtures import minio, s3_bucket  # noqa: F401 - the fixtures
 
 CTL = BUILD_DIR / "src" / "ctl" / "mongosnapctl"
 CTL_TIMEOUT = 120.0
@@ -974,3 +975,46 @@ def test_ctl_global_help_and_version():
     assert run_ctl(None, "--version").stdout.startswith("mongosnapctl ")
     # mongosnapctl's own list of verbs is the one tested here.
     assert set(VERBS) == set(re.findall(r"^  ([a-z-]+)\b", cp.stdout.split("Options:")[0], re.M))
+
+
+def test_download_addresses_only_for_privileged_callers(tools, tmp_path_factory, fresh_db, minio,
+                                                        s3_bucket):
+    """A download address reads every document of a snapshot: rows, the property and
+    download-url give it to root and group mongosnap only (mongosnapd(8), "Who may do what")."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to call as another user")
+    bus_dir = Path(tempfile.mkdtemp(prefix="mongosnapctl-bus-"))
+    bus = OpenDBusDaemon(bus_dir).start()
+    agent = Agent(tmp_path_factory.mktemp("agent-dl"), bus, tools.require("worker"))
+    try:
+        (agent.credentials / "s3-access-key-id").write_text(minio.access_key)
+        (agent.credentials / "s3-secret-access-key").write_text(minio.secret_key)
+        fresh_db.client.shop.items.insert_many([{"i": i} for i in range(10)])
+        agent.write_policy("cloud", fresh_db.uri, Store=minio.location(s3_bucket, "dl"))
+        agent.start()
+        ctl(agent, "snapshot", "cloud", "--wait")
+        (row,) = ctl_json(agent, "list-snapshots")
+        assert row["download_address"].startswith(minio.endpoint)
+
+        def as_nobody(*args: str) -> subprocess.CompletedProcess:
+            cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
+                   *ctl_command(bus.address, *args)]
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=CTL_TIMEOUT,
+                                  env=ctl_env(), stdin=subprocess.DEVNULL)
+
+        cp = as_nobody("--json", "list-snapshots")
+        assert cp.returncode == EXIT_OK, cp.stderr
+        (theirs,) = json.loads(cp.stdout)
+        assert theirs["download_address"] == "" and theirs["id"] == row["id"]
+        cp = as_nobody("--json", "update")
+        assert json.loads(cp.stdout)["snapshots"][0]["download_address"] == ""
+        cp = as_nobody("download-url", row["id"])
+        assert cp.returncode == EXIT_ACCESS_DENIED, (cp.returncode, cp.stderr)
+        assert "permission denied" in cp.stderr and "group mongosnap" in cp.stderr, cp.stderr
+        cp = as_nobody("show", row["id"])
+        assert cp.returncode == EXIT_OK and "X-Amz-Signature" not in cp.stdout, cp.stdout
+        assert "Download" in cp.stdout
+    finally:
+        agent.close()
+        bus.stop()
+        shutil.rmtree(bus_dir, ignore_errors=True)

@@ -424,6 +424,24 @@ def test_bus_access(installed: Installed, fired, operators):
     assert denied(cp), (cp.returncode, cp.stderr)
     cp = sd.run(*operators["reader"], "mongosnapctl", "snapshot", "nightly", check=False)
     assert cp.returncode == 4, (cp.returncode, cp.stderr)  # access denied
+    # In words a person acts on, not the bus daemon's rule dump.
+    assert "permission denied" in cp.stderr and "group mongosnap" in cp.stderr, cp.stderr
+    assert "Rejected send message" not in cp.stderr and "matched rules" not in cp.stderr
+    # A download address reads every document: not for readers, whatever the store.
+    cp = sd.run(*operators["reader"], "mongosnapctl", "--json", "list-snapshots", check=False)
+    assert cp.returncode == 0, cp.stderr
+    assert all(row["download_address"] == "" for row in json.loads(cp.stdout))
+    # An operator manages the schedule and retention, but where secrets go is root's.
+    cp = sd.run(*operators["operator"], "mongosnapctl", "edit", "nightly", "KeepLast=20",
+                check=False)
+    assert cp.returncode == 0, cp.stderr
+    for setting in ("Source=mongodb://backup@elsewhere.invalid:27017/", "Credential=other",
+                    "Store=/tmp/elsewhere", "Key=some-key"):
+        cp = sd.run(*operators["operator"], "mongosnapctl", "edit", "nightly", setting,
+                    check=False)
+        assert cp.returncode == 4, (setting, cp.returncode, cp.stderr)
+        assert "only root changes it" in cp.stderr, (setting, cp.stderr)
+    assert "elsewhere" not in sd.read_file("/etc/mongosnap/policies.d/nightly.conf")
     # An operator (group mongosnap) may: the bus lets the call through, and so does the agent.
     before = len(installed.snapshots("nightly"))
     cp = installed.call(path, POLICY_IFACE, "TakeSnapshot", user=operators["operator"],
