@@ -47,6 +47,7 @@ typedef struct MsRestoreResult {
     uint64_t oplog_unplaceable;  /* reached outside the mapping: skipped (oplog-plan.h) */
     uint64_t oplog_uncommitted;  /* operations of transactions not committed at the end */
     uint64_t namespaces_protected; /* admin/local/config/system.* not named literally */
+    uint64_t check_usec; /* --drop: how long checking the snapshot whole took, before any drop */
     bool point_in_time;
     MsOplogPosition restored_to;
 } MsRestoreResult;

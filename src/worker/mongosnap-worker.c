@@ -658,6 +658,7 @@ static int run_restore(Args *a, MsProgress *p) {
         BSON_APPEND_INT64(&fields, "oplog_unplaceable", (int64_t) res.oplog_unplaceable);
         BSON_APPEND_INT64(&fields, "oplog_uncommitted", (int64_t) res.oplog_uncommitted);
         BSON_APPEND_INT64(&fields, "namespaces_protected", (int64_t) res.namespaces_protected);
+        BSON_APPEND_INT64(&fields, "check_usec", (int64_t) res.check_usec);
         if (res.point_in_time)
             bson_append_timestamp(&fields, "restored_to", -1, res.restored_to.t, res.restored_to.i);
         if (!a->json)
