@@ -16,6 +16,7 @@
 
 #include "agent/agent-cluster.h"
 #include "agent/agent-internal.h"
+#include "engine/uri-auth.h"
 #include "cluster/cluster-store.h"
 #include "common/log.h"
 #include "common/redact.h"
@@ -962,7 +963,13 @@ int manager_cluster_start(Manager *m, MsError *e) {
         return 0;
     char *password = NULL;
     if (cfg->cluster_credential) {
-        int r = read_password(cfg->cluster_credential, &password, e);
+        /* The password goes to [Cluster] URI= only, and never in clear text. */
+        int r = ms_uri_check_auth(cfg->cluster_uri, MS_URI_AUTH_SOURCE, false, e);
+        if (r < 0) {
+            ms_error_prefix(e, "[Cluster] URI=: ");
+            return r;
+        }
+        r = read_password(cfg->cluster_credential, &password, e);
         if (r < 0) {
             ms_error_prefix(e, "[Cluster] Credential=: ");
             return r;
