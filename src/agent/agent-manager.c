@@ -19,6 +19,7 @@
 #include "mongosnap/mongosnap.h"
 #include "retention/retention.h"
 #include "agent-calendar.h"
+#include "common/credential-store.h"
 #include "engine/uri-auth.h"
 #include "storage/storage.h"
 
@@ -72,6 +73,8 @@ static ManagerPolicy *manager_policy_free(ManagerPolicy *p) {
     free(p->drift);
     free(p->retention_held);
     free(p->problem);
+    free(p->schedule_problem);
+    free(p->schedule_checked);
     free(p);
     return NULL;
 }
@@ -144,6 +147,48 @@ static int policy_cmp(const void *a, const void *b) {
     return strcmp((*x)->settings->name, (*y)->settings->name);
 }
 
+static int check_runnable(Manager *m, const MsPolicy *s, MsError *e);
+
+/* A Schedule= systemd refuses makes the timer vanish while the policy looks fine; a missing
+ * credential fails every run. Both are said where operators look (the policy's Problem,
+ * list-policies, status), when the policy is loaded or changed and when credentials change.
+ * The schedule is checked again only when it changed (it runs systemd-analyze). */
+static void refresh_problem(ManagerPolicy *p) {
+    const char *sched = p->settings->schedule;
+    if (!(p->schedule_checked && sched && strcmp(p->schedule_checked, sched) == 0)) {
+        free(p->schedule_checked);
+        p->schedule_checked = sched ? strdup(sched) : NULL;
+        p->next_run_computed_usec = 0;
+        free(p->schedule_problem);
+        p->schedule_problem = NULL;
+        MsError e = MS_ERROR_INIT;
+        if (sched && agent_calendar_check(sched, &e) < 0 && e.code == EINVAL)
+            p->schedule_problem = strdup(e.message);
+    }
+    MsError e = MS_ERROR_INIT;
+    char *problem = NULL;
+    if (p->schedule_problem)
+        problem = strdup(p->schedule_problem);
+    else if (!p->removed && check_runnable(p->manager, p->settings, &e) < 0)
+        problem = strdup(e.message);
+    if ((problem == NULL) != (p->problem == NULL) ||
+        (problem && strcmp(problem, p->problem) != 0)) {
+        if (problem)
+            log_error("policy '%s' cannot run as written: %s", p->settings->name, problem);
+        else if (p->problem)
+            log_info("policy '%s' can run again", p->settings->name);
+        free(p->problem);
+        p->problem = problem;
+        manager_emit_policy_changed(p->manager, p);
+    } else
+        free(problem);
+}
+
+void manager_refresh_problems(Manager *m) {
+    for (size_t i = 0; i < m->n_policies; i++)
+        refresh_problem(m->policies[i]);
+}
+
 int manager_reload_policies(Manager *m, MsError *e) {
     _cleanup_(ms_policy_set_freep) MsPolicySet *set = NULL;
     int r = ms_policy_load_dir(m->config->policy_directory, &set, e);
@@ -208,6 +253,8 @@ int manager_reload_policies(Manager *m, MsError *e) {
         p->runtime = TAKE_PTR(rt);
         m->policies[m->n_policies++] = p;
     }
+
+    manager_refresh_problems(m);
 
     /* Drop the removed policies that have nothing running. */
     size_t k = 0;
@@ -381,7 +428,10 @@ static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
         r->items_total = agent_msg_u64(msg, "items_total");
         double pct = agent_msg_double(msg, "percent");
         r->progress_pct = pct < 0 ? 0 : pct > PERCENT_DONE ? PERCENT_DONE : pct;
-        r->bytes_transferred = agent_msg_u64(msg, "bytes_written");
+        /* The documents' bytes read from the server so far: what moves while the task runs
+         * (the stored size is known only at the end, and is the record's size). */
+        r->bytes_transferred = agent_msg_u64(msg, "bytes_read");
+        snprintf(r->phase, sizeof(r->phase), "%s", agent_msg_str(msg, "phase") ?: "");
         progress_throttle_changed(&t->progress);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_NAMESPACE) == 0) {
         f.ns = agent_msg_str(msg, "namespace");
@@ -820,6 +870,7 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
     r->state = state;
     (void) replace_string(&r->error, error);
     r->finished_usec = now;
+    r->phase[0] = '\0';
     if (state == MS_SNAPSHOT_COMPLETED) {
         r->progress_pct = PERCENT_DONE;
         if (r->items_total < r->items_done)
@@ -977,27 +1028,19 @@ static void build_snapshot_args(Manager *m, ManagerPolicy *p, const MsSnapshotRe
     args[k] = NULL;
 }
 
-/* Where a policy's Credential= is: systemd puts LoadCredential= files in
- * $CREDENTIALS_DIRECTORY. The path is passed to the worker; the secret never is. */
+/* Where a credential is: the unit's systemd credentials, then mongosnap's credential store
+ * (common/credential-store.h). The path is passed to the worker; the secret never is. */
 int manager_credential_path(const char *name, char **ret, MsError *e) {
-    const char *dir = getenv(CREDENTIALS_DIRECTORY_ENV);
-    if (!dir || !dir[0])
-        return ms_error_set(e, ENOKEY,
-                            "credential '%s' is not available: $CREDENTIALS_DIRECTORY is not set; "
-                            "add LoadCredential=%s:/path/to/secret to mongosnapd.service",
-                            name, name);
-    char *path = NULL;
-    if (asprintf(&path, "%s/%s", dir, name) < 0)
+    int r = ms_credential_find(name, ret);
+    if (r == -ENOMEM)
         return oom(e);
-    if (access(path, R_OK) < 0) {
-        int err = errno;
-        free(path);
+    if (r < 0)
         return ms_error_set(e, ENOKEY,
-                            "credential '%s' is not available in %s (%s); add "
-                            "LoadCredential=%s:/path/to/secret to mongosnapd.service",
-                            name, dir, strerror(err), name);
-    }
-    *ret = path;
+                            "credential '%s' is not available: add it with "
+                            "\"mongosnapctl set-credential %s\" (it goes to %s/%s and is used "
+                            "from the next task on), or load it with LoadCredential=%s:PATH on "
+                            "mongosnapd.service",
+                            name, name, ms_credential_store_dir(), name, name);
     return 0;
 }
 
@@ -1116,6 +1159,20 @@ int manager_check_snapshot(Manager *m, ManagerPolicy *p, MsError *e) {
                             "policy '%s' is stopped; start it with Start() (mongosnapctl start "
                             "%s) first",
                             s->name, s->name);
+    return check_runnable(m, s, e);
+}
+
+/* What the policy's settings need from this machine to run: a store, supported options, its
+ * credentials, a password for a Source= that names a user. */
+static int check_runnable(Manager *m, const MsPolicy *s, MsError *e) {
+    char user[128];
+    if (!s->credential && ms_uri_wants_password(s->source, user, sizeof(user)))
+        return ms_error_set(e, ENOKEY,
+                            "policy '%s': Source= names user '%s' but the policy has no "
+                            "Credential=: store the password with \"mongosnapctl set-credential "
+                            "NAME\" and add Credential=NAME to the policy (mongosnapctl edit %s "
+                            "Credential=NAME)",
+                            s->name, user, s->name);
     if (!ms_policy_effective_store(s, m->config))
         return ms_error_set(e, ENXIO,
                             "policy '%s' has no store: set Store= in its file or DefaultStore= "
@@ -1143,6 +1200,25 @@ int manager_check_snapshot(Manager *m, ManagerPolicy *p, MsError *e) {
             return r;
     }
     return 0;
+}
+
+uint64_t manager_policy_next_run(ManagerPolicy *p) {
+    uint64_t now = now_usec();
+    if (!p->settings->schedule || p->runtime->state != MS_POLICY_ACTIVE || p->schedule_problem)
+        return 0;
+    if (p->runtime->next_run_usec > now)
+        return p->runtime->next_run_usec;
+    if (p->next_run_computed_usec > now)
+        return p->next_run_computed_usec;
+    _cleanup_free_ uint64_t *ticks = NULL;
+    size_t n = 0;
+    MsError e = MS_ERROR_INIT;
+    if (agent_calendar_next(p->settings->schedule, now, 1, &ticks, &n, &e) < 0 || n == 0) {
+        log_debug("no next run for policy '%s': %s", p->settings->name, e.message);
+        return 0;
+    }
+    p->next_run_computed_usec = ticks[0];
+    return ticks[0];
 }
 
 bool manager_store_is_configured(const Manager *m, const char *location) {
@@ -1251,6 +1327,59 @@ int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
     return 0;
 }
 
+/* A snapshot that could not even start (a missing credential, no store, a refused source) is
+ * a failed task all the same: it gets a record with the reason, an Event Log entry and the
+ * policy's last result, so that a timer's failure shows where operators look. Refusals that
+ * are not failures (a task already running, the policy stopped, the agent stopping) do not. */
+static bool refusal_is_failure(int r) {
+    return r != -EBUSY && r != -EPERM && r != -ESHUTDOWN && r != -ENOMEM;
+}
+
+static void record_refused_snapshot(Manager *m, ManagerPolicy *p, bool scheduled, MsError *e) {
+    char id[SNAPSHOT_ID_MAX];
+    MsError ie = MS_ERROR_INIT;
+    const MsPolicy *s = p->settings;
+    refresh_problem(p); /* a credential may have gone since it was last checked */
+    if (manager_new_snapshot_id(m, s->name, id, &ie) < 0)
+        return;
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *rec = calloc(1, sizeof(*rec));
+    const char *store = ms_policy_effective_store(s, m->config);
+    uint64_t now = now_usec();
+    if (!rec || !(rec->id = strdup(id)) || !(rec->policy = strdup(s->name)) ||
+        !(rec->node = strdup(m->config->node)) || (store && !(rec->store = strdup(store))) ||
+        !(rec->error = strdup(e->message)))
+        return;
+    rec->state = MS_SNAPSHOT_FAILED;
+    rec->created_usec = rec->started_usec = rec->finished_usec = now;
+    rec->origin = scheduled ? MS_SNAPSHOT_ORIGIN_SCHEDULED : MS_SNAPSHOT_ORIGIN_MANUAL;
+    rec->seq = manager_policy_max_seq(m, p) + 1;
+    MsSnapshotRecord **list = realloc(m->snapshots, (m->n_snapshots + 1) * sizeof(*list));
+    if (!list)
+        return;
+    m->snapshots = list;
+    if (ms_catalog_insert_snapshot(m->catalog, rec, &ie) < 0) {
+        log_warning("cannot record the failed snapshot of policy '%s': %s", s->name, ie.message);
+        return;
+    }
+    MsSnapshotRecord *r = TAKE_PTR(rec);
+    manager_insert_snapshot_record(m, r);
+    p->runtime->last_seq = MS_MAX(p->runtime->last_seq, r->seq);
+    p->runtime->last_run_usec = now;
+    _cleanup_free_ char *result = NULL;
+    if (asprintf(&result, "failed: %s", e->message) >= 0)
+        (void) replace_string(&p->runtime->last_result, result);
+    (void) save_runtime(m, p);
+    (void) ms_event_log(MS_EVENT_TASK_FAILED,
+                        &(MsEventFields){.policy = s->name, .task = id, .node = m->config->node,
+                                         .error = e->message},
+                        "snapshot %s of policy %s could not start: %s", id, s->name, e->message);
+    if (m->hooks.snapshot_added)
+        m->hooks.snapshot_added(m, r, m->hooks_userdata);
+    cluster_record_changed(m, r);
+    manager_emit_policy_changed(m, p);
+    ms_error_prefix(e, "snapshot %s failed: ", id);
+}
+
 int manager_take_snapshot_ex(Manager *m, ManagerPolicy *p, bool scheduled,
                              const MsSnapshotRecord **ret_record, MsError *e) {
     if (scheduled && m->cluster && p->task) {
@@ -1261,8 +1390,11 @@ int manager_take_snapshot_ex(Manager *m, ManagerPolicy *p, bool scheduled,
         return 0;
     }
     int r = manager_check_snapshot(m, p, e);
-    if (r < 0)
+    if (r < 0) {
+        if (refusal_is_failure(r) && !m->stopping)
+            record_refused_snapshot(m, p, scheduled, e);
         return r;
+    }
     char id[SNAPSHOT_ID_MAX];
     r = manager_new_snapshot_id(m, p->settings->name, id, e);
     if (r < 0)
@@ -1410,8 +1542,7 @@ int manager_edit_policy_ex(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit
             return r;
         ms_policy_free(p->settings);
         p->settings = TAKE_PTR(q);
-        free(p->problem);
-        p->problem = NULL;
+        refresh_problem(p);
     }
     if (force)
         p->retention_confirmed = true;
@@ -1633,6 +1764,11 @@ int manager_create_policy(Manager *m, const char *name, const ManagerPolicyEdit 
     r = apply_settings(q, settings, n, e);
     if (r < 0)
         return r;
+    if (q->schedule) {
+        r = agent_calendar_check(q->schedule, e);
+        if (r < 0)
+            return r;
+    }
     if (mkdir(m->config->policy_directory, 0755) < 0 && errno != EEXIST)
         return ms_error_set(e, errno, "cannot create %s: %s", m->config->policy_directory,
                             strerror(errno));

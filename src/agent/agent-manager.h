@@ -46,9 +46,14 @@ typedef struct ManagerPolicy {
      * pass (Edit with force). */
     char *retention_held;
     bool retention_confirmed;
-    /* Why the policy cannot run as written (its Schedule= refused by systemd, ...); NULL: it
-     * can. Shown as the policy's errors. */
+    /* Why the policy cannot run as written (its Schedule= refused by systemd, a credential that
+     * is not there, a Source= user without Credential=, no store, ...); NULL: it can. Shown as
+     * the policy's errors (Problem, list-policies, status); manager_refresh_problems(). */
     char *problem;
+    char *schedule_problem; /* systemd's refusal of Schedule= (no timer, so no next run) */
+    char *schedule_checked; /* the Schedule= last checked */
+    /* The next run from the calendar when the timer's is stale (manager_policy_next_run()). */
+    uint64_t next_run_computed_usec;
 } ManagerPolicy;
 
 /* What changed in a snapshot, for the bus adapter's PropertiesChanged. */
@@ -140,6 +145,18 @@ const MsSnapshotRecord *manager_find_snapshot(const Manager *m, const char *id);
 bool manager_policy_known(const Manager *m, const char *name);
 /* Time a task has taken so far, or took. */
 uint64_t manager_snapshot_elapsed_usec(const MsSnapshotRecord *r, uint64_t now_usec);
+
+/* Write credential name into mongosnap's credential store from fd (a regular file or memfd,
+ * read whole): 0600, atomically; it is used from the next task on. The caller checks that the
+ * requester is root. */
+int manager_set_credential(Manager *m, const char *name, int fd, MsError *e);
+/* Check every policy again (after a reload, an edit, a new credential): their Problem. */
+void manager_refresh_problems(Manager *m);
+
+/* When p runs next: its timer's next elapse, or, when that is unknown or already past (the
+ * timer has not re-armed yet, or its unit failed), the next time its Schedule= names, computed
+ * as systemd would. 0: on request only, stopped, or not computable. Never a time in the past. */
+uint64_t manager_policy_next_run(ManagerPolicy *p);
 
 /* Is location a store the configuration names already (DefaultStore=, or a loaded policy's
  * Store=)? */

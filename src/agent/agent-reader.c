@@ -215,7 +215,9 @@ static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
         r->items_total = agent_msg_u64(msg, "items_total");
         double pct = agent_msg_double(msg, "percent");
         r->progress_pct = pct < 0 ? 0 : pct > PERCENT_DONE ? PERCENT_DONE : pct;
-        r->bytes_transferred = agent_msg_u64(msg, "bytes_read");
+        /* Bytes restored: documents and operations the target server took. */
+        r->bytes_transferred = agent_msg_u64(msg, "bytes_written");
+        snprintf(r->phase, sizeof(r->phase), "%s", agent_msg_str(msg, "phase") ?: "");
         progress_throttle_changed(&t->progress);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_NAMESPACE) == 0) {
         MsEventFields f;
@@ -246,6 +248,7 @@ static void finish_restore(ReadTask *t, MsRestoreState state, const char *error,
     r->state = state;
     (void) replace_string(&r->error, error);
     r->finished_usec = now;
+    r->phase[0] = '\0';
     if (state == MS_RESTORE_COMPLETED) {
         r->progress_pct = PERCENT_DONE;
         if (r->items_total < r->items_done)
@@ -473,6 +476,14 @@ static int check_restore_credentials(Manager *m, const char *target, const Manag
                                      "mongosnap.conf",
                                      BUS_ECHO_LIMIT, o->key_credential);
     }
+    char user[128];
+    if (!o->credential && ms_uri_wants_password(target, user, sizeof(user)))
+        return ms_error_set(e, ENOKEY,
+                            "the target URI names user '%s' but carries no password: name the "
+                            "credential that holds it (mongosnapctl restore --credential NAME; "
+                            "D-Bus: the \"credential\" option), one listed in [Restore] "
+                            "Credentials= of mongosnap.conf",
+                            user);
     return 0;
 }
 

@@ -319,7 +319,7 @@ void bus_emit_task_changed(sd_bus *bus, const char *path, const char *interface,
         k = sd_bus_emit_properties_changed_strv(bus, path, interface, NULL);
     else
         k = sd_bus_emit_properties_changed(bus, path, interface, "Progress", "Items", "ItemsTotal",
-                                           "BytesTransferred", "ElapsedUSec", NULL);
+                                           "BytesTransferred", "ElapsedUSec", "Phase", NULL);
     if (k < 0)
         log_debug("cannot announce changes of %s: %s", path, strerror(-k));
 }
@@ -422,7 +422,7 @@ static int method_list_policies(sd_bus_message *message, void *userdata, sd_bus_
     if (r < 0)
         return r;
     for (size_t i = 0; i < manager_n_policies(m); i++) {
-        const ManagerPolicy *p = manager_policy_at(m, i);
+        ManagerPolicy *p = manager_policy_at(m, i);
         if (p->removed)
             continue;
         _cleanup_free_ char *path = NULL, *source = ms_uri_redact(p->settings->source);
@@ -435,7 +435,7 @@ static int method_list_policies(sd_bus_message *message, void *userdata, sd_bus_
             empty_if_null(p->settings->schedule),
             empty_if_null(ms_policy_effective_store(p->settings, manager_agent_config(m))),
             p->runtime->last_run_usec, empty_if_null(p->runtime->last_result),
-            p->runtime->next_run_usec);
+            manager_policy_next_run(p), empty_if_null(p->problem));
         if (r < 0)
             return r;
     }
@@ -547,6 +547,29 @@ static void hook_resync_done(Manager *m, void *token, const ManagerResyncResult 
     }
     if (r < 0)
         log_debug("cannot answer a Resync call: %s", strerror(-r));
+}
+
+/* SetCredential(s name, h secret): root only; the secret travels as a file descriptor, never
+ * in the message body, so no bus monitor sees it. */
+static int method_set_credential(sd_bus_message *message, void *userdata,
+                                 sd_bus_error *ret_error) {
+    Manager *m = userdata;
+    const char *name;
+    int fd;
+    int r = sd_bus_message_read(message, "sh", &name, &fd);
+    if (r < 0)
+        return r;
+    r = bus_caller_is_admin(message);
+    if (r < 0)
+        return sd_bus_error_set_errnof(ret_error, -r, "cannot tell who the caller is: %s",
+                                       strerror(-r));
+    if (r == 0)
+        return sd_bus_error_set(ret_error, BUS_ERROR_ACCESS_DENIED,
+                                "only root writes credentials");
+    MsError e = MS_ERROR_INIT;
+    if (manager_set_credential(m, name, fd, &e) < 0)
+        return bus_error_from_ms(ret_error, &e, NULL);
+    return sd_bus_reply_method_return(message, NULL);
 }
 
 static int method_reload(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
@@ -776,6 +799,8 @@ static const sd_bus_vtable manager_vtable[] = {
         "Update", SD_BUS_NO_ARGS,
         SD_BUS_RESULT("a" BUS_SNAPSHOT_ROW, snapshots, "a" BUS_RESTORE_ROW, restores),
         method_update, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("SetCredential", SD_BUS_ARGS("s", name, "h", secret), SD_BUS_NO_RESULT,
+                            method_set_credential, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reload,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Resync", SD_BUS_NO_ARGS,

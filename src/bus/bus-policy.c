@@ -192,7 +192,7 @@ POLICY_GETTER(property_get_problem) {
 
 POLICY_GETTER(property_get_next_run) {
     const ManagerPolicy *p = userdata;
-    return sd_bus_message_append(reply, "t", p->runtime->next_run_usec);
+    return sd_bus_message_append(reply, "t", manager_policy_next_run((ManagerPolicy *) p));
 }
 
 POLICY_GETTER(property_get_running_snapshot) {

@@ -45,6 +45,7 @@ RESTORE_GETTER(property_get_string) {
                     : strcmp(property, "Options") == 0        ? (r->options ? r->options : "{}")
                     : strcmp(property, "Error") == 0          ? r->error
                     : strcmp(property, "Node") == 0           ? r->node
+                    : strcmp(property, "Phase") == 0          ? r->phase
                                                               : NULL;
     return sd_bus_message_append(reply, "s", empty_if_null(v));
 }
@@ -107,6 +108,7 @@ static const sd_bus_vtable restore_vtable[] = {
     SD_BUS_PROPERTY("ItemsTotal", "t", bus_property_get_u64, offsetof(MsRestoreRecord, items_total),
                     CHANGING),
     SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, CHANGING),
+    SD_BUS_PROPERTY("Phase", "s", property_get_string, 0, CHANGING),
     SD_BUS_PROPERTY("BytesTransferred", "t", bus_property_get_u64,
                     offsetof(MsRestoreRecord, bytes_transferred), CHANGING),
     SD_BUS_PROPERTY("CreateTime", "t", bus_property_get_u64,

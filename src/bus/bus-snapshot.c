@@ -50,6 +50,7 @@ SNAPSHOT_GETTER(property_get_string) {
                     : strcmp(property, "Store") == 0       ? r->store
                     : strcmp(property, "VerifyError") == 0 ? r->verify_error
                     : strcmp(property, "KeptBy") == 0      ? r->kept_by
+                    : strcmp(property, "Phase") == 0       ? r->phase
                                                            : NULL;
     return sd_bus_message_append(reply, "s", empty_if_null(v));
 }
@@ -199,6 +200,7 @@ static const sd_bus_vtable snapshot_vtable[] = {
     SD_BUS_PROPERTY("ItemsTotal", "t", bus_property_get_u64,
                     offsetof(MsSnapshotRecord, items_total), CHANGING),
     SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, CHANGING),
+    SD_BUS_PROPERTY("Phase", "s", property_get_string, 0, CHANGING),
     SD_BUS_PROPERTY("CreateTime", "t", bus_property_get_u64,
                     offsetof(MsSnapshotRecord, created_usec), CONST),
     SD_BUS_PROPERTY("StartTime", "t", bus_property_get_u64,

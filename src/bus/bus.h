@@ -51,8 +51,9 @@
 /* One Event Log entry of GetLog: journal cursor, realtime usec, fields. */
 #define BUS_LOG_ENTRY "(sta{ss})"
 /* One row of ListPolicies: name, object path, state, source (redacted), schedule, store, last
- * run, last result, next run. */
-#define BUS_POLICY_ROW "(sosssstst)"
+ * run, last result, next run (never in the past: from the calendar when the timer's is stale),
+ * and (appended) why the policy cannot run as written ("" when it can). */
+#define BUS_POLICY_ROW "(sosssststs)"
 
 /* Root, a member of group mongosnap, or the agent's own user: 1, 0, or -errno. */
 int bus_caller_is_privileged(sd_bus_message *message);
@@ -72,7 +73,7 @@ static inline const char *empty_if_null(const char *s) {
 int bus_enumerate_ids(const char *prefix, const Manager *m, size_t n,
                       const char *(*id_at)(const Manager *m, size_t i), char ***ret_nodes);
 /* PropertiesChanged for a task object: every property on a state change, the progress figures
- * (Progress, Items, ItemsTotal, BytesTransferred, ElapsedUSec) otherwise. */
+ * (Progress, Items, ItemsTotal, BytesTransferred, ElapsedUSec, Phase) otherwise. */
 void bus_emit_task_changed(sd_bus *bus, const char *path, const char *interface, unsigned changes);
 /* InterfacesAdded for a new object. */
 void bus_emit_added(sd_bus *bus, const char *path);

@@ -113,6 +113,9 @@ typedef struct MsPolicyRuntime {
 } MsPolicyRuntime;
 
 /* One snapshot task ("Backup Record"). Every string may be NULL unless marked required. */
+/* A worker phase name ("indexes"), with room to spare. */
+#define MS_PHASE_MAX 24
+
 typedef struct MsSnapshotRecord {
     char *id;           /* required: the task name, unique ("nightly-20261122T031026Z") */
     char *policy;       /* required: a policy recorded with ms_catalog_set_policy() */
@@ -158,6 +161,9 @@ typedef struct MsSnapshotRecord {
     uint64_t expire_projected_usec;
     char *kept_by;
     bool future_dated;
+    /* Not stored: the worker's phase while the task runs ("connect", "dump", "commit", ...;
+     * "" otherwise), so that a front end can say what is happening past the documents. */
+    char phase[MS_PHASE_MAX];
 } MsSnapshotRecord;
 
 typedef struct MsRestoreRecord {
@@ -173,10 +179,11 @@ typedef struct MsRestoreRecord {
     uint64_t items_total;
     double progress_pct;
     char *options; /* JSON object of the restore's options (filters, renames, until); NULL = {} */
-    uint64_t bytes_transferred; /* stored bytes read so far (schema version 3 and later) */
+    uint64_t bytes_transferred; /* bytes the target took so far (schema version 3 and later) */
     /* Not stored: another node's restore seen through the cluster (node names it). */
     bool remote;
     char *node;
+    char phase[MS_PHASE_MAX]; /* not stored: as MsSnapshotRecord's */
 } MsRestoreRecord;
 
 typedef struct MsSnapshotFilter {

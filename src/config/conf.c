@@ -188,9 +188,8 @@ static int check_source_uri(const char *key, const char *uri, MsError *e) {
         _cleanup_free_ char *redacted = ms_uri_redact(uri);
         return ms_error_set(e, EPERM,
                             "%s= holds a password, and a password never goes in a policy file: "
-                            "write %s=%s and put the password in a systemd credential "
-                            "(LoadCredential= or SetCredentialEncrypted= in a drop-in for "
-                            "mongosnapd.service) named by Credential=",
+                            "write %s=%s, store the password with \"mongosnapctl set-credential "
+                            "NAME\" and name it with Credential=NAME",
                             key, key, redacted ? redacted : "<the URI without password>");
     }
     const char *hosts = at ? at + 1 : authority;
@@ -255,9 +254,10 @@ static int check_s3_options(const char *key, const char *query, MsError *e) {
                 o += (size_t) snprintf(names + o, o < sizeof(names) ? sizeof(names) - o : 0, "%s%s",
                                        i ? ", " : "", s3_options[i]);
             return ms_error_set(e, EINVAL,
-                                "%s= has an S3 option that is not one of %s; credentials come "
-                                "from systemd credentials or the AWS environment, never from "
-                                "the store location",
+                                "%s= has an S3 option that is not one of %s; keys come from "
+                                "mongosnap's credential store (mongosnapctl set-credential "
+                                "s3-access-key-id), systemd credentials or the AWS "
+                                "environment, never from the store location",
                                 key, names);
         }
         p += strcspn(p, "&");

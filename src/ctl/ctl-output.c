@@ -146,6 +146,7 @@ void ctl_json_policy_row(CtlJson *j, const CtlPolicyRow *r) {
     ctl_json_field_time(j, "last_run", r->last_run);
     ctl_json_field_string(j, "last_result", r->last_result);
     ctl_json_field_time(j, "next_run", r->next_run);
+    ctl_json_field_string(j, "problem", r->problem);
     ctl_json_end_object(j);
 }
 
@@ -225,6 +226,7 @@ static const CtlColumn policy_columns[] = {
     {"SCHEDULE", CTL_ALIGN_LEFT, false}, {"LAST RUN", CTL_ALIGN_LEFT, false},
     {"RESULT", CTL_ALIGN_LEFT, true},    {"NEXT RUN", CTL_ALIGN_LEFT, false},
     {"STORE", CTL_ALIGN_LEFT, true},     {"SOURCE", CTL_ALIGN_LEFT, true},
+    {"PROBLEM", CTL_ALIGN_LEFT, true},
 };
 
 int ctl_policy_table(const CtlPolicyRow *rows, size_t n, CtlTable **ret) {
@@ -237,8 +239,12 @@ int ctl_policy_table(const CtlPolicyRow *rows, size_t n, CtlTable **ret) {
         CellText c;
         ctl_format_timestamp(p->last_run, c.last_run);
         ctl_format_timestamp(p->next_run, c.next_run);
-        const char *cells[] = {p->name,        p->state,   p->schedule, c.last_run,
-                               p->last_result, c.next_run, p->store,    p->source};
+        /* A policy that cannot run as written says so in its state too. */
+        char state[64];
+        snprintf(state, sizeof(state), "%s%s", p->state, *p->problem ? " (problem)" : "");
+        const char *cells[] = {p->name,        state,      p->schedule, c.last_run,
+                               p->last_result, c.next_run, p->store,    p->source,
+                               p->problem};
         int r = ctl_table_add_row(t, cells);
         if (r < 0)
             return r;

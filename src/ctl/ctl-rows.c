@@ -4,7 +4,7 @@
 
 #include "ctl.h"
 
-#define POLICY_ROW "(sosssstst)"
+#define POLICY_ROW "(sosssststs)"
 #define SNAPSHOT_ROW "(sssssstttdtttssostsstb)"
 #define RESTORE_ROW "(sssstttdtssos)"
 
@@ -38,7 +38,7 @@ static int read_policy_row(sd_bus_message *m, void *row) {
     CtlPolicyRow *x = row;
     return sd_bus_message_read(m, POLICY_ROW, &x->name, &x->path, &x->state, &x->source,
                                &x->schedule, &x->store, &x->last_run, &x->last_result,
-                               &x->next_run);
+                               &x->next_run, &x->problem);
 }
 
 static int read_snapshot_row(sd_bus_message *m, void *row) {

@@ -274,6 +274,7 @@ static void status_task(Ctl *ctl, const CtlProps *task) {
         .items_total = ctl_props_u64(task, "ItemsTotal"),
         .bytes = ctl_props_u64(task, "BytesTransferred"),
         .elapsed_usec = ctl_props_u64(task, "ElapsedUSec"),
+        .phase = ctl_props_str(task, "Phase"),
     };
     char bar[CTL_PROGRESS_LINE_MAX], line[STATUS_VALUE_MAX];
     ctl_progress_line(&progress, 0, bar, sizeof(bar));
@@ -374,6 +375,19 @@ static void print_agent_summary(const CtlProps *agent, const CtlPolicyRow *rows,
     bool first = true;
     for (char **e = errors && errors->type == 'a' ? errors->strv : NULL; e && *e; e++) {
         status_line(first ? "PolicyErrors" : "", *e);
+        first = false;
+    }
+    /* A policy that is loaded but cannot run as written is an error of the policies too. */
+    for (size_t i = 0; i < n; i++) {
+        if (!*rows[i].problem)
+            continue;
+        char quoted[STATUS_VALUE_MAX];
+        snprintf(quoted, sizeof(quoted), "policy '%s'", rows[i].name);
+        if (strstr(rows[i].problem, quoted))
+            snprintf(line, sizeof(line), "%s", rows[i].problem);
+        else
+            snprintf(line, sizeof(line), "%s: %s", rows[i].name, rows[i].problem);
+        status_line(first ? "PolicyErrors" : "", line);
         first = false;
     }
     if (first)

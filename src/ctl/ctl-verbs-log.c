@@ -67,7 +67,16 @@ static void print_entry_text(const LogEntry *e) {
     if (!who)
         who = entry_field(e, "MONGOSNAP_POLICY");
     const char *message = entry_field(e, "MESSAGE");
-    printf("%s %s: %s\n", stamp, who ? who : "mongosnapd", message ? message : "");
+    if (!message)
+        message = "";
+    /* The journal's message stands alone, so it often names its task already: name it once. */
+    size_t who_len = who ? strlen(who) : 0;
+    if (who && strncmp(message, who, who_len) == 0 && strncmp(message + who_len, ": ", 2) == 0)
+        message += who_len + 2;
+    if (who && strstr(message, who))
+        printf("%s %s\n", stamp, message);
+    else
+        printf("%s %s: %s\n", stamp, who ? who : "mongosnapd", message);
 }
 
 static int read_fields(sd_bus_message *m, LogEntry *e) {

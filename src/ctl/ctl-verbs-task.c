@@ -52,6 +52,8 @@ static int append_restore_options(sd_bus_message *m, const CtlRestoreArgs *a, bo
         r = sd_bus_message_append(m, "{sv}", "parallel", "u", (uint32_t) a->parallel);
     if (r >= 0 && a->credential)
         r = sd_bus_message_append(m, "{sv}", "credential", "s", a->credential);
+    if (r >= 0 && a->key_credential)
+        r = sd_bus_message_append(m, "{sv}", "key_credential", "s", a->key_credential);
     if (r >= 0 && force)
         r = sd_bus_message_append(m, "{sv}", "force", "b", 1);
     return r < 0 ? r : sd_bus_message_close_container(m);

@@ -113,6 +113,7 @@ static void draw(Waiter *w) {
         .items = ctl_props_u64(p, "Items"),
         .items_total = ctl_props_u64(p, "ItemsTotal"),
         .bytes = ctl_props_u64(p, "BytesTransferred"),
+        .phase = ctl_props_str(p, "Phase"),
         .elapsed_usec =
             w->kind->has_figures ? ctl_props_u64(p, "ElapsedUSec") : now_monotonic() - w->started,
     };

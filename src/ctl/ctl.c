@@ -138,14 +138,31 @@ static const CtlVerb verbs[] = {
                    "  --until TIME      replay the oplog up to TIME (ISO 8601, or T:I)\n"
                    "  --no-indexes      do not build indexes\n"
                    "  --parallel N      insertion workers, 1..64 (default 4)\n"
-                   "  --credential NAME a credential of mongosnapd holding the target's "
-                   "password\n"
+                   "  --credential NAME the credential holding the target's password (one of\n"
+                   "                    [Restore] Credentials= in mongosnap.conf)\n"
+                   "  --key-credential NAME\n"
+                   "                    the encryption key, when not the policy's Key= (one of\n"
+                   "                    [Restore] KeyCredentials=)\n"
                    "  --force           restore a snapshot whose last verification failed\n"
                    HELP_WAIT("the restore ends; exit 0 only if it completed"),
         .min_args = 1,
         .max_args = 1,
         .options = CTL_OPT_RESTORE | CTL_OPT_WAIT | CTL_OPT_FORCE,
         .run = verb_restore,
+    },
+    {
+        .name = "set-credential",
+        .synopsis = "NAME",
+        .summary = "Store a secret for the agent (root only); no restart needed",
+        .details = "Reads the secret from standard input (typed without echo on a terminal;\n"
+                   "a final newline is dropped) and has mongosnapd write it to its credential\n"
+                   "store, /etc/mongosnap/credentials/NAME (root only, mode 0600). Policies\n"
+                   "name it with Credential=NAME or [Encryption] Key=NAME; the S3 keys are\n"
+                   "s3-access-key-id and s3-secret-access-key. Example:\n"
+                   "  " CTL_PROGRAM " set-credential mongo-backup < /root/password\n",
+        .min_args = 1,
+        .max_args = 1,
+        .run = verb_set_credential,
     },
     {
         .name = "show",
@@ -231,7 +248,8 @@ static const OptionName option_names[] = {
     {CTL_OPT_WAIT, "--wait"},
     {CTL_OPT_PURGE_REMOTE, "--purge-remote"},
     {CTL_OPT_SCHEDULED, "--scheduled"},
-    {CTL_OPT_RESTORE, "--to, --ns-*, --drop, --until, --no-indexes, --parallel, --credential"},
+    {CTL_OPT_RESTORE, "--to, --ns-*, --drop, --until, --no-indexes, --parallel, --credential, "
+                        "--key-credential"},
     {CTL_OPT_FOLLOW, "--follow"},
     {CTL_OPT_LINES, "--lines"},
     {CTL_OPT_EXPIRES, "--expires"},
@@ -326,6 +344,7 @@ enum {
     OPT_NO_INDEXES,
     OPT_PARALLEL,
     OPT_CREDENTIAL,
+    OPT_KEY_CREDENTIAL,
     OPT_EXPIRES,
     OPT_FORCE,
     OPT_VERSION_SHOWN, /* not an option: parse_args() asks main() to print the version */
@@ -353,6 +372,7 @@ static const struct option long_options[] = {
     {"no-indexes", no_argument, NULL, OPT_NO_INDEXES},
     {"parallel", required_argument, NULL, OPT_PARALLEL},
     {"credential", required_argument, NULL, OPT_CREDENTIAL},
+    {"key-credential", required_argument, NULL, OPT_KEY_CREDENTIAL},
     {"expires", required_argument, NULL, OPT_EXPIRES},
     {"force", no_argument, NULL, OPT_FORCE},
     {"follow", no_argument, NULL, 'f'},
@@ -395,6 +415,9 @@ static int parse_restore_option(CtlRestoreArgs *x, int c, char *arg) {
         return 1;
     case OPT_CREDENTIAL:
         x->credential = arg;
+        return 1;
+    case OPT_KEY_CREDENTIAL:
+        x->key_credential = arg;
         return 1;
     case OPT_PARALLEL:
         if (parse_unsigned(arg, RESTORE_PARALLEL_MIN, RESTORE_PARALLEL_MAX, &x->parallel) < 0) {

@@ -33,6 +33,7 @@ typedef struct CtlRestoreArgs {
     bool no_indexes;
     const char *until;
     const char *credential;
+    const char *key_credential;
     unsigned parallel; /* 0: the agent's default */
 } CtlRestoreArgs;
 
@@ -106,6 +107,7 @@ typedef struct CtlPolicyRow {
     uint64_t last_run;
     const char *last_result;
     uint64_t next_run;
+    const char *problem;
 } CtlPolicyRow;
 
 typedef struct CtlSnapshotRow {
@@ -226,3 +228,4 @@ int verb_delete_snapshot(Ctl *ctl, int argc, char **argv);
 int verb_download_url(Ctl *ctl, int argc, char **argv);
 int verb_log(Ctl *ctl, int argc, char **argv);
 int verb_show(Ctl *ctl, int argc, char **argv);
+int verb_set_credential(Ctl *ctl, int argc, char **argv);

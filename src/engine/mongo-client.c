@@ -53,8 +53,7 @@ int ms_mongo_open(const char *uri, const char *password, unsigned max_clients, M
                           strcmp(mech, "PLAIN") == 0 || strcmp(mech, "MONGODB-CR") == 0;
     if (user && *user && needs_password && (!have_pw || !*have_pw)) {
         int r = ms_error_set(e, EINVAL,
-                             "the URI '%s' names user '%s' but no password was given: put it in a "
-                             "credential file and pass it with --password-file",
+                             "the URI '%s' names user '%s' but carries no password, and none was given",
                              redacted, user);
         mongoc_uri_destroy(u);
         return r;

@@ -48,6 +48,10 @@ void ms_progress_add_items(MsProgress *p, uint64_t n, uint64_t bytes) {
     __atomic_add_fetch(&p->bytes_read, bytes, __ATOMIC_RELAXED);
 }
 
+void ms_progress_add_written(MsProgress *p, uint64_t bytes) {
+    __atomic_add_fetch(&p->bytes_written, bytes, __ATOMIC_RELAXED);
+}
+
 void ms_progress_add_total(MsProgress *p, uint64_t n) {
     __atomic_add_fetch(&p->items_total, n, __ATOMIC_RELAXED);
 }

@@ -39,6 +39,8 @@ void ms_progress_set_phase(MsProgress *p, const char *phase);
 void ms_progress_set_namespace(MsProgress *p, const char *ns);
 void ms_progress_add_items(MsProgress *p, uint64_t n, uint64_t bytes);
 void ms_progress_add_total(MsProgress *p, uint64_t n);
+/* Bytes the task wrote where it writes: a restore's documents and operations the server took. */
+void ms_progress_add_written(MsProgress *p, uint64_t bytes);
 void ms_progress_mark_completed(MsProgress *p);
 
 /* Percentage: never above 100, 100 only once the task is marked completed, never lower than

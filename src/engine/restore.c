@@ -191,8 +191,23 @@ static int insert_batch(RestoreContext *ctx, mongoc_client_t *c, Batch *b, MsErr
         __atomic_add_fetch(&ns->inserted, b->count - duplicates, __ATOMIC_RELAXED);
         __atomic_add_fetch(&ns->duplicates, duplicates, __ATOMIC_RELAXED);
         ms_progress_add_items(ctx->o->progress, b->count, b->len);
+        /* Bytes restored: what the server took (a batch of only duplicates wrote nothing). */
+        if (duplicates < b->count)
+            ms_progress_add_written(ctx->o->progress, b->len);
     }
     return r;
+}
+
+/* The documents the manifest counts in the namespaces this restore selected. */
+static uint64_t selected_documents(const RestoreContext *ctx, const MsManifest *m) {
+    uint64_t total = 0;
+    for (size_t i = 0; i < ctx->n_nss; i++) {
+        const MsManifestNamespace *mn =
+            ctx->nss[i].selected ? ms_manifest_find(m, ctx->nss[i].src_db, ctx->nss[i].src_coll)
+                                 : NULL;
+        total += mn ? mn->documents : 0;
+    }
+    return total;
 }
 
 static void *insert_worker_main(void *arg) {
@@ -580,11 +595,14 @@ static int replay_oplog(RestoreContext *ctx, mongoc_client_t *c, FILE *spool, bo
         r = ms_oplog_replayer_plan(replayer, &entry, &plan, e);
         if (r == 0)
             r = ms_oplog_plan_execute(c, &plan, &entry, e);
+        bool applied = plan.n_actions > 0;
         ms_oplog_plan_clear(&plan);
         if (r < 0)
             break;
         res->restored_to = pos;
         ms_progress_add_items(ctx->o->progress, 1, entry.len);
+        if (applied)
+            ms_progress_add_written(ctx->o->progress, entry.len);
         if (is_cancelled(ctx->o)) {
             r = ms_error_set(e, ECANCELED, "the restore was stopped during oplog replay");
             break;
@@ -660,9 +678,6 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
             : ms_snapshot_source_open_store(o->storage, o->snapshot_key, o->key, &src, e);
     if (r < 0)
         goto out;
-    if (src.has_manifest)
-        ms_progress_add_total(p, src.manifest.total_documents +
-                                     (o->replay_oplog ? src.manifest.oplog_entries : 0));
     if (o->has_until && src.has_manifest) {
         if (!src.manifest.point_in_time) {
             r = ms_error_set(e, EINVAL,
@@ -707,6 +722,11 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
     r = plan_namespaces(&ctx, colls, n_colls, e);
     if (r < 0)
         goto out;
+    /* Progress counts what this restore selected (a partial restore ends at 100%, not at its
+     * share of the snapshot); every oplog entry is processed, applied or not. */
+    if (src.has_manifest)
+        ms_progress_add_total(p, selected_documents(&ctx, &src.manifest) +
+                                     (o->replay_oplog ? src.manifest.oplog_entries : 0));
     log_info("restoring %s (%zu namespaces, written by %s) into %s", src.archive_name, n_colls,
              header->tool_version ? header->tool_version : "unknown tool",
              ms_mongo_redacted_uri(mongo));

@@ -2,6 +2,8 @@
 #include "uri-auth.h"
 
 #include <mongoc/mongoc.h>
+#include <stdio.h>
+#include <string.h>
 #include <strings.h>
 
 #include "common/macro.h"
@@ -61,4 +63,20 @@ int ms_uri_check_auth(const char *text, MsUriAuthUse use, bool allow_cleartext, 
     }
     mongoc_uri_destroy(uri);
     return r;
+}
+
+bool ms_uri_wants_password(const char *text, char *buf, size_t size) {
+    mongoc_uri_t *uri = text ? mongoc_uri_new_with_error(text, NULL) : NULL;
+    if (!uri)
+        return false;
+    const char *user = mongoc_uri_get_username(uri);
+    const char *mech = mongoc_uri_get_auth_mechanism(uri);
+    const char *password = mongoc_uri_get_password(uri);
+    bool needs = !mech || strncasecmp(mech, "SCRAM", strlen("SCRAM")) == 0 ||
+                 strcasecmp(mech, "PLAIN") == 0 || strcasecmp(mech, "MONGODB-CR") == 0;
+    bool wants = user && *user && needs && (!password || !*password);
+    if (wants && size > 0)
+        snprintf(buf, size, "%s", user);
+    mongoc_uri_destroy(uri);
+    return wants;
 }

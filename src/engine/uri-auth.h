@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "common/error.h"
 
@@ -23,3 +24,9 @@ typedef enum MsUriAuthUse {
  *    (tlsCertificateKeyFile): they present the machine's credentials to a caller's server.
  * An unparsable URI is -EINVAL without the URI in the message (it may hold a password). */
 int ms_uri_check_auth(const char *uri, MsUriAuthUse use, bool allow_cleartext, MsError *e);
+
+/* The user name a URI authenticates as when it needs a password it does not carry (SCRAM, the
+ * default, PLAIN and MONGODB-CR with a user and no password), copied to buf; false otherwise
+ * (also for an unparsable URI). Front ends check this before a task starts, so the operator
+ * hears of the missing credential in the front end's words (Credential=, --credential). */
+bool ms_uri_wants_password(const char *uri, char *buf, size_t size);

@@ -1,6 +1,8 @@
 /* Finding S3 credentials: systemd credentials, then the AWS environment, then ~/.aws. */
 #include "s3-credentials.h"
 
+#include "common/credential-store.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -17,7 +19,6 @@
 #include "common/macro.h"
 #include "common/redact.h"
 
-#define ENV_CREDENTIALS_DIRECTORY "CREDENTIALS_DIRECTORY"
 #define ENV_ACCESS_KEY_ID "AWS_ACCESS_KEY_ID"
 #define ENV_SECRET_ACCESS_KEY "AWS_SECRET_ACCESS_KEY"
 #define ENV_SESSION_TOKEN "AWS_SESSION_TOKEN"
@@ -141,8 +142,8 @@ static int read_credential(int dir_fd, const char *name, const char *dir, bool r
     return 0;
 }
 
-static int load_from_systemd(MsS3Credentials *c, bool *ret_found, MsError *e) {
-    const char *dir = getenv(ENV_CREDENTIALS_DIRECTORY);
+static int load_from_dir(MsS3Credentials *c, const char *dir, const char *what, bool *ret_found,
+                         MsError *e) {
     *ret_found = false;
     if (!dir || !*dir)
         return 0;
@@ -154,7 +155,7 @@ static int load_from_systemd(MsS3Credentials *c, bool *ret_found, MsError *e) {
         r = read_credential(dfd, MS_S3_CRED_SECRET_ACCESS_KEY, dir, true, &c->secret_access_key, e);
         if (r >= 0)
             r = read_credential(dfd, MS_S3_CRED_SESSION_TOKEN, dir, false, &c->session_token, e);
-        if (r >= 0 && asprintf(&c->source, "the systemd credentials in %s (%s, %s)", dir,
+        if (r >= 0 && asprintf(&c->source, "%s in %s (%s, %s)", what, dir,
                                MS_S3_CRED_ACCESS_KEY_ID, MS_S3_CRED_SECRET_ACCESS_KEY) < 0) {
             c->source = NULL;
             r = ms_error_set(e, ENOMEM, "out of memory");
@@ -163,6 +164,22 @@ static int load_from_systemd(MsS3Credentials *c, bool *ret_found, MsError *e) {
     }
     close(dfd);
     return r;
+}
+
+/* The unit's systemd credentials, then mongosnap's credential store. */
+static int load_from_systemd(MsS3Credentials *c, bool *ret_found, MsError *e) {
+    const char *dirs[MS_CREDENTIAL_DIRS_MAX];
+    size_t n = ms_credential_dirs(dirs);
+    *ret_found = false;
+    for (size_t i = 0; i < n && !*ret_found; i++) {
+        bool store = strcmp(dirs[i], ms_credential_store_dir()) == 0;
+        int r = load_from_dir(c, dirs[i],
+                              store ? "mongosnap's credential store" : "the systemd credentials",
+                              ret_found, e);
+        if (r < 0)
+            return r;
+    }
+    return 0;
 }
 
 static int dup_secret(const char *v, char **ret, MsError *e) {

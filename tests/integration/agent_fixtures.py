@@ -47,7 +47,7 @@ SNAPSHOT_COLUMNS = ("id", "policy", "node", "file_name", "download_address", "ta
                     "expire_usec", "bytes", "state", "error", "path", "verify_state", "seq",
                     "origin", "kept_by", "expire_projected_usec", "future_dated")
 POLICY_COLUMNS = ("name", "path", "state", "source", "schedule", "store", "last_run",
-                  "last_result", "next_run")
+                  "last_result", "next_run", "problem")
 
 DBUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">

@@ -41,6 +41,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = Path(os.environ.get("MONGOSNAP_TOOLS_BIN") or Path.home() / ".cache/mongosnap-tools/bin")
 BUILD_DIR = Path(os.environ.get("MONGOSNAP_BUILD_DIR") or REPO_ROOT / "build-test")
 
+# Hermetic credentials: a test never reads the machine's /etc/mongosnap/credentials.  Tests
+# that want a store point MONGOSNAP_CREDENTIAL_STORE (or CREDENTIALS_DIRECTORY) somewhere.
+os.environ.setdefault("MONGOSNAP_CREDENTIAL_STORE", "/nonexistent/mongosnap-test-credentials")
+
 START_TIMEOUT = float(os.environ.get("MONGOSNAP_FERRETDB_START_TIMEOUT", "30"))
 STOP_TIMEOUT = 10.0
 TOOL_TIMEOUT = 300.0
@@ -285,8 +289,14 @@ class FerretDB:
 
 
 def drop_all_databases(client: pymongo.MongoClient) -> None:
-    """Drop every database but admin/config; empty "local" (its collections are test-made)."""
+    """Drop every database but admin/config; empty "local" (its collections are test-made);
+    in admin, drop what tests made (everything but admin.system.*, which holds the users)."""
     for name in client.list_database_names():
+        if name == "admin":
+            for coll in client.admin.list_collection_names():
+                if not coll.startswith("system."):
+                    client.admin.drop_collection(coll)
+            continue
         if name in KEEP_DATABASES:
             continue
         if name == "local":

@@ -72,6 +72,13 @@ def test_restore_with_rename_and_filter(agent, fresh_db, ferretdb_factory):
     (row,) = [r for r in list_restores(agent) if r["id"] == rid]
     assert row["snapshot"] == sid and row["state"] == "completed" and row["error"] == ""
     assert row["items"] == 2 * DOCS and row["progress"] == 100.0, row
+    # Progress counts what this restore selected (shop.*, not logs.events), and the bytes are
+    # those the target took: the selected documents (~110 B each), not the stored archive nor
+    # the whole snapshot.
+    assert row["items_total"] == 2 * DOCS, row
+    written = agent.prop(path, RESTORE_IFACE, "BytesTransferred")
+    assert 2 * DOCS * 90 < written < 2 * DOCS * 160, written
+    assert agent.prop(path, RESTORE_IFACE, "Phase") == ""  # only while it runs
     assert row["task_log"] == f"MONGOSNAP_TASK={rid}" and row["path"] == path
     assert row["elapsed_usec"] > 0 and row["create_usec"] > 0
     # The target's password is nowhere: not in the row, the properties or the agent's output.

@@ -55,7 +55,7 @@ EXIT_INTERRUPTED = 130
 
 VERBS = ("list-policies", "status", "list-snapshots", "list-restores", "snapshot", "stop",
          "start", "delete", "rebuild", "edit", "create-policy", "restore", "verify", "cancel",
-         "delete-snapshot", "download-url", "log", "update", "resync", "show")
+         "delete-snapshot", "download-url", "log", "update", "resync", "show", "set-credential")
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -221,11 +221,15 @@ def test_ctl_list_policies_matches_bus(agent, ferretdb):
 
     table = parse_table(ctl(agent, "list-policies").stdout)
     assert table["header"] == ["POLICY", "STATE", "SCHEDULE", "LAST RUN", "RESULT", "NEXT RUN",
-                               "STORE", "SOURCE"]
+                               "STORE", "SOURCE", "PROBLEM"]
     assert table["legend"] == "2 policies listed."
     expected = [[r["name"], r["state"], cell(r["schedule"]), local_time(r["last_run"]),
-                 cell(r["last_result"]), local_time(r["next_run"]), r["store"], r["source"]]
+                 cell(r["last_result"]), local_time(r["next_run"]), r["store"], r["source"],
+                 cell(r["problem"])]
                 for r in bus_rows]
+    # A scheduled policy always says when it runs next, never a time in the past.
+    alpha = next(r for r in bus_rows if r["name"] == "alpha")
+    assert alpha["next_run"] > time.time() * 1_000_000, alpha
     assert table["rows"] == expected
 
     # --no-legend: rows only, no header and no footer.
@@ -513,6 +517,11 @@ def test_ctl_access_denied_exits_4(tools, tmp_path_factory, ferretdb):
         cp = as_nobody("stop", "alpha")
         assert cp.returncode == EXIT_ACCESS_DENIED, (cp.returncode, cp.stderr)
         assert cp.stderr.startswith("mongosnapctl: stop alpha: "), cp.stderr
+        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
+               *ctl_command(bus.address, "set-credential", "planted")]
+        cp = subprocess.run(cmd, input="secret\n", capture_output=True, text=True,
+                            timeout=CTL_TIMEOUT, env=ctl_env())
+        assert cp.returncode == EXIT_ACCESS_DENIED, (cp.returncode, cp.stderr)
         assert agent.prop(agent.policy_path("alpha"), POLICY_IFACE, "State") == "active"
         # Reading stays open to everyone.
         cp = as_nobody("--no-legend", "list-policies")
@@ -529,7 +538,13 @@ def test_ctl_edit_valid_and_invalid_keys(agent, ferretdb):
     agent.write_policy("alpha", ferretdb.uri, Schedule="daily")
     agent.start()
     path = agent.policy_path("alpha")
-    ctl(agent, "edit", "alpha", "Schedule=weekly", "Retention.KeepDaily=7", "KeepLast=2")
+    cp = ctl(agent, "edit", "alpha", "Schedule=weekly", "Retention.KeepDaily=7", "KeepLast=2")
+    # One line says what changed and when it runs next.
+    assert re.fullmatch(r"Policy alpha changed: Schedule=weekly, Retention.KeepDaily=7, "
+                        r"KeepLast=2; next run \w{3} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+\.\n",
+                        cp.stdout), cp.stdout
+    assert cp.stderr == "", cp.stderr
+    assert ctl(agent, "--quiet", "edit", "alpha", "Schedule=weekly").stdout == ""
     assert agent.prop(path, POLICY_IFACE, "Schedule") == "weekly"
     assert agent.prop(path, POLICY_IFACE, "KeepDaily") == 7
     assert agent.prop(path, POLICY_IFACE, "KeepLast") == 2
@@ -554,20 +569,24 @@ def test_ctl_stop_start_delete(agent, fresh_db):
     agent.write_policy("beta", fresh_db.uri)
     agent.start()
     path = agent.policy_path("alpha")
-    ctl(agent, "stop", "alpha")
+    cp = ctl(agent, "stop", "alpha")
+    assert cp.stdout.startswith("Policy alpha stopped: ") and cp.stdout.count("\n") == 1, cp.stdout
     assert agent.prop(path, POLICY_IFACE, "State") == "stopped"
     rows = table_rows(ctl(agent, "--no-legend", "list-policies").stdout)
     assert [(r[0], r[1]) for r in rows] == [("alpha", "stopped"), ("beta", "active")]
     cp = ctl(agent, "snapshot", "alpha", expect=EXIT_FAILED)
     assert "mongosnapctl: snapshot alpha: " in cp.stderr, cp.stderr
-    ctl(agent, "start", "alpha")
+    cp = ctl(agent, "start", "alpha")
+    assert cp.stdout == "Policy alpha started.\n", cp.stdout  # no Schedule=: no next run
     assert agent.prop(path, POLICY_IFACE, "State") == "active"
 
     sid = completed_snapshot(agent, "beta")
-    ctl(agent, "delete", "alpha")
+    cp = ctl(agent, "delete", "alpha")
+    assert cp.stdout.startswith("Policy alpha deleted: ") and "kept" in cp.stdout, cp.stdout
     assert [p["name"] for p in agent.list_policies()] == ["beta"]
     assert not (agent.policy_dir / "alpha.conf").exists()
-    ctl(agent, "delete", "beta", "--purge-remote")
+    cp = ctl(agent, "delete", "beta", "--purge-remote")
+    assert "being removed too" in cp.stdout, cp.stdout
     assert agent.list_policies() == []
     assert agent.snapshot(sid)["state"] == "deleted"
     assert ctl(agent, "list-policies").stdout.strip() .endswith("0 policies listed.")
@@ -581,7 +600,14 @@ def test_ctl_create_policy(agent, ferretdb):
     assert agent.prop(got["path"], POLICY_IFACE, "KeepLast") == 4
     assert agent.prop(got["path"], POLICY_IFACE, "Schedule") == "daily"
     assert (agent.policy_dir / "fresh.conf").is_file()
-    ctl(agent, "create-policy", "quiet", f"Source={ferretdb.uri}")
+    cp = ctl(agent, "create-policy", "quiet", f"Source={ferretdb.uri}")
+    assert cp.stdout == "Policy quiet created.\n" and cp.stderr == "", (cp.stdout, cp.stderr)
+    # A policy that cannot run as written is created, and the warning says why.
+    cp = ctl(agent, "create-policy", "needy", f"Source={ferretdb.uri}", "Credential=not-there")
+    assert cp.stdout == "Policy needy created.\n", cp.stdout
+    assert cp.stderr.startswith("mongosnapctl: warning: it cannot run as written: credential "
+                                "'not-there' is not available"), cp.stderr
+    ctl(agent, "delete", "needy")
     assert [p["name"] for p in agent.list_policies()] == ["fresh", "quiet"]
 
     cp = ctl(agent, "create-policy", "fresh", f"Source={ferretdb.uri}", expect=EXIT_FAILED)
@@ -590,6 +616,89 @@ def test_ctl_create_policy(agent, ferretdb):
     assert "Source" in cp.stderr, cp.stderr
     cp = ctl(agent, "create-policy", "../evil", f"Source={ferretdb.uri}", expect=EXIT_USAGE)
     assert not (agent.policy_dir / "nosource.conf").exists()
+
+
+def ctl_with_input(agent, data: bytes, *args: str) -> subprocess.CompletedProcess:
+    cp = subprocess.run(ctl_command(agent.bus.address, *args), input=data, capture_output=True,
+                        timeout=CTL_TIMEOUT, env=ctl_env())
+    assert b"runtime error" not in cp.stderr and b"Sanitizer" not in cp.stderr, cp.stderr
+    return cp
+
+
+def test_ctl_set_credential_is_used_without_restart(agent, fresh_db, tmp_path):
+    """set-credential writes the agent's credential store (root only, 0600, atomically); a task
+    started afterwards finds the secret by name; the secret appears nowhere else."""
+    store = tmp_path / "credential-store"
+    key = "9f" * 32
+    (agent.policy_dir / "sealed.conf").write_text(
+        f"[Policy]\nSource={fresh_db.uri}\n\n[Encryption]\nKey=fresh-key\n")
+    agent.start(extra_env={"MONGOSNAP_CREDENTIAL_STORE": str(store)})
+    # Before: the policy shows its problem, and the snapshot fails, says how to add the key
+    # and leaves a failed record.
+    path = agent.policy_path("sealed")
+    assert "mongosnapctl set-credential fresh-key" in agent.prop(path, POLICY_IFACE, "Problem")
+    assert "(problem)" in ctl(agent, "list-policies").stdout
+    cp = ctl(agent, "snapshot", "--wait", "sealed", expect=None)
+    assert cp.returncode != EXIT_OK
+    assert "mongosnapctl set-credential fresh-key" in cp.stderr, cp.stderr
+    assert [s["state"] for s in agent.list_snapshots()] == ["failed"]
+
+    cp = ctl_with_input(agent, (key + "\n").encode(), "set-credential", "fresh-key")
+    assert cp.returncode == EXIT_OK, cp.stderr
+    assert agent.prop(path, POLICY_IFACE, "Problem") == ""  # no restart needed
+    assert b"fresh-key stored" in cp.stdout, cp.stdout
+    written = store / "fresh-key"
+    assert written.read_text() == key  # the newline `echo` adds is not part of the secret
+    assert (written.stat().st_mode & 0o777) == 0o600 and (store.stat().st_mode & 0o777) == 0o700
+    assert [p.name for p in store.iterdir()] == ["fresh-key"]  # no temporary file left
+
+    seed(fresh_db.client)
+    ctl(agent, "snapshot", "--wait", "sealed")
+    assert sorted(s["state"] for s in agent.list_snapshots()) == ["completed", "failed"]
+
+    # Bad shapes: nothing written, a clear message, a usage exit.
+    for data, args, needle in ((b"", ("set-credential", "empty"), b"no secret"),
+                               (b"x", ("set-credential", "../escape"), b"not a credential name"),
+                               (b"x" * (70 * 1024), ("set-credential", "huge"), b"64 KiB")):
+        cp = ctl_with_input(agent, data, *args)
+        assert cp.returncode == EXIT_USAGE, (args, cp.returncode, cp.stderr)
+        assert needle in cp.stderr, (args, cp.stderr)
+    assert [p.name for p in store.iterdir()] == ["fresh-key"]
+    assert not (tmp_path / "escape").exists()
+    assert key not in agent.log_text()
+
+
+def test_a_user_without_a_password_is_said_in_mongosnapctl_words(agent, fresh_db, ferretdb):
+    """A Source= or restore target that names a user but no password: the policy shows the
+    problem and the refusals name what the operator can use (set-credential, Credential=,
+    --credential), never a worker flag."""
+    user_uri = fresh_db.uri.replace("mongodb://", "mongodb://backup@", 1)
+    agent.write_policy("nopw", user_uri)
+    agent.write_policy("fine", fresh_db.uri)
+    agent.start()
+    problem = agent.prop(agent.policy_path("nopw"), POLICY_IFACE, "Problem")
+    assert "user 'backup'" in problem and "Credential=" in problem, problem
+    assert "set-credential" in problem and "--password-file" not in problem, problem
+    status = ctl(agent, "status").stdout
+    assert "PolicyErrors: policy 'nopw': Source= names user 'backup'" in status, status
+    cp = ctl(agent, "snapshot", "--wait", "nopw", expect=None)
+    assert cp.returncode != EXIT_OK and "Credential=" in cp.stderr, cp.stderr
+    failed = [s for s in agent.list_snapshots() if s["policy"] == "nopw"]
+    assert [s["state"] for s in failed] == ["failed"] and "Credential=" in failed[0]["error"]
+    rows = {r[0]: r for r in table_rows(ctl(agent, "--no-legend", "list-policies").stdout)}
+    assert "(problem)" in " ".join(rows["nopw"]) and "(problem)" not in " ".join(rows["fine"])
+
+    seed(fresh_db.client)
+    sid = completed_snapshot(agent, "fine")
+    target = ferretdb.uri.replace("mongodb://", "mongodb://restorer@", 1)
+    cp = ctl(agent, "restore", sid, "--to", target, expect=None)
+    assert cp.returncode != EXIT_OK, cp.stdout
+    assert "--credential" in cp.stderr and "--password-file" not in cp.stderr, cp.stderr
+    assert "user 'restorer'" in cp.stderr, cp.stderr
+    # --key-credential reaches the agent's scope check as the D-Bus option does.
+    cp = ctl(agent, "restore", sid, "--to", ferretdb.uri, "--key-credential", "unlisted-key",
+             expect=None)
+    assert cp.returncode == EXIT_ACCESS_DENIED and "KeyCredentials=" in cp.stderr, cp.stderr
 
 
 def test_ctl_rebuild_wait(agent, fresh_db):
@@ -611,18 +720,22 @@ def test_ctl_progress_bar_on_a_terminal(agent, ferretdb_factory):
     agent.start()
     with server_paused(server):
         run = PtyRun(ctl_command(agent.bus.address, "snapshot", "watched", "--wait"))
-        # The worker hangs on the paused server, so the line is drawn while the task runs.
-        drawn = run.read_until(lambda t: re.search(r"\d+\.\d%", t) and "ETA" in t, 30)
+        # The worker hangs on the paused server, so the line is drawn while the task runs:
+        # it says what happens (connecting, listing) instead of "0/0 items  0.0 items/s".
+        drawn = run.read_until(
+            lambda t: re.search(r"\] (starting|connecting|listing collections)\.\.\.  \d+s", t), 30)
         assert drawn, run.text
         (row,) = agent.list_snapshots("watched")
         assert row["state"] in ("queued", "running"), row
+        assert agent.prop(row["path"], SNAPSHOT_IFACE, "Phase") in ("", "connect", "prelude")
     assert run.finish() == EXIT_OK, run.text
     text = run.text
     assert "\r" in text  # drawn in place
-    bar = re.search(r"\[[#-]+\]\s+(\d+\.\d)%\s+(\d+)/(\d+) items\s+\S+ items/s.*ETA (\S+)", text)
-    assert bar, text
-    assert 0.0 <= float(bar.group(1)) <= 100.0
+    assert "0/0 items" not in text and "ETA 0" not in text, text
     assert re.search(rf"watched-\S+: completed, {total} items", text), text
+    # Snapshots report bytes (the documents read), so the line can show bytes/s.
+    (row,) = agent.list_snapshots("watched")
+    assert agent.prop(row["path"], SNAPSHOT_IFACE, "BytesTransferred") > 0
     assert all(len(line) <= PTY_COLUMNS for line in text.replace("\r", "\n").split("\n")), text
 
 
@@ -636,7 +749,9 @@ def test_ctl_status_shows_running_task(agent, ferretdb_factory):
         path = agent.snapshot(sid)["path"]
         agent.wait_snapshot_state(path, ("running",), timeout=20)
         text = ctl(agent, "status", "slow").stdout
-        assert re.search(rf"^\s*Task: {re.escape(sid)} \(running\) .*%.*ETA", text, re.M), text
+        # The server does not answer: the task says what it waits for, not "0/0 items".
+        assert re.search(rf"^\s*Task: {re.escape(sid)} \(running\) \[-+\] "
+                         r"(starting|connecting|listing collections)\.\.\.  \S+$", text, re.M), text
         status = ctl_json(agent, "status", "slow")
         assert status["running_snapshot"] == path
         assert status["running_task"]["id"] == sid and status["running_task"]["state"] == "running"
@@ -917,7 +1032,14 @@ def test_ctl_log_matches_getlog(journal_agent: BootedSystemd):
         assert len(lines) == len(entries), lines
         for line, (_cursor, usec, fields) in zip(lines, entries):
             who = fields.get("MONGOSNAP_TASK", fields.get("MONGOSNAP_POLICY"))
-            assert line == f"{local_time(usec)} {who}: {fields['MESSAGE']}", line
+            message = fields["MESSAGE"]
+            # The task is named once: a message that names it is printed as it is.
+            if message.startswith(f"{who}: "):
+                message = message[len(who) + 2:]
+            want = (f"{local_time(usec)} {message}" if who in message
+                    else f"{local_time(usec)} {who}: {message}")
+            assert line == want, line
+            assert line.count(who) == 1 or message.count(who) > 1, line
 
         last = json.loads(inside_ctl(sd, "--json", "log", name, "-n", "2").stdout)
         assert [e["cursor"] for e in last] == [e[0] for e in entries[-2:]]

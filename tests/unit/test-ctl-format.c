@@ -249,6 +249,50 @@ static void test_progress_line(void) {
     ctl_progress_line(&p, 0, line, sizeof(line));
     ASSERT_EQ_INT(strchr(line, ']') - line - 1, CTL_PROGRESS_BAR_MAX);
 
+    /* Before the totals are known: what happens, never "0/0 items  0.0 items/s". */
+    CtlProgress early = {.state = "running", .has_percent = true, .elapsed_usec = 2 * SEC};
+    ctl_progress_line(&early, 80, line, sizeof(line));
+    ASSERT_CONTAINS(line, "] starting...  2s");
+    ASSERT(!strstr(line, "items"));
+    early.phase = "prelude";
+    ctl_progress_line(&early, 80, line, sizeof(line));
+    ASSERT_CONTAINS(line, "] listing collections...  2s");
+    early.phase = "connect";
+    early.items_total = 100; /* a phase before the documents wins over figures */
+    ctl_progress_line(&early, 80, line, sizeof(line));
+    ASSERT_CONTAINS(line, "connecting...");
+    early.state = "queued";
+    ctl_progress_line(&early, 80, line, sizeof(line));
+    ASSERT_CONTAINS(line, "] queued  2s");
+
+    /* Past the documents: a full bar and the phase, not a percentage stuck at 99.9 nor ETA. */
+    static const struct {
+        const char *phase, *text;
+    } after[] = {{"oplog", "capturing the oplog..."},
+                 {"commit", "finishing the upload..."},
+                 {"indexes", "building indexes..."},
+                 {"done", "finishing..."}};
+    for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++) {
+        CtlProgress late = p;
+        late.phase = after[i].phase;
+        late.percent = 99.9;
+        late.items = late.items_total = 900;
+        ctl_progress_line(&late, 80, line, sizeof(line));
+        ASSERT_CONTAINS(line, after[i].text);
+        ASSERT_CONTAINS(line, "900/900 items  10.0M  ");
+        ASSERT(!strstr(line, "%") && !strstr(line, "ETA"));
+        ASSERT(strchr(line, '-') == NULL || strchr(line, '-') > strchr(line, ']'));
+    }
+    /* The phases the documents measure keep the figures. */
+    for (const char *const *ph = (const char *const[]){"dump", "restore", "replay", "verify", NULL};
+         *ph; ph++) {
+        CtlProgress main_phase = p;
+        main_phase.phase = *ph;
+        ctl_progress_line(&main_phase, 80, line, sizeof(line));
+        ASSERT_CONTAINS(line, " 50.0%  50/100 items  5.0 items/s  1.0M/s  ETA 10s");
+        ASSERT(ctl_progress_phase_text(*ph) == NULL);
+    }
+
     /* A task without figures (a verification): its state and elapsed time. */
     CtlProgress v = {.state = "running", .elapsed_usec = 3 * SEC};
     ctl_progress_line(&v, 80, line, sizeof(line));
