@@ -90,6 +90,7 @@ struct Manager {
     sd_event_source *stop_timer;
 
     char *timer_directory; /* ManagerOptions.timer_directory or MANAGER_TIMER_DIRECTORY */
+    char *config_path;     /* ManagerOptions.config_path (NULL: MS_AGENT_CONFIG_PATH) */
 
     struct AgentCluster *cluster; /* NULL: this agent works alone (no [Cluster] URI=) */
     struct Resync *resync;        /* a resync under way (agent-resync.c), or NULL */

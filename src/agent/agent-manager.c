@@ -1957,6 +1957,54 @@ static int override_path(char **field, const char *value, const char *what, MsEr
     return replace_string(field, value) < 0 ? oom(e) : 0;
 }
 
+static bool strv_equal(char *const *a, char *const *b) {
+    for (; a && *a && b && *b; a++, b++)
+        if (strcmp(*a, *b) != 0)
+            return false;
+    return !(a && *a) && !(b && *b);
+}
+
+static bool str_equal(const char *a, const char *b) {
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* On reload (SIGHUP, systemctl reload): the [Restore] section takes effect at once, so that
+ * listing a restore credential needs no restart; what the agent was started with ([Agent],
+ * [Cluster]: its node, paths, the cluster's connection) only at the next start, which the log
+ * says. A file that does not parse changes nothing. */
+int manager_reload_config(Manager *m, MsError *e) {
+    _cleanup_(ms_agent_config_freep) MsAgentConfig *fresh = NULL;
+    int r = ms_agent_config_load(m->config_path, &fresh, e);
+    if (r < 0)
+        return r;
+    MsAgentConfig *c = m->config;
+    bool restore_changed = !strv_equal(c->restore_credentials, fresh->restore_credentials) ||
+                           !strv_equal(c->restore_key_credentials,
+                                       fresh->restore_key_credentials) ||
+                           c->restore_allow_cleartext != fresh->restore_allow_cleartext;
+    if (restore_changed) {
+        char **t = c->restore_credentials;
+        c->restore_credentials = fresh->restore_credentials;
+        fresh->restore_credentials = t;
+        t = c->restore_key_credentials;
+        c->restore_key_credentials = fresh->restore_key_credentials;
+        fresh->restore_key_credentials = t;
+        c->restore_allow_cleartext = fresh->restore_allow_cleartext;
+        log_info("[Restore] reloaded: %zu restore credential(s), %zu key credential(s)%s",
+                 strv_length(c->restore_credentials), strv_length(c->restore_key_credentials),
+                 c->restore_allow_cleartext ? ", AllowCleartext=yes" : "");
+    }
+    if (!str_equal(c->node, fresh->node) || !str_equal(c->default_store, fresh->default_store) ||
+        c->max_concurrent_tasks != fresh->max_concurrent_tasks ||
+        !str_equal(c->cluster_uri, fresh->cluster_uri) ||
+        !str_equal(c->cluster_credential, fresh->cluster_credential) ||
+        !str_equal(c->cluster_member, fresh->cluster_member))
+        log_warning("%s: changes outside [Restore] take effect when mongosnapd starts again "
+                    "(systemctl restart mongosnapd)",
+                    m->config_path ? m->config_path : MS_AGENT_CONFIG_PATH);
+    return 0;
+}
+
 int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager, MsError *e) {
     _cleanup_(manager_freep) Manager *m = calloc(1, sizeof(*m));
     if (!m)
@@ -1965,6 +2013,8 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
     int r = ms_agent_config_load(o->config_path, &m->config, e);
     if (r < 0)
         return r;
+    if (o->config_path && !(m->config_path = strdup(o->config_path)))
+        return oom(e);
     r = override_path(&m->config->policy_directory, o->policy_directory, "--policy-dir", e);
     if (r < 0)
         return r;
@@ -2096,6 +2146,7 @@ Manager *manager_free(Manager *m) {
     ms_catalog_close(m->catalog);
     ms_agent_config_free(m->config);
     free(m->timer_directory);
+    free(m->config_path);
     sd_event_unref(m->event);
     free(m);
     return NULL;

@@ -150,6 +150,9 @@ uint64_t manager_snapshot_elapsed_usec(const MsSnapshotRecord *r, uint64_t now_u
  * read whole): 0600, atomically; it is used from the next task on. The caller checks that the
  * requester is root. */
 int manager_set_credential(Manager *m, const char *name, int fd, MsError *e);
+/* Read the agent configuration again: [Restore] applies at once, the rest at the next start
+ * (logged). A file that does not parse changes nothing (-errno, e says why). */
+int manager_reload_config(Manager *m, MsError *e);
 /* Check every policy again (after a reload, an edit, a new credential): their Problem. */
 void manager_refresh_problems(Manager *m);
 

@@ -46,7 +46,7 @@ static void help(void) {
            "  -v, --verbose      debug output\n"
            "  -h, --help         this text\n\n"
            "The system bus is the one $DBUS_SYSTEM_BUS_ADDRESS names, if set.\n"
-           "SIGHUP reloads the policies; SIGTERM stops running tasks (recorded as interrupted)\n"
+           "SIGHUP reloads the policies and [Restore]; SIGTERM stops running tasks (recorded as interrupted)\n"
            "and exits.\n",
            MONGOSNAP_VERSION, MONGOSNAP_BUS_NAME, MS_AGENT_CONFIG_PATH, MS_DEFAULT_POLICY_DIRECTORY,
            MS_DEFAULT_STATE_DIRECTORY, MANAGER_TIMER_DIRECTORY);
@@ -138,6 +138,9 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
     Daemon *d = userdata;
     (void) sd_notify(false, "RELOADING=1");
     MsError e = MS_ERROR_INIT;
+    if (manager_reload_config(d->manager, &e) < 0)
+        log_error("reloading the configuration failed, it stays as it was: %s", e.message);
+    e = (MsError) MS_ERROR_INIT;
     if (manager_reload_policies(d->manager, &e) < 0)
         log_error("reloading policies failed, the loaded ones stay: %s", e.message);
     bus_timer_query_all(d->bus, d->manager);

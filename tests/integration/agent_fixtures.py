@@ -251,6 +251,13 @@ class Agent:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def wait_log(self, needle: str, timeout: float = 20.0) -> None:
+        """Wait until the agent's output holds needle."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.log_text():
+            assert time.monotonic() < deadline, f"not logged: {needle!r}\n{self.log_text()[-3000:]}"
+            time.sleep(0.05)
+
     def log_text(self) -> str:
         try:
             return self.logfile.read_text(errors="replace")

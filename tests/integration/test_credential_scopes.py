@@ -18,6 +18,7 @@ users in group mongosnap and is tested in the booted systemd: test_systemd_packa
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -138,3 +139,29 @@ def test_cluster_password_is_never_a_restore_credential(agent):
     agent.start(wait_ready=False)
     assert agent.proc.wait(timeout=30) != 0
     assert "usable for one purpose only" in agent.log_text(), agent.log_text()[-2000:]
+
+
+def test_reload_applies_the_restore_section_and_keeps_a_broken_one_out(scoped):
+    """systemctl reload (SIGHUP) takes [Restore] at once: a credential listed afterwards may be
+    named, one removed may not; a configuration that does not parse changes nothing."""
+    agent, sid, server = scoped
+    target = f"mongodb://admin@{server.address}/"
+    refused(agent, sid, target, "{'credential': <'unlisted'>}", "Credentials=")
+    original = agent.config.read_text()
+    agent.config.write_text(original.replace("Credentials=missing-cred restore-target",
+                                             "Credentials=missing-cred unlisted"))
+    agent.proc.send_signal(signal.SIGHUP)
+    agent.wait_log("[Restore] reloaded: 2 restore credential(s)")
+    path = start_restore(agent, sid, target, "{'credential': <'unlisted'>}")
+    assert wait_restore(agent, path) == "failed"  # the fake server refuses; it was allowed
+    refused(agent, sid, target, "{'credential': <'restore-target'>}", "Credentials=")
+
+    # A broken file: the lists stay as they were, and the log says why.
+    agent.config.write_text(original.replace("Credentials=missing-cred restore-target",
+                                             "Credentials=bad/name"))
+    agent.proc.send_signal(signal.SIGHUP)
+    agent.wait_log("reloading the configuration failed, it stays as it was")
+    path = start_restore(agent, sid, target, "{'credential': <'unlisted'>}")
+    assert wait_restore(agent, path) == "failed"
+    for secret in (TARGET_PW, SRC_PW, S3_SECRET):
+        assert secret.encode() not in bytes(server.raw)
