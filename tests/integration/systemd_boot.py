@@ -96,6 +96,7 @@ Type=notify-reload. Everything here is bounded in time; a boot takes about a sec
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -107,7 +108,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytest
 
@@ -392,11 +393,47 @@ def host_fingerprint() -> Dict[str, object]:
     return fp
 
 
-def _remove_stale_canaries() -> None:
-    for f in Path("/tmp").glob("mongosnap-boot-canary-*-*"):
-        owner = f.name.split("-")[3]
-        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
-            f.unlink(missing_ok=True)
+CANARY_GLOB = "mongosnap-boot-canary-*"
+
+
+def _remove_stale_canaries(tmp: Path = Path("/tmp")) -> List[Path]:
+    """Remove the canaries no live boot holds; returns them. A boot holds its canary with an
+    flock for as long as it runs: the lock, not a PID in the name, says whether its owner is
+    alive. (A PID said it wrongly: a run in another PID namespace, or a PID reused, made one
+    run's sweep remove another run's live canary, whose teardown then reported the host's /tmp
+    changed.) The lock is taken before the file is removed, so a canary being created, which
+    is locked before it is written, is never taken."""
+    removed = []
+    for f in tmp.glob(CANARY_GLOB):
+        try:
+            fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a live boot holds it
+        try:
+            f.unlink()
+            removed.append(f)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def make_canary(tmp: Path = Path("/tmp")) -> Tuple[Path, int]:
+    """A canary file in tmp holding b"host", locked (flock) by the returned descriptor, which
+    the owner keeps open while it runs: closing it (or dying) makes the canary stale."""
+    # Made under another name and renamed once locked: a sweep never sees it unlocked.
+    fd, name = tempfile.mkstemp(prefix="mongosnap-boot-new-", dir=str(tmp))
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"host")
+    canary = Path(name).with_name("mongosnap-boot-canary-" + Path(name).name[len("mongosnap-boot-new-"):])
+    os.rename(name, canary)
+    return canary, fd
 
 
 class BootedSystemd:
@@ -423,6 +460,7 @@ class BootedSystemd:
         self.cgroup: Optional[Path] = None
         self.host_before: Dict[str, object] = {}
         self.host_canary: Optional[Path] = None  # a file in the host's /tmp made before boot
+        self._canary_fd: Optional[int] = None  # holds the canary's flock while the boot runs
         self._log = None
         for d in (self.stage, self.base):
             d.mkdir(parents=True, exist_ok=True)
@@ -460,10 +498,7 @@ class BootedSystemd:
         self.script.chmod(0o755)
         # systemd-tmpfiles empties /tmp at boot: a file there must survive ours.
         _remove_stale_canaries()
-        fd, canary = tempfile.mkstemp(prefix=f"mongosnap-boot-canary-{os.getpid()}-", dir="/tmp")
-        os.write(fd, b"host")
-        os.close(fd)
-        self.host_canary = Path(canary)
+        self.host_canary, self._canary_fd = make_canary()
         self.host_before = host_fingerprint()
         mnt, own = _cgroup2_mount(), _own_cgroup2_path()
         if mnt is None or own is None:
@@ -576,6 +611,9 @@ class BootedSystemd:
             self._log = None
         if self.host_canary is not None:
             self.host_canary.unlink(missing_ok=True)
+        if self._canary_fd is not None:
+            os.close(self._canary_fd)
+            self._canary_fd = None
         self.pid = None
         if problems and check:
             raise AssertionError("; ".join(problems))
