@@ -261,6 +261,12 @@ int ms_retention_project(const MsRetentionRules *rules, uint64_t now_usec,
                                 .seq = max_seq + 1 + t,
                                 .id = ""};
         memcpy(work + m, all, n * sizeof(Entry));
+        /* The pin is the newest snapshot the agent completed itself: the ticks' snapshots,
+         * taken after the real ones, carry it away (a projection; with several nodes another
+         * node may take them, and this node's pin would stay). */
+        for (size_t j = m; j < m + n; j++)
+            work[j].pinned = false;
+        work[0].pinned = true;
         m += n;
         if (decide_sorted(rules, ticks[k], work, m, d) < 0)
             return ms_error_set(e, ENOMEM, "retention: out of memory");

@@ -390,6 +390,27 @@ static void projection_follows_the_schedule(void) {
     ASSERT_EQ_INT(expire[2], at("2026-12-07T02:00:00"));
 }
 
+/* The agent pins the newest snapshot it completed; the schedule's next snapshots carry the pin
+ * away, so a pinned snapshot still gets a projected date (it showed "-" for every newest
+ * snapshot under Keep* rules: the demo's "Expires: -, KeepWeekly=4"). */
+static void projection_moves_the_pin(void) {
+    MsRetentionRules r = {.keep_daily = 7, .keep_weekly = 4, .keep_manual = 3};
+    uint64_t now = at("2026-12-06T21:41:00"); /* a Sunday, the last day of its ISO week */
+    MsRetentionSnapshot s[] = {
+        {.id = "sun", .completed_usec = at("2026-12-06T21:40:30"), .seq = 1, .pinned = true},
+    };
+    uint64_t ticks[60];
+    for (size_t i = 0; i < 60; i++)
+        ticks[i] = at("2026-12-07T21:40:26") + i * USEC_PER_DAY;
+    uint64_t expire[1];
+    unsigned rule[1];
+    ASSERT_OK(ms_retention_project(&r, now, s, 1, ticks, 60, expire, rule, NULL));
+    /* Kept by KeepWeekly=4 until a snapshot lands in the fourth week after its own: the
+     * Monday of 2026-12-28 (weeks of Dec 7, 14, 21, 28). */
+    ASSERT_EQ_INT(expire[0], at("2026-12-28T21:40:26"));
+    ASSERT(rule[0] & MS_RETENTION_KEEP_WEEKLY);
+}
+
 /* ---- the property: random series, random clocks, random rules ---- */
 
 #define PROPERTY_RUNS 4000u
@@ -597,7 +618,7 @@ static void random_series_random_clocks(void) {
 MS_TEST_MAIN(TEST_CASE(future_dated_snapshot_does_not_expire_new_ones),
              TEST_CASE(future_dated_never_counts_as_newest), TEST_CASE(pinned_is_never_expired),
              TEST_CASE(manual_snapshots_are_a_series_of_their_own),
-             TEST_CASE(projection_follows_the_schedule),
+             TEST_CASE(projection_follows_the_schedule), TEST_CASE(projection_moves_the_pin),
              TEST_CASE(random_series_random_clocks), TEST_CASE(table_cases), TEST_CASE(keep_last_only_reasons_and_expiry),
              TEST_CASE(max_age_expire_times), TEST_CASE(newest_saved_by_safety_rule),
              TEST_CASE(combined_expire_time_is_max_age), TEST_CASE(no_rules_reason),
