@@ -113,6 +113,31 @@ void ctl_pager_close(void) {
     pager_pid = 0;
 }
 
+/* text on lines of at most width columns (0: one line), broken at spaces; ASCII text. */
+static void print_wrapped(const char *text, size_t width) {
+    size_t len = strlen(text);
+    if (width == 0 || len <= width) {
+        puts(text);
+        return;
+    }
+    while (len > width) {
+        size_t cut = width;
+        while (cut > 0 && text[cut] != ' ')
+            cut--;
+        if (cut == 0)
+            cut = width; /* one word longer than the line */
+        printf("%.*s\n", (int) cut, text);
+        text += cut;
+        len -= cut;
+        while (*text == ' ') {
+            text++;
+            len--;
+        }
+    }
+    if (len > 0)
+        puts(text);
+}
+
 int ctl_print_table(Ctl *ctl, const CtlTable *t, const char *noun_singular,
                     const char *noun_plural) {
     CtlTableStyle style = {.width = ctl->columns, .header = ctl->args.legend, .utf8 = ctl->utf8};
@@ -124,11 +149,15 @@ int ctl_print_table(Ctl *ctl, const CtlTable *t, const char *noun_singular,
     size_t n = ctl_table_n_rows(t);
     char hidden[256];
     size_t n_hidden = ctl_table_hidden(t, &style, hidden, sizeof(hidden));
-    if (ctl->args.legend && n_hidden > 0)
-        printf("\n%zu %s listed (not shown for the terminal's width: %s; see -l or " CTL_PROGRAM
-               " show TASK).\n",
-               n, n == 1 ? noun_singular : noun_plural, hidden);
-    else if (ctl->args.legend)
+    if (ctl->args.legend && n_hidden > 0) {
+        char legend[512];
+        snprintf(legend, sizeof(legend),
+                 "%zu %s listed (not shown for the terminal's width: %s; see -l or " CTL_PROGRAM
+                 " show TASK).",
+                 n, n == 1 ? noun_singular : noun_plural, hidden);
+        putchar('\n');
+        print_wrapped(legend, ctl->columns);
+    } else if (ctl->args.legend)
         printf("\n%zu %s listed.\n", n, n == 1 ? noun_singular : noun_plural);
     return CTL_EXIT_OK;
 }

@@ -1140,3 +1140,44 @@ def test_download_addresses_only_for_privileged_callers(tools, tmp_path_factory,
         agent.close()
         bus.stop()
         shutil.rmtree(bus_dir, ignore_errors=True)
+
+
+def test_list_snapshots_reads_in_80_columns_and_in_pipes(agent, fresh_db, minio, s3_bucket):
+    """The seed's table, as an operator meets it: on an 80-column terminal every line fits,
+    the file name is whole, the download address is a marker (never the ~400-character URL),
+    and the legend names the columns left out; piped, nothing is cut and no URL appears;
+    -l shows the address whole."""
+    (agent.credentials / "s3-access-key-id").write_text(minio.access_key)
+    (agent.credentials / "s3-secret-access-key").write_text(minio.secret_key)
+    fresh_db.client.shop.items.insert_many([{"i": i} for i in range(10)])
+    agent.write_policy("nightly", fresh_db.uri, Store=minio.location(s3_bucket, "rs0"),
+                       retention_KeepDaily="7")
+    agent.write_policy("broken", UNREACHABLE_SOURCE)
+    agent.start()
+    ctl(agent, "snapshot", "nightly", "--wait")
+    ctl(agent, "snapshot", "broken", "--wait", expect=EXIT_FAILED)
+    rows = {r["policy"]: r for r in ctl_json(agent, "list-snapshots")}
+    good = rows["nightly"]
+    file_name = good["file_name"] if "file_name" in good else good["archive_key"].rsplit("/", 1)[1]
+    assert len(good["download_address"]) > 200  # what must not flood the table
+
+    run = PtyRun(ctl_command(agent.bus.address, "--no-pager", "list-snapshots"), columns=80)
+    assert run.finish() == EXIT_OK
+    lines = [ln for ln in run.text.replace("\r", "").split("\n") if ln]
+    assert all(len(ln) <= 80 for ln in lines), "\n".join(lines)
+    assert lines[0].split()[0] == "TASK", lines
+    table = "\n".join(lines)
+    legend = " ".join(ln for ln in lines if not re.match(r"(TASK|\S+-\d{8}T\d{6}Z) ", ln))
+    assert "not shown for the terminal's width:" in legend, legend
+    # What is shown is whole: the task names, and the file name unless the legend names FILE.
+    assert good["id"] in table and "…" not in table, table
+    assert file_name in table or "FILE" in legend.split("width:")[1], table
+    assert minio.endpoint not in table and "X-Amz" not in table
+
+    cp = ctl(agent, "list-snapshots")
+    assert file_name in cp.stdout and "X-Amz" not in cp.stdout, cp.stdout
+    assert "…" not in cp.stdout  # nothing cut in a pipe
+    header = cp.stdout.splitlines()[0].split()
+    assert "DL" in header and "EXPIRES" in header, header
+    cp = ctl(agent, "list-snapshots", "-l")
+    assert good["download_address"] in cp.stdout
