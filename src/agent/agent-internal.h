@@ -202,6 +202,11 @@ void resync_free_all(Manager *m);
 /* The snapshot's state is the caller's to record; the outcome is logged when the worker ends
  * (and the snapshot given back as completed if nothing was removed). */
 int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *why, MsError *e);
+/* An archive without a manifest (key in store, of snapshot_id), which no task can complete any
+ * more: removed, and the Event Log says so (orphan-removed); no record changes. */
+int remover_enqueue_orphan(Manager *m, const char *store, const char *key,
+                           const char *snapshot_id, const char *policy, const char *why,
+                           MsError *e);
 bool remover_busy(const Manager *m);
 bool remover_has(const Manager *m, const char *snapshot_id);
 /* Shutdown: SIGTERM the running removal; queued ones are given back (completed). */

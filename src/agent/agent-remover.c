@@ -21,6 +21,8 @@ typedef struct Removal {
     char *keys[REMOVE_KEYS_MAX];
     size_t n_keys;
     char *why;
+    char *policy;         /* an orphan's: the policy its key names ("" if none) */
+    bool orphan;          /* an archive without a manifest, not a snapshot: no record changes */
     uint64_t removed;     /* keys the worker reported removed */
     bool reported;        /* the worker sent its result (else: killed, or crashed) */
     unsigned attempts;    /* workers started for it */
@@ -35,6 +37,7 @@ static Removal *removal_free(Removal *x) {
     for (size_t i = 0; i < x->n_keys; i++)
         free(x->keys[i]);
     free(x->why);
+    free(x->policy);
     free(x->result_message);
     free(x);
     return NULL;
@@ -49,6 +52,15 @@ bool remover_has(const Manager *m, const char *snapshot_id) {
     for (size_t i = 0; i < m->n_removals; i++)
         if (strcmp(m->removals[i]->snapshot_id, snapshot_id) == 0)
             return true;
+    return false;
+}
+
+static bool remover_has_key(const Manager *m, const char *store, const char *key) {
+    for (size_t i = 0; i < m->n_removals; i++)
+        for (size_t k = 0; k < m->removals[i]->n_keys; k++)
+            if (strcmp(m->removals[i]->store, store) == 0 &&
+                strcmp(m->removals[i]->keys[k], key) == 0)
+                return true;
     return false;
 }
 
@@ -76,7 +88,7 @@ static void on_remover_message(AgentTask *w, const bson_t *msg, void *userdata) 
 static void on_remover_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
     Manager *m = userdata;
     Removal *x = m->removals[0];
-    MsSnapshotRecord *r = manager_snapshot_mutable(m, x->snapshot_id);
+    MsSnapshotRecord *r = x->orphan ? NULL : manager_snapshot_mutable(m, x->snapshot_id);
     bool ok = !by_signal && status == MONGOSNAP_EXIT_OK;
     char reason[MS_ERROR_MESSAGE_MAX];
     if (x->result_message && x->result_message[0])
@@ -106,7 +118,24 @@ static void on_remover_exit(AgentTask *w, int status, bool by_signal, void *user
         manager_maybe_finish_shutdown(m);
         return;
     }
-    if (r && ok) {
+    MsEventFields of = {.policy = x->policy && *x->policy ? x->policy : NULL,
+                        .task = x->snapshot_id,
+                        .node = m->config->node};
+    if (x->orphan && ok) {
+        char why[MS_ERROR_MESSAGE_MAX];
+        snprintf(why, sizeof(why), "%s in %s: %s", x->keys[0], x->store, x->why);
+        of.error = why;
+        (void) ms_event_log(MS_EVENT_ORPHAN_REMOVED, &of,
+                            "archive %s of snapshot %s had no manifest and was removed from %s: "
+                            "%s",
+                            x->keys[0], x->snapshot_id, x->store, x->why);
+    } else if (x->orphan) {
+        of.error = reason;
+        (void) ms_event_log(MS_EVENT_TASK_FAILED, &of,
+                            "removing archive %s (no manifest) from %s failed: %s; the next "
+                            "start or resync tries again",
+                            x->keys[0], x->store, reason);
+    } else if (r && ok) {
         manager_log_removed(m, r, x->why);
     } else if (r && x->removed == 0) {
         /* Nothing was removed: the snapshot is whole and stays listed as completed; retention
@@ -153,7 +182,7 @@ static void remover_start_next(Manager *m) {
         if (agent_task_spawn(m->event, &spec, &callbacks, m, &m->remover, &e) >= 0)
             return;
         /* Not even started: nothing was removed. */
-        MsSnapshotRecord *r = manager_snapshot_mutable(m, x->snapshot_id);
+        MsSnapshotRecord *r = x->orphan ? NULL : manager_snapshot_mutable(m, x->snapshot_id);
         log_error("cannot start the removal of %s: %s", x->snapshot_id, e.message);
         if (r)
             manager_set_snapshot_state(m, r, MS_SNAPSHOT_COMPLETED);
@@ -183,11 +212,32 @@ int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *why, MsEr
     return 0;
 }
 
+int remover_enqueue_orphan(Manager *m, const char *store, const char *key,
+                           const char *snapshot_id, const char *policy, const char *why,
+                           MsError *e) {
+    if (remover_has_key(m, store, key))
+        return 0; /* on its way already */
+    _cleanup_(removal_freep) Removal *x = calloc(1, sizeof(*x));
+    if (!x || !(x->snapshot_id = strdup(snapshot_id)) || !(x->store = strdup(store)) ||
+        !(x->why = strdup(why)) || !(x->policy = strdup(policy ? policy : "")) ||
+        !(x->keys[x->n_keys++] = strdup(key)))
+        return oom(e);
+    x->orphan = true;
+    Removal **list = realloc(m->removals, (m->n_removals + 1) * sizeof(*list));
+    if (!list)
+        return oom(e);
+    m->removals = list;
+    m->removals[m->n_removals++] = TAKE_PTR(x);
+    remover_start_next(m);
+    return 0;
+}
+
 void remover_stop(Manager *m) {
-    /* Queued removals have not touched the store: their snapshots are whole again. */
+    /* Queued removals have not touched the store: their snapshots are whole again (an orphan
+     * stays one, for the next start). */
     while (m->n_removals > (m->remover ? 1u : 0u)) {
         Removal *x = m->removals[m->n_removals - 1];
-        MsSnapshotRecord *r = manager_snapshot_mutable(m, x->snapshot_id);
+        MsSnapshotRecord *r = x->orphan ? NULL : manager_snapshot_mutable(m, x->snapshot_id);
         if (r)
             manager_set_snapshot_state(m, r, MS_SNAPSHOT_COMPLETED);
         removal_free(x);

@@ -8,7 +8,11 @@
  *   - this node's completed record whose manifest is gone from a store that was read is marked
  *     deleted ("not in the store");
  *   - other nodes' records are theirs to correct; manifests that cannot be read and archives
- *     missing or of the wrong size are reported, never acted on. */
+ *     missing or of the wrong size are reported, never acted on;
+ *   - an archive without a manifest (a worker stopped between its two commits) is removed once
+ *     no task can still commit it: its task ended (any final state, any node), or no agent
+ *     knows of it and it is older than ORPHAN_GRACE_USEC (a worker run by hand, or an agent
+ *     that lost its catalog); until then it is reported. Nothing restorable is ever touched. */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -23,6 +27,14 @@
 
 /* Seqs are given one at a time: no agent gets anywhere near this. */
 #define RESYNC_SEQ_MAX (UINT64_C(1) << 48)
+/* An archive no agent knows of is left this long for whoever writes it to add its manifest: a
+ * worker commits the manifest right after the archive, so an hour means it is not coming. */
+#define ORPHAN_GRACE_USEC (UINT64_C(3600) * UINT64_C(1000000))
+
+typedef struct Orphan {
+    char *store, *key, *id, *policy;
+    int64_t mtime_usec;
+} Orphan;
 
 typedef struct Found {
     MsSnapshotRecord *record; /* NULL once it became a new record of the catalog */
@@ -40,6 +52,8 @@ struct Resync {
     AgentTask *worker;
     Found *found;
     size_t n_found;
+    Orphan *orphans;
+    size_t n_orphans;
     char **problems;
     size_t n_problems;
     char *result_message;
@@ -81,6 +95,13 @@ static Resync *resync_free(Resync *x) {
         free(x->found[i].id);
     }
     free(x->found);
+    for (size_t i = 0; i < x->n_orphans; i++) {
+        free(x->orphans[i].store);
+        free(x->orphans[i].key);
+        free(x->orphans[i].id);
+        free(x->orphans[i].policy);
+    }
+    free(x->orphans);
     for (size_t i = 0; i < x->n_problems; i++)
         free(x->problems[i]);
     free(x->problems);
@@ -109,6 +130,29 @@ static void on_scan_message(AgentTask *w, const bson_t *msg, void *userdata) {
     }
     if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
         (void) replace_string(&x->result_message, agent_msg_str(msg, "message"));
+        return;
+    }
+    if (strcmp(event, "orphan") == 0) {
+        const char *key = agent_msg_str(msg, "key"), *id = agent_msg_str(msg, "id");
+        if (!key || !*key || !id || !*id)
+            return;
+        Orphan *v = realloc(x->orphans, (x->n_orphans + 1) * sizeof(*v));
+        if (!v)
+            return;
+        x->orphans = v;
+        Orphan o = {.store = strdup(store),
+                    .key = strdup(key),
+                    .id = strdup(id),
+                    .policy = strdup(agent_msg_str(msg, "policy") ?: ""),
+                    .mtime_usec = (int64_t) agent_msg_u64(msg, "mtime_usec")};
+        if (!o.store || !o.key || !o.id || !o.policy) {
+            free(o.store);
+            free(o.key);
+            free(o.id);
+            free(o.policy);
+            return;
+        }
+        x->orphans[x->n_orphans++] = o;
         return;
     }
     if (strcmp(event, "snapshot") != 0)
@@ -196,6 +240,45 @@ static int ensure_policy_row(Manager *m, const char *name, MsError *e) {
     ms_error_clear(e);
     MsPolicyRuntime row = {.name = (char *) name, .state = MS_POLICY_DELETED};
     return ms_catalog_set_policy(m->catalog, &row, e);
+}
+
+static bool task_may_still_commit(MsSnapshotState state) {
+    return state == MS_SNAPSHOT_QUEUED || state == MS_SNAPSHOT_RUNNING ||
+           state == MS_SNAPSHOT_COMPLETED; /* completed since the listing: its manifest is there */
+}
+
+static void remove_orphans(Resync *x) {
+    Manager *m = x->m;
+    uint64_t now = now_usec();
+    for (size_t i = 0; i < x->n_orphans; i++) {
+        const Orphan *o = &x->orphans[i];
+        const MsSnapshotRecord *r = manager_find_snapshot(m, o->id);
+        char why[MS_ERROR_MESSAGE_MAX];
+        if (r && task_may_still_commit(r->state))
+            continue;
+        if (r)
+            snprintf(why, sizeof(why), "its task ended %s and can no longer store the manifest",
+                     ms_snapshot_state_to_string(r->state));
+        else if (o->mtime_usec > 0 && now > (uint64_t) o->mtime_usec &&
+                 now - (uint64_t) o->mtime_usec >= ORPHAN_GRACE_USEC)
+            snprintf(why, sizeof(why),
+                     "no agent knows of snapshot %s and the archive is %" PRIu64
+                     " minutes old: its manifest is not coming",
+                     o->id, (now - (uint64_t) o->mtime_usec) / (UINT64_C(60) * 1000000));
+        else {
+            add_problem(x,
+                        "%s: %s is an archive without a manifest that no agent knows of; it is "
+                        "removed once it is an hour old, unless its manifest appears",
+                        o->store, o->key);
+            continue;
+        }
+        MsError e = MS_ERROR_INIT;
+        if (remover_enqueue_orphan(m, o->store, o->key, o->id, r ? r->policy : o->policy, why,
+                                   &e) < 0)
+            add_problem(x, "%s: %s: cannot remove it: %s", o->store, o->key, e.message);
+        else
+            x->result.finished++;
+    }
 }
 
 static void reconcile(Resync *x) {
@@ -293,6 +376,7 @@ static void reconcile(Resync *x) {
         manager_log_removed(m, r, "its manifest was not found in the store by a resync");
         x->result.missing++;
     }
+    remove_orphans(x);
     manager_apply_retention(m, NULL);
 }
 

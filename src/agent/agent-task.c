@@ -25,9 +25,11 @@ struct AgentTask {
     sd_event_source *child_source;
     sd_event_source *io_source;
     sd_event_source *kill_timer; /* SIGKILL when SIGTERM was not enough */
+    sd_event_source *reap_timer; /* the periodic peek at the worker's exit */
     int progress_fd;
     pid_t pid;
     bool exited;
+    unsigned exit_peeks; /* peeks in a row that saw the worker exited and undelivered */
     AgentTaskCallbacks cb;
     void *userdata;
 
@@ -76,6 +78,7 @@ AgentTask *agent_task_free(AgentTask *t) {
     if (!t)
         return NULL;
     sd_event_source_disable_unref(t->kill_timer);
+    sd_event_source_disable_unref(t->reap_timer);
     /* The child source owns the process: unref'ing it SIGKILLs a running worker and reaps it. */
     sd_event_source_disable_unref(t->child_source);
     sd_event_source_disable_unref(t->io_source);
@@ -186,7 +189,10 @@ static int on_progress_io(sd_event_source *s, int fd, uint32_t revents, void *us
 
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
     AgentTask *t = userdata;
+    if (t->exited)
+        return 0;
     t->exited = true;
+    t->reap_timer = sd_event_source_disable_unref(t->reap_timer);
     /* Every write end is closed now that the worker is gone: what is left in the pipe is the
      * rest of its messages, the final "result" among them. Deliver them before the exit. */
     if (t->progress_fd >= 0) {
@@ -197,6 +203,54 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
     int status = by_signal ? EXIT_STATUS_SIGNAL_BASE + si->si_status : si->si_status;
     if (t->cb.on_exit)
         t->cb.on_exit(t, status, by_signal, t->userdata);
+    return 0;
+}
+
+/* Take the worker's exit away from the loop's child source and deliver it here: its status
+ * from si, or AGENT_TASK_STATUS_LOST. */
+static void deliver_exit_here(AgentTask *t, const siginfo_t *si, const char *why) {
+    siginfo_t lost = {.si_code = CLD_EXITED, .si_status = AGENT_TASK_STATUS_LOST};
+    log_warning("worker %d %s; its task is finished now%s", (int) t->pid, why,
+                si ? "" : " (exit status lost)");
+    if (t->child_source) {
+        (void) sd_event_source_set_child_process_own(t->child_source, false);
+        (void) sd_event_source_set_enabled(t->child_source, SD_EVENT_OFF);
+    }
+    (void) on_child_exit(NULL, si ? si : &lost, t);
+}
+
+bool agent_task_check_exit(AgentTask *t) {
+    if (!t || t->exited)
+        return false;
+    siginfo_t si = {0};
+    if (waitid(P_PID, t->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+        if (errno != ECHILD)
+            return false;
+        /* Not our child any more: reaped by someone else, its status gone with it. */
+        deliver_exit_here(t, NULL, "was reaped elsewhere");
+        return true;
+    }
+    if (si.si_pid != t->pid) {
+        t->exit_peeks = 0;
+        return false;
+    }
+    /* Exited, and the loop has not delivered it yet: normal for one iteration, a fault when a
+     * peek AGENT_TASK_REAP_CHECK_USEC later still finds it. */
+    if (++t->exit_peeks < 2)
+        return false;
+    siginfo_t reaped = {0};
+    if (waitid(P_PID, t->pid, &reaped, WEXITED | WNOHANG) < 0 || reaped.si_pid != t->pid)
+        deliver_exit_here(t, NULL, "exited but could not be reaped");
+    else
+        deliver_exit_here(t, &reaped, "exited but the event loop did not deliver its exit");
+    return true;
+}
+
+static int on_reap_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    AgentTask *t = userdata;
+    if (agent_task_check_exit(t) || t->exited)
+        return 0; /* the task may be gone: touch nothing */
+    (void) sd_event_source_set_time(s, usec + AGENT_TASK_REAP_CHECK_USEC);
     return 0;
 }
 
@@ -336,6 +390,18 @@ int agent_task_spawn(sd_event *event, const AgentTaskSpec *spec, const AgentTask
     (void) sd_event_source_set_description(t->io_source, "worker-progress");
     /* Progress before exit: a message and the exit in the same iteration arrive in order. */
     (void) sd_event_source_set_priority(t->io_source, SD_EVENT_PRIORITY_NORMAL - 1);
+
+    uint64_t now;
+    if (sd_event_now(event, CLOCK_MONOTONIC, &now) >= 0 &&
+        sd_event_add_time(event, &t->reap_timer, CLOCK_MONOTONIC,
+                          now + AGENT_TASK_REAP_CHECK_USEC, 0, on_reap_timer, t) >= 0) {
+        (void) sd_event_source_set_enabled(t->reap_timer, SD_EVENT_ON);
+        (void) sd_event_source_set_description(t->reap_timer, "worker-reap-check");
+        /* After the child source and the progress: the peek is the fallback. */
+        (void) sd_event_source_set_priority(t->reap_timer, SD_EVENT_PRIORITY_IDLE);
+    } else
+        log_warning("cannot watch worker %d's exit twice; the event loop alone watches it",
+                    (int) pid);
 
     *ret_task = TAKE_PTR(t);
     return 0;

@@ -16,6 +16,12 @@
 #define AGENT_TASK_URI_FD 3
 #define AGENT_TASK_PROGRESS_FD 4
 
+/* How often a running worker's exit is looked for besides the event loop's own watch, and the
+ * exit status given when the worker is gone and its status cannot be had (it was reaped by
+ * someone else): see agent_task_spawn(). */
+#define AGENT_TASK_REAP_CHECK_USEC (UINT64_C(2) * UINT64_C(1000000))
+#define AGENT_TASK_STATUS_LOST 255
+
 typedef struct AgentTask AgentTask;
 
 typedef struct AgentTaskCallbacks {
@@ -38,7 +44,13 @@ typedef struct AgentTaskSpec {
 /* Fork and exec the worker. The child gets the URI in a sealed memfd, the write end of the
  * progress pipe, /dev/null as stdin, the agent's stdout/stderr, an empty signal mask and
  * SIGTERM when the agent dies (so an agent killed outright cannot leave a worker committing a
- * snapshot the restarted agent has already marked interrupted). */
+ * snapshot the restarted agent has already marked interrupted).
+ *
+ * Its exit is watched twice: by the event loop's child source, and every
+ * AGENT_TASK_REAP_CHECK_USEC by a peek (waitid WNOWAIT). A worker seen exited by two peeks in
+ * a row whose exit the loop has not delivered is reaped and delivered by the peek, with its
+ * real status; one that is gone without a status (reaped elsewhere) is delivered with
+ * AGENT_TASK_STATUS_LOST. Either is logged: a task never stays running after its worker. */
 int agent_task_spawn(sd_event *event, const AgentTaskSpec *spec, const AgentTaskCallbacks *cb,
                      void *userdata, AgentTask **ret_task, MsError *e);
 
@@ -53,6 +65,8 @@ int agent_task_kill(AgentTask *t, int sig);
 int agent_task_terminate(AgentTask *t, uint64_t grace_usec);
 
 /* Frees the task; a worker still running is sent SIGKILL and left to the event loop's reaping. */
+/* Test hook: look for the exit now, as the periodic peek does (returns true when delivered). */
+bool agent_task_check_exit(AgentTask *t);
 AgentTask *agent_task_free(AgentTask *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AgentTask *, agent_task_free);
 

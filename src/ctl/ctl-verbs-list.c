@@ -206,7 +206,8 @@ int verb_resync(Ctl *ctl, int argc, char **argv) {
         ctl_json_end_object(&j);
     } else {
         printf("%u snapshot(s) found in the stores: %u added, %u corrected to completed, %u no "
-               "longer in their store, %u removal(s) finished\n",
+               "longer in their store, %u removal(s) finished (cut-short removals and "
+               "archives without a manifest)\n",
                found, added, corrected, missing, finished);
         for (char **p = problems; p && *p; p++)
             fprintf(stderr, "mongosnapctl: resync: %s\n", *p);

@@ -73,7 +73,9 @@
     X(SNAPSHOT_FUTURE_DATED, "snapshot-future-dated", MS_LOG_WARNING,                              \
       SD_ID128_ARRAY(c6, 70, ca, 75, 29, 6d, 49, 63, 93, d6, de, 70, 44, 6d, 09, 6b))              \
     X(RETENTION_HELD, "retention-held", MS_LOG_WARNING,                                            \
-      SD_ID128_ARRAY(25, da, 58, 38, 34, 10, 41, 7a, a9, 9c, ec, 5e, ba, 7f, 83, 88))
+      SD_ID128_ARRAY(25, da, 58, 38, 34, 10, 41, 7a, a9, 9c, ec, 5e, ba, 7f, 83, 88))              \
+    X(ORPHAN_REMOVED, "orphan-removed", MS_LOG_NOTICE,                                             \
+      SD_ID128_ARRAY(7c, 00, 2b, 99, 94, 1b, 4e, 53, 9c, 18, 42, e9, 4d, 43, 64, 1c))
 
 /* clang-format cannot see that the list expands to enumerators and would misindent them. */
 /* clang-format off */

@@ -815,17 +815,74 @@ static void scan_one(MsStorage *st, const char *key, MsProgress *p, size_t *foun
     (*found)++;
 }
 
+/* The length of key's name without its archive suffix (".archive", ".archive.zst",
+ * ".archive.gz"), or 0 when key is not an archive. */
+static size_t archive_stem(const char *key) {
+    static const char *const suffixes[] = {MONGOSNAP_ARCHIVE_SUFFIX ".zst",
+                                           MONGOSNAP_ARCHIVE_SUFFIX ".gz", MONGOSNAP_ARCHIVE_SUFFIX};
+    for (size_t i = 0; i < ELEMENTSOF(suffixes); i++)
+        if (has_suffix(key, suffixes[i]))
+            return strlen(key) - strlen(suffixes[i]);
+    return 0;
+}
+
+static int compare_object_keys(const void *a, const void *b) {
+    return strcmp(((const MsStorageObject *) a)->key, ((const MsStorageObject *) b)->key);
+}
+
+/* An archive with no manifest beside it: a snapshot whose worker was killed between its two
+ * commits (archive, then manifest), or one being committed right now. Reported, with its age,
+ * for the agent to decide (it knows which tasks may still commit); never removed here. */
+static void report_orphans(const MsStorageObject *objects, size_t n, MsProgress *p,
+                           size_t *ret_orphans) {
+    for (size_t i = 0; i < n; i++) {
+        size_t stem = archive_stem(objects[i].key);
+        if (stem == 0)
+            continue;
+        _cleanup_free_ char *manifest = NULL;
+        if (asprintf(&manifest, "%.*s%s", (int) stem, objects[i].key,
+                     MONGOSNAP_MANIFEST_SUFFIX) < 0)
+            return;
+        MsStorageObject probe = {.key = manifest};
+        if (bsearch(&probe, objects, n, sizeof(*objects), compare_object_keys))
+            continue;
+        const char *slash = strrchr(objects[i].key, '/');
+        const char *name = slash ? slash + 1 : objects[i].key;
+        size_t name_len = stem - (size_t) (name - objects[i].key);
+        const char *first = strchr(objects[i].key, '/');
+        _cleanup_free_ char *id = strndup(name, name_len);
+        _cleanup_free_ char *policy =
+            first ? strndup(objects[i].key, (size_t) (first - objects[i].key)) : strdup("");
+        if (!id || !policy)
+            return;
+        bson_t f = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&f, "key", objects[i].key);
+        BSON_APPEND_UTF8(&f, "id", id);
+        BSON_APPEND_UTF8(&f, "policy", policy);
+        BSON_APPEND_INT64(&f, "size", (int64_t) MS_MIN(objects[i].size, (uint64_t) INT64_MAX));
+        BSON_APPEND_INT64(&f, "mtime_usec", objects[i].mtime_usec);
+        ms_progress_event(p, "orphan", &f);
+        bson_destroy(&f);
+        log_warning("%s: an archive without a manifest", objects[i].key);
+        (*ret_orphans)++;
+    }
+}
+
 static int run_scan(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
     if (open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
     MsError e = MS_ERROR_INIT;
     MsStorageObject *objects = NULL;
-    size_t n = 0, found = 0, problems = 0;
+    size_t n = 0, found = 0, problems = 0, orphans = 0;
     int r = ms_storage_list(storage, a->prefix ? a->prefix : "", &objects, &n, &e);
+    if (r >= 0 && n > 1)
+        qsort(objects, n, sizeof(*objects), compare_object_keys);
     for (size_t i = 0; r >= 0 && i < n && !cancel_requested; i++)
         if (has_suffix(objects[i].key, MONGOSNAP_MANIFEST_SUFFIX))
             scan_one(storage, objects[i].key, p, &found, &problems);
+    if (r >= 0 && !cancel_requested)
+        report_orphans(objects, n, p, &orphans);
     for (size_t i = 0; i < n; i++)
         free(objects[i].key);
     free(objects);
@@ -834,8 +891,11 @@ static int run_scan(Args *a, MsProgress *p) {
     bson_t fields = BSON_INITIALIZER;
     BSON_APPEND_INT64(&fields, "found", (int64_t) found);
     BSON_APPEND_INT64(&fields, "problems", (int64_t) problems);
+    BSON_APPEND_INT64(&fields, "orphans", (int64_t) orphans);
     if (r >= 0 && !a->json)
-        printf("%zu snapshot(s) found, %zu manifest(s) unreadable\n", found, problems);
+        printf("%zu snapshot(s) found, %zu manifest(s) unreadable, %zu archive(s) without a "
+               "manifest\n",
+               found, problems, orphans);
     else if (r < 0)
         log_error("scan failed: %s", e.message);
     report_result(p, a, r, &e, &fields);

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import json
 import subprocess
 import threading
 import time
@@ -432,15 +433,26 @@ def test_resync_rebuilds_the_records_from_the_store(cluster, tools):
     subprocess.run([str(tools.require("worker")), "snapshot", "--uri", cluster.source.uri,
                     "--store", str(cluster.store), "--prefix", "nightly",
                     "--name", "nightly-by-hand"], check=True, capture_output=True, timeout=120)
+    # One another node took, whose record is lost everywhere: its manifest names that node
+    # (Node=, not the host name), and resync keeps it that node's, with its order and origin.
+    subprocess.run([str(tools.require("worker")), "snapshot", "--uri", cluster.source.uri,
+                    "--store", str(cluster.store), "--prefix", "nightly",
+                    "--name", "nightly-of-node-b", "--node", "node-b", "--seq", "7",
+                    "--origin", "scheduled"], check=True, capture_output=True, timeout=120)
+    manifest = json.loads((cluster.store / "nightly" / "nightly-of-node-b.manifest.json").read_text())
+    assert manifest["node"] == "node-b", manifest
     # A manifest that is not one.
     (cluster.store / "nightly" / "broken.manifest.json").write_text("{not json")
 
     out = ctl(a, "resync", expect=1)
-    assert "2 snapshot(s) found in the stores: 1 added, 0 corrected to completed, 0 no longer" \
+    assert "3 snapshot(s) found in the stores: 2 added, 0 corrected to completed, 0 no longer" \
         in out.stdout, out.stdout
     assert "broken.manifest.json" in out.stderr, out.stderr
     rows = cluster.wait_identical()
     assert ("nightly-by-hand", "node-a", "completed") in rows
+    assert ("nightly-of-node-b", "node-b", "completed") in rows, rows
+    (adopted,) = [r for r in a.list_snapshots("nightly") if r["id"] == "nightly-of-node-b"]
+    assert adopted["seq"] == 7 and adopted["origin"] == "scheduled", adopted
     assert (first, "node-a", "completed") in rows
     # Resync again: nothing new (the broken manifest is still reported).
     assert ctl_json_resync(a)["added"] == 0

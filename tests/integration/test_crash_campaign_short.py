@@ -1,8 +1,8 @@
 """The short crash campaign for CI: bench/crash-campaign with 15 SIGKILL injections (agent or
 worker, during snapshots, verifications, restores and deletions), each followed by the invariant
 checks (nothing active after a restart, every completed snapshot verifies, the catalog passes
-integrity_check, no .tmp-* left after a completed snapshot). The full run is documented in
-docs/reliability.md."""
+integrity_check, no .tmp-* left after a completed snapshot, no archive without its manifest
+once the agent is back). The full run is documented in docs/reliability.md."""
 
 from __future__ import annotations
 

@@ -1181,3 +1181,23 @@ def test_list_snapshots_reads_in_80_columns_and_in_pipes(agent, fresh_db, minio,
     assert "DL" in header and "EXPIRES" in header, header
     cp = ctl(agent, "list-snapshots", "-l")
     assert good["download_address"] in cp.stdout
+
+
+def test_an_orphaned_archive_is_removed_and_logged(journal_agent: BootedSystemd):
+    """An archive without a manifest that no agent knows of, two hours old: resync removes it
+    and the Event Log says so (orphan-removed)."""
+    sd = journal_agent
+    orphan = "/var/lib/mongosnap/store/broken/broken-20200101T000000Z.archive.zst"
+    sd.run("mkdir", "-p", "/var/lib/mongosnap/store/broken")
+    sd.write_file(orphan, b"\x28\xb5\x2f\xfd" + b"\0" * 60)
+    sd.run("touch", "-d", "2 hours ago", orphan)
+    inside_ctl(sd, "resync")
+    sd.wait_for(lambda: not sd.exists(orphan), "the orphan is removed", timeout=30)
+    entries = sd.wait_for(
+        lambda: [e for e in inside_getlog(sd, "MONGOSNAP_TASK=broken-20200101T000000Z")
+                 if e[2].get("MONGOSNAP_EVENT") == "orphan-removed"] or None,
+        "the orphan-removed entry", timeout=15)
+    fields = entries[0][2]
+    assert "had no manifest and was removed" in fields["MESSAGE"], fields
+    assert "minutes old" in fields["MONGOSNAP_ERROR"], fields
+    # (Its catalog text is checked with the others: test_eventlog_journal.py.)
