@@ -30,6 +30,7 @@ struct AgentTask {
     pid_t pid;
     bool exited;
     unsigned exit_peeks; /* peeks in a row that saw the worker exited and undelivered */
+    int tracer_pid;      /* TracerPid of the exited worker at the first such peek (diagnosis) */
     AgentTaskCallbacks cb;
     void *userdata;
 
@@ -210,13 +211,28 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
  * from si, or AGENT_TASK_STATUS_LOST. */
 static void deliver_exit_here(AgentTask *t, const siginfo_t *si, const char *why) {
     siginfo_t lost = {.si_code = CLD_EXITED, .si_status = AGENT_TASK_STATUS_LOST};
-    log_warning("worker %d %s; its task is finished now%s", (int) t->pid, why,
-                si ? "" : " (exit status lost)");
+    log_warning("worker %d %s (tracer pid %d when first seen); its task is finished now%s",
+                (int) t->pid, why, t->tracer_pid, si ? "" : " (exit status lost)");
     if (t->child_source) {
         (void) sd_event_source_set_child_process_own(t->child_source, false);
         (void) sd_event_source_set_enabled(t->child_source, SD_EVENT_OFF);
     }
     (void) on_child_exit(NULL, si ? si : &lost, t);
+}
+
+/* The TracerPid of process pid (0: none or unknown): a zombie a tracer still holds is not
+ * reported to its parent, a suspect for exits the loop never delivered. */
+static int tracer_of(pid_t pid) {
+    char path[64], line[128];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+    FILE *f = fopen(path, "re");
+    int tracer = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "TracerPid: %d", &tracer) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return tracer;
 }
 
 bool agent_task_check_exit(AgentTask *t) {
@@ -236,8 +252,10 @@ bool agent_task_check_exit(AgentTask *t) {
     }
     /* Exited, and the loop has not delivered it yet: normal for one iteration, a fault when a
      * peek AGENT_TASK_REAP_CHECK_USEC later still finds it. */
-    if (++t->exit_peeks < 2)
+    if (++t->exit_peeks < 2) {
+        t->tracer_pid = tracer_of(t->pid);
         return false;
+    }
     siginfo_t reaped = {0};
     if (waitid(P_PID, t->pid, &reaped, WEXITED | WNOHANG) < 0 || reaped.si_pid != t->pid)
         deliver_exit_here(t, NULL, "exited but could not be reaped");
