@@ -325,12 +325,21 @@ static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userd
         else
             finish_restore(t, MS_RESTORE_FAILED, reason, MS_EVENT_RESTORE_FAILED);
     } else {
+        /* Failed means the worker read the snapshot and found it damaged or incomplete (it
+         * says so with its exit status). A worker killed, or one that could not do its job
+         * (no key, the store out of reach), reached no verdict: that verification was
+         * interrupted, and the snapshot is not marked damaged (a failed verification makes
+         * StartRestore refuse it). */
+        bool verdict = !by_signal &&
+                       (status == MONGOSNAP_EXIT_CORRUPT || status == MONGOSNAP_EXIT_FAILURE);
         if (ok)
             finish_verify(t, MS_VERIFY_PASSED, NULL, MS_EVENT_VERIFY_COMPLETED);
         else if (stopped)
             finish_verify(t, MS_VERIFY_INTERRUPTED, t->stop_reason, MS_EVENT_TASK_INTERRUPTED);
-        else
+        else if (verdict)
             finish_verify(t, MS_VERIFY_FAILED, reason, MS_EVENT_VERIFY_FAILED);
+        else
+            finish_verify(t, MS_VERIFY_INTERRUPTED, reason, MS_EVENT_TASK_INTERRUPTED);
     }
     reader_done(t);
 }
@@ -375,8 +384,8 @@ int reader_start(ReadTask *t, MsError *e) {
 void reader_fail_to_start(ReadTask *t, const char *error) {
     if (t->kind == READ_TASK_RESTORE)
         finish_restore(t, MS_RESTORE_FAILED, error, MS_EVENT_RESTORE_FAILED);
-    else
-        finish_verify(t, MS_VERIFY_FAILED, error, MS_EVENT_VERIFY_FAILED);
+    else /* nothing was read: no verdict on the snapshot */
+        finish_verify(t, MS_VERIFY_INTERRUPTED, error, MS_EVENT_TASK_INTERRUPTED);
     reader_done(t);
 }
 

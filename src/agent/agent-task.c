@@ -188,8 +188,17 @@ static int on_progress_io(sd_event_source *s, int fd, uint32_t revents, void *us
     return 0;
 }
 
+static unsigned exits_caught_by_peek;
+
+unsigned agent_task_exits_caught_by_peek(void) {
+    return exits_caught_by_peek;
+}
+
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
     AgentTask *t = userdata;
+    /* Watched level-triggered (see agent_task_spawn()): once is enough. */
+    if (s)
+        (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
     if (t->exited)
         return 0;
     t->exited = true;
@@ -213,6 +222,7 @@ static void deliver_exit_here(AgentTask *t, const siginfo_t *si, const char *why
     siginfo_t lost = {.si_code = CLD_EXITED, .si_status = AGENT_TASK_STATUS_LOST};
     log_warning("worker %d %s (tracer pid %d when first seen); its task is finished now%s",
                 (int) t->pid, why, t->tracer_pid, si ? "" : " (exit status lost)");
+    exits_caught_by_peek++;
     if (t->child_source) {
         (void) sd_event_source_set_child_process_own(t->child_source, false);
         (void) sd_event_source_set_enabled(t->child_source, SD_EVENT_OFF);
@@ -399,6 +409,18 @@ int agent_task_spawn(sd_event *event, const AgentTaskSpec *spec, const AgentTask
     }
     (void) sd_event_source_set_child_process_own(t->child_source, true);
     (void) sd_event_source_set_description(t->child_source, "worker-exit");
+    /* Not ONESHOT (sd_event_add_child's default): a ONESHOT child source watches its pidfd
+     * with EPOLLONESHOT, and the pidfd becomes readable when the worker's threads are gone,
+     * even while a tracer still holds the zombie (LeakSanitizer's exit-time leak check
+     * ptrace-attaches the worker's threads; a kill during it), when waitid() tells the parent
+     * nothing yet. sd-event then drops that one wake-up and never looks again: the task stayed
+     * "running" for ever (docs/reliability.md, finding 3). Level-triggered, it looks again until
+     * the exit can be had; on_child_exit() turns it off. */
+    r = sd_event_source_set_enabled(t->child_source, SD_EVENT_ON);
+    if (r < 0) {
+        kill(pid, SIGKILL);
+        return ms_error_set(e, -r, "cannot watch worker %d: %s", (int) pid, strerror(-r));
+    }
 
     t->progress_fd = TAKE_FD(read_fd);
     r = sd_event_add_io(event, &t->io_source, t->progress_fd, EPOLLIN, on_progress_io, t);

@@ -67,6 +67,8 @@ int agent_task_terminate(AgentTask *t, uint64_t grace_usec);
 /* Frees the task; a worker still running is sent SIGKILL and left to the event loop's reaping. */
 /* Test hook: look for the exit now, as the periodic peek does (returns true when delivered). */
 bool agent_task_check_exit(AgentTask *t);
+/* How many exits the peek delivered because the event loop had not (since the start). */
+unsigned agent_task_exits_caught_by_peek(void);
 AgentTask *agent_task_free(AgentTask *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AgentTask *, agent_task_free);
 

@@ -33,8 +33,13 @@ void ms_progress_done(MsProgress *p) {
 
 void ms_progress_set_phase(MsProgress *p, const char *phase) {
     pthread_mutex_lock(&p->lock);
+    bool changed = !p->phase || strcmp(p->phase, phase) != 0;
     p->phase = phase;
     pthread_mutex_unlock(&p->lock);
+    /* Said at once: a reader learns what happens now (the agent's Phase) without waiting for
+     * the next tick, and a short phase is not missed. */
+    if (changed)
+        ms_progress_report(p);
 }
 
 void ms_progress_set_namespace(MsProgress *p, const char *ns) {

@@ -35,6 +35,7 @@ typedef struct MsProgress {
 void ms_progress_init(MsProgress *p, int fd);
 void ms_progress_done(MsProgress *p);
 
+/* Set the phase; a change is reported at once (a "progress" line). */
 void ms_progress_set_phase(MsProgress *p, const char *phase);
 void ms_progress_set_namespace(MsProgress *p, const char *ns);
 void ms_progress_add_items(MsProgress *p, uint64_t n, uint64_t bytes);

@@ -153,3 +153,28 @@ def test_invalid_schedule_is_refused_and_nothing_changes(agent, fresh_db):
     assert agent.prop(pol, POLICY_IFACE, "Schedule") == "daily"
     out = ctl(agent, "edit", "p", "Schedule=bogus calendar", expect=2)
     assert "Failed to parse calendar specification" in out.stderr, out.stderr
+
+
+def test_a_killed_verification_reaches_no_verdict(agent, fresh_db, tmp_path):
+    """A verification whose worker is killed (or cannot run) says nothing about the snapshot:
+    it is 'interrupted', not 'failed', and the snapshot still restores without force. (The
+    crash campaign met it: a verify worker killed mid-read made the next restore refused.)"""
+    real = agent.worker
+    wrapper = tmp_path / "worker-killed-when-verifying"
+    wrapper.write_text(f'#!/bin/sh\n[ "$1" = verify ] && kill -KILL $$\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    seed(fresh_db.client)
+    agent.write_policy("p", fresh_db.uri)
+    agent.worker = wrapper
+    agent.start()
+    path = completed_snapshot(agent, "p")
+    sid = decode(path)
+    gdbus(agent, path, SNAPSHOT_IFACE, "Verify")
+    agent.wait_for(lambda: agent.prop(path, SNAPSHOT_IFACE, "VerifyState") not in ("queued",
+                                                                                   "running"),
+                   "the verification ends")
+    assert agent.prop(path, SNAPSHOT_IFACE, "VerifyState") == "interrupted"
+    assert "killed by signal KILL" in agent.prop(path, SNAPSHOT_IFACE, "VerifyError")
+    rpath = start_restore(agent, sid, fresh_db.uri,
+                          "{'ns_from': <['shop.*']>, 'ns_to': <['again.*']>}")
+    assert wait_restore(agent, rpath) == "completed", agent.prop(rpath, RESTORE_IFACE, "Error")

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -135,6 +136,62 @@ static void reaped_elsewhere_still_ends(void) {
     sd_event_unref(ev);
 }
 
+/* The cause of the ASan hangs, reproduced: the worker exits while another process (here a
+ * sibling, as LeakSanitizer's tracer is) holds it with ptrace. Its pidfd becomes readable when
+ * its threads are gone, but waitid() tells the parent nothing until the tracer lets go. A
+ * ONESHOT child source spent its one wake-up there and never delivered the exit; the loop must
+ * deliver it itself once the tracer is gone, without the peek. */
+static void exit_under_a_tracer_is_delivered_by_the_loop(void) {
+    sd_event *ev = NULL;
+    ASSERT_OK(sd_event_new(&ev));
+    /* A worker that lives long enough to be seized, then exits 7. */
+    char slow[80];
+    snprintf(slow, sizeof(slow), "%s-slow", script);
+    FILE *f = fopen(slow, "we");
+    ASSERT(f);
+    fputs("#!/bin/sh\nsleep 0.3\nexit 7\n", f);
+    fclose(f);
+    ASSERT_OK(chmod(slow, 0700));
+    static const AgentTaskCallbacks cb = {.on_message = on_message, .on_exit = on_exit_cb};
+    const char *args[] = {"snapshot", NULL};
+    AgentTaskSpec spec = {.worker_path = slow, .args = args};
+    Seen seen = {0};
+    AgentTask *t = NULL;
+    MsError e = MS_ERROR_INIT;
+    ASSERT_OK(agent_task_spawn(ev, &spec, &cb, &seen, &t, &e));
+    pid_t worker = agent_task_pid(t);
+    int ready[2];
+    ASSERT_OK(pipe(ready));
+    pid_t tracer = fork();
+    ASSERT(tracer >= 0);
+    if (tracer == 0) {
+        /* Seize, say so, and hold the zombie 1.5 s without ever waiting for it. */
+        char ok = ptrace(PTRACE_SEIZE, worker, NULL, NULL) == 0 ? 'y' : 'n';
+        (void) !write(ready[1], &ok, 1);
+        usleep(1500 * 1000);
+        _exit(0);
+    }
+    char ok = 0;
+    ASSERT_EQ_INT(read(ready[0], &ok, 1), 1);
+    close(ready[0]);
+    close(ready[1]);
+    if (ok != 'y') {
+        printf("# skipped: cannot ptrace here (needs CAP_SYS_PTRACE)\n");
+        kill(tracer, SIGKILL);
+    }
+    unsigned peeks_before = agent_task_exits_caught_by_peek();
+    run_until_exit(ev, &seen, 10);
+    ASSERT(seen.exited && !seen.by_signal);
+    ASSERT_EQ_INT(seen.status, 7);
+    /* The loop delivered it, not the fallback. */
+    ASSERT_EQ_INT(agent_task_exits_caught_by_peek(), peeks_before);
+    int st = 0;
+    ASSERT_EQ_INT(waitpid(tracer, &st, 0), tracer);
+    agent_task_free(t);
+    sd_event_unref(ev);
+    ASSERT_OK(unlink(slow));
+}
+
 static void setup(void) {
     /* sd-event's child sources need SIGCHLD blocked, as mongosnapd does. */
     sigset_t mask;
@@ -150,4 +207,7 @@ static void cleanup(void) {
 
 MS_TEST_MAIN({"setup", setup}, {"loop_delivers_exit", loop_delivers_exit},
              {"peek_delivers_an_undelivered_exit", peek_delivers_an_undelivered_exit},
-             {"reaped_elsewhere_still_ends", reaped_elsewhere_still_ends}, {"cleanup", cleanup})
+             {"reaped_elsewhere_still_ends", reaped_elsewhere_still_ends},
+             {"exit_under_a_tracer_is_delivered_by_the_loop",
+              exit_under_a_tracer_is_delivered_by_the_loop},
+             {"cleanup", cleanup})
