@@ -201,3 +201,44 @@ int agent_calendar_next(const char *spec, uint64_t base_usec, unsigned n, uint64
 int agent_calendar_check(const char *spec, MsError *e) {
     return agent_calendar_next(spec, ms_realtime_usec(), 1, NULL, NULL, e);
 }
+
+/* Walked forward from a base before at_usec in chunks of this many elapses; the base moves back
+ * by a factor of 8 from an hour until an elapse is found (minutely: one run; daily: two; a
+ * yearly one seven). */
+#define PREV_CHUNK 256u
+#define PREV_CHUNKS_MAX 16u
+#define PREV_SPAN_START_USEC (UINT64_C(3600) * USEC_PER_SEC)
+#define PREV_SPAN_MAX_USEC (UINT64_C(5) * 366 * 86400 * USEC_PER_SEC)
+
+int agent_calendar_prev(const char *spec, uint64_t at_usec, uint64_t *ret, MsError *e) {
+    uint64_t at = at_usec - at_usec % USEC_PER_SEC;
+    *ret = 0;
+    for (uint64_t span = PREV_SPAN_START_USEC; span <= PREV_SPAN_MAX_USEC; span *= 8) {
+        uint64_t base = at > span ? at - span : 0, best = 0;
+        for (unsigned chunk = 0; chunk < PREV_CHUNKS_MAX; chunk++) {
+            _cleanup_free_ uint64_t *ticks = NULL;
+            size_t n = 0;
+            MsError ce = MS_ERROR_INIT;
+            int r = agent_calendar_next(spec, base, PREV_CHUNK, &ticks, &n, &ce);
+            if (r == -EINVAL && strstr(ce.message, "never elapses again"))
+                break; /* nothing after base at all */
+            if (r < 0) {
+                *e = ce;
+                return r;
+            }
+            for (size_t i = 0; i < n && ticks[i] <= at; i++)
+                best = ticks[i];
+            if (n < PREV_CHUNK || ticks[n - 1] > at)
+                break;
+            base = ticks[n - 1]; /* all before at: go on from the last */
+        }
+        if (best) {
+            *ret = best;
+            return 0;
+        }
+        if (base == 0)
+            break;
+    }
+    return 0;
+}
+

@@ -17,3 +17,9 @@ int agent_calendar_next(const char *spec, uint64_t base_usec, unsigned n, uint64
                         size_t *ret_n, MsError *e);
 /* Only the check. */
 int agent_calendar_check(const char *spec, MsError *e);
+
+/* The latest elapse of spec at or before at_usec (whole seconds), in *ret; 0 when there is
+ * none within about five years. Errors as agent_calendar_next(). A scheduled call's nominal
+ * tick: every node computes the same one for the same tick, however late its timer fired. */
+int agent_calendar_prev(const char *spec, uint64_t at_usec, uint64_t *ret, MsError *e);
+

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "agent/agent-cluster.h"
+#include "agent/agent-calendar.h"
 #include "agent/agent-internal.h"
 #include "engine/uri-auth.h"
 #include "cluster/cluster-store.h"
@@ -81,6 +82,12 @@ static void clear_marks(char **list, size_t *n) {
 void cluster_record_changed(Manager *m, const MsSnapshotRecord *r) {
     if (m->cluster && !r->remote)
         mark(&m->cluster->dirty_snapshots, &m->cluster->n_dirty_snapshots, r->id);
+}
+
+int cluster_publish_foreign(Manager *m, const MsSnapshotRecord *r, MsError *e) {
+    if (!m->cluster)
+        return 0;
+    return ms_cluster_put_snapshot(m->cluster->db, r, now_usec(), e);
 }
 
 void cluster_task_finished(Manager *m, const MsSnapshotRecord *r) {
@@ -211,6 +218,20 @@ static void merge_snapshot(Manager *m, MsSnapshotRecord *incoming) {
     if (have && !have->remote) {
         ms_snapshot_record_free(incoming);
         return; /* ours: the catalog is the truth */
+    }
+    if (!have && incoming->node && strcmp(incoming->node, self(m)) == 0 &&
+        incoming->state == MS_SNAPSHOT_COMPLETED) {
+        /* Ours, and not in the catalog: another node's resync found it in a store (its
+         * manifest names this node) after this node lost its record. Take it back. */
+        MsError e = MS_ERROR_INIT;
+        char id[256];
+        snprintf(id, sizeof(id), "%s", incoming->id);
+        log_info("cluster: snapshot %s, found by another node's resync, is this node's: "
+                 "recorded",
+                 id);
+        if (manager_adopt_snapshot(m, incoming, &e) < 0) /* incoming is gone */
+            log_warning("cluster: cannot record snapshot %s: %s", id, e.message);
+        return;
     }
     incoming->remote = true;
     if (have) {
@@ -374,7 +395,16 @@ int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool sch
     MsClusterLease cur = {0};
     uint64_t seq = 0;
     MsSnapshotOrigin origin = scheduled ? MS_SNAPSHOT_ORIGIN_SCHEDULED : MS_SNAPSHOT_ORIGIN_MANUAL;
-    r = ms_cluster_claim(c->db, name, id, node, now, lease_usec(m), window,
+    /* The tick this call is for, as every node computes it from the schedule: a persistent
+     * timer catching up hours later still names the tick the other nodes took. */
+    uint64_t tick = 0;
+    if (scheduled && p->settings->schedule) {
+        MsError ce = MS_ERROR_INIT;
+        if (agent_calendar_prev(p->settings->schedule, now, &tick, &ce) < 0)
+            log_debug("cluster: no nominal tick for policy '%s' (%s); the tick window decides",
+                      name, ce.message);
+    }
+    r = ms_cluster_claim(c->db, name, id, node, now, lease_usec(m), window, tick,
                          manager_policy_max_seq(m, p), &seq, &cur, e);
     if (r == 0) {
         if (strcmp(node, self(m)) == 0) {

@@ -187,6 +187,12 @@ int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool sch
                           const MsSnapshotRecord **ret_record, MsError *e);
 /* A local record changed: it is written to the shared collection at the next heartbeat. */
 void cluster_record_changed(Manager *m, const MsSnapshotRecord *r);
+/* Write another node's record (found by a resync) to the cluster's records at once. */
+int cluster_publish_foreign(Manager *m, const MsSnapshotRecord *r, MsError *e);
+/* A snapshot found complete in a store that no record knows: recorded as r->node's (this node's
+ * in its catalog; another node's published to the cluster, or kept in the catalog when there
+ * is no cluster). Takes r (freed on failure). */
+int manager_adopt_snapshot(Manager *m, MsSnapshotRecord *r, MsError *e);
 void cluster_restore_changed(Manager *m, const MsRestoreRecord *r);
 /* r's task ended: its final record and the release of its lease go to the cluster now. */
 void cluster_task_finished(Manager *m, const MsSnapshotRecord *r);

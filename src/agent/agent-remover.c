@@ -190,6 +190,17 @@ static void remover_start_next(Manager *m) {
     }
 }
 
+/* Append *x to the queue (taking it) and start it if nothing runs. */
+static int queue(Manager *m, Removal **x, MsError *e) {
+    Removal **list = realloc(m->removals, (m->n_removals + 1) * sizeof(*list));
+    if (!list)
+        return oom(e);
+    m->removals = list;
+    m->removals[m->n_removals++] = TAKE_PTR(*x);
+    remover_start_next(m);
+    return 0;
+}
+
 int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *why, MsError *e) {
     if (remover_has(m, r->id))
         return ms_error_set(e, EALREADY, "snapshot %s is being removed already", r->id);
@@ -203,13 +214,7 @@ int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *why, MsEr
         return oom(e);
     if (x->n_keys == 0)
         return ms_error_set(e, ENOENT, "snapshot %s has no objects to remove", r->id);
-    Removal **list = realloc(m->removals, (m->n_removals + 1) * sizeof(*list));
-    if (!list)
-        return oom(e);
-    m->removals = list;
-    m->removals[m->n_removals++] = TAKE_PTR(x);
-    remover_start_next(m);
-    return 0;
+    return queue(m, &x, e);
 }
 
 int remover_enqueue_orphan(Manager *m, const char *store, const char *key,
@@ -223,13 +228,7 @@ int remover_enqueue_orphan(Manager *m, const char *store, const char *key,
         !(x->keys[x->n_keys++] = strdup(key)))
         return oom(e);
     x->orphan = true;
-    Removal **list = realloc(m->removals, (m->n_removals + 1) * sizeof(*list));
-    if (!list)
-        return oom(e);
-    m->removals = list;
-    m->removals[m->n_removals++] = TAKE_PTR(x);
-    remover_start_next(m);
-    return 0;
+    return queue(m, &x, e);
 }
 
 void remover_stop(Manager *m) {

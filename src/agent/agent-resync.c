@@ -242,6 +242,43 @@ static int ensure_policy_row(Manager *m, const char *name, MsError *e) {
     return ms_catalog_set_policy(m->catalog, &row, e);
 }
 
+int manager_adopt_snapshot(Manager *m, MsSnapshotRecord *r, MsError *e) {
+    r->remote = strcmp(r->node, m->config->node) != 0;
+    /* Another node's, in a cluster: written to the shared records on its behalf, so that every
+     * node lists it and that node takes it into its catalog (its retention expires it). */
+    if (r->remote && m->cluster) {
+        int k = cluster_publish_foreign(m, r, e);
+        if (k < 0) {
+            ms_snapshot_record_free(r);
+            return k;
+        }
+    }
+    MsSnapshotRecord **list = realloc(m->snapshots, (m->n_snapshots + 1) * sizeof(*list));
+    if (!list) {
+        ms_snapshot_record_free(r);
+        return oom(e);
+    }
+    m->snapshots = list;
+    /* Remote ones live in the cluster's records, not in this catalog. */
+    if ((!r->remote || !m->cluster) && (ensure_policy_row(m, r->policy, e) < 0 ||
+                                        ms_catalog_insert_snapshot(m->catalog, r, e) < 0)) {
+        ms_snapshot_record_free(r);
+        return -EIO;
+    }
+    manager_insert_snapshot_record(m, r);
+    ManagerPolicy *owner = manager_find_policy(m, r->policy);
+    if (!r->remote && owner && r->seq > owner->runtime->last_seq) {
+        owner->runtime->last_seq = r->seq;
+        MsError se = MS_ERROR_INIT;
+        if (ms_catalog_set_policy(m->catalog, owner->runtime, &se) < 0)
+            log_warning("cannot record policy '%s': %s", r->policy, se.message);
+    }
+    if (m->hooks.snapshot_added)
+        m->hooks.snapshot_added(m, r, m->hooks_userdata);
+    cluster_record_changed(m, r);
+    return 0;
+}
+
 static bool task_may_still_commit(MsSnapshotState state) {
     return state == MS_SNAPSHOT_QUEUED || state == MS_SNAPSHOT_RUNNING ||
            state == MS_SNAPSHOT_COMPLETED; /* completed since the listing: its manifest is there */
@@ -333,30 +370,20 @@ static void reconcile(Resync *x) {
             free(r->node);
             r->node = strdup(m->config->node);
         }
-        r->remote = r->node && strcmp(r->node, m->config->node) != 0;
-        MsSnapshotRecord **list = realloc(m->snapshots, (m->n_snapshots + 1) * sizeof(*list));
-        if (!r->node || !list || ensure_policy_row(m, r->policy, &e) < 0 ||
-            ms_catalog_insert_snapshot(m->catalog, r, &e) < 0) {
-            if (list)
-                m->snapshots = list;
-            add_problem(x, "snapshot %s found in %s cannot be recorded: %s", r->id, r->store,
-                        e.message[0] ? e.message : "out of memory");
+        char what[MS_ERROR_MESSAGE_MAX];
+        snprintf(what, sizeof(what), "snapshot %s found in %s", r->id, r->store);
+        if (!r->node) {
             ms_snapshot_record_free(r);
+            add_problem(x, "%s cannot be recorded: out of memory", what);
             continue;
         }
-        m->snapshots = list;
-        manager_insert_snapshot_record(m, r);
-        ManagerPolicy *owner = manager_find_policy(m, r->policy);
-        if (owner && r->seq > owner->runtime->last_seq) {
-            owner->runtime->last_seq = r->seq;
-            MsError se = MS_ERROR_INIT;
-            if (ms_catalog_set_policy(m->catalog, owner->runtime, &se) < 0)
-                log_warning("cannot record policy '%s': %s", r->policy, se.message);
+        if (manager_adopt_snapshot(m, r, &e) < 0) { /* r is gone */
+            add_problem(x, "%s cannot be recorded: %s", what,
+                        e.message[0] ? e.message : "out of memory");
+            continue;
         }
-        if (m->hooks.snapshot_added)
-            m->hooks.snapshot_added(m, r, m->hooks_userdata);
-        cluster_record_changed(m, r);
-        log_info("resync: snapshot %s found in %s and recorded", r->id, r->store);
+        log_info("resync: snapshot %s found in %s and recorded as node %s's", r->id, r->store,
+                 r->node);
         x->result.added++;
     }
     /* This node's completed records whose manifest a store that was read no longer holds. */

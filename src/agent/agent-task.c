@@ -31,6 +31,8 @@ struct AgentTask {
     bool exited;
     unsigned exit_peeks; /* peeks in a row that saw the worker exited and undelivered */
     int tracer_pid;      /* TracerPid of the exited worker at the first such peek (diagnosis) */
+    int source_enabled;  /* the child source's enabled state and pending flag then (diagnosis) */
+    int source_pending;
     AgentTaskCallbacks cb;
     void *userdata;
 
@@ -220,8 +222,10 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
  * from si, or AGENT_TASK_STATUS_LOST. */
 static void deliver_exit_here(AgentTask *t, const siginfo_t *si, const char *why) {
     siginfo_t lost = {.si_code = CLD_EXITED, .si_status = AGENT_TASK_STATUS_LOST};
-    log_warning("worker %d %s (tracer pid %d when first seen); its task is finished now%s",
-                (int) t->pid, why, t->tracer_pid, si ? "" : " (exit status lost)");
+    log_warning("worker %d %s (when first seen: tracer pid %d, child source enabled %d, "
+                "pending %d); its task is finished now%s",
+                (int) t->pid, why, t->tracer_pid, t->source_enabled, t->source_pending,
+                si ? "" : " (exit status lost)");
     exits_caught_by_peek++;
     if (t->child_source) {
         (void) sd_event_source_set_child_process_own(t->child_source, false);
@@ -264,6 +268,12 @@ bool agent_task_check_exit(AgentTask *t) {
      * peek AGENT_TASK_REAP_CHECK_USEC later still finds it. */
     if (++t->exit_peeks < 2) {
         t->tracer_pid = tracer_of(t->pid);
+        t->source_enabled = -1;
+        t->source_pending = -1;
+        if (t->child_source) {
+            (void) sd_event_source_get_enabled(t->child_source, &t->source_enabled);
+            t->source_pending = sd_event_source_get_pending(t->child_source);
+        }
         return false;
     }
     siginfo_t reaped = {0};
@@ -409,14 +419,17 @@ int agent_task_spawn(sd_event *event, const AgentTaskSpec *spec, const AgentTask
     }
     (void) sd_event_source_set_child_process_own(t->child_source, true);
     (void) sd_event_source_set_description(t->child_source, "worker-exit");
-    /* Not ONESHOT (sd_event_add_child's default): a ONESHOT child source watches its pidfd
-     * with EPOLLONESHOT, and the pidfd becomes readable when the worker's threads are gone,
-     * even while a tracer still holds the zombie (LeakSanitizer's exit-time leak check
-     * ptrace-attaches the worker's threads; a kill during it), when waitid() tells the parent
-     * nothing yet. sd-event then drops that one wake-up and never looks again: the task stayed
-     * "running" for ever (docs/reliability.md, finding 3). Level-triggered, it looks again until
-     * the exit can be had; on_child_exit() turns it off. */
-    r = sd_event_source_set_enabled(t->child_source, SD_EVENT_ON);
+    /* Not ONESHOT (sd_event_add_child()'s default), which watches the pidfd EPOLLONESHOT:
+     * one wake-up at which waitid() still reports nothing (a zombie a tracer holds, such as
+     * LeakSanitizer's at a worker's exit) and sd-event never looks again. In the crash campaign
+     * on the ASan build 4 of about 600 worker exits were never delivered that way (two runs of
+     * 1000 injections, docs/reliability.md finding 3); level-triggered, it looks again until
+     * the exit can be had, and on_child_exit() turns it off. Through OFF:
+     * sd_event_source_set_enabled() switches ONESHOT to ON in place, leaving the pidfd
+     * registered EPOLLONESHOT; going offline and online again registers it anew. */
+    r = sd_event_source_set_enabled(t->child_source, SD_EVENT_OFF);
+    if (r >= 0)
+        r = sd_event_source_set_enabled(t->child_source, SD_EVENT_ON);
     if (r < 0) {
         kill(pid, SIGKILL);
         return ms_error_set(e, -r, "cannot watch worker %d: %s", (int) pid, strerror(-r));

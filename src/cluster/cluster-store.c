@@ -353,6 +353,7 @@ static int lease_from_doc(const bson_t *d, MsClusterLease *l) {
     l->seq = doc_u64(d, "seq");
     l->expires_usec = released ? 0 : doc_u64(d, "expires");
     l->scheduled_usec = doc_u64(d, "scheduled");
+    l->tick_usec = doc_u64(d, "tick");
     return 0;
 }
 
@@ -445,7 +446,7 @@ int ms_cluster_get_lease(MsCluster *c, const char *policy, MsClusterLease *ret, 
  * inserted that generation first. */
 static int insert_lease(MsCluster *c, const char *policy, const MsClusterLease *cur,
                         const char *task, const char *node, uint64_t now, uint64_t lease_usec,
-                        bool scheduled, const char *origin, uint64_t seq_floor,
+                        bool scheduled, uint64_t tick, const char *origin, uint64_t seq_floor,
                         uint64_t *ret_seq, MsError *e) {
     uint64_t gen = cur->gen + 1;
     uint64_t seq = MS_MAX(cur->seq, seq_floor) + 1;
@@ -462,6 +463,7 @@ static int insert_lease(MsCluster *c, const char *policy, const MsClusterLease *
     append_u64(&doc, "created", now);
     /* The last scheduled tick travels from generation to generation. */
     append_u64(&doc, "scheduled", scheduled ? now : cur->scheduled_usec);
+    append_u64(&doc, "tick", scheduled && tick ? tick : cur->tick_usec);
     append_str(&doc, "scheduled_task", scheduled ? task : cur->scheduled_task);
     append_u64(&doc, "seq", seq);
     append_str(&doc, "origin", origin);
@@ -490,8 +492,9 @@ static bool lease_held(const MsClusterLease *l, uint64_t now) {
 
 int ms_cluster_claim(MsCluster *c, const char *policy, const char *task, const char *node,
                      uint64_t now, uint64_t lease_usec, uint64_t tick_window_usec,
-                     uint64_t seq_floor, uint64_t *ret_seq, MsClusterLease *ret_current,
-                     MsError *e) {
+                     uint64_t tick_usec, uint64_t seq_floor, uint64_t *ret_seq,
+                     MsClusterLease *ret_current, MsError *e) {
+    bool scheduled = tick_window_usec > 0 || tick_usec > 0;
     MsClusterLease cur = {0};
     int r = ms_cluster_get_lease(c, policy, &cur, e);
     if (r == -ENOENT)
@@ -502,19 +505,23 @@ int ms_cluster_claim(MsCluster *c, const char *policy, const char *task, const c
         r = -EPERM;
     else if (lease_held(&cur, now))
         r = -EBUSY;
-    else if (tick_window_usec > 0 && cur.scheduled_usec > 0 &&
+    else if (scheduled && tick_usec > 0 && cur.tick_usec > 0)
+        /* Nominal ticks known on both sides: the tick is taken when the last scheduled claim
+         * was for it or a later one, however late this call comes (a persistent timer catching
+         * up after a node was down). */
+        r = cur.tick_usec >= tick_usec ? -EALREADY : 0;
+    else if (scheduled && cur.scheduled_usec > 0 &&
              cur.scheduled_usec + tick_window_usec >= now)
         r = -EALREADY;
-    else {
-        bool scheduled = tick_window_usec > 0;
-        r = insert_lease(c, policy, &cur, task, node, now, lease_usec, scheduled,
+    if (r == 0) {
+        r = insert_lease(c, policy, &cur, task, node, now, lease_usec, scheduled, tick_usec,
                          scheduled ? "scheduled" : "manual", seq_floor, ret_seq, e);
         if (r == -EEXIST) {
             /* Another agent claimed first: say what it claimed. */
             ms_cluster_lease_clear(&cur);
             r = ms_cluster_get_lease(c, policy, &cur, e);
             if (r >= 0)
-                r = tick_window_usec > 0 && !lease_held(&cur, now) ? -EALREADY : -EBUSY;
+                r = scheduled && !lease_held(&cur, now) ? -EALREADY : -EBUSY;
         }
     }
     if (r < 0 && ret_current)
@@ -578,7 +585,7 @@ int ms_cluster_take_over(MsCluster *c, const char *policy, const char *old_task,
         r = -ESTALE; /* released, renewed, or taken over meanwhile */
     else {
         /* The fresh snapshot stands in for the dead one: same origin. */
-        r = insert_lease(c, policy, &cur, new_task, node, now, lease_usec, false,
+        r = insert_lease(c, policy, &cur, new_task, node, now, lease_usec, false, 0,
                          cur.origin ? cur.origin : "scheduled", seq_floor, ret_seq, e);
         if (r == -EEXIST)
             r = -ESTALE;

@@ -61,7 +61,8 @@ typedef struct MsClusterLease {
     char *node;  /* the node that runs (or is to run) task */
     char *state; /* "assigned" (not started yet), "running"; NULL when free */
     uint64_t expires_usec;
-    uint64_t scheduled_usec; /* the last scheduled tick claimed; 0: none yet */
+    uint64_t scheduled_usec; /* when the last scheduled tick was claimed; 0: none yet */
+    uint64_t tick_usec;      /* that tick's nominal time (calendar); 0: not known */
     char *scheduled_task;    /* the snapshot that tick started */
     bool stopped;            /* Stop given on some node: no new task anywhere until Start */
     /* The policy's start order, carried from generation to generation: each claim numbers its
@@ -87,10 +88,14 @@ int ms_cluster_get_lease(MsCluster *c, const char *policy, MsClusterLease *ret, 
  * ret_current may be NULL. */
 /* seq_floor: the highest seq this agent knows for the policy; the claim's snapshot gets one
  * past the larger of it and the lease's, in *ret_seq (may be NULL). */
+/* tick_usec: for a scheduled claim, the tick's nominal time (the latest calendar elapse at or
+ * before the call; 0: unknown). When both this claim and the last scheduled one know theirs, a
+ * tick is taken when the last scheduled claim was for it or a later one, however late the call
+ * (a persistent timer catching up); otherwise the window above decides. */
 int ms_cluster_claim(MsCluster *c, const char *policy, const char *task, const char *node,
                      uint64_t now_usec, uint64_t lease_usec, uint64_t tick_window_usec,
-                     uint64_t seq_floor, uint64_t *ret_seq, MsClusterLease *ret_current,
-                     MsError *e);
+                     uint64_t tick_usec, uint64_t seq_floor, uint64_t *ret_seq,
+                     MsClusterLease *ret_current, MsError *e);
 /* Extend the lease of task on node and mark it running. -ESTALE: the lease is no longer
  * theirs (it expired and was taken over, or was released). */
 int ms_cluster_renew(MsCluster *c, const char *policy, const char *task, const char *node,

@@ -1077,6 +1077,26 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         ms_error_prefix(e, "storing %s: ", archive_key);
         goto out;
     }
+    /* The size the store acknowledges, not the bytes handed to it, is what the snapshot
+     * records and shows (its "backup file size"); a store that holds something else than was
+     * sent gets no manifest, so the snapshot is not listed complete. */
+    {
+        MsStorageObject stored = {0};
+        r = ms_storage_stat(o->storage, archive_key, &stored, e);
+        free(stored.key);
+        if (r == 0 && stored.size != stored_bytes)
+            r = ms_error_set(e, EBADMSG,
+                             "the store holds %" PRIu64 " bytes of %s after the upload, but %" PRIu64
+                             " were sent; the snapshot is not recorded",
+                             stored.size, archive_key, stored_bytes);
+        if (r < 0) {
+            ms_error_prefix(e, "checking the stored archive: ");
+            MsError ignore = MS_ERROR_INIT;
+            ms_storage_remove(o->storage, archive_key, &ignore);
+            goto out;
+        }
+        stored_bytes = stored.size;
+    }
     __atomic_store_n(&p->bytes_written, stored_bytes, __ATOMIC_RELAXED);
 
     /* The manifest is written last: a snapshot without one is incomplete, never listed. */

@@ -232,6 +232,30 @@ def test_scheduled_tick_gives_exactly_one_snapshot(cluster, ferretdb_factory):
         assert cluster[node].prop(path, RESTORE_IFACE, "Node") == restorer
 
 
+def test_a_persistent_timer_catching_up_joins_the_tick_it_missed(cluster):
+    """A node that was down at the tick runs the missed run when it comes back (Persistent=):
+    its call comes long after the tick window, but names the same nominal tick (the latest
+    elapse of Schedule= at or before the call), so it follows the snapshot the others took
+    instead of taking one more."""
+    for node in NODES:
+        agent_config(cluster[node], node, cluster.store, cluster.coord.uri, cluster.database,
+                     extra="TickWindowSec=1\n")
+    cluster.write_policy(Schedule="*-*-* 00:00:00")  # daily: every call today is today's tick
+    cluster.start()
+    a, b = cluster["node-a"], cluster["node-b"]
+    snap = decode(scheduled(a))
+    a.wait_for(lambda: state_on(a, snap) == "completed", f"{snap} completed", timeout=90)
+    time.sleep(2.5)  # well past TickWindowSec=1: the window alone would take another snapshot
+    assert decode(scheduled(b)) == snap
+    assert cluster.db.snapshots.count_documents({"policy": "nightly"}) == 1
+    lease = cluster.db.leases.find_one({"policy": "nightly"}, sort=[("gen", -1)])
+    midnight = (int(time.time()) // 86400) * 86400 * 1_000_000
+    assert lease["tick"] == midnight, lease
+    # A snapshot asked for by hand is still a new one.
+    manual = decode(b.take_snapshot("nightly"))
+    assert manual != snap
+
+
 def test_snapshot_goes_to_the_member_node_priority_prefers(cluster, ferretdb):
     # node-a runs beside the coordination server's only member (its writable primary); the
     # others name members the set does not list, so only node-a can be ranked.
