@@ -918,7 +918,9 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         goto out;
     }
     if (n_dbs > 0)
-        log_debug("the namespace filters name %zu database(s): not listing the server's", n_dbs);
+        log_debug("the namespace filters name %zu database(s) literally: the server's "
+                  "databases are not listed",
+                  n_dbs);
     else
         r = list_databases(mongo, main_client, &dbs, &n_dbs, e);
     if (r < 0)
