@@ -1,5 +1,6 @@
 /* What the agent's own files share and nobody else sees: the Manager's fields, the task
- * structures, and the few functions agent-manager.c and agent-reader.c call in each other. */
+ * structures, and the functions agent-manager.c, -reader.c, -remover.c, -resync.c and
+ * -cluster.c call in each other. */
 #pragma once
 
 #include <bson/bson.h>
@@ -106,7 +107,7 @@ static inline uint64_t now_usec(void) {
 }
 
 static inline int oom(MsError *e) {
-    return ms_error_set(e, ENOMEM, "out of memory");
+    return ms_error_oom(e);
 }
 
 static inline int replace_string(char **dst, const char *src) {

@@ -961,13 +961,6 @@ static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userd
     finish_task(t, MS_SNAPSHOT_FAILED, reason, MS_EVENT_TASK_FAILED);
 }
 
-static size_t strv_length(char *const *v) {
-    size_t n = 0;
-    while (v && v[n])
-        n++;
-    return n;
-}
-
 /* The worker's command line for a snapshot of p; every string is owned by p or m, a buffer of
  * the caller, or static. The URI is not among them: the spawner passes it in a memfd. */
 #define NUMBER_ARG_MAX 16
@@ -1059,8 +1052,8 @@ static int start_worker(SnapshotTask *t, MsError *e) {
             return r;
     }
     _cleanup_free_ const char **args =
-        calloc(WORKER_ARGS_FIXED_MAX + 2 * (strv_length(p->settings->include_namespaces) +
-                                            strv_length(p->settings->exclude_namespaces)),
+        calloc(WORKER_ARGS_FIXED_MAX + 2 * (ms_strv_length(p->settings->include_namespaces) +
+                                            ms_strv_length(p->settings->exclude_namespaces)),
                sizeof(char *));
     if (!args)
         return oom(e);
@@ -1991,7 +1984,7 @@ int manager_reload_config(Manager *m, MsError *e) {
         fresh->restore_key_credentials = t;
         c->restore_allow_cleartext = fresh->restore_allow_cleartext;
         log_info("[Restore] reloaded: %zu restore credential(s), %zu key credential(s)%s",
-                 strv_length(c->restore_credentials), strv_length(c->restore_key_credentials),
+                 ms_strv_length(c->restore_credentials), ms_strv_length(c->restore_key_credentials),
                  c->restore_allow_cleartext ? ", AllowCleartext=yes" : "");
     }
     if (!str_equal(c->node, fresh->node) || !str_equal(c->default_store, fresh->default_store) ||

@@ -10,6 +10,7 @@
 #include "agent/agent-internal.h"
 #include "engine/uri-auth.h"
 #include "common/log.h"
+#include "common/strv.h"
 #include "common/redact.h"
 #include "engine/nsfilter.h"
 #include "engine/restore.h"
@@ -65,19 +66,13 @@ int reader_load(Manager *m, MsError *e) {
 
 /* ---- the task list ---- */
 
-static void strv_free(char **v) {
-    for (size_t i = 0; v && v[i]; i++)
-        free(v[i]);
-    free(v);
-}
-
 static ReadTask *reader_free(ReadTask *t) {
     if (!t)
         return NULL;
     agent_task_free(t->worker);
     progress_throttle_done(&t->progress);
     ms_secret_free(t->uri);
-    strv_free(t->args);
+    ms_strv_free(t->args);
     free(t->result_message);
     free(t->snapshot_id);
     free(t);
@@ -608,13 +603,6 @@ static int new_restore_id(Manager *m, char ret[RESTORE_ID_MAX]) {
     return -EEXIST;
 }
 
-static size_t strv_length(char *const *v) {
-    size_t n = 0;
-    while (v && v[n])
-        n++;
-    return n;
-}
-
 /* Refuse what the worker would refuse, while the caller is still there to read why. */
 static int check_restore_options(const char *target, const ManagerRestoreOptions *o, MsError *e) {
     bson_error_t be;
@@ -626,19 +614,19 @@ static int check_restore_options(const char *target, const ManagerRestoreOptions
                             "mongodb://HOST[:PORT][/?OPTIONS] or mongodb+srv://HOST");
     }
     mongoc_uri_destroy(uri);
-    if (strv_length(o->ns_from) != strv_length(o->ns_to))
+    if (ms_strv_length(o->ns_from) != ms_strv_length(o->ns_to))
         return ms_error_set(e, EINVAL,
                             "ns_from and ns_to pair up: %zu patterns against %zu; give one "
                             "target per source pattern",
-                            strv_length(o->ns_from), strv_length(o->ns_to));
+                            ms_strv_length(o->ns_from), ms_strv_length(o->ns_to));
     MsNsFilter f = {
         .include = o->ns_include,
-        .n_include = strv_length(o->ns_include),
+        .n_include = ms_strv_length(o->ns_include),
         .exclude = o->ns_exclude,
-        .n_exclude = strv_length(o->ns_exclude),
+        .n_exclude = ms_strv_length(o->ns_exclude),
         .rename_from = o->ns_from,
         .rename_to = o->ns_to,
-        .n_rename = strv_length(o->ns_from),
+        .n_rename = ms_strv_length(o->ns_from),
     };
     int r = ms_ns_filter_validate(&f, e);
     if (r < 0) {

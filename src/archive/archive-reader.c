@@ -693,11 +693,6 @@ static int parse_namespace_header(MsArchiveReader *r, const Item *item, Namespac
     return 0;
 }
 
-static bool is_oplog(const char *db, const char *collection) {
-    return strcmp(db, MS_ARCHIVE_OPLOG_DB) == 0 &&
-           strcmp(collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0;
-}
-
 /* Resolve a header's namespace; ret_idx indexes ns[] and stats[]. */
 static int resolve_namespace(MsArchiveReader *r, const Item *item, const NamespaceHeader *h,
                              size_t *ret_idx, MsError *e) {
@@ -707,7 +702,7 @@ static int resolve_namespace(MsArchiveReader *r, const Item *item, const Namespa
         /* mongodump lists the oplog in the prelude too, but tolerate archives that do not;
          * any other stranger means the archive is not what its prelude says. */
         format_namespace(name, h->db, h->collection);
-        if (!is_oplog(h->db, h->collection))
+        if (!ms_archive_is_oplog(h->db, h->collection))
             return reader_corrupt(r, e, name, item->offset,
                                   "the namespace has data but is not listed in the archive "
                                   "prelude");

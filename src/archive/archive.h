@@ -10,6 +10,7 @@
 
 #include <bson/bson.h>
 #include <stdbool.h>
+#include <string.h>
 #include <stdint.h>
 
 #include "common/error.h"
@@ -20,6 +21,13 @@
 #define MS_ARCHIVE_FORMAT_VERSION "0.1"
 #define MS_ARCHIVE_OPLOG_DB ""
 #define MS_ARCHIVE_OPLOG_COLLECTION "oplog"
+
+/* Is db.collection the archive's oplog namespace (not a collection's)? */
+static inline bool ms_archive_is_oplog(const char *db, const char *collection) {
+    return strcmp(db, MS_ARCHIVE_OPLOG_DB) == 0 &&
+           strcmp(collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0;
+}
+
 /* BSON's own document size limit (16 MiB) plus the server's headroom for internal fields. */
 #define MS_BSON_MAX_DOCUMENT_SIZE (16 * 1024 * 1024 + 16 * 1024)
 

@@ -1025,7 +1025,6 @@ MsSnapshotRecord *ms_snapshot_record_free(MsSnapshotRecord *r) {
     free(r->archive_key);
     free(r->manifest_key);
     free(r->store);
-    free(r->download_url);
     free(r->error);
     free(r->log_cursor);
     free(r->verify_error);
@@ -1051,7 +1050,6 @@ static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, 
     FIRST_FAILURE(r, column_strdup(s, SNAP_ARCHIVE_KEY, &rec->archive_key));
     FIRST_FAILURE(r, column_strdup(s, SNAP_MANIFEST_KEY, &rec->manifest_key));
     FIRST_FAILURE(r, column_strdup(s, SNAP_STORE, &rec->store));
-    FIRST_FAILURE(r, column_strdup(s, SNAP_DOWNLOAD_URL, &rec->download_url));
     FIRST_FAILURE(r, column_strdup(s, SNAP_ERROR, &rec->error));
     FIRST_FAILURE(r, column_strdup(s, SNAP_LOG_CURSOR, &rec->log_cursor));
     FIRST_FAILURE(r, column_strdup(s, SNAP_VERIFY_ERROR, &rec->verify_error));
@@ -1151,7 +1149,8 @@ static int bind_snapshot(sqlite3_stmt *s, const MsSnapshotRecord *r) {
     FIRST_FAILURE(rc, bind_text(s, SNAP_ARCHIVE_KEY + 1, r->archive_key));
     FIRST_FAILURE(rc, bind_text(s, SNAP_MANIFEST_KEY + 1, r->manifest_key));
     FIRST_FAILURE(rc, bind_text(s, SNAP_STORE + 1, r->store));
-    FIRST_FAILURE(rc, bind_text(s, SNAP_DOWNLOAD_URL + 1, r->download_url));
+    /* The download_url column stays for old catalogs; addresses are signed on demand. */
+    FIRST_FAILURE(rc, bind_text(s, SNAP_DOWNLOAD_URL + 1, NULL));
     FIRST_FAILURE(rc, bind_text(s, SNAP_STATE + 1, ms_snapshot_state_to_string(r->state)));
     FIRST_FAILURE(rc, bind_text(s, SNAP_ERROR + 1, r->error));
     FIRST_FAILURE(rc, bind_u64(s, SNAP_CREATED + 1, r->created_usec));

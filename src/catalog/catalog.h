@@ -123,8 +123,6 @@ typedef struct MsSnapshotRecord {
     char *archive_key;  /* the archive's key in the store; its last component is the file name */
     char *manifest_key; /* the manifest's key in the store */
     char *store;        /* store location without secrets ("local:/var/lib/mongosnap/store") */
-    char *download_url; /* unused: download addresses expire, so the agent signs them on demand
-                         * (manager_snapshot_download_url); the column stays for old catalogs */
     MsSnapshotState state;
     char *error; /* why it failed, was interrupted or was stopped */
     uint64_t created_usec;

@@ -12,10 +12,6 @@
 #define USEC_PER_SEC 1000000ull
 #define USEC_PER_MSEC 1000ull
 
-static int oom(MsError *e) {
-    return ms_error_set(e, ENOMEM, "out of memory");
-}
-
 static int64_t iter_int(const bson_iter_t *it) {
     if (BSON_ITER_HOLDS_INT32(it) || BSON_ITER_HOLDS_INT64(it) || BSON_ITER_HOLDS_DOUBLE(it))
         return bson_iter_as_int64(it);
@@ -119,13 +115,13 @@ int ms_cluster_members_parse(const bson_t *status, const bson_t *config,
             MsClusterMember *l = realloc(list, cap * sizeof(*l));
             if (!l) {
                 ms_cluster_members_free(list, n);
-                return oom(e);
+                return ms_error_oom(e);
             }
             list = l;
         }
         if (!(m.host = strdup(host))) {
             ms_cluster_members_free(list, n);
-            return oom(e);
+            return ms_error_oom(e);
         }
         list[n++] = m;
     }
@@ -185,7 +181,7 @@ int ms_cluster_rank(const MsClusterMember *members, size_t n, MsNodePriority pri
                     uint64_t max_lag_usec, size_t **ret_order, size_t *ret_n, MsError *e) {
     _cleanup_free_ size_t *order = calloc(n ? n : 1, sizeof(*order));
     if (!order)
-        return oom(e);
+        return ms_error_oom(e);
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         if (!ms_cluster_member_unfit(&members[i], max_lag_usec) && tier(&members[i], priority) >= 0)
@@ -223,14 +219,14 @@ static int add_hosts(const bson_t *hello, const char *field, int state, bool arb
         const char *host = bson_iter_utf8(&it, NULL);
         MsClusterMember *nv = realloc(*v, (*n + 1) * sizeof(*nv));
         if (!nv)
-            return oom(e);
+            return ms_error_oom(e);
         *v = nv;
         MsClusterMember *m = &nv[*n];
         *m = (MsClusterMember){.state = state, .healthy = true, .arbiter = arbiter};
         if (!arbiter && primary && strcmp(host, primary) == 0)
             m->state = MS_MEMBER_STATE_PRIMARY;
         if (!(m->host = strdup(host)))
-            return oom(e);
+            return ms_error_oom(e);
         (*n)++;
     }
     return 0;

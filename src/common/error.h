@@ -1,6 +1,8 @@
 /* MsError: a negative errno plus a message a person can act on, filled where the failure is understood. */
 #pragma once
 
+#include <errno.h>
+
 #include <stdarg.h>
 #include <stdbool.h>
 
@@ -43,3 +45,9 @@ static inline bool ms_error_is_set(const MsError *e) {
 }
 
 void ms_error_clear(MsError *e);
+
+/* The one out-of-memory error every module reports. */
+static inline int ms_error_oom(MsError *e) {
+    return ms_error_set(e, ENOMEM, "out of memory");
+}
+

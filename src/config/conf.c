@@ -78,40 +78,12 @@ static int set_string(char **field, const char *value) {
     return 0;
 }
 
-static size_t strv_length(char *const *l) {
-    size_t n = 0;
-    while (l && l[n])
-        n++;
-    return n;
-}
-
-static char **strv_free(char **l) {
-    for (size_t i = 0; l && l[i]; i++)
-        free(l[i]);
-    free(l);
-    return NULL;
-}
-DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
-
-static int strv_push(char ***l, const char *s) {
-    size_t n = strv_length(*l);
-    char **m = realloc(*l, (n + 2) * sizeof(char *));
-    if (!m)
-        return -ENOMEM;
-    *l = m;
-    m[n] = strdup(s);
-    if (!m[n])
-        return -ENOMEM;
-    m[n + 1] = NULL;
-    return 0;
-}
-
 static int strv_copy(char *const *src, char ***ret) {
-    _cleanup_(strv_freep) char **l = calloc(1, sizeof(char *));
+    _cleanup_(ms_strv_freep) char **l = calloc(1, sizeof(char *));
     if (!l)
         return -ENOMEM;
     for (size_t i = 0; src && src[i]; i++)
-        if (strv_push(&l, src[i]) < 0)
+        if (ms_strv_push(&l, src[i]) < 0)
             return -ENOMEM;
     *ret = TAKE_PTR(l);
     return 0;
@@ -334,17 +306,13 @@ static int check_ns_pattern(const char *key, const char *pat, MsError *e) {
  * Setters for values both files have
  * ====================================================================================== */
 
-static int oom(MsError *e) {
-    return ms_error_set(e, ENOMEM, "out of memory");
-}
-
 static int set_absolute_path(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
     if (v) {
         int r = check_absolute_path(k->name, v, e);
         if (r < 0)
             return r;
     }
-    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
+    return set_string(INI_FIELD(obj, k), v) < 0 ? ms_error_oom(e) : 0;
 }
 
 static int set_store(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
@@ -353,7 +321,7 @@ static int set_store(void *obj, const IniKey *k, const char *v, bool append, MsE
         if (r < 0)
             return r;
     }
-    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
+    return set_string(INI_FIELD(obj, k), v) < 0 ? ms_error_oom(e) : 0;
 }
 
 static int set_credential_name(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
@@ -363,7 +331,7 @@ static int set_credential_name(void *obj, const IniKey *k, const char *v, bool a
                             "or '-', starting with a letter or digit, without '..' (it names a "
                             "systemd credential, not the secret itself)",
                             k->name, v, MS_NAME_MAX);
-    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
+    return set_string(INI_FIELD(obj, k), v) < 0 ? ms_error_oom(e) : 0;
 }
 
 /* ======================================================================================
@@ -386,7 +354,7 @@ static int set_node(void *obj, const IniKey *k, const char *v, bool append, MsEr
                             "%s='%s' is not a node name: letters, digits, '_', '.' and '-', "
                             "starting with a letter or digit, at most %d characters",
                             k->name, v, MS_NODE_NAME_MAX);
-    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
+    return set_string(INI_FIELD(obj, k), v) < 0 ? ms_error_oom(e) : 0;
 }
 
 static int set_cluster_uri(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
@@ -397,7 +365,7 @@ static int set_cluster_uri(void *obj, const IniKey *k, const char *v, bool appen
             return r;
         }
     }
-    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
+    return set_string(INI_FIELD(obj, k), v) < 0 ? ms_error_oom(e) : 0;
 }
 
 static int set_database(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
@@ -406,7 +374,7 @@ static int set_database(void *obj, const IniKey *k, const char *v, bool append, 
                             "%s='%s' is not a database name mongosnap accepts: letters, digits, "
                             "'_', '.' and '-', at most %d characters",
                             k->name, v, MS_NODE_NAME_MAX);
-    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
+    return set_string(INI_FIELD(obj, k), v) < 0 ? ms_error_oom(e) : 0;
 }
 
 /* host:port as the replica set names its members; no scheme, no spaces. */
@@ -416,14 +384,7 @@ static int set_member(void *obj, const IniKey *k, const char *v, bool append, Ms
                             "%s='%s' is not a member address: write HOST:PORT as the replica "
                             "set names the member beside this agent (see rs.conf())",
                             k->name, v);
-    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
-}
-
-bool ms_strv_contains(char *const *l, const char *name) {
-    for (size_t i = 0; l && l[i]; i++)
-        if (strcmp(l[i], name) == 0)
-            return true;
-    return false;
+    return set_string(INI_FIELD(obj, k), v) < 0 ? ms_error_oom(e) : 0;
 }
 
 bool ms_credential_is_store_key(const char *name) {
@@ -440,12 +401,12 @@ static char *get_ns_list(const void *obj, const IniKey *k);
 static int set_credential_list(void *obj, const IniKey *k, const char *v, bool append,
                                MsError *e) {
     char ***field = INI_FIELD(obj, k);
-    _cleanup_(strv_freep) char **l = NULL;
+    _cleanup_(ms_strv_freep) char **l = NULL;
     if (append && v && *field) {
         if (strv_copy(*field, &l) < 0)
-            return oom(e);
+            return ms_error_oom(e);
     } else if (!(l = calloc(1, sizeof(char *))))
-        return oom(e);
+        return ms_error_oom(e);
     for (const char *p = v; p && *p;) {
         p += strspn(p, " \t");
         size_t len = strcspn(p, " \t");
@@ -453,7 +414,7 @@ static int set_credential_list(void *obj, const IniKey *k, const char *v, bool a
             break;
         _cleanup_free_ char *name = strndup(p, len);
         if (!name)
-            return oom(e);
+            return ms_error_oom(e);
         if (!ms_credential_name_is_valid(name))
             return ms_error_set(e, EINVAL,
                                 "%s: '%s' is not a credential name: 1 to %d letters, digits, "
@@ -464,11 +425,11 @@ static int set_credential_list(void *obj, const IniKey *k, const char *v, bool a
                                 "%s: '%s' holds the store's key and can never be named for a "
                                 "restore: remove it",
                                 k->name, name);
-        if (strv_push(&l, name) < 0)
-            return oom(e);
+        if (ms_strv_push(&l, name) < 0)
+            return ms_error_oom(e);
         p += len;
     }
-    strv_free(*field);
+    ms_strv_free(*field);
     *field = TAKE_PTR(l);
     return 0;
 }
@@ -532,8 +493,8 @@ MsAgentConfig *ms_agent_config_free(MsAgentConfig *c) {
     free(c->cluster_credential);
     free(c->cluster_database);
     free(c->cluster_member);
-    strv_free(c->restore_credentials);
-    strv_free(c->restore_key_credentials);
+    ms_strv_free(c->restore_credentials);
+    ms_strv_free(c->restore_key_credentials);
     free(c);
     return NULL;
 }
@@ -572,13 +533,13 @@ static int agent_config_finish(MsAgentConfig *c, MsError *e) {
                             "[Agent] in " MS_AGENT_CONFIG_PATH,
                             host);
     c->node = strdup(host);
-    return c->node ? 0 : oom(e);
+    return c->node ? 0 : ms_error_oom(e);
 }
 
 static int agent_config_new_unfinished(MsAgentConfig **ret, MsError *e) {
     _cleanup_(ms_agent_config_freep) MsAgentConfig *c = calloc(1, sizeof(*c));
     if (!c)
-        return oom(e);
+        return ms_error_oom(e);
     for (size_t i = 0; i < ELEMENTSOF(agent_keys); i++) {
         int r = agent_keys[i].set(c, &agent_keys[i], agent_keys[i].default_value, false, e);
         if (r < 0)
@@ -674,7 +635,7 @@ static int set_source(void *obj, const IniKey *k, const char *v, bool append, Ms
         if (r < 0)
             return r;
     }
-    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
+    return set_string(INI_FIELD(obj, k), v) < 0 ? ms_error_oom(e) : 0;
 }
 
 /* Only the shape is checked here: systemd parses the calendar expression when the timer
@@ -695,7 +656,7 @@ static int set_schedule(void *obj, const IniKey *k, const char *v, bool append, 
                                     "'*-*-* 00/6:00' (see systemd.time(7))",
                                     k->name, v);
     }
-    return set_string(INI_FIELD(obj, k), v) < 0 ? oom(e) : 0;
+    return set_string(INI_FIELD(obj, k), v) < 0 ? ms_error_oom(e) : 0;
 }
 
 static int set_compression(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
@@ -744,13 +705,13 @@ static char *get_node_priority(const void *obj, const IniKey *k) {
 
 static int set_ns_list(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
     char ***field = INI_FIELD(obj, k);
-    _cleanup_(strv_freep) char **l = NULL;
+    _cleanup_(ms_strv_freep) char **l = NULL;
     /* An empty value (v NULL) empties the list, in a file as in an edit. */
     if (append && v && *field) {
         if (strv_copy(*field, &l) < 0)
-            return oom(e);
+            return ms_error_oom(e);
     } else if (!(l = calloc(1, sizeof(char *))))
-        return oom(e);
+        return ms_error_oom(e);
     /* Each pattern is checked before any is added: a bad line leaves the list alone. */
     for (const char *p = v; p && *p;) {
         p += strspn(p, " \t");
@@ -759,15 +720,15 @@ static int set_ns_list(void *obj, const IniKey *k, const char *v, bool append, M
             break;
         _cleanup_free_ char *pattern = strndup(p, len);
         if (!pattern)
-            return oom(e);
+            return ms_error_oom(e);
         int r = check_ns_pattern(k->name, pattern, e);
         if (r < 0)
             return r;
-        if (strv_push(&l, pattern) < 0)
-            return oom(e);
+        if (ms_strv_push(&l, pattern) < 0)
+            return ms_error_oom(e);
         p += len;
     }
-    strv_free(*field);
+    ms_strv_free(*field);
     *field = TAKE_PTR(l);
     return 0;
 }
@@ -894,8 +855,8 @@ MsPolicy *ms_policy_free(MsPolicy *p) {
     free(p->credential);
     free(p->schedule);
     free(p->store);
-    strv_free(p->include_namespaces);
-    strv_free(p->exclude_namespaces);
+    ms_strv_free(p->include_namespaces);
+    ms_strv_free(p->exclude_namespaces);
     free(p->encryption_key);
     free(p);
     return NULL;
@@ -909,7 +870,7 @@ int ms_policy_new(const char *name, MsPolicy **ret, MsError *e) {
                             name ? name : "", MS_NAME_MAX);
     _cleanup_(ms_policy_freep) MsPolicy *p = calloc(1, sizeof(*p));
     if (!p || !(p->name = strdup(name)))
-        return oom(e);
+        return ms_error_oom(e);
     for (size_t i = 0; i < ELEMENTSOF(policy_keys); i++) {
         int r = policy_keys[i].set(p, &policy_keys[i], policy_keys[i].default_value, false, e);
         if (r < 0)
@@ -1004,7 +965,7 @@ int ms_policy_load_file(const char *path, MsPolicy **ret, MsError *e) {
 int ms_policy_dup(const MsPolicy *p, MsPolicy **ret, MsError *e) {
     _cleanup_(ms_policy_freep) MsPolicy *q = calloc(1, sizeof(*q));
     if (!q)
-        return oom(e);
+        return ms_error_oom(e);
     *q = *p;
     /* Own nothing yet, so a failure below frees only what was copied. */
     q->name = q->source = q->credential = q->schedule = q->store = q->encryption_key = NULL;
@@ -1015,7 +976,7 @@ int ms_policy_dup(const MsPolicy *p, MsPolicy **ret, MsError *e) {
         set_string(&q->encryption_key, p->encryption_key) < 0 ||
         strv_copy(p->include_namespaces, &q->include_namespaces) < 0 ||
         strv_copy(p->exclude_namespaces, &q->exclude_namespaces) < 0)
-        return oom(e);
+        return ms_error_oom(e);
     *ret = TAKE_PTR(q);
     return 0;
 }
@@ -1058,7 +1019,7 @@ static const IniKey *policy_key_lookup(const char *key, MsError *e) {
     if (dot) {
         _cleanup_free_ char *section = strndup(key, (size_t) (dot - key));
         if (!section) {
-            oom(e);
+            ms_error_oom(e);
             return NULL;
         }
         k = ini_schema_key(&policy_schema, section, dot + 1);
@@ -1075,7 +1036,7 @@ int ms_policy_get_setting(const MsPolicy *p, const char *key, char **ret, MsErro
         return -EINVAL;
     char *v = k->get(p, k);
     if (!v)
-        return oom(e);
+        return ms_error_oom(e);
     *ret = v;
     return 0;
 }
@@ -1085,7 +1046,7 @@ int ms_policy_to_ini(const MsPolicy *p, char **ret, MsError *e) {
     size_t size = 0;
     FILE *f = open_memstream(&buf, &size);
     if (!f)
-        return oom(e);
+        return ms_error_oom(e);
     fprintf(f, "# mongosnap policy \"%s\" (named by this file's name).\n", p->name);
     fprintf(f, "# Written by mongosnap; comments in this file are not kept.\n");
     bool ok = true;
@@ -1118,7 +1079,7 @@ int ms_policy_to_ini(const MsPolicy *p, char **ret, MsError *e) {
         }
     }
     if (fclose(f) != 0 || !ok)
-        return oom(e);
+        return ms_error_oom(e);
     *ret = TAKE_PTR(buf);
     return 0;
 }
@@ -1147,9 +1108,9 @@ int ms_policy_write_atomic(const char *dir, const MsPolicy *p, MsError *e) {
 
     _cleanup_free_ char *file_name = NULL, *path = NULL;
     if (asprintf(&file_name, "%s" MS_POLICY_FILE_SUFFIX, p->name) < 0)
-        return oom(e);
+        return ms_error_oom(e);
     if (asprintf(&path, "%s/%s", dir, file_name) < 0)
-        return oom(e);
+        return ms_error_oom(e);
 
     /* What we write must load back as this very policy: the same parser decides. */
     _cleanup_(ms_policy_freep) MsPolicy *back = NULL;
@@ -1236,7 +1197,7 @@ int ms_policy_apply_edit(MsPolicy *p, const char *key, const char *value, MsErro
         value++;
     _cleanup_free_ char *v = strdup(value);
     if (!v)
-        return oom(e);
+        return ms_error_oom(e);
     for (size_t n = strlen(v); n > 0 && ascii_isblank(v[n - 1]); n--)
         v[n - 1] = '\0';
     int r = check_edit_value(k->name, v, e);
@@ -1268,7 +1229,7 @@ int ms_policy_apply_assignment(MsPolicy *p, const char *assignment, MsError *e) 
                             assignment ? assignment : "");
     _cleanup_free_ char *key = strndup(assignment, (size_t) (eq - assignment));
     if (!key)
-        return oom(e);
+        return ms_error_oom(e);
     for (size_t n = strlen(key); n > 0 && ascii_isblank(key[n - 1]); n--)
         key[n - 1] = '\0';
     const char *k = key;
@@ -1328,7 +1289,7 @@ static int policy_set_add(MsPolicySet *s, MsPolicy *p) {
 int ms_policy_load_dir(const char *dir, MsPolicySet **ret, MsError *e) {
     _cleanup_(ms_policy_set_freep) MsPolicySet *set = calloc(1, sizeof(*set));
     if (!set)
-        return oom(e);
+        return ms_error_oom(e);
     _cleanup_(closedirp) DIR *d = opendir(dir);
     if (!d) {
         if (errno == ENOENT) {
@@ -1337,9 +1298,9 @@ int ms_policy_load_dir(const char *dir, MsPolicySet **ret, MsError *e) {
         }
         return ms_error_set(e, errno, "cannot read policy directory %s: %s", dir, strerror(errno));
     }
-    _cleanup_(strv_freep) char **names = calloc(1, sizeof(char *));
+    _cleanup_(ms_strv_freep) char **names = calloc(1, sizeof(char *));
     if (!names)
-        return oom(e);
+        return ms_error_oom(e);
     for (;;) {
         errno = 0;
         struct dirent *de = readdir(d);
@@ -1352,16 +1313,16 @@ int ms_policy_load_dir(const char *dir, MsPolicySet **ret, MsError *e) {
         /* Hidden files are editor backups and our own temporary files. */
         if (de->d_name[0] == '.' || !endswith(de->d_name, MS_POLICY_FILE_SUFFIX))
             continue;
-        if (strv_push(&names, de->d_name) < 0)
-            return oom(e);
+        if (ms_strv_push(&names, de->d_name) < 0)
+            return ms_error_oom(e);
     }
-    size_t n = strv_length(names);
+    size_t n = ms_strv_length(names);
     qsort(names, n, sizeof(char *), compare_strings);
 
     for (size_t i = 0; i < n; i++) {
         _cleanup_free_ char *path = NULL;
         if (asprintf(&path, "%s/%s", dir, names[i]) < 0)
-            return oom(e);
+            return ms_error_oom(e);
         MsError err = MS_ERROR_INIT;
         MsPolicy *p = NULL;
         int r = policy_load_at(dirfd(d), names[i], names[i], path, &p, &err);
@@ -1370,7 +1331,7 @@ int ms_policy_load_dir(const char *dir, MsPolicySet **ret, MsError *e) {
         else if ((r = policy_set_add(set, p)) < 0)
             ms_policy_free(p);
         if (r < 0)
-            return oom(e);
+            return ms_error_oom(e);
     }
     *ret = TAKE_PTR(set);
     return 0;

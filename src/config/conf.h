@@ -6,7 +6,9 @@
 #include <stdint.h>
 
 #include "common/error.h"
-#include "io/stream.h"
+#include "common/strv.h"
+#include "common/timespan.h"
+#include "io/compression.h"
 
 /* File syntax (parsed with inih, checked like systemd unit files):
  *   - "[Section]" headers and "Key=value" lines; leading and trailing whitespace is ignored;
@@ -73,8 +75,6 @@ typedef struct MsAgentConfig {
 #define MS_S3_CREDENTIAL_NAMES "s3-access-key-id", "s3-secret-access-key", "s3-session-token"
 /* Is name one of the S3 store's credentials? */
 bool ms_credential_is_store_key(const char *name);
-/* Is name in the NULL-terminated list l? */
-bool ms_strv_contains(char *const *l, const char *name);
 
 #define MS_CLUSTER_DEFAULT_DATABASE "mongosnap"
 #define MS_CLUSTER_LEASE_MIN 3
@@ -220,11 +220,4 @@ int ms_policy_load_dir(const char *dir, MsPolicySet **ret, MsError *e);
 MsPolicySet *ms_policy_set_free(MsPolicySet *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(MsPolicySet *, ms_policy_set_free);
 
-/* ---- systemd time spans ("90s", "1h 30min", "30d", "0") ---- */
 
-/* Units as systemd.time(7): us, ms, s, min (m), h, d, w, M (month = 30.44 d), y (365.25 d), with
- * their long forms; a bare number is seconds; fractions ("1.5h") are allowed. */
-int ms_timespan_parse(const char *s, uint64_t *ret_usec);
-#define MS_TIMESPAN_MAX 96
-/* "1d 2h 30min", "0" for zero; only d/h/min/s/ms/us so that parsing gives the value back. */
-void ms_timespan_format(uint64_t usec, char buf[MS_TIMESPAN_MAX]);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/strv.h"
 #include "common/timeutil.h"
 #include "ctl-format.h"
 #include "ctl-progress.h"
@@ -163,12 +164,6 @@ int verb_update(Ctl *ctl, int argc, char **argv) {
 /* Resync reads every store; a large S3 bucket takes a while. */
 #define RESYNC_TIMEOUT_USEC (30ull * CTL_SEC_PER_MINUTE * CTL_USEC_PER_SEC)
 
-static void strv_freep(char ***l) {
-    for (char **s = *l; s && *s; s++)
-        free(*s);
-    free(*l);
-}
-
 int verb_resync(Ctl *ctl, int argc, char **argv) {
     sd_bus *bus;
     int code = ctl_bus(ctl, &bus);
@@ -180,7 +175,7 @@ int verb_resync(Ctl *ctl, int argc, char **argv) {
     if (code != CTL_EXIT_OK)
         return code;
     uint32_t found, added, corrected, missing, finished;
-    _cleanup_(strv_freep) char **problems = NULL;
+    _cleanup_(ms_strv_freep) char **problems = NULL;
     int r = sd_bus_message_read(reply, "uuuuu", &found, &added, &corrected, &missing, &finished);
     if (r >= 0)
         r = sd_bus_message_read_strv(reply, &problems);

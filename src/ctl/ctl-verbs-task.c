@@ -3,22 +3,16 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/strv.h"
 #include "ctl.h"
 #include "mongosnap/mongosnap.h"
 
 #define WHAT_MAX 256
 
-static size_t strv_length(char **l) {
-    size_t n = 0;
-    while (l && l[n])
-        n++;
-    return n;
-}
-
 /* ---- restore: the a{sv} options of StartRestore ---- */
 
 static int append_strv_option(sd_bus_message *m, const char *key, char **values) {
-    if (strv_length(values) == 0)
+    if (ms_strv_length(values) == 0)
         return 0;
     int r = sd_bus_message_open_container(m, 'e', "sv");
     if (r >= 0)
@@ -76,7 +70,7 @@ int verb_restore(Ctl *ctl, int argc, char **argv) {
     if (!a->to)
         return ctl_fail(CTL_EXIT_USAGE,
                         "restore needs --to URI: the MongoDB deployment to restore into");
-    if (strv_length(a->ns_from) != strv_length(a->ns_to))
+    if (ms_strv_length(a->ns_from) != ms_strv_length(a->ns_to))
         return ctl_fail(CTL_EXIT_USAGE,
                         "--ns-from and --ns-to pair up: give them the same number of times");
     sd_bus *bus;

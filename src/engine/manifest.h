@@ -24,6 +24,11 @@ typedef struct MsOplogPosition {
     uint32_t i; /* ordinal within the second */
 } MsOplogPosition;
 
+/* Is a later than b in the oplog? */
+static inline bool ms_oplog_position_after(MsOplogPosition a, MsOplogPosition b) {
+    return a.t > b.t || (a.t == b.t && a.i > b.i);
+}
+
 typedef struct MsManifest {
     char *snapshot;     /* the snapshot's name */
     char *tool_version; /* mongosnap version that wrote it */

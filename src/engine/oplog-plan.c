@@ -73,10 +73,6 @@ void ms_oplog_describe_entry(const bson_t *entry, char *buf, size_t size) {
              op ? op : "?", ns ? ns : "?", t, i);
 }
 
-static int oom(MsError *e) {
-    return ms_error_set(e, ENOMEM, "out of memory");
-}
-
 /* ---- the plan ---- */
 
 static void action_clear(MsOplogAction *a) {
@@ -196,17 +192,17 @@ static int map_or_count(MsOplogReplayer *r, const bson_t *entry, const char *db,
                         char **ret_ns, char **ret_db, char **ret_coll, MsError *e) {
     _cleanup_free_ char *src = ms_ns_join(db, coll);
     if (!src)
-        return oom(e);
+        return ms_error_oom(e);
     _cleanup_free_ char *target = NULL;
     int v = ms_ns_map(r->filter, src, &target);
     if (v < 0)
-        return oom(e);
+        return ms_error_oom(e);
     if (v != MS_NS_MAP_MAPPED) {
         int k = count_verdict(r, entry, v, src);
-        return k < 0 ? oom(e) : v;
+        return k < 0 ? ms_error_oom(e) : v;
     }
     if (ms_ns_split(target, ret_db, ret_coll) < 0)
-        return oom(e);
+        return ms_error_oom(e);
     *ret_ns = TAKE_PTR(target);
     return MS_NS_MAP_MAPPED;
 }
@@ -352,10 +348,10 @@ static int plan_crud(MsOplogReplayer *r, const bson_t *entry, const char *op, co
         if (bson_iter_init_find(&id, &o, "_id")) {
             /* Replace by _id so a document the dump already holds is not a duplicate. */
             if (!(a = plan_add(plan, MS_OPLOG_ACTION_UPSERT, tdb, tcoll, tns)))
-                return oom(e);
+                return ms_error_oom(e);
             bson_append_iter(a->selector, "_id", -1, &id);
         } else if (!(a = plan_add(plan, MS_OPLOG_ACTION_INSERT, tdb, tcoll, tns)))
-            return oom(e);
+            return ms_error_oom(e);
         bson_concat(a->doc, &o);
     } else if (strcmp(op, "u") == 0) {
         if (!get_doc(entry, "o2", &o2))
@@ -388,14 +384,14 @@ static int plan_crud(MsOplogReplayer *r, const bson_t *entry, const char *op, co
                      tns);
         if (!a) {
             bson_destroy(&update);
-            return oom(e);
+            return ms_error_oom(e);
         }
         bson_concat(a->selector, &o2);
         bson_concat(a->doc, has_ops ? &update : &o);
         bson_destroy(&update);
     } else {
         if (!(a = plan_add(plan, MS_OPLOG_ACTION_DELETE, tdb, tcoll, tns)))
-            return oom(e);
+            return ms_error_oom(e);
         bson_concat(a->selector, &o);
     }
     /* An insert or update may have created the collection (a time series by its buckets). */
@@ -404,7 +400,7 @@ static int plan_crud(MsOplogReplayer *r, const bson_t *entry, const char *op, co
         name += strlen("system.buckets.");
     _cleanup_free_ char *logical = ms_ns_join(db, name);
     if (!logical || ms_oplog_replayer_know(r, logical) < 0)
-        return oom(e);
+        return ms_error_oom(e);
     r->stats.applied++;
     return 0;
 }
@@ -451,12 +447,12 @@ static int map_view_on(MsOplogReplayer *r, const bson_t *entry, const char *db, 
     _cleanup_free_ char *src = ms_ns_join(db, view_on);
     _cleanup_free_ char *target = NULL;
     if (!src)
-        return oom(e);
+        return ms_error_oom(e);
     int v = ms_ns_map(r->filter, src, &target);
     if (v < 0)
-        return oom(e);
+        return ms_error_oom(e);
     if (v == MS_NS_MAP_MAPPED && ms_ns_split(target, &vdb, &vcoll) < 0)
-        return oom(e);
+        return ms_error_oom(e);
     if (v != MS_NS_MAP_MAPPED || strcmp(vdb, tdb) != 0) {
         char why[512];
         snprintf(why, sizeof(why),
@@ -516,7 +512,7 @@ static int plan_coll_command(MsOplogReplayer *r, const bson_t *entry, const char
         return v < 0 ? v : 0;
     _cleanup_free_ char *src = ms_ns_join(db, coll);
     if (!src)
-        return oom(e);
+        return ms_error_oom(e);
     if (cc == CC_START_INDEX_BUILD || cc == CC_ABORT_INDEX_BUILD) {
         r->stats.noops++; /* the build's effect is its commitIndexBuild */
         return 0;
@@ -532,7 +528,7 @@ static int plan_coll_command(MsOplogReplayer *r, const bson_t *entry, const char
 
     MsOplogAction *a = plan_add(plan, MS_OPLOG_ACTION_COMMAND, tdb, NULL, tns);
     if (!a)
-        return oom(e);
+        return ms_error_oom(e);
     const char *name = cc == CC_COMMIT_INDEX_BUILD ? "createIndexes"
                                                    : coll_command_names[cc];
     BSON_APPEND_UTF8(a->doc, name, tcoll);
@@ -554,7 +550,7 @@ static int plan_coll_command(MsOplogReplayer *r, const bson_t *entry, const char
         copy_except(o, a->doc, skip_create);
         a->tolerate_existing = true;
         if (ms_oplog_replayer_know(r, src) < 0)
-            return oom(e);
+            return ms_error_oom(e);
         break;
     }
     case CC_COLL_MOD:
@@ -624,7 +620,7 @@ static int plan_rename(MsOplogReplayer *r, const bson_t *entry, const bson_t *o,
     int vf = ms_ns_map(r->filter, from, &tfrom);
     int vt = ms_ns_map(r->filter, to, &tto);
     if (vf < 0 || vt < 0)
-        return oom(e);
+        return ms_error_oom(e);
     bool mf = vf == MS_NS_MAP_MAPPED, mt = vt == MS_NS_MAP_MAPPED;
     if (!mf && !mt) {
         /* Neither side is the restore's: not selected, or protected/invalid as counted. */
@@ -647,19 +643,19 @@ static int plan_rename(MsOplogReplayer *r, const bson_t *entry, const bson_t *o,
     _cleanup_free_ char *fdb = NULL;
     _cleanup_free_ char *fcoll = NULL;
     if (ms_ns_split(tfrom, &fdb, &fcoll) < 0)
-        return oom(e);
+        return ms_error_oom(e);
     if (!mt) {
         /* The data left the restored set: so does its copy in the target. */
         MsOplogAction *a = plan_add(plan, MS_OPLOG_ACTION_COMMAND, fdb, NULL, tfrom);
         if (!a)
-            return oom(e);
+            return ms_error_oom(e);
         BSON_APPEND_UTF8(a->doc, "drop", fcoll);
         a->tolerate_missing = true;
     } else {
         /* renameCollection runs on admin, but writes only the two mapped namespaces. */
         MsOplogAction *a = plan_add(plan, MS_OPLOG_ACTION_COMMAND, "admin", NULL, tfrom);
         if (!a || !(a->touched[1] = strdup(tto)))
-            return oom(e);
+            return ms_error_oom(e);
         BSON_APPEND_UTF8(a->doc, "renameCollection", tfrom);
         BSON_APPEND_UTF8(a->doc, "to", tto);
         /* In the oplog dropTarget is the dropped collection's UUID, or a bool. */
@@ -668,7 +664,7 @@ static int plan_rename(MsOplogReplayer *r, const bson_t *entry, const bson_t *o,
                            (BSON_ITER_HOLDS_BINARY(&dt) || bson_iter_as_bool(&dt));
         BSON_APPEND_BOOL(a->doc, "dropTarget", drop_target);
         if (ms_oplog_replayer_know(r, to) < 0)
-            return oom(e);
+            return ms_error_oom(e);
     }
     forget(r, from);
     r->stats.applied++;
@@ -689,15 +685,15 @@ static int plan_drop_database(MsOplogReplayer *r, const bson_t *entry, const cha
         _cleanup_free_ char *target = NULL;
         int v = ms_ns_map(r->filter, ns, &target);
         if (v < 0)
-            return oom(e);
+            return ms_error_oom(e);
         if (v == MS_NS_MAP_MAPPED) {
             _cleanup_free_ char *tdb = NULL;
             _cleanup_free_ char *tcoll = NULL;
             if (ms_ns_split(target, &tdb, &tcoll) < 0)
-                return oom(e);
+                return ms_error_oom(e);
             MsOplogAction *a = plan_add(plan, MS_OPLOG_ACTION_COMMAND, tdb, NULL, target);
             if (!a)
-                return oom(e);
+                return ms_error_oom(e);
             BSON_APPEND_UTF8(a->doc, "drop", tcoll);
             a->tolerate_missing = true;
             any = true;
@@ -745,7 +741,7 @@ static int txn_hold(MsOplogReplayer *r, const bson_t *key, const bson_t *ops, Ms
     if (!t) {
         Txn *list = realloc(r->txns, (r->n_txns + 1) * sizeof(*list));
         if (!list)
-            return oom(e);
+            return ms_error_oom(e);
         r->txns = list;
         t = &r->txns[r->n_txns];
         *t = (Txn){.key = bson_copy(key), .ops = bson_new()};
@@ -754,7 +750,7 @@ static int txn_hold(MsOplogReplayer *r, const bson_t *key, const bson_t *ops, Ms
                 bson_destroy(t->key);
             if (t->ops)
                 bson_destroy(t->ops);
-            return oom(e);
+            return ms_error_oom(e);
         }
         r->n_txns++;
     }
@@ -944,7 +940,7 @@ int ms_oplog_replayer_plan(MsOplogReplayer *r, const bson_t *entry, MsOplogPlan 
 int ms_oplog_replayer_new(const MsNsFilter *filter, MsOplogReplayer **ret, MsError *e) {
     MsOplogReplayer *r = calloc(1, sizeof(*r));
     if (!r)
-        return oom(e);
+        return ms_error_oom(e);
     r->filter = filter;
     *ret = r;
     return 0;

@@ -398,8 +398,7 @@ static int plan_namespaces(RestoreContext *ctx, const MsArchiveCollection *colls
         return ms_error_set(e, ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
         /* The captured oplog is listed in the prelude too; it is replayed, not restored. */
-        if (strcmp(colls[i].db, MS_ARCHIVE_OPLOG_DB) == 0 &&
-            strcmp(colls[i].collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0)
+        if (ms_archive_is_oplog(colls[i].db, colls[i].collection))
             continue;
         RestoreNs *ns = &ctx->nss[ctx->n_nss++];
         ns->src_db = strdup(colls[i].db);
@@ -468,10 +467,6 @@ int ms_oplog_position_parse(const char *s, MsOplogPosition *ret) {
     return -EINVAL;
 }
 
-static bool position_after(MsOplogPosition a, MsOplogPosition b) {
-    return a.t > b.t || (a.t == b.t && a.i > b.i);
-}
-
 /* The next spooled entry into buf (MS_BSON_MAX_DOCUMENT_SIZE bytes): 1, 0 at the end. */
 static int spool_next(FILE *spool, uint8_t *buf, bson_t *ret_entry, MsError *e) {
     uint32_t len;
@@ -537,7 +532,7 @@ static int preflight_oplog(RestoreContext *ctx, mongoc_client_t *c, FILE *spool,
     bson_t entry;
     while (r == 0 && (r = spool_next(spool, buf, &entry, e)) == 1) {
         r = 0;
-        if (has_limit && position_after(entry_position(&entry), limit))
+        if (has_limit && ms_oplog_position_after(entry_position(&entry), limit))
             break;
         MsOplogPlan plan = {0};
         /* Planning errors are the real pass's to report, with the entry in order. */
@@ -589,7 +584,7 @@ static int replay_oplog(RestoreContext *ctx, mongoc_client_t *c, FILE *spool, bo
     while ((r = spool_next(spool, buf, &entry, e)) == 1) {
         r = 0;
         MsOplogPosition pos = entry_position(&entry);
-        if (has_limit && position_after(pos, limit))
+        if (has_limit && ms_oplog_position_after(pos, limit))
             break;
         MsOplogPlan plan = {0};
         r = ms_oplog_replayer_plan(replayer, &entry, &plan, e);
@@ -686,7 +681,7 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
                              src.archive_name);
             goto out;
         }
-        if (position_after(src.manifest.oplog_start, o->until)) {
+        if (ms_oplog_position_after(src.manifest.oplog_start, o->until)) {
             r = ms_error_set(e, EINVAL,
                              "snapshot %s starts at oplog time %" PRIu32 ":%" PRIu32
                              "; it cannot be restored to an earlier point (--until)",
@@ -694,7 +689,7 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
                              src.manifest.oplog_start.i);
             goto out;
         }
-        if (position_after(src.manifest.oplog_end, o->until))
+        if (ms_oplog_position_after(src.manifest.oplog_end, o->until))
             log_warning("restoring to a point before the snapshot's end (%" PRIu32 ":%" PRIu32
                         "): documents copied after that point may already hold later changes",
                         src.manifest.oplog_end.t, src.manifest.oplog_end.i);
@@ -782,8 +777,7 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
             break;
         if (restore_failed(&ctx) || is_cancelled(o))
             break;
-        bool is_oplog = strcmp(ev.db, MS_ARCHIVE_OPLOG_DB) == 0 &&
-                        strcmp(ev.collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0;
+        bool is_oplog = ms_archive_is_oplog(ev.db, ev.collection);
         if (is_oplog) {
             if (ev.kind == MS_ARCHIVE_EVENT_DOCUMENT && spool) {
                 if (fwrite(ev.data, ev.len, 1, spool) != 1) {

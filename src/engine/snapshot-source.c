@@ -418,8 +418,7 @@ int ms_snapshot_source_check_namespaces(MsSnapshotSource *s, MsError *e) {
     if (s->manifest.point_in_time) {
         const MsArchiveNamespaceStats *oplog = NULL;
         for (size_t j = 0; j < n && !oplog; j++)
-            if (strcmp(stats[j].db, MS_ARCHIVE_OPLOG_DB) == 0 &&
-                strcmp(stats[j].collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0)
+            if (ms_archive_is_oplog(stats[j].db, stats[j].collection))
                 oplog = &stats[j];
         uint64_t got = oplog ? oplog->documents : 0;
         if (got != s->manifest.oplog_entries)

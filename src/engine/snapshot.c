@@ -617,10 +617,6 @@ static int oplog_latest(MsMongo *m, mongoc_client_t *c, MsOplogPosition *ret, Ms
     return r;
 }
 
-static bool position_after(MsOplogPosition a, MsOplogPosition b) {
-    return a.t > b.t || (a.t == b.t && a.i > b.i);
-}
-
 /* Copy every oplog entry after start into the archive's oplog namespace. Entries written
  * while we copy are included too: the snapshot then ends at the last one copied. With a
  * filter only the entries about selected namespaces are copied (ms_ns_filter_oplog_entry()
@@ -646,7 +642,7 @@ static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition s
         MsOplogPosition pos = {0, 0};
         if (bson_iter_init_find(&it, doc, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it))
             bson_iter_timestamp(&it, &pos.t, &pos.i);
-        if (position_after(pos, end))
+        if (ms_oplog_position_after(pos, end))
             end = pos;
         read++;
         bson_t rewritten;

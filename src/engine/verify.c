@@ -49,8 +49,7 @@ int ms_verify_run(const MsVerifyOptions *o, MsVerifyResult *ret, MsError *e) {
     if (r < 0)
         ms_error_prefix(e, "%s: ", src.archive_name);
     for (size_t i = 0; r == 0 && i < n_colls; i++)
-        n_data += !(strcmp(colls[i].db, MS_ARCHIVE_OPLOG_DB) == 0 &&
-                    strcmp(colls[i].collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0);
+        n_data += !(ms_archive_is_oplog(colls[i].db, colls[i].collection));
     if (r == 0 && src.has_manifest && n_data != src.manifest.n_namespaces)
         r = ms_error_set(e, EBADMSG, "%s lists %zu namespaces but its manifest %zu",
                          src.archive_name, n_data, src.manifest.n_namespaces);
@@ -65,8 +64,7 @@ int ms_verify_run(const MsVerifyOptions *o, MsVerifyResult *ret, MsError *e) {
             break;
         if (ev.kind == MS_ARCHIVE_EVENT_DOCUMENT) {
             ms_progress_add_items(p, 1, ev.len);
-            if (strcmp(ev.db, MS_ARCHIVE_OPLOG_DB) == 0 &&
-                strcmp(ev.collection, MS_ARCHIVE_OPLOG_COLLECTION) == 0)
+            if (ms_archive_is_oplog(ev.db, ev.collection))
                 res.oplog_entries++;
             else
                 res.documents++;

@@ -1,7 +1,10 @@
 /* Byte streams: sinks (push) and sources (pull), stacked into pipelines of small filters.
  *
- * A snapshot is written as  archive writer -> counter -> compressor -> sha256 -> storage sink;
- * a restore or verify reads  storage source -> sha256 -> decompressor -> counter -> archive reader.
+ * A snapshot is written as
+ *   archive writer -> counter (raw) -> compressor -> encryptor (with a key) -> counter (stored)
+ *   -> sha256 -> storage sink;
+ * a restore or verify reads
+ *   storage source -> sha256 -> decryptor (MSENC1 header) -> decompressor -> archive reader.
  * Each filter owns the stream below it and frees it when it is freed. */
 #pragma once
 
@@ -10,6 +13,7 @@
 #include <sys/types.h>
 
 #include "common/error.h"
+#include "io/compression.h"
 
 typedef struct MsSink MsSink;
 typedef struct MsSource MsSource;
@@ -77,19 +81,7 @@ void ms_sink_sha256_hex(MsSink *s, char ret_hex[MS_SHA256_HEX_LEN + 1]);
 void ms_source_sha256_hex(MsSource *s, char ret_hex[MS_SHA256_HEX_LEN + 1]);
 void ms_sha256_hex(const void *buf, size_t len, char ret_hex[MS_SHA256_HEX_LEN + 1]);
 
-/* ---- compression ---- */
-typedef enum MsCompression {
-    MS_COMPRESSION_NONE,
-    MS_COMPRESSION_ZSTD,
-    MS_COMPRESSION_GZIP,
-    _MS_COMPRESSION_MAX,
-    MS_COMPRESSION_INVALID = -1,
-} MsCompression;
-
-const char *ms_compression_to_string(MsCompression c);
-MsCompression ms_compression_from_string(const char *s);
-/* File name suffix: "", ".zst", ".gz". */
-const char *ms_compression_suffix(MsCompression c);
+/* ---- compression (the codecs: io/compression.h) ---- */
 
 /* level 0 means the codec's default; threads is for zstd (0 = single-threaded). */
 MsSink *ms_sink_compress_new(MsSink *next, MsCompression c, int level, int threads, MsError *e);

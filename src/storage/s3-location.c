@@ -10,7 +10,7 @@
 #include <strings.h>
 
 #include "common/hex.h"
-#include "config/conf.h"
+#include "common/timespan.h"
 #include "mongosnap/mongosnap.h"
 #include "s3-sigv4.h"
 #include "storage.h"

@@ -576,7 +576,6 @@ static void version_2_catalog_is_migrated_keeping_rows(void) {
     _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *full = NULL;
     ASSERT_OK(ms_catalog_get_snapshot(c, "n-completed", &full, &e));
     ASSERT_STREQ(full->archive_key, "nightly/db1/a.archive.zst");
-    ASSERT_STREQ(full->download_url, "https://dl/a?X-Amz-Expires=60");
     ASSERT_EQ_INT(full->finished_usec, 160);
     ASSERT_EQ_INT(full->expire_usec, 9000);
     ASSERT(full->bytes_transferred == INT64_MAX);
@@ -874,7 +873,6 @@ static void snapshot_round_trip(void) {
         .archive_key = (char *) "nightly/db1/nightly-20261122T031026Z.archive.zst",
         .manifest_key = (char *) "nightly/db1/nightly-20261122T031026Z.manifest.json",
         .store = (char *) "local:/var/lib/mongosnap/store",
-        .download_url = (char *) "https://s3.example.net/b/k?X-Amz-Expires=3600",
         .state = MS_SNAPSHOT_COMPLETED,
         .error = NULL,
         .created_usec = SOME_TIME_USEC,
@@ -901,7 +899,6 @@ static void snapshot_round_trip(void) {
     ASSERT_STREQ(out->archive_key, in.archive_key);
     ASSERT_STREQ(out->manifest_key, in.manifest_key);
     ASSERT_STREQ(out->store, in.store);
-    ASSERT_STREQ(out->download_url, in.download_url);
     ASSERT_EQ_INT(out->state, in.state);
     ASSERT(out->error == NULL);
     ASSERT_EQ_INT(out->created_usec, in.created_usec);
@@ -930,7 +927,6 @@ static void snapshot_round_trip(void) {
 
     /* Update replaces every column, NULLs included. */
     in.state = MS_SNAPSHOT_EXPIRED;
-    in.download_url = NULL;
     in.error = (char *) "expired by retention (keep 7)";
     in.point_in_time = false;
     in.verify_state = MS_VERIFY_PASSED;
@@ -940,7 +936,6 @@ static void snapshot_round_trip(void) {
     out = ms_snapshot_record_free(out);
     ASSERT_OK(ms_catalog_get_snapshot(c, in.id, &out, &e));
     ASSERT_EQ_INT(out->state, MS_SNAPSHOT_EXPIRED);
-    ASSERT(out->download_url == NULL);
     ASSERT_STREQ(out->error, "expired by retention (keep 7)");
     ASSERT(!out->point_in_time);
     ASSERT_EQ_INT(out->verify_state, MS_VERIFY_PASSED);

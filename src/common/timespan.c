@@ -1,11 +1,16 @@
 /* systemd time spans ("90s", "1h 30min", "30d"): parsing as systemd.time(7), canonical output. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/macro.h"
-#include "conf.h"
-#include "ini-schema.h"
+#include "common/timespan.h"
+
+/* The blanks between a number and its unit, and between parts: as the configuration's. */
+static bool ascii_isblank(char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
 
 #define USEC_PER_MSEC 1000ULL
 #define USEC_PER_SEC 1000000ULL
