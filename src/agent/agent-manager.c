@@ -350,11 +350,11 @@ bool manager_policy_known(const Manager *m, const char *name) {
     return false;
 }
 
-uint64_t manager_snapshot_elapsed_usec(const MsSnapshotRecord *r, uint64_t now) {
-    if (r->started_usec == 0)
+uint64_t manager_task_elapsed_usec(const MsTaskCore *c, uint64_t now) {
+    if (c->started_usec == 0)
         return 0;
-    uint64_t end = r->finished_usec ? r->finished_usec : now;
-    return end > r->started_usec ? end - r->started_usec : 0;
+    uint64_t end = c->finished_usec ? c->finished_usec : now;
+    return end > c->started_usec ? end - c->started_usec : 0;
 }
 
 static int load_snapshots(Manager *m, MsError *e) {
@@ -894,7 +894,7 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
     f.has_bytes = true;
     f.bytes = r->bytes_transferred;
     f.has_elapsed = true;
-    f.elapsed_usec = manager_snapshot_elapsed_usec(r, now);
+    f.elapsed_usec = manager_task_elapsed_usec(&r->core, now);
     if (state == MS_SNAPSHOT_COMPLETED)
         (void) ms_event_log(
             kind, &f, "snapshot %s completed: %" PRIu64 " documents, %" PRIu64 " bytes stored",

@@ -144,7 +144,8 @@ const MsSnapshotRecord *manager_find_snapshot(const Manager *m, const char *id);
 /* Whether a policy of this name is loaded or has snapshots in the catalog. */
 bool manager_policy_known(const Manager *m, const char *name);
 /* Time a task has taken so far, or took. */
-uint64_t manager_snapshot_elapsed_usec(const MsSnapshotRecord *r, uint64_t now_usec);
+/* How long a task has run (0 before it started; until it finished, or until now). */
+uint64_t manager_task_elapsed_usec(const MsTaskCore *c, uint64_t now_usec);
 
 /* Write credential name into mongosnap's credential store from fd (a regular file or memfd,
  * read whole): 0600, atomically; it is used from the next task on. The caller checks that the
@@ -175,7 +176,6 @@ int manager_snapshot_download_url(Manager *m, const MsSnapshotRecord *r, uint64_
 size_t manager_n_restores(const Manager *m);
 const MsRestoreRecord *manager_restore_at(const Manager *m, size_t i);
 const MsRestoreRecord *manager_find_restore(const Manager *m, const char *id);
-uint64_t manager_restore_elapsed_usec(const MsRestoreRecord *r, uint64_t now_usec);
 
 /* What StartRestore may ask for besides the snapshot and the target. */
 typedef struct ManagerRestoreOptions {

@@ -46,13 +46,6 @@ const MsRestoreRecord *manager_find_restore(const Manager *m, const char *id) {
     return NULL;
 }
 
-uint64_t manager_restore_elapsed_usec(const MsRestoreRecord *r, uint64_t now) {
-    if (r->started_usec == 0)
-        return 0;
-    uint64_t end = r->finished_usec ? r->finished_usec : now;
-    return end > r->started_usec ? end - r->started_usec : 0;
-}
-
 int reader_load(Manager *m, MsError *e) {
     int r = ms_catalog_list_restores(m->catalog, NULL, &m->restores, &m->n_restores, e);
     if (r < 0)
@@ -256,7 +249,7 @@ static void finish_restore(ReadTask *t, MsRestoreState state, const char *error,
     f.has_items = true;
     f.items = r->items_done;
     f.has_elapsed = true;
-    f.elapsed_usec = manager_restore_elapsed_usec(r, now);
+    f.elapsed_usec = manager_task_elapsed_usec(&r->core, now);
     if (state == MS_RESTORE_COMPLETED)
         (void) ms_event_log(kind, &f, "restore %s of snapshot %s completed: %" PRIu64 " documents",
                             r->id, t->snapshot_id, r->items_done);

@@ -376,7 +376,7 @@ int bus_append_snapshot_row(sd_bus_message *reply, Manager *m, const MsSnapshotR
         return k;
     return sd_bus_message_append(
         reply, BUS_SNAPSHOT_ROW, r->id, r->policy, empty_if_null(r->node),
-        file_name_of(r->archive_key), url, log_ref, manager_snapshot_elapsed_usec(r, now),
+        file_name_of(r->archive_key), url, log_ref, manager_task_elapsed_usec(&r->core, now),
         r->items_done, r->items_total, r->progress_pct, r->created_usec, r->expire_usec,
         r->bytes_transferred, ms_snapshot_state_to_string(r->state), empty_if_null(r->error), path,
         ms_verify_state_to_string(r->verify_state), r->seq, ms_snapshot_origin_to_string(r->origin),

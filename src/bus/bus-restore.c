@@ -39,35 +39,16 @@ static int restore_enumerate(sd_bus *bus, const char *path, void *userdata, char
 
 RESTORE_GETTER(property_get_string) {
     const MsRestoreRecord *r = userdata;
-    const char *v = strcmp(property, "Id") == 0               ? r->id
-                    : strcmp(property, "SourceSnapshot") == 0 ? r->source_snapshot
+    const char *v = strcmp(property, "SourceSnapshot") == 0   ? r->source_snapshot
                     : strcmp(property, "Target") == 0         ? r->target
                     : strcmp(property, "Options") == 0        ? (r->options ? r->options : "{}")
-                    : strcmp(property, "Error") == 0          ? r->error
-                    : strcmp(property, "Node") == 0           ? r->node
-                    : strcmp(property, "Phase") == 0          ? r->phase
                                                               : NULL;
     return sd_bus_message_append(reply, "s", empty_if_null(v));
-}
-
-RESTORE_GETTER(property_get_task_log) {
-    const MsRestoreRecord *r = userdata;
-    return bus_append_task_log(reply, r->id);
 }
 
 RESTORE_GETTER(property_get_state) {
     const MsRestoreRecord *r = userdata;
     return sd_bus_message_append(reply, "s", ms_restore_state_to_string(r->state));
-}
-
-RESTORE_GETTER(property_get_elapsed) {
-    const MsRestoreRecord *r = userdata;
-    return sd_bus_message_append(reply, "t", manager_restore_elapsed_usec(r, ms_realtime_usec()));
-}
-
-RESTORE_GETTER(property_get_progress) {
-    const MsRestoreRecord *r = userdata;
-    return sd_bus_message_append(reply, "d", r->progress_pct);
 }
 
 static int method_cancel(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
@@ -96,29 +77,11 @@ static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error 
 
 static const sd_bus_vtable restore_vtable[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("Id", "s", property_get_string, 0, CONST),
+    BUS_TASK_CORE_PROPERTIES,
     SD_BUS_PROPERTY("SourceSnapshot", "s", property_get_string, 0, CONST),
     SD_BUS_PROPERTY("Target", "s", property_get_string, 0, CONST),
     SD_BUS_PROPERTY("Options", "s", property_get_string, 0, CONST),
-    SD_BUS_PROPERTY("Node", "s", property_get_string, 0, CONST),
-    SD_BUS_PROPERTY("TaskLog", "s", property_get_task_log, 0, CONST),
-    SD_BUS_PROPERTY("ElapsedUSec", "t", property_get_elapsed, 0, CHANGING),
-    SD_BUS_PROPERTY("Items", "t", bus_property_get_u64, offsetof(MsRestoreRecord, items_done),
-                    CHANGING),
-    SD_BUS_PROPERTY("ItemsTotal", "t", bus_property_get_u64, offsetof(MsRestoreRecord, items_total),
-                    CHANGING),
-    SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, CHANGING),
-    SD_BUS_PROPERTY("Phase", "s", property_get_string, 0, CHANGING),
-    SD_BUS_PROPERTY("BytesTransferred", "t", bus_property_get_u64,
-                    offsetof(MsRestoreRecord, bytes_transferred), CHANGING),
-    SD_BUS_PROPERTY("CreateTime", "t", bus_property_get_u64,
-                    offsetof(MsRestoreRecord, created_usec), CONST),
-    SD_BUS_PROPERTY("StartTime", "t", bus_property_get_u64, offsetof(MsRestoreRecord, started_usec),
-                    CHANGING),
-    SD_BUS_PROPERTY("FinishTime", "t", bus_property_get_u64,
-                    offsetof(MsRestoreRecord, finished_usec), CHANGING),
     SD_BUS_PROPERTY("State", "s", property_get_state, 0, CHANGING),
-    SD_BUS_PROPERTY("Error", "s", property_get_string, 0, CHANGING),
     SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_cancel,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", after_cursor, "u", max_entries),
@@ -137,21 +100,18 @@ int bus_append_restore_row(sd_bus_message *reply, const MsRestoreRecord *r, uint
         return k;
     return sd_bus_message_append(
         reply, BUS_RESTORE_ROW, r->id, r->source_snapshot, empty_if_null(r->target), log_ref,
-        manager_restore_elapsed_usec(r, now), r->items_done, r->items_total, r->progress_pct,
+        manager_task_elapsed_usec(&r->core, now), r->items_done, r->items_total, r->progress_pct,
         r->created_usec, ms_restore_state_to_string(r->state), empty_if_null(r->error), path,
         empty_if_null(r->node));
 }
 
 void bus_restore_emit_changed(sd_bus *bus, const MsRestoreRecord *r, unsigned changes) {
-    _cleanup_free_ char *path = NULL;
-    if (bus_restore_path(r->id, &path) >= 0)
-        bus_emit_task_changed(bus, path, MONGOSNAP_BUS_RESTORE_INTERFACE, changes);
+    bus_task_emit_changed(bus, BUS_RESTORE_PREFIX, MONGOSNAP_BUS_RESTORE_INTERFACE, &r->core,
+                          changes);
 }
 
 void bus_restore_emit_added(sd_bus *bus, const MsRestoreRecord *r) {
-    _cleanup_free_ char *path = NULL;
-    if (bus_restore_path(r->id, &path) >= 0)
-        bus_emit_added(bus, path);
+    bus_task_emit_added(bus, BUS_RESTORE_PREFIX, &r->core);
 }
 
 int bus_restore_register(Manager *m, sd_bus *bus, MsError *e) {

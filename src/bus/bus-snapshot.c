@@ -41,16 +41,12 @@ static int snapshot_enumerate(sd_bus *bus, const char *path, void *userdata, cha
 
 SNAPSHOT_GETTER(property_get_string) {
     const MsSnapshotRecord *r = userdata;
-    const char *v = strcmp(property, "Id") == 0            ? r->id
-                    : strcmp(property, "Policy") == 0      ? r->policy
-                    : strcmp(property, "Node") == 0        ? r->node
-                    : strcmp(property, "Error") == 0       ? r->error
+    const char *v = strcmp(property, "Policy") == 0        ? r->policy
                     : strcmp(property, "ArchiveKey") == 0  ? r->archive_key
                     : strcmp(property, "ManifestKey") == 0 ? r->manifest_key
                     : strcmp(property, "Store") == 0       ? r->store
                     : strcmp(property, "VerifyError") == 0 ? r->verify_error
                     : strcmp(property, "KeptBy") == 0      ? r->kept_by
-                    : strcmp(property, "Phase") == 0       ? r->phase
                                                            : NULL;
     return sd_bus_message_append(reply, "s", empty_if_null(v));
 }
@@ -61,24 +57,9 @@ SNAPSHOT_GETTER(property_get_file_name) {
     return sd_bus_message_append(reply, "s", slash ? slash + 1 : empty_if_null(r->archive_key));
 }
 
-SNAPSHOT_GETTER(property_get_task_log) {
-    const MsSnapshotRecord *r = userdata;
-    return bus_append_task_log(reply, r->id);
-}
-
 SNAPSHOT_GETTER(property_get_state) {
     const MsSnapshotRecord *r = userdata;
     return sd_bus_message_append(reply, "s", ms_snapshot_state_to_string(r->state));
-}
-
-SNAPSHOT_GETTER(property_get_elapsed) {
-    const MsSnapshotRecord *r = userdata;
-    return sd_bus_message_append(reply, "t", manager_snapshot_elapsed_usec(r, ms_realtime_usec()));
-}
-
-SNAPSHOT_GETTER(property_get_progress) {
-    const MsSnapshotRecord *r = userdata;
-    return sd_bus_message_append(reply, "d", r->progress_pct);
 }
 
 SNAPSHOT_GETTER(property_get_point_in_time) {
@@ -183,9 +164,8 @@ static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error 
 
 static const sd_bus_vtable snapshot_vtable[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("Id", "s", property_get_string, 0, CONST),
+    BUS_TASK_CORE_PROPERTIES,
     SD_BUS_PROPERTY("Policy", "s", property_get_string, 0, CONST),
-    SD_BUS_PROPERTY("Node", "s", property_get_string, 0, CONST),
     SD_BUS_PROPERTY("Store", "s", property_get_string, 0, CONST),
     SD_BUS_PROPERTY("FileName", "s", property_get_file_name, 0, CHANGING),
     SD_BUS_PROPERTY("ArchiveKey", "s", property_get_string, 0, CHANGING),
@@ -193,26 +173,9 @@ static const sd_bus_vtable snapshot_vtable[] = {
     /* Not EMITS_CHANGE: a fresh address is signed at every read (they expire). */
     SD_BUS_PROPERTY("DownloadAddress", "s", property_get_download_address, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
-    SD_BUS_PROPERTY("TaskLog", "s", property_get_task_log, 0, CONST),
-    SD_BUS_PROPERTY("ElapsedUSec", "t", property_get_elapsed, 0, CHANGING),
-    SD_BUS_PROPERTY("Items", "t", bus_property_get_u64, offsetof(MsSnapshotRecord, items_done),
-                    CHANGING),
-    SD_BUS_PROPERTY("ItemsTotal", "t", bus_property_get_u64,
-                    offsetof(MsSnapshotRecord, items_total), CHANGING),
-    SD_BUS_PROPERTY("Progress", "d", property_get_progress, 0, CHANGING),
-    SD_BUS_PROPERTY("Phase", "s", property_get_string, 0, CHANGING),
-    SD_BUS_PROPERTY("CreateTime", "t", bus_property_get_u64,
-                    offsetof(MsSnapshotRecord, created_usec), CONST),
-    SD_BUS_PROPERTY("StartTime", "t", bus_property_get_u64,
-                    offsetof(MsSnapshotRecord, started_usec), CHANGING),
-    SD_BUS_PROPERTY("FinishTime", "t", bus_property_get_u64,
-                    offsetof(MsSnapshotRecord, finished_usec), CHANGING),
     SD_BUS_PROPERTY("ExpireTime", "t", bus_property_get_u64,
                     offsetof(MsSnapshotRecord, expire_usec), CHANGING),
-    SD_BUS_PROPERTY("BytesTransferred", "t", bus_property_get_u64,
-                    offsetof(MsSnapshotRecord, bytes_transferred), CHANGING),
     SD_BUS_PROPERTY("State", "s", property_get_state, 0, CHANGING),
-    SD_BUS_PROPERTY("Error", "s", property_get_string, 0, CHANGING),
     SD_BUS_PROPERTY("PointInTime", "b", property_get_point_in_time, 0, CHANGING),
     SD_BUS_PROPERTY("VerifyState", "s", property_get_verify_state, 0, CHANGING),
     SD_BUS_PROPERTY("VerifyTime", "t", bus_property_get_u64,
@@ -242,15 +205,12 @@ static const sd_bus_vtable snapshot_vtable[] = {
 };
 
 void bus_snapshot_emit_changed(sd_bus *bus, const MsSnapshotRecord *r, unsigned changes) {
-    _cleanup_free_ char *path = NULL;
-    if (bus_snapshot_path(r->id, &path) >= 0)
-        bus_emit_task_changed(bus, path, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, changes);
+    bus_task_emit_changed(bus, BUS_SNAPSHOT_PREFIX, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, &r->core,
+                          changes);
 }
 
 void bus_snapshot_emit_added(sd_bus *bus, const MsSnapshotRecord *r) {
-    _cleanup_free_ char *path = NULL;
-    if (bus_snapshot_path(r->id, &path) >= 0)
-        bus_emit_added(bus, path);
+    bus_task_emit_added(bus, BUS_SNAPSHOT_PREFIX, &r->core);
 }
 
 int bus_snapshot_register(Manager *m, sd_bus *bus, MsError *e) {

@@ -83,6 +83,48 @@ int bus_property_get_u64(sd_bus *bus, const char *path, const char *interface, c
 /* The TaskLog property of the task with this id. */
 int bus_append_task_log(sd_bus_message *reply, const char *id);
 
+/* bus-task.c: the properties every task object has, from its record's core (the object's
+ * userdata; catalog.h MsTaskCore). BUS_TASK_CORE_PROPERTIES lists them for a vtable. */
+#define BUS_TASK_GETTER(fname)                                                                     \
+    int fname(sd_bus *bus, const char *path, const char *interface, const char *property,          \
+              sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+BUS_TASK_GETTER(bus_task_property_get_string); /* Id, Node, Error, Phase */
+BUS_TASK_GETTER(bus_task_property_get_task_log);
+BUS_TASK_GETTER(bus_task_property_get_elapsed);
+BUS_TASK_GETTER(bus_task_property_get_progress);
+#define BUS_TASK_CORE_PROPERTIES                                                                   \
+    SD_BUS_PROPERTY("Id", "s", bus_task_property_get_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),    \
+        SD_BUS_PROPERTY("Node", "s", bus_task_property_get_string, 0,                              \
+                        SD_BUS_VTABLE_PROPERTY_CONST),                                             \
+        SD_BUS_PROPERTY("TaskLog", "s", bus_task_property_get_task_log, 0,                         \
+                        SD_BUS_VTABLE_PROPERTY_CONST),                                             \
+        SD_BUS_PROPERTY("ElapsedUSec", "t", bus_task_property_get_elapsed, 0,                      \
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),                                      \
+        SD_BUS_PROPERTY("Items", "t", bus_property_get_u64, offsetof(MsTaskCore, items_done),     \
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),                                      \
+        SD_BUS_PROPERTY("ItemsTotal", "t", bus_property_get_u64,                                   \
+                        offsetof(MsTaskCore, items_total), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),  \
+        SD_BUS_PROPERTY("Progress", "d", bus_task_property_get_progress, 0,                        \
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),                                      \
+        SD_BUS_PROPERTY("Phase", "s", bus_task_property_get_string, 0,                             \
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),                                      \
+        SD_BUS_PROPERTY("BytesTransferred", "t", bus_property_get_u64,                             \
+                        offsetof(MsTaskCore, bytes_transferred),                                   \
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),                                      \
+        SD_BUS_PROPERTY("CreateTime", "t", bus_property_get_u64,                                   \
+                        offsetof(MsTaskCore, created_usec), SD_BUS_VTABLE_PROPERTY_CONST),         \
+        SD_BUS_PROPERTY("StartTime", "t", bus_property_get_u64,                                    \
+                        offsetof(MsTaskCore, started_usec), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE), \
+        SD_BUS_PROPERTY("FinishTime", "t", bus_property_get_u64,                                   \
+                        offsetof(MsTaskCore, finished_usec),                                       \
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),                                      \
+        SD_BUS_PROPERTY("Error", "s", bus_task_property_get_string, 0,                             \
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
+/* PropertiesChanged / InterfacesAdded for the task object under prefix with the core's id. */
+void bus_task_emit_changed(sd_bus *bus, const char *prefix, const char *interface,
+                           const MsTaskCore *c, unsigned changes);
+void bus_task_emit_added(sd_bus *bus, const char *prefix, const MsTaskCore *c);
+
 /* Register the manager object, the policy and snapshot subtrees and the object manager on
  * bus, and route the manager's change notifications to signals. */
 int bus_attach(Manager *m, sd_bus *bus, MsError *e);

@@ -1016,16 +1016,21 @@ int ms_catalog_list_policies(MsCatalog *c, MsPolicyRuntime ***ret_policies, size
 
 /* ---- snapshots ---- */
 
+void ms_task_core_clear(MsTaskCore *c) {
+    free(c->id);
+    free(c->node);
+    free(c->error);
+    c->id = c->node = c->error = NULL;
+}
+
 MsSnapshotRecord *ms_snapshot_record_free(MsSnapshotRecord *r) {
     if (!r)
         return NULL;
-    free(r->id);
+    ms_task_core_clear(&r->core);
     free(r->policy);
-    free(r->node);
     free(r->archive_key);
     free(r->manifest_key);
     free(r->store);
-    free(r->error);
     free(r->log_cursor);
     free(r->verify_error);
     free(r->kept_by);
@@ -1408,12 +1413,10 @@ int ms_catalog_set_snapshot_verify(MsCatalog *c, const char *id, MsVerifyState s
 MsRestoreRecord *ms_restore_record_free(MsRestoreRecord *r) {
     if (!r)
         return NULL;
-    free(r->id);
+    ms_task_core_clear(&r->core);
     free(r->source_snapshot);
     free(r->target);
-    free(r->error);
     free(r->options);
-    free(r->node);
     free(r);
     return NULL;
 }

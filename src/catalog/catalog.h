@@ -112,29 +112,54 @@ typedef struct MsPolicyRuntime {
     uint64_t last_seq; /* the seq given to the policy's latest snapshot */
 } MsPolicyRuntime;
 
-/* One snapshot task ("Backup Record"). Every string may be NULL unless marked required. */
 /* A worker phase name ("indexes"), with room to spare. */
 #define MS_PHASE_MAX 24
 
+/* What every task record has, whatever its kind (snapshots, restores, and the kinds to come):
+ * the catalog, the cluster's shared records, the bus objects and the agent handle it once,
+ * through MsTaskCore. Each record embeds it first, in a union with the same fields unnamed, so
+ * that r->id and r->core.id are the same field and (MsTaskCore *) r is its core. */
+#define MS_TASK_CORE_FIELDS                                                                        \
+    char *id;    /* required: the task name, unique ("nightly-20261122T031026Z") */              \
+    char *node;  /* the node that runs it */                                                      \
+    char *error; /* why it failed, was interrupted or was stopped */                              \
+    uint64_t created_usec;                                                                         \
+    uint64_t started_usec;                                                                         \
+    uint64_t finished_usec;                                                                        \
+    uint64_t items_done; /* documents */                                                           \
+    uint64_t items_total;                                                                          \
+    double progress_pct;        /* 0..100 */                                                      \
+    uint64_t bytes_transferred; /* see the kinds' properties in docs/dbus-api.md */               \
+    /* Not stored: another node's record, seen through the cluster's shared records             \
+     * (agent-cluster.c); listed, never written to this node's catalog. */                        \
+    bool remote;                                                                                   \
+    /* Not stored: the worker's phase while the task runs ("connect", "dump", "indexes", ...;  \
+     * "" otherwise), so that a front end can say what happens past the documents. */             \
+    char phase[MS_PHASE_MAX];
+
+typedef struct MsTaskCore {
+    MS_TASK_CORE_FIELDS
+} MsTaskCore;
+
+/* Frees the core's strings (not the core itself). */
+void ms_task_core_clear(MsTaskCore *c);
+
+/* One snapshot task ("Backup Record"). Every string may be NULL unless marked required. */
 typedef struct MsSnapshotRecord {
-    char *id;           /* required: the task name, unique ("nightly-20261122T031026Z") */
+    union {
+        MsTaskCore core;
+        struct {
+            MS_TASK_CORE_FIELDS
+        };
+    };
     char *policy;       /* required: a policy recorded with ms_catalog_set_policy() */
-    char *node;         /* required: the node that takes it */
     char *archive_key;  /* the archive's key in the store; its last component is the file name */
     char *manifest_key; /* the manifest's key in the store */
     char *store;        /* store location without secrets ("local:/var/lib/mongosnap/store") */
     MsSnapshotState state;
-    char *error; /* why it failed, was interrupted or was stopped */
-    uint64_t created_usec;
-    uint64_t started_usec;
-    uint64_t finished_usec;
     uint64_t expire_usec; /* when retention removes it, computed when it completes */
-    uint64_t items_done;  /* documents */
-    uint64_t items_total;
-    double progress_pct; /* 0..100 */
-    uint64_t bytes_transferred;
-    bool point_in_time; /* the oplog was captured: consistent as of the snapshot's end */
-    char *log_cursor;   /* journal cursor of the task's first Event Log entry */
+    bool point_in_time;   /* the oplog was captured: consistent as of the snapshot's end */
+    char *log_cursor;     /* journal cursor of the task's first Event Log entry */
     /* The last verification of the stored archive: its state (MS_VERIFY_NEVER if none), when
      * it passed, failed or was interrupted (0 while one is queued or running), and why it
      * failed or was interrupted. */
@@ -149,9 +174,6 @@ typedef struct MsSnapshotRecord {
      * restorable, but no policy's retention manages it, not even one created again under the
      * same name. */
     uint64_t detached_usec;
-    /* Not stored: another node's record, seen through the cluster's shared collections
-     * (agent-cluster.c). The agent lists it but never writes it to its catalog. */
-    bool remote;
     /* Not stored: what retention last said of it (agent-manager.c computes them whenever
      * retention runs): when the policy's schedule will push it out (0: nothing will, or not
      * yet known), the rule that keeps it ("KeepDaily=7"), and whether its completion time is
@@ -159,29 +181,21 @@ typedef struct MsSnapshotRecord {
     uint64_t expire_projected_usec;
     char *kept_by;
     bool future_dated;
-    /* Not stored: the worker's phase while the task runs ("connect", "dump", "commit", ...;
-     * "" otherwise), so that a front end can say what is happening past the documents. */
-    char phase[MS_PHASE_MAX];
 } MsSnapshotRecord;
 
+/* One restore task. bytes_transferred: bytes the target took so far (schema version 3 and
+ * later); node names the node that runs it. */
 typedef struct MsRestoreRecord {
-    char *id;              /* required: the task name, unique */
+    union {
+        MsTaskCore core;
+        struct {
+            MS_TASK_CORE_FIELDS
+        };
+    };
     char *source_snapshot; /* required: the id of a snapshot in the catalog */
     char *target;          /* required: the target deployment's URI; stored redacted */
     MsRestoreState state;
-    char *error;
-    uint64_t created_usec;
-    uint64_t started_usec;
-    uint64_t finished_usec;
-    uint64_t items_done;
-    uint64_t items_total;
-    double progress_pct;
     char *options; /* JSON object of the restore's options (filters, renames, until); NULL = {} */
-    uint64_t bytes_transferred; /* bytes the target took so far (schema version 3 and later) */
-    /* Not stored: another node's restore seen through the cluster (node names it). */
-    bool remote;
-    char *node;
-    char phase[MS_PHASE_MAX]; /* not stored: as MsSnapshotRecord's */
 } MsRestoreRecord;
 
 typedef struct MsSnapshotFilter {

@@ -604,25 +604,46 @@ int ms_cluster_set_stopped(MsCluster *c, const char *policy, bool stopped, MsErr
 }
 
 /* ---- records ---- */
+/* The fields every task record has (catalog.h, MsTaskCore), written and read once for every
+ * kind. The id is the document's _id; node is the node that runs it. */
+static void append_core(bson_t *set, const MsTaskCore *r, const char *node) {
+    append_str(set, "node", node);
+    append_str(set, "error", r->error);
+    append_u64(set, "created", r->created_usec);
+    append_u64(set, "started", r->started_usec);
+    append_u64(set, "finished", r->finished_usec);
+    append_u64(set, "items_done", r->items_done);
+    append_u64(set, "items_total", r->items_total);
+    BSON_APPEND_DOUBLE(set, "progress", r->progress_pct);
+    append_u64(set, "bytes", r->bytes_transferred);
+}
+
+static int core_from_doc(const bson_t *d, MsTaskCore *r) {
+    int k = 0;
+    k |= dup_str(&r->id, doc_str(d, "_id"));
+    k |= dup_str(&r->node, doc_str(d, "node"));
+    k |= dup_str(&r->error, doc_str(d, "error"));
+    r->created_usec = doc_u64(d, "created");
+    r->started_usec = doc_u64(d, "started");
+    r->finished_usec = doc_u64(d, "finished");
+    r->items_done = doc_u64(d, "items_done");
+    r->items_total = doc_u64(d, "items_total");
+    r->progress_pct = doc_double(d, "progress");
+    r->bytes_transferred = doc_u64(d, "bytes");
+    return k < 0 ? -ENOMEM : 0;
+}
+
 int ms_cluster_put_snapshot(MsCluster *c, const MsSnapshotRecord *r, uint64_t now, MsError *e) {
     bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
     BSON_APPEND_UTF8(&filter, "_id", r->id);
     BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    append_core(&set, &r->core, r->node);
     append_str(&set, "policy", r->policy);
-    append_str(&set, "node", r->node);
     append_str(&set, "archive_key", r->archive_key);
     append_str(&set, "manifest_key", r->manifest_key);
     append_str(&set, "store", r->store);
     BSON_APPEND_UTF8(&set, "state", ms_snapshot_state_to_string(r->state));
-    append_str(&set, "error", r->error);
-    append_u64(&set, "created", r->created_usec);
-    append_u64(&set, "started", r->started_usec);
-    append_u64(&set, "finished", r->finished_usec);
     append_u64(&set, "expire", r->expire_usec);
-    append_u64(&set, "items_done", r->items_done);
-    append_u64(&set, "items_total", r->items_total);
-    BSON_APPEND_DOUBLE(&set, "progress", r->progress_pct);
-    append_u64(&set, "bytes", r->bytes_transferred);
     BSON_APPEND_BOOL(&set, "point_in_time", r->point_in_time);
     BSON_APPEND_UTF8(&set, "verify_state", ms_verify_state_to_string(r->verify_state));
     append_u64(&set, "verify_finished", r->verify_finished_usec);
@@ -642,14 +663,11 @@ static int snapshot_from_doc(const bson_t *d, MsSnapshotRecord **ret) {
     MsSnapshotRecord *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
-    int k = 0;
-    k |= dup_str(&r->id, doc_str(d, "_id"));
+    int k = core_from_doc(d, &r->core);
     k |= dup_str(&r->policy, doc_str(d, "policy"));
-    k |= dup_str(&r->node, doc_str(d, "node"));
     k |= dup_str(&r->archive_key, doc_str(d, "archive_key"));
     k |= dup_str(&r->manifest_key, doc_str(d, "manifest_key"));
     k |= dup_str(&r->store, doc_str(d, "store"));
-    k |= dup_str(&r->error, doc_str(d, "error"));
     k |= dup_str(&r->verify_error, doc_str(d, "verify_error"));
     if (k < 0) {
         ms_snapshot_record_free(r);
@@ -669,14 +687,7 @@ static int snapshot_from_doc(const bson_t *d, MsSnapshotRecord **ret) {
     }
     r->state = s;
     r->verify_state = v < 0 ? MS_VERIFY_NEVER : v;
-    r->created_usec = doc_u64(d, "created");
-    r->started_usec = doc_u64(d, "started");
-    r->finished_usec = doc_u64(d, "finished");
     r->expire_usec = doc_u64(d, "expire");
-    r->items_done = doc_u64(d, "items_done");
-    r->items_total = doc_u64(d, "items_total");
-    r->progress_pct = doc_double(d, "progress");
-    r->bytes_transferred = doc_u64(d, "bytes");
     r->point_in_time = doc_bool(d, "point_in_time");
     r->verify_finished_usec = doc_u64(d, "verify_finished");
     *ret = r;
@@ -756,19 +767,11 @@ int ms_cluster_put_restore(MsCluster *c, const MsRestoreRecord *r, const char *n
     bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
     BSON_APPEND_UTF8(&filter, "_id", r->id);
     BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
-    append_str(&set, "node", node);
+    append_core(&set, &r->core, node);
     append_str(&set, "source_snapshot", r->source_snapshot);
     append_str(&set, "target", r->target); /* redacted already: the catalog's copy */
     BSON_APPEND_UTF8(&set, "state", ms_restore_state_to_string(r->state));
-    append_str(&set, "error", r->error);
-    append_u64(&set, "created", r->created_usec);
-    append_u64(&set, "started", r->started_usec);
-    append_u64(&set, "finished", r->finished_usec);
-    append_u64(&set, "items_done", r->items_done);
-    append_u64(&set, "items_total", r->items_total);
-    BSON_APPEND_DOUBLE(&set, "progress", r->progress_pct);
     append_str(&set, "options", r->options);
-    append_u64(&set, "bytes", r->bytes_transferred);
     append_u64(&set, "updated", now);
     bson_append_document_end(&update, &set);
     int k = update_one(c, COLL_RESTORES, &filter, &update, true, NULL, e);
@@ -792,12 +795,9 @@ static int restore_list_add(const bson_t *d, void *userdata) {
     MsRestoreRecord *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
-    int k = 0;
-    k |= dup_str(&r->id, id);
+    int k = core_from_doc(d, &r->core);
     k |= dup_str(&r->source_snapshot, src);
     k |= dup_str(&r->target, target);
-    k |= dup_str(&r->node, node);
-    k |= dup_str(&r->error, doc_str(d, "error"));
     k |= dup_str(&r->options, doc_str(d, "options"));
     MsRestoreRecord **v = realloc(l->v, (l->n + 1) * sizeof(*v));
     if (k < 0 || !v) {
@@ -806,13 +806,6 @@ static int restore_list_add(const bson_t *d, void *userdata) {
     }
     l->v = v;
     r->state = s;
-    r->created_usec = doc_u64(d, "created");
-    r->started_usec = doc_u64(d, "started");
-    r->finished_usec = doc_u64(d, "finished");
-    r->items_done = doc_u64(d, "items_done");
-    r->items_total = doc_u64(d, "items_total");
-    r->progress_pct = doc_double(d, "progress");
-    r->bytes_transferred = doc_u64(d, "bytes");
     l->v[l->n++] = r;
     return 0;
 }
