@@ -1044,29 +1044,284 @@ void ms_snapshot_record_list_free(MsSnapshotRecord **list, size_t n) {
     free(list);
 }
 
+/* ---- what snapshots and restores share (MsTaskCore): one implementation ---- */
+
+/* Where a kind's core fields are in its rows (-1: not a column of the kind's table). */
+typedef struct CoreColumns {
+    int id, node, error, created, started, finished, items_done, items_total, progress, bytes;
+} CoreColumns;
+
+/* A kind of task record in the catalog: its table's statements, states and row reader. */
+typedef struct TaskKind {
+    const char *noun, *list_hint; /* "snapshot"; "mongosnapctl list-snapshots" */
+    CatalogStatement list_stmt, get_stmt, progress_stmt;
+    int n_states;
+    const char *(*state_name)(int i);
+    CoreColumns cols;
+    int (*read)(MsCatalog *c, sqlite3_stmt *s, void **ret, MsError *e);
+    void (*free)(void *r);
+} TaskKind;
+
+static int read_core(sqlite3_stmt *s, const CoreColumns *col, MsTaskCore *r) {
+    int k = 0;
+    FIRST_FAILURE(k, column_strdup(s, col->id, &r->id));
+    if (col->node >= 0)
+        FIRST_FAILURE(k, column_strdup(s, col->node, &r->node));
+    FIRST_FAILURE(k, column_strdup(s, col->error, &r->error));
+    r->created_usec = column_u64(s, col->created);
+    r->started_usec = column_u64(s, col->started);
+    r->finished_usec = column_u64(s, col->finished);
+    r->items_done = column_u64(s, col->items_done);
+    r->items_total = column_u64(s, col->items_total);
+    r->progress_pct = sqlite3_column_double(s, col->progress);
+    r->bytes_transferred = column_u64(s, col->bytes);
+    return k;
+}
+
+static int bind_core(sqlite3_stmt *s, const CoreColumns *col, const MsTaskCore *r) {
+    int rc = SQLITE_OK;
+    FIRST_FAILURE(rc, bind_text(s, col->id + 1, r->id));
+    if (col->node >= 0)
+        FIRST_FAILURE(rc, bind_text(s, col->node + 1, r->node));
+    FIRST_FAILURE(rc, bind_text(s, col->error + 1, r->error));
+    FIRST_FAILURE(rc, bind_u64(s, col->created + 1, r->created_usec));
+    FIRST_FAILURE(rc, bind_usec(s, col->started + 1, r->started_usec));
+    FIRST_FAILURE(rc, bind_usec(s, col->finished + 1, r->finished_usec));
+    FIRST_FAILURE(rc, bind_u64(s, col->items_done + 1, r->items_done));
+    FIRST_FAILURE(rc, bind_u64(s, col->items_total + 1, r->items_total));
+    FIRST_FAILURE(rc, sqlite3_bind_double(s, col->progress + 1, r->progress_pct));
+    FIRST_FAILURE(rc, bind_u64(s, col->bytes + 1, r->bytes_transferred));
+    return rc;
+}
+
+/* The core's numbers must fit SQLite's signed 64 bits, its progress 0..100. */
+static int validate_core(const TaskKind *k, const MsTaskCore *r, MsError *e) {
+    if (!percent_is_valid(r->progress_pct))
+        return ms_error_set(e, EINVAL, "progress %g%% of %s '%s' is outside 0..100",
+                            r->progress_pct, k->noun, r->id);
+    const struct {
+        const char *column;
+        uint64_t value;
+    } numbers[] = {
+        {"created_usec", r->created_usec},   {"started_usec", r->started_usec},
+        {"finished_usec", r->finished_usec}, {"items_done", r->items_done},
+        {"items_total", r->items_total},     {"bytes_transferred", r->bytes_transferred},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
+        int n = check_fits(k->noun, r->id, numbers[i].column, numbers[i].value, e);
+        if (n < 0)
+            return n;
+    }
+    return 0;
+}
+
+/* A named column (state, origin, ...) read back: its value from from_string, or EBADMSG saying
+ * the catalog was damaged or edited by hand. */
+static int read_named(MsCatalog *c, sqlite3_stmt *s, int col, const TaskKind *k, const char *id,
+                      const char *what, int (*from_string)(const char *), int *ret, MsError *e) {
+    const char *name = (const char *) sqlite3_column_text(s, col);
+    int v = from_string(name);
+    if (v < 0)
+        return ms_error_set(e, EBADMSG,
+                            "%s '%s' has an unknown %s '%s' in catalog '%s': the catalog is "
+                            "damaged or was edited by hand",
+                            k->noun, id, what, name ? name : "(null)", c->path);
+    *ret = v;
+    return 0;
+}
+
+static int snapshot_state_from(const char *s) {
+    return (int) ms_snapshot_state_from_string(s);
+}
+
+static int restore_state_from(const char *s) {
+    return (int) ms_restore_state_from_string(s);
+}
+
+static int origin_from(const char *s) {
+    return (int) ms_snapshot_origin_from_string(s);
+}
+
+static int task_not_found(MsCatalog *c, MsError *e, const TaskKind *k, const char *id) {
+    return ms_error_set(e, ENOENT, "%s '%s' is not in catalog '%s' (%s shows the known ones)",
+                        k->noun, id, c->path, k->list_hint);
+}
+
+static int get_task(MsCatalog *c, const TaskKind *k, const char *id, void **ret, MsError *e) {
+    if (is_blank(id))
+        return ms_error_set(e, EINVAL, "no %s id given", k->noun);
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, k->get_stmt, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE)
+        return task_not_found(c, e, k, id);
+    if (rc != SQLITE_ROW)
+        return catalog_error(c, e, rc, "reading %s '%s'", k->noun, id);
+    return k->read(c, s, ret, e);
+}
+
+/* Bind a state set to parameters 2, 3, ...: the chosen states first, NULL for the rest (left
+ * unbound: clear_bindings made them NULL). */
+static int bind_state_set(sqlite3_stmt *s, unsigned states, int n_states,
+                          const char *(*to_string)(int) ) {
+    int param = 2, rc = SQLITE_OK;
+    for (int i = 0; i < n_states; i++)
+        if (states & MS_STATE_BIT(i))
+            FIRST_FAILURE(rc, bind_text(s, param++, to_string(i)));
+    return rc;
+}
+
+/* The kind's records whose first list parameter is key (NULL: all) in the states given. */
+static int list_tasks(MsCatalog *c, const TaskKind *k, const char *key, unsigned states,
+                      void ***ret_records, size_t *ret_n, MsError *e) {
+    if (states >> k->n_states)
+        return ms_error_set(e, EINVAL, "invalid %s state set 0x%x", k->noun, states);
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    int r = catalog_statement(c, k->list_stmt, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, key);
+    FIRST_FAILURE(rc, bind_state_set(s, states, k->n_states, k->state_name));
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "listing %ss", k->noun);
+    void **list = NULL;
+    size_t n = 0, allocated = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == allocated) {
+            size_t grown = allocated ? allocated * 2 : 16;
+            void **l = realloc(list, grown * sizeof(*l));
+            if (!l) {
+                r = ms_error_set(e, ENOMEM, "out of memory listing %ss", k->noun);
+                break;
+            }
+            list = l;
+            allocated = grown;
+        }
+        r = k->read(c, s, &list[n], e);
+        if (r < 0)
+            break;
+        n++;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = catalog_error(c, e, rc, "listing %ss", k->noun);
+    if (r < 0) {
+        for (size_t i = 0; i < n; i++)
+            k->free(list[i]);
+        free(list);
+        return r;
+    }
+    *ret_records = list;
+    *ret_n = n;
+    return 0;
+}
+
+static int update_progress(MsCatalog *c, const TaskKind *k, const char *id, uint64_t items_done,
+                           uint64_t items_total, double progress_pct, uint64_t bytes_transferred,
+                           MsError *e) {
+    if (is_blank(id))
+        return ms_error_set(e, EINVAL, "no %s id given", k->noun);
+    if (!percent_is_valid(progress_pct))
+        return ms_error_set(e, EINVAL, "progress %g%% of %s '%s' is outside 0..100",
+                            progress_pct, k->noun, id);
+    int r = check_fits(k->noun, id, "items_done", items_done, e);
+    FIRST_FAILURE(r, check_fits(k->noun, id, "items_total", items_total, e));
+    FIRST_FAILURE(r, check_fits(k->noun, id, "bytes_transferred", bytes_transferred, e));
+    if (r < 0)
+        return r;
+    _cleanup_reset_ sqlite3_stmt *s = NULL;
+    r = catalog_statement(c, k->progress_stmt, &s, e);
+    if (r < 0)
+        return r;
+    int rc = bind_text(s, 1, id);
+    FIRST_FAILURE(rc, bind_u64(s, 2, items_done));
+    FIRST_FAILURE(rc, bind_u64(s, 3, items_total));
+    FIRST_FAILURE(rc, sqlite3_bind_double(s, 4, progress_pct));
+    FIRST_FAILURE(rc, bind_u64(s, 5, bytes_transferred));
+    FIRST_FAILURE(rc, step_done(s));
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "recording the progress of %s '%s'", k->noun, id);
+    if (sqlite3_changes(c->db) == 0)
+        return task_not_found(c, e, k, id);
+    return 0;
+}
+
+static const char *snapshot_state_name(int i) {
+    return ms_snapshot_state_to_string((MsSnapshotState) i);
+}
+
+static const char *restore_state_name(int i) {
+    return ms_restore_state_to_string((MsRestoreState) i);
+}
+
+static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, MsError *e);
+static int read_restore(MsCatalog *c, sqlite3_stmt *s, MsRestoreRecord **ret, MsError *e);
+
+static int read_snapshot_any(MsCatalog *c, sqlite3_stmt *s, void **ret, MsError *e) {
+    return read_snapshot(c, s, (MsSnapshotRecord **) ret, e);
+}
+
+static int read_restore_any(MsCatalog *c, sqlite3_stmt *s, void **ret, MsError *e) {
+    return read_restore(c, s, (MsRestoreRecord **) ret, e);
+}
+
+static void free_snapshot_any(void *r) {
+    ms_snapshot_record_free(r);
+}
+
+static void free_restore_any(void *r) {
+    ms_restore_record_free(r);
+}
+
+static const TaskKind SNAPSHOTS = {
+    .noun = "snapshot",
+    .list_hint = "mongosnapctl list-snapshots",
+    .list_stmt = STMT_SNAPSHOT_LIST,
+    .get_stmt = STMT_SNAPSHOT_GET,
+    .progress_stmt = STMT_SNAPSHOT_PROGRESS,
+    .n_states = _MS_SNAPSHOT_STATE_MAX,
+    .state_name = snapshot_state_name,
+    .cols = {SNAP_ID, SNAP_NODE, SNAP_ERROR, SNAP_CREATED, SNAP_STARTED, SNAP_FINISHED,
+             SNAP_ITEMS_DONE, SNAP_ITEMS_TOTAL, SNAP_PROGRESS, SNAP_BYTES},
+    .read = read_snapshot_any,
+    .free = free_snapshot_any,
+};
+
+static const TaskKind RESTORES = {
+    .noun = "restore",
+    .list_hint = "mongosnapctl list-restores",
+    .list_stmt = STMT_RESTORE_LIST,
+    .get_stmt = STMT_RESTORE_GET,
+    .progress_stmt = STMT_RESTORE_PROGRESS,
+    .n_states = _MS_RESTORE_STATE_MAX,
+    .state_name = restore_state_name,
+    .cols = {REST_ID, -1, REST_ERROR, REST_CREATED, REST_STARTED, REST_FINISHED,
+             REST_ITEMS_DONE, REST_ITEMS_TOTAL, REST_PROGRESS, REST_BYTES},
+    .read = read_restore_any,
+    .free = free_restore_any,
+};
+
 static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, MsError *e) {
     _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *rec = calloc(1, sizeof(*rec));
     if (!rec)
         return ms_error_set(e, ENOMEM, "out of memory reading the catalog");
-    int r = 0;
-    FIRST_FAILURE(r, column_strdup(s, SNAP_ID, &rec->id));
+    int r = read_core(s, &SNAPSHOTS.cols, &rec->core);
     FIRST_FAILURE(r, column_strdup(s, SNAP_POLICY, &rec->policy));
-    FIRST_FAILURE(r, column_strdup(s, SNAP_NODE, &rec->node));
     FIRST_FAILURE(r, column_strdup(s, SNAP_ARCHIVE_KEY, &rec->archive_key));
     FIRST_FAILURE(r, column_strdup(s, SNAP_MANIFEST_KEY, &rec->manifest_key));
     FIRST_FAILURE(r, column_strdup(s, SNAP_STORE, &rec->store));
-    FIRST_FAILURE(r, column_strdup(s, SNAP_ERROR, &rec->error));
     FIRST_FAILURE(r, column_strdup(s, SNAP_LOG_CURSOR, &rec->log_cursor));
     FIRST_FAILURE(r, column_strdup(s, SNAP_VERIFY_ERROR, &rec->verify_error));
     if (r < 0)
         return ms_error_set(e, -r, "out of memory reading the catalog");
-    const char *state = (const char *) sqlite3_column_text(s, SNAP_STATE);
-    rec->state = ms_snapshot_state_from_string(state);
-    if (rec->state < 0)
-        return ms_error_set(e, EBADMSG,
-                            "snapshot '%s' has an unknown state '%s' in catalog '%s': the "
-                            "catalog is damaged or was edited by hand",
-                            rec->id, state ? state : "(null)", c->path);
+    int v;
+    r = read_named(c, s, SNAP_STATE, &SNAPSHOTS, rec->id, "state", snapshot_state_from, &v, e);
+    if (r < 0)
+        return r;
+    rec->state = (MsSnapshotState) v;
     /* NULL is "never verified"; its name "" is never stored. */
     if (sqlite3_column_type(s, SNAP_VERIFY_STATE) == SQLITE_NULL)
         rec->verify_state = MS_VERIFY_NEVER;
@@ -1080,24 +1335,14 @@ static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, 
                                 rec->id, verify ? verify : "(null)", c->path);
     }
     rec->verify_finished_usec = column_u64(s, SNAP_VERIFY_FINISHED);
-    rec->created_usec = column_u64(s, SNAP_CREATED);
-    rec->started_usec = column_u64(s, SNAP_STARTED);
-    rec->finished_usec = column_u64(s, SNAP_FINISHED);
     rec->expire_usec = column_u64(s, SNAP_EXPIRE);
-    rec->items_done = column_u64(s, SNAP_ITEMS_DONE);
-    rec->items_total = column_u64(s, SNAP_ITEMS_TOTAL);
-    rec->progress_pct = sqlite3_column_double(s, SNAP_PROGRESS);
-    rec->bytes_transferred = column_u64(s, SNAP_BYTES);
     rec->point_in_time = sqlite3_column_int(s, SNAP_POINT_IN_TIME) != 0;
     rec->seq = column_u64(s, SNAP_SEQ);
     rec->detached_usec = column_u64(s, SNAP_DETACHED);
-    const char *origin = (const char *) sqlite3_column_text(s, SNAP_ORIGIN);
-    rec->origin = ms_snapshot_origin_from_string(origin);
-    if (rec->origin < 0)
-        return ms_error_set(e, EBADMSG,
-                            "snapshot '%s' has an unknown origin '%s' in catalog '%s': the "
-                            "catalog is damaged or was edited by hand",
-                            rec->id, origin ? origin : "(null)", c->path);
+    r = read_named(c, s, SNAP_ORIGIN, &SNAPSHOTS, rec->id, "origin", origin_from, &v, e);
+    if (r < 0)
+        return r;
+    rec->origin = (MsSnapshotOrigin) v;
     *ret = TAKE_PTR(rec);
     return 0;
 }
@@ -1114,26 +1359,20 @@ static int snapshot_validate(const MsSnapshotRecord *r, MsError *e) {
     if (!ms_snapshot_origin_to_string(r->origin))
         return ms_error_set(e, EINVAL, "invalid origin %d for snapshot '%s'", (int) r->origin,
                             r->id);
-    if (!percent_is_valid(r->progress_pct))
-        return ms_error_set(e, EINVAL, "progress %g%% of snapshot '%s' is outside 0..100",
-                            r->progress_pct, r->id);
+    int k = validate_core(&SNAPSHOTS, &r->core, e);
+    if (k < 0)
+        return k;
     const struct {
         const char *column;
         uint64_t value;
     } numbers[] = {
-        {"created_usec", r->created_usec},
-        {"started_usec", r->started_usec},
-        {"finished_usec", r->finished_usec},
         {"expire_usec", r->expire_usec},
-        {"items_done", r->items_done},
-        {"items_total", r->items_total},
-        {"bytes_transferred", r->bytes_transferred},
         {"verify_finished_usec", r->verify_finished_usec},
         {"seq", r->seq},
         {"detached_usec", r->detached_usec},
     };
     for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
-        int k = check_fits("snapshot", r->id, numbers[i].column, numbers[i].value, e);
+        k = check_fits("snapshot", r->id, numbers[i].column, numbers[i].value, e);
         if (k < 0)
             return k;
     }
@@ -1147,25 +1386,15 @@ static const char *verify_state_column(MsVerifyState state) {
 
 /* Insert and update number their parameters alike: ?N is column N - 1. */
 static int bind_snapshot(sqlite3_stmt *s, const MsSnapshotRecord *r) {
-    int rc = SQLITE_OK;
-    FIRST_FAILURE(rc, bind_text(s, SNAP_ID + 1, r->id));
+    int rc = bind_core(s, &SNAPSHOTS.cols, &r->core);
     FIRST_FAILURE(rc, bind_text(s, SNAP_POLICY + 1, r->policy));
-    FIRST_FAILURE(rc, bind_text(s, SNAP_NODE + 1, r->node));
     FIRST_FAILURE(rc, bind_text(s, SNAP_ARCHIVE_KEY + 1, r->archive_key));
     FIRST_FAILURE(rc, bind_text(s, SNAP_MANIFEST_KEY + 1, r->manifest_key));
     FIRST_FAILURE(rc, bind_text(s, SNAP_STORE + 1, r->store));
     /* The download_url column stays for old catalogs; addresses are signed on demand. */
     FIRST_FAILURE(rc, bind_text(s, SNAP_DOWNLOAD_URL + 1, NULL));
     FIRST_FAILURE(rc, bind_text(s, SNAP_STATE + 1, ms_snapshot_state_to_string(r->state)));
-    FIRST_FAILURE(rc, bind_text(s, SNAP_ERROR + 1, r->error));
-    FIRST_FAILURE(rc, bind_u64(s, SNAP_CREATED + 1, r->created_usec));
-    FIRST_FAILURE(rc, bind_usec(s, SNAP_STARTED + 1, r->started_usec));
-    FIRST_FAILURE(rc, bind_usec(s, SNAP_FINISHED + 1, r->finished_usec));
     FIRST_FAILURE(rc, bind_usec(s, SNAP_EXPIRE + 1, r->expire_usec));
-    FIRST_FAILURE(rc, bind_u64(s, SNAP_ITEMS_DONE + 1, r->items_done));
-    FIRST_FAILURE(rc, bind_u64(s, SNAP_ITEMS_TOTAL + 1, r->items_total));
-    FIRST_FAILURE(rc, sqlite3_bind_double(s, SNAP_PROGRESS + 1, r->progress_pct));
-    FIRST_FAILURE(rc, bind_u64(s, SNAP_BYTES + 1, r->bytes_transferred));
     FIRST_FAILURE(rc, sqlite3_bind_int(s, SNAP_POINT_IN_TIME + 1, r->point_in_time ? 1 : 0));
     FIRST_FAILURE(rc, bind_text(s, SNAP_LOG_CURSOR + 1, r->log_cursor));
     FIRST_FAILURE(rc, bind_text(s, SNAP_VERIFY_STATE + 1, verify_state_column(r->verify_state)));
@@ -1207,10 +1436,7 @@ int ms_catalog_insert_snapshot(MsCatalog *c, const MsSnapshotRecord *r, MsError 
 }
 
 static int snapshot_not_found(MsCatalog *c, MsError *e, const char *id) {
-    return ms_error_set(e, ENOENT,
-                        "snapshot '%s' is not in catalog '%s' (mongosnapctl list-snapshots shows "
-                        "the known ones)",
-                        id, c->path);
+    return task_not_found(c, e, &SNAPSHOTS, id);
 }
 
 int ms_catalog_update_snapshot(MsCatalog *c, const MsSnapshotRecord *r, MsError *e) {
@@ -1232,112 +1458,20 @@ int ms_catalog_update_snapshot(MsCatalog *c, const MsSnapshotRecord *r, MsError 
 
 int ms_catalog_get_snapshot(MsCatalog *c, const char *id, MsSnapshotRecord **ret_record,
                             MsError *e) {
-    if (is_blank(id))
-        return ms_error_set(e, EINVAL, "no snapshot id given");
-    _cleanup_reset_ sqlite3_stmt *s = NULL;
-    int r = catalog_statement(c, STMT_SNAPSHOT_GET, &s, e);
-    if (r < 0)
-        return r;
-    int rc = bind_text(s, 1, id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(s);
-    if (rc == SQLITE_DONE)
-        return snapshot_not_found(c, e, id);
-    if (rc != SQLITE_ROW)
-        return catalog_error(c, e, rc, "reading snapshot '%s'", id);
-    return read_snapshot(c, s, ret_record, e);
-}
-
-/* Bind a state set to parameters 2, 3, ...: the chosen states first, NULL for the rest (left
- * unbound: clear_bindings made them NULL). */
-static int bind_state_set(sqlite3_stmt *s, unsigned states, int n_states,
-                          const char *(*to_string)(int) ) {
-    int param = 2, rc = SQLITE_OK;
-    for (int i = 0; i < n_states; i++)
-        if (states & MS_STATE_BIT(i))
-            FIRST_FAILURE(rc, bind_text(s, param++, to_string(i)));
-    return rc;
-}
-
-static const char *snapshot_state_name(int i) {
-    return ms_snapshot_state_to_string((MsSnapshotState) i);
-}
-
-static const char *restore_state_name(int i) {
-    return ms_restore_state_to_string((MsRestoreState) i);
+    return get_task(c, &SNAPSHOTS, id, (void **) ret_record, e);
 }
 
 int ms_catalog_list_snapshots(MsCatalog *c, const MsSnapshotFilter *filter,
                               MsSnapshotRecord ***ret_records, size_t *ret_n, MsError *e) {
-    unsigned states = filter ? filter->states : 0;
-    if (states >> _MS_SNAPSHOT_STATE_MAX)
-        return ms_error_set(e, EINVAL, "invalid snapshot state set 0x%x", states);
-    _cleanup_reset_ sqlite3_stmt *s = NULL;
-    int r = catalog_statement(c, STMT_SNAPSHOT_LIST, &s, e);
-    if (r < 0)
-        return r;
-    int rc = bind_text(s, 1, filter ? filter->policy : NULL);
-    FIRST_FAILURE(rc, bind_state_set(s, states, _MS_SNAPSHOT_STATE_MAX, snapshot_state_name));
-    if (rc != SQLITE_OK)
-        return catalog_error(c, e, rc, "listing snapshots");
-
-    MsSnapshotRecord **list = NULL;
-    size_t n = 0, allocated = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (n == allocated) {
-            size_t grown = allocated ? allocated * 2 : 16;
-            MsSnapshotRecord **l = realloc(list, grown * sizeof(*l));
-            if (!l) {
-                ms_snapshot_record_list_free(list, n);
-                return ms_error_set(e, ENOMEM, "out of memory listing snapshots");
-            }
-            list = l;
-            allocated = grown;
-        }
-        r = read_snapshot(c, s, &list[n], e);
-        if (r < 0) {
-            ms_snapshot_record_list_free(list, n);
-            return r;
-        }
-        n++;
-    }
-    if (rc != SQLITE_DONE) {
-        ms_snapshot_record_list_free(list, n);
-        return catalog_error(c, e, rc, "listing snapshots");
-    }
-    *ret_records = list;
-    *ret_n = n;
-    return 0;
+    return list_tasks(c, &SNAPSHOTS, filter ? filter->policy : NULL, filter ? filter->states : 0,
+                      (void ***) ret_records, ret_n, e);
 }
 
 int ms_catalog_update_snapshot_progress(MsCatalog *c, const char *id, uint64_t items_done,
                                         uint64_t items_total, double progress_pct,
                                         uint64_t bytes_transferred, MsError *e) {
-    if (is_blank(id))
-        return ms_error_set(e, EINVAL, "no snapshot id given");
-    if (!percent_is_valid(progress_pct))
-        return ms_error_set(e, EINVAL, "progress %g%% of snapshot '%s' is outside 0..100",
-                            progress_pct, id);
-    int r = check_fits("snapshot", id, "items_done", items_done, e);
-    FIRST_FAILURE(r, check_fits("snapshot", id, "items_total", items_total, e));
-    FIRST_FAILURE(r, check_fits("snapshot", id, "bytes_transferred", bytes_transferred, e));
-    if (r < 0)
-        return r;
-    _cleanup_reset_ sqlite3_stmt *s = NULL;
-    r = catalog_statement(c, STMT_SNAPSHOT_PROGRESS, &s, e);
-    if (r < 0)
-        return r;
-    int rc = bind_text(s, 1, id);
-    FIRST_FAILURE(rc, bind_u64(s, 2, items_done));
-    FIRST_FAILURE(rc, bind_u64(s, 3, items_total));
-    FIRST_FAILURE(rc, sqlite3_bind_double(s, 4, progress_pct));
-    FIRST_FAILURE(rc, bind_u64(s, 5, bytes_transferred));
-    FIRST_FAILURE(rc, step_done(s));
-    if (rc != SQLITE_OK)
-        return catalog_error(c, e, rc, "recording the progress of snapshot '%s'", id);
-    if (sqlite3_changes(c->db) == 0)
-        return snapshot_not_found(c, e, id);
-    return 0;
+    return update_progress(c, &SNAPSHOTS, id, items_done, items_total, progress_pct,
+                           bytes_transferred, e);
 }
 
 /* Shared by snapshots and restores: their state statements take the same parameters. */
@@ -1431,28 +1565,17 @@ static int read_restore(MsCatalog *c, sqlite3_stmt *s, MsRestoreRecord **ret, Ms
     _cleanup_(ms_restore_record_freep) MsRestoreRecord *rec = calloc(1, sizeof(*rec));
     if (!rec)
         return ms_error_set(e, ENOMEM, "out of memory reading the catalog");
-    int r = 0;
-    FIRST_FAILURE(r, column_strdup(s, REST_ID, &rec->id));
+    int r = read_core(s, &RESTORES.cols, &rec->core);
     FIRST_FAILURE(r, column_strdup(s, REST_SOURCE, &rec->source_snapshot));
     FIRST_FAILURE(r, column_strdup(s, REST_TARGET, &rec->target));
-    FIRST_FAILURE(r, column_strdup(s, REST_ERROR, &rec->error));
     FIRST_FAILURE(r, column_strdup(s, REST_OPTIONS, &rec->options));
     if (r < 0)
         return ms_error_set(e, -r, "out of memory reading the catalog");
-    const char *state = (const char *) sqlite3_column_text(s, REST_STATE);
-    rec->state = ms_restore_state_from_string(state);
-    if (rec->state < 0)
-        return ms_error_set(e, EBADMSG,
-                            "restore '%s' has an unknown state '%s' in catalog '%s': the "
-                            "catalog is damaged or was edited by hand",
-                            rec->id, state ? state : "(null)", c->path);
-    rec->created_usec = column_u64(s, REST_CREATED);
-    rec->started_usec = column_u64(s, REST_STARTED);
-    rec->finished_usec = column_u64(s, REST_FINISHED);
-    rec->items_done = column_u64(s, REST_ITEMS_DONE);
-    rec->items_total = column_u64(s, REST_ITEMS_TOTAL);
-    rec->progress_pct = sqlite3_column_double(s, REST_PROGRESS);
-    rec->bytes_transferred = column_u64(s, REST_BYTES);
+    int v;
+    r = read_named(c, s, REST_STATE, &RESTORES, rec->id, "state", restore_state_from, &v, e);
+    if (r < 0)
+        return r;
+    rec->state = (MsRestoreState) v;
     *ret = TAKE_PTR(rec);
     return 0;
 }
@@ -1464,50 +1587,22 @@ static int restore_validate(const MsRestoreRecord *r, MsError *e) {
                             "target");
     if (!ms_restore_state_to_string(r->state))
         return ms_error_set(e, EINVAL, "invalid state %d for restore '%s'", (int) r->state, r->id);
-    if (!percent_is_valid(r->progress_pct))
-        return ms_error_set(e, EINVAL, "progress %g%% of restore '%s' is outside 0..100",
-                            r->progress_pct, r->id);
-    const struct {
-        const char *column;
-        uint64_t value;
-    } numbers[] = {
-        {"created_usec", r->created_usec},   {"started_usec", r->started_usec},
-        {"finished_usec", r->finished_usec}, {"items_done", r->items_done},
-        {"items_total", r->items_total},     {"bytes_transferred", r->bytes_transferred},
-    };
-    for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
-        int k = check_fits("restore", r->id, numbers[i].column, numbers[i].value, e);
-        if (k < 0)
-            return k;
-    }
-    return 0;
+    return validate_core(&RESTORES, &r->core, e);
 }
 
 /* The target is redacted here whatever the caller passed: the catalog is readable by anyone
  * who may read the state directory, and its rows end up on the bus. */
 static int bind_restore(sqlite3_stmt *s, const MsRestoreRecord *r, const char *redacted_target) {
-    int rc = SQLITE_OK;
-    FIRST_FAILURE(rc, bind_text(s, REST_ID + 1, r->id));
+    int rc = bind_core(s, &RESTORES.cols, &r->core);
     FIRST_FAILURE(rc, bind_text(s, REST_SOURCE + 1, r->source_snapshot));
     FIRST_FAILURE(rc, bind_text(s, REST_TARGET + 1, redacted_target));
     FIRST_FAILURE(rc, bind_text(s, REST_STATE + 1, ms_restore_state_to_string(r->state)));
-    FIRST_FAILURE(rc, bind_text(s, REST_ERROR + 1, r->error));
-    FIRST_FAILURE(rc, bind_u64(s, REST_CREATED + 1, r->created_usec));
-    FIRST_FAILURE(rc, bind_usec(s, REST_STARTED + 1, r->started_usec));
-    FIRST_FAILURE(rc, bind_usec(s, REST_FINISHED + 1, r->finished_usec));
-    FIRST_FAILURE(rc, bind_u64(s, REST_ITEMS_DONE + 1, r->items_done));
-    FIRST_FAILURE(rc, bind_u64(s, REST_ITEMS_TOTAL + 1, r->items_total));
-    FIRST_FAILURE(rc, sqlite3_bind_double(s, REST_PROGRESS + 1, r->progress_pct));
     FIRST_FAILURE(rc, bind_text(s, REST_OPTIONS + 1, r->options ? r->options : "{}"));
-    FIRST_FAILURE(rc, bind_u64(s, REST_BYTES + 1, r->bytes_transferred));
     return rc;
 }
 
 static int restore_not_found(MsCatalog *c, MsError *e, const char *id) {
-    return ms_error_set(e, ENOENT,
-                        "restore '%s' is not in catalog '%s' (mongosnapctl list-restores shows "
-                        "the known ones)",
-                        id, c->path);
+    return task_not_found(c, e, &RESTORES, id);
 }
 
 static int restore_write(MsCatalog *c, CatalogStatement id_stmt, const MsRestoreRecord *r,
@@ -1549,93 +1644,20 @@ int ms_catalog_update_restore(MsCatalog *c, const MsRestoreRecord *r, MsError *e
 }
 
 int ms_catalog_get_restore(MsCatalog *c, const char *id, MsRestoreRecord **ret_record, MsError *e) {
-    if (is_blank(id))
-        return ms_error_set(e, EINVAL, "no restore id given");
-    _cleanup_reset_ sqlite3_stmt *s = NULL;
-    int r = catalog_statement(c, STMT_RESTORE_GET, &s, e);
-    if (r < 0)
-        return r;
-    int rc = bind_text(s, 1, id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(s);
-    if (rc == SQLITE_DONE)
-        return restore_not_found(c, e, id);
-    if (rc != SQLITE_ROW)
-        return catalog_error(c, e, rc, "reading restore '%s'", id);
-    return read_restore(c, s, ret_record, e);
+    return get_task(c, &RESTORES, id, (void **) ret_record, e);
 }
 
 int ms_catalog_list_restores(MsCatalog *c, const MsRestoreFilter *filter,
                              MsRestoreRecord ***ret_records, size_t *ret_n, MsError *e) {
-    unsigned states = filter ? filter->states : 0;
-    if (states >> _MS_RESTORE_STATE_MAX)
-        return ms_error_set(e, EINVAL, "invalid restore state set 0x%x", states);
-    _cleanup_reset_ sqlite3_stmt *s = NULL;
-    int r = catalog_statement(c, STMT_RESTORE_LIST, &s, e);
-    if (r < 0)
-        return r;
-    int rc = bind_text(s, 1, filter ? filter->source_snapshot : NULL);
-    FIRST_FAILURE(rc, bind_state_set(s, states, _MS_RESTORE_STATE_MAX, restore_state_name));
-    if (rc != SQLITE_OK)
-        return catalog_error(c, e, rc, "listing restores");
-
-    MsRestoreRecord **list = NULL;
-    size_t n = 0, allocated = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (n == allocated) {
-            size_t grown = allocated ? allocated * 2 : 16;
-            MsRestoreRecord **l = realloc(list, grown * sizeof(*l));
-            if (!l) {
-                ms_restore_record_list_free(list, n);
-                return ms_error_set(e, ENOMEM, "out of memory listing restores");
-            }
-            list = l;
-            allocated = grown;
-        }
-        r = read_restore(c, s, &list[n], e);
-        if (r < 0) {
-            ms_restore_record_list_free(list, n);
-            return r;
-        }
-        n++;
-    }
-    if (rc != SQLITE_DONE) {
-        ms_restore_record_list_free(list, n);
-        return catalog_error(c, e, rc, "listing restores");
-    }
-    *ret_records = list;
-    *ret_n = n;
-    return 0;
+    return list_tasks(c, &RESTORES, filter ? filter->source_snapshot : NULL,
+                      filter ? filter->states : 0, (void ***) ret_records, ret_n, e);
 }
 
 int ms_catalog_update_restore_progress(MsCatalog *c, const char *id, uint64_t items_done,
                                        uint64_t items_total, double progress_pct,
                                        uint64_t bytes_transferred, MsError *e) {
-    if (is_blank(id))
-        return ms_error_set(e, EINVAL, "no restore id given");
-    if (!percent_is_valid(progress_pct))
-        return ms_error_set(e, EINVAL, "progress %g%% of restore '%s' is outside 0..100",
-                            progress_pct, id);
-    int r = check_fits("restore", id, "items_done", items_done, e);
-    FIRST_FAILURE(r, check_fits("restore", id, "items_total", items_total, e));
-    FIRST_FAILURE(r, check_fits("restore", id, "bytes_transferred", bytes_transferred, e));
-    if (r < 0)
-        return r;
-    _cleanup_reset_ sqlite3_stmt *s = NULL;
-    r = catalog_statement(c, STMT_RESTORE_PROGRESS, &s, e);
-    if (r < 0)
-        return r;
-    int rc = bind_text(s, 1, id);
-    FIRST_FAILURE(rc, bind_u64(s, 2, items_done));
-    FIRST_FAILURE(rc, bind_u64(s, 3, items_total));
-    FIRST_FAILURE(rc, sqlite3_bind_double(s, 4, progress_pct));
-    FIRST_FAILURE(rc, bind_u64(s, 5, bytes_transferred));
-    FIRST_FAILURE(rc, step_done(s));
-    if (rc != SQLITE_OK)
-        return catalog_error(c, e, rc, "recording the progress of restore '%s'", id);
-    if (sqlite3_changes(c->db) == 0)
-        return restore_not_found(c, e, id);
-    return 0;
+    return update_progress(c, &RESTORES, id, items_done, items_total, progress_pct,
+                           bytes_transferred, e);
 }
 
 int ms_catalog_set_restore_state(MsCatalog *c, const char *id, MsRestoreState state,
