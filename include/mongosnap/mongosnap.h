@@ -9,6 +9,59 @@
 #define MONGOSNAP_BUS_SNAPSHOT_INTERFACE "io.mongosnap1.Snapshot"
 #define MONGOSNAP_BUS_RESTORE_INTERFACE "io.mongosnap1.Restore"
 
+/* Object paths under MONGOSNAP_BUS_PATH: PREFIX/<escaped name or id>. */
+#define MONGOSNAP_BUS_POLICY_PREFIX "/io/mongosnap1/policy"
+#define MONGOSNAP_BUS_SNAPSHOT_PREFIX "/io/mongosnap1/snapshot"
+#define MONGOSNAP_BUS_RESTORE_PREFIX "/io/mongosnap1/restore"
+
+/* io.mongosnap1.Error.*: what a caller can act on (docs/dbus-api.md "Errors" explains each;
+ * test-bus-contract checks that the table and this list agree). */
+#define MONGOSNAP_ERROR_NO_SUCH_POLICY "io.mongosnap1.Error.NoSuchPolicy"
+#define MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT "io.mongosnap1.Error.NoSuchSnapshot"
+#define MONGOSNAP_ERROR_NO_SUCH_RESTORE "io.mongosnap1.Error.NoSuchRestore"
+#define MONGOSNAP_ERROR_EXISTS "io.mongosnap1.Error.Exists"
+#define MONGOSNAP_ERROR_NOT_RESTORABLE "io.mongosnap1.Error.NotRestorable"
+#define MONGOSNAP_ERROR_JOURNAL_UNAVAILABLE "io.mongosnap1.Error.JournalUnavailable"
+#define MONGOSNAP_ERROR_INVALID_ARGUMENT "io.mongosnap1.Error.InvalidArgument"
+#define MONGOSNAP_ERROR_BUSY "io.mongosnap1.Error.Busy"
+#define MONGOSNAP_ERROR_POLICY_STOPPED "io.mongosnap1.Error.PolicyStopped"
+#define MONGOSNAP_ERROR_NOT_CONFIGURED "io.mongosnap1.Error.NotConfigured"
+#define MONGOSNAP_ERROR_NOT_SUPPORTED "io.mongosnap1.Error.NotSupported"
+#define MONGOSNAP_ERROR_NOT_RUNNING "io.mongosnap1.Error.NotRunning"
+#define MONGOSNAP_ERROR_NO_CREDENTIAL "io.mongosnap1.Error.NoCredential"
+#define MONGOSNAP_ERROR_SHUTTING_DOWN "io.mongosnap1.Error.ShuttingDown"
+#define MONGOSNAP_ERROR_ACCESS_DENIED "io.mongosnap1.Error.AccessDenied"
+#define MONGOSNAP_ERROR_CLUSTER_UNREACHABLE "io.mongosnap1.Error.ClusterUnreachable"
+#define MONGOSNAP_ERROR_ON_OTHER_NODE "io.mongosnap1.Error.OnOtherNode"
+#define MONGOSNAP_ERROR_SNAPSHOT_DAMAGED "io.mongosnap1.Error.SnapshotDamaged"
+#define MONGOSNAP_ERROR_NEEDS_FORCE "io.mongosnap1.Error.NeedsForce"
+#define MONGOSNAP_ERROR_FAILED "io.mongosnap1.Error.Failed"
+/* Every name above, for whoever must cover them all (a test, a client's table). */
+#define MONGOSNAP_ERROR_NAMES                                                                      \
+    MONGOSNAP_ERROR_NO_SUCH_POLICY, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT,                              \
+        MONGOSNAP_ERROR_NO_SUCH_RESTORE, MONGOSNAP_ERROR_EXISTS, MONGOSNAP_ERROR_NOT_RESTORABLE,   \
+        MONGOSNAP_ERROR_JOURNAL_UNAVAILABLE, MONGOSNAP_ERROR_INVALID_ARGUMENT,                     \
+        MONGOSNAP_ERROR_BUSY, MONGOSNAP_ERROR_POLICY_STOPPED, MONGOSNAP_ERROR_NOT_CONFIGURED,      \
+        MONGOSNAP_ERROR_NOT_SUPPORTED, MONGOSNAP_ERROR_NOT_RUNNING, MONGOSNAP_ERROR_NO_CREDENTIAL, \
+        MONGOSNAP_ERROR_SHUTTING_DOWN, MONGOSNAP_ERROR_ACCESS_DENIED,                              \
+        MONGOSNAP_ERROR_CLUSTER_UNREACHABLE, MONGOSNAP_ERROR_ON_OTHER_NODE,                        \
+        MONGOSNAP_ERROR_SNAPSHOT_DAMAGED, MONGOSNAP_ERROR_NEEDS_FORCE, MONGOSNAP_ERROR_FAILED
+
+/* The rows of the list methods (docs/dbus-api.md "Rows" names every field; fields are only ever
+ * appended, so that clients reading the earlier ones go on working).
+ * Snapshot: id, policy, node, file name, download address, task log, elapsed usec, items, items
+ * total, progress %, create time, expire time, bytes, state, error, object path, last
+ * verification's state, seq, origin, kept by, projected expiry, future-dated. */
+#define MONGOSNAP_SNAPSHOT_ROW "(sssssstttdtttssostsstb)"
+/* Restore: id, source snapshot, target (redacted), task log, elapsed usec, items, items total,
+ * progress %, create time, state, error, object path, node. */
+#define MONGOSNAP_RESTORE_ROW "(sssstttdtssos)"
+/* Policy: name, object path, state, source (redacted), schedule, store, last run, last result,
+ * next run, problem ("" when the policy can run as written). */
+#define MONGOSNAP_POLICY_ROW "(sosssststs)"
+/* One Event Log entry of GetLog: journal cursor, realtime usec, fields. */
+#define MONGOSNAP_LOG_ENTRY "(sta{ss})"
+
 /* The groups the bus policy and the agent judge callers by: members of MONGOSNAP_GROUP may do
  * everything but bind secrets to destinations (root's); members of MONGOSNAP_READONLY_GROUP
  * may list and read, download addresses excepted (they give read access to every document). */

@@ -14,14 +14,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "agent/agent-cluster.h"
 #include "agent/agent-calendar.h"
+#include "agent/agent-cluster.h"
 #include "agent/agent-internal.h"
-#include "engine/uri-auth.h"
 #include "cluster/cluster-store.h"
 #include "common/log.h"
 #include "common/redact.h"
 #include "config.h"
+#include "engine/uri-auth.h"
 #include "eventlog/eventlog.h"
 
 #define USEC_PER_SEC 1000000ull
@@ -240,9 +240,9 @@ static void merge_snapshot(Manager *m, MsSnapshotRecord *incoming) {
         *have = *incoming;
         *incoming = tmp;
         ms_snapshot_record_free(incoming);
-        if (!same && m->hooks.snapshot_changed)
-            m->hooks.snapshot_changed(m, have, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS,
-                                      m->hooks_userdata);
+        if (!same)
+            MANAGER_EMIT(m, snapshot_changed, have,
+                         MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS);
         return;
     }
     MsSnapshotRecord **list = realloc(m->snapshots, (m->n_snapshots + 1) * sizeof(*list));
@@ -252,8 +252,7 @@ static void merge_snapshot(Manager *m, MsSnapshotRecord *incoming) {
     }
     m->snapshots = list;
     manager_insert_snapshot_record(m, incoming);
-    if (m->hooks.snapshot_added)
-        m->hooks.snapshot_added(m, incoming, m->hooks_userdata);
+    MANAGER_EMIT(m, snapshot_added, incoming);
 }
 
 static void merge_restore(Manager *m, MsRestoreRecord *incoming) {
@@ -271,9 +270,9 @@ static void merge_restore(Manager *m, MsRestoreRecord *incoming) {
         *have = *incoming;
         *incoming = tmp;
         ms_restore_record_free(incoming);
-        if (!same && m->hooks.restore_changed)
-            m->hooks.restore_changed(m, have, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS,
-                                     m->hooks_userdata);
+        if (!same)
+            MANAGER_EMIT(m, restore_changed, have,
+                         MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS);
         return;
     }
     MsRestoreRecord **list = realloc(m->restores, (m->n_restores + 1) * sizeof(*list));
@@ -288,8 +287,7 @@ static void merge_restore(Manager *m, MsRestoreRecord *incoming) {
     memmove(m->restores + at + 1, m->restores + at, (m->n_restores - at) * sizeof(*m->restores));
     m->restores[at] = incoming;
     m->n_restores++;
-    if (m->hooks.restore_added)
-        m->hooks.restore_added(m, incoming, m->hooks_userdata);
+    MANAGER_EMIT(m, restore_added, incoming);
 }
 
 static int sync_records(AgentCluster *c, uint64_t poll_start, MsError *e) {
@@ -376,6 +374,7 @@ int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool sch
     size_t n_agents = 0;
     int r = ms_cluster_list_agents(c->db, &agents, &n_agents, e);
     if (r < 0) {
+        ms_error_mark(e, MS_ERROR_KIND_CLUSTER_UNREACHABLE);
         ms_error_prefix(e,
                         "cannot coordinate snapshot of policy '%s' with the other agents, so it "
                         "was not started (one agent per cluster takes it): ",
@@ -439,10 +438,10 @@ int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool sch
     }
     if (r == -EPERM) {
         ms_cluster_lease_clear(&cur);
-        return ms_error_set(e, EPERM,
-                            "policy '%s' is stopped on every node (Stop was given on one of "
-                            "them); start it with mongosnapctl start %s",
-                            name, name);
+        return ms_error_set_kind(e, MS_ERROR_KIND_POLICY_STOPPED, EPERM,
+                                 "policy '%s' is stopped on every node (Stop was given on one of "
+                                 "them); start it with mongosnapctl start %s",
+                                 name, name);
     }
     if ((r == -EBUSY || r == -EALREADY) && scheduled) {
         /* Every node's timer fires for the tick; the first claim took it. Answer with that
@@ -461,14 +460,15 @@ int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool sch
         }
     }
     if (r == -EBUSY || r == -EALREADY) {
-        r = ms_error_set(e, EBUSY,
-                         r == -EBUSY ? "policy '%s' already has a snapshot in progress on node %s "
-                                       "(%s); wait for it or stop it with Stop()"
-                                     : "policy '%s' had its scheduled snapshot for this tick "
-                                       "taken by node %s (%s) already",
-                         name, cur.node ? cur.node : "?",
-                         (r == -EBUSY ? cur.task : cur.scheduled_task) ?: "?");
+        r = ms_error_set_kind(
+            e, MS_ERROR_KIND_BUSY, EBUSY,
+            r == -EBUSY ? "policy '%s' already has a snapshot in progress on node %s "
+                          "(%s); wait for it or stop it with Stop()"
+                        : "policy '%s' had its scheduled snapshot for this tick "
+                          "taken by node %s (%s) already",
+            name, cur.node ? cur.node : "?", (r == -EBUSY ? cur.task : cur.scheduled_task) ?: "?");
     }
+    ms_error_mark(e, MS_ERROR_KIND_CLUSTER_UNREACHABLE); /* the claim itself failed */
     ms_cluster_lease_clear(&cur);
     return r;
 }
@@ -485,9 +485,8 @@ static void pick_up(AgentCluster *c, const MsClusterLease *l) {
     else if ((r = manager_check_snapshot(m, p, &e)) >= 0) {
         p->lease_renewed_usec = now_usec();
         MsSnapshotOrigin origin = ms_snapshot_origin_from_string(l->origin ? l->origin : "");
-        r = manager_enqueue_snapshot(m, p, l->task,
-                                     origin < 0 ? MS_SNAPSHOT_ORIGIN_SCHEDULED : origin, l->seq,
-                                     NULL, &e);
+        r = manager_enqueue_snapshot(
+            m, p, l->task, origin < 0 ? MS_SNAPSHOT_ORIGIN_SCHEDULED : origin, l->seq, NULL, &e);
     }
     if (r >= 0) {
         MsError re = MS_ERROR_INIT;
@@ -650,13 +649,14 @@ static void run_command(AgentCluster *c, const MsClusterCommand *cmd) {
 int manager_cluster_forward(Manager *m, const char *op, const char *node, const char *policy,
                             const char *task, MsError *e) {
     if (!m->cluster)
-        return ms_error_set(e, EHOSTUNREACH,
-                            "%s of %s belongs to node %s, and this agent has no "
-                            "[Cluster] URI= to reach it",
-                            op, task, node);
+        return ms_error_set_kind(e, MS_ERROR_KIND_CLUSTER_UNREACHABLE, EHOSTUNREACH,
+                                 "%s of %s belongs to node %s, and this agent has no "
+                                 "[Cluster] URI= to reach it",
+                                 op, task, node);
     MsClusterCommand cmd = {(char *) op, (char *) policy, (char *) task, (char *) self(m)};
     int r = ms_cluster_send_command(m->cluster->db, node, &cmd, now_usec(), e);
     if (r < 0) {
+        ms_error_mark(e, MS_ERROR_KIND_CLUSTER_UNREACHABLE);
         ms_error_prefix(e, "cannot send %s of %s to node %s: ", op, task, node);
         return r;
     }
@@ -668,12 +668,14 @@ int manager_cluster_set_stopped(Manager *m, const ManagerPolicy *p, bool stopped
     if (!m->cluster)
         return 0;
     int r = ms_cluster_set_stopped(m->cluster->db, p->settings->name, stopped, e);
-    if (r < 0)
+    if (r < 0) {
+        ms_error_mark(e, MS_ERROR_KIND_CLUSTER_UNREACHABLE);
         ms_error_prefix(e,
                         "policy '%s' is %s on this node, but the other nodes could not be told "
                         "(they follow once the cluster database is reachable and Stop or Start "
                         "is given again): ",
                         p->settings->name, stopped ? "stopped" : "started");
+    }
     return r;
 }
 
@@ -686,8 +688,10 @@ int manager_cluster_lease_elsewhere(Manager *m, const ManagerPolicy *p, char **r
     int r = ms_cluster_get_lease(m->cluster->db, p->settings->name, &l, e);
     if (r == -ENOENT)
         return 0;
-    if (r < 0)
+    if (r < 0) {
+        ms_error_mark(e, MS_ERROR_KIND_CLUSTER_UNREACHABLE);
         return r;
+    }
     if (l.task && l.node && strcmp(l.node, self(m)) != 0 && l.expires_usec >= now_usec()) {
         *ret_node = TAKE_PTR(l.node);
         *ret_task = TAKE_PTR(l.task);

@@ -35,6 +35,14 @@ struct SnapshotTask {
     ProgressThrottle progress;
 };
 
+/* Tell every observer that has this hook: MANAGER_EMIT(m, policy_changed, p). */
+#define MANAGER_EMIT(m, hook, ...)                                                                 \
+    do {                                                                                           \
+        for (size_t _o = 0; _o < (m)->n_observers; _o++)                                           \
+            if ((m)->observers[_o].hooks->hook)                                                    \
+                (m)->observers[_o].hooks->hook((m), __VA_ARGS__, (m)->observers[_o].userdata);     \
+    } while (0)
+
 typedef enum ReadTaskKind {
     READ_TASK_RESTORE,
     READ_TASK_VERIFY,
@@ -76,8 +84,12 @@ struct Manager {
     size_t n_removals;
     AgentTask *remover; /* the worker removing removals[0] */
 
-    ManagerHooks hooks;
-    void *hooks_userdata;
+    /* Who is told of changes: the bus adapter, the timer reconciler (agent-timer.c). */
+    struct {
+        const ManagerHooks *hooks;
+        void *userdata;
+    } observers[MANAGER_OBSERVERS_MAX];
+    size_t n_observers;
 
     sd_event_source *retention_timer; /* the next expiry by MaxAge= */
 
@@ -161,9 +173,8 @@ int manager_check_snapshot(Manager *m, ManagerPolicy *p, MsError *e);
 int manager_new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_MAX], MsError *e);
 /* Queue snapshot id of p on this node. seq: its place in the policy's start order (0: the
  * next one this agent knows of; several nodes pass the number their lease gave). */
-int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
-                             MsSnapshotOrigin origin, uint64_t seq,
-                             const MsSnapshotRecord **ret_record, MsError *e);
+int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id, MsSnapshotOrigin origin,
+                             uint64_t seq, const MsSnapshotRecord **ret_record, MsError *e);
 /* The highest seq of p's snapshots this agent knows (any node), and of its counter. */
 uint64_t manager_policy_max_seq(const Manager *m, const ManagerPolicy *p);
 /* Into m->snapshots at its place by creation time (the array has room for one more). */
@@ -211,9 +222,8 @@ void resync_free_all(Manager *m);
 int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *why, MsError *e);
 /* An archive without a manifest (key in store, of snapshot_id), which no task can complete any
  * more: removed, and the Event Log says so (orphan-removed); no record changes. */
-int remover_enqueue_orphan(Manager *m, const char *store, const char *key,
-                           const char *snapshot_id, const char *policy, const char *why,
-                           MsError *e);
+int remover_enqueue_orphan(Manager *m, const char *store, const char *key, const char *snapshot_id,
+                           const char *policy, const char *why, MsError *e);
 bool remover_busy(const Manager *m);
 bool remover_has(const Manager *m, const char *snapshot_id);
 /* Shutdown: SIGTERM the running removal; queued ones are given back (completed). */

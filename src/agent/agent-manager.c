@@ -11,16 +11,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent-calendar.h"
 #include "agent/agent-internal.h"
+#include "common/credential-store.h"
 #include "common/log.h"
 #include "common/redact.h"
 #include "common/timeutil.h"
+#include "engine/uri-auth.h"
 #include "eventlog/eventlog.h"
 #include "mongosnap/mongosnap.h"
 #include "retention/retention.h"
-#include "agent-calendar.h"
-#include "common/credential-store.h"
-#include "engine/uri-auth.h"
 #include "storage/storage.h"
 
 #define STOPPED_FOR_REBUILD "stopped for a rebuild"
@@ -47,18 +47,15 @@ static void fields_for(const SnapshotTask *t, MsEventFields *f) {
 
 void manager_emit_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsigned changes) {
     cluster_record_changed(m, r);
-    if (m->hooks.snapshot_changed)
-        m->hooks.snapshot_changed(m, r, changes, m->hooks_userdata);
+    MANAGER_EMIT(m, snapshot_changed, r, changes);
 }
 
 void manager_emit_policy_changed(Manager *m, const ManagerPolicy *p) {
-    if (m->hooks.policy_changed)
-        m->hooks.policy_changed(m, p, m->hooks_userdata);
+    MANAGER_EMIT(m, policy_changed, p);
 }
 
 static void emit_policy_removed(Manager *m, const ManagerPolicy *p) {
-    if (m->hooks.policy_removed)
-        m->hooks.policy_removed(m, p, m->hooks_userdata);
+    MANAGER_EMIT(m, policy_removed, p);
 }
 
 static void forget_stores(Manager *m);
@@ -189,7 +186,15 @@ void manager_refresh_problems(Manager *m) {
         refresh_problem(m->policies[i]);
 }
 
+static int reload_policies(Manager *m, MsError *e);
+
 int manager_reload_policies(Manager *m, MsError *e) {
+    int r = reload_policies(m, e);
+    MANAGER_EMIT(m, policies_reloaded, r < 0 ? e : NULL);
+    return r;
+}
+
+static int reload_policies(Manager *m, MsError *e) {
     _cleanup_(ms_policy_set_freep) MsPolicySet *set = NULL;
     int r = ms_policy_load_dir(m->config->policy_directory, &set, e);
     if (r < 0)
@@ -252,9 +257,16 @@ int manager_reload_policies(Manager *m, MsError *e) {
         p->settings = TAKE_PTR(set->policies[j]);
         p->runtime = TAKE_PTR(rt);
         m->policies[m->n_policies++] = p;
+        p->added = true;
     }
 
     manager_refresh_problems(m);
+    /* Announced once their problems are known: a new policy's first properties are its own. */
+    for (size_t i = 0; i < m->n_policies; i++)
+        if (m->policies[i]->added) {
+            m->policies[i]->added = false;
+            MANAGER_EMIT(m, policy_added, m->policies[i]);
+        }
 
     /* Drop the removed policies that have nothing running. */
     size_t k = 0;
@@ -749,8 +761,9 @@ static void project_expiry(const ManagerPolicy *p, const RetentionPlan *x, uint6
     _cleanup_free_ uint64_t *expire = calloc(x->n, sizeof(uint64_t));
     _cleanup_free_ unsigned *rule = calloc(x->n, sizeof(unsigned));
     MsError e = MS_ERROR_INIT;
-    if (!expire || !rule || ms_retention_project(&p->settings->retention, now, x->snaps, x->n,
-                                                 ticks, n_ticks, expire, rule, &e) < 0)
+    if (!expire || !rule ||
+        ms_retention_project(&p->settings->retention, now, x->snaps, x->n, ticks, n_ticks, expire,
+                             rule, &e) < 0)
         return;
     for (size_t i = 0; i < x->n; i++) {
         MsSnapshotRecord *r = x->recs[i];
@@ -852,8 +865,7 @@ static int on_retention_timer(sd_event_source *s, uint64_t usec, void *userdata)
 }
 
 static void rebuild_done(Manager *m, void *token, const MsSnapshotRecord *r, const MsError *e) {
-    if (m->hooks.rebuild_done)
-        m->hooks.rebuild_done(m, token, r, e, m->hooks_userdata);
+    MANAGER_EMIT(m, rebuild_done, token, r, e);
 }
 
 /* A rebuild whose task has stopped: the policy can no longer be rebuilt, or is rebuilt now. */
@@ -1028,12 +1040,13 @@ int manager_credential_path(const char *name, char **ret, MsError *e) {
     if (r == -ENOMEM)
         return oom(e);
     if (r < 0)
-        return ms_error_set(e, ENOKEY,
-                            "credential '%s' is not available: add it with "
-                            "\"mongosnapctl set-credential %s\" (it goes to %s/%s and is used "
-                            "from the next task on), or load it with LoadCredential=%s:PATH on "
-                            "mongosnapd.service",
-                            name, name, ms_credential_store_dir(), name, name);
+        return ms_error_set_kind(
+            e, MS_ERROR_KIND_NO_CREDENTIAL, ENOKEY,
+            "credential '%s' is not available: add it with "
+            "\"mongosnapctl set-credential %s\" (it goes to %s/%s and is used "
+            "from the next task on), or load it with LoadCredential=%s:PATH on "
+            "mongosnapd.service",
+            name, name, ms_credential_store_dir(), name, name);
     return 0;
 }
 
@@ -1130,28 +1143,31 @@ static int new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_
  * (Key=) is done by the worker (--key-file, AES-256-GCM); it knows no other cipher. */
 static int check_policy_supported(const MsPolicy *s, MsError *e) {
     if (s->encryption_key && s->cipher != MS_CIPHER_AES_256_GCM)
-        return ms_error_set(e, EOPNOTSUPP,
-                            "policy '%s' asks for encryption with cipher '%s', which this "
-                            "mongosnap cannot do; use Cipher=aes-256-gcm",
-                            s->name,
-                            ms_cipher_to_string(s->cipher) ? ms_cipher_to_string(s->cipher) : "?");
+        return ms_error_set_kind(
+            e, MS_ERROR_KIND_NOT_SUPPORTED, EOPNOTSUPP,
+            "policy '%s' asks for encryption with cipher '%s', which this "
+            "mongosnap cannot do; use Cipher=aes-256-gcm",
+            s->name, ms_cipher_to_string(s->cipher) ? ms_cipher_to_string(s->cipher) : "?");
     return 0;
 }
 
 int manager_check_snapshot(Manager *m, ManagerPolicy *p, MsError *e) {
     const MsPolicy *s = p->settings;
     if (m->stopping)
-        return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
+        return ms_error_set_kind(e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
+                                 "the agent is shutting down; try again once it is back");
     if (p->task)
-        return ms_error_set(e, EBUSY,
-                            "policy '%s' already has a snapshot in progress (%s); wait for it or "
-                            "stop it with Stop()",
-                            s->name, p->task->record->id);
+        return ms_error_set_kind(
+            e, MS_ERROR_KIND_BUSY, EBUSY,
+            "policy '%s' already has a snapshot in progress (%s); wait for it or "
+            "stop it with Stop()",
+            s->name, p->task->record->id);
     if (p->runtime->state == MS_POLICY_STOPPED)
-        return ms_error_set(e, EPERM,
-                            "policy '%s' is stopped; start it with Start() (mongosnapctl start "
-                            "%s) first",
-                            s->name, s->name);
+        return ms_error_set_kind(
+            e, MS_ERROR_KIND_POLICY_STOPPED, EPERM,
+            "policy '%s' is stopped; start it with Start() (mongosnapctl start "
+            "%s) first",
+            s->name, s->name);
     return check_runnable(m, s, e);
 }
 
@@ -1160,17 +1176,19 @@ int manager_check_snapshot(Manager *m, ManagerPolicy *p, MsError *e) {
 static int check_runnable(Manager *m, const MsPolicy *s, MsError *e) {
     char user[128];
     if (!s->credential && ms_uri_wants_password(s->source, user, sizeof(user)))
-        return ms_error_set(e, ENOKEY,
-                            "policy '%s': Source= names user '%s' but the policy has no "
-                            "Credential=: store the password with \"mongosnapctl set-credential "
-                            "NAME\" and add Credential=NAME to the policy (mongosnapctl edit %s "
-                            "Credential=NAME)",
-                            s->name, user, s->name);
+        return ms_error_set_kind(
+            e, MS_ERROR_KIND_NO_CREDENTIAL, ENOKEY,
+            "policy '%s': Source= names user '%s' but the policy has no "
+            "Credential=: store the password with \"mongosnapctl set-credential "
+            "NAME\" and add Credential=NAME to the policy (mongosnapctl edit %s "
+            "Credential=NAME)",
+            s->name, user, s->name);
     if (!ms_policy_effective_store(s, m->config))
-        return ms_error_set(e, ENXIO,
-                            "policy '%s' has no store: set Store= in its file or DefaultStore= "
-                            "in the agent configuration",
-                            s->name);
+        return ms_error_set_kind(
+            e, MS_ERROR_KIND_NOT_CONFIGURED, ENXIO,
+            "policy '%s' has no store: set Store= in its file or DefaultStore= "
+            "in the agent configuration",
+            s->name);
     int r = check_policy_supported(s, e);
     if (r < 0)
         return r;
@@ -1228,7 +1246,8 @@ bool manager_store_is_configured(const Manager *m, const char *location) {
 
 int manager_new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_MAX], MsError *e) {
     if (new_snapshot_id(m, policy, ret) < 0)
-        return ms_error_set(e, EEXIST, "too many snapshots of policy '%s' this second", policy);
+        return ms_error_set_kind(e, MS_ERROR_KIND_EXISTS, EEXIST,
+                                 "too many snapshots of policy '%s' this second", policy);
     return 0;
 }
 
@@ -1251,16 +1270,15 @@ uint64_t manager_policy_max_seq(const Manager *m, const ManagerPolicy *p) {
     return max;
 }
 
-int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
-                             MsSnapshotOrigin origin, uint64_t seq,
-                             const MsSnapshotRecord **ret_record, MsError *e) {
+int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id, MsSnapshotOrigin origin,
+                             uint64_t seq, const MsSnapshotRecord **ret_record, MsError *e) {
     const MsPolicy *s = p->settings;
     const char *store = ms_policy_effective_store(s, m->config);
     /* A snapshot another node assigned to this one is listed already, as that node's record
      * (remote): it becomes ours now. */
     MsSnapshotRecord *existing = find_snapshot(m, id);
     if (existing && !existing->remote)
-        return ms_error_set(e, EEXIST, "snapshot %s exists already", id);
+        return ms_error_set_kind(e, MS_ERROR_KIND_EXISTS, EEXIST, "snapshot %s exists already", id);
     _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *rec = calloc(1, sizeof(*rec));
     if (!rec || !(rec->id = strdup(id)) || !(rec->policy = strdup(s->name)) ||
         !(rec->node = strdup(m->config->node)) || !(rec->store = strdup(store)))
@@ -1270,7 +1288,9 @@ int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
     rec->state = MS_SNAPSHOT_QUEUED;
     rec->created_usec = existing ? existing->created_usec : now_usec();
     rec->origin = origin;
-    rec->seq = seq ? seq : existing && existing->seq ? existing->seq : manager_policy_max_seq(m, p) + 1;
+    rec->seq = seq                         ? seq
+               : existing && existing->seq ? existing->seq
+                                           : manager_policy_max_seq(m, p) + 1;
     int r = ms_catalog_insert_snapshot(m->catalog, rec, e);
     if (r < 0)
         return r;
@@ -1308,8 +1328,8 @@ int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
                         s->name);
     if (existing)
         manager_emit_snapshot_changed(m, t->record, MANAGER_SNAPSHOT_STATE);
-    else if (m->hooks.snapshot_added)
-        m->hooks.snapshot_added(m, t->record, m->hooks_userdata);
+    else
+        MANAGER_EMIT(m, snapshot_added, t->record);
     cluster_record_changed(m, t->record);
     const MsSnapshotRecord *result = t->record;
     manager_start_queued(m);
@@ -1324,8 +1344,17 @@ int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id,
  * a failed task all the same: it gets a record with the reason, an Event Log entry and the
  * policy's last result, so that a timer's failure shows where operators look. Refusals that
  * are not failures (a task already running, the policy stopped, the agent stopping) do not. */
-static bool refusal_is_failure(int r) {
-    return r != -EBUSY && r != -EPERM && r != -ESHUTDOWN && r != -ENOMEM;
+static bool refusal_is_failure(int r, const MsError *e) {
+    if (r == -ENOMEM)
+        return false;
+    switch (e ? e->kind : MS_ERROR_KIND_NONE) {
+    case MS_ERROR_KIND_BUSY:
+    case MS_ERROR_KIND_POLICY_STOPPED:
+    case MS_ERROR_KIND_SHUTTING_DOWN:
+        return false;
+    default:
+        return true;
+    }
 }
 
 static void record_refused_snapshot(Manager *m, ManagerPolicy *p, bool scheduled, MsError *e) {
@@ -1362,12 +1391,12 @@ static void record_refused_snapshot(Manager *m, ManagerPolicy *p, bool scheduled
     if (asprintf(&result, "failed: %s", e->message) >= 0)
         (void) replace_string(&p->runtime->last_result, result);
     (void) save_runtime(m, p);
-    (void) ms_event_log(MS_EVENT_TASK_FAILED,
-                        &(MsEventFields){.policy = s->name, .task = id, .node = m->config->node,
-                                         .error = e->message},
-                        "snapshot %s of policy %s could not start: %s", id, s->name, e->message);
-    if (m->hooks.snapshot_added)
-        m->hooks.snapshot_added(m, r, m->hooks_userdata);
+    (void) ms_event_log(
+        MS_EVENT_TASK_FAILED,
+        &(MsEventFields){
+            .policy = s->name, .task = id, .node = m->config->node, .error = e->message},
+        "snapshot %s of policy %s could not start: %s", id, s->name, e->message);
+    MANAGER_EMIT(m, snapshot_added, r);
     cluster_record_changed(m, r);
     manager_emit_policy_changed(m, p);
     ms_error_prefix(e, "snapshot %s failed: ", id);
@@ -1384,7 +1413,7 @@ int manager_take_snapshot_ex(Manager *m, ManagerPolicy *p, bool scheduled,
     }
     int r = manager_check_snapshot(m, p, e);
     if (r < 0) {
-        if (refusal_is_failure(r) && !m->stopping)
+        if (refusal_is_failure(r, e) && !m->stopping)
             record_refused_snapshot(m, p, scheduled, e);
         return r;
     }
@@ -1394,10 +1423,9 @@ int manager_take_snapshot_ex(Manager *m, ManagerPolicy *p, bool scheduled,
         return r;
     if (m->cluster)
         return cluster_take_snapshot(m, p, id, scheduled, ret_record, e);
-    return manager_enqueue_snapshot(m, p, id,
-                                    scheduled ? MS_SNAPSHOT_ORIGIN_SCHEDULED
-                                              : MS_SNAPSHOT_ORIGIN_MANUAL,
-                                    0, ret_record, e);
+    return manager_enqueue_snapshot(
+        m, p, id, scheduled ? MS_SNAPSHOT_ORIGIN_SCHEDULED : MS_SNAPSHOT_ORIGIN_MANUAL, 0,
+        ret_record, e);
 }
 
 int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord **ret_record,
@@ -1511,7 +1539,8 @@ int manager_edit_policy_ex(Manager *m, ManagerPolicy *p, const ManagerPolicyEdit
         return r;
     /* Checked as systemd will read it, before anything changes: a schedule systemd refuses
      * would make the timer vanish while the policy looks fine. */
-    if (q->schedule && (!p->settings->schedule || strcmp(q->schedule, p->settings->schedule) != 0)) {
+    if (q->schedule &&
+        (!p->settings->schedule || strcmp(q->schedule, p->settings->schedule) != 0)) {
         r = agent_calendar_check(q->schedule, e);
         if (r < 0)
             return r;
@@ -1553,10 +1582,10 @@ void manager_rebuild_now(Manager *m, ManagerPolicy *p) {
     void *token = TAKE_PTR(p->rebuild_token);
     MsError e = MS_ERROR_INIT;
     if (m->stopping) {
-        ms_error_set(&e, ESHUTDOWN,
-                     "the agent is shutting down; rebuild policy '%s' once it is "
-                     "back",
-                     p->settings->name);
+        ms_error_set_kind(&e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
+                          "the agent is shutting down; rebuild policy '%s' once it is "
+                          "back",
+                          p->settings->name);
         rebuild_done(m, token, NULL, &e);
         return;
     }
@@ -1592,11 +1621,13 @@ void manager_rebuild_now(Manager *m, ManagerPolicy *p) {
 
 int manager_rebuild_policy(Manager *m, ManagerPolicy *p, void *token, MsError *e) {
     if (m->stopping)
-        return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
+        return ms_error_set_kind(e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
+                                 "the agent is shutting down; try again once it is back");
     if (p->rebuild_token)
-        return ms_error_set(e, EBUSY,
-                            "policy '%s' is already being rebuilt; wait for that rebuild to end",
-                            p->settings->name);
+        return ms_error_set_kind(
+            e, MS_ERROR_KIND_BUSY, EBUSY,
+            "policy '%s' is already being rebuilt; wait for that rebuild to end",
+            p->settings->name);
     if (p->runtime->state != MS_POLICY_ACTIVE) {
         p->runtime->state = MS_POLICY_ACTIVE;
         int r = ms_catalog_set_policy(m->catalog, p->runtime, e);
@@ -1640,7 +1671,8 @@ int manager_cancel_snapshot(Manager *m, const char *id, MsError *e) {
     const MsSnapshotRecord *r = find_snapshot(m, id);
     if (r && r->remote && (r->state == MS_SNAPSHOT_QUEUED || r->state == MS_SNAPSHOT_RUNNING))
         return manager_cluster_forward(m, "cancel", r->node, r->policy, id, e);
-    return ms_error_set(e, ESRCH, "snapshot %s is not queued or running; nothing to cancel", id);
+    return ms_error_set_kind(e, MS_ERROR_KIND_NOT_RUNNING, ESRCH,
+                             "snapshot %s is not queued or running; nothing to cancel", id);
 }
 
 int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsError *e) {
@@ -1686,8 +1718,8 @@ int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsErro
         sr->expire_projected_usec = 0;
         MsError de = MS_ERROR_INIT;
         if (ms_catalog_update_snapshot(m->catalog, sr, &de) < 0)
-            log_warning("cannot record that %s no longer belongs to policy '%s': %s", sr->id,
-                        name, de.message);
+            log_warning("cannot record that %s no longer belongs to policy '%s': %s", sr->id, name,
+                        de.message);
         manager_emit_snapshot_changed(m, sr, MANAGER_SNAPSHOT_STATE);
         cluster_record_changed(m, sr);
     }
@@ -1715,8 +1747,9 @@ int manager_delete_snapshot(Manager *m, const char *id, MsError *e) {
     switch (r->state) {
     case MS_SNAPSHOT_QUEUED:
     case MS_SNAPSHOT_RUNNING:
-        return ms_error_set(e, EBUSY, "snapshot %s is %s; cancel it first (mongosnapctl cancel %s)",
-                            id, ms_snapshot_state_to_string(r->state), id);
+        return ms_error_set_kind(e, MS_ERROR_KIND_BUSY, EBUSY,
+                                 "snapshot %s is %s; cancel it first (mongosnapctl cancel %s)", id,
+                                 ms_snapshot_state_to_string(r->state), id);
     case MS_SNAPSHOT_EXPIRED:
     case MS_SNAPSHOT_DELETED:
         return ms_error_set(e, EALREADY, "snapshot %s is already %s; nothing to delete", id,
@@ -1725,10 +1758,11 @@ int manager_delete_snapshot(Manager *m, const char *id, MsError *e) {
         break;
     }
     if (reader_uses_snapshot(m, id) || remover_has(m, id))
-        return ms_error_set(e, EBUSY,
-                            "snapshot %s is being restored or verified; cancel that task or wait "
-                            "for it to end",
-                            id);
+        return ms_error_set_kind(
+            e, MS_ERROR_KIND_BUSY, EBUSY,
+            "snapshot %s is being restored or verified; cancel that task or wait "
+            "for it to end",
+            id);
     return remove_from_store(m, r, MS_SNAPSHOT_DELETED, "deleted on request", e);
 }
 
@@ -1740,16 +1774,16 @@ int manager_create_policy(Manager *m, const char *name, const ManagerPolicyEdit 
                             "'-' or '.', starting with a letter or digit",
                             name, MS_NAME_MAX);
     if (manager_find_policy(m, name))
-        return ms_error_set(e, EEXIST, "a policy named '%s' exists already; change it with Edit",
-                            name);
+        return ms_error_set_kind(e, MS_ERROR_KIND_EXISTS, EEXIST,
+                                 "a policy named '%s' exists already; change it with Edit", name);
     _cleanup_free_ char *path = NULL;
     if (asprintf(&path, "%s/%s%s", m->config->policy_directory, name, MS_POLICY_FILE_SUFFIX) < 0)
         return oom(e);
     if (access(path, F_OK) == 0)
-        return ms_error_set(e, EEXIST,
-                            "%s exists but did not load (see PolicyErrors); fix or remove it "
-                            "first",
-                            path);
+        return ms_error_set_kind(e, MS_ERROR_KIND_EXISTS, EEXIST,
+                                 "%s exists but did not load (see PolicyErrors); fix or remove it "
+                                 "first",
+                                 path);
     _cleanup_(ms_policy_freep) MsPolicy *q = NULL;
     int r = ms_policy_new(name, &q, e);
     if (r < 0)
@@ -1777,8 +1811,7 @@ int manager_create_policy(Manager *m, const char *name, const ManagerPolicyEdit 
     (void) ms_event_log(MS_EVENT_POLICY_CREATED,
                         &(MsEventFields){.policy = name, .node = m->config->node},
                         "policy %s created", name);
-    if (m->hooks.policy_added)
-        m->hooks.policy_added(m, p, m->hooks_userdata);
+    /* manager_reload_policies() announced it. */
     if (ret_policy)
         *ret_policy = p;
     return 0;
@@ -1830,10 +1863,10 @@ int manager_snapshot_download_url(Manager *m, const MsSnapshotRecord *r, uint64_
                             r->id, ms_snapshot_state_to_string(r->state));
     /* A local store has none; say so without opening anything. */
     if (manager_store_is_local(r->store))
-        return ms_error_set(e, EOPNOTSUPP,
-                            "snapshot %s is in a local store, which has no download address; "
-                            "copy %s from the store's directory",
-                            r->id, r->archive_key);
+        return ms_error_set_kind(e, MS_ERROR_KIND_NOT_SUPPORTED, EOPNOTSUPP,
+                                 "snapshot %s is in a local store, which has no download address; "
+                                 "copy %s from the store's directory",
+                                 r->id, r->archive_key);
     MsStorage *s = NULL;
     int k = cached_store(m, r->store, &s, e);
     if (k < 0)
@@ -1929,9 +1962,21 @@ void manager_begin_shutdown(Manager *m) {
 
 /* ---- life cycle ---- */
 
-void manager_set_hooks(Manager *m, const ManagerHooks *hooks, void *userdata) {
-    m->hooks = hooks ? *hooks : (ManagerHooks){0};
-    m->hooks_userdata = userdata;
+void manager_policy_set_next_run(Manager *m, ManagerPolicy *p, uint64_t next) {
+    if (p->runtime->next_run_usec == next)
+        return;
+    p->runtime->next_run_usec = next;
+    manager_emit_policy_changed(m, p);
+}
+
+int manager_add_observer(Manager *m, const ManagerHooks *hooks, void *userdata, MsError *e) {
+    if (m->n_observers >= MANAGER_OBSERVERS_MAX)
+        return ms_error_set(e, ENOSPC, "the manager has %d observers already",
+                            MANAGER_OBSERVERS_MAX);
+    m->observers[m->n_observers].hooks = hooks;
+    m->observers[m->n_observers].userdata = userdata;
+    m->n_observers++;
+    return 0;
 }
 
 const MsAgentConfig *manager_agent_config(const Manager *m) {
@@ -1971,10 +2016,10 @@ int manager_reload_config(Manager *m, MsError *e) {
     if (r < 0)
         return r;
     MsAgentConfig *c = m->config;
-    bool restore_changed = !strv_equal(c->restore_credentials, fresh->restore_credentials) ||
-                           !strv_equal(c->restore_key_credentials,
-                                       fresh->restore_key_credentials) ||
-                           c->restore_allow_cleartext != fresh->restore_allow_cleartext;
+    bool restore_changed =
+        !strv_equal(c->restore_credentials, fresh->restore_credentials) ||
+        !strv_equal(c->restore_key_credentials, fresh->restore_key_credentials) ||
+        c->restore_allow_cleartext != fresh->restore_allow_cleartext;
     if (restore_changed) {
         char **t = c->restore_credentials;
         c->restore_credentials = fresh->restore_credentials;
@@ -2115,8 +2160,9 @@ Manager *manager_free(Manager *m) {
         ManagerPolicy *p = m->policies[i];
         if (p->rebuild_token) {
             MsError e = MS_ERROR_INIT;
-            ms_error_set(&e, ESHUTDOWN, "the agent stopped before policy '%s' was rebuilt",
-                         p->settings->name);
+            ms_error_set_kind(&e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
+                              "the agent stopped before policy '%s' was rebuilt",
+                              p->settings->name);
             rebuild_done(m, TAKE_PTR(p->rebuild_token), NULL, &e);
         }
         snapshot_task_free(p->task);

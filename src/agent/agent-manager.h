@@ -36,6 +36,7 @@ typedef struct ManagerPolicy {
     MsPolicyRuntime *runtime; /* the catalog's row: state, last and next run */
     SnapshotTask *task;       /* queued or running; NULL when idle */
     bool removed;             /* its file is gone: dropped when its task ends */
+    bool added;               /* loaded by the reload under way, not announced yet */
     void *rebuild_token;      /* a Rebuild waiting for the running task to stop */
     /* Several nodes (agent-cluster.c): how this policy's file differs from the other agents'
      * ("" or NULL: it does not), and when this node last renewed the lease of its task. */
@@ -64,18 +65,19 @@ typedef enum ManagerSnapshotChange {
 
 /* What a resync found (manager_resync()). */
 typedef struct ManagerResyncResult {
-    unsigned found;     /* snapshots whose manifest was read */
-    unsigned added;     /* complete ones no record knew: now this node's records */
-    unsigned corrected; /* this node's records of complete snapshots, listed failed,
-                         * interrupted or stopped: now completed */
-    unsigned missing;   /* this node's completed records not in their store: now deleted */
-    unsigned finished;  /* this node's deleted or expired records whose objects were still
-                         * there (a removal cut short): removed now */
+    unsigned found;              /* snapshots whose manifest was read */
+    unsigned added;              /* complete ones no record knew: now this node's records */
+    unsigned corrected;          /* this node's records of complete snapshots, listed failed,
+                                  * interrupted or stopped: now completed */
+    unsigned missing;            /* this node's completed records not in their store: now deleted */
+    unsigned finished;           /* this node's deleted or expired records whose objects were still
+                                  * there (a removal cut short): removed now */
     const char *const *problems; /* unreadable manifests, missing archives, unreadable stores */
     size_t n_problems;
 } ManagerResyncResult;
 
-/* Observers: the bus adapter turns these into signals. Every callback may be NULL. */
+/* Observers: the bus adapter turns these into signals, agent-timer into systemd timers. Every
+ * callback may be NULL. */
 typedef struct ManagerHooks {
     void (*snapshot_added)(Manager *m, const MsSnapshotRecord *r, void *userdata);
     void (*snapshot_changed)(Manager *m, const MsSnapshotRecord *r, unsigned changes,
@@ -95,7 +97,13 @@ typedef struct ManagerHooks {
     /* A resync accepted by manager_resync() is over: result, or NULL with e saying why not. */
     void (*resync_done)(Manager *m, void *token, const ManagerResyncResult *result,
                         const MsError *e, void *userdata);
+    /* manager_reload_policies() is over (e: why it failed, NULL when it did not); the
+     * policies it added, changed and removed were announced one by one before. */
+    void (*policies_reloaded)(Manager *m, const MsError *e, void *userdata);
 } ManagerHooks;
+
+/* How many observers a manager tells of its changes (the bus adapter and the timers today). */
+#define MANAGER_OBSERVERS_MAX 4
 
 typedef struct ManagerOptions {
     const char *config_path; /* NULL: MS_AGENT_CONFIG_PATH */
@@ -118,7 +126,12 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
 Manager *manager_free(Manager *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 
-void manager_set_hooks(Manager *m, const ManagerHooks *hooks, void *userdata);
+/* Tell hooks (static storage) of every change from now on, after the observers added before.
+ * The tokens of rebuild_done and resync_done belong to whoever started the rebuild or resync:
+ * one observer (the bus adapter) implements those. */
+int manager_add_observer(Manager *m, const ManagerHooks *hooks, void *userdata, MsError *e);
+/* The policy's timer fires next at next (0: not known); announced when it changed. */
+void manager_policy_set_next_run(Manager *m, ManagerPolicy *p, uint64_t next);
 const MsAgentConfig *manager_agent_config(const Manager *m);
 /* ManagerOptions.timer_directory or MANAGER_TIMER_DIRECTORY. */
 const char *manager_timer_directory(const Manager *m);

@@ -8,12 +8,12 @@
 #include <string.h>
 
 #include "agent/agent-internal.h"
-#include "engine/uri-auth.h"
 #include "common/log.h"
-#include "common/strv.h"
 #include "common/redact.h"
+#include "common/strv.h"
 #include "engine/nsfilter.h"
 #include "engine/restore.h"
+#include "engine/uri-auth.h"
 #include "eventlog/eventlog.h"
 #include "mongosnap/mongosnap.h"
 
@@ -143,8 +143,7 @@ static void fields_for(const ReadTask *t, MsEventFields *f) {
 
 static void emit_restore(Manager *m, const MsRestoreRecord *r, unsigned changes) {
     cluster_restore_changed(m, r);
-    if (m->hooks.restore_changed)
-        m->hooks.restore_changed(m, r, changes, m->hooks_userdata);
+    MANAGER_EMIT(m, restore_changed, r, changes);
 }
 
 static void set_verify_state(ReadTask *t, MsVerifyState state, const char *error) {
@@ -318,8 +317,8 @@ static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userd
          * (no key, the store out of reach), reached no verdict: that verification was
          * interrupted, and the snapshot is not marked damaged (a failed verification makes
          * StartRestore refuse it). */
-        bool verdict = !by_signal &&
-                       (status == MONGOSNAP_EXIT_CORRUPT || status == MONGOSNAP_EXIT_FAILURE);
+        bool verdict =
+            !by_signal && (status == MONGOSNAP_EXIT_CORRUPT || status == MONGOSNAP_EXIT_FAILURE);
         if (ok)
             finish_verify(t, MS_VERIFY_PASSED, NULL, MS_EVENT_VERIFY_COMPLETED);
         else if (stopped)
@@ -475,12 +474,13 @@ static int check_restore_credentials(Manager *m, const char *target, const Manag
     }
     char user[128];
     if (!o->credential && ms_uri_wants_password(target, user, sizeof(user)))
-        return ms_error_set(e, ENOKEY,
-                            "the target URI names user '%s' but carries no password: name the "
-                            "credential that holds it (mongosnapctl restore --credential NAME; "
-                            "D-Bus: the \"credential\" option), one listed in [Restore] "
-                            "Credentials= of mongosnap.conf",
-                            user);
+        return ms_error_set_kind(
+            e, MS_ERROR_KIND_NO_CREDENTIAL, ENOKEY,
+            "the target URI names user '%s' but carries no password: name the "
+            "credential that holds it (mongosnapctl restore --credential NAME; "
+            "D-Bus: the \"credential\" option), one listed in [Restore] "
+            "Credentials= of mongosnap.conf",
+            user);
     return 0;
 }
 
@@ -490,17 +490,19 @@ static int check_readable(Manager *m, const char *id, const MsSnapshotRecord **r
     if (!s)
         return ms_error_set(e, ENOENT, "no snapshot '%s'; list them with ListSnapshots", id);
     if (s->state != MS_SNAPSHOT_COMPLETED || !s->manifest_key || !s->store)
-        return ms_error_set(e, ENOTRECOVERABLE,
-                            "snapshot %s is %s, not completed: only completed snapshots can be "
-                            "restored or verified",
-                            id, ms_snapshot_state_to_string(s->state));
+        return ms_error_set_kind(
+            e, MS_ERROR_KIND_NOT_RESTORABLE, ENOTRECOVERABLE,
+            "snapshot %s is %s, not completed: only completed snapshots can be "
+            "restored or verified",
+            id, ms_snapshot_state_to_string(s->state));
     if (s->remote && manager_store_is_local(s->store) &&
         !local_store_has(s->store, s->manifest_key))
-        return ms_error_set(e, EREMOTE,
-                            "snapshot %s is in node %s's local store (%s), which this node cannot "
-                            "read: restore it on node %s, or give the policy an S3 store that "
-                            "every node reads",
-                            id, s->node, s->store, s->node);
+        return ms_error_set_kind(
+            e, MS_ERROR_KIND_ON_OTHER_NODE, EREMOTE,
+            "snapshot %s is in node %s's local store (%s), which this node cannot "
+            "read: restore it on node %s, or give the policy an S3 store that "
+            "every node reads",
+            id, s->node, s->store, s->node);
     *ret = s;
     return 0;
 }
@@ -533,7 +535,8 @@ static int add_reader(Manager *m, ReadTask *t, MsError *e) {
 
 int manager_verify_snapshot(Manager *m, const char *id, MsError *e) {
     if (m->stopping)
-        return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
+        return ms_error_set_kind(e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
+                                 "the agent is shutting down; try again once it is back");
     const MsSnapshotRecord *remote = manager_find_snapshot(m, id);
     if (remote && remote->remote && remote->state == MS_SNAPSHOT_COMPLETED)
         /* The verification's result is part of the record, which its node keeps. */
@@ -545,7 +548,8 @@ int manager_verify_snapshot(Manager *m, const char *id, MsError *e) {
     for (size_t i = 0; i < m->n_read_tasks; i++)
         if (m->read_tasks[i]->kind == READ_TASK_VERIFY &&
             strcmp(m->read_tasks[i]->snapshot_id, id) == 0)
-            return ms_error_set(e, EBUSY, "snapshot %s is being verified already", id);
+            return ms_error_set_kind(e, MS_ERROR_KIND_BUSY, EBUSY,
+                                     "snapshot %s is being verified already", id);
 
     _cleanup_free_ char *key_path = NULL;
     r = reader_key_path(m, s, NULL, &key_path, e);
@@ -725,7 +729,8 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
     if (!o)
         o = &no_options;
     if (m->stopping)
-        return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
+        return ms_error_set_kind(e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
+                                 "the agent is shutting down; try again once it is back");
     const MsSnapshotRecord *s = NULL;
     int r = check_readable(m, snapshot_id, &s, e);
     if (r < 0)
@@ -745,8 +750,7 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
                                  "not restored: verify it again (mongosnapctl verify %s) if the "
                                  "cause has gone, restore another snapshot, or pass force "
                                  "(mongosnapctl restore --force) to restore it anyway",
-                                 s->id, when, s->verify_error ? s->verify_error : "damaged",
-                                 s->id);
+                                 s->id, when, s->verify_error ? s->verify_error : "damaged", s->id);
     }
     if (s->remote) {
         /* The catalog's restores name their snapshot: keep a copy of the other node's record
@@ -778,7 +782,8 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
 
     char id[RESTORE_ID_MAX];
     if (new_restore_id(m, id) < 0)
-        return ms_error_set(e, EEXIST, "too many restores started this second; try again");
+        return ms_error_set_kind(e, MS_ERROR_KIND_EXISTS, EEXIST,
+                                 "too many restores started this second; try again");
     _cleanup_(ms_restore_record_freep) MsRestoreRecord *rec = calloc(1, sizeof(*rec));
     if (!rec || !(rec->id = strdup(id)) || !(rec->source_snapshot = strdup(snapshot_id)) ||
         !(rec->target = ms_uri_redact(target)) || !(rec->options = options_json(o)) ||
@@ -814,8 +819,7 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
     fields_for(task, &f);
     (void) ms_event_log(MS_EVENT_TASK_QUEUED, &f, "restore %s of snapshot %s into %s queued",
                         result->id, snapshot_id, result->target);
-    if (m->hooks.restore_added)
-        m->hooks.restore_added(m, result, m->hooks_userdata);
+    MANAGER_EMIT(m, restore_added, result);
     cluster_restore_changed(m, result);
     manager_start_queued(m);
     if (ret_record)
@@ -836,5 +840,6 @@ int manager_cancel_restore(Manager *m, const char *id, MsError *e) {
         return ms_error_set(e, ENOENT, "no restore '%s'", id);
     if (r->remote && (r->state == MS_RESTORE_QUEUED || r->state == MS_RESTORE_RUNNING))
         return manager_cluster_forward(m, "cancel", r->node, NULL, id, e);
-    return ms_error_set(e, ESRCH, "restore %s is not queued or running; nothing to cancel", id);
+    return ms_error_set_kind(e, MS_ERROR_KIND_NOT_RUNNING, ESRCH,
+                             "restore %s is not queued or running; nothing to cancel", id);
 }

@@ -273,8 +273,7 @@ int manager_adopt_snapshot(Manager *m, MsSnapshotRecord *r, MsError *e) {
         if (ms_catalog_set_policy(m->catalog, owner->runtime, &se) < 0)
             log_warning("cannot record policy '%s': %s", r->policy, se.message);
     }
-    if (m->hooks.snapshot_added)
-        m->hooks.snapshot_added(m, r, m->hooks_userdata);
+    MANAGER_EMIT(m, snapshot_added, r);
     cluster_record_changed(m, r);
     return 0;
 }
@@ -310,8 +309,8 @@ static void remove_orphans(Resync *x) {
             continue;
         }
         MsError e = MS_ERROR_INIT;
-        if (remover_enqueue_orphan(m, o->store, o->key, o->id, r ? r->policy : o->policy, why,
-                                   &e) < 0)
+        if (remover_enqueue_orphan(m, o->store, o->key, o->id, r ? r->policy : o->policy, why, &e) <
+            0)
             add_problem(x, "%s: %s: cannot remove it: %s", o->store, o->key, e.message);
         else
             x->result.finished++;
@@ -417,8 +416,8 @@ static void finish(Resync *x) {
              x->result.found, x->n_stores, x->result.added, x->result.corrected, x->result.missing,
              x->result.finished, x->n_problems);
     m->resync = NULL;
-    if (m->hooks.resync_done && x->token)
-        m->hooks.resync_done(m, x->token, &x->result, NULL, m->hooks_userdata);
+    if (x->token)
+        MANAGER_EMIT(m, resync_done, x->token, &x->result, NULL);
     resync_free(x);
     manager_maybe_finish_shutdown(m);
 }
@@ -446,9 +445,11 @@ static void scan_next(Resync *x) {
 
 int manager_resync(Manager *m, ManagerResyncMode mode, void *token, MsError *e) {
     if (m->stopping)
-        return ms_error_set(e, ESHUTDOWN, "the agent is shutting down; try again once it is back");
+        return ms_error_set_kind(e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
+                                 "the agent is shutting down; try again once it is back");
     if (m->resync)
-        return ms_error_set(e, EBUSY, "a resync is under way already; wait for it to end");
+        return ms_error_set_kind(e, MS_ERROR_KIND_BUSY, EBUSY,
+                                 "a resync is under way already; wait for it to end");
     _cleanup_(resync_freep) Resync *x = calloc(1, sizeof(*x));
     if (!x)
         return oom(e);
@@ -470,7 +471,8 @@ int manager_resync(Manager *m, ManagerResyncMode mode, void *token, MsError *e) 
         x->n_stores++;
     }
     if (x->n_stores == 0)
-        return ms_error_set(e, ENXIO, "no policy names a store: there is nothing to read");
+        return ms_error_set_kind(e, MS_ERROR_KIND_NOT_CONFIGURED, ENXIO,
+                                 "no policy names a store: there is nothing to read");
     if (!(x->store_read = calloc(x->n_stores, sizeof(bool))))
         return oom(e);
     x->token = token;
@@ -493,10 +495,11 @@ void resync_free_all(Manager *m) {
     if (!m->resync)
         return;
     Resync *x = TAKE_PTR(m->resync);
-    if (m->hooks.resync_done && x->token) {
+    if (x->token) {
         MsError e = MS_ERROR_INIT;
-        ms_error_set(&e, ESHUTDOWN, "the agent stopped before the resync ended");
-        m->hooks.resync_done(m, x->token, NULL, &e, m->hooks_userdata);
+        ms_error_set_kind(&e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
+                          "the agent stopped before the resync ended");
+        MANAGER_EMIT(m, resync_done, x->token, NULL, &e);
     }
     resync_free(x);
 }

@@ -89,9 +89,9 @@ int bus_reply_log(sd_bus_message *message, const char *policy, const char *task,
     MsError e = MS_ERROR_INIT;
     r = ms_eventlog_read(&filter, max_entries, append_entry, &lr, NULL, &e);
     if (r < 0 && e.code == EINVAL)
-        return sd_bus_error_set(ret_error, BUS_ERROR_INVALID_ARGUMENT, e.message);
+        return sd_bus_error_set(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT, e.message);
     if (r < 0)
-        return sd_bus_error_set(ret_error, BUS_ERROR_JOURNAL_UNAVAILABLE, e.message);
+        return sd_bus_error_set(ret_error, MONGOSNAP_ERROR_JOURNAL_UNAVAILABLE, e.message);
     r = sd_bus_message_close_container(reply);
     if (r < 0)
         return r;

@@ -43,63 +43,39 @@ int bus_read_options(sd_bus_message *message, BusOptionReader read_one, void *us
     return sd_bus_message_exit_container(message);
 }
 
+/* Each domain meaning's error name; errno values carry none (see MsErrorKind). */
+static const char *const error_names[_MS_ERROR_KIND_MAX] = {
+    [MS_ERROR_KIND_SNAPSHOT_DAMAGED] = MONGOSNAP_ERROR_SNAPSHOT_DAMAGED,
+    [MS_ERROR_KIND_NEEDS_FORCE] = MONGOSNAP_ERROR_NEEDS_FORCE,
+    [MS_ERROR_KIND_CREDENTIAL_SCOPE] = MONGOSNAP_ERROR_ACCESS_DENIED,
+    [MS_ERROR_KIND_POLICY_STOPPED] = MONGOSNAP_ERROR_POLICY_STOPPED,
+    [MS_ERROR_KIND_BUSY] = MONGOSNAP_ERROR_BUSY,
+    [MS_ERROR_KIND_EXISTS] = MONGOSNAP_ERROR_EXISTS,
+    [MS_ERROR_KIND_SHUTTING_DOWN] = MONGOSNAP_ERROR_SHUTTING_DOWN,
+    [MS_ERROR_KIND_NOT_CONFIGURED] = MONGOSNAP_ERROR_NOT_CONFIGURED,
+    [MS_ERROR_KIND_NOT_SUPPORTED] = MONGOSNAP_ERROR_NOT_SUPPORTED,
+    [MS_ERROR_KIND_NOT_RUNNING] = MONGOSNAP_ERROR_NOT_RUNNING,
+    [MS_ERROR_KIND_NO_CREDENTIAL] = MONGOSNAP_ERROR_NO_CREDENTIAL,
+    [MS_ERROR_KIND_NOT_RESTORABLE] = MONGOSNAP_ERROR_NOT_RESTORABLE,
+    [MS_ERROR_KIND_CLUSTER_UNREACHABLE] = MONGOSNAP_ERROR_CLUSTER_UNREACHABLE,
+    [MS_ERROR_KIND_ON_OTHER_NODE] = MONGOSNAP_ERROR_ON_OTHER_NODE,
+};
+
+const char *bus_error_name_for(const MsError *e, const char *not_found) {
+    if (e->kind > MS_ERROR_KIND_NONE && e->kind < _MS_ERROR_KIND_MAX && error_names[e->kind])
+        return error_names[e->kind];
+    /* Only the two errno values every layer uses in their first meaning: a missing object (the
+     * caller names which kind of object) and a refused argument or setting. */
+    if (e->code == ENOENT && not_found)
+        return not_found;
+    if (e->code == EINVAL)
+        return MONGOSNAP_ERROR_INVALID_ARGUMENT;
+    return MONGOSNAP_ERROR_FAILED;
+}
+
 int bus_error_from_ms(sd_bus_error *ret_error, const MsError *e, const char *not_found) {
-    const char *name;
-    switch (e->kind) {
-    case MS_ERROR_KIND_SNAPSHOT_DAMAGED:
-        return sd_bus_error_set(ret_error, BUS_ERROR_SNAPSHOT_DAMAGED, e->message);
-    case MS_ERROR_KIND_NEEDS_FORCE:
-        return sd_bus_error_set(ret_error, BUS_ERROR_NEEDS_FORCE, e->message);
-    case MS_ERROR_KIND_CREDENTIAL_SCOPE:
-        return sd_bus_error_set(ret_error, BUS_ERROR_ACCESS_DENIED, e->message);
-    default:
-        break;
-    }
-    switch (e->code) {
-    case ENOENT:
-        name = not_found ? not_found : BUS_ERROR_FAILED;
-        break;
-    case EINVAL:
-        name = BUS_ERROR_INVALID_ARGUMENT;
-        break;
-    case EBUSY:
-        name = BUS_ERROR_BUSY;
-        break;
-    case EPERM:
-        name = BUS_ERROR_POLICY_STOPPED;
-        break;
-    case ENXIO:
-        name = BUS_ERROR_NOT_CONFIGURED;
-        break;
-    case EOPNOTSUPP:
-        name = BUS_ERROR_NOT_SUPPORTED;
-        break;
-    case ESRCH:
-        name = BUS_ERROR_NOT_RUNNING;
-        break;
-    case ENOKEY:
-        name = BUS_ERROR_NO_CREDENTIAL;
-        break;
-    case ESHUTDOWN:
-        name = BUS_ERROR_SHUTTING_DOWN;
-        break;
-    case EEXIST:
-        name = BUS_ERROR_EXISTS;
-        break;
-    case ENOTRECOVERABLE:
-        name = BUS_ERROR_NOT_RESTORABLE;
-        break;
-    case EHOSTUNREACH:
-        name = BUS_ERROR_CLUSTER_UNREACHABLE;
-        break;
-    case EREMOTE:
-        name = BUS_ERROR_ON_OTHER_NODE;
-        break;
-    default:
-        name = BUS_ERROR_FAILED;
-        break;
-    }
-    return sd_bus_error_set(ret_error, name, e->message[0] ? e->message : strerror(e->code));
+    return sd_bus_error_set(ret_error, bus_error_name_for(e, not_found),
+                            e->message[0] ? e->message : strerror(e->code));
 }
 
 /* The caller's uid and groups as the bus daemon knows them from the socket (SO_PEERCRED,
@@ -193,7 +169,7 @@ int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error) {
                                        strerror(-r));
     if (r > 0)
         return 0;
-    return sd_bus_error_set(ret_error, BUS_ERROR_ACCESS_DENIED,
+    return sd_bus_error_set(ret_error, MONGOSNAP_ERROR_ACCESS_DENIED,
                             "needs root or membership in group " MONGOSNAP_GROUP
                             " (only root or members of the " MONGOSNAP_GROUP
                             " group may change policies and tasks, or get download addresses)");
@@ -211,9 +187,8 @@ int bus_caller_is_admin(sd_bus_message *message) {
 
 /* The settings that decide where a secret goes: only an administrator binds them. */
 static bool setting_binds_secret(const char *key) {
-    static const char *const keys[] = {"Source", "Policy.Source", "Credential",
-                                       "Policy.Credential", "Store", "Policy.Store",
-                                       "Key", "Encryption.Key"};
+    static const char *const keys[] = {"Source", "Policy.Source", "Credential", "Policy.Credential",
+                                       "Store",  "Policy.Store",  "Key",        "Encryption.Key"};
     for (size_t i = 0; i < ELEMENTSOF(keys); i++)
         if (strcmp(key, keys[i]) == 0)
             return true;
@@ -245,7 +220,7 @@ int bus_check_settings_allowed(sd_bus_message *message, Manager *m, const Manage
                                        strerror(-r));
     if (r > 0)
         return 0;
-    return sd_bus_error_setf(ret_error, BUS_ERROR_ACCESS_DENIED,
+    return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_ACCESS_DENIED,
                              "%s= decides where a secret is sent (a password, the store's "
                              "keys, an encryption key): only root changes it, over D-Bus or in "
                              "the policy file; members of the " MONGOSNAP_GROUP
@@ -254,15 +229,15 @@ int bus_check_settings_allowed(sd_bus_message *message, Manager *m, const Manage
 }
 
 int bus_policy_path(const char *name, char **ret_path) {
-    return sd_bus_path_encode(BUS_POLICY_PREFIX, name, ret_path);
+    return sd_bus_path_encode(MONGOSNAP_BUS_POLICY_PREFIX, name, ret_path);
 }
 
 int bus_snapshot_path(const char *id, char **ret_path) {
-    return sd_bus_path_encode(BUS_SNAPSHOT_PREFIX, id, ret_path);
+    return sd_bus_path_encode(MONGOSNAP_BUS_SNAPSHOT_PREFIX, id, ret_path);
 }
 
 int bus_restore_path(const char *id, char **ret_path) {
-    return sd_bus_path_encode(BUS_RESTORE_PREFIX, id, ret_path);
+    return sd_bus_path_encode(MONGOSNAP_BUS_RESTORE_PREFIX, id, ret_path);
 }
 
 Manager *bus_manager_of(sd_bus_message *message) {
@@ -279,7 +254,7 @@ int bus_read_settings(sd_bus_message *message, ManagerPolicyEdit edits[BUS_SETTI
         return r;
     while ((r = sd_bus_message_read(message, "{ss}", &edits[n].key, &edits[n].value)) > 0)
         if (++n == BUS_SETTINGS_MAX)
-            return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+            return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
                                      "too many settings at once (at most %d)",
                                      BUS_SETTINGS_MAX - 1);
     if (r < 0)
@@ -375,7 +350,7 @@ int bus_append_snapshot_row(sd_bus_message *reply, Manager *m, const MsSnapshotR
     if (k < 0)
         return k;
     return sd_bus_message_append(
-        reply, BUS_SNAPSHOT_ROW, r->id, r->policy, empty_if_null(r->node),
+        reply, MONGOSNAP_SNAPSHOT_ROW, r->id, r->policy, empty_if_null(r->node),
         file_name_of(r->archive_key), url, log_ref, manager_task_elapsed_usec(&r->core, now),
         r->items_done, r->items_total, r->progress_pct, r->created_usec, r->expire_usec,
         r->bytes_transferred, ms_snapshot_state_to_string(r->state), empty_if_null(r->error), path,
@@ -386,7 +361,7 @@ int bus_append_snapshot_row(sd_bus_message *reply, Manager *m, const MsSnapshotR
 static int append_snapshots(sd_bus_message *reply, Manager *m, const char *policy,
                             bool with_download) {
     uint64_t now = ms_realtime_usec();
-    int r = sd_bus_message_open_container(reply, 'a', BUS_SNAPSHOT_ROW);
+    int r = sd_bus_message_open_container(reply, 'a', MONGOSNAP_SNAPSHOT_ROW);
     if (r < 0)
         return r;
     for (size_t i = 0; i < manager_n_snapshots(m); i++) {
@@ -402,7 +377,7 @@ static int append_snapshots(sd_bus_message *reply, Manager *m, const char *polic
 
 static int append_restores(sd_bus_message *reply, Manager *m) {
     uint64_t now = ms_realtime_usec();
-    int r = sd_bus_message_open_container(reply, 'a', BUS_RESTORE_ROW);
+    int r = sd_bus_message_open_container(reply, 'a', MONGOSNAP_RESTORE_ROW);
     for (size_t i = 0; r >= 0 && i < manager_n_restores(m); i++)
         r = bus_append_restore_row(reply, manager_restore_at(m, i), now);
     if (r >= 0)
@@ -418,7 +393,7 @@ static int method_list_policies(sd_bus_message *message, void *userdata, sd_bus_
     int r = sd_bus_message_new_method_return(message, &reply);
     if (r < 0)
         return r;
-    r = sd_bus_message_open_container(reply, 'a', BUS_POLICY_ROW);
+    r = sd_bus_message_open_container(reply, 'a', MONGOSNAP_POLICY_ROW);
     if (r < 0)
         return r;
     for (size_t i = 0; i < manager_n_policies(m); i++) {
@@ -430,7 +405,7 @@ static int method_list_policies(sd_bus_message *message, void *userdata, sd_bus_
         if (r < 0)
             return r;
         r = sd_bus_message_append(
-            reply, BUS_POLICY_ROW, p->settings->name, path,
+            reply, MONGOSNAP_POLICY_ROW, p->settings->name, path,
             ms_policy_state_to_string(p->runtime->state), empty_if_null(source),
             empty_if_null(p->settings->schedule),
             empty_if_null(ms_policy_effective_store(p->settings, manager_agent_config(m))),
@@ -452,13 +427,13 @@ static int method_list_snapshots(sd_bus_message *message, void *userdata, sd_bus
     if (r < 0)
         return r;
     if (policy[0] && !ms_policy_name_is_valid(policy))
-        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
                                  "'%.*s' is not a policy name: names are 1-64 letters, digits, "
                                  "'_', '.' or '-', starting with a letter or digit; give \"\" for "
                                  "every policy",
                                  BUS_ECHO_MAX, policy);
     if (policy[0] && !manager_policy_known(m, policy))
-        return sd_bus_error_setf(ret_error, BUS_ERROR_NO_SUCH_POLICY,
+        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_NO_SUCH_POLICY,
                                  "no policy '%.*s' is loaded and none has snapshots; "
                                  "ListPolicies() shows the loaded ones",
                                  BUS_ECHO_MAX, policy);
@@ -551,8 +526,7 @@ static void hook_resync_done(Manager *m, void *token, const ManagerResyncResult 
 
 /* SetCredential(s name, h secret): root only; the secret travels as a file descriptor, never
  * in the message body, so no bus monitor sees it. */
-static int method_set_credential(sd_bus_message *message, void *userdata,
-                                 sd_bus_error *ret_error) {
+static int method_set_credential(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
     Manager *m = userdata;
     const char *name;
     int fd;
@@ -564,7 +538,7 @@ static int method_set_credential(sd_bus_message *message, void *userdata,
         return sd_bus_error_set_errnof(ret_error, -r, "cannot tell who the caller is: %s",
                                        strerror(-r));
     if (r == 0)
-        return sd_bus_error_set(ret_error, BUS_ERROR_ACCESS_DENIED,
+        return sd_bus_error_set(ret_error, MONGOSNAP_ERROR_ACCESS_DENIED,
                                 "only root writes credentials");
     MsError e = MS_ERROR_INIT;
     if (manager_set_credential(m, name, fd, &e) < 0)
@@ -580,7 +554,6 @@ static int method_reload(sd_bus_message *message, void *userdata, sd_bus_error *
     MsError e = MS_ERROR_INIT;
     if (manager_reload_policies(m, &e) < 0)
         return bus_error_from_ms(ret_error, &e, NULL);
-    bus_timer_query_all(sd_bus_message_get_bus(message), m);
     return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -625,7 +598,7 @@ static int read_restore_option(sd_bus_message *message, const char *key, void *u
     while (k < sizeof(known) / sizeof(known[0]) && strcmp(known[k].key, key) != 0)
         k++;
     if (k == sizeof(known) / sizeof(known[0]))
-        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
                                  "unknown restore option '%.*s'; known: ns_include, ns_exclude, "
                                  "ns_from, ns_to, drop, no_indexes, until, parallel, credential, "
                                  "key_credential, force",
@@ -633,7 +606,7 @@ static int read_restore_option(sd_bus_message *message, const char *key, void *u
     const char *sig = signatures[known[k].type];
     int r = sd_bus_message_enter_container(message, 'v', sig);
     if (r == -ENXIO)
-        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
                                  "restore option '%s' must be of D-Bus type '%s'", key, sig);
     if (r < 0)
         return r;
@@ -690,7 +663,7 @@ static int method_start_restore(sd_bus_message *message, void *userdata, sd_bus_
     const MsRestoreRecord *rec;
     MsError e = MS_ERROR_INIT;
     if (manager_start_restore(m, snapshot, target, &b.o, &rec, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_SNAPSHOT);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT);
     _cleanup_free_ char *path = NULL;
     r = bus_restore_path(rec->id, &path);
     if (r < 0)
@@ -740,7 +713,7 @@ static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error 
         task = match + strlen(task_field);
     const char *value = policy ? policy : task;
     if (!value || !value[0] || strlen(value) > BUS_LOG_MATCH_VALUE_MAX)
-        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
                                  "the match must be MONGOSNAP_POLICY=NAME or MONGOSNAP_TASK=ID "
                                  "(as the TaskLog property gives it)");
     return bus_reply_log(message, policy, task, after, max, ret_error);
@@ -787,17 +760,17 @@ static const sd_bus_vtable manager_vtable[] = {
     SD_BUS_PROPERTY("PolicyErrors", "as", property_get_policy_errors, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_METHOD_WITH_ARGS("ListPolicies", SD_BUS_NO_ARGS,
-                            SD_BUS_RESULT("a" BUS_POLICY_ROW, policies), method_list_policies,
+                            SD_BUS_RESULT("a" MONGOSNAP_POLICY_ROW, policies), method_list_policies,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("ListSnapshots", SD_BUS_ARGS("s", policy),
-                            SD_BUS_RESULT("a" BUS_SNAPSHOT_ROW, snapshots), method_list_snapshots,
-                            SD_BUS_VTABLE_UNPRIVILEGED),
+                            SD_BUS_RESULT("a" MONGOSNAP_SNAPSHOT_ROW, snapshots),
+                            method_list_snapshots, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("ListRestores", SD_BUS_NO_ARGS,
-                            SD_BUS_RESULT("a" BUS_RESTORE_ROW, restores), method_list_restores,
-                            SD_BUS_VTABLE_UNPRIVILEGED),
+                            SD_BUS_RESULT("a" MONGOSNAP_RESTORE_ROW, restores),
+                            method_list_restores, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS(
         "Update", SD_BUS_NO_ARGS,
-        SD_BUS_RESULT("a" BUS_SNAPSHOT_ROW, snapshots, "a" BUS_RESTORE_ROW, restores),
+        SD_BUS_RESULT("a" MONGOSNAP_SNAPSHOT_ROW, snapshots, "a" MONGOSNAP_RESTORE_ROW, restores),
         method_update, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("SetCredential", SD_BUS_ARGS("s", name, "h", secret), SD_BUS_NO_RESULT,
                             method_set_credential, SD_BUS_VTABLE_UNPRIVILEGED),
@@ -814,7 +787,7 @@ static const sd_bus_vtable manager_vtable[] = {
                             SD_BUS_RESULT("o", policy), method_create_policy,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", match, "s", after_cursor, "u", max_entries),
-                            SD_BUS_RESULT("a" BUS_LOG_ENTRY, entries), method_get_log,
+                            SD_BUS_RESULT("a" MONGOSNAP_LOG_ENTRY, entries), method_get_log,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };
@@ -832,17 +805,15 @@ static void hook_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsigne
 
 static void hook_policy_changed(Manager *m, const ManagerPolicy *p, void *userdata) {
     bus_policy_emit_changed(userdata, p);
-    if (!p->removed)
-        bus_timer_query_next_run(userdata, m, p);
 }
 
 static void hook_policy_added(Manager *m, const ManagerPolicy *p, void *userdata) {
     bus_policy_emit_added(userdata, p);
-    bus_timer_query_next_run(userdata, m, p);
 }
 
+/* Whatever removed it: Delete, a file gone at a reload. */
 static void hook_policy_removed(Manager *m, const ManagerPolicy *p, void *userdata) {
-    bus_timer_policy_removed(userdata, m, p);
+    bus_policy_emit_removed(userdata, p);
 }
 
 static void hook_restore_added(Manager *m, const MsRestoreRecord *r, void *userdata) {
@@ -887,6 +858,5 @@ int bus_attach(Manager *m, sd_bus *bus, MsError *e) {
         .rebuild_done = hook_rebuild_done,
         .resync_done = hook_resync_done,
     };
-    manager_set_hooks(m, &hooks, bus);
-    return 0;
+    return manager_add_observer(m, &hooks, bus, e);
 }

@@ -15,7 +15,7 @@ static int policy_find(sd_bus *bus, const char *path, const char *interface, voi
                        void **ret_found, sd_bus_error *ret_error) {
     Manager *m = userdata;
     _cleanup_free_ char *name = NULL;
-    int r = sd_bus_path_decode(path, BUS_POLICY_PREFIX, &name);
+    int r = sd_bus_path_decode(path, MONGOSNAP_BUS_POLICY_PREFIX, &name);
     if (r <= 0)
         return r;
     ManagerPolicy *p = manager_find_policy(m, name);
@@ -76,7 +76,7 @@ POLICY_GETTER(property_get_setting) {
     MsError e = MS_ERROR_INIT;
     /* The property is named as the key: the same text the file would hold. */
     if (ms_policy_get_setting(p->settings, property, &v, &e) < 0)
-        return sd_bus_error_set(ret_error, BUS_ERROR_FAILED, e.message);
+        return sd_bus_error_set(ret_error, MONGOSNAP_ERROR_FAILED, e.message);
     return sd_bus_message_append(reply, "s", v);
 }
 
@@ -224,7 +224,7 @@ static int method_take_snapshot(sd_bus_message *message, void *userdata, sd_bus_
     const MsSnapshotRecord *rec = NULL;
     MsError e = MS_ERROR_INIT;
     if (manager_take_snapshot(p->manager, p, &rec, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_POLICY);
     _cleanup_free_ char *path = NULL;
     r = bus_snapshot_path(rec->id, &path);
     if (r < 0)
@@ -238,12 +238,12 @@ static int read_snapshot_option(sd_bus_message *message, const char *key, void *
                                 sd_bus_error *ret_error) {
     int *scheduled = userdata;
     if (strcmp(key, "scheduled") != 0)
-        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
                                  "unknown snapshot option '%.*s'; known: scheduled", BUS_ECHO_MAX,
                                  key);
     int r = sd_bus_message_enter_container(message, 'v', "b");
     if (r == -ENXIO)
-        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
                                  "snapshot option 'scheduled' must be of D-Bus type 'b'");
     if (r < 0)
         return r;
@@ -266,7 +266,7 @@ static int method_take_snapshot_with_options(sd_bus_message *message, void *user
     const MsSnapshotRecord *rec = NULL;
     MsError e = MS_ERROR_INIT;
     if (manager_take_snapshot_ex(p->manager, p, scheduled, &rec, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_POLICY);
     _cleanup_free_ char *path = NULL;
     r = bus_snapshot_path(rec->id, &path);
     if (r < 0)
@@ -281,7 +281,7 @@ static int method_stop(sd_bus_message *message, void *userdata, sd_bus_error *re
         return r;
     MsError e = MS_ERROR_INIT;
     if (manager_stop_policy(p->manager, p, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_POLICY);
     return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -292,7 +292,7 @@ static int method_start(sd_bus_message *message, void *userdata, sd_bus_error *r
         return r;
     MsError e = MS_ERROR_INIT;
     if (manager_start_policy(p->manager, p, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_POLICY);
     return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -311,8 +311,8 @@ static int method_delete(sd_bus_message *message, void *userdata, sd_bus_error *
         return r;
     MsError e = MS_ERROR_INIT;
     if (manager_delete_policy(p->manager, p, purge, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
-    (void) sd_bus_emit_object_removed(sd_bus_message_get_bus(message), path);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_POLICY);
+    /* InterfacesRemoved went with the manager's policy_removed. */
     return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -325,7 +325,7 @@ static int method_rebuild(sd_bus_message *message, void *userdata, sd_bus_error 
     MsError e = MS_ERROR_INIT;
     if (manager_rebuild_policy(p->manager, p, sd_bus_message_ref(message), &e) < 0) {
         sd_bus_message_unref(message);
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_POLICY);
     }
     return 1;
 }
@@ -340,7 +340,7 @@ void bus_policy_rebuild_done(void *token, const MsSnapshotRecord *record, const 
             r = sd_bus_reply_method_return(message, "o", path);
     } else {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        (void) bus_error_from_ms(&error, e, BUS_ERROR_NO_SUCH_POLICY);
+        (void) bus_error_from_ms(&error, e, MONGOSNAP_ERROR_NO_SUCH_POLICY);
         r = sd_bus_reply_method_error(message, &error);
     }
     if (r < 0)
@@ -362,7 +362,7 @@ static int method_edit(sd_bus_message *message, void *userdata, sd_bus_error *re
         return r;
     MsError e = MS_ERROR_INIT;
     if (manager_edit_policy(p->manager, p, edits, n, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_POLICY);
     return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -372,11 +372,11 @@ static int read_edit_option(sd_bus_message *message, const char *key, void *user
                             sd_bus_error *ret_error) {
     int *force = userdata;
     if (strcmp(key, "force") != 0)
-        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
                                  "unknown edit option '%.*s'; known: force", BUS_ECHO_MAX, key);
     int r = sd_bus_message_enter_container(message, 'v', "b");
     if (r == -ENXIO)
-        return sd_bus_error_setf(ret_error, BUS_ERROR_INVALID_ARGUMENT,
+        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
                                  "edit option 'force' must be of D-Bus type 'b'");
     if (r < 0)
         return r;
@@ -405,7 +405,7 @@ static int method_edit_with_options(sd_bus_message *message, void *userdata,
         return r;
     MsError e = MS_ERROR_INIT;
     if (manager_edit_policy_ex(p->manager, p, edits, n, force, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_POLICY);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_POLICY);
     return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -467,17 +467,27 @@ static const sd_bus_vtable policy_vtable[] = {
     SD_BUS_METHOD_WITH_ARGS("Edit", SD_BUS_ARGS("a{ss}", settings), SD_BUS_NO_RESULT, method_edit,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("EditWithOptions", SD_BUS_ARGS("a{ss}", settings, "a{sv}", options),
-                            SD_BUS_NO_RESULT, method_edit_with_options,
-                            SD_BUS_VTABLE_UNPRIVILEGED),
+                            SD_BUS_NO_RESULT, method_edit_with_options, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Rebuild", SD_BUS_NO_ARGS, SD_BUS_RESULT("o", snapshot), method_rebuild,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("b", purge_remote), SD_BUS_NO_RESULT,
                             method_delete, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", after_cursor, "u", max_entries),
-                            SD_BUS_RESULT("a" BUS_LOG_ENTRY, entries), method_get_log,
+                            SD_BUS_RESULT("a" MONGOSNAP_LOG_ENTRY, entries), method_get_log,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };
+
+void bus_policy_emit_removed(sd_bus *bus, const ManagerPolicy *p) {
+    _cleanup_free_ char *path = NULL;
+    if (bus_policy_path(p->settings->name, &path) < 0)
+        return;
+    /* By name: the object is no longer found (removed is set), so sd_bus_emit_object_removed()
+     * would list only the standard interfaces. */
+    int r = sd_bus_emit_interfaces_removed(bus, path, MONGOSNAP_BUS_POLICY_INTERFACE, NULL);
+    if (r < 0)
+        log_debug("cannot announce that %s went: %s", path, strerror(-r));
+}
 
 void bus_policy_emit_changed(sd_bus *bus, const ManagerPolicy *p) {
     if (p->removed)
@@ -498,11 +508,13 @@ void bus_policy_emit_added(sd_bus *bus, const ManagerPolicy *p) {
 }
 
 int bus_policy_register(Manager *m, sd_bus *bus, MsError *e) {
-    int r = sd_bus_add_fallback_vtable(bus, NULL, BUS_POLICY_PREFIX, MONGOSNAP_BUS_POLICY_INTERFACE,
-                                       policy_vtable, policy_find, m);
+    int r =
+        sd_bus_add_fallback_vtable(bus, NULL, MONGOSNAP_BUS_POLICY_PREFIX,
+                                   MONGOSNAP_BUS_POLICY_INTERFACE, policy_vtable, policy_find, m);
     if (r < 0)
-        return ms_error_set(e, -r, "cannot register %s: %s", BUS_POLICY_PREFIX, strerror(-r));
-    r = sd_bus_add_node_enumerator(bus, NULL, BUS_POLICY_PREFIX, policy_enumerate, m);
+        return ms_error_set(e, -r, "cannot register %s: %s", MONGOSNAP_BUS_POLICY_PREFIX,
+                            strerror(-r));
+    r = sd_bus_add_node_enumerator(bus, NULL, MONGOSNAP_BUS_POLICY_PREFIX, policy_enumerate, m);
     if (r < 0)
         return ms_error_set(e, -r, "cannot register the policy enumerator: %s", strerror(-r));
     return 0;

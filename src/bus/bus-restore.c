@@ -12,7 +12,7 @@ static int restore_find(sd_bus *bus, const char *path, const char *interface, vo
                         void **ret_found, sd_bus_error *ret_error) {
     Manager *m = userdata;
     _cleanup_free_ char *id = NULL;
-    int r = sd_bus_path_decode(path, BUS_RESTORE_PREFIX, &id);
+    int r = sd_bus_path_decode(path, MONGOSNAP_BUS_RESTORE_PREFIX, &id);
     if (r <= 0)
         return r;
     const MsRestoreRecord *rec = manager_find_restore(m, id);
@@ -29,7 +29,7 @@ static const char *restore_id_at(const Manager *m, size_t i) {
 static int restore_enumerate(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes,
                              sd_bus_error *ret_error) {
     Manager *m = userdata;
-    return bus_enumerate_ids(BUS_RESTORE_PREFIX, m, manager_n_restores(m), restore_id_at,
+    return bus_enumerate_ids(MONGOSNAP_BUS_RESTORE_PREFIX, m, manager_n_restores(m), restore_id_at,
                              ret_nodes);
 }
 
@@ -58,7 +58,7 @@ static int method_cancel(sd_bus_message *message, void *userdata, sd_bus_error *
         return k;
     MsError e = MS_ERROR_INIT;
     if (manager_cancel_restore(bus_manager_of(message), r->id, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_RESTORE);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_RESTORE);
     return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -85,7 +85,7 @@ static const sd_bus_vtable restore_vtable[] = {
     SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_cancel,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", after_cursor, "u", max_entries),
-                            SD_BUS_RESULT("a" BUS_LOG_ENTRY, entries), method_get_log,
+                            SD_BUS_RESULT("a" MONGOSNAP_LOG_ENTRY, entries), method_get_log,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };
@@ -99,28 +99,28 @@ int bus_append_restore_row(sd_bus_message *reply, const MsRestoreRecord *r, uint
     if (k < 0)
         return k;
     return sd_bus_message_append(
-        reply, BUS_RESTORE_ROW, r->id, r->source_snapshot, empty_if_null(r->target), log_ref,
+        reply, MONGOSNAP_RESTORE_ROW, r->id, r->source_snapshot, empty_if_null(r->target), log_ref,
         manager_task_elapsed_usec(&r->core, now), r->items_done, r->items_total, r->progress_pct,
         r->created_usec, ms_restore_state_to_string(r->state), empty_if_null(r->error), path,
         empty_if_null(r->node));
 }
 
 void bus_restore_emit_changed(sd_bus *bus, const MsRestoreRecord *r, unsigned changes) {
-    bus_task_emit_changed(bus, BUS_RESTORE_PREFIX, MONGOSNAP_BUS_RESTORE_INTERFACE, &r->core,
+    bus_task_emit_changed(bus, MONGOSNAP_BUS_RESTORE_PREFIX, MONGOSNAP_BUS_RESTORE_INTERFACE, &r->core,
                           changes);
 }
 
 void bus_restore_emit_added(sd_bus *bus, const MsRestoreRecord *r) {
-    bus_task_emit_added(bus, BUS_RESTORE_PREFIX, &r->core);
+    bus_task_emit_added(bus, MONGOSNAP_BUS_RESTORE_PREFIX, &r->core);
 }
 
 int bus_restore_register(Manager *m, sd_bus *bus, MsError *e) {
     int r =
-        sd_bus_add_fallback_vtable(bus, NULL, BUS_RESTORE_PREFIX, MONGOSNAP_BUS_RESTORE_INTERFACE,
+        sd_bus_add_fallback_vtable(bus, NULL, MONGOSNAP_BUS_RESTORE_PREFIX, MONGOSNAP_BUS_RESTORE_INTERFACE,
                                    restore_vtable, restore_find, m);
     if (r < 0)
-        return ms_error_set(e, -r, "cannot register %s: %s", BUS_RESTORE_PREFIX, strerror(-r));
-    r = sd_bus_add_node_enumerator(bus, NULL, BUS_RESTORE_PREFIX, restore_enumerate, m);
+        return ms_error_set(e, -r, "cannot register %s: %s", MONGOSNAP_BUS_RESTORE_PREFIX, strerror(-r));
+    r = sd_bus_add_node_enumerator(bus, NULL, MONGOSNAP_BUS_RESTORE_PREFIX, restore_enumerate, m);
     if (r < 0)
         return ms_error_set(e, -r, "cannot register the restore enumerator: %s", strerror(-r));
     return 0;

@@ -13,7 +13,7 @@ static int snapshot_find(sd_bus *bus, const char *path, const char *interface, v
                          void **ret_found, sd_bus_error *ret_error) {
     Manager *m = userdata;
     _cleanup_free_ char *id = NULL;
-    int r = sd_bus_path_decode(path, BUS_SNAPSHOT_PREFIX, &id);
+    int r = sd_bus_path_decode(path, MONGOSNAP_BUS_SNAPSHOT_PREFIX, &id);
     if (r <= 0)
         return r;
     const MsSnapshotRecord *rec = manager_find_snapshot(m, id);
@@ -31,7 +31,7 @@ static const char *snapshot_id_at(const Manager *m, size_t i) {
 static int snapshot_enumerate(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes,
                               sd_bus_error *ret_error) {
     Manager *m = userdata;
-    return bus_enumerate_ids(BUS_SNAPSHOT_PREFIX, m, manager_n_snapshots(m), snapshot_id_at,
+    return bus_enumerate_ids(MONGOSNAP_BUS_SNAPSHOT_PREFIX, m, manager_n_snapshots(m), snapshot_id_at,
                              ret_nodes);
 }
 
@@ -94,8 +94,8 @@ static int method_get_download_address(sd_bus_message *message, void *userdata,
     MsError e = MS_ERROR_INIT;
     if (manager_snapshot_download_url(bus_manager_of(message), r, expires, &url, &e) < 0) {
         if (e.code == EOPNOTSUPP)
-            return sd_bus_error_set(ret_error, BUS_ERROR_NOT_SUPPORTED, e.message);
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NOT_RESTORABLE);
+            return sd_bus_error_set(ret_error, MONGOSNAP_ERROR_NOT_SUPPORTED, e.message);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NOT_RESTORABLE);
     }
     return sd_bus_reply_method_return(message, "s", url);
 }
@@ -123,7 +123,7 @@ static int method_cancel(sd_bus_message *message, void *userdata, sd_bus_error *
         return k;
     MsError e = MS_ERROR_INIT;
     if (manager_cancel_snapshot(m, r->id, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_SNAPSHOT);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT);
     return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -134,7 +134,7 @@ static int method_verify(sd_bus_message *message, void *userdata, sd_bus_error *
         return k;
     MsError e = MS_ERROR_INIT;
     if (manager_verify_snapshot(bus_manager_of(message), r->id, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_SNAPSHOT);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT);
     return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -145,7 +145,7 @@ static int method_delete(sd_bus_message *message, void *userdata, sd_bus_error *
         return k;
     MsError e = MS_ERROR_INIT;
     if (manager_delete_snapshot(bus_manager_of(message), r->id, &e) < 0)
-        return bus_error_from_ms(ret_error, &e, BUS_ERROR_NO_SUCH_SNAPSHOT);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT);
     return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -196,7 +196,7 @@ static const sd_bus_vtable snapshot_vtable[] = {
     SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_delete,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", after_cursor, "u", max_entries),
-                            SD_BUS_RESULT("a" BUS_LOG_ENTRY, entries), method_get_log,
+                            SD_BUS_RESULT("a" MONGOSNAP_LOG_ENTRY, entries), method_get_log,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetDownloadAddress", SD_BUS_ARGS("t", expires_usec),
                             SD_BUS_RESULT("s", address), method_get_download_address,
@@ -205,21 +205,21 @@ static const sd_bus_vtable snapshot_vtable[] = {
 };
 
 void bus_snapshot_emit_changed(sd_bus *bus, const MsSnapshotRecord *r, unsigned changes) {
-    bus_task_emit_changed(bus, BUS_SNAPSHOT_PREFIX, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, &r->core,
+    bus_task_emit_changed(bus, MONGOSNAP_BUS_SNAPSHOT_PREFIX, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, &r->core,
                           changes);
 }
 
 void bus_snapshot_emit_added(sd_bus *bus, const MsSnapshotRecord *r) {
-    bus_task_emit_added(bus, BUS_SNAPSHOT_PREFIX, &r->core);
+    bus_task_emit_added(bus, MONGOSNAP_BUS_SNAPSHOT_PREFIX, &r->core);
 }
 
 int bus_snapshot_register(Manager *m, sd_bus *bus, MsError *e) {
     int r =
-        sd_bus_add_fallback_vtable(bus, NULL, BUS_SNAPSHOT_PREFIX, MONGOSNAP_BUS_SNAPSHOT_INTERFACE,
+        sd_bus_add_fallback_vtable(bus, NULL, MONGOSNAP_BUS_SNAPSHOT_PREFIX, MONGOSNAP_BUS_SNAPSHOT_INTERFACE,
                                    snapshot_vtable, snapshot_find, m);
     if (r < 0)
-        return ms_error_set(e, -r, "cannot register %s: %s", BUS_SNAPSHOT_PREFIX, strerror(-r));
-    r = sd_bus_add_node_enumerator(bus, NULL, BUS_SNAPSHOT_PREFIX, snapshot_enumerate, m);
+        return ms_error_set(e, -r, "cannot register %s: %s", MONGOSNAP_BUS_SNAPSHOT_PREFIX, strerror(-r));
+    r = sd_bus_add_node_enumerator(bus, NULL, MONGOSNAP_BUS_SNAPSHOT_PREFIX, snapshot_enumerate, m);
     if (r < 0)
         return ms_error_set(e, -r, "cannot register the snapshot enumerator: %s", strerror(-r));
     return 0;

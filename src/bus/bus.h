@@ -5,55 +5,11 @@
 
 #include "agent/agent-manager.h"
 #include "common/error.h"
+#include "mongosnap/mongosnap.h"
 
-#define BUS_POLICY_PREFIX "/io/mongosnap1/policy"
-#define BUS_SNAPSHOT_PREFIX "/io/mongosnap1/snapshot"
-#define BUS_RESTORE_PREFIX "/io/mongosnap1/restore"
-
-/* io.mongosnap1.Error.*: what a caller can act on. */
-#define BUS_ERROR_NO_SUCH_POLICY "io.mongosnap1.Error.NoSuchPolicy"
-#define BUS_ERROR_NO_SUCH_SNAPSHOT "io.mongosnap1.Error.NoSuchSnapshot"
-#define BUS_ERROR_NO_SUCH_RESTORE "io.mongosnap1.Error.NoSuchRestore"
-#define BUS_ERROR_EXISTS "io.mongosnap1.Error.Exists"
-#define BUS_ERROR_NOT_RESTORABLE "io.mongosnap1.Error.NotRestorable"
-#define BUS_ERROR_JOURNAL_UNAVAILABLE "io.mongosnap1.Error.JournalUnavailable"
-#define BUS_ERROR_INVALID_ARGUMENT "io.mongosnap1.Error.InvalidArgument"
-#define BUS_ERROR_BUSY "io.mongosnap1.Error.Busy"
-#define BUS_ERROR_POLICY_STOPPED "io.mongosnap1.Error.PolicyStopped"
-#define BUS_ERROR_NOT_CONFIGURED "io.mongosnap1.Error.NotConfigured"
-#define BUS_ERROR_NOT_SUPPORTED "io.mongosnap1.Error.NotSupported"
-#define BUS_ERROR_NOT_RUNNING "io.mongosnap1.Error.NotRunning"
-#define BUS_ERROR_NO_CREDENTIAL "io.mongosnap1.Error.NoCredential"
-#define BUS_ERROR_SHUTTING_DOWN "io.mongosnap1.Error.ShuttingDown"
-#define BUS_ERROR_ACCESS_DENIED "io.mongosnap1.Error.AccessDenied"
 /* Error messages echo what the caller sent at most this long ("%.*s" with it): a megabyte-long
  * name is not worth sending back. */
 #define BUS_ECHO_MAX 128
-
-#define BUS_ERROR_CLUSTER_UNREACHABLE "io.mongosnap1.Error.ClusterUnreachable"
-#define BUS_ERROR_ON_OTHER_NODE "io.mongosnap1.Error.OnOtherNode"
-#define BUS_ERROR_FAILED "io.mongosnap1.Error.Failed"
-#define BUS_ERROR_SNAPSHOT_DAMAGED "io.mongosnap1.Error.SnapshotDamaged"
-#define BUS_ERROR_NEEDS_FORCE "io.mongosnap1.Error.NeedsForce"
-
-/* One row of ListSnapshots: task name, policy, node, file name, download address, task log
- * (a journal match), elapsed usec, items, items total, progress %, create time, expire time,
- * bytes transferred, state, error, object path; then (appended, so that clients reading the
- * earlier fields go on working) the last verification's state, the policy's start order (seq),
- * the origin (scheduled, manual, resync), the retention rule that keeps it, the time the
- * schedule is projected to push it out (0: not known or never), and whether its completion time
- * is in the future (not believed). */
-#define BUS_SNAPSHOT_ROW "(sssssstttdtttssostsstb)"
-/* One row of ListRestores: task name, source snapshot, target (redacted), task log, elapsed
- * usec, items, items total, progress %, create time, state, error, object path, node (the
- * last, added with several nodes so that clients reading the earlier fields go on working). */
-#define BUS_RESTORE_ROW "(sssstttdtssos)"
-/* One Event Log entry of GetLog: journal cursor, realtime usec, fields. */
-#define BUS_LOG_ENTRY "(sta{ss})"
-/* One row of ListPolicies: name, object path, state, source (redacted), schedule, store, last
- * run, last result, next run (never in the past: from the calendar when the timer's is stale),
- * and (appended) why the policy cannot run as written ("" when it can). */
-#define BUS_POLICY_ROW "(sosssststs)"
 
 /* Root, a member of group mongosnap, or the agent's own user: 1, 0, or -errno. */
 int bus_caller_is_privileged(sd_bus_message *message);
@@ -93,17 +49,17 @@ BUS_TASK_GETTER(bus_task_property_get_task_log);
 BUS_TASK_GETTER(bus_task_property_get_elapsed);
 BUS_TASK_GETTER(bus_task_property_get_progress);
 #define BUS_TASK_CORE_PROPERTIES                                                                   \
-    SD_BUS_PROPERTY("Id", "s", bus_task_property_get_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),    \
+    SD_BUS_PROPERTY("Id", "s", bus_task_property_get_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),     \
         SD_BUS_PROPERTY("Node", "s", bus_task_property_get_string, 0,                              \
                         SD_BUS_VTABLE_PROPERTY_CONST),                                             \
         SD_BUS_PROPERTY("TaskLog", "s", bus_task_property_get_task_log, 0,                         \
                         SD_BUS_VTABLE_PROPERTY_CONST),                                             \
         SD_BUS_PROPERTY("ElapsedUSec", "t", bus_task_property_get_elapsed, 0,                      \
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),                                      \
-        SD_BUS_PROPERTY("Items", "t", bus_property_get_u64, offsetof(MsTaskCore, items_done),     \
+        SD_BUS_PROPERTY("Items", "t", bus_property_get_u64, offsetof(MsTaskCore, items_done),      \
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),                                      \
         SD_BUS_PROPERTY("ItemsTotal", "t", bus_property_get_u64,                                   \
-                        offsetof(MsTaskCore, items_total), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),  \
+                        offsetof(MsTaskCore, items_total), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),   \
         SD_BUS_PROPERTY("Progress", "d", bus_task_property_get_progress, 0,                        \
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),                                      \
         SD_BUS_PROPERTY("Phase", "s", bus_task_property_get_string, 0,                             \
@@ -114,10 +70,9 @@ BUS_TASK_GETTER(bus_task_property_get_progress);
         SD_BUS_PROPERTY("CreateTime", "t", bus_property_get_u64,                                   \
                         offsetof(MsTaskCore, created_usec), SD_BUS_VTABLE_PROPERTY_CONST),         \
         SD_BUS_PROPERTY("StartTime", "t", bus_property_get_u64,                                    \
-                        offsetof(MsTaskCore, started_usec), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE), \
+                        offsetof(MsTaskCore, started_usec), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),  \
         SD_BUS_PROPERTY("FinishTime", "t", bus_property_get_u64,                                   \
-                        offsetof(MsTaskCore, finished_usec),                                       \
-                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),                                      \
+                        offsetof(MsTaskCore, finished_usec), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE), \
         SD_BUS_PROPERTY("Error", "s", bus_task_property_get_string, 0,                             \
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 /* PropertiesChanged / InterfacesAdded for the task object under prefix with the core's id. */
@@ -136,6 +91,9 @@ typedef int (*BusOptionReader)(sd_bus_message *message, const char *key, void *u
                                sd_bus_error *ret_error);
 int bus_read_options(sd_bus_message *message, BusOptionReader read_one, void *userdata,
                      sd_bus_error *ret_error);
+/* The io.mongosnap1.Error name of a failure: its kind's name; else not_found for ENOENT (when
+ * the caller names the kind of object), InvalidArgument for EINVAL, Failed for anything else. */
+const char *bus_error_name_for(const MsError *e, const char *not_found);
 int bus_error_from_ms(sd_bus_error *ret_error, const MsError *e, const char *not_found);
 /* Mutating methods: only callers with the agent's own user (root for the system service). */
 int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error);
@@ -162,15 +120,6 @@ int bus_reply_log(sd_bus_message *message, const char *policy, const char *task,
 #define BUS_SETTINGS_MAX 64
 int bus_read_settings(sd_bus_message *message, ManagerPolicyEdit edits[BUS_SETTINGS_MAX],
                       size_t *ret_n, sd_bus_error *ret_error);
-/* Ask systemd (asynchronously) when the policy's timer fires next, and update NextRun. Without
- * systemd on the bus NextRun stays 0. */
-void bus_timer_query_next_run(sd_bus *bus, Manager *m, const ManagerPolicy *p);
-void bus_timer_query_all(sd_bus *bus, Manager *m);
-/* The timer side of the policies (bus-timer.c): both functions above first bring the policy's
- * mongosnap-snapshot@NAME.timer in line with it (drop-in written or removed, systemd reloaded,
- * the timer started or stopped), query_all also removing the drop-ins of policies that are
- * gone. This one does it for a deleted or vanished policy. */
-void bus_timer_policy_removed(sd_bus *bus, Manager *m, const ManagerPolicy *p);
 /* The manager behind a fallback vtable's found object (its registration's userdata). */
 Manager *bus_manager_of(sd_bus_message *message);
 /* with_download: the download address in the row (privileged callers only), else "". */
@@ -181,5 +130,7 @@ char *bus_snapshot_download_address(Manager *m, const MsSnapshotRecord *r);
 void bus_snapshot_emit_changed(sd_bus *bus, const MsSnapshotRecord *r, unsigned changes);
 void bus_snapshot_emit_added(sd_bus *bus, const MsSnapshotRecord *r);
 void bus_policy_emit_changed(sd_bus *bus, const ManagerPolicy *p);
+/* InterfacesRemoved for a policy that went, whatever removed it. */
+void bus_policy_emit_removed(sd_bus *bus, const ManagerPolicy *p);
 /* Answer the Rebuild call held in token (a referenced sd_bus_message) and drop it. */
 void bus_policy_rebuild_done(void *token, const MsSnapshotRecord *record, const MsError *e);

@@ -1,4 +1,5 @@
-/* MsError: a negative errno plus a message a person can act on, filled where the failure is understood. */
+/* MsError: a negative errno plus a message a person can act on, filled where the failure is
+ * understood. */
 #pragma once
 
 #include <errno.h>
@@ -10,14 +11,26 @@
 
 #define MS_ERROR_MESSAGE_MAX 1024
 
-/* What a failure means to the caller, where errno would be ambiguous (EACCES is a refused
- * login, a permission or a credential used outside its scope): adapters map kinds to their
- * own names (D-Bus error names, exit codes) before falling back to the errno. */
+/* What a failure means to the caller, set where the failure is understood: adapters map kinds
+ * to their own names (D-Bus error names, exit codes) and never read a meaning into an errno
+ * value, which lower layers reuse freely (EHOSTUNREACH is an unreachable S3 endpoint as well as
+ * an unreachable cluster database; EPERM a refused file as well as a stopped policy). */
 typedef enum MsErrorKind {
     MS_ERROR_KIND_NONE = 0,
-    MS_ERROR_KIND_SNAPSHOT_DAMAGED,  /* its last verification failed: restore needs force */
-    MS_ERROR_KIND_NEEDS_FORCE,       /* a destructive change that needs confirmation */
-    MS_ERROR_KIND_CREDENTIAL_SCOPE,  /* a credential asked for outside what it is for */
+    MS_ERROR_KIND_SNAPSHOT_DAMAGED,    /* its last verification failed: restore needs force */
+    MS_ERROR_KIND_NEEDS_FORCE,         /* a destructive change that needs confirmation */
+    MS_ERROR_KIND_CREDENTIAL_SCOPE,    /* a credential asked for outside what it is for */
+    MS_ERROR_KIND_POLICY_STOPPED,      /* a run of a policy that is stopped */
+    MS_ERROR_KIND_BUSY,                /* the object has a task that excludes this one */
+    MS_ERROR_KIND_EXISTS,              /* a name that is taken */
+    MS_ERROR_KIND_SHUTTING_DOWN,       /* the agent is stopping and takes no new task */
+    MS_ERROR_KIND_NOT_CONFIGURED,      /* no store to act on */
+    MS_ERROR_KIND_NOT_SUPPORTED,       /* a setting this build cannot act on */
+    MS_ERROR_KIND_NOT_RUNNING,         /* cancel of a task that is not queued or running */
+    MS_ERROR_KIND_NO_CREDENTIAL,       /* a credential the task needs is not available */
+    MS_ERROR_KIND_NOT_RESTORABLE,      /* a snapshot that is not completed */
+    MS_ERROR_KIND_CLUSTER_UNREACHABLE, /* the cluster database cannot be used */
+    MS_ERROR_KIND_ON_OTHER_NODE,       /* another node's task this node cannot run */
     _MS_ERROR_KIND_MAX,
 } MsErrorKind;
 
@@ -27,7 +40,8 @@ typedef struct MsError {
     MsErrorKind kind;
 } MsError;
 
-#define MS_ERROR_INIT {0, {0}, MS_ERROR_KIND_NONE}
+#define MS_ERROR_INIT                                                                              \
+    { 0, {0}, MS_ERROR_KIND_NONE }
 
 /* Fill *e (if non-NULL and not yet set) and return -code, so callers can write
  * "return ms_error_set(e, EINVAL, ...)". The first failure wins: wrappers higher
@@ -46,8 +60,15 @@ static inline bool ms_error_is_set(const MsError *e) {
 
 void ms_error_clear(MsError *e);
 
+/* Give an already set error its meaning, where a caller understands it better than the layer
+ * that set it (a database call that failed is "the cluster database is unreachable" to the
+ * agent's cluster module). An error that has a kind keeps it. */
+static inline void ms_error_mark(MsError *e, MsErrorKind kind) {
+    if (e && e->code != 0 && e->kind == MS_ERROR_KIND_NONE)
+        e->kind = kind;
+}
+
 /* The one out-of-memory error every module reports. */
 static inline int ms_error_oom(MsError *e) {
     return ms_error_set(e, ENOMEM, "out of memory");
 }
-

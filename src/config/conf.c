@@ -158,7 +158,7 @@ static int check_source_uri(const char *key, const char *uri, MsError *e) {
             at = c;
     if (at && memchr(authority, ':', (size_t) (at - authority))) {
         _cleanup_free_ char *redacted = ms_uri_redact(uri);
-        return ms_error_set(e, EPERM,
+        return ms_error_set(e, EINVAL,
                             "%s= holds a password, and a password never goes in a policy file: "
                             "write %s=%s, store the password with \"mongosnapctl set-credential "
                             "NAME\" and name it with Credential=NAME",
@@ -174,7 +174,7 @@ static int check_source_uri(const char *key, const char *uri, MsError *e) {
         size_t len = strcspn(o, "&;");
         size_t key_len = MS_MIN(strcspn(o, "="), len);
         if (len > 0 && uri_option_is_secret(o, len))
-            return ms_error_set(e, EPERM,
+            return ms_error_set(e, EINVAL,
                                 "%s= carries the secret option '%.*s'; secrets never go in a "
                                 "policy file: remove it and keep the secret in a systemd "
                                 "credential named by Credential=",
@@ -247,7 +247,7 @@ static int check_store(const char *key, const char *v, MsError *e) {
         return ms_error_set(e, EINVAL, "%s= holds control characters", key);
     /* Userinfo in a URL is a secret: refuse it before any message could echo the value. */
     if (strchr(v, '@'))
-        return ms_error_set(e, EPERM,
+        return ms_error_set(e, EINVAL,
                             "%s= holds an '@': user names and access keys never go in a policy "
                             "file; write /abs/dir, file:///abs/dir or s3://BUCKET[/PREFIX]",
                             key);
@@ -398,8 +398,7 @@ bool ms_credential_is_store_key(const char *name) {
 static char *get_ns_list(const void *obj, const IniKey *k);
 
 /* A space-separated list of credential names; an empty value empties it. */
-static int set_credential_list(void *obj, const IniKey *k, const char *v, bool append,
-                               MsError *e) {
+static int set_credential_list(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
     char ***field = INI_FIELD(obj, k);
     _cleanup_(ms_strv_freep) char **l = NULL;
     if (append && v && *field) {
@@ -421,7 +420,7 @@ static int set_credential_list(void *obj, const IniKey *k, const char *v, bool a
                                 "'_', '.' or '-'",
                                 k->name, name, MS_NAME_MAX);
         if (ms_credential_is_store_key(name))
-            return ms_error_set(e, EPERM,
+            return ms_error_set(e, EINVAL,
                                 "%s: '%s' holds the store's key and can never be named for a "
                                 "restore: remove it",
                                 k->name, name);
@@ -510,10 +509,10 @@ static int agent_config_finish(MsAgentConfig *c, MsError *e) {
                             c->cluster_heartbeat_sec, c->cluster_lease_sec,
                             c->cluster_lease_sec / 3);
     /* A credential has one use: the cluster's password is never a restore target's. */
-    if (c->cluster_credential && (ms_strv_contains(c->restore_credentials, c->cluster_credential) ||
-                                  ms_strv_contains(c->restore_key_credentials,
-                                                   c->cluster_credential)))
-        return ms_error_set(e, EPERM,
+    if (c->cluster_credential &&
+        (ms_strv_contains(c->restore_credentials, c->cluster_credential) ||
+         ms_strv_contains(c->restore_key_credentials, c->cluster_credential)))
+        return ms_error_set(e, EINVAL,
                             "[Restore] names '%s', the [Cluster] Credential=: a credential is "
                             "usable for one purpose only; give restore targets credentials of "
                             "their own",

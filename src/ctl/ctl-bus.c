@@ -8,10 +8,6 @@
 #include "ctl.h"
 #include "mongosnap/mongosnap.h"
 
-#define ERROR_NO_SUCH_POLICY "io.mongosnap1.Error.NoSuchPolicy"
-#define ERROR_NO_SUCH_SNAPSHOT "io.mongosnap1.Error.NoSuchSnapshot"
-#define ERROR_NO_SUCH_RESTORE "io.mongosnap1.Error.NoSuchRestore"
-
 int ctl_fail(CtlExit code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -28,11 +24,10 @@ int ctl_fail_bus(const char *what, const sd_bus_error *error, int r) {
     /* The bus daemon's own refusal names rules and connection ids, nothing a person acts on. */
     if (named && strcmp(error->name, "org.freedesktop.DBus.Error.AccessDenied") == 0)
         return ctl_fail(code,
-                        "%s: permission denied: needs root or membership in group "
-                        MONGOSNAP_GROUP " (members of " MONGOSNAP_READONLY_GROUP
-                        " may only list and read)",
+                        "%s: permission denied: needs root or membership in group " MONGOSNAP_GROUP
+                        " (members of " MONGOSNAP_READONLY_GROUP " may only list and read)",
                         what);
-    if (named && strcmp(error->name, "io.mongosnap1.Error.AccessDenied") == 0)
+    if (named && strcmp(error->name, MONGOSNAP_ERROR_ACCESS_DENIED) == 0)
         return ctl_fail(code, "%s: permission denied: %s", what,
                         error->message ? error->message : error->name);
     const char *message = named ? (error->message ? error->message : error->name) : strerror(-r);
@@ -98,7 +93,7 @@ int ctl_find_policy(sd_bus *bus, const char *name, char **ret_path, sd_bus_error
             *ret_path = strdup(rows[i].path);
             return *ret_path ? 0 : -ENOMEM;
         }
-    sd_bus_error_setf(error, ERROR_NO_SUCH_POLICY,
+    sd_bus_error_setf(error, MONGOSNAP_ERROR_NO_SUCH_POLICY,
                       "no policy '%s' is loaded (mongosnapctl list-policies shows them)", name);
     return -ENOENT;
 }
@@ -119,7 +114,7 @@ int ctl_find_snapshot(sd_bus *bus, const char *id, char **ret_path, sd_bus_error
             *ret_path = strdup(rows[i].path);
             return *ret_path ? 0 : -ENOMEM;
         }
-    sd_bus_error_setf(error, ERROR_NO_SUCH_SNAPSHOT,
+    sd_bus_error_setf(error, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT,
                       "no snapshot '%s' (mongosnapctl list-snapshots shows them)", id);
     return -ENOENT;
 }
@@ -140,7 +135,7 @@ int ctl_find_restore(sd_bus *bus, const char *id, char **ret_path, sd_bus_error 
             *ret_path = strdup(rows[i].path);
             return *ret_path ? 0 : -ENOMEM;
         }
-    sd_bus_error_setf(error, ERROR_NO_SUCH_RESTORE,
+    sd_bus_error_setf(error, MONGOSNAP_ERROR_NO_SUCH_RESTORE,
                       "no restore '%s' (mongosnapctl list-restores shows them)", id);
     return -ENOENT;
 }

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "mongosnap/mongosnap.h"
+
 #define SYSTEM_ERROR_PREFIX "System.Error."
 
 typedef struct ErrorExit {
@@ -13,18 +15,18 @@ typedef struct ErrorExit {
 } ErrorExit;
 
 static const ErrorExit error_exits[] = {
-    {"io.mongosnap1.Error.NoSuchPolicy", CTL_EXIT_NOT_FOUND},
-    {"io.mongosnap1.Error.NoSuchSnapshot", CTL_EXIT_NOT_FOUND},
-    {"io.mongosnap1.Error.NoSuchRestore", CTL_EXIT_NOT_FOUND},
+    {MONGOSNAP_ERROR_NO_SUCH_POLICY, CTL_EXIT_NOT_FOUND},
+    {MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT, CTL_EXIT_NOT_FOUND},
+    {MONGOSNAP_ERROR_NO_SUCH_RESTORE, CTL_EXIT_NOT_FOUND},
     /* An object that went away between listing it and calling it. */
     {"org.freedesktop.DBus.Error.UnknownObject", CTL_EXIT_NOT_FOUND},
-    {"io.mongosnap1.Error.AccessDenied", CTL_EXIT_ACCESS_DENIED},
+    {MONGOSNAP_ERROR_ACCESS_DENIED, CTL_EXIT_ACCESS_DENIED},
     {"org.freedesktop.DBus.Error.AccessDenied", CTL_EXIT_ACCESS_DENIED},
     {"org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", CTL_EXIT_ACCESS_DENIED},
     /* What the user asked for is wrong: a refused setting or option, as a usage error. */
-    {"io.mongosnap1.Error.InvalidArgument", CTL_EXIT_USAGE},
+    {MONGOSNAP_ERROR_INVALID_ARGUMENT, CTL_EXIT_USAGE},
     /* The agent needs a confirmation the caller can give (--force): as for a refused setting. */
-    {"io.mongosnap1.Error.NeedsForce", CTL_EXIT_USAGE},
+    {MONGOSNAP_ERROR_NEEDS_FORCE, CTL_EXIT_USAGE},
     {"org.freedesktop.DBus.Error.InvalidArgs", CTL_EXIT_USAGE},
     {"org.freedesktop.DBus.Error.ServiceUnknown", CTL_EXIT_UNREACHABLE},
     {"org.freedesktop.DBus.Error.NameHasNoOwner", CTL_EXIT_UNREACHABLE},

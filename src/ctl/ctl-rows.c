@@ -3,10 +3,7 @@
 #include <stdlib.h>
 
 #include "ctl.h"
-
-#define POLICY_ROW "(sosssststs)"
-#define SNAPSHOT_ROW "(sssssstttdtttssostsstb)"
-#define RESTORE_ROW "(sssstttdtssos)"
+#include "mongosnap/mongosnap.h"
 
 /* Read an array of rows of signature row_sig, each by read_row into an element of size elem;
  * the strings point into m. */
@@ -36,37 +33,39 @@ static int read_rows(sd_bus_message *m, const char *row_sig, size_t elem,
 
 static int read_policy_row(sd_bus_message *m, void *row) {
     CtlPolicyRow *x = row;
-    return sd_bus_message_read(m, POLICY_ROW, &x->name, &x->path, &x->state, &x->source,
-                               &x->schedule, &x->store, &x->last_run, &x->last_result,
-                               &x->next_run, &x->problem);
+    return sd_bus_message_read(m, MONGOSNAP_POLICY_ROW, &x->name, &x->path, &x->state, &x->source,
+                               &x->schedule, &x->store, &x->last_run, &x->last_result, &x->next_run,
+                               &x->problem);
 }
 
 static int read_snapshot_row(sd_bus_message *m, void *row) {
     CtlSnapshotRow *x = row;
-    return sd_bus_message_read(m, SNAPSHOT_ROW, &x->id, &x->policy, &x->node, &x->file_name,
-                               &x->download_address, &x->task_log, &x->elapsed_usec, &x->items,
-                               &x->items_total, &x->progress, &x->create_time, &x->expire_time,
-                               &x->bytes, &x->state, &x->error, &x->path, &x->verify_state,
-                               &x->seq, &x->origin, &x->kept_by, &x->expire_projected,
-                               &x->future_dated);
+    return sd_bus_message_read(
+        m, MONGOSNAP_SNAPSHOT_ROW, &x->id, &x->policy, &x->node, &x->file_name,
+        &x->download_address, &x->task_log, &x->elapsed_usec, &x->items, &x->items_total,
+        &x->progress, &x->create_time, &x->expire_time, &x->bytes, &x->state, &x->error, &x->path,
+        &x->verify_state, &x->seq, &x->origin, &x->kept_by, &x->expire_projected, &x->future_dated);
 }
 
 static int read_restore_row(sd_bus_message *m, void *row) {
     CtlRestoreRow *x = row;
-    return sd_bus_message_read(m, RESTORE_ROW, &x->id, &x->snapshot, &x->target, &x->task_log,
-                               &x->elapsed_usec, &x->items, &x->items_total, &x->progress,
-                               &x->create_time, &x->state, &x->error, &x->path, &x->node);
+    return sd_bus_message_read(m, MONGOSNAP_RESTORE_ROW, &x->id, &x->snapshot, &x->target,
+                               &x->task_log, &x->elapsed_usec, &x->items, &x->items_total,
+                               &x->progress, &x->create_time, &x->state, &x->error, &x->path,
+                               &x->node);
 }
 
 int ctl_read_policy_rows(sd_bus_message *m, CtlPolicyRow **ret, size_t *ret_n) {
-    return read_rows(m, POLICY_ROW, sizeof(CtlPolicyRow), read_policy_row, (void **) ret, ret_n);
-}
-
-int ctl_read_snapshot_rows(sd_bus_message *m, CtlSnapshotRow **ret, size_t *ret_n) {
-    return read_rows(m, SNAPSHOT_ROW, sizeof(CtlSnapshotRow), read_snapshot_row, (void **) ret,
+    return read_rows(m, MONGOSNAP_POLICY_ROW, sizeof(CtlPolicyRow), read_policy_row, (void **) ret,
                      ret_n);
 }
 
+int ctl_read_snapshot_rows(sd_bus_message *m, CtlSnapshotRow **ret, size_t *ret_n) {
+    return read_rows(m, MONGOSNAP_SNAPSHOT_ROW, sizeof(CtlSnapshotRow), read_snapshot_row,
+                     (void **) ret, ret_n);
+}
+
 int ctl_read_restore_rows(sd_bus_message *m, CtlRestoreRow **ret, size_t *ret_n) {
-    return read_rows(m, RESTORE_ROW, sizeof(CtlRestoreRow), read_restore_row, (void **) ret, ret_n);
+    return read_rows(m, MONGOSNAP_RESTORE_ROW, sizeof(CtlRestoreRow), read_restore_row,
+                     (void **) ret, ret_n);
 }

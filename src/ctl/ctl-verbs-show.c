@@ -180,7 +180,7 @@ int verb_show(Ctl *ctl, int argc, char **argv) {
         return show_restore(ctl, bus, path);
     }
     sd_bus_error_free(&error);
-    sd_bus_error_setf(&error, "io.mongosnap1.Error.NoSuchSnapshot",
+    sd_bus_error_setf(&error, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT,
                       "no snapshot or restore '%s' (list-snapshots and list-restores show them)",
                       argv[1]);
     return ctl_fail_bus("show", &error, -ENOENT);

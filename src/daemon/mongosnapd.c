@@ -10,6 +10,7 @@
 #include <systemd/sd-event.h>
 
 #include "agent/agent-manager.h"
+#include "agent/agent-timer.h"
 #include "bus/bus.h"
 #include "common/log.h"
 #include "config.h"
@@ -26,6 +27,7 @@ typedef struct Daemon {
     Manager *manager;
     char status[STATUS_MAX];
     sd_event_source *status_timer;
+    AgentTimers *timers;
 } Daemon;
 
 typedef struct Args {
@@ -46,7 +48,8 @@ static void help(void) {
            "  -v, --verbose      debug output\n"
            "  -h, --help         this text\n\n"
            "The system bus is the one $DBUS_SYSTEM_BUS_ADDRESS names, if set.\n"
-           "SIGHUP reloads the policies and [Restore]; SIGTERM stops running tasks (recorded as interrupted)\n"
+           "SIGHUP reloads the policies and [Restore]; SIGTERM stops running tasks (recorded as "
+           "interrupted)\n"
            "and exits.\n",
            MONGOSNAP_VERSION, MONGOSNAP_BUS_NAME, MS_AGENT_CONFIG_PATH, MS_DEFAULT_POLICY_DIRECTORY,
            MS_DEFAULT_STATE_DIRECTORY, MANAGER_TIMER_DIRECTORY);
@@ -143,7 +146,6 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
     e = (MsError) MS_ERROR_INIT;
     if (manager_reload_policies(d->manager, &e) < 0)
         log_error("reloading policies failed, the loaded ones stay: %s", e.message);
-    bus_timer_query_all(d->bus, d->manager);
     (void) sd_notify(false, "READY=1");
     send_status(d, true);
     return 0;
@@ -194,6 +196,7 @@ static int setup_bus(Daemon *d, bool user_bus, MsError *e) {
 static void daemon_done(Daemon *d) {
     sd_event_source_disable_unref(d->status_timer);
     manager_free(d->manager);
+    agent_timers_free(d->timers); /* after the manager, which may announce changes until freed */
     if (d->bus) {
         (void) sd_bus_flush(d->bus);
         sd_bus_flush_close_unref(d->bus);
@@ -215,12 +218,13 @@ static int run(const Args *a) {
         return EXIT_FAILURE;
     }
     if (manager_new(d.event, &a->manager, &d.manager, &e) < 0 ||
-        setup_bus(&d, a->user_bus, &e) < 0 || manager_reload_policies(d.manager, &e) < 0) {
+        setup_bus(&d, a->user_bus, &e) < 0 ||
+        agent_timers_attach(d.manager, d.bus, &d.timers, &e) < 0 ||
+        manager_reload_policies(d.manager, &e) < 0) {
         log_error("%s", e.message);
         (void) sd_notifyf(false, "STATUS=failed to start: %s", e.message);
         return EXIT_FAILURE;
     }
-    bus_timer_query_all(d.bus, d.manager);
     /* sd-event pings WATCHDOG=1 at half of $WATCHDOG_USEC when the service manager asks. */
     (void) sd_event_set_watchdog(d.event, true);
     uint64_t now;

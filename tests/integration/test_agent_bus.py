@@ -161,3 +161,64 @@ def test_agent_refuses_second_instance(agent, tmp_path):
         second.close()
     # The first one still answers.
     assert agent.list_policies() == []
+
+
+def test_every_policy_that_comes_or_goes_is_announced(agent, ferretdb):
+    """InterfacesAdded and InterfacesRemoved for each way a policy comes or goes: CreatePolicy,
+    a file that appears at a reload, Delete, a file that vanishes at a reload."""
+    import json
+    import subprocess
+    import threading
+    import time
+
+    agent.write_policy("deleted", ferretdb.uri)
+    agent.write_policy("vanishing", ferretdb.uri)
+    agent.start()
+    monitor = subprocess.Popen(
+        ["busctl", f"--address={agent.bus.address}", "--json=short", "monitor", "io.mongosnap1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    seen = []
+
+    def read():
+        for line in monitor.stdout:
+            try:
+                seen.append(json.loads(line))
+            except ValueError:
+                pass
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def announced(member, path):
+        for msg in seen:
+            if msg.get("member") == member and msg["payload"]["data"][0] == path:
+                data = msg["payload"]["data"][1]
+                return list(data) if member == "InterfacesAdded" else data
+        return None
+
+    try:
+        time.sleep(0.5)  # subscribed
+        agent.call(MANAGER_PATH, MANAGER_IFACE, "CreatePolicy", "sa{ss}", "created", 1,
+                   "Source", ferretdb.uri)
+        agent.write_policy("appearing", ferretdb.uri)
+        (agent.policy_dir / "vanishing.conf").unlink()
+        agent.call(MANAGER_PATH, MANAGER_IFACE, "Reload")
+        agent.call(agent.policy_path("deleted"), POLICY_IFACE, "Delete", "b", False)
+        agent.wait_for(lambda: announced("InterfacesRemoved", "/io/mongosnap1/policy/deleted")
+                       and announced("InterfacesRemoved", "/io/mongosnap1/policy/vanishing")
+                       and announced("InterfacesAdded", "/io/mongosnap1/policy/created")
+                       and announced("InterfacesAdded", "/io/mongosnap1/policy/appearing"),
+                       "every policy announced", timeout=10)
+    finally:
+        monitor.terminate()
+        monitor.wait(timeout=5)
+        reader.join(timeout=5)
+    for name in ("deleted", "vanishing"):
+        assert POLICY_IFACE in announced("InterfacesRemoved", f"/io/mongosnap1/policy/{name}")
+    for name in ("created", "appearing"):
+        assert POLICY_IFACE in announced("InterfacesAdded", f"/io/mongosnap1/policy/{name}")
+    # Announced once each, not once per reload.
+    added = [m for m in seen if m.get("member") == "InterfacesAdded"
+             and m["payload"]["data"][0] == "/io/mongosnap1/policy/created"]
+    assert len(added) == 1, added
+    assert sorted(r["name"] for r in agent.list_policies()) == ["appearing", "created"]

@@ -232,6 +232,11 @@ def test_create_policy(agent, fresh_db):
          "io.mongosnap1.Error.InvalidArgument", "Colour"),
         ("pw", "{'Source': 'mongodb://u:hunter2@127.0.0.1:1/'}",
          "io.mongosnap1.Error.InvalidArgument", "Credential"),
+        # Refused settings are invalid arguments, whatever errno the parser chose for them.
+        ("atstore", f"{{'Source': '{fresh_db.uri}', 'Store': 's3://AKIA:hunter2@bucket/p'}}",
+         "io.mongosnap1.Error.InvalidArgument", "'@'"),
+        ("secretopt", "{'Source': 'mongodb://127.0.0.1:1/?tlsCertificateKeyFilePassword=hunter2'}",
+         "io.mongosnap1.Error.InvalidArgument", "secret option"),
     ]:
         with pytest.raises(BusError) as ei:
             gdbus(agent, MANAGER_PATH, MANAGER_IFACE, "CreatePolicy", name, settings)

@@ -1,4 +1,6 @@
-/* Policies as systemd timers, and NextRun.
+/* Policies as systemd timers, and NextRun: an observer of the manager's policy events, so that
+ * every change of a policy reaches its timer whoever made it (a D-Bus call, a reload, a task
+ * that ended, a policy file that vanished).
  *
  * Every policy has a timer instance, mongosnap-snapshot@NAME.timer (the installed template, with
  * no OnCalendar= of its own), which fires mongosnap-snapshot@NAME.service ("mongosnapctl
@@ -38,7 +40,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bus/bus.h"
+#include <systemd/sd-bus.h>
+
+#include "agent/agent-timer.h"
 #include "common/log.h"
 #include "config/conf.h"
 
@@ -299,30 +303,35 @@ static TimerJob timer_job_for(bool want, int dropin_result) {
 
 /* ---- NextRun ---- */
 
-typedef struct NextRunQuery {
+struct AgentTimers {
     Manager *manager;
-    sd_bus *bus;
+    sd_bus *bus;   /* NULL: no bus, no systemd: only drop-ins in a --timer-dir are written */
+    bool emitting; /* this module is announcing a NextRun: its own change is no event for it */
+};
+
+typedef struct NextRunQuery {
+    AgentTimers *timers;
     unsigned attempt;
     char name[]; /* the policy, looked up again on reply: it may be gone by then */
 } NextRunQuery;
 
-static void query_next_run(sd_bus *bus, Manager *m, const char *name, unsigned attempt);
+static void query_next_run(AgentTimers *t, const char *name, unsigned attempt);
 
 static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
     NextRunQuery *q = userdata; /* freed with the source */
-    query_next_run(q->bus, q->manager, q->name, q->attempt);
+    query_next_run(q->timers, q->name, q->attempt);
     /* Hand the source back from the loop to nobody: it is freed after this dispatch. */
     (void) sd_event_source_set_floating(s, false);
     return 0;
 }
 
-static void retry_later(sd_bus *bus, NextRunQuery *q) {
-    sd_event *event = sd_bus_get_event(bus);
+static void retry_later(NextRunQuery *q) {
+    sd_event *event = sd_bus_get_event(q->timers->bus);
     size_t len = strlen(q->name) + 1;
     NextRunQuery *again = event ? malloc(sizeof(*again) + len) : NULL;
     if (!again)
         return;
-    *again = (NextRunQuery){.manager = q->manager, .bus = bus, .attempt = q->attempt + 1};
+    *again = (NextRunQuery){.timers = q->timers, .attempt = q->attempt + 1};
     memcpy(again->name, q->name, len);
     sd_event_source *source = NULL;
     if (sd_event_add_time_relative(event, &source, CLOCK_MONOTONIC, NEXT_RUN_RETRY_USEC, 1,
@@ -338,7 +347,8 @@ static void retry_later(sd_bus *bus, NextRunQuery *q) {
 
 static int on_next_elapse(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
     NextRunQuery *q = userdata; /* freed with the slot */
-    ManagerPolicy *p = manager_find_policy(q->manager, q->name);
+    AgentTimers *t = q->timers;
+    ManagerPolicy *p = manager_find_policy(t->manager, q->name);
     if (!p)
         return 0;
     uint64_t next = 0;
@@ -350,17 +360,18 @@ static int on_next_elapse(sd_bus_message *reply, void *userdata, sd_bus_error *r
         next = 0;
     /* A timer started a moment ago may not have run its start job yet. */
     if (next == 0 && policy_wants_timer(p) && q->attempt + 1 < NEXT_RUN_ATTEMPTS &&
-        systemd_on_bus(q->bus))
-        retry_later(q->bus, q);
-    if (p->runtime->next_run_usec == next)
-        return 0;
-    p->runtime->next_run_usec = next;
-    bus_policy_emit_changed(q->bus, p);
+        systemd_on_bus(t->bus))
+        retry_later(q);
+    t->emitting = true;
+    manager_policy_set_next_run(t->manager, p, next);
+    t->emitting = false;
     return 0;
 }
 
-static void query_next_run(sd_bus *bus, Manager *m, const char *name, unsigned attempt) {
+static void query_next_run(AgentTimers *t, const char *name, unsigned attempt) {
     _cleanup_free_ char *unit = NULL, *path = NULL;
+    if (!t->bus)
+        return;
     if (asprintf(&unit, TIMER_UNIT_FORMAT, name) < 0 ||
         sd_bus_path_encode(SYSTEMD_UNIT_PATH_PREFIX, unit, &path) < 0)
         return;
@@ -368,10 +379,10 @@ static void query_next_run(sd_bus *bus, Manager *m, const char *name, unsigned a
     NextRunQuery *q = malloc(sizeof(*q) + len);
     if (!q)
         return;
-    *q = (NextRunQuery){.manager = m, .bus = bus, .attempt = attempt};
+    *q = (NextRunQuery){.timers = t, .attempt = attempt};
     memcpy(q->name, name, len);
     sd_bus_slot *slot = NULL;
-    int r = sd_bus_call_method_async(bus, &slot, SYSTEMD_BUS_NAME, path,
+    int r = sd_bus_call_method_async(t->bus, &slot, SYSTEMD_BUS_NAME, path,
                                      "org.freedesktop.DBus.Properties", "Get", on_next_elapse, q,
                                      "ss", SYSTEMD_TIMER_INTERFACE, "NextElapseUSecRealtime");
     if (r < 0) {
@@ -385,18 +396,21 @@ static void query_next_run(sd_bus *bus, Manager *m, const char *name, unsigned a
     sd_bus_slot_unref(slot);
 }
 
-/* ---- what the bus side calls ---- */
+/* ---- the manager's events ---- */
 
 /* Whether to touch files (and systemd): *ret_systemd says whether systemd is on the bus. */
-static bool timers_managed(sd_bus *bus, Manager *m, bool *ret_systemd) {
-    *ret_systemd = systemd_on_bus(bus);
+static bool timers_managed(AgentTimers *t, bool *ret_systemd) {
+    Manager *m = t->manager;
+    *ret_systemd = t->bus && systemd_on_bus(t->bus);
     /* The default directory is systemd's own: written only for a systemd that reads it. */
     return *ret_systemd || !timer_directory_is_default(m);
 }
 
-void bus_timer_query_next_run(sd_bus *bus, Manager *m, const ManagerPolicy *p) {
+static void sync_policy(AgentTimers *t, const ManagerPolicy *p) {
+    Manager *m = t->manager;
+    sd_bus *bus = t->bus;
     bool systemd;
-    if (timers_managed(bus, m, &systemd)) {
+    if (timers_managed(t, &systemd)) {
         bool want = policy_wants_timer(p);
         int r = sync_dropin(m, p->settings->name, want ? p->settings : NULL);
         if (systemd) {
@@ -407,12 +421,14 @@ void bus_timer_query_next_run(sd_bus *bus, Manager *m, const ManagerPolicy *p) {
             systemd_timer_job(bus, p->settings->name, p->settings, timer_job_for(want, r));
         }
     }
-    query_next_run(bus, m, p->settings->name, 0);
+    query_next_run(t, p->settings->name, 0);
 }
 
-void bus_timer_policy_removed(sd_bus *bus, Manager *m, const ManagerPolicy *p) {
+static void on_policy_removed(Manager *m, const ManagerPolicy *p, void *userdata) {
+    AgentTimers *t = userdata;
+    sd_bus *bus = t->bus;
     bool systemd;
-    if (!timers_managed(bus, m, &systemd))
+    if (!timers_managed(t, &systemd))
         return;
     int r = sync_dropin(m, p->settings->name, NULL);
     if (systemd) {
@@ -461,9 +477,11 @@ static char **stale_dropins(Manager *m) {
     return names;
 }
 
-void bus_timer_query_all(sd_bus *bus, Manager *m) {
+void agent_timers_sync_all(AgentTimers *t) {
+    Manager *m = t->manager;
+    sd_bus *bus = t->bus;
     bool systemd;
-    if (timers_managed(bus, m, &systemd)) {
+    if (timers_managed(t, &systemd)) {
         char **stale = stale_dropins(m);
         bool changed = false;
         for (char **s = stale; s && *s; s++)
@@ -496,6 +514,48 @@ void bus_timer_query_all(sd_bus *bus, Manager *m) {
     for (size_t i = 0; i < manager_n_policies(m); i++) {
         const ManagerPolicy *p = manager_policy_at(m, i);
         if (!p->removed)
-            query_next_run(bus, m, p->settings->name, 0);
+            query_next_run(t, p->settings->name, 0);
     }
+}
+
+static void on_policy_added(Manager *m, const ManagerPolicy *p, void *userdata) {
+    sync_policy(userdata, p);
+}
+
+static void on_policy_changed(Manager *m, const ManagerPolicy *p, void *userdata) {
+    AgentTimers *t = userdata;
+    if (!p->removed && !t->emitting)
+        sync_policy(t, p);
+}
+
+static void on_policies_reloaded(Manager *m, const MsError *e, void *userdata) {
+    agent_timers_sync_all(userdata);
+}
+
+int agent_timers_attach(Manager *m, sd_bus *bus, AgentTimers **ret, MsError *e) {
+    static const ManagerHooks hooks = {
+        .policy_added = on_policy_added,
+        .policy_changed = on_policy_changed,
+        .policy_removed = on_policy_removed,
+        .policies_reloaded = on_policies_reloaded,
+    };
+    AgentTimers *t = calloc(1, sizeof(*t));
+    if (!t)
+        return ms_error_oom(e);
+    *t = (AgentTimers){.manager = m, .bus = bus ? sd_bus_ref(bus) : NULL};
+    int r = manager_add_observer(m, &hooks, t, e);
+    if (r < 0) {
+        agent_timers_free(t);
+        return r;
+    }
+    *ret = t;
+    return 0;
+}
+
+AgentTimers *agent_timers_free(AgentTimers *t) {
+    if (!t)
+        return NULL;
+    sd_bus_unref(t->bus);
+    free(t);
+    return NULL;
 }
