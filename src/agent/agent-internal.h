@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "agent/agent-cluster.h"
+#include "agent/agent-job.h"
 #include "agent/agent-manager.h"
 #include "agent/agent-task.h"
 #include "agent/agent-throttle.h"
@@ -26,10 +27,7 @@ struct SnapshotTask {
     Manager *manager;
     ManagerPolicy *policy;
     MsSnapshotRecord *record; /* owned by the manager's snapshot list */
-    AgentTask *worker;        /* NULL while queued */
-    const char *stop_reason;  /* set when the agent asked the worker to stop */
-    bool stop_on_request;     /* Stop/Cancel, as opposed to the agent shutting down */
-    char *result_message;     /* the worker's last "result" message */
+    AgentJob job;             /* its worker (NULL while queued), stop and last word */
     char *archive_key, *manifest_key;
     bool point_in_time;
     ProgressThrottle progress;
@@ -56,10 +54,7 @@ typedef struct ReadTask {
     MsRestoreRecord *restore; /* RESTORE: owned by the manager's restore list */
     char *uri;                /* RESTORE: the target as given, password included; wiped on free */
     char **args;              /* the worker's arguments (NULL-terminated), owned */
-    AgentTask *worker;        /* NULL while queued */
-    const char *stop_reason;
-    bool stop_on_request;
-    char *result_message;
+    AgentJob job;             /* its worker (NULL while queued), stop and last word */
     uint64_t created_usec;
     ProgressThrottle progress; /* RESTORE */
 } ReadTask;
@@ -82,7 +77,7 @@ struct Manager {
     size_t n_read_tasks;
     struct Removal **removals; /* snapshots to remove from remote stores, oldest first */
     size_t n_removals;
-    AgentTask *remover; /* the worker removing removals[0] */
+    AgentJob remover; /* the worker removing removals[0] */
 
     /* Who is told of changes: the bus adapter, the timer reconciler (agent-timer.c). */
     struct {
@@ -129,16 +124,6 @@ static inline int replace_string(char **dst, const char *src) {
     free(*dst);
     *dst = s;
     return 0;
-}
-
-/* SIGTERM to a worker; asked for (Stop, Cancel, Rebuild) it is SIGKILLed if still running after
- * MANAGER_STOP_GRACE_USEC, while at shutdown the agent's own timeout applies
- * (MANAGER_STOP_TIMEOUT_USEC). */
-static inline void worker_request_stop(AgentTask *w, bool on_request) {
-    if (on_request)
-        (void) agent_task_terminate(w, MANAGER_STOP_GRACE_USEC);
-    else
-        (void) agent_task_kill(w, SIGTERM);
 }
 
 /* agent-manager.c */

@@ -385,9 +385,8 @@ static int load_snapshots(Manager *m, MsError *e) {
 static void snapshot_task_free(SnapshotTask *t) {
     if (!t)
         return;
-    agent_task_free(t->worker);
+    agent_job_reset(&t->job);
     progress_throttle_done(&t->progress);
-    free(t->result_message);
     free(t->archive_key);
     free(t->manifest_key);
     free(t);
@@ -396,10 +395,10 @@ static void snapshot_task_free(SnapshotTask *t) {
 unsigned manager_running_workers(const Manager *m) {
     unsigned n = 0;
     for (size_t i = 0; i < m->n_policies; i++)
-        if (m->policies[i]->task && m->policies[i]->task->worker)
+        if (m->policies[i]->task && m->policies[i]->task->job.worker)
             n++;
     for (size_t i = 0; i < m->n_read_tasks; i++)
-        if (m->read_tasks[i]->worker)
+        if (m->read_tasks[i]->job.worker)
             n++;
     return n;
 }
@@ -460,7 +459,7 @@ static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
                             r->id, f.items);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
         const char *status = agent_msg_str(msg, "status");
-        (void) replace_string(&t->result_message, agent_msg_str(msg, "message"));
+        agent_job_take_message(&t->job, msg);
         if (status && strcmp(status, "ok") == 0) {
             (void) replace_string(&t->archive_key, agent_msg_str(msg, "archive"));
             (void) replace_string(&t->manifest_key, agent_msg_str(msg, "manifest"));
@@ -942,35 +941,22 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
 
 static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
     SnapshotTask *t = userdata;
-    char reason[MS_ERROR_MESSAGE_MAX];
-    if (!by_signal && status == MONGOSNAP_EXIT_OK) {
+    AgentJobEnd end;
+    agent_job_end(&t->job, status, by_signal, &end);
+    switch (end.outcome) {
+    case AGENT_JOB_SUCCEEDED:
         finish_task(t, MS_SNAPSHOT_COMPLETED, NULL, MS_EVENT_TASK_COMPLETED);
-        return;
+        break;
+    case AGENT_JOB_STOPPED:
+        finish_task(t, MS_SNAPSHOT_STOPPED, end.reason, MS_EVENT_TASK_STOPPED);
+        break;
+    case AGENT_JOB_INTERRUPTED:
+        finish_task(t, MS_SNAPSHOT_INTERRUPTED, end.reason, MS_EVENT_TASK_INTERRUPTED);
+        break;
+    case AGENT_JOB_FAILED:
+        finish_task(t, MS_SNAPSHOT_FAILED, end.reason, MS_EVENT_TASK_FAILED);
+        break;
     }
-    /* Asked to stop, it did not complete: whatever it says (a worker stuck connecting reports
-     * the connection failure once its timeout is over), it ended because we stopped it. */
-    if (t->stop_reason) {
-        if (t->stop_on_request)
-            finish_task(t, MS_SNAPSHOT_STOPPED, t->stop_reason, MS_EVENT_TASK_STOPPED);
-        else
-            finish_task(t, MS_SNAPSHOT_INTERRUPTED, t->stop_reason, MS_EVENT_TASK_INTERRUPTED);
-        return;
-    }
-    if (!by_signal && status == MONGOSNAP_EXIT_CANCELLED) {
-        finish_task(t, MS_SNAPSHOT_INTERRUPTED,
-                    "the worker was stopped by a signal not sent by "
-                    "the agent",
-                    MS_EVENT_TASK_INTERRUPTED);
-        return;
-    }
-    if (t->result_message && t->result_message[0])
-        snprintf(reason, sizeof(reason), "%s", t->result_message);
-    else if (by_signal)
-        snprintf(reason, sizeof(reason), "the worker was killed by signal %s",
-                 sigabbrev_np(status - 128) ? sigabbrev_np(status - 128) : "?");
-    else
-        snprintf(reason, sizeof(reason), "the worker exited with status %d", status);
-    finish_task(t, MS_SNAPSHOT_FAILED, reason, MS_EVENT_TASK_FAILED);
 }
 
 /* The worker's command line for a snapshot of p; every string is owned by p or m, a buffer of
@@ -1081,7 +1067,7 @@ static int start_worker(SnapshotTask *t, MsError *e) {
         .on_message = on_worker_message,
         .on_exit = on_worker_exit,
     };
-    int r = agent_task_spawn(m->event, &spec, &callbacks, t, &t->worker, e);
+    int r = agent_task_spawn(m->event, &spec, &callbacks, t, &t->job.worker, e);
     if (r < 0)
         return r;
 
@@ -1095,7 +1081,7 @@ static int start_worker(SnapshotTask *t, MsError *e) {
     MsEventFields f;
     fields_for(t, &f);
     (void) ms_event_log(MS_EVENT_TASK_STARTED, &f, "snapshot %s started (worker %d)", rec->id,
-                        (int) agent_task_pid(t->worker));
+                        (int) agent_task_pid(t->job.worker));
     manager_emit_snapshot_changed(m, rec, MANAGER_SNAPSHOT_STATE);
     return 0;
 }
@@ -1108,7 +1094,8 @@ void manager_start_queued(Manager *m) {
         SnapshotTask *next = NULL;
         for (size_t i = 0; i < m->n_policies; i++) {
             SnapshotTask *t = m->policies[i]->task;
-            if (t && !t->worker && (!next || t->record->created_usec < next->record->created_usec))
+            if (t && !t->job.worker &&
+                (!next || t->record->created_usec < next->record->created_usec))
                 next = t;
         }
         ReadTask *reader = reader_oldest_queued(m);
@@ -1434,18 +1421,14 @@ int manager_take_snapshot(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *
 }
 
 static void stop_task(SnapshotTask *t, const char *reason, bool on_request) {
-    if (!t->worker) {
+    if (!t->job.worker) {
         if (on_request)
             finish_task(t, MS_SNAPSHOT_STOPPED, reason, MS_EVENT_TASK_STOPPED);
         else
             finish_task(t, MS_SNAPSHOT_INTERRUPTED, reason, MS_EVENT_TASK_INTERRUPTED);
         return;
     }
-    if (!t->stop_reason) {
-        t->stop_reason = reason;
-        t->stop_on_request = on_request;
-    }
-    worker_request_stop(t->worker, on_request);
+    (void) agent_job_stop(&t->job, reason, on_request, MANAGER_STOP_GRACE_USEC);
 }
 
 int manager_stop_policy_here(Manager *m, ManagerPolicy *p, MsError *e) {
@@ -1876,7 +1859,7 @@ int manager_snapshot_download_url(Manager *m, const MsSnapshotRecord *r, uint64_
 
 int manager_flush(Manager *m, MsError *e) {
     for (size_t i = 0; i < m->n_policies; i++)
-        if (m->policies[i]->task && m->policies[i]->task->worker)
+        if (m->policies[i]->task && m->policies[i]->task->job.worker)
             progress_throttle_flush(&m->policies[i]->task->progress);
     reader_flush_all(m);
     return 0;
@@ -1896,8 +1879,8 @@ void manager_format_status(const Manager *m, char *buf, size_t size) {
         if (!t)
             continue;
         len += snprintf(buf + len, size - (size_t) len, "%s %s: snapshot %s", any ? "," : ";",
-                        m->policies[i]->settings->name, t->worker ? "" : "queued");
-        if (t->worker && len >= 0 && (size_t) len < size)
+                        m->policies[i]->settings->name, t->job.worker ? "" : "queued");
+        if (t->job.worker && len >= 0 && (size_t) len < size)
             len += snprintf(buf + len, size - (size_t) len, "%.0f %%", t->record->progress_pct);
         any = true;
     }
@@ -1905,8 +1888,8 @@ void manager_format_status(const Manager *m, char *buf, size_t size) {
         const ReadTask *t = m->read_tasks[i];
         len += snprintf(buf + len, size - (size_t) len, "%s %s %s%s", any ? "," : ";",
                         t->kind == READ_TASK_RESTORE ? "restore of" : "verify of", t->snapshot_id,
-                        t->worker ? "" : " queued");
-        if (t->worker && t->kind == READ_TASK_RESTORE && len >= 0 && (size_t) len < size)
+                        t->job.worker ? "" : " queued");
+        if (t->job.worker && t->kind == READ_TASK_RESTORE && len >= 0 && (size_t) len < size)
             len += snprintf(buf + len, size - (size_t) len, " %.0f %%", t->restore->progress_pct);
         any = true;
     }
@@ -1917,16 +1900,16 @@ void manager_format_status(const Manager *m, char *buf, size_t size) {
 static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
     Manager *m = userdata;
     for (size_t i = 0; i < m->n_policies; i++)
-        if (m->policies[i]->task && m->policies[i]->task->worker) {
+        if (m->policies[i]->task && m->policies[i]->task->job.worker) {
             log_warning("worker for %s did not stop in time; killing it",
                         m->policies[i]->task->record->id);
-            (void) agent_task_kill(m->policies[i]->task->worker, SIGKILL);
+            (void) agent_task_kill(m->policies[i]->task->job.worker, SIGKILL);
         }
     for (size_t i = 0; i < m->n_read_tasks; i++)
-        if (m->read_tasks[i]->worker) {
+        if (m->read_tasks[i]->job.worker) {
             log_warning("worker reading %s did not stop in time; killing it",
                         m->read_tasks[i]->snapshot_id);
-            (void) agent_task_kill(m->read_tasks[i]->worker, SIGKILL);
+            (void) agent_task_kill(m->read_tasks[i]->job.worker, SIGKILL);
         }
     return 0;
 }

@@ -62,11 +62,10 @@ int reader_load(Manager *m, MsError *e) {
 static ReadTask *reader_free(ReadTask *t) {
     if (!t)
         return NULL;
-    agent_task_free(t->worker);
+    agent_job_reset(&t->job);
     progress_throttle_done(&t->progress);
     ms_secret_free(t->uri);
     ms_strv_free(t->args);
-    free(t->result_message);
     free(t->snapshot_id);
     free(t);
     return NULL;
@@ -98,7 +97,7 @@ ReadTask *reader_oldest_queued(Manager *m) {
     ReadTask *next = NULL;
     for (size_t i = 0; i < m->n_read_tasks; i++) {
         ReadTask *t = m->read_tasks[i];
-        if (!t->worker && (!next || t->created_usec < next->created_usec))
+        if (!t->job.worker && (!next || t->created_usec < next->created_usec))
             next = t;
     }
     return next;
@@ -177,7 +176,7 @@ static void emit_restore_progress(void *userdata) {
 
 void reader_flush_all(Manager *m) {
     for (size_t i = 0; i < m->n_read_tasks; i++)
-        if (m->read_tasks[i]->worker && m->read_tasks[i]->kind == READ_TASK_RESTORE)
+        if (m->read_tasks[i]->job.worker && m->read_tasks[i]->kind == READ_TASK_RESTORE)
             progress_throttle_flush(&m->read_tasks[i]->progress);
 }
 
@@ -189,7 +188,7 @@ static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
     if (!event)
         return;
     if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
-        (void) replace_string(&t->result_message, agent_msg_str(msg, "message"));
+        agent_job_take_message(&t->job, msg);
         if (t->kind == READ_TASK_RESTORE && agent_msg_has(msg, "documents"))
             t->restore->items_done = agent_msg_u64(msg, "documents");
         return;
@@ -216,17 +215,6 @@ static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
                             "%s: %s restored, %" PRIu64 " documents", r->id, f.ns ? f.ns : "?",
                             f.items);
     }
-}
-
-/* The worker's own words when it left any, else what its exit says. */
-static void failure_reason(const ReadTask *t, int status, bool by_signal, char *buf, size_t size) {
-    if (t->result_message && t->result_message[0])
-        snprintf(buf, size, "%s", t->result_message);
-    else if (by_signal)
-        snprintf(buf, size, "the worker was killed by signal %s",
-                 sigabbrev_np(status - 128) ? sigabbrev_np(status - 128) : "?");
-    else
-        snprintf(buf, size, "the worker exited with status %d", status);
 }
 
 static void finish_restore(ReadTask *t, MsRestoreState state, const char *error, MsEventKind kind) {
@@ -295,22 +283,23 @@ static void reader_done(ReadTask *t) {
 
 static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
     ReadTask *t = userdata;
-    char reason[MS_ERROR_MESSAGE_MAX];
-    bool ok = !by_signal && status == MONGOSNAP_EXIT_OK;
-    /* Asked to stop and not completed: it ended because we stopped it, whatever it reports. */
-    bool stopped = !ok && t->stop_reason;
-    if (!ok && !stopped)
-        failure_reason(t, status, by_signal, reason, sizeof(reason));
-
+    AgentJobEnd end;
+    agent_job_end(&t->job, status, by_signal, &end);
     if (t->kind == READ_TASK_RESTORE) {
-        if (ok)
+        switch (end.outcome) {
+        case AGENT_JOB_SUCCEEDED:
             finish_restore(t, MS_RESTORE_COMPLETED, NULL, MS_EVENT_RESTORE_COMPLETED);
-        else if (stopped && t->stop_on_request)
-            finish_restore(t, MS_RESTORE_CANCELLED, t->stop_reason, MS_EVENT_TASK_STOPPED);
-        else if (stopped)
-            finish_restore(t, MS_RESTORE_INTERRUPTED, t->stop_reason, MS_EVENT_TASK_INTERRUPTED);
-        else
-            finish_restore(t, MS_RESTORE_FAILED, reason, MS_EVENT_RESTORE_FAILED);
+            break;
+        case AGENT_JOB_STOPPED:
+            finish_restore(t, MS_RESTORE_CANCELLED, end.reason, MS_EVENT_TASK_STOPPED);
+            break;
+        case AGENT_JOB_INTERRUPTED:
+            finish_restore(t, MS_RESTORE_INTERRUPTED, end.reason, MS_EVENT_TASK_INTERRUPTED);
+            break;
+        case AGENT_JOB_FAILED:
+            finish_restore(t, MS_RESTORE_FAILED, end.reason, MS_EVENT_RESTORE_FAILED);
+            break;
+        }
     } else {
         /* Failed means the worker read the snapshot and found it damaged or incomplete (it
          * says so with its exit status). A worker killed, or one that could not do its job
@@ -318,15 +307,14 @@ static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userd
          * interrupted, and the snapshot is not marked damaged (a failed verification makes
          * StartRestore refuse it). */
         bool verdict =
-            !by_signal && (status == MONGOSNAP_EXIT_CORRUPT || status == MONGOSNAP_EXIT_FAILURE);
-        if (ok)
+            end.outcome == AGENT_JOB_FAILED && !end.by_signal &&
+            (end.status == MONGOSNAP_EXIT_CORRUPT || end.status == MONGOSNAP_EXIT_FAILURE);
+        if (end.outcome == AGENT_JOB_SUCCEEDED)
             finish_verify(t, MS_VERIFY_PASSED, NULL, MS_EVENT_VERIFY_COMPLETED);
-        else if (stopped)
-            finish_verify(t, MS_VERIFY_INTERRUPTED, t->stop_reason, MS_EVENT_TASK_INTERRUPTED);
         else if (verdict)
-            finish_verify(t, MS_VERIFY_FAILED, reason, MS_EVENT_VERIFY_FAILED);
+            finish_verify(t, MS_VERIFY_FAILED, end.reason, MS_EVENT_VERIFY_FAILED);
         else
-            finish_verify(t, MS_VERIFY_INTERRUPTED, reason, MS_EVENT_TASK_INTERRUPTED);
+            finish_verify(t, MS_VERIFY_INTERRUPTED, end.reason, MS_EVENT_TASK_INTERRUPTED);
     }
     reader_done(t);
 }
@@ -342,7 +330,7 @@ int reader_start(ReadTask *t, MsError *e) {
         .on_message = on_worker_message,
         .on_exit = on_worker_exit,
     };
-    int r = agent_task_spawn(m->event, &spec, &callbacks, t, &t->worker, e);
+    int r = agent_task_spawn(m->event, &spec, &callbacks, t, &t->job.worker, e);
     if (r < 0)
         return r;
     /* The memfd holds the URI now; the agent has no further use for the password. */
@@ -357,13 +345,14 @@ int reader_start(ReadTask *t, MsError *e) {
         progress_throttle_init(&t->progress, m->event, flush_restore, emit_restore_progress, t);
         (void) ms_event_log(MS_EVENT_RESTORE_STARTED, &f,
                             "restore %s of snapshot %s into %s started (worker %d)", t->restore->id,
-                            t->snapshot_id, t->restore->target, (int) agent_task_pid(t->worker));
+                            t->snapshot_id, t->restore->target,
+                            (int) agent_task_pid(t->job.worker));
         emit_restore(m, t->restore, MANAGER_SNAPSHOT_STATE);
     } else {
         set_verify_state(t, MS_VERIFY_RUNNING, NULL);
         (void) ms_event_log(MS_EVENT_TASK_STARTED, &f,
                             "verification of snapshot %s started (worker %d)", t->snapshot_id,
-                            (int) agent_task_pid(t->worker));
+                            (int) agent_task_pid(t->job.worker));
     }
     return 0;
 }
@@ -377,7 +366,7 @@ void reader_fail_to_start(ReadTask *t, const char *error) {
 }
 
 void reader_stop(ReadTask *t, const char *reason, bool on_request) {
-    if (!t->worker) {
+    if (!t->job.worker) {
         if (t->kind == READ_TASK_RESTORE)
             finish_restore(t, on_request ? MS_RESTORE_CANCELLED : MS_RESTORE_INTERRUPTED, reason,
                            on_request ? MS_EVENT_TASK_STOPPED : MS_EVENT_TASK_INTERRUPTED);
@@ -386,11 +375,7 @@ void reader_stop(ReadTask *t, const char *reason, bool on_request) {
         reader_done(t);
         return;
     }
-    if (!t->stop_reason) {
-        t->stop_reason = reason;
-        t->stop_on_request = on_request;
-    }
-    worker_request_stop(t->worker, on_request);
+    (void) agent_job_stop(&t->job, reason, on_request, MANAGER_STOP_GRACE_USEC);
 }
 
 /* ---- starting ---- */

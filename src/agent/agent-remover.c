@@ -21,12 +21,11 @@ typedef struct Removal {
     char *keys[REMOVE_KEYS_MAX];
     size_t n_keys;
     char *why;
-    char *policy;         /* an orphan's: the policy its key names ("" if none) */
-    bool orphan;          /* an archive without a manifest, not a snapshot: no record changes */
-    uint64_t removed;     /* keys the worker reported removed */
-    bool reported;        /* the worker sent its result (else: killed, or crashed) */
-    unsigned attempts;    /* workers started for it */
-    char *result_message; /* the worker's words on failure */
+    char *policy;      /* an orphan's: the policy its key names ("" if none) */
+    bool orphan;       /* an archive without a manifest, not a snapshot: no record changes */
+    uint64_t removed;  /* keys the worker reported removed */
+    bool reported;     /* the worker sent its result (else: killed, or crashed) */
+    unsigned attempts; /* workers started for it */
 } Removal;
 
 static Removal *removal_free(Removal *x) {
@@ -38,7 +37,6 @@ static Removal *removal_free(Removal *x) {
         free(x->keys[i]);
     free(x->why);
     free(x->policy);
-    free(x->result_message);
     free(x);
     return NULL;
 }
@@ -70,7 +68,7 @@ static void pop_head(Manager *m) {
     removal_free(m->removals[0]);
     memmove(m->removals, m->removals + 1, (m->n_removals - 1) * sizeof(*m->removals));
     m->n_removals--;
-    m->remover = agent_task_free(m->remover);
+    agent_job_reset(&m->remover);
 }
 
 static void on_remover_message(AgentTask *w, const bson_t *msg, void *userdata) {
@@ -82,21 +80,17 @@ static void on_remover_message(AgentTask *w, const bson_t *msg, void *userdata) 
     x->reported = true;
     /* How far the worker got through the keys, in order (present or not): "processed". */
     x->removed = agent_msg_u64(msg, "processed");
-    (void) replace_string(&x->result_message, agent_msg_str(msg, "message"));
+    agent_job_take_message(&m->remover, msg);
 }
 
 static void on_remover_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
     Manager *m = userdata;
     Removal *x = m->removals[0];
     MsSnapshotRecord *r = x->orphan ? NULL : manager_snapshot_mutable(m, x->snapshot_id);
-    bool ok = !by_signal && status == MONGOSNAP_EXIT_OK;
-    char reason[MS_ERROR_MESSAGE_MAX];
-    if (x->result_message && x->result_message[0])
-        snprintf(reason, sizeof(reason), "%s", x->result_message);
-    else
-        snprintf(reason, sizeof(reason), "the worker %s %d",
-                 by_signal ? "was killed by signal" : "exited with status",
-                 by_signal ? status - 128 : status);
+    AgentJobEnd end;
+    agent_job_end(&m->remover, status, by_signal, &end);
+    bool ok = end.outcome == AGENT_JOB_SUCCEEDED;
+    const char *reason = end.reason;
 
     if (!ok && !x->reported) {
         /* Killed or crashed before it said how far it got: the manifest may be gone already,
@@ -106,9 +100,7 @@ static void on_remover_exit(AgentTask *w, int status, bool by_signal, void *user
         log_warning("the removal of %s from %s ended without a result (%s)%s", x->snapshot_id,
                     x->store, reason,
                     x->attempts < REMOVE_ATTEMPTS && !m->stopping ? "; trying again" : "");
-        m->remover = agent_task_free(m->remover);
-        free(x->result_message);
-        x->result_message = NULL;
+        agent_job_reset(&m->remover);
         if (x->attempts < REMOVE_ATTEMPTS && !m->stopping) {
             remover_start_next(m);
             return;
@@ -161,7 +153,7 @@ static void on_remover_exit(AgentTask *w, int status, bool by_signal, void *user
 }
 
 static void remover_start_next(Manager *m) {
-    while (m->n_removals > 0 && !m->remover && !m->stopping) {
+    while (m->n_removals > 0 && !m->remover.worker && !m->stopping) {
         Removal *x = m->removals[0];
         const char *args[4 + 2 * REMOVE_KEYS_MAX + 1];
         size_t k = 0;
@@ -179,7 +171,7 @@ static void remover_start_next(Manager *m) {
         MsError e = MS_ERROR_INIT;
         x->attempts++;
         x->reported = false;
-        if (agent_task_spawn(m->event, &spec, &callbacks, m, &m->remover, &e) >= 0)
+        if (agent_task_spawn(m->event, &spec, &callbacks, m, &m->remover.worker, &e) >= 0)
             return;
         /* Not even started: nothing was removed. */
         MsSnapshotRecord *r = x->orphan ? NULL : manager_snapshot_mutable(m, x->snapshot_id);
@@ -217,9 +209,8 @@ int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *why, MsEr
     return queue(m, &x, e);
 }
 
-int remover_enqueue_orphan(Manager *m, const char *store, const char *key,
-                           const char *snapshot_id, const char *policy, const char *why,
-                           MsError *e) {
+int remover_enqueue_orphan(Manager *m, const char *store, const char *key, const char *snapshot_id,
+                           const char *policy, const char *why, MsError *e) {
     if (remover_has_key(m, store, key))
         return 0; /* on its way already */
     _cleanup_(removal_freep) Removal *x = calloc(1, sizeof(*x));
@@ -234,7 +225,7 @@ int remover_enqueue_orphan(Manager *m, const char *store, const char *key,
 void remover_stop(Manager *m) {
     /* Queued removals have not touched the store: their snapshots are whole again (an orphan
      * stays one, for the next start). */
-    while (m->n_removals > (m->remover ? 1u : 0u)) {
+    while (m->n_removals > (m->remover.worker ? 1u : 0u)) {
         Removal *x = m->removals[m->n_removals - 1];
         MsSnapshotRecord *r = x->orphan ? NULL : manager_snapshot_mutable(m, x->snapshot_id);
         if (r)
@@ -242,12 +233,11 @@ void remover_stop(Manager *m) {
         removal_free(x);
         m->n_removals--;
     }
-    if (m->remover)
-        (void) agent_task_kill(m->remover, SIGTERM);
+    (void) agent_job_stop(&m->remover, INTERRUPTED_BY_SHUTDOWN, false, 0);
 }
 
 void remover_free_all(Manager *m) {
-    m->remover = agent_task_free(m->remover);
+    agent_job_reset(&m->remover);
     for (size_t i = 0; i < m->n_removals; i++)
         removal_free(m->removals[i]);
     free(m->removals);

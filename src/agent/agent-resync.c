@@ -49,14 +49,13 @@ struct Resync {
     char **stores;
     size_t n_stores, next;
     bool *store_read; /* the scan of stores[i] worked */
-    AgentTask *worker;
+    AgentJob job;     /* the scan of stores[next] */
     Found *found;
     size_t n_found;
     Orphan *orphans;
     size_t n_orphans;
     char **problems;
     size_t n_problems;
-    char *result_message;
     ManagerResyncResult result;
 };
 
@@ -85,7 +84,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Resync *, resync_free);
 static Resync *resync_free(Resync *x) {
     if (!x)
         return NULL;
-    agent_task_free(x->worker);
+    agent_job_reset(&x->job);
     for (size_t i = 0; i < x->n_stores; i++)
         free(x->stores[i]);
     free(x->stores);
@@ -105,7 +104,6 @@ static Resync *resync_free(Resync *x) {
     for (size_t i = 0; i < x->n_problems; i++)
         free(x->problems[i]);
     free(x->problems);
-    free(x->result_message);
     free(x);
     return NULL;
 }
@@ -129,7 +127,7 @@ static void on_scan_message(AgentTask *w, const bson_t *msg, void *userdata) {
         return;
     }
     if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
-        (void) replace_string(&x->result_message, agent_msg_str(msg, "message"));
+        agent_job_take_message(&x->job, msg);
         return;
     }
     if (strcmp(event, "orphan") == 0) {
@@ -209,15 +207,13 @@ static void scan_next(Resync *x);
 
 static void on_scan_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
     Resync *x = userdata;
-    if (!by_signal && status == MONGOSNAP_EXIT_OK)
+    AgentJobEnd end;
+    agent_job_end(&x->job, status, by_signal, &end);
+    if (end.outcome == AGENT_JOB_SUCCEEDED)
         x->store_read[x->next] = true;
     else
-        add_problem(x, "%s could not be read: %s", x->stores[x->next],
-                    x->result_message && x->result_message[0] ? x->result_message
-                                                              : "the scan worker failed");
-    x->worker = agent_task_free(x->worker);
-    free(x->result_message);
-    x->result_message = NULL;
+        add_problem(x, "%s could not be read: %s", x->stores[x->next], end.reason);
+    agent_job_reset(&x->job);
     x->next++;
     scan_next(x);
 }
@@ -435,7 +431,7 @@ static void scan_next(Resync *x) {
         static const AgentTaskCallbacks callbacks = {.on_message = on_scan_message,
                                                      .on_exit = on_scan_exit};
         MsError e = MS_ERROR_INIT;
-        if (agent_task_spawn(m->event, &spec, &callbacks, x, &x->worker, &e) >= 0)
+        if (agent_task_spawn(m->event, &spec, &callbacks, x, &x->job.worker, &e) >= 0)
             return;
         add_problem(x, "%s could not be read: %s", x->stores[x->next], e.message);
         x->next++;
@@ -487,8 +483,8 @@ bool resync_running(const Manager *m) {
 }
 
 void resync_stop(Manager *m) {
-    if (m->resync && m->resync->worker)
-        (void) agent_task_kill(m->resync->worker, SIGTERM);
+    if (m->resync)
+        (void) agent_job_stop(&m->resync->job, INTERRUPTED_BY_SHUTDOWN, false, 0);
 }
 
 void resync_free_all(Manager *m) {

@@ -1,0 +1,54 @@
+/* The life cycle every task kind shares: its worker, a stop the agent asked for (and why), the
+ * worker's last word, and what its exit means. Snapshots, restores, verifications, removals and
+ * scans embed an AgentJob and map its end (AgentJobEnd) to their own states; none reads an exit
+ * status or builds a "killed by signal" text itself. The oplog follower will be one more. */
+#pragma once
+
+#include <bson/bson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent/agent-task.h"
+#include "common/error.h"
+
+typedef struct AgentJob {
+    AgentTask *worker;       /* NULL while queued, and once its end was taken */
+    const char *stop_reason; /* static text, set by the first agent_job_stop() */
+    bool stop_on_request;    /* Stop, Cancel, Rebuild, as opposed to the agent stopping */
+    char *result_message;    /* the worker's "result" message, when it sent one */
+} AgentJob;
+
+typedef enum AgentJobOutcome {
+    AGENT_JOB_SUCCEEDED,
+    AGENT_JOB_STOPPED,     /* asked to stop on request (Stop, Cancel) and did not succeed */
+    AGENT_JOB_INTERRUPTED, /* stopped by the agent (shutdown, policy deleted), or by a signal
+                            * the agent did not send: the worker reached no verdict */
+    AGENT_JOB_FAILED,      /* the worker failed, crashed or was killed: reason says how */
+} AgentJobOutcome;
+
+typedef struct AgentJobEnd {
+    AgentJobOutcome outcome;
+    int status;     /* the exit code, or 128 + the signal */
+    bool by_signal; /* the worker was killed by a signal */
+    /* "" when it succeeded; else the stop's reason, the worker's own words, or what its exit
+     * says ("the worker was killed by signal KILL", "the worker exited with status 7"). */
+    char reason[MS_ERROR_MESSAGE_MAX];
+} AgentJobEnd;
+
+/* Keep the message of a "result" progress message; other messages are not the job's. */
+void agent_job_take_message(AgentJob *j, const bson_t *msg);
+
+/* Ask the job to stop; the first reason wins. With a worker running, SIGTERM: asked for
+ * (on_request) it is SIGKILLed if still running grace_usec later, while at shutdown the agent's
+ * own timeout applies. Returns false when no worker runs: the caller ends the job itself. */
+bool agent_job_stop(AgentJob *j, const char *reason, bool on_request, uint64_t grace_usec);
+
+/* What the worker's exit means for the job. */
+void agent_job_end(const AgentJob *j, int status, bool by_signal, AgentJobEnd *ret);
+
+/* The worker freed (SIGKILLed if it still runs), the message dropped, the stop forgotten: the
+ * job can run again (a removal's retry) or be freed. */
+void agent_job_reset(AgentJob *j);
+
+/* A job's exit read the way every kind's table needs it: the text of an exit without words. */
+void agent_job_exit_text(int status, bool by_signal, char *buf, size_t size);
