@@ -32,9 +32,9 @@ static int check_manifest_key(const MsSnapshotSource *s, const char *name,
     if (!s->has_manifest || !s->manifest.encryption_cipher)
         return 0;
     if (!enc_key)
-        return ms_error_set(e, ENOKEY,
-                            "snapshot %s is encrypted (%s, key id %s); give --key-file with its key",
-                            name, s->manifest.encryption_cipher, s->manifest.encryption_key_id);
+        return ms_error_set(
+            e, ENOKEY, "snapshot %s is encrypted (%s, key id %s); give --key-file with its key",
+            name, s->manifest.encryption_cipher, s->manifest.encryption_key_id);
     if (strcmp(enc_key->id_hex, s->manifest.encryption_key_id) != 0)
         return ms_error_set(e, EKEYREJECTED,
                             "the key given (id %s) is not the key this snapshot was encrypted "
@@ -44,48 +44,30 @@ static int check_manifest_key(const MsSnapshotSource *s, const char *name,
     return 0;
 }
 
-static int build_chain(MsSnapshotSource *s, MsSource *raw, const MsEncryptKey *enc_key,
-                       MsError *e) {
-    MsSource *counted = ms_source_counter_new(raw, &s->stored_bytes);
-    if (!counted) {
+static int build_chain(MsSnapshotSource *s, MsSource *raw, MsSourceChainDepth depth,
+                       const MsEncryptKey *enc_key, MsError *e) {
+    if (!s->chain && !(s->chain = calloc(1, sizeof(*s->chain)))) {
         ms_source_free(raw);
-        return ms_error_set(e, ENOMEM, "out of memory");
-    }
-    MsSource *hash = ms_source_sha256_new(counted);
-    if (!hash) {
-        ms_source_free(counted);
-        return ms_error_set(e, ENOMEM, "out of memory");
+        return ms_error_oom(e);
     }
     /* Decryption is recognised first: what lies under it may be zstd, gzip or plain. */
-    MsSource *plain = ms_source_decrypt_auto_new(hash, enc_key, &s->encrypted, &s->encryption, e);
-    if (!plain) {
-        ms_source_free(hash);
-        if (e && e->code == ENOKEY)
-            return -ENOKEY;
-        if (e && e->code == EKEYREJECTED) {
-            ms_error_prefix(e, "%s: ", s->archive_name);
-            return -EKEYREJECTED;
-        }
-        return -(e && e->code ? e->code : EBADMSG);
-    }
-    if (s->has_manifest && !!s->manifest.encryption_cipher != s->encrypted) {
-        ms_source_free(plain);
+    int r = ms_source_chain_new(raw, depth, enc_key, s->chain, &s->head, e);
+    if (r == -EKEYREJECTED)
+        ms_error_prefix(e, "%s: ", s->archive_name);
+    if (r < 0)
+        return r;
+    if (depth >= MS_CHAIN_DECRYPTED && s->has_manifest &&
+        !!s->manifest.encryption_cipher != s->chain->encrypted)
         return ms_error_set(e, EBADMSG,
                             "%s is %s but its manifest says it is %s: the stored snapshot is "
                             "damaged",
-                            s->archive_name, s->encrypted ? "encrypted" : "not encrypted",
-                            s->encrypted ? "not" : "encrypted");
-    }
-    MsSource *head = ms_source_decompress_auto_new(plain, &s->detected, e);
-    if (!head) {
-        ms_source_free(plain);
-        return -EBADMSG;
-    }
-    s->hash = hash;
-    s->head = head;
-    s->reader = ms_archive_reader_new(head);
+                            s->archive_name, s->chain->encrypted ? "encrypted" : "not encrypted",
+                            s->chain->encrypted ? "not" : "encrypted");
+    if (depth < MS_CHAIN_PLAIN)
+        return 0;
+    s->reader = ms_archive_reader_new(s->head);
     if (!s->reader)
-        return ms_error_set(e, ENOMEM, "out of memory");
+        return ms_error_oom(e);
     return 0;
 }
 
@@ -96,10 +78,9 @@ typedef enum OpenDepth {
     OPEN_DECRYPTED, /* the stored bytes, counted and hashed, then each chunk authenticated */
 } OpenDepth;
 
-/* The chain's counter points into *ret, so sources are built in place, never copied. */
 static int open_store(MsStorage *storage, const char *key, const MsEncryptKey *enc_key,
-                      OpenDepth depth, MsSnapshotSource *ret, MsError *e) {
-    bool raw_only = depth == OPEN_RAW;
+                      OpenDepth depth_wanted, MsSnapshotSource *ret, MsError *e) {
+    bool raw_only = depth_wanted == OPEN_RAW;
     MsSnapshotSource *s = ret;
     memset(s, 0, sizeof(*s));
     _cleanup_free_ char *manifest_key = manifest_key_for(key);
@@ -135,45 +116,20 @@ static int open_store(MsStorage *storage, const char *key, const MsEncryptKey *e
         ms_snapshot_source_close(s);
         return r;
     }
-    if (raw_only) {
-        MsSource *counted = ms_source_counter_new(raw, &s->stored_bytes);
-        MsSource *hash = counted ? ms_source_sha256_new(counted) : NULL;
-        if (!hash) {
-            ms_source_free(counted ? counted : raw);
-            ms_snapshot_source_close(s);
-            return ms_error_set(e, ENOMEM, "out of memory");
-        }
-        s->hash = s->head = hash;
-        return 0;
-    }
-    if (depth == OPEN_DECRYPTED) {
-        MsSource *counted = ms_source_counter_new(raw, &s->stored_bytes);
-        MsSource *hash = counted ? ms_source_sha256_new(counted) : NULL;
-        if (!hash) {
-            ms_source_free(counted ? counted : raw);
-            ms_snapshot_source_close(s);
-            return ms_error_set(e, ENOMEM, "out of memory");
-        }
-        s->hash = s->head = hash;
-        if (s->manifest.encryption_cipher) {
-            MsSource *plain =
-                ms_source_decrypt_auto_new(hash, enc_key, &s->encrypted, &s->encryption, e);
-            if (!plain) {
-                s->head = NULL;
-                ms_source_free(hash);
-                ms_snapshot_source_close(s);
-                return -(e && e->code ? e->code : EBADMSG);
-            }
-            s->head = plain;
-        }
-        return 0;
-    }
-    r = build_chain(s, raw, enc_key, e);
+    /* The drop check authenticates an encrypted snapshot's chunks; one the manifest calls
+     * plain is only counted and hashed there (the restore's full read finds the mismatch). */
+    MsSourceChainDepth depth =
+        raw_only ? MS_CHAIN_STORED
+        : depth_wanted == OPEN_DECRYPTED
+            ? (s->manifest.encryption_cipher ? MS_CHAIN_DECRYPTED : MS_CHAIN_STORED)
+            : MS_CHAIN_PLAIN;
+    r = build_chain(s, raw, depth, enc_key, e);
     if (r == -ENOKEY) {
         /* The manifest did not say so, the stream does: name the snapshot all the same. */
         ms_error_clear(e);
-        r = ms_error_set(e, ENOKEY, "snapshot %s is encrypted (key id %s); give --key-file with its key",
-                         key, s->encryption.key_id_hex);
+        r = ms_error_set(e, ENOKEY,
+                         "snapshot %s is encrypted (key id %s); give --key-file with its key", key,
+                         s->chain->encryption.key_id_hex);
     }
     if (r < 0) {
         ms_snapshot_source_close(s);
@@ -182,8 +138,8 @@ static int open_store(MsStorage *storage, const char *key, const MsEncryptKey *e
     return 0;
 }
 
-int ms_snapshot_source_open_store(MsStorage *storage, const char *key,
-                                  const MsEncryptKey *enc_key, MsSnapshotSource *ret, MsError *e) {
+int ms_snapshot_source_open_store(MsStorage *storage, const char *key, const MsEncryptKey *enc_key,
+                                  MsSnapshotSource *ret, MsError *e) {
     return open_store(storage, key, enc_key, OPEN_ARCHIVE, ret, e);
 }
 
@@ -200,7 +156,7 @@ int ms_snapshot_source_check_stored_only(MsStorage *storage, const char *key, ui
         ;
     r = n < 0 ? (int) n : ms_snapshot_source_check_stored(&s, e);
     if (ret_bytes)
-        *ret_bytes = s.stored_bytes;
+        *ret_bytes = s.chain->stored_bytes;
     ms_snapshot_source_close(&s);
     return r;
 }
@@ -248,7 +204,7 @@ int ms_snapshot_source_precheck_store(MsStorage *storage, const char *key,
     r = n < 0 ? (int) n : ms_snapshot_source_check_stored(&s, e);
     bool digest_differs = n >= 0 && r == -EBADMSG;
     if (ret_bytes)
-        *ret_bytes = s.stored_bytes;
+        *ret_bytes = s.chain->stored_bytes;
     ms_snapshot_source_close(&s);
     if (digest_differs && e)
         diagnose_damage(storage, key, enc_key, e);
@@ -338,11 +294,11 @@ int ms_snapshot_source_open_file(const char *path, const char *manifest_path,
         return ms_error_set(e, err, "cannot open archive %s: %s", path, strerror(err));
     }
     s->archive_name = strdup(strcmp(path, "-") == 0 ? "standard input" : path);
-    int r = build_chain(s, ms_source_fd_new(fd, fd != STDIN_FILENO), enc_key, e);
+    int r = build_chain(s, ms_source_fd_new(fd, fd != STDIN_FILENO), MS_CHAIN_PLAIN, enc_key, e);
     if (r == -ENOKEY) {
         ms_error_clear(e);
         r = ms_error_set(e, ENOKEY, "%s is encrypted (key id %s); give --key-file with its key",
-                         s->archive_name, s->encryption.key_id_hex);
+                         s->archive_name, s->chain->encryption.key_id_hex);
     }
     if (r < 0) {
         ms_snapshot_source_close(s);
@@ -364,15 +320,15 @@ int ms_snapshot_source_check_stored(MsSnapshotSource *s, MsError *e) {
     if (n < 0)
         return (int) n;
     if (trailing > 0)
-        return ms_error_set(e, EBADMSG, "%s has %" PRIu64 " unexpected bytes after the archive's end",
+        return ms_error_set(e, EBADMSG,
+                            "%s has %" PRIu64 " unexpected bytes after the archive's end",
                             s->archive_name, trailing);
-    char digest[MS_SHA256_HEX_LEN + 1];
-    ms_source_sha256_hex(s->hash, digest);
-    if (s->stored_bytes != s->manifest.archive_size)
+    const char *digest = s->chain->stored_sha256;
+    if (s->chain->stored_bytes != s->manifest.archive_size)
         return ms_error_set(e, EBADMSG,
                             "%s is %" PRIu64 " bytes but its manifest says %" PRIu64
                             ": the stored snapshot is damaged",
-                            s->archive_name, s->stored_bytes, s->manifest.archive_size);
+                            s->archive_name, s->chain->stored_bytes, s->manifest.archive_size);
     if (strcmp(digest, s->manifest.archive_sha256) != 0)
         return ms_error_set(e, EBADMSG,
                             "%s has SHA-256 %.16s... but its manifest says %.16s...: the stored "
@@ -396,8 +352,8 @@ int ms_snapshot_source_check_namespaces(MsSnapshotSource *s, MsError *e) {
         bool buckets = m->type && strcmp(m->type, "timeseries") == 0;
         for (size_t j = 0; j < n && !found; j++) {
             const char *c = stats[j].collection;
-            if (buckets && strncmp(c, TIMESERIES_BUCKETS_PREFIX,
-                                   strlen(TIMESERIES_BUCKETS_PREFIX)) == 0)
+            if (buckets &&
+                strncmp(c, TIMESERIES_BUCKETS_PREFIX, strlen(TIMESERIES_BUCKETS_PREFIX)) == 0)
                 c += strlen(TIMESERIES_BUCKETS_PREFIX);
             else if (buckets)
                 continue;
@@ -406,8 +362,8 @@ int ms_snapshot_source_check_namespaces(MsSnapshotSource *s, MsError *e) {
         }
         if (!found || !found->eof_seen)
             return ms_error_set(e, EBADMSG,
-                                "namespace '%s.%s' is in the manifest but missing from %s",
-                                m->db, m->collection, s->archive_name);
+                                "namespace '%s.%s' is in the manifest but missing from %s", m->db,
+                                m->collection, s->archive_name);
         if (found->documents != m->documents || found->crc != m->crc64)
             return ms_error_set(e, EBADMSG,
                                 "namespace '%s.%s' holds %" PRIu64 " documents (CRC 0x%016" PRIx64
@@ -433,6 +389,7 @@ int ms_snapshot_source_check_namespaces(MsSnapshotSource *s, MsError *e) {
 void ms_snapshot_source_close(MsSnapshotSource *s) {
     ms_archive_reader_free(s->reader);
     ms_source_free(s->head);
+    free(s->chain);
     ms_manifest_clear(&s->manifest);
     free(s->archive_name);
     memset(s, 0, sizeof(*s));

@@ -6,6 +6,7 @@
 
 #include "archive/archive.h"
 #include "common/error.h"
+#include "io/chain.h"
 #include "io/filter-encrypt.h"
 #include "io/stream.h"
 #include "manifest.h"
@@ -16,11 +17,9 @@ typedef struct MsSnapshotSource {
     MsManifest manifest;
     char *archive_name;      /* key or path, for messages */
     MsSource *head;          /* decompressed archive bytes */
-    MsSource *hash;          /* sha256 stage over the stored bytes (owned by head's chain) */
-    uint64_t stored_bytes;   /* bytes read from the store */
-    MsCompression detected;  /* what the stored object turned out to be */
-    bool encrypted;          /* it began with an MSENC1 header and was decrypted */
-    MsEncryptHeader encryption;
+    /* What the read chain measured and found (stored bytes, their SHA-256 at the end, whether
+     * encrypted, the compression): owned here, apart from the struct so that it may move. */
+    MsChainResults *chain;
     MsArchiveReader *reader;
 } MsSnapshotSource;
 

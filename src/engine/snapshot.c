@@ -14,8 +14,10 @@
 #include "archive/archive.h"
 #include "archive/crc64.h"
 #include "common/log.h"
+#include "common/strv.h"
 #include "common/timeutil.h"
 #include "config.h"
+#include "io/chain.h"
 #include "manifest.h"
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
@@ -148,8 +150,7 @@ static int list_databases(MsMongo *m, mongoc_client_t *c, char ***ret, size_t *r
  * FerretDB time that grows with every collection it holds (0.7 s at 1,000, 6 s at 4,100),
  * also with nameOnly. A database that does not exist then simply lists no collection.
  * *ret_n stays 0 when some include has a '*' in its database part (or there is none). */
-static int literal_databases(const MsNsFilter *f, bool include_users, char ***ret,
-                             size_t *ret_n) {
+static int literal_databases(const MsNsFilter *f, bool include_users, char ***ret, size_t *ret_n) {
     *ret = NULL;
     *ret_n = 0;
     if (!f || f->n_include == 0)
@@ -162,10 +163,10 @@ static int literal_databases(const MsNsFilter *f, bool include_users, char ***re
     char **names = NULL;
     size_t n = 0;
     for (size_t i = 0; i <= f->n_include; i++) {
-        _cleanup_free_ char *db =
-            i < f->n_include ? strndup(f->include[i], strcspn(f->include[i], "."))
-            : include_users  ? strdup("admin")
-                             : NULL;
+        _cleanup_free_ char *db = i < f->n_include
+                                      ? strndup(f->include[i], strcspn(f->include[i], "."))
+                                  : include_users ? strdup("admin")
+                                                  : NULL;
         if (i < f->n_include && !db)
             goto oom;
         if (!db || database_is_skipped(db))
@@ -458,8 +459,8 @@ static int segment_stream_init(SegmentStream *ss, MsArchiveWriter *w, const char
 static int segment_stream_flush(SegmentStream *ss, MsError *e) {
     if (ss->used == 0)
         return 0;
-    int r = ms_archive_writer_write_segment(ss->writer, ss->db, ss->collection, ss->buf, ss->used,
-                                            e);
+    int r =
+        ms_archive_writer_write_segment(ss->writer, ss->db, ss->collection, ss->buf, ss->used, e);
     ss->used = 0;
     return r;
 }
@@ -631,8 +632,8 @@ static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition s
     bson_destroy(filter);
     MsOplogPosition end = start;
     SegmentStream ss;
-    int r = segment_stream_init(&ss, ctx->writer, MS_ARCHIVE_OPLOG_DB, MS_ARCHIVE_OPLOG_COLLECTION,
-                                e);
+    int r =
+        segment_stream_init(&ss, ctx->writer, MS_ARCHIVE_OPLOG_DB, MS_ARCHIVE_OPLOG_COLLECTION, e);
     bool filtered = filter_active(ctx->o);
     unsigned flags = ctx->o->include_users ? MS_NS_OPLOG_KEEP_USERS : 0;
     uint64_t read = 0, left_out = 0;
@@ -703,47 +704,18 @@ static int oplog_check_not_rolled_over(MsMongo *m, mongoc_client_t *c, MsOplogPo
 
 /* ---- the run ---- */
 
-static int open_archive_sink(const MsSnapshotOptions *o, const char *key, MsSink **ret_head,
-                             MsSink **ret_hash, uint64_t *raw_counter, uint64_t *stored_counter,
-                             MsError *e) {
+/* The archive's write chain (io/chain.h) over a new object in the store. */
+static int open_archive_sink(const MsSnapshotOptions *o, const char *key, MsChainResults *results,
+                             MsSink **ret_head, MsError *e) {
     MsSink *store = NULL;
     int r = ms_storage_open_write(o->storage, key, &store, e);
     if (r < 0)
         return r;
-    MsSink *hash = ms_sink_sha256_new(store);
-    if (!hash) {
-        ms_sink_free(store);
-        return ms_error_set(e, ENOMEM, "out of memory");
-    }
-    MsSink *stored = ms_sink_counter_new(hash, stored_counter);
-    if (!stored) {
-        ms_sink_free(hash);
-        return ms_error_set(e, ENOMEM, "out of memory");
-    }
-    /* compress -> encrypt -> count -> SHA-256 -> store: the manifest's size and digest are
-     * those of the stored (encrypted) bytes, checkable without the key. */
-    MsSink *sealed = stored;
-    if (o->key) {
-        sealed = ms_sink_encrypt_new(stored, o->key, 0, e);
-        if (!sealed) {
-            ms_sink_free(stored);
-            return -EINVAL;
-        }
-    }
-    MsSink *comp = ms_sink_compress_new(sealed, o->compression, o->compression_level,
-                                        o->compression_threads, e);
-    if (!comp) {
-        ms_sink_free(sealed);
-        return -EINVAL;
-    }
-    MsSink *raw = ms_sink_counter_new(comp, raw_counter);
-    if (!raw) {
-        ms_sink_free(comp);
-        return ms_error_set(e, ENOMEM, "out of memory");
-    }
-    *ret_head = raw;
-    *ret_hash = hash;
-    return 0;
+    MsSinkChainSpec spec = {.compression = o->compression,
+                            .level = o->compression_level,
+                            .threads = o->compression_threads,
+                            .key = o->key};
+    return ms_sink_chain_new(store, &spec, results, ret_head, e);
 }
 
 /* The patterns as the user wrote them, for messages: "--ns-include 'a.*' --ns-include 'b.c'". */
@@ -751,8 +723,8 @@ static void describe_patterns(char *buf, size_t size, const char *option, char *
                               size_t n) {
     size_t used = strlen(buf);
     for (size_t i = 0; i < n && used < size; i++) {
-        int w = snprintf(buf + used, size - used, "%s%s '%s'", used ? " " : "", option,
-                         patterns[i]);
+        int w =
+            snprintf(buf + used, size - used, "%s%s '%s'", used ? " " : "", option, patterns[i]);
         if (w < 0)
             break;
         used += (size_t) w;
@@ -824,326 +796,381 @@ static int check_location(const char *prefix, const char *name, MsError *e) {
     return 0;
 }
 
-int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *e) {
-    int rc = check_location(o->prefix, o->name, e);
-    if (rc < 0)
-        return rc;
-    uint64_t started_realtime = ms_realtime_usec();
-    uint64_t started = ms_now_usec();
-    MsProgress *p = o->progress;
-    unsigned parallel = o->parallel_collections ? o->parallel_collections : 1;
-    if (parallel > SNAPSHOT_MAX_PARALLEL)
-        parallel = SNAPSHOT_MAX_PARALLEL;
+/* One run of a snapshot: what its steps share. Cleared in every outcome by snapshot_run_done()
+ * (the _cleanup_ of ms_snapshot_run): freeing the sink chain before finish() aborts the stored
+ * object, so nothing half-written is ever visible. */
+typedef struct SnapshotRun {
+    const MsSnapshotOptions *o;
+    MsProgress *p;
+    unsigned parallel;
+    uint64_t started_realtime, started;
+    char *archive_key, *manifest_key;
+    MsMongo *mongo;
+    mongoc_client_t *main_client;
+    char *server_version;
+    DumpContext ctx;
+    bool ctx_ready; /* ctx.error_lock initialised */
+    bool filtered;
+    char **dbs;
+    size_t n_dbs;
+    uint64_t dbs_skipped;
+    MsArchiveCollection *prelude;
+    MsSink *head;
+    MsChainResults chain; /* the write chain's measurements: raw and stored bytes, SHA-256 */
+    MsArchiveWriter *writer;
+    bool have_oplog;
+    MsOplogPosition oplog_start, oplog_end;
+    uint64_t oplog_entries, oplog_left_out;
+    uint64_t stored_bytes; /* as the store acknowledges them */
+} SnapshotRun;
 
-    _cleanup_free_ char *archive_key =
-        join_key(o->prefix, o->name, MONGOSNAP_ARCHIVE_SUFFIX,
-                 o->key ? (o->compression == MS_COMPRESSION_NONE ? ".enc"
-                           : o->compression == MS_COMPRESSION_ZSTD ? ".zst.enc"
-                                                                  : ".gz.enc")
-                        : ms_compression_suffix(o->compression));
-    _cleanup_free_ char *manifest_key = join_key(o->prefix, o->name, MONGOSNAP_MANIFEST_SUFFIX, "");
-    if (!archive_key || !manifest_key)
-        return ms_error_set(e, ENOMEM, "out of memory");
-    if (!ms_storage_key_is_valid(archive_key))
+static void snapshot_run_done(SnapshotRun *s) {
+    ms_progress_stop_ticker(s->p);
+    ms_progress_report(s->p);
+    s->writer = ms_archive_writer_free(s->writer);
+    s->head = ms_sink_free(s->head);
+    for (size_t i = 0; i < s->ctx.n_colls; i++)
+        dump_collection_clear(&s->ctx.colls[i]);
+    free(s->ctx.colls);
+    free(s->ctx.order);
+    free(s->ctx.include_used);
+    free(s->ctx.exclude_used);
+    free(s->prelude);
+    for (size_t i = 0; i < s->n_dbs; i++)
+        free(s->dbs[i]);
+    free(s->dbs);
+    if (s->main_client)
+        ms_mongo_push(s->mongo, s->main_client);
+    ms_mongo_free(s->mongo);
+    free(s->server_version);
+    free(s->archive_key);
+    free(s->manifest_key);
+    if (s->ctx_ready)
+        pthread_mutex_destroy(&s->ctx.error_lock);
+}
+
+/* Where it goes, and that nothing is there yet. */
+static int run_locate(SnapshotRun *s, MsError *e) {
+    const MsSnapshotOptions *o = s->o;
+    int r = check_location(o->prefix, o->name, e);
+    if (r < 0)
+        return r;
+    s->archive_key = join_key(o->prefix, o->name, MONGOSNAP_ARCHIVE_SUFFIX,
+                              o->key ? (o->compression == MS_COMPRESSION_NONE   ? ".enc"
+                                        : o->compression == MS_COMPRESSION_ZSTD ? ".zst.enc"
+                                                                                : ".gz.enc")
+                                     : ms_compression_suffix(o->compression));
+    s->manifest_key = join_key(o->prefix, o->name, MONGOSNAP_MANIFEST_SUFFIX, "");
+    if (!s->archive_key || !s->manifest_key)
+        return ms_error_oom(e);
+    if (!ms_storage_key_is_valid(s->archive_key))
         return ms_error_set(e, EINVAL,
                             "'%s' is not a valid snapshot location: use letters, digits, '-', "
                             "'_' and '.' in the prefix and name",
-                            archive_key);
+                            s->archive_key);
     MsStorageObject existing;
     MsError ignored = MS_ERROR_INIT;
-    if (ms_storage_stat(o->storage, manifest_key, &existing, &ignored) == 0) {
+    if (ms_storage_stat(o->storage, s->manifest_key, &existing, &ignored) == 0) {
         free(existing.key);
         return ms_error_set(e, EEXIST,
                             "a snapshot named '%s' already exists in %s; choose another name",
                             o->name, ms_storage_describe(o->storage));
     }
+    return 0;
+}
 
-    ms_progress_set_phase(p, "connect");
-    _cleanup_(ms_mongo_freep) MsMongo *mongo = NULL;
-    int r = ms_mongo_open(o->uri, o->password, parallel + 1, &mongo, e);
+/* The server, and the oplog position taken before listing anything: every write after it is in
+ * the captured oplog, so replaying it over the dump ends in a consistent state. */
+static int run_connect(SnapshotRun *s, MsError *e) {
+    const MsSnapshotOptions *o = s->o;
+    ms_progress_set_phase(s->p, "connect");
+    int r = ms_mongo_open(o->uri, o->password, s->parallel + 1, &s->mongo, e);
     if (r < 0)
         return r;
-    mongoc_client_t *main_client = ms_mongo_pop(mongo);
-    _cleanup_free_ char *server_version = NULL;
-    _cleanup_free_ char *tool_version = strdup("mongosnap " MONGOSNAP_VERSION);
-    DumpContext ctx = {.o = o, .mongo = mongo};
-    pthread_mutex_init(&ctx.error_lock, NULL);
-    MsSink *head = NULL, *hash = NULL;
-    _cleanup_(ms_archive_writer_freep) MsArchiveWriter *writer = NULL;
-    char **dbs = NULL;
-    size_t n_dbs = 0;
-    MsManifest manifest = {0};
-    MsArchiveCollection *prelude = NULL;
-    uint64_t raw_bytes = 0, stored_bytes = 0;
-    bool have_oplog = false;
-    MsOplogPosition oplog_start = {0, 0}, oplog_end = {0, 0};
-    uint64_t oplog_entries = 0, oplog_left_out = 0;
-    bool filtered = filter_active(o);
-    uint64_t dbs_skipped = 0;
-
-    r = ms_mongo_ping(mongo, main_client, &server_version, e);
+    s->main_client = ms_mongo_pop(s->mongo);
+    s->ctx.mongo = s->mongo;
+    r = ms_mongo_ping(s->mongo, s->main_client, &s->server_version, e);
     if (r < 0)
-        goto out;
-    log_info("snapshot %s of %s (MongoDB %s) to %s", o->name, ms_mongo_redacted_uri(mongo),
-             server_version, ms_storage_describe(o->storage));
+        return r;
+    log_info("snapshot %s of %s (MongoDB %s) to %s", o->name, ms_mongo_redacted_uri(s->mongo),
+             s->server_version, ms_storage_describe(o->storage));
+    if (!o->capture_oplog)
+        return 0;
+    r = oplog_exists(s->mongo, s->main_client, &s->have_oplog, e);
+    if (r < 0 || !s->have_oplog)
+        return r;
+    return oplog_latest(s->mongo, s->main_client, &s->oplog_start, e);
+}
 
-    /* The oplog position is taken before listing anything: every write after it is in the
-     * captured oplog, so replaying it over the dump ends in a consistent state. */
-    if (o->capture_oplog) {
-        r = oplog_exists(mongo, main_client, &have_oplog, e);
-        if (r < 0)
-            goto out;
-        if (have_oplog) {
-            r = oplog_latest(mongo, main_client, &oplog_start, e);
-            if (r < 0)
-                goto out;
-        }
+/* What is dumped, in which order: databases and collections listed (as few as the filters
+ * allow), their sizes estimated, the archive's prelude. */
+static int run_plan(SnapshotRun *s, MsSnapshotResult *ret, MsError *e) {
+    const MsSnapshotOptions *o = s->o;
+    DumpContext *ctx = &s->ctx;
+    int r = 0;
+    ms_progress_set_phase(s->p, "prelude");
+    if (s->filtered) {
+        ctx->include_used = calloc(o->filter->n_include + 1, sizeof(bool));
+        ctx->exclude_used = calloc(o->filter->n_exclude + 1, sizeof(bool));
+        if (!ctx->include_used || !ctx->exclude_used)
+            return ms_error_oom(e);
+        if (literal_databases(o->filter, o->include_users, &s->dbs, &s->n_dbs) < 0)
+            return ms_error_oom(e);
     }
-
-    ms_progress_set_phase(p, "prelude");
-    if (filtered) {
-        ctx.include_used = calloc(o->filter->n_include + 1, sizeof(bool));
-        ctx.exclude_used = calloc(o->filter->n_exclude + 1, sizeof(bool));
-        if (!ctx.include_used || !ctx.exclude_used) {
-            r = ms_error_set(e, ENOMEM, "out of memory");
-            goto out;
-        }
-    }
-    if (filtered && literal_databases(o->filter, o->include_users, &dbs, &n_dbs) < 0) {
-        r = ms_error_set(e, ENOMEM, "out of memory");
-        goto out;
-    }
-    if (n_dbs > 0)
+    if (s->n_dbs > 0)
         log_debug("the namespace filters name %zu database(s) literally: the server's "
                   "databases are not listed",
-                  n_dbs);
+                  s->n_dbs);
     else
-        r = list_databases(mongo, main_client, &dbs, &n_dbs, e);
+        r = list_databases(s->mongo, s->main_client, &s->dbs, &s->n_dbs, e);
     if (r < 0)
-        goto out;
-    for (size_t i = 0; i < n_dbs && r == 0; i++) {
+        return r;
+    for (size_t i = 0; i < s->n_dbs && r == 0; i++) {
         /* A database none of whose collections the filters could select is not even listed:
          * with "app.*" the other databases cost nothing. admin is still listed for
          * --include-users. */
-        if (filtered && !ms_ns_filter_could_select_db(o->filter, dbs[i]) &&
-            !(o->include_users && strcmp(dbs[i], "admin") == 0)) {
+        if (s->filtered && !ms_ns_filter_could_select_db(o->filter, s->dbs[i]) &&
+            !(o->include_users && strcmp(s->dbs[i], "admin") == 0)) {
             log_debug("database %s skipped: the namespace filters cannot select any of its "
                       "collections",
-                      dbs[i]);
-            dbs_skipped++;
-            note_skipped_database(&ctx, dbs[i]);
+                      s->dbs[i]);
+            s->dbs_skipped++;
+            note_skipped_database(ctx, s->dbs[i]);
             continue;
         }
-        r = list_collections(&ctx, main_client, dbs[i], e);
+        r = list_collections(ctx, s->main_client, s->dbs[i], e);
     }
     if (r < 0)
-        goto out;
-    if (filtered) {
-        if (ctx.n_selected == 0) {
-            r = no_collection_selected(o->filter, ctx.left_out, dbs_skipped, e);
-            goto out;
-        }
+        return r;
+    if (s->filtered) {
+        if (ctx->n_selected == 0)
+            return no_collection_selected(o->filter, ctx->left_out, s->dbs_skipped, e);
         log_info("the namespace filters select %zu collections; %" PRIu64 " left out, %" PRIu64
                  " databases skipped",
-                 ctx.n_selected, ctx.left_out, dbs_skipped);
-        r = collect_unused(o->filter->include, ctx.include_used, o->filter->n_include,
+                 ctx->n_selected, ctx->left_out, s->dbs_skipped);
+        r = collect_unused(o->filter->include, ctx->include_used, o->filter->n_include,
                            "--ns-include", "selects no collection", &ret->ns_include_unused,
                            &ret->n_ns_include_unused);
         if (r == 0)
-            r = collect_unused(o->filter->exclude, ctx.exclude_used, o->filter->n_exclude,
+            r = collect_unused(o->filter->exclude, ctx->exclude_used, o->filter->n_exclude,
                                "--ns-exclude", "leaves out no collection", &ret->ns_exclude_unused,
                                &ret->n_ns_exclude_unused);
-        if (r < 0) {
-            r = ms_error_set(e, ENOMEM, "out of memory");
-            goto out;
-        }
+        if (r < 0)
+            return ms_error_oom(e);
     }
     /* Counted once every collection is known, so the command fits how many there are. */
-    for (size_t i = 0; i < ctx.n_colls; i++)
-        if (strcmp(ctx.colls[i].type, "view") != 0)
-            ctx.colls[i].estimated_count =
-                count_documents(main_client, ctx.colls[i].db, ctx.colls[i].source_name,
-                                ctx.n_colls > COLLSTATS_COLLECTIONS_MAX);
-    if (ctx.n_colls > 0) /* qsort(NULL, 0) is undefined */
-        qsort(ctx.colls, ctx.n_colls, sizeof(*ctx.colls), compare_by_name);
-    ctx.order = calloc(ctx.n_colls ? ctx.n_colls : 1, sizeof(size_t));
+    for (size_t i = 0; i < ctx->n_colls; i++)
+        if (strcmp(ctx->colls[i].type, "view") != 0)
+            ctx->colls[i].estimated_count =
+                count_documents(s->main_client, ctx->colls[i].db, ctx->colls[i].source_name,
+                                ctx->n_colls > COLLSTATS_COLLECTIONS_MAX);
+    if (ctx->n_colls > 0) /* qsort(NULL, 0) is undefined */
+        qsort(ctx->colls, ctx->n_colls, sizeof(*ctx->colls), compare_by_name);
+    ctx->order = calloc(ctx->n_colls ? ctx->n_colls : 1, sizeof(size_t));
     /* One more slot: the captured oplog is listed in the prelude as db "" collection "oplog",
      * or mongorestore refuses the archive. */
-    prelude = calloc(ctx.n_colls + 1, sizeof(*prelude));
-    if (!ctx.order || !prelude) {
-        r = ms_error_set(e, ENOMEM, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < ctx.n_colls; i++) {
-        ctx.order[i] = i;
-        DumpCollection *dc = &ctx.colls[i];
-        prelude[i] = (MsArchiveCollection){
+    s->prelude = calloc(ctx->n_colls + 1, sizeof(*s->prelude));
+    if (!ctx->order || !s->prelude)
+        return ms_error_oom(e);
+    for (size_t i = 0; i < ctx->n_colls; i++) {
+        ctx->order[i] = i;
+        DumpCollection *dc = &ctx->colls[i];
+        s->prelude[i] = (MsArchiveCollection){
             .db = dc->db,
             .collection = dc->name,
             .metadata_json = dc->metadata_json,
             .size = 0,
             .type = dc->type,
         };
-        ms_progress_add_total(p, (uint64_t) dc->estimated_count);
+        ms_progress_add_total(s->p, (uint64_t) dc->estimated_count);
     }
-    if (ctx.n_colls > 0)
-        qsort_r(ctx.order, ctx.n_colls, sizeof(size_t), compare_by_size_desc, ctx.colls);
+    if (ctx->n_colls > 0)
+        qsort_r(ctx->order, ctx->n_colls, sizeof(size_t), compare_by_size_desc, ctx->colls);
+    return 0;
+}
 
-    r = open_archive_sink(o, archive_key, &head, &hash, &raw_bytes, &stored_bytes, e);
+/* The archive opened in the store, its prelude written, the collections dumped in parallel. */
+static int run_dump(SnapshotRun *s, const char *tool_version, MsError *e) {
+    const MsSnapshotOptions *o = s->o;
+    DumpContext *ctx = &s->ctx;
+    int r = open_archive_sink(o, s->archive_key, &s->chain, &s->head, e);
     if (r < 0)
-        goto out;
-    writer = ms_archive_writer_new(head);
-    if (!writer) {
-        r = ms_error_set(e, ENOMEM, "out of memory");
-        goto out;
-    }
-    ctx.writer = writer;
+        return r;
+    s->writer = ms_archive_writer_new(s->head);
+    if (!s->writer)
+        return ms_error_oom(e);
+    ctx->writer = s->writer;
     MsArchiveHeader header = {
-        .concurrent_collections = (int32_t) parallel,
+        .concurrent_collections = (int32_t) s->parallel,
         .version = (char *) MS_ARCHIVE_FORMAT_VERSION,
-        .server_version = server_version,
-        .tool_version = tool_version,
+        .server_version = s->server_version,
+        .tool_version = (char *) tool_version,
     };
-    size_t n_prelude = ctx.n_colls;
-    if (have_oplog)
-        prelude[n_prelude++] = (MsArchiveCollection){
+    size_t n_prelude = ctx->n_colls;
+    if (s->have_oplog)
+        s->prelude[n_prelude++] = (MsArchiveCollection){
             .db = (char *) MS_ARCHIVE_OPLOG_DB,
             .collection = (char *) MS_ARCHIVE_OPLOG_COLLECTION,
             .metadata_json = (char *) "",
             .type = (char *) "",
         };
-    r = ms_archive_writer_write_prelude(writer, &header, prelude, n_prelude, e);
+    r = ms_archive_writer_write_prelude(s->writer, &header, s->prelude, n_prelude, e);
     if (r < 0)
-        goto out;
+        return r;
 
-    ms_progress_set_phase(p, "dump");
-    ms_progress_start_ticker(p, SNAPSHOT_PROGRESS_INTERVAL_MS);
-    {
-        pthread_t threads[SNAPSHOT_MAX_PARALLEL];
-        unsigned started_threads = 0;
-        for (unsigned i = 0; i < parallel; i++) {
-            if (pthread_create(&threads[i], NULL, dump_worker_main, &ctx) != 0)
-                break;
-            started_threads++;
-        }
-        if (started_threads == 0) {
-            r = ms_error_set(e, EAGAIN, "cannot start a dump thread");
-            goto out;
-        }
-        for (unsigned i = 0; i < started_threads; i++)
-            pthread_join(threads[i], NULL);
+    ms_progress_set_phase(s->p, "dump");
+    ms_progress_start_ticker(s->p, SNAPSHOT_PROGRESS_INTERVAL_MS);
+    pthread_t threads[SNAPSHOT_MAX_PARALLEL];
+    unsigned started_threads = 0;
+    for (unsigned i = 0; i < s->parallel; i++) {
+        if (pthread_create(&threads[i], NULL, dump_worker_main, ctx) != 0)
+            break;
+        started_threads++;
     }
-    if (ctx.failed) {
-        *e = ctx.error;
-        r = -ctx.error.code;
-        goto out;
+    if (started_threads == 0)
+        return ms_error_set(e, EAGAIN, "cannot start a dump thread");
+    for (unsigned i = 0; i < started_threads; i++)
+        pthread_join(threads[i], NULL);
+    if (ctx->failed) {
+        *e = ctx->error;
+        return -ctx->error.code;
     }
-    if (is_cancelled(o)) {
-        r = ms_error_set(e, ECANCELED, "the snapshot was stopped; nothing was stored");
-        goto out;
-    }
+    if (is_cancelled(o))
+        return ms_error_set(e, ECANCELED, "the snapshot was stopped; nothing was stored");
+    return 0;
+}
 
-    if (have_oplog) {
-        ms_progress_set_phase(p, "oplog");
-        ms_progress_set_namespace(p, "local.oplog.rs");
-        r = oplog_capture(&ctx, main_client, oplog_start, &oplog_end, &oplog_entries,
-                          &oplog_left_out, e);
-        if (r == 0)
-            r = oplog_check_not_rolled_over(mongo, main_client, oplog_start, e);
-        if (r < 0)
-            goto out;
-        bson_t fields = BSON_INITIALIZER;
-        BSON_APPEND_INT64(&fields, "entries", (int64_t) oplog_entries);
-        bson_t child;
-        BSON_APPEND_DOCUMENT_BEGIN(&fields, "first", &child);
-        BSON_APPEND_INT64(&child, "t", oplog_start.t);
-        BSON_APPEND_INT64(&child, "i", oplog_start.i);
-        bson_append_document_end(&fields, &child);
-        BSON_APPEND_DOCUMENT_BEGIN(&fields, "last", &child);
-        BSON_APPEND_INT64(&child, "t", oplog_end.t);
-        BSON_APPEND_INT64(&child, "i", oplog_end.i);
-        bson_append_document_end(&fields, &child);
-        ms_progress_event(p, MONGOSNAP_PROGRESS_EVENT_OPLOG, &fields);
-        bson_destroy(&fields);
-    }
-
-    ms_progress_set_phase(p, "commit");
-    r = ms_archive_writer_check_complete(writer, e);
+/* The oplog written while the collections were dumped, appended to the archive. */
+static int run_oplog(SnapshotRun *s, MsError *e) {
+    if (!s->have_oplog)
+        return 0;
+    ms_progress_set_phase(s->p, "oplog");
+    ms_progress_set_namespace(s->p, "local.oplog.rs");
+    int r = oplog_capture(&s->ctx, s->main_client, s->oplog_start, &s->oplog_end, &s->oplog_entries,
+                          &s->oplog_left_out, e);
     if (r == 0)
-        r = ms_sink_finish(head, e);
-    if (r < 0) {
-        ms_error_prefix(e, "storing %s: ", archive_key);
-        goto out;
-    }
-    /* The size the store acknowledges, not the bytes handed to it, is what the snapshot
-     * records and shows (its "backup file size"); a store that holds something else than was
-     * sent gets no manifest, so the snapshot is not listed complete. */
-    {
-        MsStorageObject stored = {0};
-        r = ms_storage_stat(o->storage, archive_key, &stored, e);
-        free(stored.key);
-        if (r == 0 && stored.size != stored_bytes)
-            r = ms_error_set(e, EBADMSG,
-                             "the store holds %" PRIu64 " bytes of %s after the upload, but %" PRIu64
-                             " were sent; the snapshot is not recorded",
-                             stored.size, archive_key, stored_bytes);
-        if (r < 0) {
-            ms_error_prefix(e, "checking the stored archive: ");
-            MsError ignore = MS_ERROR_INIT;
-            ms_storage_remove(o->storage, archive_key, &ignore);
-            goto out;
-        }
-        stored_bytes = stored.size;
-    }
-    __atomic_store_n(&p->bytes_written, stored_bytes, __ATOMIC_RELAXED);
+        r = oplog_check_not_rolled_over(s->mongo, s->main_client, s->oplog_start, e);
+    if (r < 0)
+        return r;
+    bson_t fields = BSON_INITIALIZER;
+    BSON_APPEND_INT64(&fields, "entries", (int64_t) s->oplog_entries);
+    bson_t child;
+    BSON_APPEND_DOCUMENT_BEGIN(&fields, "first", &child);
+    BSON_APPEND_INT64(&child, "t", s->oplog_start.t);
+    BSON_APPEND_INT64(&child, "i", s->oplog_start.i);
+    bson_append_document_end(&fields, &child);
+    BSON_APPEND_DOCUMENT_BEGIN(&fields, "last", &child);
+    BSON_APPEND_INT64(&child, "t", s->oplog_end.t);
+    BSON_APPEND_INT64(&child, "i", s->oplog_end.i);
+    bson_append_document_end(&fields, &child);
+    ms_progress_event(s->p, MONGOSNAP_PROGRESS_EVENT_OPLOG, &fields);
+    bson_destroy(&fields);
+    return 0;
+}
 
-    /* The manifest is written last: a snapshot without one is incomplete, never listed. */
+/* The archive committed, and the size the store acknowledges checked: that size, not the
+ * bytes handed to it, is what the snapshot records and shows (its "backup file size"); a store
+ * that holds something else than was sent gets no manifest, so the snapshot is not listed
+ * complete. */
+static int run_commit_archive(SnapshotRun *s, MsError *e) {
+    const MsSnapshotOptions *o = s->o;
+    ms_progress_set_phase(s->p, "commit");
+    int r = ms_archive_writer_check_complete(s->writer, e);
+    if (r == 0)
+        r = ms_sink_finish(s->head, e);
+    if (r < 0) {
+        ms_error_prefix(e, "storing %s: ", s->archive_key);
+        return r;
+    }
+    MsStorageObject stored = {0};
+    r = ms_storage_stat(o->storage, s->archive_key, &stored, e);
+    free(stored.key);
+    if (r == 0 && stored.size != s->chain.stored_bytes)
+        r = ms_error_set(e, EBADMSG,
+                         "the store holds %" PRIu64 " bytes of %s after the upload, but %" PRIu64
+                         " were sent; the snapshot is not recorded",
+                         stored.size, s->archive_key, s->chain.stored_bytes);
+    if (r < 0) {
+        ms_error_prefix(e, "checking the stored archive: ");
+        MsError ignore = MS_ERROR_INIT;
+        ms_storage_remove(o->storage, s->archive_key, &ignore);
+        return r;
+    }
+    s->stored_bytes = stored.size;
+    __atomic_store_n(&s->p->bytes_written, s->stored_bytes, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static int dup_to(char **dst, const char *src) {
+    if (!src)
+        return 0;
+    return (*dst = strdup(src)) ? 0 : -ENOMEM;
+}
+
+static int dup_patterns(char ***dst, size_t *n_dst, char *const *src, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (ms_strv_push(dst, src[i]) < 0)
+            return -ENOMEM;
+    *n_dst = n;
+    return 0;
+}
+
+/* The manifest of this run, owning every string as a parsed one does (ms_manifest_clear()
+ * frees either). */
+static int build_manifest(const SnapshotRun *s, const char *tool_version, MsManifest *m,
+                          MsError *e) {
+    const MsSnapshotOptions *o = s->o;
     char hostname[256] = "unknown";
     gethostname(hostname, sizeof(hostname) - 1);
     char started_iso[MS_ISO8601_MAX], finished_iso[MS_ISO8601_MAX];
-    ms_format_iso8601(started_realtime, started_iso);
+    ms_format_iso8601(s->started_realtime, started_iso);
     ms_format_iso8601(ms_realtime_usec(), finished_iso);
-    manifest = (MsManifest){
-        .snapshot = (char *) o->name,
-        .tool_version = tool_version,
-        .started_at = started_iso,
-        .finished_at = finished_iso,
-        .elapsed_usec = ms_now_usec() - started,
-        .source_uri = (char *) ms_mongo_redacted_uri(mongo),
-        .server_version = server_version,
-        /* The agent's Node= names the node it belongs to; taken by hand there is none (resync
-         * then adopts it as the resyncing node's), and the host tells where it ran. */
-        .node = (char *) o->node,
-        .host = hostname,
+    *m = (MsManifest){
+        .elapsed_usec = ms_now_usec() - s->started,
         .seq = o->seq,
-        .origin = (char *) o->origin,
-        .archive_key = archive_key,
-        .compression = (char *) ms_compression_to_string(o->compression),
-        .archive_size = stored_bytes,
-        .uncompressed_size = raw_bytes,
-        .encryption_cipher = o->key ? (char *) MS_ENCRYPT_CIPHER_NAME : NULL,
+        .archive_size = s->stored_bytes,
+        .uncompressed_size = s->chain.raw_bytes,
         .encryption_chunk_size = o->key ? MS_ENCRYPT_DEFAULT_CHUNK_SIZE : 0,
-        .point_in_time = have_oplog,
-        .point_in_time_reason =
-            have_oplog ? NULL
-            : o->capture_oplog
-                ? (char *) "the source has no oplog (local.oplog.rs), so writes made during the "
-                           "snapshot may be partly included"
-                : (char *) "oplog capture was turned off",
-        .oplog_start = oplog_start,
-        .oplog_end = oplog_end,
-        .oplog_entries = oplog_entries,
-        /* Borrowed like the strings above. */
-        .ns_include = filtered ? o->filter->include : NULL,
-        .n_ns_include = filtered ? o->filter->n_include : 0,
-        .ns_exclude = filtered ? o->filter->exclude : NULL,
-        .n_ns_exclude = filtered ? o->filter->n_exclude : 0,
+        .point_in_time = s->have_oplog,
+        .oplog_start = s->oplog_start,
+        .oplog_end = s->oplog_end,
+        .oplog_entries = s->oplog_entries,
     };
-    ms_sink_sha256_hex(hash, manifest.archive_sha256);
+    const char *why_not_pit =
+        s->have_oplog ? NULL
+        : o->capture_oplog
+            ? "the source has no oplog (local.oplog.rs), so writes made during the snapshot may "
+              "be partly included"
+            : "oplog capture was turned off";
+    /* The agent's Node= names the node it belongs to; taken by hand there is none (resync then
+     * adopts it as the resyncing node's), and the host tells where it ran. */
+    int r = 0;
+    r |= dup_to(&m->snapshot, o->name);
+    r |= dup_to(&m->tool_version, tool_version);
+    r |= dup_to(&m->started_at, started_iso);
+    r |= dup_to(&m->finished_at, finished_iso);
+    r |= dup_to(&m->source_uri, ms_mongo_redacted_uri(s->mongo));
+    r |= dup_to(&m->server_version, s->server_version);
+    r |= dup_to(&m->node, o->node);
+    r |= dup_to(&m->host, hostname);
+    r |= dup_to(&m->origin, o->origin);
+    r |= dup_to(&m->archive_key, s->archive_key);
+    r |= dup_to(&m->compression, ms_compression_to_string(o->compression));
+    r |= dup_to(&m->encryption_cipher, o->key ? MS_ENCRYPT_CIPHER_NAME : NULL);
+    r |= dup_to(&m->point_in_time_reason, why_not_pit);
+    if (s->filtered) {
+        r |= dup_patterns(&m->ns_include, &m->n_ns_include, o->filter->include,
+                          o->filter->n_include);
+        r |= dup_patterns(&m->ns_exclude, &m->n_ns_exclude, o->filter->exclude,
+                          o->filter->n_exclude);
+    }
+    if (r != 0)
+        return ms_error_oom(e);
+    memcpy(m->archive_sha256, s->chain.stored_sha256, sizeof(m->archive_sha256));
     if (o->key)
-        memcpy(manifest.encryption_key_id, o->key->id_hex, sizeof(manifest.encryption_key_id));
-    for (size_t i = 0; i < ctx.n_colls; i++) {
-        DumpCollection *dc = &ctx.colls[i];
+        memcpy(m->encryption_key_id, o->key->id_hex, sizeof(m->encryption_key_id));
+    for (size_t i = 0; i < s->ctx.n_colls; i++) {
+        const DumpCollection *dc = &s->ctx.colls[i];
         MsManifestNamespace ns = {
             .db = dc->db,
             .collection = dc->name,
@@ -1153,73 +1180,81 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
             .crc64 = dc->crc,
             .indexes = dc->n_indexes,
         };
-        /* The manifest borrows every string but its namespace array, which it owns. */
-        r = ms_manifest_add_namespace(&manifest, &ns);
-        if (r < 0) {
-            r = ms_error_set(e, ENOMEM, "out of memory");
-            goto out;
-        }
-        manifest.total_documents += dc->documents;
-        manifest.total_bytes += dc->bytes;
+        if (ms_manifest_add_namespace(m, &ns) < 0) /* copies the strings */
+            return ms_error_oom(e);
+        m->total_documents += dc->documents;
+        m->total_bytes += dc->bytes;
     }
-    {
-        _cleanup_free_ char *json = NULL;
-        size_t json_len = 0;
-        r = ms_manifest_serialize(&manifest, &json, &json_len, e);
-        if (r == 0)
-            r = ms_storage_put(o->storage, manifest_key, json, json_len, e);
-        if (r < 0) {
-            ms_error_prefix(e, "storing the manifest %s: ", manifest_key);
-            /* Without its manifest the archive is an orphan: remove it. */
-            MsError ignore = MS_ERROR_INIT;
-            ms_storage_remove(o->storage, archive_key, &ignore);
-            goto out;
-        }
+    return 0;
+}
+
+/* The manifest is written last: a snapshot without one is incomplete, never listed. */
+static int run_commit_manifest(SnapshotRun *s, const MsManifest *m, MsError *e) {
+    _cleanup_free_ char *json = NULL;
+    size_t json_len = 0;
+    int r = ms_manifest_serialize(m, &json, &json_len, e);
+    if (r == 0)
+        r = ms_storage_put(s->o->storage, s->manifest_key, json, json_len, e);
+    if (r < 0) {
+        ms_error_prefix(e, "storing the manifest %s: ", s->manifest_key);
+        /* Without its manifest the archive is an orphan: remove it. */
+        MsError ignore = MS_ERROR_INIT;
+        ms_storage_remove(s->o->storage, s->archive_key, &ignore);
     }
-    ms_progress_mark_completed(p);
-    ms_progress_set_phase(p, "done");
-    ret->archive_key = TAKE_PTR(archive_key);
-    ret->manifest_key = TAKE_PTR(manifest_key);
+    return r;
+}
+
+int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *e) {
+    static const char tool_version[] = "mongosnap " MONGOSNAP_VERSION;
+    _cleanup_(snapshot_run_done) SnapshotRun s = {
+        .o = o,
+        .p = o->progress,
+        .parallel =
+            MS_MIN(o->parallel_collections ? o->parallel_collections : 1, SNAPSHOT_MAX_PARALLEL),
+        .started_realtime = ms_realtime_usec(),
+        .started = ms_now_usec(),
+        .ctx = {.o = o},
+        .filtered = filter_active(o),
+    };
+    pthread_mutex_init(&s.ctx.error_lock, NULL);
+    s.ctx_ready = true;
+    int r = run_locate(&s, e);
+    if (r == 0)
+        r = run_connect(&s, e);
+    if (r == 0)
+        r = run_plan(&s, ret, e);
+    if (r == 0)
+        r = run_dump(&s, tool_version, e);
+    if (r == 0)
+        r = run_oplog(&s, e);
+    if (r == 0)
+        r = run_commit_archive(&s, e);
+    _cleanup_(ms_manifest_clear) MsManifest manifest = {0};
+    if (r == 0)
+        r = build_manifest(&s, tool_version, &manifest, e);
+    if (r == 0)
+        r = run_commit_manifest(&s, &manifest, e);
+    if (r < 0) {
+        if (r == -ECANCELED && !ms_error_is_set(e))
+            ms_error_set(e, ECANCELED, "the snapshot was stopped; nothing was stored");
+        return r;
+    }
+    ms_progress_mark_completed(s.p);
+    ms_progress_set_phase(s.p, "done");
+    ret->archive_key = TAKE_PTR(s.archive_key);
+    ret->manifest_key = TAKE_PTR(s.manifest_key);
     ret->documents = manifest.total_documents;
-    ret->namespaces = ctx.n_colls;
-    ret->stored_bytes = stored_bytes;
-    ret->uncompressed_bytes = raw_bytes;
-    ret->point_in_time = have_oplog;
-    ret->collections_left_out = ctx.left_out;
-    ret->databases_skipped = dbs_skipped;
-    ret->oplog_entries_left_out = oplog_left_out;
+    ret->namespaces = s.ctx.n_colls;
+    ret->stored_bytes = s.stored_bytes;
+    ret->uncompressed_bytes = s.chain.raw_bytes;
+    ret->point_in_time = s.have_oplog;
+    ret->collections_left_out = s.ctx.left_out;
+    ret->databases_skipped = s.dbs_skipped;
+    ret->oplog_entries_left_out = s.oplog_left_out;
     log_info("snapshot %s complete: %" PRIu64 " documents in %zu namespaces, %" PRIu64
              " bytes stored",
-             o->name, manifest.total_documents, ctx.n_colls, stored_bytes);
-
-out:
-    ms_progress_stop_ticker(p);
-    ms_progress_report(p);
-    /* Freeing the sink chain before finish() aborts the stored object: nothing half-written
-     * is ever visible. */
-    writer = ms_archive_writer_free(writer);
-    ms_sink_free(head);
-    for (size_t i = 0; i < manifest.n_namespaces; i++) {
-        free(manifest.namespaces[i].db);
-        free(manifest.namespaces[i].collection);
-        free(manifest.namespaces[i].type);
-    }
-    free(manifest.namespaces);
-    for (size_t i = 0; i < ctx.n_colls; i++)
-        dump_collection_clear(&ctx.colls[i]);
-    free(ctx.colls);
-    free(ctx.order);
-    free(ctx.include_used);
-    free(ctx.exclude_used);
-    free(prelude);
-    for (size_t i = 0; i < n_dbs; i++)
-        free(dbs[i]);
-    free(dbs);
-    ms_mongo_push(mongo, main_client);
-    pthread_mutex_destroy(&ctx.error_lock);
-    if (r == -ECANCELED && !ms_error_is_set(e))
-        ms_error_set(e, ECANCELED, "the snapshot was stopped; nothing was stored");
-    return r;
+             o->name, manifest.total_documents, s.ctx.n_colls, s.stored_bytes);
+    return 0;
 }
 
 void ms_snapshot_result_clear(MsSnapshotResult *r) {

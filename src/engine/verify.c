@@ -78,7 +78,7 @@ int ms_verify_run(const MsVerifyOptions *o, MsVerifyResult *ret, MsError *e) {
         r = ms_snapshot_source_check_namespaces(&src, e);
     if (r == 0) {
         res.namespaces = n_data;
-        res.stored_bytes = src.stored_bytes;
+        res.stored_bytes = src.chain->stored_bytes;
         res.uncompressed_bytes = ms_archive_reader_offset(src.reader);
         ms_progress_mark_completed(p);
         ms_progress_set_phase(p, "done");

@@ -276,16 +276,19 @@ MsSink *ms_sink_compress_new(MsSink *next, MsCompression c, int level, int threa
     if (c == MS_COMPRESSION_NONE)
         return next;
     if (c != MS_COMPRESSION_ZSTD && c != MS_COMPRESSION_GZIP) {
+        ms_sink_free(next);
         ms_error_set(e, EINVAL, "unknown compression method %d", (int) c);
         return NULL;
     }
     if (threads < 0) {
+        ms_sink_free(next);
         ms_error_set(e, EINVAL, "compression threads must be 0 or more, not %d", threads);
         return NULL;
     }
 
     CompressSink *z = calloc(1, sizeof(*z));
     if (!z) {
+        ms_sink_free(next);
         ms_error_set(e, ENOMEM, "out of memory setting up %s compression", compression_names[c]);
         return NULL;
     }
@@ -294,8 +297,8 @@ MsSink *ms_sink_compress_new(MsSink *next, MsCompression c, int level, int threa
     int r = c == MS_COMPRESSION_ZSTD ? zstd_sink_init(z, level, threads, e)
                                      : gzip_sink_init(z, level, e);
     if (r < 0) {
-        /* The caller still owns next when construction fails. */
         compress_sink_free_state(z);
+        ms_sink_free(next);
         return NULL;
     }
     z->next = next;
@@ -409,7 +412,8 @@ static ssize_t zstd_source_read(DecompressSource *d, void *buf, size_t len, MsEr
                                 "--long=31) and restore the archive file with --archive",
                                 known ? "" : " window of more than",
                                 known ? (unsigned long long) (h.windowSize >> 20)
-                                      : (unsigned long long) (1u << ZSTD_WINDOWLOG_LIMIT_DEFAULT) >> 20,
+                                      : (unsigned long long) (1u << ZSTD_WINDOWLOG_LIMIT_DEFAULT) >>
+                                            20,
                                 (1u << ZSTD_WINDOWLOG_LIMIT_DEFAULT) >> 20);
         }
         if (ZSTD_isError(zr))
@@ -511,6 +515,7 @@ static MsSource *decompress_new(MsSource *next, MsCompression c, const uint8_t *
                                 size_t prefix_len, MsError *e) {
     DecompressSource *d = calloc(1, sizeof(*d));
     if (!d) {
+        ms_source_free(next);
         ms_error_set(e, ENOMEM, "out of memory setting up %s decompression", compression_names[c]);
         return NULL;
     }
@@ -527,6 +532,7 @@ static MsSource *decompress_new(MsSource *next, MsCompression c, const uint8_t *
     if (!d->in || (c == MS_COMPRESSION_ZSTD && !d->zd)) {
         ms_error_set(e, ENOMEM, "out of memory setting up %s decompression", compression_names[c]);
         decompress_source_free_state(d);
+        ms_source_free(next);
         return NULL;
     }
     if (c == MS_COMPRESSION_GZIP) {
@@ -535,6 +541,7 @@ static MsSource *decompress_new(MsSource *next, MsCompression c, const uint8_t *
             ms_error_set(e, zr == Z_MEM_ERROR ? ENOMEM : EIO, "gzip decompression setup failed: %s",
                          d->zs.msg ? d->zs.msg : zError(zr));
             decompress_source_free_state(d);
+            ms_source_free(next);
             return NULL;
         }
         d->zs_initialised = true;
@@ -554,6 +561,7 @@ MsSource *ms_source_decompress_new(MsSource *next, MsCompression c, MsError *e) 
     if (c == MS_COMPRESSION_NONE)
         return next;
     if (c != MS_COMPRESSION_ZSTD && c != MS_COMPRESSION_GZIP) {
+        ms_source_free(next);
         ms_error_set(e, EINVAL, "unknown compression method %d", (int) c);
         return NULL;
     }
@@ -572,8 +580,10 @@ MsSource *ms_source_decompress_auto_new(MsSource *next, MsCompression *ret_detec
     /* Sources may return short reads: keep reading until the magic fits or the data ends. */
     uint8_t prefix[MAGIC_PEEK_LEN];
     ssize_t n = ms_source_read_up_to(next, prefix, sizeof(prefix), e);
-    if (n < 0)
+    if (n < 0) {
+        ms_source_free(next);
         return NULL;
+    }
     size_t got = (size_t) n;
 
     MsCompression c = MS_COMPRESSION_NONE;

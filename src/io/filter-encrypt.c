@@ -351,18 +351,21 @@ static void encrypt_sink_free(MsSink *sink) {
 
 MsSink *ms_sink_encrypt_new(MsSink *next, const MsEncryptKey *key, size_t chunk_size, MsError *e) {
     if (!next || !key) {
+        ms_sink_free(next);
         ms_error_set(e, EINVAL, "internal error: encryption sink without a next stage or key");
         return NULL;
     }
     if (chunk_size == 0)
         chunk_size = MS_ENCRYPT_DEFAULT_CHUNK_SIZE;
     if (chunk_size > MS_ENCRYPT_MAX_CHUNK_SIZE) {
+        ms_sink_free(next);
         ms_error_set(e, EINVAL, "encryption chunk size %zu is larger than %u", chunk_size,
                      MS_ENCRYPT_MAX_CHUNK_SIZE);
         return NULL;
     }
     EncryptSink *s = calloc(1, sizeof(*s));
     if (!s) {
+        ms_sink_free(next);
         ms_error_set(e, ENOMEM, "out of memory setting up encryption");
         return NULL;
     }
@@ -373,11 +376,13 @@ MsSink *ms_sink_encrypt_new(MsSink *next, const MsEncryptKey *key, size_t chunk_
     if (!s->buf || !s->ctx) {
         ms_error_set(e, ENOMEM, "cannot set up AES-256-GCM encryption (OpenSSL)");
         encrypt_sink_free_state(s);
+        ms_sink_free(next);
         return NULL;
     }
     if (RAND_bytes(s->base_nonce, sizeof(s->base_nonce)) != 1) {
         ms_error_set(e, EIO, "cannot draw a random nonce (OpenSSL RAND_bytes failed)");
         encrypt_sink_free_state(s);
+        ms_sink_free(next);
         return NULL;
     }
     uint8_t *h = s->header;
@@ -542,13 +547,18 @@ static int check_key(const MsEncryptHeader *h, const MsEncryptKey *key, MsError 
 static MsSource *decrypt_new(MsSource *next, const MsEncryptKey *key,
                              const uint8_t header[MS_ENCRYPT_HEADER_BYTES], MsError *e) {
     MsEncryptHeader h;
-    if (ms_encrypt_header_parse(header, MS_ENCRYPT_HEADER_BYTES, &h, e) < 0)
+    if (ms_encrypt_header_parse(header, MS_ENCRYPT_HEADER_BYTES, &h, e) < 0) {
+        ms_source_free(next);
         return NULL;
+    }
     /* The key id first: a wrong key is named as such, before any decryption. */
-    if (check_key(&h, key, e) < 0)
+    if (check_key(&h, key, e) < 0) {
+        ms_source_free(next);
         return NULL;
+    }
     DecryptSource *d = calloc(1, sizeof(*d));
     if (!d) {
+        ms_source_free(next);
         ms_error_set(e, ENOMEM, "out of memory setting up decryption");
         return NULL;
     }
@@ -561,6 +571,7 @@ static MsSource *decrypt_new(MsSource *next, const MsEncryptKey *key,
     if (!d->buf || !d->ctx) {
         ms_error_set(e, ENOMEM, "cannot set up AES-256-GCM decryption (OpenSSL)");
         decrypt_source_free_state(d);
+        ms_source_free(next);
         return NULL;
     }
     d->next = next;
@@ -574,11 +585,14 @@ MsSource *ms_source_decrypt_new(MsSource *next, const MsEncryptKey *key, MsError
     }
     uint8_t header[MS_ENCRYPT_HEADER_BYTES];
     ssize_t n = ms_source_read_up_to(next, header, sizeof(header), e);
-    if (n < 0)
+    if (n < 0) {
+        ms_source_free(next);
         return NULL;
+    }
     if (n < MS_ENCRYPT_HEADER_BYTES) {
         MsEncryptHeader ignored;
         ms_encrypt_header_parse(header, (size_t) n, &ignored, e);
+        ms_source_free(next);
         return NULL;
     }
     return decrypt_new(next, key, header, e);
@@ -592,12 +606,16 @@ MsSource *ms_source_decrypt_auto_new(MsSource *next, const MsEncryptKey *key, bo
     }
     uint8_t prefix[MS_ENCRYPT_HEADER_BYTES];
     ssize_t n = ms_source_read_up_to(next, prefix, sizeof(prefix), e);
-    if (n < 0)
+    if (n < 0) {
+        ms_source_free(next);
         return NULL;
+    }
     if (ms_encrypt_has_magic(prefix, (size_t) n)) {
         MsEncryptHeader h;
-        if (ms_encrypt_header_parse(prefix, (size_t) n, &h, e) < 0)
+        if (ms_encrypt_header_parse(prefix, (size_t) n, &h, e) < 0) {
+            ms_source_free(next);
             return NULL;
+        }
         if (ret_header)
             *ret_header = h;
         if (ret_encrypted)

@@ -39,15 +39,6 @@ static bool sha256_ctx_final(EVP_MD_CTX *ctx, char ret_hex[MS_SHA256_HEX_LEN + 1
     return true;
 }
 
-/* The digest of everything hashed so far without ending the running hash: finalising a copy
- * lets callers peek (progress reports, debugging) before finish()/EOF. */
-static void sha256_ctx_peek(const EVP_MD_CTX *ctx, char ret_hex[MS_SHA256_HEX_LEN + 1]) {
-    EVP_MD_CTX *copy = EVP_MD_CTX_new();
-    if (!copy || EVP_MD_CTX_copy_ex(copy, ctx) != 1 || !sha256_ctx_final(copy, ret_hex))
-        ret_hex[0] = '\0';
-    EVP_MD_CTX_free(copy);
-}
-
 void ms_sha256_hex(const void *buf, size_t len, char ret_hex[MS_SHA256_HEX_LEN + 1]) {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int digest_len = 0;
@@ -65,7 +56,7 @@ typedef struct {
     MsSink *next;
     EVP_MD_CTX *ctx;
     bool final;
-    char hex[MS_SHA256_HEX_LEN + 1];
+    char *ret_hex; /* the caller's: the digest once finished */
 } Sha256Sink;
 
 static int sha256_sink_write(MsSink *s, const void *buf, size_t len, MsError *e) {
@@ -84,7 +75,7 @@ static int sha256_sink_write(MsSink *s, const void *buf, size_t len, MsError *e)
 static int sha256_sink_finish(MsSink *s, MsError *e) {
     Sha256Sink *h = (Sha256Sink *) s;
     if (!h->final) {
-        if (!sha256_ctx_final(h->ctx, h->hex))
+        if (!sha256_ctx_final(h->ctx, h->ret_hex))
             return ms_error_set(e, EIO, "SHA-256 finalisation failed in OpenSSL");
         h->final = true;
     }
@@ -98,28 +89,25 @@ static void sha256_sink_free(MsSink *s) {
     free(h);
 }
 
-MsSink *ms_sink_sha256_new(MsSink *next) {
-    if (!next)
+MsSink *ms_sink_sha256_new(MsSink *next, char ret_hex[MS_SHA256_HEX_LEN + 1], MsError *e) {
+    if (!next) {
+        ms_error_set(e, EINVAL, "internal error: SHA-256 sink without a next stage");
         return NULL;
+    }
     Sha256Sink *h = calloc(1, sizeof(*h));
-    if (!h)
-        return NULL;
-    h->ctx = sha256_ctx_new();
-    if (!h->ctx) {
+    if (h)
+        h->ctx = sha256_ctx_new();
+    if (!h || !h->ctx) {
         free(h);
+        ms_sink_free(next);
+        ms_error_set(e, ENOMEM, "out of memory setting up SHA-256 (OpenSSL)");
         return NULL;
     }
     h->base = (MsSink){sha256_sink_write, sha256_sink_finish, sha256_sink_free};
     h->next = next;
+    h->ret_hex = ret_hex;
+    ret_hex[0] = '\0';
     return &h->base;
-}
-
-void ms_sink_sha256_hex(MsSink *s, char ret_hex[MS_SHA256_HEX_LEN + 1]) {
-    Sha256Sink *h = (Sha256Sink *) s;
-    if (h->final)
-        memcpy(ret_hex, h->hex, sizeof(h->hex));
-    else
-        sha256_ctx_peek(h->ctx, ret_hex);
 }
 
 /* ---- source ---- */
@@ -128,7 +116,7 @@ typedef struct {
     MsSource *next;
     EVP_MD_CTX *ctx;
     bool final;
-    char hex[MS_SHA256_HEX_LEN + 1];
+    char *ret_hex; /* the caller's: the digest at the end of the stream */
 } Sha256Source;
 
 static ssize_t sha256_source_read(MsSource *s, void *buf, size_t len, MsError *e) {
@@ -146,7 +134,7 @@ static ssize_t sha256_source_read(MsSource *s, void *buf, size_t len, MsError *e
     /* A zero-length request is not the end of the data; only a real EOF finalises. */
     if (len == 0)
         return 0;
-    if (!sha256_ctx_final(h->ctx, h->hex))
+    if (!sha256_ctx_final(h->ctx, h->ret_hex))
         return ms_error_set(e, EIO, "SHA-256 finalisation failed in OpenSSL");
     h->final = true;
     return 0;
@@ -159,26 +147,23 @@ static void sha256_source_free(MsSource *s) {
     free(h);
 }
 
-MsSource *ms_source_sha256_new(MsSource *next) {
-    if (!next)
+MsSource *ms_source_sha256_new(MsSource *next, char ret_hex[MS_SHA256_HEX_LEN + 1], MsError *e) {
+    if (!next) {
+        ms_error_set(e, EINVAL, "internal error: SHA-256 source without a next stage");
         return NULL;
+    }
     Sha256Source *h = calloc(1, sizeof(*h));
-    if (!h)
-        return NULL;
-    h->ctx = sha256_ctx_new();
-    if (!h->ctx) {
+    if (h)
+        h->ctx = sha256_ctx_new();
+    if (!h || !h->ctx) {
         free(h);
+        ms_source_free(next);
+        ms_error_set(e, ENOMEM, "out of memory setting up SHA-256 (OpenSSL)");
         return NULL;
     }
     h->base = (MsSource){sha256_source_read, sha256_source_free};
     h->next = next;
+    h->ret_hex = ret_hex;
+    ret_hex[0] = '\0';
     return &h->base;
-}
-
-void ms_source_sha256_hex(MsSource *s, char ret_hex[MS_SHA256_HEX_LEN + 1]) {
-    Sha256Source *h = (Sha256Source *) s;
-    if (h->final)
-        memcpy(ret_hex, h->hex, sizeof(h->hex));
-    else
-        sha256_ctx_peek(h->ctx, ret_hex);
 }

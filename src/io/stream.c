@@ -57,8 +57,13 @@ static void replay_source_free(MsSource *s) {
 }
 
 MsSource *ms_source_replay_new(MsSource *next, const void *prefix, size_t len, MsError *e) {
+    if (!next) {
+        ms_error_set(e, EINVAL, "internal error: pass-through stream without a next stage");
+        return NULL;
+    }
     ReplaySource *p = calloc(1, sizeof(*p) + len);
     if (!p) {
+        ms_source_free(next);
         ms_error_set(e, ENOMEM, "out of memory setting up a pass-through stream");
         return NULL;
     }
@@ -261,10 +266,17 @@ static void counter_sink_free(MsSink *s) {
     free(s);
 }
 
-MsSink *ms_sink_counter_new(MsSink *next, uint64_t *counter) {
-    CounterSink *c = calloc(1, sizeof(*c));
-    if (!c)
+MsSink *ms_sink_counter_new(MsSink *next, uint64_t *counter, MsError *e) {
+    if (!next) {
+        ms_error_set(e, EINVAL, "internal error: counting sink without a next stage");
         return NULL;
+    }
+    CounterSink *c = calloc(1, sizeof(*c));
+    if (!c) {
+        ms_sink_free(next);
+        ms_error_oom(e);
+        return NULL;
+    }
     c->base = (MsSink){counter_sink_write, counter_sink_finish, counter_sink_free};
     c->next = next;
     c->counter = counter;
@@ -290,10 +302,17 @@ static void counter_source_free(MsSource *s) {
     free(s);
 }
 
-MsSource *ms_source_counter_new(MsSource *next, uint64_t *counter) {
-    CounterSource *c = calloc(1, sizeof(*c));
-    if (!c)
+MsSource *ms_source_counter_new(MsSource *next, uint64_t *counter, MsError *e) {
+    if (!next) {
+        ms_error_set(e, EINVAL, "internal error: counting source without a next stage");
         return NULL;
+    }
+    CounterSource *c = calloc(1, sizeof(*c));
+    if (!c) {
+        ms_source_free(next);
+        ms_error_oom(e);
+        return NULL;
+    }
     c->base = (MsSource){counter_source_read, counter_source_free};
     c->next = next;
     c->counter = counter;

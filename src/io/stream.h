@@ -5,7 +5,13 @@
  *   -> sha256 -> storage sink;
  * a restore or verify reads
  *   storage source -> sha256 -> decryptor (MSENC1 header) -> decompressor -> archive reader.
- * Each filter owns the stream below it and frees it when it is freed. */
+ * io/chain.h builds both, with their measurements (sizes, digest) by name.
+ *
+ * One ownership rule for every filter constructor ms_sink_X_new(next, ..., e) and
+ * ms_source_X_new(next, ..., e): it takes next, in every outcome. It returns the new stage,
+ * which owns next and frees it when freed; or NULL with e set, next freed already. Given a
+ * NULL next (a constructor below that failed) it returns NULL and leaves e as that failure set
+ * it, so stages can be nested without checking each. */
 #pragma once
 
 #include <stddef.h>
@@ -64,21 +70,21 @@ MsSink *ms_sink_memory_new(void);
 const uint8_t *ms_sink_memory_data(MsSink *s, size_t *ret_len);
 /* A source over a caller-owned buffer that must outlive it. */
 MsSource *ms_source_memory_new(const void *buf, size_t len);
-/* The prefix bytes (copied), then the rest of next (owned): what a detector that peeked at the
- * start of a stream hands on. NULL (with e set) when out of memory; next is then not freed. */
+/* The prefix bytes (copied), then the rest of next: what a detector that peeked at the start of
+ * a stream hands on. */
 MsSource *ms_source_replay_new(MsSource *next, const void *prefix, size_t len, MsError *e);
 
 /* ---- counting: bytes that passed ---- */
-MsSink *ms_sink_counter_new(MsSink *next, uint64_t *counter);
-MsSource *ms_source_counter_new(MsSource *next, uint64_t *counter);
+/* *counter grows by every byte that passed (atomically: a compressor's threads may write). */
+MsSink *ms_sink_counter_new(MsSink *next, uint64_t *counter, MsError *e);
+MsSource *ms_source_counter_new(MsSource *next, uint64_t *counter, MsError *e);
 
 /* ---- SHA-256 of bytes that passed (OpenSSL EVP) ---- */
 #define MS_SHA256_HEX_LEN 64
-MsSink *ms_sink_sha256_new(MsSink *next);
-MsSource *ms_source_sha256_new(MsSource *next);
-/* Hex digest (65 bytes with NUL) of everything so far; valid after finish()/EOF. */
-void ms_sink_sha256_hex(MsSink *s, char ret_hex[MS_SHA256_HEX_LEN + 1]);
-void ms_source_sha256_hex(MsSource *s, char ret_hex[MS_SHA256_HEX_LEN + 1]);
+/* ret_hex (the caller's, outliving the stage) gets the hex digest of every byte that passed when
+ * the sink finishes or the source reaches its end; it is "" until then. */
+MsSink *ms_sink_sha256_new(MsSink *next, char ret_hex[MS_SHA256_HEX_LEN + 1], MsError *e);
+MsSource *ms_source_sha256_new(MsSource *next, char ret_hex[MS_SHA256_HEX_LEN + 1], MsError *e);
 void ms_sha256_hex(const void *buf, size_t len, char ret_hex[MS_SHA256_HEX_LEN + 1]);
 
 /* ---- compression (the codecs: io/compression.h) ---- */

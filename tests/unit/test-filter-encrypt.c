@@ -47,10 +47,8 @@ static uint8_t *seal(const MsEncryptKey *k, const uint8_t *data, size_t len, siz
     MsError e = MS_ERROR_INIT;
     MsSink *mem = ms_sink_memory_new();
     MsSink *s = ms_sink_encrypt_new(mem, k, chunk, &e);
-    if (!s) {
-        ms_sink_free(mem);
-        return NULL;
-    }
+    if (!s)
+        return NULL; /* mem went with the failed constructor */
     for (size_t off = 0; off < len; off += step)
         if (ms_sink_write(s, data + off, MS_MIN(step, len - off), &e) < 0) {
             ms_sink_free(s);
@@ -74,10 +72,8 @@ static int open_all(const MsEncryptKey *k, const uint8_t *sealed, size_t len, ui
                     size_t *ret_len, MsError *e) {
     MsSource *mem = ms_source_memory_new(sealed, len);
     MsSource *d = ms_source_decrypt_new(mem, k, e);
-    if (!d) {
-        ms_source_free(mem);
+    if (!d)
         return -e->code;
-    }
     size_t cap = 4096, got = 0;
     uint8_t *out = malloc(cap);
     int r = 0;
@@ -103,8 +99,8 @@ static int open_all(const MsEncryptKey *k, const uint8_t *sealed, size_t len, ui
     return 0;
 }
 
-static bool opens_to(const MsEncryptKey *k, const uint8_t *sealed, size_t len,
-                     const uint8_t *want, size_t want_len) {
+static bool opens_to(const MsEncryptKey *k, const uint8_t *sealed, size_t len, const uint8_t *want,
+                     size_t want_len) {
     MsError e = MS_ERROR_INIT;
     uint8_t *out = NULL;
     size_t n = 0;
@@ -156,7 +152,8 @@ static void test_default_chunk_round_trip(void) {
     _cleanup_(ms_encrypt_key_freep) MsEncryptKey *k = make_key(2);
     ASSERT(k);
     const size_t sizes[] = {MS_ENCRYPT_DEFAULT_CHUNK_SIZE - 1, MS_ENCRYPT_DEFAULT_CHUNK_SIZE,
-                            MS_ENCRYPT_DEFAULT_CHUNK_SIZE + 1, 3 * MS_ENCRYPT_DEFAULT_CHUNK_SIZE + 5};
+                            MS_ENCRYPT_DEFAULT_CHUNK_SIZE + 1,
+                            3 * MS_ENCRYPT_DEFAULT_CHUNK_SIZE + 5};
     for (size_t i = 0; i < ELEMENTSOF(sizes); i++) {
         uint8_t *data = make_data(sizes[i], 99 + i);
         size_t len = 0;
@@ -309,7 +306,6 @@ static void test_wrong_key_detected_by_id(void) {
     MsSource *mem = ms_source_memory_new(sealed, HDR);
     MsSource *d = ms_source_decrypt_new(mem, other, &e);
     ASSERT(!d);
-    ms_source_free(mem);
     ASSERT_EQ_INT(e.code, EKEYREJECTED);
     ASSERT_CONTAINS(e.message, other->id_hex);
     ASSERT_CONTAINS(e.message, k->id_hex);
@@ -321,7 +317,6 @@ static void test_wrong_key_detected_by_id(void) {
     bool encrypted = false;
     d = ms_source_decrypt_auto_new(mem, NULL, &encrypted, NULL, &e);
     ASSERT(!d);
-    ms_source_free(mem);
     ASSERT(encrypted);
     ASSERT_EQ_INT(e.code, ENOKEY);
     ASSERT_CONTAINS(e.message, k->id_hex);
@@ -336,8 +331,8 @@ static void test_auto_passes_plain_data_through(void) {
         uint8_t *data = make_data(sizes[i], 10 + i);
         MsError e = MS_ERROR_INIT;
         bool encrypted = true;
-        MsSource *d =
-            ms_source_decrypt_auto_new(ms_source_memory_new(data, sizes[i]), k, &encrypted, NULL, &e);
+        MsSource *d = ms_source_decrypt_auto_new(ms_source_memory_new(data, sizes[i]), k,
+                                                 &encrypted, NULL, &e);
         ASSERT(d);
         ASSERT(!encrypted);
         uint8_t *out = malloc(sizes[i] + 1);
@@ -359,7 +354,8 @@ static void test_auto_passes_plain_data_through(void) {
     MsError e = MS_ERROR_INIT;
     bool encrypted = false;
     MsEncryptHeader h;
-    MsSource *d = ms_source_decrypt_auto_new(ms_source_memory_new(sealed, len), k, &encrypted, &h, &e);
+    MsSource *d =
+        ms_source_decrypt_auto_new(ms_source_memory_new(sealed, len), k, &encrypted, &h, &e);
     ASSERT(d);
     ASSERT(encrypted);
     ASSERT_EQ_INT(h.chunk_size, SMALL_CHUNK);
@@ -418,7 +414,8 @@ static void test_key_parsing(void) {
     ms_encrypt_key_free(k2);
 
     /* Wrong lengths and non-hex: refused without quoting the content. */
-    const char *bad[] = {"secretsecret", "", "zz0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+    const char *bad[] = {"secretsecret", "",
+                         "zz0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
                          "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f00"};
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
         ms_error_clear(&e);
@@ -459,7 +456,6 @@ static void test_not_encrypted_refused_by_strict_open(void) {
     MsError e = MS_ERROR_INIT;
     MsSource *mem = ms_source_memory_new(plain, sizeof(plain));
     ASSERT(!ms_source_decrypt_new(mem, k, &e));
-    ms_source_free(mem);
     ASSERT_EQ_INT(e.code, EBADMSG);
 }
 
