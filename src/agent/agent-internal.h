@@ -74,6 +74,7 @@ struct Manager {
     MsRestoreRecord **restores; /* oldest first */
     size_t n_restores;
     ReadTask **read_tasks; /* queued or running restores and verifications */
+    AgentJobQueue queue;   /* snapshots, restores and verifications that take a worker slot */
     size_t n_read_tasks;
     struct Removal **removals; /* snapshots to remove from remote stores, oldest first */
     size_t n_removals;
@@ -216,11 +217,6 @@ void remover_stop(Manager *m);
 void remover_free_all(Manager *m);
 
 /* agent-reader.c */
-/* Queued and running readers, for the worker slots and the status line. */
-ReadTask *reader_oldest_queued(Manager *m);
-int reader_start(ReadTask *t, MsError *e);
-/* The outcome of a reader that could not be started. */
-void reader_fail_to_start(ReadTask *t, const char *error);
 void reader_stop(ReadTask *t, const char *reason, bool on_request);
 bool reader_uses_snapshot(const Manager *m, const char *snapshot_id);
 int reader_load(Manager *m, MsError *e);

@@ -76,3 +76,75 @@ void agent_job_reset(AgentJob *j) {
     j->stop_reason = NULL;
     j->stop_on_request = false;
 }
+
+/* ---- the queue ---- */
+
+void agent_queue_add(AgentJobQueue *q, AgentJob *j, const AgentJobType *type,
+                     uint64_t queued_usec) {
+    if (j->in_queue)
+        return;
+    j->type = type;
+    j->queued_usec = queued_usec;
+    j->started = false;
+    j->queue_next = NULL;
+    j->queue_prev = q->tail;
+    if (q->tail)
+        q->tail->queue_next = j;
+    else
+        q->head = j;
+    q->tail = j;
+    j->in_queue = true;
+}
+
+void agent_queue_remove(AgentJobQueue *q, AgentJob *j) {
+    if (!j->in_queue)
+        return;
+    if (j->queue_prev)
+        j->queue_prev->queue_next = j->queue_next;
+    else
+        q->head = j->queue_next;
+    if (j->queue_next)
+        j->queue_next->queue_prev = j->queue_prev;
+    else
+        q->tail = j->queue_prev;
+    j->queue_prev = j->queue_next = NULL;
+    j->in_queue = false;
+}
+
+unsigned agent_queue_running(const AgentJobQueue *q) {
+    unsigned n = 0;
+    for (const AgentJob *j = q->head; j; j = j->queue_next)
+        n += j->started;
+    return n;
+}
+
+unsigned agent_queue_waiting(const AgentJobQueue *q) {
+    unsigned n = 0;
+    for (const AgentJob *j = q->head; j; j = j->queue_next)
+        n += !j->started;
+    return n;
+}
+
+static AgentJob *oldest_waiting(const AgentJobQueue *q) {
+    AgentJob *next = NULL;
+    for (AgentJob *j = q->head; j; j = j->queue_next)
+        if (!j->started && (!next || j->queued_usec < next->queued_usec))
+            next = j;
+    return next;
+}
+
+void agent_queue_start(AgentJobQueue *q, unsigned limit) {
+    /* Looked up afresh each time: a start or a failure may end other jobs (and free them). */
+    while (agent_queue_running(q) < limit) {
+        AgentJob *j = oldest_waiting(q);
+        if (!j)
+            return;
+        MsError e = MS_ERROR_INIT;
+        j->started = true;
+        if (j->type->start(j, &e) >= 0)
+            continue;
+        agent_queue_remove(q, j);
+        j->started = false;
+        j->type->fail_to_start(j, e.message[0] ? e.message : "the worker could not be started");
+    }
+}

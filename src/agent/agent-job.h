@@ -11,12 +11,46 @@
 #include "agent/agent-task.h"
 #include "common/error.h"
 
-typedef struct AgentJob {
+typedef struct AgentJob AgentJob;
+
+/* What a kind of queued job does when the queue starts it (agent_queue_start()). */
+typedef struct AgentJobType {
+    const char *name; /* "snapshot", "restore or verification", ... */
+    /* Spawn the job's worker (j->worker set), or fail with e set. */
+    int (*start)(AgentJob *j, MsError *e);
+    /* The worker could not be started: end the job with message (it may free it). */
+    void (*fail_to_start)(AgentJob *j, const char *message);
+} AgentJobType;
+
+struct AgentJob {
     AgentTask *worker;       /* NULL while queued, and once its end was taken */
     const char *stop_reason; /* static text, set by the first agent_job_stop() */
     bool stop_on_request;    /* Stop, Cancel, Rebuild, as opposed to the agent stopping */
     char *result_message;    /* the worker's "result" message, when it sent one */
-} AgentJob;
+    /* In a queue (agent_queue_add()): its kind, its place in the order, whether started. */
+    const AgentJobType *type;
+    uint64_t queued_usec;
+    bool started;
+    AgentJob *queue_prev, *queue_next;
+    bool in_queue;
+};
+
+/* The jobs that take a worker slot, queued or running, whatever their kind: started oldest
+ * first (by queued_usec, then by arrival), at most a limit at once. Intrusive, so adding cannot
+ * fail. */
+typedef struct AgentJobQueue {
+    AgentJob *head, *tail;
+} AgentJobQueue;
+
+void agent_queue_add(AgentJobQueue *q, AgentJob *j, const AgentJobType *type,
+                     uint64_t queued_usec);
+/* Out of the queue (its slot, if started, is free again); a job not in it is left alone. */
+void agent_queue_remove(AgentJobQueue *q, AgentJob *j);
+unsigned agent_queue_running(const AgentJobQueue *q);
+unsigned agent_queue_waiting(const AgentJobQueue *q);
+/* Start the oldest waiting jobs while fewer than limit run. A job that cannot start leaves the
+ * queue and is handed to its type's fail_to_start; the next one is tried. */
+void agent_queue_start(AgentJobQueue *q, unsigned limit);
 
 typedef enum AgentJobOutcome {
     AGENT_JOB_SUCCEEDED,

@@ -385,6 +385,7 @@ static int load_snapshots(Manager *m, MsError *e) {
 static void snapshot_task_free(SnapshotTask *t) {
     if (!t)
         return;
+    agent_queue_remove(&t->manager->queue, &t->job);
     agent_job_reset(&t->job);
     progress_throttle_done(&t->progress);
     free(t->archive_key);
@@ -393,14 +394,7 @@ static void snapshot_task_free(SnapshotTask *t) {
 }
 
 unsigned manager_running_workers(const Manager *m) {
-    unsigned n = 0;
-    for (size_t i = 0; i < m->n_policies; i++)
-        if (m->policies[i]->task && m->policies[i]->task->job.worker)
-            n++;
-    for (size_t i = 0; i < m->n_read_tasks; i++)
-        if (m->read_tasks[i]->job.worker)
-            n++;
-    return n;
+    return agent_queue_running(&m->queue);
 }
 
 bool manager_has_tasks(const Manager *m) {
@@ -1086,30 +1080,25 @@ static int start_worker(SnapshotTask *t, MsError *e) {
     return 0;
 }
 
+static int snapshot_job_start(AgentJob *j, MsError *e) {
+    return start_worker(MS_CONTAINER_OF(j, SnapshotTask, job), e);
+}
+
+static void snapshot_job_fail_to_start(AgentJob *j, const char *message) {
+    finish_task(MS_CONTAINER_OF(j, SnapshotTask, job), MS_SNAPSHOT_FAILED, message,
+                MS_EVENT_TASK_FAILED);
+}
+
+static const AgentJobType snapshot_job_type = {
+    .name = "snapshot",
+    .start = snapshot_job_start,
+    .fail_to_start = snapshot_job_fail_to_start,
+};
+
 void manager_start_queued(Manager *m) {
-    if (m->stopping)
-        return;
-    while (manager_running_workers(m) < m->config->max_concurrent_tasks) {
-        /* The oldest queued task first, whatever its kind. */
-        SnapshotTask *next = NULL;
-        for (size_t i = 0; i < m->n_policies; i++) {
-            SnapshotTask *t = m->policies[i]->task;
-            if (t && !t->job.worker &&
-                (!next || t->record->created_usec < next->record->created_usec))
-                next = t;
-        }
-        ReadTask *reader = reader_oldest_queued(m);
-        MsError e = MS_ERROR_INIT;
-        if (reader && (!next || reader->created_usec < next->record->created_usec)) {
-            if (reader_start(reader, &e) < 0)
-                reader_fail_to_start(reader, e.message);
-            continue;
-        }
-        if (!next)
-            return;
-        if (start_worker(next, &e) < 0)
-            finish_task(next, MS_SNAPSHOT_FAILED, e.message, MS_EVENT_TASK_FAILED);
-    }
+    /* The oldest queued task first, whatever its kind (agent-job.c). */
+    if (!m->stopping)
+        agent_queue_start(&m->queue, m->config->max_concurrent_tasks);
 }
 
 static int new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_MAX]) {
@@ -1304,6 +1293,7 @@ int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id, MsSna
         manager_insert_snapshot_record(m, t->record);
     }
     p->task = t;
+    agent_queue_add(&m->queue, &t->job, &snapshot_job_type, t->record->created_usec);
     if (t->record->seq > p->runtime->last_seq) {
         p->runtime->last_seq = t->record->seq;
         (void) save_runtime(m, p);

@@ -62,6 +62,8 @@ int reader_load(Manager *m, MsError *e) {
 static ReadTask *reader_free(ReadTask *t) {
     if (!t)
         return NULL;
+    if (t->manager)
+        agent_queue_remove(&t->manager->queue, &t->job);
     agent_job_reset(&t->job);
     progress_throttle_done(&t->progress);
     ms_secret_free(t->uri);
@@ -91,16 +93,6 @@ static void detach(Manager *m, ReadTask *t) {
             m->n_read_tasks--;
             return;
         }
-}
-
-ReadTask *reader_oldest_queued(Manager *m) {
-    ReadTask *next = NULL;
-    for (size_t i = 0; i < m->n_read_tasks; i++) {
-        ReadTask *t = m->read_tasks[i];
-        if (!t->job.worker && (!next || t->created_usec < next->created_usec))
-            next = t;
-    }
-    return next;
 }
 
 bool reader_uses_snapshot(const Manager *m, const char *snapshot_id) {
@@ -319,7 +311,7 @@ static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userd
     reader_done(t);
 }
 
-int reader_start(ReadTask *t, MsError *e) {
+static int reader_start(ReadTask *t, MsError *e) {
     Manager *m = t->manager;
     AgentTaskSpec spec = {
         .worker_path = m->config->worker_path,
@@ -357,7 +349,7 @@ int reader_start(ReadTask *t, MsError *e) {
     return 0;
 }
 
-void reader_fail_to_start(ReadTask *t, const char *error) {
+static void reader_fail_to_start(ReadTask *t, const char *error) {
     if (t->kind == READ_TASK_RESTORE)
         finish_restore(t, MS_RESTORE_FAILED, error, MS_EVENT_RESTORE_FAILED);
     else /* nothing was read: no verdict on the snapshot */
@@ -509,12 +501,27 @@ static int reader_key_path(Manager *m, const MsSnapshotRecord *s, const char *ke
     return manager_credential_path(name, ret, e);
 }
 
+static int reader_job_start(AgentJob *j, MsError *e) {
+    return reader_start(MS_CONTAINER_OF(j, ReadTask, job), e);
+}
+
+static void reader_job_fail_to_start(AgentJob *j, const char *message) {
+    reader_fail_to_start(MS_CONTAINER_OF(j, ReadTask, job), message);
+}
+
+static const AgentJobType reader_job_type = {
+    .name = "restore or verification",
+    .start = reader_job_start,
+    .fail_to_start = reader_job_fail_to_start,
+};
+
 static int add_reader(Manager *m, ReadTask *t, MsError *e) {
     ReadTask **list = realloc(m->read_tasks, (m->n_read_tasks + 1) * sizeof(*list));
     if (!list)
         return oom(e);
     m->read_tasks = list;
     m->read_tasks[m->n_read_tasks++] = t;
+    agent_queue_add(&m->queue, &t->job, &reader_job_type, t->created_usec);
     return 0;
 }
 

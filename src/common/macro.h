@@ -2,6 +2,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -12,6 +13,8 @@
 #define _unlikely_(x) __builtin_expect(!!(x), 0)
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+/* The struct a member pointer belongs to (systemd's container_of). */
+#define MS_CONTAINER_OF(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
 #define MS_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MS_MAX(a, b) ((a) > (b) ? (a) : (b))
 

@@ -201,7 +201,147 @@ static void test_stop_reaches_a_running_worker(void) {
     sd_event_unref(ev);
 }
 
+/* ---- the queue ---- */
+
+/* A stand-in kind for the queue's tests: "starting" records the order and may be told to fail;
+ * no process is involved (the queue decides only which job gets a slot). */
+typedef struct FakeJob {
+    AgentJob job;
+    int id;
+    bool refuse; /* its start fails */
+    bool failed; /* fail_to_start was called */
+    int *log;    /* ids in start order */
+    size_t *n_log;
+} FakeJob;
+
+static int fake_start(AgentJob *j, MsError *e) {
+    FakeJob *f = MS_CONTAINER_OF(j, FakeJob, job);
+    if (f->refuse)
+        return ms_error_set(e, EIO, "job %d cannot start", f->id);
+    f->log[(*f->n_log)++] = f->id;
+    return 0;
+}
+
+static void fake_fail(AgentJob *j, const char *message) {
+    FakeJob *f = MS_CONTAINER_OF(j, FakeJob, job);
+    f->failed = true;
+    ASSERT(!j->in_queue); /* the queue let go of it before handing it over */
+    ASSERT_CONTAINS(message, "cannot start");
+}
+
+static const AgentJobType fake_type_a = {
+    .name = "a", .start = fake_start, .fail_to_start = fake_fail};
+static const AgentJobType fake_type_b = {
+    .name = "b", .start = fake_start, .fail_to_start = fake_fail};
+
+/* Oldest first whatever the kind, never more than the limit, a slot freed by a job that ends
+ * goes to the next oldest, and a job that cannot start gives its turn to the next. */
+static void test_queue_order_and_limit(void) {
+    int log[16];
+    size_t n_log = 0;
+    AgentJobQueue q = {0};
+    /* Queued at times 50, 10, 40, 20, 30, 20 (a tie: arrival order decides). */
+    static const uint64_t at[] = {50, 10, 40, 20, 30, 20};
+    FakeJob jobs[6];
+    for (int i = 0; i < 6; i++) {
+        jobs[i] = (FakeJob){.id = i, .log = log, .n_log = &n_log};
+        agent_queue_add(&q, &jobs[i].job, i % 2 ? &fake_type_b : &fake_type_a, at[i]);
+    }
+    agent_queue_add(&q, &jobs[0].job, &fake_type_a, 1); /* twice: no effect */
+    ASSERT_EQ_INT(agent_queue_waiting(&q), 6);
+    jobs[3].refuse = true;
+
+    agent_queue_start(&q, 2);
+    ASSERT_EQ_INT(agent_queue_running(&q), 2);
+    /* 1 (10), then 3 (20) refused, then 5 (20, after 3) */
+    ASSERT_EQ_INT(n_log, 2);
+    ASSERT_EQ_INT(log[0], 1);
+    ASSERT_EQ_INT(log[1], 5);
+    ASSERT(jobs[3].failed && !jobs[3].job.in_queue);
+    ASSERT_EQ_INT(agent_queue_waiting(&q), 3);
+
+    agent_queue_start(&q, 2); /* full: nothing more */
+    ASSERT_EQ_INT(n_log, 2);
+
+    agent_queue_remove(&q, &jobs[1].job); /* job 1 ended */
+    agent_queue_remove(&q, &jobs[1].job); /* twice: no effect */
+    agent_queue_start(&q, 2);
+    ASSERT_EQ_INT(n_log, 3);
+    ASSERT_EQ_INT(log[2], 4); /* 30 */
+
+    /* A higher limit (a reload) starts the rest, oldest first. */
+    agent_queue_start(&q, 10);
+    ASSERT_EQ_INT(n_log, 5);
+    ASSERT_EQ_INT(log[3], 2); /* 40 */
+    ASSERT_EQ_INT(log[4], 0); /* 50 */
+    ASSERT_EQ_INT(agent_queue_running(&q), 4);
+    ASSERT_EQ_INT(agent_queue_waiting(&q), 0);
+    for (int i = 0; i < 6; i++)
+        agent_queue_remove(&q, &jobs[i].job);
+    ASSERT(q.head == NULL && q.tail == NULL);
+}
+
+/* Property: whatever the order of arrivals, removals and limits, no job starts while the limit
+ * is reached, each start is the oldest waiting job, and the list stays consistent. */
+static void test_queue_random_schedules(void) {
+    uint64_t seed = 0x243f6a8885a308d3u;
+#define NEXT() (seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17, seed)
+    unsigned runs = 0, starts = 0;
+    for (int run = 0; run < 500; run++) {
+        int log[64];
+        size_t n_log = 0;
+        AgentJobQueue q = {0};
+        FakeJob jobs[32];
+        int n = 0;
+        unsigned limit = 1 + (unsigned) (NEXT() % 4);
+        for (int step = 0; step < 60; step++) {
+            uint64_t what = NEXT() % 10;
+            if (what < 5 && n < 32) {
+                jobs[n] =
+                    (FakeJob){.id = n, .log = log, .n_log = &n_log, .refuse = NEXT() % 8 == 0};
+                agent_queue_add(&q, &jobs[n].job, &fake_type_a, NEXT() % 100);
+                n++;
+            } else if (what < 8 && n > 0) {
+                agent_queue_remove(&q, &jobs[NEXT() % (uint64_t) n].job);
+            } else if (what == 8) {
+                limit = 1 + (unsigned) (NEXT() % 4);
+            }
+            /* Which should start next: the oldest waiting, ties by arrival. */
+            size_t before = n_log;
+            const FakeJob *expect = NULL;
+            for (AgentJob *j = q.head; j; j = j->queue_next) {
+                const FakeJob *f = MS_CONTAINER_OF(j, FakeJob, job);
+                if (!j->started && !f->refuse &&
+                    (!expect || j->queued_usec < expect->job.queued_usec))
+                    expect = f;
+            }
+            unsigned running = agent_queue_running(&q);
+            bool room = running < limit;
+            agent_queue_start(&q, limit);
+            /* A lowered limit stops nothing that runs; it only starts nothing more. */
+            ASSERT(agent_queue_running(&q) <= MS_MAX(limit, running));
+            if (room && expect) {
+                ASSERT(n_log > before);
+                ASSERT_EQ_INT(log[before], expect->id);
+            }
+            if (n_log >= 60)
+                n_log = 0; /* only the latest starts are looked at */
+            starts += (unsigned) (n_log > before ? n_log - before : 0);
+            /* Consistent links both ways. */
+            const AgentJob *prev = NULL;
+            for (const AgentJob *j = q.head; j; prev = j, j = j->queue_next)
+                ASSERT(j->queue_prev == prev && j->in_queue);
+            ASSERT(q.tail == prev);
+        }
+        runs++;
+    }
+#undef NEXT
+    ASSERT_EQ_INT(runs, 500);
+    ASSERT(starts > 1000);
+}
+
 MS_TEST_MAIN(TEST_CASE(test_every_end_of_every_worker), TEST_CASE(test_exit_text_names_the_signal),
              TEST_CASE(test_only_result_messages_are_kept),
              TEST_CASE(test_stop_without_a_worker_is_the_callers),
-             TEST_CASE(test_stop_reaches_a_running_worker))
+             TEST_CASE(test_stop_reaches_a_running_worker), TEST_CASE(test_queue_order_and_limit),
+             TEST_CASE(test_queue_random_schedules))
