@@ -179,24 +179,28 @@ void ctl_json_policy_row(CtlJson *j, const CtlPolicyRow *r) {
     ctl_json_end_object(j);
 }
 
+void ctl_json_task_core(CtlJson *j, const CtlTaskCore *c) {
+    ctl_json_field_string(j, "id", c->id);
+    ctl_json_field_string(j, "node", c->node);
+    ctl_json_field_string(j, "task_log", c->task_log);
+    ctl_json_field_uint(j, "elapsed_usec", c->elapsed_usec);
+    ctl_json_field_uint(j, "items", c->items);
+    ctl_json_field_uint(j, "items_total", c->items_total);
+    ctl_json_field_double(j, "progress", c->progress);
+    ctl_json_field_time(j, "create_time", c->create_time);
+    ctl_json_field_string(j, "state", c->state);
+    ctl_json_field_string(j, "error", c->error);
+    ctl_json_field_string(j, "path", c->path);
+}
+
 void ctl_json_snapshot_row(CtlJson *j, const CtlSnapshotRow *r) {
     ctl_json_begin_object(j);
-    ctl_json_field_string(j, "id", r->id);
+    ctl_json_task_core(j, &r->core);
     ctl_json_field_string(j, "policy", r->policy);
-    ctl_json_field_string(j, "node", r->node);
     ctl_json_field_string(j, "file_name", r->file_name);
     ctl_json_field_string(j, "download_address", r->download_address);
-    ctl_json_field_string(j, "task_log", r->task_log);
-    ctl_json_field_uint(j, "elapsed_usec", r->elapsed_usec);
-    ctl_json_field_uint(j, "items", r->items);
-    ctl_json_field_uint(j, "items_total", r->items_total);
-    ctl_json_field_double(j, "progress", r->progress);
-    ctl_json_field_time(j, "create_time", r->create_time);
     ctl_json_field_time(j, "expire_time", r->expire_time);
     ctl_json_field_uint(j, "bytes_transferred", r->bytes);
-    ctl_json_field_string(j, "state", r->state);
-    ctl_json_field_string(j, "error", r->error);
-    ctl_json_field_string(j, "path", r->path);
     ctl_json_field_string(j, "verify_state", r->verify_state);
     ctl_json_field_uint(j, "seq", r->seq);
     ctl_json_field_string(j, "origin", r->origin);
@@ -208,19 +212,9 @@ void ctl_json_snapshot_row(CtlJson *j, const CtlSnapshotRow *r) {
 
 void ctl_json_restore_row(CtlJson *j, const CtlRestoreRow *r) {
     ctl_json_begin_object(j);
-    ctl_json_field_string(j, "id", r->id);
+    ctl_json_task_core(j, &r->core);
     ctl_json_field_string(j, "snapshot", r->snapshot);
     ctl_json_field_string(j, "target", r->target);
-    ctl_json_field_string(j, "node", r->node);
-    ctl_json_field_string(j, "task_log", r->task_log);
-    ctl_json_field_uint(j, "elapsed_usec", r->elapsed_usec);
-    ctl_json_field_uint(j, "items", r->items);
-    ctl_json_field_uint(j, "items_total", r->items_total);
-    ctl_json_field_double(j, "progress", r->progress);
-    ctl_json_field_time(j, "create_time", r->create_time);
-    ctl_json_field_string(j, "state", r->state);
-    ctl_json_field_string(j, "error", r->error);
-    ctl_json_field_string(j, "path", r->path);
     ctl_json_end_object(j);
 }
 

@@ -110,12 +110,25 @@ typedef struct CtlPolicyRow {
     const char *problem;
 } CtlPolicyRow;
 
-typedef struct CtlSnapshotRow {
-    const char *id, *policy, *node, *file_name, *download_address, *task_log;
-    uint64_t elapsed_usec, items, items_total;
+/* What every task row has (the record core of catalog.h as the rows carry it): one struct,
+ * reachable as row.core or field by field (row.id). */
+#define CTL_TASK_CORE_FIELDS                                                                       \
+    const char *id, *node, *task_log, *state, *error, *path;                                       \
+    uint64_t elapsed_usec, items, items_total, create_time;                                        \
     double progress;
-    uint64_t create_time, expire_time, bytes;
-    const char *state, *error, *path;
+typedef struct CtlTaskCore {
+    CTL_TASK_CORE_FIELDS
+} CtlTaskCore;
+
+typedef struct CtlSnapshotRow {
+    union {
+        CtlTaskCore core;
+        struct {
+            CTL_TASK_CORE_FIELDS
+        };
+    };
+    const char *policy, *file_name, *download_address;
+    uint64_t expire_time, bytes;
     const char *verify_state;
     uint64_t seq;
     const char *origin, *kept_by;
@@ -124,11 +137,13 @@ typedef struct CtlSnapshotRow {
 } CtlSnapshotRow;
 
 typedef struct CtlRestoreRow {
-    const char *id, *snapshot, *target, *task_log;
-    uint64_t elapsed_usec, items, items_total;
-    double progress;
-    uint64_t create_time;
-    const char *state, *error, *path, *node;
+    union {
+        CtlTaskCore core;
+        struct {
+            CTL_TASK_CORE_FIELDS
+        };
+    };
+    const char *snapshot, *target;
 } CtlRestoreRow;
 
 /* Read an array of rows from m; the strings point into m, which must outlive the rows. */
@@ -179,6 +194,8 @@ int ctl_print_table(Ctl *ctl, const CtlTable *t, const char *noun_singular,
                     const char *noun_plural);
 
 void ctl_json_policy_row(CtlJson *j, const CtlPolicyRow *r);
+/* The core's fields of a task row, inside an object already begun. */
+void ctl_json_task_core(CtlJson *j, const CtlTaskCore *c);
 void ctl_json_snapshot_row(CtlJson *j, const CtlSnapshotRow *r);
 void ctl_json_restore_row(CtlJson *j, const CtlRestoreRow *r);
 /* Tables of rows, as list-policies, list-snapshots and list-restores print them. */
