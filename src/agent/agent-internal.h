@@ -148,6 +148,8 @@ void manager_set_snapshot_state(Manager *m, MsSnapshotRecord *r, MsSnapshotState
 /* r is deleted or expired, yet its objects are still in the store (a removal cut short by a
  * crash): remove them now (a worker for remote stores). The record stays as it is. */
 void manager_finish_removal(Manager *m, MsSnapshotRecord *r, const char *why);
+/* A part reads or removes this snapshot now (ManagerPart.uses_snapshot). */
+bool manager_snapshot_in_use(const Manager *m, const char *snapshot_id);
 /* r's record could not be written to the catalog: write it again later (until it works). */
 void manager_remember_unsaved(Manager *m, const MsSnapshotRecord *r);
 void manager_log_removed(Manager *m, const MsSnapshotRecord *r, const char *why);
@@ -195,31 +197,24 @@ void cluster_restore_changed(Manager *m, const MsRestoreRecord *r);
 /* r's task ended: its final record and the release of its lease go to the cluster now. */
 void cluster_task_finished(Manager *m, const MsSnapshotRecord *r);
 
-/* agent-resync.c */
-typedef struct Resync Resync;
-bool resync_running(const Manager *m);
-/* Shutdown: SIGTERM the scan; free_all answers a resync still waiting with an error. */
-void resync_stop(Manager *m);
-void resync_free_all(Manager *m);
+/* A part of the agent that works for the manager (agent-reader, agent-remover, agent-resync):
+ * the manager reaches it only through this table (agent-parts.c lists them), so that parts
+ * depend on the manager and never the other way round. Every operation may be NULL. */
+typedef struct ManagerPart {
+    const char *name;
+    int (*load)(Manager *m, MsError *e); /* at start, once the catalog is open */
+    void (*policies_loaded)(Manager *m); /* after each load of the policies */
+    bool (*busy)(const Manager *m);      /* has work queued or running */
+    /* Reads or removes this snapshot now: retention and Delete leave it alone. */
+    bool (*uses_snapshot)(const Manager *m, const char *snapshot_id);
+    /* Remove a completed snapshot's objects from a remote store, in a worker; the outcome is
+     * logged when the worker ends (and the snapshot given back as completed if nothing was
+     * removed). The record's state is the caller's to set. */
+    int (*remove_remote)(Manager *m, const MsSnapshotRecord *r, const char *why, MsError *e);
+    void (*flush)(Manager *m); /* running tasks' latest figures to the catalog */
+    void (*stop)(Manager *m);  /* shutdown: stop what runs, give back what waits */
+    void (*free_all)(Manager *m);
+} ManagerPart;
 
-/* agent-remover.c: removals from remote stores, one worker at a time */
-/* The snapshot's state is the caller's to record; the outcome is logged when the worker ends
- * (and the snapshot given back as completed if nothing was removed). */
-int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *why, MsError *e);
-/* An archive without a manifest (key in store, of snapshot_id), which no task can complete any
- * more: removed, and the Event Log says so (orphan-removed); no record changes. */
-int remover_enqueue_orphan(Manager *m, const char *store, const char *key, const char *snapshot_id,
-                           const char *policy, const char *why, MsError *e);
-bool remover_busy(const Manager *m);
-bool remover_has(const Manager *m, const char *snapshot_id);
-/* Shutdown: SIGTERM the running removal; queued ones are given back (completed). */
-void remover_stop(Manager *m);
-void remover_free_all(Manager *m);
-
-/* agent-reader.c */
-void reader_stop(ReadTask *t, const char *reason, bool on_request);
-bool reader_uses_snapshot(const Manager *m, const char *snapshot_id);
-int reader_load(Manager *m, MsError *e);
-void reader_free_all(Manager *m);
-/* Write every running restore's latest figures to the catalog now. */
-void reader_flush_all(Manager *m);
+/* agent-parts.c: every part, NULL-terminated, in the order they are stopped and freed. */
+extern const ManagerPart *const manager_parts[];

@@ -42,8 +42,7 @@ typedef struct AgentJobQueue {
     AgentJob *head, *tail;
 } AgentJobQueue;
 
-void agent_queue_add(AgentJobQueue *q, AgentJob *j, const AgentJobType *type,
-                     uint64_t queued_usec);
+void agent_queue_add(AgentJobQueue *q, AgentJob *j, const AgentJobType *type, uint64_t queued_usec);
 /* Out of the queue (its slot, if started, is free again); a job not in it is left alone. */
 void agent_queue_remove(AgentJobQueue *q, AgentJob *j);
 unsigned agent_queue_running(const AgentJobQueue *q);

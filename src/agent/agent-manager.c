@@ -60,6 +60,22 @@ static void emit_policy_removed(Manager *m, const ManagerPolicy *p) {
 
 static void forget_stores(Manager *m);
 
+/* ---- the parts (agent-internal.h ManagerPart) ---- */
+
+bool manager_snapshot_in_use(const Manager *m, const char *snapshot_id) {
+    for (const ManagerPart *const *part = manager_parts; *part; part++)
+        if ((*part)->uses_snapshot && (*part)->uses_snapshot(m, snapshot_id))
+            return true;
+    return false;
+}
+
+static int parts_remove_remote(Manager *m, const MsSnapshotRecord *r, const char *why, MsError *e) {
+    for (const ManagerPart *const *part = manager_parts; *part; part++)
+        if ((*part)->remove_remote)
+            return (*part)->remove_remote(m, r, why, e);
+    return ms_error_set(e, EOPNOTSUPP, "no part of the agent removes from remote stores");
+}
+
 /* ---- policies ---- */
 
 static ManagerPolicy *manager_policy_free(ManagerPolicy *p) {
@@ -289,17 +305,9 @@ static int reload_policies(Manager *m, MsError *e) {
     /* Rules may have changed, and at start-up snapshots may have expired while the agent was
      * off. */
     manager_apply_retention(m, NULL);
-    if (m->correct_at_start) {
-        /* The previous run left tasks unfinished: some may have been stored completely before
-         * it died (killed between the worker's commit and the catalog's record). The stores
-         * say which; their records are corrected, nothing else is touched. */
-        m->correct_at_start = false;
-        MsError re = MS_ERROR_INIT;
-        int rr = manager_resync(m, RESYNC_CORRECT_ONLY, NULL, &re);
-        if (rr < 0 && rr != -ENXIO) /* ENXIO: no policy has a store, nothing to check */
-            log_warning("cannot check the stores for snapshots stored before the last stop: %s",
-                        re.message);
-    }
+    for (const ManagerPart *const *part = manager_parts; *part; part++)
+        if ((*part)->policies_loaded)
+            (*part)->policies_loaded(m);
     return 0;
 }
 
@@ -401,7 +409,10 @@ bool manager_has_tasks(const Manager *m) {
     for (size_t i = 0; i < m->n_policies; i++)
         if (m->policies[i]->task)
             return true;
-    return m->n_read_tasks > 0 || remover_busy(m) || resync_running(m);
+    for (const ManagerPart *const *part = manager_parts; *part; part++)
+        if ((*part)->busy && (*part)->busy(m))
+            return true;
+    return false;
 }
 
 static void flush_progress(void *userdata) {
@@ -560,7 +571,7 @@ void manager_set_snapshot_state(Manager *m, MsSnapshotRecord *r, MsSnapshotState
 static int remove_from_store(Manager *m, MsSnapshotRecord *r, MsSnapshotState state,
                              const char *why, MsError *e) {
     if (r->state == MS_SNAPSHOT_COMPLETED && r->store && !manager_store_is_local(r->store)) {
-        int k = remover_enqueue(m, r, why, e);
+        int k = parts_remove_remote(m, r, why, e);
         if (k < 0)
             return k;
         manager_set_snapshot_state(m, r, state);
@@ -584,11 +595,11 @@ static int remove_from_store(Manager *m, MsSnapshotRecord *r, MsSnapshotState st
 }
 
 void manager_finish_removal(Manager *m, MsSnapshotRecord *r, const char *why) {
-    if (!r->store || r->remote || remover_has(m, r->id))
+    if (!r->store || r->remote || manager_snapshot_in_use(m, r->id))
         return;
     MsError e = MS_ERROR_INIT;
     if (!manager_store_is_local(r->store)) {
-        if (remover_enqueue(m, r, why, &e) < 0)
+        if (parts_remove_remote(m, r, why, &e) < 0)
             log_warning("cannot finish removing %s: %s", r->id, e.message);
         return;
     }
@@ -832,7 +843,7 @@ static void apply_retention_to(Manager *m, ManagerPolicy *p) {
                 log_warning("cannot record the expire time of %s: %s", r->id, ue.message);
             manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE);
         }
-        if (held || x.decisions[i].keep || reader_uses_snapshot(m, r->id))
+        if (held || x.decisions[i].keep || manager_snapshot_in_use(m, r->id))
             continue;
         MsError re = MS_ERROR_INIT;
         const char *why = x.decisions[i].expired_by == MS_RETENTION_EXPIRY_MAX_AGE
@@ -1665,7 +1676,7 @@ int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsErro
     for (size_t i = 0; i < m->n_snapshots; i++) {
         MsSnapshotRecord *sr = m->snapshots[i];
         if (strcmp(sr->policy, name) != 0 || sr->state != MS_SNAPSHOT_COMPLETED || sr->remote ||
-            reader_uses_snapshot(m, sr->id))
+            manager_snapshot_in_use(m, sr->id))
             continue;
         bool local = sr->store && manager_store_is_local(sr->store);
         if (!local && !purge_store)
@@ -1730,7 +1741,7 @@ int manager_delete_snapshot(Manager *m, const char *id, MsError *e) {
     default:
         break;
     }
-    if (reader_uses_snapshot(m, id) || remover_has(m, id))
+    if (manager_snapshot_in_use(m, id))
         return ms_error_set_kind(
             e, MS_ERROR_KIND_BUSY, EBUSY,
             "snapshot %s is being restored or verified; cancel that task or wait "
@@ -1851,7 +1862,9 @@ int manager_flush(Manager *m, MsError *e) {
     for (size_t i = 0; i < m->n_policies; i++)
         if (m->policies[i]->task && m->policies[i]->task->job.worker)
             progress_throttle_flush(&m->policies[i]->task->progress);
-    reader_flush_all(m);
+    for (const ManagerPart *const *part = manager_parts; *part; part++)
+        if ((*part)->flush)
+            (*part)->flush(m);
     return 0;
 }
 
@@ -1919,11 +1932,9 @@ void manager_begin_shutdown(Manager *m) {
         if (p->task)
             stop_task(p->task, INTERRUPTED_BY_SHUTDOWN, false);
     }
-    remover_stop(m);
-    resync_stop(m);
-    /* A queued reader leaves the list when stopped: walk it from the end. */
-    for (size_t i = m->n_read_tasks; i > 0; i--)
-        reader_stop(m->read_tasks[i - 1], INTERRUPTED_BY_SHUTDOWN, false);
+    for (const ManagerPart *const *part = manager_parts; *part; part++)
+        if ((*part)->stop)
+            (*part)->stop(m);
     if (manager_has_tasks(m)) {
         uint64_t mono;
         if (sd_event_now(m->event, CLOCK_MONOTONIC, &mono) >= 0)
@@ -2116,7 +2127,9 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
     r = load_snapshots(m, e);
     if (r < 0)
         return r;
-    r = reader_load(m, e);
+    for (const ManagerPart *const *part = manager_parts; *part && r >= 0; part++)
+        if ((*part)->load)
+            r = (*part)->load(m, e);
     if (r < 0)
         return r;
     r = manager_cluster_start(m, e);
@@ -2144,9 +2157,9 @@ Manager *manager_free(Manager *m) {
     manager_cluster_free(m);
     free(m->policies);
     free_policy_errors(m);
-    reader_free_all(m);
-    remover_free_all(m);
-    resync_free_all(m);
+    for (const ManagerPart *const *part = manager_parts; *part; part++)
+        if ((*part)->free_all)
+            (*part)->free_all(m);
     forget_stores(m);
     ms_snapshot_record_list_free(m->snapshots, m->n_snapshots);
     sd_event_source_disable_unref(m->stop_timer);

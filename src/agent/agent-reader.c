@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/agent-internal.h"
+#include "agent/agent-reader.h"
 #include "common/log.h"
 #include "common/redact.h"
 #include "common/strv.h"
@@ -46,7 +46,7 @@ const MsRestoreRecord *manager_find_restore(const Manager *m, const char *id) {
     return NULL;
 }
 
-int reader_load(Manager *m, MsError *e) {
+static int reader_load(Manager *m, MsError *e) {
     int r = ms_catalog_list_restores(m->catalog, NULL, &m->restores, &m->n_restores, e);
     if (r < 0)
         return r;
@@ -74,7 +74,7 @@ static ReadTask *reader_free(ReadTask *t) {
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(ReadTask *, reader_free);
 
-void reader_free_all(Manager *m) {
+static void reader_free_all(Manager *m) {
     for (size_t i = 0; i < m->n_read_tasks; i++)
         reader_free(m->read_tasks[i]);
     free(m->read_tasks);
@@ -166,7 +166,7 @@ static void emit_restore_progress(void *userdata) {
     emit_restore(t->manager, t->restore, MANAGER_SNAPSHOT_PROGRESS);
 }
 
-void reader_flush_all(Manager *m) {
+static void reader_flush_all(Manager *m) {
     for (size_t i = 0; i < m->n_read_tasks; i++)
         if (m->read_tasks[i]->job.worker && m->read_tasks[i]->kind == READ_TASK_RESTORE)
             progress_throttle_flush(&m->read_tasks[i]->progress);
@@ -357,7 +357,7 @@ static void reader_fail_to_start(ReadTask *t, const char *error) {
     reader_done(t);
 }
 
-void reader_stop(ReadTask *t, const char *reason, bool on_request) {
+static void reader_stop(ReadTask *t, const char *reason, bool on_request) {
     if (!t->job.worker) {
         if (t->kind == READ_TASK_RESTORE)
             finish_restore(t, on_request ? MS_RESTORE_CANCELLED : MS_RESTORE_INTERRUPTED, reason,
@@ -835,3 +835,25 @@ int manager_cancel_restore(Manager *m, const char *id, MsError *e) {
     return ms_error_set_kind(e, MS_ERROR_KIND_NOT_RUNNING, ESRCH,
                              "restore %s is not queued or running; nothing to cancel", id);
 }
+
+/* ---- as a part of the agent (agent-internal.h ManagerPart) ---- */
+
+static bool reader_busy(const Manager *m) {
+    return m->n_read_tasks > 0;
+}
+
+static void reader_stop_all(Manager *m) {
+    /* A queued reader leaves the list when stopped: walk it from the end. */
+    for (size_t i = m->n_read_tasks; i > 0; i--)
+        reader_stop(m->read_tasks[i - 1], INTERRUPTED_BY_SHUTDOWN, false);
+}
+
+const ManagerPart reader_part = {
+    .name = "restores and verifications",
+    .load = reader_load,
+    .busy = reader_busy,
+    .uses_snapshot = reader_uses_snapshot,
+    .flush = reader_flush_all,
+    .stop = reader_stop_all,
+    .free_all = reader_free_all,
+};

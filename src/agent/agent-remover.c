@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/agent-internal.h"
+#include "agent/agent-remover.h"
 #include "common/log.h"
 #include "eventlog/eventlog.h"
 #include "mongosnap/mongosnap.h"
@@ -42,7 +42,7 @@ static Removal *removal_free(Removal *x) {
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(Removal *, removal_free);
 
-bool remover_busy(const Manager *m) {
+static bool remover_busy(const Manager *m) {
     return m->n_removals > 0;
 }
 
@@ -193,7 +193,7 @@ static int queue(Manager *m, Removal **x, MsError *e) {
     return 0;
 }
 
-int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *why, MsError *e) {
+static int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *why, MsError *e) {
     if (remover_has(m, r->id))
         return ms_error_set(e, EALREADY, "snapshot %s is being removed already", r->id);
     _cleanup_(removal_freep) Removal *x = calloc(1, sizeof(*x));
@@ -222,7 +222,7 @@ int remover_enqueue_orphan(Manager *m, const char *store, const char *key, const
     return queue(m, &x, e);
 }
 
-void remover_stop(Manager *m) {
+static void remover_stop(Manager *m) {
     /* Queued removals have not touched the store: their snapshots are whole again (an orphan
      * stays one, for the next start). */
     while (m->n_removals > (m->remover.worker ? 1u : 0u)) {
@@ -236,7 +236,7 @@ void remover_stop(Manager *m) {
     (void) agent_job_stop(&m->remover, INTERRUPTED_BY_SHUTDOWN, false, 0);
 }
 
-void remover_free_all(Manager *m) {
+static void remover_free_all(Manager *m) {
     agent_job_reset(&m->remover);
     for (size_t i = 0; i < m->n_removals; i++)
         removal_free(m->removals[i]);
@@ -244,3 +244,14 @@ void remover_free_all(Manager *m) {
     m->removals = NULL;
     m->n_removals = 0;
 }
+
+/* ---- as a part of the agent (agent-internal.h ManagerPart) ---- */
+
+const ManagerPart remover_part = {
+    .name = "removals",
+    .busy = remover_busy,
+    .uses_snapshot = remover_has,
+    .remove_remote = remover_enqueue,
+    .stop = remover_stop,
+    .free_all = remover_free_all,
+};

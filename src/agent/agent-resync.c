@@ -20,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/agent-internal.h"
+#include "agent/agent-reader.h"
+#include "agent/agent-remover.h"
+#include "agent/agent-resync.h"
 #include "common/log.h"
 #include "eventlog/eventlog.h"
 #include "mongosnap/mongosnap.h"
@@ -478,16 +480,16 @@ int manager_resync(Manager *m, ManagerResyncMode mode, void *token, MsError *e) 
     return 0;
 }
 
-bool resync_running(const Manager *m) {
+static bool resync_running(const Manager *m) {
     return m->resync != NULL;
 }
 
-void resync_stop(Manager *m) {
+static void resync_stop(Manager *m) {
     if (m->resync)
         (void) agent_job_stop(&m->resync->job, INTERRUPTED_BY_SHUTDOWN, false, 0);
 }
 
-void resync_free_all(Manager *m) {
+static void resync_free_all(Manager *m) {
     if (!m->resync)
         return;
     Resync *x = TAKE_PTR(m->resync);
@@ -499,3 +501,27 @@ void resync_free_all(Manager *m) {
     }
     resync_free(x);
 }
+
+/* ---- as a part of the agent (agent-internal.h ManagerPart) ---- */
+
+/* The previous run left tasks unfinished: some may have been stored completely before it died
+ * (killed between the worker's commit and the catalog's record). The stores say which; their
+ * records are corrected, nothing else is touched. Once, after the first load of the policies. */
+static void resync_correct_at_start(Manager *m) {
+    if (!m->correct_at_start)
+        return;
+    m->correct_at_start = false;
+    MsError e = MS_ERROR_INIT;
+    int r = manager_resync(m, RESYNC_CORRECT_ONLY, NULL, &e);
+    if (r < 0 && r != -ENXIO) /* ENXIO: no policy has a store, nothing to check */
+        log_warning("cannot check the stores for snapshots stored before the last stop: %s",
+                    e.message);
+}
+
+const ManagerPart resync_part = {
+    .name = "resync",
+    .policies_loaded = resync_correct_at_start,
+    .busy = resync_running,
+    .stop = resync_stop,
+    .free_all = resync_free_all,
+};
