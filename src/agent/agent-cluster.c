@@ -1048,3 +1048,16 @@ void manager_cluster_free(Manager *m) {
     free(c);
     m->cluster = NULL;
 }
+
+/* ---- as the manager sees it (agent-internal.h ManagerCoordination) ---- */
+
+const ManagerCoordination cluster_coordination = {
+    .start = manager_cluster_start,
+    .free = manager_cluster_free,
+    .take_snapshot = cluster_take_snapshot,
+    .record_changed = cluster_record_changed,
+    .task_finished = cluster_task_finished,
+    .forward = manager_cluster_forward,
+    .set_stopped = manager_cluster_set_stopped,
+    .lease_elsewhere = manager_cluster_lease_elsewhere,
+};

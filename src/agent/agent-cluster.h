@@ -1,6 +1,7 @@
 /* Several nodes: the agents of one cluster act as one through shared collections in the
  * deployment they back up (cluster/cluster-store.h). What the bus adapter and the daemon see of
- * it; the rest is in agent-internal.h. */
+ * it, and what the other parts (reader, resync) call; the manager reaches it through
+ * cluster_coordination (agent-internal.h ManagerCoordination). */
 #pragma once
 
 #include <stdbool.h>
@@ -34,3 +35,18 @@ int manager_cluster_set_stopped(Manager *m, const ManagerPolicy *p, bool stopped
  * expired, or this node's own). ret_task: that task. Reads the cluster database. */
 int manager_cluster_lease_elsewhere(Manager *m, const ManagerPolicy *p, char **ret_node,
                                     char **ret_task, MsError *e);
+
+/* For the parts of the agent (agent-internal.h). */
+typedef struct ManagerCoordination ManagerCoordination;
+extern const ManagerCoordination cluster_coordination;
+/* Claim the policy's cluster lease for snapshot id and run it here or hand it to the node the
+ * policy's NodePriority= prefers. */
+int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool scheduled,
+                          const MsSnapshotRecord **ret_record, MsError *e);
+/* A local record changed: it is written to the shared collection at the next heartbeat. */
+void cluster_record_changed(Manager *m, const MsSnapshotRecord *r);
+/* Write another node's record (found by a resync) to the cluster's records at once. */
+int cluster_publish_foreign(Manager *m, const MsSnapshotRecord *r, MsError *e);
+void cluster_restore_changed(Manager *m, const MsRestoreRecord *r);
+/* r's task ended: its final record and the release of its lease go to the cluster now. */
+void cluster_task_finished(Manager *m, const MsSnapshotRecord *r);

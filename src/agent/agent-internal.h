@@ -7,7 +7,6 @@
 #include <signal.h>
 #include <string.h>
 
-#include "agent/agent-cluster.h"
 #include "agent/agent-job.h"
 #include "agent/agent-manager.h"
 #include "agent/agent-task.h"
@@ -180,22 +179,38 @@ void manager_stop_task_lost_lease(Manager *m, ManagerPolicy *p);
 /* A Rebuild whose policy has no task anywhere any more: clean up and take the fresh snapshot. */
 void manager_rebuild_now(Manager *m, ManagerPolicy *p);
 
-/* agent-cluster.c: coordination with the other nodes' agents (see agent-cluster.h too) */
-/* Claim the policy's cluster lease for snapshot id and run it here or hand it to the node the
- * policy's NodePriority= prefers. */
-int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool scheduled,
-                          const MsSnapshotRecord **ret_record, MsError *e);
-/* A local record changed: it is written to the shared collection at the next heartbeat. */
-void cluster_record_changed(Manager *m, const MsSnapshotRecord *r);
-/* Write another node's record (found by a resync) to the cluster's records at once. */
-int cluster_publish_foreign(Manager *m, const MsSnapshotRecord *r, MsError *e);
+/* The other nodes (agent-cluster.c): the manager reaches them only through this table, like a
+ * part, so that agent-cluster depends on the manager and not the other way round. Alone (no
+ * [Cluster] URI=) every operation is a no-op or answers as a single node would. */
+typedef struct ManagerCoordination {
+    /* Connect to [Cluster] URI= (nothing is contacted yet) and start the heartbeat. */
+    int (*start)(Manager *m, MsError *e);
+    void (*free)(Manager *m);
+    /* Claim the policy's lease for snapshot id and run it here or hand it to the node the
+     * policy's NodePriority= prefers. */
+    int (*take_snapshot)(Manager *m, ManagerPolicy *p, const char *id, bool scheduled,
+                         const MsSnapshotRecord **ret_record, MsError *e);
+    /* A local record changed: it is written to the shared collection at the next heartbeat. */
+    void (*record_changed)(Manager *m, const MsSnapshotRecord *r);
+    /* r's task ended: its final record and the release of its lease go to the cluster now. */
+    void (*task_finished)(Manager *m, const MsSnapshotRecord *r);
+    /* An operation on another node's task sent to that node ("cancel", "delete-snapshot"). */
+    int (*forward)(Manager *m, const char *op, const char *node, const char *policy,
+                   const char *task, MsError *e);
+    /* Stop or Start given on this node, for every node. */
+    int (*set_stopped)(Manager *m, const ManagerPolicy *p, bool stopped, MsError *e);
+    /* The node holding p's lease for a task that is not this node's (ret_node NULL: none). */
+    int (*lease_elsewhere)(Manager *m, const ManagerPolicy *p, char **ret_node, char **ret_task,
+                           MsError *e);
+} ManagerCoordination;
+
+/* agent-parts.c */
+extern const ManagerCoordination *const manager_coordination;
+
 /* A snapshot found complete in a store that no record knows: recorded as r->node's (this node's
  * in its catalog; another node's published to the cluster, or kept in the catalog when there
  * is no cluster). Takes r (freed on failure). */
 int manager_adopt_snapshot(Manager *m, MsSnapshotRecord *r, MsError *e);
-void cluster_restore_changed(Manager *m, const MsRestoreRecord *r);
-/* r's task ended: its final record and the release of its lease go to the cluster now. */
-void cluster_task_finished(Manager *m, const MsSnapshotRecord *r);
 
 /* A part of the agent that works for the manager (agent-reader, agent-remover, agent-resync):
  * the manager reaches it only through this table (agent-parts.c lists them), so that parts

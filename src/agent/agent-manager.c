@@ -46,7 +46,7 @@ static void fields_for(const SnapshotTask *t, MsEventFields *f) {
 }
 
 void manager_emit_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsigned changes) {
-    cluster_record_changed(m, r);
+    manager_coordination->record_changed(m, r);
     MANAGER_EMIT(m, snapshot_changed, r, changes);
 }
 
@@ -932,7 +932,7 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
 
     p->task = NULL;
     snapshot_task_free(t);
-    cluster_task_finished(m, r);
+    manager_coordination->task_finished(m, r);
     if (state == MS_SNAPSHOT_COMPLETED)
         manager_apply_retention(m, p->settings->name);
     manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS);
@@ -1318,7 +1318,7 @@ int manager_enqueue_snapshot(Manager *m, ManagerPolicy *p, const char *id, MsSna
         manager_emit_snapshot_changed(m, t->record, MANAGER_SNAPSHOT_STATE);
     else
         MANAGER_EMIT(m, snapshot_added, t->record);
-    cluster_record_changed(m, t->record);
+    manager_coordination->record_changed(m, t->record);
     const MsSnapshotRecord *result = t->record;
     manager_start_queued(m);
     /* manager_start_queued() may have failed and finished the task; the record stays listed. */
@@ -1385,7 +1385,7 @@ static void record_refused_snapshot(Manager *m, ManagerPolicy *p, bool scheduled
             .policy = s->name, .task = id, .node = m->config->node, .error = e->message},
         "snapshot %s of policy %s could not start: %s", id, s->name, e->message);
     MANAGER_EMIT(m, snapshot_added, r);
-    cluster_record_changed(m, r);
+    manager_coordination->record_changed(m, r);
     manager_emit_policy_changed(m, p);
     ms_error_prefix(e, "snapshot %s failed: ", id);
 }
@@ -1410,7 +1410,7 @@ int manager_take_snapshot_ex(Manager *m, ManagerPolicy *p, bool scheduled,
     if (r < 0)
         return r;
     if (m->cluster)
-        return cluster_take_snapshot(m, p, id, scheduled, ret_record, e);
+        return manager_coordination->take_snapshot(m, p, id, scheduled, ret_record, e);
     return manager_enqueue_snapshot(
         m, p, id, scheduled ? MS_SNAPSHOT_ORIGIN_SCHEDULED : MS_SNAPSHOT_ORIGIN_MANUAL, 0,
         ret_record, e);
@@ -1474,14 +1474,14 @@ int manager_stop_policy(Manager *m, ManagerPolicy *p, MsError *e) {
     if (r < 0)
         return r;
     /* The other nodes stop its schedule too, and the node running its task stops the task. */
-    return manager_cluster_set_stopped(m, p, true, e);
+    return manager_coordination->set_stopped(m, p, true, e);
 }
 
 int manager_start_policy(Manager *m, ManagerPolicy *p, MsError *e) {
     int r = manager_start_policy_here(m, p, e);
     if (r < 0)
         return r;
-    return manager_cluster_set_stopped(m, p, false, e);
+    return manager_coordination->set_stopped(m, p, false, e);
 }
 
 /* Edits (or a new policy's settings) applied with the checks a file gets; whatever the checks
@@ -1623,11 +1623,11 @@ int manager_rebuild_policy(Manager *m, ManagerPolicy *p, void *token, MsError *e
         /* Another node runs the policy's task: ask it to stop; the heartbeat that finds the
          * lease free goes on with the rebuild (agent-cluster.c). */
         _cleanup_free_ char *node = NULL, *task = NULL;
-        int r = manager_cluster_lease_elsewhere(m, p, &node, &task, e);
+        int r = manager_coordination->lease_elsewhere(m, p, &node, &task, e);
         if (r < 0)
             return r;
         if (node) {
-            r = manager_cluster_forward(m, "cancel", node, p->settings->name, task, e);
+            r = manager_coordination->forward(m, "cancel", node, p->settings->name, task, e);
             if (r < 0)
                 return r;
             p->rebuild_token = token;
@@ -1654,7 +1654,7 @@ int manager_cancel_snapshot(Manager *m, const char *id, MsError *e) {
     }
     const MsSnapshotRecord *r = find_snapshot(m, id);
     if (r && r->remote && (r->state == MS_SNAPSHOT_QUEUED || r->state == MS_SNAPSHOT_RUNNING))
-        return manager_cluster_forward(m, "cancel", r->node, r->policy, id, e);
+        return manager_coordination->forward(m, "cancel", r->node, r->policy, id, e);
     return ms_error_set_kind(e, MS_ERROR_KIND_NOT_RUNNING, ESRCH,
                              "snapshot %s is not queued or running; nothing to cancel", id);
 }
@@ -1705,7 +1705,7 @@ int manager_delete_policy(Manager *m, ManagerPolicy *p, bool purge_store, MsErro
             log_warning("cannot record that %s no longer belongs to policy '%s': %s", sr->id, name,
                         de.message);
         manager_emit_snapshot_changed(m, sr, MANAGER_SNAPSHOT_STATE);
-        cluster_record_changed(m, sr);
+        manager_coordination->record_changed(m, sr);
     }
     (void) ms_event_log(
         MS_EVENT_POLICY_DELETED, &(MsEventFields){.policy = name, .node = m->config->node},
@@ -1727,7 +1727,7 @@ int manager_delete_snapshot(Manager *m, const char *id, MsError *e) {
         return ms_error_set(e, ENOENT, "no snapshot '%s'", id);
     if (r->remote)
         /* Its record and its removal belong to the node that took it. */
-        return manager_cluster_forward(m, "delete-snapshot", r->node, r->policy, id, e);
+        return manager_coordination->forward(m, "delete-snapshot", r->node, r->policy, id, e);
     switch (r->state) {
     case MS_SNAPSHOT_QUEUED:
     case MS_SNAPSHOT_RUNNING:
@@ -2132,7 +2132,7 @@ int manager_new(sd_event *event, const ManagerOptions *o, Manager **ret_manager,
             r = (*part)->load(m, e);
     if (r < 0)
         return r;
-    r = manager_cluster_start(m, e);
+    r = manager_coordination->start(m, e);
     if (r < 0)
         return r;
     *ret_manager = TAKE_PTR(m);
@@ -2154,7 +2154,7 @@ Manager *manager_free(Manager *m) {
         snapshot_task_free(p->task);
         manager_policy_free(p);
     }
-    manager_cluster_free(m);
+    manager_coordination->free(m);
     free(m->policies);
     free_policy_errors(m);
     for (const ManagerPart *const *part = manager_parts; *part; part++)

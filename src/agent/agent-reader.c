@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/agent-cluster.h"
 #include "agent/agent-reader.h"
 #include "common/log.h"
 #include "common/redact.h"

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/agent-cluster.h"
 #include "agent/agent-reader.h"
 #include "agent/agent-remover.h"
 #include "agent/agent-resync.h"
