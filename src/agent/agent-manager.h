@@ -11,11 +11,6 @@
 #include "common/macro.h"
 #include "config/conf.h"
 
-/* How often a running task's progress is written to the catalog: a crash loses at most this
- * much of the figures, and SQLite sees one small UPDATE a second per task. */
-#define MANAGER_PROGRESS_FLUSH_USEC (1000u * 1000u)
-/* The fastest Progress is announced on the bus (PropertiesChanged): twice a second. */
-#define MANAGER_PROGRESS_EMIT_USEC (500u * 1000u)
 /* How long a stopping agent waits for its workers to exit after SIGTERM before SIGKILL: well
  * below systemd's default TimeoutStopSec= (90 s). */
 #define MANAGER_STOP_TIMEOUT_USEC (30u * 1000u * 1000u)

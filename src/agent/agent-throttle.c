@@ -1,7 +1,6 @@
 /* Rate-limited progress: catalog writes and bus announcements of a running task. */
 #include "agent/agent-throttle.h"
 
-#include "agent/agent-manager.h"
 #include "common/timeutil.h"
 
 void progress_throttle_init(ProgressThrottle *t, sd_event *event, void (*flush)(void *),

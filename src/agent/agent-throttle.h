@@ -6,6 +6,12 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+/* How often a running task's progress is written to the catalog: a crash loses at most this
+ * much of the figures, and SQLite sees one small UPDATE a second per task. */
+#define MANAGER_PROGRESS_FLUSH_USEC (1000u * 1000u)
+/* The fastest Progress is announced on the bus (PropertiesChanged): twice a second. */
+#define MANAGER_PROGRESS_EMIT_USEC (500u * 1000u)
+
 typedef struct ProgressThrottle {
     sd_event *event;
     void (*flush)(void *userdata); /* write the figures to the catalog */
