@@ -1317,7 +1317,7 @@ static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, 
     FIRST_FAILURE(r, column_strdup(s, SNAP_VERIFY_ERROR, &rec->verify_error));
     if (r < 0)
         return ms_error_set(e, -r, "out of memory reading the catalog");
-    int v;
+    int v = 0;
     r = read_named(c, s, SNAP_STATE, &SNAPSHOTS, rec->id, "state", snapshot_state_from, &v, e);
     if (r < 0)
         return r;
@@ -1571,7 +1571,7 @@ static int read_restore(MsCatalog *c, sqlite3_stmt *s, MsRestoreRecord **ret, Ms
     FIRST_FAILURE(r, column_strdup(s, REST_OPTIONS, &rec->options));
     if (r < 0)
         return ms_error_set(e, -r, "out of memory reading the catalog");
-    int v;
+    int v = 0;
     r = read_named(c, s, REST_STATE, &RESTORES, rec->id, "state", restore_state_from, &v, e);
     if (r < 0)
         return r;
