@@ -8,6 +8,30 @@
 
 #include "mongosnap/mongosnap.h"
 
+static void on_job_message(AgentTask *w, const bson_t *msg, void *userdata) {
+    AgentJob *j = userdata;
+    agent_job_take_message(j, msg);
+    if (j->type->on_message)
+        j->type->on_message(j, msg);
+}
+
+static void on_job_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
+    AgentJob *j = userdata;
+    AgentJobEnd end;
+    agent_job_end(j, status, by_signal, &end);
+    j->type->on_end(j, &end);
+}
+
+int agent_job_spawn(AgentJob *j, const AgentJobType *type, sd_event *event,
+                    const AgentTaskSpec *spec, MsError *e) {
+    static const AgentTaskCallbacks callbacks = {
+        .on_message = on_job_message,
+        .on_exit = on_job_exit,
+    };
+    j->type = type;
+    return agent_task_spawn(event, spec, &callbacks, j, &j->worker, e);
+}
+
 void agent_job_take_message(AgentJob *j, const bson_t *msg) {
     const char *event = agent_msg_str(msg, "event");
     if (!event || strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) != 0)

@@ -13,13 +13,23 @@
 
 typedef struct AgentJob AgentJob;
 
-/* What a kind of queued job does when the queue starts it (agent_queue_start()). */
+typedef struct AgentJobEnd AgentJobEnd;
+
+/* A kind of job: the table of what differs between snapshots, restores and verifications,
+ * removals and scans. The core spawns the worker (agent_job_spawn()), keeps its last word, and
+ * reads its exit once for every kind. */
 typedef struct AgentJobType {
     const char *name; /* "snapshot", "restore or verification", ... */
-    /* Spawn the job's worker (j->worker set), or fail with e set. */
+    /* Queued kinds: build the worker's arguments and spawn it with agent_job_spawn(), or fail
+     * with e set (agent_queue_start() calls it). */
     int (*start)(AgentJob *j, MsError *e);
     /* The worker could not be started: end the job with message (it may free it). */
     void (*fail_to_start)(AgentJob *j, const char *message);
+    /* One progress message of the worker, after the core kept a result's words. May be NULL. */
+    void (*on_message)(AgentJob *j, const bson_t *msg);
+    /* The worker is gone and every message was delivered: what its end means (agent_job_end()).
+     * The job may be freed from here. */
+    void (*on_end)(AgentJob *j, const AgentJobEnd *end);
 } AgentJobType;
 
 struct AgentJob {
@@ -59,14 +69,19 @@ typedef enum AgentJobOutcome {
     AGENT_JOB_FAILED,      /* the worker failed, crashed or was killed: reason says how */
 } AgentJobOutcome;
 
-typedef struct AgentJobEnd {
+struct AgentJobEnd {
     AgentJobOutcome outcome;
     int status;     /* the exit code, or 128 + the signal */
     bool by_signal; /* the worker was killed by a signal */
     /* "" when it succeeded; else the stop's reason, the worker's own words, or what its exit
      * says ("the worker was killed by signal KILL", "the worker exited with status 7"). */
     char reason[MS_ERROR_MESSAGE_MAX];
-} AgentJobEnd;
+};
+
+/* Spawn the job's worker (agent-task.h says how) as a job of type: its messages and its end go
+ * to the type's on_message and on_end. */
+int agent_job_spawn(AgentJob *j, const AgentJobType *type, sd_event *event,
+                    const AgentTaskSpec *spec, MsError *e);
 
 /* Keep the message of a "result" progress message; other messages are not the job's. */
 void agent_job_take_message(AgentJob *j, const bson_t *msg);

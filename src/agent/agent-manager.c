@@ -430,8 +430,8 @@ static void emit_progress(void *userdata) {
     manager_emit_snapshot_changed(t->manager, t->record, MANAGER_SNAPSHOT_PROGRESS);
 }
 
-static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
-    SnapshotTask *t = userdata;
+static void snapshot_job_message(AgentJob *j, const bson_t *msg) {
+    SnapshotTask *t = MS_CONTAINER_OF(j, SnapshotTask, job);
     MsSnapshotRecord *r = t->record;
     const char *event = agent_msg_str(msg, "event");
     if (!event)
@@ -464,7 +464,6 @@ static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
                             r->id, f.items);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
         const char *status = agent_msg_str(msg, "status");
-        agent_job_take_message(&t->job, msg);
         if (status && strcmp(status, "ok") == 0) {
             (void) replace_string(&t->archive_key, agent_msg_str(msg, "archive"));
             (void) replace_string(&t->manifest_key, agent_msg_str(msg, "manifest"));
@@ -944,25 +943,25 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
     manager_maybe_finish_shutdown(m);
 }
 
-static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
-    SnapshotTask *t = userdata;
-    AgentJobEnd end;
-    agent_job_end(&t->job, status, by_signal, &end);
-    switch (end.outcome) {
+static void snapshot_job_end(AgentJob *j, const AgentJobEnd *end) {
+    SnapshotTask *t = MS_CONTAINER_OF(j, SnapshotTask, job);
+    switch (end->outcome) {
     case AGENT_JOB_SUCCEEDED:
         finish_task(t, MS_SNAPSHOT_COMPLETED, NULL, MS_EVENT_TASK_COMPLETED);
         break;
     case AGENT_JOB_STOPPED:
-        finish_task(t, MS_SNAPSHOT_STOPPED, end.reason, MS_EVENT_TASK_STOPPED);
+        finish_task(t, MS_SNAPSHOT_STOPPED, end->reason, MS_EVENT_TASK_STOPPED);
         break;
     case AGENT_JOB_INTERRUPTED:
-        finish_task(t, MS_SNAPSHOT_INTERRUPTED, end.reason, MS_EVENT_TASK_INTERRUPTED);
+        finish_task(t, MS_SNAPSHOT_INTERRUPTED, end->reason, MS_EVENT_TASK_INTERRUPTED);
         break;
     case AGENT_JOB_FAILED:
-        finish_task(t, MS_SNAPSHOT_FAILED, end.reason, MS_EVENT_TASK_FAILED);
+        finish_task(t, MS_SNAPSHOT_FAILED, end->reason, MS_EVENT_TASK_FAILED);
         break;
     }
 }
+
+static const AgentJobType snapshot_job_type;
 
 /* The worker's command line for a snapshot of p; every string is owned by p or m, a buffer of
  * the caller, or static. The URI is not among them: the spawner passes it in a memfd. */
@@ -1068,11 +1067,7 @@ static int start_worker(SnapshotTask *t, MsError *e) {
         .args = args,
         .uri = p->settings->source,
     };
-    static const AgentTaskCallbacks callbacks = {
-        .on_message = on_worker_message,
-        .on_exit = on_worker_exit,
-    };
-    int r = agent_task_spawn(m->event, &spec, &callbacks, t, &t->job.worker, e);
+    int r = agent_job_spawn(&t->job, &snapshot_job_type, m->event, &spec, e);
     if (r < 0)
         return r;
 
@@ -1104,6 +1099,8 @@ static const AgentJobType snapshot_job_type = {
     .name = "snapshot",
     .start = snapshot_job_start,
     .fail_to_start = snapshot_job_fail_to_start,
+    .on_message = snapshot_job_message,
+    .on_end = snapshot_job_end,
 };
 
 void manager_start_queued(Manager *m) {

@@ -175,13 +175,12 @@ static void reader_flush_all(Manager *m) {
 
 /* ---- worker life ---- */
 
-static void on_worker_message(AgentTask *w, const bson_t *msg, void *userdata) {
-    ReadTask *t = userdata;
+static void reader_job_message(AgentJob *j, const bson_t *msg) {
+    ReadTask *t = MS_CONTAINER_OF(j, ReadTask, job);
     const char *event = agent_msg_str(msg, "event");
     if (!event)
         return;
     if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
-        agent_job_take_message(&t->job, msg);
         if (t->kind == READ_TASK_RESTORE && agent_msg_has(msg, "documents"))
             t->restore->items_done = agent_msg_u64(msg, "documents");
         return;
@@ -274,10 +273,9 @@ static void reader_done(ReadTask *t) {
     manager_maybe_finish_shutdown(m);
 }
 
-static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
-    ReadTask *t = userdata;
-    AgentJobEnd end;
-    agent_job_end(&t->job, status, by_signal, &end);
+static void reader_job_end(AgentJob *j, const AgentJobEnd *e) {
+    ReadTask *t = MS_CONTAINER_OF(j, ReadTask, job);
+    const AgentJobEnd end = *e;
     if (t->kind == READ_TASK_RESTORE) {
         switch (end.outcome) {
         case AGENT_JOB_SUCCEEDED:
@@ -312,6 +310,8 @@ static void on_worker_exit(AgentTask *w, int status, bool by_signal, void *userd
     reader_done(t);
 }
 
+static const AgentJobType reader_job_type;
+
 static int reader_start(ReadTask *t, MsError *e) {
     Manager *m = t->manager;
     AgentTaskSpec spec = {
@@ -319,11 +319,7 @@ static int reader_start(ReadTask *t, MsError *e) {
         .args = (const char *const *) t->args,
         .uri = t->uri,
     };
-    static const AgentTaskCallbacks callbacks = {
-        .on_message = on_worker_message,
-        .on_exit = on_worker_exit,
-    };
-    int r = agent_task_spawn(m->event, &spec, &callbacks, t, &t->job.worker, e);
+    int r = agent_job_spawn(&t->job, &reader_job_type, m->event, &spec, e);
     if (r < 0)
         return r;
     /* The memfd holds the URI now; the agent has no further use for the password. */
@@ -514,6 +510,8 @@ static const AgentJobType reader_job_type = {
     .name = "restore or verification",
     .start = reader_job_start,
     .fail_to_start = reader_job_fail_to_start,
+    .on_message = reader_job_message,
+    .on_end = reader_job_end,
 };
 
 static int add_reader(Manager *m, ReadTask *t, MsError *e) {

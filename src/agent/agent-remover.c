@@ -71,8 +71,8 @@ static void pop_head(Manager *m) {
     agent_job_reset(&m->remover);
 }
 
-static void on_remover_message(AgentTask *w, const bson_t *msg, void *userdata) {
-    Manager *m = userdata;
+static void remover_job_message(AgentJob *j, const bson_t *msg) {
+    Manager *m = MS_CONTAINER_OF(j, Manager, remover);
     const char *event = agent_msg_str(msg, "event");
     if (!event || strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) != 0 || m->n_removals == 0)
         return;
@@ -80,17 +80,14 @@ static void on_remover_message(AgentTask *w, const bson_t *msg, void *userdata) 
     x->reported = true;
     /* How far the worker got through the keys, in order (present or not): "processed". */
     x->removed = agent_msg_u64(msg, "processed");
-    agent_job_take_message(&m->remover, msg);
 }
 
-static void on_remover_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
-    Manager *m = userdata;
+static void remover_job_end(AgentJob *j, const AgentJobEnd *end) {
+    Manager *m = MS_CONTAINER_OF(j, Manager, remover);
     Removal *x = m->removals[0];
     MsSnapshotRecord *r = x->orphan ? NULL : manager_snapshot_mutable(m, x->snapshot_id);
-    AgentJobEnd end;
-    agent_job_end(&m->remover, status, by_signal, &end);
-    bool ok = end.outcome == AGENT_JOB_SUCCEEDED;
-    const char *reason = end.reason;
+    bool ok = end->outcome == AGENT_JOB_SUCCEEDED;
+    const char *reason = end->reason;
 
     if (!ok && !x->reported) {
         /* Killed or crashed before it said how far it got: the manifest may be gone already,
@@ -152,6 +149,12 @@ static void on_remover_exit(AgentTask *w, int status, bool by_signal, void *user
     manager_maybe_finish_shutdown(m);
 }
 
+static const AgentJobType remover_job_type = {
+    .name = "removal",
+    .on_message = remover_job_message,
+    .on_end = remover_job_end,
+};
+
 static void remover_start_next(Manager *m) {
     while (m->n_removals > 0 && !m->remover.worker && !m->stopping) {
         Removal *x = m->removals[0];
@@ -166,12 +169,10 @@ static void remover_start_next(Manager *m) {
         }
         args[k] = NULL;
         AgentTaskSpec spec = {.worker_path = m->config->worker_path, .args = args};
-        static const AgentTaskCallbacks callbacks = {.on_message = on_remover_message,
-                                                     .on_exit = on_remover_exit};
         MsError e = MS_ERROR_INIT;
         x->attempts++;
         x->reported = false;
-        if (agent_task_spawn(m->event, &spec, &callbacks, m, &m->remover.worker, &e) >= 0)
+        if (agent_job_spawn(&m->remover, &remover_job_type, m->event, &spec, &e) >= 0)
             return;
         /* Not even started: nothing was removed. */
         MsSnapshotRecord *r = x->orphan ? NULL : manager_snapshot_mutable(m, x->snapshot_id);

@@ -118,8 +118,8 @@ static int dup_field(char **dst, const bson_t *msg, const char *key) {
     return (*dst = strdup(v)) ? 0 : -ENOMEM;
 }
 
-static void on_scan_message(AgentTask *w, const bson_t *msg, void *userdata) {
-    Resync *x = userdata;
+static void scan_job_message(AgentJob *j, const bson_t *msg) {
+    Resync *x = MS_CONTAINER_OF(j, Resync, job);
     const char *event = agent_msg_str(msg, "event");
     if (!event)
         return;
@@ -129,10 +129,8 @@ static void on_scan_message(AgentTask *w, const bson_t *msg, void *userdata) {
                     agent_msg_str(msg, "message") ?: "unreadable");
         return;
     }
-    if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
-        agent_job_take_message(&x->job, msg);
-        return;
-    }
+    if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0)
+        return; /* its words are the job core's (agent_job_take_message) */
     if (strcmp(event, "orphan") == 0) {
         const char *key = agent_msg_str(msg, "key"), *id = agent_msg_str(msg, "id");
         if (!key || !*key || !id || !*id)
@@ -208,14 +206,12 @@ static void on_scan_message(AgentTask *w, const bson_t *msg, void *userdata) {
 
 static void scan_next(Resync *x);
 
-static void on_scan_exit(AgentTask *w, int status, bool by_signal, void *userdata) {
-    Resync *x = userdata;
-    AgentJobEnd end;
-    agent_job_end(&x->job, status, by_signal, &end);
-    if (end.outcome == AGENT_JOB_SUCCEEDED)
+static void scan_job_end(AgentJob *j, const AgentJobEnd *end) {
+    Resync *x = MS_CONTAINER_OF(j, Resync, job);
+    if (end->outcome == AGENT_JOB_SUCCEEDED)
         x->store_read[x->next] = true;
     else
-        add_problem(x, "%s could not be read: %s", x->stores[x->next], end.reason);
+        add_problem(x, "%s could not be read: %s", x->stores[x->next], end->reason);
     agent_job_reset(&x->job);
     x->next++;
     scan_next(x);
@@ -431,10 +427,13 @@ static void scan_next(Resync *x) {
         }
         const char *args[] = {"scan", "--store", x->stores[x->next], NULL};
         AgentTaskSpec spec = {.worker_path = m->config->worker_path, .args = args};
-        static const AgentTaskCallbacks callbacks = {.on_message = on_scan_message,
-                                                     .on_exit = on_scan_exit};
+        static const AgentJobType scan_job_type = {
+            .name = "store scan",
+            .on_message = scan_job_message,
+            .on_end = scan_job_end,
+        };
         MsError e = MS_ERROR_INIT;
-        if (agent_task_spawn(m->event, &spec, &callbacks, x, &x->job.worker, &e) >= 0)
+        if (agent_job_spawn(&x->job, &scan_job_type, m->event, &spec, &e) >= 0)
             return;
         add_problem(x, "%s could not be read: %s", x->stores[x->next], e.message);
         x->next++;

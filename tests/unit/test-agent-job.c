@@ -201,6 +201,65 @@ static void test_stop_reaches_a_running_worker(void) {
     sd_event_unref(ev);
 }
 
+/* ---- a job spawned by the core ---- */
+
+typedef struct SeenJob {
+    AgentJob job;
+    unsigned messages;
+    bool ended;
+    AgentJobEnd end;
+} SeenJob;
+
+static void seen_message(AgentJob *j, const bson_t *msg) {
+    MS_CONTAINER_OF(j, SeenJob, job)->messages++;
+}
+
+static void seen_end(AgentJob *j, const AgentJobEnd *end) {
+    SeenJob *s = MS_CONTAINER_OF(j, SeenJob, job);
+    s->ended = true;
+    s->end = *end;
+}
+
+/* The core spawns the worker, hands every message to the kind after keeping a result's words,
+ * and reads the exit once: a worker that says why it failed and exits 1 ends FAILED with its
+ * own words. */
+static void test_the_core_spawns_and_reads_the_end(void) {
+    char script[64];
+    snprintf(script, sizeof(script), "/tmp/mongosnap-test-jobspawn-%d", (int) getpid());
+    FILE *f = fopen(script, "we");
+    ASSERT(f);
+    fputs("#!/bin/sh\necho '{\"event\":\"progress\",\"items_done\":1}' >&4\n"
+          "echo '{\"event\":\"result\",\"status\":\"failed\",\"message\":\"no route\"}' >&4\n"
+          "exit 1\n",
+          f);
+    fclose(f);
+    ASSERT(chmod(script, 0700) == 0);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    ASSERT(sigprocmask(SIG_BLOCK, &mask, NULL) == 0);
+    sd_event *ev = NULL;
+    ASSERT(sd_event_new(&ev) >= 0);
+    static const AgentJobType type = {
+        .name = "seen", .on_message = seen_message, .on_end = seen_end};
+    const char *args[] = {"snapshot", NULL};
+    AgentTaskSpec spec = {.worker_path = script, .args = args};
+    SeenJob s = {0};
+    MsError e = MS_ERROR_INIT;
+    ASSERT_OK(agent_job_spawn(&s.job, &type, ev, &spec, &e));
+    time_t deadline = time(NULL) + 10;
+    while (!s.ended && time(NULL) < deadline)
+        ASSERT(sd_event_run(ev, 100 * 1000) >= 0);
+    unlink(script);
+    ASSERT(s.ended);
+    ASSERT_EQ_INT(s.messages, 2);
+    ASSERT_EQ_INT(s.end.outcome, AGENT_JOB_FAILED);
+    ASSERT_EQ_INT(s.end.status, 1);
+    ASSERT_STREQ(s.end.reason, "no route");
+    agent_job_reset(&s.job);
+    sd_event_unref(ev);
+}
+
 /* ---- the queue ---- */
 
 /* A stand-in kind for the queue's tests: "starting" records the order and may be told to fail;
@@ -343,5 +402,6 @@ static void test_queue_random_schedules(void) {
 MS_TEST_MAIN(TEST_CASE(test_every_end_of_every_worker), TEST_CASE(test_exit_text_names_the_signal),
              TEST_CASE(test_only_result_messages_are_kept),
              TEST_CASE(test_stop_without_a_worker_is_the_callers),
-             TEST_CASE(test_stop_reaches_a_running_worker), TEST_CASE(test_queue_order_and_limit),
-             TEST_CASE(test_queue_random_schedules))
+             TEST_CASE(test_stop_reaches_a_running_worker),
+             TEST_CASE(test_the_core_spawns_and_reads_the_end),
+             TEST_CASE(test_queue_order_and_limit), TEST_CASE(test_queue_random_schedules))
