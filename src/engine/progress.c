@@ -141,10 +141,12 @@ void ms_progress_report(MsProgress *p) {
     BSON_APPEND_UTF8(&doc, "event", MONGOSNAP_PROGRESS_EVENT_PROGRESS);
     pthread_mutex_lock(&p->lock);
     BSON_APPEND_UTF8(&doc, "phase", p->phase);
-    BSON_APPEND_INT64(&doc, "items_done", (int64_t) __atomic_load_n(&p->items_done, __ATOMIC_RELAXED));
+    BSON_APPEND_INT64(&doc, "items_done",
+                      (int64_t) __atomic_load_n(&p->items_done, __ATOMIC_RELAXED));
     BSON_APPEND_INT64(&doc, "items_total", (int64_t) ms_progress_items_total(p));
     BSON_APPEND_DOUBLE(&doc, "percent", pct);
-    BSON_APPEND_INT64(&doc, "bytes_read", (int64_t) __atomic_load_n(&p->bytes_read, __ATOMIC_RELAXED));
+    BSON_APPEND_INT64(&doc, "bytes_read",
+                      (int64_t) __atomic_load_n(&p->bytes_read, __ATOMIC_RELAXED));
     BSON_APPEND_INT64(&doc, "bytes_written",
                       (int64_t) __atomic_load_n(&p->bytes_written, __ATOMIC_RELAXED));
     BSON_APPEND_UTF8(&doc, "namespace", p->current_namespace);
@@ -177,7 +179,8 @@ static void *progress_ticker_main(void *arg) {
 int ms_progress_start_ticker(MsProgress *p, unsigned interval_ms) {
     if (p->fd < 0 || p->ticker_running)
         return 0;
-    p->ticker_interval_ms = interval_ms;
+    p->ticker_interval_ms =
+        p->ticker_interval_override_ms ? p->ticker_interval_override_ms : interval_ms;
     p->ticker_stop = false;
     int r = pthread_create(&p->ticker, NULL, progress_ticker_main, p);
     if (r != 0)

@@ -1,4 +1,5 @@
-/* Task progress: counters updated by worker threads, reported as JSON lines on a file descriptor. */
+/* Task progress: counters updated by worker threads, reported as JSON lines on a file descriptor.
+ */
 #pragma once
 
 #include <bson/bson.h>
@@ -19,7 +20,7 @@ typedef struct MsProgress {
     uint64_t bytes_read;
     uint64_t bytes_written;
     bool completed;
-    pthread_mutex_t lock; /* guards phase, namespace and writes to fd */
+    pthread_mutex_t lock;         /* guards phase, namespace and writes to fd */
     pthread_mutex_t percent_lock; /* guards last_percent */
     double last_percent;          /* the highest percentage reported: it never goes back */
     const char *phase;
@@ -29,6 +30,9 @@ typedef struct MsProgress {
     bool ticker_running;
     bool ticker_stop;
     unsigned ticker_interval_ms;
+    /* Non-zero: every ticker uses this interval instead of its task's (--progress-interval-ms,
+     * for tests that must see ticks at given moments). */
+    unsigned ticker_interval_override_ms;
     pthread_cond_t ticker_cond;
 } MsProgress;
 

@@ -69,10 +69,11 @@ typedef struct Args {
     bool has_until;
     MsOplogPosition until;
     int progress_fd;
+    unsigned progress_interval_ms; /* 0: each task's own */
     bool json;
     MsNsFilter filter;
     size_t n_rename_from, n_rename_to; /* paired after parsing */
-    char **keys; /* remove --key, in order */
+    char **keys;                       /* remove --key, in order */
     size_t n_keys;
 } Args;
 
@@ -122,6 +123,8 @@ static void help(void) {
            "                       which). Without it, or with another key: exit 2.\n\n"
            "Reporting:\n"
            "  --progress-fd FD     write progress as JSON lines to FD\n"
+           "  --progress-interval-ms N  report progress every N ms (default: 500 for snapshots;\n"
+           "                       for tests that must see reports at given moments)\n"
            "  --json               print the result as one JSON object on stdout\n"
            "  -v, --verbose        more log output\n\n"
            "Exit status: 0 ok, 1 failed, 2 usage, 3 snapshot damaged, 4 server unreachable or\n"
@@ -181,6 +184,7 @@ enum {
     OPT_NS_FROM,
     OPT_NS_TO,
     OPT_PROGRESS_FD,
+    OPT_PROGRESS_INTERVAL,
     OPT_JSON,
 };
 
@@ -228,6 +232,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"ns-from", required_argument, NULL, OPT_NS_FROM},
         {"ns-to", required_argument, NULL, OPT_NS_TO},
         {"progress-fd", required_argument, NULL, OPT_PROGRESS_FD},
+        {"progress-interval-ms", required_argument, NULL, OPT_PROGRESS_INTERVAL},
         {"json", no_argument, NULL, OPT_JSON},
         {},
     };
@@ -386,6 +391,13 @@ static int parse_args(int argc, char **argv, Args *a) {
                 return -EINVAL;
             }
             a->progress_fd = (int) u;
+            break;
+        case OPT_PROGRESS_INTERVAL:
+            if (!parse_uint(optarg, 60000, &u) || u < 10) {
+                log_error("--progress-interval-ms %s: give 10 to 60000", optarg);
+                return -EINVAL;
+            }
+            a->progress_interval_ms = u;
             break;
         case OPT_JSON:
             a->json = true;
@@ -818,8 +830,8 @@ static void scan_one(MsStorage *st, const char *key, MsProgress *p, size_t *foun
 /* The length of key's name without its archive suffix (".archive", ".archive.zst",
  * ".archive.gz"), or 0 when key is not an archive. */
 static size_t archive_stem(const char *key) {
-    static const char *const suffixes[] = {MONGOSNAP_ARCHIVE_SUFFIX ".zst",
-                                           MONGOSNAP_ARCHIVE_SUFFIX ".gz", MONGOSNAP_ARCHIVE_SUFFIX};
+    static const char *const suffixes[] = {
+        MONGOSNAP_ARCHIVE_SUFFIX ".zst", MONGOSNAP_ARCHIVE_SUFFIX ".gz", MONGOSNAP_ARCHIVE_SUFFIX};
     for (size_t i = 0; i < ELEMENTSOF(suffixes); i++)
         if (has_suffix(key, suffixes[i]))
             return strlen(key) - strlen(suffixes[i]);
@@ -840,8 +852,8 @@ static void report_orphans(const MsStorageObject *objects, size_t n, MsProgress 
         if (stem == 0)
             continue;
         _cleanup_free_ char *manifest = NULL;
-        if (asprintf(&manifest, "%.*s%s", (int) stem, objects[i].key,
-                     MONGOSNAP_MANIFEST_SUFFIX) < 0)
+        if (asprintf(&manifest, "%.*s%s", (int) stem, objects[i].key, MONGOSNAP_MANIFEST_SUFFIX) <
+            0)
             return;
         MsStorageObject probe = {.key = manifest};
         if (bsearch(&probe, objects, n, sizeof(*objects), compare_object_keys))
@@ -977,6 +989,7 @@ int main(int argc, char **argv) {
     ms_mongo_init_logging();
     MsProgress progress;
     ms_progress_init(&progress, a.progress_fd);
+    progress.ticker_interval_override_ms = a.progress_interval_ms;
     if (strcmp(a.command, "snapshot") == 0)
         ret = run_snapshot(&a, &progress);
     else if (strcmp(a.command, "restore") == 0)
@@ -988,8 +1001,7 @@ int main(int argc, char **argv) {
     else if (strcmp(a.command, "scan") == 0)
         ret = run_scan(&a, &progress);
     else
-        log_error("unknown command '%s': use snapshot, restore, verify, remove or scan",
-                  a.command);
+        log_error("unknown command '%s': use snapshot, restore, verify, remove or scan", a.command);
     ms_progress_done(&progress);
     mongoc_cleanup();
 out:
