@@ -518,10 +518,6 @@ void agent_timers_sync_all(AgentTimers *t) {
     }
 }
 
-static void on_policy_added(Manager *m, const ManagerPolicy *p, void *userdata) {
-    sync_policy(userdata, p);
-}
-
 static void on_policy_changed(Manager *m, const ManagerPolicy *p, void *userdata) {
     AgentTimers *t = userdata;
     if (!p->removed && !t->emitting)
@@ -533,8 +529,10 @@ static void on_policies_reloaded(Manager *m, const MsError *e, void *userdata) {
 }
 
 int agent_timers_attach(Manager *m, sd_bus *bus, AgentTimers **ret, MsError *e) {
+    /* No policy_added: policies are added only by a load of the policy files, whose
+     * policies_reloaded follows and brings every timer in line at once (one systemd reload at
+     * start-up, not one per policy). */
     static const ManagerHooks hooks = {
-        .policy_added = on_policy_added,
         .policy_changed = on_policy_changed,
         .policy_removed = on_policy_removed,
         .policies_reloaded = on_policies_reloaded,

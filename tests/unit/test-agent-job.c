@@ -157,20 +157,11 @@ static void on_exit_cb(AgentTask *t, int status, bool by_signal, void *userdata)
  * first reason wins, and the end reads as the first stop asked. */
 static void test_stop_reaches_a_running_worker(void) {
     char script[64];
-    snprintf(script, sizeof(script), "/tmp/mongosnap-test-job-%d", (int) getpid());
-    FILE *f = fopen(script, "we");
-    ASSERT(f);
     /* Ignores SIGTERM: only the grace's SIGKILL ends it. */
-    fputs("#!/bin/sh\ntrap '' TERM\necho '{\"event\":\"progress\"}' >&4\n"
-          "while :; do sleep 0.05; done\n",
-          f);
-    fclose(f);
-    ASSERT(chmod(script, 0700) == 0);
-    /* sd-event's child sources need SIGCHLD blocked, as mongosnapd does. */
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGCHLD);
-    ASSERT(sigprocmask(SIG_BLOCK, &mask, NULL) == 0);
+    ASSERT(ms_test_write_script(script, sizeof(script), "job",
+                                "trap '' TERM\necho '{\"event\":\"progress\"}' >&4\n"
+                                "while :; do sleep 0.05; done\n") == 0);
+    ASSERT(ms_test_block_sigchld() == 0);
     sd_event *ev = NULL;
     ASSERT(sd_event_new(&ev) >= 0);
     static const AgentTaskCallbacks cb = {.on_message = on_message, .on_exit = on_exit_cb};
@@ -225,19 +216,12 @@ static void seen_end(AgentJob *j, const AgentJobEnd *end) {
  * own words. */
 static void test_the_core_spawns_and_reads_the_end(void) {
     char script[64];
-    snprintf(script, sizeof(script), "/tmp/mongosnap-test-jobspawn-%d", (int) getpid());
-    FILE *f = fopen(script, "we");
-    ASSERT(f);
-    fputs("#!/bin/sh\necho '{\"event\":\"progress\",\"items_done\":1}' >&4\n"
-          "echo '{\"event\":\"result\",\"status\":\"failed\",\"message\":\"no route\"}' >&4\n"
-          "exit 1\n",
-          f);
-    fclose(f);
-    ASSERT(chmod(script, 0700) == 0);
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGCHLD);
-    ASSERT(sigprocmask(SIG_BLOCK, &mask, NULL) == 0);
+    ASSERT(ms_test_write_script(
+               script, sizeof(script), "jobspawn",
+               "echo '{\"event\":\"progress\",\"items_done\":1}' >&4\n"
+               "echo '{\"event\":\"result\",\"status\":\"failed\",\"message\":\"no route\"}' >&4\n"
+               "exit 1\n") == 0);
+    ASSERT(ms_test_block_sigchld() == 0);
     sd_event *ev = NULL;
     ASSERT(sd_event_new(&ev) >= 0);
     static const AgentJobType type = {

@@ -110,12 +110,8 @@ static void test_retention_at_start_keeps_the_newest_by_start_order(void) {
     snprintf(state, sizeof(state), "%s/state", root);
     snprintf(config, sizeof(config), "%s/mongosnap.conf", root);
     snprintf(timers, sizeof(timers), "%s/timers", root);
-    /* The start's store check spawns a scan worker: sd-event's child sources need SIGCHLD
-     * blocked, as mongosnapd does. */
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGCHLD);
-    ASSERT(sigprocmask(SIG_BLOCK, &mask, NULL) == 0);
+    /* The start's store check spawns a scan worker. */
+    ASSERT(ms_test_block_sigchld() == 0);
     sd_event *ev = NULL;
     ASSERT(sd_event_new(&ev) >= 0);
     ManagerOptions o = {.config_path = config,

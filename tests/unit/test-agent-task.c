@@ -193,11 +193,7 @@ static void exit_under_a_tracer_is_delivered_by_the_loop(void) {
 }
 
 static void setup(void) {
-    /* sd-event's child sources need SIGCHLD blocked, as mongosnapd does. */
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGCHLD);
-    ASSERT_OK(sigprocmask(SIG_BLOCK, &mask, NULL));
+    ASSERT_OK(ms_test_block_sigchld());
     make_script();
 }
 

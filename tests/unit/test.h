@@ -1,10 +1,13 @@
 /* A minimal TAP-producing test harness: each file is one executable with TEST() functions. */
 #pragma once
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef void (*ms_test_fn)(void);
 typedef struct {
@@ -37,7 +40,7 @@ extern int ms_test_failures;
     do {                                                                                           \
         long long _a = (long long) (a), _b = (long long) (b);                                      \
         if (_a != _b) {                                                                            \
-            fprintf(stderr, "# %s:%d: %s == %s failed: %lld != %lld\n", __FILE__, __LINE__, #a,     \
+            fprintf(stderr, "# %s:%d: %s == %s failed: %lld != %lld\n", __FILE__, __LINE__, #a,    \
                     #b, _a, _b);                                                                   \
             ms_test_failures++;                                                                    \
             return;                                                                                \
@@ -66,6 +69,28 @@ extern int ms_test_failures;
         }                                                                                          \
     } while (0)
 
+/* sd-event's child sources need SIGCHLD blocked, as mongosnapd blocks it: 0 or -1. */
+static inline int ms_test_block_sigchld(void) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    return sigprocmask(SIG_BLOCK, &mask, NULL);
+}
+
+/* A stand-in worker for the agent's tests: body (after "#!/bin/sh") in an executable file at
+ * path (path_size bytes, named after tag and the pid). 0, or -1 when it cannot be written. */
+static inline int ms_test_write_script(char *path, size_t path_size, const char *tag,
+                                       const char *body) {
+    snprintf(path, path_size, "/tmp/mongosnap-test-%s-%d", tag, (int) getpid());
+    FILE *f = fopen(path, "we");
+    if (!f)
+        return -1;
+    fprintf(f, "#!/bin/sh\n%s", body);
+    if (fclose(f) != 0)
+        return -1;
+    return chmod(path, 0700);
+}
+
 /* Run every case, print TAP, exit non-zero if any failed. */
 #define MS_TEST_MAIN(...)                                                                          \
     int ms_test_failures = 0;                                                                      \
@@ -85,4 +110,5 @@ extern int ms_test_failures;
         return failed ? 1 : 0;                                                                     \
     }
 
-#define TEST_CASE(fn) {#fn, fn}
+#define TEST_CASE(fn)                                                                              \
+    { #fn, fn }
