@@ -101,3 +101,16 @@
 #define MONGOSNAP_MANIFEST_SUFFIX ".manifest.json"
 #define MONGOSNAP_MANIFEST_FORMAT "mongosnap-manifest"
 #define MONGOSNAP_MANIFEST_FORMAT_VERSION 1
+
+/* Oplog slices of point-in-time recovery, beside a policy's snapshots:
+ *   <prefix>/oplog/<start>-<end>.slice.json       the slice's manifest (kind "oplog-slice")
+ *   <prefix>/oplog/<start>-<random>.oplog[.zst|.gz][.enc]  its archive (oplog namespace only)
+ * <start> and <end> are oplog positions written "%010u.%010u" (seconds, ordinal): the slice
+ * holds every entry after start up to and including end, so a chain is continuous when each
+ * slice starts where the one before ended, and can be planned from a listing alone. */
+#define MONGOSNAP_SLICE_DIR "oplog"
+#define MONGOSNAP_SLICE_MANIFEST_SUFFIX ".slice.json"
+#define MONGOSNAP_SLICE_ARCHIVE_SUFFIX ".oplog"
+#define MONGOSNAP_MANIFEST_KIND_SLICE "oplog-slice"
+#define MONGOSNAP_PROGRESS_EVENT_SLICE "slice"
+#define MONGOSNAP_PROGRESS_EVENT_GAP "gap"

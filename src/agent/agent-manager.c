@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/redact.h"
 #include "common/timeutil.h"
+#include "engine/oplog-slice.h"
 #include "engine/uri-auth.h"
 #include "eventlog/eventlog.h"
 #include "mongosnap/mongosnap.h"
@@ -1584,8 +1585,13 @@ void manager_rebuild_now(Manager *m, ManagerPolicy *p) {
     if (store) {
         _cleanup_(ms_storage_freep) MsStorage *s = NULL;
         MsError se = MS_ERROR_INIT;
-        if (ms_storage_open(store, &s, &se) < 0 ||
-            s->ops->clean_stale(s, p->settings->name, &removed, &se) < 0)
+        /* The policy's directory ("nightly/", not every name starting "nightly"); the oplog
+         * follower keeps writing its slices meanwhile, so their directory is left alone. */
+        _cleanup_free_ char *dir = NULL, *slice_dir = ms_slice_dir(p->settings->name);
+        if (asprintf(&dir, "%s/", p->settings->name) < 0 || !slice_dir)
+            log_warning("rebuilding policy '%s': out of memory", p->settings->name);
+        else if (ms_storage_open(store, &s, &se) < 0 ||
+                 s->ops->clean_stale(s, dir, slice_dir, &removed, &se) < 0)
             log_warning("rebuilding policy '%s': cannot clean up %s: %s", p->settings->name, store,
                         se.message);
     }

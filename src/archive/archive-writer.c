@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "crc64.h"
 
 /* mongo-tools' parser (db.MaxBSONSize) refuses any document longer than this, so writing one
  * would produce an archive that stock mongorestore cannot read. */
@@ -472,4 +473,46 @@ int ms_archive_writer_check_complete(MsArchiveWriter *w, MsError *e) {
                             name, missing > 1 ? " and others" : "");
     }
     return 0;
+}
+
+/* ---------------- one namespace as a stream ---------------- */
+
+int ms_archive_ns_stream_init(MsArchiveNsStream *ss, MsArchiveWriter *w, const char *db,
+                              const char *collection, size_t segment_bytes, MsError *e) {
+    *ss = (MsArchiveNsStream){
+        .writer = w, .db = db, .collection = collection, .segment_bytes = segment_bytes};
+    /* Room for a full segment plus one maximal document that overflows it. */
+    ss->buf = malloc(segment_bytes + MS_BSON_MAX_DOCUMENT_SIZE);
+    return ss->buf ? 0 : ms_error_set(e, ENOMEM, "out of memory");
+}
+
+static int ns_stream_flush(MsArchiveNsStream *ss, MsError *e) {
+    if (ss->used == 0)
+        return 0;
+    int r =
+        ms_archive_writer_write_segment(ss->writer, ss->db, ss->collection, ss->buf, ss->used, e);
+    ss->used = 0;
+    return r;
+}
+
+int ms_archive_ns_stream_add(MsArchiveNsStream *ss, const uint8_t *doc, size_t len, MsError *e) {
+    if (len > MS_BSON_MAX_DOCUMENT_SIZE)
+        return ms_error_set(e, EMSGSIZE, "a document of %zu bytes is larger than BSON allows",
+                            len);
+    memcpy(ss->buf + ss->used, doc, len);
+    ss->used += len;
+    ss->crc = ms_crc64_update(ss->crc, doc, len);
+    ss->bytes += len;
+    ss->documents++;
+    return ss->used >= ss->segment_bytes ? ns_stream_flush(ss, e) : 0;
+}
+
+int ms_archive_ns_stream_finish(MsArchiveNsStream *ss, MsError *e) {
+    int r = ns_stream_flush(ss, e);
+    return r < 0 ? r : ms_archive_writer_write_eof(ss->writer, ss->db, ss->collection, ss->crc, e);
+}
+
+void ms_archive_ns_stream_clear(MsArchiveNsStream *ss) {
+    free(ss->buf);
+    ss->buf = NULL;
 }

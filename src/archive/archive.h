@@ -71,6 +71,29 @@ int ms_archive_writer_write_eof(MsArchiveWriter *w, const char *db, const char *
  * (mongorestore would stop with "archive finished before all collections were seen"). */
 int ms_archive_writer_check_complete(MsArchiveWriter *w, MsError *e);
 
+/* One namespace written as a stream of documents: buffered into segments of about
+ * segment_bytes, with the count, size and CRC-64 its end-of-namespace block needs. Not
+ * thread-safe itself (one stream per thread); the writer serialises the segments. */
+typedef struct MsArchiveNsStream {
+    MsArchiveWriter *writer;
+    const char *db;
+    const char *collection;
+    size_t segment_bytes;
+    uint8_t *buf;
+    size_t used;
+    uint64_t documents;
+    uint64_t bytes;
+    uint64_t crc;
+} MsArchiveNsStream;
+
+int ms_archive_ns_stream_init(MsArchiveNsStream *ss, MsArchiveWriter *w, const char *db,
+                              const char *collection, size_t segment_bytes, MsError *e);
+/* One BSON document (at most MS_BSON_MAX_DOCUMENT_SIZE bytes). */
+int ms_archive_ns_stream_add(MsArchiveNsStream *ss, const uint8_t *doc, size_t len, MsError *e);
+/* Flush what is left and close the namespace with its CRC. */
+int ms_archive_ns_stream_finish(MsArchiveNsStream *ss, MsError *e);
+void ms_archive_ns_stream_clear(MsArchiveNsStream *ss);
+
 /* ---------------- reading ---------------- */
 typedef struct MsArchiveReader MsArchiveReader;
 

@@ -42,6 +42,9 @@ int ms_manifest_serialize(const MsManifest *m, char **ret_json, size_t *ret_len,
     bson_t doc = BSON_INITIALIZER, child, ns_array, ns_doc;
     append_str(&doc, "format", MONGOSNAP_MANIFEST_FORMAT);
     BSON_APPEND_INT32(&doc, "format_version", MONGOSNAP_MANIFEST_FORMAT_VERSION);
+    /* Only for what is not a snapshot, so snapshot manifests read as they always did. */
+    if (m->kind)
+        append_str(&doc, "kind", m->kind);
     append_str(&doc, "snapshot", m->snapshot);
     append_str(&doc, "tool_version", m->tool_version);
     append_str(&doc, "node", m->node);
@@ -261,6 +264,7 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
                          format ? format : "missing");
         goto out;
     }
+    m.kind = dup_utf8(doc, "kind");
     m.snapshot = dup_utf8(doc, "snapshot");
     m.tool_version = dup_utf8(doc, "tool_version");
     m.node = dup_utf8(doc, "node");
@@ -409,6 +413,7 @@ const MsManifestNamespace *ms_manifest_find(const MsManifest *m, const char *db,
 }
 
 void ms_manifest_clear(MsManifest *m) {
+    free(m->kind);
     free(m->snapshot);
     free(m->tool_version);
     free(m->started_at);

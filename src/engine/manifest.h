@@ -8,6 +8,8 @@
 
 #include "common/error.h"
 #include "io/stream.h"
+#include "mongosnap/mongosnap.h"
+#include <string.h>
 
 typedef struct MsManifestNamespace {
     char *db;
@@ -30,6 +32,9 @@ static inline bool ms_oplog_position_after(MsOplogPosition a, MsOplogPosition b)
 }
 
 typedef struct MsManifest {
+    /* NULL for a snapshot; MONGOSNAP_MANIFEST_KIND_SLICE for an oplog slice, whose oplog_start
+     * and oplog_end bound the entries it holds: (start, end]. */
+    char *kind;
     char *snapshot;     /* the snapshot's name */
     char *tool_version; /* mongosnap version that wrote it */
     char *started_at;   /* ISO 8601 UTC */
@@ -75,6 +80,10 @@ typedef struct MsManifest {
     uint64_t total_documents;
     uint64_t total_bytes;
 } MsManifest;
+
+static inline bool ms_manifest_is_slice(const MsManifest *m) {
+    return m->kind && strcmp(m->kind, MONGOSNAP_MANIFEST_KIND_SLICE) == 0;
+}
 
 /* JSON text with a self-checksum over the whole text (field "manifest_sha256"). */
 int ms_manifest_serialize(const MsManifest *m, char **ret_json, size_t *ret_len, MsError *e);

@@ -620,6 +620,70 @@ static int replay_oplog(RestoreContext *ctx, mongoc_client_t *c, FILE *spool, bo
     return r;
 }
 
+/* The slices' entries after the snapshot's end, appended to the spool in chain order. Each
+ * slice is read whole through its checksums (size, SHA-256, CRC, count) before the replay
+ * starts, so a damaged slice stops the restore before its first entry is applied. */
+static int spool_slices(const MsRestoreOptions *o, MsOplogPosition after, FILE *spool,
+                        uint64_t *ret_spooled, MsError *e) {
+    MsOplogPosition last = after;
+    for (size_t i = 0; i < o->n_slices; i++) {
+        MsSnapshotSource src = {0};
+        int r = ms_snapshot_source_open_store(o->storage, o->slice_keys[i], o->key, &src, e);
+        if (r == 0 && !ms_manifest_is_slice(&src.manifest))
+            r = ms_error_set(e, EINVAL, "%s is not an oplog slice", o->slice_keys[i]);
+        /* The chain must be continuous: this slice holds the entry after the last one. */
+        if (r == 0 && ms_oplog_position_after(src.manifest.oplog_start, last))
+            r = ms_error_set(e, EINVAL,
+                             "oplog slice %s starts at %" PRIu32 ":%" PRIu32
+                             ", after the chain's position %" PRIu32 ":%" PRIu32
+                             ": the slices given leave a gap",
+                             o->slice_keys[i], src.manifest.oplog_start.t,
+                             src.manifest.oplog_start.i, last.t, last.i);
+        const MsArchiveHeader *header;
+        const MsArchiveCollection *colls;
+        size_t n_colls;
+        if (r == 0)
+            r = ms_archive_reader_read_prelude(src.reader, &header, &colls, &n_colls, e);
+        while (r == 0) {
+            MsArchiveEvent ev;
+            r = ms_archive_reader_next(src.reader, &ev, e);
+            if (r < 0 || ev.kind == MS_ARCHIVE_EVENT_END)
+                break;
+            if (ev.kind != MS_ARCHIVE_EVENT_DOCUMENT || !ms_archive_is_oplog(ev.db, ev.collection))
+                continue;
+            bson_t entry;
+            if (!bson_init_static(&entry, ev.data, ev.len)) {
+                r = ms_error_set(e, EBADMSG, "%s holds a malformed oplog entry", src.archive_name);
+                break;
+            }
+            MsOplogPosition pos = entry_position(&entry);
+            if (!ms_oplog_position_after(pos, last))
+                continue; /* held by the snapshot or the slice before */
+            if (o->has_until && ms_oplog_position_after(pos, o->until))
+                continue; /* read on to the end all the same: the checksums cover it whole */
+            if (fwrite(ev.data, ev.len, 1, spool) != 1) {
+                r = ms_error_set(e, errno, "cannot spool the oplog to a temporary file: %s",
+                                 strerror(errno));
+                break;
+            }
+            last = pos;
+            (*ret_spooled)++;
+        }
+        if (r == 0)
+            r = ms_snapshot_source_check_stored(&src, e);
+        if (r == 0)
+            r = ms_snapshot_source_check_namespaces(&src, e);
+        if (r == 0 && ms_oplog_position_after(src.manifest.oplog_end, last))
+            last = src.manifest.oplog_end;
+        if (r < 0 && !strstr(e->message, o->slice_keys[i]))
+            ms_error_prefix(e, "oplog slice %s: ", o->slice_keys[i]);
+        ms_snapshot_source_close(&src);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 /* Damage found while documents were streaming: those before it may already be inserted. */
 static void note_partial_restore(MsError *e) {
     static const char note[] = "; the restore stopped there, but documents read before the damage "
@@ -661,6 +725,8 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
         r = o->archive_path
                 ? ms_snapshot_source_precheck_file(o->archive_path, o->manifest_path, o->key, e)
                 : ms_snapshot_source_precheck_store(o->storage, o->snapshot_key, o->key, NULL, e);
+        for (size_t i = 0; r == 0 && i < o->n_slices; i++)
+            r = ms_snapshot_source_precheck_store(o->storage, o->slice_keys[i], o->key, NULL, e);
         if (r < 0) {
             ms_error_prefix(e, "nothing was dropped or changed in the target: ");
             goto out;
@@ -673,6 +739,20 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
             : ms_snapshot_source_open_store(o->storage, o->snapshot_key, o->key, &src, e);
     if (r < 0)
         goto out;
+    if (src.has_manifest && ms_manifest_is_slice(&src.manifest)) {
+        r = ms_error_set(e, EINVAL,
+                         "%s is an oplog slice, not a snapshot: restore a snapshot, or restore "
+                         "to a time (--time) to have its slices replayed after one",
+                         o->snapshot_key);
+        goto out;
+    }
+    if (o->n_slices > 0 && (!src.has_manifest || !src.manifest.point_in_time || !o->replay_oplog ||
+                            !o->has_until)) {
+        r = ms_error_set(e, EINVAL,
+                         "oplog slices are replayed only after a point-in-time snapshot, with "
+                         "the oplog replayed, up to a time");
+        goto out;
+    }
     if (o->has_until && src.has_manifest) {
         if (!src.manifest.point_in_time) {
             r = ms_error_set(e, EINVAL,
@@ -856,6 +936,15 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
     if (r < 0)
         goto out;
 
+    if (spool && o->n_slices > 0) {
+        ms_progress_set_phase(p, "slices");
+        uint64_t before = oplog_spooled;
+        r = spool_slices(o, src.manifest.oplog_end, spool, &oplog_spooled, e);
+        if (r < 0)
+            goto out;
+        res.slice_entries = oplog_spooled - before;
+        ms_progress_add_total(p, res.slice_entries);
+    }
     if (spool && oplog_spooled > 0) {
         ms_progress_set_phase(p, "replay");
         r = replay_oplog(&ctx, main_client, spool, o->has_until, o->until, &res, e);

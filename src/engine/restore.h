@@ -28,6 +28,10 @@ typedef struct MsRestoreOptions {
     unsigned batch_size; /* documents per insert */
     bool drop;           /* drop each target collection first */
     bool replay_oplog;   /* replay the captured oplog (when there is one) */
+    /* Point-in-time: oplog slices (their manifest keys, in chain order, oplog-slice.h) whose
+     * entries after the snapshot's end are replayed after its own oplog, up to until. */
+    char *const *slice_keys;
+    size_t n_slices;
     bool has_until;      /* stop replay after this position */
     MsOplogPosition until;
     bool restore_indexes;
@@ -47,6 +51,7 @@ typedef struct MsRestoreResult {
     uint64_t oplog_unplaceable;  /* reached outside the mapping: skipped (oplog-plan.h) */
     uint64_t oplog_uncommitted;  /* operations of transactions not committed at the end */
     uint64_t namespaces_protected; /* admin/local/config/system.* not named literally */
+    uint64_t slice_entries; /* read from the slices, after the snapshot's end */
     uint64_t check_usec; /* --drop: how long checking the snapshot whole took, before any drop */
     bool point_in_time;
     MsOplogPosition restored_to;

@@ -17,7 +17,7 @@ static bool has_suffix(const char *s, const char *suffix) {
 }
 
 static char *manifest_key_for(const char *key) {
-    if (has_suffix(key, MONGOSNAP_MANIFEST_SUFFIX))
+    if (has_suffix(key, MONGOSNAP_MANIFEST_SUFFIX) || has_suffix(key, MONGOSNAP_SLICE_MANIFEST_SUFFIX))
         return strdup(key);
     if (strstr(key, MONGOSNAP_ARCHIVE_SUFFIX))
         return ms_manifest_key_for_archive(key);

@@ -435,56 +435,6 @@ static bool dump_should_stop(DumpContext *ctx) {
     return __atomic_load_n(&ctx->failed, __ATOMIC_RELAXED) || is_cancelled(ctx->o);
 }
 
-/* One namespace's documents on their way into the archive: buffered into segments of about
- * SNAPSHOT_SEGMENT_BYTES, with the count, size and CRC-64 its end-of-namespace block needs. */
-typedef struct SegmentStream {
-    MsArchiveWriter *writer;
-    const char *db;
-    const char *collection;
-    uint8_t *buf;
-    size_t used;
-    uint64_t documents;
-    uint64_t bytes;
-    uint64_t crc;
-} SegmentStream;
-
-static int segment_stream_init(SegmentStream *ss, MsArchiveWriter *w, const char *db,
-                               const char *collection, MsError *e) {
-    *ss = (SegmentStream){.writer = w, .db = db, .collection = collection};
-    /* Room for a full segment plus one maximal document that overflows it. */
-    ss->buf = malloc(SNAPSHOT_SEGMENT_BYTES + MS_BSON_MAX_DOCUMENT_SIZE);
-    return ss->buf ? 0 : ms_error_set(e, ENOMEM, "out of memory");
-}
-
-static int segment_stream_flush(SegmentStream *ss, MsError *e) {
-    if (ss->used == 0)
-        return 0;
-    int r =
-        ms_archive_writer_write_segment(ss->writer, ss->db, ss->collection, ss->buf, ss->used, e);
-    ss->used = 0;
-    return r;
-}
-
-static int segment_stream_add(SegmentStream *ss, const bson_t *doc, MsError *e) {
-    const uint8_t *data = bson_get_data(doc);
-    memcpy(ss->buf + ss->used, data, doc->len);
-    ss->used += doc->len;
-    ss->crc = ms_crc64_update(ss->crc, data, doc->len);
-    ss->bytes += doc->len;
-    ss->documents++;
-    return ss->used >= SNAPSHOT_SEGMENT_BYTES ? segment_stream_flush(ss, e) : 0;
-}
-
-/* Flush what is left and close the namespace with its CRC. */
-static int segment_stream_finish(SegmentStream *ss, MsError *e) {
-    int r = segment_stream_flush(ss, e);
-    return r < 0 ? r : ms_archive_writer_write_eof(ss->writer, ss->db, ss->collection, ss->crc, e);
-}
-
-static void segment_stream_clear(SegmentStream *ss) {
-    free(ss->buf);
-    ss->buf = NULL;
-}
 
 /* Documents are streamed in _id order (natural order for capped collections, whose order is
  * their meaning) and written in segments of about SNAPSHOT_SEGMENT_BYTES. */
@@ -504,11 +454,11 @@ static int dump_collection(DumpContext *ctx, mongoc_client_t *c, DumpCollection 
 
     /* Time-series data goes under system.buckets.X, as mongodump writes it for servers
      * before 8.3 and as mongorestore expects it. */
-    SegmentStream ss;
-    int r = segment_stream_init(&ss, ctx->writer, dc->db, dc->source_name, e);
+    MsArchiveNsStream ss;
+    int r = ms_archive_ns_stream_init(&ss, ctx->writer, dc->db, dc->source_name, SNAPSHOT_SEGMENT_BYTES, e);
     const bson_t *doc;
     while (r == 0 && mongoc_cursor_next(cur, &doc)) {
-        r = segment_stream_add(&ss, doc, e);
+        r = ms_archive_ns_stream_add(&ss, bson_get_data(doc), doc->len, e);
         ms_progress_add_items(ctx->o->progress, 1, doc->len);
         if (r == 0 && ss.documents % SNAPSHOT_CANCEL_CHECK_DOCS == 0 && dump_should_stop(ctx))
             r = -ECANCELED;
@@ -520,8 +470,8 @@ static int dump_collection(DumpContext *ctx, mongoc_client_t *c, DumpCollection 
         r = ms_mongo_error(ctx->mongo, e, &berr, context);
     }
     if (r == 0)
-        r = segment_stream_finish(&ss, e);
-    segment_stream_clear(&ss);
+        r = ms_archive_ns_stream_finish(&ss, e);
+    ms_archive_ns_stream_clear(&ss);
     mongoc_cursor_destroy(cur);
     mongoc_collection_destroy(coll);
     uint64_t docs = ss.documents;
@@ -631,9 +581,10 @@ static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition s
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
     bson_destroy(filter);
     MsOplogPosition end = start;
-    SegmentStream ss;
+    MsArchiveNsStream ss;
     int r =
-        segment_stream_init(&ss, ctx->writer, MS_ARCHIVE_OPLOG_DB, MS_ARCHIVE_OPLOG_COLLECTION, e);
+        ms_archive_ns_stream_init(&ss, ctx->writer, MS_ARCHIVE_OPLOG_DB, MS_ARCHIVE_OPLOG_COLLECTION,
+                                  SNAPSHOT_SEGMENT_BYTES, e);
     bool filtered = filter_active(ctx->o);
     unsigned flags = ctx->o->include_users ? MS_NS_OPLOG_KEEP_USERS : 0;
     uint64_t read = 0, left_out = 0;
@@ -652,10 +603,10 @@ static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition s
         if (verdict < 0)
             r = verdict;
         else if (verdict == MS_NS_OPLOG_KEEP)
-            r = segment_stream_add(&ss, doc, e);
+            r = ms_archive_ns_stream_add(&ss, bson_get_data(doc), doc->len, e);
         else if (verdict == MS_NS_OPLOG_REWRITTEN) {
             /* A trimmed applyOps is never larger than the original, so it fits the limit. */
-            r = segment_stream_add(&ss, &rewritten, e);
+            r = ms_archive_ns_stream_add(&ss, bson_get_data(&rewritten), rewritten.len, e);
             bson_destroy(&rewritten);
         } else
             left_out++;
@@ -666,8 +617,8 @@ static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition s
     if (r == 0 && mongoc_cursor_error(cur, &berr))
         r = ms_mongo_error(ctx->mongo, e, &berr, "reading the oplog");
     if (r == 0)
-        r = segment_stream_finish(&ss, e);
-    segment_stream_clear(&ss);
+        r = ms_archive_ns_stream_finish(&ss, e);
+    ms_archive_ns_stream_clear(&ss);
     mongoc_cursor_destroy(cur);
     mongoc_collection_destroy(coll);
     uint64_t n = ss.documents;

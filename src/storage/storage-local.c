@@ -550,6 +550,7 @@ struct Walk {
     size_t n_objs, cap_objs;
     /* clean_stale */
     unsigned removed;
+    const char *except;
 };
 
 /* Walk the directory fd (taken over) whose key prefix is dir_key ("" or "a/b/"). At the top
@@ -700,7 +701,7 @@ static int local_list(MsStorage *s, const char *prefix, MsStorageObject **ret, s
 
 static int clean_one(Walk *w, int dir_fd, const char *name, const char *key, bool tmp,
                      const struct stat *sb, MsError *e) {
-    if (!tmp)
+    if (!tmp || (w->except && strncmp(key, w->except, strlen(w->except)) == 0))
         return 0;
     if (unlinkat(dir_fd, name, 0) < 0) {
         if (errno == ENOENT)
@@ -712,11 +713,11 @@ static int clean_one(Walk *w, int dir_fd, const char *name, const char *key, boo
     return 0;
 }
 
-static int local_clean_stale(MsStorage *s, const char *prefix, unsigned *ret_removed,
-                             MsError *e) {
+static int local_clean_stale(MsStorage *s, const char *prefix, const char *except,
+                             unsigned *ret_removed, MsError *e) {
     /* Every temp file is stale: they only exist while a writer lives, and the caller runs
      * this only when no writer of this prefix does. */
-    Walk w = {.ls = (LocalStorage *) s, .fn = clean_one};
+    Walk w = {.ls = (LocalStorage *) s, .fn = clean_one, .except = except};
     int r = walk_prefix(&w, prefix, e);
     if (ret_removed)
         *ret_removed = w.removed;

@@ -1078,14 +1078,15 @@ static int abort_upload(S3Storage *st, const char *full_key, const char *upload_
     return 1;
 }
 
-static int s3_clean_stale(MsStorage *storage, const char *prefix, unsigned *ret_removed,
-                          MsError *e) {
+static int s3_clean_stale(MsStorage *storage, const char *prefix, const char *except,
+                          unsigned *ret_removed, MsError *e) {
     S3Storage *st = (S3Storage *) storage;
     unsigned removed = 0;
     if (prefix && prefix[0] == '/')
         return invalid_key(st, "key prefix", prefix, e);
     _cleanup_free_ char *fprefix = full_prefix(&st->loc, prefix);
-    if (!fprefix)
+    _cleanup_free_ char *fexcept = except ? full_prefix(&st->loc, except) : NULL;
+    if (!fprefix || (except && !fexcept))
         return ms_error_set(e, ENOMEM, "out of memory");
     char what[WHAT_MAX];
     snprintf(what, sizeof(what), "cannot list the unfinished uploads of store '%s'",
@@ -1123,7 +1124,8 @@ static int s3_clean_stale(MsStorage *storage, const char *prefix, unsigned *ret_
                                  what);
                 break;
             }
-            if (strncmp(key, fprefix, strlen(fprefix)) != 0)
+            if (strncmp(key, fprefix, strlen(fprefix)) != 0 ||
+                (fexcept && strncmp(key, fexcept, strlen(fexcept)) == 0))
                 continue;
             int a = abort_upload(st, key, id, e);
             if (a < 0)

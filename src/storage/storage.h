@@ -31,8 +31,12 @@ typedef struct MsStorageOps {
      * are not listed. */
     int (*list)(MsStorage *s, const char *prefix, MsStorageObject **ret, size_t *ret_n,
                 MsError *e);
-    /* Remove temporary leftovers of writes that never finished (crash, kill). */
-    int (*clean_stale)(MsStorage *s, const char *prefix, unsigned *ret_removed, MsError *e);
+    /* Remove temporary leftovers of writes that never finished (crash, kill) under prefix,
+     * except under `except` (NULL: none), where another writer may be at work (the policy's
+     * oplog follower writes its slices beside its snapshots). A prefix is a string prefix:
+     * end it with '/' to mean one directory ("nightly" is also "nightly2/..."). */
+    int (*clean_stale)(MsStorage *s, const char *prefix, const char *except, unsigned *ret_removed,
+                       MsError *e);
     /* A printable description without secrets ("local:/var/lib/mongosnap/store"). */
     const char *(*describe)(MsStorage *s);
     void (*free)(MsStorage *s);

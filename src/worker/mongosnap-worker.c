@@ -15,22 +15,24 @@
 #include "common/timeutil.h"
 #include "config.h"
 #include "engine/mongo-client.h"
+#include "engine/oplog-slice.h"
 #include "engine/restore.h"
 #include "engine/snapshot.h"
 #include "engine/verify.h"
 #include "io/filter-encrypt.h"
 #include "mongosnap/mongosnap.h"
 #include "storage/storage.h"
+#include "worker.h"
 
 /* A password file is a credential: one line, bounded. */
 #define PASSWORD_FILE_MAX 4096
 #define DEFAULT_PARALLEL_COLLECTIONS 4u
 #define DEFAULT_ZSTD_THREADS 2
 
-static volatile sig_atomic_t cancel_requested = 0;
+volatile sig_atomic_t worker_cancel_requested = 0;
 
 static void on_stop_signal(int sig) {
-    cancel_requested = 1;
+    worker_cancel_requested = 1;
 }
 
 static void install_signal_handlers(void) {
@@ -42,40 +44,6 @@ static void install_signal_handlers(void) {
     signal(SIGPIPE, SIG_IGN);
 }
 
-typedef struct Args {
-    const char *command;
-    char *uri;
-    char *password;
-    MsEncryptKey *key; /* --key-file: wiped on exit */
-    const char *store;
-    const char *prefix;
-    const char *name;
-    const char *node;
-    uint64_t seq;
-    const char *origin;
-    const char *snapshot;
-    const char *archive;
-    const char *manifest;
-    MsCompression compression;
-    int level;
-    int threads;
-    unsigned parallel;
-    unsigned batch_size;
-    bool no_oplog;
-    bool include_users;
-    bool drop;
-    bool no_indexes;
-    bool no_bypass_validation;
-    bool has_until;
-    MsOplogPosition until;
-    int progress_fd;
-    unsigned progress_interval_ms; /* 0: each task's own */
-    bool json;
-    MsNsFilter filter;
-    size_t n_rename_from, n_rename_to; /* paired after parsing */
-    char **keys;                       /* remove --key, in order */
-    size_t n_keys;
-} Args;
 
 static void help(void) {
     printf("mongosnap-worker %s: run one mongosnap task and exit.\n\n"
@@ -97,7 +65,16 @@ static void help(void) {
            "                            [--key-file FILE]\n"
            "  mongosnap-worker remove   --store DIR --key KEY [--key KEY]...\n"
            "  mongosnap-worker scan     --store DIR [--prefix P]\n"
-           "                            (every snapshot the store holds, from its manifests)\n\n"
+           "                            (every snapshot the store holds, from its manifests)\n"
+           "Point-in-time recovery (the policy's prefix holds snapshots and oplog/ slices):\n"
+           "  mongosnap-worker follow   --uri-file FILE --store DIR --prefix P [--slice-sec N]\n"
+           "                            [--compression C] [--key-file FILE] [--max-slices N]\n"
+           "                            [--max-sec N]  (tail the oplog into slices until stopped)\n"
+           "  mongosnap-worker list-slices  --store DIR --prefix P  (slices and restorable ranges)\n"
+           "  mongosnap-worker verify-chain --store DIR --prefix P [--key-file FILE]\n"
+           "  mongosnap-worker restore  --uri-file FILE --store DIR --prefix P\n"
+           "                            --time YYYY-MM-DDTHH:MM:SSZ|T:I [restore options]\n"
+           "                            (the newest snapshot before the time, then its slices)\n\n"
            "Namespaces (snapshot and restore):\n"
            "  --ns-include PAT     take only collections matching PAT, DB.COLLECTION with '*'\n"
            "                       for any run ('shop.*', '*.orders'); repeatable; none given:\n"
@@ -186,6 +163,10 @@ enum {
     OPT_PROGRESS_FD,
     OPT_PROGRESS_INTERVAL,
     OPT_JSON,
+    OPT_TIME,
+    OPT_SLICE_SEC,
+    OPT_MAX_SLICES,
+    OPT_MAX_SEC,
 };
 
 static bool parse_uint(const char *s, unsigned max, unsigned *ret) {
@@ -234,6 +215,10 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"progress-fd", required_argument, NULL, OPT_PROGRESS_FD},
         {"progress-interval-ms", required_argument, NULL, OPT_PROGRESS_INTERVAL},
         {"json", no_argument, NULL, OPT_JSON},
+        {"time", required_argument, NULL, OPT_TIME},
+        {"slice-sec", required_argument, NULL, OPT_SLICE_SEC},
+        {"max-slices", required_argument, NULL, OPT_MAX_SLICES},
+        {"max-sec", required_argument, NULL, OPT_MAX_SEC},
         {},
     };
     unsigned u;
@@ -402,6 +387,36 @@ static int parse_args(int argc, char **argv, Args *a) {
         case OPT_JSON:
             a->json = true;
             break;
+        case OPT_TIME:
+            if (ms_oplog_position_parse(optarg, &a->time) < 0) {
+                log_error("--time '%s' is neither a UTC time YYYY-MM-DDTHH:MM:SSZ nor an oplog "
+                          "time T:I",
+                          optarg);
+                return -EINVAL;
+            }
+            a->has_time = true;
+            break;
+        case OPT_SLICE_SEC:
+            if (!parse_uint(optarg, 86400, &u) || u < 1) {
+                log_error("--slice-sec takes a number of seconds from 1 to 86400");
+                return -EINVAL;
+            }
+            a->slice_sec = u;
+            break;
+        case OPT_MAX_SLICES:
+            if (!parse_uint(optarg, 1000000, &u)) {
+                log_error("--max-slices takes a number from 0 (no limit) to 1000000");
+                return -EINVAL;
+            }
+            a->max_slices = u;
+            break;
+        case OPT_MAX_SEC:
+            if (!parse_uint(optarg, 100000000, &u)) {
+                log_error("--max-sec takes a number of seconds (0: no limit)");
+                return -EINVAL;
+            }
+            a->max_sec = u;
+            break;
         default:
             return -EINVAL;
         }
@@ -425,7 +440,7 @@ static int parse_args(int argc, char **argv, Args *a) {
     return 0;
 }
 
-static int open_store(const Args *a, MsStorage **ret) {
+int worker_open_store(const Args *a, MsStorage **ret) {
     if (!a->store) {
         log_error("%s needs --store (a directory)", a->command);
         return -EINVAL;
@@ -438,7 +453,7 @@ static int open_store(const Args *a, MsStorage **ret) {
 }
 
 /* Map a task error to an exit code the agent and scripts can rely on. */
-static int exit_code_for(int r) {
+int worker_exit_code_for(int r) {
     switch (-r) {
     case 0:
         return MONGOSNAP_EXIT_OK;
@@ -451,6 +466,8 @@ static int exit_code_for(int r) {
     case EACCES:
         return MONGOSNAP_EXIT_UNREACHABLE;
     case EINVAL:
+    /* A time no snapshot and chain reach: the caller picks another. */
+    case ERANGE:
     /* An encrypted snapshot without its key, or with another key: the snapshot is sound, the
      * caller has to give the right key (2, not 3, so nobody takes it for damage). */
     case ENOKEY:
@@ -465,21 +482,21 @@ static int exit_code_for(int r) {
 /* A task asked to stop that then fails was stopped: a worker blocked in server selection when
  * SIGTERM came reports the connection failure once the driver gives up, and that is not the
  * failure anyone should be told about (nor logged at error priority). */
-static int stopped_instead(int r, MsError *e) {
-    if (r >= 0 || r == -ECANCELED || !cancel_requested)
+int worker_stopped_instead(int r, MsError *e) {
+    if (r >= 0 || r == -ECANCELED || !worker_cancel_requested)
         return r;
     ms_error_prefix(e, "stopped by a signal; the task had got to: ");
     e->code = ECANCELED;
     return -ECANCELED;
 }
 
-static void report_result(MsProgress *p, const Args *a, int r, const MsError *e, bson_t *fields) {
+void worker_report_result(MsProgress *p, const Args *a, int r, const MsError *e, bson_t *fields) {
     bson_t doc = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&doc, "status", r == 0 ? "ok" : r == -ECANCELED ? "cancelled" : "failed");
     BSON_APPEND_UTF8(&doc, "command", a->command);
     if (r < 0) {
         BSON_APPEND_UTF8(&doc, "message", e->message);
-        BSON_APPEND_INT32(&doc, "exit_code", exit_code_for(r));
+        BSON_APPEND_INT32(&doc, "exit_code", worker_exit_code_for(r));
     }
     if (fields)
         bson_concat(&doc, fields);
@@ -509,12 +526,18 @@ static void append_patterns(bson_t *b, const char *key, char *const *patterns, s
  * before writing. The prefix is the caller's promise that nobody else writes there now (the
  * agent runs one task per policy, and a policy's prefix is its own). Failing to clean is not
  * a reason to skip the snapshot. */
-static void clean_prefix(MsStorage *storage, const char *prefix) {
+void worker_clean_prefix(MsStorage *storage, const char *prefix, bool slices) {
     if (!prefix || !prefix[0])
         return;
     unsigned removed = 0;
     MsError e = MS_ERROR_INIT;
-    if (storage->ops->clean_stale(storage, prefix, &removed, &e) < 0)
+    /* "nightly/", not "nightly": policy nightly2's writes are not ours. The slice directory is
+     * the follower's alone, and it runs beside the snapshots. */
+    _cleanup_free_ char *dir = NULL, *slice_dir = ms_slice_dir(prefix);
+    if (asprintf(&dir, "%s/", prefix) < 0 || !slice_dir)
+        return;
+    if (storage->ops->clean_stale(storage, slices ? slice_dir : dir, slices ? NULL : slice_dir,
+                                  &removed, &e) < 0)
         log_warning("cannot remove unfinished writes under '%s': %s", prefix, e.message);
     else if (removed > 0)
         log_info("removed %u unfinished write(s) left under '%s' by earlier tasks", removed,
@@ -540,9 +563,9 @@ static int run_snapshot(Args *a, MsProgress *p) {
         return MONGOSNAP_EXIT_USAGE;
     }
     bool filtered = a->filter.n_include > 0 || a->filter.n_exclude > 0;
-    if (open_store(a, &storage) < 0)
+    if (worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
-    clean_prefix(storage, a->prefix);
+    worker_clean_prefix(storage, a->prefix, false);
     char default_name[64], stamp[MS_ISO8601_MAX];
     ms_format_compact(ms_realtime_usec(), stamp);
     snprintf(default_name, sizeof(default_name), "snapshot-%s", stamp);
@@ -564,7 +587,7 @@ static int run_snapshot(Args *a, MsProgress *p) {
         .include_users = a->include_users,
         .filter = filtered ? &a->filter : NULL,
         .progress = p,
-        .cancel = &cancel_requested,
+        .cancel = &worker_cancel_requested,
     };
     MsSnapshotResult res = {0};
     int r = ms_snapshot_run(&o, &res, &e);
@@ -609,17 +632,17 @@ static int run_snapshot(Args *a, MsProgress *p) {
                        " oplog entries of other namespaces left out\n",
                        res.collections_left_out, res.databases_skipped, res.oplog_entries_left_out);
         }
-    } else if ((r = stopped_instead(r, &e)) == -ECANCELED)
+    } else if ((r = worker_stopped_instead(r, &e)) == -ECANCELED)
         log_info("snapshot stopped: %s", e.message);
     else
         log_error("snapshot failed: %s", e.message);
-    report_result(p, a, r, &e, &fields);
+    worker_report_result(p, a, r, &e, &fields);
     bson_destroy(&fields);
     ms_snapshot_result_clear(&res);
-    return exit_code_for(r);
+    return worker_exit_code_for(r);
 }
 
-static int run_restore(Args *a, MsProgress *p) {
+int worker_run_restore(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
     if (!a->uri) {
         log_error("restore needs the target: --uri-file FILE, --uri URI or MONGOSNAP_URI");
@@ -629,7 +652,7 @@ static int run_restore(Args *a, MsProgress *p) {
         log_error("restore needs exactly one of --snapshot KEY (with --store) or --archive FILE");
         return MONGOSNAP_EXIT_USAGE;
     }
-    if (a->snapshot && open_store(a, &storage) < 0)
+    if (a->snapshot && worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
     MsError e = MS_ERROR_INIT;
     if (ms_ns_filter_validate(&a->filter, &e) < 0) {
@@ -649,12 +672,14 @@ static int run_restore(Args *a, MsProgress *p) {
         .batch_size = a->batch_size,
         .drop = a->drop,
         .replay_oplog = !a->no_oplog,
+        .slice_keys = a->slice_keys,
+        .n_slices = a->n_slices,
         .has_until = a->has_until,
         .until = a->until,
         .restore_indexes = !a->no_indexes,
         .bypass_validation = !a->no_bypass_validation,
         .progress = p,
-        .cancel = &cancel_requested,
+        .cancel = &worker_cancel_requested,
     };
     MsRestoreResult res = {0};
     int r = ms_restore_run(&o, &res, &e);
@@ -673,17 +698,19 @@ static int run_restore(Args *a, MsProgress *p) {
         BSON_APPEND_INT64(&fields, "check_usec", (int64_t) res.check_usec);
         if (res.point_in_time)
             bson_append_timestamp(&fields, "restored_to", -1, res.restored_to.t, res.restored_to.i);
+        if (a->n_slices > 0)
+            BSON_APPEND_INT64(&fields, "slice_entries", (int64_t) res.slice_entries);
         if (!a->json)
             printf("restored %" PRIu64 " documents into %" PRIu64 " collections (%" PRIu64
                    " views, %" PRIu64 " indexes), replayed %" PRIu64 " oplog entries\n",
                    res.documents, res.namespaces, res.views, res.indexes, res.oplog_applied);
-    } else if ((r = stopped_instead(r, &e)) == -ECANCELED)
+    } else if ((r = worker_stopped_instead(r, &e)) == -ECANCELED)
         log_info("restore stopped: %s", e.message);
     else
         log_error("restore failed: %s", e.message);
-    report_result(p, a, r, &e, &fields);
+    worker_report_result(p, a, r, &e, &fields);
     bson_destroy(&fields);
-    return exit_code_for(r);
+    return worker_exit_code_for(r);
 }
 
 static int run_verify(Args *a, MsProgress *p) {
@@ -692,7 +719,7 @@ static int run_verify(Args *a, MsProgress *p) {
         log_error("verify needs exactly one of --snapshot KEY (with --store) or --archive FILE");
         return MONGOSNAP_EXIT_USAGE;
     }
-    if (a->snapshot && open_store(a, &storage) < 0)
+    if (a->snapshot && worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
     MsVerifyOptions o = {
         .storage = storage,
@@ -701,7 +728,7 @@ static int run_verify(Args *a, MsProgress *p) {
         .manifest_path = a->manifest,
         .key = a->key,
         .progress = p,
-        .cancel = &cancel_requested,
+        .cancel = &worker_cancel_requested,
     };
     MsVerifyResult res = {0};
     MsError e = MS_ERROR_INIT;
@@ -719,13 +746,13 @@ static int run_verify(Args *a, MsProgress *p) {
                    res.namespaces, res.documents, res.oplog_entries, res.stored_bytes,
                    res.checked_against_manifest ? ", all checksums and counts match the manifest"
                                                 : " (no manifest: archive CRCs only)");
-    } else if ((r = stopped_instead(r, &e)) == -ECANCELED)
+    } else if ((r = worker_stopped_instead(r, &e)) == -ECANCELED)
         log_info("verify stopped: %s", e.message);
     else
         log_error("verify failed: %s", e.message);
-    report_result(p, a, r, &e, &fields);
+    worker_report_result(p, a, r, &e, &fields);
     bson_destroy(&fields);
-    return exit_code_for(r);
+    return worker_exit_code_for(r);
 }
 
 /* Every snapshot a store holds, read from its manifests alone (the agent's Resync): one
@@ -882,7 +909,7 @@ static void report_orphans(const MsStorageObject *objects, size_t n, MsProgress 
 
 static int run_scan(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
-    if (open_store(a, &storage) < 0)
+    if (worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
     MsError e = MS_ERROR_INIT;
     MsStorageObject *objects = NULL;
@@ -890,15 +917,15 @@ static int run_scan(Args *a, MsProgress *p) {
     int r = ms_storage_list(storage, a->prefix ? a->prefix : "", &objects, &n, &e);
     if (r >= 0 && n > 1)
         qsort(objects, n, sizeof(*objects), compare_object_keys);
-    for (size_t i = 0; r >= 0 && i < n && !cancel_requested; i++)
+    for (size_t i = 0; r >= 0 && i < n && !worker_cancel_requested; i++)
         if (has_suffix(objects[i].key, MONGOSNAP_MANIFEST_SUFFIX))
             scan_one(storage, objects[i].key, p, &found, &problems);
-    if (r >= 0 && !cancel_requested)
+    if (r >= 0 && !worker_cancel_requested)
         report_orphans(objects, n, p, &orphans);
     for (size_t i = 0; i < n; i++)
         free(objects[i].key);
     free(objects);
-    if (r >= 0 && cancel_requested)
+    if (r >= 0 && worker_cancel_requested)
         r = ms_error_set(&e, ECANCELED, "stopped by a signal");
     bson_t fields = BSON_INITIALIZER;
     BSON_APPEND_INT64(&fields, "found", (int64_t) found);
@@ -910,9 +937,9 @@ static int run_scan(Args *a, MsProgress *p) {
                found, problems, orphans);
     else if (r < 0)
         log_error("scan failed: %s", e.message);
-    report_result(p, a, r, &e, &fields);
+    worker_report_result(p, a, r, &e, &fields);
     bson_destroy(&fields);
-    return exit_code_for(r);
+    return worker_exit_code_for(r);
 }
 
 /* Remove objects from a store, in the order given (the agent gives a snapshot's manifest first,
@@ -925,14 +952,14 @@ static int run_remove(Args *a, MsProgress *p) {
         log_error("remove needs at least one --key KEY");
         return MONGOSNAP_EXIT_USAGE;
     }
-    if (open_store(a, &storage) < 0)
+    if (worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
     MsError e = MS_ERROR_INIT;
     int r = 0;
     size_t processed = 0, removed = 0, not_found = 0;
     /* Removing what is not there is not an error (a retry after a crash finds half of it gone),
      * but it is not reported as removed either: each key is looked at first. */
-    for (; processed < a->n_keys && !cancel_requested; processed++) {
+    for (; processed < a->n_keys && !worker_cancel_requested; processed++) {
         const char *key = a->keys[processed];
         MsStorageObject o = {0};
         MsError se = MS_ERROR_INIT;
@@ -968,9 +995,9 @@ static int run_remove(Args *a, MsProgress *p) {
         printf("; %zu not found\n", not_found);
     else if (r < 0)
         log_error("remove failed: %s", e.message);
-    report_result(p, a, r, &e, &fields);
+    worker_report_result(p, a, r, &e, &fields);
     bson_destroy(&fields);
-    return exit_code_for(r);
+    return worker_exit_code_for(r);
 }
 
 int main(int argc, char **argv) {
@@ -992,8 +1019,16 @@ int main(int argc, char **argv) {
     progress.ticker_interval_override_ms = a.progress_interval_ms;
     if (strcmp(a.command, "snapshot") == 0)
         ret = run_snapshot(&a, &progress);
+    else if (strcmp(a.command, "restore") == 0 && a.has_time)
+        ret = worker_run_restore_time(&a, &progress);
     else if (strcmp(a.command, "restore") == 0)
-        ret = run_restore(&a, &progress);
+        ret = worker_run_restore(&a, &progress);
+    else if (strcmp(a.command, "follow") == 0)
+        ret = worker_run_follow(&a, &progress);
+    else if (strcmp(a.command, "list-slices") == 0)
+        ret = worker_run_list_slices(&a, &progress);
+    else if (strcmp(a.command, "verify-chain") == 0)
+        ret = worker_run_verify_chain(&a, &progress);
     else if (strcmp(a.command, "verify") == 0)
         ret = run_verify(&a, &progress);
     else if (strcmp(a.command, "remove") == 0)
@@ -1001,7 +1036,9 @@ int main(int argc, char **argv) {
     else if (strcmp(a.command, "scan") == 0)
         ret = run_scan(&a, &progress);
     else
-        log_error("unknown command '%s': use snapshot, restore, verify, remove or scan", a.command);
+        log_error("unknown command '%s': use snapshot, restore, verify, remove, scan, follow, "
+                  "list-slices or verify-chain",
+                  a.command);
     ms_progress_done(&progress);
     mongoc_cleanup();
 out:

@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "clean-stale") == 0) {
         unsigned removed = 0;
-        if (s->ops->clean_stale(s, arg, &removed, &e) < 0)
+        if (s->ops->clean_stale(s, arg, NULL, &removed, &e) < 0)
             return fail(&e);
         printf("%u\n", removed);
         return 0;

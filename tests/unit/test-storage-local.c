@@ -360,13 +360,13 @@ static void clean_stale_removes_temps(void) {
     ASSERT(write_file(t.path, "n2/.tmp-snap-0000000000000003", "x"));
 
     unsigned removed = 0;
-    ASSERT_OK(s->ops->clean_stale(s, "n1/", &removed, &e));
+    ASSERT_OK(s->ops->clean_stale(s, "n1/", NULL, &removed, &e));
     ASSERT_EQ_INT(removed, 2);
     ASSERT_EQ_INT(count_entries(t.path, "n1"), 2); /* keep + deep */
     ASSERT_EQ_INT(count_entries(t.path, "n1/deep"), 1);
     ASSERT_EQ_INT(count_entries(t.path, "n2"), 2);
 
-    ASSERT_OK(s->ops->clean_stale(s, "", &removed, &e));
+    ASSERT_OK(s->ops->clean_stale(s, "", NULL, &removed, &e));
     ASSERT_EQ_INT(removed, 1);
     ASSERT_EQ_INT(count_entries(t.path, "n2"), 1);
 

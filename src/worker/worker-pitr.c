@@ -1,0 +1,371 @@
+/* Point-in-time recovery's worker commands: follow (the oplog follower), list-slices,
+ * verify-chain and restore --time. A policy's prefix holds its snapshots and, under oplog/,
+ * its slices; every plan is made from what the store holds, so a worker needs no agent. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "common/strv.h"
+#include "engine/oplog-follow.h"
+#include "engine/oplog-slice.h"
+#include "engine/verify.h"
+#include "mongosnap/mongosnap.h"
+#include "worker.h"
+
+#define DEFAULT_SLICE_SEC 60u
+#define SNAPSHOT_MANIFEST_MAX (16u * 1024u * 1024u)
+
+static bool has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int need_prefix(const Args *a) {
+    if (a->prefix && a->prefix[0])
+        return 0;
+    log_error("%s needs --prefix: the policy's prefix in the store (its name, for the agent's "
+              "policies)",
+              a->command);
+    return -EINVAL;
+}
+
+static void append_position(bson_t *b, const char *key, MsOplogPosition p) {
+    bson_append_timestamp(b, key, -1, p.t, p.i);
+}
+
+/* The point-in-time snapshots of a prefix, from their manifests (snapshots only: slices live
+ * one directory down). Strings owned by the arrays returned. */
+typedef struct Snapshots {
+    MsPitSnapshot *snaps;
+    char **ids, **keys;
+    size_t n;
+} Snapshots;
+
+static void snapshots_clear(Snapshots *s) {
+    ms_strv_free(s->ids);
+    ms_strv_free(s->keys);
+    free(s->snaps);
+    memset(s, 0, sizeof(*s));
+}
+
+static int load_snapshots(MsStorage *st, const char *prefix, Snapshots *ret, MsError *e) {
+    _cleanup_free_ char *dir = NULL;
+    if (asprintf(&dir, "%s/", prefix) < 0)
+        return ms_error_oom(e);
+    MsStorageObject *objs = NULL;
+    size_t n = 0;
+    int r = ms_storage_list(st, dir, &objs, &n, e);
+    if (r < 0)
+        return r;
+    Snapshots s = {0};
+    s.snaps = calloc(n ? n : 1, sizeof(*s.snaps));
+    if (!s.snaps)
+        r = ms_error_oom(e);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        const char *key = objs[i].key;
+        if (!has_suffix(key, MONGOSNAP_MANIFEST_SUFFIX) || strchr(key + strlen(dir), '/'))
+            continue;
+        _cleanup_free_ char *json = NULL;
+        size_t len = 0;
+        MsManifest m = {0};
+        MsError me = MS_ERROR_INIT;
+        if (ms_storage_get(st, key, SNAPSHOT_MANIFEST_MAX, &json, &len, &me) < 0 ||
+            ms_manifest_parse(json, len, &m, &me) < 0) {
+            /* One unreadable manifest does not hide the others; verify and scan report it. */
+            log_warning("%s: %s (left out of point-in-time planning)", key, me.message);
+            continue;
+        }
+        if (!ms_manifest_is_slice(&m)) {
+            if (ms_strv_push(&s.ids, m.snapshot ? m.snapshot : key) < 0 ||
+                ms_strv_push(&s.keys, key) < 0)
+                r = ms_error_oom(e);
+            else
+                s.snaps[s.n++] = (MsPitSnapshot){.end = m.oplog_end, .point_in_time = m.point_in_time};
+        }
+        ms_manifest_clear(&m);
+    }
+    ms_storage_objects_free(objs, n);
+    for (size_t i = 0; r == 0 && i < s.n; i++) {
+        s.snaps[i].id = s.ids[i];
+        s.snaps[i].key = s.keys[i];
+    }
+    if (r < 0) {
+        snapshots_clear(&s);
+        return r;
+    }
+    *ret = s;
+    return 0;
+}
+
+int worker_run_follow(Args *a, MsProgress *p) {
+    if (!a->uri) {
+        log_error("follow needs the source: --uri-file FILE, --uri URI or MONGOSNAP_URI");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (need_prefix(a) < 0 || worker_open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    worker_clean_prefix(storage, a->prefix, true);
+    MsFollowOptions o = {
+        .uri = a->uri,
+        .password = a->password,
+        .storage = storage,
+        .prefix = a->prefix,
+        .node = a->node,
+        .compression = a->compression,
+        .compression_level = a->level,
+        .key = a->key,
+        .slice_usec = (uint64_t) (a->slice_sec ? a->slice_sec : DEFAULT_SLICE_SEC) * 1000000u,
+        .max_slices = a->max_slices,
+        .max_usec = (uint64_t) a->max_sec * 1000000u,
+        .progress = p,
+        .cancel = &worker_cancel_requested,
+    };
+    MsFollowResult res = {0};
+    MsError e = MS_ERROR_INIT;
+    int r = ms_follow_run(&o, &res, &e);
+    /* Stopping is how a follower ends: what it read is committed, so it succeeded. */
+    if (r < 0 && worker_cancel_requested)
+        log_warning("follower stopped with an error: %s", e.message);
+    else if (r < 0)
+        log_error("follow failed: %s", e.message);
+    bson_t fields = BSON_INITIALIZER;
+    BSON_APPEND_INT64(&fields, "slices", (int64_t) res.slices);
+    BSON_APPEND_INT64(&fields, "idle_slices", (int64_t) res.idle_slices);
+    BSON_APPEND_INT64(&fields, "entries", (int64_t) res.entries);
+    BSON_APPEND_INT64(&fields, "gaps", (int64_t) res.gaps);
+    BSON_APPEND_INT64(&fields, "repeated", (int64_t) res.repeated);
+    append_position(&fields, "position", res.position);
+    if (r == 0 && !a->json)
+        printf("followed the oplog: %" PRIu64 " slice(s), %" PRIu64 " entries, %" PRIu64
+               " gap(s); the chain ends at %" PRIu32 ":%" PRIu32 "\n",
+               res.slices, res.entries, res.gaps, res.position.t, res.position.i);
+    worker_report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    return worker_exit_code_for(r);
+}
+
+static void append_ranges(bson_t *b, const char *key, const MsPitRange *ranges, size_t n) {
+    bson_t arr, item;
+    BSON_APPEND_ARRAY_BEGIN(b, key, &arr);
+    for (size_t i = 0; i < n; i++) {
+        char k[24];
+        const char *kp;
+        bson_uint32_to_string((uint32_t) i, &kp, k, sizeof(k));
+        BSON_APPEND_DOCUMENT_BEGIN(&arr, kp, &item);
+        append_position(&item, "from", ranges[i].from);
+        append_position(&item, "to", ranges[i].to);
+        bson_append_document_end(&arr, &item);
+    }
+    bson_append_array_end(b, &arr);
+}
+
+int worker_run_list_slices(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (need_prefix(a) < 0 || worker_open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    MsError e = MS_ERROR_INIT;
+    MsSliceRef *slices = NULL;
+    size_t n = 0, n_ranges = 0;
+    Snapshots snaps = {0};
+    MsPitRange *ranges = NULL;
+    int r = ms_slices_list(storage, a->prefix, &slices, &n, &e);
+    if (r == 0)
+        r = load_snapshots(storage, a->prefix, &snaps, &e);
+    if (r == 0 && ms_pit_ranges(snaps.snaps, snaps.n, slices, n, &ranges, &n_ranges) < 0)
+        r = ms_error_oom(&e);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        bson_t f = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&f, "key", slices[i].manifest_key);
+        append_position(&f, "start", slices[i].start);
+        append_position(&f, "end", slices[i].end);
+        BSON_APPEND_BOOL(&f, "idle", slices[i].idle);
+        ms_progress_event(p, MONGOSNAP_PROGRESS_EVENT_SLICE, &f);
+        bson_destroy(&f);
+        if (!a->json)
+            printf("%s%s\n", slices[i].manifest_key, slices[i].idle ? "  (idle)" : "");
+    }
+    bson_t fields = BSON_INITIALIZER;
+    if (r == 0) {
+        BSON_APPEND_INT64(&fields, "slices", (int64_t) n);
+        BSON_APPEND_INT64(&fields, "snapshots", (int64_t) snaps.n);
+        append_ranges(&fields, "restorable", ranges, n_ranges);
+        if (!a->json) {
+            _cleanup_free_ char *what = ms_pit_ranges_describe(ranges, n_ranges);
+            printf("%zu slice(s); restorable: %s\n", n, what ? what : "?");
+        }
+    } else
+        log_error("list-slices failed: %s", e.message);
+    worker_report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    free(ranges);
+    snapshots_clear(&snaps);
+    ms_slices_free(slices, n);
+    return worker_exit_code_for(r);
+}
+
+/* Every slice read through its checksums, and the chains they form: where each begins and
+ * ends, and the gaps between them. */
+int worker_run_verify_chain(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (need_prefix(a) < 0 || worker_open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    MsError e = MS_ERROR_INIT;
+    MsSliceRef *slices = NULL;
+    size_t n = 0, damaged = 0, chains = 0;
+    uint64_t entries = 0;
+    int r = ms_slices_list(storage, a->prefix, &slices, &n, &e);
+    for (size_t i = 0; r == 0 && i < n && !worker_cancel_requested; i++) {
+        /* Each slice's own progress is not this task's: a silent reporter for it. */
+        MsProgress quiet;
+        ms_progress_init(&quiet, -1);
+        MsVerifyOptions vo = {.storage = storage,
+                              .snapshot_key = slices[i].manifest_key,
+                              .key = a->key,
+                              .progress = &quiet,
+                              .cancel = &worker_cancel_requested};
+        MsVerifyResult vr = {0};
+        MsError ve = MS_ERROR_INIT;
+        int k = ms_verify_run(&vo, &vr, &ve);
+        ms_progress_done(&quiet);
+        ms_progress_add_items(p, 1, vr.stored_bytes);
+        if (k == -ENOKEY || k == -EKEYREJECTED) {
+            r = k;
+            e = ve;
+            break;
+        }
+        if (k < 0) {
+            damaged++;
+            bson_t f = BSON_INITIALIZER;
+            BSON_APPEND_UTF8(&f, "key", slices[i].manifest_key);
+            BSON_APPEND_UTF8(&f, "message", ve.message);
+            ms_progress_event(p, "problem", &f);
+            bson_destroy(&f);
+            log_error("%s: %s", slices[i].manifest_key, ve.message);
+            continue;
+        }
+        entries += vr.oplog_entries;
+    }
+    if (r == 0 && worker_cancel_requested)
+        r = ms_error_set(&e, ECANCELED, "stopped by a signal");
+    /* The chains: from the first slice's start, as far as they reach; the next chain begins at
+     * the first slice starting after that. */
+    bson_t fields = BSON_INITIALIZER, arr;
+    BSON_APPEND_ARRAY_BEGIN(&fields, "chains", &arr);
+    MsOplogPosition cur = {0, 0};
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        if (chains > 0 && !ms_oplog_position_after(slices[i].start, cur))
+            continue;
+        MsOplogPosition reach;
+        if (ms_slices_reach(slices, n, slices[i].start, MS_OPLOG_POSITION_MAX, &reach, NULL,
+                            NULL) < 0) {
+            r = ms_error_oom(&e);
+            break;
+        }
+        char k[24];
+        const char *kp;
+        bson_uint32_to_string((uint32_t) chains, &kp, k, sizeof(k));
+        bson_t item;
+        BSON_APPEND_DOCUMENT_BEGIN(&arr, kp, &item);
+        append_position(&item, "from", slices[i].start);
+        append_position(&item, "to", reach);
+        bson_append_document_end(&arr, &item);
+        if (chains > 0)
+            log_warning("gap in the chain of oplog slices: nothing holds the entries after "
+                        "%" PRIu32 ":%" PRIu32 " up to %" PRIu32 ":%" PRIu32,
+                        cur.t, cur.i, slices[i].start.t, slices[i].start.i);
+        chains++;
+        cur = reach;
+    }
+    bson_append_array_end(&fields, &arr);
+    BSON_APPEND_INT64(&fields, "slices", (int64_t) n);
+    BSON_APPEND_INT64(&fields, "damaged", (int64_t) damaged);
+    BSON_APPEND_INT64(&fields, "gaps", (int64_t) (chains ? chains - 1 : 0));
+    BSON_APPEND_INT64(&fields, "entries", (int64_t) entries);
+    if (r == 0 && damaged > 0)
+        r = ms_error_set(&e, EBADMSG,
+                         "%zu of %zu oplog slice(s) are damaged (named above); restores to times "
+                         "they hold will be refused",
+                         damaged, n);
+    if (r == 0 && !a->json)
+        printf("verified %zu slice(s), %" PRIu64 " entries; %zu chain(s), %zu gap(s)\n", n,
+               entries, chains, chains ? chains - 1 : 0);
+    else if (r < 0)
+        log_error("verify-chain failed: %s", e.message);
+    worker_report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    ms_slices_free(slices, n);
+    return worker_exit_code_for(r);
+}
+
+int worker_run_restore_time(Args *a, MsProgress *p) {
+    if (a->snapshot || a->archive || a->has_until) {
+        log_error("restore --time picks its snapshot and oplog slices itself: leave out "
+                  "--snapshot, --archive and --until");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (a->no_oplog) {
+        log_error("restore --time replays the oplog: leave out --no-oplog");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (need_prefix(a) < 0 || worker_open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    MsError e = MS_ERROR_INIT;
+    MsSliceRef *slices = NULL;
+    size_t n = 0;
+    Snapshots snaps = {0};
+    MsPitPlan plan = {0};
+    int r = ms_slices_list(storage, a->prefix, &slices, &n, &e);
+    if (r == 0)
+        r = load_snapshots(storage, a->prefix, &snaps, &e);
+    if (r == 0)
+        r = ms_pit_plan(snaps.snaps, snaps.n, slices, n, a->time, &plan, &e);
+    if (r < 0) {
+        log_error("restore --time: %s", e.message);
+        worker_report_result(p, a, r, &e, NULL);
+        snapshots_clear(&snaps);
+        ms_slices_free(slices, n);
+        return worker_exit_code_for(r);
+    }
+    const MsPitSnapshot *s = &snaps.snaps[plan.snapshot];
+    bson_t ev = BSON_INITIALIZER, arr;
+    BSON_APPEND_UTF8(&ev, "snapshot", s->id);
+    BSON_APPEND_UTF8(&ev, "snapshot_key", s->key);
+    append_position(&ev, "time", a->time);
+    BSON_APPEND_ARRAY_BEGIN(&ev, "slices", &arr);
+    for (size_t i = 0; i < plan.n_slices && r == 0; i++) {
+        char k[24];
+        const char *kp;
+        bson_uint32_to_string((uint32_t) i, &kp, k, sizeof(k));
+        BSON_APPEND_UTF8(&arr, kp, slices[plan.slices[i]].manifest_key);
+        if (ms_strv_push(&a->slice_keys, slices[plan.slices[i]].manifest_key) < 0)
+            r = -ENOMEM;
+    }
+    bson_append_array_end(&ev, &arr);
+    ms_progress_event(p, "plan", &ev);
+    bson_destroy(&ev);
+    log_info("restoring to %" PRIu32 ":%" PRIu32 ": snapshot %s, then %zu oplog slice(s)",
+             a->time.t, a->time.i, s->id, plan.n_slices);
+    a->n_slices = plan.n_slices;
+    _cleanup_free_ char *snapshot_key = strdup(s->key);
+    int ret = MONGOSNAP_EXIT_FAILURE;
+    if (r == 0 && snapshot_key) {
+        a->snapshot = snapshot_key;
+        a->has_until = true;
+        a->until = a->time;
+        ret = worker_run_restore(a, p);
+        a->snapshot = NULL;
+    } else
+        log_error("out of memory");
+    a->slice_keys = ms_strv_free(a->slice_keys);
+    a->n_slices = 0;
+    ms_pit_plan_clear(&plan);
+    snapshots_clear(&snaps);
+    ms_slices_free(slices, n);
+    return ret;
+}

@@ -1,0 +1,78 @@
+/* What the worker's commands share: their arguments, the store, the result line and the exit
+ * code. mongosnap-worker.c parses and dispatches; worker-pitr.c holds point-in-time recovery's
+ * commands (follow, list-slices, verify-chain, restore --time). */
+#pragma once
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <bson/bson.h>
+
+#include "engine/manifest.h"
+#include "engine/nsfilter.h"
+#include "engine/progress.h"
+#include "io/compression.h"
+#include "io/filter-encrypt.h"
+#include "storage/storage.h"
+
+extern volatile sig_atomic_t worker_cancel_requested;
+
+typedef struct Args {
+    const char *command;
+    char *uri;
+    char *password;
+    MsEncryptKey *key; /* --key-file: wiped on exit */
+    const char *store;
+    const char *prefix;
+    const char *name;
+    const char *node;
+    uint64_t seq;
+    const char *origin;
+    const char *snapshot;
+    const char *archive;
+    const char *manifest;
+    MsCompression compression;
+    int level;
+    int threads;
+    unsigned parallel;
+    unsigned batch_size;
+    bool no_oplog;
+    bool include_users;
+    bool drop;
+    bool no_indexes;
+    bool no_bypass_validation;
+    bool has_until;
+    MsOplogPosition until;
+    int progress_fd;
+    unsigned progress_interval_ms; /* 0: each task's own */
+    bool json;
+    MsNsFilter filter;
+    size_t n_rename_from, n_rename_to; /* paired after parsing */
+    char **keys;                       /* remove --key, in order */
+    size_t n_keys;
+    /* Point-in-time (worker-pitr.c). */
+    bool has_time;
+    MsOplogPosition time; /* restore --time */
+    unsigned slice_sec;   /* follow --slice-sec */
+    unsigned max_slices;  /* follow --max-slices */
+    unsigned max_sec;     /* follow --max-sec */
+    char **slice_keys;    /* restore --time: the plan's slices */
+    size_t n_slices;
+} Args;
+
+int worker_open_store(const Args *a, MsStorage **ret);
+int worker_exit_code_for(int r);
+int worker_stopped_instead(int r, MsError *e);
+void worker_report_result(MsProgress *p, const Args *a, int r, const MsError *e, bson_t *fields);
+
+/* Remove unfinished writes of earlier tasks under prefix: the snapshots' (slices false) or the
+ * slice directory's (true), each leaving the other's alone. */
+void worker_clean_prefix(MsStorage *storage, const char *prefix, bool slices);
+
+int worker_run_restore(Args *a, MsProgress *p);
+int worker_run_follow(Args *a, MsProgress *p);
+int worker_run_list_slices(Args *a, MsProgress *p);
+int worker_run_verify_chain(Args *a, MsProgress *p);
+/* restore --time: plans the snapshot and slices from the store, then restores. */
+int worker_run_restore_time(Args *a, MsProgress *p);
