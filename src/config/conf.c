@@ -784,12 +784,42 @@ static char *get_cipher(const void *obj, const IniKey *k) {
     return strdup(p->cipher == MS_CIPHER_NONE ? "" : ms_cipher_to_string(p->cipher));
 }
 
+/* [PointInTime] Compression=: unset means "as [Policy] Compression=". */
+static int set_slice_compression(void *obj, const IniKey *k, const char *v, bool append,
+                                 MsError *e) {
+    MsPolicy *p = obj;
+    if (!v || !*v) {
+        p->pit_compression = MS_COMPRESSION_INVALID;
+        return 0;
+    }
+    return set_compression(obj, k, v, append, e);
+}
+
+static char *get_slice_compression(const void *obj, const IniKey *k) {
+    const MsPolicy *p = obj;
+    return p->pit_compression == MS_COMPRESSION_INVALID ? strdup("") : get_compression(obj, k);
+}
+
+static int set_slice_sec(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
+    int r = ini_set_timespan(obj, k, v, append, e);
+    if (r < 0)
+        return r;
+    uint64_t usec = ((MsPolicy *) obj)->pit_slice_usec;
+    if (usec < MS_PIT_SLICE_MIN_USEC || usec > MS_PIT_SLICE_MAX_USEC)
+        return ms_error_set(e, EINVAL,
+                            "%s='%s' is out of range: a slice closes every 10s at the shortest "
+                            "(the recovery point) and every 24h at the longest",
+                            k->name, v);
+    return 0;
+}
+
 #define SECTION_POLICY "Policy"
 #define SECTION_RETENTION "Retention"
 #define SECTION_ENCRYPTION "Encryption"
+#define SECTION_PIT "PointInTime"
 
 static const char *const policy_sections[] = {SECTION_POLICY, SECTION_RETENTION,
-                                              SECTION_ENCRYPTION};
+                                              SECTION_ENCRYPTION, SECTION_PIT};
 
 #define POLICY_KEY(section, name, field, repeatable, def, min, max, set, get)                      \
     { section, name, offsetof(MsPolicy, field), repeatable, def, min, max, set, get }
@@ -837,6 +867,12 @@ static const IniKey policy_keys[] = {
     POLICY_KEY(SECTION_ENCRYPTION, "Key", encryption_key, false, NULL, 0, 0, set_encryption_key,
                ini_get_string),
     POLICY_KEY(SECTION_ENCRYPTION, "Cipher", cipher, false, NULL, 0, 0, set_cipher, get_cipher),
+    POLICY_KEY(SECTION_PIT, "Enabled", pit_enabled, false, "no", 0, 0, ini_set_bool, ini_get_bool),
+    POLICY_KEY(SECTION_PIT, "SliceSec", pit_slice_usec, false, "60s", 0, 0, set_slice_sec,
+               ini_get_timespan),
+    /* Bare "Compression" names [Policy]'s (the first): this one is "PointInTime.Compression". */
+    POLICY_KEY(SECTION_PIT, "Compression", pit_compression, false, NULL, 0, 0,
+               set_slice_compression, get_slice_compression),
 };
 
 static const IniSchema policy_schema = {
@@ -895,6 +931,19 @@ int ms_policy_check(const MsPolicy *p, MsError *e) {
                             "[Policy] CompressionLevel=%d has no meaning with Compression=none; "
                             "remove it or choose zstd or gzip",
                             p->compression_level);
+    if (p->pit_enabled && !p->oplog)
+        return ms_error_set(e, EINVAL,
+                            "[PointInTime] Enabled=yes needs [Policy] Oplog=yes: a restore to a "
+                            "time starts from a snapshot consistent at its end, which only the "
+                            "captured oplog makes it");
+    if (p->pit_enabled &&
+        (ms_strv_length(p->include_namespaces) > 0 || ms_strv_length(p->exclude_namespaces) > 0))
+        return ms_error_set(e, EINVAL,
+                            "[PointInTime] Enabled=yes cannot be combined with IncludeNamespaces= "
+                            "or ExcludeNamespaces= yet: the slices hold the whole oplog, and a "
+                            "restore to a time would replay changes to collections the snapshot "
+                            "left out. Use a policy without namespace filters for point-in-time "
+                            "recovery");
     if (p->cipher != MS_CIPHER_NONE && !p->encryption_key)
         return ms_error_set(e, EINVAL,
                             "[Encryption] Cipher= is set but Key= is not, so nothing would be "

@@ -152,7 +152,21 @@ typedef struct MsPolicy {
     /* [Encryption] */
     char *encryption_key; /* Key=: credential name; NULL: no encryption */
     MsCipher cipher;      /* Cipher=; aes-256-gcm whenever Key= is set, else none */
+
+    /* [PointInTime] */
+    bool pit_enabled;                /* Enabled=, default no: follow the oplog into slices */
+    uint64_t pit_slice_usec;         /* SliceSec=, default 60 s, at least 10 s */
+    MsCompression pit_compression;   /* Compression=; MS_COMPRESSION_INVALID: as [Policy]'s */
 } MsPolicy;
+
+#define MS_PIT_SLICE_DEFAULT_USEC (60ULL * 1000000ULL)
+#define MS_PIT_SLICE_MIN_USEC (10ULL * 1000000ULL)
+#define MS_PIT_SLICE_MAX_USEC (24ULL * 3600ULL * 1000000ULL)
+
+/* The compression of a policy's oplog slices. */
+static inline MsCompression ms_policy_slice_compression(const MsPolicy *p) {
+    return p->pit_compression == MS_COMPRESSION_INVALID ? p->compression : p->pit_compression;
+}
 
 bool ms_policy_name_is_valid(const char *name);
 bool ms_credential_name_is_valid(const char *name);

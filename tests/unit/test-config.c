@@ -731,7 +731,62 @@ static void s3_store_options(void) {
     }
 }
 
-MS_TEST_MAIN(TEST_CASE(s3_store_options), TEST_CASE(full_policy_values),
+/* [PointInTime]: defaults, the floor and ceiling of SliceSec=, its own Compression=, and the
+ * combinations refused. */
+static void point_in_time(void) {
+    _cleanup_(ms_policy_freep) MsPolicy *p = NULL;
+    MsError e = MS_ERROR_INIT;
+    ASSERT_OK(ms_policy_parse_string("nightly", NIGHTLY, MINIMAL, &p, &e));
+    ASSERT(!p->pit_enabled);
+    ASSERT(p->pit_slice_usec == MS_PIT_SLICE_DEFAULT_USEC);
+    ASSERT(ms_policy_slice_compression(p) == MS_COMPRESSION_ZSTD);
+    _cleanup_(ms_policy_freep) MsPolicy *q = NULL;
+    ASSERT_OK(ms_policy_parse_string("nightly", NIGHTLY,
+                                     MINIMAL "Compression=gzip\n[PointInTime]\nEnabled=yes\n"
+                                             "SliceSec=10s\n",
+                                     &q, &e));
+    ASSERT(q->pit_enabled && q->pit_slice_usec == 10 * USEC_PER_SEC);
+    ASSERT(ms_policy_slice_compression(q) == MS_COMPRESSION_GZIP);
+    _cleanup_(ms_policy_freep) MsPolicy *r = NULL;
+    ASSERT_OK(ms_policy_parse_string("nightly", NIGHTLY,
+                                     MINIMAL "[PointInTime]\nEnabled=yes\nCompression=none\n", &r,
+                                     &e));
+    ASSERT(ms_policy_slice_compression(r) == MS_COMPRESSION_NONE);
+    _cleanup_free_ char *v = NULL, *bare = NULL;
+    ASSERT_OK(ms_policy_get_setting(r, "PointInTime.Compression", &v, &e));
+    ASSERT_STREQ(v, "none");
+    ASSERT_OK(ms_policy_get_setting(r, "Compression", &bare, &e));
+    ASSERT_STREQ(bare, "zstd"); /* the bare name stays [Policy]'s */
+    /* It survives a round trip through the file text. */
+    _cleanup_free_ char *text = NULL;
+    ASSERT_OK(ms_policy_to_ini(r, &text, &e));
+    _cleanup_(ms_policy_freep) MsPolicy *back = NULL;
+    ASSERT_OK(ms_policy_parse_string("nightly", NIGHTLY, text, &back, &e));
+    ASSERT(ms_policy_equal(r, back));
+
+    static const struct {
+        const char *text, *needle;
+    } bad[] = {
+        {MINIMAL "[PointInTime]\nSliceSec=9s\n", "10s at the shortest"},
+        {MINIMAL "[PointInTime]\nSliceSec=0\n", "out of range"},
+        {MINIMAL "[PointInTime]\nSliceSec=2d\n", "24h at the longest"},
+        {MINIMAL "[PointInTime]\nSliceSec=soon\n", "not a time span"},
+        {MINIMAL "[PointInTime]\nCompression=lz4\n", "zstd, gzip or none"},
+        {MINIMAL "Oplog=no\n[PointInTime]\nEnabled=yes\n", "Oplog=yes"},
+        {MINIMAL "IncludeNamespaces=shop.*\n[PointInTime]\nEnabled=yes\n", "namespace filters"},
+        {MINIMAL "[PointInTime]\nEnabled=maybe\n", "Enabled"},
+        {MINIMAL "[PointInTime]\nWindow=1h\n", "Window"},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+        const char *msg = policy_error(bad[i].text);
+        if (!msg || !strstr(msg, bad[i].needle)) {
+            fprintf(stderr, "# case %zu: %s\n", i, msg ? msg : "accepted");
+            ms_test_failures++;
+        }
+    }
+}
+
+MS_TEST_MAIN(TEST_CASE(point_in_time), TEST_CASE(s3_store_options), TEST_CASE(full_policy_values),
              TEST_CASE(minimal_policy_defaults), TEST_CASE(syntax_tolerated), TEST_CASE(long_lines),
              TEST_CASE(every_error_names_file_and_line), TEST_CASE(schedule_length_limit),
              TEST_CASE(password_in_source_refused_and_not_echoed), TEST_CASE(repeatable_keys),
