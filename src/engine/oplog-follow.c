@@ -342,6 +342,10 @@ static int slice_commit(Follower *f, SliceWriter *w, MsOplogPosition end, bool i
     ms_progress_event(o->progress, MONGOSNAP_PROGRESS_EVENT_SLICE, &ev);
     bson_destroy(&ev);
     log_debug("committed oplog slice %s (%" PRIu64 " entries)", manifest_key, w->entries);
+    if (o->on_slice) {
+        MsSliceRef ref = {.start = w->start, .end = end, .idle = idle, .manifest_key = manifest_key};
+        o->on_slice(o->userdata, &ref);
+    }
     ms_archive_ns_stream_clear(&w->ns);
     ms_archive_writer_free(w->writer);
     ms_sink_free(w->head);
@@ -573,6 +577,8 @@ int ms_follow_run(const MsFollowOptions *o, MsFollowResult *ret, MsError *e) {
     } else if (r == 0)
         r = start_new_chain(&f, e);
     ms_progress_set_phase(o->progress, "follow");
+    if (r == 0 && o->on_slice)
+        o->on_slice(o->userdata, NULL);
 
     while (r == 0 && !cancelled(&f)) {
         if (!open) {

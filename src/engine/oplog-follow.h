@@ -11,6 +11,7 @@
 #include "io/compression.h"
 #include "io/filter-encrypt.h"
 #include "manifest.h"
+#include "oplog-slice.h"
 #include "progress.h"
 #include "storage/storage.h"
 
@@ -31,6 +32,10 @@ typedef struct MsFollowOptions {
     uint64_t max_slices;  /* stop after this many slices with entries (0: until cancelled) */
     uint64_t max_usec;    /* stop after this long (0: until cancelled) */
     MsProgress *progress; /* "slice" and "gap" events */
+    /* After each committed slice, and once with NULL when following begins (the worker
+     * reports the restorable ranges from here). May be NULL. */
+    void (*on_slice)(void *userdata, const MsSliceRef *slice);
+    void *userdata;
     volatile sig_atomic_t *cancel;
 } MsFollowOptions;
 

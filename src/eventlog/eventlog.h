@@ -75,7 +75,17 @@
     X(RETENTION_HELD, "retention-held", MS_LOG_WARNING,                                            \
       SD_ID128_ARRAY(25, da, 58, 38, 34, 10, 41, 7a, a9, 9c, ec, 5e, ba, 7f, 83, 88))              \
     X(ORPHAN_REMOVED, "orphan-removed", MS_LOG_NOTICE,                                             \
-      SD_ID128_ARRAY(7c, 00, 2b, 99, 94, 1b, 4e, 53, 9c, 18, 42, e9, 4d, 43, 64, 1c))
+      SD_ID128_ARRAY(7c, 00, 2b, 99, 94, 1b, 4e, 53, 9c, 18, 42, e9, 4d, 43, 64, 1c))              \
+    X(FOLLOWER_STARTED, "follower-started", MS_LOG_INFO,                                           \
+      SD_ID128_ARRAY(ce, 83, 13, 5c, 54, 06, 46, f8, 9a, 2d, ad, 00, 10, 61, 87, 93))              \
+    X(FOLLOWER_STOPPED, "follower-stopped", MS_LOG_NOTICE,                                         \
+      SD_ID128_ARRAY(79, 5e, 27, b0, 13, 6c, 48, 30, b5, 18, 0f, dd, 77, 36, 33, 50))              \
+    X(FOLLOWER_FAILED, "follower-failed", MS_LOG_WARNING,                                          \
+      SD_ID128_ARRAY(ca, 9b, 21, 05, 1e, fc, 41, 5d, a3, 8e, 08, 6f, b0, ef, 47, 14))              \
+    X(OPLOG_GAP, "oplog-gap", MS_LOG_WARNING,                                                      \
+      SD_ID128_ARRAY(94, 12, d1, 43, ba, 55, 4a, 6d, 8f, 64, 6c, 28, 6c, 6b, 02, 5a))              \
+    X(RESTORE_PLANNED, "restore-planned", MS_LOG_INFO,                                             \
+      SD_ID128_ARRAY(6d, 9e, 9c, ef, d4, f4, 4b, 52, b0, 26, e9, 4e, 70, c2, 6b, 47))
 
 /* clang-format cannot see that the list expands to enumerators and would misindent them. */
 /* clang-format off */

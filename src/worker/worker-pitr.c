@@ -101,6 +101,88 @@ static int load_snapshots(MsStorage *st, const char *prefix, Snapshots *ret, MsE
     return 0;
 }
 
+static void append_ranges(bson_t *b, const char *key, const MsPitRange *ranges, size_t n);
+
+/* The restorable ranges, reported by the follower after every slice ("ranges" events), so that
+ * the agent shows them without reading the store itself. The slices are listed once and then
+ * followed from the commits; the snapshots' manifests are read again every
+ * RANGES_SNAPSHOT_REFRESH slices (snapshots come and go beside the follower). */
+#define RANGES_SNAPSHOT_REFRESH 10
+
+typedef struct RangesReporter {
+    MsStorage *storage;
+    const char *prefix;
+    MsProgress *progress;
+    MsSliceRef *slices;
+    size_t n_slices, cap_slices;
+    Snapshots snaps;
+    unsigned since_refresh;
+    bool broken; /* a listing failed: nothing more is reported rather than something wrong */
+} RangesReporter;
+
+static int compare_refs(const void *x, const void *y) {
+    const MsSliceRef *a = x, *b = y;
+    if (ms_oplog_position_after(a->start, b->start))
+        return 1;
+    if (ms_oplog_position_after(b->start, a->start))
+        return -1;
+    return ms_oplog_position_after(a->end, b->end) ? 1 : ms_oplog_position_after(b->end, a->end) ? -1 : 0;
+}
+
+static void ranges_on_slice(void *userdata, const MsSliceRef *slice) {
+    RangesReporter *rr = userdata;
+    MsError e = MS_ERROR_INIT;
+    if (rr->broken)
+        return;
+    if (!slice) {
+        if (ms_slices_list(rr->storage, rr->prefix, &rr->slices, &rr->n_slices, &e) < 0) {
+            log_warning("cannot list the oplog slices (restorable ranges not reported): %s",
+                        e.message);
+            rr->broken = true;
+            return;
+        }
+        rr->cap_slices = rr->n_slices;
+    } else {
+        if (rr->n_slices == rr->cap_slices) {
+            size_t cap = rr->cap_slices ? rr->cap_slices * 2 : 64;
+            MsSliceRef *grown = realloc(rr->slices, cap * sizeof(*grown));
+            if (!grown) {
+                rr->broken = true;
+                return;
+            }
+            rr->slices = grown;
+            rr->cap_slices = cap;
+        }
+        MsSliceRef ref = *slice;
+        if (!(ref.manifest_key = strdup(slice->manifest_key))) {
+            rr->broken = true;
+            return;
+        }
+        rr->slices[rr->n_slices++] = ref;
+        qsort(rr->slices, rr->n_slices, sizeof(*rr->slices), compare_refs);
+    }
+    if (!slice || ++rr->since_refresh >= RANGES_SNAPSHOT_REFRESH) {
+        Snapshots fresh = {0};
+        if (load_snapshots(rr->storage, rr->prefix, &fresh, &e) < 0) {
+            log_warning("cannot read the snapshots' manifests (restorable ranges not updated): %s",
+                        e.message);
+            return;
+        }
+        snapshots_clear(&rr->snaps);
+        rr->snaps = fresh;
+        rr->since_refresh = 0;
+    }
+    MsPitRange *ranges = NULL;
+    size_t n = 0;
+    if (ms_pit_ranges(rr->snaps.snaps, rr->snaps.n, rr->slices, rr->n_slices, &ranges, &n) < 0)
+        return;
+    bson_t ev = BSON_INITIALIZER;
+    append_ranges(&ev, "restorable", ranges, n);
+    ms_progress_event(rr->progress, "ranges", &ev);
+    bson_destroy(&ev);
+    free(ranges);
+}
+
 int worker_run_follow(Args *a, MsProgress *p) {
     if (!a->uri) {
         log_error("follow needs the source: --uri-file FILE, --uri URI or MONGOSNAP_URI");
@@ -110,7 +192,10 @@ int worker_run_follow(Args *a, MsProgress *p) {
     if (need_prefix(a) < 0 || worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
     worker_clean_prefix(storage, a->prefix, true);
+    RangesReporter rr = {.storage = storage, .prefix = a->prefix, .progress = p};
     MsFollowOptions o = {
+        .on_slice = ranges_on_slice,
+        .userdata = &rr,
         .uri = a->uri,
         .password = a->password,
         .storage = storage,
@@ -128,6 +213,8 @@ int worker_run_follow(Args *a, MsProgress *p) {
     MsFollowResult res = {0};
     MsError e = MS_ERROR_INIT;
     int r = ms_follow_run(&o, &res, &e);
+    ms_slices_free(rr.slices, rr.n_slices);
+    snapshots_clear(&rr.snaps);
     /* Stopping is how a follower ends: what it read is committed, so it succeeded. */
     if (r < 0 && worker_cancel_requested)
         log_warning("follower stopped with an error: %s", e.message);
