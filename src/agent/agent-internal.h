@@ -102,6 +102,7 @@ struct Manager {
 
     struct AgentCluster *cluster; /* NULL: this agent works alone (no [Cluster] URI=) */
     struct Resync *resync;        /* a resync under way (agent-resync.c), or NULL */
+    struct AgentFollowers *followers; /* the oplog followers (agent-follower.c), or NULL */
     bool correct_at_start;        /* the last run left tasks unfinished: check the stores */
 
     char **unsaved; /* ids of records the catalog refused; written again by unsaved_timer */
@@ -219,6 +220,8 @@ typedef struct ManagerPart {
     const char *name;
     int (*load)(Manager *m, MsError *e); /* at start, once the catalog is open */
     void (*policies_loaded)(Manager *m); /* after each load of the policies */
+    /* A policy changed (state, settings) or went: what the part runs for it may have to. */
+    void (*policy_changed)(Manager *m);
     bool (*busy)(const Manager *m);      /* has work queued or running */
     /* Reads or removes this snapshot now: retention and Delete leave it alone. */
     bool (*uses_snapshot)(const Manager *m, const char *snapshot_id);

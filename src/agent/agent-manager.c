@@ -51,12 +51,20 @@ void manager_emit_snapshot_changed(Manager *m, const MsSnapshotRecord *r, unsign
     MANAGER_EMIT(m, snapshot_changed, r, changes);
 }
 
+static void parts_policy_changed(Manager *m) {
+    for (const ManagerPart *const *part = manager_parts; *part; part++)
+        if ((*part)->policy_changed)
+            (*part)->policy_changed(m);
+}
+
 void manager_emit_policy_changed(Manager *m, const ManagerPolicy *p) {
     MANAGER_EMIT(m, policy_changed, p);
+    parts_policy_changed(m);
 }
 
 static void emit_policy_removed(Manager *m, const ManagerPolicy *p) {
     MANAGER_EMIT(m, policy_removed, p);
+    parts_policy_changed(m);
 }
 
 static void forget_stores(Manager *m);

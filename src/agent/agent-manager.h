@@ -140,6 +140,22 @@ size_t manager_n_policies(const Manager *m);
 ManagerPolicy *manager_policy_at(Manager *m, size_t i);
 /* NULL when unknown (or removed). */
 ManagerPolicy *manager_find_policy(Manager *m, const char *name);
+/* Point-in-time recovery: the policy's oplog follower (agent-follower.c). */
+typedef struct ManagerFollowerStatus {
+    /* "off" ([PointInTime] Enabled=no), "stopped" (the policy is stopped), "starting",
+     * "following", "restarting" (after a failure, waiting), "stopping". */
+    const char *state;
+    uint64_t last_slice_usec; /* when the last slice was committed (0: none yet) */
+    uint64_t lag_usec;        /* how far behind the oplog's newest entry that slice was */
+    uint64_t slices;          /* committed since the follower started */
+    const char *last_error;   /* "" none */
+    /* The instants a restore can reach, as the follower last reported them: pairs of
+     * microseconds (from, to), each to the second (the ordinal is not shown here). */
+    const uint64_t *ranges_usec;
+    size_t n_ranges;
+} ManagerFollowerStatus;
+void manager_policy_follower(const Manager *m, const ManagerPolicy *p, ManagerFollowerStatus *ret);
+
 /* The messages of the policy files that did not load at the last reload. */
 size_t manager_n_policy_errors(const Manager *m);
 const char *manager_policy_error_at(const Manager *m, size_t i);
@@ -191,6 +207,11 @@ typedef struct ManagerRestoreOptions {
     bool drop;
     bool no_indexes;
     const char *until;      /* "T:I" or ISO 8601; NULL: replay the whole captured oplog */
+    /* Point-in-time recovery: restore to this instant ("T:I" or ISO 8601 UTC), from the newest
+     * point-in-time snapshot of the policy completed before it and the oplog slices after it.
+     * The snapshot argument then names the policy (or a snapshot of it, to start from that
+     * one). NULL: no. */
+    const char *time;
     unsigned parallel;      /* insertion workers; 0: the worker's default */
     const char *credential; /* systemd credential with the target's password; NULL: none */
     /* systemd credential with the snapshot's encryption key; NULL: the key of the snapshot's

@@ -197,6 +197,29 @@ static void reader_job_message(AgentJob *j, const bson_t *msg) {
         r->bytes_transferred = agent_msg_u64(msg, "bytes_written");
         snprintf(r->phase, sizeof(r->phase), "%s", agent_msg_str(msg, "phase") ?: "");
         progress_throttle_changed(&t->progress);
+    } else if (strcmp(event, "plan") == 0) {
+        /* A restore to a time: the snapshot and the slices the worker will replay, in the log
+         * (the record names the snapshot; the slices are many and live in the store). */
+        bson_iter_t it, arr;
+        size_t n = 0;
+        char first[256] = "", last[256] = "";
+        if (bson_iter_init_find(&it, msg, "slices") && BSON_ITER_HOLDS_ARRAY(&it) &&
+            bson_iter_recurse(&it, &arr))
+            while (bson_iter_next(&arr))
+                if (BSON_ITER_HOLDS_UTF8(&arr)) {
+                    snprintf(n == 0 ? first : last, sizeof(first), "%s",
+                             bson_iter_utf8(&arr, NULL));
+                    n++;
+                }
+        char plan[MS_ERROR_MESSAGE_MAX / 2];
+        snprintf(plan, sizeof(plan), "snapshot %s, then %zu oplog slice(s)%s%s%s%s",
+                 agent_msg_str(msg, "snapshot") ?: "?", n, n ? " from " : "", first,
+                 n > 1 ? " to " : "", n > 1 ? last : "");
+        MsEventFields f;
+        fields_for(t, &f);
+        f.error = plan;
+        (void) ms_event_log(MS_EVENT_RESTORE_PLANNED, &f, "restore %s to a time: %s", r->id,
+                            plan);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_NAMESPACE) == 0) {
         MsEventFields f;
         fields_for(t, &f);
@@ -629,6 +652,18 @@ static int check_restore_options(const char *target, const ManagerRestoreOptions
                                 "UTC time like 2026-11-22T03:10:26Z",
                                 o->until);
     }
+    if (o->time) {
+        MsOplogPosition pos;
+        if (ms_oplog_position_parse(o->time, &pos) < 0)
+            return ms_error_set(e, EINVAL,
+                                "time '%s' is neither an ISO 8601 UTC time like "
+                                "2026-11-22T03:10:26Z nor T:I (an oplog timestamp)",
+                                o->time);
+        if (o->until)
+            return ms_error_set(e, EINVAL,
+                                "time and until cannot go together: time restores to an instant "
+                                "across snapshots and oplog slices, until within one snapshot");
+    }
     if (o->parallel > PARALLEL_MAX)
         return ms_error_set(e, EINVAL, "parallel must be 1 to %d, not %u", PARALLEL_MAX,
                             o->parallel);
@@ -667,6 +702,8 @@ static char *options_json(const ManagerRestoreOptions *o) {
         BSON_APPEND_BOOL(&doc, "no_indexes", true);
     if (o->until)
         BSON_APPEND_UTF8(&doc, "until", o->until);
+    if (o->time)
+        BSON_APPEND_UTF8(&doc, "time", o->time);
     if (o->parallel)
         BSON_APPEND_INT32(&doc, "parallel", (int32_t) o->parallel);
     if (o->credential)
@@ -700,6 +737,11 @@ static int restore_args(const MsSnapshotRecord *s, const ManagerRestoreOptions *
         (o->no_indexes && args_push(args, &n, "--no-indexes") < 0) ||
         (o->until && (args_push(args, &n, "--until") < 0 || args_push(args, &n, o->until) < 0)))
         return -ENOMEM;
+    /* To a time: the worker plans the slices from the policy's chain in the store, after this
+     * snapshot (and refuses, changing nothing, when they do not reach the time). */
+    if (o->time && (args_push(args, &n, "--prefix") < 0 || args_push(args, &n, s->policy) < 0 ||
+                    args_push(args, &n, "--time") < 0 || args_push(args, &n, o->time) < 0))
+        return -ENOMEM;
     if (o->parallel) {
         snprintf(parallel, sizeof(parallel), "%u", o->parallel);
         if (args_push(args, &n, "--parallel") < 0 || args_push(args, &n, parallel) < 0)
@@ -713,6 +755,34 @@ static int restore_args(const MsSnapshotRecord *s, const ManagerRestoreOptions *
     return 0;
 }
 
+/* The snapshot a restore to time starts from: the newest completed point-in-time snapshot of
+ * the policy finished at or before the time (its oplog ends before it finished, so it ends
+ * before the time too). The worker then checks that the slices reach the time. */
+static int pick_pit_snapshot(Manager *m, const char *policy, const char *time,
+                             const char **ret_id, MsError *e) {
+    MsOplogPosition pos;
+    if (ms_oplog_position_parse(time, &pos) < 0)
+        return ms_error_set(e, EINVAL, "time '%s' is not a time", time);
+    uint64_t limit = (uint64_t) pos.t * 1000000u + (pos.i == UINT32_MAX ? 999999u : 0u);
+    const MsSnapshotRecord *best = NULL;
+    for (size_t i = 0; i < m->n_snapshots; i++) {
+        const MsSnapshotRecord *s = m->snapshots[i];
+        if (strcmp(s->policy, policy) != 0 || s->state != MS_SNAPSHOT_COMPLETED ||
+            !s->point_in_time || s->finished_usec == 0 || s->finished_usec > limit)
+            continue;
+        if (!best || s->finished_usec > best->finished_usec)
+            best = s;
+    }
+    if (!best)
+        return ms_error_set_kind(e, MS_ERROR_KIND_NOT_RESTORABLE, ERANGE,
+                                 "policy %s has no completed point-in-time snapshot finished "
+                                 "before %s, so that time cannot be restored; nothing was changed "
+                                 "(mongosnapctl status %s shows the restorable ranges)",
+                                 policy, time, policy);
+    *ret_id = best->id;
+    return 0;
+}
+
 int manager_start_restore(Manager *m, const char *snapshot_id, const char *target,
                           const ManagerRestoreOptions *o, const MsRestoreRecord **ret_record,
                           MsError *e) {
@@ -722,13 +792,29 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
     if (m->stopping)
         return ms_error_set_kind(e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
                                  "the agent is shutting down; try again once it is back");
+    int r = check_restore_options(target, o, e);
+    if (r < 0)
+        return r;
+    /* To a time, the first argument may name the policy: its snapshot is picked here. */
+    if (o->time && !manager_find_snapshot(m, snapshot_id)) {
+        if (!manager_policy_known(m, snapshot_id))
+            return ms_error_set(e, ENOENT,
+                                "no policy or snapshot '%s' to restore to a time from; list them "
+                                "with ListPolicies and ListSnapshots",
+                                snapshot_id);
+        r = pick_pit_snapshot(m, snapshot_id, o->time, &snapshot_id, e);
+        if (r < 0)
+            return r;
+    }
     const MsSnapshotRecord *s = NULL;
-    int r = check_readable(m, snapshot_id, &s, e);
+    r = check_readable(m, snapshot_id, &s, e);
     if (r < 0)
         return r;
-    r = check_restore_options(target, o, e);
-    if (r < 0)
-        return r;
+    if (o->time && !s->point_in_time)
+        return ms_error_set_kind(e, MS_ERROR_KIND_NOT_RESTORABLE, EINVAL,
+                                 "snapshot %s has no oplog, so no restore to a time can start "
+                                 "from it; name its policy instead to have one picked",
+                                 s->id);
     r = check_restore_credentials(m, target, o, e);
     if (r < 0)
         return r;

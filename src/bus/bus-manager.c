@@ -258,6 +258,7 @@ typedef enum RestoreOptionType {
 
 typedef struct RestoreOptionsBuffer {
     ManagerRestoreOptions o;
+    char time_buf[32]; /* "time" given in microseconds, as T:I */
     char **lists[4]; /* owned: ns_include, ns_exclude, ns_from, ns_to */
 } RestoreOptionsBuffer;
 
@@ -282,7 +283,7 @@ static int read_restore_option(sd_bus_message *message, const char *key, void *u
         {"drop", OPTION_BOOL},         {"no_indexes", OPTION_BOOL},
         {"until", OPTION_STRING},      {"parallel", OPTION_UINT32},
         {"credential", OPTION_STRING}, {"key_credential", OPTION_STRING},
-        {"force", OPTION_BOOL},
+        {"force", OPTION_BOOL},        {"time", OPTION_STRING},
     };
     static const char *const signatures[] = {"as", "b", "s", "u"};
     size_t k = 0;
@@ -292,9 +293,27 @@ static int read_restore_option(sd_bus_message *message, const char *key, void *u
         return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
                                  "unknown restore option '%.*s'; known: ns_include, ns_exclude, "
                                  "ns_from, ns_to, drop, no_indexes, until, parallel, credential, "
-                                 "key_credential, force",
+                                 "key_credential, force, time",
                                  BUS_ECHO_MAX, key);
     const char *sig = signatures[known[k].type];
+    /* "time" is a string (ISO 8601 or T:I) or microseconds since the epoch (t). */
+    if (strcmp(key, "time") == 0 && sd_bus_message_verify_type(message, 'v', "t") > 0) {
+        uint64_t usec;
+        int q = sd_bus_message_enter_container(message, 'v', "t");
+        if (q >= 0)
+            q = sd_bus_message_read(message, "t", &usec);
+        if (q < 0)
+            return q;
+        if (usec / 1000000u > UINT32_MAX)
+            return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
+                                     "restore option 'time' (%" PRIu64 " µs) is past what an "
+                                     "oplog timestamp can hold",
+                                     usec);
+        /* To the second, that second's entries included (as an ISO 8601 time). */
+        snprintf(b->time_buf, sizeof(b->time_buf), "%" PRIu64 ":%u", usec / 1000000u, UINT32_MAX);
+        b->o.time = b->time_buf;
+        return sd_bus_message_exit_container(message);
+    }
     int r = sd_bus_message_enter_container(message, 'v', sig);
     if (r == -ENXIO)
         return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
@@ -324,6 +343,8 @@ static int read_restore_option(sd_bus_message *message, const char *key, void *u
         r = sd_bus_message_read(message, "s", &str);
         if (r >= 0 && strcmp(key, "until") == 0)
             b->o.until = str[0] ? str : NULL;
+        else if (r >= 0 && strcmp(key, "time") == 0)
+            b->o.time = str[0] ? str : NULL;
         else if (r >= 0 && strcmp(key, "key_credential") == 0)
             b->o.key_credential = str[0] ? str : NULL;
         else if (r >= 0)

@@ -185,6 +185,41 @@ POLICY_GETTER(property_get_retention_held) {
     return sd_bus_message_append(reply, "s", empty_if_null(p->retention_held));
 }
 
+/* Point-in-time recovery: the setting and the follower's state (agent-follower.c). */
+POLICY_GETTER(property_get_point_in_time) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "b", p->settings->pit_enabled);
+}
+
+POLICY_GETTER(property_get_slice_usec) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "t", p->settings->pit_slice_usec);
+}
+
+POLICY_GETTER(property_get_slice_compression) {
+    const ManagerPolicy *p = userdata;
+    return sd_bus_message_append(reply, "s",
+                                 ms_compression_to_string(ms_policy_slice_compression(p->settings)));
+}
+
+POLICY_GETTER(property_get_follower) {
+    const ManagerPolicy *p = userdata;
+    ManagerFollowerStatus st;
+    manager_policy_follower(p->manager, p, &st);
+    if (strcmp(property, "Follower") == 0)
+        return sd_bus_message_append(reply, "s", st.state);
+    if (strcmp(property, "FollowerError") == 0)
+        return sd_bus_message_append(reply, "s", st.last_error);
+    if (strcmp(property, "FollowerLagUSec") == 0)
+        return sd_bus_message_append(reply, "t", st.lag_usec);
+    if (strcmp(property, "LastSliceUSec") == 0)
+        return sd_bus_message_append(reply, "t", st.last_slice_usec);
+    int r = sd_bus_message_open_container(reply, 'a', "(tt)");
+    for (size_t i = 0; r >= 0 && i < st.n_ranges; i++)
+        r = sd_bus_message_append(reply, "(tt)", st.ranges_usec[2 * i], st.ranges_usec[2 * i + 1]);
+    return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
 POLICY_GETTER(property_get_problem) {
     const ManagerPolicy *p = userdata;
     return sd_bus_message_append(reply, "s", empty_if_null(p->problem));
@@ -455,6 +490,14 @@ static const sd_bus_vtable policy_vtable[] = {
     SD_BUS_PROPERTY("Drift", "s", property_get_drift, 0, CHANGING),
     SD_BUS_PROPERTY("RetentionHeld", "s", property_get_retention_held, 0, CHANGING),
     SD_BUS_PROPERTY("Problem", "s", property_get_problem, 0, CHANGING),
+    SD_BUS_PROPERTY("PointInTime", "b", property_get_point_in_time, 0, CHANGING),
+    SD_BUS_PROPERTY("SliceUSec", "t", property_get_slice_usec, 0, CHANGING),
+    SD_BUS_PROPERTY("SliceCompression", "s", property_get_slice_compression, 0, CHANGING),
+    SD_BUS_PROPERTY("Follower", "s", property_get_follower, 0, CHANGING),
+    SD_BUS_PROPERTY("FollowerError", "s", property_get_follower, 0, CHANGING),
+    SD_BUS_PROPERTY("FollowerLagUSec", "t", property_get_follower, 0, CHANGING),
+    SD_BUS_PROPERTY("LastSliceUSec", "t", property_get_follower, 0, CHANGING),
+    SD_BUS_PROPERTY("Restorable", "a(tt)", property_get_follower, 0, CHANGING),
     SD_BUS_METHOD_WITH_ARGS("TakeSnapshot", SD_BUS_NO_ARGS, SD_BUS_RESULT("o", snapshot),
                             method_take_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("TakeSnapshotWithOptions", SD_BUS_ARGS("a{sv}", options),

@@ -390,9 +390,9 @@ int worker_run_verify_chain(Args *a, MsProgress *p) {
 }
 
 int worker_run_restore_time(Args *a, MsProgress *p) {
-    if (a->snapshot || a->archive || a->has_until) {
-        log_error("restore --time picks its snapshot and oplog slices itself: leave out "
-                  "--snapshot, --archive and --until");
+    if (a->archive || a->has_until) {
+        log_error("restore --time reads the policy's snapshots and oplog slices from the store: "
+                  "leave out --archive and --until");
         return MONGOSNAP_EXIT_USAGE;
     }
     if (a->no_oplog) {
@@ -410,6 +410,18 @@ int worker_run_restore_time(Args *a, MsProgress *p) {
     int r = ms_slices_list(storage, a->prefix, &slices, &n, &e);
     if (r == 0)
         r = load_snapshots(storage, a->prefix, &snaps, &e);
+    /* --snapshot: start from that one (the agent picks it); else the newest that reaches. */
+    if (r == 0 && a->snapshot) {
+        size_t k = 0;
+        for (size_t i = 0; i < snaps.n; i++)
+            if (strcmp(snaps.snaps[i].key, a->snapshot) == 0 ||
+                strcmp(snaps.snaps[i].id, a->snapshot) == 0)
+                snaps.snaps[k++] = snaps.snaps[i];
+        if (k == 0)
+            r = ms_error_set(&e, ENOENT, "no snapshot '%s' under prefix '%s' in %s", a->snapshot,
+                             a->prefix, ms_storage_describe(storage));
+        snaps.n = k;
+    }
     if (r == 0)
         r = ms_pit_plan(snaps.snaps, snaps.n, slices, n, a->time, &plan, &e);
     if (r < 0) {
