@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/timeutil.h"
 #include "ctl-format.h"
 #include "ctl.h"
 #include "mongosnap/mongosnap.h"
@@ -29,6 +30,42 @@ void ctl_props_done(CtlProps *p) {
     free(p->items);
     p->items = NULL;
     p->n = 0;
+}
+
+/* a(tt) of (from, to) microsecond pairs (Restorable): kept as ISO 8601 intervals
+ * ("2026-12-06T10:00:00Z/2026-12-06T11:00:00Z"), which both the status and JSON show as is. */
+static int read_intervals(sd_bus_message *m, char ***ret) {
+    int r = sd_bus_message_enter_container(m, SD_BUS_TYPE_ARRAY, "(tt)");
+    char **v = calloc(1, sizeof(char *));
+    size_t n = 0;
+    if (!v)
+        return -ENOMEM;
+    uint64_t from, to;
+    while (r >= 0 && (r = sd_bus_message_read(m, "(tt)", &from, &to)) > 0) {
+        char a[MS_ISO8601_MAX], b[MS_ISO8601_MAX], *s = NULL;
+        ms_format_iso8601(from, a);
+        ms_format_iso8601(to, b);
+        char **grown = realloc(v, (n + 2) * sizeof(char *));
+        if (!grown || asprintf(&s, "%s/%s", a, b) < 0) {
+            r = -ENOMEM;
+            if (grown)
+                v = grown;
+            break;
+        }
+        v = grown;
+        v[n++] = s;
+        v[n] = NULL;
+    }
+    if (r >= 0)
+        r = sd_bus_message_exit_container(m);
+    if (r < 0) {
+        for (size_t i = 0; i < n; i++)
+            free(v[i]);
+        free(v);
+        return r;
+    }
+    *ret = v;
+    return 0;
 }
 
 /* The value inside the variant m is at, by its type; an unknown type is skipped (-EOPNOTSUPP). */
@@ -64,6 +101,10 @@ static int read_value(sd_bus_message *m, const char *contents, CtlProp *p) {
     default:
         if (strcmp(contents, "as") == 0)
             return sd_bus_message_read_strv(m, &p->strv);
+        if (strcmp(contents, "a(tt)") == 0) {
+            p->type = SD_BUS_TYPE_ARRAY;
+            return read_intervals(m, &p->strv);
+        }
         p->type = 0;
         r = sd_bus_message_skip(m, contents);
         return r < 0 ? r : -EOPNOTSUPP;

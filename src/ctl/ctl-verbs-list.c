@@ -261,6 +261,54 @@ static void status_strv(const char *label, const CtlProps *p, const char *name) 
     status_line(label, line);
 }
 
+/* Point-in-time recovery: the follower, and the instants a restore can reach with the gaps
+ * between them. */
+static void status_point_in_time(const CtlProps *p) {
+    if (!ctl_props_bool(p, "PointInTime"))
+        return;
+    char line[STATUS_VALUE_MAX], span[CTL_DURATION_MAX], lag[CTL_DURATION_MAX];
+    ctl_format_duration(ctl_props_u64(p, "SliceUSec"), span);
+    uint64_t last = ctl_props_u64(p, "LastSliceUSec");
+    ctl_format_duration(ctl_props_u64(p, "FollowerLagUSec"), lag);
+    if (last) {
+        char relative[CTL_RELATIVE_MAX];
+        ctl_format_relative(last, ms_realtime_usec(), relative);
+        snprintf(line, sizeof(line), "%s, a slice every %s (%s); last slice %s, lag %s",
+                 ctl_props_str(p, "Follower"), span, ctl_props_str(p, "SliceCompression"),
+                 relative, lag);
+    } else
+        snprintf(line, sizeof(line), "%s, a slice every %s (%s); no slice yet",
+                 ctl_props_str(p, "Follower"), span, ctl_props_str(p, "SliceCompression"));
+    status_line("Point-in-time", line);
+    if (*ctl_props_str(p, "FollowerError"))
+        status_line("Follower error", ctl_props_str(p, "FollowerError"));
+    const CtlProp *x = ctl_props_find(p, "Restorable");
+    if (!x || x->type != 'a' || !x->strv || !x->strv[0]) {
+        status_line("Restorable", "not known yet (the follower reports it after its first slice)");
+        return;
+    }
+    /* "A – B, C – D (gaps: B – C)": each interval is "from/to". */
+    char ranges[STATUS_VALUE_MAX] = "", gaps[STATUS_VALUE_MAX] = "";
+    size_t o = 0, g = 0;
+    const char *prev_to = NULL;
+    for (char **s = x->strv; *s && o < sizeof(ranges); s++) {
+        const char *slash = strchr(*s, '/');
+        if (!slash)
+            continue;
+        o += (size_t) snprintf(ranges + o, sizeof(ranges) - o, "%s%.*s – %s", o ? ", " : "",
+                               (int) (slash - *s), *s, slash + 1);
+        if (prev_to && g < sizeof(gaps))
+            g += (size_t) snprintf(gaps + g, sizeof(gaps) - g, "%s%s – %.*s", g ? ", " : "",
+                                   prev_to, (int) (slash - *s), *s);
+        prev_to = slash + 1;
+    }
+    if (g)
+        snprintf(line, sizeof(line), "%s (gap%s %s)", ranges, strchr(gaps, ',') ? "s" : "", gaps);
+    else
+        snprintf(line, sizeof(line), "%s", ranges);
+    status_line("Restorable", line);
+}
+
 static void status_task(Ctl *ctl, const CtlProps *task) {
     CtlProgress progress = {
         .state = ctl_props_str(task, "State"),
@@ -309,6 +357,7 @@ static void print_policy_status(Ctl *ctl, const CtlProps *p, const CtlProps *tas
     }
     status_time("Last run", ctl_props_u64(p, "LastRun"), ctl_props_str(p, "LastResult"));
     status_time("Next run", ctl_props_u64(p, "NextRun"), NULL);
+    status_point_in_time(p);
     if (*ctl_props_str(p, "Drift"))
         status_line("Drift", ctl_props_str(p, "Drift"));
     if (task)

@@ -42,6 +42,8 @@ static int append_restore_options(sd_bus_message *m, const CtlRestoreArgs *a, bo
         r = sd_bus_message_append(m, "{sv}", "no_indexes", "b", 1);
     if (r >= 0 && a->until)
         r = sd_bus_message_append(m, "{sv}", "until", "s", a->until);
+    if (r >= 0 && a->time)
+        r = sd_bus_message_append(m, "{sv}", "time", "s", a->time);
     if (r >= 0 && a->parallel)
         r = sd_bus_message_append(m, "{sv}", "parallel", "u", (uint32_t) a->parallel);
     if (r >= 0 && a->credential)
@@ -70,6 +72,11 @@ int verb_restore(Ctl *ctl, int argc, char **argv) {
     if (!a->to)
         return ctl_fail(CTL_EXIT_USAGE,
                         "restore needs --to URI: the MongoDB deployment to restore into");
+    if (a->time && a->until)
+        return ctl_fail(CTL_EXIT_USAGE,
+                        "--time and --until cannot go together: --time restores the policy to an "
+                        "instant across snapshots and oplog slices, --until stops within one "
+                        "snapshot");
     if (ms_strv_length(a->ns_from) != ms_strv_length(a->ns_to))
         return ctl_fail(CTL_EXIT_USAGE,
                         "--ns-from and --ns-to pair up: give them the same number of times");

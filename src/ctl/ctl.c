@@ -125,8 +125,8 @@ static const CtlVerb verbs[] = {
     },
     {
         .name = "restore",
-        .synopsis = "SNAPSHOT --to URI [OPTIONS]",
-        .summary = "Restore a completed snapshot into a deployment",
+        .synopsis = "SNAPSHOT|POLICY --to URI [OPTIONS]",
+        .summary = "Restore a completed snapshot, or a policy to a time, into a deployment",
         .details = "  --to URI          the MongoDB deployment to restore into (required); prefer\n"
                    "                    --credential to a password in the URI\n"
                    "  --ns-include PAT  restore only namespaces matching PAT (db.*, db.coll);\n"
@@ -136,6 +136,10 @@ static const CtlVerb verbs[] = {
                    "                    rename namespaces ('*' captures); repeatable, in pairs\n"
                    "  --drop            drop each target collection before restoring into it\n"
                    "  --until TIME      replay the oplog up to TIME (ISO 8601, or T:I)\n"
+                   "  --time TIME       point-in-time recovery: restore POLICY to TIME (ISO 8601\n"
+                   "                    UTC like 2026-12-06T10:42:13Z, or T:I) from its newest\n"
+                   "                    snapshot before TIME and its oplog slices; a time they\n"
+                   "                    do not reach is refused, naming the restorable ranges\n"
                    "  --no-indexes      do not build indexes\n"
                    "  --parallel N      insertion workers, 1..64 (default 4)\n"
                    "  --credential NAME the credential holding the target's password (one of\n"
@@ -248,8 +252,8 @@ static const OptionName option_names[] = {
     {CTL_OPT_WAIT, "--wait"},
     {CTL_OPT_PURGE_REMOTE, "--purge-remote"},
     {CTL_OPT_SCHEDULED, "--scheduled"},
-    {CTL_OPT_RESTORE, "--to, --ns-*, --drop, --until, --no-indexes, --parallel, --credential, "
-                        "--key-credential"},
+    {CTL_OPT_RESTORE, "--to, --ns-*, --drop, --until, --time, --no-indexes, --parallel, "
+                        "--credential, --key-credential"},
     {CTL_OPT_FOLLOW, "--follow"},
     {CTL_OPT_LINES, "--lines"},
     {CTL_OPT_EXPIRES, "--expires"},
@@ -341,6 +345,7 @@ enum {
     OPT_NS_TO,
     OPT_DROP,
     OPT_UNTIL,
+    OPT_TIME,
     OPT_NO_INDEXES,
     OPT_PARALLEL,
     OPT_CREDENTIAL,
@@ -369,6 +374,7 @@ static const struct option long_options[] = {
     {"ns-to", required_argument, NULL, OPT_NS_TO},
     {"drop", no_argument, NULL, OPT_DROP},
     {"until", required_argument, NULL, OPT_UNTIL},
+    {"time", required_argument, NULL, OPT_TIME},
     {"no-indexes", no_argument, NULL, OPT_NO_INDEXES},
     {"parallel", required_argument, NULL, OPT_PARALLEL},
     {"credential", required_argument, NULL, OPT_CREDENTIAL},
@@ -412,6 +418,9 @@ static int parse_restore_option(CtlRestoreArgs *x, int c, char *arg) {
         return 1;
     case OPT_UNTIL:
         x->until = arg;
+        return 1;
+    case OPT_TIME:
+        x->time = arg;
         return 1;
     case OPT_CREDENTIAL:
         x->credential = arg;

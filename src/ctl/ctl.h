@@ -32,6 +32,7 @@ typedef struct CtlRestoreArgs {
     bool drop;
     bool no_indexes;
     const char *until;
+    const char *time; /* --time: point-in-time recovery; the argument then names the policy */
     const char *credential;
     const char *key_credential;
     unsigned parallel; /* 0: the agent's default */
