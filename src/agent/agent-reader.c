@@ -220,6 +220,27 @@ static void reader_job_message(AgentJob *j, const bson_t *msg) {
         f.error = plan;
         (void) ms_event_log(MS_EVENT_RESTORE_PLANNED, &f, "restore %s to a time: %s", r->id,
                             plan);
+        /* The worker may start from an older snapshot than the agent named (one whose oplog
+         * ends before the time): the record and the retention guard follow it. */
+        const char *planned = agent_msg_str(msg, "snapshot");
+        if (planned && *planned && strcmp(planned, t->snapshot_id) != 0 &&
+            manager_find_snapshot(t->manager, planned)) {
+            char *a = strdup(planned), *b = strdup(planned);
+            if (a && b) {
+                free(t->snapshot_id);
+                t->snapshot_id = a;
+                free(r->source_snapshot);
+                r->source_snapshot = b;
+                MsError ce = MS_ERROR_INIT;
+                if (ms_catalog_update_restore(t->manager->catalog, r, &ce) < 0)
+                    log_warning("cannot record the snapshot restore %s starts from: %s", r->id,
+                                ce.message);
+                emit_restore(t->manager, r, MANAGER_SNAPSHOT_STATE);
+            } else {
+                free(a);
+                free(b);
+            }
+        }
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_NAMESPACE) == 0) {
         MsEventFields f;
         fields_for(t, &f);
@@ -763,7 +784,9 @@ static int pick_pit_snapshot(Manager *m, const char *policy, const char *time,
     MsOplogPosition pos;
     if (ms_oplog_position_parse(time, &pos) < 0)
         return ms_error_set(e, EINVAL, "time '%s' is not a time", time);
-    uint64_t limit = (uint64_t) pos.t * 1000000u + (pos.i == UINT32_MAX ? 999999u : 0u);
+    /* Finished within the time's second: its oplog may still end before the time. The worker
+     * falls back to an older snapshot when it does not (and the record follows its plan). */
+    uint64_t limit = (uint64_t) pos.t * 1000000u + 999999u;
     const MsSnapshotRecord *best = NULL;
     for (size_t i = 0; i < m->n_snapshots; i++) {
         const MsSnapshotRecord *s = m->snapshots[i];

@@ -410,16 +410,23 @@ int worker_run_restore_time(Args *a, MsProgress *p) {
     int r = ms_slices_list(storage, a->prefix, &slices, &n, &e);
     if (r == 0)
         r = load_snapshots(storage, a->prefix, &snaps, &e);
-    /* --snapshot: start from that one (the agent picks it); else the newest that reaches. */
+    /* --snapshot: that one or an older one (the agent names the newest it knows finished
+     * by the time; its oplog may end after the time all the same); else any. The plan takes
+     * the newest that reaches the time. */
     if (r == 0 && a->snapshot) {
-        size_t k = 0;
-        for (size_t i = 0; i < snaps.n; i++)
+        const MsPitSnapshot *chosen = NULL;
+        for (size_t i = 0; i < snaps.n && !chosen; i++)
             if (strcmp(snaps.snaps[i].key, a->snapshot) == 0 ||
                 strcmp(snaps.snaps[i].id, a->snapshot) == 0)
-                snaps.snaps[k++] = snaps.snaps[i];
-        if (k == 0)
+                chosen = &snaps.snaps[i];
+        if (!chosen)
             r = ms_error_set(&e, ENOENT, "no snapshot '%s' under prefix '%s' in %s", a->snapshot,
                              a->prefix, ms_storage_describe(storage));
+        MsOplogPosition limit = chosen ? chosen->end : (MsOplogPosition){0, 0};
+        size_t k = 0;
+        for (size_t i = 0; i < snaps.n; i++)
+            if (!ms_oplog_position_after(snaps.snaps[i].end, limit))
+                snaps.snaps[k++] = snaps.snaps[i];
         snaps.n = k;
     }
     if (r == 0)

@@ -1,0 +1,124 @@
+"""Point-in-time recovery through mongosnapd: a policy with [PointInTime] Enabled=yes gets an
+oplog follower with the policy; Stop commits what it read; the Policy properties and
+`mongosnapctl status` show the follower and the restorable ranges; `mongosnapctl restore POLICY
+--time` restores to an instant after the snapshot; a time nothing reaches is refused before the
+target changes. On a private bus with real FerretDB servers and a local store."""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+import pytest
+
+from agent_fixtures import *  # noqa: F401,F403
+from agent_fixtures import BusError, POLICY_IFACE, SNAPSHOT_IFACE, decode, gdbus, start_restore
+from test_ctl import ctl
+from test_engine_oplog import live_entries, state_at, ts_tuple
+import helpers as h
+
+FINAL_SNAPSHOT = ("completed", "failed", "interrupted", "stopped")
+
+
+def write_pit_policy(agent, name: str, source: str, slice_sec: str = "10s") -> None:
+    path = agent.write_policy(name, source)
+    path.write_text(path.read_text() + f"\n[PointInTime]\nEnabled=yes\nSliceSec={slice_sec}\n")
+
+
+def make_source(server):
+    client = server.client
+    client.local.create_collection("oplog.rs", capped=True, size=64 * 1024 * 1024)
+    client.live.items.insert_many([{"_id": i, "n": 0} for i in range(50)])
+    return server
+
+
+def slice_end(name: str) -> tuple:
+    """The end position a slice manifest's name gives ("<start>-<end>.slice.json")."""
+    end = name.split("-")[1].split(".slice")[0]
+    t, i = end.split(".")
+    return int(t), int(i)
+
+
+def iso(t: int) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_follower_runs_with_the_policy_and_restores_to_a_time(agent, fresh_db, ferretdb_factory):
+    source = make_source(fresh_db)
+    client = source.client
+    write_pit_policy(agent, "pit", source.uri)
+    agent.start()
+    policy = agent.policy_path("pit")
+    assert agent.prop(policy, POLICY_IFACE, "PointInTime") is True
+    assert agent.prop(policy, POLICY_IFACE, "SliceUSec") == 10_000_000
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "following",
+                   "the follower following", 30)
+
+    snap = agent.take_snapshot("pit")
+    assert agent.wait_snapshot_state(snap, FINAL_SNAPSHOT) == "completed", \
+        agent.prop(snap, SNAPSHOT_IFACE, "Error")
+    for i in range(50, 80):
+        client.live.items.insert_one({"_id": i, "n": 1})
+        client.live.items.update_one({"_id": i - 50}, {"$set": {"n": i}})
+    last = max(ts_tuple(e["ts"]) for e in client.local["oplog.rs"].find({}, {"ts": 1}))
+    time.sleep(1.5)  # the follower reads them (its slice is far from closing)
+
+    # Stop: the follower commits what it read before it exits.
+    agent.call(policy, POLICY_IFACE, "Stop")
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "stopped",
+                   "the follower stopped", 30)
+    slices = sorted((agent.store / "pit" / "oplog").glob("*.slice.json"))
+    ends = [slice_end(s.name) for s in slices if "-idle" not in s.name]
+    assert ends and max(ends) == last, (slices, last)
+
+    agent.call(policy, POLICY_IFACE, "Start")
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Restorable"), "restorable ranges", 30)
+    ranges = agent.prop(policy, POLICY_IFACE, "Restorable")
+    assert ranges[-1][1] // 1_000_000 >= last[0], ranges
+    status = ctl(agent, "status", "pit").stdout
+    assert "Point-in-time:" in status and "following" in status and "Restorable:" in status, status
+
+    target = ferretdb_factory(name="agent-pitr-target")
+    out = ctl(agent, "restore", "pit", "--time", f"{last[0]}:{last[1]}", "--to", target.uri,
+              "--ns-include", "live.*", "--wait").stdout
+    entries = live_entries(client)
+    assert h.raw_docs(target.client.live.items) == state_at(entries, last), out
+    assert "restoring to" in agent.log_text()  # the worker's plan, in the agent's output
+
+    # Before the snapshot's end: refused, and the target is left alone.
+    first = min(ts_tuple(e["ts"]) for e in entries)
+    with pytest.raises(BusError) as err:
+        start_restore(agent, "pit", target.uri,
+                      f"{{'time': <'{iso(first[0] - 60)}'>, 'ns_from': <['live.*']>, "
+                      f"'ns_to': <['early.*']>}}")
+    assert "point-in-time snapshot" in err.value.message or "restorable" in err.value.message
+    assert "early" not in target.client.list_database_names()
+    # time in microseconds is accepted too; with until it is refused.
+    with pytest.raises(BusError) as err:
+        start_restore(agent, "pit", target.uri,
+                      f"{{'time': <uint64 {last[0] * 1_000_000}>, 'until': <'1:1'>}}")
+    assert err.value.name.endswith("InvalidArgument"), err.value
+
+
+def test_agent_stop_commits_the_open_slice(agent, fresh_db):
+    source = make_source(fresh_db)
+    write_pit_policy(agent, "pit", source.uri, slice_sec="10min")
+    agent.start()
+    policy = agent.policy_path("pit")
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "following",
+                   "the follower following", 30)
+    for i in range(100, 120):
+        source.client.live.items.insert_one({"_id": i})
+    last = max(ts_tuple(e["ts"]) for e in source.client.local["oplog.rs"].find({}, {"ts": 1}))
+    time.sleep(1.5)
+    assert agent.stop() == 0
+    names = [p.name for p in (agent.store / "pit" / "oplog").glob("*.slice.json")]
+    want = f"{last[0]:010d}.{last[1]:010d}.slice.json"
+    assert any(n.endswith(want) for n in names), (names, want)
+
+
+def test_point_in_time_settings_are_checked(agent, fresh_db):
+    path = agent.write_policy("bad", fresh_db.uri, Oplog="no")
+    path.write_text(path.read_text() + "\n[PointInTime]\nEnabled=yes\n")
+    agent.start()
+    agent.wait_log("Oplog=yes")
