@@ -337,6 +337,18 @@ int ms_pit_plan(const MsPitSnapshot *snaps, size_t n_snaps, const MsSliceRef *sl
                         t, what ? what : "unknown");
 }
 
+bool ms_slices_prune_cutoff(const MsPitSnapshot *snaps, size_t n_snaps, MsOplogPosition *ret) {
+    bool found = false;
+    for (size_t i = 0; i < n_snaps; i++) {
+        if (!snaps[i].point_in_time)
+            continue;
+        if (!found || ms_oplog_position_after(*ret, snaps[i].start))
+            *ret = snaps[i].start;
+        found = true;
+    }
+    return found;
+}
+
 void ms_pit_plan_clear(MsPitPlan *p) {
     free(p->slices);
     memset(p, 0, sizeof(*p));

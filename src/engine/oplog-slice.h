@@ -63,6 +63,7 @@ int ms_slices_reach(const MsSliceRef *slices, size_t n, MsOplogPosition from,
 typedef struct MsPitSnapshot {
     const char *id;  /* the caller's name for it (task id or key) */
     const char *key; /* its manifest or archive key */
+    MsOplogPosition start; /* the manifest's oplog_start: its oplog begins after here */
     MsOplogPosition end; /* the manifest's oplog_end: the snapshot restores to here */
     bool point_in_time;  /* it captured an oplog; without one it cannot start a chain */
 } MsPitSnapshot;
@@ -89,3 +90,9 @@ typedef struct MsPitPlan {
 int ms_pit_plan(const MsPitSnapshot *snaps, size_t n_snaps, const MsSliceRef *slices,
                 size_t n_slices, MsOplogPosition target, MsPitPlan *ret, MsError *e);
 void ms_pit_plan_clear(MsPitPlan *p);
+
+/* Retention of slices: the position at or before which no slice is needed any more, the start
+ * of the oldest point-in-time snapshot (every restorable range begins at a snapshot's end,
+ * after its start). false when there is none: then every slice is kept, since the next
+ * snapshot may start a range from them. A slice whose end is at or before the cutoff can go. */
+bool ms_slices_prune_cutoff(const MsPitSnapshot *snaps, size_t n_snaps, MsOplogPosition *ret);

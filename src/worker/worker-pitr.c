@@ -84,7 +84,8 @@ static int load_snapshots(MsStorage *st, const char *prefix, Snapshots *ret, MsE
                 ms_strv_push(&s.keys, key) < 0)
                 r = ms_error_oom(e);
             else
-                s.snaps[s.n++] = (MsPitSnapshot){.end = m.oplog_end, .point_in_time = m.point_in_time};
+                s.snaps[s.n++] = (MsPitSnapshot){
+                    .start = m.oplog_start, .end = m.oplog_end, .point_in_time = m.point_in_time};
         }
         ms_manifest_clear(&m);
     }
@@ -127,6 +128,54 @@ static int compare_refs(const void *x, const void *y) {
     if (ms_oplog_position_after(b->start, a->start))
         return -1;
     return ms_oplog_position_after(a->end, b->end) ? 1 : ms_oplog_position_after(b->end, a->end) ? -1 : 0;
+}
+
+/* Retention of slices, by the follower (the slice directory's one writer): those that end at
+ * or before the oldest point-in-time snapshot's start are needed by no restorable range. The
+ * snapshots are those the store holds now, so a snapshot retention removed takes its slices
+ * along at the next refresh, and one being restored is kept by the agent (and so its slices). */
+static void prune_slices(RangesReporter *rr) {
+    MsOplogPosition cutoff, newest = {0, 0};
+    if (!ms_slices_prune_cutoff(rr->snaps.snaps, rr->snaps.n, &cutoff))
+        return;
+    for (size_t i = 0; i < rr->n_slices; i++)
+        if (ms_oplog_position_after(rr->slices[i].end, newest))
+            newest = rr->slices[i].end;
+    /* A snapshot that claims to start after everything the chain holds (a manifest from
+     * another deployment, or damaged in a way its checksum missed) would take every slice:
+     * nothing is removed on its word. */
+    if (!ms_oplog_position_after(newest, cutoff)) {
+        log_warning("not removing oplog slices: the oldest snapshot starts at %" PRIu32 ":%" PRIu32
+                    ", at or after the newest slice; a snapshot's manifest does not belong to "
+                    "this chain",
+                    cutoff.t, cutoff.i);
+        return;
+    }
+    size_t k = 0, removed = 0;
+    for (size_t i = 0; i < rr->n_slices; i++) {
+        MsSliceRef *s = &rr->slices[i];
+        MsError e = MS_ERROR_INIT;
+        if (!ms_oplog_position_after(s->end, cutoff) &&
+            ms_slice_remove(rr->storage, s->manifest_key, &e) == 0) {
+            free(s->manifest_key);
+            removed++;
+            continue;
+        } else if (e.code)
+            log_warning("cannot remove the expired oplog slice %s: %s", s->manifest_key,
+                        e.message);
+        rr->slices[k++] = *s;
+    }
+    rr->n_slices = k;
+    if (removed == 0)
+        return;
+    bson_t ev = BSON_INITIALIZER;
+    BSON_APPEND_INT64(&ev, "removed", (int64_t) removed);
+    append_position(&ev, "before", cutoff);
+    ms_progress_event(rr->progress, "pruned", &ev);
+    bson_destroy(&ev);
+    log_info("removed %zu oplog slice(s) ending at or before %" PRIu32 ":%" PRIu32
+             ", the start of the oldest snapshot",
+             removed, cutoff.t, cutoff.i);
 }
 
 static void ranges_on_slice(void *userdata, const MsSliceRef *slice) {
@@ -172,6 +221,7 @@ static void ranges_on_slice(void *userdata, const MsSliceRef *slice) {
         rr->snaps = fresh;
         rr->since_refresh = 0;
     }
+    prune_slices(rr);
     MsPitRange *ranges = NULL;
     size_t n = 0;
     if (ms_pit_ranges(rr->snaps.snaps, rr->snaps.n, rr->slices, rr->n_slices, &ranges, &n) < 0)

@@ -301,3 +301,59 @@ def test_an_oplog_that_rolled_over_is_a_gap_not_papered_over(tools, ferretdb_fac
     assert run.returncode == h.EXIT_OK, run.describe()
     ids = sorted(d["_id"] for d in target.client["r2"][LIVE_COLL].find({}, {"_id": 1}))
     assert ids == list(range(600)) + [10_000]
+
+
+def test_slices_before_the_oldest_snapshot_go_with_it(tools, fresh_db, ferretdb_factory, tmp_path):
+    """Retention removes snapshot a (its manifest first, as the agent does): the follower then
+    removes the slices that end at or before the start of the oldest snapshot left (b), and
+    keeps every one a restore after b needs."""
+    source = make_source(fresh_db)
+    client = source.client
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = h.write_uri_file(tmp_path, source.uri)
+    follower = h.start_worker(tools, "follow", "--uri-file", uri, "--store", store, "--prefix", PREFIX,
+                              "--slice-sec", "1", "--json")
+    writer = TimedWriter(source.new_client(), first_id=100, seed=3)
+    writer.start()
+    try:
+        time.sleep(1.5)
+        h.snapshot(tools, uri, store, "a", "--prefix", PREFIX)
+        time.sleep(3)
+        h.snapshot(tools, uri, store, "b", "--prefix", PREFIX)
+        b_start = pos(h.read_manifest(store, "b", prefix=PREFIX)["consistency"]["oplog_start"])
+        before = sorted(p.name for p in (store / PREFIX / "oplog").glob("*.slice.json"))
+        assert any(slice_end(n) <= b_start for n in before), before
+        # Retention's order: the manifest, then the archive.
+        h.manifest_path(store, "a", prefix=PREFIX).unlink()
+        h.archive_path(store, "a", prefix=PREFIX).unlink()
+        pruned = follower.wait_for_event(lambda e: e.get("event") == "pruned", 40)
+        assert pruned, "the follower never removed the slices snapshot a needed"
+        time.sleep(2)
+    finally:
+        writer.stop()
+    last = all_ts(client)[-1]
+    time.sleep(2)
+    follower.proc.send_signal(signal.SIGTERM)
+    h.expect_ok(follower.finish())
+    assert pos(pruned["before"]) == b_start
+    left = sorted(p.name for p in (store / PREFIX / "oplog").glob("*.slice.json"))
+    assert left and all(slice_end(n) > b_start for n in left), left
+    # No archive was left behind without its manifest.
+    archives = [p for p in (store / PREFIX / "oplog").iterdir() if ".oplog" in p.name]
+    assert len(archives) == len(left), (archives, left)
+    chain = h.expect_ok(h.run_worker(tools, "verify-chain", "--store", store, "--prefix", PREFIX,
+                                     "--json")).json()
+    assert chain["damaged"] == 0 and chain["gaps"] == 0, chain
+
+    target = ferretdb_factory(name="pruned-target")
+    target_uri = h.write_uri_file(tmp_path, target.uri, "target-uri")
+    run = restore_to(tools, target_uri, store, f"{last[0]}:{last[1]}", 1)
+    assert run.returncode == h.EXIT_OK, run.describe()
+    assert h.raw_docs(target.client["r1"][LIVE_COLL]) == state_at(live_entries(client), last)
+
+
+def slice_end(name: str) -> tuple:
+    end = name.split("-")[1].split(".slice")[0]
+    t, i = end.split(".")
+    return int(t), int(i)

@@ -171,6 +171,32 @@ static void plan_table(void) {
     free(ranges);
 }
 
+static void prune_cutoff(void) {
+    MsOplogPosition cut;
+    ASSERT(!ms_slices_prune_cutoff(NULL, 0, &cut));
+    MsPitSnapshot none[] = {{.start = P(5, 0), .end = P(6, 0), .point_in_time = false}};
+    ASSERT(!ms_slices_prune_cutoff(none, 1, &cut)); /* no oplog: keeps every slice */
+    MsPitSnapshot snaps[] = {
+        {.start = P(50, 0), .end = P(55, 0), .point_in_time = true},
+        {.start = P(5, 0), .end = P(8, 0), .point_in_time = false},
+        {.start = P(20, 3), .end = P(25, 0), .point_in_time = true},
+    };
+    ASSERT(ms_slices_prune_cutoff(snaps, ELEMENTSOF(snaps), &cut));
+    ASSERT(pos_eq(cut, P(20, 3)));
+    /* Everything a range needs is after the cutoff: for every snapshot and slice set, the
+     * slices used by a plan end after the cutoff. */
+    MsSliceRef s[8];
+    size_t n = build((const int[][2]){{10, 20}, {20, 30}, {30, 60}, {0, 0}}, s);
+    for (uint32_t target = 25; target <= 60; target++) {
+        MsPitPlan plan = {0};
+        MsError e = MS_ERROR_INIT;
+        if (ms_pit_plan(snaps, ELEMENTSOF(snaps), s, n, P(target, 0), &plan, &e) == 0)
+            for (size_t k = 0; k < plan.n_slices; k++)
+                ASSERT(ms_oplog_position_after(s[plan.slices[k]].end, cut));
+        ms_pit_plan_clear(&plan);
+    }
+}
+
 /* ---- property: random chains against a plain reference ---- */
 
 #define PROPERTY_RUNS 2000
@@ -301,6 +327,16 @@ static void random_chains(void) {
             ms_pit_plan_clear(&plan);
             return;
         }
+        /* Pruning by the oldest snapshot's start never removes a slice a plan needs. */
+        MsPitSnapshot with_start[6];
+        for (size_t k = 0; k < n_snaps; k++) {
+            with_start[k] = snaps[k];
+            with_start[k].start = P(snaps[k].end.t > 0 ? snaps[k].end.t - rnd(2) : 0, 0);
+        }
+        MsOplogPosition cut;
+        if (r == 0 && ms_slices_prune_cutoff(with_start, n_snaps, &cut))
+            for (size_t k = 0; k < plan.n_slices; k++)
+                ASSERT(ms_oplog_position_after(s[plan.slices[k]].end, cut));
         if (r == 0) {
             plans++;
             cur = snaps[plan.snapshot].end;
@@ -318,4 +354,5 @@ static void random_chains(void) {
 }
 
 MS_TEST_MAIN(TEST_CASE(keys_round_trip), TEST_CASE(malformed_keys_are_not_slices),
-             TEST_CASE(reach_table), TEST_CASE(plan_table), TEST_CASE(random_chains))
+             TEST_CASE(reach_table), TEST_CASE(plan_table), TEST_CASE(prune_cutoff),
+             TEST_CASE(random_chains))
