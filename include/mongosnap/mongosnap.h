@@ -59,6 +59,10 @@
 /* Policy: name, object path, state, source (redacted), schedule, store, last run, last result,
  * next run, problem ("" when the policy can run as written). */
 #define MONGOSNAP_POLICY_ROW "(sosssststs)"
+/* Policy.ListSlices: key, start, end (µs), idle. */
+#define MONGOSNAP_SLICE_ROW "(sttb)"
+/* Policy.Restorable and VerifyChain's chains: from, to (µs). */
+#define MONGOSNAP_RANGE_ROW "(tt)"
 /* One Event Log entry of GetLog: journal cursor, realtime usec, fields. */
 #define MONGOSNAP_LOG_ENTRY "(sta{ss})"
 

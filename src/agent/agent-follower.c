@@ -27,6 +27,7 @@
 #define FOLLOWER_BACKOFF_FIRST_USEC (2ULL * 1000000ULL)
 #define FOLLOWER_BACKOFF_MAX_USEC (300ULL * 1000000ULL)
 #define FOLLOWER_ARGS_MAX 32
+#define CHAIN_READS_MAX 4
 
 typedef enum FollowerState {
     FOLLOWER_STARTING,
@@ -58,11 +59,22 @@ typedef struct Follower {
     size_t n_ranges;
 } Follower;
 
+/* A ListSlices or VerifyChain under way: a list-slices or verify-chain worker. */
+typedef struct ChainRead {
+    AgentFollowers *all;
+    AgentJob job;
+    ManagerChainDone done;
+    void *token;
+    ManagerChainResult result;
+    struct ChainRead *next;
+} ChainRead;
+
 struct AgentFollowers {
     Manager *m;
     Follower **v;
     size_t n;
     bool reconciling;
+    ChainRead *reads;
 };
 
 static AgentFollowers *followers_of(Manager *m) {
@@ -432,7 +444,168 @@ static void followers_policy_changed(Manager *m) {
     reconcile(m);
 }
 
+/* ---- ListSlices, VerifyChain ---- */
+
+static void chain_result_clear(ManagerChainResult *r) {
+    for (size_t i = 0; i < r->n_slices; i++)
+        free(r->slices[i].key);
+    free(r->slices);
+    free(r->chains_usec);
+    ms_strv_free(r->problems);
+    memset(r, 0, sizeof(*r));
+}
+
+static void chain_read_unlink(ChainRead *c) {
+    for (ChainRead **p = &c->all->reads; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+}
+
+static void chain_read_message(AgentJob *j, const bson_t *msg) {
+    ChainRead *c = MS_CONTAINER_OF(j, ChainRead, job);
+    const char *event = agent_msg_str(msg, "event");
+    if (!event)
+        return;
+    ManagerChainResult *r = &c->result;
+    if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_SLICE) == 0) {
+        MsOplogPosition a = {0, 0}, b = {0, 0};
+        const char *key = agent_msg_str(msg, "key");
+        ManagerSlice *grown = realloc(r->slices, (r->n_slices + 1) * sizeof(*grown));
+        if (!key || !grown)
+            return;
+        r->slices = grown;
+        read_position(msg, "start", &a);
+        read_position(msg, "end", &b);
+        bson_iter_t it;
+        bool idle = bson_iter_init_find(&it, msg, "idle") && BSON_ITER_HOLDS_BOOL(&it) &&
+                    bson_iter_bool(&it);
+        char *k = strdup(key);
+        if (!k)
+            return;
+        r->slices[r->n_slices++] = (ManagerSlice){
+            .key = k, .start_usec = (uint64_t) a.t * 1000000u, .end_usec = (uint64_t) b.t * 1000000u,
+            .idle = idle};
+    } else if (strcmp(event, "problem") == 0) {
+        char *line = NULL;
+        if (asprintf(&line, "%s: %s", agent_msg_str(msg, "key") ?: "?",
+                     agent_msg_str(msg, "message") ?: "damaged") >= 0) {
+            (void) ms_strv_push(&r->problems, line);
+            free(line);
+        }
+    } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0 && agent_msg_has(msg, "damaged")) {
+        r->verified = true;
+        r->damaged = agent_msg_u64(msg, "damaged");
+        r->gaps = agent_msg_u64(msg, "gaps");
+        r->entries = agent_msg_u64(msg, "entries");
+        bson_iter_t it, arr;
+        if (bson_iter_init_find(&it, msg, "chains") && BSON_ITER_HOLDS_ARRAY(&it) &&
+            bson_iter_recurse(&it, &arr))
+            while (bson_iter_next(&arr)) {
+                const uint8_t *data;
+                uint32_t len;
+                bson_t item;
+                MsOplogPosition from, to;
+                if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
+                    continue;
+                bson_iter_document(&arr, &len, &data);
+                if (!bson_init_static(&item, data, len) || !read_position(&item, "from", &from) ||
+                    !read_position(&item, "to", &to))
+                    continue;
+                uint64_t *g = realloc(r->chains_usec, (r->n_chains + 1) * 2 * sizeof(*g));
+                if (!g)
+                    break;
+                r->chains_usec = g;
+                g[2 * r->n_chains] = (uint64_t) from.t * 1000000u;
+                g[2 * r->n_chains + 1] = (uint64_t) to.t * 1000000u;
+                r->n_chains++;
+            }
+    }
+}
+
+static void chain_read_end(AgentJob *j, const AgentJobEnd *end) {
+    ChainRead *c = MS_CONTAINER_OF(j, ChainRead, job);
+    Manager *m = c->all->m;
+    chain_read_unlink(c);
+    /* A damaged slice is an answer (the counts say so), not a failure of the call. */
+    if (end->outcome == AGENT_JOB_SUCCEEDED || (c->result.verified && c->result.damaged > 0))
+        c->done(m, c->token, &c->result, NULL);
+    else {
+        MsError e = MS_ERROR_INIT;
+        ms_error_set(&e, EIO, "reading the chain of oplog slices failed: %s",
+                     end->reason[0] ? end->reason : "the worker failed");
+        c->done(m, c->token, NULL, &e);
+    }
+    agent_job_reset(&c->job);
+    chain_result_clear(&c->result);
+    free(c);
+    manager_maybe_finish_shutdown(m);
+}
+
+static const AgentJobType chain_read_type = {
+    .name = "oplog slice chain",
+    .on_message = chain_read_message,
+    .on_end = chain_read_end,
+};
+
+int manager_policy_chain(Manager *m, ManagerPolicy *p, bool verify, ManagerChainDone done,
+                         void *token, MsError *e) {
+    if (m->stopping)
+        return ms_error_set_kind(e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
+                                 "the agent is shutting down; try again once it is back");
+    const MsPolicy *s = p->settings;
+    const char *store = ms_policy_effective_store(s, m->config);
+    if (!store)
+        return ms_error_set(e, ENXIO, "policy %s has no store (Store= or DefaultStore=)", s->name);
+    AgentFollowers *all = followers_of(m);
+    /* Each call forks a worker that reads the store: a few at once, so that no caller can
+     * make the agent fork without bound. */
+    size_t running = 0;
+    for (ChainRead *c = all ? all->reads : NULL; c; c = c->next)
+        running++;
+    if (running >= CHAIN_READS_MAX)
+        return ms_error_set_kind(e, MS_ERROR_KIND_BUSY, EBUSY,
+                                 "%zu reads of oplog slice chains are under way already; try "
+                                 "again when they end",
+                                 running);
+    _cleanup_free_ char *key_path = NULL;
+    if (verify && s->encryption_key && manager_credential_path(s->encryption_key, &key_path, e) < 0)
+        return -e->code;
+    ChainRead *c = calloc(1, sizeof(*c));
+    if (!all || !c) {
+        free(c);
+        return oom(e);
+    }
+    const char *args[12];
+    size_t k = 0;
+    args[k++] = verify ? "verify-chain" : "list-slices";
+    args[k++] = "--store";
+    args[k++] = store;
+    args[k++] = "--prefix";
+    args[k++] = s->name;
+    if (key_path) {
+        args[k++] = "--key-file";
+        args[k++] = key_path;
+    }
+    args[k] = NULL;
+    AgentTaskSpec spec = {.worker_path = m->config->worker_path, .args = args};
+    c->all = all;
+    c->done = done;
+    c->token = token;
+    int r = agent_job_spawn(&c->job, &chain_read_type, m->event, &spec, e);
+    if (r < 0) {
+        free(c);
+        return r;
+    }
+    c->next = all->reads;
+    all->reads = c;
+    return 0;
+}
+
 static bool followers_busy(const Manager *m) {
+    if (m->followers && m->followers->reads)
+        return true;
     for (size_t i = 0; m->followers && i < m->followers->n; i++)
         if (m->followers->v[i]->job.worker)
             return true;
@@ -440,6 +613,8 @@ static bool followers_busy(const Manager *m) {
 }
 
 static void followers_stop(Manager *m) {
+    for (ChainRead *c = m->followers ? m->followers->reads : NULL; c; c = c->next)
+        (void) agent_job_stop(&c->job, "the agent is stopping", false, MANAGER_STOP_GRACE_USEC);
     for (size_t i = m->followers ? m->followers->n : 0; i > 0; i--) {
         Follower *f = m->followers->v[i - 1];
         if (f->job.worker) {
@@ -453,6 +628,16 @@ static void followers_stop(Manager *m) {
 static void followers_free_all(Manager *m) {
     if (!m->followers)
         return;
+    while (m->followers->reads) {
+        ChainRead *c = m->followers->reads;
+        m->followers->reads = c->next;
+        MsError e = MS_ERROR_INIT;
+        ms_error_set(&e, ESHUTDOWN, "the agent stopped before the chain was read");
+        c->done(m, c->token, NULL, &e);
+        agent_job_reset(&c->job);
+        chain_result_clear(&c->result);
+        free(c);
+    }
     for (size_t i = 0; i < m->followers->n; i++)
         follower_free(m->followers->v[i]);
     free(m->followers->v);

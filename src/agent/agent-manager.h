@@ -156,6 +156,30 @@ typedef struct ManagerFollowerStatus {
 } ManagerFollowerStatus;
 void manager_policy_follower(const Manager *m, const ManagerPolicy *p, ManagerFollowerStatus *ret);
 
+/* The policy's chain of oplog slices as its store holds it, read by a worker: listed
+ * (ListSlices) or each slice read through its checksums (VerifyChain). done is called once,
+ * from the event loop, with the result or the error (never both); token is the caller's. */
+typedef struct ManagerSlice {
+    char *key;
+    uint64_t start_usec, end_usec; /* to the second; the key holds the exact positions */
+    bool idle;
+} ManagerSlice;
+
+typedef struct ManagerChainResult {
+    bool verified;        /* VerifyChain: the counts below are filled */
+    ManagerSlice *slices; /* ListSlices */
+    size_t n_slices;
+    uint64_t *chains_usec; /* VerifyChain: (from, to) pairs, one per chain */
+    size_t n_chains;
+    uint64_t damaged, gaps, entries;
+    char **problems; /* "KEY: what is wrong", NULL-terminated or NULL */
+} ManagerChainResult;
+
+typedef void (*ManagerChainDone)(Manager *m, void *token, const ManagerChainResult *result,
+                                 const MsError *e);
+int manager_policy_chain(Manager *m, ManagerPolicy *p, bool verify, ManagerChainDone done,
+                         void *token, MsError *e);
+
 /* The messages of the policy files that did not load at the last reload. */
 size_t manager_n_policy_errors(const Manager *m);
 const char *manager_policy_error_at(const Manager *m, size_t i);

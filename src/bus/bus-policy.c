@@ -382,6 +382,69 @@ void bus_policy_rebuild_done(void *token, const MsSnapshotRecord *record, const 
         log_debug("cannot answer a Rebuild call: %s", strerror(-r));
 }
 
+/* ListSlices() and VerifyChain(): the reply waits for the worker reading the store. */
+static void chain_done(Manager *m, void *token, const ManagerChainResult *res, const MsError *e) {
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = token;
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+    int r;
+    if (!res) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        (void) bus_error_from_ms(&error, e, MONGOSNAP_ERROR_FAILED);
+        r = sd_bus_reply_method_error(message, &error);
+    } else {
+        bool verify = strcmp(sd_bus_message_get_member(message), "VerifyChain") == 0;
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r >= 0 && verify) {
+            r = sd_bus_message_append(reply, "ttt", res->entries, res->damaged, res->gaps);
+            if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(tt)");
+            for (size_t i = 0; r >= 0 && i < res->n_chains; i++)
+                r = sd_bus_message_append(reply, "(tt)", res->chains_usec[2 * i],
+                                          res->chains_usec[2 * i + 1]);
+            if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+            if (r >= 0)
+                r = sd_bus_message_append_strv(reply, res->problems);
+        } else if (r >= 0) {
+            r = sd_bus_message_open_container(reply, 'a', "(sttb)");
+            for (size_t i = 0; r >= 0 && i < res->n_slices; i++)
+                r = sd_bus_message_append(reply, "(sttb)", res->slices[i].key,
+                                          res->slices[i].start_usec, res->slices[i].end_usec,
+                                          res->slices[i].idle);
+            if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        }
+        if (r >= 0)
+            r = sd_bus_send(NULL, reply, NULL);
+    }
+    if (r < 0)
+        log_debug("cannot answer a chain call: %s", strerror(-r));
+}
+
+static int chain_call(sd_bus_message *message, ManagerPolicy *p, bool verify,
+                      sd_bus_error *ret_error) {
+    if (verify) {
+        int r = bus_check_privileged(message, ret_error);
+        if (r < 0)
+            return r;
+    }
+    MsError e = MS_ERROR_INIT;
+    if (manager_policy_chain(p->manager, p, verify, chain_done, sd_bus_message_ref(message), &e) <
+        0) {
+        sd_bus_message_unref(message);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_FAILED);
+    }
+    return 1;
+}
+
+static int method_list_slices(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    return chain_call(message, userdata, false, ret_error);
+}
+
+static int method_verify_chain(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    return chain_call(message, userdata, true, ret_error);
+}
+
 static int method_edit(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
     ManagerPolicy *p = userdata;
     ManagerPolicyEdit edits[BUS_SETTINGS_MAX];
@@ -497,7 +560,7 @@ static const sd_bus_vtable policy_vtable[] = {
     SD_BUS_PROPERTY("FollowerError", "s", property_get_follower, 0, CHANGING),
     SD_BUS_PROPERTY("FollowerLagUSec", "t", property_get_follower, 0, CHANGING),
     SD_BUS_PROPERTY("LastSliceUSec", "t", property_get_follower, 0, CHANGING),
-    SD_BUS_PROPERTY("Restorable", "a(tt)", property_get_follower, 0, CHANGING),
+    SD_BUS_PROPERTY("Restorable", "a" MONGOSNAP_RANGE_ROW, property_get_follower, 0, CHANGING),
     SD_BUS_METHOD_WITH_ARGS("TakeSnapshot", SD_BUS_NO_ARGS, SD_BUS_RESULT("o", snapshot),
                             method_take_snapshot, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("TakeSnapshotWithOptions", SD_BUS_ARGS("a{sv}", options),
@@ -511,6 +574,13 @@ static const sd_bus_vtable policy_vtable[] = {
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("EditWithOptions", SD_BUS_ARGS("a{ss}", settings, "a{sv}", options),
                             SD_BUS_NO_RESULT, method_edit_with_options, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("ListSlices", SD_BUS_NO_ARGS,
+                            SD_BUS_RESULT("a" MONGOSNAP_SLICE_ROW, slices),
+                            method_list_slices, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("VerifyChain", SD_BUS_NO_ARGS,
+                            SD_BUS_RESULT("t", entries, "t", damaged, "t", gaps,
+                                          "a" MONGOSNAP_RANGE_ROW, chains, "as", problems),
+                            method_verify_chain, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Rebuild", SD_BUS_NO_ARGS, SD_BUS_RESULT("o", snapshot), method_rebuild,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("b", purge_remote), SD_BUS_NO_RESULT,

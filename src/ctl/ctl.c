@@ -236,6 +236,23 @@ static const CtlVerb verbs[] = {
         .run = verb_update,
     },
     {
+        .name = "list-slices",
+        .synopsis = "POLICY",
+        .summary = "List the oplog slices of a point-in-time policy, as its store holds them",
+        .min_args = 1,
+        .max_args = 1,
+        .run = verb_list_slices,
+    },
+    {
+        .name = "verify-chain",
+        .synopsis = "POLICY",
+        .summary = "Read every oplog slice of a policy through its checksums; show the chains",
+        .details = "  Exits 1 when a slice is damaged (named on stderr); gaps are shown, not failed\n",
+        .min_args = 1,
+        .max_args = 1,
+        .run = verb_verify_chain,
+    },
+    {
         .name = "resync",
         .summary = "Rebuild the record of snapshots from the stores' manifests alone",
         .details = "  Exits 1 when a store or manifest could not be read (listed on stderr)\n",

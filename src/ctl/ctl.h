@@ -231,6 +231,8 @@ int verb_list_snapshots(Ctl *ctl, int argc, char **argv);
 int verb_list_restores(Ctl *ctl, int argc, char **argv);
 int verb_update(Ctl *ctl, int argc, char **argv);
 int verb_resync(Ctl *ctl, int argc, char **argv);
+int verb_list_slices(Ctl *ctl, int argc, char **argv);
+int verb_verify_chain(Ctl *ctl, int argc, char **argv);
 int verb_status(Ctl *ctl, int argc, char **argv);
 int verb_snapshot(Ctl *ctl, int argc, char **argv);
 int verb_stop(Ctl *ctl, int argc, char **argv);

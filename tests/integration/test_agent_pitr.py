@@ -7,6 +7,7 @@ target changes. On a private bus with real FerretDB servers and a local store.""
 from __future__ import annotations
 
 import datetime
+import json
 import time
 
 import pytest
@@ -75,6 +76,11 @@ def test_follower_runs_with_the_policy_and_restores_to_a_time(agent, fresh_db, f
     agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Restorable"), "restorable ranges", 30)
     ranges = agent.prop(policy, POLICY_IFACE, "Restorable")
     assert ranges[-1][1] // 1_000_000 >= last[0], ranges
+    listed = json.loads(ctl(agent, "--json", "list-slices", "pit").stdout)
+    assert sorted(x["key"].rsplit("/", 1)[1] for x in listed) == [p.name for p in slices]
+    checked = json.loads(ctl(agent, "--json", "verify-chain", "pit").stdout)
+    assert checked["damaged"] == 0 and checked["gaps"] == 0 and len(checked["chains"]) == 1, checked
+    assert checked["entries"] >= 60
     status = ctl(agent, "status", "pit").stdout
     assert "Point-in-time:" in status and "following" in status and "Restorable:" in status, status
 
@@ -98,6 +104,26 @@ def test_follower_runs_with_the_policy_and_restores_to_a_time(agent, fresh_db, f
         start_restore(agent, "pit", target.uri,
                       f"{{'time': <uint64 {last[0] * 1_000_000}>, 'until': <'1:1'>}}")
     assert err.value.name.endswith("InvalidArgument"), err.value
+
+
+def test_verify_chain_names_a_damaged_slice(agent, fresh_db):
+    source = make_source(fresh_db)
+    write_pit_policy(agent, "pit", source.uri)
+    agent.start()
+    policy = agent.policy_path("pit")
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "following",
+                   "the follower following", 30)
+    for i in range(200, 230):
+        source.client.live.items.insert_one({"_id": i, "pad": "z" * 100})
+    time.sleep(1.5)
+    agent.call(policy, POLICY_IFACE, "Stop")
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "stopped",
+                   "the follower stopped", 30)
+    archive = max((agent.store / "pit" / "oplog").glob("*.oplog*"), key=lambda p: p.stat().st_size)
+    h.flip_byte(archive, archive.stat().st_size // 2)
+    cp = ctl(agent, "verify-chain", "pit", expect=1)
+    assert "1 damaged slice" in cp.stdout, cp.stdout
+    assert archive.name in cp.stderr, cp.stderr
 
 
 def test_agent_stop_commits_the_open_slice(agent, fresh_db):

@@ -81,8 +81,8 @@ static void test_row_signatures_match_the_doc(void) {
         size_t len = strcspn(sig, " `");
         bool known = false;
         const char *all[] = {MONGOSNAP_POLICY_ROW, MONGOSNAP_SNAPSHOT_ROW, MONGOSNAP_RESTORE_ROW,
-                             MONGOSNAP_LOG_ENTRY};
-        for (size_t i = 0; i < 4; i++)
+                             MONGOSNAP_LOG_ENTRY,  MONGOSNAP_SLICE_ROW,    MONGOSNAP_RANGE_ROW};
+        for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
             known |= strlen(all[i]) == len && strncmp(all[i], sig, len) == 0;
         if (!known) {
             fprintf(stderr, "# the doc returns a%.*s, which is no row type\n", (int) len, sig);
