@@ -382,12 +382,20 @@ static int find_position(Follower *f, bool *ret_found, MsError *e) {
 }
 
 static int start_new_chain(Follower *f, MsError *e) {
-    bool exists = false;
-    MsOplogPosition newest = {0, 0};
+    bool exists = false, have_oldest = false;
+    MsOplogPosition newest = {0, 0}, oldest = {0, 0};
     int r = oplog_edge(f, true, &exists, &newest, e);
+    if (r == 0 && exists)
+        r = oplog_edge(f, false, &have_oldest, &oldest, e);
     if (r < 0)
         return r;
     f->position = exists ? newest : (MsOplogPosition){0, 0};
+    /* From the newest snapshot's end, when the oplog still holds every entry after it: the
+     * snapshot is restorable onward at once instead of from the next one. */
+    const MsOplogPosition hint = f->o->chain_start_hint;
+    if (f->o->has_chain_start_hint && have_oldest &&
+        !ms_oplog_position_after(oldest, hint) && !ms_oplog_position_after(hint, newest))
+        f->position = hint;
     f->read = f->position;
     /* The old chain's idle slices stay: what they claim about it is still true. */
     f->idle_keys = ms_strv_free(f->idle_keys);

@@ -28,6 +28,11 @@ typedef struct MsFollowOptions {
     MsCompression compression;
     int compression_level;
     const MsEncryptKey *key;
+    /* Where a new chain may begin instead of the newest entry: the newest point-in-time
+     * snapshot's end in the store, so that it is restorable onward at once. Used only while the
+     * oplog still holds it (its oldest entry at or before it). */
+    bool has_chain_start_hint;
+    MsOplogPosition chain_start_hint;
     uint64_t slice_usec;  /* close a slice after this long */
     uint64_t max_slices;  /* stop after this many slices with entries (0: until cancelled) */
     uint64_t max_usec;    /* stop after this long (0: until cancelled) */

@@ -260,6 +260,18 @@ int worker_run_follow(Args *a, MsProgress *p) {
         .progress = p,
         .cancel = &worker_cancel_requested,
     };
+    /* A new chain may begin at the newest snapshot's end (oplog-follow.h). */
+    Snapshots snaps = {0};
+    MsError se = MS_ERROR_INIT;
+    if (load_snapshots(storage, a->prefix, &snaps, &se) == 0)
+        for (size_t i = 0; i < snaps.n; i++)
+            if (snaps.snaps[i].point_in_time &&
+                (!o.has_chain_start_hint ||
+                 ms_oplog_position_after(snaps.snaps[i].end, o.chain_start_hint))) {
+                o.chain_start_hint = snaps.snaps[i].end;
+                o.has_chain_start_hint = true;
+            }
+    snapshots_clear(&snaps);
     MsFollowResult res = {0};
     MsError e = MS_ERROR_INIT;
     int r = ms_follow_run(&o, &res, &e);

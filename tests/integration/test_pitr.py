@@ -403,3 +403,63 @@ def test_point_in_time_on_s3_encrypted(tools, fresh_db, ferretdb_factory, minio,
     chain = h.expect_ok(h.run_worker(tools, "verify-chain", "--store", store, "--prefix", PREFIX,
                                      "--key-file", key, "--json", env=env)).json()
     assert chain["damaged"] == 0 and chain["gaps"] == 0, chain
+
+
+CAMPAIGN_KILLS = int(os.environ.get("MONGOSNAP_FOLLOWER_CAMPAIGN_KILLS", "8"))
+
+
+def test_follower_crash_campaign(tools, fresh_db, ferretdb_factory, tmp_path):
+    """SIGKILL the follower at random moments while a writer writes; sometimes two followers
+    run at once (an agent killed outright: its follower commits on SIGTERM while the restarted
+    agent's new one starts). Afterwards: no slice is damaged, there is no gap, and restores to
+    random instants equal the source. MONGOSNAP_FOLLOWER_CAMPAIGN_KILLS sets the number of
+    kills (8 in CI; docs/reliability.md has a long run)."""
+    source = make_source(fresh_db)
+    client = source.client
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = h.write_uri_file(tmp_path, source.uri)
+    rnd = random.Random(int(os.environ.get("MONGOSNAP_FOLLOWER_CAMPAIGN_SEED", "5")))
+    h.snapshot(tools, uri, store, "a", "--prefix", PREFIX)
+    writer = TimedWriter(source.new_client(), first_id=100, seed=9, max_ops=10**9)
+    writer.start()
+    followers = [start_follower(tools, uri, store)]
+    overlaps = 0
+    try:
+        for k in range(CAMPAIGN_KILLS):
+            time.sleep(rnd.uniform(0.2, 2.5))
+            victim = followers.pop(0)
+            if rnd.random() < 0.3:
+                # The agent's death: SIGTERM to the follower, a new one started at once.
+                victim.proc.send_signal(signal.SIGTERM)
+                followers.append(start_follower(tools, uri, store))
+                done = victim.finish()
+                # It may lose the race for its temporary file to the new follower's clean-up:
+                # then it fails, and the new one reads what it had read again.
+                assert done.returncode in (h.EXIT_OK, h.EXIT_FAILURE), done.describe()
+                overlaps += 1
+            else:
+                victim.proc.send_signal(signal.SIGKILL)
+                victim.finish()
+                followers.append(start_follower(tools, uri, store))
+        time.sleep(2)
+    finally:
+        writer.stop()
+    last = all_ts(client)[-1]
+    time.sleep(2.5)
+    for f in followers:
+        f.proc.send_signal(signal.SIGTERM)
+        h.expect_ok(f.finish())
+    chain = h.expect_ok(h.run_worker(tools, "verify-chain", "--store", store, "--prefix", PREFIX,
+                                     "--json")).json()
+    assert chain["damaged"] == 0 and chain["gaps"] == 0, chain
+    a_end = pos(h.read_manifest(store, "a", prefix=PREFIX)["consistency"]["oplog_end"])
+    entries = live_entries(client)
+    after = [ts_tuple(e["ts"]) for e in entries if a_end < ts_tuple(e["ts"]) <= last]
+    target = ferretdb_factory(name="campaign-target")
+    target_uri = h.write_uri_file(tmp_path, target.uri, "target-uri")
+    for k, t in enumerate(sorted(rnd.sample(after, 2)) + [last]):
+        run = restore_to(tools, target_uri, store, f"{t[0]}:{t[1]}", k)
+        assert run.returncode == h.EXIT_OK, run.describe()
+        assert h.raw_docs(target.client[f"r{k}"][LIVE_COLL]) == state_at(entries, t), \
+            f"restore to {t} after {CAMPAIGN_KILLS} kills ({overlaps} overlapping followers)"
