@@ -148,3 +148,36 @@ def test_point_in_time_settings_are_checked(agent, fresh_db):
     path.write_text(path.read_text() + "\n[PointInTime]\nEnabled=yes\n")
     agent.start()
     agent.wait_log("Oplog=yes")
+
+
+def test_agent_killed_while_following_loses_nothing(agent, fresh_db, ferretdb_factory):
+    """SIGKILL of the agent: its follower gets SIGTERM (commits what it read) while the
+    restarted agent starts a new one; the chain continues with no gap and restores match."""
+    source = make_source(fresh_db)
+    client = source.client
+    write_pit_policy(agent, "pit", source.uri)
+    agent.start()
+    policy = agent.policy_path("pit")
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "following",
+                   "the follower following", 30)
+    snap = agent.take_snapshot("pit")
+    assert agent.wait_snapshot_state(snap, FINAL_SNAPSHOT) == "completed"
+    for round_ in range(3):
+        for i in range(20):
+            client.live.items.insert_one({"_id": 1000 * (round_ + 1) + i})
+        time.sleep(0.5)
+        agent.kill()
+        agent.start()
+        agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "following",
+                       "the follower following again", 30)
+    last = max(ts_tuple(e["ts"]) for e in client.local["oplog.rs"].find({}, {"ts": 1}))
+    time.sleep(1)
+    agent.call(policy, POLICY_IFACE, "Stop")
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "stopped",
+                   "the follower stopped", 30)
+    checked = json.loads(ctl(agent, "--json", "verify-chain", "pit").stdout)
+    assert checked["damaged"] == 0 and checked["gaps"] == 0 and len(checked["chains"]) == 1, checked
+    target = ferretdb_factory(name="agent-kill-target")
+    ctl(agent, "restore", "pit", "--time", f"{last[0]}:{last[1]}", "--to", target.uri,
+        "--ns-include", "live.*", "--wait")
+    assert h.raw_docs(target.client.live.items) == h.raw_docs(client.live.items)
