@@ -619,6 +619,76 @@ static void apply_lease(AgentCluster *c, const MsClusterLease *l, const MsCluste
         take_over(c, l, agents, n_agents);
 }
 
+/* ---- the oplog follower's lease ----
+ * One follower per point-in-time policy in the cluster: the lease of the pseudo-policy
+ * "NAME#oplog" ('#' is in no policy name), held by a node as task "follower@NODE", renewed at
+ * every heartbeat. A free or expired lease is claimed or taken over by whichever node's
+ * heartbeat comes first; a node that cannot renew (or is cut off for longer than a lease) stops
+ * its follower. The new holder's follower continues from the last committed slice in the
+ * shared store; for the moments both run, their slices overlap, which the chains allow. */
+#define FOLLOWER_LEASE_SUFFIX "#oplog"
+
+static bool is_follower_lease(const MsClusterLease *l) {
+    return l->policy && strstr(l->policy, FOLLOWER_LEASE_SUFFIX) != NULL;
+}
+
+static void set_follower_lease(Manager *m, ManagerPolicy *p, bool held) {
+    if (held)
+        p->follower_lease_renewed_usec = now_usec();
+    if (p->follower_lease == held)
+        return;
+    p->follower_lease = held;
+    log_info("policy '%s': this node %s its oplog follower", p->settings->name,
+             held ? "now runs" : "no longer runs");
+    manager_emit_policy_changed(m, p);
+}
+
+static void follower_leases(AgentCluster *c, const MsClusterLease *leases, size_t n_leases) {
+    Manager *m = c->m;
+    uint64_t now = now_usec();
+    for (size_t i = 0; i < m->n_policies; i++) {
+        ManagerPolicy *p = m->policies[i];
+        _cleanup_free_ char *key = NULL, *task = NULL;
+        if (asprintf(&key, "%s" FOLLOWER_LEASE_SUFFIX, p->settings->name) < 0 ||
+            asprintf(&task, "follower@%s", self(m)) < 0)
+            return;
+        const MsClusterLease *l = NULL;
+        for (size_t j = 0; j < n_leases && !l; j++)
+            if (strcmp(leases[j].policy, key) == 0)
+                l = &leases[j];
+        bool want = !p->removed && p->settings->pit_enabled &&
+                    p->runtime->state == MS_POLICY_ACTIVE && !m->stopping;
+        bool mine = l && l->task && l->node && strcmp(l->node, self(m)) == 0 &&
+                    strcmp(l->task, task) == 0;
+        MsError e = MS_ERROR_INIT;
+        if (!want) {
+            if (mine)
+                (void) ms_cluster_release(c->db, key, task, &e);
+            set_follower_lease(m, p, false);
+            continue;
+        }
+        int r;
+        if (mine)
+            r = ms_cluster_renew(c->db, key, task, self(m), now, lease_usec(m), &e);
+        else if (!l || !l->task)
+            r = ms_cluster_claim(c->db, key, task, self(m), now, lease_usec(m), 0, 0, 0, NULL, NULL,
+                                 &e);
+        else if (l->expires_usec < now)
+            r = ms_cluster_take_over(c->db, key, l->task, task, self(m), now, lease_usec(m), 0,
+                                     NULL, &e);
+        else
+            r = -EBUSY; /* another node follows */
+        if (r < 0 && r != -EBUSY && r != -ESTALE)
+            log_warning("policy '%s': the oplog follower's lease: %s", p->settings->name,
+                        e.message);
+        set_follower_lease(m, p, r >= 0);
+    }
+}
+
+static bool cluster_may_follow(const Manager *m, const ManagerPolicy *p) {
+    return !m->cluster || p->follower_lease;
+}
+
 /* ---- commands ---- */
 static void run_command(AgentCluster *c, const MsClusterCommand *cmd) {
     Manager *m = c->m;
@@ -884,7 +954,10 @@ static int poll_once(AgentCluster *c, MsError *e) {
     if (r >= 0)
         r = publish_dirty(c, e);
     for (size_t i = 0; r >= 0 && i < n_leases && !m->stopping; i++)
-        apply_lease(c, &leases[i], agents, n_agents);
+        if (!is_follower_lease(&leases[i]))
+            apply_lease(c, &leases[i], agents, n_agents);
+    if (r >= 0)
+        follower_leases(c, leases, n_leases);
     if (r >= 0)
         r = publish_dirty(c, e);
     MsClusterCommand *cmds = NULL;
@@ -940,6 +1013,9 @@ static void fence(AgentCluster *c) {
         ManagerPolicy *p = m->policies[i];
         if (p->task && p->lease_renewed_usec + lease_usec(m) < now)
             manager_stop_task_lost_lease(m, p);
+        /* Another node may follow its oplog by now. */
+        if (p->follower_lease && p->follower_lease_renewed_usec + lease_usec(m) < now)
+            set_follower_lease(m, p, false);
     }
 }
 
@@ -1060,4 +1136,5 @@ const ManagerCoordination cluster_coordination = {
     .forward = manager_cluster_forward,
     .set_stopped = manager_cluster_set_stopped,
     .lease_elsewhere = manager_cluster_lease_elsewhere,
+    .may_follow = cluster_may_follow,
 };

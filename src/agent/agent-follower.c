@@ -139,7 +139,8 @@ static char *settings_fingerprint(const Manager *m, const MsPolicy *s) {
 static bool wanted(const Manager *m, const ManagerPolicy *p) {
     return !m->stopping && p && !p->removed && p->settings->pit_enabled &&
            p->runtime->state == MS_POLICY_ACTIVE &&
-           ms_policy_effective_store(p->settings, m->config) != NULL;
+           ms_policy_effective_store(p->settings, m->config) != NULL &&
+           manager_coordination->may_follow(m, p);
 }
 
 static void set_error(Follower *f, const char *msg) {
@@ -406,8 +407,10 @@ static void reconcile(Manager *m) {
             continue;
         if (!wanted(m, p)) {
             stop_follower(f, p && p->runtime->state == MS_POLICY_STOPPED ? "the policy was stopped"
-                             : m->stopping ? "the agent is stopping"
-                                           : "point-in-time recovery is off for the policy",
+                             : m->stopping                         ? "the agent is stopping"
+                             : p && p->settings->pit_enabled
+                                 ? "another node holds the follower's lease (or this one lost it)"
+                                 : "point-in-time recovery is off for the policy",
                           false);
             continue;
         }
@@ -660,7 +663,9 @@ void manager_policy_follower(const Manager *m, const ManagerPolicy *p, ManagerFo
         return;
     const Follower *f = find(m, p->settings->name);
     if (!f) {
-        ret->state = p->runtime->state == MS_POLICY_STOPPED ? "stopped" : "off";
+        ret->state = p->runtime->state == MS_POLICY_STOPPED   ? "stopped"
+                     : !manager_coordination->may_follow(m, p) ? "elsewhere"
+                                                              : "off";
         return;
     }
     ret->state = follower_state_names[f->state];

@@ -203,6 +203,9 @@ typedef struct ManagerCoordination {
     /* The node holding p's lease for a task that is not this node's (ret_node NULL: none). */
     int (*lease_elsewhere)(Manager *m, const ManagerPolicy *p, char **ret_node, char **ret_task,
                            MsError *e);
+    /* May p's oplog follower run on this node? Alone: yes; with several nodes: while this
+     * node holds the policy's follower lease. */
+    bool (*may_follow)(const Manager *m, const ManagerPolicy *p);
 } ManagerCoordination;
 
 /* agent-parts.c */

@@ -37,6 +37,10 @@ typedef struct ManagerPolicy {
      * ("" or NULL: it does not), and when this node last renewed the lease of its task. */
     char *drift;
     uint64_t lease_renewed_usec;
+    /* Point-in-time with several nodes: this node holds the policy's follower lease (one oplog
+     * follower per policy in the cluster), renewed at each heartbeat. */
+    bool follower_lease;
+    uint64_t follower_lease_renewed_usec;
     /* Retention that would remove too much at once is held (nothing removed) until confirmed:
      * what it would remove ("" or NULL: nothing is held), and the confirmation for the next
      * pass (Edit with force). */
@@ -142,7 +146,8 @@ ManagerPolicy *manager_policy_at(Manager *m, size_t i);
 ManagerPolicy *manager_find_policy(Manager *m, const char *name);
 /* Point-in-time recovery: the policy's oplog follower (agent-follower.c). */
 typedef struct ManagerFollowerStatus {
-    /* "off" ([PointInTime] Enabled=no), "stopped" (the policy is stopped), "starting",
+    /* "off" ([PointInTime] Enabled=no), "stopped" (the policy is stopped), "elsewhere" (another
+     * node holds the follower lease), "starting",
      * "following", "restarting" (after a failure, waiting), "stopping". */
     const char *state;
     uint64_t last_slice_usec; /* when the last slice was committed (0: none yet) */

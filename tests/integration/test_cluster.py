@@ -507,3 +507,75 @@ def ctl_json_resync(agent):
     import json
     from test_ctl import ctl
     return json.loads(ctl(agent, "--json", "resync", expect=None).stdout)
+
+
+# ---- point-in-time recovery --------------------------------------------------------------------
+
+def test_one_follower_per_policy_and_a_takeover_without_a_gap(cluster, tools, ferretdb_factory):
+    """One node follows the oplog (the follower's lease); SIGKILL that node with its workers:
+    another node takes the lease over and continues the chain from the last committed slice,
+    with no gap, and a restore to the last write matches the source."""
+    import helpers as h
+    client = cluster.source.client
+    client.local.create_collection("oplog.rs", capped=True, size=64 * 1024 * 1024)
+    for a in cluster.agents.values():
+        path = a.write_policy("pit", cluster.source.uri)
+        path.write_text(path.read_text() + "\n[PointInTime]\nEnabled=yes\nSliceSec=10s\n")
+    cluster.start()
+
+    def followers():
+        return {n: cluster[n].prop(cluster[n].policy_path("pit"), POLICY_IFACE, "Follower")
+                for n in NODES}
+
+    def one_following():
+        f = followers()
+        held = [n for n, s in f.items() if s == "following"]
+        return held[0] if len(held) == 1 and all(s in ("following", "elsewhere")
+                                                  for s in f.values()) else None
+
+    holder = cluster["node-a"].wait_for(one_following, "exactly one follower", timeout=20)
+    agent = cluster[holder]
+    snap = agent.take_snapshot("pit")
+    assert agent.wait_snapshot_state(snap, ("completed", "failed", "interrupted", "stopped")) \
+        == "completed"
+    coll = client.live.items
+    for i in range(20):
+        coll.insert_one({"_id": i})
+    time.sleep(1.5)
+    workers = children(agent.proc.pid)
+    agent.kill()
+    for w in workers:
+        try:
+            os.kill(w, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for i in range(20, 40):
+        coll.insert_one({"_id": i})
+    others = [n for n in NODES if n != holder]
+    killed = time.monotonic()
+    cluster[others[0]].wait_for(
+        lambda: any(cluster[n].prop(cluster[n].policy_path("pit"), POLICY_IFACE, "Follower")
+                    == "following" for n in others), "a takeover of the follower", timeout=4 * LEASE)
+    print(f"follower taken over {time.monotonic() - killed:.1f}s after the SIGKILL (lease {LEASE}s)")
+    new = [n for n in others
+           if cluster[n].prop(cluster[n].policy_path("pit"), POLICY_IFACE, "Follower") == "following"]
+    assert len(new) == 1, followers
+    b = cluster[new[0]]
+    for i in range(40, 60):
+        coll.insert_one({"_id": i})
+    last = max((e["ts"].time, e["ts"].inc) for e in client.local["oplog.rs"].find({}, {"ts": 1}))
+    time.sleep(1.5)
+    b.call(b.policy_path("pit"), POLICY_IFACE, "Stop")
+    b.wait_for(lambda: b.prop(b.policy_path("pit"), POLICY_IFACE, "Follower") == "stopped",
+               "the follower stopped", timeout=30)
+    chain = h.expect_ok(h.run_worker(tools, "verify-chain", "--store", cluster.store, "--prefix",
+                                     "pit", "--json")).json()
+    assert chain["damaged"] == 0 and chain["gaps"] == 0 and len(chain["chains"]) == 1, chain
+    target = ferretdb_factory("pit-cluster-target")
+    out = gdbus(b, MANAGER_PATH, MANAGER_IFACE, "StartRestore", "pit", target.uri,
+                f"{{'time': <'{last[0]}:{last[1]}'>, 'ns_include': <['live.*']>}}")
+    path = re.match(r"\(objectpath '([^']+)',\)", out).group(1)
+    b.wait_for(lambda: b.prop(path, RESTORE_IFACE, "State") in ("completed", "failed"),
+               "the restore", timeout=60)
+    assert b.prop(path, RESTORE_IFACE, "State") == "completed", b.prop(path, RESTORE_IFACE, "Error")
+    assert sorted(d["_id"] for d in target.client.live.items.find()) == list(range(60))
