@@ -9,6 +9,7 @@
 #define MONGO_ERROR_NAMESPACE_NOT_FOUND 26
 #define MONGO_ERROR_INDEX_NOT_FOUND 27
 #define MONGO_ERROR_NAMESPACE_EXISTS 48
+#define MONGO_ERROR_DUPLICATE_KEY 11000
 
 static int write_error(const bson_t *entry, const MsOplogAction *a, const bson_error_t *berr,
                        MsError *e) {
@@ -34,7 +35,14 @@ static bool run_write(mongoc_client_t *c, const MsOplogAction *a, bson_error_t *
     bool ok = false;
     switch (a->kind) {
     case MS_OPLOG_ACTION_UPSERT:
-        ok = mongoc_collection_replace_one(target, a->selector, a->doc, upsert, NULL, berr);
+        /* An insert first: the document is usually not there, and an insert needs no lookup
+         * by _id (which some servers answer with a collection scan: FerretDB's took 85 ms per
+         * upsert at 5,000 documents against 1 ms per insert). Only when it is there already
+         * (a snapshot that copied it, a target not dropped) is it replaced, with the same
+         * result as the upsert. */
+        ok = mongoc_collection_insert_one(target, a->doc, plain, NULL, berr);
+        if (!ok && berr->code == MONGO_ERROR_DUPLICATE_KEY)
+            ok = mongoc_collection_replace_one(target, a->selector, a->doc, upsert, NULL, berr);
         break;
     case MS_OPLOG_ACTION_INSERT:
         ok = mongoc_collection_insert_one(target, a->doc, plain, NULL, berr);
