@@ -284,7 +284,8 @@ static void status_point_in_time(const CtlProps *p) {
         status_line("Follower error", ctl_props_str(p, "FollowerError"));
     const CtlProp *x = ctl_props_find(p, "Restorable");
     if (!x || x->type != 'a' || !x->strv || !x->strv[0]) {
-        status_line("Restorable", "not known yet (the follower reports it after its first slice)");
+        status_line("Restorable", "none yet (a range begins at the end of a snapshot the "
+                                  "follower's slices reach from)");
         return;
     }
     /* "A – B, C – D (gaps: B – C)": each interval is "from/to". */

@@ -181,3 +181,30 @@ def test_agent_killed_while_following_loses_nothing(agent, fresh_db, ferretdb_fa
     ctl(agent, "restore", "pit", "--time", f"{last[0]}:{last[1]}", "--to", target.uri,
         "--ns-include", "live.*", "--wait")
     assert h.raw_docs(target.client.live.items) == h.raw_docs(client.live.items)
+
+
+def test_edit_turns_the_follower_on_and_off(agent, fresh_db):
+    source = make_source(fresh_db)
+    agent.write_policy("pit", source.uri)
+    agent.start()
+    policy = agent.policy_path("pit")
+    assert agent.prop(policy, POLICY_IFACE, "Follower") == "off"
+    ctl(agent, "edit", "pit", "PointInTime.Enabled=yes", "PointInTime.SliceSec=15s")
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "following",
+                   "the follower following", 30)
+    assert agent.prop(policy, POLICY_IFACE, "SliceUSec") == 15_000_000
+    status = ctl(agent, "status", "pit").stdout
+    print(status)
+    assert "a slice every 15s" in status, status
+    # A changed setting restarts it with the new one; turning it off stops it.
+    ctl(agent, "edit", "pit", "PointInTime.Compression=gzip")
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "SliceCompression") == "gzip",
+                   "gzip slices", 30)
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "following",
+                   "the follower following again", 30)
+    ctl(agent, "edit", "pit", "PointInTime.Enabled=no")
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "off",
+                   "the follower off", 30)
+    # Refused settings leave it as it was.
+    cp = ctl(agent, "edit", "pit", "PointInTime.SliceSec=5s", expect=2)
+    assert "10s at the shortest" in cp.stderr, cp.stderr
