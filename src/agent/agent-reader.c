@@ -222,9 +222,31 @@ static void reader_job_message(AgentJob *j, const bson_t *msg) {
                             plan);
         /* The worker may start from an older snapshot than the agent named (one whose oplog
          * ends before the time): the record and the retention guard follow it. */
+        /* The plan joins the record's options (no secret in it): what was restored, to the
+         * record, beside the time asked for. */
+        bson_t *opts = r->options ? bson_new_from_json((const uint8_t *) r->options, -1, NULL)
+                                  : NULL;
+        if (opts) {
+            BSON_APPEND_UTF8(opts, "plan", plan);
+            char *json = bson_as_relaxed_extended_json(opts, NULL);
+            char *copy = json ? strdup(json) : NULL;
+            bson_free(json);
+            if (copy) {
+                free(r->options);
+                r->options = copy;
+            }
+            bson_destroy(opts);
+        }
         const char *planned = agent_msg_str(msg, "snapshot");
-        if (planned && *planned && strcmp(planned, t->snapshot_id) != 0 &&
-            manager_find_snapshot(t->manager, planned)) {
+        bool moved = planned && *planned && strcmp(planned, t->snapshot_id) != 0 &&
+                     manager_find_snapshot(t->manager, planned);
+        if (!moved) {
+            MsError ce = MS_ERROR_INIT;
+            if (ms_catalog_update_restore(t->manager->catalog, r, &ce) < 0)
+                log_warning("cannot record the plan of restore %s: %s", r->id, ce.message);
+            emit_restore(t->manager, r, MANAGER_SNAPSHOT_STATE);
+        }
+        if (moved) {
             char *a = strdup(planned), *b = strdup(planned);
             if (a && b) {
                 free(t->snapshot_id);
@@ -796,12 +818,25 @@ static int pick_pit_snapshot(Manager *m, const char *policy, const char *time,
         if (!best || s->finished_usec > best->finished_usec)
             best = s;
     }
-    if (!best)
+    if (!best) {
+        /* The ranges as the follower last reported them, when it did. */
+        char ranges[MS_ERROR_MESSAGE_MAX / 2] = "";
+        ManagerFollowerStatus st;
+        manager_policy_follower(m, manager_find_policy(m, policy), &st);
+        size_t o = 0;
+        for (size_t i = 0; i < st.n_ranges && o < sizeof(ranges); i++) {
+            char a[MS_ISO8601_MAX], b[MS_ISO8601_MAX];
+            ms_format_iso8601(st.ranges_usec[2 * i], a);
+            ms_format_iso8601(st.ranges_usec[2 * i + 1], b);
+            o += (size_t) snprintf(ranges + o, sizeof(ranges) - o, "%s%s – %s", o ? ", " : "", a,
+                                   b);
+        }
         return ms_error_set_kind(e, MS_ERROR_KIND_NOT_RESTORABLE, ERANGE,
                                  "policy %s has no completed point-in-time snapshot finished "
-                                 "before %s, so that time cannot be restored; nothing was changed "
-                                 "(mongosnapctl status %s shows the restorable ranges)",
-                                 policy, time, policy);
+                                 "before %s, so that time cannot be restored; nothing was "
+                                 "changed. Restorable: %s",
+                                 policy, time, ranges[0] ? ranges : "none known yet");
+    }
     *ret_id = best->id;
     return 0;
 }

@@ -78,9 +78,11 @@ static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error 
 static const sd_bus_vtable restore_vtable[] = {
     SD_BUS_VTABLE_START(0),
     BUS_TASK_CORE_PROPERTIES,
-    SD_BUS_PROPERTY("SourceSnapshot", "s", property_get_string, 0, CONST),
+    /* A restore to a time may start from an older snapshot than first named, and its plan
+     * joins the options: both can change once, when the worker has planned. */
+    SD_BUS_PROPERTY("SourceSnapshot", "s", property_get_string, 0, CHANGING),
     SD_BUS_PROPERTY("Target", "s", property_get_string, 0, CONST),
-    SD_BUS_PROPERTY("Options", "s", property_get_string, 0, CONST),
+    SD_BUS_PROPERTY("Options", "s", property_get_string, 0, CHANGING),
     SD_BUS_PROPERTY("State", "s", property_get_state, 0, CHANGING),
     SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_cancel,
                             SD_BUS_VTABLE_UNPRIVILEGED),

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from agent_fixtures import *  # noqa: F401,F403
+from toxiproxy_fixtures import *  # noqa: F401,F403
 from agent_fixtures import BusError, POLICY_IFACE, SNAPSHOT_IFACE, decode, gdbus, start_restore
 from test_ctl import ctl
 from test_engine_oplog import live_entries, state_at, ts_tuple
@@ -89,6 +90,12 @@ def test_follower_runs_with_the_policy_and_restores_to_a_time(agent, fresh_db, f
               "--ns-include", "live.*", "--wait").stdout
     entries = live_entries(client)
     assert h.raw_docs(target.client.live.items) == state_at(entries, last), out
+    (restore_row,) = [r for r in agent.call("/io/mongosnap1", "io.mongosnap1.Manager",
+                                            "ListRestores")[0]]
+    restore_path = restore_row[11]
+    options = json.loads(agent.prop(restore_path, "io.mongosnap1.Restore", "Options"))
+    assert options["time"] == f"{last[0]}:{last[1]}"
+    assert options["plan"].startswith("snapshot pit-") and "oplog slice(s)" in options["plan"], options
     assert "restoring to" in agent.log_text()  # the worker's plan, in the agent's output
 
     # Before the snapshot's end: refused, and the target is left alone.
@@ -208,3 +215,52 @@ def test_edit_turns_the_follower_on_and_off(agent, fresh_db):
     # Refused settings leave it as it was.
     cp = ctl(agent, "edit", "pit", "PointInTime.SliceSec=5s", expect=2)
     assert "10s at the shortest" in cp.stderr, cp.stderr
+
+
+def test_source_down_for_a_while_the_follower_resumes_without_a_gap(agent, fresh_db, toxiproxy,
+                                                                     ferretdb_factory):
+    """The source unreachable for a while (its proxy disabled): the follower fails, the agent
+    says why and starts it again with a growing delay, and once the source is back the chain
+    continues from the last committed slice with no gap."""
+    from toxiproxy_fixtures import Proxy
+    source = make_source(fresh_db)
+    client = source.client
+    proxy = Proxy(toxiproxy, "pitr-source", source.address).create()
+    try:
+        uri = (f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true"
+               "&serverSelectionTimeoutMS=2000&socketTimeoutMS=3000")
+        write_pit_policy(agent, "pit", uri)
+        agent.start()
+        policy = agent.policy_path("pit")
+        agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "following",
+                       "the follower following", 30)
+        snap = agent.take_snapshot("pit")
+        assert agent.wait_snapshot_state(snap, FINAL_SNAPSHOT) == "completed"
+        for i in range(400, 420):
+            client.live.items.insert_one({"_id": i})
+        time.sleep(1)
+        toxiproxy.request("POST", f"/proxies/{proxy.name}", {"enabled": False})
+        agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "FollowerError"),
+                       "the follower's failure", 30)
+        assert agent.prop(policy, POLICY_IFACE, "Follower") in ("restarting", "starting")
+        for i in range(420, 440):  # written while the follower cannot read
+            client.live.items.insert_one({"_id": i})
+        time.sleep(3)
+        toxiproxy.request("POST", f"/proxies/{proxy.name}", {"enabled": True})
+        agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "following",
+                       "the follower following again", 60)
+        for i in range(440, 460):
+            client.live.items.insert_one({"_id": i})
+        last = max(ts_tuple(e["ts"]) for e in client.local["oplog.rs"].find({}, {"ts": 1}))
+        time.sleep(1.5)
+        agent.call(policy, POLICY_IFACE, "Stop")
+        agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "stopped",
+                       "the follower stopped", 30)
+        checked = json.loads(ctl(agent, "--json", "verify-chain", "pit").stdout)
+        assert checked["damaged"] == 0 and checked["gaps"] == 0, checked
+        target = ferretdb_factory(name="down-target")
+        ctl(agent, "restore", "pit", "--time", f"{last[0]}:{last[1]}", "--to", target.uri,
+            "--ns-include", "live.*", "--wait")
+        assert h.raw_docs(target.client.live.items) == h.raw_docs(client.live.items)
+    finally:
+        proxy.delete()
