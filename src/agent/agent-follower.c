@@ -266,11 +266,13 @@ static bool read_position(const bson_t *doc, const char *key, MsOplogPosition *r
     return true;
 }
 
-static void take_ranges(Follower *f, const bson_t *msg) {
+/* msg's array key of {from, to} positions as (from, to) pairs of microseconds (to the
+ * second); false when it has none. */
+static bool read_ranges(const bson_t *msg, const char *key, uint64_t **ret, size_t *ret_n) {
     bson_iter_t it, arr;
-    if (!bson_iter_init_find(&it, msg, "restorable") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+    if (!bson_iter_init_find(&it, msg, key) || !BSON_ITER_HOLDS_ARRAY(&it) ||
         !bson_iter_recurse(&it, &arr))
-        return;
+        return false;
     uint64_t *v = NULL;
     size_t n = 0;
     while (bson_iter_next(&arr)) {
@@ -287,13 +289,23 @@ static void take_ranges(Follower *f, const bson_t *msg) {
         uint64_t *grown = realloc(v, (n + 1) * 2 * sizeof(*v));
         if (!grown) {
             free(v);
-            return;
+            return false;
         }
         v = grown;
         v[2 * n] = (uint64_t) from.t * 1000000u;
         v[2 * n + 1] = (uint64_t) to.t * 1000000u;
         n++;
     }
+    *ret = v;
+    *ret_n = n;
+    return true;
+}
+
+static void take_ranges(Follower *f, const bson_t *msg) {
+    uint64_t *v;
+    size_t n;
+    if (!read_ranges(msg, "restorable", &v, &n))
+        return;
     free(f->ranges_usec);
     f->ranges_usec = v;
     f->n_ranges = n;
@@ -502,28 +514,10 @@ static void chain_read_message(AgentJob *j, const bson_t *msg) {
         r->damaged = agent_msg_u64(msg, "damaged");
         r->gaps = agent_msg_u64(msg, "gaps");
         r->entries = agent_msg_u64(msg, "entries");
-        bson_iter_t it, arr;
-        if (bson_iter_init_find(&it, msg, "chains") && BSON_ITER_HOLDS_ARRAY(&it) &&
-            bson_iter_recurse(&it, &arr))
-            while (bson_iter_next(&arr)) {
-                const uint8_t *data;
-                uint32_t len;
-                bson_t item;
-                MsOplogPosition from, to;
-                if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
-                    continue;
-                bson_iter_document(&arr, &len, &data);
-                if (!bson_init_static(&item, data, len) || !read_position(&item, "from", &from) ||
-                    !read_position(&item, "to", &to))
-                    continue;
-                uint64_t *g = realloc(r->chains_usec, (r->n_chains + 1) * 2 * sizeof(*g));
-                if (!g)
-                    break;
-                r->chains_usec = g;
-                g[2 * r->n_chains] = (uint64_t) from.t * 1000000u;
-                g[2 * r->n_chains + 1] = (uint64_t) to.t * 1000000u;
-                r->n_chains++;
-            }
+        free(r->chains_usec);
+        r->chains_usec = NULL;
+        r->n_chains = 0;
+        (void) read_ranges(msg, "chains", &r->chains_usec, &r->n_chains);
     }
 }
 

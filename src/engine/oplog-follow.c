@@ -30,9 +30,8 @@
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
 #include "oplog-slice.h"
+#include "oplog-source.h"
 
-#define OPLOG_DB "local"
-#define OPLOG_COLLECTION "oplog.rs"
 #define FOLLOW_SEGMENT_BYTES (1024u * 1024u)
 #define FOLLOW_AWAIT_MS 1000
 /* When the server closes a tailable cursor that found nothing (FerretDB does), wait this long
@@ -68,50 +67,9 @@ static bool cancelled(const Follower *f) {
     return f->o->cancel && *f->o->cancel;
 }
 
-static MsOplogPosition doc_ts(const bson_t *doc) {
-    MsOplogPosition p = {0, 0};
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it))
-        bson_iter_timestamp(&it, &p.t, &p.i);
-    return p;
-}
-
-/* The oldest or newest entry's ts; exists false for an empty or missing oplog. */
 static int oplog_edge(Follower *f, bool newest, bool *ret_exists, MsOplogPosition *ret,
                       MsError *e) {
-    mongoc_collection_t *coll = mongoc_client_get_collection(f->client, OPLOG_DB, OPLOG_COLLECTION);
-    bson_t filter = BSON_INITIALIZER;
-    bson_t *opts = BCON_NEW("sort", "{", "$natural", BCON_INT32(newest ? -1 : 1), "}", "limit",
-                            BCON_INT64(1), "projection", "{", "ts", BCON_INT32(1), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
-    const bson_t *doc;
-    *ret_exists = mongoc_cursor_next(cur, &doc);
-    if (*ret_exists)
-        *ret = doc_ts(doc);
-    bson_error_t berr;
-    int r = 0;
-    if (mongoc_cursor_error(cur, &berr))
-        r = ms_mongo_error(f->mongo, e, &berr, "reading the oplog's edge (local.oplog.rs)");
-    mongoc_cursor_destroy(cur);
-    bson_destroy(opts);
-    mongoc_collection_destroy(coll);
-    return r;
-}
-
-static int oplog_exists(Follower *f, bool *ret, MsError *e) {
-    mongoc_database_t *db = mongoc_client_get_database(f->client, OPLOG_DB);
-    bson_t *opts = BCON_NEW("filter", "{", "name", BCON_UTF8(OPLOG_COLLECTION), "}");
-    mongoc_cursor_t *cur = mongoc_database_find_collections_with_opts(db, opts);
-    const bson_t *doc;
-    *ret = mongoc_cursor_next(cur, &doc);
-    bson_error_t berr;
-    int r = 0;
-    if (mongoc_cursor_error(cur, &berr))
-        r = ms_mongo_error(f->mongo, e, &berr, "looking for the oplog (local.oplog.rs)");
-    mongoc_cursor_destroy(cur);
-    bson_destroy(opts);
-    mongoc_database_destroy(db);
-    return r;
+    return ms_oplog_edge(f->mongo, f->client, newest, ret_exists, ret, e);
 }
 
 /* The server's clock in seconds (hello's localTime); false when it does not say. */
@@ -196,7 +154,7 @@ static int slice_open(Follower *f, SliceWriter *w, MsError *e) {
 }
 
 static int slice_add(Follower *f, SliceWriter *w, const bson_t *doc, MsError *e) {
-    MsOplogPosition ts = doc_ts(doc);
+    MsOplogPosition ts = ms_oplog_entry_position(doc);
     /* The cursor asked for entries after P in order, so an entry at or before the last one
      * read is one read already: FerretDB's tailable cursor sends a partial first batch again
      * on its next getMore. A server never sends an earlier entry later (mongod's oplog
@@ -438,7 +396,7 @@ static void cursor_close(Follower *f) {
 }
 
 static void cursor_open(Follower *f, uint32_t await_ms) {
-    mongoc_collection_t *coll = mongoc_client_get_collection(f->client, OPLOG_DB, OPLOG_COLLECTION);
+    mongoc_collection_t *coll = mongoc_client_get_collection(f->client, MS_OPLOG_DB, MS_OPLOG_COLLECTION);
     bson_t *filter =
         BCON_NEW("ts", "{", "$gt", BCON_TIMESTAMP(f->read.t, f->read.i), "}");
     bson_t *opts = BCON_NEW("tailable", BCON_BOOL(true), "awaitData", BCON_BOOL(true),
@@ -561,7 +519,7 @@ int ms_follow_run(const MsFollowOptions *o, MsFollowResult *ret, MsError *e) {
     }
     bool exists = false;
     if (r == 0)
-        r = oplog_exists(&f, &exists, e);
+        r = ms_oplog_exists(f.mongo, f.client, &exists, e);
     if (r == 0 && !exists)
         r = ms_error_set(e, ENOENT,
                          "the source has no oplog (local.oplog.rs): point-in-time recovery "

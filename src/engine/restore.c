@@ -15,6 +15,7 @@
 #include "mongosnap/mongosnap.h"
 #include "nsmap.h"
 #include "oplog-apply.h"
+#include "oplog-source.h"
 #include "snapshot-source.h"
 
 #define RESTORE_DEFAULT_PARALLEL 4u
@@ -482,13 +483,6 @@ static int spool_next(FILE *spool, uint8_t *buf, bson_t *ret_entry, MsError *e) 
     return 1;
 }
 
-static MsOplogPosition entry_position(const bson_t *entry) {
-    MsOplogPosition pos = {0, 0};
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, entry, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it))
-        bson_iter_timestamp(&it, &pos.t, &pos.i);
-    return pos;
-}
 
 /* A replayer that knows what exists when replay starts: every collection and view of the
  * archive. */
@@ -532,7 +526,7 @@ static int preflight_oplog(RestoreContext *ctx, mongoc_client_t *c, FILE *spool,
     bson_t entry;
     while (r == 0 && (r = spool_next(spool, buf, &entry, e)) == 1) {
         r = 0;
-        if (has_limit && ms_oplog_position_after(entry_position(&entry), limit))
+        if (has_limit && ms_oplog_position_after(ms_oplog_entry_position(&entry), limit))
             break;
         MsOplogPlan plan = {0};
         /* Planning errors are the real pass's to report, with the entry in order. */
@@ -583,7 +577,7 @@ static int replay_oplog(RestoreContext *ctx, mongoc_client_t *c, FILE *spool, bo
     bson_t entry;
     while ((r = spool_next(spool, buf, &entry, e)) == 1) {
         r = 0;
-        MsOplogPosition pos = entry_position(&entry);
+        MsOplogPosition pos = ms_oplog_entry_position(&entry);
         if (has_limit && ms_oplog_position_after(pos, limit))
             break;
         MsOplogPlan plan = {0};
@@ -656,7 +650,7 @@ static int spool_slices(const MsRestoreOptions *o, MsOplogPosition after, FILE *
                 r = ms_error_set(e, EBADMSG, "%s holds a malformed oplog entry", src.archive_name);
                 break;
             }
-            MsOplogPosition pos = entry_position(&entry);
+            MsOplogPosition pos = ms_oplog_entry_position(&entry);
             if (!ms_oplog_position_after(pos, last))
                 continue; /* held by the snapshot or the slice before */
             if (o->has_until && ms_oplog_position_after(pos, o->until))

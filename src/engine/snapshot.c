@@ -21,6 +21,7 @@
 #include "manifest.h"
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
+#include "oplog-source.h"
 #include "nsfilter.h"
 
 /* A segment of this many bytes is written to the archive at once: big enough to keep the
@@ -30,8 +31,6 @@
 #define SNAPSHOT_CANCEL_CHECK_DOCS 1024u
 #define SNAPSHOT_PROGRESS_INTERVAL_MS 500u
 #define SNAPSHOT_MAX_PARALLEL 64u
-#define OPLOG_DB "local"
-#define OPLOG_COLLECTION "oplog.rs"
 
 typedef struct DumpCollection {
     char *db;
@@ -527,45 +526,10 @@ static int compare_by_name(const void *a, const void *b) {
 
 /* ---- oplog ---- */
 
-static int oplog_exists(MsMongo *m, mongoc_client_t *c, bool *ret, MsError *e) {
-    mongoc_database_t *db = mongoc_client_get_database(c, OPLOG_DB);
-    bson_t *opts = BCON_NEW("filter", "{", "name", BCON_UTF8(OPLOG_COLLECTION), "}");
-    mongoc_cursor_t *cur = mongoc_database_find_collections_with_opts(db, opts);
-    const bson_t *doc;
-    *ret = mongoc_cursor_next(cur, &doc);
-    bson_error_t berr;
-    int r = 0;
-    if (mongoc_cursor_error(cur, &berr))
-        r = ms_mongo_error(m, e, &berr, "looking for the oplog (local.oplog.rs)");
-    mongoc_cursor_destroy(cur);
-    bson_destroy(opts);
-    mongoc_database_destroy(db);
-    return r;
-}
-
 /* The newest oplog position: where a point-in-time restore starts replaying. */
 static int oplog_latest(MsMongo *m, mongoc_client_t *c, MsOplogPosition *ret, MsError *e) {
-    mongoc_collection_t *coll = mongoc_client_get_collection(c, OPLOG_DB, OPLOG_COLLECTION);
-    bson_t filter = BSON_INITIALIZER;
-    bson_t *opts = BCON_NEW("sort", "{", "$natural", BCON_INT32(-1), "}", "limit", BCON_INT64(1),
-                            "projection", "{", "ts", BCON_INT32(1), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
-    const bson_t *doc;
-    *ret = (MsOplogPosition){0, 0};
-    int r = 0;
-    if (mongoc_cursor_next(cur, &doc)) {
-        bson_iter_t it;
-        if (bson_iter_init_find(&it, doc, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it))
-            bson_iter_timestamp(&it, &ret->t, &ret->i);
-    }
-    bson_error_t berr;
-    if (mongoc_cursor_error(cur, &berr))
-        r = ms_mongo_error(m, e, &berr, "reading the newest oplog entry");
-    mongoc_cursor_destroy(cur);
-    bson_destroy(opts);
-    bson_destroy(&filter);
-    mongoc_collection_destroy(coll);
-    return r;
+    bool exists;
+    return ms_oplog_edge(m, c, true, &exists, ret, e);
 }
 
 /* Copy every oplog entry after start into the archive's oplog namespace. Entries written
@@ -576,7 +540,7 @@ static int oplog_latest(MsMongo *m, mongoc_client_t *c, MsOplogPosition *ret, Ms
 static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition start,
                          MsOplogPosition *ret_end, uint64_t *ret_entries, uint64_t *ret_left_out,
                          MsError *e) {
-    mongoc_collection_t *coll = mongoc_client_get_collection(c, OPLOG_DB, OPLOG_COLLECTION);
+    mongoc_collection_t *coll = mongoc_client_get_collection(c, MS_OPLOG_DB, MS_OPLOG_COLLECTION);
     bson_t *filter = BCON_NEW("ts", "{", "$gt", BCON_TIMESTAMP(start.t, start.i), "}");
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
     bson_destroy(filter);
@@ -636,7 +600,7 @@ static int oplog_check_not_rolled_over(MsMongo *m, mongoc_client_t *c, MsOplogPo
                                        MsError *e) {
     if (start.t == 0 && start.i == 0)
         return 0;
-    mongoc_collection_t *coll = mongoc_client_get_collection(c, OPLOG_DB, OPLOG_COLLECTION);
+    mongoc_collection_t *coll = mongoc_client_get_collection(c, MS_OPLOG_DB, MS_OPLOG_COLLECTION);
     bson_t *filter = BCON_NEW("ts", BCON_TIMESTAMP(start.t, start.i));
     bson_error_t berr;
     int64_t n = mongoc_collection_count_documents(coll, filter, NULL, NULL, NULL, &berr);
@@ -847,7 +811,7 @@ static int run_connect(SnapshotRun *s, MsError *e) {
              s->server_version, ms_storage_describe(o->storage));
     if (!o->capture_oplog)
         return 0;
-    r = oplog_exists(s->mongo, s->main_client, &s->have_oplog, e);
+    r = ms_oplog_exists(s->mongo, s->main_client, &s->have_oplog, e);
     if (r < 0 || !s->have_oplog)
         return r;
     return oplog_latest(s->mongo, s->main_client, &s->oplog_start, e);

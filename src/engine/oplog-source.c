@@ -1,0 +1,48 @@
+/* The oplog as the snapshot and the follower read it (oplog-source.h). */
+#include "oplog-source.h"
+
+MsOplogPosition ms_oplog_entry_position(const bson_t *entry) {
+    MsOplogPosition p = {0, 0};
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, entry, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it))
+        bson_iter_timestamp(&it, &p.t, &p.i);
+    return p;
+}
+
+int ms_oplog_exists(MsMongo *m, mongoc_client_t *c, bool *ret, MsError *e) {
+    mongoc_database_t *db = mongoc_client_get_database(c, MS_OPLOG_DB);
+    bson_t *opts = BCON_NEW("filter", "{", "name", BCON_UTF8(MS_OPLOG_COLLECTION), "}");
+    mongoc_cursor_t *cur = mongoc_database_find_collections_with_opts(db, opts);
+    const bson_t *doc;
+    *ret = mongoc_cursor_next(cur, &doc);
+    bson_error_t berr;
+    int r = 0;
+    if (mongoc_cursor_error(cur, &berr))
+        r = ms_mongo_error(m, e, &berr, "looking for the oplog (local.oplog.rs)");
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    mongoc_database_destroy(db);
+    return r;
+}
+
+int ms_oplog_edge(MsMongo *m, mongoc_client_t *c, bool newest, bool *ret_exists,
+                  MsOplogPosition *ret, MsError *e) {
+    mongoc_collection_t *coll = mongoc_client_get_collection(c, MS_OPLOG_DB, MS_OPLOG_COLLECTION);
+    bson_t filter = BSON_INITIALIZER;
+    bson_t *opts = BCON_NEW("sort", "{", "$natural", BCON_INT32(newest ? -1 : 1), "}", "limit",
+                            BCON_INT64(1), "projection", "{", "ts", BCON_INT32(1), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+    const bson_t *doc;
+    *ret_exists = mongoc_cursor_next(cur, &doc);
+    *ret = *ret_exists ? ms_oplog_entry_position(doc) : (MsOplogPosition){0, 0};
+    bson_error_t berr;
+    int r = 0;
+    if (mongoc_cursor_error(cur, &berr))
+        r = ms_mongo_error(m, e, &berr,
+                           newest ? "reading the newest oplog entry" : "reading the oldest oplog entry");
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+    mongoc_collection_destroy(coll);
+    return r;
+}
