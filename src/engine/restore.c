@@ -727,6 +727,17 @@ int ms_restore_run(const MsRestoreOptions *o, MsRestoreResult *ret, MsError *e) 
         }
         res.check_usec = ms_now_usec() - check_started;
         log_info("the snapshot checked out whole in %.1f s; restoring", res.check_usec / 1e6);
+    } else if (o->n_slices > 0) {
+        /* A restore to a time: a slice that is damaged or missing means the chain does not
+         * reach the time, which is refused before anything changes (slices are small beside
+         * the snapshot, so reading them twice costs little). */
+        ms_progress_set_phase(p, "check");
+        for (size_t i = 0; r == 0 && i < o->n_slices; i++)
+            r = ms_snapshot_source_precheck_store(o->storage, o->slice_keys[i], o->key, NULL, e);
+        if (r < 0) {
+            ms_error_prefix(e, "nothing was changed in the target: ");
+            goto out;
+        }
     }
     r = o->archive_path
             ? ms_snapshot_source_open_file(o->archive_path, o->manifest_path, o->key, &src, e)

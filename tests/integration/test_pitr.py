@@ -236,6 +236,12 @@ def test_a_damaged_slice_is_found_and_refuses_the_restore(tools, fresh_db, ferre
     assert run.returncode == h.EXIT_CORRUPT, run.describe()
     assert "nothing was dropped or changed" in run.output
     assert LIVE_DB not in target.client.list_database_names()
+    # Without --drop too: the damaged slice is found before the snapshot's documents go in.
+    run = h.run_worker(tools, "restore", "--uri-file", target_uri, "--store", store, "--prefix", PREFIX,
+                       "--time", f"{last[0]}:{last[1]}")
+    assert run.returncode == h.EXIT_CORRUPT, run.describe()
+    assert "nothing was changed in the target" in run.output
+    assert LIVE_DB not in target.client.list_database_names()
 
 
 def test_follower_without_an_oplog_says_so(tools, fresh_db, tmp_path):
