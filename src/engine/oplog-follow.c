@@ -34,9 +34,10 @@
 
 #define FOLLOW_SEGMENT_BYTES (1024u * 1024u)
 #define FOLLOW_AWAIT_MS 1000
-/* When the server closes a tailable cursor that found nothing (FerretDB does), wait this long
- * before asking again: the bound on the follower's added delay. */
-#define FOLLOW_REPOLL_MS 200
+/* After a cursor came back empty, wait this long before asking again: the bound on the delay
+ * the follower adds (small beside SliceSec=, at least 10 s), and the rate of the queries an
+ * idle follower sends (on FerretDB each one scans the whole oplog). */
+#define FOLLOW_REPOLL_MS 500
 
 typedef struct SliceWriter {
     char *archive_key;
@@ -457,10 +458,9 @@ static int read_step(Follower *f, uint32_t await_ms, const bson_t **ret_doc,
      * entries written after it was opened (seen at 1,000 writes/s, where the follower stalled
      * once a first batch left entries for getMore). On mongod an awaitData cursor answers
      * empty only after maxAwaitTimeMS without a write, so this costs one query per idle
-     * second there. A cursor that found nothing at all waits a little before the next try. */
+     * second there. */
     cursor_close(f);
-    if (fresh)
-        sleep_ms(FOLLOW_REPOLL_MS);
+    sleep_ms(FOLLOW_REPOLL_MS);
     return READ_NOTHING;
 }
 
