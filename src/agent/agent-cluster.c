@@ -643,7 +643,26 @@ static void set_follower_lease(Manager *m, ManagerPolicy *p, bool held) {
     manager_emit_policy_changed(m, p);
 }
 
-static void follower_leases(AgentCluster *c, const MsClusterLease *leases, size_t n_leases) {
+/* May this node take a free (or expired) follower lease of p? When NodePriority= ranks the
+ * members, the node beside the best one with a live agent takes it; the others wait, but only
+ * for two leases (that node may not follow: its policy stopped, or its file differs). */
+static bool follower_lease_ours_to_take(AgentCluster *c, ManagerPolicy *p,
+                                        const MsClusterAgent *agents, size_t n_agents,
+                                        uint64_t now) {
+    Manager *m = c->m;
+    _cleanup_free_ char *node = NULL;
+    MsError e = MS_ERROR_INIT;
+    if (choose_node(c, p, agents, n_agents, &node, &e) < 0 || strcmp(node, self(m)) == 0) {
+        p->follower_lease_free_since = 0;
+        return true;
+    }
+    if (!p->follower_lease_free_since)
+        p->follower_lease_free_since = now;
+    return now - p->follower_lease_free_since > 2 * lease_usec(m);
+}
+
+static void follower_leases(AgentCluster *c, const MsClusterLease *leases, size_t n_leases,
+                            const MsClusterAgent *agents, size_t n_agents) {
     Manager *m = c->m;
     uint64_t now = now_usec();
     for (size_t i = 0; i < m->n_policies; i++) {
@@ -668,8 +687,11 @@ static void follower_leases(AgentCluster *c, const MsClusterLease *leases, size_
             continue;
         }
         int r;
+        bool free_or_expired = !l || !l->task || l->expires_usec < now;
         if (mine)
             r = ms_cluster_renew(c->db, key, task, self(m), now, lease_usec(m), &e);
+        else if (free_or_expired && !follower_lease_ours_to_take(c, p, agents, n_agents, now))
+            r = -EBUSY; /* the node NodePriority= prefers takes it */
         else if (!l || !l->task)
             r = ms_cluster_claim(c->db, key, task, self(m), now, lease_usec(m), 0, 0, 0, NULL, NULL,
                                  &e);
@@ -957,7 +979,7 @@ static int poll_once(AgentCluster *c, MsError *e) {
         if (!is_follower_lease(&leases[i]))
             apply_lease(c, &leases[i], agents, n_agents);
     if (r >= 0)
-        follower_leases(c, leases, n_leases);
+        follower_leases(c, leases, n_leases, agents, n_agents);
     if (r >= 0)
         r = publish_dirty(c, e);
     MsClusterCommand *cmds = NULL;

@@ -41,6 +41,7 @@ typedef struct ManagerPolicy {
      * follower per policy in the cluster), renewed at each heartbeat. */
     bool follower_lease;
     uint64_t follower_lease_renewed_usec;
+    uint64_t follower_lease_free_since; /* another node is preferred; it has not taken it yet */
     /* Retention that would remove too much at once is held (nothing removed) until confirmed:
      * what it would remove ("" or NULL: nothing is held), and the confirmation for the next
      * pass (Edit with force). */

@@ -579,3 +579,30 @@ def test_one_follower_per_policy_and_a_takeover_without_a_gap(cluster, tools, fe
                "the restore", timeout=60)
     assert b.prop(path, RESTORE_IFACE, "State") == "completed", b.prop(path, RESTORE_IFACE, "Error")
     assert sorted(d["_id"] for d in target.client.live.items.find()) == list(range(60))
+
+
+def test_the_follower_runs_beside_the_member_node_priority_prefers(cluster, ferretdb):
+    """node-c runs beside the coordination server's only member, the others name members the
+    set does not list. node-a follows first (alone); when it stops, node-b leaves the free lease
+    to node-c, the node NodePriority= prefers."""
+    client = cluster.source.client
+    client.local.create_collection("oplog.rs", capped=True, size=16 * 1024 * 1024)
+    for node, member in zip(NODES, ("db-a.example:27017", "db-b.example:27017", ferretdb.address)):
+        agent_config(cluster[node], node, cluster.store, ferretdb.uri, cluster.database,
+                     member=member)
+        path = cluster[node].write_policy("pit", cluster.source.uri)
+        path.write_text(path.read_text() + "\n[PointInTime]\nEnabled=yes\nSliceSec=10s\n")
+
+    def follower(n):
+        return cluster[n].prop(cluster[n].policy_path("pit"), POLICY_IFACE, "Follower")
+
+    cluster.start("node-a")
+    cluster["node-a"].wait_for(lambda: follower("node-a") == "following", "node-a following", 20)
+    cluster.start("node-b", "node-c")
+    time.sleep(2 * HEARTBEAT)
+    assert (follower("node-b"), follower("node-c")) == ("elsewhere", "elsewhere")
+    assert cluster["node-a"].stop() == 0  # releases the lease
+    c = cluster["node-c"]
+    c.wait_for(lambda: follower("node-c") == "following", "node-c following", timeout=20)
+    time.sleep(2 * HEARTBEAT)
+    assert follower("node-b") == "elsewhere"
