@@ -11,6 +11,7 @@ equal the source's entries in the chain's range).
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import random
 import signal
@@ -409,6 +410,35 @@ def test_point_in_time_on_s3_encrypted(tools, fresh_db, ferretdb_factory, minio,
     chain = h.expect_ok(h.run_worker(tools, "verify-chain", "--store", store, "--prefix", PREFIX,
                                      "--key-file", key, "--json", env=env)).json()
     assert chain["damaged"] == 0 and chain["gaps"] == 0, chain
+
+    # Retention on S3: a later snapshot b, a's objects removed (manifest first): the follower's
+    # next refresh removes the slices that end at or before b's start, manifest and archive.
+    follower = h.start_worker(tools, "follow", "--uri-file", uri, "--store", store, "--prefix", PREFIX,
+                              "--slice-sec", "1", "--key-file", key, "--json", env=env)
+    writer = TimedWriter(source.new_client(), first_id=1000, seed=4)
+    writer.start()
+    try:
+        time.sleep(1.5)
+        h.expect_ok(h.run_worker(tools, "snapshot", "--uri-file", uri, "--store", store, "--prefix",
+                                 PREFIX, "--name", "b", "--key-file", key, env=env))
+        for k in minio.keys(s3_bucket, f"pitr/{PREFIX}/a."):
+            if k.endswith(".manifest.json"):
+                minio.client.delete_object(Bucket=s3_bucket, Key=k)
+        for k in minio.keys(s3_bucket, f"pitr/{PREFIX}/a."):
+            minio.client.delete_object(Bucket=s3_bucket, Key=k)
+        pruned = follower.wait_for_event(lambda e: e.get("event") == "pruned", 40)
+        assert pruned, "no slice was removed on S3"
+    finally:
+        writer.stop()
+        follower.proc.send_signal(signal.SIGTERM)
+        h.expect_ok(follower.finish())
+    b_start = pos(json.loads(minio.client.get_object(
+        Bucket=s3_bucket, Key=f"pitr/{PREFIX}/b.manifest.json")["Body"].read())
+        ["consistency"]["oplog_start"])
+    left = [k for k in minio.keys(s3_bucket, f"pitr/{PREFIX}/oplog/") if k.endswith(".slice.json")]
+    assert left and all(slice_end(k.rsplit("/", 1)[1]) > b_start for k in left), left
+    archives = [k for k in minio.keys(s3_bucket, f"pitr/{PREFIX}/oplog/") if ".oplog" in k]
+    assert len(archives) == len(left), (archives, left)
 
 
 CAMPAIGN_KILLS = int(os.environ.get("MONGOSNAP_FOLLOWER_CAMPAIGN_KILLS", "8"))
