@@ -541,7 +541,9 @@ def test_one_follower_per_policy_and_a_takeover_without_a_gap(cluster, tools, fe
     coll = client.live.items
     for i in range(20):
         coll.insert_one({"_id": i})
-    time.sleep(1.5)
+    # The holder commits a slice (SliceSec=10s) before it dies: the takeover continues from it.
+    agent.wait_for(lambda: agent.prop(agent.policy_path("pit"), POLICY_IFACE, "LastSliceUSec"),
+                   "a committed slice", timeout=20)
     workers = children(agent.proc.pid)
     agent.kill()
     for w in workers:
