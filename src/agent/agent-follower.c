@@ -13,6 +13,7 @@
 #include "agent/agent-follower.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@ typedef enum FollowerState {
     FOLLOWER_FOLLOWING,
     FOLLOWER_RESTARTING,
     FOLLOWER_STOPPING,
+    FOLLOWER_STOPPED, /* its policy is stopped: kept, with what it last reported */
 } FollowerState;
 
 static const char *const follower_state_names[] = {
@@ -41,6 +43,7 @@ static const char *const follower_state_names[] = {
     [FOLLOWER_FOLLOWING] = "following",
     [FOLLOWER_RESTARTING] = "restarting",
     [FOLLOWER_STOPPING] = "stopping",
+    [FOLLOWER_STOPPED] = "stopped",
 };
 
 typedef struct Follower {
@@ -151,6 +154,20 @@ static void set_error(Follower *f, const char *msg) {
 static const AgentJobType follower_job_type;
 static void schedule_restart(Follower *f);
 
+/* Not wanted any more: a follower whose policy is only stopped is kept (stopped), so that its
+ * last slice and the restorable ranges stay shown; any other goes. */
+static void park_or_drop(Follower *f, const ManagerPolicy *p) {
+    Manager *m = f->all->m;
+    f->restart_timer = sd_event_source_disable_unref(f->restart_timer);
+    if (p && !p->removed && !m->stopping && p->settings->pit_enabled &&
+        p->runtime->state == MS_POLICY_STOPPED) {
+        f->state = FOLLOWER_STOPPED;
+        f->restart_now = false;
+        return;
+    }
+    drop(f->all, f);
+}
+
 static int start(Follower *f, MsError *e) {
     Manager *m = f->all->m;
     ManagerPolicy *p = manager_find_policy(m, f->policy);
@@ -220,8 +237,9 @@ static int on_restart_timer(sd_event_source *s, uint64_t usec, void *userdata) {
     Follower *f = userdata;
     f->restart_timer = sd_event_source_disable_unref(f->restart_timer);
     Manager *m = f->all->m;
-    if (!wanted(m, manager_find_policy(m, f->policy))) {
-        drop(f->all, f);
+    ManagerPolicy *p = manager_find_policy(m, f->policy);
+    if (!wanted(m, p)) {
+        park_or_drop(f, p);
         return 0;
     }
     start_or_retry(f);
@@ -368,7 +386,7 @@ static void follower_job_end(AgentJob *j, const AgentJobEnd *end) {
                             "oplog follower of policy %s failed: %s", f->policy, reason);
     }
     if (!wanted(m, p)) {
-        drop(f->all, f);
+        park_or_drop(f, p);
         if (p)
             manager_emit_policy_changed(m, p);
         manager_maybe_finish_shutdown(m);
@@ -398,12 +416,12 @@ static void stop_follower(Follower *f, const char *why, bool restart) {
         announce(f);
         return;
     }
-    /* Waiting to restart: nothing runs. */
+    /* Waiting to restart, or stopped: nothing runs. */
     if (restart) {
         f->restart_timer = sd_event_source_disable_unref(f->restart_timer);
         start_or_retry(f);
     } else
-        drop(f->all, f);
+        park_or_drop(f, manager_find_policy(f->all->m, f->policy));
 }
 
 static void reconcile(Manager *m) {
@@ -417,6 +435,13 @@ static void reconcile(Manager *m) {
         ManagerPolicy *p = manager_find_policy(m, f->policy);
         if (f->state == FOLLOWER_STOPPING)
             continue;
+        if (f->state == FOLLOWER_STOPPED) {
+            if (wanted(m, p))
+                start_or_retry(f); /* the policy was started again */
+            else
+                park_or_drop(f, p);
+            continue;
+        }
         if (!wanted(m, p)) {
             stop_follower(f, p && p->runtime->state == MS_POLICY_STOPPED ? "the policy was stopped"
                              : m->stopping                         ? "the agent is stopping"
@@ -457,6 +482,15 @@ static void followers_policies_loaded(Manager *m) {
 
 static void followers_policy_changed(Manager *m) {
     reconcile(m);
+}
+
+/* The follower reads the snapshots' manifests again at its next slice (SIGUSR1, the worker's
+ * "refresh" signal), so that the restorable ranges include a new snapshot at once rather than
+ * at its next periodic refresh. */
+static void followers_snapshots_changed(Manager *m, const char *policy) {
+    Follower *f = find(m, policy);
+    if (f && f->job.worker)
+        (void) agent_task_kill(f->job.worker, SIGUSR1);
 }
 
 /* ---- ListSlices, VerifyChain ---- */
@@ -646,6 +680,7 @@ const ManagerPart follower_part = {
     .name = "oplog follower",
     .policies_loaded = followers_policies_loaded,
     .policy_changed = followers_policy_changed,
+    .snapshots_changed = followers_snapshots_changed,
     .busy = followers_busy,
     .stop = followers_stop,
     .free_all = followers_free_all,

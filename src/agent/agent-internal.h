@@ -225,6 +225,9 @@ typedef struct ManagerPart {
     void (*policies_loaded)(Manager *m); /* after each load of the policies */
     /* A policy changed (state, settings) or went: what the part runs for it may have to. */
     void (*policy_changed)(Manager *m);
+    /* A snapshot of the policy completed, or retention removed some: what the part knows of
+     * the policy's snapshots is stale. */
+    void (*snapshots_changed)(Manager *m, const char *policy);
     bool (*busy)(const Manager *m);      /* has work queued or running */
     /* Reads or removes this snapshot now: retention and Delete leave it alone. */
     bool (*uses_snapshot)(const Manager *m, const char *snapshot_id);

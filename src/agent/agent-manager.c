@@ -941,8 +941,12 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
     p->task = NULL;
     snapshot_task_free(t);
     manager_coordination->task_finished(m, r);
-    if (state == MS_SNAPSHOT_COMPLETED)
+    if (state == MS_SNAPSHOT_COMPLETED) {
         manager_apply_retention(m, p->settings->name);
+        for (const ManagerPart *const *part = manager_parts; *part; part++)
+            if ((*part)->snapshots_changed)
+                (*part)->snapshots_changed(m, p->settings->name);
+    }
     manager_emit_snapshot_changed(m, r, MANAGER_SNAPSHOT_STATE | MANAGER_SNAPSHOT_PROGRESS);
     manager_emit_policy_changed(m, p);
     if (p->rebuild_token)

@@ -35,11 +35,22 @@ static void on_stop_signal(int sig) {
     worker_cancel_requested = 1;
 }
 
+volatile sig_atomic_t worker_refresh_requested = 0;
+
+/* SIGUSR1: the agent's word that the policy's snapshots changed (the follower reads them
+ * again); no other command has anything to refresh, and none dies of it. */
+static void on_refresh_signal(int sig) {
+    worker_refresh_requested = 1;
+}
+
 static void install_signal_handlers(void) {
     struct sigaction sa = {.sa_handler = on_stop_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    struct sigaction refresh = {.sa_handler = on_refresh_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&refresh.sa_mask);
+    sigaction(SIGUSR1, &refresh, NULL);
     /* A parent that stops reading progress must not kill the task. */
     signal(SIGPIPE, SIG_IGN);
 }

@@ -210,7 +210,9 @@ static void ranges_on_slice(void *userdata, const MsSliceRef *slice) {
         rr->slices[rr->n_slices++] = ref;
         qsort(rr->slices, rr->n_slices, sizeof(*rr->slices), compare_refs);
     }
-    if (!slice || ++rr->since_refresh >= RANGES_SNAPSHOT_REFRESH) {
+    bool asked = worker_refresh_requested;
+    worker_refresh_requested = 0;
+    if (!slice || asked || ++rr->since_refresh >= RANGES_SNAPSHOT_REFRESH) {
         Snapshots fresh = {0};
         if (load_snapshots(rr->storage, rr->prefix, &fresh, &e) < 0) {
             log_warning("cannot read the snapshots' manifests (restorable ranges not updated): %s",

@@ -17,6 +17,8 @@
 #include "storage/storage.h"
 
 extern volatile sig_atomic_t worker_cancel_requested;
+/* SIGUSR1: the policy's snapshots changed (follow reads their manifests again). */
+extern volatile sig_atomic_t worker_refresh_requested;
 
 typedef struct Args {
     const char *command;

@@ -72,6 +72,10 @@ def test_follower_runs_with_the_policy_and_restores_to_a_time(agent, fresh_db, f
     slices = sorted((agent.store / "pit" / "oplog").glob("*.slice.json"))
     ends = [slice_end(s.name) for s in slices if "-idle" not in s.name]
     assert ends and max(ends) == last, (slices, last)
+    # Stopped, it still shows what it last reported.
+    stopped_ranges = agent.prop(policy, POLICY_IFACE, "Restorable")
+    assert stopped_ranges and stopped_ranges[-1][1] // 1_000_000 == last[0], stopped_ranges
+    assert agent.prop(policy, POLICY_IFACE, "LastSliceUSec") > 0
 
     agent.call(policy, POLICY_IFACE, "Start")
     agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Restorable"), "restorable ranges", 30)
