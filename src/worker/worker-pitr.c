@@ -73,9 +73,19 @@ static int load_snapshots(MsStorage *st, const char *prefix, Snapshots *ret, MsE
         size_t len = 0;
         MsManifest m = {0};
         MsError me = MS_ERROR_INIT;
-        if (ms_storage_get(st, key, SNAPSHOT_MANIFEST_MAX, &json, &len, &me) < 0 ||
-            ms_manifest_parse(json, len, &m, &me) < 0) {
-            /* One unreadable manifest does not hide the others; verify and scan report it. */
+        int g = ms_storage_get(st, key, SNAPSHOT_MANIFEST_MAX, &json, &len, &me);
+        if (g == -ENOENT)
+            continue; /* removed since the listing */
+        if (g < 0) {
+            /* A manifest that could not be read now (the store's error) is not one that is
+             * gone: planning and, above all, the retention of slices must not go on without
+             * it, or the slices it needs could be removed. */
+            *e = me;
+            r = g;
+            break;
+        }
+        if (ms_manifest_parse(json, len, &m, &me) < 0) {
+            /* Damaged: that snapshot cannot be restored; verify and scan report it. */
             log_warning("%s: %s (left out of point-in-time planning)", key, me.message);
             continue;
         }
