@@ -169,4 +169,101 @@ static void test_retention_at_start_keeps_the_newest_by_start_order(void) {
     ASSERT(system(cmd) == 0);
 }
 
-MS_TEST_MAIN(TEST_CASE(test_retention_at_start_keeps_the_newest_by_start_order))
+/* MaxAge= is the one rule the clock alone triggers: the manager arms a timer for the next
+ * expiry, and when it fires the snapshot is expired and removed with no other event. Two
+ * snapshots of a policy with MaxAge=3s: the older expires about 2 s after the start (the newer,
+ * the newest, is kept by the safety rule whatever its age). */
+static void test_max_age_timer_expires_without_another_event(void) {
+    snprintf(root, sizeof(root), "/tmp/mongosnap-test-maxage-%d", (int) getpid());
+    char path[256], text[512], store[128];
+    ASSERT(mkdir(root, 0700) == 0);
+    snprintf(path, sizeof(path), "%s/policies.d", root);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/state", root);
+    mkdir(path, 0700);
+    snprintf(store, sizeof(store), "%s/store", root);
+    mkdir(store, 0755);
+    snprintf(path, sizeof(path), "%s/mongosnap.conf", root);
+    write_file(path, "[Agent]\nNode=node-a\n");
+    snprintf(path, sizeof(path), "%s/policies.d/p.conf", root);
+    snprintf(text, sizeof(text),
+             "[Policy]\nSource=mongodb://127.0.0.1:1/\nStore=%s\n\n[Retention]\nMaxAge=3s\n",
+             store);
+    write_file(path, text);
+    MsCatalog *c = NULL;
+    MsError e = MS_ERROR_INIT;
+    snprintf(path, sizeof(path), "%s/state/%s", root, MS_CATALOG_FILE_NAME);
+    ASSERT_OK(ms_catalog_open(path, &c, &e));
+    MsPolicyRuntime rt = {.name = (char *) "p", .state = MS_POLICY_ACTIVE, .last_seq = 2};
+    ASSERT_OK(ms_catalog_set_policy(c, &rt, &e));
+    uint64_t now = ms_realtime_usec();
+    for (int i = 1; i <= 2; i++) {
+        char id[32], archive[64], manifest[64];
+        snprintf(id, sizeof(id), "p-%d", i);
+        snprintf(archive, sizeof(archive), "%s.archive.zst", id);
+        snprintf(manifest, sizeof(manifest), "%s.manifest.json", id);
+        snprintf(path, sizeof(path), "%s/%s", store, archive);
+        write_file(path, "archive");
+        snprintf(path, sizeof(path), "%s/%s", store, manifest);
+        write_file(path, "{}");
+        uint64_t finished = now - (i == 1 ? 1000000u : 0u);
+        MsSnapshotRecord rec = {
+            .id = id,
+            .node = (char *) "node-a",
+            .policy = (char *) "p",
+            .archive_key = archive,
+            .manifest_key = manifest,
+            .store = store,
+            .state = MS_SNAPSHOT_COMPLETED,
+            .created_usec = finished - 1000000u,
+            .started_usec = finished - 1000000u,
+            .finished_usec = finished,
+            .seq = (uint64_t) i,
+            .origin = MS_SNAPSHOT_ORIGIN_SCHEDULED,
+            .progress_pct = 100,
+        };
+        ASSERT_OK(ms_catalog_insert_snapshot(c, &rec, &e));
+    }
+    ms_catalog_close(c);
+
+    char policies[128], state[128], config[128], timers[128];
+    snprintf(policies, sizeof(policies), "%s/policies.d", root);
+    snprintf(state, sizeof(state), "%s/state", root);
+    snprintf(config, sizeof(config), "%s/mongosnap.conf", root);
+    snprintf(timers, sizeof(timers), "%s/timers", root);
+    ASSERT(ms_test_block_sigchld() == 0);
+    sd_event *ev = NULL;
+    ASSERT(sd_event_new(&ev) >= 0);
+    ManagerOptions o = {.config_path = config,
+                        .policy_directory = policies,
+                        .state_directory = state,
+                        .worker_path = "/bin/false",
+                        .timer_directory = timers};
+    Manager *m = NULL;
+    ASSERT_OK(manager_new(ev, &o, &m, &e));
+    ASSERT_OK(manager_reload_policies(m, &e));
+    /* At once: nothing is old enough. */
+    ASSERT_EQ_INT(manager_find_snapshot(m, "p-1")->state, MS_SNAPSHOT_COMPLETED);
+    ASSERT(manager_find_snapshot(m, "p-1")->expire_usec > ms_realtime_usec());
+    /* The loop alone, no other event: the timer fires about 2 s from now. */
+    uint64_t deadline = ms_monotonic_usec() + 8000000u;
+    while (ms_monotonic_usec() < deadline &&
+           manager_find_snapshot(m, "p-1")->state == MS_SNAPSHOT_COMPLETED)
+        (void) sd_event_run(ev, 200000u);
+    uint64_t waited = ms_monotonic_usec() - (deadline - 8000000u);
+    ASSERT_EQ_INT(manager_find_snapshot(m, "p-1")->state, MS_SNAPSHOT_EXPIRED);
+    ASSERT_EQ_INT(manager_find_snapshot(m, "p-2")->state, MS_SNAPSHOT_COMPLETED);
+    ASSERT(waited >= 1000000u); /* not at once: when it was due */
+    snprintf(path, sizeof(path), "%s/p-1.archive.zst", store);
+    ASSERT(!exists(path));
+    snprintf(path, sizeof(path), "%s/p-2.archive.zst", store);
+    ASSERT(exists(path));
+    manager_free(m);
+    sd_event_unref(ev);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+    ASSERT(system(cmd) == 0);
+}
+
+MS_TEST_MAIN(TEST_CASE(test_retention_at_start_keeps_the_newest_by_start_order),
+             TEST_CASE(test_max_age_timer_expires_without_another_event))
