@@ -138,10 +138,15 @@ int ms_slices_list(MsStorage *s, const char *prefix, MsSliceRef **ret, size_t *r
         ms_slices_free(out, k);
         return r;
     }
-    qsort(out, k, sizeof(*out), compare_slices);
+    ms_slices_sort(out, k);
     *ret = out;
     *ret_n = k;
     return 0;
+}
+
+void ms_slices_sort(MsSliceRef *slices, size_t n) {
+    if (n > 1)
+        qsort(slices, n, sizeof(*slices), compare_slices);
 }
 
 void ms_slices_free(MsSliceRef *slices, size_t n) {

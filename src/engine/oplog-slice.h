@@ -45,6 +45,8 @@ void ms_oplog_position_format(MsOplogPosition p, char buf[MS_SLICE_POSITION_LEN 
 /* Every slice manifest under prefix's slice directory, sorted by start then end. */
 int ms_slices_list(MsStorage *s, const char *prefix, MsSliceRef **ret, size_t *ret_n, MsError *e);
 void ms_slices_free(MsSliceRef *slices, size_t n);
+/* In the order every function here expects: by start, then end. */
+void ms_slices_sort(MsSliceRef *slices, size_t n);
 /* Remove a slice: its manifest first (so nothing half-removed looks whole), then the archive
  * the manifest names. A missing slice is not an error. */
 int ms_slice_remove(MsStorage *s, const char *manifest_key, MsError *e);

@@ -811,7 +811,7 @@ static int read_object(MsStorage *st, const char *key, char **ret, size_t *ret_l
     return 0;
 }
 
-static bool has_suffix(const char *s, const char *suffix) {
+bool worker_has_suffix(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
@@ -871,7 +871,7 @@ static size_t archive_stem(const char *key) {
     static const char *const suffixes[] = {
         MONGOSNAP_ARCHIVE_SUFFIX ".zst", MONGOSNAP_ARCHIVE_SUFFIX ".gz", MONGOSNAP_ARCHIVE_SUFFIX};
     for (size_t i = 0; i < ELEMENTSOF(suffixes); i++)
-        if (has_suffix(key, suffixes[i]))
+        if (worker_has_suffix(key, suffixes[i]))
             return strlen(key) - strlen(suffixes[i]);
     return 0;
 }
@@ -929,7 +929,7 @@ static int run_scan(Args *a, MsProgress *p) {
     if (r >= 0 && n > 1)
         qsort(objects, n, sizeof(*objects), compare_object_keys);
     for (size_t i = 0; r >= 0 && i < n && !worker_cancel_requested; i++)
-        if (has_suffix(objects[i].key, MONGOSNAP_MANIFEST_SUFFIX))
+        if (worker_has_suffix(objects[i].key, MONGOSNAP_MANIFEST_SUFFIX))
             scan_one(storage, objects[i].key, p, &found, &problems);
     if (r >= 0 && !worker_cancel_requested)
         report_orphans(objects, n, p, &orphans);

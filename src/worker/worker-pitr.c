@@ -19,11 +19,6 @@
 #define DEFAULT_SLICE_SEC 60u
 #define SNAPSHOT_MANIFEST_MAX (16u * 1024u * 1024u)
 
-static bool has_suffix(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 static int need_prefix(const Args *a) {
     if (a->prefix && a->prefix[0])
         return 0;
@@ -67,7 +62,7 @@ static int load_snapshots(MsStorage *st, const char *prefix, Snapshots *ret, MsE
         r = ms_error_oom(e);
     for (size_t i = 0; r == 0 && i < n; i++) {
         const char *key = objs[i].key;
-        if (!has_suffix(key, MONGOSNAP_MANIFEST_SUFFIX) || strchr(key + strlen(dir), '/'))
+        if (!worker_has_suffix(key, MONGOSNAP_MANIFEST_SUFFIX) || strchr(key + strlen(dir), '/'))
             continue;
         _cleanup_free_ char *json = NULL;
         size_t len = 0;
@@ -128,17 +123,9 @@ typedef struct RangesReporter {
     size_t n_slices, cap_slices;
     Snapshots snaps;
     unsigned since_refresh;
+    bool snaps_loaded; /* read at the start already: the first report needs no second read */
     bool broken; /* a listing failed: nothing more is reported rather than something wrong */
 } RangesReporter;
-
-static int compare_refs(const void *x, const void *y) {
-    const MsSliceRef *a = x, *b = y;
-    if (ms_oplog_position_after(a->start, b->start))
-        return 1;
-    if (ms_oplog_position_after(b->start, a->start))
-        return -1;
-    return ms_oplog_position_after(a->end, b->end) ? 1 : ms_oplog_position_after(b->end, a->end) ? -1 : 0;
-}
 
 /* Retention of slices, by the follower (the slice directory's one writer): those that end at
  * or before the oldest point-in-time snapshot's start are needed by no restorable range. The
@@ -218,11 +205,12 @@ static void ranges_on_slice(void *userdata, const MsSliceRef *slice) {
             return;
         }
         rr->slices[rr->n_slices++] = ref;
-        qsort(rr->slices, rr->n_slices, sizeof(*rr->slices), compare_refs);
+        ms_slices_sort(rr->slices, rr->n_slices);
     }
     bool asked = worker_refresh_requested;
     worker_refresh_requested = 0;
-    if (!slice || asked || ++rr->since_refresh >= RANGES_SNAPSHOT_REFRESH) {
+    if ((!slice && !rr->snaps_loaded) || asked ||
+        (slice && ++rr->since_refresh >= RANGES_SNAPSHOT_REFRESH)) {
         Snapshots fresh = {0};
         if (load_snapshots(rr->storage, rr->prefix, &fresh, &e) < 0) {
             log_warning("cannot read the snapshots' manifests (restorable ranges not updated): %s",
@@ -272,18 +260,17 @@ int worker_run_follow(Args *a, MsProgress *p) {
         .progress = p,
         .cancel = &worker_cancel_requested,
     };
-    /* A new chain may begin at the newest snapshot's end (oplog-follow.h). */
-    Snapshots snaps = {0};
+    /* A new chain may begin at the newest snapshot's end (oplog-follow.h); the snapshots read
+     * for it are the reporter's first ones too. */
     MsError se = MS_ERROR_INIT;
-    if (load_snapshots(storage, a->prefix, &snaps, &se) == 0)
-        for (size_t i = 0; i < snaps.n; i++)
-            if (snaps.snaps[i].point_in_time &&
-                (!o.has_chain_start_hint ||
-                 ms_oplog_position_after(snaps.snaps[i].end, o.chain_start_hint))) {
-                o.chain_start_hint = snaps.snaps[i].end;
-                o.has_chain_start_hint = true;
-            }
-    snapshots_clear(&snaps);
+    rr.snaps_loaded = load_snapshots(storage, a->prefix, &rr.snaps, &se) == 0;
+    for (size_t i = 0; i < rr.snaps.n; i++)
+        if (rr.snaps.snaps[i].point_in_time &&
+            (!o.has_chain_start_hint ||
+             ms_oplog_position_after(rr.snaps.snaps[i].end, o.chain_start_hint))) {
+            o.chain_start_hint = rr.snaps.snaps[i].end;
+            o.has_chain_start_hint = true;
+        }
     MsFollowResult res = {0};
     MsError e = MS_ERROR_INIT;
     int r = ms_follow_run(&o, &res, &e);

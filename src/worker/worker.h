@@ -64,6 +64,7 @@ typedef struct Args {
 } Args;
 
 int worker_open_store(const Args *a, MsStorage **ret);
+bool worker_has_suffix(const char *s, const char *suffix);
 int worker_exit_code_for(int r);
 int worker_stopped_instead(int r, MsError *e);
 void worker_report_result(MsProgress *p, const Args *a, int r, const MsError *e, bson_t *fields);

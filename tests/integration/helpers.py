@@ -251,6 +251,13 @@ def store_files(store: Path) -> List[str]:
     return sorted(p[2:] if p.startswith("./") else p for p in out)
 
 
+def slice_end(name: str) -> tuple:
+    """The end position an oplog slice manifest's name gives ("<start>-<end>[-idle].slice.json")."""
+    end = name.split("-")[1].split(".slice")[0]
+    t, i = end.split(".")
+    return int(t), int(i)
+
+
 def oplog_position(value) -> tuple:
     """(t, i) of a manifest position ({"$timestamp": {"t", "i"}}) or a bson Timestamp."""
     if isinstance(value, Timestamp):

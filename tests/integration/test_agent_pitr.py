@@ -34,11 +34,6 @@ def make_source(server):
     return server
 
 
-def slice_end(name: str) -> tuple:
-    """The end position a slice manifest's name gives ("<start>-<end>.slice.json")."""
-    end = name.split("-")[1].split(".slice")[0]
-    t, i = end.split(".")
-    return int(t), int(i)
 
 
 def iso(t: int) -> str:
@@ -70,7 +65,7 @@ def test_follower_runs_with_the_policy_and_restores_to_a_time(agent, fresh_db, f
     agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "stopped",
                    "the follower stopped", 30)
     slices = sorted((agent.store / "pit" / "oplog").glob("*.slice.json"))
-    ends = [slice_end(s.name) for s in slices if "-idle" not in s.name]
+    ends = [h.slice_end(s.name) for s in slices if "-idle" not in s.name]
     assert ends and max(ends) == last, (slices, last)
     # Stopped, it still shows what it last reported.
     stopped_ranges = agent.prop(policy, POLICY_IFACE, "Restorable")

@@ -209,15 +209,6 @@ static uint32_t rnd(uint32_t n) {
     return (uint32_t) (rng_state % n);
 }
 
-static int cmp_ref(const void *x, const void *y) {
-    const MsSliceRef *a = x, *b = y;
-    if (ms_oplog_position_after(a->start, b->start))
-        return 1;
-    if (ms_oplog_position_after(b->start, a->start))
-        return -1;
-    return ms_oplog_position_after(a->end, b->end) ? 1 : ms_oplog_position_after(b->end, a->end) ? -1 : 0;
-}
-
 /* The reference: keep jumping to the farthest end of any slice holding the next entry. */
 static MsOplogPosition reference_reach(const MsSliceRef *s, size_t n, MsOplogPosition from) {
     MsOplogPosition cur = from;
@@ -267,7 +258,7 @@ static void random_chains(void) {
             if (ms_oplog_position_after(s[k].end, r))
                 s[k] = s[--n], k--;
         }
-        qsort(s, n, sizeof(*s), cmp_ref);
+        ms_slices_sort(s, n);
 
         MsOplogPosition from = pos[rnd((uint32_t) n_pos)];
         MsOplogPosition reach;
