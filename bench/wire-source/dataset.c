@@ -679,13 +679,13 @@ void ws_append_id(const WsCollection *c, uint64_t i, bson_t *b, const char *key)
 
 /* ---- generation ---- */
 
-static void generate(WsCollection *c, size_t which, double scale) {
+static void generate(WsCollection *c, size_t which, double scale, double pool_scale) {
     Rng r;
     char seed[96];
     snprintf(seed, sizeof(seed), "mongosnap-bench/%s.%s", c->db, c->name);
     rng_seed_str(&r, seed);
     Text t = {0};
-    uint64_t target = (uint64_t) (c->target_mib * MIB * (scale < 1 ? scale : 1));
+    uint64_t target = (uint64_t) (c->target_mib * MIB * (scale < pool_scale ? scale : pool_scale));
     size_t cap = (size_t) target + (1u << 20), len = 0, n_cap = 1024;
     c->pool = malloc(cap);
     c->offsets = malloc(n_cap * sizeof(uint64_t));
@@ -715,7 +715,7 @@ static void generate(WsCollection *c, size_t which, double scale) {
     free(t.p);
     c->offsets[n] = len;
     c->pool_n = n;
-    c->n = scale > 1 ? (uint64_t) ((double) n * scale + 0.5) : n;
+    c->n = scale > pool_scale ? (uint64_t) ((double) n * scale / pool_scale + 0.5) : n;
     /* Every copy of the pool has the same bytes, so the total is whole copies plus a head. */
     uint64_t copies = c->n / n, rest = c->n % n;
     c->bytes = copies * len + c->offsets[rest];
@@ -723,18 +723,18 @@ static void generate(WsCollection *c, size_t which, double scale) {
 
 typedef struct {
     WsCollection *c;
-    double scale;
+    double scale, pool_scale;
     atomic_size_t next;
 } GenJob;
 
 static void *gen_thread(void *userdata) {
     GenJob *j = userdata;
     for (size_t k; (k = atomic_fetch_add(&j->next, 1)) < DATASET_N;)
-        generate(&j->c[k], k, j->scale);
+        generate(&j->c[k], k, j->scale, j->pool_scale);
     return NULL;
 }
 
-WsCollection *ws_dataset_new(double scale, size_t *ret_n) {
+WsCollection *ws_dataset_new(double scale, double pool_scale, size_t *ret_n) {
     words_init();
     WsCollection *c = calloc(DATASET_N, sizeof(*c));
     if (!c)
@@ -746,7 +746,7 @@ WsCollection *ws_dataset_new(double scale, size_t *ret_n) {
         c[k].target_mib = DATASET[k].mib;
         c[k].id_len = id_len_of(&c[k]);
     }
-    GenJob j = {.c = c, .scale = scale};
+    GenJob j = {.c = c, .scale = scale, .pool_scale = pool_scale};
     pthread_t th[2];
     for (int k = 0; k < 2; k++)
         pthread_create(&th[k], NULL, gen_thread, &j);

@@ -1,8 +1,8 @@
 /* The benchmark dataset as wire-source serves it: the collections, shapes and sizes of
  * bench/lib/benchdata.py (engine-bench's dataset), generated in C from per-collection seeds.
  *
- * A collection at scale S <= 1 is a pool of generated documents of S x its target size. Above
- * 1 the pool stays at scale 1 and document i is pool document i % pool_n with its _id
+ * A collection at scale S <= P (the pool scale, 1 unless told) is a pool of generated
+ * documents of S x its target size. Above P the pool stays at scale P and document i is pool document i % pool_n with its _id
  * replaced by id(i): the _id is the first field and has a fixed width per collection, so the
  * server copies the pool bytes and writes the new _id over the old one (memory speed, no
  * storage that grows with S). _ids grow with i in BSON order, so `sort: {_id: 1}` is index
@@ -36,7 +36,7 @@ typedef struct WsCollection {
 } WsCollection;
 
 /* Generates every collection's pool for `scale` (2 threads); returns the array. */
-WsCollection *ws_dataset_new(double scale, size_t *ret_n);
+WsCollection *ws_dataset_new(double scale, double pool_scale, size_t *ret_n);
 void ws_dataset_free(WsCollection *c, size_t n);
 
 /* The BSON bytes of document i (i < c->n) into out (at least ws_doc_len(c, i) bytes). */

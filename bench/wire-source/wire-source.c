@@ -9,9 +9,10 @@
  * drop, insert, endSessions, ...). Anything else is refused with CommandNotFound and logged,
  * so a benchmark never silently measures a command that did nothing.
  *
- *   wire-source [--bind ADDR] [--port N] [--port-file FILE] [--scale S] [--target]
+ *   wire-source [--bind ADDR] [--port N] [--port-file FILE] [--scale S] [--pool-scale P] [--target]
  *
- * Source mode (default) serves the dataset at scale S; --target serves no data and accepts
+ * Source mode (default) serves the dataset at scale S (S x 220 MiB of BSON; above P, default 1,
+ * copies of a pool of scale P with new _ids, so memory stays at P x 220 MiB); --target serves no data and accepts
  * writes. Both answer {benchDigest: 1} on admin: per namespace the document count, the BSON
  * bytes and an order-independent hash (the sum of every document's XXH3-64), so a benchmark
  * checks that what a restore inserted is what a snapshot read. {benchReset: 1} forgets what a
@@ -1029,18 +1030,18 @@ static void *signal_main(void *userdata) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: wire-source [--bind ADDR] [--port N] [--port-file FILE] [--scale S] [--target]\n"
+    fprintf(f, "usage: wire-source [--bind ADDR] [--port N] [--port-file FILE] [--scale S] [--pool-scale P] [--target]\n"
                "A benchmark source speaking the MongoDB wire protocol (not a database).\n");
 }
 
 int main(int argc, char **argv) {
     const char *bind_addr = "127.0.0.1", *port_file = NULL;
     int port = 0;
-    double scale = 1;
+    double scale = 1, pool_scale = 1;
     static const struct option opts[] = {
         {"bind", required_argument, NULL, 'b'}, {"port", required_argument, NULL, 'p'},
         {"port-file", required_argument, NULL, 'f'}, {"scale", required_argument, NULL, 's'},
-        {"target", no_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'}, {0},
+        {"pool-scale", required_argument, NULL, 'P'}, {"target", no_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'}, {0},
     };
     for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         char *endp;
@@ -1058,6 +1059,13 @@ int main(int argc, char **argv) {
             scale = strtod(optarg, &endp);
             if (*endp || !(scale > 0 && scale <= 1000)) {
                 fprintf(stderr, "wire-source: --scale %s: expected a number above 0, at most 1000\n", optarg);
+                return 2;
+            }
+            break;
+        case 'P':
+            pool_scale = strtod(optarg, &endp);
+            if (*endp || !(pool_scale > 0 && pool_scale <= 1)) {
+                fprintf(stderr, "wire-source: --pool-scale %s: expected a number above 0, at most 1\n", optarg);
                 return 2;
             }
             break;
@@ -1082,7 +1090,7 @@ int main(int argc, char **argv) {
     pthread_create(&sig_thread, NULL, signal_main, &set);
 
     if (!g_target) {
-        g_colls = ws_dataset_new(scale, &g_n_colls);
+        g_colls = ws_dataset_new(scale, pool_scale, &g_n_colls);
         uint64_t docs = 0, bytes = 0;
         for (size_t k = 0; k < g_n_colls; k++) {
             docs += g_colls[k].n;

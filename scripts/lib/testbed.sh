@@ -40,6 +40,7 @@ MS_PACKAGES=(
   meson ninja-build pkg-config gcc
   libmongoc-dev libbson-dev libsystemd-dev libcurl4-openssl-dev libinih-dev
   libsqlite3-dev libzstd-dev libssl-dev zlib1g-dev
+  libxxhash-dev                 # bench/wire-source (built with the tests)
   zstd dbus systemd clang-format python3-venv
   clang libclang-rt-14-dev      # libFuzzer + sanitizer runtimes (scripts/fuzz, tests/fuzz)
   libglib2.0-bin
@@ -289,6 +290,30 @@ ms_make_venv() (
   printf '%s\n' "$want" >"$MS_VENV/.mongosnap-stamp"
   ms_log "venv ready: $MS_VENV"
 )
+
+# The release build the benchmarks share (build-bench): set up if missing, otherwise only the
+# options they need switched on. tests=true builds the bench tools (bench/wire-source,
+# bench/pipeline-bound, the S3 command-line client); werror=false because GCC 12 at -O3 reports
+# maybe-uninitialized and format-truncation warnings the -O2 development builds do not.
+# Prints the directory's name.
+ms_bench_build() {
+  local dir=build-bench opts
+  if [[ ! -f $MS_REPO_ROOT/$dir/build.ninja ]]; then
+    meson setup "$MS_REPO_ROOT/$dir" --buildtype=release -Db_sanitize=none -Dtests=true -Dwerror=false >/dev/null
+  else
+    opts=$(meson introspect --buildoptions "$MS_REPO_ROOT/$dir" | "$MS_VENV/bin/python" -c '
+import json, sys
+o = {x["name"]: x["value"] for x in json.load(sys.stdin)}
+want = {"buildtype": "release", "b_sanitize": "none", "tests": True, "werror": False}
+print(" ".join(f"-D{k}={str(v).lower()}" for k, v in want.items() if o.get(k) != v))')
+    if [[ -n $opts ]]; then
+      ms_log "reconfiguring $dir: $opts"
+      # shellcheck disable=SC2086
+      meson configure "$MS_REPO_ROOT/$dir" $opts >/dev/null
+    fi
+  fi
+  printf '%s\n' "$dir"
+}
 
 # ---- running FerretDB --------------------------------------------------------
 ms_free_port() {
