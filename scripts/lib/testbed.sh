@@ -39,7 +39,7 @@ MS_REQUIREMENTS=$MS_REPO_ROOT/tests/integration/requirements.txt
 MS_PACKAGES=(
   meson ninja-build pkg-config gcc
   libmongoc-dev libbson-dev libsystemd-dev libcurl4-openssl-dev libinih-dev
-  libsqlite3-dev libzstd-dev libssl-dev zlib1g-dev
+  libsqlite3-dev libzstd-dev libssl-dev zlib1g-dev liblzma-dev
   libxxhash-dev                 # bench/wire-source (built with the tests)
   zstd dbus systemd clang-format python3-venv
   clang libclang-rt-14-dev      # libFuzzer + sanitizer runtimes (scripts/fuzz, tests/fuzz)

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bson-check.h"
 #include "crc64.h"
 
 /* First size of the read buffer; it grows to the largest document met (at most
@@ -252,11 +253,13 @@ static int read_item(MsArchiveReader *r, const ReaderNamespace *ns, const char *
     bson_t doc;
     size_t err_offset = 0;
     /* bson_init_static checks the trailing zero; bson_validate walks every element, nested ones
-     * too, so a damaged document fails here rather than in whoever consumes it. */
+     * too, so a damaged document fails here rather than in whoever consumes it. The fast check
+     * settles the common documents first (a quarter of a restore's CPU went to bson_validate's
+     * UTF-8 check of every key); whatever it does not vouch for, bson_validate decides. */
     if (!bson_init_static(&doc, data, word))
         return reader_corrupt(r, e, item_namespace_name(name, ns), item->offset,
                               "%s of %" PRIu32 " bytes does not end with a zero byte", what, word);
-    if (!bson_validate(&doc, BSON_VALIDATE_NONE, &err_offset))
+    if (!ms_bson_check_fast(data, word) && !bson_validate(&doc, BSON_VALIDATE_NONE, &err_offset))
         return reader_corrupt(r, e, item_namespace_name(name, ns), item->offset,
                               "%s of %" PRIu32
                               " bytes is not valid BSON (damage near its byte %zu)",
