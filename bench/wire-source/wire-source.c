@@ -510,7 +510,18 @@ static bool filter_range(const WsCollection *c, const bson_t *filter, uint64_t *
                     *hi = v;
                 else if (strcmp(o, "$lte") == 0 && (v = ws_lower_bound(c, &op, 1)) < *hi)
                     *hi = v;
-                else if (strcmp(o, "$gte") && strcmp(o, "$gt") && strcmp(o, "$lt") && strcmp(o, "$lte"))
+                else if (strcmp(o, "$not") == 0) {
+                    /* {$not: {$gte: v}}: a split snapshot's first part (every _id here has
+                     * one type, so "not >= v" is "< v") */
+                    bson_iter_t inner;
+                    if (!BSON_ITER_HOLDS_DOCUMENT(&op) || !bson_iter_recurse(&op, &inner) ||
+                        !bson_iter_next(&inner) || strcmp(bson_iter_key(&inner), "$gte") != 0)
+                        return false;
+                    if ((v = ws_lower_bound(c, &inner, 0)) < *hi)
+                        *hi = v;
+                    if (bson_iter_next(&inner))
+                        return false;
+                } else if (strcmp(o, "$gte") && strcmp(o, "$gt") && strcmp(o, "$lt") && strcmp(o, "$lte"))
                     return false;
             }
         }

@@ -31,6 +31,9 @@ typedef struct WriterNamespace {
     char *collection;
     bool timeseries;
     WriterNamespaceState state;
+    /* The CRC-64 of the namespace's documents in the order their segments reached the archive
+     * (segments from several threads chained with ms_crc64_combine): what its EOF must carry. */
+    uint64_t crc;
 } WriterNamespace;
 
 struct MsArchiveWriter {
@@ -386,8 +389,9 @@ static int check_document_framing(const char *db, const char *collection, const 
     return 0;
 }
 
-int ms_archive_writer_write_segment(MsArchiveWriter *w, const char *db, const char *collection,
-                                    const uint8_t *docs, size_t len, MsError *e) {
+int ms_archive_writer_write_segment_crc(MsArchiveWriter *w, const char *db,
+                                        const char *collection, const uint8_t *docs, size_t len,
+                                        uint64_t crc, MsError *e) {
     if (!w || !collection || (len > 0 && !docs))
         return ms_error_set(e, EINVAL, "invalid arguments to ms_archive_writer_write_segment()");
     db = str_or_empty(db);
@@ -412,8 +416,22 @@ int ms_archive_writer_write_segment(MsArchiveWriter *w, const char *db, const ch
         r = writer_emit_terminator(w, e);
     if (r < 0)
         return r;
+    ns->crc = ms_crc64_combine(ns->crc, crc, len);
     ns->state = NAMESPACE_OPEN;
     return 0;
+}
+
+int ms_archive_writer_write_segment(MsArchiveWriter *w, const char *db, const char *collection,
+                                    const uint8_t *docs, size_t len, MsError *e) {
+    return ms_archive_writer_write_segment_crc(w, db, collection, docs, len,
+                                               ms_crc64_update(0, docs, len), e);
+}
+
+uint64_t ms_archive_writer_namespace_crc(MsArchiveWriter *w, const char *db,
+                                         const char *collection) {
+    _cleanup_(mutex_unlockp) _unused_ pthread_mutex_t *locked = writer_lock(w);
+    const WriterNamespace *ns = find_namespace(w, str_or_empty(db), collection);
+    return ns ? ns->crc : 0;
 }
 
 int ms_archive_writer_write_eof(MsArchiveWriter *w, const char *db, const char *collection,
@@ -430,6 +448,15 @@ int ms_archive_writer_write_eof(MsArchiveWriter *w, const char *db, const char *
     r = lookup_for_write(w, db, collection, &ns, e);
     if (r < 0)
         return r;
+    if (crc != ns->crc) {
+        char name[512];
+        namespace_format(name, sizeof(name), db, collection);
+        return ms_error_set(e, EINVAL,
+                            "namespace '%s': the end-of-namespace CRC-64 0x%016" PRIx64
+                            " is not that of the segments written (0x%016" PRIx64
+                            "); mongorestore would reject the archive (internal error)",
+                            name, crc, ns->crc);
+    }
 
     /* mongodump opens every namespace with a (possibly empty) segment before its EOF, views and
      * empty collections included; write the same bytes so restores see what they expect. */
@@ -486,11 +513,13 @@ int ms_archive_ns_stream_init(MsArchiveNsStream *ss, MsArchiveWriter *w, const c
     return ss->buf ? 0 : ms_error_set(e, ENOMEM, "out of memory");
 }
 
-static int ns_stream_flush(MsArchiveNsStream *ss, MsError *e) {
+int ms_archive_ns_stream_flush(MsArchiveNsStream *ss, MsError *e) {
     if (ss->used == 0)
         return 0;
-    int r =
-        ms_archive_writer_write_segment(ss->writer, ss->db, ss->collection, ss->buf, ss->used, e);
+    int r = ms_archive_writer_write_segment_crc(ss->writer, ss->db, ss->collection, ss->buf,
+                                                ss->used, ss->segment_crc, e);
+    ss->crc = ms_crc64_combine(ss->crc, ss->segment_crc, ss->used);
+    ss->segment_crc = 0;
     ss->used = 0;
     return r;
 }
@@ -501,14 +530,14 @@ int ms_archive_ns_stream_add(MsArchiveNsStream *ss, const uint8_t *doc, size_t l
                             len);
     memcpy(ss->buf + ss->used, doc, len);
     ss->used += len;
-    ss->crc = ms_crc64_update(ss->crc, doc, len);
+    ss->segment_crc = ms_crc64_update(ss->segment_crc, doc, len);
     ss->bytes += len;
     ss->documents++;
-    return ss->used >= ss->segment_bytes ? ns_stream_flush(ss, e) : 0;
+    return ss->used >= ss->segment_bytes ? ms_archive_ns_stream_flush(ss, e) : 0;
 }
 
 int ms_archive_ns_stream_finish(MsArchiveNsStream *ss, MsError *e) {
-    int r = ns_stream_flush(ss, e);
+    int r = ms_archive_ns_stream_flush(ss, e);
     return r < 0 ? r : ms_archive_writer_write_eof(ss->writer, ss->db, ss->collection, ss->crc, e);
 }
 

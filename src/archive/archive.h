@@ -60,11 +60,22 @@ int ms_archive_writer_write_prelude(MsArchiveWriter *w, const MsArchiveHeader *h
                                     const MsArchiveCollection *collections, size_t n_collections,
                                     MsError *e);
 /* One namespace segment: header, the concatenated BSON documents in docs[0..len), terminator.
- * The caller keeps the namespace's CRC with ms_crc64_update() over the same bytes. */
+ * The writer chains the segments' CRC-64s per namespace in the order they reach the archive
+ * (ms_archive_writer_namespace_crc). _crc: the caller passes the CRC of docs it computed
+ * outside the writer's lock. */
 int ms_archive_writer_write_segment(MsArchiveWriter *w, const char *db, const char *collection,
                                     const uint8_t *docs, size_t len, MsError *e);
+int ms_archive_writer_write_segment_crc(MsArchiveWriter *w, const char *db,
+                                        const char *collection, const uint8_t *docs, size_t len,
+                                        uint64_t crc, MsError *e);
+/* The CRC-64 of what was written of a namespace so far, in archive order: for a namespace
+ * that several threads write at once (a collection split by _id ranges). */
+uint64_t ms_archive_writer_namespace_crc(MsArchiveWriter *w, const char *db,
+                                         const char *collection);
 /* The end of a namespace: EOF header with its CRC and the terminator. Every namespace in the
- * prelude (views and empty collections too) gets one; mongorestore waits for them. */
+ * prelude (views and empty collections too) gets one; mongorestore waits for them. A crc that
+ * is not the one of the segments written is refused (an internal error: mongorestore would
+ * reject the archive). */
 int ms_archive_writer_write_eof(MsArchiveWriter *w, const char *db, const char *collection,
                                 uint64_t crc, MsError *e);
 /* After the last EOF: fails, naming the namespace, if a prelude namespace never got its EOF
@@ -83,13 +94,16 @@ typedef struct MsArchiveNsStream {
     size_t used;
     uint64_t documents;
     uint64_t bytes;
-    uint64_t crc;
+    uint64_t crc;         /* of this stream's documents, in the order it added them */
+    uint64_t segment_crc; /* of the segment being filled */
 } MsArchiveNsStream;
 
 int ms_archive_ns_stream_init(MsArchiveNsStream *ss, MsArchiveWriter *w, const char *db,
                               const char *collection, size_t segment_bytes, MsError *e);
 /* One BSON document (at most MS_BSON_MAX_DOCUMENT_SIZE bytes). */
 int ms_archive_ns_stream_add(MsArchiveNsStream *ss, const uint8_t *doc, size_t len, MsError *e);
+/* Write the documents buffered so far as a segment (the namespace stays open). */
+int ms_archive_ns_stream_flush(MsArchiveNsStream *ss, MsError *e);
 /* Flush what is left and close the namespace with its CRC. */
 int ms_archive_ns_stream_finish(MsArchiveNsStream *ss, MsError *e);
 void ms_archive_ns_stream_clear(MsArchiveNsStream *ss);

@@ -22,6 +22,7 @@
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
 #include "oplog-source.h"
+#include "snapshot-split.h"
 #include "nsfilter.h"
 
 /* A segment of this many bytes is written to the archive at once: big enough to keep the
@@ -41,11 +42,21 @@ typedef struct DumpCollection {
     char *metadata_json;
     uint32_t n_indexes;
     int64_t estimated_count;
-    /* results, written only by the worker that dumped it */
+    int64_t estimated_bytes; /* collStats size; -1 when counted without it */
+    MsIdSplit split;         /* read in split.n_parts parts at once (snapshot-split.h) */
+    /* results: written by the worker that dumped it, or for a split collection summed under
+     * DumpContext.parts_lock by its parts, the last of which closes the namespace */
     uint64_t documents;
     uint64_t bytes;
     uint64_t crc;
+    unsigned parts_done;
 } DumpCollection;
+
+/* One unit of dump work: a collection, or one part of a split one. */
+typedef struct DumpItem {
+    size_t coll;
+    unsigned part;
+} DumpItem;
 
 typedef struct DumpContext {
     const MsSnapshotOptions *o;
@@ -54,7 +65,10 @@ typedef struct DumpContext {
     DumpCollection *colls;
     size_t n_colls;
     size_t *order; /* dump order: largest first, so the tail of the run stays parallel */
-    size_t next;   /* index into order, taken atomically */
+    DumpItem *items; /* the work in that order, a split collection's parts next to each other */
+    size_t n_items;
+    size_t next; /* index into items, taken atomically */
+    pthread_mutex_t parts_lock;
     pthread_mutex_t error_lock;
     MsError error;
     bool failed;
@@ -68,6 +82,7 @@ typedef struct DumpContext {
 } DumpContext;
 
 static void dump_collection_clear(DumpCollection *c) {
+    ms_id_split_clear(&c->split);
     free(c->db);
     free(c->name);
     free(c->source_name);
@@ -283,9 +298,11 @@ static int build_metadata(MsMongo *m, mongoc_client_t *c, const char *db, const 
  * without a query costs a fraction of a millisecond per small collection (0.4 ms at 1,000;
  * bench/collections-bench). So collStats for a few collections, count for many; each falls
  * back to the other where refused. */
-static int64_t count_documents(mongoc_client_t *c, const char *db, const char *name, bool many) {
+static int64_t count_documents(mongoc_client_t *c, const char *db, const char *name, bool many,
+                               int64_t *ret_bytes) {
     bson_error_t berr;
     int64_t n = -1;
+    *ret_bytes = -1;
     if (!many) {
         bson_t reply;
         bson_t *cmd = BCON_NEW("collStats", BCON_UTF8(name));
@@ -294,6 +311,8 @@ static int64_t count_documents(mongoc_client_t *c, const char *db, const char *n
             bson_iter_t it;
             if (bson_iter_init_find(&it, &reply, "count") && BSON_ITER_HOLDS_NUMBER(&it))
                 n = bson_iter_as_int64(&it);
+            if (n >= 0 && bson_iter_init_find(&it, &reply, "size") && BSON_ITER_HOLDS_NUMBER(&it))
+                *ret_bytes = bson_iter_as_int64(&it);
         }
         bson_destroy(&reply);
         bson_destroy(cmd);
@@ -305,7 +324,7 @@ static int64_t count_documents(mongoc_client_t *c, const char *db, const char *n
     n = mongoc_collection_estimated_document_count(coll, NULL, NULL, NULL, &berr);
     mongoc_collection_destroy(coll);
     if (n < 0 && many)
-        return count_documents(c, db, name, false);
+        return count_documents(c, db, name, false, ret_bytes);
     return n < 0 ? 0 : n;
 }
 
@@ -395,6 +414,8 @@ static int list_collections(DumpContext *ctx, mongoc_client_t *c, const char *db
         ctx->colls = grown;
         DumpCollection *dc = &ctx->colls[ctx->n_colls++];
         memset(dc, 0, sizeof(*dc));
+        dc->split.n_parts = 1;
+        dc->estimated_bytes = -1;
         dc->db = strdup(db);
         dc->name = strdup(name);
         dc->type = strdup(type);
@@ -435,17 +456,35 @@ static bool dump_should_stop(DumpContext *ctx) {
 }
 
 
+/* The end of one namespace's dump: its totals reported. */
+static void namespace_done(DumpContext *ctx, DumpCollection *dc, const char *ns) {
+    if (dc->documents > (uint64_t) dc->estimated_count)
+        /* More documents than counted at the start: revise the total, never overshoot. */
+        ms_progress_add_total(ctx->o->progress, dc->documents - (uint64_t) dc->estimated_count);
+    bson_t fields = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&fields, "namespace", ns);
+    BSON_APPEND_INT64(&fields, "documents", (int64_t) dc->documents);
+    BSON_APPEND_INT64(&fields, "bytes", (int64_t) dc->bytes);
+    ms_progress_event(ctx->o->progress, MONGOSNAP_PROGRESS_EVENT_NAMESPACE, &fields);
+    bson_destroy(&fields);
+}
+
 /* Documents are streamed in _id order (natural order for capped collections, whose order is
- * their meaning) and written in segments of about SNAPSHOT_SEGMENT_BYTES. */
-static int dump_collection(DumpContext *ctx, mongoc_client_t *c, DumpCollection *dc, MsError *e) {
+ * their meaning) and written in segments of about SNAPSHOT_SEGMENT_BYTES. A split collection's
+ * parts each read their _id range that way; the last part to finish closes the namespace with
+ * the CRC the archive writer chained over every part's segments in archive order. */
+static int dump_collection(DumpContext *ctx, mongoc_client_t *c, DumpCollection *dc,
+                           unsigned part, MsError *e) {
     char ns[512];
     snprintf(ns, sizeof(ns), "%s.%s", dc->db, dc->name);
     ms_progress_set_namespace(ctx->o->progress, ns);
     if (strcmp(dc->type, "view") == 0)
         return ms_archive_writer_write_eof(ctx->writer, dc->db, dc->name, 0, e);
 
+    bool split = dc->split.n_parts > 1;
     mongoc_collection_t *coll = mongoc_client_get_collection(c, dc->db, dc->source_name);
     bson_t filter = BSON_INITIALIZER;
+    ms_id_split_filter(&dc->split, part, &filter);
     bson_t *opts = dc->capped ? bson_new() : BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
     bson_destroy(opts);
@@ -469,25 +508,30 @@ static int dump_collection(DumpContext *ctx, mongoc_client_t *c, DumpCollection 
         r = ms_mongo_error(ctx->mongo, e, &berr, context);
     }
     if (r == 0)
-        r = ms_archive_ns_stream_finish(&ss, e);
+        r = split ? ms_archive_ns_stream_flush(&ss, e) : ms_archive_ns_stream_finish(&ss, e);
     ms_archive_ns_stream_clear(&ss);
     mongoc_cursor_destroy(cur);
     mongoc_collection_destroy(coll);
-    uint64_t docs = ss.documents;
-    dc->crc = ss.crc;
-    dc->bytes = ss.bytes;
-    if (r == 0) {
-        dc->documents = docs;
-        if (docs > (uint64_t) dc->estimated_count)
-            /* More documents than counted at the start: revise the total, never overshoot. */
-            ms_progress_add_total(ctx->o->progress, docs - (uint64_t) dc->estimated_count);
-        bson_t fields = BSON_INITIALIZER;
-        BSON_APPEND_UTF8(&fields, "namespace", ns);
-        BSON_APPEND_INT64(&fields, "documents", (int64_t) docs);
-        BSON_APPEND_INT64(&fields, "bytes", (int64_t) dc->bytes);
-        ms_progress_event(ctx->o->progress, MONGOSNAP_PROGRESS_EVENT_NAMESPACE, &fields);
-        bson_destroy(&fields);
+    if (r < 0)
+        return r;
+    if (!split) {
+        dc->crc = ss.crc;
+        dc->bytes = ss.bytes;
+        dc->documents = ss.documents;
+        namespace_done(ctx, dc, ns);
+        return 0;
     }
+    pthread_mutex_lock(&ctx->parts_lock);
+    dc->documents += ss.documents;
+    dc->bytes += ss.bytes;
+    bool last = ++dc->parts_done == dc->split.n_parts;
+    pthread_mutex_unlock(&ctx->parts_lock);
+    if (!last)
+        return 0;
+    dc->crc = ms_archive_writer_namespace_crc(ctx->writer, dc->db, dc->source_name);
+    r = ms_archive_writer_write_eof(ctx->writer, dc->db, dc->source_name, dc->crc, e);
+    if (r == 0)
+        namespace_done(ctx, dc, ns);
     return r;
 }
 
@@ -496,10 +540,10 @@ static void *dump_worker_main(void *arg) {
     mongoc_client_t *c = ms_mongo_pop(ctx->mongo);
     for (;;) {
         size_t i = __atomic_fetch_add(&ctx->next, 1, __ATOMIC_RELAXED);
-        if (i >= ctx->n_colls || dump_should_stop(ctx))
+        if (i >= ctx->n_items || dump_should_stop(ctx))
             break;
         MsError err = MS_ERROR_INIT;
-        int r = dump_collection(ctx, c, &ctx->colls[ctx->order[i]], &err);
+        int r = dump_collection(ctx, c, &ctx->colls[ctx->items[i].coll], ctx->items[i].part, &err);
         if (r == -ECANCELED && !ms_error_is_set(&err))
             break;
         if (r < 0) {
@@ -748,6 +792,7 @@ static void snapshot_run_done(SnapshotRun *s) {
         dump_collection_clear(&s->ctx.colls[i]);
     free(s->ctx.colls);
     free(s->ctx.order);
+    free(s->ctx.items);
     free(s->ctx.include_used);
     free(s->ctx.exclude_used);
     free(s->prelude);
@@ -760,8 +805,10 @@ static void snapshot_run_done(SnapshotRun *s) {
     free(s->server_version);
     free(s->archive_key);
     free(s->manifest_key);
-    if (s->ctx_ready)
+    if (s->ctx_ready) {
         pthread_mutex_destroy(&s->ctx.error_lock);
+        pthread_mutex_destroy(&s->ctx.parts_lock);
+    }
 }
 
 /* Where it goes, and that nothing is there yet. */
@@ -815,6 +862,47 @@ static int run_connect(SnapshotRun *s, MsError *e) {
     if (r < 0 || !s->have_oplog)
         return r;
     return oplog_latest(s->mongo, s->main_client, &s->oplog_start, e);
+}
+
+/* Whether and how to split a collection: plain collections only (a capped one's natural order
+ * is its meaning, a time series is read through its buckets), when the parallel threads would
+ * otherwise wait on it and it is large enough for parts of o->split_min_bytes. */
+static unsigned split_parts(const SnapshotRun *s, const DumpCollection *dc) {
+    uint64_t min = s->o->split_min_bytes;
+    if (min == 0 || s->parallel < 2 || dc->capped || strcmp(dc->type, "collection") != 0 ||
+        dc->estimated_bytes < 0 || dc->estimated_count < 2 || (uint64_t) dc->estimated_bytes < 2 * min)
+        return 1;
+    uint64_t parts = (uint64_t) dc->estimated_bytes / min;
+    return (unsigned) MS_MIN(parts, (uint64_t) s->parallel);
+}
+
+/* The dump's work items, largest collection first, each split collection's parts together. */
+static int plan_items(SnapshotRun *s, MsError *e) {
+    DumpContext *ctx = &s->ctx;
+    size_t n = 0;
+    for (size_t i = 0; i < ctx->n_colls; i++) {
+        DumpCollection *dc = &ctx->colls[i];
+        unsigned parts = split_parts(s, dc);
+        if (parts > 1) {
+            ms_id_split_plan(s->main_client, dc->db, dc->source_name, (uint64_t) dc->estimated_count,
+                             parts, &dc->split);
+            if (dc->split.n_parts > 1)
+                log_info("%s.%s (%" PRId64 " documents, %" PRId64 " bytes) is read in %u parts "
+                         "by _id range",
+                         dc->db, dc->name, dc->estimated_count, dc->estimated_bytes,
+                         dc->split.n_parts);
+        }
+        n += dc->split.n_parts;
+    }
+    ctx->items = calloc(n ? n : 1, sizeof(*ctx->items));
+    if (!ctx->items)
+        return ms_error_oom(e);
+    for (size_t i = 0; i < ctx->n_colls; i++) {
+        const DumpCollection *dc = &ctx->colls[ctx->order[i]];
+        for (unsigned k = 0; k < dc->split.n_parts; k++)
+            ctx->items[ctx->n_items++] = (DumpItem){ctx->order[i], k};
+    }
+    return 0;
 }
 
 /* What is dumped, in which order: databases and collections listed (as few as the filters
@@ -878,7 +966,8 @@ static int run_plan(SnapshotRun *s, MsSnapshotResult *ret, MsError *e) {
         if (strcmp(ctx->colls[i].type, "view") != 0)
             ctx->colls[i].estimated_count =
                 count_documents(s->main_client, ctx->colls[i].db, ctx->colls[i].source_name,
-                                ctx->n_colls > COLLSTATS_COLLECTIONS_MAX);
+                                ctx->n_colls > COLLSTATS_COLLECTIONS_MAX,
+                                &ctx->colls[i].estimated_bytes);
     if (ctx->n_colls > 0) /* qsort(NULL, 0) is undefined */
         qsort(ctx->colls, ctx->n_colls, sizeof(*ctx->colls), compare_by_name);
     ctx->order = calloc(ctx->n_colls ? ctx->n_colls : 1, sizeof(size_t));
@@ -901,7 +990,7 @@ static int run_plan(SnapshotRun *s, MsSnapshotResult *ret, MsError *e) {
     }
     if (ctx->n_colls > 0)
         qsort_r(ctx->order, ctx->n_colls, sizeof(size_t), compare_by_size_desc, ctx->colls);
-    return 0;
+    return plan_items(s, e);
 }
 
 /* The archive opened in the store, its prelude written, the collections dumped in parallel. */
@@ -1132,6 +1221,7 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         .filtered = filter_active(o),
     };
     pthread_mutex_init(&s.ctx.error_lock, NULL);
+    pthread_mutex_init(&s.ctx.parts_lock, NULL);
     s.ctx_ready = true;
     int r = run_locate(&s, e);
     if (r == 0)

@@ -29,6 +29,10 @@ typedef struct MsSnapshotOptions {
      * (io/filter-encrypt.h) before it is hashed and stored; the manifest records the key id. */
     const MsEncryptKey *key;
     unsigned parallel_collections;
+    /* A collection of at least twice this many bytes (collStats size) is read by up to
+     * parallel_collections cursors at once, each an _id range of at least this size
+     * (snapshot-split.h). 0: one cursor per collection, as mongodump. */
+    uint64_t split_min_bytes;
     bool capture_oplog;      /* when the source has one */
     bool include_users;      /* admin.system.users / system.roles, whatever the filter says */
     /* --ns-include/--ns-exclude (validated; renames are ignored). NULL or empty: every

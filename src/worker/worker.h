@@ -38,6 +38,8 @@ typedef struct Args {
     int level;
     int threads;
     unsigned parallel;
+    uint64_t split_min;
+    bool split_min_set;
     unsigned batch_size;
     bool no_oplog;
     bool include_users;

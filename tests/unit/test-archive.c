@@ -919,7 +919,13 @@ static void writer_rejects_misuse(void) {
     ASSERT_CONTAINS(e.message, "not a sequence of BSON documents");
 
     ms_error_clear(&e);
+    crc = 0; /* the refused writes above wrote nothing */
     ASSERT_OK(write_ids(w, &crc, "shop", "orders", (int32_t[]){1}, 1, &e));
+    ASSERT(ms_archive_writer_namespace_crc(w, "shop", "orders") == crc);
+    /* An EOF whose CRC is not the segments' would make mongorestore reject the archive. */
+    ASSERT(ms_archive_writer_write_eof(w, "shop", "orders", crc ^ 1, &e) == -EINVAL);
+    ASSERT_CONTAINS(e.message, "is not that of the segments written");
+    ms_error_clear(&e);
     ASSERT_OK(ms_archive_writer_write_eof(w, "shop", "orders", crc, &e));
     ASSERT(ms_archive_writer_write_eof(w, "shop", "orders", crc, &e) == -EINVAL);
     ASSERT_CONTAINS(e.message, "already ended");

@@ -80,7 +80,36 @@ static void incremental_equals_one_shot(void) {
     ASSERT(crc == whole);
 }
 
-MS_TEST_MAIN(TEST_CASE(check_value), TEST_CASE(empty_input_keeps_crc),
+/* combine(crc(A), crc(B), len(B)) == crc(A || B) at every cut, empty pieces included, and
+ * chained over many pieces as the archive writer chains segments. */
+static void combine_equals_concatenation(void) {
+    static uint8_t buf[RANDOM_BUFFER_SIZE];
+    fill_random(buf, sizeof(buf), 7);
+    uint64_t whole = ms_crc64_update(0, buf, sizeof(buf));
+    for (size_t cut = 0; cut <= sizeof(buf); cut += 1 + cut / 3) {
+        uint64_t a = ms_crc64_update(0, buf, cut);
+        uint64_t b = ms_crc64_update(0, buf + cut, sizeof(buf) - cut);
+        ASSERT(ms_crc64_combine(a, b, sizeof(buf) - cut) == whole);
+    }
+    ASSERT(ms_crc64_combine(0, 0, 0) == 0);
+    ASSERT(ms_crc64_combine(whole, 0, 0) == whole);
+    uint64_t crc = 0;
+    size_t pos = 0, step = 5;
+    while (pos < sizeof(buf)) {
+        size_t n = step < sizeof(buf) - pos ? step : sizeof(buf) - pos;
+        crc = ms_crc64_combine(crc, ms_crc64_update(0, buf + pos, n), n);
+        pos += n;
+        step = step * 7 % 509 + 1;
+    }
+    ASSERT(crc == whole);
+    /* A longer B (1 MiB of zeros, 20 squaring rounds) against updating straight through. */
+    static uint8_t zeros[1 << 20];
+    uint64_t head = ms_crc64_update(0, "123456789", 9);
+    ASSERT(ms_crc64_combine(head, ms_crc64_update(0, zeros, sizeof(zeros)), sizeof(zeros)) ==
+           ms_crc64_update(head, zeros, sizeof(zeros)));
+}
+
+MS_TEST_MAIN(TEST_CASE(check_value), TEST_CASE(combine_equals_concatenation), TEST_CASE(empty_input_keeps_crc),
              TEST_CASE(bson_document_vector),
              TEST_CASE(matches_reference_all_lengths_and_alignments),
              TEST_CASE(incremental_equals_one_shot))
