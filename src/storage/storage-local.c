@@ -207,6 +207,7 @@ typedef struct LocalSink {
     size_t buf_len;
     int error; /* sticky negative errno after a failed write */
     bool committed;
+    bool unsynced; /* durability left to local_sync() */
 } LocalSink;
 
 static int write_all(int fd, const uint8_t *p, size_t len) {
@@ -288,8 +289,8 @@ static int local_sink_finish(MsSink *s, MsError *e) {
         return r;
 
     /* Data first, then the name: after a crash the key holds either the old object or the
-     * complete new one, never a torn file. */
-    if (fsync(ls->fd) < 0)
+     * complete new one, never a torn file. Unsynced writes leave both to local_sync(). */
+    if (!ls->unsynced && fsync(ls->fd) < 0)
         return local_sink_fail(ls, e, -errno, "cannot sync object");
     int fd = TAKE_FD(ls->fd);
     if (close(fd) < 0 && errno != EINTR)
@@ -297,7 +298,7 @@ static int local_sink_finish(MsSink *s, MsError *e) {
     if (renameat(ls->dir_fd, ls->tmp_name, ls->dir_fd, ls->final_name) < 0)
         return local_sink_fail(ls, e, -errno, "cannot commit object");
     ls->committed = true;
-    if (fsync(ls->dir_fd) < 0) {
+    if (!ls->unsynced && fsync(ls->dir_fd) < 0) {
         /* The rename may not survive a crash. The contract says a failed finish leaves
          * nothing behind, so take the object away again rather than leave one the caller
          * believes was never written. */
@@ -346,7 +347,7 @@ static void random_hex(char ret[2 * LOCAL_TMP_RANDOM_BYTES + 1]) {
     ret[2 * sizeof(b)] = '\0';
 }
 
-static int local_open_write(MsStorage *s, const char *key, MsSink **ret, MsError *e) {
+static int open_write(MsStorage *s, const char *key, bool unsynced, MsSink **ret, MsError *e) {
     LocalStorage *st = (LocalStorage *) s;
     if (!ms_storage_key_is_valid(key))
         return invalid_key_error(st, e, "object key", key);
@@ -356,6 +357,7 @@ static int local_open_write(MsStorage *s, const char *key, MsSink **ret, MsError
         return ms_error_set(e, ENOMEM, "out of memory");
     ls->base = (MsSink){local_sink_write, local_sink_finish, local_sink_free};
     ls->dir_fd = ls->fd = -1;
+    ls->unsynced = unsynced;
     _cleanup_(ms_sink_freep) MsSink *sink = &ls->base;
     ls->key = strdup(key);
     ls->where = strdup(st->description);
@@ -737,7 +739,27 @@ static void local_free(MsStorage *s) {
     free(ls);
 }
 
+static int local_open_write(MsStorage *s, const char *key, MsSink **ret, MsError *e) {
+    return open_write(s, key, false, ret, e);
+}
+
+static int local_open_write_unsynced(MsStorage *s, const char *key, MsSink **ret, MsError *e) {
+    return open_write(s, key, true, ret, e);
+}
+
+/* Every unsynced write (data, renames, new directories) made durable in one call: syncfs
+ * flushes the whole filesystem the store lives on, where thousands of per-object fsyncs of
+ * files and directories would each wait for the journal. */
+static int local_sync(MsStorage *s, MsError *e) {
+    LocalStorage *st = (LocalStorage *) s;
+    if (syncfs(st->root_fd) < 0)
+        return local_error(st->description, e, errno, "cannot sync the store's filesystem under", ".");
+    return 0;
+}
+
 static const MsStorageOps local_ops = {
+    .open_write_unsynced = local_open_write_unsynced,
+    .sync = local_sync,
     .name = "local",
     .open_write = local_open_write,
     .open_read = local_open_read,

@@ -45,6 +45,14 @@ typedef struct MsStorageOps {
      * (expires_usec 0: the store's default lifetime). */
     int (*download_url)(MsStorage *s, const char *key, uint64_t expires_usec, char **ret_url,
                         MsError *e);
+    /* Optional, for stores where making each object durable on its own is expensive (local:
+     * an fsync of the file and of its directory per object): open_write_unsynced commits
+     * atomically like open_write but leaves durability to a later sync(), which makes every
+     * object written that way durable at once (local: syncfs). A chunked snapshot writes
+     * thousands of chunks, syncs once, and only then commits the index that names them. NULL:
+     * open_write is already durable (S3: an object exists once its upload completed). */
+    int (*open_write_unsynced)(MsStorage *s, const char *key, MsSink **ret, MsError *e);
+    int (*sync)(MsStorage *s, MsError *e);
 } MsStorageOps;
 
 struct MsStorage {
@@ -80,6 +88,14 @@ static inline int ms_storage_list(MsStorage *s, const char *prefix, MsStorageObj
 }
 static inline const char *ms_storage_describe(MsStorage *s) {
     return s->ops->describe(s);
+}
+static inline int ms_storage_open_write_unsynced(MsStorage *s, const char *key, MsSink **ret,
+                                                 MsError *e) {
+    return s->ops->open_write_unsynced ? s->ops->open_write_unsynced(s, key, ret, e)
+                                       : s->ops->open_write(s, key, ret, e);
+}
+static inline int ms_storage_sync(MsStorage *s, MsError *e) {
+    return s->ops->sync ? s->ops->sync(s, e) : 0;
 }
 /* -EOPNOTSUPP (with a message) for stores without download addresses. */
 int ms_storage_download_url(MsStorage *s, const char *key, uint64_t expires_usec, char **ret_url,
