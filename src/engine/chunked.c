@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -27,15 +28,17 @@
 
 /* ---- keys and ids ---- */
 
+/* Outside the policy's prefix, so that listing a policy's snapshots never walks its chunks
+ * (millions of objects for a large deployment), and under a name no policy can have (a policy
+ * name begins with a letter or digit), so that no policy's prefix lists another's chunks. */
 char *ms_chunk_area(const char *prefix) {
     char *s = NULL;
-    if (prefix && *prefix) {
-        size_t n = strlen(prefix);
-        if (asprintf(&s, "%.*s/chunks", (int) (prefix[n - 1] == '/' ? n - 1 : n), prefix) < 0)
-            return NULL;
-        return s;
-    }
-    return strdup("chunks");
+    size_t n = prefix ? strlen(prefix) : 0;
+    while (n > 0 && prefix[n - 1] == '/')
+        n--;
+    if (n == 0)
+        return strdup(MS_CHUNK_AREA_ROOT);
+    return asprintf(&s, MS_CHUNK_AREA_ROOT "/%.*s", (int) n, prefix) < 0 ? NULL : s;
 }
 
 void ms_chunk_key(const char *area, const uint8_t id[MS_CHUNK_ID_BYTES], char *buf, size_t size) {
@@ -297,6 +300,8 @@ typedef struct ChunkedSink {
     bool closing;
     pthread_t threads[16];
     unsigned n_threads;
+    pthread_t keepalive;
+    bool keepalive_running;
     MsChunkEntry *entries; /* by seq, written under lock */
     size_t entries_cap;
     MsChunkSet *stored; /* stored (or being stored) by this snapshot */
@@ -461,6 +466,28 @@ static int chunked_write(MsSink *sink, const void *data, size_t len, MsError *e)
     return s->end - s->start >= s->cp.max ? cut_pending(s, false, e) : 0;
 }
 
+static void *keepalive_main(void *userdata) {
+    ChunkedSink *s = userdata;
+    pthread_mutex_lock(&s->lock);
+    while (!s->closing && !s->failed) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        uint64_t ns = (uint64_t) until.tv_nsec + (s->spec.keepalive_usec % 1000000) * 1000;
+        until.tv_sec += (time_t) (s->spec.keepalive_usec / 1000000 + ns / 1000000000);
+        until.tv_nsec = (long) (ns % 1000000000);
+        pthread_cond_timedwait(&s->work, &s->lock, &until);
+        if (s->closing || s->failed)
+            break;
+        pthread_mutex_unlock(&s->lock);
+        MsError err = MS_ERROR_INIT;
+        if (s->spec.keepalive(s->spec.keepalive_userdata, &err) < 0)
+            sink_fail(s, &err);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
 static void stop_workers(ChunkedSink *s) {
     pthread_mutex_lock(&s->lock);
     s->closing = true;
@@ -469,6 +496,9 @@ static void stop_workers(ChunkedSink *s) {
     for (unsigned i = 0; i < s->n_threads; i++)
         pthread_join(s->threads[i], NULL);
     s->n_threads = 0;
+    if (s->keepalive_running)
+        pthread_join(s->keepalive, NULL);
+    s->keepalive_running = false;
 }
 
 static int chunked_finish(MsSink *sink, MsError *e) {
@@ -498,7 +528,7 @@ static int chunked_finish(MsSink *sink, MsError *e) {
 
 static void chunked_free(MsSink *sink) {
     ChunkedSink *s = (ChunkedSink *) sink;
-    if (s->n_threads) {
+    if (s->n_threads || s->keepalive_running) {
         MsError abandoned = MS_ERROR_INIT;
         ms_error_set(&abandoned, ECANCELED, "the chunked snapshot was abandoned");
         sink_fail(s, &abandoned);
@@ -549,6 +579,13 @@ int ms_chunked_sink_new(const MsChunkedSpec *spec, MsChunkedResults *results, Ms
     }
     if (s->n_threads == 0)
         return ms_error_set(e, EAGAIN, "cannot start a chunk worker thread");
+    if (spec->keepalive) {
+        if (!s->spec.keepalive_usec)
+            s->spec.keepalive_usec = 30000000;
+        if (pthread_create(&s->keepalive, NULL, keepalive_main, s) != 0)
+            return ms_error_set(e, EAGAIN, "cannot start the chunked snapshot's keep-alive thread");
+        s->keepalive_running = true;
+    }
     *ret = TAKE_PTR(sink);
     return 0;
 }
@@ -596,7 +633,7 @@ static int fetch_chunk(ChunkedSource *s, uint64_t i, uint8_t *out, MsError *e) {
     if (r == -ENOENT)
         return ms_error_set(e, ENOENT,
                             "chunk %s (number %" PRIu64 " of %zu) is missing from the store: this "
-                            "snapshot cannot be read whole; run verify to list the snapshots it breaks",
+                            "snapshot cannot be read whole (verify names every snapshot it breaks)",
                             hex, i + 1, s->n);
     if (r < 0) {
         *e = le;

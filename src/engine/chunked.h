@@ -5,13 +5,16 @@
  * its own (zstd), sealed when the policy has a key (io/filter-encrypt), and stored once under
  * its content address in the policy's chunk area:
  *
- *     <prefix>/chunks/<id[0:2]>/<id>         id: SHA-256 of the chunk's bytes, or with a key
+ *     _chunks/<prefix>/<id[0:2]>/<id>        id: SHA-256 of the chunk's bytes, or with a key
  *                                            HMAC-SHA256 under a key derived from it, so that
  *                                            ids say nothing about the plaintext
- *     <prefix>/<name>.index[.enc]            the chunk ids and lengths in order (zstd, sealed
+ *     _chunks/<prefix>/locks/...             the garbage collector's and snapshots' markers
+ *     <prefix>/<name>.index                  the chunk ids and lengths in order (zstd, sealed
  *                                            with the key), the snapshot's "archive" object
  *     <prefix>/<name>.manifest.json          as for every snapshot; archive.format "chunked"
- *     <prefix>/chunks/locks/...              the garbage collector's and snapshots' markers
+ *
+ * The chunk area is outside the prefix (listing a policy's snapshots never walks its chunks)
+ * under a name no policy can have (policy names begin with a letter or digit).
  *
  * Order of commits: every chunk the index names, then (after one ms_storage_sync) the index,
  * then the manifest. Reading checks every chunk's length and id against its bytes.
@@ -33,7 +36,7 @@
 #define MS_CHUNK_ID_HEX (2 * MS_CHUNK_ID_BYTES)
 #define MS_CHUNK_DEFAULT_AVG (16u * 1024u)
 #define MS_CHUNKED_INDEX_SUFFIX ".index"
-#define MS_CHUNKED_FORMAT "chunked"
+#define MS_CHUNK_AREA_ROOT "_chunks"
 
 typedef struct MsChunkEntry {
     uint8_t id[MS_CHUNK_ID_BYTES];
@@ -48,7 +51,7 @@ typedef struct MsChunkIndex {
 
 void ms_chunk_index_clear(MsChunkIndex *idx);
 
-/* "<prefix>/chunks" (or "chunks"); the key of a chunk in it. */
+/* "_chunks/<prefix>" (or "_chunks"); the key of a chunk in it. */
 char *ms_chunk_area(const char *prefix);
 void ms_chunk_key(const char *area, const uint8_t id[MS_CHUNK_ID_BYTES], char *buf, size_t size);
 /* Whether a key in the area is a chunk (and its id), not a marker or a stray object. */
@@ -84,6 +87,11 @@ typedef struct MsChunkedSpec {
     const MsEncryptKey *key;
     unsigned threads; /* chunk workers (hash, compress, seal, store); 0: 4 */
     const MsChunkSet *known; /* chunks committed snapshots name: not stored again */
+    /* Called about every keepalive_usec from a thread of the sink while it is open (the
+     * snapshot's marker, engine/chunk-area.h); a failure fails the snapshot. */
+    int (*keepalive)(void *userdata, MsError *e);
+    void *keepalive_userdata;
+    uint64_t keepalive_usec;
 } MsChunkedSpec;
 
 typedef struct MsChunkedResults {

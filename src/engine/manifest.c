@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "mongosnap/mongosnap.h"
 
 #define MANIFEST_CHECKSUM_FIELD "manifest_sha256"
@@ -68,11 +69,20 @@ int ms_manifest_serialize(const MsManifest *m, char **ret_json, size_t *ret_len,
 
     BSON_APPEND_DOCUMENT_BEGIN(&doc, "archive", &child);
     append_str(&child, "key", m->archive_key);
-    append_str(&child, "format", "mongodump-archive");
+    append_str(&child, "format", m->archive_format ? m->archive_format : "mongodump-archive");
     append_str(&child, "compression", m->compression);
     BSON_APPEND_INT64(&child, "size", (int64_t) m->archive_size);
     append_str(&child, "sha256", m->archive_sha256);
     BSON_APPEND_INT64(&child, "uncompressed_size", (int64_t) m->uncompressed_size);
+    if (ms_manifest_is_chunked(m)) {
+        bson_t chunks;
+        BSON_APPEND_DOCUMENT_BEGIN(&child, "chunks", &chunks);
+        BSON_APPEND_INT64(&chunks, "count", (int64_t) m->chunks);
+        BSON_APPEND_INT64(&chunks, "stored", (int64_t) m->chunks_stored);
+        BSON_APPEND_INT64(&chunks, "stored_bytes", (int64_t) m->chunks_stored_bytes);
+        BSON_APPEND_INT64(&chunks, "average_size", (int64_t) m->chunk_avg);
+        bson_append_document_end(&child, &chunks);
+    }
     bson_append_document_end(&doc, &child);
 
     /* Only for encrypted snapshots, so unencrypted manifests read as they always did. */
@@ -286,6 +296,27 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
     }
     memcpy(m.archive_sha256, sha, sizeof(m.archive_sha256));
     get_int64(doc, "archive.uncompressed_size", &m.uncompressed_size);
+    {
+        _cleanup_free_ char *archive_format = dup_utf8(doc, "archive.format");
+        if (archive_format && strcmp(archive_format, MS_MANIFEST_FORMAT_CHUNKED) == 0) {
+            m.archive_format = TAKE_PTR(archive_format);
+            uint64_t avg = 0;
+            if (!get_int64(doc, "archive.chunks.count", &m.chunks) ||
+                !get_int64(doc, "archive.chunks.average_size", &avg) || avg > UINT32_MAX) {
+                r = ms_error_set(e, EBADMSG, "the manifest of a chunked snapshot lacks its chunk counts");
+                goto out;
+            }
+            m.chunk_avg = (uint32_t) avg;
+            get_int64(doc, "archive.chunks.stored", &m.chunks_stored);
+            get_int64(doc, "archive.chunks.stored_bytes", &m.chunks_stored_bytes);
+        } else if (archive_format && strcmp(archive_format, "mongodump-archive") != 0) {
+            r = ms_error_set(e, EBADMSG,
+                             "the archive's format '%s' is unknown to mongosnap %s (written by a "
+                             "newer version?)",
+                             archive_format, MONGOSNAP_VERSION);
+            goto out;
+        }
+    }
     bson_iter_t enc_it;
     if (bson_iter_init_find(&enc_it, doc, "encryption")) {
         _cleanup_free_ char *key_id = dup_utf8(doc, "encryption.key_id");
@@ -424,6 +455,7 @@ void ms_manifest_clear(MsManifest *m) {
     free(m->host);
     free(m->origin);
     free(m->archive_key);
+    free(m->archive_format);
     free(m->compression);
     free(m->encryption_cipher);
     free(m->point_in_time_reason);

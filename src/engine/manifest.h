@@ -51,6 +51,14 @@ typedef struct MsManifest {
     char *origin;
 
     char *archive_key;
+    /* NULL: the archive is one object (a mongodump archive). MS_MANIFEST_FORMAT_CHUNKED: the
+     * archive stream is stored as chunks in the policy's chunk area and archive_key names the
+     * index of them (engine/chunked.h); archive_size/sha256 are then the index object's. */
+    char *archive_format;
+    uint64_t chunks;              /* in the index */
+    uint64_t chunks_stored;       /* new chunks this snapshot stored */
+    uint64_t chunks_stored_bytes; /* their stored size: what the snapshot added to the store */
+    uint32_t chunk_avg;           /* the chunking's average size */
     char *compression; /* "zstd", "gzip", "none" */
     uint64_t archive_size; /* stored bytes */
     char archive_sha256[MS_SHA256_HEX_LEN + 1];
@@ -80,6 +88,12 @@ typedef struct MsManifest {
     uint64_t total_documents;
     uint64_t total_bytes;
 } MsManifest;
+
+#define MS_MANIFEST_FORMAT_CHUNKED "chunked"
+
+static inline bool ms_manifest_is_chunked(const MsManifest *m) {
+    return m->archive_format && strcmp(m->archive_format, MS_MANIFEST_FORMAT_CHUNKED) == 0;
+}
 
 static inline bool ms_manifest_is_slice(const MsManifest *m) {
     return m->kind && strcmp(m->kind, MONGOSNAP_MANIFEST_KIND_SLICE) == 0;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chunked.h"
 #include "mongosnap/mongosnap.h"
 
 /* Manifests are small; a bigger "manifest" is not one of ours. */
@@ -71,6 +72,53 @@ static int build_chain(MsSnapshotSource *s, MsSource *raw, MsSourceChainDepth de
     return 0;
 }
 
+/* A chunked snapshot: its index checked against the manifest (size and SHA-256, as a plain
+ * snapshot's archive object is), then the archive stream assembled from its chunks, each
+ * checked by id. The chain's measurements are the index's, so check_stored() compares the
+ * index with the manifest; the chunks need no digest beside their ids. */
+static int open_chunked(MsSnapshotSource *s, MsStorage *storage, const char *manifest_key,
+                        const MsEncryptKey *enc_key, MsError *e) {
+    if (!(s->chain = calloc(1, sizeof(*s->chain))))
+        return ms_error_oom(e);
+    MsChunkIndex idx;
+    int r = ms_chunk_index_read(storage, s->manifest.archive_key, enc_key, &idx,
+                                &s->chain->stored_bytes, s->chain->stored_sha256, e);
+    if (r < 0) {
+        if (r != -ENOKEY && r != -EKEYREJECTED)
+            ms_error_prefix(e, "the chunk index of %s: ", manifest_key);
+        return r;
+    }
+    s->chain->raw_bytes = idx.total;
+    s->chain->encrypted = s->manifest.encryption_cipher != NULL;
+    s->chain->compression = MS_COMPRESSION_ZSTD;
+    if (s->chain->stored_bytes != s->manifest.archive_size ||
+        strcmp(s->chain->stored_sha256, s->manifest.archive_sha256) != 0) {
+        ms_chunk_index_clear(&idx);
+        return ms_error_set(e, EBADMSG,
+                            "the chunk index %s does not match its manifest (size or SHA-256): "
+                            "the stored snapshot is damaged",
+                            s->manifest.archive_key);
+    }
+    /* The area belongs to the manifest's own prefix, whatever the manifest says. */
+    _cleanup_free_ char *prefix = NULL;
+    const char *slash = strrchr(manifest_key, '/');
+    if (slash && !(prefix = strndup(manifest_key, (size_t) (slash - manifest_key)))) {
+        ms_chunk_index_clear(&idx);
+        return ms_error_oom(e);
+    }
+    _cleanup_free_ char *area = ms_chunk_area(prefix);
+    if (!area) {
+        ms_chunk_index_clear(&idx);
+        return ms_error_oom(e);
+    }
+    r = ms_chunked_source_new(storage, area, &idx, enc_key, 0, &s->head, e);
+    ms_chunk_index_clear(&idx);
+    if (r < 0)
+        return r;
+    s->reader = ms_archive_reader_new(s->head);
+    return s->reader ? 0 : ms_error_oom(e);
+}
+
 /* How far open_store() builds the chain. */
 typedef enum OpenDepth {
     OPEN_ARCHIVE,   /* decrypted, decompressed, parsed */
@@ -108,6 +156,14 @@ static int open_store(MsStorage *storage, const char *key, const MsEncryptKey *e
     r = raw_only ? 0 : check_manifest_key(s, key, enc_key, e);
     if (r < 0) {
         ms_snapshot_source_close(s);
+        return r;
+    }
+    /* A chunked snapshot is read whole, chunk by chunk, for every depth but the raw one (which
+     * checks the index object alone): authenticating its chunks is reading them. */
+    if (ms_manifest_is_chunked(&s->manifest) && !raw_only) {
+        r = open_chunked(s, storage, manifest_key, enc_key, e);
+        if (r < 0)
+            ms_snapshot_source_close(s);
         return r;
     }
     MsSource *raw = NULL;

@@ -23,6 +23,8 @@
 #include "mongosnap/mongosnap.h"
 #include "oplog-source.h"
 #include "snapshot-split.h"
+#include "chunk-area.h"
+#include "chunked.h"
 #include "nsfilter.h"
 
 /* A segment of this many bytes is written to the archive at once: big enough to keep the
@@ -664,6 +666,32 @@ static int oplog_check_not_rolled_over(MsMongo *m, mongoc_client_t *c, MsOplogPo
 /* ---- the run ---- */
 
 /* The archive's write chain (io/chain.h) over a new object in the store. */
+/* The snapshot's marker kept fresh while chunks are written (engine/chunk-area.h). */
+static int refresh_marker(void *userdata, MsError *e) {
+    MsChunkLock *l = userdata;
+    /* forced: the keep-alive thread calls it at its own pace */
+    l->written_usec = 0;
+    return ms_chunk_lock_refresh(l, e);
+}
+
+static int open_chunked_sink(const MsSnapshotOptions *o, const char *key, const char *area,
+                             const MsChunkSet *known, MsChunkLock *lock, MsChunkedResults *results,
+                             MsSink **ret_head, MsError *e) {
+    MsChunkedSpec spec = {
+        .storage = o->storage,
+        .area = area,
+        .index_key = key,
+        .avg = o->chunk_avg,
+        .level = o->compression_level,
+        .key = o->key,
+        .known = known,
+        .keepalive = refresh_marker,
+        .keepalive_userdata = lock,
+        .keepalive_usec = MS_CHUNK_LOCK_REFRESH_USEC / 2,
+    };
+    return ms_chunked_sink_new(&spec, results, ret_head, e);
+}
+
 static int open_archive_sink(const MsSnapshotOptions *o, const char *key, MsChainResults *results,
                              MsSink **ret_head, MsError *e) {
     MsSink *store = NULL;
@@ -781,6 +809,11 @@ typedef struct SnapshotRun {
     MsOplogPosition oplog_start, oplog_end;
     uint64_t oplog_entries, oplog_left_out;
     uint64_t stored_bytes; /* as the store acknowledges them */
+    /* chunked */
+    char *chunk_area;
+    MsChunkLock chunk_lock;
+    MsChunkSet *known;
+    MsChunkedResults chunked;
 } SnapshotRun;
 
 static void snapshot_run_done(SnapshotRun *s) {
@@ -805,6 +838,9 @@ static void snapshot_run_done(SnapshotRun *s) {
     free(s->server_version);
     free(s->archive_key);
     free(s->manifest_key);
+    ms_chunk_lock_release(&s->chunk_lock);
+    ms_chunk_set_free(s->known);
+    free(s->chunk_area);
     if (s->ctx_ready) {
         pthread_mutex_destroy(&s->ctx.error_lock);
         pthread_mutex_destroy(&s->ctx.parts_lock);
@@ -817,7 +853,9 @@ static int run_locate(SnapshotRun *s, MsError *e) {
     int r = check_location(o->prefix, o->name, e);
     if (r < 0)
         return r;
-    s->archive_key = join_key(o->prefix, o->name, MONGOSNAP_ARCHIVE_SUFFIX,
+    s->archive_key =
+        o->chunked ? join_key(o->prefix, o->name, MS_CHUNKED_INDEX_SUFFIX, "")
+                   : join_key(o->prefix, o->name, MONGOSNAP_ARCHIVE_SUFFIX,
                               o->key ? (o->compression == MS_COMPRESSION_NONE   ? ".enc"
                                         : o->compression == MS_COMPRESSION_ZSTD ? ".zst.enc"
                                                                                 : ".gz.enc")
@@ -993,11 +1031,38 @@ static int run_plan(SnapshotRun *s, MsSnapshotResult *ret, MsError *e) {
     return plan_items(s, e);
 }
 
+/* A chunked snapshot's marker (kept apart from garbage collection, engine/chunk-area.h) and the
+ * chunks it need not store again: those the newest committed snapshots' indexes name. */
+#define CHUNKED_KNOWN_SNAPSHOTS 3
+#define CHUNKED_GC_WAIT_USEC (10ULL * 60ULL * 1000000ULL)
+
+static int run_chunks_prepare(SnapshotRun *s, MsError *e) {
+    const MsSnapshotOptions *o = s->o;
+    if (!o->chunked)
+        return 0;
+    s->chunk_area = ms_chunk_area(o->prefix);
+    if (!s->chunk_area)
+        return ms_error_oom(e);
+    int r = ms_chunk_lock_snapshot(o->storage, s->chunk_area, o->name, CHUNKED_GC_WAIT_USEC,
+                                   &s->chunk_lock, e);
+    if (r < 0)
+        return r;
+    unsigned used = 0;
+    r = ms_chunk_known_set(o->storage, o->prefix, o->key, CHUNKED_KNOWN_SNAPSHOTS, &s->known, &used, e);
+    if (r < 0)
+        return r;
+    log_info("chunked snapshot: %zu chunks of %u earlier snapshot(s) may be reused",
+             ms_chunk_set_size(s->known), used);
+    return 0;
+}
+
 /* The archive opened in the store, its prelude written, the collections dumped in parallel. */
 static int run_dump(SnapshotRun *s, const char *tool_version, MsError *e) {
     const MsSnapshotOptions *o = s->o;
     DumpContext *ctx = &s->ctx;
-    int r = open_archive_sink(o, s->archive_key, &s->chain, &s->head, e);
+    int r = o->chunked ? open_chunked_sink(o, s->archive_key, s->chunk_area, s->known,
+                                           &s->chunk_lock, &s->chunked, &s->head, e)
+                       : open_archive_sink(o, s->archive_key, &s->chain, &s->head, e);
     if (r < 0)
         return r;
     s->writer = ms_archive_writer_new(s->head);
@@ -1086,6 +1151,12 @@ static int run_commit_archive(SnapshotRun *s, MsError *e) {
         ms_error_prefix(e, "storing %s: ", s->archive_key);
         return r;
     }
+    if (o->chunked) {
+        /* The index is the snapshot's stored object; the chunks are checked by id on read. */
+        s->chain.raw_bytes = s->chunked.raw_bytes;
+        s->chain.stored_bytes = s->chunked.index_bytes;
+        memcpy(s->chain.stored_sha256, s->chunked.index_sha256, sizeof(s->chain.stored_sha256));
+    }
     MsStorageObject stored = {0};
     r = ms_storage_stat(o->storage, s->archive_key, &stored, e);
     free(stored.key);
@@ -1159,7 +1230,15 @@ static int build_manifest(const SnapshotRun *s, const char *tool_version, MsMani
     r |= dup_to(&m->host, hostname);
     r |= dup_to(&m->origin, o->origin);
     r |= dup_to(&m->archive_key, s->archive_key);
-    r |= dup_to(&m->compression, ms_compression_to_string(o->compression));
+    r |= dup_to(&m->compression,
+                ms_compression_to_string(o->chunked ? MS_COMPRESSION_ZSTD : o->compression));
+    if (o->chunked) {
+        r |= dup_to(&m->archive_format, MS_MANIFEST_FORMAT_CHUNKED);
+        m->chunks = s->chunked.chunks;
+        m->chunks_stored = s->chunked.chunks_stored;
+        m->chunks_stored_bytes = s->chunked.stored_bytes;
+        m->chunk_avg = (uint32_t) (o->chunk_avg ? o->chunk_avg : MS_CHUNK_DEFAULT_AVG);
+    }
     r |= dup_to(&m->encryption_cipher, o->key ? MS_ENCRYPT_CIPHER_NAME : NULL);
     r |= dup_to(&m->point_in_time_reason, why_not_pit);
     if (s->filtered) {
@@ -1229,6 +1308,8 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
     if (r == 0)
         r = run_plan(&s, ret, e);
     if (r == 0)
+        r = run_chunks_prepare(&s, e);
+    if (r == 0)
         r = run_dump(&s, tool_version, e);
     if (r == 0)
         r = run_oplog(&s, e);
@@ -1250,15 +1331,17 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
     ret->manifest_key = TAKE_PTR(s.manifest_key);
     ret->documents = manifest.total_documents;
     ret->namespaces = s.ctx.n_colls;
-    ret->stored_bytes = s.stored_bytes;
+    ret->stored_bytes = s.stored_bytes + s.chunked.stored_bytes;
     ret->uncompressed_bytes = s.chain.raw_bytes;
+    ret->chunks = s.chunked.chunks;
+    ret->chunks_stored = s.chunked.chunks_stored;
     ret->point_in_time = s.have_oplog;
     ret->collections_left_out = s.ctx.left_out;
     ret->databases_skipped = s.dbs_skipped;
     ret->oplog_entries_left_out = s.oplog_left_out;
     log_info("snapshot %s complete: %" PRIu64 " documents in %zu namespaces, %" PRIu64
              " bytes stored",
-             o->name, manifest.total_documents, s.ctx.n_colls, s.stored_bytes);
+             o->name, manifest.total_documents, s.ctx.n_colls, ret->stored_bytes);
     return 0;
 }
 

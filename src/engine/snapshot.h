@@ -33,6 +33,11 @@ typedef struct MsSnapshotOptions {
      * parallel_collections cursors at once, each an _id range of at least this size
      * (snapshot-split.h). 0: one cursor per collection, as mongodump. */
     uint64_t split_min_bytes;
+    /* Format=chunked (engine/chunked.h): the archive stream stored as deduplicated chunks of
+     * about chunk_avg bytes (0: 16 KiB) in the chunk area, with an index; compression is zstd
+     * per chunk at compression_level. */
+    bool chunked;
+    size_t chunk_avg;
     bool capture_oplog;      /* when the source has one */
     bool include_users;      /* admin.system.users / system.roles, whatever the filter says */
     /* --ns-include/--ns-exclude (validated; renames are ignored). NULL or empty: every
@@ -48,8 +53,9 @@ typedef struct MsSnapshotResult {
     char *manifest_key;
     uint64_t documents;
     uint64_t namespaces;
-    uint64_t stored_bytes;
+    uint64_t stored_bytes; /* chunked: the index and the chunks this snapshot added */
     uint64_t uncompressed_bytes;
+    uint64_t chunks, chunks_stored; /* chunked: in the index, and of them stored anew */
     bool point_in_time;
     /* With a filter: what it left out. */
     uint64_t collections_left_out; /* listed, not selected */

@@ -68,7 +68,8 @@ static void help(void) {
            "                            [--parallel N] [--split-min SIZE] [--no-oplog]\n"
            "                            [--include-users]\n"
            "                            [--ns-include PAT]... [--ns-exclude PAT]...\n"
-           "                            [--key-file FILE]\n"
+           "                            [--key-file FILE] [--format archive|chunked]\n"
+           "                            [--chunk-size SIZE]\n"
            "                            (--split-min: a collection of 2 x SIZE or more is read\n"
            "                            by up to --parallel cursors, by _id range; default 64MiB,\n"
            "                            0 reads every collection with one cursor)\n"
@@ -81,10 +82,19 @@ static void help(void) {
            "                            [--key-file FILE]\n"
            "  mongosnap-worker verify   (--store DIR --snapshot KEY | --archive FILE [--manifest "
            "FILE])\n"
-           "                            [--key-file FILE]\n"
+           "                            [--key-file FILE] [--metadata-only]\n"
+           "                            (--metadata-only, chunked snapshots: the index and every\n"
+           "                            chunk's presence, without reading the chunks)\n"
            "  mongosnap-worker remove   --store DIR --key KEY [--key KEY]...\n"
+           "                            [--gc --prefix P [--key-file FILE]]\n"
            "  mongosnap-worker scan     --store DIR [--prefix P]\n"
            "                            (every snapshot the store holds, from its manifests)\n"
+           "Chunked snapshots (--format chunked):\n"
+           "  mongosnap-worker gc       --store DIR --prefix P [--key-file FILE]\n"
+           "                            (remove the chunks no snapshot under P names)\n"
+           "  mongosnap-worker export   --store DIR --snapshot KEY [--key-file FILE]\n"
+           "                            [--output FILE]  (the snapshot as a stock mongodump\n"
+           "                            archive, uncompressed, on standard output or FILE)\n"
            "Point-in-time recovery (the policy's prefix holds snapshots and oplog/ slices):\n"
            "  mongosnap-worker follow   --uri-file FILE --store DIR --prefix P [--slice-sec N]\n"
            "                            [--compression C] [--key-file FILE] [--max-slices N]\n"
@@ -169,6 +179,11 @@ enum {
     OPT_THREADS,
     OPT_PARALLEL,
     OPT_SPLIT_MIN,
+    OPT_FORMAT,
+    OPT_CHUNK_SIZE,
+    OPT_GC,
+    OPT_METADATA_ONLY,
+    OPT_OUTPUT,
     OPT_BATCH_SIZE,
     OPT_NO_OPLOG,
     OPT_INCLUDE_USERS,
@@ -222,6 +237,11 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"threads", required_argument, NULL, OPT_THREADS},
         {"parallel", required_argument, NULL, OPT_PARALLEL},
         {"split-min", required_argument, NULL, OPT_SPLIT_MIN},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
+        {"gc", no_argument, NULL, OPT_GC},
+        {"metadata-only", no_argument, NULL, OPT_METADATA_ONLY},
+        {"output", required_argument, NULL, OPT_OUTPUT},
         {"batch-size", required_argument, NULL, OPT_BATCH_SIZE},
         {"no-oplog", no_argument, NULL, OPT_NO_OPLOG},
         {"include-users", no_argument, NULL, OPT_INCLUDE_USERS},
@@ -322,6 +342,7 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case OPT_COMPRESSION:
             a->compression = ms_compression_from_string(optarg);
+            a->compression_set = true;
             if (a->compression == MS_COMPRESSION_INVALID) {
                 log_error("unknown compression '%s': use zstd, gzip or none", optarg);
                 return -EINVAL;
@@ -347,6 +368,33 @@ static int parse_args(int argc, char **argv, Args *a) {
                 return -EINVAL;
             }
             a->parallel = u;
+            break;
+        case OPT_FORMAT:
+            if (strcmp(optarg, "chunked") == 0)
+                a->chunked = true;
+            else if (strcmp(optarg, "archive") == 0)
+                a->chunked = false;
+            else {
+                log_error("--format takes archive (one object per snapshot, the default) or "
+                          "chunked (deduplicated chunks and an index)");
+                return -EINVAL;
+            }
+            break;
+        case OPT_CHUNK_SIZE:
+            if (ms_s3_parse_size(optarg, &a->chunk_avg) < 0 || a->chunk_avg < 1024 ||
+                a->chunk_avg > (1u << 20) || (a->chunk_avg & (a->chunk_avg - 1))) {
+                log_error("--chunk-size takes a power of two from 1KiB to 1MiB (default 16KiB)");
+                return -EINVAL;
+            }
+            break;
+        case OPT_GC:
+            a->gc = true;
+            break;
+        case OPT_METADATA_ONLY:
+            a->metadata_only = true;
+            break;
+        case OPT_OUTPUT:
+            a->output = optarg;
             break;
         case OPT_SPLIT_MIN:
             if (ms_s3_parse_size(optarg, &a->split_min) < 0) {
@@ -591,6 +639,11 @@ static int run_snapshot(Args *a, MsProgress *p) {
         return MONGOSNAP_EXIT_USAGE;
     }
     bool filtered = a->filter.n_include > 0 || a->filter.n_exclude > 0;
+    if (a->chunked && a->compression_set && a->compression != MS_COMPRESSION_ZSTD) {
+        log_error("--format chunked compresses each chunk with zstd; leave out --compression "
+                  "(or give zstd)");
+        return MONGOSNAP_EXIT_USAGE;
+    }
     if (worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
     worker_clean_prefix(storage, a->prefix, false);
@@ -612,6 +665,8 @@ static int run_snapshot(Args *a, MsProgress *p) {
         .key = a->key,
         .parallel_collections = a->parallel ? a->parallel : DEFAULT_PARALLEL_COLLECTIONS,
         .split_min_bytes = a->split_min_set ? a->split_min : DEFAULT_SPLIT_MIN_BYTES,
+        .chunked = a->chunked,
+        .chunk_avg = (size_t) a->chunk_avg,
         .capture_oplog = !a->no_oplog,
         .include_users = a->include_users,
         .filter = filtered ? &a->filter : NULL,
@@ -629,6 +684,11 @@ static int run_snapshot(Args *a, MsProgress *p) {
         BSON_APPEND_INT64(&fields, "stored_bytes", (int64_t) res.stored_bytes);
         BSON_APPEND_INT64(&fields, "uncompressed_bytes", (int64_t) res.uncompressed_bytes);
         BSON_APPEND_BOOL(&fields, "point_in_time", res.point_in_time);
+        if (a->chunked) {
+            BSON_APPEND_UTF8(&fields, "format", "chunked");
+            BSON_APPEND_INT64(&fields, "chunks", (int64_t) res.chunks);
+            BSON_APPEND_INT64(&fields, "chunks_stored", (int64_t) res.chunks_stored);
+        }
         if (a->key) {
             /* The key's id (a hash prefix), never the key. */
             BSON_APPEND_UTF8(&fields, "encryption", MS_ENCRYPT_CIPHER_NAME);
@@ -748,6 +808,8 @@ static int run_verify(Args *a, MsProgress *p) {
         log_error("verify needs exactly one of --snapshot KEY (with --store) or --archive FILE");
         return MONGOSNAP_EXIT_USAGE;
     }
+    if (a->metadata_only)
+        return worker_verify_metadata(a, p);
     if (a->snapshot && worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
     MsVerifyOptions o = {
@@ -777,8 +839,11 @@ static int run_verify(Args *a, MsProgress *p) {
                                                 : " (no manifest: archive CRCs only)");
     } else if ((r = worker_stopped_instead(r, &e)) == -ECANCELED)
         log_info("verify stopped: %s", e.message);
-    else
+    else {
+        if (storage)
+            worker_name_broken_snapshots(storage, a, &e);
         log_error("verify failed: %s", e.message);
+    }
     worker_report_result(p, a, r, &e, &fields);
     bson_destroy(&fields);
     return worker_exit_code_for(r);
@@ -1018,6 +1083,9 @@ static int run_remove(Args *a, MsProgress *p) {
     BSON_APPEND_INT64(&fields, "processed", (int64_t) processed);
     BSON_APPEND_INT64(&fields, "removed", (int64_t) removed);
     BSON_APPEND_INT64(&fields, "not_found", (int64_t) not_found);
+    /* A chunked policy's snapshots leave their chunks behind: collect them now. */
+    if (r == 0 && a->gc)
+        r = worker_collect(storage, a, &fields, &e);
     if (r == 0 && !a->json)
         printf("removed %zu object(s)%s", removed, not_found ? "" : "\n");
     if (r == 0 && !a->json && not_found)
@@ -1076,9 +1144,13 @@ int main(int argc, char **argv) {
         ret = run_remove(&a, &progress);
     else if (strcmp(a.command, "scan") == 0)
         ret = run_scan(&a, &progress);
+    else if (strcmp(a.command, "gc") == 0)
+        ret = worker_run_gc(&a, &progress);
+    else if (strcmp(a.command, "export") == 0)
+        ret = worker_run_export(&a, &progress);
     else
         log_error("unknown command '%s': use snapshot, restore, verify, remove, scan, follow, "
-                  "list-slices or verify-chain",
+                  "list-slices, verify-chain, gc or export",
                   a.command);
     ms_progress_done(&progress);
     mongoc_cleanup();

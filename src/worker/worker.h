@@ -38,6 +38,13 @@ typedef struct Args {
     int level;
     int threads;
     unsigned parallel;
+    /* Chunked snapshots (worker-chunked.c). */
+    bool chunked;         /* snapshot --format chunked */
+    bool compression_set; /* --compression given */
+    uint64_t chunk_avg;   /* --chunk-size, 0: default */
+    bool gc;              /* remove --gc: collect the chunk area afterwards */
+    bool metadata_only;   /* verify --metadata-only */
+    const char *output;   /* export --output FILE ("-" or none: standard output) */
     uint64_t split_min;
     bool split_min_set;
     unsigned batch_size;
@@ -66,6 +73,14 @@ typedef struct Args {
 } Args;
 
 int worker_open_store(const Args *a, MsStorage **ret);
+/* worker-chunked.c */
+int worker_run_gc(Args *a, MsProgress *p);
+int worker_run_export(Args *a, MsProgress *p);
+int worker_verify_metadata(Args *a, MsProgress *p);
+/* A chunked snapshot's verify failed naming a chunk: add which snapshots that chunk breaks. */
+void worker_name_broken_snapshots(MsStorage *st, const Args *a, MsError *e);
+/* remove --gc */
+int worker_collect(MsStorage *st, const Args *a, bson_t *fields, MsError *e);
 bool worker_has_suffix(const char *s, const char *suffix);
 int worker_exit_code_for(int r);
 int worker_stopped_instead(int r, MsError *e);
