@@ -719,6 +719,8 @@ static void generate(WsCollection *c, size_t which, double scale, double pool_sc
     /* Every copy of the pool has the same bytes, so the total is whole copies plus a head. */
     uint64_t copies = c->n / n, rest = c->n % n;
     c->bytes = copies * len + c->offsets[rest];
+    c->visible = c->n;
+    c->n_base = c->n;
 }
 
 typedef struct {
@@ -758,19 +760,29 @@ WsCollection *ws_dataset_new(double scale, double pool_scale, size_t *ret_n) {
 
 void ws_dataset_free(WsCollection *c, size_t n) {
     for (size_t k = 0; k < n; k++) {
+        free(c[k].version);
         free(c[k].pool);
         free(c[k].offsets);
     }
     free(c);
 }
 
+/* Which pool document gives document i its body: its own, another one after an update, and
+ * for an inserted document one picked by its index. */
+static uint64_t body_of(const WsCollection *c, uint64_t i) {
+    if (i >= c->n_base)
+        return (i * 31 + 7) % c->pool_n;
+    uint32_t v = c->version ? c->version[i] : 0;
+    return v ? (i + (uint64_t) v * 7919) % c->pool_n : i % c->pool_n;
+}
+
 uint32_t ws_doc_len(const WsCollection *c, uint64_t i) {
-    uint64_t k = i % c->pool_n;
+    uint64_t k = body_of(c, i);
     return (uint32_t) (c->offsets[k + 1] - c->offsets[k]);
 }
 
 void ws_doc_copy(const WsCollection *c, uint64_t i, uint8_t *out) {
-    uint64_t k = i % c->pool_n;
+    uint64_t k = body_of(c, i);
     memcpy(out, c->pool + c->offsets[k], c->offsets[k + 1] - c->offsets[k]);
     /* int32 length, type byte, "_id\0": the value starts at byte 9 */
     id_write(c, i, out + 9);
@@ -870,4 +882,45 @@ uint64_t ws_lower_bound(const WsCollection *c, const bson_iter_t *v, int strict)
             hi = mid;
     }
     return lo;
+}
+
+/* ---- churn ---- */
+
+static double unit_hash(uint64_t a, uint64_t b, uint64_t salt) {
+    uint64_t x = a * 0x9e3779b97f4a7c15ULL ^ (b + 0x632be59bd9b4e019ULL) * 0xc2b2ae3d27d4eb4fULL ^ salt;
+    x = splitmix(&x);
+    return (double) (x >> 11) * 0x1.0p-53;
+}
+
+void ws_dataset_set_day(WsCollection *cs, size_t n_colls, unsigned day, double upd, double ins,
+                        double del) {
+    for (size_t k = 0; k < n_colls; k++) {
+        WsCollection *c = &cs[k];
+        uint64_t seed = 0;
+        for (const char *p = c->name; *p; p++)
+            seed = seed * 131 + (uint8_t) *p;
+        free(c->version);
+        c->version = day ? calloc(c->n_base ? c->n_base : 1, sizeof(uint32_t)) : NULL;
+        if (day && !c->version)
+            abort();
+        c->day = day;
+        c->ins_per_day = (uint64_t) ((double) c->n_base * ins + 0.5);
+        for (unsigned d = 1; d <= day; d++)
+            for (uint64_t i = 0; i < c->n_base; i++) {
+                if (c->version[i] == WS_DELETED)
+                    continue;
+                if (unit_hash(i, d, seed ^ 0xde1e7e) < del)
+                    c->version[i] = WS_DELETED;
+                else if (unit_hash(i, d, seed ^ 0x0bda7e) < upd)
+                    c->version[i] = d;
+            }
+        c->n = c->n_base + (uint64_t) day * c->ins_per_day;
+        c->visible = 0;
+        c->bytes = 0;
+        for (uint64_t i = 0; i < c->n; i++)
+            if (ws_doc_visible(c, i)) {
+                c->visible++;
+                c->bytes += ws_doc_len(c, i);
+            }
+    }
 }

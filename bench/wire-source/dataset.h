@@ -10,6 +10,7 @@
 #pragma once
 
 #include <bson/bson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,15 +31,33 @@ typedef struct WsCollection {
     uint64_t *offsets; /* pool_n + 1 entries */
     uint64_t pool_n;
     /* what is served */
-    uint64_t n;     /* documents */
-    uint64_t bytes; /* BSON bytes of all n documents */
+    uint64_t n;     /* documents: the index space (deleted ones included, see below) */
+    uint64_t bytes; /* BSON bytes of the visible documents */
+    uint64_t visible; /* documents not deleted */
     uint32_t id_len; /* bytes of the _id value (fixed) */
+    /* Churn (ws_dataset_set_day): day d of a database that changes every day. Documents below
+     * n_base are day 0's; version[i] is 0 (as on day 0), the day it was last updated, or
+     * WS_DELETED. Each day inserts ins_per_day documents after the others (ids keep growing,
+     * like time-ordered ObjectIds). NULL version: day 0. */
+    uint64_t n_base, ins_per_day;
+    uint32_t *version;
+    unsigned day;
 } WsCollection;
+
+#define WS_DELETED UINT32_MAX
 
 /* Generates every collection's pool for `scale` (2 threads); returns the array. */
 WsCollection *ws_dataset_new(double scale, double pool_scale, size_t *ret_n);
 void ws_dataset_free(WsCollection *c, size_t n);
 
+/* Day `day` of the dataset: each day since day 0, upd of the documents get a new body, del of
+ * them are deleted and ins of them are inserted (fractions, e.g. 0.01). Deterministic. Not to
+ * be called while cursors are open. */
+void ws_dataset_set_day(WsCollection *c, size_t n, unsigned day, double upd, double ins, double del);
+/* Whether document i exists on the current day. */
+static inline bool ws_doc_visible(const WsCollection *c, uint64_t i) {
+    return !c->version || i >= c->n_base || c->version[i] != WS_DELETED;
+}
 /* The BSON bytes of document i (i < c->n) into out (at least ws_doc_len(c, i) bytes). */
 uint32_t ws_doc_len(const WsCollection *c, uint64_t i);
 void ws_doc_copy(const WsCollection *c, uint64_t i, uint8_t *out);

@@ -15,7 +15,10 @@
  * copies of a pool of scale P with new _ids, so memory stays at P x 220 MiB); --target serves no data and accepts
  * writes. Both answer {benchDigest: 1} on admin: per namespace the document count, the BSON
  * bytes and an order-independent hash (the sum of every document's XXH3-64), so a benchmark
- * checks that what a restore inserted is what a snapshot read. {benchReset: 1} forgets what a
+ * checks that what a restore inserted is what a snapshot read. {benchSetDay: N, update: F,
+ * insert: F, delete: F} serves day N of a database that changes every day (the deduplication
+ * benchmark: by default 1 % of documents updated, 0.2 % inserted, 0.1 % deleted per day).
+ * {benchReset: 1} forgets what a
  * target was sent; {benchStats: 1} tells documents and bytes served and received. */
 #include "dataset.h"
 
@@ -195,6 +198,13 @@ static void write_batch(Buf *out, Cursor *cu, int64_t batch_size, bool first) {
     bson_t idb = BSON_INITIALIZER;
     while (cu->c && !cursor_done(cu) && (batch_size <= 0 || (int64_t) k < batch_size)) {
         uint64_t i = cu->dir > 0 ? cu->pos : cu->end - 1;
+        if (!ws_doc_visible(cu->c, i)) { /* deleted on an earlier day */
+            if (cu->dir > 0)
+                cu->pos++;
+            else
+                cu->end--;
+            continue;
+        }
         uint32_t len = cu->id_only ? 0 : ws_doc_len(cu->c, i);
         if (cu->id_only) {
             bson_reinit(&idb);
@@ -453,7 +463,7 @@ static void coll_size(const char *db, const char *coll, uint64_t *n, uint64_t *b
     *n = *bytes = 0;
     const WsCollection *c = source_find(db, coll);
     if (c) {
-        *n = c->n;
+        *n = c->visible;
         *bytes = c->bytes;
         return;
     }
@@ -779,6 +789,8 @@ static void cmd_digest(Buf *out) {
                 abort();
             for (size_t k = 0; k < g_n_colls; k++)
                 for (uint64_t i = 0; i < g_colls[k].n; i++) {
+                    if (!ws_doc_visible(&g_colls[k], i))
+                        continue;
                     ws_doc_copy(&g_colls[k], i, doc);
                     g_source_hash[k] += XXH3_64bits(doc, ws_doc_len(&g_colls[k], i));
                 }
@@ -788,7 +800,7 @@ static void cmd_digest(Buf *out) {
         for (size_t k = 0; k < g_n_colls; k++) {
             char ns[128];
             snprintf(ns, sizeof(ns), "%s.%s", g_colls[k].db, g_colls[k].name);
-            digest_append(&arr, (uint32_t) k, ns, g_colls[k].n, g_colls[k].bytes, g_source_hash[k]);
+            digest_append(&arr, (uint32_t) k, ns, g_colls[k].visible, g_colls[k].bytes, g_source_hash[k]);
         }
     }
     bson_append_array_end(&b, &arr);
@@ -900,6 +912,28 @@ static void dispatch(Buf *out, const bson_t *cmd, const char *db, const DocSeq *
         return cmd_digest(out);
     if (!strcmp(name, "benchStats"))
         return cmd_stats(out);
+    if (!strcmp(name, "benchSetDay")) {
+        /* {benchSetDay: N, update: 0.01, insert: 0.002, delete: 0.001}: the database on day N */
+        if (g_target)
+            return reply_error(out, 2, "BadValue", "benchSetDay is for a source, not a --target");
+        bson_iter_t v;
+        double upd = 0.01, ins = 0.002, del = 0.001;
+        if (bson_iter_init_find(&v, cmd, "update") && BSON_ITER_HOLDS_NUMBER(&v))
+            upd = bson_iter_as_double(&v);
+        if (bson_iter_init_find(&v, cmd, "insert") && BSON_ITER_HOLDS_NUMBER(&v))
+            ins = bson_iter_as_double(&v);
+        if (bson_iter_init_find(&v, cmd, "delete") && BSON_ITER_HOLDS_NUMBER(&v))
+            del = bson_iter_as_double(&v);
+        int64_t day = get_int(cmd, "benchSetDay", -1);
+        if (day < 0 || day > 1000 || upd < 0 || upd > 1 || ins < 0 || ins > 1 || del < 0 || del > 1)
+            return reply_error(out, 2, "BadValue", "benchSetDay: a day from 0 to 1000 and fractions from 0 to 1");
+        pthread_mutex_lock(&g_digest_lock);
+        ws_dataset_set_day(g_colls, g_n_colls, (unsigned) day, upd, ins, del);
+        free(g_source_hash);
+        g_source_hash = NULL;
+        pthread_mutex_unlock(&g_digest_lock);
+        return reply_ok(out, &(bson_t) BSON_INITIALIZER);
+    }
     if (!strcmp(name, "benchReset")) {
         pthread_mutex_lock(&g_target_lock);
         g_n_tcolls = 0;

@@ -103,6 +103,8 @@
 /* Stored objects: <prefix>/<snapshot>.archive[.zst|.gz] and <prefix>/<snapshot>.manifest.json */
 #define MONGOSNAP_ARCHIVE_SUFFIX ".archive"
 #define MONGOSNAP_MANIFEST_SUFFIX ".manifest.json"
+/* A chunked snapshot's index (Format=chunked): its "archive" object, the rest are chunks. */
+#define MONGOSNAP_INDEX_SUFFIX ".index"
 #define MONGOSNAP_MANIFEST_FORMAT "mongosnap-manifest"
 #define MONGOSNAP_MANIFEST_FORMAT_VERSION 1
 

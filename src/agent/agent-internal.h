@@ -78,6 +78,8 @@ struct Manager {
     struct Removal **removals; /* snapshots to remove from remote stores, oldest first */
     size_t n_removals;
     AgentJob remover; /* the worker removing removals[0] */
+    struct Export **exports; /* snapshots being streamed to a client (agent-export.c) */
+    size_t n_exports;
 
     /* Who is told of changes: the bus adapter, the timer reconciler (agent-timer.c). */
     struct {

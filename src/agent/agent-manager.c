@@ -576,9 +576,21 @@ void manager_set_snapshot_state(Manager *m, MsSnapshotRecord *r, MsSnapshotState
  * (agent-remover.c), so that a slow or failing S3 never blocks the event loop (nor trips the
  * watchdog). The record says expired/deleted from now on; it returns to completed if the
  * worker removed nothing. */
+/* A chunked snapshot (its archive key names an index) leaves chunks behind that a collection
+ * must remove, which reads every kept index and lists the chunk area: a worker's job even for
+ * a local store. */
+static bool record_is_chunked(const MsSnapshotRecord *r) {
+    size_t n = r->archive_key ? strlen(r->archive_key) : 0, sfx = strlen(MONGOSNAP_INDEX_SUFFIX);
+    return n > sfx && strcmp(r->archive_key + n - sfx, MONGOSNAP_INDEX_SUFFIX) == 0;
+}
+
+static bool removed_by_worker(const MsSnapshotRecord *r) {
+    return !manager_store_is_local(r->store) || record_is_chunked(r);
+}
+
 static int remove_from_store(Manager *m, MsSnapshotRecord *r, MsSnapshotState state,
                              const char *why, MsError *e) {
-    if (r->state == MS_SNAPSHOT_COMPLETED && r->store && !manager_store_is_local(r->store)) {
+    if (r->state == MS_SNAPSHOT_COMPLETED && r->store && removed_by_worker(r)) {
         int k = parts_remove_remote(m, r, why, e);
         if (k < 0)
             return k;
@@ -606,7 +618,7 @@ void manager_finish_removal(Manager *m, MsSnapshotRecord *r, const char *why) {
     if (!r->store || r->remote || manager_snapshot_in_use(m, r->id))
         return;
     MsError e = MS_ERROR_INIT;
-    if (!manager_store_is_local(r->store)) {
+    if (removed_by_worker(r)) {
         if (parts_remove_remote(m, r, why, &e) < 0)
             log_warning("cannot finish removing %s: %s", r->id, e.message);
         return;
@@ -1004,6 +1016,10 @@ static void build_snapshot_args(Manager *m, ManagerPolicy *p, const MsSnapshotRe
     args[k++] = rec->origin == MS_SNAPSHOT_ORIGIN_SCHEDULED ? "scheduled" : "manual";
     args[k++] = "--compression";
     args[k++] = ms_compression_to_string(s->compression);
+    if (s->chunked) {
+        args[k++] = "--format";
+        args[k++] = "chunked";
+    }
     if (s->compression_level > 0) {
         snprintf(level_buf, NUMBER_ARG_MAX, "%d", s->compression_level);
         args[k++] = "--level";
@@ -1860,6 +1876,14 @@ int manager_snapshot_download_url(Manager *m, const MsSnapshotRecord *r, uint64_
                             "snapshot %s is %s: only completed snapshots have a "
                             "download address",
                             r->id, ms_snapshot_state_to_string(r->state));
+    /* A chunked snapshot is an index and chunks: no single object anyone could download. */
+    size_t n = strlen(r->archive_key), sfx = strlen(MONGOSNAP_INDEX_SUFFIX);
+    if (n > sfx && strcmp(r->archive_key + n - sfx, MONGOSNAP_INDEX_SUFFIX) == 0)
+        return ms_error_set_kind(e, MS_ERROR_KIND_NOT_SUPPORTED, EOPNOTSUPP,
+                                 "snapshot %s is chunked (Format=chunked): it has no single object "
+                                 "to download; export it as a mongodump archive with "
+                                 "\"mongosnapctl export %s > %s.archive\"",
+                                 r->id, r->id, r->id);
     /* A local store has none; say so without opening anything. */
     if (manager_store_is_local(r->store))
         return ms_error_set_kind(e, MS_ERROR_KIND_NOT_SUPPORTED, EOPNOTSUPP,

@@ -263,6 +263,16 @@ int manager_cancel_restore(Manager *m, const char *id, MsError *e);
 /* Re-read a completed snapshot from its store and check every checksum and count; the
  * outcome is the snapshot's verify_* fields. -EBUSY: a verification of it is under way. */
 int manager_verify_snapshot(Manager *m, const char *id, MsError *e);
+
+/* Export (agent-export.c): how it ended, r 0 when the whole archive was written, else a
+ * negative errno and a message (an archive cut short is not one to restore). */
+typedef void (*ManagerExportDone)(void *userdata, int r, const char *message);
+/* Stream completed snapshot id into fd (taken in every outcome) as a stock mongodump archive,
+ * by a worker; done is called once, when it has ended, unless manager_export_forget() came
+ * first (the requester went away: the export is stopped). */
+int manager_export_snapshot(Manager *m, const char *id, int fd, ManagerExportDone done,
+                            void *userdata, MsError *e);
+void manager_export_forget(Manager *m, void *userdata);
 /* Remove a snapshot from its store; the record stays as deleted. -EBUSY while it is being
  * taken, restored or verified. */
 int manager_delete_snapshot(Manager *m, const char *id, MsError *e);

@@ -1,6 +1,7 @@
 /* The parts of the agent that work for the manager (agent-internal.h ManagerPart): the one
  * place that knows them all, so that the manager knows none by name. */
 #include "agent/agent-cluster.h"
+#include "agent/agent-export.h"
 #include "agent/agent-follower.h"
 #include "agent/agent-reader.h"
 #include "agent/agent-remover.h"
@@ -8,9 +9,9 @@
 
 /* Stopped and freed in this order: removals first (their queued ones are given back), then
  * the scan, then restores and verifications, then the oplog followers (each commits what it
- * read before it exits). */
+ * read before it exits), then exports. */
 const ManagerPart *const manager_parts[] = {&remover_part, &resync_part, &reader_part,
-                                            &follower_part, NULL};
+                                            &follower_part, &export_part, NULL};
 
 /* The other nodes: agent-cluster.c. */
 const ManagerCoordination *const manager_coordination = &cluster_coordination;

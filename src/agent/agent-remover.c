@@ -23,6 +23,10 @@ typedef struct Removal {
     char *why;
     char *policy;      /* an orphan's: the policy its key names ("" if none) */
     bool orphan;       /* an archive without a manifest, not a snapshot: no record changes */
+    /* A chunked snapshot leaves its chunks behind: the worker then collects the policy's chunk
+     * area (remove --gc), with the policy's key for encrypted indexes. */
+    char *gc_prefix;
+    char *key_path;
     uint64_t removed;  /* keys the worker reported removed */
     bool reported;     /* the worker sent its result (else: killed, or crashed) */
     unsigned attempts; /* workers started for it */
@@ -37,6 +41,8 @@ static Removal *removal_free(Removal *x) {
         free(x->keys[i]);
     free(x->why);
     free(x->policy);
+    free(x->gc_prefix);
+    free(x->key_path);
     free(x);
     return NULL;
 }
@@ -158,7 +164,7 @@ static const AgentJobType remover_job_type = {
 static void remover_start_next(Manager *m) {
     while (m->n_removals > 0 && !m->remover.worker && !m->stopping) {
         Removal *x = m->removals[0];
-        const char *args[4 + 2 * REMOVE_KEYS_MAX + 1];
+        const char *args[4 + 2 * REMOVE_KEYS_MAX + 5 + 1];
         size_t k = 0;
         args[k++] = "remove";
         args[k++] = "--store";
@@ -166,6 +172,15 @@ static void remover_start_next(Manager *m) {
         for (size_t i = 0; i < x->n_keys; i++) {
             args[k++] = "--key";
             args[k++] = x->keys[i];
+        }
+        if (x->gc_prefix) {
+            args[k++] = "--gc";
+            args[k++] = "--prefix";
+            args[k++] = x->gc_prefix;
+            if (x->key_path) {
+                args[k++] = "--key-file";
+                args[k++] = x->key_path;
+            }
         }
         args[k] = NULL;
         AgentTaskSpec spec = {.worker_path = m->config->worker_path, .args = args};
@@ -207,6 +222,18 @@ static int remover_enqueue(Manager *m, const MsSnapshotRecord *r, const char *wh
         return oom(e);
     if (x->n_keys == 0)
         return ms_error_set(e, ENOENT, "snapshot %s has no objects to remove", r->id);
+    size_t n = r->archive_key ? strlen(r->archive_key) : 0, sfx = strlen(MONGOSNAP_INDEX_SUFFIX);
+    if (n > sfx && strcmp(r->archive_key + n - sfx, MONGOSNAP_INDEX_SUFFIX) == 0 && r->policy) {
+        if (!(x->gc_prefix = strdup(r->policy)))
+            return oom(e);
+        /* Without the key (a policy gone, a credential missing) the collection of an encrypted
+         * area fails and says so; the snapshot's removal does not depend on it. */
+        ManagerPolicy *p = manager_find_policy(m, r->policy);
+        MsError ke = MS_ERROR_INIT;
+        if (p && p->settings->encryption_key &&
+            manager_credential_path(p->settings->encryption_key, &x->key_path, &ke) < 0)
+            log_warning("collecting the chunks of %s: %s", r->policy, ke.message);
+    }
     return queue(m, &x, e);
 }
 

@@ -319,7 +319,7 @@ static int make_uri_memfd(const char *uri, MsError *e) {
 
 /* Between fork and exec only async-signal-safe calls: everything was allocated before. */
 _Noreturn static void exec_child(pid_t parent, const char *path, char *const *argv, int null_fd,
-                                 int uri_fd, int progress_fd) {
+                                 int uri_fd, int progress_fd, int stdout_fd) {
     sigset_t none;
     sigemptyset(&none);
     /* The agent blocks signals for sd-event's signalfd; the worker needs SIGTERM delivered. */
@@ -330,9 +330,12 @@ _Noreturn static void exec_child(pid_t parent, const char *path, char *const *ar
     /* Move the inputs above the target numbers first so no dup2 overwrites another input. */
     int hi_uri = uri_fd >= 0 ? fcntl(uri_fd, F_DUPFD, AGENT_TASK_PROGRESS_FD + 1) : -1;
     int hi_progress = fcntl(progress_fd, F_DUPFD, AGENT_TASK_PROGRESS_FD + 1);
-    if ((uri_fd >= 0 && hi_uri < 0) || hi_progress < 0)
+    int hi_stdout = stdout_fd > 0 ? fcntl(stdout_fd, F_DUPFD, AGENT_TASK_PROGRESS_FD + 1) : -1;
+    if ((uri_fd >= 0 && hi_uri < 0) || hi_progress < 0 || (stdout_fd > 0 && hi_stdout < 0))
         _exit(EXIT_FAILURE);
     if (dup2(null_fd, STDIN_FILENO) < 0)
+        _exit(EXIT_FAILURE);
+    if (hi_stdout >= 0 && dup2(hi_stdout, STDOUT_FILENO) < 0)
         _exit(EXIT_FAILURE);
     if (hi_uri >= 0 && dup2(hi_uri, AGENT_TASK_URI_FD) < 0)
         _exit(EXIT_FAILURE);
@@ -407,7 +410,7 @@ int agent_task_spawn(sd_event *event, const AgentTaskSpec *spec, const AgentTask
     if (pid < 0)
         return ms_error_set(e, errno, "cannot fork the worker: %s", strerror(errno));
     if (pid == 0)
-        exec_child(parent, spec->worker_path, argv, null_fd, uri_fd, write_fd);
+        exec_child(parent, spec->worker_path, argv, null_fd, uri_fd, write_fd, spec->stdout_fd);
 
     t->pid = pid;
     /* From here the child source owns the process: freeing the task kills and reaps it. */

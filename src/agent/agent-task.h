@@ -39,6 +39,8 @@ typedef struct AgentTaskSpec {
      * "--uri-file /dev/fd/3 --progress-fd 4": the URI never appears on a command line. */
     const char *const *args;
     const char *uri; /* may be NULL: then no --uri-file (verify needs none) */
+    /* > 0: the worker's standard output (an export's client pipe); 0: the agent's own. */
+    int stdout_fd;
 } AgentTaskSpec;
 
 /* Fork and exec the worker. The child gets the URI in a sealed memfd, the write end of the

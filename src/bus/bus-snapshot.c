@@ -1,6 +1,7 @@
 /* io.mongosnap1.Snapshot objects: the Backup Record columns, live Progress, Cancel, Verify,
  * Delete and the task's Event Log. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,6 +150,40 @@ static int method_delete(sd_bus_message *message, void *userdata, sd_bus_error *
     return sd_bus_reply_method_return(message, NULL);
 }
 
+/* Export(h fd): the snapshot as a stock mongodump archive written into fd by a worker; the
+ * reply comes when the worker has ended (an error then: the archive in fd is incomplete). */
+static void export_done(void *userdata, int r, const char *message) {
+    sd_bus_message *call = userdata;
+    if (r == 0)
+        (void) sd_bus_reply_method_return(call, NULL);
+    else
+        (void) sd_bus_reply_method_errorf(call, MONGOSNAP_ERROR_FAILED,
+                                          "the export failed, the archive written is incomplete: %s",
+                                          message);
+    sd_bus_message_unref(call);
+}
+
+static int method_export(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    const MsSnapshotRecord *r = userdata;
+    int fd;
+    int k = sd_bus_message_read(message, "h", &fd);
+    if (k < 0)
+        return k;
+    k = bus_check_privileged(message, ret_error);
+    if (k < 0)
+        return k;
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (copy < 0)
+        return sd_bus_error_set_errnof(ret_error, errno, "cannot take the file descriptor: %m");
+    MsError e = MS_ERROR_INIT;
+    sd_bus_message_ref(message);
+    if (manager_export_snapshot(bus_manager_of(message), r->id, copy, export_done, message, &e) < 0) {
+        sd_bus_message_unref(message);
+        return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT);
+    }
+    return 1; /* answered by export_done */
+}
+
 static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
     const MsSnapshotRecord *r = userdata;
     const char *after;
@@ -194,6 +229,8 @@ static const sd_bus_vtable snapshot_vtable[] = {
     SD_BUS_METHOD_WITH_ARGS("Verify", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_verify,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_delete,
+                            SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Export", SD_BUS_ARGS("h", fd), SD_BUS_NO_RESULT, method_export,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", after_cursor, "u", max_entries),
                             SD_BUS_RESULT("a" MONGOSNAP_LOG_ENTRY, entries), method_get_log,

@@ -672,6 +672,26 @@ static char *get_compression(const void *obj, const IniKey *k) {
     return strdup(s ? s : "");
 }
 
+/* Format=archive|chunked (engine/chunked.h): one object per snapshot, or deduplicated chunks. */
+static int set_format(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
+    bool *chunked = INI_FIELD(obj, k);
+    if (strcmp(v, "archive") == 0)
+        *chunked = false;
+    else if (strcmp(v, "chunked") == 0)
+        *chunked = true;
+    else
+        return ms_error_set(e, EINVAL,
+                            "%s='%s' is not a snapshot format: use archive (one mongodump archive "
+                            "object per snapshot, the default) or chunked (deduplicated chunks "
+                            "and an index; a daily full snapshot stores only what changed)",
+                            k->name, v);
+    return 0;
+}
+
+static char *get_format(const void *obj, const IniKey *k) {
+    return strdup(*(const bool *) INI_CFIELD(obj, k) ? "chunked" : "archive");
+}
+
 static int set_level(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
     unsigned x;
     if (ini_parse_unsigned(v, k->min, k->max, &x) < 0)
@@ -836,6 +856,7 @@ static const IniKey policy_keys[] = {
     POLICY_KEY(SECTION_POLICY, "Persistent", persistent, false, "yes", 0, 0, ini_set_bool,
                ini_get_bool),
     POLICY_KEY(SECTION_POLICY, "Store", store, false, NULL, 0, 0, set_store, ini_get_string),
+    POLICY_KEY(SECTION_POLICY, "Format", chunked, false, "archive", 0, 0, set_format, get_format),
     POLICY_KEY(SECTION_POLICY, "Compression", compression, false, "zstd", 0, 0, set_compression,
                get_compression),
     POLICY_KEY(SECTION_POLICY, "CompressionLevel", compression_level, false, "0", 0, ZSTD_LEVEL_MAX,
@@ -931,6 +952,11 @@ int ms_policy_check(const MsPolicy *p, MsError *e) {
                             "[Policy] CompressionLevel=%d has no meaning with Compression=none; "
                             "remove it or choose zstd or gzip",
                             p->compression_level);
+    if (p->chunked && p->compression != MS_COMPRESSION_ZSTD)
+        return ms_error_set(e, EINVAL,
+                            "[Policy] Format=chunked compresses each chunk with zstd: remove "
+                            "Compression=%s (or set zstd)",
+                            ms_compression_to_string(p->compression));
     if (p->pit_enabled && !p->oplog)
         return ms_error_set(e, EINVAL,
                             "[PointInTime] Enabled=yes needs [Policy] Oplog=yes: a restore to a "

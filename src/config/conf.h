@@ -136,6 +136,7 @@ typedef struct MsPolicy {
     uint64_t randomized_delay_usec; /* RandomizedDelaySec=, default 0 */
     bool persistent; /* Persistent=, default yes: a run missed while off happens at boot */
     char *store;     /* Store=; NULL: the agent's DefaultStore= */
+    bool chunked;                  /* Format=chunked (default: archive) */
     MsCompression compression;     /* Compression=, default zstd */
     int compression_level;         /* CompressionLevel=; 0: the codec's default */
     unsigned parallel_collections; /* ParallelCollections=, 1..64, default 4 */

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "mongosnap/mongosnap.h"
+
 #define SIZE_BASE UINT64_C(1024)
 #define DECIMAL_BASE UINT64_C(10)
 #define ELLIPSIS_UTF8 "\xe2\x80\xa6"
@@ -216,4 +218,15 @@ bool ctl_uri_scrub_password(char *uri) {
         return false;
     memset(colon + 1, 'x', (size_t) (at - colon - 1));
     return true;
+}
+
+void ctl_download_text(const char *id, const char *file_name, const char *address,
+                       char buf[CTL_DOWNLOAD_TEXT_MAX]) {
+    size_t n = file_name ? strlen(file_name) : 0, sfx = strlen(MONGOSNAP_INDEX_SUFFIX);
+    if (address && *address)
+        snprintf(buf, CTL_DOWNLOAD_TEXT_MAX, "%s", address);
+    else if (n > sfx && strcmp(file_name + n - sfx, MONGOSNAP_INDEX_SUFFIX) == 0)
+        snprintf(buf, CTL_DOWNLOAD_TEXT_MAX, "mongosnapctl export %s > %s.archive", id, id);
+    else
+        buf[0] = '\0';
 }

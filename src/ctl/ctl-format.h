@@ -46,3 +46,9 @@ char *ctl_snake_case(const char *camel);
 /* Overwrite, in place, the password of a MongoDB URI ("mongodb://user:PW@host") with 'x', so
  * that it no longer shows in /proc/PID/cmdline. Returns whether there was one. */
 bool ctl_uri_scrub_password(char *uri);
+
+/* What a snapshot's "Download" says: its download address; for a chunked snapshot (FileName
+ * ID.index), which has none, the command that exports it; else "". */
+#define CTL_DOWNLOAD_TEXT_MAX 2048
+void ctl_download_text(const char *id, const char *file_name, const char *address,
+                       char buf[CTL_DOWNLOAD_TEXT_MAX]);

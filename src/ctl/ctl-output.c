@@ -335,6 +335,8 @@ int ctl_snapshot_table(const CtlSnapshotRow *rows, size_t n, bool full, CtlTable
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
         const CtlSnapshotRow *s = &rows[i];
+        char download[CTL_DOWNLOAD_TEXT_MAX];
+        ctl_download_text(s->id, s->file_name, s->download_address, download);
         CellText c;
         format_task_cells(&c, s->progress, s->items, s->bytes, s->elapsed_usec, s->create_time);
         int r;
@@ -344,7 +346,7 @@ int ctl_snapshot_table(const CtlSnapshotRow *rows, size_t n, bool full, CtlTable
             const char *cells[] = {s->id,         s->policy,          s->node,      s->state,
                                    s->verify_state, c.progress,       c.items,      c.bytes,
                                    c.elapsed,     c.created,          c.expires,    s->file_name,
-                                   s->download_address, s->error};
+                                   download,      s->error};
             r = ctl_table_add_row(t, cells);
         } else {
             char state[64], created[CTL_TIMESTAMP_MAX];
@@ -357,7 +359,8 @@ int ctl_snapshot_table(const CtlSnapshotRow *rows, size_t n, bool full, CtlTable
             format_short_expiry(s, c.expires);
             const char *cells[] = {s->id,    s->policy,   s->node,   state,
                                    s->verify_state, c.items, c.bytes, created,
-                                   c.expires, s->file_name, *s->download_address ? "yes" : "",
+                                   c.expires, s->file_name,
+                                   *s->download_address ? "yes" : *download ? "export" : "",
                                    s->error};
             r = ctl_table_add_row(t, cells);
         }

@@ -98,7 +98,10 @@ static int show_snapshot(Ctl *ctl, sd_bus *bus, const char *path) {
     field("Store", ctl_props_str(&p, "Store"));
     field("Archive key", ctl_props_str(&p, "ArchiveKey"));
     field("Manifest key", ctl_props_str(&p, "ManifestKey"));
-    field("Download", ctl_props_str(&p, "DownloadAddress"));
+    char download[CTL_DOWNLOAD_TEXT_MAX];
+    ctl_download_text(ctl_props_str(&p, "Id"), ctl_props_str(&p, "FileName"),
+                      ctl_props_str(&p, "DownloadAddress"), download);
+    field("Download", download);
     field_u64("Items", ctl_props_u64(&p, "Items"));
     snprintf(line, sizeof(line), "%.1f%%", ctl_props_double(&p, "Progress"));
     field("Progress", line);

@@ -1,5 +1,9 @@
 /* mongosnapctl's task verbs: restore, verify, cancel, delete-snapshot. */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -184,4 +188,101 @@ int verb_cancel(Ctl *ctl, int argc, char **argv) {
     if (r >= 0)
         r = ctl_call(bus, path, interface, "Cancel", &error, NULL, NULL);
     return r < 0 ? ctl_fail_bus(what, &error, r) : CTL_EXIT_OK;
+}
+
+/* export SNAPSHOT > FILE: the agent's worker writes the archive into a pipe, we copy it to
+ * standard output, and the call's reply (which comes when the worker has ended) says whether
+ * what we wrote is whole. Both are waited for in one poll loop: the reply may come before the
+ * pipe is drained, and the pipe fills if nobody drains it while the reply is awaited. */
+typedef struct ExportState {
+    bool replied;
+    int r;
+    char message[512];
+} ExportState;
+
+static int export_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+    ExportState *st = userdata;
+    st->replied = true;
+    const sd_bus_error *err = sd_bus_message_get_error(reply);
+    if (err) {
+        st->r = -sd_bus_error_get_errno(err);
+        if (st->r == 0)
+            st->r = -EIO;
+        snprintf(st->message, sizeof(st->message), "%s", err->message ? err->message : err->name);
+    }
+    return 0;
+}
+
+int verb_export(Ctl *ctl, int argc, char **argv) {
+    char what[WHAT_MAX];
+    snprintf(what, sizeof(what), "export %s", argv[1]);
+    if (isatty(STDOUT_FILENO))
+        return ctl_fail(CTL_EXIT_USAGE,
+                        "%s: the archive is binary; redirect standard output to a file "
+                        "(mongosnapctl export %s > dump.archive)",
+                        what, argv[1]);
+    sd_bus *bus;
+    int code = ctl_bus(ctl, &bus);
+    if (code != CTL_EXIT_OK)
+        return code;
+    _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+    _cleanup_free_ char *path = NULL;
+    int r = ctl_find_snapshot(bus, argv[1], &path, &error);
+    if (r < 0)
+        return ctl_fail_bus(what, &error, r);
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return ctl_fail(CTL_EXIT_FAILED, "%s: cannot create a pipe: %s", what, strerror(errno));
+    _cleanup_close_ int rd = fds[0];
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+    r = sd_bus_message_new_method_call(bus, &call, MONGOSNAP_BUS_NAME, path,
+                                       MONGOSNAP_BUS_SNAPSHOT_INTERFACE, "Export");
+    if (r >= 0)
+        r = sd_bus_message_append(call, "h", fds[1]);
+    ExportState st = {0};
+    _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
+    if (r >= 0) /* no time-out: a large snapshot takes as long as it takes */
+        r = sd_bus_call_async(bus, &slot, call, export_reply, &st, UINT64_MAX);
+    /* The message holds a copy of the write end: it and ours must go, or the end of the
+     * archive never shows (the agent's worker holds the write end now). */
+    call = sd_bus_message_unref(call);
+    close(fds[1]);
+    if (r < 0)
+        return ctl_fail(CTL_EXIT_FAILED, "%s: cannot call Export: %s", what, strerror(-r));
+    static uint8_t buf[1 << 16];
+    bool eof = false;
+    uint64_t bytes = 0;
+    while (!eof || !st.replied) {
+        struct pollfd p[2] = {{.fd = eof ? -1 : rd, .events = POLLIN},
+                              {.fd = sd_bus_get_fd(bus), .events = (short) sd_bus_get_events(bus)}};
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            return ctl_fail(CTL_EXIT_FAILED, "%s: poll: %s", what, strerror(errno));
+        if (!eof && (p[0].revents & (POLLIN | POLLHUP))) {
+            ssize_t n = read(rd, buf, sizeof(buf));
+            if (n < 0 && errno != EINTR && errno != EAGAIN)
+                return ctl_fail(CTL_EXIT_FAILED, "%s: reading the archive: %s", what, strerror(errno));
+            if (n == 0)
+                eof = true;
+            for (ssize_t off = 0; n > 0 && off < n;) {
+                ssize_t w = write(STDOUT_FILENO, buf + off, (size_t) (n - off));
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w <= 0)
+                    return ctl_fail(CTL_EXIT_FAILED, "%s: writing the archive: %s", what,
+                                    strerror(errno));
+                off += w;
+            }
+            if (n > 0)
+                bytes += (uint64_t) n;
+        }
+        while ((r = sd_bus_process(bus, NULL)) > 0)
+            ;
+        if (r < 0)
+            return ctl_fail(CTL_EXIT_FAILED, "%s: the bus connection failed: %s", what, strerror(-r));
+    }
+    if (st.r < 0)
+        return ctl_fail(CTL_EXIT_FAILED, "%s: %s", what, st.message);
+    if (!ctl->args.json)
+        fprintf(stderr, "exported %s: %" PRIu64 " bytes of mongodump archive\n", argv[1], bytes);
+    return CTL_EXIT_OK;
 }

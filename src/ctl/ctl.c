@@ -218,6 +218,19 @@ static const CtlVerb verbs[] = {
         .run = verb_download_url,
     },
     {
+        .name = "export",
+        .synopsis = "SNAPSHOT > FILE",
+        .summary = "Write a snapshot as a stock mongodump archive (for mongorestore --archive)",
+        .details = "  The agent reads the snapshot (checking every chunk of a chunked one) and\n"
+                   "  streams it, uncompressed and decrypted, to standard output. A chunked\n"
+                   "  snapshot (Format=chunked) has no single object to download: this is how\n"
+                   "  it leaves the store whole. Exit 1 when the export failed: what was written\n"
+                   "  is then incomplete.\n",
+        .min_args = 1,
+        .max_args = 1,
+        .run = verb_export,
+    },
+    {
         .name = "log",
         .synopsis = "POLICY|TASK [-f] [-n N]",
         .summary = "Show the Event Log of a policy or a task",

@@ -246,6 +246,7 @@ int verb_verify(Ctl *ctl, int argc, char **argv);
 int verb_cancel(Ctl *ctl, int argc, char **argv);
 int verb_delete_snapshot(Ctl *ctl, int argc, char **argv);
 int verb_download_url(Ctl *ctl, int argc, char **argv);
+int verb_export(Ctl *ctl, int argc, char **argv);
 int verb_log(Ctl *ctl, int argc, char **argv);
 int verb_show(Ctl *ctl, int argc, char **argv);
 int verb_set_credential(Ctl *ctl, int argc, char **argv);

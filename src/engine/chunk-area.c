@@ -300,8 +300,8 @@ static int still_alone(MsChunkLock *lock, const char *area, MsChunkGcResult *ret
     return 1;
 }
 
-int ms_chunk_gc(MsStorage *st, const char *prefix, const MsEncryptKey *key, MsChunkGcResult *ret,
-                MsError *e) {
+int ms_chunk_gc(MsStorage *st, const char *prefix, const MsEncryptKey *key,
+                const volatile sig_atomic_t *cancel, MsChunkGcResult *ret, MsError *e) {
     *ret = (MsChunkGcResult){0};
     _cleanup_free_ char *area = ms_chunk_area(prefix);
     if (!area)
@@ -376,6 +376,12 @@ int ms_chunk_gc(MsStorage *st, const char *prefix, const MsEncryptKey *key, MsCh
         }
         if (!ms_chunk_key_parse(area, objs[i].key, id))
             continue; /* not ours to judge */
+        if (cancel && *cancel) {
+            r = ms_error_set(e, ECANCELED, "garbage collection was stopped after removing %" PRIu64
+                                           " chunks (they were named by no snapshot)",
+                             ret->removed);
+            break;
+        }
         ret->chunks++;
         if (ms_chunk_set_has(referenced, id))
             continue;

@@ -22,6 +22,7 @@
  * then removed by the next collector. */
 #pragma once
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -31,7 +32,11 @@
 #include "storage/storage.h"
 
 #define MS_CHUNK_LOCK_REFRESH_USEC (60ULL * 1000000ULL)
-#define MS_CHUNK_LOCK_STALE_USEC (15ULL * 60ULL * 1000000ULL)
+/* Long enough for any single storage call of the collector (a listing of millions of keys);
+ * short enough that a collector killed outright holds snapshots up for minutes, not hours.
+ * The collector looks for snapshots again at every refresh, so one that found it stale in the
+ * middle of a long call stops it there. */
+#define MS_CHUNK_LOCK_STALE_USEC (5ULL * 60ULL * 1000000ULL)
 
 typedef struct MsChunkLock {
     MsStorage *storage;
@@ -65,8 +70,8 @@ typedef struct MsChunkGcResult {
 } MsChunkGcResult;
 
 /* Collect the chunk area of prefix. key opens encrypted indexes (needed when there are any). */
-int ms_chunk_gc(MsStorage *st, const char *prefix, const MsEncryptKey *key, MsChunkGcResult *ret,
-                MsError *e);
+int ms_chunk_gc(MsStorage *st, const char *prefix, const MsEncryptKey *key,
+                const volatile sig_atomic_t *cancel, MsChunkGcResult *ret, MsError *e);
 void ms_chunk_gc_result_clear(MsChunkGcResult *r);
 
 /* The entries of idx whose chunk is not in the area (a listing: presence, not contents).

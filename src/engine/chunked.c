@@ -630,8 +630,9 @@ static int fetch_chunk(ChunkedSource *s, uint64_t i, uint8_t *out, MsError *e) {
     MsSource *store;
     MsError le = MS_ERROR_INIT;
     int r = ms_storage_open_read(s->st, key, &store, &le);
+    /* A snapshot whose chunk is gone is damaged (exit 3), not absent. */
     if (r == -ENOENT)
-        return ms_error_set(e, ENOENT,
+        return ms_error_set(e, EBADMSG,
                             "chunk %s (number %" PRIu64 " of %zu) is missing from the store: this "
                             "snapshot cannot be read whole (verify names every snapshot it breaks)",
                             hex, i + 1, s->n);

@@ -30,12 +30,13 @@
 #include "common/error.h"
 #include "io/filter-encrypt.h"
 #include "io/stream.h"
+#include "mongosnap/mongosnap.h"
 #include "storage/storage.h"
 
 #define MS_CHUNK_ID_BYTES 32
 #define MS_CHUNK_ID_HEX (2 * MS_CHUNK_ID_BYTES)
 #define MS_CHUNK_DEFAULT_AVG (16u * 1024u)
-#define MS_CHUNKED_INDEX_SUFFIX ".index"
+#define MS_CHUNKED_INDEX_SUFFIX MONGOSNAP_INDEX_SUFFIX
 #define MS_CHUNK_AREA_ROOT "_chunks"
 
 typedef struct MsChunkEntry {

@@ -1034,7 +1034,8 @@ static int run_plan(SnapshotRun *s, MsSnapshotResult *ret, MsError *e) {
 /* A chunked snapshot's marker (kept apart from garbage collection, engine/chunk-area.h) and the
  * chunks it need not store again: those the newest committed snapshots' indexes name. */
 #define CHUNKED_KNOWN_SNAPSHOTS 3
-#define CHUNKED_GC_WAIT_USEC (10ULL * 60ULL * 1000000ULL)
+/* A collector killed outright leaves its marker: it goes stale before the snapshot gives up. */
+#define CHUNKED_GC_WAIT_USEC (MS_CHUNK_LOCK_STALE_USEC + 60ULL * 1000000ULL)
 
 static int run_chunks_prepare(SnapshotRun *s, MsError *e) {
     const MsSnapshotOptions *o = s->o;

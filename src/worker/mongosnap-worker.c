@@ -1083,9 +1083,15 @@ static int run_remove(Args *a, MsProgress *p) {
     BSON_APPEND_INT64(&fields, "processed", (int64_t) processed);
     BSON_APPEND_INT64(&fields, "removed", (int64_t) removed);
     BSON_APPEND_INT64(&fields, "not_found", (int64_t) not_found);
-    /* A chunked policy's snapshots leave their chunks behind: collect them now. */
-    if (r == 0 && a->gc)
-        r = worker_collect(storage, a, &fields, &e);
+    /* A chunked policy's snapshots leave their chunks behind: collect them now. The removal
+     * stands whatever the collection does; a failed one is said (and tried at the next). */
+    if (r == 0 && a->gc) {
+        MsError ge = MS_ERROR_INIT;
+        if (worker_collect(storage, a, &fields, &ge) < 0) {
+            log_warning("%s", ge.message);
+            BSON_APPEND_UTF8(&fields, "gc_error", ge.message);
+        }
+    }
     if (r == 0 && !a->json)
         printf("removed %zu object(s)%s", removed, not_found ? "" : "\n");
     if (r == 0 && !a->json && not_found)

@@ -22,7 +22,7 @@
 
 int worker_collect(MsStorage *st, const Args *a, bson_t *fields, MsError *e) {
     MsChunkGcResult res;
-    int r = ms_chunk_gc(st, a->prefix, a->key, &res, e);
+    int r = ms_chunk_gc(st, a->prefix, a->key, &worker_cancel_requested, &res, e);
     if (r < 0) {
         ms_error_prefix(e, "collecting the chunks of '%s': ", a->prefix ? a->prefix : "");
         return r;

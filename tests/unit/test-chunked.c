@@ -347,7 +347,7 @@ static void keyed_ids_and_damage_are_named(void) {
     ASSERT_OK(ms_storage_remove(s.st, rel, &e));
     ms_hex_encode(ik.entries[1].id, MS_CHUNK_ID_BYTES, hex);
     ms_error_clear(&e);
-    ASSERT(read_snapshot(s.st, "p/keyed.index", key, &back, &bn, &e) == -ENOENT);
+    ASSERT(read_snapshot(s.st, "p/keyed.index", key, &back, &bn, &e) == -EBADMSG);
     ASSERT_CONTAINS(e.message, hex);
     ASSERT_CONTAINS(e.message, "missing");
     /* an index cut short */
@@ -379,10 +379,13 @@ static void chunk_keys(void) {
     key[strlen("pol/chunks/") + 1] ^= 1; /* directory no longer the id's first two digits */
     ASSERT(!ms_chunk_key_parse("pol/chunks", key, back));
     char *area = ms_chunk_area("pol/");
-    ASSERT_STREQ(area, "pol/chunks");
+    ASSERT_STREQ(area, "_chunks/pol");
+    free(area);
+    area = ms_chunk_area("nightly/node1");
+    ASSERT_STREQ(area, "_chunks/nightly/node1");
     free(area);
     area = ms_chunk_area(NULL);
-    ASSERT_STREQ(area, "chunks");
+    ASSERT_STREQ(area, "_chunks");
     free(area);
 }
 
