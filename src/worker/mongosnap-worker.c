@@ -951,8 +951,11 @@ static void scan_one(MsStorage *st, const char *key, MsProgress *p, size_t *foun
 /* The length of key's name without its archive suffix (".archive", ".archive.zst",
  * ".archive.gz"), or 0 when key is not an archive. */
 static size_t archive_stem(const char *key) {
-    static const char *const suffixes[] = {
-        MONGOSNAP_ARCHIVE_SUFFIX ".zst", MONGOSNAP_ARCHIVE_SUFFIX ".gz", MONGOSNAP_ARCHIVE_SUFFIX};
+    /* A chunked snapshot's index is its "archive": one left without a manifest is an orphan
+     * too (its chunks go with the next collection). */
+    static const char *const suffixes[] = {MONGOSNAP_ARCHIVE_SUFFIX ".zst",
+                                           MONGOSNAP_ARCHIVE_SUFFIX ".gz", MONGOSNAP_ARCHIVE_SUFFIX,
+                                           MONGOSNAP_INDEX_SUFFIX};
     for (size_t i = 0; i < ELEMENTSOF(suffixes); i++)
         if (worker_has_suffix(key, suffixes[i]))
             return strlen(key) - strlen(suffixes[i]);
