@@ -48,3 +48,22 @@ def test_crash_campaign_short(tools, tmp_path):
     if result["hangs"]:
         pytest.xfail(f"known: {len(result['hangs'])} worker(s) not reaped by the agent "
                      f"(docs/reliability.md finding 3): {result['violations']}")
+
+
+def test_crash_campaign_short_chunked(tools, tmp_path):
+    """The same with Format=chunked: retention's removals collect the chunk area in a worker
+    that the kills hit too, and every completed snapshot keeps all its chunks (I8)."""
+    tools.require("worker")
+    out = tmp_path / "crash.json"
+    env = dict(os.environ, MONGOSNAP_BUILD_DIR=str(BUILD_DIR), MONGOSNAP_TOOLS_BIN=str(TOOLS_BIN))
+    cp = subprocess.run([sys.executable, str(SCRIPT), "--iterations", "12", "--duration", "90",
+                         "--seed", "11", "--docs", "1000", "--chunked", "--out", str(out)],
+                        capture_output=True, text=True, timeout=150, env=env,
+                        stdin=subprocess.DEVNULL)
+    print(cp.stdout[-5000:], cp.stderr[-5000:])
+    assert out.exists(), cp.stderr[-3000:]
+    result = json.loads(out.read_text())
+    broken = [v for v in result["violations"] if not v["violation"].startswith("I0 ")]
+    assert broken == [], broken
+    assert result["chunked"] and result["counts"]["chunk_checks"] >= 1, result["counts"]
+    assert not result["sanitizer_lines"], result["sanitizer_lines"]
