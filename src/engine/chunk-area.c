@@ -358,6 +358,14 @@ int ms_chunk_gc(MsStorage *st, const char *prefix, const MsEncryptKey *key,
     size_t n_objs = 0;
     char area_dir[1024];
     snprintf(area_dir, sizeof(area_dir), "%s/", area);
+    /* Unfinished chunk writes of killed snapshots: no snapshot is writing now (its marker
+     * would have stopped us), so every temporary file in the area is a leftover. */
+    unsigned temps = 0;
+    if (r == 0 && st->ops->clean_stale(st, area_dir, NULL, &temps, e) < 0) {
+        log_warning("cannot remove unfinished chunk writes under %s: %s", area_dir, e->message);
+        ms_error_clear(e);
+    }
+    ret->temporaries_removed = temps;
     if (r == 0)
         r = ms_storage_list(st, area_dir, &objs, &n_objs, e);
     if (r == 0)

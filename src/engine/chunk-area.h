@@ -67,6 +67,7 @@ typedef struct MsChunkGcResult {
     uint64_t removed;
     uint64_t removed_bytes;
     uint64_t stale_markers_removed;
+    uint64_t temporaries_removed; /* unfinished chunk writes of killed snapshots */
 } MsChunkGcResult;
 
 /* Collect the chunk area of prefix. key opens encrypted indexes (needed when there are any). */

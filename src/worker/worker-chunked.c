@@ -45,6 +45,7 @@ int worker_collect(MsStorage *st, const Args *a, bson_t *fields, MsError *e) {
     BSON_APPEND_INT64(&gc, "removed", (int64_t) res.removed);
     BSON_APPEND_INT64(&gc, "removed_bytes", (int64_t) res.removed_bytes);
     BSON_APPEND_INT64(&gc, "stale_markers_removed", (int64_t) res.stale_markers_removed);
+    BSON_APPEND_INT64(&gc, "temporaries_removed", (int64_t) res.temporaries_removed);
     bson_append_document_end(fields, &gc);
     ms_chunk_gc_result_clear(&res);
     return 0;

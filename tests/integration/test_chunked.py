@@ -210,6 +210,8 @@ def test_gc_steps_aside_for_a_live_snapshot_marker_not_a_stale_one(tools, src, t
     orphan = store / "_chunks/pol/ff" / ("ff" + "0" * 62)
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"\x28\xb5\x2f\xfd" + b"x" * 20)
+    temp = store / "_chunks/pol/ff" / (".tmp-ff" + "1" * 20 + "-abcdef")  # a killed write
+    temp.write_bytes(b"partial")
     locks = store / "_chunks/pol/locks"
     locks.mkdir(parents=True, exist_ok=True)
     marker = locks / "snapshot-running-abc123"
@@ -224,6 +226,7 @@ def test_gc_steps_aside_for_a_live_snapshot_marker_not_a_stale_one(tools, src, t
     run = h.run_worker(tools, "gc", "--store", store, "--prefix", "pol", "--json")
     gc = json.loads(run.stdout.strip().splitlines()[-1])["gc"]
     assert not gc["skipped"] and gc["removed"] == 1 and gc["stale_markers_removed"] == 1
+    assert gc["temporaries_removed"] == 1 and not temp.exists()
     assert not orphan.exists() and not marker.exists()
     h.expect_ok(h.run_worker(tools, "verify", "--store", store, "--snapshot", "pol/a"))
 
