@@ -112,9 +112,10 @@ static int run_command(MsMongo *m, mongoc_client_t *c, const char *db, const bso
     return 0;
 }
 
-/* Databases to dump: all but local, and config (sessions and sharding metadata only). */
-static bool database_is_skipped(const char *name) {
-    return strcmp(name, "local") == 0 || strcmp(name, "config") == 0;
+/* Databases to dump: all but local, and config (sessions and sharding metadata only: a
+ * cluster snapshot's config part asks for it, include_config_db). */
+static bool database_is_skipped(const char *name, bool include_config) {
+    return strcmp(name, "local") == 0 || (strcmp(name, "config") == 0 && !include_config);
 }
 
 static bool is_users_collection(const char *db, const char *name) {
@@ -134,7 +135,8 @@ static bool collection_is_skipped(const char *db, const char *name, bool include
     return true;
 }
 
-static int list_databases(MsMongo *m, mongoc_client_t *c, char ***ret, size_t *ret_n, MsError *e) {
+static int list_databases(MsMongo *m, mongoc_client_t *c, bool include_config, char ***ret,
+                          size_t *ret_n, MsError *e) {
     bson_t reply;
     bson_t *cmd = BCON_NEW("listDatabases", BCON_INT32(1), "nameOnly", BCON_BOOL(true));
     int r = run_command(m, c, "admin", cmd, &reply, "listing databases", e);
@@ -151,7 +153,7 @@ static int list_databases(MsMongo *m, mongoc_client_t *c, char ***ret, size_t *r
             if (bson_iter_recurse(&arr, &db) && bson_iter_find(&db, "name") &&
                 BSON_ITER_HOLDS_UTF8(&db)) {
                 const char *name = bson_iter_utf8(&db, NULL);
-                if (database_is_skipped(name))
+                if (database_is_skipped(name, include_config))
                     continue;
                 ms_ns_filter_add(&names, &n, name);
             }
@@ -166,7 +168,8 @@ static int list_databases(MsMongo *m, mongoc_client_t *c, char ***ret, size_t *r
  * FerretDB time that grows with every collection it holds (0.7 s at 1,000, 6 s at 4,100),
  * also with nameOnly. A database that does not exist then simply lists no collection.
  * *ret_n stays 0 when some include has a '*' in its database part (or there is none). */
-static int literal_databases(const MsNsFilter *f, bool include_users, char ***ret, size_t *ret_n) {
+static int literal_databases(const MsNsFilter *f, bool include_users, bool include_config,
+                             char ***ret, size_t *ret_n) {
     *ret = NULL;
     *ret_n = 0;
     if (!f || f->n_include == 0)
@@ -185,7 +188,7 @@ static int literal_databases(const MsNsFilter *f, bool include_users, char ***re
                                                   : NULL;
         if (i < f->n_include && !db)
             goto oom;
-        if (!db || database_is_skipped(db))
+        if (!db || database_is_skipped(db, include_config))
             continue;
         bool seen = false;
         for (size_t k = 0; k < n && !seen; k++)
@@ -806,7 +809,7 @@ typedef struct SnapshotRun {
     MsChainResults chain; /* the write chain's measurements: raw and stored bytes, SHA-256 */
     MsArchiveWriter *writer;
     bool have_oplog;
-    MsOplogPosition oplog_start, oplog_end;
+    MsOplogPosition oplog_start, oplog_end, dump_end;
     uint64_t oplog_entries, oplog_left_out;
     uint64_t stored_bytes; /* as the store acknowledges them */
     /* chunked */
@@ -955,7 +958,7 @@ static int run_plan(SnapshotRun *s, MsSnapshotResult *ret, MsError *e) {
         ctx->exclude_used = calloc(o->filter->n_exclude + 1, sizeof(bool));
         if (!ctx->include_used || !ctx->exclude_used)
             return ms_error_oom(e);
-        if (literal_databases(o->filter, o->include_users, &s->dbs, &s->n_dbs) < 0)
+        if (literal_databases(o->filter, o->include_users, o->include_config_db, &s->dbs, &s->n_dbs) < 0)
             return ms_error_oom(e);
     }
     if (s->n_dbs > 0)
@@ -963,7 +966,7 @@ static int run_plan(SnapshotRun *s, MsSnapshotResult *ret, MsError *e) {
                   "databases are not listed",
                   s->n_dbs);
     else
-        r = list_databases(s->mongo, s->main_client, &s->dbs, &s->n_dbs, e);
+        r = list_databases(s->mongo, s->main_client, o->include_config_db, &s->dbs, &s->n_dbs, e);
     if (r < 0)
         return r;
     for (size_t i = 0; i < s->n_dbs && r == 0; i++) {
@@ -1136,6 +1139,37 @@ static int run_oplog(SnapshotRun *s, MsError *e) {
     ms_progress_event(s->p, MONGOSNAP_PROGRESS_EVENT_OPLOG, &fields);
     bson_destroy(&fields);
     return 0;
+}
+
+/* A cluster part: the newest oplog position now that the dump is done, then the barrier with
+ * the other parts (MsSnapshotOptions.after_dump), then a wait until this server's oplog holds
+ * every entry up to the cluster's consistency point. Positions of two servers compare by their
+ * seconds; within one second their counters are each server's own, so "every entry up to T" is
+ * known only once the oplog has gone past T, or once the clock has left T's second behind
+ * (after which no entry can be stamped T.t or earlier). */
+#define CLUSTER_CAPTURE_WAIT_POLL_USEC 200000
+#define CLUSTER_CAPTURE_CLOCK_MARGIN_SEC 2
+
+static int run_after_dump(SnapshotRun *s, MsError *e) {
+    bool exists = false;
+    int r = s->have_oplog ? ms_oplog_edge(s->mongo, s->main_client, true, &exists, &s->dump_end, e)
+                          : 0;
+    if (r < 0)
+        return r;
+    ms_progress_set_phase(s->p, "barrier");
+    MsOplogPosition point = s->dump_end;
+    r = s->o->after_dump(s->o->after_dump_userdata, s->dump_end, &point, e);
+    while (r == 0 && s->have_oplog) {
+        MsOplogPosition newest;
+        r = ms_oplog_edge(s->mongo, s->main_client, true, &exists, &newest, e);
+        if (r < 0 || ms_oplog_position_after(newest, point) ||
+            ms_realtime_usec() / 1000000 > (uint64_t) point.t + CLUSTER_CAPTURE_CLOCK_MARGIN_SEC)
+            break;
+        if (is_cancelled(s->o))
+            return ms_error_set(e, ECANCELED, "the snapshot was stopped");
+        usleep(CLUSTER_CAPTURE_WAIT_POLL_USEC);
+    }
+    return r;
 }
 
 /* The archive committed, and the size the store acknowledges checked: that size, not the
@@ -1312,6 +1346,8 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
         r = run_chunks_prepare(&s, e);
     if (r == 0)
         r = run_dump(&s, tool_version, e);
+    if (r == 0 && o->after_dump)
+        r = run_after_dump(&s, e);
     if (r == 0)
         r = run_oplog(&s, e);
     if (r == 0)
@@ -1336,6 +1372,9 @@ int ms_snapshot_run(const MsSnapshotOptions *o, MsSnapshotResult *ret, MsError *
     ret->uncompressed_bytes = s.chain.raw_bytes;
     ret->chunks = s.chunked.chunks;
     ret->chunks_stored = s.chunked.chunks_stored;
+    ret->oplog_start = s.oplog_start;
+    ret->oplog_end = s.oplog_end;
+    ret->dump_end = s.dump_end;
     ret->point_in_time = s.have_oplog;
     ret->collections_left_out = s.ctx.left_out;
     ret->databases_skipped = s.dbs_skipped;

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "io/filter-encrypt.h"
 #include "io/stream.h"
+#include "manifest.h" /* MsOplogPosition */
 #include "nsfilter.h"
 #include "progress.h"
 #include "storage/storage.h"
@@ -39,6 +40,19 @@ typedef struct MsSnapshotOptions {
     bool chunked;
     size_t chunk_avg;
     bool capture_oplog;      /* when the source has one */
+    /* The config database (sharding metadata), skipped otherwise: a cluster snapshot's config
+     * part (engine/cluster.h), with a filter naming its collections. */
+    bool include_config_db;
+    /* A part of a cluster snapshot: called once the collections are dumped, with the newest
+     * oplog position then (the part is consistent from there on), before the oplog is
+     * captured; it returns when every part got there (a barrier), with the cluster's
+     * consistency point in *ret_point: the oplog is then captured only once it is known to
+     * hold every entry up to that point (its newest entry is past it, or the clock is two
+     * seconds past it: a server without a periodic no-op writer may just be idle). A negative
+     * return fails the snapshot (another part failed), with e set. NULL: no barrier. */
+    int (*after_dump)(void *userdata, MsOplogPosition dump_end, MsOplogPosition *ret_point,
+                      MsError *e);
+    void *after_dump_userdata;
     bool include_users;      /* admin.system.users / system.roles, whatever the filter says */
     /* --ns-include/--ns-exclude (validated; renames are ignored). NULL or empty: every
      * namespace. Otherwise only the selected collections, views and time-series collections
@@ -56,6 +70,8 @@ typedef struct MsSnapshotResult {
     uint64_t stored_bytes; /* chunked: the index and the chunks this snapshot added */
     uint64_t uncompressed_bytes;
     uint64_t chunks, chunks_stored; /* chunked: in the index, and of them stored anew */
+    MsOplogPosition oplog_start, oplog_end; /* with point_in_time */
+    MsOplogPosition dump_end; /* the newest oplog position when the dump ended (after_dump) */
     bool point_in_time;
     /* With a filter: what it left out. */
     uint64_t collections_left_out; /* listed, not selected */

@@ -95,6 +95,12 @@ static void help(void) {
            "  mongosnap-worker export   --store DIR --snapshot KEY [--key-file FILE]\n"
            "                            [--output FILE]  (the snapshot as a stock mongodump\n"
            "                            archive, uncompressed, on standard output or FILE)\n"
+           "Sharded clusters (--uri-file names a mongos or the config server):\n"
+           "  mongosnap-worker cluster-snapshot --uri-file FILE --store DIR [--prefix P] --name N\n"
+           "                            [snapshot options]  (every shard and the config data,\n"
+           "                            consistent at one oplog time)\n"
+           "  mongosnap-worker cluster-restore  --uri-file FILE --store DIR --snapshot P/N\n"
+           "                            [--shard-map OLD=NEW,...] [--drop] [--key-file FILE]\n"
            "Point-in-time recovery (the policy's prefix holds snapshots and oplog/ slices):\n"
            "  mongosnap-worker follow   --uri-file FILE --store DIR --prefix P [--slice-sec N]\n"
            "                            [--compression C] [--key-file FILE] [--max-slices N]\n"
@@ -184,6 +190,7 @@ enum {
     OPT_GC,
     OPT_METADATA_ONLY,
     OPT_OUTPUT,
+    OPT_SHARD_MAP,
     OPT_BATCH_SIZE,
     OPT_NO_OPLOG,
     OPT_INCLUDE_USERS,
@@ -242,6 +249,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"gc", no_argument, NULL, OPT_GC},
         {"metadata-only", no_argument, NULL, OPT_METADATA_ONLY},
         {"output", required_argument, NULL, OPT_OUTPUT},
+        {"shard-map", required_argument, NULL, OPT_SHARD_MAP},
         {"batch-size", required_argument, NULL, OPT_BATCH_SIZE},
         {"no-oplog", no_argument, NULL, OPT_NO_OPLOG},
         {"include-users", no_argument, NULL, OPT_INCLUDE_USERS},
@@ -395,6 +403,9 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case OPT_OUTPUT:
             a->output = optarg;
+            break;
+        case OPT_SHARD_MAP:
+            a->shard_map = optarg;
             break;
         case OPT_SPLIT_MIN:
             if (ms_s3_parse_size(optarg, &a->split_min) < 0) {
@@ -1157,9 +1168,13 @@ int main(int argc, char **argv) {
         ret = worker_run_gc(&a, &progress);
     else if (strcmp(a.command, "export") == 0)
         ret = worker_run_export(&a, &progress);
+    else if (strcmp(a.command, "cluster-snapshot") == 0)
+        ret = worker_run_cluster_snapshot(&a, &progress);
+    else if (strcmp(a.command, "cluster-restore") == 0)
+        ret = worker_run_cluster_restore(&a, &progress);
     else
         log_error("unknown command '%s': use snapshot, restore, verify, remove, scan, follow, "
-                  "list-slices, verify-chain, gc or export",
+                  "list-slices, verify-chain, gc, export, cluster-snapshot or cluster-restore",
                   a.command);
     ms_progress_done(&progress);
     mongoc_cleanup();

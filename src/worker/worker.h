@@ -45,6 +45,7 @@ typedef struct Args {
     bool gc;              /* remove --gc: collect the chunk area afterwards */
     bool metadata_only;   /* verify --metadata-only */
     const char *output;   /* export --output FILE ("-" or none: standard output) */
+    const char *shard_map; /* cluster-restore --shard-map OLD=NEW,... */
     uint64_t split_min;
     bool split_min_set;
     unsigned batch_size;
@@ -79,6 +80,9 @@ int worker_run_export(Args *a, MsProgress *p);
 int worker_verify_metadata(Args *a, MsProgress *p);
 /* A chunked snapshot's verify failed naming a chunk: add which snapshots that chunk breaks. */
 void worker_name_broken_snapshots(MsStorage *st, const Args *a, MsError *e);
+/* worker-cluster.c */
+int worker_run_cluster_snapshot(Args *a, MsProgress *p);
+int worker_run_cluster_restore(Args *a, MsProgress *p);
 /* remove --gc */
 int worker_collect(MsStorage *st, const Args *a, bson_t *fields, MsError *e);
 bool worker_has_suffix(const char *s, const char *suffix);

@@ -1,0 +1,896 @@
+/* Sharded clusters: discovery, the cluster snapshot and its restore (cluster.h). */
+#include "cluster.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "common/timeutil.h"
+#include "config.h"
+#include "mongo-client.h"
+#include "mongosnap/mongosnap.h"
+#include "nsfilter.h"
+#include "restore.h"
+#include "snapshot.h"
+
+#define CLUSTER_MANIFEST_FORMAT "mongosnap-cluster"
+#define CLUSTER_MANIFEST_MAX (4u << 20)
+#define CANCEL_POLL_USEC 200000
+
+/* ---- topology ---- */
+
+void ms_cluster_shards_free(MsClusterShard *s, size_t n) {
+    for (size_t i = 0; s && i < n; i++) {
+        free(s[i].name);
+        free(s[i].rs);
+        free(s[i].hosts);
+    }
+    free(s);
+}
+
+/* "rs/h1:p1,h2:p2" or "h1:p1" (a shard that is not a replica set). */
+static int parse_host(const char *host, MsClusterShard *out) {
+    const char *slash = strchr(host, '/');
+    out->rs = slash ? strndup(host, (size_t) (slash - host)) : NULL;
+    out->hosts = strdup(slash ? slash + 1 : host);
+    return out->hosts && (!slash || out->rs) ? 0 : -ENOMEM;
+}
+
+bool ms_cluster_hello_is_mongos(const bson_t *hello) {
+    bson_iter_t it;
+    return bson_iter_init_find(&it, hello, "msg") && BSON_ITER_HOLDS_UTF8(&it) &&
+           strcmp(bson_iter_utf8(&it, NULL), "isdbgrid") == 0;
+}
+
+const char *ms_cluster_config_host(const bson_t *shard_map) {
+    bson_iter_t it, found;
+    if (bson_iter_init(&it, shard_map) && bson_iter_find_descendant(&it, "map.config", &found) &&
+        BSON_ITER_HOLDS_UTF8(&found))
+        return bson_iter_utf8(&found, NULL);
+    return NULL;
+}
+
+static bool is_mongos(mongoc_client_t *c) {
+    bson_t *cmd = BCON_NEW("hello", BCON_INT32(1));
+    bson_t reply;
+    bool mongos = false;
+    if (mongoc_client_command_simple(c, "admin", cmd, NULL, &reply, NULL))
+        mongos = ms_cluster_hello_is_mongos(&reply);
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    return mongos;
+}
+
+static int read_shards(MsMongo *m, mongoc_client_t *c, MsClusterShard **ret, size_t *ret_n,
+                       MsError *e) {
+    mongoc_collection_t *coll = mongoc_client_get_collection(c, "config", "shards");
+    bson_t filter = BSON_INITIALIZER;
+    bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+    MsClusterShard *shards = calloc(MS_CLUSTER_MAX_SHARDS, sizeof(*shards));
+    size_t n = 0;
+    int r = shards ? 0 : ms_error_oom(e);
+    const bson_t *doc;
+    while (r == 0 && mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        const char *name = bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it)
+                               ? bson_iter_utf8(&it, NULL)
+                               : NULL;
+        const char *host = bson_iter_init_find(&it, doc, "host") && BSON_ITER_HOLDS_UTF8(&it)
+                               ? bson_iter_utf8(&it, NULL)
+                               : NULL;
+        if (!name || !host) {
+            r = ms_error_set(e, EBADMSG, "a config.shards document lacks its _id or host");
+            break;
+        }
+        if (n == MS_CLUSTER_MAX_SHARDS) {
+            r = ms_error_set(e, E2BIG, "more than %d shards: not supported", MS_CLUSTER_MAX_SHARDS);
+            break;
+        }
+        if (!(shards[n].name = strdup(name)) || parse_host(host, &shards[n]) < 0)
+            r = ms_error_oom(e);
+        n++;
+    }
+    bson_error_t berr;
+    if (r == 0 && mongoc_cursor_error(cur, &berr))
+        r = ms_mongo_error(m, e, &berr, "reading config.shards");
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+    mongoc_collection_destroy(coll);
+    if (r == 0 && n == 0)
+        r = ms_error_set(e, ENOENT,
+                         "config.shards lists no shard: the source is not a sharded cluster's "
+                         "mongos or config server (for a replica set, take an ordinary snapshot)");
+    if (r < 0) {
+        ms_cluster_shards_free(shards, n);
+        return r;
+    }
+    *ret = shards;
+    *ret_n = n;
+    return 0;
+}
+
+int ms_cluster_discover(const char *uri, const char *password, MsClusterShard **ret, size_t *ret_n,
+                        MsError *e) {
+    MsMongo *m = NULL;
+    int r = ms_mongo_open(uri, password, 1, &m, e);
+    if (r < 0)
+        return r;
+    mongoc_client_t *c = ms_mongo_pop(m);
+    r = read_shards(m, c, ret, ret_n, e);
+    ms_mongo_push(m, c);
+    ms_mongo_free(m);
+    return r;
+}
+
+/* The options of the source's query string, without the ones that name its own topology. */
+static bool keep_option(const char *opt, size_t len) {
+    static const char *const dropped[] = {"replicaset=", "directconnection="};
+    for (size_t i = 0; i < ELEMENTSOF(dropped); i++)
+        if (len >= strlen(dropped[i]) && strncasecmp(opt, dropped[i], strlen(dropped[i])) == 0)
+            return false;
+    return true;
+}
+
+int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, char **ret, MsError *e) {
+    const char *scheme_end = strstr(source_uri, "://");
+    if (!scheme_end)
+        return ms_error_set(e, EINVAL, "the source is not a MongoDB connection string");
+    bool srv = strncmp(source_uri, "mongodb+srv://", 14) == 0;
+    const char *auth = scheme_end + 3;
+    size_t alen = strcspn(auth, "/?");
+    const char *at = NULL;
+    for (const char *p = auth; p < auth + alen; p++)
+        if (*p == '@')
+            at = p;
+    const char *rest = auth + alen; /* "/db?opts", "?opts" or "" */
+    const char *q = strchr(rest, '?');
+    size_t pathlen = q ? (size_t) (q - rest) : strlen(rest);
+    char opts[4096] = "";
+    size_t used = 0;
+    if (q) {
+        for (const char *o = q + 1; *o;) {
+            size_t olen = strcspn(o, "&");
+            if (olen && keep_option(o, olen))
+                used += (size_t) snprintf(opts + used, sizeof(opts) - used, "%.*s&", (int) olen, o);
+            o += olen + (o[olen] == '&');
+            if (used >= sizeof(opts))
+                return ms_error_set(e, E2BIG, "the source's options are too long");
+        }
+    }
+    /* An SRV source implies TLS; the shards' plain host lists do not. */
+    if (srv && !strstr(opts, "tls=") && !strstr(opts, "ssl="))
+        used += (size_t) snprintf(opts + used, sizeof(opts) - used, "tls=true&");
+    if (shard->rs)
+        used += (size_t) snprintf(opts + used, sizeof(opts) - used, "replicaSet=%s&", shard->rs);
+    if (used && opts[used - 1] == '&')
+        opts[--used] = '\0';
+    char *s = NULL;
+    if (asprintf(&s, "mongodb://%.*s%s%.*s%s%s", at ? (int) (at - auth + 1) : 0, auth, shard->hosts,
+                 (int) (pathlen ? pathlen : 1), pathlen ? rest : "/", used ? "?" : "", opts) < 0)
+        return ms_error_oom(e);
+    *ret = s;
+    return 0;
+}
+
+/* ---- shard maps ---- */
+
+void ms_shard_map_clear(MsShardMap *m) {
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->from[i]);
+        free(m->to[i]);
+    }
+    free(m->from);
+    free(m->to);
+    *m = (MsShardMap){0};
+}
+
+int ms_shard_map_parse(const char *text, MsShardMap *ret, MsError *e) {
+    MsShardMap m = {0};
+    size_t cap = 1;
+    for (const char *p = text; *p; p++)
+        cap += *p == ',';
+    m.from = calloc(cap, sizeof(char *));
+    m.to = calloc(cap, sizeof(char *));
+    if (!m.from || !m.to) {
+        ms_shard_map_clear(&m);
+        return ms_error_oom(e);
+    }
+    for (const char *p = text; *p;) {
+        size_t len = strcspn(p, ",");
+        const char *eq = memchr(p, '=', len);
+        if (!eq || eq == p || eq == p + len - 1) {
+            ms_shard_map_clear(&m);
+            return ms_error_set(e, EINVAL,
+                                "--shard-map '%s': expected OLD=NEW pairs separated by commas "
+                                "(shard names as config.shards lists them)",
+                                text);
+        }
+        m.from[m.n] = strndup(p, (size_t) (eq - p));
+        m.to[m.n] = strndup(eq + 1, len - (size_t) (eq - p) - 1);
+        if (!m.from[m.n] || !m.to[m.n]) {
+            m.n++;
+            ms_shard_map_clear(&m);
+            return ms_error_oom(e);
+        }
+        for (size_t k = 0; k < m.n; k++)
+            if (strcmp(m.from[k], m.from[m.n]) == 0 || strcmp(m.to[k], m.to[m.n]) == 0) {
+                char dup[256];
+                snprintf(dup, sizeof(dup), "%s", strcmp(m.from[k], m.from[m.n]) == 0 ? m.from[k] : m.to[k]);
+                m.n++;
+                ms_shard_map_clear(&m);
+                return ms_error_set(e, EINVAL,
+                                    "--shard-map names shard '%s' twice: each shard maps to one, "
+                                    "and two shards into one would merge their data",
+                                    dup);
+            }
+        m.n++;
+        p += len + (p[len] == ',');
+    }
+    *ret = m;
+    return 0;
+}
+
+const char *ms_shard_map_apply(const MsShardMap *m, const char *name) {
+    for (size_t i = 0; m && i < m->n; i++)
+        if (strcmp(m->from[i], name) == 0)
+            return m->to[i];
+    return name;
+}
+
+/* ---- the cluster snapshot ---- */
+
+typedef struct ClusterRun ClusterRun;
+
+typedef struct PartRun {
+    ClusterRun *run;
+    char *name; /* shard name or MS_CLUSTER_CONFIG_PART */
+    char *rs;
+    char *uri;
+    MsProgress progress;
+    MsNsFilter filter;
+    MsSnapshotResult res;
+    MsError error;
+    int r;
+    pthread_t thread;
+    bool started;
+} PartRun;
+
+struct ClusterRun {
+    const MsClusterSnapshotOptions *o;
+    char *parts_prefix;
+    PartRun *parts;
+    size_t n_parts;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t arrived;
+    MsOplogPosition point; /* the latest dump end so far: the consistency point at the end */
+    bool failed;
+    volatile sig_atomic_t cancel;
+};
+
+static int barrier(void *userdata, MsOplogPosition dump_end, MsOplogPosition *ret_point,
+                   MsError *e) {
+    PartRun *p = userdata;
+    ClusterRun *c = p->run;
+    pthread_mutex_lock(&c->lock);
+    c->arrived++;
+    if (ms_oplog_position_after(dump_end, c->point))
+        c->point = dump_end;
+    log_info("cluster snapshot: part %s dumped (oplog %" PRIu32 ":%" PRIu32 "); %zu of %zu parts",
+             p->name, dump_end.t, dump_end.i, c->arrived, c->n_parts);
+    pthread_cond_broadcast(&c->cond);
+    while (c->arrived < c->n_parts && !c->failed && !c->cancel)
+        pthread_cond_wait(&c->cond, &c->lock);
+    bool failed = c->failed || c->cancel;
+    *ret_point = c->point;
+    pthread_mutex_unlock(&c->lock);
+    if (failed)
+        return ms_error_set(e, ECANCELED, "another part of the cluster snapshot failed");
+    return 0;
+}
+
+static void *part_main(void *userdata) {
+    PartRun *p = userdata;
+    ClusterRun *c = p->run;
+    const MsClusterSnapshotOptions *o = c->o;
+    bool config = strcmp(p->name, MS_CLUSTER_CONFIG_PART) == 0;
+    MsSnapshotOptions so = {
+        .uri = p->uri,
+        .password = o->password,
+        .storage = o->storage,
+        .prefix = c->parts_prefix,
+        .name = p->name,
+        .node = o->node,
+        .origin = "cluster",
+        .compression = o->compression,
+        .compression_level = o->compression_level,
+        .compression_threads = o->compression_threads,
+        .key = o->key,
+        .parallel_collections = o->parallel_collections,
+        .chunked = o->chunked,
+        .capture_oplog = true,
+        .include_config_db = config,
+        .filter = config ? &p->filter : NULL,
+        .after_dump = barrier,
+        .after_dump_userdata = p,
+        .progress = &p->progress,
+        .cancel = &c->cancel,
+    };
+    p->r = ms_snapshot_run(&so, &p->res, &p->error);
+    if (p->r == 0 && !p->res.point_in_time)
+        p->r = ms_error_set(&p->error, EINVAL,
+                            "it has no oplog (local.oplog.rs): a cluster snapshot needs every "
+                            "shard's and the config server's oplog to reach a common point");
+    if (p->r < 0) {
+        pthread_mutex_lock(&c->lock);
+        c->failed = true;
+        c->cancel = 1;
+        pthread_cond_broadcast(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+    }
+    return NULL;
+}
+
+static const char *const CONFIG_COLLECTIONS[] = {"config.databases", "config.collections",
+                                                 "config.chunks", "config.shards", "config.version"};
+
+static int balancer(mongoc_client_t *c, bool stop, uint64_t timeout_sec, MsError *e) {
+    bson_t *cmd = stop ? BCON_NEW("balancerStop", BCON_INT32(1), "maxTimeMS",
+                                  BCON_INT64((int64_t) (timeout_sec ? timeout_sec : 60) * 1000))
+                       : BCON_NEW("balancerStart", BCON_INT32(1));
+    bson_t reply;
+    bson_error_t berr;
+    bool ok = mongoc_client_command_simple(c, "admin", cmd, NULL, &reply, &berr);
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    if (!ok)
+        return ms_error_set(e, EIO, "%s through the mongos failed: %s",
+                            stop ? "balancerStop" : "balancerStart", berr.message);
+    return 0;
+}
+
+static void pos_append(bson_t *b, const char *key, MsOplogPosition p) {
+    bson_t child;
+    BSON_APPEND_DOCUMENT_BEGIN(b, key, &child);
+    BSON_APPEND_INT64(&child, "t", p.t);
+    BSON_APPEND_INT64(&child, "i", p.i);
+    bson_append_document_end(b, &child);
+}
+
+static int write_cluster_manifest(ClusterRun *c, const char *key, MsOplogPosition point,
+                                  bool balancer_stopped, MsError *e) {
+    const MsClusterSnapshotOptions *o = c->o;
+    bson_t doc = BSON_INITIALIZER, parts;
+    char now[MS_ISO8601_MAX];
+    ms_format_iso8601(ms_realtime_usec(), now);
+    BSON_APPEND_UTF8(&doc, "format", CLUSTER_MANIFEST_FORMAT);
+    BSON_APPEND_INT32(&doc, "version", 1);
+    BSON_APPEND_UTF8(&doc, "snapshot", o->name);
+    BSON_APPEND_UTF8(&doc, "finished_at", now);
+    BSON_APPEND_UTF8(&doc, "tool_version", "mongosnap " MONGOSNAP_VERSION);
+    pos_append(&doc, "consistency_point", point);
+    BSON_APPEND_BOOL(&doc, "balancer_stopped", balancer_stopped);
+    BSON_APPEND_ARRAY_BEGIN(&doc, "parts", &parts);
+    for (size_t i = 0; i < c->n_parts; i++) {
+        const PartRun *p = &c->parts[i];
+        char k[16];
+        const char *kp;
+        bson_uint32_to_string((uint32_t) i, &kp, k, sizeof(k));
+        bson_t part;
+        BSON_APPEND_DOCUMENT_BEGIN(&parts, kp, &part);
+        BSON_APPEND_UTF8(&part, "shard", p->name);
+        if (p->rs)
+            BSON_APPEND_UTF8(&part, "replica_set", p->rs);
+        BSON_APPEND_UTF8(&part, "manifest", p->res.manifest_key);
+        pos_append(&part, "dump_end", p->res.dump_end);
+        pos_append(&part, "oplog_end", p->res.oplog_end);
+        BSON_APPEND_INT64(&part, "documents", (int64_t) p->res.documents);
+        BSON_APPEND_INT64(&part, "stored_bytes", (int64_t) p->res.stored_bytes);
+        bson_append_document_end(&parts, &part);
+    }
+    bson_append_array_end(&doc, &parts);
+    size_t len = 0;
+    char *json = bson_as_canonical_extended_json(&doc, &len);
+    bson_destroy(&doc);
+    if (!json)
+        return ms_error_oom(e);
+    int r = ms_storage_put(o->storage, key, json, len, e);
+    bson_free(json);
+    return r;
+}
+
+void ms_cluster_snapshot_result_clear(MsClusterSnapshotResult *r) {
+    for (size_t i = 0; r->parts && i < r->n_parts; i++) {
+        free(r->parts[i].shard);
+        free(r->parts[i].rs);
+        free(r->parts[i].manifest_key);
+    }
+    free(r->parts);
+    free(r->manifest_key);
+    *r = (MsClusterSnapshotResult){0};
+}
+
+static void *cancel_watch(void *userdata) {
+    ClusterRun *c = userdata;
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        bool done = c->arrived == SIZE_MAX;
+        pthread_mutex_unlock(&c->lock);
+        if (done)
+            return NULL;
+        if (c->o->cancel && *c->o->cancel) {
+            pthread_mutex_lock(&c->lock);
+            c->cancel = 1;
+            pthread_cond_broadcast(&c->cond);
+            pthread_mutex_unlock(&c->lock);
+        }
+        usleep(CANCEL_POLL_USEC);
+    }
+}
+
+int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshotResult *ret,
+                            MsError *e) {
+    *ret = (MsClusterSnapshotResult){0};
+    MsMongo *m = NULL;
+    int r = ms_mongo_open(o->uri, o->password, 1, &m, e);
+    if (r < 0)
+        return r;
+    mongoc_client_t *mc = ms_mongo_pop(m);
+    MsClusterShard *shards = NULL;
+    size_t n_shards = 0;
+    r = read_shards(m, mc, &shards, &n_shards, e);
+    bool mongos = r == 0 && is_mongos(mc);
+    bool stopped = false;
+    if (r == 0 && mongos) {
+        r = balancer(mc, true, o->balancer_timeout_sec, e);
+        stopped = r == 0;
+    } else if (r == 0)
+        log_warning("the source is not a mongos: the balancer cannot be stopped from here; make "
+                    "sure it is (sh.stopBalancer()) while the cluster snapshot runs, or give the "
+                    "mongos as Source=");
+
+    ClusterRun c = {.o = o};
+    pthread_mutex_init(&c.lock, NULL);
+    pthread_cond_init(&c.cond, NULL);
+    if (r == 0 && (asprintf(&c.parts_prefix, "%s%s%s" MS_CLUSTER_PARTS_SUFFIX,
+                            o->prefix ? o->prefix : "", o->prefix ? "/" : "", o->name) < 0 ||
+                   !(c.parts = calloc(n_shards + 1, sizeof(*c.parts)))))
+        r = ms_error_oom(e);
+    for (size_t i = 0; r == 0 && i <= n_shards; i++) {
+        PartRun *p = &c.parts[c.n_parts++];
+        p->run = &c;
+        ms_progress_init(&p->progress, -1);
+        if (i < n_shards) {
+            p->name = strdup(shards[i].name);
+            p->rs = shards[i].rs ? strdup(shards[i].rs) : NULL;
+            if (ms_cluster_shard_uri(o->uri, &shards[i], &p->uri, e) < 0)
+                r = -e->code;
+        } else {
+            /* The config server's data, read where Source= points (through a mongos: its view
+             * of the config database). */
+            p->name = strdup(MS_CLUSTER_CONFIG_PART);
+            p->uri = strdup(o->uri);
+            for (size_t k = 0; k < ELEMENTSOF(CONFIG_COLLECTIONS); k++)
+                ms_ns_filter_add(&p->filter.include, &p->filter.n_include, CONFIG_COLLECTIONS[k]);
+        }
+        if (r == 0 && (!p->name || !p->uri))
+            r = ms_error_oom(e);
+    }
+    pthread_t watcher;
+    bool watching = r == 0 && pthread_create(&watcher, NULL, cancel_watch, &c) == 0;
+    for (size_t i = 0; r == 0 && i < c.n_parts; i++) {
+        if (pthread_create(&c.parts[i].thread, NULL, part_main, &c.parts[i]) != 0) {
+            r = ms_error_set(e, EAGAIN, "cannot start the thread of part %s", c.parts[i].name);
+            pthread_mutex_lock(&c.lock);
+            c.failed = true;
+            c.cancel = 1;
+            c.n_parts = i; /* the barrier counts the started ones only */
+            pthread_cond_broadcast(&c.cond);
+            pthread_mutex_unlock(&c.lock);
+            break;
+        }
+        c.parts[i].started = true;
+    }
+    for (size_t i = 0; i < n_shards + 1 && c.parts; i++)
+        if (c.parts[i].started)
+            pthread_join(c.parts[i].thread, NULL);
+    if (watching) {
+        pthread_mutex_lock(&c.lock);
+        c.arrived = SIZE_MAX;
+        pthread_mutex_unlock(&c.lock);
+        pthread_join(watcher, NULL);
+    }
+    /* The first part that failed (not one that stopped because another failed) names it. */
+    for (size_t i = 0; r == 0 && i < c.n_parts; i++)
+        if (c.parts[i].r < 0 && c.parts[i].r != -ECANCELED) {
+            r = c.parts[i].r;
+            *e = c.parts[i].error;
+            ms_error_prefix(e, "cluster snapshot part %s: ", c.parts[i].name);
+        }
+    for (size_t i = 0; r == 0 && i < c.n_parts; i++)
+        if (c.parts[i].r < 0) {
+            r = c.parts[i].r;
+            *e = c.parts[i].error;
+            ms_error_prefix(e, "cluster snapshot part %s: ", c.parts[i].name);
+        }
+    MsOplogPosition point = {0, 0};
+    for (size_t i = 0; r == 0 && i < c.n_parts; i++)
+        if (ms_oplog_position_after(c.parts[i].res.dump_end, point))
+            point = c.parts[i].res.dump_end;
+    _cleanup_free_ char *manifest_key = NULL;
+    if (r == 0 && asprintf(&manifest_key, "%s%s%s" MS_CLUSTER_MANIFEST_SUFFIX,
+                           o->prefix ? o->prefix : "", o->prefix ? "/" : "", o->name) < 0)
+        r = ms_error_oom(e);
+    if (r == 0)
+        r = write_cluster_manifest(&c, manifest_key, point, stopped, e);
+    if (r < 0) {
+        /* Never half-listed: the parts that committed go again (best effort: without the cluster
+         * manifest they are no cluster snapshot anyway). */
+        for (size_t i = 0; i < c.n_parts; i++)
+            if (c.parts[i].res.manifest_key) {
+                MsError ignore = MS_ERROR_INIT;
+                ms_storage_remove(o->storage, c.parts[i].res.manifest_key, &ignore);
+                ms_storage_remove(o->storage, c.parts[i].res.archive_key, &ignore);
+            }
+    }
+    if (stopped) {
+        MsError be = MS_ERROR_INIT;
+        if (balancer(mc, false, 0, &be) < 0)
+            log_error("%s: start it by hand (sh.startBalancer())", be.message);
+    }
+    if (r == 0) {
+        ret->manifest_key = TAKE_PTR(manifest_key);
+        ret->consistency_point = point;
+        ret->balancer_stopped = stopped;
+        ret->parts = calloc(c.n_parts, sizeof(*ret->parts));
+        ret->n_parts = ret->parts ? c.n_parts : 0;
+        for (size_t i = 0; i < ret->n_parts; i++) {
+            PartRun *p = &c.parts[i];
+            ret->parts[i] = (MsClusterPart){.shard = TAKE_PTR(p->name),
+                                            .rs = TAKE_PTR(p->rs),
+                                            .manifest_key = TAKE_PTR(p->res.manifest_key),
+                                            .dump_end = p->res.dump_end,
+                                            .oplog_end = p->res.oplog_end,
+                                            .documents = p->res.documents,
+                                            .stored_bytes = p->res.stored_bytes};
+            ret->documents += p->res.documents;
+            ret->stored_bytes += p->res.stored_bytes;
+        }
+    }
+    for (size_t i = 0; c.parts && i < n_shards + 1; i++) {
+        PartRun *p = &c.parts[i];
+        free(p->name);
+        free(p->rs);
+        free(p->uri);
+        ms_ns_filter_clear(&p->filter);
+        ms_snapshot_result_clear(&p->res);
+    }
+    free(c.parts);
+    free(c.parts_prefix);
+    pthread_mutex_destroy(&c.lock);
+    pthread_cond_destroy(&c.cond);
+    ms_cluster_shards_free(shards, n_shards);
+    ms_mongo_push(m, mc);
+    ms_mongo_free(m);
+    return r;
+}
+
+/* ---- the cluster manifest ---- */
+
+void ms_cluster_manifest_clear(MsClusterManifest *m) {
+    for (size_t i = 0; m->parts && i < m->n_parts; i++) {
+        free(m->parts[i].shard);
+        free(m->parts[i].rs);
+        free(m->parts[i].manifest_key);
+    }
+    free(m->parts);
+    free(m->name);
+    *m = (MsClusterManifest){0};
+}
+
+static bool read_pos(bson_iter_t *parent, const char *key, MsOplogPosition *ret) {
+    bson_iter_t it, sub;
+    if (!bson_iter_find_descendant(parent, key, &it) || !BSON_ITER_HOLDS_DOCUMENT(&it) ||
+        !bson_iter_recurse(&it, &sub))
+        return false;
+    *ret = (MsOplogPosition){0, 0};
+    while (bson_iter_next(&sub)) {
+        if (!BSON_ITER_HOLDS_NUMBER(&sub))
+            return false;
+        int64_t v = bson_iter_as_int64(&sub);
+        if (v < 0 || v > UINT32_MAX)
+            return false;
+        if (strcmp(bson_iter_key(&sub), "t") == 0)
+            ret->t = (uint32_t) v;
+        else if (strcmp(bson_iter_key(&sub), "i") == 0)
+            ret->i = (uint32_t) v;
+    }
+    return true;
+}
+
+int ms_cluster_manifest_read(MsStorage *st, const char *key, MsClusterManifest *ret, MsError *e) {
+    *ret = (MsClusterManifest){0};
+    _cleanup_free_ char *json = NULL, *full = NULL;
+    size_t len;
+    size_t kl = strlen(key), sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
+    if (!(kl > sl && strcmp(key + kl - sl, MS_CLUSTER_MANIFEST_SUFFIX) == 0) &&
+        asprintf(&full, "%s" MS_CLUSTER_MANIFEST_SUFFIX, key) < 0)
+        return ms_error_oom(e);
+    const char *mk = full ? full : key;
+    int r = ms_storage_get(st, mk, CLUSTER_MANIFEST_MAX, &json, &len, e);
+    if (r == -ENOENT) {
+        ms_error_clear(e);
+        return ms_error_set(e, ENOENT,
+                            "no cluster snapshot '%s' in %s (its manifest %s is missing: it does "
+                            "not exist, or it never completed)",
+                            key, ms_storage_describe(st), mk);
+    }
+    if (r < 0)
+        return r;
+    bson_error_t berr;
+    bson_t *doc = bson_new_from_json((const uint8_t *) json, (ssize_t) len, &berr);
+    if (!doc)
+        return ms_error_set(e, EBADMSG, "%s is not valid JSON: %s", mk, berr.message);
+    bson_iter_t it, parts, part;
+    MsClusterManifest m = {0};
+    r = 0;
+    if (!bson_iter_init_find(&it, doc, "format") || !BSON_ITER_HOLDS_UTF8(&it) ||
+        strcmp(bson_iter_utf8(&it, NULL), CLUSTER_MANIFEST_FORMAT) != 0)
+        r = ms_error_set(e, EBADMSG, "%s is not a mongosnap cluster manifest", mk);
+    if (r == 0 && bson_iter_init_find(&it, doc, "snapshot") && BSON_ITER_HOLDS_UTF8(&it))
+        m.name = strdup(bson_iter_utf8(&it, NULL));
+    bson_iter_t root;
+    if (r == 0 && !(bson_iter_init(&root, doc) && read_pos(&root, "consistency_point", &m.consistency_point)))
+        r = ms_error_set(e, EBADMSG, "%s lacks its consistency point", mk);
+    if (r == 0 && !(bson_iter_init_find(&it, doc, "parts") && BSON_ITER_HOLDS_ARRAY(&it) &&
+                    bson_iter_recurse(&it, &parts)))
+        r = ms_error_set(e, EBADMSG, "%s lists no parts", mk);
+    m.parts = r == 0 ? calloc(MS_CLUSTER_MAX_SHARDS + 1, sizeof(*m.parts)) : NULL;
+    if (r == 0 && !m.parts)
+        r = ms_error_oom(e);
+    while (r == 0 && bson_iter_next(&parts)) {
+        if (m.n_parts > MS_CLUSTER_MAX_SHARDS || !BSON_ITER_HOLDS_DOCUMENT(&parts) ||
+            !bson_iter_recurse(&parts, &part)) {
+            r = ms_error_set(e, EBADMSG, "%s: a damaged part list", mk);
+            break;
+        }
+        MsClusterPart *p = &m.parts[m.n_parts++];
+        bson_iter_t f = part;
+        while (bson_iter_next(&f)) {
+            const char *k = bson_iter_key(&f);
+            if (!BSON_ITER_HOLDS_UTF8(&f))
+                continue;
+            if (strcmp(k, "shard") == 0)
+                p->shard = strdup(bson_iter_utf8(&f, NULL));
+            else if (strcmp(k, "replica_set") == 0)
+                p->rs = strdup(bson_iter_utf8(&f, NULL));
+            else if (strcmp(k, "manifest") == 0)
+                p->manifest_key = strdup(bson_iter_utf8(&f, NULL));
+        }
+        f = part;
+        read_pos(&f, "dump_end", &p->dump_end);
+        f = part;
+        read_pos(&f, "oplog_end", &p->oplog_end);
+        if (!p->shard || !p->manifest_key)
+            r = ms_error_set(e, EBADMSG, "%s: a part lacks its shard or manifest", mk);
+    }
+    bson_destroy(doc);
+    if (r < 0) {
+        ms_cluster_manifest_clear(&m);
+        return r;
+    }
+    *ret = m;
+    return 0;
+}
+
+/* ---- the restore ---- */
+
+typedef struct RestorePart {
+    const MsClusterRestoreOptions *o;
+    const MsClusterPart *part;
+    char *uri;
+    MsOplogPosition until;
+    MsNsFilter filter; /* the config part's collections */
+    bool config;
+    MsProgress progress;
+    MsRestoreResult res;
+    MsError error;
+    int r;
+    pthread_t thread;
+} RestorePart;
+
+static void *restore_part_main(void *userdata) {
+    RestorePart *p = userdata;
+    MsRestoreOptions ro = {
+        .uri = p->uri,
+        .password = p->o->password,
+        .storage = p->o->storage,
+        .snapshot_key = p->part->manifest_key,
+        .key = p->o->key,
+        .filter = p->config ? &p->filter : NULL,
+        .parallel = p->o->parallel ? p->o->parallel : 4,
+        .batch_size = 1000,
+        .drop = p->o->drop,
+        .replay_oplog = true,
+        .has_until = true,
+        .until = p->until,
+        .restore_indexes = true,
+        .bypass_validation = true,
+        .progress = &p->progress,
+        .cancel = p->o->cancel,
+    };
+    p->r = ms_restore_run(&ro, &p->res, &p->error);
+    return NULL;
+}
+
+/* The config server of a target given as a mongos: getShardMap names it ("config": "RS/h:p"). */
+static int config_server_uri(MsMongo *m, mongoc_client_t *c, const char *uri, char **ret, MsError *e) {
+    if (!is_mongos(c))
+        return (*ret = strdup(uri)) ? 0 : ms_error_oom(e);
+    bson_t *cmd = BCON_NEW("getShardMap", BCON_INT32(1));
+    bson_t reply;
+    bson_error_t berr;
+    bool ok = mongoc_client_command_simple(c, "admin", cmd, NULL, &reply, &berr);
+    bson_destroy(cmd);
+    const char *cfg = ok ? ms_cluster_config_host(&reply) : NULL;
+    int r;
+    if (!cfg)
+        r = ok ? ms_error_set(e, EPROTO, "getShardMap through the mongos names no config server")
+               : ms_mongo_error(m, e, &berr, "asking the mongos for its config server (getShardMap)");
+    else {
+        MsClusterShard s = {0};
+        r = parse_host(cfg, &s) < 0 ? ms_error_oom(e) : ms_cluster_shard_uri(uri, &s, ret, e);
+        free(s.rs);
+        free(s.hosts);
+    }
+    bson_destroy(&reply);
+    return r;
+}
+
+/* After the config data is in: its shard names as the target calls them. */
+static int rename_config_shards(const char *uri, const char *password, const MsShardMap *map,
+                                MsError *e) {
+    if (!map || map->n == 0)
+        return 0;
+    MsMongo *m = NULL;
+    int r = ms_mongo_open(uri, password, 1, &m, e);
+    if (r < 0)
+        return r;
+    mongoc_client_t *c = ms_mongo_pop(m);
+    mongoc_collection_t *dbs = mongoc_client_get_collection(c, "config", "databases");
+    mongoc_collection_t *chunks = mongoc_client_get_collection(c, "config", "chunks");
+    for (size_t i = 0; r == 0 && i < map->n; i++) {
+        bson_error_t berr;
+        bson_t *f1 = BCON_NEW("primary", BCON_UTF8(map->from[i]));
+        bson_t *u1 = BCON_NEW("$set", "{", "primary", BCON_UTF8(map->to[i]), "}");
+        bson_t *f2 = BCON_NEW("shard", BCON_UTF8(map->from[i]));
+        bson_t *u2 = BCON_NEW("$set", "{", "shard", BCON_UTF8(map->to[i]), "}");
+        if (!mongoc_collection_update_many(dbs, f1, u1, NULL, NULL, &berr) ||
+            !mongoc_collection_update_many(chunks, f2, u2, NULL, NULL, &berr))
+            r = ms_mongo_error(m, e, &berr, "renaming shards in the restored config data");
+        bson_destroy(f1);
+        bson_destroy(u1);
+        bson_destroy(f2);
+        bson_destroy(u2);
+    }
+    mongoc_collection_destroy(dbs);
+    mongoc_collection_destroy(chunks);
+    ms_mongo_push(m, c);
+    ms_mongo_free(m);
+    return r;
+}
+
+int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreResult *ret, MsError *e) {
+    *ret = (MsClusterRestoreResult){0};
+    MsClusterManifest cm;
+    int r = ms_cluster_manifest_read(o->storage, o->snapshot_key, &cm, e);
+    if (r < 0)
+        return r;
+    MsMongo *m = NULL;
+    r = ms_mongo_open(o->uri, o->password, 1, &m, e);
+    if (r < 0) {
+        ms_cluster_manifest_clear(&cm);
+        return r;
+    }
+    mongoc_client_t *mc = ms_mongo_pop(m);
+    MsClusterShard *target = NULL;
+    size_t n_target = 0;
+    r = read_shards(m, mc, &target, &n_target, e);
+    _cleanup_free_ char *config_uri = NULL;
+    if (r == 0)
+        r = config_server_uri(m, mc, o->uri, &config_uri, e);
+    ms_mongo_push(m, mc);
+    ms_mongo_free(m);
+    RestorePart *parts = r == 0 ? calloc(cm.n_parts, sizeof(*parts)) : NULL;
+    if (r == 0 && !parts)
+        r = ms_error_oom(e);
+    /* Every part a place, each target shard at most once: checked before anything changes. */
+    for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
+        RestorePart *p = &parts[i];
+        p->o = o;
+        p->part = &cm.parts[i];
+        p->until = cm.consistency_point;
+        ms_progress_init(&p->progress, -1);
+        if (strcmp(cm.parts[i].shard, MS_CLUSTER_CONFIG_PART) == 0) {
+            p->config = true;
+            p->uri = strdup(config_uri);
+            for (size_t k = 0; k < 3; k++) /* databases, collections, chunks: not shards, version */
+                ms_ns_filter_add(&p->filter.include, &p->filter.n_include, CONFIG_COLLECTIONS[k]);
+            if (!p->uri)
+                r = ms_error_oom(e);
+            continue;
+        }
+        const char *want = ms_shard_map_apply(o->shard_map, cm.parts[i].shard);
+        const MsClusterShard *t = NULL;
+        for (size_t k = 0; k < n_target && !t; k++)
+            if (strcmp(target[k].name, want) == 0)
+                t = &target[k];
+        if (!t) {
+            char names[1024] = "";
+            size_t used = 0;
+            for (size_t k = 0; k < n_target && used < sizeof(names); k++)
+                used += (size_t) snprintf(names + used, sizeof(names) - used, "%s%s", k ? ", " : "",
+                                          target[k].name);
+            r = ms_error_set(e, EINVAL,
+                             "shard '%s' of the snapshot%s%s%s has no counterpart in the target "
+                             "cluster (its shards: %s); give --shard-map %s=NAME. Nothing was "
+                             "restored",
+                             cm.parts[i].shard, want != cm.parts[i].shard ? " (mapped to '" : "",
+                             want != cm.parts[i].shard ? want : "",
+                             want != cm.parts[i].shard ? "')" : "", names, cm.parts[i].shard);
+            break;
+        }
+        for (size_t k = 0; k < i && r == 0; k++)
+            if (!parts[k].config &&
+                strcmp(ms_shard_map_apply(o->shard_map, cm.parts[k].shard), want) == 0)
+                r = ms_error_set(e, EINVAL,
+                                 "shards '%s' and '%s' of the snapshot would both go into target "
+                                 "shard '%s': one shard per shard (see --shard-map). Nothing was "
+                                 "restored",
+                                 cm.parts[k].shard, cm.parts[i].shard, want);
+        if (r == 0)
+            r = ms_cluster_shard_uri(o->uri, t, &p->uri, e);
+    }
+    size_t started = 0;
+    for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
+        if (pthread_create(&parts[i].thread, NULL, restore_part_main, &parts[i]) != 0) {
+            r = ms_error_set(e, EAGAIN, "cannot start a restore thread");
+            break;
+        }
+        started++;
+    }
+    for (size_t i = 0; i < started; i++)
+        pthread_join(parts[i].thread, NULL);
+    for (size_t i = 0; r == 0 && i < started; i++)
+        if (parts[i].r < 0) {
+            r = parts[i].r;
+            *e = parts[i].error;
+            ms_error_prefix(e, "restoring part %s: ", parts[i].part->shard);
+        }
+    if (r == 0)
+        r = rename_config_shards(config_uri, o->password, o->shard_map, e);
+    if (r == 0) {
+        ret->consistency_point = cm.consistency_point;
+        for (size_t i = 0; i < cm.n_parts; i++) {
+            ret->documents += parts[i].res.documents;
+            ret->oplog_applied += parts[i].res.oplog_applied;
+            ret->shards += !parts[i].config;
+        }
+    }
+    for (size_t i = 0; parts && i < cm.n_parts; i++) {
+        free(parts[i].uri);
+        ms_ns_filter_clear(&parts[i].filter);
+    }
+    free(parts);
+    ms_cluster_shards_free(target, n_target);
+    ms_cluster_manifest_clear(&cm);
+    return r;
+}

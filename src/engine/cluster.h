@@ -1,0 +1,143 @@
+/* Sharded clusters: one consistent snapshot of every shard and the config servers, and its
+ * restore into a cluster with the same shard names or a mapping.
+ *
+ * Topology: Source= names a mongos or the config server replica set; the shards come from
+ * config.shards ({_id: NAME, host: "RS/h1:p1,h2:p2", state: 1}), each reached as
+ * mongodb://[user@]HOSTS/?replicaSet=RS plus the source URI's other options (authSource, TLS):
+ * the backup reads the shards directly, as Percona Backup for MongoDB's agents do.
+ *
+ * A cluster snapshot (ms_cluster_snapshot_run) takes one part per shard and one of the config
+ * server (config.databases, config.collections, config.chunks, config.shards, config.version)
+ * at once, each an ordinary snapshot with its own oplog capture, stored under
+ * <prefix>/<name>.parts/<shard>; with a mongos, the balancer is stopped first (balancerStop)
+ * and started again in every outcome. The parts meet at a barrier after their dumps, so every
+ * part's oplog is captured past every part's dump; the **consistency point** T is the latest of
+ * the parts' dump ends (each part is consistent from its own dump end on, so T is the first time
+ * at which all of them are), and every part's oplog reaches T (or the shard wrote nothing
+ * between its last entry and the capture, which came after T). The cluster manifest
+ * <prefix>/<name>.cluster.json names the parts and T; it is written last, after every part is
+ * committed, so a cluster snapshot is complete only when every part is.
+ *
+ * A restore (ms_cluster_restore_run) restores each shard's part into the target shard of the
+ * same name (or the one --shard-map names) and replays its oplog up to T, and the config data
+ * into the target's config server with shard names mapped; the target's own config.shards is
+ * kept. One shard's part alone restores into a replica set as an ordinary snapshot (restore
+ * --snapshot <prefix>/<name>.parts/<shard> --until T). */
+#pragma once
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <bson/bson.h>
+
+#include "common/error.h"
+#include "io/filter-encrypt.h"
+#include "manifest.h"
+#include "progress.h"
+#include "storage/storage.h"
+
+#define MS_CLUSTER_MANIFEST_SUFFIX ".cluster.json"
+#define MS_CLUSTER_PARTS_SUFFIX ".parts"
+#define MS_CLUSTER_CONFIG_PART "config"
+#define MS_CLUSTER_MAX_SHARDS 64
+
+typedef struct MsClusterShard {
+    char *name;  /* config.shards _id */
+    char *rs;    /* the replica set name */
+    char *hosts; /* "h1:p1,h2:p2" */
+} MsClusterShard;
+
+/* The shards config.shards lists, through the source (a mongos or a config server). */
+int ms_cluster_discover(const char *uri, const char *password, MsClusterShard **ret, size_t *ret_n,
+                        MsError *e);
+void ms_cluster_shards_free(MsClusterShard *s, size_t n);
+/* A shard's connection string: hosts and replica set from config.shards, user name and options
+ * from the source URI (the password travels apart, as for the source). */
+int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, char **ret, MsError *e);
+
+/* Replies of a mongos, read (tests/unit/test-cluster.c holds them to recorded replies of
+ * MongoDB 6.0 and 7.0): hello says "isdbgrid"; getShardMap names the config server. */
+bool ms_cluster_hello_is_mongos(const bson_t *hello);
+const char *ms_cluster_config_host(const bson_t *shard_map);
+
+/* "a=b,c=d": parsed, checked (no name twice on either side). */
+typedef struct MsShardMap {
+    char **from, **to;
+    size_t n;
+} MsShardMap;
+int ms_shard_map_parse(const char *text, MsShardMap *ret, MsError *e);
+const char *ms_shard_map_apply(const MsShardMap *m, const char *name);
+void ms_shard_map_clear(MsShardMap *m);
+
+typedef struct MsClusterSnapshotOptions {
+    const char *uri; /* a mongos or the config server */
+    const char *password;
+    MsStorage *storage;
+    const char *prefix;
+    const char *name;
+    const char *node;
+    MsCompression compression;
+    int compression_level;
+    int compression_threads;
+    const MsEncryptKey *key;
+    unsigned parallel_collections;
+    bool chunked;
+    uint64_t balancer_timeout_sec; /* balancerStop's time-out (mongos only) */
+    MsProgress *progress;
+    volatile sig_atomic_t *cancel;
+} MsClusterSnapshotOptions;
+
+typedef struct MsClusterPart {
+    char *shard;        /* or MS_CLUSTER_CONFIG_PART */
+    char *rs;
+    char *manifest_key; /* the part's snapshot */
+    MsOplogPosition dump_end, oplog_end;
+    uint64_t documents;
+    uint64_t stored_bytes;
+} MsClusterPart;
+
+typedef struct MsClusterSnapshotResult {
+    char *manifest_key;
+    MsClusterPart *parts;
+    size_t n_parts;
+    MsOplogPosition consistency_point;
+    bool balancer_stopped; /* through a mongos, and started again */
+    uint64_t documents, stored_bytes;
+} MsClusterSnapshotResult;
+
+int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshotResult *ret,
+                            MsError *e);
+void ms_cluster_snapshot_result_clear(MsClusterSnapshotResult *r);
+
+/* The cluster manifest, read back. */
+typedef struct MsClusterManifest {
+    char *name;
+    MsOplogPosition consistency_point;
+    MsClusterPart *parts; /* the config part last */
+    size_t n_parts;
+} MsClusterManifest;
+int ms_cluster_manifest_read(MsStorage *st, const char *key, MsClusterManifest *ret, MsError *e);
+void ms_cluster_manifest_clear(MsClusterManifest *m);
+
+typedef struct MsClusterRestoreOptions {
+    const char *uri; /* the target cluster: a mongos or its config server */
+    const char *password;
+    MsStorage *storage;
+    const char *snapshot_key; /* <prefix>/<name> or the cluster manifest's key */
+    const MsShardMap *shard_map;
+    const MsEncryptKey *key;
+    bool drop;
+    unsigned parallel;
+    MsProgress *progress;
+    volatile sig_atomic_t *cancel;
+} MsClusterRestoreOptions;
+
+typedef struct MsClusterRestoreResult {
+    uint64_t documents;
+    uint64_t oplog_applied;
+    size_t shards;
+    MsOplogPosition consistency_point;
+} MsClusterRestoreResult;
+
+int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreResult *ret, MsError *e);

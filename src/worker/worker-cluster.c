@@ -1,0 +1,146 @@
+/* The worker's commands for sharded clusters (engine/cluster.h): cluster-snapshot and
+ * cluster-restore. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "engine/cluster.h"
+#include "mongosnap/mongosnap.h"
+#include "worker.h"
+
+static void append_pos(bson_t *b, const char *key, MsOplogPosition p) {
+    bson_t c;
+    BSON_APPEND_DOCUMENT_BEGIN(b, key, &c);
+    BSON_APPEND_INT64(&c, "t", p.t);
+    BSON_APPEND_INT64(&c, "i", p.i);
+    bson_append_document_end(b, &c);
+}
+
+int worker_run_cluster_snapshot(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (!a->uri) {
+        log_error("cluster-snapshot needs the cluster: --uri-file FILE naming a mongos or the "
+                  "config server");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (!a->name) {
+        log_error("cluster-snapshot needs --name NAME");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (worker_open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    MsClusterSnapshotOptions o = {
+        .uri = a->uri,
+        .password = a->password,
+        .storage = storage,
+        .prefix = a->prefix,
+        .name = a->name,
+        .node = a->node,
+        .compression = a->compression,
+        .compression_level = a->level,
+        .compression_threads = a->compression == MS_COMPRESSION_ZSTD ? a->threads : 0,
+        .key = a->key,
+        .parallel_collections = a->parallel ? a->parallel : 2,
+        .chunked = a->chunked,
+        .balancer_timeout_sec = 60,
+        .progress = p,
+        .cancel = &worker_cancel_requested,
+    };
+    MsClusterSnapshotResult res;
+    MsError e = MS_ERROR_INIT;
+    ms_progress_set_phase(p, "cluster");
+    int r = ms_cluster_snapshot_run(&o, &res, &e);
+    bson_t fields = BSON_INITIALIZER;
+    if (r == 0) {
+        BSON_APPEND_UTF8(&fields, "manifest", res.manifest_key);
+        append_pos(&fields, "consistency_point", res.consistency_point);
+        BSON_APPEND_BOOL(&fields, "balancer_stopped", res.balancer_stopped);
+        BSON_APPEND_INT64(&fields, "documents", (int64_t) res.documents);
+        BSON_APPEND_INT64(&fields, "stored_bytes", (int64_t) res.stored_bytes);
+        bson_t parts;
+        BSON_APPEND_ARRAY_BEGIN(&fields, "parts", &parts);
+        for (size_t i = 0; i < res.n_parts; i++) {
+            char k[16];
+            const char *kp;
+            bson_uint32_to_string((uint32_t) i, &kp, k, sizeof(k));
+            bson_t part;
+            BSON_APPEND_DOCUMENT_BEGIN(&parts, kp, &part);
+            BSON_APPEND_UTF8(&part, "shard", res.parts[i].shard);
+            BSON_APPEND_UTF8(&part, "manifest", res.parts[i].manifest_key);
+            append_pos(&part, "dump_end", res.parts[i].dump_end);
+            append_pos(&part, "oplog_end", res.parts[i].oplog_end);
+            BSON_APPEND_INT64(&part, "documents", (int64_t) res.parts[i].documents);
+            bson_append_document_end(&parts, &part);
+        }
+        bson_append_array_end(&fields, &parts);
+        if (!a->json)
+            printf("cluster snapshot %s: %zu parts, %" PRIu64 " documents, consistent at %" PRIu32
+                   ":%" PRIu32 "\n",
+                   res.manifest_key, res.n_parts, res.documents, res.consistency_point.t,
+                   res.consistency_point.i);
+        ms_cluster_snapshot_result_clear(&res);
+    } else if ((r = worker_stopped_instead(r, &e)) == -ECANCELED)
+        log_info("cluster snapshot stopped: %s", e.message);
+    else
+        log_error("cluster snapshot failed: %s", e.message);
+    worker_report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    return worker_exit_code_for(r);
+}
+
+int worker_run_cluster_restore(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (!a->uri || !a->snapshot) {
+        log_error("cluster-restore needs the target cluster (--uri-file FILE: its mongos or config "
+                  "server) and --snapshot PREFIX/NAME (with --store)");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    MsShardMap map = {0};
+    MsError e = MS_ERROR_INIT;
+    if (a->shard_map && ms_shard_map_parse(a->shard_map, &map, &e) < 0) {
+        log_error("%s", e.message);
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (worker_open_store(a, &storage) < 0) {
+        ms_shard_map_clear(&map);
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    MsClusterRestoreOptions o = {
+        .uri = a->uri,
+        .password = a->password,
+        .storage = storage,
+        .snapshot_key = a->snapshot,
+        .shard_map = &map,
+        .key = a->key,
+        .drop = a->drop,
+        .parallel = a->parallel,
+        .progress = p,
+        .cancel = &worker_cancel_requested,
+    };
+    MsClusterRestoreResult res;
+    ms_progress_set_phase(p, "cluster-restore");
+    int r = ms_cluster_restore_run(&o, &res, &e);
+    ms_shard_map_clear(&map);
+    bson_t fields = BSON_INITIALIZER;
+    if (r == 0) {
+        BSON_APPEND_INT64(&fields, "documents", (int64_t) res.documents);
+        BSON_APPEND_INT64(&fields, "oplog_applied", (int64_t) res.oplog_applied);
+        BSON_APPEND_INT64(&fields, "shards", (int64_t) res.shards);
+        append_pos(&fields, "consistency_point", res.consistency_point);
+        if (!a->json)
+            printf("restored %zu shards and the config data: %" PRIu64 " documents, %" PRIu64
+                   " oplog entries replayed, each shard to %" PRIu32 ":%" PRIu32 "\n",
+                   res.shards, res.documents, res.oplog_applied, res.consistency_point.t,
+                   res.consistency_point.i);
+    } else if ((r = worker_stopped_instead(r, &e)) == -ECANCELED)
+        log_info("cluster restore stopped: %s", e.message);
+    else
+        log_error("cluster restore failed: %s", e.message);
+    worker_report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    return worker_exit_code_for(r);
+}

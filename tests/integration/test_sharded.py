@@ -1,0 +1,241 @@
+"""Cluster snapshots of a sharded cluster (engine/cluster.h) through mongosnap-worker.
+
+No mongos or sharded mongod can be had here, so the cluster is the closest honest thing: three
+FerretDB instances, each with its own oplog, one as the config server holding config.shards,
+config.databases, config.collections, config.chunks and config.version documents shaped as a
+real config server writes them (MongoDB 6.0/7.0 documentation; FerretDB 1.x cannot store MinKey
+and MaxKey, so the outer chunk bounds are large numbers instead), and two as shards. The backup
+reads the shards directly, as Percona Backup for MongoDB's agents do.
+
+What is shown: with a writer changing documents on both shards all along, a cluster snapshot
+restored into a second such cluster equals, shard by shard, each source shard's state at the
+snapshot's consistency point rebuilt from that shard's own oplog; the config data arrives with
+shard names mapped (--shard-map) and the target keeps its own config.shards; a map that leaves a
+shard without a counterpart, or sends two into one, is refused before anything is restored; a
+shard that cannot be reached fails the cluster snapshot naming it, and no part of it stays.
+What only a mongos shows (balancerStop/Start, getShardMap) is not shown here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+import threading
+import time
+import uuid
+
+import bson
+import pytest
+from bson import Binary, Int64, ObjectId, Timestamp
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+
+import helpers as h
+
+DB = "shop"
+RAW = CodecOptions(document_class=RawBSONDocument)
+SPLIT = 500  # customer < SPLIT on the first shard
+
+
+def make_cluster(ferretdb_factory, tag, shard_names):
+    cfg = ferretdb_factory(name=f"{tag}-cfg")
+    shards = {n: ferretdb_factory(name=f"{tag}-{n}") for n in shard_names}
+    for server in [cfg, *shards.values()]:
+        server.client.local.create_collection("oplog.rs", capped=True, size=64 * 1024 * 1024)
+    now = Timestamp(int(time.time()), 1)
+    cfg.client.config.shards.insert_many([
+        {"_id": n, "host": f"rs0/{s.address}", "state": 1, "topologyTime": now}
+        for n, s in shards.items()])
+    cfg.client.config.version.insert_one({"_id": 1, "clusterId": ObjectId()})
+    return cfg, shards
+
+
+def shard_config(cfg, first, second):
+    """config.databases, config.collections and config.chunks for shop.orders sharded on
+    {customer: 1} in two chunks, one on each shard (the shapes of MongoDB 6.0/7.0)."""
+    coll_uuid = Binary(uuid.uuid4().bytes, 4)
+    ts = Timestamp(int(time.time()), 2)
+    cfg.client.config.databases.insert_one({
+        "_id": DB, "primary": first,
+        "version": {"uuid": Binary(uuid.uuid4().bytes, 4), "timestamp": ts, "lastMod": 1}})
+    cfg.client.config.collections.insert_one({
+        "_id": f"{DB}.orders", "lastmodEpoch": ObjectId(), "lastmod": datetime.datetime(2026, 12, 7),
+        "timestamp": ts, "uuid": coll_uuid, "key": {"customer": 1}, "unique": False,
+        "noBalance": False})
+    lo, hi = Int64(-(2**53)), Int64(2**53)  # MinKey/MaxKey in a real config server
+    cfg.client.config.chunks.insert_many([
+        {"_id": ObjectId(), "uuid": coll_uuid, "min": {"customer": lo}, "max": {"customer": SPLIT},
+         "shard": first, "lastmod": Timestamp(1, 0), "onCurrentShardSince": ts,
+         "history": [{"validAfter": ts, "shard": first}]},
+        {"_id": ObjectId(), "uuid": coll_uuid, "min": {"customer": SPLIT}, "max": {"customer": hi},
+         "shard": second, "lastmod": Timestamp(1, 1), "onCurrentShardSince": ts,
+         "history": [{"validAfter": ts, "shard": second}]},
+    ])
+
+
+def load(shards):
+    (first, s1), (second, s2) = shards.items()
+    s1.client[DB].orders.insert_many([{"_id": i, "customer": i % SPLIT, "pad": "a" * 200}
+                                      for i in range(3000)])
+    s2.client[DB].orders.insert_many([{"_id": 10_000 + i, "customer": SPLIT + i % SPLIT, "pad": "b" * 200}
+                                      for i in range(3000)])
+    s1.client[DB].users.insert_many([{"_id": i, "name": f"u{i}"} for i in range(200)])  # unsharded
+
+
+class Writer(threading.Thread):
+    """Inserts, updates and deletes on both shards until stopped."""
+
+    def __init__(self, shards):
+        super().__init__(daemon=True)
+        self.colls = [(s.new_client()[DB].orders, base) for s, base in zip(shards.values(), (0, 10_000))]
+        self.stop_event = threading.Event()
+        self.error = None
+        self.ops = 0
+
+    def run(self):
+        r = random.Random(5)
+        n = 0
+        try:
+            while not self.stop_event.is_set():
+                for coll, base in self.colls:
+                    k = r.random()
+                    if k < 0.5:
+                        coll.insert_one({"_id": base + 5000 + n, "customer": r.randrange(SPLIT) + (SPLIT if base else 0), "w": n})
+                    elif k < 0.8:
+                        coll.update_one({"_id": base + r.randrange(3000)}, {"$set": {"w": n}})
+                    else:
+                        coll.delete_one({"_id": base + r.randrange(3000)})
+                    self.ops += 1
+                n += 1
+                time.sleep(0.005)
+        except Exception as e:  # noqa: BLE001
+            self.error = e
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(timeout=30)
+        assert self.error is None, self.error
+
+
+def ts_tuple(ts):
+    return (ts.time, ts.inc)
+
+
+def state_at(server, ns, until):
+    """ns on this server as of oplog time `until`, rebuilt from the oplog from empty (every
+    document of these tests was written after the oplog was created). Raw, in _id order."""
+    oplog = server.client.local["oplog.rs"].with_options(codec_options=RAW)
+    docs = {}
+    for e in sorted(oplog.find({"ns": ns}), key=lambda e: ts_tuple(e["ts"])):
+        if ts_tuple(e["ts"]) > until:
+            break
+        op, o = e["op"], e["o"]
+        if op == "i":
+            docs[o["_id"]] = o.raw
+        elif op == "u":
+            _id = e["o2"]["_id"]
+            if _id in docs:
+                cur = bson.decode(docs[_id])
+                upd = bson.decode(o.raw)
+                if any(k.startswith("$") for k in upd):
+                    for k, v in upd.get("$set", {}).items():
+                        cur[k] = v
+                    for k in upd.get("$unset", {}):
+                        cur.pop(k, None)
+                    docs[_id] = bson.encode(cur)
+                else:
+                    docs[_id] = o.raw
+        elif op == "d":
+            docs.pop(o["_id"], None)
+    return [docs[k] for k in sorted(docs)]
+
+
+def raw_docs(server, ns):
+    db, coll = ns.split(".", 1)
+    c = server.client[db].get_collection(coll, codec_options=RAW)
+    return [d.raw for d in c.find().sort("_id", 1)]
+
+
+def worker_json(run):
+    h.expect_ok(run)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def source(ferretdb_factory, tmp_path):
+    cfg, shards = make_cluster(ferretdb_factory, "src", ["shard01", "shard02"])
+    shard_config(cfg, "shard01", "shard02")
+    load(shards)
+    cfg.uri_file = h.write_uri_file(tmp_path, cfg.uri, "src-uri")
+    return cfg, shards
+
+
+def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretdb_factory, tmp_path):
+    cfg, shards = source
+    store = tmp_path / "store"
+    store.mkdir()
+    writer = Writer(shards)
+    writer.start()
+    time.sleep(0.3)
+    res = worker_json(h.run_worker(tools, "cluster-snapshot", "--uri-file", cfg.uri_file, "--store", store,
+                                   "--prefix", "cl", "--name", "s1", "--json"))
+    time.sleep(0.3)
+    writer.stop()
+    assert writer.ops > 50
+    point = (res["consistency_point"]["t"], res["consistency_point"]["i"])
+    parts = {p["shard"]: p for p in res["parts"]}
+    assert set(parts) == {"shard01", "shard02", "config"}
+    for p in parts.values():  # every part's oplog reaches the point, or its shard went quiet
+        assert (p["dump_end"]["t"], p["dump_end"]["i"]) <= point
+    manifest = json.loads((store / "cl" / "s1.cluster.json").read_text())
+    assert manifest["format"] == "mongosnap-cluster"
+    assert (store / "cl" / "s1.parts" / "shard01.manifest.json").exists()
+
+    # a second cluster, its shards named otherwise
+    tcfg, tshards = make_cluster(ferretdb_factory, "dst", ["alpha", "beta"])
+    tcfg.uri_file = h.write_uri_file(tmp_path, tcfg.uri, "dst-uri")
+    # a map that leaves a shard without a counterpart, or merges two, changes nothing
+    for bad in (None, "shard01=alpha", "shard01=alpha,shard02=alpha"):
+        extra = ["--shard-map", bad] if bad else []
+        run = h.run_worker(tools, "cluster-restore", "--uri-file", tcfg.uri_file, "--store", store,
+                           "--snapshot", "cl/s1", *extra)
+        assert run.returncode == 2 and "Nothing was restored" in run.output or \
+            (bad and "twice" in run.output and run.returncode == 2), run.describe()
+        assert DB not in tshards["alpha"].client.list_database_names()
+    out = worker_json(h.run_worker(tools, "cluster-restore", "--uri-file", tcfg.uri_file, "--store", store,
+                                   "--snapshot", "cl/s1", "--shard-map", "shard01=alpha,shard02=beta",
+                                   "--json"))
+    assert out["shards"] == 2
+    # each shard equals its source shard's state at the point, rebuilt from its own oplog
+    for src_name, dst_name in (("shard01", "alpha"), ("shard02", "beta")):
+        want = state_at(shards[src_name], f"{DB}.orders", point)
+        got = raw_docs(tshards[dst_name], f"{DB}.orders")
+        assert got == want, f"{src_name}: {len(got)} documents restored, {len(want)} at the point"
+        # the point is not the end: the writer went on after it on every shard
+        assert want != raw_docs(shards[src_name], f"{DB}.orders"), src_name
+    assert raw_docs(tshards["alpha"], f"{DB}.users") == raw_docs(shards["shard01"], f"{DB}.users")
+    # the config data, with the target's names; the target's own config.shards kept
+    tc = tcfg.client.config
+    assert tc.databases.find_one({"_id": DB})["primary"] == "alpha"
+    assert sorted(c["shard"] for c in tc.chunks.find()) == ["alpha", "beta"]
+    assert sorted(s["_id"] for s in tc.shards.find()) == ["alpha", "beta"]
+    # one shard's part alone, into a replica set, for inspection
+    lone = ferretdb_factory(name="lone")
+    lone.uri_file = h.write_uri_file(tmp_path, lone.uri, "lone-uri")
+    h.restore(tools, lone.uri_file, "--store", store, "--snapshot", "cl/s1.parts/shard02",
+              "--until", f"{point[0]}:{point[1]}")
+    assert raw_docs(lone, f"{DB}.orders") == state_at(shards["shard02"], f"{DB}.orders", point)
+
+
+def test_unreachable_shard_fails_the_cluster_snapshot_naming_it(tools, source, tmp_path):
+    cfg, shards = source
+    store = tmp_path / "store"
+    store.mkdir()
+    shards["shard02"].stop()
+    run = h.run_worker(tools, "cluster-snapshot", "--uri-file", cfg.uri_file, "--store", store,
+                       "--prefix", "cl", "--name", "s1")
+    assert run.returncode != 0 and "shard02" in run.output, run.describe()
+    assert not (store / "cl" / "s1.cluster.json").exists()
+    left = [p.name for p in (store / "cl").rglob("*.manifest.json")] if (store / "cl").exists() else []
+    assert left == [], left
