@@ -542,6 +542,15 @@ static AttemptOutcome attempt_once(MsS3Http *h, const MsS3Request *rq, const MsS
     for (size_t i = 0; i < n_signed; i++)
         list = add_header(list, &failed, signed_headers[i].name, signed_headers[i].value);
     list = add_header(list, &failed, "authorization", authorization);
+    /* No "Expect: 100-continue", which curl adds to bodies over 1 MiB: every part would wait a
+     * round trip for the server's go-ahead before sending a byte (at 50 ms each way, 0.1 s per
+     * 16 MiB part). The cost of going without: a refused request (expired credentials) sends
+     * its body for nothing once. */
+    if (!failed) {
+        struct curl_slist *l = curl_slist_append(list, "Expect:");
+        failed = !l;
+        list = l ? l : list;
+    }
     explicit_bzero(authorization, strlen(authorization));
     free(authorization);
     free(signed_headers);

@@ -16,7 +16,7 @@
  *                    checked for readability when the store is opened
  *   sse, kms_key_id  server-side encryption headers on every object written
  *   part_size        first part size of multipart uploads (5MiB..5GiB); grows, see below
- *   parallel         parts uploaded at once (1..64)
+ *   parallel         parts uploaded, and ranges downloaded, at once (1..64)
  *   presign_expires  default lifetime of download URLs (1s..7d)
  *   max_attempts     tries per request before giving up (1..20)
  *   connect_timeout  per connection attempt (1s..300s)
@@ -712,26 +712,72 @@ static int s3_open_write(MsStorage *storage, const char *key, MsSink **ret, MsEr
 
 /* ---- reading ---- */
 
+/* Reading: open() fetches the first chunk itself (a missing object is reported by open, and
+ * the answer gives the object's size and ETag). An object of more than one chunk is then
+ * fetched by min(parallel, chunks left) fetcher threads, each with its own connection (the
+ * first takes over open()'s kept-alive one), as fixed-size ranged GETs that ask for the ETag
+ * seen first (If-Match), so an object replaced mid-read fails instead of yielding a mix of
+ * two objects. Chunk k lands in slot k % (parallel + 1) of a ring; a fetcher takes chunk k
+ * only when the reader is at most parallel chunks behind it, so memory stays at chunk x
+ * (parallel + 1) and read() hands the bytes out strictly in order. The first failure of any
+ * fetcher stops the others and is what read() returns from then on; free() cancels the
+ * transfers in flight and joins the fetchers, so a reader may stop early. */
+
+/* The chunk size of readers opened from now on; only tests change it. */
+static size_t read_chunk = MS_S3_READ_CHUNK;
+
+void ms_s3_set_read_chunk_for_tests(size_t bytes) {
+    read_chunk = bytes > 0 ? bytes : MS_S3_READ_CHUNK;
+}
+
+typedef struct S3Slot {
+    uint8_t *buf; /* chunk bytes; allocated on first use, then reused */
+    size_t len;
+    bool ready; /* holds the chunk the reader will want next from this slot */
+} S3Slot;
+
 typedef struct S3Source {
     MsSource base;
     S3Storage *st;
     char *full_key;
     char what[WHAT_MAX];
-    MsS3Http *http;
-    uint8_t *buf;
-    size_t buf_len, buf_pos;
-    uint64_t offset; /* of the next byte to fetch */
+    MsS3Http *http; /* open()'s connection, until the first fetcher takes it over */
+    size_t chunk;
     uint64_t size;
+    uint64_t n_chunks;
     char *etag;
+
+    /* The reader's side: the chunk it is on (a ready slot's bytes) and how far it got. */
+    const uint8_t *cur;
+    size_t cur_len, cur_pos;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    S3Slot *slots;
+    unsigned n_slots;    /* parallel + 1 */
+    uint64_t read_index; /* the chunk the reader is on or waits for */
+    uint64_t next_fetch; /* the next chunk a fetcher takes */
+    unsigned n_threads;
+    pthread_t threads[MS_S3_MAX_PARALLEL];
+    bool stopping;
+    MsError error; /* the first failure of any fetcher; sticky */
+    volatile int abort;
 } S3Source;
 
+/* Where a range's bytes go. */
+typedef struct S3Fill {
+    const char *what;
+    uint8_t *buf;
+    size_t len, cap;
+} S3Fill;
+
 static int source_on_data(void *userdata, const void *data, size_t len, MsError *e) {
-    S3Source *s = userdata;
-    if (len > MS_S3_READ_CHUNK - s->buf_len)
+    S3Fill *f = userdata;
+    if (len > f->cap - f->len)
         return ms_error_set(e, EPROTO, "%s: the S3 endpoint sent more bytes than asked for",
-                            s->what);
-    memcpy(s->buf + s->buf_len, data, len);
-    s->buf_len += len;
+                            f->what);
+    memcpy(f->buf + f->len, data, len);
+    f->len += len;
     return 0;
 }
 
@@ -742,89 +788,224 @@ static int no_object_error(S3Storage *st, const char *key, MsError *e) {
                         key, st->loc.description);
 }
 
-/* Fetch the next chunk into buf. The first fetch learns the size and the ETag; later ones
- * ask for that very ETag (If-Match), so an object replaced mid-read fails instead of
- * yielding a mix of two objects. */
-static int source_fill(S3Source *s, const char *key, MsError *e) {
-    s->buf_len = s->buf_pos = 0;
-    uint64_t last = s->offset + MS_S3_READ_CHUNK - 1;
-    if (s->etag && last >= s->size)
-        last = s->size - 1;
-    MsS3Param h[] = {{"if-match", s->etag}};
+static int slot_buffer(S3Source *s, S3Slot *slot, MsError *e) {
+    if (!slot->buf && !(slot->buf = malloc(s->chunk)))
+        return ms_error_set(e, ENOMEM, "out of memory for a %zu-byte read buffer", s->chunk);
+    return 0;
+}
+
+/* The first chunk, into slot 0, on open()'s connection: learns the size and the ETag. */
+static int source_fetch_first(S3Source *s, const char *key, MsError *e) {
+    S3Slot *slot = &s->slots[0];
+    int r = slot_buffer(s, slot, e);
+    if (r < 0)
+        return r;
+    S3Fill f = {.what = s->what, .buf = slot->buf, .cap = s->chunk};
     MsS3Request rq = {
         .method = "GET",
         .full_key = s->full_key,
-        .headers = h,
-        .n_headers = s->etag ? 1 : 0,
         .on_data = source_on_data,
-        .userdata = s,
+        .userdata = &f,
         .has_range = true,
-        .range_first = s->offset,
-        .range_last = last,
+        .range_first = 0,
+        .range_last = s->chunk - 1,
+        .cancel = &s->abort,
         .what = s->what,
     };
     MsS3Response resp;
     MsError le = MS_ERROR_INIT;
-    int r = ms_s3_http_perform(s->http, &rq, &resp, &le);
+    r = ms_s3_http_perform(s->http, &rq, &resp, &le);
     if (r < 0) {
-        bool first = !s->etag;
         long status = resp.status;
         bool other_404 = resp.error_code && strcmp(resp.error_code, "NoSuchKey") != 0;
         ms_s3_response_done(&resp);
-        if (first && status == 404 && !other_404)
+        if (status == 404 && !other_404)
             return no_object_error(s->st, key, e);
-        if (first && status == 416) {
+        if (status == 416) {
             /* A zero-byte object has no byte 0 to range over. */
-            s->size = 0;
+            s->size = s->n_chunks = 0;
             s->etag = strdup("");
             return s->etag ? 0 : ms_error_set(e, ENOMEM, "out of memory");
         }
         return ms_error_set(e, le.code, "%s", le.message);
     }
-    if (!s->etag) {
-        if (resp.has_total_size)
-            s->size = resp.total_size;
-        else if (resp.status == 200)
-            s->size = s->buf_len; /* the whole object came (Range ignored on offset 0) */
-        else {
-            ms_s3_response_done(&resp);
-            return ms_error_set(e, EPROTO, "%s: the S3 endpoint's answer has no Content-Range",
-                                s->what);
-        }
-        s->etag = strdup(resp.etag ? resp.etag : "");
-        if (!s->etag) {
-            ms_s3_response_done(&resp);
-            return ms_error_set(e, ENOMEM, "out of memory");
-        }
+    if (resp.has_total_size)
+        s->size = resp.total_size;
+    else if (resp.status == 200)
+        s->size = f.len; /* the whole object came (Range ignored on offset 0) */
+    else {
+        ms_s3_response_done(&resp);
+        return ms_error_set(e, EPROTO, "%s: the S3 endpoint's answer has no Content-Range",
+                            s->what);
     }
+    s->etag = strdup(resp.etag ? resp.etag : "");
     ms_s3_response_done(&resp);
-    uint64_t want = MS_MIN(last + 1, s->size) - s->offset;
-    if (s->buf_len != want)
-        return ms_error_set(e, EPIPE, "%s: got %zu bytes at offset %" PRIu64 " instead of %" PRIu64,
-                            s->what, s->buf_len, s->offset, want);
-    s->offset += s->buf_len;
+    if (!s->etag)
+        return ms_error_set(e, ENOMEM, "out of memory");
+    uint64_t want = MS_MIN((uint64_t) s->chunk, s->size);
+    if (f.len != want)
+        return ms_error_set(e, EPIPE, "%s: got %zu bytes at offset 0 instead of %" PRIu64, s->what,
+                            f.len, want);
+    slot->len = f.len;
+    slot->ready = true;
+    s->n_chunks = s->size / s->chunk + (s->size % s->chunk ? 1 : 0);
+    s->read_index = 0;
+    s->next_fetch = 1;
     return 0;
+}
+
+/* Chunk index into its slot, asking for the first answer's ETag. */
+static int source_fetch_chunk(S3Source *s, MsS3Http *http, uint64_t index, S3Slot *slot,
+                              MsError *e) {
+    int r = slot_buffer(s, slot, e);
+    if (r < 0)
+        return r;
+    uint64_t first = index * s->chunk;
+    uint64_t want = MS_MIN((uint64_t) s->chunk, s->size - first);
+    S3Fill f = {.what = s->what, .buf = slot->buf, .cap = (size_t) want};
+    MsS3Param h[] = {{"if-match", s->etag}};
+    MsS3Request rq = {
+        .method = "GET",
+        .full_key = s->full_key,
+        .headers = h,
+        .n_headers = ELEMENTSOF(h),
+        .on_data = source_on_data,
+        .userdata = &f,
+        .has_range = true,
+        .range_first = first,
+        .range_last = first + want - 1,
+        .cancel = &s->abort,
+        .what = s->what,
+    };
+    MsS3Response resp;
+    r = ms_s3_http_perform(http, &rq, &resp, e);
+    ms_s3_response_done(&resp);
+    if (r < 0)
+        return r;
+    if (f.len != want)
+        return ms_error_set(e, EPIPE, "%s: got %zu bytes at offset %" PRIu64 " instead of %" PRIu64,
+                            s->what, f.len, first, want);
+    slot->len = f.len;
+    return 0;
+}
+
+/* Record a fetcher's failure (the first one wins) and stop the other fetchers' transfers.
+ * Called with the lock held. */
+static void source_fail(S3Source *s, const MsError *fe) {
+    if (!ms_error_is_set(&s->error) && !s->stopping) {
+        s->error = *fe;
+        s->abort = 1;
+    }
+    pthread_cond_broadcast(&s->cond);
+}
+
+static void *fetch_thread(void *userdata) {
+    S3Source *s = userdata;
+    MsError e = MS_ERROR_INIT;
+    pthread_mutex_lock(&s->lock);
+    _cleanup_(ms_s3_http_freep) MsS3Http *http = TAKE_PTR(s->http);
+    pthread_mutex_unlock(&s->lock);
+    int init = http ? 0 : ms_s3_http_new(&s->st->loc, &s->st->cred, &http, &e);
+
+    pthread_mutex_lock(&s->lock);
+    if (init < 0)
+        source_fail(s, &e);
+    for (;;) {
+        /* Chunk next_fetch goes into the slot of chunk next_fetch - n_slots: wait until the
+         * reader is past that one. */
+        while (!s->stopping && !ms_error_is_set(&s->error) && s->next_fetch < s->n_chunks &&
+               s->next_fetch >= s->read_index + s->n_slots)
+            pthread_cond_wait(&s->cond, &s->lock);
+        if (s->stopping || ms_error_is_set(&s->error) || s->next_fetch >= s->n_chunks)
+            break;
+        uint64_t index = s->next_fetch++;
+        S3Slot *slot = &s->slots[index % s->n_slots];
+        pthread_mutex_unlock(&s->lock);
+
+        MsError fe = MS_ERROR_INIT;
+        int r = source_fetch_chunk(s, http, index, slot, &fe);
+
+        pthread_mutex_lock(&s->lock);
+        if (r < 0) {
+            source_fail(s, &fe);
+            break;
+        }
+        slot->ready = true;
+        pthread_cond_broadcast(&s->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+static int source_start_threads(S3Source *s, MsError *e) {
+    uint64_t left = s->n_chunks - 1;
+    unsigned want = (unsigned) MS_MIN((uint64_t) s->n_slots - 1, left);
+    for (unsigned i = 0; i < want; i++) {
+        int r = pthread_create(&s->threads[i], NULL, fetch_thread, s);
+        if (r != 0) {
+            if (s->n_threads > 0)
+                break; /* fewer fetchers: slower, still correct */
+            return ms_error_set(e, r, "cannot start a download thread: %s", strerror(r));
+        }
+        s->n_threads++;
+    }
+    return 0;
+}
+
+static void source_stop_threads(S3Source *s) {
+    pthread_mutex_lock(&s->lock);
+    s->stopping = true;
+    s->abort = 1;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    for (unsigned i = 0; i < s->n_threads; i++)
+        pthread_join(s->threads[i], NULL);
+    s->n_threads = 0;
 }
 
 static ssize_t s3_source_read(MsSource *src, void *buf, size_t len, MsError *e) {
     S3Source *s = (S3Source *) src;
-    if (s->buf_pos == s->buf_len) {
-        if (s->offset >= s->size)
+    while (s->cur_pos == s->cur_len) {
+        pthread_mutex_lock(&s->lock);
+        if (s->cur) {
+            /* Done with this chunk: its slot is free for the chunk n_slots further on. */
+            s->slots[s->read_index % s->n_slots].ready = false;
+            s->read_index++;
+            s->cur = NULL;
+            s->cur_len = s->cur_pos = 0;
+            pthread_cond_broadcast(&s->cond);
+        }
+        if (s->read_index >= s->n_chunks) {
+            pthread_mutex_unlock(&s->lock);
             return 0;
-        int r = source_fill(s, NULL, e);
-        if (r < 0)
+        }
+        S3Slot *slot = &s->slots[s->read_index % s->n_slots];
+        while (!slot->ready && !ms_error_is_set(&s->error))
+            pthread_cond_wait(&s->cond, &s->lock);
+        if (ms_error_is_set(&s->error)) {
+            int r = ms_error_set(e, s->error.code, "%s", s->error.message);
+            pthread_mutex_unlock(&s->lock);
             return r;
+        }
+        s->cur = slot->buf;
+        s->cur_len = slot->len;
+        pthread_mutex_unlock(&s->lock);
     }
-    size_t n = MS_MIN(len, s->buf_len - s->buf_pos);
-    memcpy(buf, s->buf + s->buf_pos, n);
-    s->buf_pos += n;
+    size_t n = MS_MIN(len, s->cur_len - s->cur_pos);
+    memcpy(buf, s->cur + s->cur_pos, n);
+    s->cur_pos += n;
     return (ssize_t) n;
 }
 
 static void s3_source_free(MsSource *src) {
     S3Source *s = (S3Source *) src;
+    source_stop_threads(s);
+    for (unsigned i = 0; s->slots && i < s->n_slots; i++)
+        free(s->slots[i].buf);
+    free(s->slots);
     ms_s3_http_free(s->http);
-    free(s->buf);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
     free(s->full_key);
     free(s->etag);
     free(s);
@@ -839,10 +1020,14 @@ static int s3_open_read(MsStorage *storage, const char *key, MsSource **ret, MsE
         return ms_error_set(e, ENOMEM, "out of memory");
     s->base = (MsSource){s3_source_read, s3_source_free};
     s->st = st;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
     _cleanup_(ms_source_freep) MsSource *src = &s->base;
+    s->chunk = read_chunk;
+    s->n_slots = MS_MIN(st->loc.parallel, MS_S3_MAX_PARALLEL) + 1;
     s->full_key = ms_s3_location_full_key(&st->loc, key);
-    s->buf = malloc(MS_S3_READ_CHUNK);
-    if (!s->full_key || !s->buf)
+    s->slots = calloc(s->n_slots, sizeof(*s->slots));
+    if (!s->full_key || !s->slots)
         return ms_error_set(e, ENOMEM, "out of memory");
     snprintf(s->what, sizeof(s->what), "cannot read object '%s' in store '%s'", key,
              st->loc.description);
@@ -850,9 +1035,15 @@ static int s3_open_read(MsStorage *storage, const char *key, MsSource **ret, MsE
     if (r < 0)
         return r;
     /* The first chunk now: a missing object is reported by open, as the interface says. */
-    r = source_fill(s, key, e);
+    r = source_fetch_first(s, key, e);
     if (r < 0)
         return r;
+    /* An object of one chunk is all in slot 0: no fetchers. */
+    if (s->n_chunks > 1) {
+        r = source_start_threads(s, e);
+        if (r < 0)
+            return r;
+    }
     *ret = TAKE_PTR(src);
     return 0;
 }

@@ -16,6 +16,10 @@ manifest, no archive, no multipart upload (listed with boto3 directly on MinIO).
   black hole (timeout toxic) beyond the retry budget   -> clear failure in bounded time, nothing left
   connections cut mid-download (verify, restore)       -> ranged resume, completes
   downloads cut too often to finish                    -> clear failure, never success
+  concurrent ranged reads (test-s3-storage-tool, 256 KiB chunks, 4 fetchers):
+    connections cut mid-range                          -> each fetcher resumes, bytes exact
+    a fetcher fails after the read began               -> its message reaches the reader
+    reader freed while fetchers wait on a slow link    -> exits cleanly (ASan: no leak)
 
 The worker runs with -v; the driver logs each retry ("attempt N of M failed (...); retrying
 in X ms", "from byte B (resumed)" for ranged reads), which the tests count, and some toxics
@@ -38,6 +42,7 @@ from typing import Callable, List, Optional
 import pytest
 
 import helpers as h
+from conftest import BUILD_DIR
 from minio_fixtures import *  # noqa: F401,F403
 from minio_fixtures import ACCESS_KEY, SECRET_KEY
 from toxiproxy_fixtures import *  # noqa: F401,F403
@@ -372,20 +377,22 @@ def stored(ctx):
 
 
 def test_downloads_cut_midway_resume(ctx, stored, ferretdb_factory):
-    # Every connection is closed after 3 MiB downstream: each 8 MiB ranged GET breaks and is
-    # resumed from the byte where it stopped, on both verify and restore.
-    ctx.proxy.limit_data(3 * 1024 * 1024, stream="downstream")
+    # Every connection is closed after 6 MiB downstream: the ranged GET (16 MiB ranges; the
+    # archive is ~15 MiB, one range) breaks twice and is resumed from the byte where it
+    # stopped, on both verify and restore: 3 attempts per range, as with the 3 MiB cut of the
+    # 8 MiB ranges read before.
+    ctx.proxy.limit_data(6 * 1024 * 1024, stream="downstream")
     v = ctx.verify(ctx.proxied(), stored)
-    report("verify, downloads cut at 3 MiB", v)
+    report("verify, downloads cut at 6 MiB", v)
     assert v.returncode == h.EXIT_OK, v.describe()
     assert [line for line in v.retries() if "(resumed)" in line], v.describe()
     r = ctx.assert_restores(ctx.proxied(), stored, ferretdb_factory(name="resume-target"))
-    report("restore, downloads cut at 3 MiB", r)
+    report("restore, downloads cut at 6 MiB", r)
     assert [line for line in r.retries() if "(resumed)" in line], r.describe()
 
 
 def test_downloads_cut_too_often_fail_clearly(ctx, stored):
-    # 64 KiB per connection: an 8 MiB range cannot finish within max_attempts; verify must
+    # 64 KiB per connection: a ~15 MiB range cannot finish within max_attempts; verify must
     # fail clearly, never pass.
     ctx.proxy.limit_data(64 * 1024, stream="downstream")
     v = ctx.verify(ctx.proxied(max_attempts="3"), stored)
@@ -393,3 +400,83 @@ def test_downloads_cut_too_often_fail_clearly(ctx, stored):
     assert v.returncode in CLEAR_FAILURE_EXITS, v.describe()
     assert "cannot read object" in v.stderr and "on each of 3 attempts" in v.stderr, v.describe()
     assert_no_credentials(v)
+
+
+# ---- concurrent ranged reads, through test-s3-storage-tool --------------------------------------
+
+TOOL = BUILD_DIR / "tests" / "unit" / "test-s3-storage-tool"
+READ_CHUNK = 256 * 1024  # MS_TEST_S3_READ_CHUNK: the tool's reader fetches 256 KiB ranges
+TOOL_TIMEOUT = 60
+
+
+def tool_env(ctx) -> dict:
+    return dict(ctx.env, MS_TEST_S3_READ_CHUNK=str(READ_CHUNK))
+
+
+def put_random(ctx, key: str, size: int, seed: int) -> bytes:
+    block, out = hashlib.sha256(b"faults-%d" % seed).digest(), []
+    for _ in range((size + 31) // 32):
+        block = hashlib.sha256(block).digest()
+        out.append(block)
+    data = b"".join(out)[:size]
+    ctx.minio.client.put_object(Bucket=ctx.bucket, Key=f"f/{key}", Body=data)
+    return data
+
+
+def tool(ctx, *args: str) -> subprocess.CompletedProcess:
+    if not (TOOL.is_file() and os.access(TOOL, os.X_OK)):
+        pytest.fail(f"{TOOL} is not built", pytrace=False)
+    return subprocess.run([str(TOOL), *args], capture_output=True, timeout=TOOL_TIMEOUT,
+                          env=tool_env(ctx), stdin=subprocess.DEVNULL)
+
+
+def test_concurrent_ranges_cut_midway_resume(ctx):
+    # Every connection closes after 100 KiB downstream: every 256 KiB range of every fetcher
+    # breaks at least once and resumes where it stopped.
+    data = put_random(ctx, "cut", 16 * READ_CHUNK + 5, 1)
+    ctx.proxy.limit_data(100 * 1024, stream="downstream")
+    cp = tool(ctx, "get", ctx.proxied(parallel="4", max_attempts="10"), "cut")
+    assert cp.returncode == 0, cp.stderr.decode()[-3000:]
+    assert cp.stdout == data
+
+
+def test_a_fetcher_failure_reaches_the_reader(ctx):
+    # The first range is read, then every connection is cut at once and stays so: the fetchers
+    # give up after max_attempts, and read() returns the failure with its message.
+    size = 32 * READ_CHUNK
+    data = put_random(ctx, "fail", size, 2)
+    out_path = ctx.tmp_path / "fail.out"  # a file: a pipe would fill while the tool pauses
+    with open(out_path, "wb") as out_file:
+        proc = subprocess.Popen([str(TOOL), "get-paused",
+                                 ctx.proxied(parallel="3", max_attempts="2"), "fail",
+                                 str(READ_CHUNK)], stdin=subprocess.PIPE, stdout=out_file,
+                                stderr=subprocess.PIPE, env=tool_env(ctx))
+    try:
+        assert proc.stderr.readline() == b"paused\n"
+        ctx.proxy.limit_data(0, stream="downstream")
+        _, err = proc.communicate(b"\n", timeout=TOOL_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = out_path.read_bytes()
+    text = err.decode(errors="replace")
+    assert proc.returncode == 1, text[-3000:]
+    assert "cannot read object 'fail'" in text and "attempts" in text, text[-3000:]
+    assert SECRET_KEY not in text and ACCESS_KEY not in text
+    assert len(out) < size and out == data[:len(out)]
+
+
+def test_reader_freed_while_fetchers_wait_on_a_slow_link(ctx):
+    # 64 KB/s per connection: after the first range, the fetchers are mid-transfer when the
+    # reader is freed; free() cancels them and joins, and the process exits cleanly.
+    data = put_random(ctx, "slow", 16 * READ_CHUNK, 3)
+    ctx.proxy.bandwidth(64, stream="downstream")
+    started = time.monotonic()
+    cp = tool(ctx, "head", ctx.proxied(parallel="4"), "slow", "10")
+    assert cp.returncode == 0, cp.stderr.decode()[-3000:]
+    assert cp.stdout == data[:10]
+    assert cp.stderr == b"", cp.stderr.decode()[-3000:]
+    report_elapsed = time.monotonic() - started
+    print(f"\n[reader freed on a slow link] exit 0 in {report_elapsed:.1f}s")
+

@@ -1,10 +1,12 @@
 /* test-s3-storage-tool: the storage interface on the command line, for S3 tests. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "storage/storage-s3.h"
 #include "storage/storage.h"
 
 /* Usage:
@@ -14,8 +16,16 @@
  *   test-s3-storage-tool stat LOCATION KEY           print "size mtime_usec"
  *   test-s3-storage-tool put LOCATION KEY < data     store stdin as KEY
  *   test-s3-storage-tool get LOCATION KEY > data     write KEY to stdout
+ *   test-s3-storage-tool head LOCATION KEY N > data  write KEY's first N bytes to stdout, then
+ *                                                    free the reader (its fetchers still busy)
+ *   test-s3-storage-tool get-paused LOCATION KEY N   like get, but after the first N bytes print
+ *                                                    "paused" on stderr and wait for a line on
+ *                                                    stdin before reading on
  *   test-s3-storage-tool rm LOCATION KEY
- * Exit 0 on success, 1 with the error message on stderr otherwise. */
+ * Exit 0 on success, 1 with the error message on stderr otherwise.
+ *
+ * MS_TEST_S3_READ_CHUNK=BYTES (tests only) sets the reader's chunk size instead of
+ * MS_S3_READ_CHUNK, so that objects of many chunks stay small in tests. */
 #define COPY_BUFFER (1 << 20)
 
 static int fail(const MsError *e) {
@@ -30,6 +40,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1], *arg = argv[3];
+    const char *chunk = getenv("MS_TEST_S3_READ_CHUNK");
+    if (chunk && *chunk)
+        ms_s3_set_read_chunk_for_tests((size_t) strtoull(chunk, NULL, 10));
     MsError e = MS_ERROR_INIT;
     _cleanup_(ms_storage_freep) MsStorage *s = NULL;
     if (ms_storage_open(argv[2], &s, &e) < 0)
@@ -82,18 +95,39 @@ int main(int argc, char **argv) {
                 return fail(&e);
         return ms_sink_finish(sink, &e) < 0 ? fail(&e) : 0;
     }
-    if (strcmp(cmd, "get") == 0) {
+    bool head = strcmp(cmd, "head") == 0, paused = strcmp(cmd, "get-paused") == 0;
+    if (strcmp(cmd, "get") == 0 || ((head || paused) && argc == 5)) {
+        /* head, get-paused: stop (or pause) after this many bytes. */
+        uint64_t stop_at = head || paused ? strtoull(argv[4], NULL, 10) : UINT64_MAX, done = 0;
         _cleanup_(ms_source_freep) MsSource *src = NULL;
         if (ms_storage_open_read(s, arg, &src, &e) < 0)
             return fail(&e);
         for (;;) {
-            ssize_t n = ms_source_read(src, buf, sizeof(buf), &e);
+            size_t want = sizeof(buf);
+            if (done < stop_at && stop_at - done < want)
+                want = (size_t) (stop_at - done);
+            if (done == stop_at) {
+                if (head)
+                    return 0; /* the reader is freed here, its fetchers possibly busy */
+                if (paused) {
+                    fflush(stdout);
+                    fprintf(stderr, "paused\n");
+                    fflush(stderr);
+                    int c;
+                    while ((c = getchar()) != EOF && c != '\n')
+                        ;
+                    paused = false;
+                }
+                want = sizeof(buf);
+            }
+            ssize_t n = ms_source_read(src, buf, want, &e);
             if (n < 0)
                 return fail(&e);
             if (n == 0)
                 return 0;
             if (fwrite(buf, 1, (size_t) n, stdout) != (size_t) n)
                 return 1;
+            done += (uint64_t) n;
         }
     }
     fprintf(stderr, "unknown command %s\n", cmd);

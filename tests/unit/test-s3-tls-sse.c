@@ -2,7 +2,9 @@
  * be opened is refused when the store is opened (before any request), and an endpoint that
  * cannot use the requested KMS key gets a message naming kms_key_id= (EINVAL, not "not
  * found"). A one-shot loopback HTTP server answers with canned S3 errors and records the
- * request, so the SSE headers of a single PUT are checked too. */
+ * request, so the SSE headers of a single PUT are checked too. The same server checks the
+ * reader's first range against answers MinIO does not give: a server that ignores Range,
+ * a short or unlabelled 206, and a 416 for a zero-byte object. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include "io/stream.h"
+#include "storage/storage-s3.h"
 #include "storage/storage.h"
 #include "test.h"
 
@@ -174,6 +177,75 @@ static void test_other_errors_unchanged(void) {
     free(a);
 }
 
+/* Open a reader against a server that answers the first range with answer; then read it
+ * all. want_open_r/want_msg: how open ends; want_data: what the reader gives when it opens. */
+static void read_against(const char *answer, int want_open_r, const char *want_msg,
+                         const char *want_data) {
+    set_credentials();
+    Canned c;
+    ASSERT_OK(canned_start(&c, answer));
+    char loc[256];
+    snprintf(loc, sizeof(loc), "s3://bucket/p?endpoint=http://127.0.0.1:%u&max_attempts=1",
+             c.port);
+    MsStorage *st = NULL;
+    MsSource *src = NULL;
+    MsError e = MS_ERROR_INIT;
+    ASSERT_OK(ms_storage_open(loc, &st, &e));
+    int r = ms_storage_open_read(st, "obj", &src, &e);
+    char got[64];
+    size_t len = 0;
+    if (r >= 0) {
+        for (;;) {
+            ssize_t n = ms_source_read(src, got + len, sizeof(got) - 1 - len, &e);
+            ASSERT(n >= 0);
+            if (n == 0)
+                break;
+            len += (size_t) n;
+        }
+        got[len] = '\0';
+        ms_source_free(src);
+    }
+    ms_storage_free(st);
+    canned_stop(&c);
+    ASSERT_EQ_INT(r, want_open_r);
+    if (want_msg)
+        ASSERT_CONTAINS(e.message, want_msg);
+    if (want_data) {
+        ASSERT_EQ_INT((int) len, (int) strlen(want_data));
+        ASSERT(memcmp(got, want_data, len) == 0);
+    }
+    ASSERT_CONTAINS(c.request, "GET /bucket/p/obj HTTP/1.1");
+    ASSERT(strcasestr(c.request, "\nrange: bytes=0-") != NULL);
+    ASSERT(strcasestr(c.request, "\nif-match:") == NULL); /* nothing to match yet */
+}
+
+static void test_reader_first_range_answers(void) {
+    /* A server that ignores Range sends the whole (small) object with 200. */
+    read_against("HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nContent-Length: 5\r\n"
+                 "Connection: close\r\n\r\nhello",
+                 0, NULL, "hello");
+    /* A zero-byte object has no byte 0: 416 on the first range. */
+    read_against("HTTP/1.1 416 Requested Range Not Satisfiable\r\nContent-Length: 0\r\n"
+                 "Connection: close\r\n\r\n",
+                 0, NULL, "");
+    /* Fewer bytes than the Content-Range promises. */
+    read_against("HTTP/1.1 206 Partial Content\r\nETag: \"abc\"\r\n"
+                 "Content-Range: bytes 0-9/10\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+                 "hello",
+                 -EPIPE, "got 5 bytes at offset 0 instead of 10", NULL);
+    /* A 206 that does not say how large the object is. */
+    read_against("HTTP/1.1 206 Partial Content\r\nETag: \"abc\"\r\nContent-Length: 5\r\n"
+                 "Connection: close\r\n\r\nhello",
+                 -EPROTO, "has no Content-Range", NULL);
+    /* Range ignored for an object larger than a chunk (4 bytes here): refused, not buffered. */
+    ms_s3_set_read_chunk_for_tests(4);
+    read_against("HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nContent-Length: 5\r\n"
+                 "Connection: close\r\n\r\nhello",
+                 -EPROTO, "sent more bytes than asked for", NULL);
+    ms_s3_set_read_chunk_for_tests(0);
+}
+
 MS_TEST_MAIN(TEST_CASE(test_missing_ca_file_refused_at_open),
+             TEST_CASE(test_reader_first_range_answers),
              TEST_CASE(test_kms_key_errors_name_kms_key_id),
              TEST_CASE(test_sse_s3_single_put_headers), TEST_CASE(test_other_errors_unchanged))
