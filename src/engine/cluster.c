@@ -16,6 +16,7 @@
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
 #include "nsfilter.h"
+#include "oplog-source.h"
 #include "restore.h"
 #include "snapshot.h"
 
@@ -357,14 +358,6 @@ static int balancer(mongoc_client_t *c, bool stop, uint64_t timeout_sec, MsError
     return 0;
 }
 
-static void pos_append(bson_t *b, const char *key, MsOplogPosition p) {
-    bson_t child;
-    BSON_APPEND_DOCUMENT_BEGIN(b, key, &child);
-    BSON_APPEND_INT64(&child, "t", p.t);
-    BSON_APPEND_INT64(&child, "i", p.i);
-    bson_append_document_end(b, &child);
-}
-
 static int write_cluster_manifest(ClusterRun *c, const char *key, MsOplogPosition point,
                                   bool balancer_stopped, MsError *e) {
     const MsClusterSnapshotOptions *o = c->o;
@@ -376,7 +369,7 @@ static int write_cluster_manifest(ClusterRun *c, const char *key, MsOplogPositio
     BSON_APPEND_UTF8(&doc, "snapshot", o->name);
     BSON_APPEND_UTF8(&doc, "finished_at", now);
     BSON_APPEND_UTF8(&doc, "tool_version", "mongosnap " MONGOSNAP_VERSION);
-    pos_append(&doc, "consistency_point", point);
+    ms_oplog_position_append(&doc, "consistency_point", point);
     BSON_APPEND_BOOL(&doc, "balancer_stopped", balancer_stopped);
     BSON_APPEND_ARRAY_BEGIN(&doc, "parts", &parts);
     for (size_t i = 0; i < c->n_parts; i++) {
@@ -390,8 +383,8 @@ static int write_cluster_manifest(ClusterRun *c, const char *key, MsOplogPositio
         if (p->rs)
             BSON_APPEND_UTF8(&part, "replica_set", p->rs);
         BSON_APPEND_UTF8(&part, "manifest", p->res.manifest_key);
-        pos_append(&part, "dump_end", p->res.dump_end);
-        pos_append(&part, "oplog_end", p->res.oplog_end);
+        ms_oplog_position_append(&part, "dump_end", p->res.dump_end);
+        ms_oplog_position_append(&part, "oplog_end", p->res.oplog_end);
         BSON_APPEND_INT64(&part, "documents", (int64_t) p->res.documents);
         BSON_APPEND_INT64(&part, "stored_bytes", (int64_t) p->res.stored_bytes);
         bson_append_document_end(&parts, &part);

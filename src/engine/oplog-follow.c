@@ -91,14 +91,6 @@ static bool server_seconds(Follower *f, uint32_t *ret) {
     return ok;
 }
 
-static void emit_position(bson_t *b, const char *key, MsOplogPosition p) {
-    bson_t child;
-    BSON_APPEND_DOCUMENT_BEGIN(b, key, &child);
-    BSON_APPEND_INT64(&child, "t", p.t);
-    BSON_APPEND_INT64(&child, "i", p.i);
-    bson_append_document_end(b, &child);
-}
-
 /* ---- one slice ---- */
 
 static void slice_abort(SliceWriter *w) {
@@ -290,8 +282,8 @@ static int slice_commit(Follower *f, SliceWriter *w, MsOplogPosition end, bool i
     bson_t ev = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&ev, "key", manifest_key);
     BSON_APPEND_UTF8(&ev, "archive", w->archive_key);
-    emit_position(&ev, "start", w->start);
-    emit_position(&ev, "end", end);
+    ms_oplog_position_append(&ev, "start", w->start);
+    ms_oplog_position_append(&ev, "end", end);
     BSON_APPEND_BOOL(&ev, "idle", idle);
     BSON_APPEND_INT64(&ev, "entries", (int64_t) w->entries);
     BSON_APPEND_INT64(&ev, "stored_bytes", (int64_t) stored.size);
@@ -378,8 +370,8 @@ static int check_gap(Follower *f, bool *ret_gap, MsOplogPosition *ret_oldest, Ms
 static void report_gap(Follower *f, MsOplogPosition oldest) {
     f->res.gaps++;
     bson_t ev = BSON_INITIALIZER;
-    emit_position(&ev, "from", f->read);
-    emit_position(&ev, "to", oldest);
+    ms_oplog_position_append(&ev, "from", f->read);
+    ms_oplog_position_append(&ev, "to", oldest);
     ms_progress_event(f->o->progress, MONGOSNAP_PROGRESS_EVENT_GAP, &ev);
     bson_destroy(&ev);
     log_warning("gap in the oplog chain: entries after %" PRIu32 ":%" PRIu32

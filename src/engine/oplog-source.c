@@ -46,3 +46,11 @@ int ms_oplog_edge(MsMongo *m, mongoc_client_t *c, bool newest, bool *ret_exists,
     mongoc_collection_destroy(coll);
     return r;
 }
+
+void ms_oplog_position_append(bson_t *b, const char *key, MsOplogPosition p) {
+    bson_t child;
+    BSON_APPEND_DOCUMENT_BEGIN(b, key, &child);
+    BSON_APPEND_INT64(&child, "t", p.t);
+    BSON_APPEND_INT64(&child, "i", p.i);
+    bson_append_document_end(b, &child);
+}

@@ -18,5 +18,7 @@ int ms_oplog_exists(MsMongo *m, mongoc_client_t *c, bool *ret, MsError *e);
 /* The ts of the oldest (newest false) or newest entry; *ret_exists false for an empty oplog. */
 int ms_oplog_edge(MsMongo *m, mongoc_client_t *c, bool newest, bool *ret_exists,
                   MsOplogPosition *ret, MsError *e);
+/* {key: {t, i}} appended to b: how progress messages and manifests write a position. */
+void ms_oplog_position_append(bson_t *b, const char *key, MsOplogPosition p);
 /* An entry's ts; {0, 0} when it has none. */
 MsOplogPosition ms_oplog_entry_position(const bson_t *entry);

@@ -1127,15 +1127,8 @@ static int run_oplog(SnapshotRun *s, MsError *e) {
         return r;
     bson_t fields = BSON_INITIALIZER;
     BSON_APPEND_INT64(&fields, "entries", (int64_t) s->oplog_entries);
-    bson_t child;
-    BSON_APPEND_DOCUMENT_BEGIN(&fields, "first", &child);
-    BSON_APPEND_INT64(&child, "t", s->oplog_start.t);
-    BSON_APPEND_INT64(&child, "i", s->oplog_start.i);
-    bson_append_document_end(&fields, &child);
-    BSON_APPEND_DOCUMENT_BEGIN(&fields, "last", &child);
-    BSON_APPEND_INT64(&child, "t", s->oplog_end.t);
-    BSON_APPEND_INT64(&child, "i", s->oplog_end.i);
-    bson_append_document_end(&fields, &child);
+    ms_oplog_position_append(&fields, "first", s->oplog_start);
+    ms_oplog_position_append(&fields, "last", s->oplog_end);
     ms_progress_event(s->p, MONGOSNAP_PROGRESS_EVENT_OPLOG, &fields);
     bson_destroy(&fields);
     return 0;

@@ -9,16 +9,9 @@
 #include "common/log.h"
 #include "common/macro.h"
 #include "engine/cluster.h"
+#include "engine/oplog-source.h"
 #include "mongosnap/mongosnap.h"
 #include "worker.h"
-
-static void append_pos(bson_t *b, const char *key, MsOplogPosition p) {
-    bson_t c;
-    BSON_APPEND_DOCUMENT_BEGIN(b, key, &c);
-    BSON_APPEND_INT64(&c, "t", p.t);
-    BSON_APPEND_INT64(&c, "i", p.i);
-    bson_append_document_end(b, &c);
-}
 
 int worker_run_cluster_snapshot(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
@@ -57,7 +50,7 @@ int worker_run_cluster_snapshot(Args *a, MsProgress *p) {
     bson_t fields = BSON_INITIALIZER;
     if (r == 0) {
         BSON_APPEND_UTF8(&fields, "manifest", res.manifest_key);
-        append_pos(&fields, "consistency_point", res.consistency_point);
+        ms_oplog_position_append(&fields, "consistency_point", res.consistency_point);
         BSON_APPEND_BOOL(&fields, "balancer_stopped", res.balancer_stopped);
         BSON_APPEND_INT64(&fields, "documents", (int64_t) res.documents);
         BSON_APPEND_INT64(&fields, "stored_bytes", (int64_t) res.stored_bytes);
@@ -71,8 +64,8 @@ int worker_run_cluster_snapshot(Args *a, MsProgress *p) {
             BSON_APPEND_DOCUMENT_BEGIN(&parts, kp, &part);
             BSON_APPEND_UTF8(&part, "shard", res.parts[i].shard);
             BSON_APPEND_UTF8(&part, "manifest", res.parts[i].manifest_key);
-            append_pos(&part, "dump_end", res.parts[i].dump_end);
-            append_pos(&part, "oplog_end", res.parts[i].oplog_end);
+            ms_oplog_position_append(&part, "dump_end", res.parts[i].dump_end);
+            ms_oplog_position_append(&part, "oplog_end", res.parts[i].oplog_end);
             BSON_APPEND_INT64(&part, "documents", (int64_t) res.parts[i].documents);
             bson_append_document_end(&parts, &part);
         }
@@ -130,7 +123,7 @@ int worker_run_cluster_restore(Args *a, MsProgress *p) {
         BSON_APPEND_INT64(&fields, "documents", (int64_t) res.documents);
         BSON_APPEND_INT64(&fields, "oplog_applied", (int64_t) res.oplog_applied);
         BSON_APPEND_INT64(&fields, "shards", (int64_t) res.shards);
-        append_pos(&fields, "consistency_point", res.consistency_point);
+        ms_oplog_position_append(&fields, "consistency_point", res.consistency_point);
         if (!a->json)
             printf("restored %zu shards and the config data: %" PRIu64 " documents, %" PRIu64
                    " oplog entries replayed, each shard to %" PRIu32 ":%" PRIu32 "\n",
