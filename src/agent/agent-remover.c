@@ -27,6 +27,10 @@ typedef struct Removal {
      * area (remove --gc), with the policy's key for encrypted indexes. */
     char *gc_prefix;
     char *key_path;
+    /* what the collection did, from the worker's result ("gc"): for the Event Log */
+    bool gc_reported, gc_skipped;
+    uint64_t gc_removed, gc_removed_bytes;
+    char *gc_error;
     uint64_t removed;  /* keys the worker reported removed */
     bool reported;     /* the worker sent its result (else: killed, or crashed) */
     unsigned attempts; /* workers started for it */
@@ -43,6 +47,7 @@ static Removal *removal_free(Removal *x) {
     free(x->policy);
     free(x->gc_prefix);
     free(x->key_path);
+    free(x->gc_error);
     free(x);
     return NULL;
 }
@@ -86,6 +91,23 @@ static void remover_job_message(AgentJob *j, const bson_t *msg) {
     x->reported = true;
     /* How far the worker got through the keys, in order (present or not): "processed". */
     x->removed = agent_msg_u64(msg, "processed");
+    bson_iter_t it, gc;
+    if (bson_iter_init_find(&it, msg, "gc") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+        bson_iter_recurse(&it, &gc)) {
+        x->gc_reported = true;
+        while (bson_iter_next(&gc)) {
+            const char *k = bson_iter_key(&gc);
+            if (strcmp(k, "skipped") == 0 && BSON_ITER_HOLDS_BOOL(&gc))
+                x->gc_skipped = bson_iter_bool(&gc);
+            else if (strcmp(k, "removed") == 0 && BSON_ITER_HOLDS_NUMBER(&gc))
+                x->gc_removed = (uint64_t) bson_iter_as_int64(&gc);
+            else if (strcmp(k, "removed_bytes") == 0 && BSON_ITER_HOLDS_NUMBER(&gc))
+                x->gc_removed_bytes = (uint64_t) bson_iter_as_int64(&gc);
+        }
+    }
+    const char *gc_error = agent_msg_str(msg, "gc_error");
+    if (gc_error && !x->gc_error)
+        x->gc_error = strdup(gc_error);
 }
 
 static void remover_job_end(AgentJob *j, const AgentJobEnd *end) {
@@ -130,6 +152,21 @@ static void remover_job_end(AgentJob *j, const AgentJobEnd *end) {
                             "removing archive %s (no manifest) from %s failed: %s; the next "
                             "start or resync tries again",
                             x->keys[0], x->store, reason);
+    } else if (r && ok && x->gc_prefix) {
+        /* The snapshot's Event Log entry also says what collecting its chunks freed. */
+        char why[MS_ERROR_MESSAGE_MAX];
+        if (x->gc_error)
+            snprintf(why, sizeof(why), "%s; collecting the chunk area failed (the next removal "
+                     "tries again): %s", x->why, x->gc_error);
+        else if (x->gc_skipped)
+            snprintf(why, sizeof(why), "%s; the chunk area was not collected (a snapshot was being "
+                     "taken; the next removal collects)", x->why);
+        else if (x->gc_reported)
+            snprintf(why, sizeof(why), "%s; collecting the chunk area freed %" PRIu64
+                     " chunks (%" PRIu64 " bytes)", x->why, x->gc_removed, x->gc_removed_bytes);
+        else
+            snprintf(why, sizeof(why), "%s", x->why);
+        manager_log_removed(m, r, why);
     } else if (r && ok) {
         manager_log_removed(m, r, x->why);
     } else if (r && x->removed == 0) {
