@@ -805,6 +805,25 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     RestorePart *parts = r == 0 ? calloc(cm.n_parts, sizeof(*parts)) : NULL;
     if (r == 0 && !parts)
         r = ms_error_oom(e);
+    /* The parts are this snapshot's own: a damaged or hostile cluster manifest naming another
+     * snapshot's objects (another policy's, under another prefix) is refused. */
+    _cleanup_free_ char *parts_prefix = NULL;
+    size_t kl = strlen(o->snapshot_key), sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
+    if (r == 0 && asprintf(&parts_prefix, "%.*s" MS_CLUSTER_PARTS_SUFFIX "/",
+                           (int) (kl > sl && strcmp(o->snapshot_key + kl - sl,
+                                                    MS_CLUSTER_MANIFEST_SUFFIX) == 0
+                                      ? kl - sl
+                                      : kl),
+                           o->snapshot_key) < 0)
+        r = ms_error_oom(e);
+    for (size_t i = 0; r == 0 && i < cm.n_parts; i++)
+        if (strncmp(cm.parts[i].manifest_key, parts_prefix, strlen(parts_prefix)) != 0 ||
+            strstr(cm.parts[i].manifest_key, ".."))
+            r = ms_error_set(e, EBADMSG,
+                             "the cluster manifest of %s names part %s at %s, outside %s: it is "
+                             "damaged. Nothing was restored",
+                             o->snapshot_key, cm.parts[i].shard, cm.parts[i].manifest_key,
+                             parts_prefix);
     /* Every part a place, each target shard at most once: checked before anything changes. */
     for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
         RestorePart *p = &parts[i];
