@@ -62,16 +62,6 @@ static int method_cancel(sd_bus_message *message, void *userdata, sd_bus_error *
     return sd_bus_reply_method_return(message, NULL);
 }
 
-static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
-    const MsRestoreRecord *r = userdata;
-    const char *after;
-    uint32_t max;
-    int k = sd_bus_message_read(message, "su", &after, &max);
-    if (k < 0)
-        return k;
-    return bus_reply_log(message, NULL, r->id, after, max, ret_error);
-}
-
 #define CHANGING SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
 #define CONST SD_BUS_VTABLE_PROPERTY_CONST
 
@@ -87,7 +77,7 @@ static const sd_bus_vtable restore_vtable[] = {
     SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_cancel,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", after_cursor, "u", max_entries),
-                            SD_BUS_RESULT("a" MONGOSNAP_LOG_ENTRY, entries), method_get_log,
+                            SD_BUS_RESULT("a" MONGOSNAP_LOG_ENTRY, entries), bus_task_method_get_log,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };

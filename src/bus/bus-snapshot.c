@@ -184,16 +184,6 @@ static int method_export(sd_bus_message *message, void *userdata, sd_bus_error *
     return 1; /* answered by export_done */
 }
 
-static int method_get_log(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
-    const MsSnapshotRecord *r = userdata;
-    const char *after;
-    uint32_t max;
-    int k = sd_bus_message_read(message, "su", &after, &max);
-    if (k < 0)
-        return k;
-    return bus_reply_log(message, NULL, r->id, after, max, ret_error);
-}
-
 #define CHANGING SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
 #define CONST SD_BUS_VTABLE_PROPERTY_CONST
 
@@ -233,7 +223,7 @@ static const sd_bus_vtable snapshot_vtable[] = {
     SD_BUS_METHOD_WITH_ARGS("Export", SD_BUS_ARGS("h", fd), SD_BUS_NO_RESULT, method_export,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetLog", SD_BUS_ARGS("s", after_cursor, "u", max_entries),
-                            SD_BUS_RESULT("a" MONGOSNAP_LOG_ENTRY, entries), method_get_log,
+                            SD_BUS_RESULT("a" MONGOSNAP_LOG_ENTRY, entries), bus_task_method_get_log,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("GetDownloadAddress", SD_BUS_ARGS("t", expires_usec),
                             SD_BUS_RESULT("s", address), method_get_download_address,

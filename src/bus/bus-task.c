@@ -51,3 +51,13 @@ void bus_task_emit_added(sd_bus *bus, const char *prefix, const MsTaskCore *c) {
     if (sd_bus_path_encode(prefix, c->id, &path) >= 0)
         bus_emit_added(bus, path);
 }
+
+int bus_task_method_get_log(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+    const MsTaskCore *c = userdata;
+    const char *after;
+    uint32_t max;
+    int k = sd_bus_message_read(message, "su", &after, &max);
+    if (k < 0)
+        return k;
+    return bus_reply_log(message, NULL, c->id, after, max, ret_error);
+}

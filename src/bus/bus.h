@@ -48,6 +48,8 @@ BUS_TASK_GETTER(bus_task_property_get_string); /* Id, Node, Error, Phase */
 BUS_TASK_GETTER(bus_task_property_get_task_log);
 BUS_TASK_GETTER(bus_task_property_get_elapsed);
 BUS_TASK_GETTER(bus_task_property_get_progress);
+/* GetLog(s after_cursor, u max_entries) of a task object: its Event Log. */
+int bus_task_method_get_log(sd_bus_message *message, void *userdata, sd_bus_error *ret_error);
 #define BUS_TASK_CORE_PROPERTIES                                                                   \
     SD_BUS_PROPERTY("Id", "s", bus_task_property_get_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),     \
         SD_BUS_PROPERTY("Node", "s", bus_task_property_get_string, 0,                              \

@@ -1054,7 +1054,7 @@ typedef struct CoreColumns {
 /* A kind of task record in the catalog: its table's statements, states and row reader. */
 typedef struct TaskKind {
     const char *noun, *list_hint; /* "snapshot"; "mongosnapctl list-snapshots" */
-    CatalogStatement list_stmt, get_stmt, progress_stmt;
+    CatalogStatement list_stmt, get_stmt, progress_stmt, state_stmt;
     int n_states;
     const char *(*state_name)(int i);
     CoreColumns cols;
@@ -1282,6 +1282,7 @@ static const TaskKind SNAPSHOTS = {
     .list_stmt = STMT_SNAPSHOT_LIST,
     .get_stmt = STMT_SNAPSHOT_GET,
     .progress_stmt = STMT_SNAPSHOT_PROGRESS,
+    .state_stmt = STMT_SNAPSHOT_STATE,
     .n_states = _MS_SNAPSHOT_STATE_MAX,
     .state_name = snapshot_state_name,
     .cols = {SNAP_ID, SNAP_NODE, SNAP_ERROR, SNAP_CREATED, SNAP_STARTED, SNAP_FINISHED,
@@ -1296,6 +1297,7 @@ static const TaskKind RESTORES = {
     .list_stmt = STMT_RESTORE_LIST,
     .get_stmt = STMT_RESTORE_GET,
     .progress_stmt = STMT_RESTORE_PROGRESS,
+    .state_stmt = STMT_RESTORE_STATE,
     .n_states = _MS_RESTORE_STATE_MAX,
     .state_name = restore_state_name,
     .cols = {REST_ID, -1, REST_ERROR, REST_CREATED, REST_STARTED, REST_FINISHED,
@@ -1474,43 +1476,39 @@ int ms_catalog_update_snapshot_progress(MsCatalog *c, const char *id, uint64_t i
                            bytes_transferred, e);
 }
 
-/* Shared by snapshots and restores: their state statements take the same parameters. */
-static int set_task_state(MsCatalog *c, CatalogStatement id_stmt, const char *id, const char *state,
-                          bool starts, bool finishes, const char *error, int *ret_rc, MsError *e) {
+/* Shared by snapshots and restores: their state statements take the same parameters. name is
+ * the state's name (NULL: not a state of this kind); starts/finishes what it does to the times. */
+static int set_task_state(MsCatalog *c, const TaskKind *k, const char *id, int state,
+                          const char *name, bool starts, bool finishes, const char *error,
+                          MsError *e) {
+    if (is_blank(id))
+        return ms_error_set(e, EINVAL, "no %s id given", k->noun);
+    if (!name)
+        return ms_error_set(e, EINVAL, "invalid state %d for %s '%s'", state, k->noun, id);
     _cleanup_reset_ sqlite3_stmt *s = NULL;
-    int r = catalog_statement(c, id_stmt, &s, e);
+    int r = catalog_statement(c, k->state_stmt, &s, e);
     if (r < 0)
         return r;
     int rc = bind_text(s, 1, id);
-    FIRST_FAILURE(rc, bind_text(s, 2, state));
+    FIRST_FAILURE(rc, bind_text(s, 2, name));
     FIRST_FAILURE(rc, bind_text(s, 3, error));
     FIRST_FAILURE(rc, bind_u64(s, 4, ms_realtime_usec()));
     FIRST_FAILURE(rc, sqlite3_bind_int(s, 5, starts));
     FIRST_FAILURE(rc, sqlite3_bind_int(s, 6, finishes));
     FIRST_FAILURE(rc, step_done(s));
-    *ret_rc = rc;
+    if (rc != SQLITE_OK)
+        return catalog_error(c, e, rc, "marking %s '%s' %s", k->noun, id, name);
+    if (sqlite3_changes(c->db) == 0)
+        return task_not_found(c, e, k, id);
     return 0;
 }
 
 int ms_catalog_set_snapshot_state(MsCatalog *c, const char *id, MsSnapshotState state,
                                   const char *error, MsError *e) {
-    if (is_blank(id))
-        return ms_error_set(e, EINVAL, "no snapshot id given");
-    const char *name = ms_snapshot_state_to_string(state);
-    if (!name)
-        return ms_error_set(e, EINVAL, "invalid state %d for snapshot '%s'", (int) state, id);
     bool finishes = state == MS_SNAPSHOT_COMPLETED || state == MS_SNAPSHOT_FAILED ||
                     state == MS_SNAPSHOT_INTERRUPTED || state == MS_SNAPSHOT_STOPPED;
-    int rc = SQLITE_OK;
-    int r = set_task_state(c, STMT_SNAPSHOT_STATE, id, name, state == MS_SNAPSHOT_RUNNING, finishes,
-                           error, &rc, e);
-    if (r < 0)
-        return r;
-    if (rc != SQLITE_OK)
-        return catalog_error(c, e, rc, "marking snapshot '%s' %s", id, name);
-    if (sqlite3_changes(c->db) == 0)
-        return snapshot_not_found(c, e, id);
-    return 0;
+    return set_task_state(c, &SNAPSHOTS, id, (int) state, ms_snapshot_state_to_string(state),
+                          state == MS_SNAPSHOT_RUNNING, finishes, error, e);
 }
 
 int ms_catalog_set_snapshot_verify(MsCatalog *c, const char *id, MsVerifyState state,
@@ -1662,23 +1660,10 @@ int ms_catalog_update_restore_progress(MsCatalog *c, const char *id, uint64_t it
 
 int ms_catalog_set_restore_state(MsCatalog *c, const char *id, MsRestoreState state,
                                  const char *error, MsError *e) {
-    if (is_blank(id))
-        return ms_error_set(e, EINVAL, "no restore id given");
-    const char *name = ms_restore_state_to_string(state);
-    if (!name)
-        return ms_error_set(e, EINVAL, "invalid state %d for restore '%s'", (int) state, id);
     bool finishes = state == MS_RESTORE_COMPLETED || state == MS_RESTORE_FAILED ||
                     state == MS_RESTORE_INTERRUPTED || state == MS_RESTORE_CANCELLED;
-    int rc = SQLITE_OK;
-    int r = set_task_state(c, STMT_RESTORE_STATE, id, name, state == MS_RESTORE_RUNNING, finishes,
-                           error, &rc, e);
-    if (r < 0)
-        return r;
-    if (rc != SQLITE_OK)
-        return catalog_error(c, e, rc, "marking restore '%s' %s", id, name);
-    if (sqlite3_changes(c->db) == 0)
-        return restore_not_found(c, e, id);
-    return 0;
+    return set_task_state(c, &RESTORES, id, (int) state, ms_restore_state_to_string(state),
+                          state == MS_RESTORE_RUNNING, finishes, error, e);
 }
 
 /* ---- maintenance ---- */

@@ -694,25 +694,40 @@ static int snapshot_from_doc(const bson_t *d, MsSnapshotRecord **ret) {
     return 0;
 }
 
-typedef struct SnapshotList {
-    MsSnapshotRecord **v;
+/* The records of a collection read into an array: from_doc makes one of a document (0 with
+ * *ret NULL: not a well-formed record, skipped), free_one frees it. */
+typedef struct RecordList {
+    void **v;
     size_t n;
-} SnapshotList;
+    int (*from_doc)(const bson_t *d, void **ret);
+    void (*free_one)(void *r);
+} RecordList;
 
-static int snapshot_list_add(const bson_t *d, void *userdata) {
-    SnapshotList *l = userdata;
-    MsSnapshotRecord *r;
-    int k = snapshot_from_doc(d, &r);
+static int record_list_add(const bson_t *d, void *userdata) {
+    RecordList *l = userdata;
+    void *r = NULL;
+    int k = l->from_doc(d, &r);
     if (k < 0 || !r)
         return k;
-    MsSnapshotRecord **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    void **v = realloc(l->v, (l->n + 1) * sizeof(*v));
     if (!v) {
-        ms_snapshot_record_free(r);
+        l->free_one(r);
         return -ENOMEM;
     }
     l->v = v;
     v[l->n++] = r;
     return 0;
+}
+
+static int snapshot_from_any(const bson_t *d, void **ret) {
+    MsSnapshotRecord *r = NULL;
+    int k = snapshot_from_doc(d, &r);
+    *ret = r;
+    return k;
+}
+
+static void snapshot_free_any(void *r) {
+    ms_snapshot_record_free(r);
 }
 
 /* The records of a collection written at or after since (0: all), oldest first. */
@@ -731,17 +746,25 @@ static int read_since(MsCluster *c, const char *collection, uint64_t since,
     return r;
 }
 
-int ms_cluster_list_snapshots(MsCluster *c, uint64_t since, MsSnapshotRecord ***ret, size_t *ret_n,
-                              MsError *e) {
-    SnapshotList l = {0};
-    int r = read_since(c, COLL_SNAPSHOTS, since, snapshot_list_add, &l, e);
+/* read_since() into a RecordList: the array, or nothing on failure. */
+static int list_records(MsCluster *c, const char *collection, uint64_t since, RecordList *l,
+                        void ***ret, size_t *ret_n, MsError *e) {
+    int r = read_since(c, collection, since, record_list_add, l, e);
     if (r < 0) {
-        ms_snapshot_record_list_free(l.v, l.n);
+        for (size_t i = 0; i < l->n; i++)
+            l->free_one(l->v[i]);
+        free(l->v);
         return r;
     }
-    *ret = l.v;
-    *ret_n = l.n;
+    *ret = l->v;
+    *ret_n = l->n;
     return 0;
+}
+
+int ms_cluster_list_snapshots(MsCluster *c, uint64_t since, MsSnapshotRecord ***ret, size_t *ret_n,
+                              MsError *e) {
+    RecordList l = {.from_doc = snapshot_from_any, .free_one = snapshot_free_any};
+    return list_records(c, COLL_SNAPSHOTS, since, &l, (void ***) ret, ret_n, e);
 }
 
 int ms_cluster_mark_snapshot(MsCluster *c, const char *id, MsSnapshotState state, const char *error,
@@ -780,13 +803,8 @@ int ms_cluster_put_restore(MsCluster *c, const MsRestoreRecord *r, const char *n
     return k;
 }
 
-typedef struct RestoreList {
-    MsRestoreRecord **v;
-    size_t n;
-} RestoreList;
-
-static int restore_list_add(const bson_t *d, void *userdata) {
-    RestoreList *l = userdata;
+static int restore_from_any(const bson_t *d, void **ret) {
+    *ret = NULL;
     MsRestoreState s = ms_restore_state_from_string(doc_str(d, "state"));
     const char *id = doc_str(d, "_id"), *src = doc_str(d, "source_snapshot"),
                *target = doc_str(d, "target"), *node = doc_str(d, "node");
@@ -799,28 +817,23 @@ static int restore_list_add(const bson_t *d, void *userdata) {
     k |= dup_str(&r->source_snapshot, src);
     k |= dup_str(&r->target, target);
     k |= dup_str(&r->options, doc_str(d, "options"));
-    MsRestoreRecord **v = realloc(l->v, (l->n + 1) * sizeof(*v));
-    if (k < 0 || !v) {
+    if (k < 0) {
         ms_restore_record_free(r);
         return -ENOMEM;
     }
-    l->v = v;
     r->state = s;
-    l->v[l->n++] = r;
+    *ret = r;
     return 0;
+}
+
+static void restore_free_any(void *r) {
+    ms_restore_record_free(r);
 }
 
 int ms_cluster_list_restores(MsCluster *c, uint64_t since, MsRestoreRecord ***ret, size_t *ret_n,
                              MsError *e) {
-    RestoreList l = {0};
-    int r = read_since(c, COLL_RESTORES, since, restore_list_add, &l, e);
-    if (r < 0) {
-        ms_restore_record_list_free(l.v, l.n);
-        return r;
-    }
-    *ret = l.v;
-    *ret_n = l.n;
-    return 0;
+    RecordList l = {.from_doc = restore_from_any, .free_one = restore_free_any};
+    return list_records(c, COLL_RESTORES, since, &l, (void ***) ret, ret_n, e);
 }
 
 /* ---- commands ---- */
