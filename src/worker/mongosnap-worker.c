@@ -15,6 +15,7 @@
 #include "common/redact.h"
 #include "common/timeutil.h"
 #include "config.h"
+#include "engine/cluster.h" /* MS_CLUSTER_*_SUFFIX */
 #include "engine/mongo-client.h"
 #include "engine/oplog-slice.h"
 #include "engine/restore.h"
@@ -973,6 +974,16 @@ static size_t archive_stem(const char *key) {
     return 0;
 }
 
+/* Whether key lies in a cluster snapshot's parts ("P/N.parts/shard01.manifest.json"): a part is
+ * an ordinary snapshot, but it belongs to its cluster snapshot, which names and removes it.
+ * Listed on its own, the agent would take it into its records and its retention could expire
+ * one part of a kept cluster snapshot; an unfinished part's archive is the cluster snapshot's
+ * to remove, not an orphan. */
+static bool in_cluster_parts(const char *key) {
+    const char *p = strstr(key, MS_CLUSTER_PARTS_SUFFIX "/");
+    return p && p > key && p[-1] != '/';
+}
+
 static int compare_object_keys(const void *a, const void *b) {
     return strcmp(((const MsStorageObject *) a)->key, ((const MsStorageObject *) b)->key);
 }
@@ -984,7 +995,7 @@ static void report_orphans(const MsStorageObject *objects, size_t n, MsProgress 
                            size_t *ret_orphans) {
     for (size_t i = 0; i < n; i++) {
         size_t stem = archive_stem(objects[i].key);
-        if (stem == 0)
+        if (stem == 0 || in_cluster_parts(objects[i].key))
             continue;
         _cleanup_free_ char *manifest = NULL;
         if (asprintf(&manifest, "%.*s%s", (int) stem, objects[i].key, MONGOSNAP_MANIFEST_SUFFIX) <
@@ -1021,13 +1032,18 @@ static int run_scan(Args *a, MsProgress *p) {
         return MONGOSNAP_EXIT_USAGE;
     MsError e = MS_ERROR_INIT;
     MsStorageObject *objects = NULL;
-    size_t n = 0, found = 0, problems = 0, orphans = 0;
+    size_t n = 0, found = 0, problems = 0, orphans = 0, clusters = 0;
     int r = ms_storage_list(storage, a->prefix ? a->prefix : "", &objects, &n, &e);
     if (r >= 0 && n > 1)
         qsort(objects, n, sizeof(*objects), compare_object_keys);
-    for (size_t i = 0; r >= 0 && i < n && !worker_cancel_requested; i++)
-        if (worker_has_suffix(objects[i].key, MONGOSNAP_MANIFEST_SUFFIX))
+    for (size_t i = 0; r >= 0 && i < n && !worker_cancel_requested; i++) {
+        if (in_cluster_parts(objects[i].key))
+            continue;
+        if (worker_has_suffix(objects[i].key, MS_CLUSTER_MANIFEST_SUFFIX))
+            clusters++; /* the agent keeps no cluster records yet: counted, not listed */
+        else if (worker_has_suffix(objects[i].key, MONGOSNAP_MANIFEST_SUFFIX))
             scan_one(storage, objects[i].key, p, &found, &problems);
+    }
     if (r >= 0 && !worker_cancel_requested)
         report_orphans(objects, n, p, &orphans);
     for (size_t i = 0; i < n; i++)
@@ -1039,10 +1055,13 @@ static int run_scan(Args *a, MsProgress *p) {
     BSON_APPEND_INT64(&fields, "found", (int64_t) found);
     BSON_APPEND_INT64(&fields, "problems", (int64_t) problems);
     BSON_APPEND_INT64(&fields, "orphans", (int64_t) orphans);
+    BSON_APPEND_INT64(&fields, "cluster_snapshots", (int64_t) clusters);
     if (r >= 0 && !a->json)
         printf("%zu snapshot(s) found, %zu manifest(s) unreadable, %zu archive(s) without a "
-               "manifest\n",
-               found, problems, orphans);
+               "manifest%s",
+               found, problems, orphans, clusters ? "" : "\n");
+    if (r >= 0 && !a->json && clusters)
+        printf("; %zu cluster snapshot(s), whose parts are theirs and not listed\n", clusters);
     else if (r < 0)
         log_error("scan failed: %s", e.message);
     worker_report_result(p, a, r, &e, &fields);

@@ -194,6 +194,14 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     manifest = json.loads((store / "cl" / "s1.cluster.json").read_text())
     assert manifest["format"] == "mongosnap-cluster"
     assert (store / "cl" / "s1.parts" / "shard01.manifest.json").exists()
+    # the store's scan (what the agent's resync takes into its records, and retention then
+    # expires) lists no part as a snapshot of its own, and an unfinished part is no orphan
+    (store / "cl" / "s1.parts" / "shard09.archive.zst").write_bytes(b"torn")
+    scan = h.run_worker(tools, "scan", "--store", store)
+    assert scan.returncode == 0, scan.describe()
+    assert "0 snapshot(s) found, 0 manifest(s) unreadable, 0 archive(s) without a manifest; " \
+        "1 cluster snapshot(s)" in scan.output, scan.describe()
+    (store / "cl" / "s1.parts" / "shard09.archive.zst").unlink()
 
     # a second cluster, its shards named otherwise
     tcfg, tshards = make_cluster(ferretdb_factory, "dst", ["alpha", "beta"])
