@@ -202,6 +202,10 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     assert "0 snapshot(s) found, 0 manifest(s) unreadable, 0 archive(s) without a manifest; " \
         "1 cluster snapshot(s)" in scan.output, scan.describe()
     (store / "cl" / "s1.parts" / "shard09.archive.zst").unlink()
+    run = h.run_worker(tools, "cluster-snapshot", "--uri-file", cfg.uri_file, "--store", store,
+                       "--prefix", "cl", "--name", "s2", "--format", "chunked")
+    assert run.returncode == 2 and "does not take chunked snapshots" in run.output, run.describe()
+    assert not (store / "cl" / "s2.parts").exists()
 
     # a second cluster, its shards named otherwise
     tcfg, tshards = make_cluster(ferretdb_factory, "dst", ["alpha", "beta"])
