@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,7 +142,54 @@ static bool keep_option(const char *opt, size_t len) {
     return true;
 }
 
+/* A host list "h1:p1,h2:p2" ([v6]:p too) or a replica set name: nothing that could end the
+ * host part of a connection string and add options of its own (a config.shards document that
+ * says "rs/h:1/?authMechanism=PLAIN" would have the password sent in clear to h). */
+static bool plain_token(const char *s, const char *extra) {
+    if (!s || !*s)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '-' || *s == '_' || strchr(extra, *s)))
+            return false;
+    return true;
+}
+
+/* Append the pieces (NULL-terminated) to opts of capacity cap at *used, keeping a final NUL;
+ * false, with nothing appended, when they do not fit. */
+static bool opts_append(char *opts, size_t cap, size_t *used, size_t first_len, ...) {
+    va_list ap;
+    size_t n = *used;
+    va_start(ap, first_len);
+    size_t len = first_len;
+    bool ok = true;
+    for (const char *piece = va_arg(ap, const char *); piece; piece = va_arg(ap, const char *)) {
+        if (len == SIZE_MAX)
+            len = strlen(piece);
+        if (len >= cap - n) {
+            ok = false;
+            break;
+        }
+        memcpy(opts + n, piece, len);
+        n += len;
+        len = SIZE_MAX;
+    }
+    va_end(ap);
+    if (!ok)
+        return false;
+    opts[n] = '\0';
+    *used = n;
+    return true;
+}
+
 int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, char **ret, MsError *e) {
+    if (!plain_token(shard->hosts, ":,[]") || (shard->rs && !plain_token(shard->rs, "")))
+        return ms_error_set(e, EINVAL,
+                            "shard '%s' is at \"%s%s%s\", which is not a replica set name and "
+                            "host list (letters, digits, '.', '-', '_', ':' and ','): refusing "
+                            "to connect there with the source's credentials",
+                            shard->name ? shard->name : "?", shard->rs ? shard->rs : "",
+                            shard->rs ? "/" : "", shard->hosts ? shard->hosts : "");
     const char *scheme_end = strstr(source_uri, "://");
     if (!scheme_end)
         return ms_error_set(e, EINVAL, "the source is not a MongoDB connection string");
@@ -159,18 +208,18 @@ int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, ch
     if (q) {
         for (const char *o = q + 1; *o;) {
             size_t olen = strcspn(o, "&");
-            if (olen && keep_option(o, olen))
-                used += (size_t) snprintf(opts + used, sizeof(opts) - used, "%.*s&", (int) olen, o);
-            o += olen + (o[olen] == '&');
-            if (used >= sizeof(opts))
+            if (olen && keep_option(o, olen) &&
+                !opts_append(opts, sizeof(opts), &used, olen, o, "&", (char *) NULL))
                 return ms_error_set(e, E2BIG, "the source's options are too long");
+            o += olen + (o[olen] == '&');
         }
     }
     /* An SRV source implies TLS; the shards' plain host lists do not. */
-    if (srv && !strstr(opts, "tls=") && !strstr(opts, "ssl="))
-        used += (size_t) snprintf(opts + used, sizeof(opts) - used, "tls=true&");
-    if (shard->rs)
-        used += (size_t) snprintf(opts + used, sizeof(opts) - used, "replicaSet=%s&", shard->rs);
+    if ((srv && !strstr(opts, "tls=") && !strstr(opts, "ssl=") &&
+         !opts_append(opts, sizeof(opts), &used, SIZE_MAX, "tls=true&", (char *) NULL)) ||
+        (shard->rs && !opts_append(opts, sizeof(opts), &used, SIZE_MAX, "replicaSet=", shard->rs,
+                                   "&", (char *) NULL)))
+        return ms_error_set(e, E2BIG, "the source's options are too long");
     if (used && opts[used - 1] == '&')
         opts[--used] = '\0';
     char *s = NULL;

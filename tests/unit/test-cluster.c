@@ -5,6 +5,9 @@
  * "configRS/host:port,..."). The rest, against three FerretDB instances standing for a config
  * server and two shards, is in tests/integration/test_sharded.py. */
 #include <bson/bson.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/cluster.h"
@@ -41,6 +44,43 @@ static void shard_uris(void) {
         free(uri);
         free(s.rs);
         free(s.hosts);
+    }
+}
+
+/* A host string from config.shards (or getShardMap) that could end the host part and add
+ * options of its own is refused: the source's credentials are not sent there. An option list
+ * that fills the buffer is refused, never written past it. */
+static void hostile_shard_hosts(void) {
+    const char *hostile[][2] = {
+        {"rs", "h:1/?authMechanism=PLAIN&x="}, {"rs", "evil@h:1"},     {"rs", "h:1?tls=false"},
+        {"rs&authMechanism=PLAIN", "h:1"},     {"rs", ""},             {"rs", "h:1 ,h2:2"},
+        {NULL, "h:1/admin"},                    {"rs", "h:1#frag"},
+    };
+    for (size_t k = 0; k < sizeof(hostile) / sizeof(hostile[0]); k++) {
+        MsClusterShard s = {.name = (char *) "shard01", .rs = (char *) hostile[k][0],
+                            .hosts = (char *) hostile[k][1]};
+        char *uri = NULL;
+        MsError e = MS_ERROR_INIT;
+        ASSERT(ms_cluster_shard_uri("mongodb://u@cfg:1/?authSource=admin", &s, &uri, &e) == -EINVAL);
+        ASSERT(uri == NULL);
+        ASSERT_CONTAINS(e.message, "refusing to connect there");
+    }
+    /* options of every length up to past the buffer: a clean refusal or a whole URI */
+    for (size_t len = 4000; len < 4200; len += 7) {
+        char *src = malloc(len + 64);
+        ASSERT(src);
+        int n = sprintf(src, "mongodb+srv://u@c.example.net/?appName=");
+        memset(src + n, 'a', len);
+        src[n + (int) len] = '\0';
+        MsClusterShard s = {.name = (char *) "s", .rs = (char *) "rs", .hosts = (char *) "h:1"};
+        char *uri = NULL;
+        MsError e = MS_ERROR_INIT;
+        int r = ms_cluster_shard_uri(src, &s, &uri, &e);
+        ASSERT(r == 0 || r == -E2BIG);
+        if (r == 0)
+            ASSERT(strstr(uri, "tls=true&replicaSet=rs") != NULL);
+        free(uri);
+        free(src);
     }
 }
 
@@ -89,4 +129,4 @@ static void mongos_replies(void) {
     bson_destroy(none);
 }
 
-MS_TEST_MAIN(TEST_CASE(shard_uris), TEST_CASE(shard_maps), TEST_CASE(mongos_replies))
+MS_TEST_MAIN(TEST_CASE(shard_uris), TEST_CASE(hostile_shard_hosts), TEST_CASE(shard_maps), TEST_CASE(mongos_replies))
