@@ -20,6 +20,7 @@
 #include "nsfilter.h"
 #include "oplog-source.h"
 #include "restore.h"
+#include "snapshot-source.h"
 #include "snapshot.h"
 
 #define CLUSTER_MANIFEST_FORMAT "mongosnap-cluster"
@@ -489,6 +490,14 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
     MsClusterShard *shards = NULL;
     size_t n_shards = 0;
     r = read_shards(m, mc, &shards, &n_shards, e);
+    /* MongoDB 8.0's config shard is named "config", the name of the config data's part: its
+     * documents would go unread (the config part reads config data only) and both would write
+     * one key. Refused until the config shard is its own kind of part. */
+    for (size_t i = 0; r == 0 && i < n_shards; i++)
+        if (strcmp(shards[i].name, MS_CLUSTER_CONFIG_PART) == 0)
+            r = ms_error_set(e, EOPNOTSUPP,
+                             "the cluster has a shard named \"config\" (a config shard, MongoDB "
+                             "8.0): mongosnap cannot take it yet. Nothing was stored");
     bool mongos = r == 0 && is_mongos(mc);
     bool stopped = false;
     if (r == 0 && mongos) {
@@ -742,6 +751,7 @@ typedef struct RestorePart {
     MsOplogPosition until;
     MsNsFilter filter; /* the config part's collections */
     bool config;
+    bool started;
     MsProgress progress;
     MsRestoreResult res;
     MsError error;
@@ -797,34 +807,205 @@ static int config_server_uri(MsMongo *m, mongoc_client_t *c, const char *uri, ch
     return r;
 }
 
-/* After the config data is in: its shard names as the target calls them. */
-static int rename_config_shards(const char *uri, const char *password, const MsShardMap *map,
-                                MsError *e) {
-    if (!map || map->n == 0)
-        return 0;
+/* ---- the config data ----
+ *
+ * Not restored as a part like the shards' (a drop of config.chunks would take the target's
+ * routing of databases the snapshot does not hold): the snapshot's config.databases,
+ * config.collections and config.chunks documents are read from the config part, their shard
+ * names mapped in one step from the snapshot's own values (so "a=b,b=a" swaps and "a=b,b=c"
+ * chains mean what they say, and no target document outside the snapshot's is renamed), and
+ * inserted. With --drop, the target's entries of the snapshot's databases go first; without,
+ * an entry the target already has is kept (counted), as a restore keeps existing documents. */
+
+typedef struct ConfigDocs {
+    bson_t **v[3]; /* databases, collections, chunks */
+    size_t n[3];
+} ConfigDocs;
+
+static const char *const CONFIG_DATA[3] = {"databases", "collections", "chunks"};
+
+static void config_docs_clear(ConfigDocs *d) {
+    for (size_t k = 0; k < 3; k++) {
+        for (size_t i = 0; i < d->n[k]; i++)
+            bson_destroy(d->v[k][i]);
+        free(d->v[k]);
+    }
+}
+
+/* A copy of doc with the shard names in field (and, for chunks, history.N.shard) mapped. */
+static bson_t *map_config_doc(const bson_t *doc, const char *field, const MsShardMap *map) {
+    bson_t *out = bson_new();
+    bson_iter_t it;
+    if (!bson_iter_init(&it, doc))
+        goto fail;
+    while (bson_iter_next(&it)) {
+        const char *key = bson_iter_key(&it);
+        if (strcmp(key, field) == 0 && BSON_ITER_HOLDS_UTF8(&it)) {
+            if (!BSON_APPEND_UTF8(out, key, ms_shard_map_apply(map, bson_iter_utf8(&it, NULL))))
+                goto fail;
+        } else if (strcmp(field, "shard") == 0 && strcmp(key, "history") == 0 &&
+                   BSON_ITER_HOLDS_ARRAY(&it)) {
+            bson_t arr;
+            bson_iter_t entries;
+            if (!bson_iter_recurse(&it, &entries) || !BSON_APPEND_ARRAY_BEGIN(out, key, &arr))
+                goto fail;
+            while (bson_iter_next(&entries)) {
+                if (!BSON_ITER_HOLDS_DOCUMENT(&entries)) {
+                    if (!bson_append_iter(&arr, bson_iter_key(&entries), -1, &entries))
+                        goto fail;
+                    continue;
+                }
+                uint32_t len;
+                const uint8_t *data;
+                bson_iter_document(&entries, &len, &data);
+                bson_t entry;
+                if (!bson_init_static(&entry, data, len))
+                    goto fail;
+                bson_t *mapped = map_config_doc(&entry, "shard", map);
+                bool ok = mapped && bson_append_document(&arr, bson_iter_key(&entries), -1, mapped);
+                if (mapped)
+                    bson_destroy(mapped);
+                if (!ok)
+                    goto fail;
+            }
+            if (!bson_append_array_end(out, &arr))
+                goto fail;
+        } else if (!bson_append_iter(out, key, -1, &it))
+            goto fail;
+    }
+    return out;
+fail:
+    bson_destroy(out);
+    return NULL;
+}
+
+/* The config part's config data, mapped, in memory (config data is small beside the shards'). */
+static int read_config_docs(const MsClusterRestoreOptions *o, const MsClusterPart *part,
+                            ConfigDocs *ret, MsError *e) {
+    MsSnapshotSource src;
+    int r = ms_snapshot_source_open_store(o->storage, part->manifest_key, o->key, &src, e);
+    if (r < 0)
+        return r;
+    const MsArchiveHeader *header;
+    const MsArchiveCollection *colls;
+    size_t n_colls;
+    r = ms_archive_reader_read_prelude(src.reader, &header, &colls, &n_colls, e);
+    while (r == 0) {
+        MsArchiveEvent ev;
+        r = ms_archive_reader_next(src.reader, &ev, e);
+        if (r < 0 || ev.kind == MS_ARCHIVE_EVENT_END)
+            break;
+        if (ev.kind != MS_ARCHIVE_EVENT_DOCUMENT || strcmp(ev.db, "config") != 0)
+            continue;
+        size_t k = 0;
+        while (k < 3 && strcmp(ev.collection, CONFIG_DATA[k]) != 0)
+            k++;
+        if (k == 3)
+            continue;
+        bson_t doc;
+        if (!bson_init_static(&doc, ev.data, ev.len)) {
+            r = ms_error_set(e, EBADMSG, "a config.%s document of part config is not BSON",
+                             CONFIG_DATA[k]);
+            break;
+        }
+        bson_t *mapped = map_config_doc(&doc, k == 0 ? "primary" : k == 2 ? "shard" : "",
+                                        o->shard_map);
+        bson_t **grown = mapped ? realloc(ret->v[k], (ret->n[k] + 1) * sizeof(*grown)) : NULL;
+        if (!grown) {
+            if (mapped)
+                bson_destroy(mapped);
+            r = ms_error_oom(e);
+            break;
+        }
+        ret->v[k] = grown;
+        grown[ret->n[k]++] = mapped;
+    }
+    if (r == 0)
+        r = ms_snapshot_source_check_stored(&src, e);
+    if (r == 0)
+        r = ms_snapshot_source_check_namespaces(&src, e);
+    ms_snapshot_source_close(&src);
+    return r;
+}
+
+/* {field: {$gte: "D.", $lt: "D/"}}: the namespaces of database D ('/' follows '.'). */
+static bson_t *namespaces_of(const char *field, const char *db) {
+    _cleanup_free_ char *lo = NULL, *hi = NULL;
+    if (asprintf(&lo, "%s.", db) < 0 || asprintf(&hi, "%s/", db) < 0)
+        return NULL;
+    return BCON_NEW(field, "{", "$gte", BCON_UTF8(lo), "$lt", BCON_UTF8(hi), "}");
+}
+
+/* --drop: the target's routing of the snapshot's databases (their collections' chunks, by
+ * namespace or, as MongoDB 5.0+ writes them, by collection UUID), nothing else. */
+static int drop_config_entries(mongoc_client_t *c, MsMongo *m, const char *db, MsError *e) {
+    mongoc_collection_t *dbs = mongoc_client_get_collection(c, "config", "databases");
+    mongoc_collection_t *cols = mongoc_client_get_collection(c, "config", "collections");
+    mongoc_collection_t *chunks = mongoc_client_get_collection(c, "config", "chunks");
+    bson_error_t berr;
+    int r = 0;
+    bson_t *by_id = namespaces_of("_id", db), *by_ns = namespaces_of("ns", db);
+    bson_t *db_doc = BCON_NEW("_id", BCON_UTF8(db));
+    if (!by_id || !by_ns || !db_doc)
+        r = ms_error_oom(e);
+    mongoc_cursor_t *cur = r == 0 ? mongoc_collection_find_with_opts(cols, by_id, NULL, NULL) : NULL;
+    const bson_t *doc;
+    while (cur && r == 0 && mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        if (!bson_iter_init_find(&it, doc, "uuid"))
+            continue;
+        bson_t f = BSON_INITIALIZER;
+        bson_append_iter(&f, "uuid", -1, &it);
+        if (!mongoc_collection_delete_many(chunks, &f, NULL, NULL, &berr))
+            r = ms_mongo_error(m, e, &berr, "removing the target's chunks of a restored database");
+        bson_destroy(&f);
+    }
+    if (cur && r == 0 && mongoc_cursor_error(cur, &berr))
+        r = ms_mongo_error(m, e, &berr, "reading the target's collections of a restored database");
+    if (cur)
+        mongoc_cursor_destroy(cur);
+    if (r == 0 && (!mongoc_collection_delete_many(chunks, by_ns, NULL, NULL, &berr) ||
+                   !mongoc_collection_delete_many(cols, by_id, NULL, NULL, &berr) ||
+                   !mongoc_collection_delete_one(dbs, db_doc, NULL, NULL, &berr)))
+        r = ms_mongo_error(m, e, &berr, "removing the target's routing of a restored database");
+    if (by_id)
+        bson_destroy(by_id);
+    if (by_ns)
+        bson_destroy(by_ns);
+    if (db_doc)
+        bson_destroy(db_doc);
+    mongoc_collection_destroy(dbs);
+    mongoc_collection_destroy(cols);
+    mongoc_collection_destroy(chunks);
+    return r;
+}
+
+static int apply_config_docs(const MsClusterRestoreOptions *o, const char *config_uri,
+                             const ConfigDocs *d, uint64_t *ret_inserted, uint64_t *ret_kept,
+                             MsError *e) {
     MsMongo *m = NULL;
-    int r = ms_mongo_open(uri, password, 1, &m, e);
+    int r = ms_mongo_open(config_uri, o->password, 1, &m, e);
     if (r < 0)
         return r;
     mongoc_client_t *c = ms_mongo_pop(m);
-    mongoc_collection_t *dbs = mongoc_client_get_collection(c, "config", "databases");
-    mongoc_collection_t *chunks = mongoc_client_get_collection(c, "config", "chunks");
-    for (size_t i = 0; r == 0 && i < map->n; i++) {
-        bson_error_t berr;
-        bson_t *f1 = BCON_NEW("primary", BCON_UTF8(map->from[i]));
-        bson_t *u1 = BCON_NEW("$set", "{", "primary", BCON_UTF8(map->to[i]), "}");
-        bson_t *f2 = BCON_NEW("shard", BCON_UTF8(map->from[i]));
-        bson_t *u2 = BCON_NEW("$set", "{", "shard", BCON_UTF8(map->to[i]), "}");
-        if (!mongoc_collection_update_many(dbs, f1, u1, NULL, NULL, &berr) ||
-            !mongoc_collection_update_many(chunks, f2, u2, NULL, NULL, &berr))
-            r = ms_mongo_error(m, e, &berr, "renaming shards in the restored config data");
-        bson_destroy(f1);
-        bson_destroy(u1);
-        bson_destroy(f2);
-        bson_destroy(u2);
+    for (size_t i = 0; r == 0 && o->drop && i < d->n[0]; i++) {
+        bson_iter_t it;
+        if (bson_iter_init_find(&it, d->v[0][i], "_id") && BSON_ITER_HOLDS_UTF8(&it))
+            r = drop_config_entries(c, m, bson_iter_utf8(&it, NULL), e);
     }
-    mongoc_collection_destroy(dbs);
-    mongoc_collection_destroy(chunks);
+    for (size_t k = 0; r == 0 && k < 3; k++) {
+        mongoc_collection_t *coll = mongoc_client_get_collection(c, "config", CONFIG_DATA[k]);
+        for (size_t i = 0; r == 0 && i < d->n[k]; i++) {
+            bson_error_t berr;
+            if (mongoc_collection_insert_one(coll, d->v[k][i], NULL, NULL, &berr))
+                (*ret_inserted)++;
+            else if (berr.code == 11000)
+                (*ret_kept)++; /* the target's own entry: kept without --drop */
+            else
+                r = ms_mongo_error(m, e, &berr, "writing the snapshot's config data");
+        }
+        mongoc_collection_destroy(coll);
+    }
     ms_mongo_push(m, c);
     ms_mongo_free(m);
     return r;
@@ -873,6 +1054,35 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
                              "damaged. Nothing was restored",
                              o->snapshot_key, cm.parts[i].shard, cm.parts[i].manifest_key,
                              parts_prefix);
+    /* A part at its own name's key, each shard once, exactly one config part and one shard at
+     * least: a cluster manifest that says otherwise is damaged, and restoring what it names
+     * would put one shard's data into another's place or leave shards out. */
+    size_t n_config = 0;
+    for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
+        _cleanup_free_ char *want_key = NULL;
+        if (asprintf(&want_key, "%s%s" MONGOSNAP_MANIFEST_SUFFIX, parts_prefix, cm.parts[i].shard) < 0) {
+            r = ms_error_oom(e);
+            break;
+        }
+        n_config += strcmp(cm.parts[i].shard, MS_CLUSTER_CONFIG_PART) == 0;
+        if (strcmp(cm.parts[i].manifest_key, want_key) != 0)
+            r = ms_error_set(e, EBADMSG,
+                             "the cluster manifest of %s names part %s at %s, not %s: it is "
+                             "damaged. Nothing was restored",
+                             o->snapshot_key, cm.parts[i].shard, cm.parts[i].manifest_key, want_key);
+        for (size_t k = 0; r == 0 && k < i; k++)
+            if (strcmp(cm.parts[k].shard, cm.parts[i].shard) == 0)
+                r = ms_error_set(e, EBADMSG,
+                                 "the cluster manifest of %s names part %s twice: it is damaged. "
+                                 "Nothing was restored",
+                                 o->snapshot_key, cm.parts[i].shard);
+    }
+    if (r == 0 && (n_config != 1 || cm.n_parts < 2))
+        r = ms_error_set(e, EBADMSG,
+                         "the cluster manifest of %s names %zu part(s), %zu of them the config "
+                         "data: a cluster snapshot has the config data and one shard at least. It "
+                         "is damaged. Nothing was restored",
+                         o->snapshot_key, cm.n_parts, n_config);
     /* Every part a place, each target shard at most once: checked before anything changes. */
     for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
         RestorePart *p = &parts[i];
@@ -920,26 +1130,77 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
         if (r == 0)
             r = ms_cluster_shard_uri(o->uri, t, &p->uri, e);
     }
+    /* --drop: every part known whole before the first shard's collections go. Each part's own
+     * restore checks its part again; one part's check alone would let a damaged shard02 be
+     * found only after shard01 was dropped and replaced. */
+    for (size_t i = 0; r == 0 && o->drop && i < cm.n_parts; i++) {
+        r = ms_snapshot_source_precheck_store(o->storage, cm.parts[i].manifest_key, o->key, NULL, e);
+        if (r < 0)
+            ms_error_prefix(e, "part %s of %s cannot be restored, so nothing was dropped or "
+                               "changed in the target cluster: ",
+                            cm.parts[i].shard, o->snapshot_key);
+    }
+    /* The config data, read and mapped before any shard changes (a damaged config part stops
+     * the restore there), written after every shard's part is in. */
+    ConfigDocs config = {0};
+    for (size_t i = 0; r == 0 && i < cm.n_parts; i++)
+        if (parts[i].config) {
+            r = read_config_docs(o, parts[i].part, &config, e);
+            if (r < 0)
+                ms_error_prefix(e, "the config data of %s cannot be read, so nothing was changed "
+                                   "in the target cluster: ",
+                                o->snapshot_key);
+        }
     size_t started = 0;
     for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
+        if (parts[i].config)
+            continue;
         if (pthread_create(&parts[i].thread, NULL, restore_part_main, &parts[i]) != 0) {
             r = ms_error_set(e, EAGAIN, "cannot start a restore thread");
             break;
         }
+        parts[i].started = true;
         started++;
     }
-    for (size_t i = 0; i < started; i++)
-        pthread_join(parts[i].thread, NULL);
-    for (size_t i = 0; r == 0 && i < started; i++)
-        if (parts[i].r < 0) {
+    for (size_t i = 0; i < cm.n_parts; i++)
+        if (parts[i].started)
+            pthread_join(parts[i].thread, NULL);
+    /* Every failed shard named, and which ones were restored: the target is then part old,
+     * part new, and the operator must know which. */
+    size_t failed = 0;
+    char done[1024] = "", bad[1024] = "";
+    for (size_t i = 0; i < cm.n_parts; i++) {
+        if (!parts[i].started)
+            continue;
+        char *list = parts[i].r < 0 ? bad : done;
+        size_t used = strlen(list);
+        if (used < sizeof(done) - 1)
+            snprintf(list + used, sizeof(done) - used, "%s%s", used ? ", " : "", parts[i].part->shard);
+        if (parts[i].r < 0 && failed++ == 0 && r == 0) {
             r = parts[i].r;
             *e = parts[i].error;
-            ms_error_prefix(e, "restoring part %s: ", parts[i].part->shard);
         }
-    if (r == 0)
-        r = rename_config_shards(config_uri, o->password, o->shard_map, e);
+    }
+    if (failed > 0)
+        ms_error_prefix(e, "restoring shard(s) %s failed (restored: %s; the config data was not "
+                           "written; restore again with --drop once the cause is fixed): ",
+                        bad, done[0] ? done : "none");
+    uint64_t config_inserted = 0, config_kept = 0;
+    if (r == 0) {
+        r = apply_config_docs(o, config_uri, &config, &config_inserted, &config_kept, e);
+        if (r < 0)
+            ms_error_prefix(e, "every shard was restored, but the config data was not written "
+                               "whole: ");
+    }
+    if (config_kept > 0)
+        log_warning("%" PRIu64 " config entries of the snapshot were already in the target and "
+                    "were kept (restore with --drop to replace the routing of the snapshot's "
+                    "databases)",
+                    config_kept);
+    config_docs_clear(&config);
     if (r == 0) {
         ret->consistency_point = cm.consistency_point;
+        ret->documents += config_inserted;
         for (size_t i = 0; i < cm.n_parts; i++) {
             ret->documents += parts[i].res.documents;
             ret->oplog_applied += parts[i].res.oplog_applied;

@@ -242,7 +242,52 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     run = h.run_worker(tools, "cluster-restore", "--uri-file", tcfg.uri_file, "--store", store,
                        "--snapshot", "cl/s1", "--shard-map", "shard01=alpha,shard02=beta", "--drop")
     assert run.returncode == 3 and "outside" in run.output, run.describe()
+    doc = json.loads(good)
+    swapped = json.loads(good)
+    for part in swapped["parts"]:
+        part["manifest"] = {"shard01": "cl/s1.parts/shard02.manifest.json",
+                            "shard02": "cl/s1.parts/shard01.manifest.json"}.get(part["shard"], part["manifest"])
+    twice = dict(doc, parts=doc["parts"] + doc["parts"][:1])
+    no_config = dict(doc, parts=[p for p in doc["parts"] if p["shard"] != "config"])
+    for bad, why in ((swapped, "not cl/s1.parts/"), (twice, "twice"), (no_config, "the config data")):
+        cm.write_text(json.dumps(bad))
+        run = h.run_worker(tools, "cluster-restore", "--uri-file", tcfg.uri_file, "--store", store,
+                           "--snapshot", "cl/s1", "--shard-map", "shard01=alpha,shard02=beta", "--drop")
+        assert run.returncode != 0 and why in run.output and "Nothing was restored" in run.output, \
+            run.describe()
     cm.write_text(good)
+    # --drop with one part damaged: every part is checked before the first shard is touched
+    tshards["alpha"].client[DB].orders.insert_one({"_id": "marker", "customer": 1})
+    restored_alpha = raw_docs(tshards["alpha"], f"{DB}.orders")
+    config_before = sorted(str(c) for c in tc.chunks.find())
+    archive = next((store / "cl" / "s1.parts").glob("shard02.archive*"))
+    whole = archive.read_bytes()
+    damaged = bytearray(whole)
+    damaged[len(damaged) // 2] ^= 0x40
+    archive.write_bytes(bytes(damaged))
+    run = h.run_worker(tools, "cluster-restore", "--uri-file", tcfg.uri_file, "--store", store,
+                       "--snapshot", "cl/s1", "--shard-map", "shard01=alpha,shard02=beta", "--drop")
+    assert run.returncode != 0 and "part shard02" in run.output and \
+        "nothing was dropped or changed" in run.output, run.describe()
+    assert raw_docs(tshards["alpha"], f"{DB}.orders") == restored_alpha  # the marker too: no drop
+    assert sorted(str(c) for c in tc.chunks.find()) == config_before
+    archive.write_bytes(whole)
+    # the target's routing of a database the snapshot does not hold is not the restore's
+    tc.databases.insert_one({"_id": "other", "primary": "beta"})
+    tc.chunks.insert_one({"_id": "other-chunk", "ns": "other.c", "shard": "beta"})
+    # swapped names: each from the snapshot's own value, in one step (not beta->alpha, then
+    # every alpha, the first included, ->beta)
+    worker_json(h.run_worker(tools, "cluster-restore", "--uri-file", tcfg.uri_file, "--store", store,
+                             "--snapshot", "cl/s1", "--shard-map", "shard01=beta,shard02=alpha",
+                             "--drop", "--json"))
+    assert tc.databases.find_one({"_id": DB})["primary"] == "beta"
+    by_min = {c["min"]["customer"]: c for c in tc.chunks.find({"uuid": {"$exists": True}})}
+    assert [by_min[k]["shard"] for k in sorted(by_min)] == ["beta", "alpha"]
+    assert [by_min[k]["history"][0]["shard"] for k in sorted(by_min)] == ["beta", "alpha"]
+    assert raw_docs(tshards["beta"], f"{DB}.orders") == state_at(shards["shard01"], f"{DB}.orders", point)
+    assert tc.databases.find_one({"_id": "other"})["primary"] == "beta"
+    assert tc.chunks.find_one({"_id": "other-chunk"})["shard"] == "beta"
+
     # one shard's part alone, into a replica set, for inspection
     lone = ferretdb_factory(name="lone")
     lone.uri_file = h.write_uri_file(tmp_path, lone.uri, "lone-uri")
