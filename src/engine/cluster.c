@@ -60,6 +60,14 @@ const char *ms_cluster_config_host(const bson_t *shard_map) {
     return NULL;
 }
 
+int ms_cluster_balancer_is_off(const bson_t *status) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, status, "mode") || !BSON_ITER_HOLDS_UTF8(&it))
+        return -1;
+    const char *mode = bson_iter_utf8(&it, NULL);
+    return strcmp(mode, "off") == 0 ? 1 : strcmp(mode, "full") == 0 ? 0 : -1;
+}
+
 static bool is_mongos(mongoc_client_t *c) {
     bson_t *cmd = BCON_NEW("hello", BCON_INT32(1));
     bson_t reply;
@@ -393,6 +401,30 @@ static void *part_main(void *userdata) {
 static const char *const CONFIG_COLLECTIONS[] = {"config.databases", "config.collections",
                                                  "config.chunks", "config.shards", "config.version"};
 
+/* The config server of a cluster given as a mongos: getShardMap names it ("config": "RS/h:p"). */
+static int config_server_uri(MsMongo *m, mongoc_client_t *c, const char *uri, char **ret, MsError *e) {
+    if (!is_mongos(c))
+        return (*ret = strdup(uri)) ? 0 : ms_error_oom(e);
+    bson_t *cmd = BCON_NEW("getShardMap", BCON_INT32(1));
+    bson_t reply;
+    bson_error_t berr;
+    bool ok = mongoc_client_command_simple(c, "admin", cmd, NULL, &reply, &berr);
+    bson_destroy(cmd);
+    const char *cfg = ok ? ms_cluster_config_host(&reply) : NULL;
+    int r;
+    if (!cfg)
+        r = ok ? ms_error_set(e, EPROTO, "getShardMap through the mongos names no config server")
+               : ms_mongo_error(m, e, &berr, "asking the mongos for its config server (getShardMap)");
+    else {
+        MsClusterShard s = {0};
+        r = parse_host(cfg, &s) < 0 ? ms_error_oom(e) : ms_cluster_shard_uri(uri, &s, ret, e);
+        free(s.rs);
+        free(s.hosts);
+    }
+    bson_destroy(&reply);
+    return r;
+}
+
 static int balancer(mongoc_client_t *c, bool stop, uint64_t timeout_sec, MsError *e) {
     bson_t *cmd = stop ? BCON_NEW("balancerStop", BCON_INT32(1), "maxTimeMS",
                                   BCON_INT64((int64_t) (timeout_sec ? timeout_sec : 60) * 1000))
@@ -406,6 +438,40 @@ static int balancer(mongoc_client_t *c, bool stop, uint64_t timeout_sec, MsError
         return ms_error_set(e, EIO, "%s through the mongos failed: %s",
                             stop ? "balancerStop" : "balancerStart", berr.message);
     return 0;
+}
+
+/* Stop the balancer for a snapshot or a restore through a mongos, unless an operator stopped it
+ * already (then it stays as it is: *ret_stopped false, nothing to start again). */
+static int balancer_pause(mongoc_client_t *mc, uint64_t timeout_sec, bool *ret_stopped, MsError *e) {
+    *ret_stopped = false;
+    int off = -1;
+    bson_t *cmd = BCON_NEW("balancerStatus", BCON_INT32(1));
+    bson_t reply;
+    if (mongoc_client_command_simple(mc, "admin", cmd, NULL, &reply, NULL))
+        off = ms_cluster_balancer_is_off(&reply);
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    if (off == 1) {
+        log_info("the balancer is off already; it stays off afterwards");
+        return 0;
+    }
+    int r = balancer(mc, true, timeout_sec, e);
+    if (r == 0) {
+        *ret_stopped = true;
+        return 0;
+    }
+    /* A balancerStop that timed out may still have switched it off: start it again so that
+     * a failure leaves the cluster as it was found. */
+    MsError be = MS_ERROR_INIT;
+    if (balancer(mc, false, 0, &be) < 0)
+        log_error("%s: it may be off; check with sh.getBalancerState()", be.message);
+    return r;
+}
+
+static void balancer_resume(mongoc_client_t *mc, bool stopped) {
+    MsError be = MS_ERROR_INIT;
+    if (stopped && balancer(mc, false, 0, &be) < 0)
+        log_error("%s: start it by hand (sh.startBalancer())", be.message);
 }
 
 static int write_cluster_manifest(ClusterRun *c, const char *key, MsOplogPosition point,
@@ -501,8 +567,7 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
     bool mongos = r == 0 && is_mongos(mc);
     bool stopped = false;
     if (r == 0 && mongos) {
-        r = balancer(mc, true, o->balancer_timeout_sec, e);
-        stopped = r == 0;
+        r = balancer_pause(mc, o->balancer_timeout_sec, &stopped, e);
     } else if (r == 0)
         log_warning("the source is not a mongos: the balancer cannot be stopped from here; make "
                     "sure it is (sh.stopBalancer()) while the cluster snapshot runs, or give the "
@@ -525,10 +590,11 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
             if (ms_cluster_shard_uri(o->uri, &shards[i], &p->uri, e) < 0)
                 r = -e->code;
         } else {
-            /* The config server's data, read where Source= points (through a mongos: its view
-             * of the config database). */
+            /* The config server's data, read from the config server itself (through a mongos
+             * the one getShardMap names): its oplog is captured like every part's, and a mongos
+             * has no local.oplog.rs. */
             p->name = strdup(MS_CLUSTER_CONFIG_PART);
-            p->uri = strdup(o->uri);
+            r = config_server_uri(m, mc, o->uri, &p->uri, e);
             for (size_t k = 0; k < ELEMENTSOF(CONFIG_COLLECTIONS); k++)
                 ms_ns_filter_add(&p->filter.include, &p->filter.n_include, CONFIG_COLLECTIONS[k]);
         }
@@ -592,11 +658,7 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
                 ms_storage_remove(o->storage, c.parts[i].res.archive_key, &ignore);
             }
     }
-    if (stopped) {
-        MsError be = MS_ERROR_INIT;
-        if (balancer(mc, false, 0, &be) < 0)
-            log_error("%s: start it by hand (sh.startBalancer())", be.message);
-    }
+    balancer_resume(mc, stopped);
     if (r == 0) {
         ret->manifest_key = TAKE_PTR(manifest_key);
         ret->consistency_point = point;
@@ -781,30 +843,6 @@ static void *restore_part_main(void *userdata) {
     };
     p->r = ms_restore_run(&ro, &p->res, &p->error);
     return NULL;
-}
-
-/* The config server of a target given as a mongos: getShardMap names it ("config": "RS/h:p"). */
-static int config_server_uri(MsMongo *m, mongoc_client_t *c, const char *uri, char **ret, MsError *e) {
-    if (!is_mongos(c))
-        return (*ret = strdup(uri)) ? 0 : ms_error_oom(e);
-    bson_t *cmd = BCON_NEW("getShardMap", BCON_INT32(1));
-    bson_t reply;
-    bson_error_t berr;
-    bool ok = mongoc_client_command_simple(c, "admin", cmd, NULL, &reply, &berr);
-    bson_destroy(cmd);
-    const char *cfg = ok ? ms_cluster_config_host(&reply) : NULL;
-    int r;
-    if (!cfg)
-        r = ok ? ms_error_set(e, EPROTO, "getShardMap through the mongos names no config server")
-               : ms_mongo_error(m, e, &berr, "asking the mongos for its config server (getShardMap)");
-    else {
-        MsClusterShard s = {0};
-        r = parse_host(cfg, &s) < 0 ? ms_error_oom(e) : ms_cluster_shard_uri(uri, &s, ret, e);
-        free(s.rs);
-        free(s.hosts);
-    }
-    bson_destroy(&reply);
-    return r;
 }
 
 /* ---- the config data ----
@@ -1030,8 +1068,7 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     _cleanup_free_ char *config_uri = NULL;
     if (r == 0)
         r = config_server_uri(m, mc, o->uri, &config_uri, e);
-    ms_mongo_push(m, mc);
-    ms_mongo_free(m);
+    bool target_mongos = r == 0 && is_mongos(mc);
     RestorePart *parts = r == 0 ? calloc(cm.n_parts, sizeof(*parts)) : NULL;
     if (r == 0 && !parts)
         r = ms_error_oom(e);
@@ -1151,6 +1188,10 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
                                    "in the target cluster: ",
                                 o->snapshot_key);
         }
+    /* Through a mongos, chunks do not move while the shards are rewritten under them. */
+    bool balancer_stopped = false;
+    if (r == 0 && target_mongos)
+        r = balancer_pause(mc, 60, &balancer_stopped, e);
     size_t started = 0;
     for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
         if (parts[i].config)
@@ -1198,6 +1239,9 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
                     "databases)",
                     config_kept);
     config_docs_clear(&config);
+    balancer_resume(mc, balancer_stopped);
+    ms_mongo_push(m, mc);
+    ms_mongo_free(m);
     if (r == 0) {
         ret->consistency_point = cm.consistency_point;
         ret->documents += config_inserted;

@@ -60,6 +60,10 @@ int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, ch
  * MongoDB 6.0 and 7.0): hello says "isdbgrid"; getShardMap names the config server. */
 bool ms_cluster_hello_is_mongos(const bson_t *hello);
 const char *ms_cluster_config_host(const bson_t *shard_map);
+/* From balancerStatus's reply ({mode: "full"|"off", inBalancerRound, ...}): 1 when the
+ * balancer is off (an operator stopped it: a snapshot leaves it so), 0 when on, -1 when the
+ * reply says neither. */
+int ms_cluster_balancer_is_off(const bson_t *status);
 
 /* "a=b,c=d": parsed, checked (no name twice on either side). */
 typedef struct MsShardMap {

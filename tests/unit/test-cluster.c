@@ -123,6 +123,17 @@ static void mongos_replies(void) {
     ASSERT_STREQ(ms_cluster_config_host(shard_map), "configRS/cfg1:27019,cfg2:27019,cfg3:27019");
     bson_t *none = json("{\"map\": {\"rs01\": \"rs01/db1:27018\"}, \"ok\": 1.0}");
     ASSERT(ms_cluster_config_host(none) == NULL);
+    /* balancerStatus (6.0/7.0): mode "full" when on, "off" when an operator stopped it */
+    bson_t *on = json("{\"mode\": \"full\", \"inBalancerRound\": false, \"numBalancerRounds\": 12, \"ok\": 1.0}");
+    bson_t *off = json("{\"mode\": \"off\", \"inBalancerRound\": false, \"numBalancerRounds\": 3, \"ok\": 1.0}");
+    bson_t *odd = json("{\"ok\": 0.0, \"errmsg\": \"no such command\"}");
+    ASSERT(on && off && odd);
+    ASSERT(ms_cluster_balancer_is_off(on) == 0);
+    ASSERT(ms_cluster_balancer_is_off(off) == 1);
+    ASSERT(ms_cluster_balancer_is_off(odd) == -1);
+    bson_destroy(on);
+    bson_destroy(off);
+    bson_destroy(odd);
     bson_destroy(mongos);
     bson_destroy(member);
     bson_destroy(shard_map);
