@@ -15,6 +15,7 @@
 #include "common/macro.h"
 #include "common/timeutil.h"
 #include "config.h"
+#include "manifest.h"
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
 #include "nsfilter.h"
@@ -507,12 +508,12 @@ static int write_cluster_manifest(ClusterRun *c, const char *key, MsOplogPositio
     }
     bson_append_array_end(&doc, &parts);
     size_t len = 0;
-    char *json = bson_as_canonical_extended_json(&doc, &len);
+    char *json = NULL;
+    int r = ms_json_seal(&doc, &json, &len, e); /* damage to T or a part's key is found */
     bson_destroy(&doc);
-    if (!json)
-        return ms_error_oom(e);
-    int r = ms_storage_put(o->storage, key, json, len, e);
-    bson_free(json);
+    if (r == 0)
+        r = ms_storage_put(o->storage, key, json, len, e);
+    free(json);
     return r;
 }
 
@@ -748,8 +749,14 @@ int ms_cluster_manifest_read(MsStorage *st, const char *key, MsClusterManifest *
     }
     if (r < 0)
         return r;
+    size_t body_len = 0;
+    r = ms_json_check_seal(json, len, &body_len, e);
+    if (r < 0) {
+        ms_error_prefix(e, "cluster manifest %s: ", mk);
+        return r;
+    }
     bson_error_t berr;
-    bson_t *doc = bson_new_from_json((const uint8_t *) json, (ssize_t) len, &berr);
+    bson_t *doc = bson_new_from_json((const uint8_t *) json, (ssize_t) body_len, &berr);
     if (!doc)
         return ms_error_set(e, EBADMSG, "%s is not valid JSON: %s", mk, berr.message);
     bson_iter_t it, parts, part;

@@ -128,12 +128,17 @@ int ms_manifest_serialize(const MsManifest *m, char **ret_json, size_t *ret_len,
         bson_append_document_end(&ns_array, &ns_doc);
     }
     bson_append_array_end(&doc, &ns_array);
+    int r = ms_json_seal(&doc, ret_json, ret_len, e);
+    bson_destroy(&doc);
+    return r;
+}
+
+int ms_json_seal(bson_t *doc, char **ret_json, size_t *ret_len, MsError *e) {
     /* Last, so the placeholder is easy to find and nothing follows it but "}". */
-    append_str(&doc, MANIFEST_CHECKSUM_FIELD, checksum_placeholder);
+    append_str(doc, MANIFEST_CHECKSUM_FIELD, checksum_placeholder);
 
     size_t len;
-    char *json = bson_as_relaxed_extended_json(&doc, &len);
-    bson_destroy(&doc);
+    char *json = bson_as_relaxed_extended_json(doc, &len);
     if (!json)
         return ms_error_set(e, EINVAL, "cannot encode the manifest as JSON");
 
@@ -220,11 +225,7 @@ static bool get_bool(const bson_t *b, const char *path) {
            BSON_ITER_HOLDS_BOOL(&it) && bson_iter_bool(&it);
 }
 
-int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e) {
-    if (!json || len == 0)
-        return ms_error_set(e, EBADMSG,
-                            "not a mongosnap manifest: the file is empty (the snapshot is "
-                            "damaged or its write never finished)");
+int ms_json_check_seal(const char *json, size_t len, size_t *ret_body_len, MsError *e) {
     const char *marker = "\"" MANIFEST_CHECKSUM_FIELD "\" : \"";
     const char *at = NULL;
     for (const char *p = json; (p = memmem(p, len - (size_t) (p - json), marker, strlen(marker)));
@@ -259,6 +260,20 @@ int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e)
                             "the manifest is corrupted: its checksum says %.12s... but its content "
                             "gives %.12s...; do not trust this snapshot, take a new one",
                             stored, computed);
+
+    *ret_body_len = body_len;
+    return 0;
+}
+
+int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e) {
+    if (!json || len == 0)
+        return ms_error_set(e, EBADMSG,
+                            "not a mongosnap manifest: the file is empty (the snapshot is "
+                            "damaged or its write never finished)");
+    size_t body_len = 0;
+    int k = ms_json_check_seal(json, len, &body_len, e);
+    if (k < 0)
+        return k;
 
     bson_error_t berr;
     bson_t *doc = bson_new_from_json((const uint8_t *) json, (ssize_t) body_len, &berr);

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <bson/bson.h>
+
 #include "common/error.h"
 #include "io/stream.h"
 #include "mongosnap/mongosnap.h"
@@ -103,6 +105,12 @@ static inline bool ms_manifest_is_slice(const MsManifest *m) {
 int ms_manifest_serialize(const MsManifest *m, char **ret_json, size_t *ret_len, MsError *e);
 /* Parse and check the self-checksum: a changed byte anywhere is reported as corruption. */
 int ms_manifest_parse(const char *json, size_t len, MsManifest *ret, MsError *e);
+/* The self-checksum every manifest-like JSON file carries (manifests, cluster manifests):
+ * ms_json_seal() appends "manifest_sha256" to doc and writes it as JSON text whose SHA-256,
+ * with the digest's place zeroed, is that field; ms_json_check_seal() checks it (-EBADMSG,
+ * saying what is wrong) and gives the text's length without the final newline. */
+int ms_json_seal(bson_t *doc, char **ret_json, size_t *ret_len, MsError *e);
+int ms_json_check_seal(const char *json, size_t len, size_t *ret_body_len, MsError *e);
 void ms_manifest_clear(MsManifest *m);
 
 const MsManifestNamespace *ms_manifest_find(const MsManifest *m, const char *db,

@@ -19,6 +19,7 @@ What only a mongos shows (balancerStop/Start, getShardMap) is not shown here.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import random
 import threading
@@ -157,6 +158,20 @@ def raw_docs(server, ns):
     return [d.raw for d in c.find().sort("_id", 1)]
 
 
+def reseal(text: str) -> str:
+    """A cluster manifest's text with its self-checksum made right again: what someone who
+    edits it on purpose does (a checksum finds damage, not a hostile writer)."""
+    marker = '"manifest_sha256" : "'
+    at = text.rindex(marker) + len(marker)
+    body = (text[:at] + "0" * 64 + text[at + 64:]).rstrip("\n")
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return text[:at] + digest + text[at + 64:]
+
+
+def dumps(doc) -> str:
+    return reseal(json.dumps(doc, separators=(", ", " : ")) + "\n")
+
+
 def worker_json(run):
     h.expect_ok(run)
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -238,7 +253,13 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     # a cluster manifest naming objects outside its own parts is damage: refused, nothing done
     cm = store / "cl" / "s1.cluster.json"
     good = cm.read_text()
-    cm.write_text(good.replace("cl/s1.parts/shard02", "other/x"))
+    # damage (the point changed, the checksum not): refused as corrupted
+    t = manifest["consistency_point"]["t"]
+    cm.write_text(good.replace(f'"t" : {t}', f'"t" : {t + 1}', 1))
+    run = h.run_worker(tools, "cluster-restore", "--uri-file", tcfg.uri_file, "--store", store,
+                       "--snapshot", "cl/s1", "--shard-map", "shard01=alpha,shard02=beta", "--drop")
+    assert run.returncode == 3 and "corrupted" in run.output, run.describe()
+    cm.write_text(reseal(good.replace("cl/s1.parts/shard02", "other/x")))
     run = h.run_worker(tools, "cluster-restore", "--uri-file", tcfg.uri_file, "--store", store,
                        "--snapshot", "cl/s1", "--shard-map", "shard01=alpha,shard02=beta", "--drop")
     assert run.returncode == 3 and "outside" in run.output, run.describe()
@@ -250,7 +271,7 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     twice = dict(doc, parts=doc["parts"] + doc["parts"][:1])
     no_config = dict(doc, parts=[p for p in doc["parts"] if p["shard"] != "config"])
     for bad, why in ((swapped, "not cl/s1.parts/"), (twice, "twice"), (no_config, "the config data")):
-        cm.write_text(json.dumps(bad))
+        cm.write_text(dumps(bad))
         run = h.run_worker(tools, "cluster-restore", "--uri-file", tcfg.uri_file, "--store", store,
                            "--snapshot", "cl/s1", "--shard-map", "shard01=alpha,shard02=beta", "--drop")
         assert run.returncode != 0 and why in run.output and "Nothing was restored" in run.output, \
