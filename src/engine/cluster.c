@@ -23,6 +23,7 @@
 #include "restore.h"
 #include "snapshot-source.h"
 #include "snapshot.h"
+#include "verify.h"
 
 #define CLUSTER_MANIFEST_FORMAT "mongosnap-cluster"
 #define CLUSTER_MANIFEST_MAX (4u << 20)
@@ -730,6 +731,57 @@ static bool read_pos(bson_iter_t *parent, const char *key, MsOplogPosition *ret)
     return true;
 }
 
+/* The parts are this snapshot's own (a damaged or hostile cluster manifest naming another
+ * snapshot's objects, another policy's under another prefix, is refused), each at the key its
+ * own shard name gives, each once, exactly one config part and one shard at least: a manifest
+ * that says otherwise would put one shard's data into another's place or leave shards out. */
+static int check_cluster_manifest(const char *mk, const MsClusterManifest *cm, MsError *e) {
+    int r = 0;
+    _cleanup_free_ char *parts_prefix = NULL;
+    size_t kl = strlen(mk), sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
+    if (r == 0 && asprintf(&parts_prefix, "%.*s" MS_CLUSTER_PARTS_SUFFIX "/",
+                           (int) (kl > sl && strcmp(mk + kl - sl,
+                                                    MS_CLUSTER_MANIFEST_SUFFIX) == 0
+                                      ? kl - sl
+                                      : kl),
+                           mk) < 0)
+        r = ms_error_oom(e);
+    for (size_t i = 0; r == 0 && i < cm->n_parts; i++)
+        if (strncmp(cm->parts[i].manifest_key, parts_prefix, strlen(parts_prefix)) != 0 ||
+            strstr(cm->parts[i].manifest_key, ".."))
+            r = ms_error_set(e, EBADMSG,
+                             "the cluster manifest of %s names part %s at %s, outside %s: it is "
+                             "damaged",
+                             mk, cm->parts[i].shard, cm->parts[i].manifest_key,
+                             parts_prefix);
+    size_t n_config = 0;
+    for (size_t i = 0; r == 0 && i < cm->n_parts; i++) {
+        _cleanup_free_ char *want_key = NULL;
+        if (asprintf(&want_key, "%s%s" MONGOSNAP_MANIFEST_SUFFIX, parts_prefix, cm->parts[i].shard) < 0) {
+            r = ms_error_oom(e);
+            break;
+        }
+        n_config += strcmp(cm->parts[i].shard, MS_CLUSTER_CONFIG_PART) == 0;
+        if (strcmp(cm->parts[i].manifest_key, want_key) != 0)
+            r = ms_error_set(e, EBADMSG,
+                             "the cluster manifest of %s names part %s at %s, not %s: it is "
+                             "damaged",
+                             mk, cm->parts[i].shard, cm->parts[i].manifest_key, want_key);
+        for (size_t k = 0; r == 0 && k < i; k++)
+            if (strcmp(cm->parts[k].shard, cm->parts[i].shard) == 0)
+                r = ms_error_set(e, EBADMSG,
+                                 "the cluster manifest of %s names part %s twice: it is damaged",
+                                 mk, cm->parts[i].shard);
+    }
+    if (r == 0 && (n_config != 1 || cm->n_parts < 2))
+        r = ms_error_set(e, EBADMSG,
+                         "the cluster manifest of %s names %zu part(s), %zu of them the config "
+                         "data: a cluster snapshot has the config data and one shard at least. It "
+                         "is damaged",
+                         mk, cm->n_parts, n_config);
+    return r;
+}
+
 int ms_cluster_manifest_read(MsStorage *st, const char *key, MsClusterManifest *ret, MsError *e) {
     *ret = (MsClusterManifest){0};
     _cleanup_free_ char *json = NULL, *full = NULL;
@@ -803,6 +855,8 @@ int ms_cluster_manifest_read(MsStorage *st, const char *key, MsClusterManifest *
             r = ms_error_set(e, EBADMSG, "%s: a part lacks its shard or manifest", mk);
     }
     bson_destroy(doc);
+    if (r == 0)
+        r = check_cluster_manifest(mk, &m, e);
     if (r < 0) {
         ms_cluster_manifest_clear(&m);
         return r;
@@ -1060,8 +1114,11 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     *ret = (MsClusterRestoreResult){0};
     MsClusterManifest cm;
     int r = ms_cluster_manifest_read(o->storage, o->snapshot_key, &cm, e);
-    if (r < 0)
+    if (r < 0) {
+        if (r == -EBADMSG)
+            ms_error_prefix(e, "nothing was restored: ");
         return r;
+    }
     MsMongo *m = NULL;
     r = ms_mongo_open(o->uri, o->password, 1, &m, e);
     if (r < 0) {
@@ -1079,54 +1136,6 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     RestorePart *parts = r == 0 ? calloc(cm.n_parts, sizeof(*parts)) : NULL;
     if (r == 0 && !parts)
         r = ms_error_oom(e);
-    /* The parts are this snapshot's own: a damaged or hostile cluster manifest naming another
-     * snapshot's objects (another policy's, under another prefix) is refused. */
-    _cleanup_free_ char *parts_prefix = NULL;
-    size_t kl = strlen(o->snapshot_key), sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
-    if (r == 0 && asprintf(&parts_prefix, "%.*s" MS_CLUSTER_PARTS_SUFFIX "/",
-                           (int) (kl > sl && strcmp(o->snapshot_key + kl - sl,
-                                                    MS_CLUSTER_MANIFEST_SUFFIX) == 0
-                                      ? kl - sl
-                                      : kl),
-                           o->snapshot_key) < 0)
-        r = ms_error_oom(e);
-    for (size_t i = 0; r == 0 && i < cm.n_parts; i++)
-        if (strncmp(cm.parts[i].manifest_key, parts_prefix, strlen(parts_prefix)) != 0 ||
-            strstr(cm.parts[i].manifest_key, ".."))
-            r = ms_error_set(e, EBADMSG,
-                             "the cluster manifest of %s names part %s at %s, outside %s: it is "
-                             "damaged. Nothing was restored",
-                             o->snapshot_key, cm.parts[i].shard, cm.parts[i].manifest_key,
-                             parts_prefix);
-    /* A part at its own name's key, each shard once, exactly one config part and one shard at
-     * least: a cluster manifest that says otherwise is damaged, and restoring what it names
-     * would put one shard's data into another's place or leave shards out. */
-    size_t n_config = 0;
-    for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
-        _cleanup_free_ char *want_key = NULL;
-        if (asprintf(&want_key, "%s%s" MONGOSNAP_MANIFEST_SUFFIX, parts_prefix, cm.parts[i].shard) < 0) {
-            r = ms_error_oom(e);
-            break;
-        }
-        n_config += strcmp(cm.parts[i].shard, MS_CLUSTER_CONFIG_PART) == 0;
-        if (strcmp(cm.parts[i].manifest_key, want_key) != 0)
-            r = ms_error_set(e, EBADMSG,
-                             "the cluster manifest of %s names part %s at %s, not %s: it is "
-                             "damaged. Nothing was restored",
-                             o->snapshot_key, cm.parts[i].shard, cm.parts[i].manifest_key, want_key);
-        for (size_t k = 0; r == 0 && k < i; k++)
-            if (strcmp(cm.parts[k].shard, cm.parts[i].shard) == 0)
-                r = ms_error_set(e, EBADMSG,
-                                 "the cluster manifest of %s names part %s twice: it is damaged. "
-                                 "Nothing was restored",
-                                 o->snapshot_key, cm.parts[i].shard);
-    }
-    if (r == 0 && (n_config != 1 || cm.n_parts < 2))
-        r = ms_error_set(e, EBADMSG,
-                         "the cluster manifest of %s names %zu part(s), %zu of them the config "
-                         "data: a cluster snapshot has the config data and one shard at least. It "
-                         "is damaged. Nothing was restored",
-                         o->snapshot_key, cm.n_parts, n_config);
     /* Every part a place, each target shard at most once: checked before anything changes. */
     for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
         RestorePart *p = &parts[i];
@@ -1266,4 +1275,89 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     ms_cluster_shards_free(target, n_target);
     ms_cluster_manifest_clear(&cm);
     return r;
+}
+
+/* ---- verify and removal ---- */
+
+/* "P/N.cluster.json" for key "P/N" or the manifest key itself. */
+static char *cluster_manifest_key(const char *key) {
+    size_t kl = strlen(key), sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
+    if (kl > sl && strcmp(key + kl - sl, MS_CLUSTER_MANIFEST_SUFFIX) == 0)
+        return strdup(key);
+    char *mk = NULL;
+    return asprintf(&mk, "%s" MS_CLUSTER_MANIFEST_SUFFIX, key) < 0 ? NULL : mk;
+}
+
+int ms_cluster_snapshot_exists(MsStorage *st, const char *key, MsError *e) {
+    _cleanup_free_ char *mk = cluster_manifest_key(key);
+    if (!mk)
+        return ms_error_oom(e);
+    MsStorageObject o = {0};
+    MsError se = MS_ERROR_INIT;
+    int r = ms_storage_stat(st, mk, &o, &se);
+    free(o.key);
+    if (r == -ENOENT || r == -EISDIR || r == -EINVAL)
+        return 0;
+    if (r < 0) {
+        *e = se;
+        return r;
+    }
+    return 1;
+}
+
+int ms_cluster_verify_run(MsStorage *st, const char *key, const MsEncryptKey *enc_key,
+                          MsProgress *p, volatile sig_atomic_t *cancel, MsClusterVerifyResult *ret,
+                          MsError *e) {
+    *ret = (MsClusterVerifyResult){0};
+    MsClusterManifest cm;
+    int r = ms_cluster_manifest_read(st, key, &cm, e);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
+        MsVerifyOptions vo = {
+            .storage = st,
+            .snapshot_key = cm.parts[i].manifest_key,
+            .key = enc_key,
+            .progress = p,
+            .cancel = cancel,
+        };
+        MsVerifyResult vr = {0};
+        r = ms_verify_run(&vo, &vr, e);
+        if (r < 0) {
+            ms_error_prefix(e, "part %s of cluster snapshot %s: ", cm.parts[i].shard, key);
+            break;
+        }
+        ret->parts++;
+        ret->documents += vr.documents;
+        ret->oplog_entries += vr.oplog_entries;
+        ret->stored_bytes += vr.stored_bytes;
+    }
+    ms_cluster_manifest_clear(&cm);
+    return r;
+}
+
+int ms_cluster_snapshot_keys(MsStorage *st, const char *key, char ***ret_keys, size_t *ret_n,
+                             MsError *e) {
+    _cleanup_free_ char *mk = cluster_manifest_key(key), *dir = NULL;
+    size_t sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
+    if (!mk || asprintf(&dir, "%.*s" MS_CLUSTER_PARTS_SUFFIX "/", (int) (strlen(mk) - sl), mk) < 0)
+        return ms_error_oom(e);
+    MsStorageObject *objs = NULL;
+    size_t n = 0;
+    int r = ms_storage_list(st, dir, &objs, &n, e);
+    if (r < 0)
+        return r;
+    char **keys = calloc(n + 2, sizeof(char *));
+    size_t k = 0;
+    if (keys) {
+        keys[k++] = TAKE_PTR(mk);
+        for (size_t i = 0; i < n; i++)
+            keys[k++] = TAKE_PTR(objs[i].key);
+    }
+    ms_storage_objects_free(objs, n);
+    if (!keys)
+        return ms_error_oom(e);
+    *ret_keys = keys;
+    *ret_n = k;
+    return 0;
 }

@@ -145,3 +145,26 @@ typedef struct MsClusterRestoreResult {
 } MsClusterRestoreResult;
 
 int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreResult *ret, MsError *e);
+
+/* Whether key (P/N or P/N.cluster.json) names a cluster snapshot in st: its cluster manifest is
+ * there. 1, 0, or -errno for a store that cannot say. */
+int ms_cluster_snapshot_exists(MsStorage *st, const char *key, MsError *e);
+
+/* Verify a cluster snapshot: its manifest (self-checksum, every part its own), then every part
+ * read whole as verify reads a snapshot. A damaged part fails with its shard named. */
+typedef struct MsClusterVerifyResult {
+    size_t parts;
+    uint64_t documents;
+    uint64_t oplog_entries;
+    uint64_t stored_bytes;
+} MsClusterVerifyResult;
+int ms_cluster_verify_run(MsStorage *st, const char *key, const MsEncryptKey *enc_key,
+                          MsProgress *p, volatile sig_atomic_t *cancel, MsClusterVerifyResult *ret,
+                          MsError *e);
+
+/* The keys of a cluster snapshot, in the order a removal takes them: the cluster manifest first
+ * (from then on it is no snapshot: never listed complete with a part gone), then every object
+ * under its parts. Listed from the store, so that a removal cut short is finished by the next
+ * even with the cluster manifest gone. */
+int ms_cluster_snapshot_keys(MsStorage *st, const char *key, char ***ret_keys, size_t *ret_n,
+                             MsError *e);

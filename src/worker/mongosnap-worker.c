@@ -102,6 +102,8 @@ static void help(void) {
            "                            consistent at one oplog time)\n"
            "  mongosnap-worker cluster-restore  --uri-file FILE --store DIR --snapshot P/N\n"
            "                            [--shard-map OLD=NEW,...] [--drop] [--key-file FILE]\n"
+           "  verify --snapshot P/N and remove --key P/N.cluster.json take a cluster snapshot\n"
+           "  whole (every part read; the cluster manifest removed first, then the parts)\n"
            "Point-in-time recovery (the policy's prefix holds snapshots and oplog/ slices):\n"
            "  mongosnap-worker follow   --uri-file FILE --store DIR --prefix P [--slice-sec N]\n"
            "                            [--compression C] [--key-file FILE] [--max-slices N]\n"
@@ -814,16 +816,58 @@ int worker_run_restore(Args *a, MsProgress *p) {
     return worker_exit_code_for(r);
 }
 
+/* A cluster snapshot (engine/cluster.h): its manifest and every part, read whole. */
+static int verify_cluster(Args *a, MsStorage *storage, MsProgress *p) {
+    if (a->metadata_only) {
+        log_error("verify --metadata-only reads one snapshot's chunk index; %s is a cluster "
+                  "snapshot: leave out --metadata-only",
+                  a->snapshot);
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    MsClusterVerifyResult res;
+    MsError e = MS_ERROR_INIT;
+    int r = ms_cluster_verify_run(storage, a->snapshot, a->key, p, &worker_cancel_requested, &res, &e);
+    bson_t fields = BSON_INITIALIZER;
+    if (r == 0) {
+        BSON_APPEND_INT64(&fields, "parts", (int64_t) res.parts);
+        BSON_APPEND_INT64(&fields, "documents", (int64_t) res.documents);
+        BSON_APPEND_INT64(&fields, "oplog_entries", (int64_t) res.oplog_entries);
+        BSON_APPEND_INT64(&fields, "stored_bytes", (int64_t) res.stored_bytes);
+        if (!a->json)
+            printf("verified cluster snapshot: %zu parts, %" PRIu64 " documents, %" PRIu64
+                   " oplog entries, %" PRIu64 " bytes; every part's checksums and counts match "
+                   "its manifest\n",
+                   res.parts, res.documents, res.oplog_entries, res.stored_bytes);
+    } else if ((r = worker_stopped_instead(r, &e)) == -ECANCELED)
+        log_info("verify stopped: %s", e.message);
+    else
+        log_error("verify failed: %s", e.message);
+    worker_report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    return worker_exit_code_for(r);
+}
+
 static int run_verify(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
     if (!a->archive == !a->snapshot) {
         log_error("verify needs exactly one of --snapshot KEY (with --store) or --archive FILE");
         return MONGOSNAP_EXIT_USAGE;
     }
-    if (a->metadata_only)
-        return worker_verify_metadata(a, p);
     if (a->snapshot && worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
+    if (storage) {
+        MsError ce = MS_ERROR_INIT;
+        int k = ms_cluster_snapshot_exists(storage, a->snapshot, &ce);
+        if (k > 0)
+            return verify_cluster(a, storage, p);
+        if (k < 0) {
+            log_error("verify failed: %s", ce.message);
+            worker_report_result(p, a, k, &ce, NULL);
+            return worker_exit_code_for(k);
+        }
+    }
+    if (a->metadata_only)
+        return worker_verify_metadata(a, p);
     MsVerifyOptions o = {
         .storage = storage,
         .snapshot_key = a->snapshot,
@@ -1083,11 +1127,36 @@ static int run_remove(Args *a, MsProgress *p) {
         return MONGOSNAP_EXIT_USAGE;
     MsError e = MS_ERROR_INIT;
     int r = 0;
+    /* A cluster manifest's key stands for the whole cluster snapshot: it, then its parts. */
+    char **keys = NULL;
+    size_t n_keys = 0;
+    for (size_t i = 0; r == 0 && i < a->n_keys; i++) {
+        char **more = NULL;
+        size_t n_more = 0;
+        if (worker_has_suffix(a->keys[i], MS_CLUSTER_MANIFEST_SUFFIX))
+            r = ms_cluster_snapshot_keys(storage, a->keys[i], &more, &n_more, &e);
+        else if ((more = calloc(2, sizeof(char *))) && (more[0] = strdup(a->keys[i])))
+            n_more = 1;
+        else
+            r = ms_error_oom(&e);
+        char **grown = r == 0 ? realloc(keys, (n_keys + n_more + 1) * sizeof(char *)) : NULL;
+        if (r == 0 && !grown)
+            r = ms_error_oom(&e);
+        for (size_t k = 0; k < n_more; k++) {
+            if (grown)
+                grown[n_keys++] = more[k];
+            else
+                free(more[k]);
+        }
+        if (grown)
+            keys = grown;
+        free(more);
+    }
     size_t processed = 0, removed = 0, not_found = 0;
     /* Removing what is not there is not an error (a retry after a crash finds half of it gone),
      * but it is not reported as removed either: each key is looked at first. */
-    for (; processed < a->n_keys && !worker_cancel_requested; processed++) {
-        const char *key = a->keys[processed];
+    for (; r == 0 && processed < n_keys && !worker_cancel_requested; processed++) {
+        const char *key = keys[processed];
         MsStorageObject o = {0};
         MsError se = MS_ERROR_INIT;
         int k = ms_storage_stat(storage, key, &o, &se);
@@ -1107,11 +1176,14 @@ static int run_remove(Args *a, MsProgress *p) {
             break;
         removed++;
     }
-    if (r == 0 && processed < a->n_keys) {
+    if (r == 0 && processed < n_keys) {
         r = -ECANCELED;
         ms_error_set(&e, ECANCELED, "stopped by a signal after %zu of %zu objects", processed,
-                     a->n_keys);
+                     n_keys);
     }
+    for (size_t i = 0; i < n_keys; i++)
+        free(keys[i]);
+    free(keys);
     bson_t fields = BSON_INITIALIZER;
     BSON_APPEND_INT64(&fields, "processed", (int64_t) processed);
     BSON_APPEND_INT64(&fields, "removed", (int64_t) removed);

@@ -262,7 +262,8 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     cm.write_text(reseal(good.replace("cl/s1.parts/shard02", "other/x")))
     run = h.run_worker(tools, "cluster-restore", "--uri-file", tcfg.uri_file, "--store", store,
                        "--snapshot", "cl/s1", "--shard-map", "shard01=alpha,shard02=beta", "--drop")
-    assert run.returncode == 3 and "outside" in run.output, run.describe()
+    assert run.returncode == 3 and "outside" in run.output and \
+        "nothing was restored" in run.output, run.describe()
     doc = json.loads(good)
     swapped = json.loads(good)
     for part in swapped["parts"]:
@@ -274,7 +275,7 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
         cm.write_text(dumps(bad))
         run = h.run_worker(tools, "cluster-restore", "--uri-file", tcfg.uri_file, "--store", store,
                            "--snapshot", "cl/s1", "--shard-map", "shard01=alpha,shard02=beta", "--drop")
-        assert run.returncode != 0 and why in run.output and "Nothing was restored" in run.output, \
+        assert run.returncode == 3 and why in run.output and "nothing was restored" in run.output, \
             run.describe()
     cm.write_text(good)
     # --drop with one part damaged: every part is checked before the first shard is touched
@@ -292,7 +293,12 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
         "nothing was dropped or changed" in run.output, run.describe()
     assert raw_docs(tshards["alpha"], f"{DB}.orders") == restored_alpha  # the marker too: no drop
     assert sorted(str(c) for c in tc.chunks.find()) == config_before
+    # verify reads every part and names the damaged one
+    run = h.run_worker(tools, "verify", "--store", store, "--snapshot", "cl/s1")
+    assert run.returncode == 3 and "part shard02 of cluster snapshot cl/s1" in run.output, run.describe()
     archive.write_bytes(whole)
+    out = worker_json(h.run_worker(tools, "verify", "--store", store, "--snapshot", "cl/s1", "--json"))
+    assert out["parts"] == 3 and out["documents"] >= 6000, out
     # the target's routing of a database the snapshot does not hold is not the restore's
     tc.databases.insert_one({"_id": "other", "primary": "beta"})
     tc.chunks.insert_one({"_id": "other-chunk", "ns": "other.c", "shard": "beta"})
@@ -315,6 +321,21 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     h.restore(tools, lone.uri_file, "--store", store, "--snapshot", "cl/s1.parts/shard02",
               "--until", f"{point[0]}:{point[1]}")
     assert raw_docs(lone, f"{DB}.orders") == state_at(shards["shard02"], f"{DB}.orders", point)
+
+    # removal: the cluster manifest first, then every part; a second removal finds nothing left
+    # and a removal cut short after the manifest is finished by the next from the parts listed
+    out = worker_json(h.run_worker(tools, "remove", "--store", store, "--key", "cl/s1.cluster.json",
+                                   "--json"))
+    assert out["removed"] >= 7, out  # the manifest, and three parts' archives and manifests
+    assert not (store / "cl" / "s1.cluster.json").exists()
+    assert not [p for p in (store / "cl").rglob("*") if p.is_file()]
+    h.run_worker(tools, "cluster-snapshot", "--uri-file", cfg.uri_file, "--store", store,
+                 "--prefix", "cl", "--name", "s3")
+    (store / "cl" / "s3.cluster.json").unlink()  # the first removal's first step, then killed
+    out = worker_json(h.run_worker(tools, "remove", "--store", store, "--key", "cl/s3.cluster.json",
+                                   "--json"))
+    assert out["not_found"] == 1 and out["removed"] >= 6, out
+    assert not [p for p in (store / "cl").rglob("*") if p.is_file()]
 
 
 def test_unreachable_shard_fails_the_cluster_snapshot_naming_it(tools, source, tmp_path):
