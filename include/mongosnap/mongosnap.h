@@ -105,6 +105,10 @@
 #define MONGOSNAP_MANIFEST_SUFFIX ".manifest.json"
 /* A chunked snapshot's index (Format=chunked): its "archive" object, the rest are chunks. */
 #define MONGOSNAP_INDEX_SUFFIX ".index"
+/* A cluster snapshot of a sharded cluster: <prefix>/<snapshot>.cluster.json (its "archive" and
+ * manifest at once) names its parts, <prefix>/<snapshot>.parts/<shard>.{archive,manifest}. */
+#define MONGOSNAP_CLUSTER_MANIFEST_SUFFIX ".cluster.json"
+#define MONGOSNAP_CLUSTER_PARTS_SUFFIX ".parts"
 #define MONGOSNAP_MANIFEST_FORMAT "mongosnap-manifest"
 #define MONGOSNAP_MANIFEST_FORMAT_VERSION 1
 

@@ -64,6 +64,11 @@ int manager_export_snapshot(Manager *m, const char *id, int fd, ManagerExportDon
         return ms_error_set_kind(e, MS_ERROR_KIND_NOT_RESTORABLE, EINVAL,
                                  "snapshot %s is %s: only a completed snapshot can be exported",
                                  id, ms_snapshot_state_to_string(r->state));
+    if (manager_snapshot_is_cluster(r))
+        return ms_error_set_kind(e, MS_ERROR_KIND_NOT_SUPPORTED, EOPNOTSUPP,
+                                 "snapshot %s is a cluster snapshot: one archive per shard, no "
+                                 "single mongodump archive to export",
+                                 id);
     if (m->stopping)
         return ms_error_set_kind(e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
                                  "the agent is stopping and starts no export");

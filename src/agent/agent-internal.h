@@ -173,6 +173,8 @@ void manager_insert_snapshot_record(Manager *m, MsSnapshotRecord *r);
 void manager_emit_policy_changed(Manager *m, const ManagerPolicy *p);
 /* A store on this node's file system (only this node can read it). */
 bool manager_store_is_local(const char *location);
+/* A sharded cluster's snapshot: its archive key names the cluster manifest. */
+bool manager_snapshot_is_cluster(const MsSnapshotRecord *r);
 /* Stop/Start on this node only (as the cluster's stop flag asks); manager_stop_policy() and
  * manager_start_policy() also tell the other nodes. */
 int manager_stop_policy_here(Manager *m, ManagerPolicy *p, MsError *e);

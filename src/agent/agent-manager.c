@@ -584,8 +584,16 @@ static bool record_is_chunked(const MsSnapshotRecord *r) {
     return n > sfx && strcmp(r->archive_key + n - sfx, MONGOSNAP_INDEX_SUFFIX) == 0;
 }
 
+bool manager_snapshot_is_cluster(const MsSnapshotRecord *r) {
+    size_t n = r->archive_key ? strlen(r->archive_key) : 0,
+           sfx = strlen(MONGOSNAP_CLUSTER_MANIFEST_SUFFIX);
+    return n > sfx && strcmp(r->archive_key + n - sfx, MONGOSNAP_CLUSTER_MANIFEST_SUFFIX) == 0;
+}
+
+/* A cluster snapshot's removal lists and removes its parts: a worker's job too. */
 static bool removed_by_worker(const MsSnapshotRecord *r) {
-    return !manager_store_is_local(r->store) || record_is_chunked(r);
+    return !manager_store_is_local(r->store) || record_is_chunked(r) ||
+           manager_snapshot_is_cluster(r);
 }
 
 static int remove_from_store(Manager *m, MsSnapshotRecord *r, MsSnapshotState state,
@@ -1884,6 +1892,12 @@ int manager_snapshot_download_url(Manager *m, const MsSnapshotRecord *r, uint64_
                                  "to download; export it as a mongodump archive with "
                                  "\"mongosnapctl export %s > %s.archive\"",
                                  r->id, r->id, r->id);
+    if (manager_snapshot_is_cluster(r))
+        return ms_error_set_kind(e, MS_ERROR_KIND_NOT_SUPPORTED, EOPNOTSUPP,
+                                 "snapshot %s is a cluster snapshot (one part per shard and the "
+                                 "config data): it has no single object to download; restore it "
+                                 "into a sharded cluster, or a part into a replica set",
+                                 r->id);
     /* A local store has none; say so without opening anything. */
     if (manager_store_is_local(r->store))
         return ms_error_set_kind(e, MS_ERROR_KIND_NOT_SUPPORTED, EOPNOTSUPP,

@@ -49,9 +49,7 @@ static int parse_host(const char *host, MsClusterShard *out) {
 }
 
 bool ms_cluster_hello_is_mongos(const bson_t *hello) {
-    bson_iter_t it;
-    return bson_iter_init_find(&it, hello, "msg") && BSON_ITER_HOLDS_UTF8(&it) &&
-           strcmp(bson_iter_utf8(&it, NULL), "isdbgrid") == 0;
+    return ms_mongo_hello_cluster_role(hello) == 1;
 }
 
 const char *ms_cluster_config_host(const bson_t *shard_map) {
@@ -327,6 +325,7 @@ typedef struct PartRun {
 struct ClusterRun {
     const MsClusterSnapshotOptions *o;
     char *parts_prefix;
+    char started_at[MS_ISO8601_MAX];
     PartRun *parts;
     size_t n_parts;
     pthread_mutex_t lock;
@@ -485,7 +484,22 @@ static int write_cluster_manifest(ClusterRun *c, const char *key, MsOplogPositio
     BSON_APPEND_UTF8(&doc, "format", CLUSTER_MANIFEST_FORMAT);
     BSON_APPEND_INT32(&doc, "version", 1);
     BSON_APPEND_UTF8(&doc, "snapshot", o->name);
+    /* What the agent's records carry (read back by the store's scan, for resync). */
+    if (o->node)
+        BSON_APPEND_UTF8(&doc, "node", o->node);
+    if (o->origin)
+        BSON_APPEND_UTF8(&doc, "origin", o->origin);
+    BSON_APPEND_INT64(&doc, "seq", (int64_t) MS_MIN(o->seq, (uint64_t) INT64_MAX));
+    BSON_APPEND_UTF8(&doc, "started_at", c->started_at);
     BSON_APPEND_UTF8(&doc, "finished_at", now);
+    uint64_t documents = 0, stored = 0;
+    for (size_t i = 0; i < c->n_parts; i++) {
+        documents += c->parts[i].res.documents;
+        stored += c->parts[i].res.stored_bytes;
+    }
+    BSON_APPEND_INT64(&doc, "total_documents", (int64_t) documents);
+    BSON_APPEND_INT64(&doc, "stored_bytes", (int64_t) stored);
+    BSON_APPEND_BOOL(&doc, "encrypted", o->key != NULL);
     BSON_APPEND_UTF8(&doc, "tool_version", "mongosnap " MONGOSNAP_VERSION);
     ms_oplog_position_append(&doc, "consistency_point", point);
     BSON_APPEND_BOOL(&doc, "balancer_stopped", balancer_stopped);
@@ -576,6 +590,7 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
                     "mongos as Source=");
 
     ClusterRun c = {.o = o};
+    ms_format_iso8601(ms_realtime_usec(), c.started_at);
     pthread_mutex_init(&c.lock, NULL);
     pthread_cond_init(&c.cond, NULL);
     if (r == 0 && (asprintf(&c.parts_prefix, "%s%s%s" MS_CLUSTER_PARTS_SUFFIX,
@@ -708,6 +723,10 @@ void ms_cluster_manifest_clear(MsClusterManifest *m) {
     }
     free(m->parts);
     free(m->name);
+    free(m->node);
+    free(m->origin);
+    free(m->started_at);
+    free(m->finished_at);
     *m = (MsClusterManifest){0};
 }
 
@@ -819,6 +838,25 @@ int ms_cluster_manifest_read(MsStorage *st, const char *key, MsClusterManifest *
         r = ms_error_set(e, EBADMSG, "%s is not a mongosnap cluster manifest", mk);
     if (r == 0 && bson_iter_init_find(&it, doc, "snapshot") && BSON_ITER_HOLDS_UTF8(&it))
         m.name = strdup(bson_iter_utf8(&it, NULL));
+    struct {
+        const char *field;
+        char **to;
+    } strs[] = {{"node", &m.node}, {"origin", &m.origin}, {"started_at", &m.started_at},
+                {"finished_at", &m.finished_at}};
+    for (size_t i = 0; r == 0 && i < ELEMENTSOF(strs); i++)
+        if (bson_iter_init_find(&it, doc, strs[i].field) && BSON_ITER_HOLDS_UTF8(&it) &&
+            !(*strs[i].to = strdup(bson_iter_utf8(&it, NULL))))
+            r = ms_error_oom(e);
+    struct {
+        const char *field;
+        uint64_t *to;
+    } nums[] = {{"seq", &m.seq}, {"total_documents", &m.documents}, {"stored_bytes", &m.stored_bytes}};
+    for (size_t i = 0; r == 0 && i < ELEMENTSOF(nums); i++)
+        if (bson_iter_init_find(&it, doc, nums[i].field) && BSON_ITER_HOLDS_NUMBER(&it) &&
+            bson_iter_as_int64(&it) >= 0)
+            *nums[i].to = (uint64_t) bson_iter_as_int64(&it);
+    m.encrypted = r == 0 && bson_iter_init_find(&it, doc, "encrypted") && BSON_ITER_HOLDS_BOOL(&it) &&
+                  bson_iter_bool(&it);
     bson_iter_t root;
     if (r == 0 && !(bson_iter_init(&root, doc) && read_pos(&root, "consistency_point", &m.consistency_point)))
         r = ms_error_set(e, EBADMSG, "%s lacks its consistency point", mk);

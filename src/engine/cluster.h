@@ -32,13 +32,14 @@
 #include <bson/bson.h>
 
 #include "common/error.h"
+#include "mongosnap/mongosnap.h"
 #include "io/filter-encrypt.h"
 #include "manifest.h"
 #include "progress.h"
 #include "storage/storage.h"
 
-#define MS_CLUSTER_MANIFEST_SUFFIX ".cluster.json"
-#define MS_CLUSTER_PARTS_SUFFIX ".parts"
+#define MS_CLUSTER_MANIFEST_SUFFIX MONGOSNAP_CLUSTER_MANIFEST_SUFFIX
+#define MS_CLUSTER_PARTS_SUFFIX MONGOSNAP_CLUSTER_PARTS_SUFFIX
 #define MS_CLUSTER_CONFIG_PART "config"
 #define MS_CLUSTER_MAX_SHARDS 64
 
@@ -81,6 +82,8 @@ typedef struct MsClusterSnapshotOptions {
     const char *prefix;
     const char *name;
     const char *node;
+    uint64_t seq;       /* the policy's snapshot sequence (agent), 0: none */
+    const char *origin; /* what started it ("scheduled", ...), NULL: by hand */
     MsCompression compression;
     int compression_level;
     int compression_threads;
@@ -117,6 +120,9 @@ void ms_cluster_snapshot_result_clear(MsClusterSnapshotResult *r);
 /* The cluster manifest, read back. */
 typedef struct MsClusterManifest {
     char *name;
+    char *node, *origin, *started_at, *finished_at; /* NULL when not recorded */
+    uint64_t seq, documents, stored_bytes;
+    bool encrypted;
     MsOplogPosition consistency_point;
     MsClusterPart *parts; /* the config part last */
     size_t n_parts;

@@ -172,3 +172,43 @@ int ms_mongo_ping(MsMongo *m, mongoc_client_t *c, char **ret_server_version, MsE
     *ret_server_version = version ? version : strdup("unknown");
     return 0;
 }
+
+int ms_mongo_hello_cluster_role(const bson_t *hello) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, hello, "msg") && BSON_ITER_HOLDS_UTF8(&it) &&
+        strcmp(bson_iter_utf8(&it, NULL), "isdbgrid") == 0)
+        return 1;
+    if (bson_iter_init_find(&it, hello, "configsvr"))
+        return 2;
+    return 0;
+}
+
+static bool has_document(mongoc_client_t *c, const char *coll, const bson_t *filter) {
+    mongoc_collection_t *col = mongoc_client_get_collection(c, "config", coll);
+    bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, filter, opts, NULL);
+    const bson_t *doc;
+    bool found = mongoc_cursor_next(cur, &doc);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    mongoc_collection_destroy(col);
+    return found;
+}
+
+bool ms_mongo_is_sharded_source(mongoc_client_t *c) {
+    bson_t *cmd = BCON_NEW("hello", BCON_INT32(1));
+    bson_t reply;
+    int role = 0;
+    if (mongoc_client_command_simple(c, "admin", cmd, NULL, &reply, NULL))
+        role = ms_mongo_hello_cluster_role(&reply);
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    if (role > 0)
+        return true;
+    bson_t any = BSON_INITIALIZER;
+    bson_t *with_id = BCON_NEW("clusterId", "{", "$exists", BCON_BOOL(true), "}");
+    bool sharded = has_document(c, "shards", &any) && has_document(c, "version", with_id);
+    bson_destroy(with_id);
+    bson_destroy(&any);
+    return sharded;
+}

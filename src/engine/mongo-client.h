@@ -25,6 +25,14 @@ void ms_mongo_push(MsMongo *m, mongoc_client_t *c);
 /* Reach the server (authenticating) and return its version ("7.0.2"). Fails with
  * -EHOSTUNREACH (cannot reach), -EACCES (login refused) or -EIO, with a message. */
 int ms_mongo_ping(MsMongo *m, mongoc_client_t *c, char **ret_server_version, MsError *e);
+/* Whether the server c is connected to fronts a sharded cluster: a mongos (hello says msg
+ * "isdbgrid"), a config server (hello has "configsvr"), or a server holding a config
+ * server's data (config.shards lists a shard and config.version names the cluster; how the
+ * tests' stand-in config server, which answers hello as a plain server, is known). Any error
+ * reading: not sharded (the snapshot then says what is wrong with the server). */
+bool ms_mongo_is_sharded_source(mongoc_client_t *c);
+/* From a hello reply: 1 for a mongos, 2 for a config server, 0 otherwise. */
+int ms_mongo_hello_cluster_role(const bson_t *hello);
 
 /* Fill e from a driver error with context ("reading shop.orders"), classify it (see above)
  * and scrub any secret out of the text. */

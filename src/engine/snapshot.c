@@ -895,6 +895,10 @@ static int run_connect(SnapshotRun *s, MsError *e) {
     r = ms_mongo_ping(s->mongo, s->main_client, &s->server_version, e);
     if (r < 0)
         return r;
+    if (o->detect_cluster && ms_mongo_is_sharded_source(s->main_client))
+        return ms_error_set(e, EXDEV, "%s is a sharded cluster's mongos or config server: it "
+                                      "takes a cluster snapshot",
+                            ms_mongo_redacted_uri(s->mongo));
     log_info("snapshot %s of %s (MongoDB %s) to %s", o->name, ms_mongo_redacted_uri(s->mongo),
              s->server_version, ms_storage_describe(o->storage));
     if (!o->capture_oplog)

@@ -60,6 +60,9 @@ typedef struct MsSnapshotOptions {
     const MsNsFilter *filter;
     MsProgress *progress;
     volatile sig_atomic_t *cancel; /* set by a signal handler to stop */
+    /* Refuse a sharded cluster's mongos or config server (-EXDEV, before anything is read or
+     * stored), for the caller to take a cluster snapshot instead (engine/cluster.h). */
+    bool detect_cluster;
 } MsSnapshotOptions;
 
 typedef struct MsSnapshotResult {

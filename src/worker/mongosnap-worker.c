@@ -684,11 +684,27 @@ static int run_snapshot(Args *a, MsProgress *p) {
         .capture_oplog = !a->no_oplog,
         .include_users = a->include_users,
         .filter = filtered ? &a->filter : NULL,
+        .detect_cluster = true,
         .progress = p,
         .cancel = &worker_cancel_requested,
     };
     MsSnapshotResult res = {0};
     int r = ms_snapshot_run(&o, &res, &e);
+    if (r == -EXDEV) {
+        /* A mongos or config server: the cluster's snapshot, every shard and the config data
+         * (what a policy whose Source= names one means). */
+        ms_snapshot_result_clear(&res);
+        if (filtered || a->include_users || a->no_oplog) {
+            log_error("%s; a cluster snapshot takes every namespace of every shard with its "
+                      "oplog: leave out --ns-include/--ns-exclude, --include-users and --no-oplog",
+                      e.message);
+            worker_report_result(p, a, -EINVAL, &e, NULL);
+            return MONGOSNAP_EXIT_USAGE;
+        }
+        log_info("%s", e.message);
+        a->name = o.name;
+        return worker_run_cluster_snapshot(a, p);
+    }
     bson_t fields = BSON_INITIALIZER;
     if (r == 0) {
         BSON_APPEND_UTF8(&fields, "archive", res.archive_key);
@@ -761,6 +777,29 @@ int worker_run_restore(Args *a, MsProgress *p) {
     if (ms_ns_filter_validate(&a->filter, &e) < 0) {
         log_error("%s", e.message);
         return MONGOSNAP_EXIT_USAGE;
+    }
+    int cluster = storage ? ms_cluster_snapshot_exists(storage, a->snapshot, &e) : 0;
+    if (cluster < 0) {
+        log_error("restore failed: %s", e.message);
+        worker_report_result(p, a, cluster, &e, NULL);
+        return worker_exit_code_for(cluster);
+    }
+    if (cluster > 0) {
+        /* Every shard into its counterpart, to the cluster snapshot's consistency point. */
+        if (a->filter.n_include || a->filter.n_exclude || a->n_rename_from || a->has_until ||
+            a->has_time || a->no_oplog || a->no_indexes) {
+            size_t stem = strlen(a->snapshot);
+            if (worker_has_suffix(a->snapshot, MS_CLUSTER_MANIFEST_SUFFIX))
+                stem -= strlen(MS_CLUSTER_MANIFEST_SUFFIX);
+            log_error("%s is a cluster snapshot: it is restored whole into a sharded cluster "
+                      "(its mongos or config server), each shard to the consistency point; "
+                      "namespace filters, renames, --until, --time, --no-oplog and --no-indexes "
+                      "apply to one part (restore --snapshot %.*s" MS_CLUSTER_PARTS_SUFFIX
+                      "/SHARD into a replica set)",
+                      a->snapshot, (int) stem, a->snapshot);
+            return MONGOSNAP_EXIT_USAGE;
+        }
+        return worker_run_cluster_restore(a, p);
     }
     MsRestoreOptions o = {
         .uri = a->uri,
@@ -955,6 +994,48 @@ bool worker_has_suffix(const char *s, const char *suffix) {
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
+/* One snapshot a scan found, as its "snapshot" event says it (the agent's resync reads it). */
+typedef struct ScanRow {
+    const char *id, *node, *origin, *archive, *started_at, *finished_at;
+    uint64_t seq, documents, bytes;
+    bool point_in_time, encrypted, archive_present, archive_size_matches;
+} ScanRow;
+
+static void scan_problem(MsProgress *p, const char *key, const MsError *e, size_t *problems) {
+    bson_t f = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&f, "key", key);
+    BSON_APPEND_UTF8(&f, "message", e->message);
+    ms_progress_event(p, "problem", &f);
+    bson_destroy(&f);
+    log_warning("%s: %s", key, e->message);
+    (*problems)++;
+}
+
+static void scan_report(MsProgress *p, const char *key, const ScanRow *row, size_t *found) {
+    /* The policy is the first component of the key (the agent's --prefix is the policy). */
+    const char *slash = strchr(key, '/');
+    _cleanup_free_ char *policy = slash ? strndup(key, (size_t) (slash - key)) : NULL;
+    bson_t f = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&f, "id", row->id ? row->id : "");
+    BSON_APPEND_UTF8(&f, "policy", policy ? policy : "");
+    BSON_APPEND_UTF8(&f, "node", row->node ? row->node : "");
+    BSON_APPEND_INT64(&f, "seq", (int64_t) MS_MIN(row->seq, (uint64_t) INT64_MAX));
+    BSON_APPEND_UTF8(&f, "origin", row->origin ? row->origin : "");
+    BSON_APPEND_UTF8(&f, "manifest", key);
+    BSON_APPEND_UTF8(&f, "archive", row->archive ? row->archive : "");
+    BSON_APPEND_UTF8(&f, "started_at", row->started_at ? row->started_at : "");
+    BSON_APPEND_UTF8(&f, "finished_at", row->finished_at ? row->finished_at : "");
+    BSON_APPEND_INT64(&f, "documents", (int64_t) MS_MIN(row->documents, (uint64_t) INT64_MAX));
+    BSON_APPEND_INT64(&f, "bytes", (int64_t) MS_MIN(row->bytes, (uint64_t) INT64_MAX));
+    BSON_APPEND_BOOL(&f, "point_in_time", row->point_in_time);
+    BSON_APPEND_BOOL(&f, "encrypted", row->encrypted);
+    BSON_APPEND_BOOL(&f, "archive_present", row->archive_present);
+    BSON_APPEND_BOOL(&f, "archive_size_matches", row->archive_size_matches);
+    ms_progress_event(p, "snapshot", &f);
+    bson_destroy(&f);
+    (*found)++;
+}
+
 static void scan_one(MsStorage *st, const char *key, MsProgress *p, size_t *found,
                      size_t *problems) {
     MsError e = MS_ERROR_INIT;
@@ -966,42 +1047,47 @@ static void scan_one(MsStorage *st, const char *key, MsProgress *p, size_t *foun
     if (r >= 0)
         r = ms_manifest_parse(text, len, &m, &e);
     if (r < 0) {
-        bson_t f = BSON_INITIALIZER;
-        BSON_APPEND_UTF8(&f, "key", key);
-        BSON_APPEND_UTF8(&f, "message", e.message);
-        ms_progress_event(p, "problem", &f);
-        bson_destroy(&f);
-        log_warning("%s: %s", key, e.message);
-        (*problems)++;
+        scan_problem(p, key, &e, problems);
         return;
     }
     MsStorageObject archive = {0};
     MsError ae = MS_ERROR_INIT;
     bool present = m.archive_key && ms_storage_stat(st, m.archive_key, &archive, &ae) >= 0;
-    /* The policy is the first component of the key (the agent's --prefix is the policy). */
-    const char *slash = strchr(key, '/');
-    _cleanup_free_ char *policy = slash ? strndup(key, (size_t) (slash - key)) : NULL;
-    bson_t f = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&f, "id", m.snapshot ? m.snapshot : "");
-    BSON_APPEND_UTF8(&f, "policy", policy ? policy : "");
-    BSON_APPEND_UTF8(&f, "node", m.node ? m.node : "");
-    BSON_APPEND_INT64(&f, "seq", (int64_t) MS_MIN(m.seq, (uint64_t) INT64_MAX));
-    BSON_APPEND_UTF8(&f, "origin", m.origin ? m.origin : "");
-    BSON_APPEND_UTF8(&f, "manifest", key);
-    BSON_APPEND_UTF8(&f, "archive", m.archive_key ? m.archive_key : "");
-    BSON_APPEND_UTF8(&f, "started_at", m.started_at ? m.started_at : "");
-    BSON_APPEND_UTF8(&f, "finished_at", m.finished_at ? m.finished_at : "");
-    BSON_APPEND_INT64(&f, "documents", (int64_t) m.total_documents);
-    BSON_APPEND_INT64(&f, "bytes", (int64_t) m.archive_size);
-    BSON_APPEND_BOOL(&f, "point_in_time", m.point_in_time);
-    BSON_APPEND_BOOL(&f, "encrypted", m.encryption_cipher != NULL);
-    BSON_APPEND_BOOL(&f, "archive_present", present);
-    BSON_APPEND_BOOL(&f, "archive_size_matches", present && archive.size == m.archive_size);
-    ms_progress_event(p, "snapshot", &f);
-    bson_destroy(&f);
+    ScanRow row = {.id = m.snapshot, .node = m.node, .origin = m.origin, .archive = m.archive_key,
+                   .started_at = m.started_at, .finished_at = m.finished_at, .seq = m.seq,
+                   .documents = m.total_documents, .bytes = m.archive_size,
+                   .point_in_time = m.point_in_time, .encrypted = m.encryption_cipher != NULL,
+                   .archive_present = present,
+                   .archive_size_matches = present && archive.size == m.archive_size};
+    scan_report(p, key, &row, found);
     free(archive.key);
     ms_manifest_clear(&m);
-    (*found)++;
+}
+
+/* A cluster snapshot is one snapshot of its policy: its manifest is its "archive" too, and it
+ * is whole when every part's manifest is there (each part's archive is checked by verify). */
+static void scan_cluster(MsStorage *st, const char *key, MsProgress *p, size_t *found,
+                         size_t *problems) {
+    MsClusterManifest cm;
+    MsError e = MS_ERROR_INIT;
+    if (ms_cluster_manifest_read(st, key, &cm, &e) < 0) {
+        scan_problem(p, key, &e, problems);
+        return;
+    }
+    bool whole = true;
+    for (size_t i = 0; whole && i < cm.n_parts; i++) {
+        MsStorageObject o = {0};
+        MsError se = MS_ERROR_INIT;
+        whole = ms_storage_stat(st, cm.parts[i].manifest_key, &o, &se) >= 0;
+        free(o.key);
+    }
+    ScanRow row = {.id = cm.name, .node = cm.node, .origin = cm.origin, .archive = key,
+                   .started_at = cm.started_at, .finished_at = cm.finished_at, .seq = cm.seq,
+                   .documents = cm.documents, .bytes = cm.stored_bytes, .point_in_time = true,
+                   .encrypted = cm.encrypted, .archive_present = whole,
+                   .archive_size_matches = whole};
+    scan_report(p, key, &row, found);
+    ms_cluster_manifest_clear(&cm);
 }
 
 /* The length of key's name without its archive suffix (".archive", ".archive.zst",
@@ -1083,9 +1169,10 @@ static int run_scan(Args *a, MsProgress *p) {
     for (size_t i = 0; r >= 0 && i < n && !worker_cancel_requested; i++) {
         if (in_cluster_parts(objects[i].key))
             continue;
-        if (worker_has_suffix(objects[i].key, MS_CLUSTER_MANIFEST_SUFFIX))
-            clusters++; /* the agent keeps no cluster records yet: counted, not listed */
-        else if (worker_has_suffix(objects[i].key, MONGOSNAP_MANIFEST_SUFFIX))
+        if (worker_has_suffix(objects[i].key, MS_CLUSTER_MANIFEST_SUFFIX)) {
+            clusters++;
+            scan_cluster(storage, objects[i].key, p, &found, &problems);
+        } else if (worker_has_suffix(objects[i].key, MONGOSNAP_MANIFEST_SUFFIX))
             scan_one(storage, objects[i].key, p, &found, &problems);
     }
     if (r >= 0 && !worker_cancel_requested)
@@ -1105,7 +1192,8 @@ static int run_scan(Args *a, MsProgress *p) {
                "manifest%s",
                found, problems, orphans, clusters ? "" : "\n");
     if (r >= 0 && !a->json && clusters)
-        printf("; %zu cluster snapshot(s), whose parts are theirs and not listed\n", clusters);
+        printf("; %zu of them cluster snapshot(s), whose parts are theirs and not listed\n",
+               clusters);
     else if (r < 0)
         log_error("scan failed: %s", e.message);
     worker_report_result(p, a, r, &e, &fields);

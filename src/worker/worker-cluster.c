@@ -41,6 +41,8 @@ int worker_run_cluster_snapshot(Args *a, MsProgress *p) {
         .prefix = a->prefix,
         .name = a->name,
         .node = a->node,
+        .seq = a->seq,
+        .origin = a->origin,
         .compression = a->compression,
         .compression_level = a->level,
         .compression_threads = a->compression == MS_COMPRESSION_ZSTD ? a->threads : 0,
@@ -57,7 +59,12 @@ int worker_run_cluster_snapshot(Args *a, MsProgress *p) {
     int r = ms_cluster_snapshot_run(&o, &res, &e);
     bson_t fields = BSON_INITIALIZER;
     if (r == 0) {
+        /* The cluster manifest is the snapshot's one key: its "archive" for the agent's
+         * record (verify, restore and removal take the whole cluster snapshot by it). */
+        BSON_APPEND_UTF8(&fields, "archive", res.manifest_key);
         BSON_APPEND_UTF8(&fields, "manifest", res.manifest_key);
+        BSON_APPEND_BOOL(&fields, "point_in_time", true);
+        BSON_APPEND_BOOL(&fields, "cluster", true);
         ms_oplog_position_append(&fields, "consistency_point", res.consistency_point);
         BSON_APPEND_BOOL(&fields, "balancer_stopped", res.balancer_stopped);
         BSON_APPEND_INT64(&fields, "documents", (int64_t) res.documents);

@@ -214,8 +214,8 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     (store / "cl" / "s1.parts" / "shard09.archive.zst").write_bytes(b"torn")
     scan = h.run_worker(tools, "scan", "--store", store)
     assert scan.returncode == 0, scan.describe()
-    assert "0 snapshot(s) found, 0 manifest(s) unreadable, 0 archive(s) without a manifest; " \
-        "1 cluster snapshot(s)" in scan.output, scan.describe()
+    assert "1 snapshot(s) found, 0 manifest(s) unreadable, 0 archive(s) without a manifest; " \
+        "1 of them cluster snapshot(s)" in scan.output, scan.describe()
     (store / "cl" / "s1.parts" / "shard09.archive.zst").unlink()
     run = h.run_worker(tools, "cluster-snapshot", "--uri-file", cfg.uri_file, "--store", store,
                        "--prefix", "cl", "--name", "s2", "--format", "chunked")
