@@ -1231,7 +1231,10 @@ static int run_remove(Args *a, MsProgress *p) {
         if (r == 0 && !grown)
             r = ms_error_oom(&e);
         for (size_t k = 0; k < n_more; k++) {
-            if (grown)
+            bool seen = false; /* a cluster snapshot's archive and manifest keys are one */
+            for (size_t j = 0; grown && j < n_keys && !seen; j++)
+                seen = strcmp(grown[j], more[k]) == 0;
+            if (grown && !seen)
                 grown[n_keys++] = more[k];
             else
                 free(more[k]);

@@ -1,0 +1,78 @@
+"""A policy whose Source= is a sharded cluster's config server (or mongos), through mongosnapd:
+the snapshot is the cluster's (every shard and the config data, one record, one row), verify
+reads every part, the record survives the resync of a restart (the scan reports the cluster
+manifest as the policy's snapshot), a restore through the agent puts each part into its shard,
+the download address and export are refused with the reason, and retention removes a cluster
+snapshot whole (its manifest and every part).
+
+The stand-in cluster is test_sharded.py's: three FerretDB instances, one holding config
+documents shaped as a config server writes them. One agent takes the whole cluster snapshot
+(the per-replica-set part agents and the coordinator's takeover are not built: see
+docs/architecture.md, "Sharded clusters")."""
+
+from __future__ import annotations
+
+import subprocess
+
+from agent_fixtures import *  # noqa: F401,F403
+from agent_fixtures import SNAPSHOT_IFACE, RESTORE_IFACE, decode, gdbus, start_restore
+from test_agent_restore import completed_snapshot, wait_restore
+from test_ctl import ctl, ctl_command, ctl_env, ctl_json
+from test_sharded import DB, load, make_cluster, raw_docs, shard_config
+
+
+def test_cluster_policy_through_the_agent(agent, ferretdb_factory):
+    cfg, shards = make_cluster(ferretdb_factory, "agsrc", ["shard01", "shard02"])
+    shard_config(cfg, "shard01", "shard02")
+    load(shards)
+    agent.write_policy("cl", cfg.uri, retention_KeepLast="1")
+    agent.start()
+
+    snap1 = completed_snapshot(agent, "cl")
+    sid1 = decode(snap1)
+    assert agent.prop(snap1, SNAPSHOT_IFACE, "ArchiveKey") == f"cl/{sid1}.cluster.json"
+    assert agent.prop(snap1, SNAPSHOT_IFACE, "PointInTime") is True
+    assert (agent.store / "cl" / f"{sid1}.parts" / "shard01.manifest.json").exists()
+    assert (agent.store / "cl" / f"{sid1}.parts" / "config.manifest.json").exists()
+    rows = ctl_json(agent, "list-snapshots")
+    assert [r["id"] for r in rows if r.get("policy") == "cl"] == [sid1], rows  # one row, no parts
+
+    gdbus(agent, snap1, SNAPSHOT_IFACE, "Verify")
+    agent.wait_for(lambda: agent.prop(snap1, SNAPSHOT_IFACE, "VerifyState") in ("passed", "failed"),
+                   "verification")
+    assert agent.prop(snap1, SNAPSHOT_IFACE, "VerifyState") == "passed", \
+        agent.prop(snap1, SNAPSHOT_IFACE, "VerifyError")
+
+    run = subprocess.run(ctl_command(agent.bus.address, "download-url", sid1), capture_output=True,
+                         text=True, env=ctl_env(), timeout=60)
+    assert run.returncode != 0 and "cluster snapshot" in run.stderr, run.stderr
+
+    # the resync at a restart finds it in the store as it was (not "manifest missing")
+    agent.stop()
+    agent.start()
+    assert agent.prop(snap1, SNAPSHOT_IFACE, "State") == "completed"
+    assert "resync: 1 snapshot(s) in 1 store(s): 0 added, 0 corrected, 0 missing" in \
+        agent.log_text(), agent.log_text()[-2000:]
+
+    # a restore through the agent: each part into the target shard of its name, config data too
+    tcfg, tshards = make_cluster(ferretdb_factory, "agdst", ["shard01", "shard02"])
+    path = start_restore(agent, sid1, tcfg.uri)
+    assert wait_restore(agent, path, timeout=180) == "completed", \
+        agent.prop(path, RESTORE_IFACE, "Error")
+    for name in ("shard01", "shard02"):
+        assert raw_docs(tshards[name], f"{DB}.orders") == raw_docs(shards[name], f"{DB}.orders")
+    assert tcfg.client.config.databases.find_one({"_id": DB})["primary"] == "shard01"
+
+    # retention (KeepLast=1) removes the first cluster snapshot whole once a second completes
+    snap2 = completed_snapshot(agent, "cl")
+    sid2 = decode(snap2)
+    agent.wait_for(lambda: not (agent.store / "cl" / f"{sid1}.cluster.json").exists(),
+                   "retention removing the first cluster snapshot")
+    agent.wait_for(lambda: not [p for p in (agent.store / "cl").rglob(f"{sid1}.parts/*")
+                                if p.is_file()],
+                   "the first cluster snapshot's parts removed")
+    agent.wait_log("removed 7 object(s)\n")  # the manifest, three parts' archives and manifests
+    assert (agent.store / "cl" / f"{sid2}.cluster.json").exists()
+    assert (agent.store / "cl" / f"{sid2}.parts" / "shard02.manifest.json").exists()
+    out = ctl(agent, "show", sid2).stdout
+    assert f"cl/{sid2}.cluster.json" in out, out
