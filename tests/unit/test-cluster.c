@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "engine/cluster.h"
+#include "engine/mongo-client.h"
 #include "test.h"
 
 static void shard_uris(void) {
@@ -116,6 +117,15 @@ static void mongos_replies(void) {
     ASSERT(mongos && member);
     ASSERT(ms_cluster_hello_is_mongos(mongos));
     ASSERT(!ms_cluster_hello_is_mongos(member));
+    /* what makes a policy's source a cluster: a mongos, or a config server member, whose hello
+     * carries "configsvr" (MongoDB 6.0/7.0 say 2); a shard member or a plain replica set not */
+    bson_t *cfgsvr = json("{\"isWritablePrimary\": true, \"setName\": \"configRS\", \"configsvr\": 2,"
+                          " \"hosts\": [\"cfg1:27019\"], \"ok\": 1.0}");
+    ASSERT(cfgsvr);
+    ASSERT_EQ_INT(ms_mongo_hello_cluster_role(mongos), 1);
+    ASSERT_EQ_INT(ms_mongo_hello_cluster_role(cfgsvr), 2);
+    ASSERT_EQ_INT(ms_mongo_hello_cluster_role(member), 0);
+    bson_destroy(cfgsvr);
     bson_t *shard_map = json("{\"map\": {\"rs01\": \"rs01/db1:27018,db2:27018\","
                              " \"config\": \"configRS/cfg1:27019,cfg2:27019,cfg3:27019\"},"
                              " \"hosts\": {\"db1:27018\": \"rs01\"}, \"connStrings\": {}, \"ok\": 1.0}");
