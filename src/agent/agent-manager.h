@@ -249,6 +249,9 @@ typedef struct ManagerRestoreOptions {
     const char *key_credential;
     /* Restore a snapshot whose last verification failed (refused otherwise). */
     bool force;
+    /* A cluster snapshot's shards into target shards of other names ("old=new,..."); NULL:
+     * each into the shard of its own name. Refused for any other snapshot. */
+    const char *shard_map;
 } ManagerRestoreOptions;
 
 /* Restore the completed snapshot snapshot_id into the deployment at target (a MongoDB URI; a

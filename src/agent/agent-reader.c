@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/redact.h"
 #include "common/strv.h"
+#include "engine/cluster.h" /* ms_shard_map_parse */
 #include "engine/nsfilter.h"
 #include "engine/restore.h"
 #include "engine/uri-auth.h"
@@ -715,6 +716,15 @@ static int check_restore_options(const char *target, const ManagerRestoreOptions
     if (o->key_credential && !ms_credential_name_is_valid(o->key_credential))
         return ms_error_set(e, EINVAL, "key_credential '%s' is not a credential name",
                             o->key_credential);
+    if (o->shard_map) {
+        MsShardMap map = {0};
+        r = ms_shard_map_parse(o->shard_map, &map, e);
+        ms_shard_map_clear(&map);
+        if (r < 0) {
+            e->code = EINVAL;
+            return -EINVAL;
+        }
+    }
     return 0;
 }
 
@@ -755,6 +765,8 @@ static char *options_json(const ManagerRestoreOptions *o) {
         BSON_APPEND_UTF8(&doc, "key_credential", o->key_credential);
     if (o->force)
         BSON_APPEND_BOOL(&doc, "force", true);
+    if (o->shard_map)
+        BSON_APPEND_UTF8(&doc, "shard_map", o->shard_map);
     char *json = bson_as_relaxed_extended_json(&doc, NULL);
     bson_destroy(&doc);
     char *copy = json ? strdup(json) : NULL;
@@ -784,6 +796,9 @@ static int restore_args(const MsSnapshotRecord *s, const ManagerRestoreOptions *
      * snapshot (and refuses, changing nothing, when they do not reach the time). */
     if (o->time && (args_push(args, &n, "--prefix") < 0 || args_push(args, &n, s->policy) < 0 ||
                     args_push(args, &n, "--time") < 0 || args_push(args, &n, o->time) < 0))
+        return -ENOMEM;
+    if (o->shard_map &&
+        (args_push(args, &n, "--shard-map") < 0 || args_push(args, &n, o->shard_map) < 0))
         return -ENOMEM;
     if (o->parallel) {
         snprintf(parallel, sizeof(parallel), "%u", o->parallel);
@@ -868,6 +883,20 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
     r = check_readable(m, snapshot_id, &s, e);
     if (r < 0)
         return r;
+    bool cluster = manager_snapshot_is_cluster(s);
+    if (o->shard_map && !cluster)
+        return ms_error_set(e, EINVAL,
+                            "shard_map maps a cluster snapshot's shards; snapshot %s is of one "
+                            "replica set",
+                            s->id);
+    if (cluster && (o->ns_include || o->ns_exclude || o->ns_from || o->until || o->time ||
+                    o->no_indexes))
+        return ms_error_set(e, EINVAL,
+                            "snapshot %s is a cluster snapshot: it is restored whole into a "
+                            "sharded cluster, each shard to its consistency point; namespace "
+                            "filters, renames, until, time and no_indexes apply to one part "
+                            "(mongosnap-worker restore --snapshot PREFIX/NAME.parts/SHARD)",
+                            s->id);
     if (o->time && !s->point_in_time)
         return ms_error_set_kind(e, MS_ERROR_KIND_NOT_RESTORABLE, EINVAL,
                                  "snapshot %s has no oplog, so no restore to a time can start "

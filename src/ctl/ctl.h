@@ -35,7 +35,8 @@ typedef struct CtlRestoreArgs {
     const char *time; /* --time: point-in-time recovery; the argument then names the policy */
     const char *credential;
     const char *key_credential;
-    unsigned parallel; /* 0: the agent's default */
+    const char *shard_map; /* a cluster snapshot's shards into other names: "old=new,..." */
+    unsigned parallel;     /* 0: the agent's default */
 } CtlRestoreArgs;
 
 typedef struct CtlArgs {

@@ -50,9 +50,8 @@ def test_cluster_policy_through_the_agent(agent, ferretdb_factory):
     # the resync at a restart finds it in the store as it was (not "manifest missing")
     agent.stop()
     agent.start()
+    agent.wait_log("resync: 1 snapshot(s) in 1 store(s): 0 added, 0 corrected, 0 missing", 60)
     assert agent.prop(snap1, SNAPSHOT_IFACE, "State") == "completed"
-    assert "resync: 1 snapshot(s) in 1 store(s): 0 added, 0 corrected, 0 missing" in \
-        agent.log_text(), agent.log_text()[-2000:]
 
     # a restore through the agent: each part into the target shard of its name, config data too
     tcfg, tshards = make_cluster(ferretdb_factory, "agdst", ["shard01", "shard02"])
@@ -62,6 +61,22 @@ def test_cluster_policy_through_the_agent(agent, ferretdb_factory):
     for name in ("shard01", "shard02"):
         assert raw_docs(tshards[name], f"{DB}.orders") == raw_docs(shards[name], f"{DB}.orders")
     assert tcfg.client.config.databases.find_one({"_id": DB})["primary"] == "shard01"
+
+    # through mongosnapctl into a cluster whose shards have other names: --shard-map
+    ocfg, oshards = make_cluster(ferretdb_factory, "agalt", ["alpha", "beta"])
+    run = subprocess.run(ctl_command(agent.bus.address, "restore", sid1, "--to", ocfg.uri,
+                                     "--shard-map", "shard01=alpha,shard02=beta", "--wait"),
+                         capture_output=True, text=True, env=ctl_env(), timeout=240)
+    assert run.returncode == 0, run.stderr
+    assert raw_docs(oshards["alpha"], f"{DB}.orders") == raw_docs(shards["shard01"], f"{DB}.orders")
+    assert ocfg.client.config.databases.find_one({"_id": DB})["primary"] == "alpha"
+    # refused before anything is queued: a bad map, a filter on a cluster snapshot
+    for extra, why in ((["--shard-map", "shard01=alpha,shard02=alpha"], "twice"),
+                       (["--shard-map", "=alpha"], "shard"),
+                       (["--ns-include", "shop.*"], "cluster snapshot")):
+        run = subprocess.run(ctl_command(agent.bus.address, "restore", sid1, "--to", ocfg.uri, *extra),
+                             capture_output=True, text=True, env=ctl_env(), timeout=60)
+        assert run.returncode == 2 and why in run.stderr, (extra, run.stderr)
 
     # retention (KeepLast=1) removes the first cluster snapshot whole once a second completes
     snap2 = completed_snapshot(agent, "cl")
