@@ -85,12 +85,15 @@
  *    "bytes_read":N,"bytes_written":N,"namespace":"db.coll","elapsed_usec":N}
  *   {"event":"namespace","namespace":"db.coll","documents":N,"bytes":N}
  *   {"event":"oplog","entries":N,"first":{"t":N,"i":N},"last":{"t":N,"i":N}}
+ *   {"event":"part","shard":"shard01","manifest":"P/N.parts/shard01.manifest.json",
+ *    "documents":N,"stored_bytes":N,"dump_end":{"t":N,"i":N}}   (a cluster snapshot's part)
  *   {"event":"result","status":"ok"|"failed"|"cancelled","message":"...",...}
  * "phase" is one of: connect, prelude, dump, oplog, commit, restore, indexes, replay, verify, done.
  */
 #define MONGOSNAP_PROGRESS_EVENT_PROGRESS "progress"
 #define MONGOSNAP_PROGRESS_EVENT_NAMESPACE "namespace"
 #define MONGOSNAP_PROGRESS_EVENT_OPLOG "oplog"
+#define MONGOSNAP_PROGRESS_EVENT_PART "part"
 #define MONGOSNAP_PROGRESS_EVENT_RESULT "result"
 
 /* The query options of an s3:// store location ("s3://BUCKET/PREFIX?endpoint=...&region=..."):

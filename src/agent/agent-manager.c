@@ -471,6 +471,17 @@ static void snapshot_job_message(AgentJob *j, const bson_t *msg) {
         f.items = agent_msg_u64(msg, "entries");
         (void) ms_event_log(MS_EVENT_OPLOG_CAPTURED, &f, "%s: %" PRIu64 " oplog entries captured",
                             r->id, f.items);
+    } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PART) == 0) {
+        /* A cluster snapshot's part: which shard, how much, and where. */
+        f.has_items = true;
+        f.items = agent_msg_u64(msg, "documents");
+        f.has_bytes = true;
+        f.bytes = agent_msg_u64(msg, "stored_bytes");
+        const char *shard = agent_msg_str(msg, "shard");
+        (void) ms_event_log(MS_EVENT_PART_STORED, &f, "%s: part %s stored as %s, %" PRIu64
+                            " documents, %" PRIu64 " bytes",
+                            r->id, shard ? shard : "?", agent_msg_str(msg, "manifest") ?: "?",
+                            f.items, f.bytes);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
         const char *status = agent_msg_str(msg, "status");
         if (status && strcmp(status, "ok") == 0) {

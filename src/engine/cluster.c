@@ -665,6 +665,21 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
         r = ms_error_oom(e);
     if (r == 0)
         r = write_cluster_manifest(&c, manifest_key, point, stopped, e);
+    /* Each part's record for the Event Log of the cluster snapshot's task (the agent writes a
+     * part-stored entry for it), from this thread: the parts' own progress is not shared. */
+    for (size_t i = 0; r == 0 && o->progress && i < c.n_parts; i++) {
+        const PartRun *p = &c.parts[i];
+        bson_t f = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&f, "shard", p->name);
+        if (p->rs)
+            BSON_APPEND_UTF8(&f, "replica_set", p->rs);
+        BSON_APPEND_UTF8(&f, "manifest", p->res.manifest_key);
+        BSON_APPEND_INT64(&f, "documents", (int64_t) p->res.documents);
+        BSON_APPEND_INT64(&f, "stored_bytes", (int64_t) p->res.stored_bytes);
+        ms_oplog_position_append(&f, "dump_end", p->res.dump_end);
+        ms_progress_event(o->progress, MONGOSNAP_PROGRESS_EVENT_PART, &f);
+        bson_destroy(&f);
+    }
     if (r < 0) {
         /* Never half-listed: the parts that committed go again (best effort: without the cluster
          * manifest they are no cluster snapshot anyway). */

@@ -85,7 +85,9 @@
     X(OPLOG_GAP, "oplog-gap", MS_LOG_WARNING,                                                      \
       SD_ID128_ARRAY(94, 12, d1, 43, ba, 55, 4a, 6d, 8f, 64, 6c, 28, 6c, 6b, 02, 5a))              \
     X(RESTORE_PLANNED, "restore-planned", MS_LOG_INFO,                                             \
-      SD_ID128_ARRAY(6d, 9e, 9c, ef, d4, f4, 4b, 52, b0, 26, e9, 4e, 70, c2, 6b, 47))
+      SD_ID128_ARRAY(6d, 9e, 9c, ef, d4, f4, 4b, 52, b0, 26, e9, 4e, 70, c2, 6b, 47))              \
+    X(PART_STORED, "part-stored", MS_LOG_INFO,                                                     \
+      SD_ID128_ARRAY(1b, 37, 6e, 96, d0, 26, 42, f2, a7, fb, 1e, bd, 72, ac, 89, 97))
 
 /* clang-format cannot see that the list expands to enumerators and would misindent them. */
 /* clang-format off */

@@ -329,8 +329,23 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     assert out["removed"] >= 7, out  # the manifest, and three parts' archives and manifests
     assert not (store / "cl" / "s1.cluster.json").exists()
     assert not [p for p in (store / "cl").rglob("*") if p.is_file()]
-    h.run_worker(tools, "cluster-snapshot", "--uri-file", cfg.uri_file, "--store", store,
-                 "--prefix", "cl", "--name", "s3")
+    # the worker's snapshot of a config server is the cluster's; a "part" event per part (the
+    # agent writes a part-stored Event Log entry for each)
+    run = h.run_worker(tools, "snapshot", "--uri-file", cfg.uri_file, "--store", store,
+                       "--prefix", "cl", "--name", "s3", progress=True)
+    h.expect_ok(run)
+    parts_seen = {e["shard"]: e for e in run.events if e.get("event") == "part"}
+    assert set(parts_seen) == {"shard01", "shard02", "config"}, run.events
+    assert parts_seen["shard01"]["manifest"] == "cl/s3.parts/shard01.manifest.json"
+    assert parts_seen["shard02"]["documents"] >= 3000
+    result = [e for e in run.events if e.get("event") == "result"][-1]
+    assert result["archive"] == result["manifest"] == "cl/s3.cluster.json", result
+    for extra in (["--ns-include", "shop.*"], ["--no-oplog"]):
+        bad = h.run_worker(tools, "snapshot", "--uri-file", cfg.uri_file, "--store", store,
+                           "--prefix", "cl", "--name", "s4", *extra)
+        assert bad.returncode == 2 and "cluster snapshot takes every namespace" in bad.output, \
+            bad.describe()
+    assert not list((store / "cl").glob("s4*"))
     (store / "cl" / "s3.cluster.json").unlink()  # the first removal's first step, then killed
     out = worker_json(h.run_worker(tools, "remove", "--store", store, "--key", "cl/s3.cluster.json",
                                    "--json"))
