@@ -1156,6 +1156,61 @@ static void report_orphans(const MsStorageObject *objects, size_t n, MsProgress 
     }
 }
 
+/* A cluster snapshot's parts with no cluster manifest: one killed, or cut short after it was
+ * removed. Reported once per cluster snapshot, under the cluster manifest's key (which the
+ * removal of a cluster snapshot expands to everything under its parts), with the newest part's
+ * time, for the agent to remove as it removes an archive without a manifest. */
+static void report_cluster_orphans(const MsStorageObject *objects, size_t n, MsProgress *p,
+                                   size_t *ret_orphans) {
+    static const char parts_dir[] = MS_CLUSTER_PARTS_SUFFIX "/";
+    for (size_t i = 0; i < n;) {
+        const char *at = strstr(objects[i].key, parts_dir);
+        if (!at || !in_cluster_parts(objects[i].key)) {
+            i++;
+            continue;
+        }
+        size_t stem = (size_t) (at - objects[i].key), dir = stem + strlen(parts_dir);
+        int64_t newest = 0;
+        uint64_t size = 0;
+        size_t j = i;
+        /* sorted: a snapshot's parts are consecutive */
+        for (; j < n && strncmp(objects[j].key, objects[i].key, dir) == 0; j++) {
+            newest = MS_MAX(newest, objects[j].mtime_usec);
+            size += objects[j].size;
+        }
+        _cleanup_free_ char *manifest = NULL;
+        if (asprintf(&manifest, "%.*s%s", (int) stem, objects[i].key, MS_CLUSTER_MANIFEST_SUFFIX) < 0)
+            return;
+        MsStorageObject probe = {.key = manifest};
+        bool committed = bsearch(&probe, objects, n, sizeof(*objects), compare_object_keys) != NULL;
+        if (!committed) {
+            const char *slash = memrchr(objects[i].key, '/', stem);
+            const char *name = slash ? slash + 1 : objects[i].key;
+            const char *first = strchr(objects[i].key, '/');
+            _cleanup_free_ char *id = strndup(name, stem - (size_t) (name - objects[i].key));
+            _cleanup_free_ char *policy =
+                first && (size_t) (first - objects[i].key) < stem
+                    ? strndup(objects[i].key, (size_t) (first - objects[i].key))
+                    : strdup("");
+            if (!id || !policy)
+                return;
+            bson_t f = BSON_INITIALIZER;
+            BSON_APPEND_UTF8(&f, "key", manifest);
+            BSON_APPEND_UTF8(&f, "id", id);
+            BSON_APPEND_UTF8(&f, "policy", policy);
+            BSON_APPEND_INT64(&f, "size", (int64_t) MS_MIN(size, (uint64_t) INT64_MAX));
+            BSON_APPEND_INT64(&f, "mtime_usec", newest);
+            ms_progress_event(p, "orphan", &f);
+            bson_destroy(&f);
+            log_warning("%.*s%s: %zu part object(s) of a cluster snapshot without its cluster "
+                        "manifest",
+                        (int) stem, objects[i].key, MS_CLUSTER_PARTS_SUFFIX, j - i);
+            (*ret_orphans)++;
+        }
+        i = j;
+    }
+}
+
 static int run_scan(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
     if (worker_open_store(a, &storage) < 0)
@@ -1175,8 +1230,10 @@ static int run_scan(Args *a, MsProgress *p) {
         } else if (worker_has_suffix(objects[i].key, MONGOSNAP_MANIFEST_SUFFIX))
             scan_one(storage, objects[i].key, p, &found, &problems);
     }
-    if (r >= 0 && !worker_cancel_requested)
+    if (r >= 0 && !worker_cancel_requested) {
         report_orphans(objects, n, p, &orphans);
+        report_cluster_orphans(objects, n, p, &orphans);
+    }
     for (size_t i = 0; i < n; i++)
         free(objects[i].key);
     free(objects);

@@ -12,10 +12,12 @@ docs/architecture.md, "Sharded clusters")."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 
 from agent_fixtures import *  # noqa: F401,F403
-from agent_fixtures import SNAPSHOT_IFACE, RESTORE_IFACE, decode, gdbus, start_restore
+from agent_fixtures import SNAPSHOT_IFACE, RESTORE_IFACE, decode, gdbus, server_paused, start_restore
 from test_agent_restore import completed_snapshot, wait_restore
 from test_ctl import ctl, ctl_command, ctl_env, ctl_json
 from test_sharded import DB, load, make_cluster, raw_docs, shard_config
@@ -91,3 +93,52 @@ def test_cluster_policy_through_the_agent(agent, ferretdb_factory):
     assert (agent.store / "cl" / f"{sid2}.parts" / "shard02.manifest.json").exists()
     out = ctl(agent, "show", sid2).stdout
     assert f"cl/{sid2}.cluster.json" in out, out
+
+
+def test_cluster_snapshot_cut_by_a_power_loss(agent, ferretdb_factory):
+    """The agent and its worker killed outright while one shard's part hangs (its server
+    stopped) and the others wait for it: the restarted agent says interrupted and never lists
+    the cluster snapshot; the next snapshot of the policy clears what the cut left. A cluster
+    snapshot whose cluster manifest is lost after its parts committed (the last step's window)
+    is found by the resync: the record says so and its parts are removed."""
+    cfg, shards = make_cluster(ferretdb_factory, "agkill", ["shard01", "shard02"])
+    shard_config(cfg, "shard01", "shard02")
+    load(shards)
+    agent.write_policy("ck", cfg.uri)
+    agent.start()
+    with server_paused(shards["shard02"]):
+        path = agent.take_snapshot("ck")
+        sid = decode(path)
+        parts = agent.store / "ck" / f"{sid}.parts"
+        agent.wait_log("part shard01 dumped")
+        workers = subprocess.run(["pgrep", "-P", str(agent.proc.pid)], capture_output=True,
+                                 text=True).stdout.split()
+        assert workers, "no worker under the agent"
+        for pid in workers:
+            os.kill(int(pid), signal.SIGKILL)
+        agent.kill()
+    left = sorted(str(p.relative_to(agent.store)) for p in (agent.store / "ck").rglob("*") if p.is_file())
+    assert not (agent.store / "ck" / f"{sid}.cluster.json").exists()
+    assert not [p for p in left if p.endswith(".manifest.json")], left  # no part committed
+    agent.start()
+    agent.wait_for(lambda: agent.prop(path, SNAPSHOT_IFACE, "State") == "interrupted", "interrupted")
+    rows = ctl_json(agent, "list-snapshots")
+    assert [r["state"] for r in rows if r["id"] == sid] == ["interrupted"], rows
+    snap2 = completed_snapshot(agent, "ck")
+    sid2 = decode(snap2)
+    leftovers = [p for p in parts.rglob("*") if p.is_file()] if parts.exists() else []
+    assert not leftovers, (left, leftovers)
+
+    # the window between the last part's commit and the cluster manifest: the manifest is gone
+    (agent.store / "ck" / f"{sid2}.cluster.json").unlink()
+    agent.stop()
+    agent.start()
+    # the parts of a cluster snapshot whose record is completed are left alone (its manifest
+    # may have been written since the listing) until a full resync judges the record
+    assert (agent.store / "ck" / f"{sid2}.parts" / "shard01.manifest.json").exists()
+    ctl(agent, "resync", expect=None)
+    agent.wait_for(lambda: agent.prop(snap2, SNAPSHOT_IFACE, "State") == "deleted",
+                   "the record of the cluster snapshot without its manifest corrected")
+    agent.wait_for(lambda: not [p for p in (agent.store / "ck" / f"{sid2}.parts").rglob("*")
+                                if p.is_file()],
+                   "the parts left without a cluster manifest removed")
