@@ -512,6 +512,15 @@ int ms_follow_run(const MsFollowOptions *o, MsFollowResult *ret, MsError *e) {
         f.client = ms_mongo_pop(f.mongo);
         r = ms_mongo_ping(f.mongo, f.client, &f.server_version, e);
     }
+    /* A sharded cluster's oplog is every shard's: one follower on the config server would
+     * write slices no restore can use. Refused until cluster point-in-time recovery (a
+     * follower per replica set) exists. */
+    if (r == 0 && ms_mongo_is_sharded_source(f.client))
+        r = ms_error_set_kind(e, MS_ERROR_KIND_NOT_SUPPORTED, EOPNOTSUPP,
+                              "the source is a sharded cluster's mongos or config server: "
+                              "point-in-time recovery of a sharded cluster (an oplog follower per "
+                              "shard) is not built yet; cluster snapshots are consistent at their "
+                              "own point; turn PointInTime= off for this policy");
     bool exists = false;
     if (r == 0)
         r = ms_oplog_exists(f.mongo, f.client, &exists, e);

@@ -353,6 +353,19 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     assert not [p for p in (store / "cl").rglob("*") if p.is_file()]
 
 
+def test_follower_refuses_a_cluster(tools, source, tmp_path):
+    """Point-in-time recovery of a sharded cluster is not built: a follower on its config server
+    would write slices of the config server alone, which no restore could use."""
+    cfg, _ = source
+    store = tmp_path / "store"
+    store.mkdir()
+    run = h.run_worker(tools, "follow", "--uri-file", cfg.uri_file, "--store", store, "--prefix", "cl",
+                       "--max-sec", "5")
+    assert run.returncode != 0 and "point-in-time recovery of a sharded cluster" in run.output, \
+        run.describe()
+    assert not [p for p in store.rglob("*") if p.is_file()]
+
+
 def test_unreachable_shard_fails_the_cluster_snapshot_naming_it(tools, source, tmp_path):
     cfg, shards = source
     store = tmp_path / "store"
