@@ -564,6 +564,12 @@ static void *cancel_watch(void *userdata) {
 int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshotResult *ret,
                             MsError *e) {
     *ret = (MsClusterSnapshotResult){0};
+    /* Its parts go under <prefix>/<name>.parts/: at the top of a store that directory would
+     * be taken for a policy's (ms_cluster_part_key()). */
+    if (!o->prefix || !o->prefix[0] || o->prefix[0] == '/')
+        return ms_error_set(e, EINVAL,
+                            "a cluster snapshot needs a prefix (--prefix P: the policy's name) "
+                            "for its parts' directory");
     MsMongo *m = NULL;
     int r = ms_mongo_open(o->uri, o->password, 1, &m, e);
     if (r < 0)
@@ -1389,12 +1395,35 @@ int ms_cluster_verify_run(MsStorage *st, const char *key, const MsEncryptKey *en
     return r;
 }
 
+bool ms_cluster_part_key(const char *key, size_t *ret_stem) {
+    const char *leaf = strrchr(key, '/');
+    if (!leaf || !leaf[1])
+        return false;
+    const char *dir = leaf; /* the start of the leaf's directory's name */
+    while (dir > key && dir[-1] != '/')
+        dir--;
+    size_t pl = strlen(MS_CLUSTER_PARTS_SUFFIX);
+    /* below a non-empty prefix, named "<name>.parts" with a name */
+    if (dir - key < 2 || (size_t) (leaf - dir) <= pl ||
+        memcmp(leaf - pl, MS_CLUSTER_PARTS_SUFFIX, pl) != 0)
+        return false;
+    if (ret_stem)
+        *ret_stem = (size_t) (leaf - pl - key);
+    return true;
+}
+
 int ms_cluster_snapshot_keys(MsStorage *st, const char *key, char ***ret_keys, size_t *ret_n,
                              MsError *e) {
     _cleanup_free_ char *mk = cluster_manifest_key(key), *dir = NULL;
     size_t sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
     if (!mk || asprintf(&dir, "%.*s" MS_CLUSTER_PARTS_SUFFIX "/", (int) (strlen(mk) - sl), mk) < 0)
         return ms_error_oom(e);
+    if (mk[0] == '/' || !strchr(mk, '/'))
+        return ms_error_set(e, EINVAL,
+                            "%s: a cluster snapshot's key has a prefix (PREFIX/NAME.cluster.json); "
+                            "its parts are not looked for at the top of the store, where "
+                            "policies keep theirs",
+                            mk);
     MsStorageObject *objs = NULL;
     size_t n = 0;
     int r = ms_storage_list(st, dir, &objs, &n, e);
@@ -1405,7 +1434,8 @@ int ms_cluster_snapshot_keys(MsStorage *st, const char *key, char ***ret_keys, s
     if (keys) {
         keys[k++] = TAKE_PTR(mk);
         for (size_t i = 0; i < n; i++)
-            keys[k++] = TAKE_PTR(objs[i].key);
+            if (ms_cluster_part_key(objs[i].key, NULL)) /* the parts, nothing deeper */
+                keys[k++] = TAKE_PTR(objs[i].key);
     }
     ms_storage_objects_free(objs, n);
     if (!keys)

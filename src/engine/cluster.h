@@ -152,6 +152,12 @@ typedef struct MsClusterRestoreResult {
 
 int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreResult *ret, MsError *e);
 
+/* Whether key is an object of a cluster snapshot's parts: "<prefix>/<name>.parts/<leaf>", the
+ * parts directory below a prefix (never a store's first component, which is a policy's, and a
+ * policy may be named "x.parts") and the leaf directly in it. ret_stem (may be NULL): the length
+ * of "<prefix>/<name>", to which MS_CLUSTER_MANIFEST_SUFFIX gives the cluster manifest. */
+bool ms_cluster_part_key(const char *key, size_t *ret_stem);
+
 /* Whether key (P/N or P/N.cluster.json) names a cluster snapshot in st: its cluster manifest is
  * there. 1, 0, or -errno for a store that cannot say. */
 int ms_cluster_snapshot_exists(MsStorage *st, const char *key, MsError *e);
@@ -170,7 +176,8 @@ int ms_cluster_verify_run(MsStorage *st, const char *key, const MsEncryptKey *en
 
 /* The keys of a cluster snapshot, in the order a removal takes them: the cluster manifest first
  * (from then on it is no snapshot: never listed complete with a part gone), then every object
- * under its parts. Listed from the store, so that a removal cut short is finished by the next
- * even with the cluster manifest gone. */
+ * of its parts (ms_cluster_part_key()). Listed from the store, so that a removal cut short is
+ * finished by the next even with the cluster manifest gone. A key without a prefix is refused
+ * (-EINVAL): its parts directory would be a store's first component, a policy's. */
 int ms_cluster_snapshot_keys(MsStorage *st, const char *key, char ***ret_keys, size_t *ret_n,
                              MsError *e);

@@ -1110,8 +1110,7 @@ static size_t archive_stem(const char *key) {
  * one part of a kept cluster snapshot; an unfinished part's archive is the cluster snapshot's
  * to remove, not an orphan. */
 static bool in_cluster_parts(const char *key) {
-    const char *p = strstr(key, MS_CLUSTER_PARTS_SUFFIX "/");
-    return p && p > key && p[-1] != '/';
+    return ms_cluster_part_key(key, NULL);
 }
 
 static int compare_object_keys(const void *a, const void *b) {
@@ -1162,22 +1161,24 @@ static void report_orphans(const MsStorageObject *objects, size_t n, MsProgress 
  * time, for the agent to remove as it removes an archive without a manifest. */
 static void report_cluster_orphans(const MsStorageObject *objects, size_t n, MsProgress *p,
                                    size_t *ret_orphans) {
-    static const char parts_dir[] = MS_CLUSTER_PARTS_SUFFIX "/";
     for (size_t i = 0; i < n;) {
-        const char *at = strstr(objects[i].key, parts_dir);
-        if (!at || !in_cluster_parts(objects[i].key)) {
+        size_t stem = 0;
+        if (!ms_cluster_part_key(objects[i].key, &stem)) {
             i++;
             continue;
         }
-        size_t stem = (size_t) (at - objects[i].key), dir = stem + strlen(parts_dir);
+        size_t dir = stem + strlen(MS_CLUSTER_PARTS_SUFFIX "/");
         int64_t newest = 0;
         uint64_t size = 0;
         size_t j = i;
-        /* sorted: a snapshot's parts are consecutive */
-        for (; j < n && strncmp(objects[j].key, objects[i].key, dir) == 0; j++) {
-            newest = MS_MAX(newest, objects[j].mtime_usec);
-            size += objects[j].size;
-        }
+        size_t n_parts = 0;
+        /* sorted: a snapshot's parts are consecutive (with anything deeper, not counted) */
+        for (; j < n && strncmp(objects[j].key, objects[i].key, dir) == 0; j++)
+            if (ms_cluster_part_key(objects[j].key, NULL)) {
+                newest = MS_MAX(newest, objects[j].mtime_usec);
+                size += objects[j].size;
+                n_parts++;
+            }
         _cleanup_free_ char *manifest = NULL;
         if (asprintf(&manifest, "%.*s%s", (int) stem, objects[i].key, MS_CLUSTER_MANIFEST_SUFFIX) < 0)
             return;
@@ -1204,7 +1205,7 @@ static void report_cluster_orphans(const MsStorageObject *objects, size_t n, MsP
             bson_destroy(&f);
             log_warning("%.*s%s: %zu part object(s) of a cluster snapshot without its cluster "
                         "manifest",
-                        (int) stem, objects[i].key, MS_CLUSTER_PARTS_SUFFIX, j - i);
+                        (int) stem, objects[i].key, MS_CLUSTER_PARTS_SUFFIX, n_parts);
             (*ret_orphans)++;
         }
         i = j;

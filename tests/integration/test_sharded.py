@@ -217,6 +217,23 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     assert "1 snapshot(s) found, 0 manifest(s) unreadable, 0 archive(s) without a manifest; " \
         "1 of them cluster snapshot(s)" in scan.output, scan.describe()
     (store / "cl" / "s1.parts" / "shard09.archive.zst").unlink()
+    # a policy may be named "x.parts": its snapshots are its own, listed, never a cluster's
+    # orphaned parts (which the agent would remove)
+    lone_uri = h.write_uri_file(tmp_path, shards["shard01"].uri, "shard01-uri")
+    h.expect_ok(h.run_worker(tools, "snapshot", "--uri-file", lone_uri, "--store", store,
+                             "--prefix", "shop.parts", "--name", "shop.parts-1"))
+    scan = h.run_worker(tools, "scan", "--store", store)
+    assert "2 snapshot(s) found, 0 manifest(s) unreadable, 0 archive(s) without a manifest; " \
+        "1 of them cluster snapshot(s)" in scan.output, scan.describe()
+    run = h.run_worker(tools, "remove", "--store", store, "--key", "shop.cluster.json")
+    assert run.returncode == 2 and "has a prefix" in run.output, run.describe()
+    assert (store / "shop.parts" / "shop.parts-1.manifest.json").exists()
+    h.expect_ok(h.run_worker(tools, "remove", "--store", store, "--key",
+                             "shop.parts/shop.parts-1.manifest.json", "--key",
+                             "shop.parts/shop.parts-1.archive.zst"))
+    run = h.run_worker(tools, "cluster-snapshot", "--uri-file", cfg.uri_file, "--store", store,
+                       "--name", "top")
+    assert run.returncode == 2 and "needs a prefix" in run.output, run.describe()
     run = h.run_worker(tools, "cluster-snapshot", "--uri-file", cfg.uri_file, "--store", store,
                        "--prefix", "cl", "--name", "s2", "--format", "chunked")
     assert run.returncode == 2 and "does not take chunked snapshots" in run.output, run.describe()

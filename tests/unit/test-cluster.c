@@ -85,6 +85,35 @@ static void hostile_shard_hosts(void) {
     }
 }
 
+/* What the store's scan and a cluster snapshot's removal take for a part: a policy may be named
+ * "x.parts", so a first component never is a parts directory, and nothing deeper than a part. */
+static void part_keys(void) {
+    struct {
+        const char *key;
+        int want;
+        size_t stem;
+    } cases[] = {
+        {"shop/shop-1.parts/shard01.manifest.json", 1, 11},
+        {"shop/shop-1.parts/.#shard01.archive.zst.tmp", 1, 11},
+        {"a/b/n.parts/config.archive.zst", 1, 5},
+        {"shop.parts/shop.parts-1.manifest.json", 0, 0}, /* a policy named shop.parts */
+        {"x.parts/y", 0, 0},
+        {"/n.parts/x", 0, 0},
+        {"shop/.parts/x", 0, 0},
+        {"shop/n.parts/", 0, 0},
+        {"shop/n.parts/sub/x", 0, 0},
+        {"_chunks/x.parts/ab/abcdef", 0, 0},
+        {"shop/n.partsx/y", 0, 0},
+        {"shop/n.manifest.json", 0, 0},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        size_t stem = 0;
+        ASSERT_EQ_INT(ms_cluster_part_key(cases[k].key, &stem), cases[k].want);
+        if (cases[k].want)
+            ASSERT_EQ_INT((int) stem, (int) cases[k].stem);
+    }
+}
+
 static void shard_maps(void) {
     MsShardMap m;
     MsError e = MS_ERROR_INIT;
@@ -150,4 +179,4 @@ static void mongos_replies(void) {
     bson_destroy(none);
 }
 
-MS_TEST_MAIN(TEST_CASE(shard_uris), TEST_CASE(hostile_shard_hosts), TEST_CASE(shard_maps), TEST_CASE(mongos_replies))
+MS_TEST_MAIN(TEST_CASE(shard_uris), TEST_CASE(hostile_shard_hosts), TEST_CASE(part_keys), TEST_CASE(shard_maps), TEST_CASE(mongos_replies))
