@@ -69,14 +69,7 @@ int ms_cluster_balancer_is_off(const bson_t *status) {
 }
 
 static bool is_mongos(mongoc_client_t *c) {
-    bson_t *cmd = BCON_NEW("hello", BCON_INT32(1));
-    bson_t reply;
-    bool mongos = false;
-    if (mongoc_client_command_simple(c, "admin", cmd, NULL, &reply, NULL))
-        mongos = ms_cluster_hello_is_mongos(&reply);
-    bson_destroy(&reply);
-    bson_destroy(cmd);
-    return mongos;
+    return ms_mongo_cluster_role(c) == 1;
 }
 
 static int read_shards(MsMongo *m, mongoc_client_t *c, MsClusterShard **ret, size_t *ret_n,
@@ -771,20 +764,30 @@ static bool read_pos(bson_iter_t *parent, const char *key, MsOplogPosition *ret)
     return true;
 }
 
+/* "P/N.cluster.json" for key "P/N" or the manifest key itself. */
+static char *cluster_manifest_key(const char *key) {
+    size_t kl = strlen(key), sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
+    if (kl > sl && strcmp(key + kl - sl, MS_CLUSTER_MANIFEST_SUFFIX) == 0)
+        return strdup(key);
+    char *mk = NULL;
+    return asprintf(&mk, "%s" MS_CLUSTER_MANIFEST_SUFFIX, key) < 0 ? NULL : mk;
+}
+
+/* "P/N.parts/" for the cluster manifest key "P/N.cluster.json". */
+static char *cluster_parts_dir(const char *mk) {
+    size_t stem = strlen(mk) - strlen(MS_CLUSTER_MANIFEST_SUFFIX);
+    char *dir = NULL;
+    return asprintf(&dir, "%.*s" MS_CLUSTER_PARTS_SUFFIX "/", (int) stem, mk) < 0 ? NULL : dir;
+}
+
 /* The parts are this snapshot's own (a damaged or hostile cluster manifest naming another
  * snapshot's objects, another policy's under another prefix, is refused), each at the key its
  * own shard name gives, each once, exactly one config part and one shard at least: a manifest
  * that says otherwise would put one shard's data into another's place or leave shards out. */
 static int check_cluster_manifest(const char *mk, const MsClusterManifest *cm, MsError *e) {
     int r = 0;
-    _cleanup_free_ char *parts_prefix = NULL;
-    size_t kl = strlen(mk), sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
-    if (r == 0 && asprintf(&parts_prefix, "%.*s" MS_CLUSTER_PARTS_SUFFIX "/",
-                           (int) (kl > sl && strcmp(mk + kl - sl,
-                                                    MS_CLUSTER_MANIFEST_SUFFIX) == 0
-                                      ? kl - sl
-                                      : kl),
-                           mk) < 0)
+    _cleanup_free_ char *parts_prefix = cluster_parts_dir(mk);
+    if (!parts_prefix)
         r = ms_error_oom(e);
     for (size_t i = 0; r == 0 && i < cm->n_parts; i++)
         if (strncmp(cm->parts[i].manifest_key, parts_prefix, strlen(parts_prefix)) != 0 ||
@@ -824,13 +827,10 @@ static int check_cluster_manifest(const char *mk, const MsClusterManifest *cm, M
 
 int ms_cluster_manifest_read(MsStorage *st, const char *key, MsClusterManifest *ret, MsError *e) {
     *ret = (MsClusterManifest){0};
-    _cleanup_free_ char *json = NULL, *full = NULL;
+    _cleanup_free_ char *json = NULL, *mk = cluster_manifest_key(key);
     size_t len;
-    size_t kl = strlen(key), sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
-    if (!(kl > sl && strcmp(key + kl - sl, MS_CLUSTER_MANIFEST_SUFFIX) == 0) &&
-        asprintf(&full, "%s" MS_CLUSTER_MANIFEST_SUFFIX, key) < 0)
+    if (!mk)
         return ms_error_oom(e);
-    const char *mk = full ? full : key;
     int r = ms_storage_get(st, mk, CLUSTER_MANIFEST_MAX, &json, &len, e);
     if (r == -ENOENT) {
         ms_error_clear(e);
@@ -1338,15 +1338,6 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
 
 /* ---- verify and removal ---- */
 
-/* "P/N.cluster.json" for key "P/N" or the manifest key itself. */
-static char *cluster_manifest_key(const char *key) {
-    size_t kl = strlen(key), sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
-    if (kl > sl && strcmp(key + kl - sl, MS_CLUSTER_MANIFEST_SUFFIX) == 0)
-        return strdup(key);
-    char *mk = NULL;
-    return asprintf(&mk, "%s" MS_CLUSTER_MANIFEST_SUFFIX, key) < 0 ? NULL : mk;
-}
-
 int ms_cluster_snapshot_exists(MsStorage *st, const char *key, MsError *e) {
     _cleanup_free_ char *mk = cluster_manifest_key(key);
     if (!mk)
@@ -1414,9 +1405,8 @@ bool ms_cluster_part_key(const char *key, size_t *ret_stem) {
 
 int ms_cluster_snapshot_keys(MsStorage *st, const char *key, char ***ret_keys, size_t *ret_n,
                              MsError *e) {
-    _cleanup_free_ char *mk = cluster_manifest_key(key), *dir = NULL;
-    size_t sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
-    if (!mk || asprintf(&dir, "%.*s" MS_CLUSTER_PARTS_SUFFIX "/", (int) (strlen(mk) - sl), mk) < 0)
+    _cleanup_free_ char *mk = cluster_manifest_key(key), *dir = mk ? cluster_parts_dir(mk) : NULL;
+    if (!dir)
         return ms_error_oom(e);
     if (mk[0] == '/' || !strchr(mk, '/'))
         return ms_error_set(e, EINVAL,

@@ -195,7 +195,7 @@ static bool has_document(mongoc_client_t *c, const char *coll, const bson_t *fil
     return found;
 }
 
-bool ms_mongo_is_sharded_source(mongoc_client_t *c) {
+int ms_mongo_cluster_role(mongoc_client_t *c) {
     bson_t *cmd = BCON_NEW("hello", BCON_INT32(1));
     bson_t reply;
     int role = 0;
@@ -203,7 +203,11 @@ bool ms_mongo_is_sharded_source(mongoc_client_t *c) {
         role = ms_mongo_hello_cluster_role(&reply);
     bson_destroy(&reply);
     bson_destroy(cmd);
-    if (role > 0)
+    return role;
+}
+
+bool ms_mongo_is_sharded_source(mongoc_client_t *c) {
+    if (ms_mongo_cluster_role(c) > 0)
         return true;
     bson_t any = BSON_INITIALIZER;
     bson_t *with_id = BCON_NEW("clusterId", "{", "$exists", BCON_BOOL(true), "}");

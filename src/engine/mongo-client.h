@@ -33,6 +33,8 @@ int ms_mongo_ping(MsMongo *m, mongoc_client_t *c, char **ret_server_version, MsE
 bool ms_mongo_is_sharded_source(mongoc_client_t *c);
 /* From a hello reply: 1 for a mongos, 2 for a config server, 0 otherwise. */
 int ms_mongo_hello_cluster_role(const bson_t *hello);
+/* The same asked of the server c is connected to (0 when hello fails). */
+int ms_mongo_cluster_role(mongoc_client_t *c);
 
 /* Fill e from a driver error with context ("reading shop.orders"), classify it (see above)
  * and scrub any secret out of the text. */
