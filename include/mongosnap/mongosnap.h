@@ -61,6 +61,11 @@
 #define MONGOSNAP_POLICY_ROW "(sosssststs)"
 /* Policy.ListSlices: key, start, end (µs), idle. */
 #define MONGOSNAP_SLICE_ROW "(sttb)"
+/* Snapshot.Parts, a cluster snapshot's parts in the order they are stored (empty for a snapshot
+ * of one replica set): shard ("config" for the config servers' data), replica set ("" when
+ * unknown), the part's manifest key, documents, stored bytes, and the oplog position its dump
+ * ended at (seconds, ordinal). */
+#define MONGOSNAP_SNAPSHOT_PART_ROW "(sssttuu)"
 /* Policy.Restorable and VerifyChain's chains: from, to (µs). */
 #define MONGOSNAP_RANGE_ROW "(tt)"
 /* One Event Log entry of GetLog: journal cursor, realtime usec, fields. */
@@ -85,8 +90,9 @@
  *    "bytes_read":N,"bytes_written":N,"namespace":"db.coll","elapsed_usec":N}
  *   {"event":"namespace","namespace":"db.coll","documents":N,"bytes":N}
  *   {"event":"oplog","entries":N,"first":{"t":N,"i":N},"last":{"t":N,"i":N}}
- *   {"event":"part","shard":"shard01","manifest":"P/N.parts/shard01.manifest.json",
- *    "documents":N,"stored_bytes":N,"dump_end":{"t":N,"i":N}}   (a cluster snapshot's part)
+ *   {"event":"part","shard":"shard01","replica_set":"rs01",
+ *    "manifest":"P/N.parts/shard01.manifest.json","documents":N,"stored_bytes":N,
+ *    "dump_end":{"t":N,"i":N}}   (a cluster snapshot's part)
  *   {"event":"result","status":"ok"|"failed"|"cancelled","message":"...",...}
  * "phase" is one of: connect, prelude, dump, oplog, commit, restore, indexes, replay, verify, done.
  */

@@ -209,7 +209,8 @@ static bool same_snapshot(const MsSnapshotRecord *a, const MsSnapshotRecord *b) 
            a->bytes_transferred == b->bytes_transferred && a->expire_usec == b->expire_usec &&
            a->started_usec == b->started_usec && a->finished_usec == b->finished_usec &&
            a->verify_state == b->verify_state && SAME_STR(error) && SAME_STR(node) &&
-           SAME_STR(archive_key) && SAME_STR(manifest_key) && SAME_STR(verify_error);
+           SAME_STR(archive_key) && SAME_STR(manifest_key) && SAME_STR(verify_error) &&
+           SAME_STR(parts);
 }
 
 /* Another node's record, as read from the cluster: listed (and updated) here, never stored. */

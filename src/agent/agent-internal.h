@@ -29,6 +29,10 @@ struct SnapshotTask {
     AgentJob job;             /* its worker (NULL while queued), stop and last word */
     char *archive_key, *manifest_key;
     bool point_in_time;
+    /* A cluster snapshot's parts as the worker reports them (catalog/snapshot-parts.h): the
+     * record takes them when the snapshot completes. NULL until the first. */
+    bson_t *parts;
+    uint32_t n_parts;
     ProgressThrottle progress;
 };
 

@@ -13,6 +13,7 @@
 
 #include "agent-calendar.h"
 #include "agent/agent-internal.h"
+#include "catalog/snapshot-parts.h"
 #include "common/credential-store.h"
 #include "common/log.h"
 #include "common/redact.h"
@@ -407,6 +408,8 @@ static void snapshot_task_free(SnapshotTask *t) {
     progress_throttle_done(&t->progress);
     free(t->archive_key);
     free(t->manifest_key);
+    if (t->parts)
+        bson_destroy(t->parts);
     free(t);
 }
 
@@ -478,6 +481,10 @@ static void snapshot_job_message(AgentJob *j, const bson_t *msg) {
         f.has_bytes = true;
         f.bytes = agent_msg_u64(msg, "stored_bytes");
         const char *shard = agent_msg_str(msg, "shard");
+        if (!t->parts)
+            t->parts = bson_new();
+        if (ms_snapshot_parts_append(t->parts, t->n_parts, msg) == 0)
+            t->n_parts++;
         (void) ms_event_log(MS_EVENT_PART_STORED, &f, "%s: part %s stored as %s, %" PRIu64
                             " documents, %" PRIu64 " bytes",
                             r->id, shard ? shard : "?", agent_msg_str(msg, "manifest") ?: "?",
@@ -933,6 +940,12 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
         (void) replace_string(&r->archive_key, t->archive_key);
         (void) replace_string(&r->manifest_key, t->manifest_key);
         r->point_in_time = t->point_in_time;
+        if (t->parts) {
+            free(r->parts);
+            char *json = ms_snapshot_parts_to_json(t->parts);
+            r->parts = json ? strdup(json) : NULL;
+            bson_free(json);
+        }
     }
     MsError e = MS_ERROR_INIT;
     if (ms_catalog_update_snapshot(m->catalog, r, &e) < 0) {

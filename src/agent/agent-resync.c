@@ -24,6 +24,7 @@
 #include "agent/agent-reader.h"
 #include "agent/agent-remover.h"
 #include "agent/agent-resync.h"
+#include "catalog/snapshot-parts.h"
 #include "common/log.h"
 #include "eventlog/eventlog.h"
 #include "mongosnap/mongosnap.h"
@@ -118,6 +119,32 @@ static int dup_field(char **dst, const bson_t *msg, const char *key) {
     return (*dst = strdup(v)) ? 0 : -ENOMEM;
 }
 
+/* A cluster snapshot's parts as the scan read them from its cluster manifest, as the record
+ * keeps them (NULL: none, or out of memory; the record is still taken). */
+static char *parts_of(const bson_t *msg) {
+    bson_iter_t it, sub;
+    if (!bson_iter_init_find(&it, msg, "parts") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &sub))
+        return NULL;
+    bson_t parts = BSON_INITIALIZER;
+    uint32_t n = 0;
+    while (bson_iter_next(&sub)) {
+        const uint8_t *data;
+        uint32_t len;
+        bson_t doc;
+        if (!BSON_ITER_HOLDS_DOCUMENT(&sub))
+            continue;
+        bson_iter_document(&sub, &len, &data);
+        if (bson_init_static(&doc, data, len) && ms_snapshot_parts_append(&parts, n, &doc) == 0)
+            n++;
+    }
+    char *json = ms_snapshot_parts_to_json(&parts);
+    char *ret = json ? strdup(json) : NULL;
+    bson_free(json);
+    bson_destroy(&parts);
+    return ret;
+}
+
 static void scan_job_message(AgentJob *j, const bson_t *msg) {
     Resync *x = MS_CONTAINER_OF(j, Resync, job);
     const char *event = agent_msg_str(msg, "event");
@@ -189,6 +216,7 @@ static void scan_job_message(AgentJob *j, const bson_t *msg) {
     r->bytes_transferred = agent_msg_u64(msg, "bytes");
     r->progress_pct = PERCENT_DONE;
     r->point_in_time = agent_msg_bool(msg, "point_in_time");
+    r->parts = parts_of(msg);
     bool complete =
         agent_msg_bool(msg, "archive_present") && agent_msg_bool(msg, "archive_size_matches");
     if (!complete)
@@ -336,6 +364,7 @@ static void reconcile(Resync *x) {
                 have->bytes_transferred = f->record->bytes_transferred;
                 have->progress_pct = PERCENT_DONE;
                 have->point_in_time = f->record->point_in_time;
+                (void) replace_string(&have->parts, f->record->parts);
                 manager_set_snapshot_state(m, have, MS_SNAPSHOT_COMPLETED);
                 (void) ms_event_log(MS_EVENT_TASK_COMPLETED,
                                     &(MsEventFields){.policy = have->policy,
@@ -353,6 +382,11 @@ static void reconcile(Resync *x) {
                                        "finishing a removal cut short earlier (its objects were "
                                        "still in the store)");
                 x->result.finished++;
+            } else if (was == MS_SNAPSHOT_COMPLETED && !have->parts && f->record->parts &&
+                       strcmp(have->store ? have->store : "", f->record->store) == 0) {
+                /* A cluster snapshot recorded before records kept their parts. */
+                (void) replace_string(&have->parts, f->record->parts);
+                manager_set_snapshot_state(m, have, MS_SNAPSHOT_COMPLETED);
             }
             continue;
         }

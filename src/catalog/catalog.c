@@ -152,6 +152,10 @@ static const char *const migrations[] = {
     "  WHERE policy IN (SELECT name FROM policies WHERE state = 'deleted');"
     "UPDATE policies SET last_seq ="
     "  (SELECT COALESCE(MAX(seq), 0) FROM snapshots WHERE snapshots.policy = policies.name);",
+
+    /* 5: a cluster snapshot's parts (shard, replica set, manifest, size, dump end) as JSON,
+     * so that show and the bus name them; NULL for every snapshot before. */
+    "ALTER TABLE snapshots ADD COLUMN parts TEXT;",
 };
 _Static_assert(ELEMENTSOF(migrations) == MS_CATALOG_SCHEMA_VERSION,
                "every schema version needs its migration");
@@ -204,7 +208,7 @@ static const char *const verify_state_names[_MS_VERIFY_STATE_MAX] = {
     "id, policy, node, archive_key, manifest_key, store, download_url, state, error, "             \
     "created_usec, started_usec, finished_usec, expire_usec, items_done, items_total, "            \
     "progress_pct, bytes_transferred, point_in_time, log_cursor, verify_state, "                   \
-    "verify_finished_usec, verify_error, seq, origin, detached_usec"
+    "verify_finished_usec, verify_error, seq, origin, detached_usec, parts"
 enum {
     SNAP_ID,
     SNAP_POLICY,
@@ -231,6 +235,7 @@ enum {
     SNAP_SEQ,
     SNAP_ORIGIN,
     SNAP_DETACHED,
+    SNAP_PARTS,
 };
 
 #define RESTORE_COLUMNS                                                                            \
@@ -309,14 +314,14 @@ static const char *const statement_sql[_STMT_MAX] = {
 
     [STMT_SNAPSHOT_INSERT] = "INSERT INTO snapshots (" SNAPSHOT_COLUMNS ") VALUES (?1, ?2, ?3, "
                              "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-                             "?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+                             "?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
     [STMT_SNAPSHOT_UPDATE] =
         "UPDATE snapshots SET policy = ?2, node = ?3, archive_key = ?4, manifest_key = ?5, "
         "store = ?6, download_url = ?7, state = ?8, error = ?9, created_usec = ?10, "
         "started_usec = ?11, finished_usec = ?12, expire_usec = ?13, items_done = ?14, "
         "items_total = ?15, progress_pct = ?16, bytes_transferred = ?17, point_in_time = ?18, "
         "log_cursor = ?19, verify_state = ?20, verify_finished_usec = ?21, verify_error = ?22, "
-        "seq = ?23, origin = ?24, detached_usec = ?25 WHERE id = ?1",
+        "seq = ?23, origin = ?24, detached_usec = ?25, parts = ?26 WHERE id = ?1",
     [STMT_SNAPSHOT_GET] = "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE id = ?1",
     [STMT_SNAPSHOT_LIST] = "SELECT " SNAPSHOT_COLUMNS " FROM snapshots "
                            "WHERE (?1 IS NULL OR policy = ?1) "
@@ -1034,6 +1039,7 @@ MsSnapshotRecord *ms_snapshot_record_free(MsSnapshotRecord *r) {
     free(r->log_cursor);
     free(r->verify_error);
     free(r->kept_by);
+    free(r->parts);
     free(r);
     return NULL;
 }
@@ -1317,6 +1323,7 @@ static int read_snapshot(MsCatalog *c, sqlite3_stmt *s, MsSnapshotRecord **ret, 
     FIRST_FAILURE(r, column_strdup(s, SNAP_STORE, &rec->store));
     FIRST_FAILURE(r, column_strdup(s, SNAP_LOG_CURSOR, &rec->log_cursor));
     FIRST_FAILURE(r, column_strdup(s, SNAP_VERIFY_ERROR, &rec->verify_error));
+    FIRST_FAILURE(r, column_strdup(s, SNAP_PARTS, &rec->parts));
     if (r < 0)
         return ms_error_set(e, -r, "out of memory reading the catalog");
     int v = 0;
@@ -1405,6 +1412,7 @@ static int bind_snapshot(sqlite3_stmt *s, const MsSnapshotRecord *r) {
     FIRST_FAILURE(rc, bind_u64(s, SNAP_SEQ + 1, r->seq));
     FIRST_FAILURE(rc, bind_text(s, SNAP_ORIGIN + 1, ms_snapshot_origin_to_string(r->origin)));
     FIRST_FAILURE(rc, bind_usec(s, SNAP_DETACHED + 1, r->detached_usec));
+    FIRST_FAILURE(rc, bind_text(s, SNAP_PARTS + 1, r->parts));
     return rc;
 }
 

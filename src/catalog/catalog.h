@@ -17,8 +17,9 @@
  *   2: snapshots' point_in_time and log_cursor, restores' options, list indexes.
  *   3: the snapshot state "stopped", snapshots' verification result (verify_state,
  *      verify_finished_usec, verify_error), restores' bytes_transferred.
- *   4: snapshots' seq, origin and detached_usec; policies' last_seq. */
-#define MS_CATALOG_SCHEMA_VERSION 4
+ *   4: snapshots' seq, origin and detached_usec; policies' last_seq.
+ *   5: snapshots' parts (a cluster snapshot's, catalog/snapshot-parts.h). */
+#define MS_CATALOG_SCHEMA_VERSION 5
 
 /* Threads: an MsCatalog is one SQLite connection, opened without SQLite's per-connection
  * mutex. Use each one from one thread at a time; a thread that needs the catalog opens its own.
@@ -181,6 +182,9 @@ typedef struct MsSnapshotRecord {
     uint64_t expire_projected_usec;
     char *kept_by;
     bool future_dated;
+    /* A cluster snapshot's parts, as JSON (catalog/snapshot-parts.h); NULL for a snapshot of
+     * one replica set. Schema version 5 and later. */
+    char *parts;
 } MsSnapshotRecord;
 
 /* One restore task. bytes_transferred: bytes the target took so far (schema version 3 and

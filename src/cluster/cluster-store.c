@@ -651,6 +651,7 @@ int ms_cluster_put_snapshot(MsCluster *c, const MsSnapshotRecord *r, uint64_t no
     append_u64(&set, "seq", r->seq);
     BSON_APPEND_UTF8(&set, "origin", ms_snapshot_origin_to_string(r->origin));
     append_u64(&set, "detached", r->detached_usec);
+    append_str(&set, "parts", r->parts);
     append_u64(&set, "updated", now);
     bson_append_document_end(&update, &set);
     int k = update_one(c, COLL_SNAPSHOTS, &filter, &update, true, NULL, e);
@@ -669,6 +670,7 @@ static int snapshot_from_doc(const bson_t *d, MsSnapshotRecord **ret) {
     k |= dup_str(&r->manifest_key, doc_str(d, "manifest_key"));
     k |= dup_str(&r->store, doc_str(d, "store"));
     k |= dup_str(&r->verify_error, doc_str(d, "verify_error"));
+    k |= dup_str(&r->parts, doc_str(d, "parts"));
     if (k < 0) {
         ms_snapshot_record_free(r);
         return -ENOMEM;

@@ -76,6 +76,36 @@ static void show_log(sd_bus *bus, const char *id) {
     }
 }
 
+/* A cluster snapshot's parts, one line each; nothing for a snapshot of one replica set. */
+static void show_parts(sd_bus *bus, const char *path) {
+    _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+    int r = sd_bus_get_property(bus, MONGOSNAP_BUS_NAME, path, MONGOSNAP_BUS_SNAPSHOT_INTERFACE,
+                                "Parts", &error, &reply, "a" MONGOSNAP_SNAPSHOT_PART_ROW);
+    if (r < 0)
+        return; /* an agent from before parts were recorded */
+    r = sd_bus_message_enter_container(reply, 'a', MONGOSNAP_SNAPSHOT_PART_ROW);
+    for (unsigned n = 0; r > 0; n++) {
+        const char *shard, *rs, *manifest;
+        uint64_t documents, stored;
+        uint32_t t, i;
+        r = sd_bus_message_read(reply, MONGOSNAP_SNAPSHOT_PART_ROW, &shard, &rs, &manifest,
+                                &documents, &stored, &t, &i);
+        if (r <= 0)
+            break;
+        char size[CTL_SIZE_MAX], when[CTL_TIMESTAMP_MAX], line[SHOW_LINE_MAX];
+        ctl_format_size(stored, size);
+        ctl_format_timestamp((uint64_t) t * 1000000u, when);
+        snprintf(line, sizeof(line), "%s%s%s%s: %llu documents, %s, dump ended %s (oplog %u:%u), %s",
+                 shard, *rs ? " (" : "", rs, *rs ? ")" : "", (unsigned long long) documents,
+                 size, when, t, i, manifest);
+        if (n == 0)
+            field("Parts", line);
+        else
+            printf("%*s  %s\n", SHOW_LABEL_WIDTH, "", line);
+    }
+}
+
 static int show_snapshot(Ctl *ctl, sd_bus *bus, const char *path) {
     _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
     _cleanup_(ctl_props_done) CtlProps p = {0};
@@ -122,6 +152,7 @@ static int show_snapshot(Ctl *ctl, sd_bus *bus, const char *path) {
     if (ctl_props_bool(&p, "FutureDated"))
         field("Clock", "dated in the future: not counted as the policy's newest");
     field("Point in time", ctl_props_bool(&p, "PointInTime") ? "yes (oplog captured)" : "no");
+    show_parts(bus, path);
     const char *verify = ctl_props_str(&p, "VerifyState");
     if (*verify) {
         char when[CTL_TIMESTAMP_MAX];

@@ -910,6 +910,14 @@ int ms_cluster_manifest_read(MsStorage *st, const char *key, MsClusterManifest *
         read_pos(&f, "dump_end", &p->dump_end);
         f = part;
         read_pos(&f, "oplog_end", &p->oplog_end);
+        f = part;
+        while (bson_iter_next(&f)) {
+            bool docs = strcmp(bson_iter_key(&f), "documents") == 0;
+            if ((docs || strcmp(bson_iter_key(&f), "stored_bytes") == 0) &&
+                (BSON_ITER_HOLDS_INT64(&f) || BSON_ITER_HOLDS_INT32(&f)) &&
+                bson_iter_as_int64(&f) >= 0) /* JSON: a small number reads as int32 */
+                *(docs ? &p->documents : &p->stored_bytes) = (uint64_t) bson_iter_as_int64(&f);
+        }
         if (!p->shard || !p->manifest_key)
             r = ms_error_set(e, EBADMSG, "%s: a part lacks its shard or manifest", mk);
     }

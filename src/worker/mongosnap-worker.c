@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "catalog/snapshot-parts.h"
 #include "common/log.h"
 #include "common/redact.h"
 #include "common/timeutil.h"
@@ -18,6 +19,7 @@
 #include "engine/cluster.h" /* MS_CLUSTER_*_SUFFIX */
 #include "engine/mongo-client.h"
 #include "engine/oplog-slice.h"
+#include "engine/oplog-source.h" /* ms_oplog_position_append */
 #include "engine/restore.h"
 #include "engine/snapshot.h"
 #include "engine/verify.h"
@@ -999,6 +1001,7 @@ typedef struct ScanRow {
     const char *id, *node, *origin, *archive, *started_at, *finished_at;
     uint64_t seq, documents, bytes;
     bool point_in_time, encrypted, archive_present, archive_size_matches;
+    const bson_t *parts; /* a cluster snapshot's (catalog/snapshot-parts.h), or NULL */
 } ScanRow;
 
 static void scan_problem(MsProgress *p, const char *key, const MsError *e, size_t *problems) {
@@ -1031,6 +1034,8 @@ static void scan_report(MsProgress *p, const char *key, const ScanRow *row, size
     BSON_APPEND_BOOL(&f, "encrypted", row->encrypted);
     BSON_APPEND_BOOL(&f, "archive_present", row->archive_present);
     BSON_APPEND_BOOL(&f, "archive_size_matches", row->archive_size_matches);
+    if (row->parts)
+        BSON_APPEND_ARRAY(&f, "parts", row->parts);
     ms_progress_event(p, "snapshot", &f);
     bson_destroy(&f);
     (*found)++;
@@ -1081,12 +1086,28 @@ static void scan_cluster(MsStorage *st, const char *key, MsProgress *p, size_t *
         whole = ms_storage_stat(st, cm.parts[i].manifest_key, &o, &se) >= 0;
         free(o.key);
     }
+    /* Its parts, for the record's Parts (show, the bus). */
+    bson_t parts = BSON_INITIALIZER;
+    for (size_t i = 0; i < cm.n_parts; i++) {
+        const MsClusterPart *cp = &cm.parts[i];
+        bson_t d = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&d, "shard", cp->shard);
+        BSON_APPEND_UTF8(&d, "replica_set", cp->rs ? cp->rs : "");
+        BSON_APPEND_UTF8(&d, "manifest", cp->manifest_key);
+        BSON_APPEND_INT64(&d, "documents", (int64_t) MS_MIN(cp->documents, (uint64_t) INT64_MAX));
+        BSON_APPEND_INT64(&d, "stored_bytes",
+                          (int64_t) MS_MIN(cp->stored_bytes, (uint64_t) INT64_MAX));
+        ms_oplog_position_append(&d, "dump_end", cp->dump_end);
+        (void) ms_snapshot_parts_append(&parts, (uint32_t) i, &d);
+        bson_destroy(&d);
+    }
     ScanRow row = {.id = cm.name, .node = cm.node, .origin = cm.origin, .archive = key,
                    .started_at = cm.started_at, .finished_at = cm.finished_at, .seq = cm.seq,
                    .documents = cm.documents, .bytes = cm.stored_bytes, .point_in_time = true,
                    .encrypted = cm.encrypted, .archive_present = whole,
-                   .archive_size_matches = whole};
+                   .archive_size_matches = whole, .parts = &parts};
     scan_report(p, key, &row, found);
+    bson_destroy(&parts);
     ms_cluster_manifest_clear(&cm);
 }
 

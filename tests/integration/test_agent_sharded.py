@@ -12,15 +12,26 @@ docs/architecture.md, "Sharded clusters")."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 
 from agent_fixtures import *  # noqa: F401,F403
-from agent_fixtures import SNAPSHOT_IFACE, RESTORE_IFACE, decode, gdbus, server_paused, start_restore
+from agent_fixtures import MANAGER_IFACE, MANAGER_PATH, SNAPSHOT_IFACE, RESTORE_IFACE, decode, gdbus, server_paused, start_restore
 from test_agent_restore import completed_snapshot, wait_restore
 from test_ctl import ctl, ctl_command, ctl_env, ctl_json
 from test_sharded import DB, load, make_cluster, raw_docs, shard_config
+
+
+def completed_snapshot_of_replica_set(agent, ferretdb_factory):
+    """A snapshot of a plain replica set beside the cluster policy: it has no parts."""
+    server = ferretdb_factory("agplain")
+    server.client.plain.things.insert_one({"_id": 1})
+    agent.write_policy("plain", server.uri)
+    agent.call(MANAGER_PATH, MANAGER_IFACE, "Reload")
+    return completed_snapshot(agent, "plain")
 
 
 def test_cluster_policy_through_the_agent(agent, ferretdb_factory):
@@ -38,6 +49,20 @@ def test_cluster_policy_through_the_agent(agent, ferretdb_factory):
     assert (agent.store / "cl" / f"{sid1}.parts" / "config.manifest.json").exists()
     rows = ctl_json(agent, "list-snapshots")
     assert [r["id"] for r in rows if r.get("policy") == "cl"] == [sid1], rows  # one row, no parts
+    # its parts on the bus: every shard's and the config data's, each as its manifest says
+    parts = agent.prop(snap1, SNAPSHOT_IFACE, "Parts")
+    assert [p[0] for p in parts] == ["shard01", "shard02", "config"], parts
+    for shard, rs, manifest, documents, stored, t, i in parts:
+        assert manifest == f"cl/{sid1}.parts/{shard}.manifest.json"
+        m = json.loads((agent.store / manifest).read_text())
+        assert documents == m["total_documents"] and stored == m["archive"]["size"], (shard, m)
+        assert rs == ("rs0" if shard != "config" else "") and t > 0, (shard, rs, t, i)
+    assert sum(p[3] for p in parts) == agent.prop(snap1, SNAPSHOT_IFACE, "Items")
+    out = ctl(agent, "show", sid1).stdout
+    for shard, rs, manifest, documents, *_ in parts:
+        assert f"{shard}{' (rs0)' if rs else ''}: {documents} documents" in out and manifest in out, out
+    plain = agent.prop(completed_snapshot_of_replica_set(agent, ferretdb_factory), SNAPSHOT_IFACE, "Parts")
+    assert plain == [], plain
 
     gdbus(agent, snap1, SNAPSHOT_IFACE, "Verify")
     agent.wait_for(lambda: agent.prop(snap1, SNAPSHOT_IFACE, "VerifyState") in ("passed", "failed"),
@@ -49,11 +74,15 @@ def test_cluster_policy_through_the_agent(agent, ferretdb_factory):
                          text=True, env=ctl_env(), timeout=60)
     assert run.returncode != 0 and "cluster snapshot" in run.stderr, run.stderr
 
-    # the resync at a restart finds it in the store as it was (not "manifest missing")
+    # the resync at a restart finds it in the store as it was (not "manifest missing"); a record
+    # without its parts (written before records kept them) has them back from the cluster manifest
     agent.stop()
+    with sqlite3.connect(agent.state_dir / "mongosnap.db") as db:
+        assert db.execute("UPDATE snapshots SET parts = NULL WHERE id = ?", (sid1,)).rowcount == 1
     agent.start()
-    agent.wait_log("resync: 1 snapshot(s) in 1 store(s): 0 added, 0 corrected, 0 missing", 60)
+    agent.wait_log("resync: 2 snapshot(s) in 1 store(s): 0 added, 0 corrected, 0 missing", 60)
     assert agent.prop(snap1, SNAPSHOT_IFACE, "State") == "completed"
+    assert agent.prop(snap1, SNAPSHOT_IFACE, "Parts") == parts
 
     # a restore through the agent: each part into the target shard of its name, config data too
     tcfg, tshards = make_cluster(ferretdb_factory, "agdst", ["shard01", "shard02"])
