@@ -14,11 +14,14 @@
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/timeutil.h"
+#include "archive/archive.h"
 #include "config.h"
 #include "manifest.h"
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
+#include "doc-update.h"
 #include "nsfilter.h"
+#include "oplog-plan.h"
 #include "oplog-source.h"
 #include "restore.h"
 #include "snapshot-source.h"
@@ -1045,9 +1048,169 @@ fail:
     return NULL;
 }
 
-/* The config part's config data, mapped, in memory (config data is small beside the shards'). */
+/* How much of the config server's oplog a restore holds in memory to bring the config data to
+ * the consistency point: the config server's writes during one snapshot (the balancer stopped)
+ * are a few documents; more means something else wrote there, and the restore says so. */
+#define CONFIG_OPLOG_MAX_BYTES (256u << 20)
+
+static int config_docs_push(ConfigDocs *d, size_t k, bson_t *doc) {
+    bson_t **grown = realloc(d->v[k], (d->n[k] + 1) * sizeof(*grown));
+    if (!grown)
+        return -ENOMEM;
+    d->v[k] = grown;
+    grown[d->n[k]++] = doc;
+    return 0;
+}
+
+static bool same_id(const bson_t *a, const bson_t *b) {
+    bson_iter_t x, y;
+    if (!bson_iter_init_find(&x, a, "_id") || !bson_iter_init_find(&y, b, "_id"))
+        return false;
+    bson_t p = BSON_INITIALIZER, q = BSON_INITIALIZER;
+    bool same = bson_append_iter(&p, "_id", 3, &x) && bson_append_iter(&q, "_id", 3, &y) &&
+                bson_equal(&p, &q);
+    bson_destroy(&p);
+    bson_destroy(&q);
+    return same;
+}
+
+static ssize_t config_docs_find(const ConfigDocs *d, size_t k, const bson_t *selector) {
+    for (size_t i = 0; i < d->n[k]; i++)
+        if (same_id(d->v[k][i], selector))
+            return (ssize_t) i;
+    return -1;
+}
+
+static int config_kind(const char *db, const char *coll) {
+    for (int k = 0; db && coll && strcmp(db, "config") == 0 && k < 3; k++)
+        if (strcmp(coll, CONFIG_DATA[k]) == 0)
+            return k;
+    return -1;
+}
+
+/* One action of a config oplog entry's plan, carried out on the documents in memory as the
+ * config server carried it out (ms_oplog_plan_execute's meaning, without a server). */
+static int apply_config_action(ConfigDocs *d, const MsOplogAction *a, const bson_t *entry,
+                               MsError *e) {
+    char what[256];
+    if (a->kind == MS_OPLOG_ACTION_COMMAND) {
+        bson_iter_t it;
+        const char *cmd = bson_iter_init(&it, a->doc) && bson_iter_next(&it) ? bson_iter_key(&it) : "";
+        if (strcmp(cmd, "drop") == 0 && BSON_ITER_HOLDS_UTF8(&it)) {
+            int k = config_kind(a->db, bson_iter_utf8(&it, NULL));
+            for (size_t i = 0; k >= 0 && i < d->n[k]; i++)
+                bson_destroy(d->v[k][i]);
+            if (k >= 0)
+                d->n[k] = 0;
+            return 0;
+        }
+        static const char *const no_documents[] = {"create", "createIndexes", "dropIndexes",
+                                                   "deleteIndexes", "collMod", "commitIndexBuild"};
+        for (size_t i = 0; i < ELEMENTSOF(no_documents); i++)
+            if (strcmp(cmd, no_documents[i]) == 0)
+                return 0;
+        ms_oplog_describe_entry(entry, what, sizeof(what));
+        return ms_error_set(e, ENOTSUP,
+                            "%s runs '%s' on the config data, which mongosnap cannot replay: the "
+                            "config data cannot be brought to the consistency point", what, cmd);
+    }
+    int k = config_kind(a->db, a->coll);
+    if (k < 0)
+        return 0; /* the filter selects the three collections only */
+    ssize_t at = a->kind == MS_OPLOG_ACTION_INSERT ? -1
+                 : config_docs_find(d, (size_t) k,
+                                    a->kind == MS_OPLOG_ACTION_UPSERT ? a->doc : a->selector);
+    bson_t *next = NULL;
+    int r = 0;
+    switch (a->kind) {
+    case MS_OPLOG_ACTION_UPSERT:
+    case MS_OPLOG_ACTION_INSERT:
+        next = bson_copy(a->doc);
+        break;
+    case MS_OPLOG_ACTION_REPLACE:
+        if (at < 0)
+            return 0; /* as on a server: a replacement of a missing document changes nothing */
+        if (bson_has_field(a->doc, "_id"))
+            next = bson_copy(a->doc);
+        else {
+            bson_iter_t id;
+            next = bson_new();
+            if (bson_iter_init_find(&id, d->v[k][at], "_id"))
+                bson_append_iter(next, "_id", 3, &id);
+            bson_concat(next, a->doc);
+        }
+        break;
+    case MS_OPLOG_ACTION_UPDATE:
+        if (at < 0)
+            return 0;
+        bson_t updated;
+        r = ms_doc_update_apply(d->v[k][at], a->doc, &updated, e);
+        if (r < 0) {
+            bson_destroy(&updated);
+            ms_oplog_describe_entry(entry, what, sizeof(what));
+            ms_error_prefix(e, "%s on config.%s cannot be replayed: ", what, CONFIG_DATA[k]);
+            return r;
+        }
+        next = bson_copy(&updated);
+        bson_destroy(&updated);
+        break;
+    case MS_OPLOG_ACTION_DELETE:
+        if (at >= 0) {
+            bson_destroy(d->v[k][at]);
+            memmove(&d->v[k][at], &d->v[k][at + 1], (d->n[k] - (size_t) at - 1) * sizeof(bson_t *));
+            d->n[k]--;
+        }
+        return 0;
+    default:
+        return 0;
+    }
+    if (!next)
+        return ms_error_oom(e);
+    if (at >= 0) {
+        bson_destroy(d->v[k][at]);
+        d->v[k][at] = next;
+    } else if (config_docs_push(d, (size_t) k, next) < 0) {
+        bson_destroy(next);
+        return ms_error_oom(e);
+    }
+    return 0;
+}
+
+/* The config part's oplog entries up to the consistency point, replayed on its documents
+ * through the plans a restore's replay uses (transactions, $v:2 deltas, dropDatabase). */
+static int replay_config_oplog(ConfigDocs *d, const MsNsFilter *filter, bson_t *const *entries,
+                               size_t n, uint64_t *ret_applied, MsError *e) {
+    _cleanup_(ms_oplog_replayer_freep) MsOplogReplayer *rp = NULL;
+    int r = ms_oplog_replayer_new(filter, &rp, e);
+    for (size_t k = 0; r == 0 && k < 3; k++)
+        if (ms_oplog_replayer_know(rp, CONFIG_COLLECTIONS[k]) < 0)
+            r = ms_error_oom(e);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        MsOplogPlan plan = {0};
+        r = ms_oplog_replayer_plan(rp, entries[i], &plan, e);
+        for (size_t j = 0; r == 0 && j < plan.n_actions; j++)
+            r = apply_config_action(d, &plan.actions[j], entries[i], e);
+        ms_oplog_plan_clear(&plan);
+    }
+    if (r < 0)
+        return r;
+    ms_oplog_replayer_finish(rp);
+    const MsOplogReplayStats *st = ms_oplog_replayer_stats(rp);
+    *ret_applied = st->applied;
+    if (st->unplaceable > 0)
+        log_warning("%" PRIu64 " operation(s) of the config server's oplog were not replayed on "
+                    "the config data; the first: %s",
+                    st->unplaceable, st->first_unplaceable);
+    return 0;
+}
+
+/* The config part's config data in memory (config data is small beside the shards'): its
+ * documents as dumped, brought to the cluster's consistency point by the config server's oplog
+ * captured with them (the other parts' data is at that point: the routing must be too), then
+ * their shard names mapped. */
 static int read_config_docs(const MsClusterRestoreOptions *o, const MsClusterPart *part,
-                            ConfigDocs *ret, MsError *e) {
+                            const MsNsFilter *filter, MsOplogPosition point, ConfigDocs *ret,
+                            uint64_t *ret_replayed, MsError *e) {
     MsSnapshotSource src;
     int r = ms_snapshot_source_open_store(o->storage, part->manifest_key, o->key, &src, e);
     if (r < 0)
@@ -1055,42 +1218,75 @@ static int read_config_docs(const MsClusterRestoreOptions *o, const MsClusterPar
     const MsArchiveHeader *header;
     const MsArchiveCollection *colls;
     size_t n_colls;
+    bson_t **oplog = NULL;
+    size_t n_oplog = 0, oplog_bytes = 0;
     r = ms_archive_reader_read_prelude(src.reader, &header, &colls, &n_colls, e);
     while (r == 0) {
         MsArchiveEvent ev;
         r = ms_archive_reader_next(src.reader, &ev, e);
         if (r < 0 || ev.kind == MS_ARCHIVE_EVENT_END)
             break;
-        if (ev.kind != MS_ARCHIVE_EVENT_DOCUMENT || strcmp(ev.db, "config") != 0)
+        if (ev.kind != MS_ARCHIVE_EVENT_DOCUMENT)
             continue;
-        size_t k = 0;
-        while (k < 3 && strcmp(ev.collection, CONFIG_DATA[k]) != 0)
-            k++;
-        if (k == 3)
+        bool is_oplog = ms_archive_is_oplog(ev.db, ev.collection);
+        int k = is_oplog ? -1 : config_kind(ev.db, ev.collection);
+        if (!is_oplog && k < 0)
             continue;
-        bson_t doc;
-        if (!bson_init_static(&doc, ev.data, ev.len)) {
-            r = ms_error_set(e, EBADMSG, "a config.%s document of part config is not BSON",
-                             CONFIG_DATA[k]);
+        bson_t *doc = bson_new_from_data(ev.data, ev.len);
+        if (!doc) {
+            r = ms_error_set(e, EBADMSG, "a %s%s document of part config is not BSON",
+                             is_oplog ? "oplog" : "config.", is_oplog ? "" : CONFIG_DATA[k]);
             break;
         }
-        bson_t *mapped = map_config_doc(&doc, k == 0 ? "primary" : k == 2 ? "shard" : "",
-                                        o->shard_map);
-        bson_t **grown = mapped ? realloc(ret->v[k], (ret->n[k] + 1) * sizeof(*grown)) : NULL;
-        if (!grown) {
-            if (mapped)
-                bson_destroy(mapped);
+        if (is_oplog) {
+            if (ms_oplog_position_after(ms_oplog_entry_position(doc), point)) {
+                bson_destroy(doc);
+                continue; /* after the consistency point (read on: the checksums cover all) */
+            }
+            bson_t **grown = NULL;
+            if ((oplog_bytes += ev.len) > CONFIG_OPLOG_MAX_BYTES)
+                r = ms_error_set(e, EFBIG,
+                                 "the config server's oplog in this snapshot is over %u MiB up to "
+                                 "the consistency point: more than a cluster's routing changes "
+                                 "while a snapshot runs (was the config server written to by "
+                                 "something else?); mongosnap does not replay that much in memory",
+                                 CONFIG_OPLOG_MAX_BYTES >> 20);
+            else if (!(grown = realloc(oplog, (n_oplog + 1) * sizeof(*grown))))
+                r = ms_error_oom(e);
+            if (r < 0) {
+                bson_destroy(doc);
+                break;
+            }
+            oplog = grown;
+            oplog[n_oplog++] = doc;
+        } else if (config_docs_push(ret, (size_t) k, doc) < 0) {
+            bson_destroy(doc);
             r = ms_error_oom(e);
-            break;
         }
-        ret->v[k] = grown;
-        grown[ret->n[k]++] = mapped;
     }
     if (r == 0)
         r = ms_snapshot_source_check_stored(&src, e);
     if (r == 0)
         r = ms_snapshot_source_check_namespaces(&src, e);
     ms_snapshot_source_close(&src);
+    if (r == 0)
+        r = replay_config_oplog(ret, filter, oplog, n_oplog, ret_replayed, e);
+    for (size_t i = 0; i < n_oplog; i++)
+        bson_destroy(oplog[i]);
+    free(oplog);
+    /* The shard names, mapped in one step from the snapshot's values (after the replay: an
+     * entry names the snapshot's shards too). */
+    for (size_t k = 0; r == 0 && k < 3; k++)
+        for (size_t i = 0; r == 0 && i < ret->n[k]; i++) {
+            bson_t *mapped = map_config_doc(ret->v[k][i], k == 0 ? "primary" : k == 2 ? "shard" : "",
+                                            o->shard_map);
+            if (!mapped)
+                r = ms_error_oom(e);
+            else {
+                bson_destroy(ret->v[k][i]);
+                ret->v[k][i] = mapped;
+            }
+        }
     return r;
 }
 
@@ -1263,9 +1459,11 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     /* The config data, read and mapped before any shard changes (a damaged config part stops
      * the restore there), written after every shard's part is in. */
     ConfigDocs config = {0};
+    uint64_t config_replayed = 0;
     for (size_t i = 0; r == 0 && i < cm.n_parts; i++)
         if (parts[i].config) {
-            r = read_config_docs(o, parts[i].part, &config, e);
+            r = read_config_docs(o, parts[i].part, &parts[i].filter, cm.consistency_point,
+                                 &config, &config_replayed, e);
             if (r < 0)
                 ms_error_prefix(e, "the config data of %s cannot be read, so nothing was changed "
                                    "in the target cluster: ",
@@ -1327,6 +1525,7 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     ms_mongo_free(m);
     if (r == 0) {
         ret->consistency_point = cm.consistency_point;
+        ret->config_oplog_applied = config_replayed;
         ret->documents += config_inserted;
         for (size_t i = 0; i < cm.n_parts; i++) {
             ret->documents += parts[i].res.documents;

@@ -146,6 +146,9 @@ typedef struct MsClusterRestoreOptions {
 typedef struct MsClusterRestoreResult {
     uint64_t documents;
     uint64_t oplog_applied;
+    /* Operations of the config server's oplog replayed on the config data (in memory) to
+     * bring it to the consistency point before it was written. */
+    uint64_t config_oplog_applied;
     size_t shards;
     MsOplogPosition consistency_point;
 } MsClusterRestoreResult;

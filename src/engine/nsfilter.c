@@ -236,7 +236,7 @@ static bool db_never_dumped(const char *db) {
  * writes (db.system.buckets.X) count as writes to its own namespace db.X. */
 static int oplog_ns_selected(const MsNsFilter *f, unsigned flags, const char *db,
                              const char *coll) {
-    if (db_never_dumped(db))
+    if (db_never_dumped(db) && !((flags & MS_NS_OPLOG_KEEP_CONFIG) && strcmp(db, "config") == 0))
         return 0;
     if ((flags & MS_NS_OPLOG_KEEP_USERS) && strcmp(db, "admin") == 0 &&
         (strcmp(coll, "system.users") == 0 || strcmp(coll, "system.roles") == 0))

@@ -44,6 +44,10 @@ typedef enum MsNsOplogVerdict {
 
 /* Entries on admin.system.users/roles are kept whatever the filter says (--include-users). */
 #define MS_NS_OPLOG_KEEP_USERS (1u << 0)
+/* Entries on the config database are judged by the filter like any (a cluster snapshot's config
+ * part: its routing changes are replayed to the cluster's consistency point); without this flag
+ * they are never kept, as the config database is never dumped. */
+#define MS_NS_OPLOG_KEEP_CONFIG (1u << 1)
 
 /* Decide whether an oplog entry belongs in a snapshot of the namespaces f selects: CRUD by its
  * namespace, commands by the collection(s) they name, applyOps by its inner operations (a

@@ -599,7 +599,8 @@ static int oplog_capture(DumpContext *ctx, mongoc_client_t *c, MsOplogPosition s
         ms_archive_ns_stream_init(&ss, ctx->writer, MS_ARCHIVE_OPLOG_DB, MS_ARCHIVE_OPLOG_COLLECTION,
                                   SNAPSHOT_SEGMENT_BYTES, e);
     bool filtered = filter_active(ctx->o);
-    unsigned flags = ctx->o->include_users ? MS_NS_OPLOG_KEEP_USERS : 0;
+    unsigned flags = (ctx->o->include_users ? MS_NS_OPLOG_KEEP_USERS : 0) |
+                     (ctx->o->include_config_db ? MS_NS_OPLOG_KEEP_CONFIG : 0);
     uint64_t read = 0, left_out = 0;
     const bson_t *doc;
     while (r == 0 && mongoc_cursor_next(cur, &doc)) {

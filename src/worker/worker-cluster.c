@@ -138,12 +138,14 @@ int worker_run_cluster_restore(Args *a, MsProgress *p) {
         BSON_APPEND_INT64(&fields, "documents", (int64_t) res.documents);
         BSON_APPEND_INT64(&fields, "oplog_applied", (int64_t) res.oplog_applied);
         BSON_APPEND_INT64(&fields, "shards", (int64_t) res.shards);
+        BSON_APPEND_INT64(&fields, "config_oplog_applied", (int64_t) res.config_oplog_applied);
         ms_oplog_position_append(&fields, "consistency_point", res.consistency_point);
         if (!a->json)
             printf("restored %zu shards and the config data: %" PRIu64 " documents, %" PRIu64
-                   " oplog entries replayed, each shard to %" PRIu32 ":%" PRIu32 "\n",
-                   res.shards, res.documents, res.oplog_applied, res.consistency_point.t,
-                   res.consistency_point.i);
+                   " oplog entries replayed, each shard and the config data (%" PRIu64
+                   " entries) to %" PRIu32 ":%" PRIu32 "\n",
+                   res.shards, res.documents, res.oplog_applied, res.config_oplog_applied,
+                   res.consistency_point.t, res.consistency_point.i);
     } else if ((r = worker_stopped_instead(r, &e)) == -ECANCELED)
         log_info("cluster restore stopped: %s", e.message);
     else

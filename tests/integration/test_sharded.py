@@ -119,6 +119,54 @@ class Writer(threading.Thread):
         assert self.error is None, self.error
 
 
+class ConfigWriter(threading.Thread):
+    """Routing changes on the config server while the snapshot runs, as its own writes would be
+    with the balancer stopped: databases created and dropped, a chunk's and a collection's
+    fields set."""
+
+    def __init__(self, cfg):
+        super().__init__(daemon=True)
+        self.config = cfg.new_client().config
+        self.stop_event = threading.Event()
+        self.error = None
+        self.ops = 0
+
+    def run(self):
+        n = 0
+        try:
+            while not self.stop_event.is_set():
+                self.config.databases.insert_one({"_id": f"extra{n}", "primary": ("shard01", "shard02")[n % 2],
+                                                  "version": {"uuid": Binary(uuid.uuid4().bytes, 4), "lastMod": 1}})
+                if n % 3 == 2:
+                    self.config.databases.delete_one({"_id": f"extra{n - 1}"})
+                self.config.chunks.update_one({"shard": "shard02"}, {"$set": {"n": n, "jumbo": n % 2 == 0}})
+                self.config.collections.update_one({"_id": f"{DB}.orders"}, {"$set": {"noBalance": n % 2 == 0}})
+                self.ops += 1
+                n += 1
+                time.sleep(0.01)
+        except Exception as e:  # noqa: BLE001
+            self.error = e
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(timeout=30)
+        assert self.error is None, self.error
+
+
+def mapped_config(raws, names):
+    """Config documents with their shard names mapped as a restore maps them."""
+    out = []
+    for raw in raws:
+        d = bson.decode(raw)
+        for f in ("primary", "shard"):
+            if f in d:
+                d[f] = names.get(d[f], d[f])
+        for entry in d.get("history", []):
+            entry["shard"] = names.get(entry["shard"], entry["shard"])
+        out.append(d)
+    return out
+
+
 def ts_tuple(ts):
     return (ts.time, ts.inc)
 
@@ -190,16 +238,18 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     cfg, shards = source
     store = tmp_path / "store"
     store.mkdir()
-    writer = Writer(shards)
+    writer, config_writer = Writer(shards), ConfigWriter(cfg)
     writer.start()
+    config_writer.start()
     time.sleep(0.3)
     res = worker_json(h.run_worker(tools, "cluster-snapshot", "--uri-file", cfg.uri_file, "--store", store,
                                    "--prefix", "cl", "--name", "s1", "--json"))
-    after = writer.ops
+    after, config_after = writer.ops, config_writer.ops
     deadline = time.monotonic() + 30  # writes after the snapshot too, however busy the machine
-    while writer.ops < after + 20 and time.monotonic() < deadline:
+    while (writer.ops < after + 20 or config_writer.ops < config_after + 5) and time.monotonic() < deadline:
         time.sleep(0.05)
     writer.stop()
+    config_writer.stop()
     assert writer.ops > 20
     point = (res["consistency_point"]["t"], res["consistency_point"]["i"])
     parts = {p["shard"]: p for p in res["parts"]}
@@ -262,8 +312,20 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
         # the point is not the end: the writer went on after it on every shard
         assert want != raw_docs(shards[src_name], f"{DB}.orders"), src_name
     assert raw_docs(tshards["alpha"], f"{DB}.users") == raw_docs(shards["shard01"], f"{DB}.users")
-    # the config data, with the target's names; the target's own config.shards kept
+    # the config data, with the target's names, at the point too: rebuilt from the config
+    # server's oplog, it differs from what the config part dumped (the config server went on
+    # changing while the shards were read) and from the end
+    names = {"shard01": "alpha", "shard02": "beta"}
     tc = tcfg.client.config
+    config_dump_end = (parts["config"]["dump_end"]["t"], parts["config"]["dump_end"]["i"])
+    assert out["config_oplog_applied"] > 0, out
+    for coll in ("databases", "chunks", "collections"):
+        want = mapped_config(state_at(cfg, f"config.{coll}", point), names)
+        got = [bson.decode(d) for d in raw_docs(tcfg, f"config.{coll}")]
+        assert got == want, (coll, got, want)
+        if coll != "collections":
+            assert want != mapped_config(state_at(cfg, f"config.{coll}", config_dump_end), names), coll
+            assert want != mapped_config(raw_docs(cfg, f"config.{coll}"), names), coll
     assert tc.databases.find_one({"_id": DB})["primary"] == "alpha"
     assert sorted(c["shard"] for c in tc.chunks.find()) == ["alpha", "beta"]
     assert sorted(s["_id"] for s in tc.shards.find()) == ["alpha", "beta"]

@@ -453,6 +453,18 @@ static void oplog_crud_by_namespace(void) {
     ASSERT_EQ_INT(verdict_for("*.*", NULL, 0, crud("i", "config.transactions", 1)),
                   MS_NS_OPLOG_DROP);
     ASSERT_EQ_INT(verdict_for("*.*", NULL, 0, crud("i", "local.x", 1)), MS_NS_OPLOG_DROP);
+    /* A cluster snapshot's config part: the config data's routing changes by the patterns,
+     * the rest of the config database and local still never. */
+    ASSERT_EQ_INT(verdict_for("config.chunks", NULL, 0, crud("u", "config.chunks", 1)),
+                  MS_NS_OPLOG_DROP);
+    ASSERT_EQ_INT(verdict_for("config.chunks", NULL, MS_NS_OPLOG_KEEP_CONFIG,
+                              crud("u", "config.chunks", 1)),
+                  MS_NS_OPLOG_KEEP);
+    ASSERT_EQ_INT(verdict_for("config.chunks", NULL, MS_NS_OPLOG_KEEP_CONFIG,
+                              crud("i", "config.transactions", 1)),
+                  MS_NS_OPLOG_DROP);
+    ASSERT_EQ_INT(verdict_for("*.*", NULL, MS_NS_OPLOG_KEEP_CONFIG, crud("i", "local.x", 1)),
+                  MS_NS_OPLOG_DROP);
     /* A time-series collection's buckets belong to it. */
     ASSERT_EQ_INT(verdict_for("iot.weather", NULL, 0, crud("i", "iot.system.buckets.weather", 1)),
                   MS_NS_OPLOG_KEEP);
