@@ -19,7 +19,7 @@ import sqlite3
 import subprocess
 
 from agent_fixtures import *  # noqa: F401,F403
-from agent_fixtures import MANAGER_IFACE, MANAGER_PATH, SNAPSHOT_IFACE, RESTORE_IFACE, decode, gdbus, server_paused, start_restore
+from agent_fixtures import MANAGER_IFACE, MANAGER_PATH, POLICY_IFACE, SNAPSHOT_IFACE, RESTORE_IFACE, decode, gdbus, server_paused, start_restore
 from test_agent_restore import completed_snapshot, wait_restore
 from test_ctl import ctl, ctl_command, ctl_env, ctl_json
 from test_sharded import DB, load, make_cluster, raw_docs, shard_config
@@ -175,3 +175,56 @@ def test_cluster_snapshot_cut_by_a_power_loss(agent, ferretdb_factory):
     agent.wait_for(lambda: not [p for p in (agent.store / "ck" / f"{sid2}.parts").rglob("*")
                                 if p.is_file()],
                    "the parts left without a cluster manifest removed")
+
+
+def test_cluster_policy_stop_rebuild_edit_delete(agent, ferretdb_factory):
+    """What an operator does to any policy, on a cluster policy: a running cluster snapshot
+    stopped (one shard's server hung, the others waiting for it at the barrier) ends stopped
+    with nothing listed or committed; Rebuild clears what the stopped one left in the parts'
+    directory and takes a fresh one; an edited policy (retention) is still a cluster policy and
+    its retention removes a cluster snapshot whole; Delete takes the local cluster snapshots,
+    manifests and every part, with it."""
+    cfg, shards = make_cluster(ferretdb_factory, "agops", ["shard01", "shard02"])
+    shard_config(cfg, "shard01", "shard02")
+    load(shards)
+    agent.write_policy("co", cfg.uri)
+    agent.start()
+    pol = agent.policy_path("co")
+
+    with server_paused(shards["shard02"]):
+        running = agent.take_snapshot("co")
+        sid = decode(running)
+        agent.wait_log("part shard01 dumped")
+        gdbus(agent, running, SNAPSHOT_IFACE, "Cancel")
+        assert agent.wait_snapshot_state(running, ("stopped", "failed", "completed"),
+                                         timeout=60) == "stopped", \
+            agent.prop(running, SNAPSHOT_IFACE, "Error")
+    assert not (agent.store / "co" / f"{sid}.cluster.json").exists()
+    parts_dir = agent.store / "co" / f"{sid}.parts"
+    assert not list(parts_dir.glob("*.manifest.json")) if parts_dir.exists() else True
+    assert agent.prop(running, SNAPSHOT_IFACE, "Parts") == []
+
+    (fresh,) = agent.call(pol, POLICY_IFACE, "Rebuild")
+    assert agent.wait_snapshot_state(fresh, ("completed", "failed")) == "completed", \
+        agent.prop(fresh, SNAPSHOT_IFACE, "Error")
+    fid = decode(fresh)
+    assert agent.prop(fresh, SNAPSHOT_IFACE, "ArchiveKey") == f"co/{fid}.cluster.json"
+    left = [p for p in parts_dir.rglob("*") if p.is_file()] if parts_dir.exists() else []
+    assert not left, left  # the stopped snapshot's unfinished part files
+
+    # edited: KeepLast=1; still a cluster policy, its retention removes the older one whole
+    agent.write_policy("co", cfg.uri, retention_KeepLast="1")
+    agent.call(MANAGER_PATH, MANAGER_IFACE, "Reload")
+    newer = completed_snapshot(agent, "co")
+    nid = decode(newer)
+    assert agent.prop(newer, SNAPSHOT_IFACE, "ArchiveKey") == f"co/{nid}.cluster.json"
+    agent.wait_for(lambda: agent.prop(fresh, SNAPSHOT_IFACE, "State") == "expired", "retention")
+    agent.wait_for(lambda: not [p for p in (agent.store / "co" / f"{fid}.parts").rglob("*")
+                                if p.is_file()], "the expired snapshot's parts removed")
+
+    # deleted: the local cluster snapshot goes with it, manifest and parts
+    agent.call(pol, POLICY_IFACE, "Delete", "b", False)
+    agent.wait_for(lambda: agent.prop(newer, SNAPSHOT_IFACE, "State") == "deleted", "deleted")
+    agent.wait_for(lambda: not [p for p in (agent.store / "co").rglob("*") if p.is_file()
+                                and ".tmp" not in p.name],
+                   "every object of the deleted cluster policy removed")
