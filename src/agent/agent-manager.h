@@ -252,6 +252,7 @@ typedef struct ManagerRestoreOptions {
     /* A cluster snapshot's shards into target shards of other names ("old=new,..."); NULL:
      * each into the shard of its own name. Refused for any other snapshot. */
     const char *shard_map;
+    const char *part; /* one shard's part of a cluster snapshot alone, into a replica set */
 } ManagerRestoreOptions;
 
 /* Restore the completed snapshot snapshot_id into the deployment at target (a MongoDB URI; a

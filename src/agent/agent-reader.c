@@ -767,6 +767,8 @@ static char *options_json(const ManagerRestoreOptions *o) {
         BSON_APPEND_BOOL(&doc, "force", true);
     if (o->shard_map)
         BSON_APPEND_UTF8(&doc, "shard_map", o->shard_map);
+    if (o->part)
+        BSON_APPEND_UTF8(&doc, "part", o->part);
     char *json = bson_as_relaxed_extended_json(&doc, NULL);
     bson_destroy(&doc);
     char *copy = json ? strdup(json) : NULL;
@@ -799,6 +801,8 @@ static int restore_args(const MsSnapshotRecord *s, const ManagerRestoreOptions *
         return -ENOMEM;
     if (o->shard_map &&
         (args_push(args, &n, "--shard-map") < 0 || args_push(args, &n, o->shard_map) < 0))
+        return -ENOMEM;
+    if (o->part && (args_push(args, &n, "--part") < 0 || args_push(args, &n, o->part) < 0))
         return -ENOMEM;
     if (o->parallel) {
         snprintf(parallel, sizeof(parallel), "%u", o->parallel);
@@ -889,13 +893,24 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
                             "shard_map maps a cluster snapshot's shards; snapshot %s is of one "
                             "replica set",
                             s->id);
-    if (cluster && (o->ns_include || o->ns_exclude || o->ns_from || o->until || o->time ||
-                    o->no_indexes))
+    if (o->part && !cluster)
+        return ms_error_set(e, EINVAL,
+                            "part names a shard of a cluster snapshot; snapshot %s is of one "
+                            "replica set",
+                            s->id);
+    if (o->part && (o->until || o->time || o->shard_map))
+        return ms_error_set(e, EINVAL,
+                            "a part of cluster snapshot %s is restored to the cluster snapshot's "
+                            "consistency point, into a replica set: until, time and shard_map do "
+                            "not go with part",
+                            s->id);
+    if (cluster && !o->part &&
+        (o->ns_include || o->ns_exclude || o->ns_from || o->until || o->time || o->no_indexes))
         return ms_error_set(e, EINVAL,
                             "snapshot %s is a cluster snapshot: it is restored whole into a "
                             "sharded cluster, each shard to its consistency point; namespace "
-                            "filters, renames, until, time and no_indexes apply to one part "
-                            "(mongosnap-worker restore --snapshot PREFIX/NAME.parts/SHARD)",
+                            "filters, renames and no_indexes apply to one shard's part restored "
+                            "alone into a replica set (part)",
                             s->id);
     if (o->time && !s->point_in_time)
         return ms_error_set_kind(e, MS_ERROR_KIND_NOT_RESTORABLE, EINVAL,

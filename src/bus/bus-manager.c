@@ -284,7 +284,7 @@ static int read_restore_option(sd_bus_message *message, const char *key, void *u
         {"until", OPTION_STRING},      {"parallel", OPTION_UINT32},
         {"credential", OPTION_STRING}, {"key_credential", OPTION_STRING},
         {"force", OPTION_BOOL},        {"time", OPTION_STRING},
-        {"shard_map", OPTION_STRING},
+        {"shard_map", OPTION_STRING},  {"part", OPTION_STRING},
     };
     static const char *const signatures[] = {"as", "b", "s", "u"};
     size_t k = 0;
@@ -294,7 +294,7 @@ static int read_restore_option(sd_bus_message *message, const char *key, void *u
         return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
                                  "unknown restore option '%.*s'; known: ns_include, ns_exclude, "
                                  "ns_from, ns_to, drop, no_indexes, until, parallel, credential, "
-                                 "key_credential, force, time, shard_map",
+                                 "key_credential, force, time, shard_map, part",
                                  BUS_ECHO_MAX, key);
     const char *sig = signatures[known[k].type];
     /* "time" is a string (ISO 8601 or T:I) or microseconds since the epoch (t). */
@@ -350,6 +350,8 @@ static int read_restore_option(sd_bus_message *message, const char *key, void *u
             b->o.key_credential = str[0] ? str : NULL;
         else if (r >= 0 && strcmp(key, "shard_map") == 0)
             b->o.shard_map = str[0] ? str : NULL;
+        else if (r >= 0 && strcmp(key, "part") == 0)
+            b->o.part = str[0] ? str : NULL;
         else if (r >= 0)
             b->o.credential = str[0] ? str : NULL;
         break;

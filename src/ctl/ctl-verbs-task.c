@@ -56,6 +56,8 @@ static int append_restore_options(sd_bus_message *m, const CtlRestoreArgs *a, bo
         r = sd_bus_message_append(m, "{sv}", "key_credential", "s", a->key_credential);
     if (r >= 0 && a->shard_map)
         r = sd_bus_message_append(m, "{sv}", "shard_map", "s", a->shard_map);
+    if (r >= 0 && a->part)
+        r = sd_bus_message_append(m, "{sv}", "part", "s", a->part);
     if (r >= 0 && force)
         r = sd_bus_message_append(m, "{sv}", "force", "b", 1);
     return r < 0 ? r : sd_bus_message_close_container(m);

@@ -150,6 +150,8 @@ static const CtlVerb verbs[] = {
                    "  --shard-map OLD=NEW,...\n"
                    "                    a cluster snapshot's shards into target shards of\n"
                    "                    other names (default: each into its own name)\n"
+                   "  --part SHARD      one shard's part of a cluster snapshot alone, into a\n"
+                   "                    replica set, to the snapshot's consistency point\n"
                    "  --force           restore a snapshot whose last verification failed\n"
                    HELP_WAIT("the restore ends; exit 0 only if it completed"),
         .min_args = 1,
@@ -286,7 +288,7 @@ static const OptionName option_names[] = {
     {CTL_OPT_PURGE_REMOTE, "--purge-remote"},
     {CTL_OPT_SCHEDULED, "--scheduled"},
     {CTL_OPT_RESTORE, "--to, --ns-*, --drop, --until, --time, --no-indexes, --parallel, "
-                        "--credential, --key-credential, --shard-map"},
+                        "--credential, --key-credential, --shard-map, --part"},
     {CTL_OPT_FOLLOW, "--follow"},
     {CTL_OPT_LINES, "--lines"},
     {CTL_OPT_EXPIRES, "--expires"},
@@ -384,6 +386,7 @@ enum {
     OPT_CREDENTIAL,
     OPT_KEY_CREDENTIAL,
     OPT_SHARD_MAP,
+    OPT_PART,
     OPT_EXPIRES,
     OPT_FORCE,
     OPT_VERSION_SHOWN, /* not an option: parse_args() asks main() to print the version */
@@ -414,6 +417,7 @@ static const struct option long_options[] = {
     {"credential", required_argument, NULL, OPT_CREDENTIAL},
     {"key-credential", required_argument, NULL, OPT_KEY_CREDENTIAL},
     {"shard-map", required_argument, NULL, OPT_SHARD_MAP},
+    {"part", required_argument, NULL, OPT_PART},
     {"expires", required_argument, NULL, OPT_EXPIRES},
     {"force", no_argument, NULL, OPT_FORCE},
     {"follow", no_argument, NULL, 'f'},
@@ -465,6 +469,9 @@ static int parse_restore_option(CtlRestoreArgs *x, int c, char *arg) {
         return 1;
     case OPT_SHARD_MAP:
         x->shard_map = arg;
+        return 1;
+    case OPT_PART:
+        x->part = arg;
         return 1;
     case OPT_PARALLEL:
         if (parse_unsigned(arg, RESTORE_PARALLEL_MIN, RESTORE_PARALLEL_MAX, &x->parallel) < 0) {

@@ -36,6 +36,7 @@ typedef struct CtlRestoreArgs {
     const char *credential;
     const char *key_credential;
     const char *shard_map; /* a cluster snapshot's shards into other names: "old=new,..." */
+    const char *part;      /* one shard's part of a cluster snapshot alone */
     unsigned parallel;     /* 0: the agent's default */
 } CtlRestoreArgs;
 

@@ -104,6 +104,9 @@ static void help(void) {
            "                            consistent at one oplog time)\n"
            "  mongosnap-worker cluster-restore  --uri-file FILE --store DIR --snapshot P/N\n"
            "                            [--shard-map OLD=NEW,...] [--drop] [--key-file FILE]\n"
+           "  restore --snapshot P/N --part SHARD  one shard's part alone into a replica set,\n"
+           "                            to the cluster snapshot's consistency point (filters and\n"
+           "                            renames as for any restore)\n"
            "  verify --snapshot P/N and remove --key P/N.cluster.json take a cluster snapshot\n"
            "  whole (every part read; the cluster manifest removed first, then the parts)\n"
            "Point-in-time recovery (the policy's prefix holds snapshots and oplog/ slices):\n"
@@ -196,6 +199,7 @@ enum {
     OPT_METADATA_ONLY,
     OPT_OUTPUT,
     OPT_SHARD_MAP,
+    OPT_PART,
     OPT_BATCH_SIZE,
     OPT_NO_OPLOG,
     OPT_INCLUDE_USERS,
@@ -255,6 +259,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"metadata-only", no_argument, NULL, OPT_METADATA_ONLY},
         {"output", required_argument, NULL, OPT_OUTPUT},
         {"shard-map", required_argument, NULL, OPT_SHARD_MAP},
+        {"part", required_argument, NULL, OPT_PART},
         {"batch-size", required_argument, NULL, OPT_BATCH_SIZE},
         {"no-oplog", no_argument, NULL, OPT_NO_OPLOG},
         {"include-users", no_argument, NULL, OPT_INCLUDE_USERS},
@@ -408,6 +413,9 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case OPT_OUTPUT:
             a->output = optarg;
+            break;
+        case OPT_PART:
+            a->part = optarg;
             break;
         case OPT_SHARD_MAP:
             a->shard_map = optarg;
@@ -785,6 +793,22 @@ int worker_run_restore(Args *a, MsProgress *p) {
         log_error("restore failed: %s", e.message);
         worker_report_result(p, a, cluster, &e, NULL);
         return worker_exit_code_for(cluster);
+    }
+    _cleanup_free_ char *part_key = NULL;
+    if (cluster > 0 && a->part) {
+        /* One shard's part alone, for inspection: its own snapshot, to the cluster's point. */
+        int r = worker_cluster_part(a, storage, &part_key, &e);
+        if (r < 0) {
+            log_error("restore failed: %s", e.message);
+            worker_report_result(p, a, r, &e, NULL);
+            return r == -EINVAL ? MONGOSNAP_EXIT_USAGE : worker_exit_code_for(r);
+        }
+        a->snapshot = part_key;
+        cluster = 0;
+    } else if (a->part) {
+        log_error("--part names a shard of a cluster snapshot; %s is a snapshot of one replica set",
+                  a->snapshot);
+        return MONGOSNAP_EXIT_USAGE;
     }
     if (cluster > 0) {
         /* Every shard into its counterpart, to the cluster snapshot's consistency point. */

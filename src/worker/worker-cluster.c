@@ -100,6 +100,67 @@ int worker_run_cluster_snapshot(Args *a, MsProgress *p) {
     return worker_exit_code_for(r);
 }
 
+int worker_cluster_part(Args *a, MsStorage *storage, char **ret_key, MsError *e) {
+    if (a->has_until || a->has_time || a->no_oplog || a->n_slices || a->shard_map)
+        return ms_error_set(e, EINVAL,
+                            "a part of cluster snapshot %s is restored to the cluster snapshot's "
+                            "consistency point: --until, --time, --no-oplog and --shard-map do "
+                            "not go with --part",
+                            a->snapshot);
+    MsClusterManifest cm;
+    int r = ms_cluster_manifest_read(storage, a->snapshot, &cm, e);
+    if (r < 0)
+        return r;
+    const MsClusterPart *part = NULL;
+    char names[512] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < cm.n_parts; i++) {
+        if (strcmp(cm.parts[i].shard, MS_CLUSTER_CONFIG_PART) == 0)
+            continue;
+        if (strcmp(cm.parts[i].shard, a->part) == 0)
+            part = &cm.parts[i];
+        if (used < sizeof(names))
+            used += (size_t) snprintf(names + used, sizeof(names) - used, "%s%s", used ? ", " : "",
+                                      cm.parts[i].shard);
+    }
+    if (!part && strcmp(a->part, MS_CLUSTER_CONFIG_PART) == 0)
+        r = ms_error_set(e, EINVAL,
+                         "the config data's part is restored with the whole cluster snapshot, "
+                         "into a cluster's config server; --part takes a shard (%s has %s)",
+                         a->snapshot, names);
+    else if (!part)
+        r = ms_error_set(e, EINVAL, "cluster snapshot %s has no shard '%s' (its shards: %s)",
+                         a->snapshot, a->part, names);
+    /* Into a replica set: a part written through a mongos would be routed by the target
+     * cluster's own chunks, and into its config server it would not be a shard's data. */
+    MsMongo *m = NULL;
+    if (r == 0)
+        r = ms_mongo_open(a->uri, a->password, 1, &m, e);
+    if (r == 0) {
+        mongoc_client_t *c = ms_mongo_pop(m);
+        if (ms_mongo_is_sharded_source(c))
+            r = ms_error_set(e, EINVAL,
+                             "the target is a sharded cluster's mongos or config server: a part "
+                             "alone goes into a replica set (restore the whole cluster snapshot "
+                             "into a cluster). Nothing was restored");
+        ms_mongo_push(m, c);
+        ms_mongo_free(m);
+    }
+    if (r == 0) {
+        a->has_until = true;
+        a->until = cm.consistency_point;
+        if (!(*ret_key = strdup(part->manifest_key)))
+            r = ms_error_oom(e);
+        else
+            log_info("part %s of cluster snapshot %s (%s), to its consistency point %" PRIu32
+                     ":%" PRIu32,
+                     part->shard, a->snapshot, part->manifest_key, cm.consistency_point.t,
+                     cm.consistency_point.i);
+    }
+    ms_cluster_manifest_clear(&cm);
+    return r;
+}
+
 int worker_run_cluster_restore(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
     if (!a->uri || !a->snapshot) {

@@ -46,6 +46,7 @@ typedef struct Args {
     bool metadata_only;   /* verify --metadata-only */
     const char *output;   /* export --output FILE ("-" or none: standard output) */
     const char *shard_map; /* cluster-restore --shard-map OLD=NEW,... */
+    const char *part;      /* restore --part SHARD: one part of a cluster snapshot alone */
     uint64_t split_min;
     bool split_min_set;
     unsigned batch_size;
@@ -83,6 +84,10 @@ void worker_name_broken_snapshots(MsStorage *st, const Args *a, MsError *e);
 /* worker-cluster.c */
 int worker_run_cluster_snapshot(Args *a, MsProgress *p);
 int worker_run_cluster_restore(Args *a, MsProgress *p);
+/* restore --part SHARD of a cluster snapshot: checks the options and the target (a replica set),
+ * sets a->until to the cluster's consistency point and *ret_key to the part's manifest key.
+ * -EINVAL for what the caller asked wrong (an exit of MONGOSNAP_EXIT_USAGE). */
+int worker_cluster_part(Args *a, MsStorage *storage, char **ret_key, MsError *e);
 /* remove --gc */
 int worker_collect(MsStorage *st, const Args *a, bson_t *fields, MsError *e);
 bool worker_has_suffix(const char *s, const char *suffix);

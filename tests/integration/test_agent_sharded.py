@@ -109,6 +109,29 @@ def test_cluster_policy_through_the_agent(agent, ferretdb_factory):
                              capture_output=True, text=True, env=ctl_env(), timeout=60)
         assert run.returncode == 2 and why in run.stderr, (extra, run.stderr)
 
+    # one shard's part alone into a replica set, for inspection (with a rename, as any restore)
+    lone = ferretdb_factory("aglone")
+    run = subprocess.run(ctl_command(agent.bus.address, "restore", sid1, "--to", lone.uri,
+                                     "--part", "shard02", "--ns-from", f"{DB}.*",
+                                     "--ns-to", "inspect.*", "--wait"),
+                         capture_output=True, text=True, env=ctl_env(), timeout=240)
+    assert run.returncode == 0, run.stderr
+    assert raw_docs(lone, "inspect.orders") == raw_docs(shards["shard02"], f"{DB}.orders")
+    assert DB not in lone.client.list_database_names()
+    # refused: with a time, the config part, a shard it does not have, into a cluster
+    run = subprocess.run(ctl_command(agent.bus.address, "restore", sid1, "--to", lone.uri,
+                                     "--part", "shard02", "--until", "1:1"),
+                         capture_output=True, text=True, env=ctl_env(), timeout=60)
+    assert run.returncode == 2 and "consistency point" in run.stderr, run.stderr
+    for part, target, why in (("config", lone.uri, "--part takes a shard"),
+                              ("shard09", lone.uri, "its shards: shard01, shard02"),
+                              ("shard01", ocfg.uri, "a part alone goes into a replica set")):
+        run = subprocess.run(ctl_command(agent.bus.address, "restore", sid1, "--to", target,
+                                         "--part", part, "--wait"),
+                             capture_output=True, text=True, env=ctl_env(), timeout=120)
+        assert run.returncode != 0 and why in run.stderr + run.stdout, (part, run.stderr)
+    assert raw_docs(oshards["alpha"], f"{DB}.orders") == raw_docs(shards["shard01"], f"{DB}.orders")
+
     # retention (KeepLast=1) removes the first cluster snapshot whole once a second completes
     snap2 = completed_snapshot(agent, "cl")
     sid2 = decode(snap2)

@@ -400,6 +400,10 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     h.restore(tools, lone.uri_file, "--store", store, "--snapshot", "cl/s1.parts/shard02",
               "--until", f"{point[0]}:{point[1]}")
     assert raw_docs(lone, f"{DB}.orders") == state_at(shards["shard02"], f"{DB}.orders", point)
+    # the same by the part's shard name: the point comes from the cluster manifest
+    h.restore(tools, lone.uri_file, "--store", store, "--snapshot", "cl/s1", "--part", "shard01",
+              "--drop")
+    assert raw_docs(lone, f"{DB}.orders") == state_at(shards["shard01"], f"{DB}.orders", point)
 
     # removal: the cluster manifest first, then every part; a second removal finds nothing left
     # and a removal cut short after the manifest is finished by the next from the parts listed
