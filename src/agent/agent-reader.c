@@ -904,13 +904,13 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
                             "consistency point, into a replica set: until, time and shard_map do "
                             "not go with part",
                             s->id);
-    if (cluster && !o->part &&
-        (o->ns_include || o->ns_exclude || o->ns_from || o->until || o->time || o->no_indexes))
+    if (cluster && !o->part && (o->ns_include || o->ns_exclude || o->ns_from || o->until ||
+                                o->no_indexes))
         return ms_error_set(e, EINVAL,
                             "snapshot %s is a cluster snapshot: it is restored whole into a "
-                            "sharded cluster, each shard to its consistency point; namespace "
-                            "filters, renames and no_indexes apply to one shard's part restored "
-                            "alone into a replica set (part)",
+                            "sharded cluster, each shard to its consistency point or to a time "
+                            "(time); namespace filters, renames and no_indexes apply to one "
+                            "shard's part restored alone into a replica set (part)",
                             s->id);
     if (o->time && !s->point_in_time)
         return ms_error_set_kind(e, MS_ERROR_KIND_NOT_RESTORABLE, EINVAL,

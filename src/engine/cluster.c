@@ -19,6 +19,7 @@
 #include "manifest.h"
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
+#include "cluster-pit.h"
 #include "doc-update.h"
 #include "nsfilter.h"
 #include "oplog-plan.h"
@@ -298,6 +299,58 @@ const char *ms_shard_map_apply(const MsShardMap *m, const char *name) {
         if (strcmp(m->from[i], name) == 0)
             return m->to[i];
     return name;
+}
+
+void ms_cluster_sources_free(MsClusterSource *s, size_t n) {
+    for (size_t i = 0; s && i < n; i++) {
+        free(s[i].name);
+        free(s[i].uri);
+    }
+    free(s);
+}
+
+static int config_server_uri(MsMongo *m, mongoc_client_t *c, const char *uri, char **ret, MsError *e);
+
+int ms_cluster_sources(const char *uri, const char *password, MsClusterSource **ret, size_t *ret_n,
+                       MsError *e) {
+    MsMongo *m = NULL;
+    int r = ms_mongo_open(uri, password, 1, &m, e);
+    if (r < 0)
+        return r;
+    mongoc_client_t *mc = ms_mongo_pop(m);
+    MsClusterShard *shards = NULL;
+    size_t n = 0, k = 0;
+    r = read_shards(m, mc, &shards, &n, e);
+    MsClusterSource *out = r == 0 ? calloc(n + 1, sizeof(*out)) : NULL;
+    if (r == 0 && !out)
+        r = ms_error_oom(e);
+    for (; r == 0 && k < n; k++) {
+        if (strcmp(shards[k].name, MS_CLUSTER_CONFIG_PART) == 0) {
+            r = ms_error_set(e, EOPNOTSUPP,
+                             "the cluster has a shard named \"config\" (a config shard, MongoDB "
+                             "8.0): mongosnap cannot take it yet");
+            break;
+        }
+        out[k].name = strdup(shards[k].name);
+        if (!out[k].name)
+            r = ms_error_oom(e);
+        else
+            r = ms_cluster_shard_uri(uri, &shards[k], &out[k].uri, e);
+    }
+    if (r == 0) {
+        out[n].name = strdup(MS_CLUSTER_CONFIG_PART);
+        r = out[n].name ? config_server_uri(m, mc, uri, &out[n].uri, e) : ms_error_oom(e);
+    }
+    ms_cluster_shards_free(shards, n);
+    ms_mongo_push(m, mc);
+    ms_mongo_free(m);
+    if (r < 0) {
+        ms_cluster_sources_free(out, n + 1);
+        return r;
+    }
+    *ret = out;
+    *ret_n = n + 1;
+    return 0;
 }
 
 /* ---- the cluster snapshot ---- */
@@ -942,6 +995,8 @@ typedef struct RestorePart {
     const MsClusterPart *part;
     char *uri;
     MsOplogPosition until;
+    char *const *slice_keys; /* the part's oplog slices to until (borrowed from the plan) */
+    size_t n_slices;
     MsNsFilter filter; /* the config part's collections */
     bool config;
     bool started;
@@ -965,6 +1020,8 @@ static void *restore_part_main(void *userdata) {
         .batch_size = 1000,
         .drop = p->o->drop,
         .replay_oplog = true,
+        .slice_keys = p->slice_keys,
+        .n_slices = p->n_slices,
         .has_until = true,
         .until = p->until,
         .restore_indexes = true,
@@ -1208,8 +1265,83 @@ static int replay_config_oplog(ConfigDocs *d, const MsNsFilter *filter, bson_t *
  * documents as dumped, brought to the cluster's consistency point by the config server's oplog
  * captured with them (the other parts' data is at that point: the routing must be too), then
  * their shard names mapped. */
+typedef struct ConfigOplog {
+    bson_t **v;
+    size_t n, bytes;
+    MsOplogPosition last; /* the newest entry held: a slice's entries up to it are repeats */
+} ConfigOplog;
+
+static void config_oplog_clear(ConfigOplog *l) {
+    for (size_t i = 0; i < l->n; i++)
+        bson_destroy(l->v[i]);
+    free(l->v);
+}
+
+/* Keeps entry (owned) when it is after the last one held and not after point. */
+static int config_oplog_take(ConfigOplog *l, bson_t *entry, MsOplogPosition point, MsError *e) {
+    MsOplogPosition pos = ms_oplog_entry_position(entry);
+    if (ms_oplog_position_after(pos, point) || (l->n && !ms_oplog_position_after(pos, l->last))) {
+        bson_destroy(entry);
+        return 0; /* after the point (read on: the checksums cover all), or held already */
+    }
+    bson_t **grown = NULL;
+    int r = 0;
+    if ((l->bytes += entry->len) > CONFIG_OPLOG_MAX_BYTES)
+        r = ms_error_set(e, EFBIG,
+                         "the config server's oplog to replay is over %u MiB: more than a "
+                         "cluster's routing changes (was the config server written to by "
+                         "something else?); mongosnap does not replay that much in memory",
+                         CONFIG_OPLOG_MAX_BYTES >> 20);
+    else if (!(grown = realloc(l->v, (l->n + 1) * sizeof(*grown))))
+        r = ms_error_oom(e);
+    if (r < 0) {
+        bson_destroy(entry);
+        return r;
+    }
+    l->v = grown;
+    l->v[l->n++] = entry;
+    l->last = pos;
+    return 0;
+}
+
+/* The config server's oplog entries of a slice, up to point, appended. */
+static int read_config_slice(const MsClusterRestoreOptions *o, const char *key, MsOplogPosition point,
+                             ConfigOplog *l, MsError *e) {
+    MsSnapshotSource src;
+    int r = ms_snapshot_source_open_store(o->storage, key, o->key, &src, e);
+    if (r < 0) {
+        if (!strstr(e->message, key))
+            ms_error_prefix(e, "oplog slice %s: ", key);
+        return r;
+    }
+    const MsArchiveHeader *header;
+    const MsArchiveCollection *colls;
+    size_t n_colls;
+    r = ms_archive_reader_read_prelude(src.reader, &header, &colls, &n_colls, e);
+    while (r == 0) {
+        MsArchiveEvent ev;
+        r = ms_archive_reader_next(src.reader, &ev, e);
+        if (r < 0 || ev.kind == MS_ARCHIVE_EVENT_END)
+            break;
+        if (ev.kind != MS_ARCHIVE_EVENT_DOCUMENT || !ms_archive_is_oplog(ev.db, ev.collection))
+            continue;
+        bson_t *entry = bson_new_from_data(ev.data, ev.len);
+        r = entry ? config_oplog_take(l, entry, point, e)
+                  : ms_error_set(e, EBADMSG, "oplog slice %s holds a malformed entry", key);
+    }
+    if (r == 0)
+        r = ms_snapshot_source_check_stored(&src, e);
+    if (r == 0)
+        r = ms_snapshot_source_check_namespaces(&src, e);
+    ms_snapshot_source_close(&src);
+    if (r < 0 && !strstr(e->message, key))
+        ms_error_prefix(e, "oplog slice %s: ", key);
+    return r;
+}
+
 static int read_config_docs(const MsClusterRestoreOptions *o, const MsClusterPart *part,
-                            const MsNsFilter *filter, MsOplogPosition point, ConfigDocs *ret,
+                            const MsNsFilter *filter, MsOplogPosition point,
+                            char *const *slice_keys, size_t n_slices, ConfigDocs *ret,
                             uint64_t *ret_replayed, MsError *e) {
     MsSnapshotSource src;
     int r = ms_snapshot_source_open_store(o->storage, part->manifest_key, o->key, &src, e);
@@ -1218,8 +1350,7 @@ static int read_config_docs(const MsClusterRestoreOptions *o, const MsClusterPar
     const MsArchiveHeader *header;
     const MsArchiveCollection *colls;
     size_t n_colls;
-    bson_t **oplog = NULL;
-    size_t n_oplog = 0, oplog_bytes = 0;
+    ConfigOplog oplog = {0};
     r = ms_archive_reader_read_prelude(src.reader, &header, &colls, &n_colls, e);
     while (r == 0) {
         MsArchiveEvent ev;
@@ -1238,28 +1369,9 @@ static int read_config_docs(const MsClusterRestoreOptions *o, const MsClusterPar
                              is_oplog ? "oplog" : "config.", is_oplog ? "" : CONFIG_DATA[k]);
             break;
         }
-        if (is_oplog) {
-            if (ms_oplog_position_after(ms_oplog_entry_position(doc), point)) {
-                bson_destroy(doc);
-                continue; /* after the consistency point (read on: the checksums cover all) */
-            }
-            bson_t **grown = NULL;
-            if ((oplog_bytes += ev.len) > CONFIG_OPLOG_MAX_BYTES)
-                r = ms_error_set(e, EFBIG,
-                                 "the config server's oplog in this snapshot is over %u MiB up to "
-                                 "the consistency point: more than a cluster's routing changes "
-                                 "while a snapshot runs (was the config server written to by "
-                                 "something else?); mongosnap does not replay that much in memory",
-                                 CONFIG_OPLOG_MAX_BYTES >> 20);
-            else if (!(grown = realloc(oplog, (n_oplog + 1) * sizeof(*grown))))
-                r = ms_error_oom(e);
-            if (r < 0) {
-                bson_destroy(doc);
-                break;
-            }
-            oplog = grown;
-            oplog[n_oplog++] = doc;
-        } else if (config_docs_push(ret, (size_t) k, doc) < 0) {
+        if (is_oplog)
+            r = config_oplog_take(&oplog, doc, point, e);
+        else if (config_docs_push(ret, (size_t) k, doc) < 0) {
             bson_destroy(doc);
             r = ms_error_oom(e);
         }
@@ -1269,11 +1381,12 @@ static int read_config_docs(const MsClusterRestoreOptions *o, const MsClusterPar
     if (r == 0)
         r = ms_snapshot_source_check_namespaces(&src, e);
     ms_snapshot_source_close(&src);
+    /* Point-in-time: the config server's slices after its part, to the time. */
+    for (size_t i = 0; r == 0 && i < n_slices; i++)
+        r = read_config_slice(o, slice_keys[i], point, &oplog, e);
     if (r == 0)
-        r = replay_config_oplog(ret, filter, oplog, n_oplog, ret_replayed, e);
-    for (size_t i = 0; i < n_oplog; i++)
-        bson_destroy(oplog[i]);
-    free(oplog);
+        r = replay_config_oplog(ret, filter, oplog.v, oplog.n, ret_replayed, e);
+    config_oplog_clear(&oplog);
     /* The shard names, mapped in one step from the snapshot's values (after the replay: an
      * entry names the snapshot's shards too). */
     for (size_t k = 0; r == 0 && k < 3; k++)
@@ -1382,6 +1495,15 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
             ms_error_prefix(e, "nothing was restored: ");
         return r;
     }
+    if (o->has_until && ms_oplog_position_after(cm.consistency_point, o->until)) {
+        r = ms_error_set(e, ERANGE,
+                         "%s is consistent from %" PRIu32 ":%" PRIu32 " on; it cannot be restored "
+                         "to the earlier %" PRIu32 ":%" PRIu32 ". Nothing was restored",
+                         o->snapshot_key, cm.consistency_point.t, cm.consistency_point.i,
+                         o->until.t, o->until.i);
+        ms_cluster_manifest_clear(&cm);
+        return r;
+    }
     MsMongo *m = NULL;
     r = ms_mongo_open(o->uri, o->password, 1, &m, e);
     if (r < 0) {
@@ -1404,7 +1526,13 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
         RestorePart *p = &parts[i];
         p->o = o;
         p->part = &cm.parts[i];
-        p->until = cm.consistency_point;
+        p->until = o->has_until ? o->until : cm.consistency_point;
+        const MsClusterPitPlanPart *pp =
+            o->plan ? ms_cluster_pit_plan_part(o->plan, cm.parts[i].shard) : NULL;
+        if (pp) {
+            p->slice_keys = pp->slice_keys;
+            p->n_slices = pp->n_slices;
+        }
         ms_progress_init(&p->progress, -1);
         if (strcmp(cm.parts[i].shard, MS_CLUSTER_CONFIG_PART) == 0) {
             p->config = true;
@@ -1462,8 +1590,9 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     uint64_t config_replayed = 0;
     for (size_t i = 0; r == 0 && i < cm.n_parts; i++)
         if (parts[i].config) {
-            r = read_config_docs(o, parts[i].part, &parts[i].filter, cm.consistency_point,
-                                 &config, &config_replayed, e);
+            r = read_config_docs(o, parts[i].part, &parts[i].filter, parts[i].until,
+                                 parts[i].slice_keys, parts[i].n_slices, &config,
+                                 &config_replayed, e);
             if (r < 0)
                 ms_error_prefix(e, "the config data of %s cannot be read, so nothing was changed "
                                    "in the target cluster: ",

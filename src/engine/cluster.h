@@ -53,6 +53,17 @@ typedef struct MsClusterShard {
 int ms_cluster_discover(const char *uri, const char *password, MsClusterShard **ret, size_t *ret_n,
                         MsError *e);
 void ms_cluster_shards_free(MsClusterShard *s, size_t n);
+
+/* What a cluster's parts are read from: every shard's replica set and the config server
+ * (named MS_CLUSTER_CONFIG_PART, last), each with the URI that reaches it (the source's user
+ * and options: it may hold a password, never printed). */
+typedef struct MsClusterSource {
+    char *name;
+    char *uri;
+} MsClusterSource;
+int ms_cluster_sources(const char *uri, const char *password, MsClusterSource **ret, size_t *ret_n,
+                       MsError *e);
+void ms_cluster_sources_free(MsClusterSource *s, size_t n);
 /* A shard's connection string: hosts and replica set from config.shards, user name and options
  * from the source URI (the password travels apart, as for the source). */
 int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, char **ret, MsError *e);
@@ -139,6 +150,12 @@ typedef struct MsClusterRestoreOptions {
     const MsEncryptKey *key;
     bool drop;
     unsigned parallel;
+    /* To a time at or after the consistency point (point-in-time recovery, cluster-pit.h):
+     * every part, the config data's too, replayed to until through its slices in plan (whose
+     * snapshot must be snapshot_key's). */
+    bool has_until;
+    MsOplogPosition until;
+    const struct MsClusterPitPlan *plan;
     MsProgress *progress;
     volatile sig_atomic_t *cancel;
 } MsClusterRestoreOptions;

@@ -512,15 +512,14 @@ int ms_follow_run(const MsFollowOptions *o, MsFollowResult *ret, MsError *e) {
         f.client = ms_mongo_pop(f.mongo);
         r = ms_mongo_ping(f.mongo, f.client, &f.server_version, e);
     }
-    /* A sharded cluster's oplog is every shard's: one follower on the config server would
-     * write slices no restore can use. Refused until cluster point-in-time recovery (a
-     * follower per replica set) exists. */
-    if (r == 0 && ms_mongo_is_sharded_source(f.client))
+    /* A sharded cluster's oplog is every shard's: one follower on the config server alone
+     * would write slices no restore can use. A cluster is followed part by part
+     * (mongosnap-worker follow does it, cluster-pit.h), the config server being one part. */
+    if (r == 0 && !o->cluster_part && ms_mongo_is_sharded_source(f.client))
         r = ms_error_set_kind(e, MS_ERROR_KIND_NOT_SUPPORTED, EOPNOTSUPP,
-                              "the source is a sharded cluster's mongos or config server: "
-                              "point-in-time recovery of a sharded cluster (an oplog follower per "
-                              "shard) is not built yet; cluster snapshots are consistent at their "
-                              "own point; turn PointInTime= off for this policy");
+                              "the source is a sharded cluster's mongos or config server: its "
+                              "oplog is every shard's; follow it part by part (mongosnap-worker "
+                              "follow does, with the cluster's source)");
     bool exists = false;
     if (r == 0)
         r = ms_oplog_exists(f.mongo, f.client, &exists, e);

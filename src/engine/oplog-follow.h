@@ -42,6 +42,9 @@ typedef struct MsFollowOptions {
     void (*on_slice)(void *userdata, const MsSliceRef *slice);
     void *userdata;
     volatile sig_atomic_t *cancel;
+    /* One part of a sharded cluster (a shard's replica set, or the config server, which is
+     * otherwise refused as a cluster's source). */
+    bool cluster_part;
 } MsFollowOptions;
 
 typedef struct MsFollowResult {

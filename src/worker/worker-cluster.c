@@ -187,6 +187,9 @@ int worker_run_cluster_restore(Args *a, MsProgress *p) {
         .key = a->key,
         .drop = a->drop,
         .parallel = a->parallel,
+        .has_until = a->cluster_plan && a->has_until,
+        .until = a->until,
+        .plan = a->cluster_plan,
         .progress = p,
         .cancel = &worker_cancel_requested,
     };

@@ -3,13 +3,18 @@
  * its slices; every plan is made from what the store holds, so a worker needs no agent. */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/strv.h"
+#include "engine/cluster-pit.h"
+#include "engine/cluster.h"
+#include "engine/mongo-client.h"
 #include "engine/oplog-follow.h"
 #include "engine/oplog-slice.h"
 #include "engine/verify.h"
@@ -108,6 +113,7 @@ static int load_snapshots(MsStorage *st, const char *prefix, Snapshots *ret, MsE
 }
 
 static void append_ranges(bson_t *b, const char *key, const MsPitRange *ranges, size_t n);
+static void append_position(bson_t *b, const char *key, MsOplogPosition p);
 
 /* The restorable ranges, reported by the follower after every slice ("ranges" events), so that
  * the agent shows them without reading the store itself. The slices are listed once and then
@@ -233,6 +239,281 @@ static void ranges_on_slice(void *userdata, const MsSliceRef *slice) {
     free(ranges);
 }
 
+/* ---- a sharded cluster: one follower per part ----
+ *
+ * Every shard's replica set and the config server are followed at once, each into its own
+ * chain under <prefix>/oplog/parts/<part> (cluster-pit.h); the restorable ranges reported are
+ * the cluster's (every part's chain intersected from each cluster snapshot's point), and each
+ * part's slices are pruned by the oldest cluster snapshot's part. One part that fails stops
+ * them all (each commits what it read): the agent starts the follower again, as for any. */
+
+typedef struct ClusterFollow ClusterFollow;
+
+typedef struct PartFollow {
+    ClusterFollow *cf;
+    const char *name;
+    char *prefix;
+    MsFollowOptions o;
+    MsFollowResult res;
+    MsError error;
+    int r;
+    pthread_t thread;
+    bool started;
+} PartFollow;
+
+struct ClusterFollow {
+    MsStorage *storage;
+    const char *prefix;
+    MsProgress *progress;
+    pthread_mutex_t lock;
+    MsClusterPit pit;
+    bool pit_loaded;
+    unsigned since_refresh;
+    volatile sig_atomic_t stop;
+    unsigned finished;
+};
+
+static void cluster_prune(ClusterFollow *cf, const char *part) {
+    MsOplogPosition cutoff, newest = {0, 0};
+    if (!ms_cluster_pit_prune_cutoff(&cf->pit, part, &cutoff))
+        return;
+    MsClusterPitChain *c = NULL;
+    for (size_t i = 0; i < cf->pit.n_chains && !c; i++)
+        if (strcmp(cf->pit.chains[i].part, part) == 0)
+            c = &cf->pit.chains[i];
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        if (ms_oplog_position_after(c->slices[i].end, newest))
+            newest = c->slices[i].end;
+    if (!ms_oplog_position_after(newest, cutoff))
+        return; /* nothing on a manifest's word that claims to start after the chain (above) */
+    size_t k = 0, removed = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        MsError e = MS_ERROR_INIT;
+        if (!ms_oplog_position_after(c->slices[i].end, cutoff) &&
+            ms_slice_remove(cf->storage, c->slices[i].manifest_key, &e) == 0) {
+            free(c->slices[i].manifest_key);
+            removed++;
+            continue;
+        } else if (e.code)
+            log_warning("cannot remove the expired oplog slice %s: %s", c->slices[i].manifest_key,
+                        e.message);
+        c->slices[k++] = c->slices[i];
+    }
+    c->n = k;
+    if (removed == 0)
+        return;
+    bson_t ev = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&ev, "part", part);
+    BSON_APPEND_INT64(&ev, "removed", (int64_t) removed);
+    append_position(&ev, "before", cutoff);
+    ms_progress_event(cf->progress, "pruned", &ev);
+    bson_destroy(&ev);
+    log_info("part %s: removed %zu oplog slice(s) ending at or before %" PRIu32 ":%" PRIu32
+             ", the start of its oldest cluster snapshot's part",
+             part, removed, cutoff.t, cutoff.i);
+}
+
+static void cluster_on_slice(void *userdata, const MsSliceRef *slice) {
+    PartFollow *pf = userdata;
+    ClusterFollow *cf = pf->cf;
+    pthread_mutex_lock(&cf->lock);
+    MsError e = MS_ERROR_INIT;
+    bool asked = worker_refresh_requested;
+    worker_refresh_requested = 0;
+    if (!cf->pit_loaded || asked || (slice && ++cf->since_refresh >= RANGES_SNAPSHOT_REFRESH)) {
+        MsClusterPit fresh;
+        if (ms_cluster_pit_load(cf->storage, cf->prefix, &fresh, &e) == 0) {
+            ms_cluster_pit_clear(&cf->pit);
+            cf->pit = fresh;
+            cf->pit_loaded = true;
+            cf->since_refresh = 0;
+        } else
+            log_warning("cannot read the cluster snapshots and slices (restorable ranges not "
+                        "updated): %s",
+                        e.message);
+    } else if (slice && ms_cluster_pit_add_slice(&cf->pit, pf->name, slice) < 0)
+        cf->pit_loaded = false; /* read again at the next slice */
+    if (cf->pit_loaded) {
+        if (slice)
+            cluster_prune(cf, pf->name);
+        MsPitRange *ranges = NULL;
+        size_t n = 0;
+        if (ms_cluster_pit_ranges(&cf->pit, &ranges, &n) == 0) {
+            bson_t ev = BSON_INITIALIZER;
+            append_ranges(&ev, "restorable", ranges, n);
+            ms_progress_event(cf->progress, "ranges", &ev);
+            bson_destroy(&ev);
+            free(ranges);
+        }
+    }
+    pthread_mutex_unlock(&cf->lock);
+}
+
+static void *part_follow_main(void *userdata) {
+    PartFollow *pf = userdata;
+    pf->r = ms_follow_run(&pf->o, &pf->res, &pf->error);
+    pthread_mutex_lock(&pf->cf->lock);
+    if (pf->r < 0)
+        pf->cf->stop = 1;
+    pf->cf->finished++;
+    pthread_mutex_unlock(&pf->cf->lock);
+    return NULL;
+}
+
+static int cluster_follow(Args *a, MsStorage *storage, MsProgress *p) {
+    MsError e = MS_ERROR_INIT;
+    MsClusterSource *sources = NULL;
+    size_t n = 0;
+    int r = ms_cluster_sources(a->uri, a->password, &sources, &n, &e);
+    if (r < 0) {
+        log_error("follow failed: %s", e.message);
+        worker_report_result(p, a, r, &e, NULL);
+        return worker_exit_code_for(r);
+    }
+    ClusterFollow cf = {.storage = storage, .prefix = a->prefix, .progress = p};
+    pthread_mutex_init(&cf.lock, NULL);
+    MsError le = MS_ERROR_INIT;
+    cf.pit_loaded = ms_cluster_pit_load(storage, a->prefix, &cf.pit, &le) == 0;
+    PartFollow *parts = calloc(n, sizeof(*parts));
+    if (!parts)
+        r = ms_error_oom(&e);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        PartFollow *pf = &parts[i];
+        pf->cf = &cf;
+        pf->name = sources[i].name;
+        if (!(pf->prefix = ms_cluster_part_slice_prefix(a->prefix, sources[i].name))) {
+            r = ms_error_set(&e, EINVAL, "shard '%s' has a name no store key can hold",
+                             sources[i].name);
+            break;
+        }
+        worker_clean_prefix(storage, pf->prefix, true);
+        pf->o = (MsFollowOptions){
+            .on_slice = cluster_on_slice,
+            .userdata = pf,
+            .uri = sources[i].uri,
+            .password = a->password,
+            .storage = storage,
+            .prefix = pf->prefix,
+            .node = a->node,
+            .compression = a->compression,
+            .compression_level = a->level,
+            .key = a->key,
+            .slice_usec = (uint64_t) (a->slice_sec ? a->slice_sec : DEFAULT_SLICE_SEC) * 1000000u,
+            .max_slices = a->max_slices,
+            .max_usec = (uint64_t) a->max_sec * 1000000u,
+            .progress = p,
+            .cancel = &cf.stop,
+            .cluster_part = true,
+        };
+        /* A new chain may begin at the newest cluster snapshot's end of this part. */
+        for (size_t s = 0; cf.pit_loaded && s < cf.pit.n_snaps; s++)
+            for (size_t k = 0; k < cf.pit.snaps[s].n_parts; k++) {
+                const MsClusterPitPart *cp = &cf.pit.snaps[s].parts[k];
+                if (strcmp(cp->name, pf->name) == 0 &&
+                    (!pf->o.has_chain_start_hint ||
+                     ms_oplog_position_after(cp->end, pf->o.chain_start_hint))) {
+                    pf->o.chain_start_hint = cp->end;
+                    pf->o.has_chain_start_hint = true;
+                }
+            }
+    }
+    size_t started = 0;
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        if (pthread_create(&parts[i].thread, NULL, part_follow_main, &parts[i]) != 0) {
+            r = ms_error_set(&e, EAGAIN, "cannot start the follower of part %s", parts[i].name);
+            cf.stop = 1;
+            break;
+        }
+        parts[i].started = true;
+        started++;
+    }
+    if (started)
+        log_info("following the oplog of %zu parts of the cluster (every shard and the config "
+                 "server) under %s/" MONGOSNAP_SLICE_DIR "/" MS_CLUSTER_PART_SLICES "/",
+                 started, a->prefix);
+    /* The signal handler sets worker_cancel_requested: passed on to every part. */
+    for (;;) {
+        pthread_mutex_lock(&cf.lock);
+        bool done = cf.finished >= started;
+        pthread_mutex_unlock(&cf.lock);
+        if (done)
+            break;
+        if (worker_cancel_requested)
+            cf.stop = 1;
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    MsFollowResult total = {0};
+    bson_t fields = BSON_INITIALIZER, arr;
+    BSON_APPEND_ARRAY_BEGIN(&fields, "parts", &arr);
+    for (size_t i = 0; parts && i < n; i++) {
+        PartFollow *pf = &parts[i];
+        if (!pf->started)
+            continue;
+        pthread_join(pf->thread, NULL);
+        total.slices += pf->res.slices;
+        total.idle_slices += pf->res.idle_slices;
+        total.entries += pf->res.entries;
+        total.gaps += pf->res.gaps;
+        total.repeated += pf->res.repeated;
+        char k[16];
+        const char *kp;
+        bson_uint32_to_string((uint32_t) i, &kp, k, sizeof(k));
+        bson_t item;
+        BSON_APPEND_DOCUMENT_BEGIN(&arr, kp, &item);
+        BSON_APPEND_UTF8(&item, "part", pf->name);
+        BSON_APPEND_INT64(&item, "slices", (int64_t) pf->res.slices);
+        BSON_APPEND_INT64(&item, "entries", (int64_t) pf->res.entries);
+        append_position(&item, "position", pf->res.position);
+        bson_append_document_end(&arr, &item);
+        /* The first part that failed on its own names the failure. */
+        if (r == 0 && pf->r < 0 && !(worker_cancel_requested && pf->r == -ECANCELED)) {
+            r = pf->r;
+            e = pf->error;
+            ms_error_prefix(&e, "part %s: ", pf->name);
+        }
+    }
+    bson_append_array_end(&fields, &arr);
+    BSON_APPEND_INT64(&fields, "slices", (int64_t) total.slices);
+    BSON_APPEND_INT64(&fields, "idle_slices", (int64_t) total.idle_slices);
+    BSON_APPEND_INT64(&fields, "entries", (int64_t) total.entries);
+    BSON_APPEND_INT64(&fields, "gaps", (int64_t) total.gaps);
+    BSON_APPEND_INT64(&fields, "repeated", (int64_t) total.repeated);
+    if (r < 0 && worker_cancel_requested)
+        log_warning("cluster follower stopped with an error: %s", e.message);
+    else if (r < 0)
+        log_error("follow failed: %s", e.message);
+    else if (!a->json)
+        printf("followed the oplog of %zu parts of the cluster: %" PRIu64 " slice(s), %" PRIu64
+               " entries, %" PRIu64 " gap(s)\n",
+               started, total.slices, total.entries, total.gaps);
+    worker_report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    for (size_t i = 0; parts && i < n; i++)
+        free(parts[i].prefix);
+    free(parts);
+    ms_cluster_pit_clear(&cf.pit);
+    pthread_mutex_destroy(&cf.lock);
+    ms_cluster_sources_free(sources, n);
+    return worker_exit_code_for(r);
+}
+
+/* Whether the source is a sharded cluster's mongos or config server (then its oplog is every
+ * part's): asked once before following. */
+static bool source_is_cluster(const Args *a) {
+    MsMongo *m = NULL;
+    MsError e = MS_ERROR_INIT;
+    if (ms_mongo_open(a->uri, a->password, 1, &m, &e) < 0)
+        return false; /* ms_follow_run says what is wrong */
+    mongoc_client_t *c = ms_mongo_pop(m);
+    bool sharded = ms_mongo_is_sharded_source(c);
+    ms_mongo_push(m, c);
+    ms_mongo_free(m);
+    return sharded;
+}
+
 int worker_run_follow(Args *a, MsProgress *p) {
     if (!a->uri) {
         log_error("follow needs the source: --uri-file FILE, --uri URI or MONGOSNAP_URI");
@@ -241,6 +522,8 @@ int worker_run_follow(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
     if (need_prefix(a) < 0 || worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
+    if (source_is_cluster(a))
+        return cluster_follow(a, storage, p);
     worker_clean_prefix(storage, a->prefix, true);
     RangesReporter rr = {.storage = storage, .prefix = a->prefix, .progress = p};
     MsFollowOptions o = {
@@ -450,6 +733,64 @@ int worker_run_verify_chain(Args *a, MsProgress *p) {
     return worker_exit_code_for(r);
 }
 
+/* restore --time of a cluster policy: the newest cluster snapshot (not newer than --snapshot)
+ * from which every part's chain reaches the time, each part with its own slices. */
+static int restore_cluster_time(Args *a, const MsClusterPit *pit, MsProgress *p) {
+    MsError e = MS_ERROR_INIT;
+    MsClusterPitPlan plan;
+    int r = ms_cluster_pit_plan(pit, a->time, a->snapshot, &plan, &e);
+    if (r < 0) {
+        log_error("restore --time: %s", e.message);
+        worker_report_result(p, a, r, &e, NULL);
+        return worker_exit_code_for(r);
+    }
+    bson_t ev = BSON_INITIALIZER, parts;
+    BSON_APPEND_UTF8(&ev, "snapshot", plan.snapshot->name);
+    BSON_APPEND_UTF8(&ev, "snapshot_key", plan.snapshot->key);
+    append_position(&ev, "time", a->time);
+    BSON_APPEND_DOCUMENT_BEGIN(&ev, "parts", &parts);
+    size_t total = 0;
+    for (size_t i = 0; i < plan.n_parts; i++) {
+        bson_t arr;
+        BSON_APPEND_ARRAY_BEGIN(&parts, plan.parts[i].name, &arr);
+        for (size_t k = 0; k < plan.parts[i].n_slices; k++) {
+            char idx[24];
+            const char *kp;
+            bson_uint32_to_string((uint32_t) k, &kp, idx, sizeof(idx));
+            BSON_APPEND_UTF8(&arr, kp, plan.parts[i].slice_keys[k]);
+        }
+        bson_append_array_end(&parts, &arr);
+        total += plan.parts[i].n_slices;
+    }
+    bson_append_document_end(&ev, &parts);
+    /* Every part's slices in one list too, as a plan of one replica set gives them. */
+    bson_t all;
+    BSON_APPEND_ARRAY_BEGIN(&ev, "slices", &all);
+    for (size_t i = 0, k = 0; i < plan.n_parts; i++)
+        for (size_t j = 0; j < plan.parts[i].n_slices; j++, k++) {
+            char idx[24];
+            const char *kp;
+            bson_uint32_to_string((uint32_t) k, &kp, idx, sizeof(idx));
+            BSON_APPEND_UTF8(&all, kp, plan.parts[i].slice_keys[j]);
+        }
+    bson_append_array_end(&ev, &all);
+    ms_progress_event(p, "plan", &ev);
+    bson_destroy(&ev);
+    log_info("restoring the cluster to %" PRIu32 ":%" PRIu32 ": cluster snapshot %s, then %zu "
+             "oplog slice(s) of its %zu parts",
+             a->time.t, a->time.i, plan.snapshot->name, total, plan.n_parts);
+    const char *given = a->snapshot;
+    a->snapshot = plan.snapshot->key;
+    a->has_until = true;
+    a->until = a->time;
+    a->cluster_plan = &plan;
+    int ret = worker_run_cluster_restore(a, p);
+    a->cluster_plan = NULL;
+    a->snapshot = given;
+    ms_cluster_pit_plan_clear(&plan);
+    return ret;
+}
+
 int worker_run_restore_time(Args *a, MsProgress *p) {
     if (a->archive || a->has_until) {
         log_error("restore --time reads the policy's snapshots and oplog slices from the store: "
@@ -464,6 +805,22 @@ int worker_run_restore_time(Args *a, MsProgress *p) {
     if (need_prefix(a) < 0 || worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
     MsError e = MS_ERROR_INIT;
+    /* A cluster policy's prefix holds cluster snapshots and its parts' chains. */
+    MsClusterPit pit = {0};
+    int c = ms_cluster_pit_load(storage, a->prefix, &pit, &e);
+    if (c == 0 && pit.n_snaps > 0 &&
+        (!a->snapshot || worker_has_suffix(a->snapshot, MS_CLUSTER_MANIFEST_SUFFIX) ||
+         !strchr(a->snapshot, '/'))) {
+        int ret = restore_cluster_time(a, &pit, p);
+        ms_cluster_pit_clear(&pit);
+        return ret;
+    }
+    ms_cluster_pit_clear(&pit);
+    if (c < 0) {
+        log_error("restore --time: %s", e.message);
+        worker_report_result(p, a, c, &e, NULL);
+        return worker_exit_code_for(c);
+    }
     MsSliceRef *slices = NULL;
     size_t n = 0;
     Snapshots snaps = {0};

@@ -47,6 +47,8 @@ typedef struct Args {
     const char *output;   /* export --output FILE ("-" or none: standard output) */
     const char *shard_map; /* cluster-restore --shard-map OLD=NEW,... */
     const char *part;      /* restore --part SHARD: one part of a cluster snapshot alone */
+    /* restore --time of a cluster snapshot: every part's slices (worker-pitr.c plans them). */
+    const struct MsClusterPitPlan *cluster_plan;
     uint64_t split_min;
     bool split_min_set;
     unsigned batch_size;

@@ -22,7 +22,7 @@ from agent_fixtures import *  # noqa: F401,F403
 from agent_fixtures import MANAGER_IFACE, MANAGER_PATH, POLICY_IFACE, SNAPSHOT_IFACE, RESTORE_IFACE, decode, gdbus, server_paused, start_restore
 from test_agent_restore import completed_snapshot, wait_restore
 from test_ctl import ctl, ctl_command, ctl_env, ctl_json
-from test_sharded import DB, load, make_cluster, raw_docs, shard_config
+from test_sharded import DB, load, make_cluster, raw_docs, shard_config, ts_tuple
 
 
 def completed_snapshot_of_replica_set(agent, ferretdb_factory):
@@ -251,3 +251,42 @@ def test_cluster_policy_stop_rebuild_edit_delete(agent, ferretdb_factory):
     agent.wait_for(lambda: not [p for p in (agent.store / "co").rglob("*") if p.is_file()
                                 and ".tmp" not in p.name],
                    "every object of the deleted cluster policy removed")
+
+
+def test_cluster_policy_point_in_time(agent, ferretdb_factory):
+    """A cluster policy with point-in-time recovery on: its follower follows every part (each
+    shard's replica set and the config server), the policy's Restorable is the cluster's, and
+    mongosnapctl restore POLICY --time puts every shard at that time, past its snapshot."""
+    cfg, shards = make_cluster(ferretdb_factory, "agpit", ["shard01", "shard02"])
+    shard_config(cfg, "shard01", "shard02")
+    load(shards)
+    path = agent.write_policy("cp", cfg.uri)
+    path.write_text(path.read_text() + "\n[PointInTime]\nEnabled=yes\nSliceSec=10s\n")
+    agent.start()
+    policy = agent.policy_path("cp")
+    agent.wait_for(lambda: agent.prop(policy, POLICY_IFACE, "Follower") == "following",
+                   "the follower following", 30)
+    snap = completed_snapshot(agent, "cp")
+    sid = decode(snap)
+    for base, s in zip((0, 10_000), shards.values()):
+        for i in range(20):
+            s.client[DB].orders.update_one({"_id": base + i}, {"$set": {"later": i}})
+    when = max(max(ts_tuple(e["ts"]) for e in s.client.local["oplog.rs"].find({}, {"ts": 1}))
+               for s in shards.values())
+    agent.wait_for(lambda: (agent.prop(policy, POLICY_IFACE, "Restorable") or [[0, 0]])[-1][1]
+                   >= (when[0] + 1) * 1_000_000, "the cluster's restorable range past the writes", 60)
+    for part in ("shard01", "shard02", "config"):
+        assert list((agent.store / "cp" / "oplog" / "parts" / part / "oplog").glob("*.slice.json")), part
+
+    tcfg, tshards = make_cluster(ferretdb_factory, "agpitdst", ["shard01", "shard02"])
+    run = subprocess.run(ctl_command(agent.bus.address, "restore", "cp", "--time",
+                                     f"{when[0]}:{when[1]}", "--to", tcfg.uri, "--wait"),
+                         capture_output=True, text=True, env=ctl_env(), timeout=240)
+    assert run.returncode == 0, run.stderr
+    for name in ("shard01", "shard02"):
+        got = raw_docs(tshards[name], f"{DB}.orders")
+        assert got == raw_docs(shards[name], f"{DB}.orders"), name
+        assert sum(b"later" in d for d in got) == 20, name  # past the snapshot
+    (row,) = agent.call(MANAGER_PATH, MANAGER_IFACE, "ListRestores")[0]
+    options = json.loads(agent.prop(row[11], RESTORE_IFACE, "Options"))
+    assert options["plan"].startswith(f"snapshot {sid}") and "oplog slice(s)" in options["plan"], options

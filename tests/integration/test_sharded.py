@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import json
 import random
+import signal
 import threading
 import time
 import uuid
@@ -436,17 +437,72 @@ def test_cluster_snapshot_and_restore_to_the_common_point(tools, source, ferretd
     assert not [p for p in (store / "cl").rglob("*") if p.is_file()]
 
 
-def test_follower_refuses_a_cluster(tools, source, tmp_path):
-    """Point-in-time recovery of a sharded cluster is not built: a follower on its config server
-    would write slices of the config server alone, which no restore could use."""
-    cfg, _ = source
+def ts_of(v):
+    """A position of a progress event ({"$timestamp": {"t", "i"}}) as (t, i)."""
+    return (v["$timestamp"]["t"], v["$timestamp"]["i"])
+
+
+def test_cluster_point_in_time(tools, source, ferretdb_factory, tmp_path):
+    """One oplog follower per part (every shard's replica set and the config server), each its
+    own chain under cl/oplog/parts/<part>/; the cluster's restorable range runs from the cluster
+    snapshot's consistency point to where every part's chain reaches; a restore to a time in it
+    puts every shard, and the config data, at that time, each rebuilt from its own oplog; a time
+    outside it is refused with nothing changed."""
+    cfg, shards = source
     store = tmp_path / "store"
     store.mkdir()
-    run = h.run_worker(tools, "follow", "--uri-file", cfg.uri_file, "--store", store, "--prefix", "cl",
-                       "--max-sec", "5")
-    assert run.returncode != 0 and "point-in-time recovery of a sharded cluster" in run.output, \
-        run.describe()
-    assert not [p for p in store.rglob("*") if p.is_file()]
+    follower = h.start_worker(tools, "follow", "--uri-file", cfg.uri_file, "--store", store,
+                              "--prefix", "cl", "--slice-sec", "1")
+    writer, config_writer = Writer(shards), ConfigWriter(cfg)
+    writer.start()
+    config_writer.start()
+    try:
+        time.sleep(1)
+        res = worker_json(h.run_worker(tools, "cluster-snapshot", "--uri-file", cfg.uri_file,
+                                       "--store", store, "--prefix", "cl", "--name", "s1", "--json"))
+        time.sleep(3)  # writes after the snapshot: only the slices hold them
+    finally:
+        writer.stop()
+        config_writer.stop()
+    time.sleep(4)  # the followers read the last writes and claim the quiet with idle slices
+    follower.proc.send_signal(signal.SIGTERM)
+    run = h.expect_ok(follower.finish())
+    for part in ("shard01", "shard02", "config"):
+        chain = list((store / "cl" / "oplog" / "parts" / part / "oplog").glob("*.slice.json"))
+        assert chain, (part, run.describe())
+    assert not list((store / "cl" / "oplog").glob("*.slice.json"))  # no chain of the policy's own
+    ranges = [e["restorable"] for e in run.events if e.get("event") == "ranges"]
+    assert ranges and len(ranges[-1]) == 1, ranges[-1:]
+    point = (res["consistency_point"]["t"], res["consistency_point"]["i"])
+    lo, hi = ts_of(ranges[-1][0]["from"]), ts_of(ranges[-1][0]["to"])
+    assert lo == point and hi > point, (lo, hi, point)
+    # a time between the point and the end: shard01's oplog entry half-way there
+    later = sorted(ts_tuple(e["ts"]) for e in shards["shard01"].client.local["oplog.rs"].find(
+        {"ns": f"{DB}.orders"}) if point < ts_tuple(e["ts"]) <= hi)
+    assert len(later) > 10, later
+    when = later[len(later) // 2]
+
+    tcfg, tshards = make_cluster(ferretdb_factory, "pdst", ["alpha", "beta"])
+    tcfg.uri_file = h.write_uri_file(tmp_path, tcfg.uri, "pdst-uri")
+    for bad in ((hi[0] + 100, 0), (point[0] - 100, 0)):
+        run = h.run_worker(tools, "restore", "--uri-file", tcfg.uri_file, "--store", store,
+                           "--prefix", "cl", "--time", f"{bad[0]}:{bad[1]}")
+        assert run.returncode != 0 and "restorable" in run.output, run.describe()
+        assert DB not in tshards["alpha"].client.list_database_names()
+    out = worker_json(h.run_worker(tools, "restore", "--uri-file", tcfg.uri_file, "--store", store,
+                                   "--prefix", "cl", "--time", f"{when[0]}:{when[1]}",
+                                   "--shard-map", "shard01=alpha,shard02=beta", "--json"))
+    assert out["shards"] == 2, out
+    for src_name, dst_name in (("shard01", "alpha"), ("shard02", "beta")):
+        want = state_at(shards[src_name], f"{DB}.orders", when)
+        assert raw_docs(tshards[dst_name], f"{DB}.orders") == want, src_name
+        # neither the snapshot's point nor the end
+        assert want != state_at(shards[src_name], f"{DB}.orders", point), src_name
+        assert want != raw_docs(shards[src_name], f"{DB}.orders"), src_name
+    names = {"shard01": "alpha", "shard02": "beta"}
+    for coll in ("databases", "chunks", "collections"):
+        want = mapped_config(state_at(cfg, f"config.{coll}", when), names)
+        assert [bson.decode(d) for d in raw_docs(tcfg, f"config.{coll}")] == want, coll
 
 
 def test_unreachable_shard_fails_the_cluster_snapshot_naming_it(tools, source, tmp_path):
