@@ -604,30 +604,45 @@ int worker_run_list_slices(Args *a, MsProgress *p) {
     size_t n = 0, n_ranges = 0;
     Snapshots snaps = {0};
     MsPitRange *ranges = NULL;
+    MsClusterPit pit = {0};
     int r = ms_slices_list(storage, a->prefix, &slices, &n, &e);
     if (r == 0)
         r = load_snapshots(storage, a->prefix, &snaps, &e);
-    if (r == 0 && ms_pit_ranges(snaps.snaps, snaps.n, slices, n, &ranges, &n_ranges) < 0)
+    if (r == 0)
+        r = ms_cluster_pit_load(storage, a->prefix, &pit, &e);
+    /* A cluster policy: its parts' chains, and the cluster's ranges. */
+    bool cluster = r == 0 && pit.n_snaps > 0 && snaps.n == 0;
+    if (r == 0 && (cluster ? ms_cluster_pit_ranges(&pit, &ranges, &n_ranges)
+                           : ms_pit_ranges(snaps.snaps, snaps.n, slices, n, &ranges, &n_ranges)) < 0)
         r = ms_error_oom(&e);
-    for (size_t i = 0; r == 0 && i < n; i++) {
-        bson_t f = BSON_INITIALIZER;
-        BSON_APPEND_UTF8(&f, "key", slices[i].manifest_key);
-        append_position(&f, "start", slices[i].start);
-        append_position(&f, "end", slices[i].end);
-        BSON_APPEND_BOOL(&f, "idle", slices[i].idle);
-        ms_progress_event(p, MONGOSNAP_PROGRESS_EVENT_SLICE, &f);
-        bson_destroy(&f);
-        if (!a->json)
-            printf("%s%s\n", slices[i].manifest_key, slices[i].idle ? "  (idle)" : "");
+    size_t listed = 0;
+    for (size_t c = 0; r == 0 && c < (cluster ? pit.n_chains + 1 : 1); c++) {
+        const MsSliceRef *v = c == 0 ? slices : pit.chains[c - 1].slices;
+        size_t nv = c == 0 ? n : pit.chains[c - 1].n;
+        for (size_t i = 0; i < nv; i++) {
+            bson_t f = BSON_INITIALIZER;
+            BSON_APPEND_UTF8(&f, "key", v[i].manifest_key);
+            append_position(&f, "start", v[i].start);
+            append_position(&f, "end", v[i].end);
+            BSON_APPEND_BOOL(&f, "idle", v[i].idle);
+            if (c > 0)
+                BSON_APPEND_UTF8(&f, "part", pit.chains[c - 1].part);
+            ms_progress_event(p, MONGOSNAP_PROGRESS_EVENT_SLICE, &f);
+            bson_destroy(&f);
+            if (!a->json)
+                printf("%s%s\n", v[i].manifest_key, v[i].idle ? "  (idle)" : "");
+            listed++;
+        }
     }
     bson_t fields = BSON_INITIALIZER;
     if (r == 0) {
-        BSON_APPEND_INT64(&fields, "slices", (int64_t) n);
-        BSON_APPEND_INT64(&fields, "snapshots", (int64_t) snaps.n);
+        BSON_APPEND_INT64(&fields, "slices", (int64_t) listed);
+        BSON_APPEND_INT64(&fields, "snapshots", (int64_t) (cluster ? pit.n_snaps : snaps.n));
         append_ranges(&fields, "restorable", ranges, n_ranges);
         if (!a->json) {
             _cleanup_free_ char *what = ms_pit_ranges_describe(ranges, n_ranges);
-            printf("%zu slice(s); restorable: %s\n", n, what ? what : "?");
+            printf("%zu slice(s)%s; restorable: %s\n", listed,
+                   cluster ? " of the cluster's parts" : "", what ? what : "?");
         }
     } else
         log_error("list-slices failed: %s", e.message);
@@ -635,21 +650,22 @@ int worker_run_list_slices(Args *a, MsProgress *p) {
     bson_destroy(&fields);
     free(ranges);
     snapshots_clear(&snaps);
+    ms_cluster_pit_clear(&pit);
     ms_slices_free(slices, n);
     return worker_exit_code_for(r);
 }
 
-/* Every slice read through its checksums, and the chains they form: where each begins and
- * ends, and the gaps between them. */
-int worker_run_verify_chain(Args *a, MsProgress *p) {
-    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
-    if (need_prefix(a) < 0 || worker_open_store(a, &storage) < 0)
-        return MONGOSNAP_EXIT_USAGE;
-    MsError e = MS_ERROR_INIT;
-    MsSliceRef *slices = NULL;
-    size_t n = 0, damaged = 0, chains = 0;
-    uint64_t entries = 0;
-    int r = ms_slices_list(storage, a->prefix, &slices, &n, &e);
+/* The slices of one chain (the policy's, or a cluster part's) read through their checksums,
+ * and the chains they form, appended to arr (each with its part when there is one). */
+typedef struct ChainCheck {
+    size_t slices, damaged, chains, gaps;
+    uint64_t entries;
+} ChainCheck;
+
+static int verify_slices(MsStorage *storage, Args *a, MsProgress *p, const char *part,
+                         const MsSliceRef *slices, size_t n, bson_t *arr, ChainCheck *cc,
+                         MsError *e) {
+    int r = 0;
     for (size_t i = 0; r == 0 && i < n && !worker_cancel_requested; i++) {
         /* Each slice's own progress is not this task's: a silent reporter for it. */
         MsProgress quiet;
@@ -666,11 +682,11 @@ int worker_run_verify_chain(Args *a, MsProgress *p) {
         ms_progress_add_items(p, 1, vr.stored_bytes);
         if (k == -ENOKEY || k == -EKEYREJECTED) {
             r = k;
-            e = ve;
+            *e = ve;
             break;
         }
         if (k < 0) {
-            damaged++;
+            cc->damaged++;
             bson_t f = BSON_INITIALIZER;
             BSON_APPEND_UTF8(&f, "key", slices[i].manifest_key);
             BSON_APPEND_UTF8(&f, "message", ve.message);
@@ -679,56 +695,86 @@ int worker_run_verify_chain(Args *a, MsProgress *p) {
             log_error("%s: %s", slices[i].manifest_key, ve.message);
             continue;
         }
-        entries += vr.oplog_entries;
+        cc->entries += vr.oplog_entries;
     }
     if (r == 0 && worker_cancel_requested)
-        r = ms_error_set(&e, ECANCELED, "stopped by a signal");
+        r = ms_error_set(e, ECANCELED, "stopped by a signal");
     /* The chains: from the first slice's start, as far as they reach; the next chain begins at
      * the first slice starting after that. */
-    bson_t fields = BSON_INITIALIZER, arr;
-    BSON_APPEND_ARRAY_BEGIN(&fields, "chains", &arr);
     MsOplogPosition cur = {0, 0};
+    size_t chains = 0;
     for (size_t i = 0; r == 0 && i < n; i++) {
         if (chains > 0 && !ms_oplog_position_after(slices[i].start, cur))
             continue;
         MsOplogPosition reach;
         if (ms_slices_reach(slices, n, slices[i].start, MS_OPLOG_POSITION_MAX, &reach, NULL,
                             NULL) < 0) {
-            r = ms_error_oom(&e);
+            r = ms_error_oom(e);
             break;
         }
         char k[24];
         const char *kp;
-        bson_uint32_to_string((uint32_t) chains, &kp, k, sizeof(k));
+        bson_uint32_to_string((uint32_t) cc->chains, &kp, k, sizeof(k));
         bson_t item;
-        BSON_APPEND_DOCUMENT_BEGIN(&arr, kp, &item);
+        BSON_APPEND_DOCUMENT_BEGIN(arr, kp, &item);
+        if (part)
+            BSON_APPEND_UTF8(&item, "part", part);
         append_position(&item, "from", slices[i].start);
         append_position(&item, "to", reach);
-        bson_append_document_end(&arr, &item);
+        bson_append_document_end(arr, &item);
         if (chains > 0)
-            log_warning("gap in the chain of oplog slices: nothing holds the entries after "
+            log_warning("gap in the chain of oplog slices%s%s: nothing holds the entries after "
                         "%" PRIu32 ":%" PRIu32 " up to %" PRIu32 ":%" PRIu32,
-                        cur.t, cur.i, slices[i].start.t, slices[i].start.i);
+                        part ? " of part " : "", part ? part : "", cur.t, cur.i,
+                        slices[i].start.t, slices[i].start.i);
         chains++;
+        cc->chains++;
         cur = reach;
     }
+    cc->gaps += chains ? chains - 1 : 0;
+    cc->slices += n;
+    return r;
+}
+
+/* Every slice read through its checksums, and the chains they form: where each begins and
+ * ends, and the gaps between them. A cluster policy's chains are its parts'. */
+int worker_run_verify_chain(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (need_prefix(a) < 0 || worker_open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    MsError e = MS_ERROR_INIT;
+    MsSliceRef *slices = NULL;
+    size_t n = 0;
+    MsClusterPit pit = {0};
+    ChainCheck cc = {0};
+    bson_t fields = BSON_INITIALIZER, arr;
+    BSON_APPEND_ARRAY_BEGIN(&fields, "chains", &arr);
+    int r = ms_slices_list(storage, a->prefix, &slices, &n, &e);
+    if (r == 0)
+        r = verify_slices(storage, a, p, NULL, slices, n, &arr, &cc, &e);
+    if (r == 0)
+        r = ms_cluster_pit_load(storage, a->prefix, &pit, &e);
+    for (size_t i = 0; r == 0 && i < pit.n_chains; i++)
+        r = verify_slices(storage, a, p, pit.chains[i].part, pit.chains[i].slices,
+                          pit.chains[i].n, &arr, &cc, &e);
     bson_append_array_end(&fields, &arr);
-    BSON_APPEND_INT64(&fields, "slices", (int64_t) n);
-    BSON_APPEND_INT64(&fields, "damaged", (int64_t) damaged);
-    BSON_APPEND_INT64(&fields, "gaps", (int64_t) (chains ? chains - 1 : 0));
-    BSON_APPEND_INT64(&fields, "entries", (int64_t) entries);
-    if (r == 0 && damaged > 0)
+    BSON_APPEND_INT64(&fields, "slices", (int64_t) cc.slices);
+    BSON_APPEND_INT64(&fields, "damaged", (int64_t) cc.damaged);
+    BSON_APPEND_INT64(&fields, "gaps", (int64_t) cc.gaps);
+    BSON_APPEND_INT64(&fields, "entries", (int64_t) cc.entries);
+    if (r == 0 && cc.damaged > 0)
         r = ms_error_set(&e, EBADMSG,
                          "%zu of %zu oplog slice(s) are damaged (named above); restores to times "
                          "they hold will be refused",
-                         damaged, n);
+                         cc.damaged, cc.slices);
     if (r == 0 && !a->json)
-        printf("verified %zu slice(s), %" PRIu64 " entries; %zu chain(s), %zu gap(s)\n", n,
-               entries, chains, chains ? chains - 1 : 0);
+        printf("verified %zu slice(s), %" PRIu64 " entries; %zu chain(s), %zu gap(s)\n",
+               cc.slices, cc.entries, cc.chains, cc.gaps);
     else if (r < 0)
         log_error("verify-chain failed: %s", e.message);
     worker_report_result(p, a, r, &e, &fields);
     bson_destroy(&fields);
+    ms_cluster_pit_clear(&pit);
     ms_slices_free(slices, n);
     return worker_exit_code_for(r);
 }

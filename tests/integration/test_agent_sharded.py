@@ -277,6 +277,10 @@ def test_cluster_policy_point_in_time(agent, ferretdb_factory):
                    >= (when[0] + 1) * 1_000_000, "the cluster's restorable range past the writes", 60)
     for part in ("shard01", "shard02", "config"):
         assert list((agent.store / "cp" / "oplog" / "parts" / part / "oplog").glob("*.slice.json")), part
+    listed = json.loads(ctl(agent, "--json", "list-slices", "cp").stdout)
+    assert {x["key"].split("/")[3] for x in listed} == {"shard01", "shard02", "config"}, listed
+    checked = json.loads(ctl(agent, "--json", "verify-chain", "cp").stdout)
+    assert checked["damaged"] == 0 and checked["gaps"] == 0 and len(checked["chains"]) == 3, checked
 
     tcfg, tshards = make_cluster(ferretdb_factory, "agpitdst", ["shard01", "shard02"])
     run = subprocess.run(ctl_command(agent.bus.address, "restore", "cp", "--time",
