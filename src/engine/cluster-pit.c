@@ -164,13 +164,16 @@ int ms_cluster_pit_load(MsStorage *st, const char *prefix, MsClusterPit *ret, Ms
             if (chain_of(&pit, part))
                 continue;
             _cleanup_free_ char *pp = ms_cluster_part_slice_prefix(prefix, part);
+            if (!pp) {
+                /* No follower writes under such a name: the part has no chain (a damaged
+                 * manifest; the cluster manifest's own checks refuse it at restore). */
+                log_warning("%s names a part '%s' that is no plain name: it has no chain",
+                            pit.snaps[i].key, part);
+                continue;
+            }
             MsClusterPitChain *grown = realloc(pit.chains, (pit.n_chains + 1) * sizeof(*grown));
-            if (!pp || !grown) {
-                if (grown)
-                    pit.chains = grown;
-                r = pp ? ms_error_oom(e)
-                       : ms_error_set(e, EBADMSG, "%s names a part '%s' that is no plain name",
-                                      pit.snaps[i].key, part);
+            if (!grown) {
+                r = ms_error_oom(e);
                 break;
             }
             pit.chains = grown;

@@ -1579,6 +1579,10 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
      * found only after shard01 was dropped and replaced. */
     for (size_t i = 0; r == 0 && o->drop && i < cm.n_parts; i++) {
         r = ms_snapshot_source_precheck_store(o->storage, cm.parts[i].manifest_key, o->key, NULL, e);
+        /* To a time: the part's slices too (one damaged is found before any shard goes). */
+        for (size_t k = 0; r == 0 && parts && k < parts[i].n_slices; k++)
+            r = ms_snapshot_source_precheck_store(o->storage, parts[i].slice_keys[k], o->key, NULL,
+                                                  e);
         if (r < 0)
             ms_error_prefix(e, "part %s of %s cannot be restored, so nothing was dropped or "
                                "changed in the target cluster: ",

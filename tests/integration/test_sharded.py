@@ -503,6 +503,24 @@ def test_cluster_point_in_time(tools, source, ferretdb_factory, tmp_path):
     for coll in ("databases", "chunks", "collections"):
         want = mapped_config(state_at(cfg, f"config.{coll}", when), names)
         assert [bson.decode(d) for d in raw_docs(tcfg, f"config.{coll}")] == want, coll
+    # --drop with shard02's slices damaged: found before the first shard is dropped
+    tshards["alpha"].client[DB].orders.insert_one({"_id": "marker", "customer": 1})
+    before = raw_docs(tshards["alpha"], f"{DB}.orders")
+    archives = [p for p in (store / "cl" / "oplog" / "parts" / "shard02" / "oplog").iterdir()
+                if ".oplog" in p.name and p.stat().st_size > 0]
+    whole = {p: p.read_bytes() for p in archives}
+    for p, data in whole.items():
+        damaged = bytearray(data)
+        damaged[len(damaged) // 2] ^= 0x40
+        p.write_bytes(bytes(damaged))
+    run = h.run_worker(tools, "restore", "--uri-file", tcfg.uri_file, "--store", store, "--prefix", "cl",
+                       "--time", f"{when[0]}:{when[1]}", "--shard-map", "shard01=alpha,shard02=beta",
+                       "--drop")
+    assert run.returncode != 0 and "part shard02" in run.output and \
+        "nothing was dropped or changed" in run.output, run.describe()
+    assert raw_docs(tshards["alpha"], f"{DB}.orders") == before
+    for p, data in whole.items():
+        p.write_bytes(data)
 
 
 def test_unreachable_shard_fails_the_cluster_snapshot_naming_it(tools, source, tmp_path):
