@@ -234,11 +234,6 @@ static int part_reach(const MsClusterPit *pit, const MsClusterPitPart *p, MsOplo
     return ms_slices_reach(c->slices, c->n, p->end, until, ret, ret_path, ret_n_path);
 }
 
-static int compare_ranges(const void *a, const void *b) {
-    const MsPitRange *x = a, *y = b;
-    return position_cmp(x->from, y->from);
-}
-
 int ms_cluster_pit_ranges(const MsClusterPit *pit, MsPitRange **ret, size_t *ret_n) {
     MsPitRange *r = calloc(pit->n_snaps ? pit->n_snaps : 1, sizeof(*r));
     if (!r)
@@ -260,18 +255,8 @@ int ms_cluster_pit_ranges(const MsClusterPit *pit, MsPitRange **ret, size_t *ret
         if (s->n_parts > 0 && !ms_oplog_position_after(s->point, to))
             r[n++] = (MsPitRange){s->point, to};
     }
-    qsort(r, n, sizeof(*r), compare_ranges);
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (m > 0 && position_cmp(r[i].from, r[m - 1].to) <= 0) {
-            if (position_cmp(r[i].to, r[m - 1].to) > 0)
-                r[m - 1].to = r[i].to;
-            continue;
-        }
-        r[m++] = r[i];
-    }
     *ret = r;
-    *ret_n = m;
+    *ret_n = ms_pit_ranges_merge(r, n);
     return 0;
 }
 

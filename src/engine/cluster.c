@@ -311,6 +311,18 @@ void ms_cluster_sources_free(MsClusterSource *s, size_t n) {
 
 static int config_server_uri(MsMongo *m, mongoc_client_t *c, const char *uri, char **ret, MsError *e);
 
+/* MongoDB 8.0's config shard is named "config", the name of the config data's part: its
+ * documents would go unread (the config part reads config data only) and both would write one
+ * key. Refused until the config shard is its own kind of part. */
+static int refuse_config_shard(const MsClusterShard *shards, size_t n, MsError *e) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(shards[i].name, MS_CLUSTER_CONFIG_PART) == 0)
+            return ms_error_set(e, EOPNOTSUPP,
+                                "the cluster has a shard named \"config\" (a config shard, "
+                                "MongoDB 8.0): mongosnap cannot take it yet. Nothing was stored");
+    return 0;
+}
+
 int ms_cluster_sources(const char *uri, const char *password, MsClusterSource **ret, size_t *ret_n,
                        MsError *e) {
     MsMongo *m = NULL;
@@ -324,13 +336,9 @@ int ms_cluster_sources(const char *uri, const char *password, MsClusterSource **
     MsClusterSource *out = r == 0 ? calloc(n + 1, sizeof(*out)) : NULL;
     if (r == 0 && !out)
         r = ms_error_oom(e);
+    if (r == 0)
+        r = refuse_config_shard(shards, n, e);
     for (; r == 0 && k < n; k++) {
-        if (strcmp(shards[k].name, MS_CLUSTER_CONFIG_PART) == 0) {
-            r = ms_error_set(e, EOPNOTSUPP,
-                             "the cluster has a shard named \"config\" (a config shard, MongoDB "
-                             "8.0): mongosnap cannot take it yet");
-            break;
-        }
         out[k].name = strdup(shards[k].name);
         if (!out[k].name)
             r = ms_error_oom(e);
@@ -627,14 +635,8 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
     MsClusterShard *shards = NULL;
     size_t n_shards = 0;
     r = read_shards(m, mc, &shards, &n_shards, e);
-    /* MongoDB 8.0's config shard is named "config", the name of the config data's part: its
-     * documents would go unread (the config part reads config data only) and both would write
-     * one key. Refused until the config shard is its own kind of part. */
-    for (size_t i = 0; r == 0 && i < n_shards; i++)
-        if (strcmp(shards[i].name, MS_CLUSTER_CONFIG_PART) == 0)
-            r = ms_error_set(e, EOPNOTSUPP,
-                             "the cluster has a shard named \"config\" (a config shard, MongoDB "
-                             "8.0): mongosnap cannot take it yet. Nothing was stored");
+    if (r == 0)
+        r = refuse_config_shard(shards, n_shards, e);
     bool mongos = r == 0 && is_mongos(mc);
     bool stopped = false;
     if (r == 0 && mongos) {

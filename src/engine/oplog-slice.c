@@ -248,6 +248,12 @@ int ms_pit_ranges(const MsPitSnapshot *snaps, size_t n_snaps, const MsSliceRef *
         }
         r[n++] = (MsPitRange){snaps[i].end, reach};
     }
+    *ret = r;
+    *ret_n = ms_pit_ranges_merge(r, n);
+    return 0;
+}
+
+size_t ms_pit_ranges_merge(MsPitRange *r, size_t n) {
     qsort(r, n, sizeof(*r), compare_ranges);
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
@@ -258,9 +264,7 @@ int ms_pit_ranges(const MsPitSnapshot *snaps, size_t n_snaps, const MsSliceRef *
         }
         r[m++] = r[i];
     }
-    *ret = r;
-    *ret_n = m;
-    return 0;
+    return m;
 }
 
 static void describe_position(MsOplogPosition p, char *buf, size_t size) {

@@ -78,6 +78,8 @@ typedef struct MsPitRange {
  * the slices reach from there; overlapping ranges merged, sorted. */
 int ms_pit_ranges(const MsPitSnapshot *snaps, size_t n_snaps, const MsSliceRef *slices,
                   size_t n_slices, MsPitRange **ret, size_t *ret_n);
+/* Sorts r and merges the ranges that overlap or touch, in place; returns how many are left. */
+size_t ms_pit_ranges_merge(MsPitRange *r, size_t n);
 /* "from – to, from – to" in UTC with ordinals, for messages and status; "none" when empty. */
 char *ms_pit_ranges_describe(const MsPitRange *ranges, size_t n);
 

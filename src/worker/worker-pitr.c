@@ -115,6 +115,26 @@ static int load_snapshots(MsStorage *st, const char *prefix, Snapshots *ret, MsE
 static void append_ranges(bson_t *b, const char *key, const MsPitRange *ranges, size_t n);
 static void append_position(bson_t *b, const char *key, MsOplogPosition p);
 
+/* What every follower of this worker shares: the store, compression, key and limits. */
+static MsFollowOptions follow_options(const Args *a, MsStorage *storage, MsProgress *p,
+                                      const char *uri, const char *prefix) {
+    return (MsFollowOptions){
+        .uri = uri,
+        .password = a->password,
+        .storage = storage,
+        .prefix = prefix,
+        .node = a->node,
+        .compression = a->compression,
+        .compression_level = a->level,
+        .key = a->key,
+        .slice_usec = (uint64_t) (a->slice_sec ? a->slice_sec : DEFAULT_SLICE_SEC) * 1000000u,
+        .max_slices = a->max_slices,
+        .max_usec = (uint64_t) a->max_sec * 1000000u,
+        .progress = p,
+        .cancel = &worker_cancel_requested,
+    };
+}
+
 /* The restorable ranges, reported by the follower after every slice ("ranges" events), so that
  * the agent shows them without reading the store itself. The slices are listed once and then
  * followed from the commits; the snapshots' manifests are read again every
@@ -133,52 +153,60 @@ typedef struct RangesReporter {
     bool broken; /* a listing failed: nothing more is reported rather than something wrong */
 } RangesReporter;
 
-/* Retention of slices, by the follower (the slice directory's one writer): those that end at
- * or before the oldest point-in-time snapshot's start are needed by no restorable range. The
- * snapshots are those the store holds now, so a snapshot retention removed takes its slices
- * along at the next refresh, and one being restored is kept by the agent (and so its slices). */
-static void prune_slices(RangesReporter *rr) {
-    MsOplogPosition cutoff, newest = {0, 0};
-    if (!ms_slices_prune_cutoff(rr->snaps.snaps, rr->snaps.n, &cutoff))
-        return;
-    for (size_t i = 0; i < rr->n_slices; i++)
-        if (ms_oplog_position_after(rr->slices[i].end, newest))
-            newest = rr->slices[i].end;
-    /* A snapshot that claims to start after everything the chain holds (a manifest from
-     * another deployment, or damaged in a way its checksum missed) would take every slice:
-     * nothing is removed on its word. */
+/* Removes the slices of a chain that end at or before cutoff (none when the chain's newest
+ * slice does not end after it: a manifest claiming to start after everything the chain holds,
+ * from another deployment or damaged past its checksum, would take every slice). part names
+ * a cluster's part in the messages, or is NULL. */
+static void prune_chain(MsStorage *storage, MsProgress *progress, const char *part,
+                        MsSliceRef *slices, size_t *n, MsOplogPosition cutoff) {
+    MsOplogPosition newest = {0, 0};
+    for (size_t i = 0; i < *n; i++)
+        if (ms_oplog_position_after(slices[i].end, newest))
+            newest = slices[i].end;
     if (!ms_oplog_position_after(newest, cutoff)) {
-        log_warning("not removing oplog slices: the oldest snapshot starts at %" PRIu32 ":%" PRIu32
-                    ", at or after the newest slice; a snapshot's manifest does not belong to "
-                    "this chain",
-                    cutoff.t, cutoff.i);
+        log_warning("not removing oplog slices%s%s: the oldest snapshot starts at %" PRIu32
+                    ":%" PRIu32 ", at or after the newest slice; a snapshot's manifest does not "
+                    "belong to this chain",
+                    part ? " of part " : "", part ? part : "", cutoff.t, cutoff.i);
         return;
     }
     size_t k = 0, removed = 0;
-    for (size_t i = 0; i < rr->n_slices; i++) {
-        MsSliceRef *s = &rr->slices[i];
+    for (size_t i = 0; i < *n; i++) {
+        MsSliceRef *s = &slices[i];
         MsError e = MS_ERROR_INIT;
         if (!ms_oplog_position_after(s->end, cutoff) &&
-            ms_slice_remove(rr->storage, s->manifest_key, &e) == 0) {
+            ms_slice_remove(storage, s->manifest_key, &e) == 0) {
             free(s->manifest_key);
             removed++;
             continue;
         } else if (e.code)
             log_warning("cannot remove the expired oplog slice %s: %s", s->manifest_key,
                         e.message);
-        rr->slices[k++] = *s;
+        slices[k++] = *s;
     }
-    rr->n_slices = k;
+    *n = k;
     if (removed == 0)
         return;
     bson_t ev = BSON_INITIALIZER;
+    if (part)
+        BSON_APPEND_UTF8(&ev, "part", part);
     BSON_APPEND_INT64(&ev, "removed", (int64_t) removed);
     append_position(&ev, "before", cutoff);
-    ms_progress_event(rr->progress, "pruned", &ev);
+    ms_progress_event(progress, "pruned", &ev);
     bson_destroy(&ev);
-    log_info("removed %zu oplog slice(s) ending at or before %" PRIu32 ":%" PRIu32
+    log_info("%s%sremoved %zu oplog slice(s) ending at or before %" PRIu32 ":%" PRIu32
              ", the start of the oldest snapshot",
-             removed, cutoff.t, cutoff.i);
+             part ? part : "", part ? ": " : "", removed, cutoff.t, cutoff.i);
+}
+
+/* Retention of slices, by the follower (the slice directory's one writer): those that end at
+ * or before the oldest point-in-time snapshot's start are needed by no restorable range. The
+ * snapshots are those the store holds now, so a snapshot retention removed takes its slices
+ * along at the next refresh, and one being restored is kept by the agent (and so its slices). */
+static void prune_slices(RangesReporter *rr) {
+    MsOplogPosition cutoff;
+    if (ms_slices_prune_cutoff(rr->snaps.snaps, rr->snaps.n, &cutoff))
+        prune_chain(rr->storage, rr->progress, NULL, rr->slices, &rr->n_slices, cutoff);
 }
 
 static void ranges_on_slice(void *userdata, const MsSliceRef *slice) {
@@ -274,45 +302,13 @@ struct ClusterFollow {
 };
 
 static void cluster_prune(ClusterFollow *cf, const char *part) {
-    MsOplogPosition cutoff, newest = {0, 0};
+    MsOplogPosition cutoff;
     if (!ms_cluster_pit_prune_cutoff(&cf->pit, part, &cutoff))
         return;
-    MsClusterPitChain *c = NULL;
-    for (size_t i = 0; i < cf->pit.n_chains && !c; i++)
+    for (size_t i = 0; i < cf->pit.n_chains; i++)
         if (strcmp(cf->pit.chains[i].part, part) == 0)
-            c = &cf->pit.chains[i];
-    if (!c)
-        return;
-    for (size_t i = 0; i < c->n; i++)
-        if (ms_oplog_position_after(c->slices[i].end, newest))
-            newest = c->slices[i].end;
-    if (!ms_oplog_position_after(newest, cutoff))
-        return; /* nothing on a manifest's word that claims to start after the chain (above) */
-    size_t k = 0, removed = 0;
-    for (size_t i = 0; i < c->n; i++) {
-        MsError e = MS_ERROR_INIT;
-        if (!ms_oplog_position_after(c->slices[i].end, cutoff) &&
-            ms_slice_remove(cf->storage, c->slices[i].manifest_key, &e) == 0) {
-            free(c->slices[i].manifest_key);
-            removed++;
-            continue;
-        } else if (e.code)
-            log_warning("cannot remove the expired oplog slice %s: %s", c->slices[i].manifest_key,
-                        e.message);
-        c->slices[k++] = c->slices[i];
-    }
-    c->n = k;
-    if (removed == 0)
-        return;
-    bson_t ev = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&ev, "part", part);
-    BSON_APPEND_INT64(&ev, "removed", (int64_t) removed);
-    append_position(&ev, "before", cutoff);
-    ms_progress_event(cf->progress, "pruned", &ev);
-    bson_destroy(&ev);
-    log_info("part %s: removed %zu oplog slice(s) ending at or before %" PRIu32 ":%" PRIu32
-             ", the start of its oldest cluster snapshot's part",
-             part, removed, cutoff.t, cutoff.i);
+            prune_chain(cf->storage, cf->progress, part, cf->pit.chains[i].slices,
+                        &cf->pit.chains[i].n, cutoff);
 }
 
 static void cluster_on_slice(void *userdata, const MsSliceRef *slice) {
@@ -389,24 +385,11 @@ static int cluster_follow(Args *a, MsStorage *storage, MsProgress *p) {
             break;
         }
         worker_clean_prefix(storage, pf->prefix, true);
-        pf->o = (MsFollowOptions){
-            .on_slice = cluster_on_slice,
-            .userdata = pf,
-            .uri = sources[i].uri,
-            .password = a->password,
-            .storage = storage,
-            .prefix = pf->prefix,
-            .node = a->node,
-            .compression = a->compression,
-            .compression_level = a->level,
-            .key = a->key,
-            .slice_usec = (uint64_t) (a->slice_sec ? a->slice_sec : DEFAULT_SLICE_SEC) * 1000000u,
-            .max_slices = a->max_slices,
-            .max_usec = (uint64_t) a->max_sec * 1000000u,
-            .progress = p,
-            .cancel = &cf.stop,
-            .cluster_part = true,
-        };
+        pf->o = follow_options(a, storage, p, sources[i].uri, pf->prefix);
+        pf->o.on_slice = cluster_on_slice;
+        pf->o.userdata = pf;
+        pf->o.cancel = &cf.stop;
+        pf->o.cluster_part = true;
         /* A new chain may begin at the newest cluster snapshot's end of this part. */
         for (size_t s = 0; cf.pit_loaded && s < cf.pit.n_snaps; s++)
             for (size_t k = 0; k < cf.pit.snaps[s].n_parts; k++) {
@@ -526,23 +509,9 @@ int worker_run_follow(Args *a, MsProgress *p) {
         return cluster_follow(a, storage, p);
     worker_clean_prefix(storage, a->prefix, true);
     RangesReporter rr = {.storage = storage, .prefix = a->prefix, .progress = p};
-    MsFollowOptions o = {
-        .on_slice = ranges_on_slice,
-        .userdata = &rr,
-        .uri = a->uri,
-        .password = a->password,
-        .storage = storage,
-        .prefix = a->prefix,
-        .node = a->node,
-        .compression = a->compression,
-        .compression_level = a->level,
-        .key = a->key,
-        .slice_usec = (uint64_t) (a->slice_sec ? a->slice_sec : DEFAULT_SLICE_SEC) * 1000000u,
-        .max_slices = a->max_slices,
-        .max_usec = (uint64_t) a->max_sec * 1000000u,
-        .progress = p,
-        .cancel = &worker_cancel_requested,
-    };
+    MsFollowOptions o = follow_options(a, storage, p, a->uri, a->prefix);
+    o.on_slice = ranges_on_slice;
+    o.userdata = &rr;
     /* A new chain may begin at the newest snapshot's end (oplog-follow.h); the snapshots read
      * for it are the reporter's first ones too. */
     MsError se = MS_ERROR_INIT;
