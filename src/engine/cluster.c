@@ -526,10 +526,134 @@ static int balancer_pause(mongoc_client_t *mc, uint64_t timeout_sec, bool *ret_s
     return r;
 }
 
-static void balancer_resume(mongoc_client_t *mc, bool stopped) {
+static int balancer_marker_put(const MsClusterSnapshotOptions *o, const char *key, MsError *e);
+
+/* balancer_pause(), with the marker written before balancerStop and removed when the balancer
+ * was not stopped after all (off already, or a failed stop started again). */
+static int balancer_pause_marked(mongoc_client_t *mc, const MsClusterSnapshotOptions *o,
+                                 const char *marker, bool *ret_stopped, MsError *e) {
+    *ret_stopped = false;
+    int r = balancer_marker_put(o, marker, e);
+    if (r == 0)
+        r = balancer_pause(mc, o->balancer_timeout_sec, ret_stopped, e);
+    if (!*ret_stopped) {
+        MsError me = MS_ERROR_INIT;
+        (void) ms_storage_remove(o->storage, marker, &me);
+    }
+    return r;
+}
+
+static int balancer_resume(mongoc_client_t *mc, bool stopped) {
     MsError be = MS_ERROR_INIT;
-    if (stopped && balancer(mc, false, 0, &be) < 0)
+    if (stopped && balancer(mc, false, 0, &be) < 0) {
         log_error("%s: start it by hand (sh.startBalancer())", be.message);
+        return -be.code;
+    }
+    return 0;
+}
+
+/* ---- the takeover: a balancer a killed worker left stopped ----
+ *
+ * SIGKILL (the agent's grace run out, the OOM killer, a power loss) gives a worker no chance to
+ * start the balancer it stopped. So before balancerStop it writes <prefix>/<name>.balancer.json
+ * (which snapshot, which node, when; no address, no secret: the policy's source is known to
+ * whoever reads it) and removes it once the balancer runs again. A marker left behind means a
+ * balancer nobody started: the next cluster snapshot of the policy, or cluster-balancer
+ * --resume (which the agent runs when a cluster snapshot's worker died), starts it first. */
+
+static char *balancer_marker_key(const char *prefix, const char *name) {
+    char *k = NULL;
+    return asprintf(&k, "%s/%s" MS_CLUSTER_BALANCER_SUFFIX, prefix, name) < 0 ? NULL : k;
+}
+
+static int balancer_marker_put(const MsClusterSnapshotOptions *o, const char *key, MsError *e) {
+    char now[MS_ISO8601_MAX];
+    ms_format_iso8601(ms_realtime_usec(), now);
+    bson_t doc = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&doc, "format", "mongosnap-balancer");
+    BSON_APPEND_UTF8(&doc, "snapshot", o->name);
+    if (o->node)
+        BSON_APPEND_UTF8(&doc, "node", o->node);
+    BSON_APPEND_UTF8(&doc, "stopped_at", now);
+    size_t len = 0;
+    char *json = bson_as_relaxed_extended_json(&doc, &len);
+    bson_destroy(&doc);
+    int r = json ? ms_storage_put(o->storage, key, json, len, e) : ms_error_oom(e);
+    bson_free(json);
+    if (r < 0)
+        ms_error_prefix(e, "the balancer was not stopped: cannot record that it will be (%s): ",
+                        key);
+    return r;
+}
+
+/* The markers directly under prefix/ (caller frees with ms_storage_objects_free). */
+static int balancer_markers(MsStorage *st, const char *prefix, MsStorageObject **ret, size_t *ret_n,
+                            MsError *e) {
+    _cleanup_free_ char *dir = NULL;
+    if (asprintf(&dir, "%s/", prefix) < 0)
+        return ms_error_oom(e);
+    MsStorageObject *objs = NULL;
+    size_t n = 0, k = 0;
+    int r = ms_storage_list(st, dir, &objs, &n, e);
+    if (r < 0)
+        return r;
+    size_t sl = strlen(MS_CLUSTER_BALANCER_SUFFIX);
+    for (size_t i = 0; i < n; i++) {
+        size_t kl = strlen(objs[i].key);
+        if (!strchr(objs[i].key + strlen(dir), '/') && kl > strlen(dir) + sl &&
+            strcmp(objs[i].key + kl - sl, MS_CLUSTER_BALANCER_SUFFIX) == 0)
+            objs[k++] = objs[i];
+        else
+            free(objs[i].key);
+    }
+    *ret = objs;
+    *ret_n = k;
+    return 0;
+}
+
+static int balancer_takeover(MsMongo *m, mongoc_client_t *mc, MsStorage *st, const char *prefix,
+                             unsigned *ret_started, MsError *e) {
+    *ret_started = 0;
+    MsStorageObject *markers = NULL;
+    size_t n = 0;
+    int r = balancer_markers(st, prefix, &markers, &n, e);
+    if (r < 0)
+        return r;
+    if (n == 0) {
+        ms_storage_objects_free(markers, 0);
+        return 0;
+    }
+    if (!is_mongos(mc)) {
+        /* Only a mongos's balancer is ever stopped: the source changed since. */
+        log_warning("%zu balancer marker(s) under %s/, but the source is no mongos now: removed",
+                    n, prefix);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            log_warning("the balancer was stopped by a cluster snapshot whose worker died (%s): "
+                        "starting it again",
+                        markers[i].key);
+        r = balancer(mc, false, 0, e);
+        if (r == 0)
+            (*ret_started)++;
+    }
+    for (size_t i = 0; r == 0 && i < n; i++)
+        r = ms_storage_remove(st, markers[i].key, e);
+    (void) m;
+    ms_storage_objects_free(markers, n);
+    return r;
+}
+
+int ms_cluster_balancer_takeover(const char *uri, const char *password, MsStorage *st,
+                                 const char *prefix, unsigned *ret_started, MsError *e) {
+    MsMongo *m = NULL;
+    int r = ms_mongo_open(uri, password, 1, &m, e);
+    if (r < 0)
+        return r;
+    mongoc_client_t *mc = ms_mongo_pop(m);
+    r = balancer_takeover(m, mc, st, prefix, ret_started, e);
+    ms_mongo_push(m, mc);
+    ms_mongo_free(m);
+    return r;
 }
 
 static int write_cluster_manifest(ClusterRun *c, const char *key, MsOplogPosition point,
@@ -639,8 +763,17 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
         r = refuse_config_shard(shards, n_shards, e);
     bool mongos = r == 0 && is_mongos(mc);
     bool stopped = false;
+    /* A balancer an earlier run of this policy left stopped is started first (the takeover). */
+    unsigned taken_over = 0;
+    MsError te = MS_ERROR_INIT;
+    if (r == 0 && balancer_takeover(m, mc, o->storage, o->prefix, &taken_over, &te) < 0)
+        log_warning("a balancer an earlier cluster snapshot stopped may still be off: %s",
+                    te.message);
+    _cleanup_free_ char *marker = r == 0 && mongos ? balancer_marker_key(o->prefix, o->name) : NULL;
+    if (r == 0 && mongos && !marker)
+        r = ms_error_oom(e);
     if (r == 0 && mongos) {
-        r = balancer_pause(mc, o->balancer_timeout_sec, &stopped, e);
+        r = balancer_pause_marked(mc, o, marker, &stopped, e);
     } else if (r == 0)
         log_warning("the source is not a mongos: the balancer cannot be stopped from here; make "
                     "sure it is (sh.stopBalancer()) while the cluster snapshot runs, or give the "
@@ -747,7 +880,11 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
                 ms_storage_remove(o->storage, c.parts[i].res.archive_key, &ignore);
             }
     }
-    balancer_resume(mc, stopped);
+    if (balancer_resume(mc, stopped) == 0 && marker) {
+        MsError me = MS_ERROR_INIT;
+        if (ms_storage_remove(o->storage, marker, &me) < 0 && me.code != ENOENT)
+            log_warning("cannot remove %s (the balancer runs again): %s", marker, me.message);
+    }
     if (r == 0) {
         ret->manifest_key = TAKE_PTR(manifest_key);
         ret->consistency_point = point;

@@ -41,6 +41,9 @@
 #define MS_CLUSTER_MANIFEST_SUFFIX MONGOSNAP_CLUSTER_MANIFEST_SUFFIX
 #define MS_CLUSTER_PARTS_SUFFIX MONGOSNAP_CLUSTER_PARTS_SUFFIX
 #define MS_CLUSTER_CONFIG_PART "config"
+/* <prefix>/<name>.balancer.json: the balancer was stopped by that cluster snapshot and not yet
+ * started again (the takeover starts it: ms_cluster_balancer_takeover()). */
+#define MS_CLUSTER_BALANCER_SUFFIX ".balancer.json"
 #define MS_CLUSTER_MAX_SHARDS 64
 
 typedef struct MsClusterShard {
@@ -64,6 +67,12 @@ typedef struct MsClusterSource {
 int ms_cluster_sources(const char *uri, const char *password, MsClusterSource **ret, size_t *ret_n,
                        MsError *e);
 void ms_cluster_sources_free(MsClusterSource *s, size_t n);
+
+/* The takeover of a balancer a killed cluster snapshot of prefix left stopped: when its marker
+ * is there, balancerStart through the source (a mongos) and the markers removed. *ret_started
+ * says whether it was started. Nothing to do: 0. */
+int ms_cluster_balancer_takeover(const char *uri, const char *password, MsStorage *st,
+                                 const char *prefix, unsigned *ret_started, MsError *e);
 /* A shard's connection string: hosts and replica set from config.shards, user name and options
  * from the source URI (the password travels apart, as for the source). */
 int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, char **ret, MsError *e);

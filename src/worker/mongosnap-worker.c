@@ -104,6 +104,9 @@ static void help(void) {
            "                            consistent at one oplog time)\n"
            "  mongosnap-worker cluster-restore  --uri-file FILE --store DIR --snapshot P/N\n"
            "                            [--shard-map OLD=NEW,...] [--drop] [--key-file FILE]\n"
+           "  mongosnap-worker cluster-balancer --uri-file FILE --store DIR --prefix P --resume\n"
+           "                            start the balancer a killed cluster snapshot of P left\n"
+           "                            stopped (its marker P/N.balancer.json), if any\n"
            "  restore --snapshot P/N --part SHARD  one shard's part alone into a replica set,\n"
            "                            to the cluster snapshot's consistency point (filters and\n"
            "                            renames as for any restore)\n"
@@ -196,6 +199,7 @@ enum {
     OPT_FORMAT,
     OPT_CHUNK_SIZE,
     OPT_GC,
+    OPT_RESUME,
     OPT_METADATA_ONLY,
     OPT_OUTPUT,
     OPT_SHARD_MAP,
@@ -256,6 +260,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"format", required_argument, NULL, OPT_FORMAT},
         {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
         {"gc", no_argument, NULL, OPT_GC},
+        {"resume", no_argument, NULL, OPT_RESUME},
         {"metadata-only", no_argument, NULL, OPT_METADATA_ONLY},
         {"output", required_argument, NULL, OPT_OUTPUT},
         {"shard-map", required_argument, NULL, OPT_SHARD_MAP},
@@ -404,6 +409,9 @@ static int parse_args(int argc, char **argv, Args *a) {
                 log_error("--chunk-size takes a power of two from 1KiB to 1MiB (default 16KiB)");
                 return -EINVAL;
             }
+            break;
+        case OPT_RESUME:
+            a->resume = true;
             break;
         case OPT_GC:
             a->gc = true;
@@ -1457,9 +1465,12 @@ int main(int argc, char **argv) {
         ret = worker_run_cluster_snapshot(&a, &progress);
     else if (strcmp(a.command, "cluster-restore") == 0)
         ret = worker_run_cluster_restore(&a, &progress);
+    else if (strcmp(a.command, "cluster-balancer") == 0)
+        ret = worker_run_cluster_balancer(&a, &progress);
     else
         log_error("unknown command '%s': use snapshot, restore, verify, remove, scan, follow, "
-                  "list-slices, verify-chain, gc, export, cluster-snapshot or cluster-restore",
+                  "list-slices, verify-chain, gc, export, cluster-snapshot, cluster-restore or "
+                  "cluster-balancer",
                   a.command);
     ms_progress_done(&progress);
     mongoc_cleanup();

@@ -161,6 +161,33 @@ int worker_cluster_part(Args *a, MsStorage *storage, char **ret_key, MsError *e)
     return r;
 }
 
+/* The takeover of a balancer a killed cluster snapshot left stopped (cluster.h). */
+int worker_run_cluster_balancer(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (!a->resume || !a->uri || !a->prefix || !a->prefix[0]) {
+        log_error("cluster-balancer --resume needs the cluster (--uri-file FILE: its mongos), "
+                  "--store and --prefix (the policy's)");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (worker_open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    MsError e = MS_ERROR_INIT;
+    unsigned started = 0;
+    int r = ms_cluster_balancer_takeover(a->uri, a->password, storage, a->prefix, &started, &e);
+    bson_t fields = BSON_INITIALIZER;
+    if (r == 0) {
+        BSON_APPEND_BOOL(&fields, "started", started > 0);
+        if (!a->json)
+            printf("%s\n", started ? "the balancer a killed cluster snapshot left stopped was "
+                                     "started again"
+                                   : "no balancer left stopped by this policy");
+    } else
+        log_error("cluster-balancer failed: %s", e.message);
+    worker_report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    return worker_exit_code_for(r);
+}
+
 int worker_run_cluster_restore(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
     if (!a->uri || !a->snapshot) {

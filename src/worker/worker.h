@@ -47,6 +47,7 @@ typedef struct Args {
     const char *output;   /* export --output FILE ("-" or none: standard output) */
     const char *shard_map; /* cluster-restore --shard-map OLD=NEW,... */
     const char *part;      /* restore --part SHARD: one part of a cluster snapshot alone */
+    bool resume;           /* cluster-balancer --resume */
     /* restore --time of a cluster snapshot: every part's slices (worker-pitr.c plans them). */
     const struct MsClusterPitPlan *cluster_plan;
     uint64_t split_min;
@@ -86,6 +87,7 @@ void worker_name_broken_snapshots(MsStorage *st, const Args *a, MsError *e);
 /* worker-cluster.c */
 int worker_run_cluster_snapshot(Args *a, MsProgress *p);
 int worker_run_cluster_restore(Args *a, MsProgress *p);
+int worker_run_cluster_balancer(Args *a, MsProgress *p);
 /* restore --part SHARD of a cluster snapshot: checks the options and the target (a replica set),
  * sets a->until to the cluster's consistency point and *ret_key to the part's manifest key.
  * -EINVAL for what the caller asked wrong (an exit of MONGOSNAP_EXIT_USAGE). */
