@@ -93,6 +93,8 @@
  *   {"event":"part","shard":"shard01","replica_set":"rs01",
  *    "manifest":"P/N.parts/shard01.manifest.json","documents":N,"stored_bytes":N,
  *    "dump_end":{"t":N,"i":N}}   (a cluster snapshot's part)
+ *   {"event":"balancer","stopped":true|false}   (a cluster snapshot stopped the balancer
+ *    through a mongos, or started it again: a worker that dies between leaves it stopped)
  *   {"event":"result","status":"ok"|"failed"|"cancelled","message":"...",...}
  * "phase" is one of: connect, prelude, dump, oplog, commit, restore, indexes, replay, verify, done.
  */
@@ -100,6 +102,7 @@
 #define MONGOSNAP_PROGRESS_EVENT_NAMESPACE "namespace"
 #define MONGOSNAP_PROGRESS_EVENT_OPLOG "oplog"
 #define MONGOSNAP_PROGRESS_EVENT_PART "part"
+#define MONGOSNAP_PROGRESS_EVENT_BALANCER "balancer"
 #define MONGOSNAP_PROGRESS_EVENT_RESULT "result"
 
 /* The query options of an s3:// store location ("s3://BUCKET/PREFIX?endpoint=...&region=..."):

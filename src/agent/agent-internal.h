@@ -33,6 +33,9 @@ struct SnapshotTask {
      * record takes them when the snapshot completes. NULL until the first. */
     bson_t *parts;
     uint32_t n_parts;
+    /* The worker stopped a cluster's balancer and has not said it started it again: if it
+     * dies now, the agent starts it (agent-balancer.c). */
+    bool balancer_stopped;
     ProgressThrottle progress;
 };
 
@@ -84,6 +87,9 @@ struct Manager {
     AgentJob remover; /* the worker removing removals[0] */
     struct Export **exports; /* snapshots being streamed to a client (agent-export.c) */
     size_t n_exports;
+    /* Balancers a dead cluster snapshot's worker left stopped, being started (agent-balancer.c). */
+    struct Takeover **takeovers;
+    size_t n_takeovers;
 
     /* Who is told of changes: the bus adapter, the timer reconciler (agent-timer.c). */
     struct {
@@ -244,6 +250,9 @@ typedef struct ManagerPart {
      * removed). The record's state is the caller's to set. */
     int (*remove_remote)(Manager *m, const MsSnapshotRecord *r, const char *why, MsError *e);
     void (*flush)(Manager *m); /* running tasks' latest figures to the catalog */
+    /* A snapshot's worker is gone, whatever its outcome: what it may have left undone (a
+     * cluster's balancer it stopped and never started again). */
+    void (*snapshot_ended)(Manager *m, const SnapshotTask *t);
     void (*stop)(Manager *m);  /* shutdown: stop what runs, give back what waits */
     void (*free_all)(Manager *m);
 } ManagerPart;

@@ -474,6 +474,8 @@ static void snapshot_job_message(AgentJob *j, const bson_t *msg) {
         f.items = agent_msg_u64(msg, "entries");
         (void) ms_event_log(MS_EVENT_OPLOG_CAPTURED, &f, "%s: %" PRIu64 " oplog entries captured",
                             r->id, f.items);
+    } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_BALANCER) == 0) {
+        t->balancer_stopped = agent_msg_bool(msg, "stopped");
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PART) == 0) {
         /* A cluster snapshot's part: which shard, how much, and where. */
         f.has_items = true;
@@ -1002,6 +1004,9 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
 
 static void snapshot_job_end(AgentJob *j, const AgentJobEnd *end) {
     SnapshotTask *t = MS_CONTAINER_OF(j, SnapshotTask, job);
+    for (const ManagerPart *const *part = manager_parts; *part; part++)
+        if ((*part)->snapshot_ended)
+            (*part)->snapshot_ended(t->manager, t);
     switch (end->outcome) {
     case AGENT_JOB_SUCCEEDED:
         finish_task(t, MS_SNAPSHOT_COMPLETED, NULL, MS_EVENT_TASK_COMPLETED);

@@ -528,6 +528,16 @@ static int balancer_pause(mongoc_client_t *mc, uint64_t timeout_sec, bool *ret_s
 
 static int balancer_marker_put(const MsClusterSnapshotOptions *o, const char *key, MsError *e);
 
+/* The agent learns from it that a worker that dies now leaves the balancer stopped. */
+static void balancer_event(MsProgress *p, bool stopped) {
+    if (!p)
+        return;
+    bson_t f = BSON_INITIALIZER;
+    BSON_APPEND_BOOL(&f, "stopped", stopped);
+    ms_progress_event(p, MONGOSNAP_PROGRESS_EVENT_BALANCER, &f);
+    bson_destroy(&f);
+}
+
 /* balancer_pause(), with the marker written before balancerStop and removed when the balancer
  * was not stopped after all (off already, or a failed stop started again). */
 static int balancer_pause_marked(mongoc_client_t *mc, const MsClusterSnapshotOptions *o,
@@ -536,6 +546,8 @@ static int balancer_pause_marked(mongoc_client_t *mc, const MsClusterSnapshotOpt
     int r = balancer_marker_put(o, marker, e);
     if (r == 0)
         r = balancer_pause(mc, o->balancer_timeout_sec, ret_stopped, e);
+    if (*ret_stopped)
+        balancer_event(o->progress, true);
     if (!*ret_stopped) {
         MsError me = MS_ERROR_INIT;
         (void) ms_storage_remove(o->storage, marker, &me);
@@ -611,14 +623,27 @@ static int balancer_markers(MsStorage *st, const char *prefix, MsStorageObject *
     return 0;
 }
 
-static int balancer_takeover(MsMongo *m, mongoc_client_t *mc, MsStorage *st, const char *prefix,
-                             unsigned *ret_started, MsError *e) {
+static int balancer_takeover(mongoc_client_t *mc, MsStorage *st, const char *prefix,
+                             const char *only, unsigned *ret_started, MsError *e) {
     *ret_started = 0;
     MsStorageObject *markers = NULL;
     size_t n = 0;
     int r = balancer_markers(st, prefix, &markers, &n, e);
     if (r < 0)
         return r;
+    /* Only the named snapshot's: another node's snapshot of the policy may run now. */
+    _cleanup_free_ char *wanted = only ? balancer_marker_key(prefix, only) : NULL;
+    if (only && !wanted) {
+        ms_storage_objects_free(markers, n);
+        return ms_error_oom(e);
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!wanted || strcmp(markers[i].key, wanted) == 0)
+            markers[k++] = markers[i];
+        else
+            free(markers[i].key);
+    n = k;
     if (n == 0) {
         ms_storage_objects_free(markers, 0);
         return 0;
@@ -638,19 +663,19 @@ static int balancer_takeover(MsMongo *m, mongoc_client_t *mc, MsStorage *st, con
     }
     for (size_t i = 0; r == 0 && i < n; i++)
         r = ms_storage_remove(st, markers[i].key, e);
-    (void) m;
     ms_storage_objects_free(markers, n);
     return r;
 }
 
 int ms_cluster_balancer_takeover(const char *uri, const char *password, MsStorage *st,
-                                 const char *prefix, unsigned *ret_started, MsError *e) {
+                                 const char *prefix, const char *only, unsigned *ret_started,
+                                 MsError *e) {
     MsMongo *m = NULL;
     int r = ms_mongo_open(uri, password, 1, &m, e);
     if (r < 0)
         return r;
     mongoc_client_t *mc = ms_mongo_pop(m);
-    r = balancer_takeover(m, mc, st, prefix, ret_started, e);
+    r = balancer_takeover(mc, st, prefix, only, ret_started, e);
     ms_mongo_push(m, mc);
     ms_mongo_free(m);
     return r;
@@ -766,7 +791,7 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
     /* A balancer an earlier run of this policy left stopped is started first (the takeover). */
     unsigned taken_over = 0;
     MsError te = MS_ERROR_INIT;
-    if (r == 0 && balancer_takeover(m, mc, o->storage, o->prefix, &taken_over, &te) < 0)
+    if (r == 0 && balancer_takeover(mc, o->storage, o->prefix, NULL, &taken_over, &te) < 0)
         log_warning("a balancer an earlier cluster snapshot stopped may still be off: %s",
                     te.message);
     _cleanup_free_ char *marker = r == 0 && mongos ? balancer_marker_key(o->prefix, o->name) : NULL;
@@ -881,6 +906,8 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
             }
     }
     if (balancer_resume(mc, stopped) == 0 && marker) {
+        if (stopped)
+            balancer_event(o->progress, false);
         MsError me = MS_ERROR_INIT;
         if (ms_storage_remove(o->storage, marker, &me) < 0 && me.code != ENOENT)
             log_warning("cannot remove %s (the balancer runs again): %s", marker, me.message);

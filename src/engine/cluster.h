@@ -69,10 +69,12 @@ int ms_cluster_sources(const char *uri, const char *password, MsClusterSource **
 void ms_cluster_sources_free(MsClusterSource *s, size_t n);
 
 /* The takeover of a balancer a killed cluster snapshot of prefix left stopped: when its marker
- * is there, balancerStart through the source (a mongos) and the markers removed. *ret_started
- * says whether it was started. Nothing to do: 0. */
+ * is there, balancerStart through the source (a mongos) and the markers removed. only: that
+ * snapshot's marker alone (NULL: every one; only the policy's one running task may say so).
+ * *ret_started says whether it was started. Nothing to do: 0. */
 int ms_cluster_balancer_takeover(const char *uri, const char *password, MsStorage *st,
-                                 const char *prefix, unsigned *ret_started, MsError *e);
+                                 const char *prefix, const char *only, unsigned *ret_started,
+                                 MsError *e);
 /* A shard's connection string: hosts and replica set from config.shards, user name and options
  * from the source URI (the password travels apart, as for the source). */
 int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, char **ret, MsError *e);

@@ -105,6 +105,7 @@ static void help(void) {
            "  mongosnap-worker cluster-restore  --uri-file FILE --store DIR --snapshot P/N\n"
            "                            [--shard-map OLD=NEW,...] [--drop] [--key-file FILE]\n"
            "  mongosnap-worker cluster-balancer --uri-file FILE --store DIR --prefix P --resume\n"
+           "                            [--name N]\n"
            "                            start the balancer a killed cluster snapshot of P left\n"
            "                            stopped (its marker P/N.balancer.json), if any\n"
            "  restore --snapshot P/N --part SHARD  one shard's part alone into a replica set,\n"

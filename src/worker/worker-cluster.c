@@ -173,7 +173,8 @@ int worker_run_cluster_balancer(Args *a, MsProgress *p) {
         return MONGOSNAP_EXIT_USAGE;
     MsError e = MS_ERROR_INIT;
     unsigned started = 0;
-    int r = ms_cluster_balancer_takeover(a->uri, a->password, storage, a->prefix, &started, &e);
+    int r = ms_cluster_balancer_takeover(a->uri, a->password, storage, a->prefix, a->name,
+                                         &started, &e);
     bson_t fields = BSON_INITIALIZER;
     if (r == 0) {
         BSON_APPEND_BOOL(&fields, "started", started > 0);

@@ -294,3 +294,39 @@ def test_cluster_policy_point_in_time(agent, ferretdb_factory):
     (row,) = agent.call(MANAGER_PATH, MANAGER_IFACE, "ListRestores")[0]
     options = json.loads(agent.prop(row[11], RESTORE_IFACE, "Options"))
     assert options["plan"].startswith(f"snapshot {sid}") and "oplog slice(s)" in options["plan"], options
+
+
+def test_worker_killed_with_the_balancer_stopped(agent, ferretdb_factory):
+    """A cluster policy whose source is a mongos (fake_mongos.py's stand-in): the worker stops
+    the balancer, then is killed (SIGKILL: no chance to start it again); the agent sees it die
+    with the balancer stopped and starts it again through a worker of its own (the takeover),
+    removing the snapshot's marker."""
+    from fake_mongos import FakeMongos
+    cfg, shards = make_cluster(ferretdb_factory, "agbal", ["shard01", "shard02"])
+    shard_config(cfg, "shard01", "shard02")
+    load(shards)
+    mongos = FakeMongos(cfg.address, lambda: {"config": f"rs0/{cfg.address}",
+                                              **{n: f"rs0/{s.address}" for n, s in shards.items()}})
+    agent.write_policy("cb", mongos.uri)
+    agent.start()
+    with server_paused(shards["shard02"]):
+        path = agent.take_snapshot("cb")
+        sid = decode(path)
+        agent.wait_for(lambda: mongos.balancer == "off", "the worker stopping the balancer", 60)
+        agent.wait_for(lambda: (agent.store / "cb" / f"{sid}.balancer.json").exists(), "its marker")
+        workers = subprocess.run(["pgrep", "-P", str(agent.proc.pid)], capture_output=True,
+                                 text=True).stdout.split()
+        assert workers, "no worker under the agent"
+        for pid in workers:
+            os.kill(int(pid), signal.SIGKILL)
+        assert agent.wait_snapshot_state(path, ("failed", "interrupted"), 60)
+        agent.wait_for(lambda: mongos.balancer == "full", "the agent starting the balancer again", 60)
+    assert mongos.calls[-2:] == ["balancerstop", "balancerstart"], mongos.calls
+    agent.wait_for(lambda: not (agent.store / "cb" / f"{sid}.balancer.json").exists(),
+                   "the marker removed")
+    assert "died with the balancer stopped: starting it again" in agent.log_text()
+    # the policy goes on: the next cluster snapshot through the mongos completes
+    snap = completed_snapshot(agent, "cb")
+    assert agent.prop(snap, SNAPSHOT_IFACE, "ArchiveKey").endswith(".cluster.json")
+    assert mongos.balancer == "full"
+    mongos.close()

@@ -1,0 +1,126 @@
+/* The takeover of a balancer a dead cluster snapshot's worker left stopped (agent-balancer.h). */
+#include "agent/agent-balancer.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+typedef struct Takeover {
+    AgentJob job;
+    Manager *m;
+    char *policy;
+    char *snapshot_id;
+} Takeover;
+
+static void takeover_free(Takeover *t) {
+    if (!t)
+        return;
+    agent_job_reset(&t->job);
+    free(t->policy);
+    free(t->snapshot_id);
+    free(t);
+}
+
+static void takeover_end(AgentJob *j, const AgentJobEnd *end) {
+    Takeover *t = MS_CONTAINER_OF(j, Takeover, job);
+    Manager *m = t->m;
+    if (end->outcome == AGENT_JOB_SUCCEEDED)
+        log_info("policy %s: the balancer snapshot %s's worker left stopped is running again "
+                 "(or was started by someone else)",
+                 t->policy, t->snapshot_id);
+    else
+        log_error("policy %s: cannot start again the balancer snapshot %s's worker left stopped: "
+                  "%s; the next snapshot of the policy tries again, or start it by hand "
+                  "(sh.startBalancer())",
+                  t->policy, t->snapshot_id, end->reason);
+    for (size_t i = 0; i < m->n_takeovers; i++)
+        if (m->takeovers[i] == t) {
+            memmove(m->takeovers + i, m->takeovers + i + 1,
+                    (m->n_takeovers - i - 1) * sizeof(*m->takeovers));
+            m->n_takeovers--;
+            break;
+        }
+    takeover_free(t);
+    manager_maybe_finish_shutdown(m);
+}
+
+static void takeover_message(AgentJob *j, const bson_t *msg) {
+    agent_job_take_message(j, msg);
+}
+
+static const AgentJobType takeover_job_type = {
+    .name = "balancer takeover",
+    .on_message = takeover_message,
+    .on_end = takeover_end,
+};
+
+void manager_balancer_takeover(Manager *m, const ManagerPolicy *p, const char *snapshot_id) {
+    const char *name = p->settings->name;
+    MsError e = MS_ERROR_INIT;
+    _cleanup_free_ char *cred = NULL;
+    if (m->stopping || m->n_takeovers >= MANAGER_TAKEOVERS_MAX ||
+        (p->settings->credential && manager_credential_path(p->settings->credential, &cred, &e) < 0)) {
+        log_error("policy %s: snapshot %s's worker died with the balancer stopped, and it cannot "
+                  "be started again now%s%s; the next snapshot of the policy will, or start it by "
+                  "hand (sh.startBalancer())",
+                  name, snapshot_id, e.message[0] ? ": " : "", e.message);
+        return;
+    }
+    Takeover *t = calloc(1, sizeof(*t));
+    Takeover **grown = realloc(m->takeovers, (m->n_takeovers + 1) * sizeof(*grown));
+    if (grown)
+        m->takeovers = grown;
+    if (!t || !grown || !(t->policy = strdup(name)) || !(t->snapshot_id = strdup(snapshot_id))) {
+        takeover_free(t);
+        log_error("policy %s: out of memory starting the balancer's takeover", name);
+        return;
+    }
+    t->m = m;
+    const char *args[] = {"cluster-balancer", "--resume", "--store",
+                          ms_policy_effective_store(p->settings, m->config), "--prefix", name,
+                          "--name", snapshot_id, cred ? "--password-file" : NULL, cred, NULL};
+    AgentTaskSpec spec = {.worker_path = m->config->worker_path, .args = args,
+                          .uri = p->settings->source};
+    if (agent_job_spawn(&t->job, &takeover_job_type, m->event, &spec, &e) < 0) {
+        log_error("policy %s: cannot start the balancer's takeover: %s", name, e.message);
+        takeover_free(t);
+        return;
+    }
+    m->takeovers[m->n_takeovers++] = t;
+    log_warning("policy %s: snapshot %s's worker died with the balancer stopped: starting it again",
+                name, snapshot_id);
+}
+
+/* Its worker stopped a cluster's balancer and never said it runs again: it died. */
+static void takeover_snapshot_ended(Manager *m, const SnapshotTask *t) {
+    if (t->balancer_stopped)
+        manager_balancer_takeover(m, t->policy, t->record->id);
+}
+
+static bool takeover_busy(const Manager *m) {
+    return m->n_takeovers > 0;
+}
+
+/* A takeover is short (one connection, one command): shutdown lets it finish within the agent's
+ * stop timeout rather than leave the balancer stopped. */
+static void takeover_stop(Manager *m) {
+    (void) m;
+}
+
+static void takeover_free_all(Manager *m) {
+    for (size_t i = 0; i < m->n_takeovers; i++)
+        takeover_free(m->takeovers[i]);
+    free(m->takeovers);
+    m->takeovers = NULL;
+    m->n_takeovers = 0;
+}
+
+const ManagerPart balancer_part = {
+    .name = "balancer takeovers",
+    .busy = takeover_busy,
+    .snapshot_ended = takeover_snapshot_ended,
+    .stop = takeover_stop,
+    .free_all = takeover_free_all,
+};
