@@ -637,22 +637,31 @@ static int balancer_takeover(mongoc_client_t *mc, MsStorage *st, const char *pre
         ms_storage_objects_free(markers, n);
         return ms_error_oom(e);
     }
-    size_t k = 0;
+    size_t k = 0, others = 0;
     for (size_t i = 0; i < n; i++)
         if (!wanted || strcmp(markers[i].key, wanted) == 0)
             markers[k++] = markers[i];
-        else
+        else {
+            others++;
             free(markers[i].key);
+        }
     n = k;
+    /* Another snapshot of the policy stopped the balancer since (its marker is there): it
+     * starts it when it ends, and starting it now would let chunks move under it. */
+    bool start = others == 0;
+    if (n > 0 && !start)
+        log_info("another snapshot of the policy has the balancer stopped now: it starts it "
+                 "again when it ends; %s removed",
+                 markers[0].key);
     if (n == 0) {
         ms_storage_objects_free(markers, 0);
         return 0;
     }
-    if (!is_mongos(mc)) {
+    if (start && !is_mongos(mc)) {
         /* Only a mongos's balancer is ever stopped: the source changed since. */
         log_warning("%zu balancer marker(s) under %s/, but the source is no mongos now: removed",
                     n, prefix);
-    } else {
+    } else if (start) {
         for (size_t i = 0; i < n; i++)
             log_warning("the balancer was stopped by a cluster snapshot whose worker died (%s): "
                         "starting it again",

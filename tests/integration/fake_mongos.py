@@ -33,7 +33,7 @@ def _recv(conn: socket.socket, n: int) -> bytes:
     while len(out) < n:
         chunk = conn.recv(n - len(out))
         if not chunk:
-            raise ConnectionError
+            raise ConnectionError(f"closed by {conn.getpeername()} after {len(out)} of {n} bytes")
         out += chunk
     return out
 
@@ -65,6 +65,7 @@ class FakeMongos:
         self.shard_map = shard_map
         self.balancer = "full"
         self.calls: List[str] = []
+        self.errors: List[str] = []  # why connections ended, for a failing test's message
         self.fail_stop = False
         self.stop_anyway = False
         self.lock = threading.Lock()
@@ -111,7 +112,8 @@ class FakeMongos:
         host, port = self.backend.rsplit(":", 1)
         try:
             backend = socket.create_connection((host, int(port)))
-        except OSError:
+        except OSError as e:
+            self.errors.append(f"backend: {e!r}")
             conn.close()
             return
         try:
@@ -151,11 +153,17 @@ class FakeMongos:
                     conn.sendall(reply)
                 else:
                     return
-        except (ConnectionError, OSError, ValueError, struct.error):
-            pass
+        except (ConnectionError, OSError, ValueError, struct.error) as e:
+            self.errors.append(repr(e))
         finally:
             conn.close()
             backend.close()
 
     def close(self) -> None:
+        # shutdown() wakes the accept() blocked in the listening thread (close() alone would
+        # leave it blocked on a file descriptor number the next socket may be given)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()

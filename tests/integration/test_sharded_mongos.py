@@ -109,13 +109,21 @@ def test_balancer_started_again_after_the_worker_was_killed(tools, cluster, tmp_
             time.sleep(0.05)
         time.sleep(0.5)
         worker.proc.send_signal(signal.SIGKILL)
-        worker.finish()
-    assert mongos.balancer == "off", mongos.calls  # nobody could start it
+        killed = worker.finish()
+    assert mongos.balancer == "off", (mongos.calls, killed.describe())  # nobody could start it
     markers = list((store / "cl").glob("*.balancer.json"))
     assert [m.name for m in markers] == ["killed.balancer.json"], markers
     assert "mongodb://" not in markers[0].read_text()  # no address, no secret: the policy's own
 
-    # the takeover alone
+    # for that snapshot alone, while another snapshot of the policy has the balancer stopped
+    # (its marker): not started under it; only the dead snapshot's marker goes
+    (store / "cl" / "other.balancer.json").write_text("{}")
+    mongos.calls = []
+    h.expect_ok(h.run_worker(tools, "cluster-balancer", "--uri-file", mongos.uri_file, "--store",
+                             store, "--prefix", "cl", "--resume", "--name", "killed"))
+    assert mongos.calls == [] and mongos.balancer == "off", mongos.calls
+    assert sorted(m.name for m in (store / "cl").glob("*.balancer.json")) == ["other.balancer.json"]
+    # the takeover of every marker (what the next snapshot does first)
     mongos.calls = []
     run = h.expect_ok(h.run_worker(tools, "cluster-balancer", "--uri-file", mongos.uri_file,
                                    "--store", store, "--prefix", "cl", "--resume"))
@@ -136,8 +144,8 @@ def test_balancer_started_again_after_the_worker_was_killed(tools, cluster, tmp_
             time.sleep(0.05)
         time.sleep(0.5)
         worker.proc.send_signal(signal.SIGKILL)
-        worker.finish()
-    assert mongos.balancer == "off"
+        killed = worker.finish()
+    assert mongos.balancer == "off", (mongos.calls, killed.describe())
     mongos.calls = []
     worker_json(snapshot(tools, mongos, store, "next"))
     assert mongos.calls == ["balancerstart", "balancerstatus", "balancerstop", "balancerstart"], \
