@@ -100,4 +100,10 @@ class FakeMongo:
             self.commands.append(doc)
 
     def close(self) -> None:
+        # shutdown() wakes the accept() blocked in the listening thread: after close() alone it
+        # may go on accepting on the descriptor number the next socket is given
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
