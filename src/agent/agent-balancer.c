@@ -60,7 +60,8 @@ void manager_balancer_takeover(Manager *m, const ManagerPolicy *p, const char *s
     const char *name = p->settings->name;
     MsError e = MS_ERROR_INIT;
     _cleanup_free_ char *cred = NULL;
-    if (m->stopping || m->n_takeovers >= MANAGER_TAKEOVERS_MAX ||
+    /* Also while the agent stops: a worker killed when its stop timed out is the main case. */
+    if (m->n_takeovers >= MANAGER_TAKEOVERS_MAX ||
         (p->settings->credential && manager_credential_path(p->settings->credential, &cred, &e) < 0)) {
         log_error("policy %s: snapshot %s's worker died with the balancer stopped, and it cannot "
                   "be started again now%s%s; the next snapshot of the policy will, or start it by "

@@ -500,8 +500,11 @@ static int balancer(mongoc_client_t *c, bool stop, uint64_t timeout_sec, MsError
 
 /* Stop the balancer for a snapshot or a restore through a mongos, unless an operator stopped it
  * already (then it stays as it is: *ret_stopped false, nothing to start again). */
-static int balancer_pause(mongoc_client_t *mc, uint64_t timeout_sec, bool *ret_stopped, MsError *e) {
+static int balancer_pause(mongoc_client_t *mc, uint64_t timeout_sec, bool *ret_stopped,
+                          bool *ret_maybe_off, MsError *e) {
     *ret_stopped = false;
+    if (ret_maybe_off)
+        *ret_maybe_off = false;
     int off = -1;
     bson_t *cmd = BCON_NEW("balancerStatus", BCON_INT32(1));
     bson_t reply;
@@ -521,8 +524,11 @@ static int balancer_pause(mongoc_client_t *mc, uint64_t timeout_sec, bool *ret_s
     /* A balancerStop that timed out may still have switched it off: start it again so that
      * a failure leaves the cluster as it was found. */
     MsError be = MS_ERROR_INIT;
-    if (balancer(mc, false, 0, &be) < 0)
+    if (balancer(mc, false, 0, &be) < 0) {
         log_error("%s: it may be off; check with sh.getBalancerState()", be.message);
+        if (ret_maybe_off)
+            *ret_maybe_off = true;
+    }
     return r;
 }
 
@@ -544,11 +550,14 @@ static int balancer_pause_marked(mongoc_client_t *mc, const MsClusterSnapshotOpt
                                  const char *marker, bool *ret_stopped, MsError *e) {
     *ret_stopped = false;
     int r = balancer_marker_put(o, marker, e);
-    if (r == 0)
-        r = balancer_pause(mc, o->balancer_timeout_sec, ret_stopped, e);
-    if (*ret_stopped)
-        balancer_event(o->progress, true);
-    if (!*ret_stopped) {
+    if (r < 0)
+        return r;
+    /* Said before balancerStop: a worker killed while it runs leaves the balancer off too. */
+    balancer_event(o->progress, true);
+    bool maybe_off = false;
+    r = balancer_pause(mc, o->balancer_timeout_sec, ret_stopped, &maybe_off, e);
+    if (!*ret_stopped && !maybe_off) {
+        balancer_event(o->progress, false);
         MsError me = MS_ERROR_INIT;
         (void) ms_storage_remove(o->storage, marker, &me);
     }
@@ -623,21 +632,30 @@ static int balancer_markers(MsStorage *st, const char *prefix, MsStorageObject *
     return 0;
 }
 
-static int balancer_takeover(mongoc_client_t *mc, MsStorage *st, const char *prefix,
-                             const char *only, unsigned *ret_started, MsError *e) {
-    *ret_started = 0;
+/* Whether mc's server is a mongos, with the error when it cannot be asked (an unreachable
+ * mongos is not "no mongos": its markers must stay). */
+static int source_is_mongos(mongoc_client_t *mc, bool *ret, MsError *e) {
+    bson_t *cmd = BCON_NEW("hello", BCON_INT32(1));
+    bson_t reply;
+    bson_error_t berr;
+    bool ok = mongoc_client_command_simple(mc, "admin", cmd, NULL, &reply, &berr);
+    if (ok)
+        *ret = ms_mongo_hello_cluster_role(&reply) == 1;
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    return ok ? 0 : ms_error_set(e, EHOSTUNREACH, "cannot ask the source what it is: %s",
+                                 berr.message);
+}
+
+/* The markers under prefix/: only's (or every one when only is NULL) in *ret, and how many
+ * other snapshots of the policy have one now. */
+static int takeover_markers(MsStorage *st, const char *prefix, const char *wanted,
+                            MsStorageObject **ret, size_t *ret_n, size_t *ret_others, MsError *e) {
     MsStorageObject *markers = NULL;
-    size_t n = 0;
+    size_t n = 0, k = 0, others = 0;
     int r = balancer_markers(st, prefix, &markers, &n, e);
     if (r < 0)
         return r;
-    /* Only the named snapshot's: another node's snapshot of the policy may run now. */
-    _cleanup_free_ char *wanted = only ? balancer_marker_key(prefix, only) : NULL;
-    if (only && !wanted) {
-        ms_storage_objects_free(markers, n);
-        return ms_error_oom(e);
-    }
-    size_t k = 0, others = 0;
     for (size_t i = 0; i < n; i++)
         if (!wanted || strcmp(markers[i].key, wanted) == 0)
             markers[k++] = markers[i];
@@ -645,23 +663,45 @@ static int balancer_takeover(mongoc_client_t *mc, MsStorage *st, const char *pre
             others++;
             free(markers[i].key);
         }
-    n = k;
+    *ret = markers;
+    *ret_n = k;
+    *ret_others = others;
+    return 0;
+}
+
+static int balancer_takeover(mongoc_client_t *mc, MsStorage *st, const char *prefix,
+                             const char *only, unsigned *ret_started, MsError *e) {
+    *ret_started = 0;
+    /* Only the named snapshot's: another node's snapshot of the policy may run now. */
+    _cleanup_free_ char *wanted = only ? balancer_marker_key(prefix, only) : NULL;
+    if (only && !wanted)
+        return ms_error_oom(e);
+    MsStorageObject *markers = NULL;
+    size_t n = 0, others = 0;
+    int r = takeover_markers(st, prefix, wanted, &markers, &n, &others, e);
+    if (r < 0)
+        return r;
+    bool mongos = false;
+    if (n > 0)
+        r = source_is_mongos(mc, &mongos, e);
     /* Another snapshot of the policy stopped the balancer since (its marker is there): it
-     * starts it when it ends, and starting it now would let chunks move under it. */
-    bool start = others == 0;
-    if (n > 0 && !start)
+     * starts it when it ends, and starting it now would let chunks move under it. Asked again
+     * right before the start, as that snapshot may be beginning now. */
+    if (r == 0 && n > 0 && mongos && others == 0) {
+        MsStorageObject *again = NULL;
+        size_t n_again = 0;
+        r = takeover_markers(st, prefix, wanted, &again, &n_again, &others, e);
+        ms_storage_objects_free(again, n_again);
+    }
+    if (r == 0 && n > 0 && others > 0)
         log_info("another snapshot of the policy has the balancer stopped now: it starts it "
                  "again when it ends; %s removed",
                  markers[0].key);
-    if (n == 0) {
-        ms_storage_objects_free(markers, 0);
-        return 0;
-    }
-    if (start && !is_mongos(mc)) {
+    else if (r == 0 && n > 0 && !mongos)
         /* Only a mongos's balancer is ever stopped: the source changed since. */
         log_warning("%zu balancer marker(s) under %s/, but the source is no mongos now: removed",
                     n, prefix);
-    } else if (start) {
+    else if (r == 0 && n > 0) {
         for (size_t i = 0; i < n; i++)
             log_warning("the balancer was stopped by a cluster snapshot whose worker died (%s): "
                         "starting it again",
@@ -669,9 +709,26 @@ static int balancer_takeover(mongoc_client_t *mc, MsStorage *st, const char *pre
         r = balancer(mc, false, 0, e);
         if (r == 0)
             (*ret_started)++;
+        /* A snapshot of the policy that stopped the balancer in the instant between: stopped
+         * again, as it expects (it starts it when it ends). */
+        MsStorageObject *after = NULL;
+        size_t n_after = 0, others_after = 0;
+        MsError ae = MS_ERROR_INIT;
+        if (r == 0 && only &&
+            takeover_markers(st, prefix, wanted, &after, &n_after, &others_after, &ae) == 0 &&
+            others_after > 0 && balancer(mc, true, 60, &ae) < 0)
+            log_error("another snapshot of the policy began while the balancer was started "
+                      "again, and it cannot be stopped for it: %s",
+                      ae.message);
+        ms_storage_objects_free(after, n_after);
     }
-    for (size_t i = 0; r == 0 && i < n; i++)
+    for (size_t i = 0; r == 0 && i < n; i++) {
         r = ms_storage_remove(st, markers[i].key, e);
+        if (r == -ENOENT) { /* another takeover's, at the same time */
+            ms_error_clear(e);
+            r = 0;
+        }
+    }
     ms_storage_objects_free(markers, n);
     return r;
 }
@@ -1479,9 +1536,55 @@ static int config_oplog_take(ConfigOplog *l, bson_t *entry, MsOplogPosition poin
     return 0;
 }
 
+/* Reading the config part (docs set: its config documents too) or a slice of the config server. */
+typedef struct ConfigRead {
+    ConfigOplog *oplog;
+    ConfigDocs *docs;
+    const MsNsFilter *filter; /* the replayed collections: other entries are not held */
+    MsOplogPosition point;
+    MsError *e;
+} ConfigRead;
+
+static int config_document(const MsArchiveEvent *ev, void *userdata) {
+    ConfigRead *cr = userdata;
+    bool is_oplog = ms_archive_is_oplog(ev->db, ev->collection);
+    int k = is_oplog || !cr->docs ? -1 : config_kind(ev->db, ev->collection);
+    if (!is_oplog && k < 0)
+        return 0;
+    bson_t *doc = bson_new_from_data(ev->data, ev->len);
+    if (!doc)
+        return ms_error_set(cr->e, EBADMSG, "a %s%s document of the config server is not BSON",
+                            is_oplog ? "oplog" : "config.", is_oplog ? "" : CONFIG_DATA[k]);
+    if (is_oplog) {
+        /* A slice holds the config server's every write (sessions, pings): only those on the
+         * replayed collections are held, and counted against the limit. */
+        bson_t rewritten;
+        int v = ms_ns_filter_oplog_entry(cr->filter, MS_NS_OPLOG_KEEP_CONFIG, doc, &rewritten,
+                                         cr->e);
+        if (v == MS_NS_OPLOG_REWRITTEN) {
+            bson_destroy(doc);
+            doc = bson_copy(&rewritten);
+            bson_destroy(&rewritten);
+            if (!doc)
+                return ms_error_oom(cr->e);
+        }
+        if (v < 0 || v == MS_NS_OPLOG_DROP) {
+            bson_destroy(doc);
+            return v < 0 ? v : 0;
+        }
+        return config_oplog_take(cr->oplog, doc, cr->point, cr->e);
+    }
+    if (config_docs_push(cr->docs, (size_t) k, doc) < 0) {
+        bson_destroy(doc);
+        return ms_error_oom(cr->e);
+    }
+    return 0;
+}
+
 /* The config server's oplog entries of a slice, up to point, appended. */
-static int read_config_slice(const MsClusterRestoreOptions *o, const char *key, MsOplogPosition point,
-                             ConfigOplog *l, MsError *e) {
+static int read_config_slice(const MsClusterRestoreOptions *o, const char *key,
+                             const MsNsFilter *filter, MsOplogPosition point, ConfigOplog *l,
+                             MsError *e) {
     MsSnapshotSource src;
     int r = ms_snapshot_source_open_store(o->storage, key, o->key, &src, e);
     if (r < 0) {
@@ -1489,79 +1592,63 @@ static int read_config_slice(const MsClusterRestoreOptions *o, const char *key, 
             ms_error_prefix(e, "oplog slice %s: ", key);
         return r;
     }
-    const MsArchiveHeader *header;
-    const MsArchiveCollection *colls;
-    size_t n_colls;
-    r = ms_archive_reader_read_prelude(src.reader, &header, &colls, &n_colls, e);
-    while (r == 0) {
-        MsArchiveEvent ev;
-        r = ms_archive_reader_next(src.reader, &ev, e);
-        if (r < 0 || ev.kind == MS_ARCHIVE_EVENT_END)
-            break;
-        if (ev.kind != MS_ARCHIVE_EVENT_DOCUMENT || !ms_archive_is_oplog(ev.db, ev.collection))
-            continue;
-        bson_t *entry = bson_new_from_data(ev.data, ev.len);
-        r = entry ? config_oplog_take(l, entry, point, e)
-                  : ms_error_set(e, EBADMSG, "oplog slice %s holds a malformed entry", key);
-    }
-    if (r == 0)
-        r = ms_snapshot_source_check_stored(&src, e);
-    if (r == 0)
-        r = ms_snapshot_source_check_namespaces(&src, e);
+    ConfigRead cr = {.oplog = l, .filter = filter, .point = point, .e = e};
+    r = ms_snapshot_source_read_all(&src, config_document, &cr, e);
     ms_snapshot_source_close(&src);
     if (r < 0 && !strstr(e->message, key))
         ms_error_prefix(e, "oplog slice %s: ", key);
     return r;
 }
 
+/* The routing at the point names only shards the cluster snapshot holds: a shard added after
+ * it (its chunks moved there, a database's primary) has no data in the snapshot, and the
+ * donors' oplogs replay the range deletions of what moved. Such a time cannot be restored from
+ * this snapshot. */
+static int check_config_shards(const ConfigDocs *d, const MsClusterManifest *cm,
+                               MsOplogPosition point, MsError *e) {
+    for (size_t k = 0; k < 3; k += 2)
+        for (size_t i = 0; i < d->n[k]; i++) {
+            bson_iter_t it;
+            if (!bson_iter_init_find(&it, d->v[k][i], k == 0 ? "primary" : "shard") ||
+                !BSON_ITER_HOLDS_UTF8(&it))
+                continue;
+            const char *shard = bson_iter_utf8(&it, NULL);
+            /* "config": the config servers themselves (the config database's own entry). */
+            bool known = strcmp(shard, MS_CLUSTER_CONFIG_PART) == 0;
+            for (size_t p = 0; p < cm->n_parts && !known; p++)
+                known = strcmp(cm->parts[p].shard, shard) == 0;
+            if (!known)
+                return ms_error_set(e, ERANGE,
+                                    "at %" PRIu32 ":%" PRIu32 " the cluster's routing names shard "
+                                    "'%s' (config.%s), which cluster snapshot %s does not hold (a "
+                                    "shard added after it): restore to an earlier time, or from a "
+                                    "later cluster snapshot. Nothing was restored",
+                                    point.t, point.i, shard, CONFIG_DATA[k], cm->name);
+        }
+    return 0;
+}
+
 static int read_config_docs(const MsClusterRestoreOptions *o, const MsClusterPart *part,
-                            const MsNsFilter *filter, MsOplogPosition point,
+                            const MsClusterManifest *cm, const MsNsFilter *filter,
+                            MsOplogPosition point,
                             char *const *slice_keys, size_t n_slices, ConfigDocs *ret,
                             uint64_t *ret_replayed, MsError *e) {
     MsSnapshotSource src;
     int r = ms_snapshot_source_open_store(o->storage, part->manifest_key, o->key, &src, e);
     if (r < 0)
         return r;
-    const MsArchiveHeader *header;
-    const MsArchiveCollection *colls;
-    size_t n_colls;
     ConfigOplog oplog = {0};
-    r = ms_archive_reader_read_prelude(src.reader, &header, &colls, &n_colls, e);
-    while (r == 0) {
-        MsArchiveEvent ev;
-        r = ms_archive_reader_next(src.reader, &ev, e);
-        if (r < 0 || ev.kind == MS_ARCHIVE_EVENT_END)
-            break;
-        if (ev.kind != MS_ARCHIVE_EVENT_DOCUMENT)
-            continue;
-        bool is_oplog = ms_archive_is_oplog(ev.db, ev.collection);
-        int k = is_oplog ? -1 : config_kind(ev.db, ev.collection);
-        if (!is_oplog && k < 0)
-            continue;
-        bson_t *doc = bson_new_from_data(ev.data, ev.len);
-        if (!doc) {
-            r = ms_error_set(e, EBADMSG, "a %s%s document of part config is not BSON",
-                             is_oplog ? "oplog" : "config.", is_oplog ? "" : CONFIG_DATA[k]);
-            break;
-        }
-        if (is_oplog)
-            r = config_oplog_take(&oplog, doc, point, e);
-        else if (config_docs_push(ret, (size_t) k, doc) < 0) {
-            bson_destroy(doc);
-            r = ms_error_oom(e);
-        }
-    }
-    if (r == 0)
-        r = ms_snapshot_source_check_stored(&src, e);
-    if (r == 0)
-        r = ms_snapshot_source_check_namespaces(&src, e);
+    ConfigRead cr = {.oplog = &oplog, .docs = ret, .filter = filter, .point = point, .e = e};
+    r = ms_snapshot_source_read_all(&src, config_document, &cr, e);
     ms_snapshot_source_close(&src);
     /* Point-in-time: the config server's slices after its part, to the time. */
     for (size_t i = 0; r == 0 && i < n_slices; i++)
-        r = read_config_slice(o, slice_keys[i], point, &oplog, e);
+        r = read_config_slice(o, slice_keys[i], filter, point, &oplog, e);
     if (r == 0)
         r = replay_config_oplog(ret, filter, oplog.v, oplog.n, ret_replayed, e);
     config_oplog_clear(&oplog);
+    if (r == 0)
+        r = check_config_shards(ret, cm, point, e);
     /* The shard names, mapped in one step from the snapshot's values (after the replay: an
      * entry names the snapshot's shards too). */
     for (size_t k = 0; r == 0 && k < 3; k++)
@@ -1707,6 +1794,11 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
         if (pp) {
             p->slice_keys = pp->slice_keys;
             p->n_slices = pp->n_slices;
+        } else if (o->plan) {
+            r = ms_error_set(e, EINVAL, "the plan to %" PRIu32 ":%" PRIu32 " has nothing for part "
+                                        "%s of %s. Nothing was restored",
+                             o->until.t, o->until.i, cm.parts[i].shard, o->snapshot_key);
+            break;
         }
         ms_progress_init(&p->progress, -1);
         if (strcmp(cm.parts[i].shard, MS_CLUSTER_CONFIG_PART) == 0) {
@@ -1769,7 +1861,7 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     uint64_t config_replayed = 0;
     for (size_t i = 0; r == 0 && i < cm.n_parts; i++)
         if (parts[i].config) {
-            r = read_config_docs(o, parts[i].part, &parts[i].filter, parts[i].until,
+            r = read_config_docs(o, parts[i].part, &cm, &parts[i].filter, parts[i].until,
                                  parts[i].slice_keys, parts[i].n_slices, &config,
                                  &config_replayed, e);
             if (r < 0)
@@ -1780,7 +1872,7 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     /* Through a mongos, chunks do not move while the shards are rewritten under them. */
     bool balancer_stopped = false;
     if (r == 0 && target_mongos)
-        r = balancer_pause(mc, 60, &balancer_stopped, e);
+        r = balancer_pause(mc, 60, &balancer_stopped, NULL, e);
     size_t started = 0;
     for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
         if (parts[i].config)

@@ -614,6 +614,36 @@ static int replay_oplog(RestoreContext *ctx, mongoc_client_t *c, FILE *spool, bo
     return r;
 }
 
+typedef struct SpoolSlice {
+    const MsRestoreOptions *o;
+    FILE *spool;
+    MsOplogPosition *last;
+    uint64_t *spooled;
+    const char *archive_name;
+    MsError *e;
+} SpoolSlice;
+
+/* One document of a slice: spooled when it is an entry after the chain's position. */
+static int spool_entry(const MsArchiveEvent *ev, void *userdata) {
+    SpoolSlice *ss = userdata;
+    if (!ms_archive_is_oplog(ev->db, ev->collection))
+        return 0;
+    bson_t entry;
+    if (!bson_init_static(&entry, ev->data, ev->len))
+        return ms_error_set(ss->e, EBADMSG, "%s holds a malformed oplog entry", ss->archive_name);
+    MsOplogPosition pos = ms_oplog_entry_position(&entry);
+    if (!ms_oplog_position_after(pos, *ss->last))
+        return 0; /* held by the snapshot or the slice before */
+    if (ss->o->has_until && ms_oplog_position_after(pos, ss->o->until))
+        return 0; /* read on to the end all the same: the checksums cover it whole */
+    if (fwrite(ev->data, ev->len, 1, ss->spool) != 1)
+        return ms_error_set(ss->e, errno, "cannot spool the oplog to a temporary file: %s",
+                            strerror(errno));
+    *ss->last = pos;
+    (*ss->spooled)++;
+    return 0;
+}
+
 /* The slices' entries after the snapshot's end, appended to the spool in chain order. Each
  * slice is read whole through its checksums (size, SHA-256, CRC, count) before the replay
  * starts, so a damaged slice stops the restore before its first entry is applied. */
@@ -633,40 +663,10 @@ static int spool_slices(const MsRestoreOptions *o, MsOplogPosition after, FILE *
                              ": the slices given leave a gap",
                              o->slice_keys[i], src.manifest.oplog_start.t,
                              src.manifest.oplog_start.i, last.t, last.i);
-        const MsArchiveHeader *header;
-        const MsArchiveCollection *colls;
-        size_t n_colls;
+        SpoolSlice ss = {.o = o, .spool = spool, .last = &last, .spooled = ret_spooled,
+                         .archive_name = src.archive_name, .e = e};
         if (r == 0)
-            r = ms_archive_reader_read_prelude(src.reader, &header, &colls, &n_colls, e);
-        while (r == 0) {
-            MsArchiveEvent ev;
-            r = ms_archive_reader_next(src.reader, &ev, e);
-            if (r < 0 || ev.kind == MS_ARCHIVE_EVENT_END)
-                break;
-            if (ev.kind != MS_ARCHIVE_EVENT_DOCUMENT || !ms_archive_is_oplog(ev.db, ev.collection))
-                continue;
-            bson_t entry;
-            if (!bson_init_static(&entry, ev.data, ev.len)) {
-                r = ms_error_set(e, EBADMSG, "%s holds a malformed oplog entry", src.archive_name);
-                break;
-            }
-            MsOplogPosition pos = ms_oplog_entry_position(&entry);
-            if (!ms_oplog_position_after(pos, last))
-                continue; /* held by the snapshot or the slice before */
-            if (o->has_until && ms_oplog_position_after(pos, o->until))
-                continue; /* read on to the end all the same: the checksums cover it whole */
-            if (fwrite(ev.data, ev.len, 1, spool) != 1) {
-                r = ms_error_set(e, errno, "cannot spool the oplog to a temporary file: %s",
-                                 strerror(errno));
-                break;
-            }
-            last = pos;
-            (*ret_spooled)++;
-        }
-        if (r == 0)
-            r = ms_snapshot_source_check_stored(&src, e);
-        if (r == 0)
-            r = ms_snapshot_source_check_namespaces(&src, e);
+            r = ms_snapshot_source_read_all(&src, spool_entry, &ss, e);
         if (r == 0 && ms_oplog_position_after(src.manifest.oplog_end, last))
             last = src.manifest.oplog_end;
         if (r < 0 && !strstr(e->message, o->slice_keys[i]))

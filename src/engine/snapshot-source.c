@@ -279,23 +279,33 @@ int ms_snapshot_source_precheck_file(const char *path, const char *manifest_path
     if (r < 0)
         return r;
     /* A stock archive has no SHA-256 to compare: read it whole, every namespace's CRC-64. */
+    r = ms_snapshot_source_read_all(&s, NULL, NULL, e);
+    ms_snapshot_source_close(&s);
+    return r;
+}
+
+int ms_snapshot_source_read_all(MsSnapshotSource *s,
+                                int (*on_document)(const MsArchiveEvent *ev, void *userdata),
+                                void *userdata, MsError *e) {
     const MsArchiveHeader *header;
     const MsArchiveCollection *colls;
     size_t n_colls;
-    r = ms_archive_reader_read_prelude(s.reader, &header, &colls, &n_colls, e);
+    int r = ms_archive_reader_read_prelude(s->reader, &header, &colls, &n_colls, e);
     while (r == 0) {
         MsArchiveEvent ev;
-        r = ms_archive_reader_next(s.reader, &ev, e);
-        if (r == 0 && ev.kind == MS_ARCHIVE_EVENT_END)
+        r = ms_archive_reader_next(s->reader, &ev, e);
+        if (r < 0 || ev.kind == MS_ARCHIVE_EVENT_END)
             break;
+        if (ev.kind == MS_ARCHIVE_EVENT_DOCUMENT && on_document)
+            r = on_document(&ev, userdata);
     }
-    if (r < 0)
-        ms_error_prefix(e, "%s: ", s.archive_name);
+    /* The reader's own errors name no object: the archive is said (the callers' are theirs). */
+    if (r < 0 && s->archive_name && !strstr(e->message, s->archive_name))
+        ms_error_prefix(e, "%s: ", s->archive_name);
     if (r == 0)
-        r = ms_snapshot_source_check_stored(&s, e);
+        r = ms_snapshot_source_check_stored(s, e);
     if (r == 0)
-        r = ms_snapshot_source_check_namespaces(&s, e);
-    ms_snapshot_source_close(&s);
+        r = ms_snapshot_source_check_namespaces(s, e);
     return r;
 }
 

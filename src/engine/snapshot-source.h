@@ -56,4 +56,11 @@ int ms_snapshot_source_check_stored(MsSnapshotSource *s, MsError *e);
 /* Compare per-namespace counts and CRCs the reader saw with the manifest. */
 int ms_snapshot_source_check_namespaces(MsSnapshotSource *s, MsError *e);
 
+/* Reads the archive whole, from its prelude to its END, handing every document to on_document
+ * (may be NULL; its negative return stops the read and is returned), then the end-of-read checks
+ * above. What every reader that needs the whole archive checked does. */
+int ms_snapshot_source_read_all(MsSnapshotSource *s,
+                                int (*on_document)(const MsArchiveEvent *ev, void *userdata),
+                                void *userdata, MsError *e);
+
 void ms_snapshot_source_close(MsSnapshotSource *s);

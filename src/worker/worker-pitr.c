@@ -751,6 +751,16 @@ int worker_run_verify_chain(Args *a, MsProgress *p) {
 /* restore --time of a cluster policy: the newest cluster snapshot (not newer than --snapshot)
  * from which every part's chain reaches the time, each part with its own slices. */
 static int restore_cluster_time(Args *a, const MsClusterPit *pit, MsProgress *p) {
+    /* Every shard into its counterpart: what applies to one part is refused (checked before
+     * anything is read; the agent refuses it too). */
+    if (a->filter.n_include || a->filter.n_exclude || a->n_rename_from || a->no_indexes ||
+        a->part) {
+        log_error("policy %s takes cluster snapshots: a restore to a time puts every shard and "
+                  "the config data at that time; namespace filters, renames, --no-indexes and "
+                  "--part apply to one part restored alone to its cluster snapshot's point",
+                  a->prefix);
+        return MONGOSNAP_EXIT_USAGE;
+    }
     MsError e = MS_ERROR_INIT;
     MsClusterPitPlan plan;
     int r = ms_cluster_pit_plan(pit, a->time, a->snapshot, &plan, &e);

@@ -464,6 +464,11 @@ def test_cluster_point_in_time(tools, source, ferretdb_factory, tmp_path):
     finally:
         writer.stop()
         config_writer.stop()
+    # a shard added afterwards: a database whose primary it is (a second later, so that its
+    # position is after every time restored to below, whatever the servers' counters)
+    time.sleep(1.1)
+    cfg.client.config.databases.insert_one({"_id": "newdb", "primary": "shard03"})
+    added = max(ts_tuple(e["ts"]) for e in cfg.client.local["oplog.rs"].find({"ns": "config.databases"}))
     time.sleep(4)  # the followers read the last writes and claim the quiet with idle slices
     follower.proc.send_signal(signal.SIGTERM)
     run = h.expect_ok(follower.finish())
@@ -488,6 +493,20 @@ def test_cluster_point_in_time(tools, source, ferretdb_factory, tmp_path):
         run = h.run_worker(tools, "restore", "--uri-file", tcfg.uri_file, "--store", store,
                            "--prefix", "cl", "--time", f"{bad[0]}:{bad[1]}")
         assert run.returncode != 0 and "restorable" in run.output, run.describe()
+        assert DB not in tshards["alpha"].client.list_database_names()
+    # after the shard was added: the routing names a shard the snapshot does not hold
+    assert added <= hi, (added, hi)
+    run = h.run_worker(tools, "restore", "--uri-file", tcfg.uri_file, "--store", store,
+                       "--prefix", "cl", "--time", f"{hi[0]}:{hi[1]}",
+                       "--shard-map", "shard01=alpha,shard02=beta", "--drop")
+    assert run.returncode != 0 and "'shard03'" in run.output and "Nothing was restored" in run.output, \
+        run.describe()
+    assert DB not in tshards["alpha"].client.list_database_names()
+    # what applies to one part is refused for the whole cluster
+    for extra in (["--ns-include", f"{DB}.*"], ["--part", "shard01"], ["--no-indexes"]):
+        run = h.run_worker(tools, "restore", "--uri-file", tcfg.uri_file, "--store", store,
+                           "--prefix", "cl", "--time", f"{when[0]}:{when[1]}", *extra)
+        assert run.returncode == h.EXIT_USAGE and "every shard" in run.output, (extra, run.describe())
         assert DB not in tshards["alpha"].client.list_database_names()
     out = worker_json(h.run_worker(tools, "restore", "--uri-file", tcfg.uri_file, "--store", store,
                                    "--prefix", "cl", "--time", f"{when[0]}:{when[1]}",

@@ -115,6 +115,13 @@ def test_balancer_started_again_after_the_worker_was_killed(tools, cluster, tmp_
     assert [m.name for m in markers] == ["killed.balancer.json"], markers
     assert "mongodb://" not in markers[0].read_text()  # no address, no secret: the policy's own
 
+    # the mongos unreachable: nothing is known, the marker stays for the next try
+    dead = h.write_uri_file(tmp_path, "mongodb://127.0.0.1:9/?connectTimeoutMS=500&serverSelectionTimeoutMS=1000",
+                            "dead-uri")
+    run = h.run_worker(tools, "cluster-balancer", "--uri-file", dead, "--store", store, "--prefix",
+                       "cl", "--resume", "--name", "killed")
+    assert run.returncode != 0, run.describe()
+    assert (store / "cl" / "killed.balancer.json").exists()
     # for that snapshot alone, while another snapshot of the policy has the balancer stopped
     # (its marker): not started under it; only the dead snapshot's marker goes
     (store / "cl" / "other.balancer.json").write_text("{}")
