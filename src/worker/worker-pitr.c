@@ -290,6 +290,10 @@ typedef struct PartFollow {
 } PartFollow;
 
 struct ClusterFollow {
+    const Args *a;
+    const MsClusterSource *sources; /* the parts followed */
+    size_t n_sources;
+    char changed[512]; /* why following stopped: the cluster's shards are others now */
     MsStorage *storage;
     const char *prefix;
     MsProgress *progress;
@@ -311,6 +315,44 @@ static void cluster_prune(ClusterFollow *cf, const char *part) {
                         &cf->pit.chains[i].n, cutoff);
 }
 
+/* Whether config.shards still lists the shards followed: a shard added is not followed (the
+ * next cluster snapshots' ranges would end at its part), one removed fails its follower. Asked
+ * at every refresh; on a change every part stops (committing what it read) and the worker ends
+ * saying so, and the agent starts the follower again, on the shards as they are. */
+static void check_sources(ClusterFollow *cf) {
+    MsClusterSource *now = NULL;
+    size_t n = 0;
+    MsError e = MS_ERROR_INIT;
+    if (ms_cluster_sources(cf->a->uri, cf->a->password, &now, &n, &e) < 0) {
+        log_debug("cannot list the cluster's shards now: %s", e.message);
+        return;
+    }
+    for (size_t i = 0; i < n && !cf->changed[0]; i++) {
+        bool followed = false;
+        for (size_t k = 0; k < cf->n_sources && !followed; k++)
+            followed = strcmp(now[i].name, cf->sources[k].name) == 0;
+        if (!followed)
+            snprintf(cf->changed, sizeof(cf->changed),
+                     "the cluster has a shard '%s' that was not there when following began: "
+                     "following again with it",
+                     now[i].name);
+    }
+    for (size_t k = 0; k < cf->n_sources && !cf->changed[0]; k++) {
+        bool listed = false;
+        for (size_t i = 0; i < n && !listed; i++)
+            listed = strcmp(now[i].name, cf->sources[k].name) == 0;
+        if (!listed)
+            snprintf(cf->changed, sizeof(cf->changed),
+                     "shard '%s' is no longer in the cluster: following again without it",
+                     cf->sources[k].name);
+    }
+    if (cf->changed[0]) {
+        log_warning("%s", cf->changed);
+        cf->stop = 1;
+    }
+    ms_cluster_sources_free(now, n);
+}
+
 static void cluster_on_slice(void *userdata, const MsSliceRef *slice) {
     PartFollow *pf = userdata;
     ClusterFollow *cf = pf->cf;
@@ -319,6 +361,8 @@ static void cluster_on_slice(void *userdata, const MsSliceRef *slice) {
     bool asked = worker_refresh_requested;
     worker_refresh_requested = 0;
     if (!cf->pit_loaded || asked || (slice && ++cf->since_refresh >= RANGES_SNAPSHOT_REFRESH)) {
+        if (slice)
+            check_sources(cf);
         MsClusterPit fresh;
         if (ms_cluster_pit_load(cf->storage, cf->prefix, &fresh, &e) == 0) {
             ms_cluster_pit_clear(&cf->pit);
@@ -368,7 +412,8 @@ static int cluster_follow(Args *a, MsStorage *storage, MsProgress *p) {
         worker_report_result(p, a, r, &e, NULL);
         return worker_exit_code_for(r);
     }
-    ClusterFollow cf = {.storage = storage, .prefix = a->prefix, .progress = p};
+    ClusterFollow cf = {.a = a, .sources = sources, .n_sources = n, .storage = storage,
+                        .prefix = a->prefix, .progress = p};
     pthread_mutex_init(&cf.lock, NULL);
     MsError le = MS_ERROR_INIT;
     cf.pit_loaded = ms_cluster_pit_load(storage, a->prefix, &cf.pit, &le) == 0;
@@ -459,6 +504,9 @@ static int cluster_follow(Args *a, MsStorage *storage, MsProgress *p) {
         }
     }
     bson_append_array_end(&fields, &arr);
+    /* Ended for a change of shards: a failure, so that the agent starts it again at once. */
+    if (r == 0 && cf.changed[0])
+        r = ms_error_set(&e, EAGAIN, "%s", cf.changed);
     BSON_APPEND_INT64(&fields, "slices", (int64_t) total.slices);
     BSON_APPEND_INT64(&fields, "idle_slices", (int64_t) total.idle_slices);
     BSON_APPEND_INT64(&fields, "entries", (int64_t) total.entries);

@@ -542,6 +542,31 @@ def test_cluster_point_in_time(tools, source, ferretdb_factory, tmp_path):
         p.write_bytes(data)
 
 
+def test_cluster_follower_follows_again_when_the_shards_change(tools, source, ferretdb_factory,
+                                                              tmp_path):
+    """A shard added while the cluster's follower runs: the follower notices at its next refresh,
+    every part commits what it read and the worker ends saying why (the agent then starts it
+    again at once); started again it follows the new shard too."""
+    cfg, shards = source
+    store = tmp_path / "store"
+    store.mkdir()
+    follower = h.start_worker(tools, "follow", "--uri-file", cfg.uri_file, "--store", store,
+                              "--prefix", "cl", "--slice-sec", "1")
+    time.sleep(2)
+    third = ferretdb_factory(name="src-shard03")
+    third.client.local.create_collection("oplog.rs", capped=True, size=16 * 1024 * 1024)
+    cfg.client.config.shards.insert_one({"_id": "shard03", "host": f"rs0/{third.address}", "state": 1})
+    run = follower.finish(timeout=90)
+    assert run.returncode != 0 and "'shard03'" in run.output and "following again" in run.output, \
+        run.describe()
+    for part in ("shard01", "shard02", "config"):
+        assert list((store / "cl" / "oplog" / "parts" / part / "oplog").glob("*.slice.json")), part
+    run = h.expect_ok(h.run_worker(tools, "follow", "--uri-file", cfg.uri_file, "--store", store,
+                                   "--prefix", "cl", "--slice-sec", "1", "--max-sec", "4"))
+    assert list((store / "cl" / "oplog" / "parts" / "shard03" / "oplog").glob("*.slice.json")), \
+        run.describe()
+
+
 def test_unreachable_shard_fails_the_cluster_snapshot_naming_it(tools, source, tmp_path):
     cfg, shards = source
     store = tmp_path / "store"
