@@ -27,7 +27,6 @@ char *ms_cluster_part_slice_prefix(const char *prefix, const char *part) {
 static void snapshot_clear(MsClusterPitSnapshot *s) {
     for (size_t i = 0; i < s->n_parts; i++) {
         free(s->parts[i].name);
-        free(s->parts[i].manifest_key);
     }
     free(s->parts);
     free(s->key);
@@ -106,8 +105,7 @@ static int load_one(MsStorage *st, const char *key, MsClusterPitSnapshot *ret, M
         p->start = m.oplog_start;
         p->end = m.oplog_end;
         p->name = strdup(cm.parts[i].shard);
-        p->manifest_key = strdup(cm.parts[i].manifest_key);
-        if (!p->name || !p->manifest_key)
+        if (!p->name)
             r = ms_error_oom(e);
         /* Its oplog end may be before the point: a part whose server was idle holds every
          * entry up to the point with its newest one earlier (cluster.c's capture rule). */
@@ -134,21 +132,15 @@ int ms_cluster_pit_load(MsStorage *st, const char *prefix, MsClusterPit *ret, Ms
         return ms_error_oom(e);
     MsStorageObject *objs = NULL;
     size_t n = 0;
-    int r = ms_storage_list(st, dir, &objs, &n, e);
+    int r = ms_storage_list_children(st, dir, MS_CLUSTER_MANIFEST_SUFFIX, &objs, &n, e);
     if (r < 0)
         return r;
     MsClusterPit pit = {0};
-    size_t sl = strlen(MS_CLUSTER_MANIFEST_SUFFIX);
     pit.snaps = calloc(n ? n : 1, sizeof(*pit.snaps));
     if (!pit.snaps)
         r = ms_error_oom(e);
     for (size_t i = 0; r == 0 && i < n; i++) {
-        const char *key = objs[i].key;
-        size_t kl = strlen(key);
-        if (strchr(key + strlen(dir), '/') || kl <= sl + strlen(dir) ||
-            strcmp(key + kl - sl, MS_CLUSTER_MANIFEST_SUFFIX) != 0)
-            continue;
-        int k = load_one(st, key, &pit.snaps[pit.n_snaps], e);
+        int k = load_one(st, objs[i].key, &pit.snaps[pit.n_snaps], e);
         if (k < 0)
             r = k;
         else

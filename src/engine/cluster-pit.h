@@ -24,7 +24,6 @@ char *ms_cluster_part_slice_prefix(const char *prefix, const char *part);
 
 typedef struct MsClusterPitPart {
     char *name;
-    char *manifest_key;
     MsOplogPosition start, end; /* the part snapshot's oplog start and end */
 } MsClusterPitPart;
 

@@ -126,19 +126,6 @@ static int read_shards(MsMongo *m, mongoc_client_t *c, MsClusterShard **ret, siz
     return 0;
 }
 
-int ms_cluster_discover(const char *uri, const char *password, MsClusterShard **ret, size_t *ret_n,
-                        MsError *e) {
-    MsMongo *m = NULL;
-    int r = ms_mongo_open(uri, password, 1, &m, e);
-    if (r < 0)
-        return r;
-    mongoc_client_t *c = ms_mongo_pop(m);
-    r = read_shards(m, c, ret, ret_n, e);
-    ms_mongo_push(m, c);
-    ms_mongo_free(m);
-    return r;
-}
-
 /* The options of the source's query string, without the ones that name its own topology. */
 static bool keep_option(const char *opt, size_t len) {
     static const char *const dropped[] = {"replicaset=", "directconnection="};
@@ -613,23 +600,7 @@ static int balancer_markers(MsStorage *st, const char *prefix, MsStorageObject *
     _cleanup_free_ char *dir = NULL;
     if (asprintf(&dir, "%s/", prefix) < 0)
         return ms_error_oom(e);
-    MsStorageObject *objs = NULL;
-    size_t n = 0, k = 0;
-    int r = ms_storage_list(st, dir, &objs, &n, e);
-    if (r < 0)
-        return r;
-    size_t sl = strlen(MS_CLUSTER_BALANCER_SUFFIX);
-    for (size_t i = 0; i < n; i++) {
-        size_t kl = strlen(objs[i].key);
-        if (!strchr(objs[i].key + strlen(dir), '/') && kl > strlen(dir) + sl &&
-            strcmp(objs[i].key + kl - sl, MS_CLUSTER_BALANCER_SUFFIX) == 0)
-            objs[k++] = objs[i];
-        else
-            free(objs[i].key);
-    }
-    *ret = objs;
-    *ret_n = k;
-    return 0;
+    return ms_storage_list_children(st, dir, MS_CLUSTER_BALANCER_SUFFIX, ret, ret_n, e);
 }
 
 /* Whether mc's server is a mongos, with the error when it cannot be asked (an unreachable

@@ -52,9 +52,6 @@ typedef struct MsClusterShard {
     char *hosts; /* "h1:p1,h2:p2" */
 } MsClusterShard;
 
-/* The shards config.shards lists, through the source (a mongos or a config server). */
-int ms_cluster_discover(const char *uri, const char *password, MsClusterShard **ret, size_t *ret_n,
-                        MsError *e);
 void ms_cluster_shards_free(MsClusterShard *s, size_t n);
 
 /* What a cluster's parts are read from: every shard's replica set and the config server

@@ -115,7 +115,9 @@ int ms_slices_list(MsStorage *s, const char *prefix, MsSliceRef **ret, size_t *r
         return ms_error_oom(e);
     MsStorageObject *objs = NULL;
     size_t n = 0;
-    int r = ms_storage_list(s, dir, &objs, &n, e);
+    /* Only the slice directory itself, not a deeper one with the same names (a cluster's
+     * parts' chains are below it). */
+    int r = ms_storage_list_children(s, dir, MONGOSNAP_SLICE_MANIFEST_SUFFIX, &objs, &n, e);
     if (r < 0)
         return r;
     MsSliceRef *out = calloc(n ? n : 1, sizeof(*out));
@@ -125,9 +127,6 @@ int ms_slices_list(MsStorage *s, const char *prefix, MsSliceRef **ret, size_t *r
     for (size_t i = 0; r == 0 && i < n; i++) {
         MsSliceRef ref = {.manifest_size = objs[i].size};
         if (!ms_slice_key_parse(objs[i].key, &ref.start, &ref.end, &ref.idle))
-            continue;
-        /* Only the slice directory itself, not a deeper one with the same names. */
-        if (strchr(objs[i].key + strlen(dir), '/'))
             continue;
         ref.manifest_key = objs[i].key;
         objs[i].key = NULL;

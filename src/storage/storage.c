@@ -192,6 +192,26 @@ int ms_storage_download_url(MsStorage *s, const char *key, uint64_t expires_usec
     return s->ops->download_url(s, key, expires_usec, ret_url, e);
 }
 
+int ms_storage_list_children(MsStorage *s, const char *dir, const char *suffix,
+                             MsStorageObject **ret, size_t *ret_n, MsError *e) {
+    MsStorageObject *objs = NULL;
+    size_t n = 0, k = 0, dl = strlen(dir), sl = suffix ? strlen(suffix) : 0;
+    int r = ms_storage_list(s, dir, &objs, &n, e);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = objs[i].key + (strncmp(objs[i].key, dir, dl) == 0 ? dl : 0);
+        size_t nl = strlen(name);
+        if (!strchr(name, '/') && nl > sl && (!suffix || strcmp(name + nl - sl, suffix) == 0))
+            objs[k++] = objs[i];
+        else
+            free(objs[i].key);
+    }
+    *ret = objs;
+    *ret_n = k;
+    return 0;
+}
+
 void ms_storage_objects_free(MsStorageObject *objs, size_t n) {
     if (!objs)
         return;

@@ -106,6 +106,11 @@ int ms_storage_put(MsStorage *s, const char *key, const void *buf, size_t len, M
 int ms_storage_get(MsStorage *s, const char *key, size_t max, char **ret, size_t *ret_len,
                    MsError *e);
 
+/* The objects directly in directory dir ("P/": not deeper) whose key ends with suffix (NULL:
+ * any), as ms_storage_list() gives them. Free with ms_storage_objects_free(). */
+int ms_storage_list_children(MsStorage *s, const char *dir, const char *suffix,
+                             MsStorageObject **ret, size_t *ret_n, MsError *e);
+
 void ms_storage_objects_free(MsStorageObject *objs, size_t n);
 MsStorage *ms_storage_free(MsStorage *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(MsStorage *, ms_storage_free);

@@ -58,7 +58,7 @@ static int load_snapshots(MsStorage *st, const char *prefix, Snapshots *ret, MsE
         return ms_error_oom(e);
     MsStorageObject *objs = NULL;
     size_t n = 0;
-    int r = ms_storage_list(st, dir, &objs, &n, e);
+    int r = ms_storage_list_children(st, dir, MONGOSNAP_MANIFEST_SUFFIX, &objs, &n, e);
     if (r < 0)
         return r;
     Snapshots s = {0};
@@ -67,8 +67,6 @@ static int load_snapshots(MsStorage *st, const char *prefix, Snapshots *ret, MsE
         r = ms_error_oom(e);
     for (size_t i = 0; r == 0 && i < n; i++) {
         const char *key = objs[i].key;
-        if (!worker_has_suffix(key, MONGOSNAP_MANIFEST_SUFFIX) || strchr(key + strlen(dir), '/'))
-            continue;
         _cleanup_free_ char *json = NULL;
         size_t len = 0;
         MsManifest m = {0};

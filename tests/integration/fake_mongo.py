@@ -20,6 +20,27 @@ HELLO = {"ismaster": True, "isWritablePrimary": True, "maxBsonObjectSize": 16 * 
          "maxWireVersion": 17, "ok": 1.0}
 
 
+def recv_exactly(conn: socket.socket, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = conn.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError(f"closed by {conn.getpeername()} after {len(out)} of {n} bytes")
+        out += chunk
+    return out
+
+
+def close_listener(sock: socket.socket) -> None:
+    """shutdown() wakes the accept() blocked in the listening thread: after close() alone it may
+    go on accepting on the descriptor number the next socket is given (a test's stand-in then
+    took the next test's connections)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
 class FakeMongo:
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -52,21 +73,12 @@ class FakeMongo:
                 self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _recv(self, conn, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = conn.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError
-            out += chunk
-        return out
-
     def _serve(self, conn: socket.socket) -> None:
         try:
             while True:
-                header = self._recv(conn, 16)
+                header = recv_exactly(conn, 16)
                 length, request_id, _, opcode = struct.unpack("<iiii", header)
-                body = self._recv(conn, length - 16)
+                body = recv_exactly(conn, length - 16)
                 with self.lock:
                     self.raw += header + body
                 if opcode == OP_QUERY:
@@ -100,10 +112,4 @@ class FakeMongo:
             self.commands.append(doc)
 
     def close(self) -> None:
-        # shutdown() wakes the accept() blocked in the listening thread: after close() alone it
-        # may go on accepting on the descriptor number the next socket is given
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        close_listener(self.sock)

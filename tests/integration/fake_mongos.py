@@ -23,25 +23,17 @@ from typing import Callable, List, Optional
 
 import bson
 
+from fake_mongo import close_listener, recv_exactly
+
 OP_REPLY, OP_QUERY, OP_MSG = 1, 2004, 2013
 MONGOS_DROPS = ("setName", "hosts", "primary", "secondary", "me", "setVersion", "electionId",
                 "arbiterOnly", "passives", "arbiters", "tags", "lastWrite")
 
 
-def _recv(conn: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = conn.recv(n - len(out))
-        if not chunk:
-            raise ConnectionError(f"closed by {conn.getpeername()} after {len(out)} of {n} bytes")
-        out += chunk
-    return out
-
-
 def _read_message(conn: socket.socket):
-    header = _recv(conn, 16)
+    header = recv_exactly(conn, 16)
     length, request_id, response_to, opcode = struct.unpack("<iiii", header)
-    return request_id, response_to, opcode, header + _recv(conn, length - 16)
+    return request_id, response_to, opcode, header + recv_exactly(conn, length - 16)
 
 
 def _as_mongos(hello: dict) -> dict:
@@ -160,10 +152,4 @@ class FakeMongos:
             backend.close()
 
     def close(self) -> None:
-        # shutdown() wakes the accept() blocked in the listening thread (close() alone would
-        # leave it blocked on a file descriptor number the next socket may be given)
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        close_listener(self.sock)

@@ -85,32 +85,25 @@ def load(shards):
     s1.client[DB].users.insert_many([{"_id": i, "name": f"u{i}"} for i in range(200)])  # unsharded
 
 
-class Writer(threading.Thread):
-    """Inserts, updates and deletes on both shards until stopped."""
+class Loop(threading.Thread):
+    """A writer: step(n) again and again until stopped; ops counts the steps' writes, and an
+    error ends it and fails stop()."""
 
-    def __init__(self, shards):
+    pause = 0.005
+
+    def __init__(self):
         super().__init__(daemon=True)
-        self.colls = [(s.new_client()[DB].orders, base) for s, base in zip(shards.values(), (0, 10_000))]
         self.stop_event = threading.Event()
         self.error = None
         self.ops = 0
 
     def run(self):
-        r = random.Random(5)
         n = 0
         try:
             while not self.stop_event.is_set():
-                for coll, base in self.colls:
-                    k = r.random()
-                    if k < 0.5:
-                        coll.insert_one({"_id": base + 5000 + n, "customer": r.randrange(SPLIT) + (SPLIT if base else 0), "w": n})
-                    elif k < 0.8:
-                        coll.update_one({"_id": base + r.randrange(3000)}, {"$set": {"w": n}})
-                    else:
-                        coll.delete_one({"_id": base + r.randrange(3000)})
-                    self.ops += 1
+                self.step(n)
                 n += 1
-                time.sleep(0.005)
+                time.sleep(self.pause)
         except Exception as e:  # noqa: BLE001
             self.error = e
 
@@ -120,38 +113,46 @@ class Writer(threading.Thread):
         assert self.error is None, self.error
 
 
-class ConfigWriter(threading.Thread):
+class Writer(Loop):
+    """Inserts, updates and deletes on both shards until stopped."""
+
+    def __init__(self, shards):
+        super().__init__()
+        self.colls = [(s.new_client()[DB].orders, base) for s, base in zip(shards.values(), (0, 10_000))]
+        self.random = random.Random(5)
+
+    def step(self, n):
+        r = self.random
+        for coll, base in self.colls:
+            k = r.random()
+            if k < 0.5:
+                coll.insert_one({"_id": base + 5000 + n, "customer": r.randrange(SPLIT) + (SPLIT if base else 0), "w": n})
+            elif k < 0.8:
+                coll.update_one({"_id": base + r.randrange(3000)}, {"$set": {"w": n}})
+            else:
+                coll.delete_one({"_id": base + r.randrange(3000)})
+            self.ops += 1
+
+
+class ConfigWriter(Loop):
     """Routing changes on the config server while the snapshot runs, as its own writes would be
     with the balancer stopped: databases created and dropped, a chunk's and a collection's
     fields set."""
 
+    pause = 0.01
+
     def __init__(self, cfg):
-        super().__init__(daemon=True)
+        super().__init__()
         self.config = cfg.new_client().config
-        self.stop_event = threading.Event()
-        self.error = None
-        self.ops = 0
 
-    def run(self):
-        n = 0
-        try:
-            while not self.stop_event.is_set():
-                self.config.databases.insert_one({"_id": f"extra{n}", "primary": ("shard01", "shard02")[n % 2],
-                                                  "version": {"uuid": Binary(uuid.uuid4().bytes, 4), "lastMod": 1}})
-                if n % 3 == 2:
-                    self.config.databases.delete_one({"_id": f"extra{n - 1}"})
-                self.config.chunks.update_one({"shard": "shard02"}, {"$set": {"n": n, "jumbo": n % 2 == 0}})
-                self.config.collections.update_one({"_id": f"{DB}.orders"}, {"$set": {"noBalance": n % 2 == 0}})
-                self.ops += 1
-                n += 1
-                time.sleep(0.01)
-        except Exception as e:  # noqa: BLE001
-            self.error = e
-
-    def stop(self):
-        self.stop_event.set()
-        self.join(timeout=30)
-        assert self.error is None, self.error
+    def step(self, n):
+        self.config.databases.insert_one({"_id": f"extra{n}", "primary": ("shard01", "shard02")[n % 2],
+                                          "version": {"uuid": Binary(uuid.uuid4().bytes, 4), "lastMod": 1}})
+        if n % 3 == 2:
+            self.config.databases.delete_one({"_id": f"extra{n - 1}"})
+        self.config.chunks.update_one({"shard": "shard02"}, {"$set": {"n": n, "jumbo": n % 2 == 0}})
+        self.config.collections.update_one({"_id": f"{DB}.orders"}, {"$set": {"noBalance": n % 2 == 0}})
+        self.ops += 1
 
 
 def mapped_config(raws, names):

@@ -93,6 +93,20 @@ def test_balancer_through_a_mongos(tools, cluster, ferretdb_factory, tmp_path):
     tmongos.close()
 
 
+def killed_with_the_balancer_stopped(tools, mongos, shards, store, name):
+    """A cluster snapshot SIGKILLed once it stopped the balancer (shard02 hung, so that it waits
+    at the barrier): nobody can start the balancer again."""
+    with server_paused(shards["shard02"]):
+        worker = h.start_worker(tools, "cluster-snapshot", "--uri-file", mongos.uri_file,
+                                "--store", store, "--prefix", "cl", "--name", name)
+        deadline = time.monotonic() + 30
+        while mongos.balancer != "off" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        worker.proc.send_signal(signal.SIGKILL)
+        return worker.finish()
+
+
 def test_balancer_started_again_after_the_worker_was_killed(tools, cluster, tmp_path):
     """SIGKILL leaves no chance to start the balancer: the snapshot leaves a marker beside its
     manifest first, and the next cluster snapshot of the policy (or `cluster-balancer
@@ -101,15 +115,7 @@ def test_balancer_started_again_after_the_worker_was_killed(tools, cluster, tmp_
     cfg, shards, mongos = cluster
     store = tmp_path / "store"
     store.mkdir()
-    with server_paused(shards["shard02"]):
-        worker = h.start_worker(tools, "cluster-snapshot", "--uri-file", mongos.uri_file,
-                                "--store", store, "--prefix", "cl", "--name", "killed")
-        deadline = time.monotonic() + 30
-        while mongos.balancer != "off" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        worker.proc.send_signal(signal.SIGKILL)
-        killed = worker.finish()
+    killed = killed_with_the_balancer_stopped(tools, mongos, shards, store, "killed")
     assert mongos.balancer == "off", (mongos.calls, killed.describe())  # nobody could start it
     markers = list((store / "cl").glob("*.balancer.json"))
     assert [m.name for m in markers] == ["killed.balancer.json"], markers
@@ -143,15 +149,7 @@ def test_balancer_started_again_after_the_worker_was_killed(tools, cluster, tmp_
     assert mongos.calls == []
 
     # killed again; this time the next snapshot takes over first
-    with server_paused(shards["shard02"]):
-        worker = h.start_worker(tools, "cluster-snapshot", "--uri-file", mongos.uri_file,
-                                "--store", store, "--prefix", "cl", "--name", "killed2")
-        deadline = time.monotonic() + 30
-        while mongos.balancer != "off" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        worker.proc.send_signal(signal.SIGKILL)
-        killed = worker.finish()
+    killed = killed_with_the_balancer_stopped(tools, mongos, shards, store, "killed2")
     assert mongos.balancer == "off", (mongos.calls, killed.describe())
     mongos.calls = []
     worker_json(snapshot(tools, mongos, store, "next"))

@@ -23,7 +23,6 @@ static void add_snapshot(MsClusterPit *pit, const char *name, MsOplogPosition po
     for (size_t i = 0; i < n; i++) {
         s->parts[i] = parts[i];
         s->parts[i].name = strdup(parts[i].name);
-        s->parts[i].manifest_key = strdup("m");
     }
     s->n_parts = n;
 }
