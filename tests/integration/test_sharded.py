@@ -470,7 +470,12 @@ def test_cluster_point_in_time(tools, source, ferretdb_factory, tmp_path):
     time.sleep(1.1)
     cfg.client.config.databases.insert_one({"_id": "newdb", "primary": "shard03"})
     added = max(ts_tuple(e["ts"]) for e in cfg.client.local["oplog.rs"].find({"ns": "config.databases"}))
-    time.sleep(4)  # the followers read the last writes and claim the quiet with idle slices
+    # the followers read the last writes and claim the quiet with idle slices: waited for (not a
+    # fixed sleep: on a loaded machine a shard's idle claim lags the config server's insert)
+    def reaches_added(e):
+        return e.get("event") == "ranges" and len(e["restorable"]) == 1 and \
+            ts_of(e["restorable"][0]["to"]) >= added
+    assert follower.wait_for_event(reaches_added, timeout=60), "the range never reached the addition"
     follower.proc.send_signal(signal.SIGTERM)
     run = h.expect_ok(follower.finish())
     for part in ("shard01", "shard02", "config"):
