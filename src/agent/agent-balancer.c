@@ -10,16 +10,14 @@
 typedef struct Takeover {
     AgentJob job;
     Manager *m;
-    char *policy;
-    char *snapshot_id;
+    char *what; /* "policy P: snapshot S" or "restore R" */
 } Takeover;
 
 static void takeover_free(Takeover *t) {
     if (!t)
         return;
     agent_job_reset(&t->job);
-    free(t->policy);
-    free(t->snapshot_id);
+    free(t->what);
     free(t);
 }
 
@@ -27,14 +25,15 @@ static void takeover_end(AgentJob *j, const AgentJobEnd *end) {
     Takeover *t = MS_CONTAINER_OF(j, Takeover, job);
     Manager *m = t->m;
     if (end->outcome == AGENT_JOB_SUCCEEDED)
-        log_info("policy %s: the balancer snapshot %s's worker left stopped is running again "
-                 "(or was started by someone else)",
-                 t->policy, t->snapshot_id);
+        log_info("%s: the balancer its worker left stopped is running again (or was started by "
+                 "someone else)",
+                 t->what);
     else
-        log_error("policy %s: cannot start again the balancer snapshot %s's worker left stopped: "
-                  "%s; the next snapshot of the policy tries again, or start it by hand "
-                  "(sh.startBalancer())",
-                  t->policy, t->snapshot_id, end->reason);
+        log_error("%s: cannot start again the balancer its worker left stopped: %s; start it by "
+                  "hand (sh.startBalancer())%s",
+                  t->what, end->reason,
+                  strncmp(t->what, "policy", 6) == 0 ? ", or the next snapshot of the policy will"
+                                                     : "");
     for (size_t i = 0; i < m->n_takeovers; i++)
         if (m->takeovers[i] == t) {
             memmove(m->takeovers + i, m->takeovers + i + 1,
@@ -56,6 +55,34 @@ static const AgentJobType takeover_job_type = {
     .on_end = takeover_end,
 };
 
+/* One worker starting a balancer: what (for the log), its arguments and the cluster's URI. */
+static void takeover_spawn(Manager *m, const char *what, const char *const *args,
+                           const char *uri) {
+    MsError e = MS_ERROR_INIT;
+    Takeover *t = calloc(1, sizeof(*t));
+    Takeover **grown = realloc(m->takeovers, (m->n_takeovers + 1) * sizeof(*grown));
+    if (grown)
+        m->takeovers = grown;
+    if (!t || !grown || !(t->what = strdup(what))) {
+        takeover_free(t);
+        log_error("%s: out of memory starting the balancer's takeover; start it by hand "
+                  "(sh.startBalancer())",
+                  what);
+        return;
+    }
+    t->m = m;
+    AgentTaskSpec spec = {.worker_path = m->config->worker_path, .args = args, .uri = uri};
+    if (agent_job_spawn(&t->job, &takeover_job_type, m->event, &spec, &e) < 0) {
+        log_error("%s: cannot start the balancer's takeover: %s; start it by hand "
+                  "(sh.startBalancer())",
+                  what, e.message);
+        takeover_free(t);
+        return;
+    }
+    m->takeovers[m->n_takeovers++] = t;
+    log_warning("%s: its worker died with the balancer stopped: starting it again", what);
+}
+
 void manager_balancer_takeover(Manager *m, const ManagerPolicy *p, const char *snapshot_id) {
     const char *name = p->settings->name;
     MsError e = MS_ERROR_INIT;
@@ -69,29 +96,27 @@ void manager_balancer_takeover(Manager *m, const ManagerPolicy *p, const char *s
                   name, snapshot_id, e.message[0] ? ": " : "", e.message);
         return;
     }
-    Takeover *t = calloc(1, sizeof(*t));
-    Takeover **grown = realloc(m->takeovers, (m->n_takeovers + 1) * sizeof(*grown));
-    if (grown)
-        m->takeovers = grown;
-    if (!t || !grown || !(t->policy = strdup(name)) || !(t->snapshot_id = strdup(snapshot_id))) {
-        takeover_free(t);
-        log_error("policy %s: out of memory starting the balancer's takeover", name);
-        return;
-    }
-    t->m = m;
     const char *args[] = {"cluster-balancer", "--resume", "--store",
                           ms_policy_effective_store(p->settings, m->config), "--prefix", name,
                           "--name", snapshot_id, cred ? "--password-file" : NULL, cred, NULL};
-    AgentTaskSpec spec = {.worker_path = m->config->worker_path, .args = args,
-                          .uri = p->settings->source};
-    if (agent_job_spawn(&t->job, &takeover_job_type, m->event, &spec, &e) < 0) {
-        log_error("policy %s: cannot start the balancer's takeover: %s", name, e.message);
-        takeover_free(t);
+    char what[512];
+    snprintf(what, sizeof(what), "policy %s: snapshot %s", name, snapshot_id);
+    takeover_spawn(m, what, args, p->settings->source);
+}
+
+void manager_balancer_start(Manager *m, const char *restore_id, const char *uri,
+                            const char *credential) {
+    char what[256];
+    snprintf(what, sizeof(what), "restore %s", restore_id);
+    if (m->n_takeovers >= MANAGER_TAKEOVERS_MAX) {
+        log_error("%s: its worker died with the target cluster's balancer stopped, and too many "
+                  "takeovers run to start it now: start it by hand (sh.startBalancer())",
+                  what);
         return;
     }
-    m->takeovers[m->n_takeovers++] = t;
-    log_warning("policy %s: snapshot %s's worker died with the balancer stopped: starting it again",
-                name, snapshot_id);
+    const char *args[] = {"cluster-balancer", "--start",
+                          credential ? "--password-file" : NULL, credential, NULL};
+    takeover_spawn(m, what, args, uri);
 }
 
 /* Its worker stopped a cluster's balancer and never said it runs again: it died. */

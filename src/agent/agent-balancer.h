@@ -14,4 +14,10 @@
  * the policy takes over then). */
 void manager_balancer_takeover(Manager *m, const ManagerPolicy *p, const char *snapshot_id);
 
+/* Start the balancer of a restore's target cluster that the restore's worker stopped and died
+ * before starting again (`mongosnap-worker cluster-balancer --start`, target uri, password
+ * file credential or NULL); failures are logged with what to do by hand. */
+void manager_balancer_start(Manager *m, const char *restore_id, const char *uri,
+                            const char *credential);
+
 extern const ManagerPart balancer_part;

@@ -63,6 +63,13 @@ typedef struct ReadTask {
     AgentJob job;             /* its worker (NULL while queued), stop and last word */
     uint64_t created_usec;
     ProgressThrottle progress; /* RESTORE */
+    /* A cluster snapshot's restore whole (its worker may stop the target's balancer): the
+     * target, password included, and the password file, kept until the task ends so that the
+     * agent can start a balancer its killed worker left stopped (no marker in the store: the
+     * target's address is not the store's to keep); wiped on free. */
+    char *balancer_uri;
+    char *balancer_credential;
+    bool balancer_stopped; /* the worker said it stopped the target's balancer, not yet started */
 } ReadTask;
 
 struct Manager {

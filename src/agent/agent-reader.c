@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/agent-balancer.h"
 #include "agent/agent-cluster.h"
 #include "agent/agent-reader.h"
 #include "common/log.h"
@@ -69,6 +70,8 @@ static ReadTask *reader_free(ReadTask *t) {
     agent_job_reset(&t->job);
     progress_throttle_done(&t->progress);
     ms_secret_free(t->uri);
+    ms_secret_free(t->balancer_uri);
+    free(t->balancer_credential);
     ms_strv_free(t->args);
     free(t->snapshot_id);
     free(t);
@@ -189,7 +192,9 @@ static void reader_job_message(AgentJob *j, const bson_t *msg) {
     if (t->kind != READ_TASK_RESTORE)
         return;
     MsRestoreRecord *r = t->restore;
-    if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PROGRESS) == 0) {
+    if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_BALANCER) == 0) {
+        t->balancer_stopped = agent_msg_bool(msg, "stopped");
+    } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PROGRESS) == 0) {
         r->items_done = agent_msg_u64(msg, "items_done");
         r->items_total = agent_msg_u64(msg, "items_total");
         double pct = agent_msg_double(msg, "percent");
@@ -358,6 +363,10 @@ static void reader_job_end(AgentJob *j, const AgentJobEnd *e) {
             finish_restore(t, MS_RESTORE_FAILED, end.reason, MS_EVENT_RESTORE_FAILED);
             break;
         }
+        /* Its worker stopped the target cluster's balancer and never said it runs again. */
+        if (t->balancer_stopped && t->balancer_uri)
+            manager_balancer_start(t->manager, t->restore->id, t->balancer_uri,
+                                   t->balancer_credential);
     } else {
         /* Failed means the worker read the snapshot and found it damaged or incomplete (it
          * says so with its exit status). A worker killed, or one that could not do its job
@@ -978,6 +987,9 @@ int manager_start_restore(Manager *m, const char *snapshot_id, const char *targe
     t->manager = m;
     t->kind = READ_TASK_RESTORE;
     t->created_usec = rec->created_usec;
+    if (manager_snapshot_is_cluster(s) && !o->part &&
+        (!(t->balancer_uri = strdup(target)) || (cred && !(t->balancer_credential = strdup(cred)))))
+        return oom(e);
 
     MsRestoreRecord **list = realloc(m->restores, (m->n_restores + 1) * sizeof(*list));
     if (!list)

@@ -485,13 +485,21 @@ static int balancer(mongoc_client_t *c, bool stop, uint64_t timeout_sec, MsError
     return 0;
 }
 
+/* What a snapshot or a restore does right before balancerStop (once the balancer is known to
+ * run), and undoes when it was not stopped after all: the agent told (a worker killed from then
+ * on leaves the balancer off, and the agent starts it again), the snapshot's marker written. */
+typedef struct BalancerStopHook {
+    int (*before)(void *userdata, MsError *e); /* failing: nothing is stopped */
+    void (*not_stopped)(void *userdata);       /* the stop failed and the balancer runs again */
+    void *userdata;
+} BalancerStopHook;
+
 /* Stop the balancer for a snapshot or a restore through a mongos, unless an operator stopped it
- * already (then it stays as it is: *ret_stopped false, nothing to start again). */
-static int balancer_pause(mongoc_client_t *mc, uint64_t timeout_sec, bool *ret_stopped,
-                          bool *ret_maybe_off, MsError *e) {
+ * already (then it stays as it is: *ret_stopped false, nothing to start again, and the hook is
+ * not called: a worker killed then leaves nothing for anyone to start). */
+static int balancer_pause(mongoc_client_t *mc, uint64_t timeout_sec, const BalancerStopHook *hook,
+                          bool *ret_stopped, MsError *e) {
     *ret_stopped = false;
-    if (ret_maybe_off)
-        *ret_maybe_off = false;
     int off = -1;
     bson_t *cmd = BCON_NEW("balancerStatus", BCON_INT32(1));
     bson_t reply;
@@ -503,19 +511,22 @@ static int balancer_pause(mongoc_client_t *mc, uint64_t timeout_sec, bool *ret_s
         log_info("the balancer is off already; it stays off afterwards");
         return 0;
     }
-    int r = balancer(mc, true, timeout_sec, e);
+    int r = hook && hook->before ? hook->before(hook->userdata, e) : 0;
+    if (r < 0)
+        return r;
+    r = balancer(mc, true, timeout_sec, e);
     if (r == 0) {
         *ret_stopped = true;
         return 0;
     }
     /* A balancerStop that timed out may still have switched it off: start it again so that
-     * a failure leaves the cluster as it was found. */
+     * a failure leaves the cluster as it was found. Not started: the hook stays done (marker,
+     * agent told), so that the takeover tries again. */
     MsError be = MS_ERROR_INIT;
-    if (balancer(mc, false, 0, &be) < 0) {
+    if (balancer(mc, false, 0, &be) < 0)
         log_error("%s: it may be off; check with sh.getBalancerState()", be.message);
-        if (ret_maybe_off)
-            *ret_maybe_off = true;
-    }
+    else if (hook && hook->not_stopped)
+        hook->not_stopped(hook->userdata);
     return r;
 }
 
@@ -531,24 +542,38 @@ static void balancer_event(MsProgress *p, bool stopped) {
     bson_destroy(&f);
 }
 
-/* balancer_pause(), with the marker written before balancerStop and removed when the balancer
- * was not stopped after all (off already, or a failed stop started again). */
-static int balancer_pause_marked(mongoc_client_t *mc, const MsClusterSnapshotOptions *o,
-                                 const char *marker, bool *ret_stopped, MsError *e) {
-    *ret_stopped = false;
-    int r = balancer_marker_put(o, marker, e);
-    if (r < 0)
-        return r;
-    /* Said before balancerStop: a worker killed while it runs leaves the balancer off too. */
-    balancer_event(o->progress, true);
-    bool maybe_off = false;
-    r = balancer_pause(mc, o->balancer_timeout_sec, ret_stopped, &maybe_off, e);
-    if (!*ret_stopped && !maybe_off) {
-        balancer_event(o->progress, false);
-        MsError me = MS_ERROR_INIT;
-        (void) ms_storage_remove(o->storage, marker, &me);
-    }
+/* A snapshot's stop: the marker written and the agent told before balancerStop (a worker killed
+ * while it runs leaves the balancer off too), both undone when it was not stopped after all. */
+typedef struct SnapshotBalancer {
+    const MsClusterSnapshotOptions *o;
+    const char *marker;
+} SnapshotBalancer;
+
+static int snapshot_balancer_before(void *userdata, MsError *e) {
+    SnapshotBalancer *b = userdata;
+    int r = balancer_marker_put(b->o, b->marker, e);
+    if (r == 0)
+        balancer_event(b->o->progress, true);
     return r;
+}
+
+static void snapshot_balancer_not_stopped(void *userdata) {
+    SnapshotBalancer *b = userdata;
+    balancer_event(b->o->progress, false);
+    MsError me = MS_ERROR_INIT;
+    (void) ms_storage_remove(b->o->storage, b->marker, &me);
+}
+
+/* A restore's stop (the target cluster's balancer): no marker, as the target's address is not
+ * the store's to keep; the agent, which has it, starts the balancer a killed worker left off. */
+static int restore_balancer_before(void *userdata, MsError *e) {
+    (void) e;
+    balancer_event(userdata, true);
+    return 0;
+}
+
+static void restore_balancer_not_stopped(void *userdata) {
+    balancer_event(userdata, false);
 }
 
 static int balancer_resume(mongoc_client_t *mc, bool stopped) {
@@ -718,6 +743,28 @@ int ms_cluster_balancer_takeover(const char *uri, const char *password, MsStorag
     return r;
 }
 
+int ms_cluster_balancer_start(const char *uri, const char *password, bool *ret_started,
+                              MsError *e) {
+    *ret_started = false;
+    MsMongo *m = NULL;
+    int r = ms_mongo_open(uri, password, 1, &m, e);
+    if (r < 0)
+        return r;
+    mongoc_client_t *mc = ms_mongo_pop(m);
+    bool mongos = false;
+    r = source_is_mongos(mc, &mongos, e);
+    /* Only a mongos's balancer is ever stopped (a restore into a config server stops none). */
+    if (r == 0 && mongos) {
+        log_warning("the balancer was stopped by a restore whose worker died: starting it again");
+        r = balancer(mc, false, 0, e);
+        *ret_started = r == 0;
+    } else if (r == 0)
+        log_info("the target is no mongos: no balancer to start");
+    ms_mongo_push(m, mc);
+    ms_mongo_free(m);
+    return r;
+}
+
 static int write_cluster_manifest(ClusterRun *c, const char *key, MsOplogPosition point,
                                   bool balancer_stopped, MsError *e) {
     const MsClusterSnapshotOptions *o = c->o;
@@ -835,7 +882,11 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
     if (r == 0 && mongos && !marker)
         r = ms_error_oom(e);
     if (r == 0 && mongos) {
-        r = balancer_pause_marked(mc, o, marker, &stopped, e);
+        SnapshotBalancer sb = {.o = o, .marker = marker};
+        const BalancerStopHook hook = {.before = snapshot_balancer_before,
+                                       .not_stopped = snapshot_balancer_not_stopped,
+                                       .userdata = &sb};
+        r = balancer_pause(mc, o->balancer_timeout_sec, &hook, &stopped, e);
     } else if (r == 0)
         log_warning("the source is not a mongos: the balancer cannot be stopped from here; make "
                     "sure it is (sh.stopBalancer()) while the cluster snapshot runs, or give the "
@@ -1843,7 +1894,11 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     /* Through a mongos, chunks do not move while the shards are rewritten under them. */
     bool balancer_stopped = false;
     if (r == 0 && target_mongos)
-        r = balancer_pause(mc, 60, &balancer_stopped, NULL, e);
+        r = balancer_pause(mc, 60,
+                           &(const BalancerStopHook){.before = restore_balancer_before,
+                                                     .not_stopped = restore_balancer_not_stopped,
+                                                     .userdata = o->progress},
+                           &balancer_stopped, e);
     size_t started = 0;
     for (size_t i = 0; r == 0 && i < cm.n_parts; i++) {
         if (parts[i].config)
@@ -1891,7 +1946,8 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
                     "databases)",
                     config_kept);
     config_docs_clear(&config);
-    balancer_resume(mc, balancer_stopped);
+    if (balancer_stopped && balancer_resume(mc, balancer_stopped) == 0)
+        balancer_event(o->progress, false);
     ms_mongo_push(m, mc);
     ms_mongo_free(m);
     if (r == 0) {

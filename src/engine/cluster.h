@@ -72,6 +72,11 @@ void ms_cluster_sources_free(MsClusterSource *s, size_t n);
 int ms_cluster_balancer_takeover(const char *uri, const char *password, MsStorage *st,
                                  const char *prefix, const char *only, unsigned *ret_started,
                                  MsError *e);
+/* The takeover of a target cluster's balancer a killed restore worker left stopped (a restore
+ * keeps no marker: the target's address is not the store's to keep, the agent has it): through
+ * a mongos, balancerStart; anything else has no balancer to start (0, *ret_started false). */
+int ms_cluster_balancer_start(const char *uri, const char *password, bool *ret_started,
+                              MsError *e);
 /* A shard's connection string: hosts and replica set from config.shards, user name and options
  * from the source URI (the password travels apart, as for the source). */
 int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, char **ret, MsError *e);

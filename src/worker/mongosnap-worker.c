@@ -108,6 +108,9 @@ static void help(void) {
            "                            [--name N]\n"
            "                            start the balancer a killed cluster snapshot of P left\n"
            "                            stopped (its marker P/N.balancer.json), if any\n"
+           "  mongosnap-worker cluster-balancer --uri-file FILE --start\n"
+           "                            start the balancer of a target cluster (a mongos) a\n"
+           "                            killed restore left stopped (the agent keeps no marker)\n"
            "  restore --snapshot P/N --part SHARD  one shard's part alone into a replica set,\n"
            "                            to the cluster snapshot's consistency point (filters and\n"
            "                            renames as for any restore)\n"
@@ -201,6 +204,7 @@ enum {
     OPT_CHUNK_SIZE,
     OPT_GC,
     OPT_RESUME,
+    OPT_START_BALANCER,
     OPT_METADATA_ONLY,
     OPT_OUTPUT,
     OPT_SHARD_MAP,
@@ -262,6 +266,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
         {"gc", no_argument, NULL, OPT_GC},
         {"resume", no_argument, NULL, OPT_RESUME},
+        {"start", no_argument, NULL, OPT_START_BALANCER},
         {"metadata-only", no_argument, NULL, OPT_METADATA_ONLY},
         {"output", required_argument, NULL, OPT_OUTPUT},
         {"shard-map", required_argument, NULL, OPT_SHARD_MAP},
@@ -413,6 +418,9 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case OPT_RESUME:
             a->resume = true;
+            break;
+        case OPT_START_BALANCER:
+            a->start_balancer = true;
             break;
         case OPT_GC:
             a->gc = true;

@@ -164,9 +164,26 @@ int worker_cluster_part(Args *a, MsStorage *storage, char **ret_key, MsError *e)
 /* The takeover of a balancer a killed cluster snapshot left stopped (cluster.h). */
 int worker_run_cluster_balancer(Args *a, MsProgress *p) {
     _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
-    if (!a->resume || !a->uri || !a->prefix || !a->prefix[0]) {
+    if (a->start_balancer && !a->resume && a->uri && !a->store) {
+        MsError e = MS_ERROR_INIT;
+        bool started = false;
+        int r = ms_cluster_balancer_start(a->uri, a->password, &started, &e);
+        bson_t fields = BSON_INITIALIZER;
+        if (r == 0) {
+            BSON_APPEND_BOOL(&fields, "started", started);
+            if (!a->json)
+                printf("%s\n", started ? "the balancer was started again"
+                                       : "the target is no mongos: no balancer to start");
+        } else
+            log_error("cluster-balancer failed: %s", e.message);
+        worker_report_result(p, a, r, &e, &fields);
+        bson_destroy(&fields);
+        return worker_exit_code_for(r);
+    }
+    if (!a->resume || a->start_balancer || !a->uri || !a->prefix || !a->prefix[0]) {
         log_error("cluster-balancer --resume needs the cluster (--uri-file FILE: its mongos), "
-                  "--store and --prefix (the policy's)");
+                  "--store and --prefix (the policy's); --start needs --uri-file alone (a "
+                  "restore's target)");
         return MONGOSNAP_EXIT_USAGE;
     }
     if (worker_open_store(a, &storage) < 0)

@@ -48,6 +48,7 @@ typedef struct Args {
     const char *shard_map; /* cluster-restore --shard-map OLD=NEW,... */
     const char *part;      /* restore --part SHARD: one part of a cluster snapshot alone */
     bool resume;           /* cluster-balancer --resume */
+    bool start_balancer;   /* cluster-balancer --start */
     /* restore --time of a cluster snapshot: every part's slices (worker-pitr.c plans them). */
     const struct MsClusterPitPlan *cluster_plan;
     uint64_t split_min;

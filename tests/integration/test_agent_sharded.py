@@ -17,6 +17,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 
 from agent_fixtures import *  # noqa: F401,F403
 from agent_fixtures import MANAGER_IFACE, MANAGER_PATH, POLICY_IFACE, SNAPSHOT_IFACE, RESTORE_IFACE, decode, gdbus, server_paused, start_restore
@@ -329,4 +330,51 @@ def test_worker_killed_with_the_balancer_stopped(agent, ferretdb_factory):
     snap = completed_snapshot(agent, "cb")
     assert agent.prop(snap, SNAPSHOT_IFACE, "ArchiveKey").endswith(".cluster.json")
     assert mongos.balancer == "full"
+    mongos.close()
+
+
+def test_restore_worker_killed_with_the_target_balancer_stopped(agent, ferretdb_factory):
+    """A cluster snapshot restored through the agent into a cluster behind a mongos: the worker
+    stops the target's balancer and is killed (SIGKILL) while a target shard hangs; the agent,
+    which kept the target's address for this (the store keeps no marker of a target), starts the
+    balancer again. A balancer an operator had turned off is left off by the same kill."""
+    from fake_mongos import FakeMongos
+    cfg, shards = make_cluster(ferretdb_factory, "agrsrc", ["shard01", "shard02"])
+    shard_config(cfg, "shard01", "shard02")
+    load(shards)
+    agent.write_policy("cr", cfg.uri)
+    agent.start()
+    sid = decode(completed_snapshot(agent, "cr"))
+    tcfg, tshards = make_cluster(ferretdb_factory, "agrdst", ["shard01", "shard02"])
+    mongos = FakeMongos(tcfg.address, lambda: {"config": f"rs0/{tcfg.address}",
+                                               **{n: f"rs0/{s.address}" for n, s in tshards.items()}})
+
+    def killed_restore(want_stop: bool) -> str:
+        with server_paused(tshards["shard02"]):
+            path = start_restore(agent, sid, mongos.uri)
+            if want_stop:
+                agent.wait_for(lambda: mongos.balancer == "off", "the worker stopping the balancer", 60)
+            else:
+                agent.wait_for(lambda: "balancerstatus" in mongos.calls, "the worker asking", 60)
+                time.sleep(1)  # past the status: the worker hangs on shard02 now
+            workers = subprocess.run(["pgrep", "-P", str(agent.proc.pid)], capture_output=True,
+                                     text=True).stdout.split()
+            assert workers, "no worker under the agent"
+            for pid in workers:
+                os.kill(int(pid), signal.SIGKILL)
+            assert wait_restore(agent, path, timeout=60) in ("failed", "interrupted")
+        return path
+
+    path = killed_restore(True)
+    agent.wait_for(lambda: mongos.balancer == "full", "the agent starting the balancer again", 60)
+    assert mongos.calls[-2:] == ["balancerstop", "balancerstart"], mongos.calls
+    assert "its worker died with the balancer stopped: starting it again" in agent.log_text()
+    assert agent.prop(path, RESTORE_IFACE, "State") in ("failed", "interrupted")
+
+    # an operator turned the balancer off: the restore leaves it so, and so does its death
+    mongos.balancer = "off"
+    mongos.calls.clear()
+    killed_restore(False)
+    time.sleep(3)
+    assert mongos.balancer == "off" and "balancerstart" not in mongos.calls, mongos.calls
     mongos.close()
