@@ -1,6 +1,7 @@
 /* Point-in-time recovery of a sharded cluster: see cluster-pit.h. */
 #include "cluster-pit.h"
 
+#include <bson/bson.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -42,6 +43,9 @@ void ms_cluster_pit_clear(MsClusterPit *pit) {
         free(pit->chains[i].part);
     }
     free(pit->chains);
+    for (size_t i = 0; i < pit->n_topology; i++)
+        ms_strv_free(pit->topology[i].shards);
+    free(pit->topology);
     *pit = (MsClusterPit){0};
 }
 
@@ -125,6 +129,199 @@ static int load_one(MsStorage *st, const char *key, MsClusterPitSnapshot *ret, M
     return 1;
 }
 
+/* ---- changes of the cluster's shards (cluster-pit.h) ---- */
+
+#define TOPOLOGY_MAX (1024u * 1024u)
+
+static int compare_names(const void *a, const void *b) {
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+static bool same_names(char *const *sorted, char *const *names, size_t n) {
+    if (ms_strv_length(sorted) != n)
+        return false;
+    _cleanup_free_ char **copy = n ? malloc(n * sizeof(*copy)) : NULL;
+    if (n && !copy)
+        return false;
+    if (n)
+        memcpy(copy, names, n * sizeof(*copy));
+    if (n > 1)
+        qsort(copy, n, sizeof(*copy), compare_names);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(sorted[i], copy[i]) != 0)
+            return false;
+    return true;
+}
+
+static char *topology_dir(const char *prefix) {
+    char *d = NULL;
+    return asprintf(&d, "%s/" MONGOSNAP_SLICE_DIR "/" MS_CLUSTER_PART_SLICES "/", prefix) < 0 ? NULL
+                                                                                              : d;
+}
+
+int ms_cluster_pit_topology_put(MsStorage *st, const char *prefix, MsOplogPosition at,
+                                char *const *names, size_t n, MsError *e) {
+    _cleanup_free_ char *dir = topology_dir(prefix), *key = NULL;
+    if (!dir || asprintf(&key, "%s%010" PRIu32 ".%010" PRIu32 MS_CLUSTER_TOPOLOGY_SUFFIX, dir,
+                         at.t, at.i) < 0)
+        return ms_error_oom(e);
+    _cleanup_free_ char **sorted = malloc((n ? n : 1) * sizeof(*sorted));
+    if (!sorted)
+        return ms_error_oom(e);
+    if (n)
+        memcpy(sorted, names, n * sizeof(*sorted));
+    if (n > 1)
+        qsort(sorted, n, sizeof(*sorted), compare_names);
+    bson_t doc = BSON_INITIALIZER, pos, arr;
+    BSON_APPEND_UTF8(&doc, "format", "mongosnap-shards");
+    BSON_APPEND_DOCUMENT_BEGIN(&doc, "at", &pos);
+    BSON_APPEND_INT64(&pos, "t", at.t);
+    BSON_APPEND_INT64(&pos, "i", at.i);
+    bson_append_document_end(&doc, &pos);
+    BSON_APPEND_ARRAY_BEGIN(&doc, "shards", &arr);
+    for (size_t i = 0; i < n; i++) {
+        char k[16];
+        const char *kp;
+        bson_uint32_to_string((uint32_t) i, &kp, k, sizeof(k));
+        BSON_APPEND_UTF8(&arr, kp, sorted[i]);
+    }
+    bson_append_array_end(&doc, &arr);
+    size_t len = 0;
+    char *json = bson_as_relaxed_extended_json(&doc, &len);
+    bson_destroy(&doc);
+    int r = json ? ms_storage_put(st, key, json, len, e) : ms_error_oom(e);
+    bson_free(json);
+    if (r < 0)
+        ms_error_prefix(e, "cannot record the change of the cluster's shards (%s): ", key);
+    return r;
+}
+
+static bool read_position_field(const bson_t *doc, const char *path, uint32_t *ret) {
+    bson_iter_t it;
+    if (!bson_iter_init(&it, doc) || !bson_iter_find_descendant(&it, path, &it) ||
+        !BSON_ITER_HOLDS_NUMBER(&it))
+        return false;
+    int64_t v = bson_iter_as_int64(&it);
+    if (v < 0 || v > UINT32_MAX)
+        return false;
+    *ret = (uint32_t) v;
+    return true;
+}
+
+/* One recorded change: 1 taken, 0 damaged (left out with a warning), <0 store error. */
+static int topology_read(MsStorage *st, const char *key, MsClusterPitTopology *ret, MsError *e) {
+    _cleanup_free_ char *json = NULL;
+    size_t len = 0;
+    MsError ge = MS_ERROR_INIT;
+    int r = ms_storage_get(st, key, TOPOLOGY_MAX, &json, &len, &ge);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0) {
+        *e = ge;
+        return r;
+    }
+    bson_error_t berr;
+    bson_t *doc = bson_new_from_json((const uint8_t *) json, (ssize_t) len, &berr);
+    MsClusterPitTopology t = {0};
+    bson_iter_t it, arr;
+    bool ok = doc && read_position_field(doc, "at.t", &t.at.t) &&
+              read_position_field(doc, "at.i", &t.at.i) && bson_iter_init_find(&it, doc, "shards") &&
+              BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr);
+    while (ok && bson_iter_next(&arr))
+        ok = BSON_ITER_HOLDS_UTF8(&arr) && ms_strv_push(&t.shards, bson_iter_utf8(&arr, NULL)) == 0;
+    if (doc)
+        bson_destroy(doc);
+    size_t n = ms_strv_length(t.shards);
+    if (ok && n > 1)
+        qsort(t.shards, n, sizeof(*t.shards), compare_names);
+    if (!ok) {
+        ms_strv_free(t.shards);
+        log_warning("%s: not a record of the cluster's shards (left out of point-in-time "
+                    "planning)",
+                    key);
+        return 0;
+    }
+    *ret = t;
+    return 1;
+}
+
+static int compare_topology(const void *a, const void *b) {
+    const MsClusterPitTopology *x = a, *y = b;
+    return position_cmp(x->at, y->at);
+}
+
+static int topology_load(MsStorage *st, const char *prefix, MsClusterPit *pit, MsError *e) {
+    _cleanup_free_ char *dir = topology_dir(prefix);
+    if (!dir)
+        return ms_error_oom(e);
+    MsStorageObject *objs = NULL;
+    size_t n = 0;
+    int r = ms_storage_list_children(st, dir, MS_CLUSTER_TOPOLOGY_SUFFIX, &objs, &n, e);
+    if (r == -ENOENT) {
+        ms_error_clear(e);
+        return 0;
+    }
+    if (r < 0)
+        return r;
+    pit->topology = calloc(n ? n : 1, sizeof(*pit->topology));
+    if (!pit->topology)
+        r = ms_error_oom(e);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        int k = topology_read(st, objs[i].key, &pit->topology[pit->n_topology], e);
+        if (k < 0)
+            r = k;
+        else
+            pit->n_topology += (size_t) k;
+    }
+    ms_storage_objects_free(objs, n);
+    if (r == 0 && pit->n_topology > 1)
+        qsort(pit->topology, pit->n_topology, sizeof(*pit->topology), compare_topology);
+    return r;
+}
+
+int ms_cluster_pit_topology_load(MsStorage *st, const char *prefix, MsClusterPit *ret, MsError *e) {
+    *ret = (MsClusterPit){0};
+    int r = topology_load(st, prefix, ret, e);
+    if (r < 0)
+        ms_cluster_pit_clear(ret);
+    return r;
+}
+
+bool ms_cluster_pit_topology_is(const MsClusterPit *pit, char *const *names, size_t n) {
+    return pit->n_topology > 0 && same_names(pit->topology[pit->n_topology - 1].shards, names, n);
+}
+
+MsOplogPosition ms_cluster_pit_topology_last(const MsClusterPit *pit) {
+    return pit->n_topology ? pit->topology[pit->n_topology - 1].at : (MsOplogPosition){0, 0};
+}
+
+MsOplogPosition ms_cluster_pit_topology_cap(const MsClusterPit *pit, const MsClusterPitSnapshot *s) {
+    /* The snapshot's shards: its parts but the config data's. */
+    _cleanup_free_ char **shards = calloc(s->n_parts + 1, sizeof(*shards));
+    size_t n = 0;
+    if (!shards)
+        return (MsOplogPosition){0, 0}; /* out of memory: no range rather than a wrong one */
+    for (size_t j = 0; j < s->n_parts; j++)
+        if (strcmp(s->parts[j].name, MS_CLUSTER_CONFIG_PART) != 0)
+            shards[n++] = s->parts[j].name;
+    /* Positions of the config server and of the shards do not compare within one second (each
+     * server counts its own): a change in the point's second counts as after it, and a range
+     * ends at the last second before the change's. */
+    size_t first = 0;
+    for (size_t k = 0; k < pit->n_topology; k++)
+        if (pit->topology[k].at.t < s->point.t)
+            first = k;
+    for (size_t k = first; k < pit->n_topology; k++) {
+        const MsClusterPitTopology *t = &pit->topology[k];
+        if (same_names(t->shards, shards, n))
+            continue;
+        if (t->at.t < s->point.t || t->at.t == 0)
+            return (MsOplogPosition){0, 0}; /* other shards at its point */
+        return (MsOplogPosition){t->at.t - 1, UINT32_MAX};
+    }
+    return MS_OPLOG_POSITION_MAX;
+}
+
 int ms_cluster_pit_load(MsStorage *st, const char *prefix, MsClusterPit *ret, MsError *e) {
     *ret = (MsClusterPit){0};
     _cleanup_free_ char *dir = NULL;
@@ -178,6 +375,8 @@ int ms_cluster_pit_load(MsStorage *st, const char *prefix, MsClusterPit *ret, Ms
             pit.n_chains++;
             r = ms_slices_list(st, pp, &c->slices, &c->n, e);
         }
+    if (r == 0)
+        r = topology_load(st, prefix, &pit, e);
     if (r < 0) {
         ms_cluster_pit_clear(&pit);
         return r;
@@ -244,6 +443,9 @@ int ms_cluster_pit_ranges(const MsClusterPit *pit, MsPitRange **ret, size_t *ret
             if (ms_oplog_position_after(to, reach))
                 to = reach;
         }
+        MsOplogPosition cap = ms_cluster_pit_topology_cap(pit, s);
+        if (ms_oplog_position_after(to, cap))
+            to = cap;
         if (s->n_parts > 0 && !ms_oplog_position_after(s->point, to))
             r[n++] = (MsPitRange){s->point, to};
     }
@@ -270,6 +472,9 @@ const MsClusterPitPlanPart *ms_cluster_pit_plan_part(const MsClusterPitPlan *pla
 /* The plan from snapshot s, or 0 with nothing set when one part does not reach time. */
 static int plan_from(const MsClusterPit *pit, const MsClusterPitSnapshot *s, MsOplogPosition time,
                      MsClusterPitPlan *ret) {
+    /* A time after a change to other shards: the new shard's data is in no part. */
+    if (ms_oplog_position_after(time, ms_cluster_pit_topology_cap(pit, s)))
+        return 0;
     MsClusterPitPlan plan = {.snapshot = s, .time = time};
     plan.parts = calloc(s->n_parts ? s->n_parts : 1, sizeof(*plan.parts));
     if (!plan.parts)

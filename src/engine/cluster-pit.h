@@ -41,12 +41,41 @@ typedef struct MsClusterPitChain {
     size_t n;
 } MsClusterPitChain;
 
+/* A change of the cluster's shards (one added or removed), as the follower saw it:
+ *   <prefix>/oplog/parts/<t>.<i>.shards.json   {"format", "at": {"t", "i"}, "shards": [...]}
+ * at: the config server's oplog position of the change (the newest insert or delete on
+ * config.shards), shards: the shard names from then on. A cluster snapshot's restorable range
+ * ends before the first change after its consistency point to other shards than its parts'
+ * (the new shard's data is in no part, and the donors replay the range deletions of what moved
+ * there), and it has none when the shards in force at its point were others. */
+typedef struct MsClusterPitTopology {
+    MsOplogPosition at;
+    char **shards; /* sorted (ms_strv) */
+} MsClusterPitTopology;
+
+#define MS_CLUSTER_TOPOLOGY_SUFFIX ".shards.json"
+
 typedef struct MsClusterPit {
     MsClusterPitSnapshot *snaps; /* sorted by consistency point, oldest first */
     size_t n_snaps;
     MsClusterPitChain *chains; /* one per part name the snapshots name */
     size_t n_chains;
+    MsClusterPitTopology *topology; /* sorted by at, oldest first */
+    size_t n_topology;
 } MsClusterPit;
+
+/* Records a change of shards (names: the shards from then on, config part excluded). */
+int ms_cluster_pit_topology_put(MsStorage *st, const char *prefix, MsOplogPosition at,
+                                char *const *names, size_t n, MsError *e);
+/* The recorded changes alone (no snapshot or chain read), into an empty pit. */
+int ms_cluster_pit_topology_load(MsStorage *st, const char *prefix, MsClusterPit *ret, MsError *e);
+/* Whether the newest recorded change names exactly these shards (false with none recorded). */
+bool ms_cluster_pit_topology_is(const MsClusterPit *pit, char *const *names, size_t n);
+/* The newest recorded change's position ({0, 0} with none). */
+MsOplogPosition ms_cluster_pit_topology_last(const MsClusterPit *pit);
+/* How far snapshot s may be restored for its shards' sake: MS_OPLOG_POSITION_MAX when no
+ * change bounds it; a position before its point when it has no range at all. */
+MsOplogPosition ms_cluster_pit_topology_cap(const MsClusterPit *pit, const MsClusterPitSnapshot *s);
 
 /* The cluster snapshots directly under prefix/ (their parts' manifests read for their oplog
  * ends) and every part's chain. A damaged cluster or part manifest leaves that snapshot out

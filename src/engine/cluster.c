@@ -348,6 +348,22 @@ int ms_cluster_sources(const char *uri, const char *password, MsClusterSource **
     return 0;
 }
 
+int ms_cluster_shards_changed_at(const char *config_uri, const char *password, bool *ret_found,
+                                 MsOplogPosition *ret, MsError *e) {
+    MsMongo *m = NULL;
+    int r = ms_mongo_open(config_uri, password, 1, &m, e);
+    if (r < 0)
+        return r;
+    mongoc_client_t *mc = ms_mongo_pop(m);
+    /* addShard inserts, removeShard deletes; an update (a host, a state) changes no name. */
+    bson_t *filter = BCON_NEW("ns", "config.shards", "op", "{", "$in", "[", "i", "d", "]", "}");
+    r = ms_oplog_newest_of(m, mc, filter, ret_found, ret, e);
+    bson_destroy(filter);
+    ms_mongo_push(m, mc);
+    ms_mongo_free(m);
+    return r;
+}
+
 /* ---- the cluster snapshot ---- */
 
 typedef struct ClusterRun ClusterRun;

@@ -65,6 +65,12 @@ int ms_cluster_sources(const char *uri, const char *password, MsClusterSource **
                        MsError *e);
 void ms_cluster_sources_free(MsClusterSource *s, size_t n);
 
+/* Where the config server's oplog (config_uri: the config part's source) has the newest change
+ * of the shards' names (an insert or delete on config.shards): *ret_found false when it holds
+ * none (the change is older than its oplog). */
+int ms_cluster_shards_changed_at(const char *config_uri, const char *password, bool *ret_found,
+                                 MsOplogPosition *ret, MsError *e);
+
 /* The takeover of a balancer a killed cluster snapshot of prefix left stopped: when its marker
  * is there, balancerStart through the source (a mongos) and the markers removed. only: that
  * snapshot's marker alone (NULL: every one; only the policy's one running task may say so).

@@ -25,13 +25,12 @@ int ms_oplog_exists(MsMongo *m, mongoc_client_t *c, bool *ret, MsError *e) {
     return r;
 }
 
-int ms_oplog_edge(MsMongo *m, mongoc_client_t *c, bool newest, bool *ret_exists,
-                  MsOplogPosition *ret, MsError *e) {
+static int oplog_edge_of(MsMongo *m, mongoc_client_t *c, const bson_t *filter, bool newest,
+                         bool *ret_exists, MsOplogPosition *ret, MsError *e) {
     mongoc_collection_t *coll = mongoc_client_get_collection(c, MS_OPLOG_DB, MS_OPLOG_COLLECTION);
-    bson_t filter = BSON_INITIALIZER;
     bson_t *opts = BCON_NEW("sort", "{", "$natural", BCON_INT32(newest ? -1 : 1), "}", "limit",
                             BCON_INT64(1), "projection", "{", "ts", BCON_INT32(1), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
     const bson_t *doc;
     *ret_exists = mongoc_cursor_next(cur, &doc);
     *ret = *ret_exists ? ms_oplog_entry_position(doc) : (MsOplogPosition){0, 0};
@@ -42,9 +41,21 @@ int ms_oplog_edge(MsMongo *m, mongoc_client_t *c, bool newest, bool *ret_exists,
                            newest ? "reading the newest oplog entry" : "reading the oldest oplog entry");
     mongoc_cursor_destroy(cur);
     bson_destroy(opts);
-    bson_destroy(&filter);
     mongoc_collection_destroy(coll);
     return r;
+}
+
+int ms_oplog_edge(MsMongo *m, mongoc_client_t *c, bool newest, bool *ret_exists,
+                  MsOplogPosition *ret, MsError *e) {
+    bson_t filter = BSON_INITIALIZER;
+    int r = oplog_edge_of(m, c, &filter, newest, ret_exists, ret, e);
+    bson_destroy(&filter);
+    return r;
+}
+
+int ms_oplog_newest_of(MsMongo *m, mongoc_client_t *c, const bson_t *filter, bool *ret_exists,
+                       MsOplogPosition *ret, MsError *e) {
+    return oplog_edge_of(m, c, filter, true, ret_exists, ret, e);
 }
 
 void ms_oplog_position_append(bson_t *b, const char *key, MsOplogPosition p) {

@@ -18,6 +18,9 @@ int ms_oplog_exists(MsMongo *m, mongoc_client_t *c, bool *ret, MsError *e);
 /* The ts of the oldest (newest false) or newest entry; *ret_exists false for an empty oplog. */
 int ms_oplog_edge(MsMongo *m, mongoc_client_t *c, bool newest, bool *ret_exists,
                   MsOplogPosition *ret, MsError *e);
+/* The ts of the newest entry matching filter (*ret_exists false for none). */
+int ms_oplog_newest_of(MsMongo *m, mongoc_client_t *c, const bson_t *filter, bool *ret_exists,
+                       MsOplogPosition *ret, MsError *e);
 /* {key: {t, i}} appended to b: how progress messages and manifests write a position. */
 void ms_oplog_position_append(bson_t *b, const char *key, MsOplogPosition p);
 /* An entry's ts; {0, 0} when it has none. */

@@ -313,6 +313,50 @@ static void cluster_prune(ClusterFollow *cf, const char *part) {
                         &cf->pit.chains[i].n, cutoff);
 }
 
+/* Records the shards of sources (config part excluded) as a change at the config server's
+ * newest insert or delete on config.shards, unless the newest record names them already: a
+ * cluster snapshot's range then ends before a change to shards it has no part of (cluster-pit.h).
+ * A change no longer in the config oplog is put just after the newest record (it came after the
+ * shards that record names). Failing, the ranges may include times a restore refuses (it checks
+ * the routing itself), so it is a warning. */
+static void record_topology(ClusterFollow *cf, const MsClusterSource *sources, size_t n) {
+    _cleanup_free_ char **names = calloc(n + 1, sizeof(*names));
+    const char *config_uri = NULL;
+    size_t k = 0;
+    if (!names)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(sources[i].name, MS_CLUSTER_CONFIG_PART) == 0)
+            config_uri = sources[i].uri;
+        else
+            names[k++] = sources[i].name;
+    MsClusterPit known;
+    MsError e = MS_ERROR_INIT;
+    if (ms_cluster_pit_topology_load(cf->storage, cf->prefix, &known, &e) < 0) {
+        log_warning("cannot read the recorded changes of the cluster's shards: %s", e.message);
+        return;
+    }
+    if (!ms_cluster_pit_topology_is(&known, names, k)) {
+        MsOplogPosition last = ms_cluster_pit_topology_last(&known), at = {0, 0};
+        bool found = false;
+        if (config_uri &&
+            ms_cluster_shards_changed_at(config_uri, cf->a->password, &found, &at, &e) < 0)
+            log_warning("cannot find the change of the cluster's shards in the config server's "
+                        "oplog: %s",
+                        e.message);
+        if (!found || !ms_oplog_position_after(at, last))
+            at = (MsOplogPosition){last.t + 1, 0};
+        if (ms_cluster_pit_topology_put(cf->storage, cf->prefix, at, names, k, &e) < 0)
+            log_warning("%s (restorable ranges may include times after it, which a restore "
+                        "refuses)",
+                        e.message);
+        else
+            log_info("the cluster's shards are %zu from %" PRIu32 ":%" PRIu32 " on (recorded)", k,
+                     at.t, at.i);
+    }
+    ms_cluster_pit_clear(&known);
+}
+
 /* Whether config.shards still lists the shards followed: a shard added is not followed (the
  * next cluster snapshots' ranges would end at its part), one removed fails its follower. Asked
  * at every refresh; on a change every part stops (committing what it read) and the worker ends
@@ -346,6 +390,7 @@ static void check_sources(ClusterFollow *cf) {
     }
     if (cf->changed[0]) {
         log_warning("%s", cf->changed);
+        record_topology(cf, now, n);
         cf->stop = 1;
     }
     ms_cluster_sources_free(now, n);
@@ -414,6 +459,9 @@ static int cluster_follow(Args *a, MsStorage *storage, MsProgress *p) {
                         .prefix = a->prefix, .progress = p};
     pthread_mutex_init(&cf.lock, NULL);
     MsError le = MS_ERROR_INIT;
+    /* The shards followed, recorded when the last record names others (a change while no
+     * follower ran) or none (the first start). */
+    record_topology(&cf, sources, n);
     cf.pit_loaded = ms_cluster_pit_load(storage, a->prefix, &cf.pit, &le) == 0;
     PartFollow *parts = calloc(n, sizeof(*parts));
     if (!parts)

@@ -558,19 +558,57 @@ def test_cluster_follower_follows_again_when_the_shards_change(tools, source, fe
     store.mkdir()
     follower = h.start_worker(tools, "follow", "--uri-file", cfg.uri_file, "--store", store,
                               "--prefix", "cl", "--slice-sec", "1")
-    time.sleep(2)
-    third = ferretdb_factory(name="src-shard03")
-    third.client.local.create_collection("oplog.rs", capped=True, size=16 * 1024 * 1024)
-    cfg.client.config.shards.insert_one({"_id": "shard03", "host": f"rs0/{third.address}", "state": 1})
-    run = follower.finish(timeout=90)
+    writer = Writer(shards)
+    writer.start()
+    try:
+        time.sleep(1)
+        res = worker_json(h.run_worker(tools, "cluster-snapshot", "--uri-file", cfg.uri_file,
+                                       "--store", store, "--prefix", "cl", "--name", "s1", "--json"))
+        time.sleep(2)
+        third = ferretdb_factory(name="src-shard03")
+        third.client.local.create_collection("oplog.rs", capped=True, size=16 * 1024 * 1024)
+        cfg.client.config.shards.insert_one({"_id": "shard03", "host": f"rs0/{third.address}",
+                                             "state": 1})
+        added = max(ts_tuple(e["ts"]) for e in cfg.client.local["oplog.rs"].find({"ns": "config.shards"}))
+        run = follower.finish(timeout=90)
+    finally:
+        writer.stop()
     assert run.returncode != 0 and "'shard03'" in run.output and "following again" in run.output, \
         run.describe()
     for part in ("shard01", "shard02", "config"):
         assert list((store / "cl" / "oplog" / "parts" / part / "oplog").glob("*.slice.json")), part
+    # the shards recorded: as they were when following began, and from the addition on
+    parts_dir = store / "cl" / "oplog" / "parts"
+
+    def recorded():
+        return sorted((json.loads(p.read_text()) for p in parts_dir.glob("*.shards.json")),
+                      key=lambda d: (d["at"]["t"], d["at"]["i"]))
+    marks = recorded()
+    assert [m["shards"] for m in marks] == [["shard01", "shard02"], ["shard01", "shard02", "shard03"]], marks
+    assert (marks[1]["at"]["t"], marks[1]["at"]["i"]) == added, (marks, added)
     run = h.expect_ok(h.run_worker(tools, "follow", "--uri-file", cfg.uri_file, "--store", store,
                                    "--prefix", "cl", "--slice-sec", "1", "--max-sec", "4"))
     assert list((store / "cl" / "oplog" / "parts" / "shard03" / "oplog").glob("*.slice.json")), \
         run.describe()
+    assert recorded() == marks  # the same shards: nothing recorded again
+    # s1's range ends before the second of the addition, though its parts' chains go on: a time
+    # after it is refused (shard03's data is in no part), one before it restores
+    listed = worker_json(h.expect_ok(h.run_worker(tools, "list-slices", "--store", store,
+                                                  "--prefix", "cl", "--json")))
+    ranges = [(ts_of(r["from"]), ts_of(r["to"])) for r in listed["restorable"]]
+    point = (res["consistency_point"]["t"], res["consistency_point"]["i"])
+    assert ranges == [(point, (added[0] - 1, 4294967295))], (ranges, point, added)
+    reach = max(h.slice_end(p.name) for p in (parts_dir / "shard01" / "oplog").glob("*.slice.json"))
+    assert reach > added, (reach, added)
+    tcfg, tshards = make_cluster(ferretdb_factory, "tdst", ["shard01", "shard02"])
+    tcfg.uri_file = h.write_uri_file(tmp_path, tcfg.uri, "tdst-uri")
+    run = h.run_worker(tools, "restore", "--uri-file", tcfg.uri_file, "--store", store,
+                       "--prefix", "cl", "--time", f"{added[0]}:{added[1]}", "--drop")
+    assert run.returncode != 0 and "restorable" in run.output, run.describe()
+    assert DB not in tshards["shard01"].client.list_database_names()
+    ok = worker_json(h.run_worker(tools, "restore", "--uri-file", tcfg.uri_file, "--store", store,
+                                  "--prefix", "cl", "--time", f"{added[0] - 1}:4294967295", "--json"))
+    assert ok["shards"] == 2, ok
 
 
 def test_unreachable_shard_fails_the_cluster_snapshot_naming_it(tools, source, tmp_path):

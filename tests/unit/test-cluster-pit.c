@@ -146,5 +146,118 @@ static void prune_cutoff_and_prefixes(void) {
         ASSERT(ms_cluster_part_slice_prefix(bad[i][0], bad[i][1]) == NULL);
 }
 
+/* A recorded change of shards: names as a NULL-terminated list (any order). */
+static void add_topology(MsClusterPit *pit, MsOplogPosition at, const char *const *names) {
+    pit->topology = realloc(pit->topology, (pit->n_topology + 1) * sizeof(*pit->topology));
+    MsClusterPitTopology *t = &pit->topology[pit->n_topology++];
+    *t = (MsClusterPitTopology){.at = at};
+    for (size_t i = 0; names[i]; i++)
+        ASSERT_OK(ms_strv_push(&t->shards, names[i]));
+}
+
+#define NAMES(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* build()'s snapshots have shards {a, b} (and the config part): s1 at 100:5 reaching 120:0, s2
+ * at 200:5 reaching 250:0. Each case records changes and says the ranges left. */
+static void ranges_end_at_a_change_of_shards(void) {
+    struct {
+        const char *what;
+        MsOplogPosition at[3];
+        const char *const *names[3];
+        size_t n_ranges;
+        MsPitRange ranges[2];
+    } cases[] = {
+        {"none recorded", {{0}}, {NULL}, 2, {{P(100, 5), P(120, 0)}, {P(200, 5), P(250, 0)}}},
+        {"the same shards since before", {P(50, 0)}, {NAMES("b", "a")}, 2,
+         {{P(100, 5), P(120, 0)}, {P(200, 5), P(250, 0)}}},
+        {"c added after s1: s1 ends the second before, s2 (without c) has none",
+         {P(50, 0), P(110, 3)}, {NAMES("a", "b"), NAMES("a", "b", "c")}, 1,
+         {{P(100, 5), P(109, UINT32_MAX)}}},
+        {"c added then removed before s2", {P(50, 0), P(110, 3), P(150, 0)},
+         {NAMES("a", "b"), NAMES("a", "b", "c"), NAMES("a", "b")}, 2,
+         {{P(100, 5), P(109, UINT32_MAX)}, {P(200, 5), P(250, 0)}}},
+        {"a change in s1's point's second counts as after it: no range", {P(100, 9)},
+         {NAMES("a", "b", "c")}, 0, {{{0}, {0}}}},
+        {"a change at an unknown time (0): no range for other shards", {P(0, 1)}, {NAMES("a")}, 0,
+         {{{0}, {0}}}},
+        {"b removed after s2 (its chain ends anyway): the change ends s2", {P(230, 0)},
+         {NAMES("a")}, 2, {{P(100, 5), P(120, 0)}, {P(200, 5), P(229, UINT32_MAX)}}},
+        {"recorded out of order: sorted by position", {P(110, 3), P(50, 0)},
+         {NAMES("a", "b", "c"), NAMES("a", "b")}, 1, {{P(100, 5), P(109, UINT32_MAX)}}},
+    };
+    for (size_t c = 0; c < ELEMENTSOF(cases); c++) {
+        MsClusterPit pit;
+        build(&pit);
+        for (size_t k = 0; k < 3 && cases[c].names[k]; k++)
+            add_topology(&pit, cases[c].at[k], cases[c].names[k]);
+        /* as topology_load leaves them */
+        for (size_t i = 0; i < pit.n_topology; i++)
+            for (size_t j = i + 1; j < pit.n_topology; j++)
+                if (pit.topology[i].at.t > pit.topology[j].at.t) {
+                    MsClusterPitTopology x = pit.topology[i];
+                    pit.topology[i] = pit.topology[j];
+                    pit.topology[j] = x;
+                }
+        for (size_t i = 0; i < pit.n_topology; i++) {
+            char **l = pit.topology[i].shards;
+            size_t n = ms_strv_length(l);
+            for (size_t a = 0; a < n; a++)
+                for (size_t b = a + 1; b < n; b++)
+                    if (strcmp(l[a], l[b]) > 0) {
+                        char *x = l[a];
+                        l[a] = l[b];
+                        l[b] = x;
+                    }
+        }
+        MsPitRange *r = NULL;
+        size_t n = 0;
+        ASSERT_OK(ms_cluster_pit_ranges(&pit, &r, &n));
+        if (n != cases[c].n_ranges)
+            fprintf(stderr, "case '%s': %zu ranges\n", cases[c].what, n);
+        ASSERT_EQ_INT(n, cases[c].n_ranges);
+        for (size_t i = 0; i < n; i++) {
+            if (!same(r[i].from, cases[c].ranges[i].from) || !same(r[i].to, cases[c].ranges[i].to))
+                fprintf(stderr, "case '%s': range %zu is %u:%u-%u:%u\n", cases[c].what, i,
+                        r[i].from.t, r[i].from.i, r[i].to.t, r[i].to.i);
+            ASSERT(same(r[i].from, cases[c].ranges[i].from) && same(r[i].to, cases[c].ranges[i].to));
+        }
+        /* Every plan agrees with the ranges: a time in one is planned, one past all is not. */
+        for (uint32_t t = 90; t <= 260; t += 5) {
+            MsOplogPosition x = P(t, 0);
+            bool in = false;
+            for (size_t i = 0; i < n; i++)
+                in = in || (!ms_oplog_position_after(r[i].from, x) &&
+                            !ms_oplog_position_after(x, r[i].to));
+            MsClusterPitPlan plan;
+            MsError e = MS_ERROR_INIT;
+            int k = ms_cluster_pit_plan(&pit, x, NULL, &plan, &e);
+            if ((k == 0) != in)
+                fprintf(stderr, "case '%s': time %u planned %d, in a range %d\n", cases[c].what,
+                        t, k, in);
+            ASSERT((k == 0) == in);
+            if (k == 0)
+                ms_cluster_pit_plan_clear(&plan);
+            else
+                ASSERT_EQ_INT(k, -ERANGE);
+        }
+        free(r);
+        ms_cluster_pit_clear(&pit);
+    }
+}
+
+static void topology_names_compare_as_sets(void) {
+    MsClusterPit pit = {0};
+    char *ab[] = {(char *) "b", (char *) "a"}, *abc[] = {(char *) "c", (char *) "a", (char *) "b"};
+    ASSERT(!ms_cluster_pit_topology_is(&pit, ab, 2)); /* none recorded */
+    ASSERT(same(ms_cluster_pit_topology_last(&pit), P(0, 0)));
+    add_topology(&pit, P(7, 1), NAMES("a", "b"));
+    ASSERT(ms_cluster_pit_topology_is(&pit, ab, 2));
+    ASSERT(!ms_cluster_pit_topology_is(&pit, abc, 3));
+    ASSERT(!ms_cluster_pit_topology_is(&pit, ab, 1));
+    ASSERT(same(ms_cluster_pit_topology_last(&pit), P(7, 1)));
+    ms_cluster_pit_clear(&pit);
+}
+
 MS_TEST_MAIN(TEST_CASE(ranges_are_the_intersection), TEST_CASE(plans),
-             TEST_CASE(prune_cutoff_and_prefixes))
+             TEST_CASE(prune_cutoff_and_prefixes), TEST_CASE(ranges_end_at_a_change_of_shards),
+             TEST_CASE(topology_names_compare_as_sets))
