@@ -19,6 +19,7 @@
 #include "manifest.h"
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
+#include "cluster-part.h"
 #include "cluster-pit.h"
 #include "doc-update.h"
 #include "nsfilter.h"
@@ -380,6 +381,7 @@ typedef struct PartRun {
     int r;
     pthread_t thread;
     bool started;
+    bool remote; /* taken by another process (cluster-part.h): this thread meets it */
 } PartRun;
 
 struct ClusterRun {
@@ -394,6 +396,9 @@ struct ClusterRun {
     MsOplogPosition point; /* the latest dump end so far: the consistency point at the end */
     bool failed;
     volatile sig_atomic_t cancel;
+    MsPartMeetCoordinator *meet; /* with remote parts */
+    MsPartMeetTimeouts meet_timeouts;
+    bool point_given; /* to the remote parts */
 };
 
 static int barrier(void *userdata, MsOplogPosition dump_end, MsOplogPosition *ret_point,
@@ -450,6 +455,41 @@ static void *part_main(void *userdata) {
                             "it has no oplog (local.oplog.rs): a cluster snapshot needs every "
                             "shard's and the config server's oplog to reach a common point");
     if (p->r < 0) {
+        pthread_mutex_lock(&c->lock);
+        c->failed = true;
+        c->cancel = 1;
+        pthread_cond_broadcast(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+    }
+    return NULL;
+}
+
+/* A part another process takes (on the node beside one of the shard's members): this thread
+ * meets it through the store, at the barrier like a local part, and takes its result. */
+static void *remote_part_main(void *userdata) {
+    PartRun *p = userdata;
+    ClusterRun *c = p->run;
+    MsOplogPosition dump_end, point;
+    int r = ms_part_meet_wait_dumped(c->meet, p->name, &c->meet_timeouts, &c->cancel, &dump_end,
+                                     &p->error);
+    if (r == 0)
+        r = barrier(p, dump_end, &point, &p->error);
+    if (r == 0) {
+        pthread_mutex_lock(&c->lock);
+        bool give = !c->point_given;
+        c->point_given = true;
+        pthread_mutex_unlock(&c->lock);
+        if (give)
+            r = ms_part_meet_put_point(c->meet, point, &p->error);
+    }
+    if (r == 0)
+        r = ms_part_meet_wait_done(c->meet, p->name, &c->meet_timeouts, &c->cancel,
+                                   c->o->key ? c->o->key->id_hex : NULL, &p->res, &p->error);
+    if (r == 0)
+        log_info("cluster snapshot: part %s taken by another process: %" PRIu64 " documents",
+                 p->name, p->res.documents);
+    p->r = r;
+    if (r < 0) {
         pthread_mutex_lock(&c->lock);
         c->failed = true;
         c->cancel = 1;
@@ -936,11 +976,34 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
         }
         if (r == 0 && (!p->name || !p->uri))
             r = ms_error_oom(e);
+        for (size_t k = 0; r == 0 && i < n_shards && k < o->n_remote_parts; k++)
+            p->remote |= strcmp(o->remote_parts[k], p->name) == 0;
+    }
+    /* Every part named for another process is a shard of this cluster (the config data is the
+     * coordinator's own part: it needs the config server, which the source reaches). */
+    bool any_remote = false;
+    for (size_t k = 0; r == 0 && k < o->n_remote_parts; k++) {
+        bool found = false;
+        for (size_t i = 0; i < c.n_parts; i++)
+            found |= c.parts[i].remote && strcmp(c.parts[i].name, o->remote_parts[k]) == 0;
+        if (!found)
+            r = ms_error_set(e, EINVAL,
+                             "--remote-part %s names no shard of the cluster (config.shards)%s",
+                             o->remote_parts[k],
+                             strcmp(o->remote_parts[k], MS_CLUSTER_CONFIG_PART) == 0
+                                 ? ": the config data is always the coordinator's own part"
+                                 : "");
+        any_remote = true;
+    }
+    if (r == 0 && any_remote) {
+        c.meet_timeouts = ms_part_meet_timeouts(o->part_timeout_sec);
+        r = ms_part_meet_coordinator_start(o->storage, c.parts_prefix, o->node, &c.meet, e);
     }
     pthread_t watcher;
     bool watching = r == 0 && pthread_create(&watcher, NULL, cancel_watch, &c) == 0;
     for (size_t i = 0; r == 0 && i < c.n_parts; i++) {
-        if (pthread_create(&c.parts[i].thread, NULL, part_main, &c.parts[i]) != 0) {
+        if (pthread_create(&c.parts[i].thread, NULL,
+                           c.parts[i].remote ? remote_part_main : part_main, &c.parts[i]) != 0) {
             r = ms_error_set(e, EAGAIN, "cannot start the thread of part %s", c.parts[i].name);
             pthread_mutex_lock(&c.lock);
             c.failed = true;
@@ -974,6 +1037,13 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
             *e = c.parts[i].error;
             ms_error_prefix(e, "cluster snapshot part %s: ", c.parts[i].name);
         }
+    /* The remote parts told: given up (they stop and remove what they committed), or over. */
+    if (c.meet) {
+        ms_part_meet_coordinator_end(c.meet, r < 0 ? e->message : NULL);
+        if (r == 0)
+            ms_part_meet_clean(o->storage, c.parts_prefix);
+        c.meet = NULL;
+    }
     MsOplogPosition point = {0, 0};
     for (size_t i = 0; r == 0 && i < c.n_parts; i++)
         if (ms_oplog_position_after(c.parts[i].res.dump_end, point))

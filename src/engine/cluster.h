@@ -121,6 +121,12 @@ typedef struct MsClusterSnapshotOptions {
     unsigned parallel_collections;
     bool chunked;
     uint64_t balancer_timeout_sec; /* balancerStop's time-out (mongos only) */
+    /* Shards whose parts other processes take (`mongosnap-worker cluster-part`, on the nodes
+     * beside their members), met through the store (cluster-part.h); part_timeout_sec: how
+     * long one may be silent (0: the default; never taken: twice that). */
+    char *const *remote_parts;
+    size_t n_remote_parts;
+    uint64_t part_timeout_sec;
     MsProgress *progress;
     volatile sig_atomic_t *cancel;
 } MsClusterSnapshotOptions;

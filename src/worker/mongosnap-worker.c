@@ -102,6 +102,13 @@ static void help(void) {
            "  mongosnap-worker cluster-snapshot --uri-file FILE --store DIR [--prefix P] --name N\n"
            "                            [snapshot options]  (every shard and the config data,\n"
            "                            consistent at one oplog time)\n"
+           "                            [--remote-part SHARD]... [--part-timeout SEC]\n"
+           "                            (those shards' parts taken by `cluster-part` processes,\n"
+           "                            on the nodes beside their members, met in the store)\n"
+           "  mongosnap-worker cluster-part --uri-file SHARD_URI --store DIR --prefix P --name N\n"
+           "                            --shard SHARD [--part-timeout SEC] [snapshot options]\n"
+           "                            (one shard's part of cluster snapshot P/N, whose\n"
+           "                            coordinator runs cluster-snapshot --remote-part SHARD)\n"
            "  mongosnap-worker cluster-restore  --uri-file FILE --store DIR --snapshot P/N\n"
            "                            [--shard-map OLD=NEW,...] [--drop] [--key-file FILE]\n"
            "  mongosnap-worker cluster-balancer --uri-file FILE --store DIR --prefix P --resume\n"
@@ -205,6 +212,9 @@ enum {
     OPT_GC,
     OPT_RESUME,
     OPT_START_BALANCER,
+    OPT_REMOTE_PART,
+    OPT_SHARD,
+    OPT_PART_TIMEOUT,
     OPT_METADATA_ONLY,
     OPT_OUTPUT,
     OPT_SHARD_MAP,
@@ -267,6 +277,9 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"gc", no_argument, NULL, OPT_GC},
         {"resume", no_argument, NULL, OPT_RESUME},
         {"start", no_argument, NULL, OPT_START_BALANCER},
+        {"remote-part", required_argument, NULL, OPT_REMOTE_PART},
+        {"shard", required_argument, NULL, OPT_SHARD},
+        {"part-timeout", required_argument, NULL, OPT_PART_TIMEOUT},
         {"metadata-only", no_argument, NULL, OPT_METADATA_ONLY},
         {"output", required_argument, NULL, OPT_OUTPUT},
         {"shard-map", required_argument, NULL, OPT_SHARD_MAP},
@@ -422,6 +435,24 @@ static int parse_args(int argc, char **argv, Args *a) {
         case OPT_START_BALANCER:
             a->start_balancer = true;
             break;
+        case OPT_REMOTE_PART:
+            if (ms_ns_filter_add(&a->remote_parts, &a->n_remote_parts, optarg) < 0)
+                return -ENOMEM;
+            break;
+        case OPT_SHARD:
+            a->shard = optarg;
+            break;
+        case OPT_PART_TIMEOUT: {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || v < 1 || v > 86400) {
+                log_error("--part-timeout takes seconds from 1 to 86400");
+                return -EINVAL;
+            }
+            a->part_timeout_sec = v;
+            break;
+        }
         case OPT_GC:
             a->gc = true;
             break;
@@ -1472,6 +1503,8 @@ int main(int argc, char **argv) {
         ret = worker_run_export(&a, &progress);
     else if (strcmp(a.command, "cluster-snapshot") == 0)
         ret = worker_run_cluster_snapshot(&a, &progress);
+    else if (strcmp(a.command, "cluster-part") == 0)
+        ret = worker_run_cluster_part(&a, &progress);
     else if (strcmp(a.command, "cluster-restore") == 0)
         ret = worker_run_cluster_restore(&a, &progress);
     else if (strcmp(a.command, "cluster-balancer") == 0)
@@ -1496,5 +1529,8 @@ out:
     for (size_t i = 0; i < a.n_keys; i++)
         free(a.keys[i]);
     free(a.keys);
+    for (size_t i = 0; i < a.n_remote_parts; i++)
+        free(a.remote_parts[i]);
+    free(a.remote_parts);
     return ret;
 }

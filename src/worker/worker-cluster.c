@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "common/macro.h"
+#include "engine/cluster-part.h"
 #include "engine/cluster.h"
 #include "engine/oplog-source.h"
 #include "mongosnap/mongosnap.h"
@@ -50,6 +51,9 @@ int worker_run_cluster_snapshot(Args *a, MsProgress *p) {
         .parallel_collections = a->parallel ? a->parallel : 2,
         .chunked = a->chunked,
         .balancer_timeout_sec = 60,
+        .remote_parts = a->remote_parts,
+        .n_remote_parts = a->n_remote_parts,
+        .part_timeout_sec = a->part_timeout_sec,
         .progress = p,
         .cancel = &worker_cancel_requested,
     };
@@ -159,6 +163,69 @@ int worker_cluster_part(Args *a, MsStorage *storage, char **ret_key, MsError *e)
     }
     ms_cluster_manifest_clear(&cm);
     return r;
+}
+
+/* One shard's part of a cluster snapshot whose coordinator runs elsewhere (cluster-part.h). */
+int worker_run_cluster_part(Args *a, MsProgress *p) {
+    _cleanup_(ms_storage_freep) MsStorage *storage = NULL;
+    if (!a->uri || !a->prefix || !a->name || !a->shard) {
+        log_error("cluster-part needs the shard (--uri-file FILE: its replica set or the member "
+                  "beside this node), --store, --prefix P and --name N (the cluster snapshot's) "
+                  "and --shard SHARD (its name in config.shards)");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (a->chunked || a->filter.n_include || a->filter.n_exclude || a->include_users ||
+        a->no_oplog) {
+        log_error("a cluster snapshot's part takes every namespace of its shard with its oplog, "
+                  "as one archive: leave out --format chunked, --ns-include/--ns-exclude, "
+                  "--include-users and --no-oplog");
+        return MONGOSNAP_EXIT_USAGE;
+    }
+    if (worker_open_store(a, &storage) < 0)
+        return MONGOSNAP_EXIT_USAGE;
+    MsClusterPartOptions o = {
+        .snapshot = {.uri = a->uri,
+                     .password = a->password,
+                     .storage = storage,
+                     .node = a->node,
+                     .seq = a->seq,
+                     .compression = a->compression,
+                     .compression_level = a->level,
+                     .compression_threads =
+                         a->compression == MS_COMPRESSION_ZSTD ? a->threads : 0,
+                     .key = a->key,
+                     .parallel_collections = a->parallel ? a->parallel : 2,
+                     .progress = p,
+                     .cancel = &worker_cancel_requested},
+        .prefix = a->prefix,
+        .name = a->name,
+        .shard = a->shard,
+        .timeouts = ms_part_meet_timeouts(a->part_timeout_sec),
+    };
+    MsSnapshotResult res;
+    MsError e = MS_ERROR_INIT;
+    ms_progress_set_phase(p, "cluster part");
+    int r = ms_cluster_part_run(&o, &res, &e);
+    bson_t fields = BSON_INITIALIZER;
+    if (r == 0) {
+        BSON_APPEND_UTF8(&fields, "shard", a->shard);
+        BSON_APPEND_UTF8(&fields, "archive", res.archive_key);
+        BSON_APPEND_UTF8(&fields, "manifest", res.manifest_key);
+        BSON_APPEND_INT64(&fields, "documents", (int64_t) res.documents);
+        BSON_APPEND_INT64(&fields, "stored_bytes", (int64_t) res.stored_bytes);
+        ms_oplog_position_append(&fields, "dump_end", res.dump_end);
+        ms_oplog_position_append(&fields, "oplog_end", res.oplog_end);
+        if (!a->json)
+            printf("part %s of %s/%s: %" PRIu64 " documents, stored as %s\n", a->shard, a->prefix,
+                   a->name, res.documents, res.manifest_key);
+        ms_snapshot_result_clear(&res);
+    } else if ((r = worker_stopped_instead(r, &e)) == -ECANCELED)
+        log_warning("part %s stopped: %s", a->shard, e.message);
+    else
+        log_error("part %s failed: %s", a->shard, e.message);
+    worker_report_result(p, a, r, &e, &fields);
+    bson_destroy(&fields);
+    return worker_exit_code_for(r);
 }
 
 /* The takeover of a balancer a killed cluster snapshot left stopped (cluster.h). */

@@ -49,6 +49,12 @@ typedef struct Args {
     const char *part;      /* restore --part SHARD: one part of a cluster snapshot alone */
     bool resume;           /* cluster-balancer --resume */
     bool start_balancer;   /* cluster-balancer --start */
+    /* cluster-snapshot --remote-part SHARD (repeated): parts other processes take; cluster-part
+     * --shard SHARD: the part this process takes; --part-timeout SEC for both. */
+    char **remote_parts;
+    size_t n_remote_parts;
+    const char *shard;
+    uint64_t part_timeout_sec;
     /* restore --time of a cluster snapshot: every part's slices (worker-pitr.c plans them). */
     const struct MsClusterPitPlan *cluster_plan;
     uint64_t split_min;
@@ -89,6 +95,7 @@ void worker_name_broken_snapshots(MsStorage *st, const Args *a, MsError *e);
 int worker_run_cluster_snapshot(Args *a, MsProgress *p);
 int worker_run_cluster_restore(Args *a, MsProgress *p);
 int worker_run_cluster_balancer(Args *a, MsProgress *p);
+int worker_run_cluster_part(Args *a, MsProgress *p);
 /* restore --part SHARD of a cluster snapshot: checks the options and the target (a replica set),
  * sets a->until to the cluster's consistency point and *ret_key to the part's manifest key.
  * -EINVAL for what the caller asked wrong (an exit of MONGOSNAP_EXIT_USAGE). */
