@@ -95,6 +95,9 @@
  *    "dump_end":{"t":N,"i":N}}   (a cluster snapshot's part)
  *   {"event":"balancer","stopped":true|false}   (a cluster snapshot stopped the balancer
  *    through a mongos, or started it again: a worker that dies between leaves it stopped)
+ *   {"event":"part-assigned","shard":"...","node":"...","member":"host:port"}   (a cluster
+ *    snapshot's coordinator hands a shard's part to the agent beside that member: the agent
+ *    asks that node to run `mongosnap-worker cluster-part`)
  *   {"event":"result","status":"ok"|"failed"|"cancelled","message":"...",...}
  * "phase" is one of: connect, prelude, dump, oplog, commit, restore, indexes, replay, verify, done.
  */
@@ -103,6 +106,7 @@
 #define MONGOSNAP_PROGRESS_EVENT_OPLOG "oplog"
 #define MONGOSNAP_PROGRESS_EVENT_PART "part"
 #define MONGOSNAP_PROGRESS_EVENT_BALANCER "balancer"
+#define MONGOSNAP_PROGRESS_EVENT_PART_ASSIGNED "part-assigned"
 #define MONGOSNAP_PROGRESS_EVENT_RESULT "result"
 
 /* The query options of an s3:// store location ("s3://BUCKET/PREFIX?endpoint=...&region=..."):

@@ -16,6 +16,7 @@
 
 #include "agent/agent-calendar.h"
 #include "agent/agent-cluster.h"
+#include "agent/agent-shard-part.h"
 #include "agent/agent-internal.h"
 #include "cluster/cluster-store.h"
 #include "common/log.h"
@@ -712,6 +713,37 @@ static bool cluster_may_follow(const Manager *m, const ManagerPolicy *p) {
     return !m->cluster || p->follower_lease;
 }
 
+/* ---- a cluster snapshot's parts, taken beside the shards' members ---- */
+
+char **manager_cluster_part_agents(Manager *m) {
+    AgentCluster *c = m->cluster;
+    if (!c || !c->reachable)
+        return NULL;
+    MsClusterAgent *agents = NULL;
+    size_t n = 0;
+    MsError e = MS_ERROR_INIT;
+    if (ms_cluster_list_agents(c->db, &agents, &n, &e) < 0) {
+        log_warning("cluster: cannot list the agents (a cluster snapshot's parts are then taken "
+                    "by this node): %s",
+                    e.message);
+        return NULL;
+    }
+    char **out = NULL;
+    uint64_t now = now_usec();
+    for (size_t i = 0; i < n; i++) {
+        if (!agents[i].member || !agent_alive(m, &agents[i], now))
+            continue;
+        _cleanup_free_ char *item = NULL;
+        if (asprintf(&item, "%s=%s", agents[i].node, agents[i].member) < 0 ||
+            ms_strv_push(&out, item) < 0) {
+            out = ms_strv_free(out);
+            break;
+        }
+    }
+    ms_cluster_agents_free(agents, n);
+    return out;
+}
+
 /* ---- commands ---- */
 static void run_command(AgentCluster *c, const MsClusterCommand *cmd) {
     Manager *m = c->m;
@@ -729,6 +761,8 @@ static void run_command(AgentCluster *c, const MsClusterCommand *cmd) {
         r = manager_verify_snapshot(m, cmd->task, &e);
     else if (strcmp(cmd->op, "delete-snapshot") == 0)
         r = manager_delete_snapshot(m, cmd->task, &e);
+    else if (strcmp(cmd->op, MANAGER_OP_TAKE_PART) == 0)
+        r = manager_take_part(m, cmd->policy, cmd->task, cmd->from, &e);
     else
         ms_error_set(&e, EINVAL, "unknown operation '%s'", cmd->op);
     if (r < 0)
@@ -1160,4 +1194,5 @@ const ManagerCoordination cluster_coordination = {
     .set_stopped = manager_cluster_set_stopped,
     .lease_elsewhere = manager_cluster_lease_elsewhere,
     .may_follow = cluster_may_follow,
+    .part_agents = manager_cluster_part_agents,
 };

@@ -25,6 +25,9 @@ int manager_cluster_sync(Manager *m, MsError *e);
 
 /* Operations on another node's snapshot or restore are sent to that node: op "cancel",
  * "verify", "delete-snapshot". 0 when sent. */
+/* "NODE=MEMBER" of every live agent with Member= (this one's too), for a cluster snapshot's
+ * worker to hand the shards' parts to; NULL when there is none or no cluster. */
+char **manager_cluster_part_agents(Manager *m);
 int manager_cluster_forward(Manager *m, const char *op, const char *node, const char *policy,
                             const char *task, MsError *e);
 

@@ -97,6 +97,9 @@ struct Manager {
     /* Balancers a dead cluster snapshot's worker left stopped, being started (agent-balancer.c). */
     struct Takeover **takeovers;
     size_t n_takeovers;
+    /* Parts of other nodes' cluster snapshots taken here (agent-shard-part.c). */
+    struct ShardPart **shard_parts;
+    size_t n_shard_parts;
 
     /* Who is told of changes: the bus adapter, the timer reconciler (agent-timer.c). */
     struct {
@@ -176,6 +179,18 @@ void manager_log_removed(Manager *m, const MsSnapshotRecord *r, const char *why)
 /* The steps of manager_take_snapshot(), for agent-cluster.c: the checks every new snapshot of
  * p needs, a fresh id, and the local task (which takes over a remote record of the same id:
  * a snapshot another node assigned to this one). */
+/* The worker's command line for a snapshot of p ("snapshot" first; a cluster snapshot's part
+ * changes it): every string is owned by p or m, rec, a buffer of the caller, or static. The
+ * URI is not among them: the spawner passes it in a memfd. args: at least
+ * MANAGER_SNAPSHOT_ARGS_MAX + 2 per namespace pattern. */
+#define MANAGER_NUMBER_ARG_MAX 16
+#define MANAGER_SEQ_ARG_MAX 24 /* a uint64 in decimal and its NUL */
+#define MANAGER_SNAPSHOT_ARGS_MAX 32
+void manager_build_snapshot_args(Manager *m, const ManagerPolicy *p, const MsSnapshotRecord *rec,
+                                 const char *credential, const char *key_path,
+                                 char level_buf[MANAGER_NUMBER_ARG_MAX],
+                                 char parallel_buf[MANAGER_NUMBER_ARG_MAX],
+                                 char seq_buf[MANAGER_SEQ_ARG_MAX], const char **args);
 int manager_check_snapshot(Manager *m, ManagerPolicy *p, MsError *e);
 int manager_new_snapshot_id(Manager *m, const char *policy, char ret[SNAPSHOT_ID_MAX], MsError *e);
 /* Queue snapshot id of p on this node. seq: its place in the policy's start order (0: the
@@ -227,7 +242,14 @@ typedef struct ManagerCoordination {
     /* May p's oplog follower run on this node? Alone: yes; with several nodes: while this
      * node holds the policy's follower lease. */
     bool (*may_follow)(const Manager *m, const ManagerPolicy *p);
+    /* "NODE=MEMBER" of every live agent with Member=, for a cluster snapshot's worker to hand
+     * the shards' parts to (NULL: none; alone: none). */
+    char **(*part_agents)(Manager *m);
 } ManagerCoordination;
+
+/* The command a cluster snapshot's coordinator sends the node beside a shard's member
+ * (ManagerCoordination.forward; agent-shard-part.c runs it): task is "SNAPSHOT_ID/SHARD". */
+#define MANAGER_OP_TAKE_PART "take-part"
 
 /* agent-parts.c */
 extern const ManagerCoordination *const manager_coordination;

@@ -34,7 +34,6 @@
 #define SNAPSHOT_ID_ATTEMPTS 100
 /* Worker arguments besides the namespace filters (two each): the fixed part plus two per
  * option, with room to spare. */
-#define WORKER_ARGS_FIXED_MAX 32
 #define CREDENTIALS_DIRECTORY_ENV "CREDENTIALS_DIRECTORY"
 
 /* ---- small helpers ---- */
@@ -476,6 +475,27 @@ static void snapshot_job_message(AgentJob *j, const bson_t *msg) {
                             r->id, f.items);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_BALANCER) == 0) {
         t->balancer_stopped = agent_msg_bool(msg, "stopped");
+    } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PART_ASSIGNED) == 0) {
+        /* A shard's part handed to the agent beside one of its members: that node is asked to
+         * take it (cluster-part); the worker meets it through the store, and gives the
+         * cluster snapshot up if it never comes. */
+        const char *shard = agent_msg_str(msg, "shard"), *node = agent_msg_str(msg, "node");
+        char task[512];
+        MsError fe = MS_ERROR_INIT;
+        if (shard && node && strchr(shard, '/') == NULL &&
+            snprintf(task, sizeof(task), "%s/%s", r->id, shard) < (int) sizeof(task) &&
+            manager_coordination->forward(t->manager, MANAGER_OP_TAKE_PART, node, r->policy, task,
+                                          &fe) ==
+                0) {
+            f.node = node;
+            (void) ms_event_log(MS_EVENT_TASK_ASSIGNED, &f,
+                                "%s: part %s handed to node %s (beside %s)", r->id, shard, node,
+                                agent_msg_str(msg, "member") ?: "?");
+        } else
+            log_warning("%s: part %s cannot be handed to node %s: %s (the worker gives the "
+                        "cluster snapshot up when it is not taken)",
+                        r->id, shard ? shard : "?", node ? node : "?",
+                        fe.message[0] ? fe.message : "a malformed message");
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PART) == 0) {
         /* A cluster snapshot's part: which shard, how much, and where. */
         f.has_items = true;
@@ -1027,12 +1047,11 @@ static const AgentJobType snapshot_job_type;
 
 /* The worker's command line for a snapshot of p; every string is owned by p or m, a buffer of
  * the caller, or static. The URI is not among them: the spawner passes it in a memfd. */
-#define NUMBER_ARG_MAX 16
-#define SEQ_ARG_MAX 24 /* a uint64 in decimal and its NUL */
-static void build_snapshot_args(Manager *m, ManagerPolicy *p, const MsSnapshotRecord *rec,
-                                const char *credential, const char *key_path,
-                                char level_buf[NUMBER_ARG_MAX], char parallel_buf[NUMBER_ARG_MAX],
-                                char seq_buf[SEQ_ARG_MAX], const char **args) {
+void manager_build_snapshot_args(Manager *m, const ManagerPolicy *p, const MsSnapshotRecord *rec,
+                                 const char *credential, const char *key_path,
+                                 char level_buf[MANAGER_NUMBER_ARG_MAX],
+                                 char parallel_buf[MANAGER_NUMBER_ARG_MAX],
+                                 char seq_buf[MANAGER_SEQ_ARG_MAX], const char **args) {
     const char *id = rec->id;
     const MsPolicy *s = p->settings;
     size_t k = 0;
@@ -1046,7 +1065,7 @@ static void build_snapshot_args(Manager *m, ManagerPolicy *p, const MsSnapshotRe
     args[k++] = "--node";
     args[k++] = m->config->node;
     /* For the manifest, so that a resync from the store alone knows its place and origin. */
-    snprintf(seq_buf, SEQ_ARG_MAX, "%" PRIu64, rec->seq);
+    snprintf(seq_buf, MANAGER_SEQ_ARG_MAX, "%" PRIu64, rec->seq);
     args[k++] = "--seq";
     args[k++] = seq_buf;
     args[k++] = "--origin";
@@ -1058,11 +1077,11 @@ static void build_snapshot_args(Manager *m, ManagerPolicy *p, const MsSnapshotRe
         args[k++] = "chunked";
     }
     if (s->compression_level > 0) {
-        snprintf(level_buf, NUMBER_ARG_MAX, "%d", s->compression_level);
+        snprintf(level_buf, MANAGER_NUMBER_ARG_MAX, "%d", s->compression_level);
         args[k++] = "--level";
         args[k++] = level_buf;
     }
-    snprintf(parallel_buf, NUMBER_ARG_MAX, "%u", s->parallel_collections);
+    snprintf(parallel_buf, MANAGER_NUMBER_ARG_MAX, "%u", s->parallel_collections);
     args[k++] = "--parallel";
     args[k++] = parallel_buf;
     if (!s->oplog)
@@ -1120,14 +1139,37 @@ static int start_worker(SnapshotTask *t, MsError *e) {
         if (r < 0)
             return r;
     }
+    /* The agents beside the members of a cluster's shards take its parts (a replica set's
+     * snapshot has no use for them and leaves them alone). */
+    _cleanup_(ms_strv_freep) char **agents = manager_coordination->part_agents(m);
+    size_t n_agents = ms_strv_length(agents);
     _cleanup_free_ const char **args =
-        calloc(WORKER_ARGS_FIXED_MAX + 2 * (ms_strv_length(p->settings->include_namespaces) +
-                                            ms_strv_length(p->settings->exclude_namespaces)),
+        calloc(MANAGER_SNAPSHOT_ARGS_MAX + 6 + 2 * n_agents +
+                   2 * (ms_strv_length(p->settings->include_namespaces) +
+                        ms_strv_length(p->settings->exclude_namespaces)),
                sizeof(char *));
     if (!args)
         return oom(e);
-    char level_buf[NUMBER_ARG_MAX], parallel_buf[NUMBER_ARG_MAX], seq_buf[SEQ_ARG_MAX];
-    build_snapshot_args(m, p, t->record, cred, key_path, level_buf, parallel_buf, seq_buf, args);
+    char level_buf[MANAGER_NUMBER_ARG_MAX], parallel_buf[MANAGER_NUMBER_ARG_MAX],
+        seq_buf[MANAGER_SEQ_ARG_MAX], timeout_buf[MANAGER_NUMBER_ARG_MAX];
+    manager_build_snapshot_args(m, p, t->record, cred, key_path, level_buf, parallel_buf, seq_buf,
+                                args);
+    if (n_agents > 0) {
+        size_t k = 0;
+        while (args[k])
+            k++;
+        for (size_t i = 0; i < n_agents; i++) {
+            args[k++] = "--part-agent";
+            args[k++] = agents[i];
+        }
+        args[k++] = "--node-priority";
+        args[k++] = ms_node_priority_to_string(p->settings->node_priority);
+        /* A part's process silent for a lease is given up, as a node that stops renewing. */
+        snprintf(timeout_buf, sizeof(timeout_buf), "%u", m->config->cluster_lease_sec);
+        args[k++] = "--part-timeout";
+        args[k++] = timeout_buf;
+        args[k] = NULL;
+    }
     AgentTaskSpec spec = {
         .worker_path = m->config->worker_path,
         .args = args,

@@ -20,6 +20,7 @@
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
 #include "cluster-part.h"
+#include "cluster/member-select.h"
 #include "cluster-pit.h"
 #include "doc-update.h"
 #include "nsfilter.h"
@@ -382,6 +383,7 @@ typedef struct PartRun {
     pthread_t thread;
     bool started;
     bool remote; /* taken by another process (cluster-part.h): this thread meets it */
+    char *node;  /* remote: the agent's node it was handed to (NULL: named by --remote-part) */
 } PartRun;
 
 struct ClusterRun {
@@ -464,6 +466,79 @@ static void *part_main(void *userdata) {
     return NULL;
 }
 
+/* A shard's members, ranked as a policy's NodePriority= ranks a replica set's: replSetGetStatus
+ * with replSetGetConfig, or what hello says (FerretDB; a user without clusterMonitor). */
+static int shard_members(mongoc_client_t *mc, MsClusterMember **ret, size_t *ret_n, MsError *e) {
+    bson_t status, config, hello;
+    bson_error_t berr;
+    bson_t *cmd = BCON_NEW("replSetGetStatus", BCON_INT32(1));
+    bool ok = mongoc_client_command_simple(mc, "admin", cmd, NULL, &status, &berr);
+    bson_destroy(cmd);
+    int r;
+    if (ok) {
+        cmd = BCON_NEW("replSetGetConfig", BCON_INT32(1));
+        ok = mongoc_client_command_simple(mc, "admin", cmd, NULL, &config, &berr);
+        bson_destroy(cmd);
+        r = ok ? ms_cluster_members_parse(&status, &config, ret, ret_n, e)
+               : ms_error_set(e, EIO, "replSetGetConfig: %s", berr.message);
+        bson_destroy(&config);
+        bson_destroy(&status);
+        return r;
+    }
+    bson_destroy(&status);
+    cmd = BCON_NEW("hello", BCON_INT32(1));
+    ok = mongoc_client_command_simple(mc, "admin", cmd, NULL, &hello, &berr);
+    bson_destroy(cmd);
+    r = ok ? ms_cluster_members_from_hello(&hello, ret, ret_n, e)
+           : ms_error_set(e, EHOSTUNREACH, "hello: %s", berr.message);
+    bson_destroy(&hello);
+    return r;
+}
+
+/* The node whose agent takes part p: the best member by NodePriority= with an agent beside it
+ * (o->part_agents), or NULL (none: the part is taken here, as is one whose best agent is this
+ * node's). *ret_member: that member. Failing to rank, the part is taken here too (said). */
+static char *part_agent_for(const MsClusterSnapshotOptions *o, const PartRun *p,
+                            char **ret_member) {
+    *ret_member = NULL;
+    MsMongo *m = NULL;
+    MsError e = MS_ERROR_INIT;
+    if (ms_mongo_open(p->uri, o->password, 1, &m, &e) < 0) {
+        log_warning("part %s: cannot rank its members (%s); taken here", p->name, e.message);
+        return NULL;
+    }
+    mongoc_client_t *mc = ms_mongo_pop(m);
+    MsClusterMember *members = NULL;
+    size_t n = 0, n_order = 0;
+    _cleanup_free_ size_t *order = NULL;
+    char *node = NULL;
+    int r = shard_members(mc, &members, &n, &e);
+    if (r == 0)
+        r = ms_cluster_rank(members, n, o->node_priority, 0, &order, &n_order, &e);
+    if (r < 0)
+        log_warning("part %s: cannot rank its members (%s); taken here", p->name, e.message);
+    for (size_t k = 0; r == 0 && !node && k < n_order; k++) {
+        const char *host = members[order[k]].host;
+        for (size_t a = 0; a < o->n_part_agents && !node; a++) {
+            const char *eq = strchr(o->part_agents[a], '=');
+            if (!eq || strcmp(eq + 1, host) != 0)
+                continue;
+            node = strndup(o->part_agents[a], (size_t) (eq - o->part_agents[a]));
+            *ret_member = strdup(host);
+        }
+    }
+    /* This node's own agent: taken here, by this worker. */
+    if (node && o->node && strcmp(node, o->node) == 0) {
+        free(node);
+        free(*ret_member);
+        node = *ret_member = NULL;
+    }
+    ms_cluster_members_free(members, n);
+    ms_mongo_push(m, mc);
+    ms_mongo_free(m);
+    return node;
+}
+
 /* A part another process takes (on the node beside one of the shard's members): this thread
  * meets it through the store, at the barrier like a local part, and takes its result. */
 static void *remote_part_main(void *userdata) {
@@ -488,6 +563,8 @@ static void *remote_part_main(void *userdata) {
     if (r == 0)
         log_info("cluster snapshot: part %s taken by another process: %" PRIu64 " documents",
                  p->name, p->res.documents);
+    if (r < 0 && r != -ECANCELED && p->node)
+        ms_error_prefix(&p->error, "handed to node %s: ", p->node);
     p->r = r;
     if (r < 0) {
         pthread_mutex_lock(&c->lock);
@@ -979,9 +1056,34 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
         for (size_t k = 0; r == 0 && i < n_shards && k < o->n_remote_parts; k++)
             p->remote |= strcmp(o->remote_parts[k], p->name) == 0;
     }
+    /* The agents beside the shards' members take their parts (the agent hears of each and asks
+     * that node to run cluster-part); the config data stays here. */
+    for (size_t i = 0; r == 0 && o->n_part_agents > 0 && i + 1 < c.n_parts; i++) {
+        PartRun *p = &c.parts[i];
+        if (p->remote)
+            continue;
+        _cleanup_free_ char *member = NULL;
+        p->node = part_agent_for(o, p, &member);
+        if (!p->node)
+            continue;
+        p->remote = true;
+        log_info("cluster snapshot: part %s handed to node %s (beside %s)", p->name, p->node,
+                 member ? member : "?");
+        if (o->progress) {
+            bson_t f = BSON_INITIALIZER;
+            BSON_APPEND_UTF8(&f, "shard", p->name);
+            BSON_APPEND_UTF8(&f, "node", p->node);
+            if (member)
+                BSON_APPEND_UTF8(&f, "member", member);
+            ms_progress_event(o->progress, MONGOSNAP_PROGRESS_EVENT_PART_ASSIGNED, &f);
+            bson_destroy(&f);
+        }
+    }
     /* Every part named for another process is a shard of this cluster (the config data is the
      * coordinator's own part: it needs the config server, which the source reaches). */
     bool any_remote = false;
+    for (size_t i = 0; i < c.n_parts; i++)
+        any_remote |= c.parts[i].node != NULL;
     for (size_t k = 0; r == 0 && k < o->n_remote_parts; k++) {
         bool found = false;
         for (size_t i = 0; i < c.n_parts; i++)
@@ -1110,6 +1212,7 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
         free(p->name);
         free(p->rs);
         free(p->uri);
+        free(p->node);
         ms_ns_filter_clear(&p->filter);
         ms_snapshot_result_clear(&p->res);
     }

@@ -32,6 +32,7 @@
 #include <bson/bson.h>
 
 #include "common/error.h"
+#include "config/conf.h"
 #include "mongosnap/mongosnap.h"
 #include "io/filter-encrypt.h"
 #include "manifest.h"
@@ -127,6 +128,13 @@ typedef struct MsClusterSnapshotOptions {
     char *const *remote_parts;
     size_t n_remote_parts;
     uint64_t part_timeout_sec;
+    /* The agents of the deployment, "NODE=HOST:PORT" (each agent's Node= and Member=): a shard
+     * one of whose members has an agent beside it is handed to the agent beside the best
+     * member by node_priority (progress event part-assigned; that agent runs cluster-part),
+     * unless that agent is this node's (node): then it is taken here. */
+    char *const *part_agents;
+    size_t n_part_agents;
+    MsNodePriority node_priority;
     MsProgress *progress;
     volatile sig_atomic_t *cancel;
 } MsClusterSnapshotOptions;

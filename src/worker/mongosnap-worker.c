@@ -103,10 +103,13 @@ static void help(void) {
            "                            [snapshot options]  (every shard and the config data,\n"
            "                            consistent at one oplog time)\n"
            "                            [--remote-part SHARD]... [--part-timeout SEC]\n"
+           "                            [--part-agent NODE=HOST:PORT]... [--node-priority P]\n"
            "                            (those shards' parts taken by `cluster-part` processes,\n"
            "                            on the nodes beside their members, met in the store)\n"
            "  mongosnap-worker cluster-part --uri-file SHARD_URI --store DIR --prefix P --name N\n"
-           "                            --shard SHARD [--part-timeout SEC] [snapshot options]\n"
+           "                            --shard SHARD [--via-cluster] [--part-timeout SEC]\n"
+           "                            [snapshot options]  (--via-cluster: the URI is the\n"
+           "                            cluster's source; the shard's is read from config.shards)\n"
            "                            (one shard's part of cluster snapshot P/N, whose\n"
            "                            coordinator runs cluster-snapshot --remote-part SHARD)\n"
            "  mongosnap-worker cluster-restore  --uri-file FILE --store DIR --snapshot P/N\n"
@@ -215,6 +218,9 @@ enum {
     OPT_REMOTE_PART,
     OPT_SHARD,
     OPT_PART_TIMEOUT,
+    OPT_PART_AGENT,
+    OPT_NODE_PRIORITY,
+    OPT_VIA_CLUSTER,
     OPT_METADATA_ONLY,
     OPT_OUTPUT,
     OPT_SHARD_MAP,
@@ -280,6 +286,9 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"remote-part", required_argument, NULL, OPT_REMOTE_PART},
         {"shard", required_argument, NULL, OPT_SHARD},
         {"part-timeout", required_argument, NULL, OPT_PART_TIMEOUT},
+        {"part-agent", required_argument, NULL, OPT_PART_AGENT},
+        {"node-priority", required_argument, NULL, OPT_NODE_PRIORITY},
+        {"via-cluster", no_argument, NULL, OPT_VIA_CLUSTER},
         {"metadata-only", no_argument, NULL, OPT_METADATA_ONLY},
         {"output", required_argument, NULL, OPT_OUTPUT},
         {"shard-map", required_argument, NULL, OPT_SHARD_MAP},
@@ -441,6 +450,28 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case OPT_SHARD:
             a->shard = optarg;
+            break;
+        case OPT_PART_AGENT: {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg || !eq[1] || strchr(eq + 1, '=')) {
+                log_error("--part-agent takes NODE=HOST:PORT (an agent's Node= and Member=), not "
+                          "'%s'",
+                          optarg);
+                return -EINVAL;
+            }
+            if (ms_ns_filter_add(&a->part_agents, &a->n_part_agents, optarg) < 0)
+                return -ENOMEM;
+            break;
+        }
+        case OPT_NODE_PRIORITY:
+            a->node_priority = ms_node_priority_from_string(optarg);
+            if (a->node_priority == MS_NODE_PRIORITY_INVALID) {
+                log_error("--node-priority is auto, hidden, secondary or primary, not '%s'", optarg);
+                return -EINVAL;
+            }
+            break;
+        case OPT_VIA_CLUSTER:
+            a->via_cluster = true;
             break;
         case OPT_PART_TIMEOUT: {
             char *end;
@@ -1532,5 +1563,8 @@ out:
     for (size_t i = 0; i < a.n_remote_parts; i++)
         free(a.remote_parts[i]);
     free(a.remote_parts);
+    for (size_t i = 0; i < a.n_part_agents; i++)
+        free(a.part_agents[i]);
+    free(a.part_agents);
     return ret;
 }

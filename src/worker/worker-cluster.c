@@ -54,6 +54,9 @@ int worker_run_cluster_snapshot(Args *a, MsProgress *p) {
         .remote_parts = a->remote_parts,
         .n_remote_parts = a->n_remote_parts,
         .part_timeout_sec = a->part_timeout_sec,
+        .part_agents = a->part_agents,
+        .n_part_agents = a->n_part_agents,
+        .node_priority = a->node_priority,
         .progress = p,
         .cancel = &worker_cancel_requested,
     };
@@ -183,8 +186,29 @@ int worker_run_cluster_part(Args *a, MsProgress *p) {
     }
     if (worker_open_store(a, &storage) < 0)
         return MONGOSNAP_EXIT_USAGE;
+    /* Through the cluster's source (what the agent has: the policy's Source=), the shard's
+     * replica set from config.shards, with the source's user and options. */
+    _cleanup_free_ char *shard_uri = NULL;
+    if (a->via_cluster) {
+        MsClusterSource *sources = NULL;
+        size_t n = 0;
+        MsError se = MS_ERROR_INIT;
+        int r = ms_cluster_sources(a->uri, a->password, &sources, &n, &se);
+        for (size_t i = 0; r == 0 && i < n && !shard_uri; i++)
+            if (strcmp(sources[i].name, a->shard) == 0 && !(shard_uri = strdup(sources[i].uri)))
+                r = ms_error_oom(&se);
+        if (r == 0 && !shard_uri)
+            r = ms_error_set(&se, ENOENT, "the cluster has no shard '%s' (config.shards)",
+                             a->shard);
+        ms_cluster_sources_free(sources, n);
+        if (r < 0) {
+            log_error("part %s failed: %s", a->shard, se.message);
+            worker_report_result(p, a, r, &se, NULL);
+            return worker_exit_code_for(r);
+        }
+    }
     MsClusterPartOptions o = {
-        .snapshot = {.uri = a->uri,
+        .snapshot = {.uri = shard_uri ? shard_uri : a->uri,
                      .password = a->password,
                      .storage = storage,
                      .node = a->node,

@@ -9,6 +9,7 @@
 
 #include <bson/bson.h>
 
+#include "config/conf.h"
 #include "engine/manifest.h"
 #include "engine/nsfilter.h"
 #include "engine/progress.h"
@@ -55,6 +56,10 @@ typedef struct Args {
     size_t n_remote_parts;
     const char *shard;
     uint64_t part_timeout_sec;
+    char **part_agents; /* --part-agent NODE=HOST:PORT (repeated) */
+    size_t n_part_agents;
+    MsNodePriority node_priority; /* --node-priority */
+    bool via_cluster; /* cluster-part --via-cluster: --uri-file names the cluster's source */
     /* restore --time of a cluster snapshot: every part's slices (worker-pitr.c plans them). */
     const struct MsClusterPitPlan *cluster_plan;
     uint64_t split_min;

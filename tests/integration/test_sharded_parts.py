@@ -201,3 +201,37 @@ def test_the_coordinator_giving_up_stops_the_parts(tools, source, tmp_path):
     assert_failed_whole(run, store, "down", "shard01")
     assert prun.returncode != 0 and "gave the cluster snapshot up" in prun.output, prun.describe()
     assert "shard01" in prun.output, prun.describe()
+
+
+def test_parts_handed_to_the_agents_beside_the_members(tools, source, tmp_path):
+    """--part-agent NODE=MEMBER (what the agent passes: every live agent's Node= and Member=):
+    a shard whose best member by NodePriority= has an agent beside it is handed to that node
+    (progress event part-assigned), unless it is this node's own; the part there reads its
+    shard through the cluster's source (--via-cluster)."""
+    cfg, shards = source
+    store = tmp_path / "store"
+    store.mkdir()
+    coord = coordinator(tools, cfg, store, "agents", extra=(
+        "--node", "node-a", "--part-agent", f"node-b={shards['shard02'].address}",
+        "--part-agent", f"node-a={shards['shard01'].address}",
+        "--part-agent", "node-c=db-elsewhere.example:27017"))
+    assigned = coord.wait_for_event(lambda e: e.get("event") == "part-assigned", timeout=60)
+    assert assigned and assigned["shard"] == "shard02" and assigned["node"] == "node-b" and \
+        assigned["member"] == shards["shard02"].address, assigned
+    remote = part(tools, cfg.uri_file, store, "agents", "shard02", "--via-cluster", "--node", "node-b")
+    h.expect_ok(remote.finish())
+    run = h.expect_ok(coord.finish())
+    events = [e for e in run.events if e.get("event") == "part-assigned"]
+    assert [e["shard"] for e in events] == ["shard02"], events  # shard01 is node-a's own: here
+    manifest = json.loads((store / "cl" / "agents.parts" / "shard02.manifest.json").read_text())
+    assert manifest["node"] == "node-b", manifest
+    manifest = json.loads((store / "cl" / "agents.parts" / "shard01.manifest.json").read_text())
+    assert manifest["node"] == "node-a", manifest
+    # NodePriority=secondary: a one-member set has none, so nothing is handed out (taken here)
+    run = h.expect_ok(coordinator(tools, cfg, store, "prim", extra=(
+        "--node", "node-a", "--node-priority", "secondary",
+        "--part-agent", f"node-b={shards['shard02'].address}")).finish())
+    assert not [e for e in run.events if e.get("event") == "part-assigned"], run.events
+    # a part for a shard the cluster does not have
+    run = part(tools, cfg.uri_file, store, "nosuch", "shard09", "--via-cluster").finish(timeout=60)
+    assert run.returncode != 0 and "no shard 'shard09'" in run.output, run.describe()
