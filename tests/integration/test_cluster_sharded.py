@@ -1,0 +1,133 @@
+"""A cluster policy on several nodes: the agent beside each shard's member takes that shard's
+part of the cluster snapshot, the coordinating node's worker meets them through the store
+(engine/cluster-part.h, agent/agent-shard-part.c). Three agents share one cluster database (the
+`cluster` fixture of test_cluster.py): node-a names no member (it coordinates), node-b runs
+beside shard02's member, node-c beside shard01's. Shown: one cluster snapshot, one row on every
+node, each part stored by the node beside its shard; a part's worker killed on its node fails
+the cluster snapshot naming the shard and the node; the coordinator's worker killed, the parts
+on the other nodes give up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from agent_fixtures import *  # noqa: F401,F403
+from agent_fixtures import SNAPSHOT_IFACE, decode, server_paused
+from test_cluster import NODES, agent_config, cluster, state_on  # noqa: F401
+from test_sharded import load, make_cluster, shard_config
+
+POLICY = "cp"
+
+
+def sharded(cluster, ferretdb, ferretdb_factory):
+    cfg, shards = make_cluster(ferretdb_factory, "mn", ["shard01", "shard02"])
+    shard_config(cfg, "shard01", "shard02")
+    load(shards)
+    members = {"node-a": "", "node-b": shards["shard02"].address, "node-c": shards["shard01"].address}
+    for node in NODES:
+        agent_config(cluster[node], node, cluster.store, ferretdb.uri, cluster.database,
+                     member=members[node])
+        cluster[node].write_policy(POLICY, cfg.uri)
+    cluster.start()
+    return cfg, shards
+
+
+def workers_of(agent):
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(agent.proc.pid)], capture_output=True,
+                                           text=True).stdout.split()]
+
+
+def final(cluster, node, snap, timeout=120):
+    def done():
+        s = state_on(cluster[node], snap)
+        return s if s in ("completed", "failed", "interrupted") else None
+    return cluster[node].wait_for(done, f"{snap} final on {node}", timeout=timeout)
+
+
+def test_each_part_is_taken_beside_its_shard(cluster, ferretdb, ferretdb_factory):
+    sharded(cluster, ferretdb, ferretdb_factory)
+    path = cluster["node-a"].take_snapshot(POLICY)
+    snap = decode(path)
+    assert final(cluster, "node-a", snap) == "completed", \
+        cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Error")
+    parts_dir = cluster.store / POLICY / f"{snap}.parts"
+    took = {p: json.loads((parts_dir / f"{p}.manifest.json").read_text())["node"]
+            for p in ("shard01", "shard02", "config")}
+    assert took == {"shard01": "node-c", "shard02": "node-b", "config": "node-a"}, took
+    assert not list(parts_dir.glob("*.meet.json"))
+    assert "part shard02 handed to node node-b" in cluster["node-a"].log_text()
+    for node, shard in (("node-b", "shard02"), ("node-c", "shard01")):
+        text = cluster[node].log_text()
+        # (the Event Log's entries go to the journal, which these agents have none of: their
+        # workers' lines are checked)
+        assert f"take-part of {snap}/{shard} done as asked by node node-a" in text, text[-3000:]
+        cluster[node].wait_log(f"snapshot {shard} complete: ", 30)
+    # one cluster snapshot, one row, on every node, with its parts on the record
+    rows = cluster["node-b"].wait_for(
+        lambda: [(r["id"], r["node"], r["state"]) for r in cluster["node-b"].list_snapshots(POLICY)
+                 if r["state"] == "completed"], "node-b listing it complete", 30)
+    assert rows == [(snap, "node-a", "completed")], rows
+    assert len(cluster["node-b"].list_snapshots(POLICY)) == 1
+    parts = cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Parts")
+    assert sorted(p[0] for p in parts) == ["config", "shard01", "shard02"], parts
+
+
+def stopped_part_worker(cluster, node, snap, shard):
+    """node's part worker, once it told the coordinator it is alive, stopped (SIGSTOP: a hung
+    process or node, which says nothing more); its pid."""
+    alive = cluster.store / POLICY / f"{snap}.parts" / f"{shard}.alive.meet.json"
+    pid = cluster[node].wait_for(lambda: alive.exists() and (workers_of(cluster[node]) or [None])[0],
+                                 f"{node}'s part worker", 60)
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def test_a_part_hung_or_killed_on_its_node_fails_the_cluster_snapshot(cluster, ferretdb,
+                                                                       ferretdb_factory):
+    sharded(cluster, ferretdb, ferretdb_factory)
+    path = cluster["node-a"].take_snapshot(POLICY)
+    snap = decode(path)
+    pid = stopped_part_worker(cluster, "node-b", snap, "shard02")
+    try:
+        assert final(cluster, "node-a", snap) == "failed"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    error = cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Error")
+    assert "shard02" in error and "node-b" in error and "stopped answering" in error, error
+    assert not (cluster.store / POLICY / f"{snap}.cluster.json").exists()
+    # node-c's part gave up with the coordinator: none of its objects stay
+    cluster["node-c"].wait_for(lambda: not workers_of(cluster["node-c"]), "node-c's part ended", 60)
+    left = [p.name for p in (cluster.store / POLICY / f"{snap}.parts").glob("shard01.*")
+            if p.name.endswith((".manifest.json", ".zst"))]
+    assert left == [], left
+
+
+def test_the_coordinator_killed_the_parts_give_up(cluster, ferretdb, ferretdb_factory):
+    sharded(cluster, ferretdb, ferretdb_factory)
+    path = cluster["node-a"].take_snapshot(POLICY)
+    snap = decode(path)
+    parts_dir = cluster.store / POLICY / f"{snap}.parts"
+    held = stopped_part_worker(cluster, "node-b", snap, "shard02")  # holds the barrier
+    try:
+        cluster["node-c"].wait_for(lambda: (parts_dir / "shard01.dumped.meet.json").exists(),
+                                   "node-c's part at the barrier", 60)
+        for pid in workers_of(cluster["node-a"]):
+            os.kill(pid, signal.SIGKILL)
+        cluster["node-c"].wait_for(lambda: not workers_of(cluster["node-c"]),
+                                   "node-c's part giving up", 60)
+        cluster["node-c"].wait_log("coordinator stopped answering", 30)
+        assert final(cluster, "node-a", snap) in ("failed", "interrupted")
+    finally:
+        os.kill(held, signal.SIGCONT)
+    # node-b's part, running again, finds the coordinator gone too
+    cluster["node-b"].wait_for(lambda: not workers_of(cluster["node-b"]), "node-b's part giving up", 60)
+    assert not (cluster.store / POLICY / f"{snap}.cluster.json").exists()
+    assert not [p for p in parts_dir.glob("shard0*") if p.name.endswith((".manifest.json", ".zst"))]
+    # the next cluster snapshot completes, whatever the dead one left
+    path = cluster["node-a"].take_snapshot(POLICY)
+    assert final(cluster, "node-a", decode(path)) == "completed", \
+        cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Error")
