@@ -34,13 +34,7 @@ static void takeover_end(AgentJob *j, const AgentJobEnd *end) {
                   t->what, end->reason,
                   strncmp(t->what, "policy", 6) == 0 ? ", or the next snapshot of the policy will"
                                                      : "");
-    for (size_t i = 0; i < m->n_takeovers; i++)
-        if (m->takeovers[i] == t) {
-            memmove(m->takeovers + i, m->takeovers + i + 1,
-                    (m->n_takeovers - i - 1) * sizeof(*m->takeovers));
-            m->n_takeovers--;
-            break;
-        }
+    MS_ARRAY_REMOVE(m->takeovers, m->n_takeovers, t);
     takeover_free(t);
     manager_maybe_finish_shutdown(m);
 }

@@ -109,12 +109,7 @@ static void follower_free(Follower *f) {
 }
 
 static void drop(AgentFollowers *all, Follower *f) {
-    for (size_t i = 0; i < all->n; i++)
-        if (all->v[i] == f) {
-            memmove(all->v + i, all->v + i + 1, (all->n - i - 1) * sizeof(*all->v));
-            all->n--;
-            break;
-        }
+    MS_ARRAY_REMOVE(all->v, all->n, f);
     follower_free(f);
 }
 

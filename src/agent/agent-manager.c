@@ -323,13 +323,7 @@ static int reload_policies(Manager *m, MsError *e) {
 static void drop_policy_if_removed(Manager *m, ManagerPolicy *p) {
     if (!p->removed || p->task)
         return;
-    for (size_t i = 0; i < m->n_policies; i++)
-        if (m->policies[i] == p) {
-            memmove(m->policies + i, m->policies + i + 1,
-                    (m->n_policies - i - 1) * sizeof(*m->policies));
-            m->n_policies--;
-            break;
-        }
+    MS_ARRAY_REMOVE(m->policies, m->n_policies, p);
     manager_policy_free(p);
 }
 

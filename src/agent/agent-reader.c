@@ -91,13 +91,7 @@ static void reader_free_all(Manager *m) {
 }
 
 static void detach(Manager *m, ReadTask *t) {
-    for (size_t i = 0; i < m->n_read_tasks; i++)
-        if (m->read_tasks[i] == t) {
-            memmove(m->read_tasks + i, m->read_tasks + i + 1,
-                    (m->n_read_tasks - i - 1) * sizeof(*m->read_tasks));
-            m->n_read_tasks--;
-            return;
-        }
+    MS_ARRAY_REMOVE(m->read_tasks, m->n_read_tasks, t);
 }
 
 bool reader_uses_snapshot(const Manager *m, const char *snapshot_id) {

@@ -54,13 +54,7 @@ static void shard_part_end(AgentJob *j, const AgentJobEnd *end) {
                             end->outcome == AGENT_JOB_FAILED ? "failed" : "was stopped",
                             end->reason);
     }
-    for (size_t i = 0; i < m->n_shard_parts; i++)
-        if (m->shard_parts[i] == t) {
-            memmove(m->shard_parts + i, m->shard_parts + i + 1,
-                    (m->n_shard_parts - i - 1) * sizeof(*m->shard_parts));
-            m->n_shard_parts--;
-            break;
-        }
+    MS_ARRAY_REMOVE(m->shard_parts, m->n_shard_parts, t);
     shard_part_free(t);
     manager_maybe_finish_shutdown(m);
 }

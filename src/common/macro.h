@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
@@ -53,3 +54,15 @@ static inline void closep(int *fd) {
         if (*p)                                                                                    \
             func(*p);                                                                              \
     }
+
+/* Removes the first element of array v (of n elements, an lvalue) that equals item, keeping the
+ * others in order; nothing when none does. */
+#define MS_ARRAY_REMOVE(v, n, item)                                                                \
+    do {                                                                                           \
+        for (size_t ms_i_ = 0; ms_i_ < (n); ms_i_++)                                               \
+            if ((v)[ms_i_] == (item)) {                                                            \
+                memmove((v) + ms_i_, (v) + ms_i_ + 1, ((n) - ms_i_ - 1) * sizeof(*(v)));           \
+                (n)--;                                                                             \
+                break;                                                                             \
+            }                                                                                      \
+    } while (0)

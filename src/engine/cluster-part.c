@@ -246,13 +246,21 @@ void ms_part_meet_coordinator_end(MsPartMeetCoordinator *c, const char *aborted)
     coordinator_free(c);
 }
 
-int ms_part_meet_put_point(const MsPartMeetCoordinator *c, MsOplogPosition point, MsError *e) {
-    _cleanup_free_ char *key = meet_key(c->parts_prefix, NULL, "point");
+/* {run, field: position} at parts_prefix/[shard.]what.meet.json */
+static int meet_put_position(MsStorage *st, const char *parts_prefix, const char *shard,
+                             const char *what, const char *run, const char *field,
+                             MsOplogPosition pos, MsError *e) {
+    _cleanup_free_ char *key = meet_key(parts_prefix, shard, what);
     bson_t doc = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&doc, "run", c->run);
-    ms_oplog_position_append(&doc, "point", point);
-    int r = meet_put(c->st, key, &doc, e);
+    BSON_APPEND_UTF8(&doc, "run", run);
+    ms_oplog_position_append(&doc, field, pos);
+    int r = meet_put(st, key, &doc, e);
     bson_destroy(&doc);
+    return r;
+}
+
+int ms_part_meet_put_point(const MsPartMeetCoordinator *c, MsOplogPosition point, MsError *e) {
+    int r = meet_put_position(c->st, c->parts_prefix, NULL, "point", c->run, "point", point, e);
     if (r < 0)
         ms_error_prefix(e, "cannot give the parts the consistency point: ");
     return r;
@@ -518,13 +526,9 @@ static int find_coordinator(PartSide *p, MsError *e) {
 static int part_barrier(void *userdata, MsOplogPosition dump_end, MsOplogPosition *ret_point,
                         MsError *e) {
     PartSide *p = userdata;
-    _cleanup_free_ char *dumped = meet_key(p->parts_prefix, p->o->shard, "dumped");
     _cleanup_free_ char *point = meet_key(p->parts_prefix, NULL, "point");
-    bson_t doc = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&doc, "run", p->run);
-    ms_oplog_position_append(&doc, "dump_end", dump_end);
-    int r = meet_put(p->st, dumped, &doc, e);
-    bson_destroy(&doc);
+    int r = meet_put_position(p->st, p->parts_prefix, p->o->shard, "dumped", p->run, "dump_end",
+                              dump_end, e);
     if (r < 0)
         return r;
     log_info("part %s dumped (oplog %" PRIu32 ":%" PRIu32 "); waiting for the other parts", p->o->shard,

@@ -424,6 +424,15 @@ static int barrier(void *userdata, MsOplogPosition dump_end, MsOplogPosition *re
     return 0;
 }
 
+/* A part failed: every other part stops (at the barrier, or wherever it is). */
+static void run_failed(ClusterRun *c) {
+    pthread_mutex_lock(&c->lock);
+    c->failed = true;
+    c->cancel = 1;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
 static void *part_main(void *userdata) {
     PartRun *p = userdata;
     ClusterRun *c = p->run;
@@ -456,13 +465,8 @@ static void *part_main(void *userdata) {
         p->r = ms_error_set(&p->error, EINVAL,
                             "it has no oplog (local.oplog.rs): a cluster snapshot needs every "
                             "shard's and the config server's oplog to reach a common point");
-    if (p->r < 0) {
-        pthread_mutex_lock(&c->lock);
-        c->failed = true;
-        c->cancel = 1;
-        pthread_cond_broadcast(&c->cond);
-        pthread_mutex_unlock(&c->lock);
-    }
+    if (p->r < 0)
+        run_failed(c);
     return NULL;
 }
 
@@ -566,13 +570,8 @@ static void *remote_part_main(void *userdata) {
     if (r < 0 && r != -ECANCELED && p->node)
         ms_error_prefix(&p->error, "handed to node %s: ", p->node);
     p->r = r;
-    if (r < 0) {
-        pthread_mutex_lock(&c->lock);
-        c->failed = true;
-        c->cancel = 1;
-        pthread_cond_broadcast(&c->cond);
-        pthread_mutex_unlock(&c->lock);
-    }
+    if (r < 0)
+        run_failed(c);
     return NULL;
 }
 
