@@ -14,6 +14,7 @@
 
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/strv.h"
 #include "common/timeutil.h"
 #include "manifest.h"
 #include "mongosnap/mongosnap.h"
@@ -138,6 +139,8 @@ struct MsPartMeetCoordinator {
     char *parts_prefix;
     char *node;
     char run[RUN_ID_LEN + 1];
+    char **parts; /* the shards other processes take (under lock): a part not named here is
+                   * this coordinator's own, and a process offering to take it is refused */
     uint64_t seq;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -147,13 +150,36 @@ struct MsPartMeetCoordinator {
 
 static int coordinator_beat(MsPartMeetCoordinator *c, MsError *e) {
     _cleanup_free_ char *key = meet_key(c->parts_prefix, NULL, "coordinator");
-    bson_t doc = BSON_INITIALIZER;
+    bson_t doc = BSON_INITIALIZER, arr;
     BSON_APPEND_UTF8(&doc, "run", c->run);
+    pthread_mutex_lock(&c->lock);
     BSON_APPEND_INT64(&doc, "seq", (int64_t) ++c->seq);
+    BSON_APPEND_ARRAY_BEGIN(&doc, "parts", &arr);
+    for (size_t i = 0; c->parts && c->parts[i]; i++) {
+        char k[16];
+        const char *kp;
+        bson_uint32_to_string((uint32_t) i, &kp, k, sizeof(k));
+        BSON_APPEND_UTF8(&arr, kp, c->parts[i]);
+    }
+    bson_append_array_end(&doc, &arr);
+    pthread_mutex_unlock(&c->lock);
     if (c->node)
         BSON_APPEND_UTF8(&doc, "node", c->node);
     int r = meet_put(c->st, key, &doc, e);
     bson_destroy(&doc);
+    return r;
+}
+
+int ms_part_meet_coordinator_add_part(MsPartMeetCoordinator *c, const char *shard, MsError *e) {
+    pthread_mutex_lock(&c->lock);
+    int r = ms_strv_push(&c->parts, shard);
+    pthread_mutex_unlock(&c->lock);
+    if (r < 0)
+        return ms_error_oom(e);
+    /* In the store before anyone is asked to take it. */
+    r = coordinator_beat(c, e);
+    if (r < 0)
+        ms_error_prefix(e, "cannot tell the parts that %s is taken elsewhere: ", shard);
     return r;
 }
 
@@ -162,7 +188,7 @@ static void *coordinator_main(void *userdata) {
     pthread_mutex_lock(&c->lock);
     while (!c->stop) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until); /* a clock stepped back must not stop it */
         until.tv_sec += 1;
         pthread_cond_timedwait(&c->cond, &c->lock, &until);
         if (c->stop)
@@ -180,6 +206,7 @@ static void *coordinator_main(void *userdata) {
 static void coordinator_free(MsPartMeetCoordinator *c) {
     free(c->parts_prefix);
     free(c->node);
+    ms_strv_free(c->parts);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
     free(c);
@@ -191,7 +218,11 @@ int ms_part_meet_coordinator_start(MsStorage *st, const char *parts_prefix, cons
     if (!c)
         return ms_error_oom(e);
     pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->cond, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &attr);
+    pthread_condattr_destroy(&attr);
     c->st = st;
     uint8_t rnd[RUN_ID_LEN / 2];
     if (!(c->parts_prefix = strdup(parts_prefix)) || (node && !(c->node = strdup(node)))) {
@@ -248,11 +279,13 @@ void ms_part_meet_coordinator_end(MsPartMeetCoordinator *c, const char *aborted)
 
 /* {run, field: position} at parts_prefix/[shard.]what.meet.json */
 static int meet_put_position(MsStorage *st, const char *parts_prefix, const char *shard,
-                             const char *what, const char *run, const char *field,
-                             MsOplogPosition pos, MsError *e) {
+                             const char *what, const char *run, const char *taker,
+                             const char *field, MsOplogPosition pos, MsError *e) {
     _cleanup_free_ char *key = meet_key(parts_prefix, shard, what);
     bson_t doc = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&doc, "run", run);
+    if (taker)
+        BSON_APPEND_UTF8(&doc, "taker", taker);
     ms_oplog_position_append(&doc, field, pos);
     int r = meet_put(st, key, &doc, e);
     bson_destroy(&doc);
@@ -260,7 +293,8 @@ static int meet_put_position(MsStorage *st, const char *parts_prefix, const char
 }
 
 int ms_part_meet_put_point(const MsPartMeetCoordinator *c, MsOplogPosition point, MsError *e) {
-    int r = meet_put_position(c->st, c->parts_prefix, NULL, "point", c->run, "point", point, e);
+    int r = meet_put_position(c->st, c->parts_prefix, NULL, "point", c->run, NULL, "point", point,
+                              e);
     if (r < 0)
         ms_error_prefix(e, "cannot give the parts the consistency point: ");
     return r;
@@ -268,9 +302,27 @@ int ms_part_meet_put_point(const MsPartMeetCoordinator *c, MsOplogPosition point
 
 /* Waits for shard's object `what` of this run: its failure, a part never taken, one that went
  * silent and a cancellation end the wait. */
+/* The process that takes shard's part (its taker id, the first seen): objects of another one
+ * mean two processes took it, and their objects may be mixed: the cluster snapshot is given up.
+ * 0 when obj is this taker's (or the first), -EEXIST otherwise. */
+static int same_taker(const bson_t *obj, const char *shard, char taker[RUN_ID_LEN + 1],
+                      MsError *e) {
+    const char *id = doc_str(obj, "taker");
+    if (!id || strlen(id) != RUN_ID_LEN)
+        return ms_error_set(e, EBADMSG, "an object of part %s names no process", shard);
+    if (!taker[0])
+        memcpy(taker, id, RUN_ID_LEN + 1);
+    if (strcmp(taker, id) != 0)
+        return ms_error_set(e, EEXIST,
+                            "two processes took part %s (the last on node %s): their objects may "
+                            "be mixed, so the cluster snapshot is given up; take each part once",
+                            shard, doc_str(obj, "node") ?: "?");
+    return 0;
+}
+
 static int wait_for(const MsPartMeetCoordinator *c, const char *shard, const char *what,
-                    const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel, bson_t **ret,
-                    MsError *e) {
+                    const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel,
+                    char taker[RUN_ID_LEN + 1], bson_t **ret, MsError *e) {
     _cleanup_free_ char *target = meet_key(c->parts_prefix, shard, what);
     _cleanup_free_ char *failed = meet_key(c->parts_prefix, shard, "failed");
     _cleanup_free_ char *alive = meet_key(c->parts_prefix, shard, "alive");
@@ -284,14 +336,27 @@ static int wait_for(const MsPartMeetCoordinator *c, const char *shard, const cha
         bson_t *doc = NULL;
         if (meet_get(c->st, failed, c->run, &doc)) {
             const char *msg = doc_str(doc, "message");
-            int r = ms_error_set(e, EIO, "%s", msg ? msg : "it failed (no reason given)");
+            int r = same_taker(doc, shard, taker, e);
+            if (r == 0)
+                r = ms_error_set(e, EIO, "%s", msg ? msg : "it failed (no reason given)");
             bson_destroy(doc);
             return r;
         }
-        if (meet_get(c->st, target, c->run, ret))
-            return 0;
+        if (meet_get(c->st, target, c->run, ret)) {
+            int r = same_taker(*ret, shard, taker, e);
+            if (r < 0) {
+                bson_destroy(*ret);
+                *ret = NULL;
+            }
+            return r;
+        }
         if (meet_get(c->st, alive, c->run, &doc)) {
             int64_t s = doc_int(doc, "seq");
+            int r = same_taker(doc, shard, taker, e);
+            if (r < 0) {
+                bson_destroy(doc);
+                return r;
+            }
             bson_destroy(doc);
             if (s != seq) {
                 seq = s;
@@ -316,15 +381,31 @@ static int wait_for(const MsPartMeetCoordinator *c, const char *shard, const cha
 
 int ms_part_meet_wait_dumped(const MsPartMeetCoordinator *c, const char *shard,
                              const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel,
-                             MsOplogPosition *ret_dump_end, MsError *e) {
+                             char taker[MS_PART_TAKER_MAX], MsOplogPosition *ret_dump_end,
+                             MsError *e) {
     bson_t *doc = NULL;
-    int r = wait_for(c, shard, "dumped", t, cancel, &doc, e);
+    int r = wait_for(c, shard, "dumped", t, cancel, taker, &doc, e);
     if (r < 0)
         return r;
     if (!doc_position(doc, "dump_end", ret_dump_end))
         r = ms_error_set(e, EBADMSG, "its dump end is no oplog position");
     bson_destroy(doc);
     return r;
+}
+
+/* Whether archive is the archive key a part's snapshot writes beside manifest_key (the stem and
+ * one of the snapshot's archive suffixes: never another shard's or another object's key). */
+static bool is_archive_of(const char *archive, const char *manifest_key) {
+    static const char *const suffixes[] = {"", ".zst", ".gz", ".enc", ".zst.enc", ".gz.enc"};
+    size_t stem = strlen(manifest_key) - strlen(MONGOSNAP_MANIFEST_SUFFIX);
+    if (strncmp(archive, manifest_key, stem) != 0 ||
+        strncmp(archive + stem, MONGOSNAP_ARCHIVE_SUFFIX, strlen(MONGOSNAP_ARCHIVE_SUFFIX)) != 0)
+        return false;
+    const char *rest = archive + stem + strlen(MONGOSNAP_ARCHIVE_SUFFIX);
+    for (size_t i = 0; i < ELEMENTSOF(suffixes); i++)
+        if (strcmp(rest, suffixes[i]) == 0)
+            return true;
+    return false;
 }
 
 /* The part's manifest, as the coordinator would have written it: at the key its shard name
@@ -365,9 +446,10 @@ static int check_manifest(const MsPartMeetCoordinator *c, const char *shard, con
 
 int ms_part_meet_wait_done(const MsPartMeetCoordinator *c, const char *shard,
                            const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel,
+                           char taker[MS_PART_TAKER_MAX], MsOplogPosition dump_end,
                            const char *key_id_hex, MsSnapshotResult *ret, MsError *e) {
     bson_t *doc = NULL;
-    int r = wait_for(c, shard, "done", t, cancel, &doc, e);
+    int r = wait_for(c, shard, "done", t, cancel, taker, &doc, e);
     if (r < 0)
         return r;
     const char *manifest = doc_str(doc, "manifest"), *archive = doc_str(doc, "archive");
@@ -377,18 +459,20 @@ int ms_part_meet_wait_done(const MsPartMeetCoordinator *c, const char *shard,
     _cleanup_free_ char *want = NULL;
     if (asprintf(&want, "%s/%s" MONGOSNAP_MANIFEST_SUFFIX, c->parts_prefix, shard) < 0)
         r = ms_error_oom(e);
-    else if (!manifest || !archive || strcmp(manifest, want) != 0 || documents < 0 ||
-             stored < 0 || !doc_position(doc, "dump_end", &res.dump_end) ||
+    else if (!manifest || !archive || strcmp(manifest, want) != 0 || !is_archive_of(archive, want) ||
+             documents < 0 || stored < 0 || !doc_position(doc, "dump_end", &res.dump_end) ||
              !doc_position(doc, "oplog_start", &res.oplog_start) ||
              !doc_position(doc, "oplog_end", &res.oplog_end))
         r = ms_error_set(e, EBADMSG, "what it reported done is not a part of shard %s", shard);
+    /* The dump end it met the others with: the consistency point was computed from it. */
+    else if (res.dump_end.t != dump_end.t || res.dump_end.i != dump_end.i)
+        r = ms_error_set(e, EBADMSG,
+                         "it reported a dump end other than the one it met the other parts with");
     else if ((r = check_manifest(c, shard, archive, key_id_hex, e)) < 0 && r != -ENOMEM) {
         /* Not a part of this snapshot: its objects go (its process has ended; nobody else
-         * would), within this shard's own keys only. */
+         * would), within this shard's own keys only (is_archive_of). */
         MsError ignore = MS_ERROR_INIT;
-        size_t stem = strlen(want) - strlen(MONGOSNAP_MANIFEST_SUFFIX);
-        if (strncmp(archive, want, stem) == 0 && archive[stem] == '.' && !strchr(archive + stem, '/'))
-            (void) ms_storage_remove(c->st, archive, &ignore);
+        (void) ms_storage_remove(c->st, archive, &ignore);
         (void) ms_storage_remove(c->st, want, &ignore);
     }
     if (r == 0 && (!(res.manifest_key = strdup(manifest)) || !(res.archive_key = strdup(archive))))
@@ -411,6 +495,7 @@ typedef struct PartSide {
     MsStorage *st;
     char *parts_prefix;
     char run[RUN_ID_LEN + 1];
+    char taker[RUN_ID_LEN + 1]; /* this process, in every object it writes */
     pthread_t thread;
     pthread_mutex_t lock;
     bool stop;
@@ -446,6 +531,7 @@ static void *part_watch(void *userdata) {
             part_stop_with(p, "stopped");
         bson_t doc = BSON_INITIALIZER;
         BSON_APPEND_UTF8(&doc, "run", p->run);
+        BSON_APPEND_UTF8(&doc, "taker", p->taker);
         BSON_APPEND_INT64(&doc, "seq", (int64_t) ++seq);
         if (p->o->snapshot.node)
             BSON_APPEND_UTF8(&doc, "node", p->o->snapshot.node);
@@ -482,18 +568,33 @@ static void *part_watch(void *userdata) {
     }
 }
 
-/* The coordinator of this cluster snapshot, alive: its run id, seen to change once (a
- * coordinator's object that stands still is a dead run's). */
+static bool names_part(const bson_t *coord, const char *shard) {
+    bson_iter_t it, arr;
+    if (!bson_iter_init_find(&it, coord, "parts") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &arr))
+        return false;
+    while (bson_iter_next(&arr))
+        if (BSON_ITER_HOLDS_UTF8(&arr) && strcmp(bson_iter_utf8(&arr, NULL), shard) == 0)
+            return true;
+    return false;
+}
+
+/* The coordinator of this cluster snapshot, alive (its run id seen to change once: a
+ * coordinator's object that stands still is a dead run's) and naming this shard among the parts
+ * taken elsewhere; and no other process taking it. Waits as long as a coordinator waits for a
+ * part to be taken. */
 static int find_coordinator(PartSide *p, MsError *e) {
     const MsPartMeetTimeouts *t = &p->o->timeouts;
     _cleanup_free_ char *coord = meet_key(p->parts_prefix, NULL, "coordinator");
-    if (!coord)
+    _cleanup_free_ char *alive = meet_key(p->parts_prefix, p->o->shard, "alive");
+    if (!coord || !alive)
         return ms_error_oom(e);
     uint64_t start = ms_monotonic_usec();
     char first_run[RUN_ID_LEN + 1] = "";
     int64_t first_seq = -1;
+    bool live = false, named = false;
     volatile sig_atomic_t *cancel = p->o->snapshot.cancel;
-    while (ms_monotonic_usec() - start <= t->part_timeout_usec) {
+    while (ms_monotonic_usec() - start <= t->claim_timeout_usec) {
         if (cancel && *cancel)
             return ms_error_set(e, ECANCELED, "stopped");
         bson_t *doc = NULL;
@@ -501,25 +602,49 @@ static int find_coordinator(PartSide *p, MsError *e) {
             const char *run = doc_str(doc, "run");
             int64_t seq = doc_int(doc, "seq");
             if (run && strlen(run) == RUN_ID_LEN) {
-                if (first_seq >= 0 && strcmp(run, first_run) == 0 && seq != first_seq) {
-                    memcpy(p->run, run, sizeof(p->run));
-                    bson_destroy(doc);
-                    return 0;
-                }
-                if (first_seq < 0 || strcmp(run, first_run) != 0) {
+                if (first_seq >= 0 && strcmp(run, first_run) == 0 && seq != first_seq)
+                    live = true;
+                else if (first_seq < 0 || strcmp(run, first_run) != 0) {
                     memcpy(first_run, run, sizeof(first_run));
                     first_seq = seq;
+                    live = false;
                 }
+                named = names_part(doc, p->o->shard);
             }
             bson_destroy(doc);
         }
+        if (live && named) {
+            memcpy(p->run, first_run, sizeof(p->run));
+            /* Another process of this run took it already: two would mix their objects. */
+            bson_t *other = NULL;
+            if (meet_get(p->st, alive, p->run, &other)) {
+                const char *taker = doc_str(other, "taker"), *node = doc_str(other, "node");
+                int r = taker && strcmp(taker, p->taker) != 0
+                            ? ms_error_set(e, EEXIST,
+                                           "another process (node %s) takes part %s of %s/%s "
+                                           "already",
+                                           node ? node : "?", p->o->shard, p->o->prefix, p->o->name)
+                            : 0;
+                bson_destroy(other);
+                if (r < 0) {
+                    p->run[0] = '\0'; /* nothing of ours to say in the store */
+                    return r;
+                }
+            }
+            return 0;
+        }
         nap(SLEEP_STEP_USEC * 5, cancel);
     }
+    if (live)
+        return ms_error_set(e, EPERM,
+                            "the coordinator of cluster snapshot %s/%s takes part %s itself (it "
+                            "does not name it among the parts taken elsewhere)",
+                            p->o->prefix, p->o->name, p->o->shard);
     return ms_error_set(e, ETIMEDOUT,
                         "no coordinator of cluster snapshot %s/%s answered within %" PRIu64
                         " s: start the part once its coordinator runs (`cluster-snapshot "
                         "--remote-part %s`)",
-                        p->o->prefix, p->o->name, t->part_timeout_usec / 1000000u, p->o->shard);
+                        p->o->prefix, p->o->name, t->claim_timeout_usec / 1000000u, p->o->shard);
 }
 
 /* The barrier, across processes: the dump end to the coordinator, the point from it. */
@@ -527,8 +652,8 @@ static int part_barrier(void *userdata, MsOplogPosition dump_end, MsOplogPositio
                         MsError *e) {
     PartSide *p = userdata;
     _cleanup_free_ char *point = meet_key(p->parts_prefix, NULL, "point");
-    int r = meet_put_position(p->st, p->parts_prefix, p->o->shard, "dumped", p->run, "dump_end",
-                              dump_end, e);
+    int r = meet_put_position(p->st, p->parts_prefix, p->o->shard, "dumped", p->run, p->taker,
+                              "dump_end", dump_end, e);
     if (r < 0)
         return r;
     log_info("part %s dumped (oplog %" PRIu32 ":%" PRIu32 "); waiting for the other parts", p->o->shard,
@@ -552,12 +677,19 @@ static int part_barrier(void *userdata, MsOplogPosition dump_end, MsOplogPositio
         }
         nap(p->o->timeouts.poll_usec, &p->cancel);
     }
-    return ms_error_set(e, ECANCELED, "%s", p->why[0] ? p->why : "stopped");
+    char why[sizeof(p->why)];
+    pthread_mutex_lock(&p->lock);
+    memcpy(why, p->why, sizeof(why));
+    pthread_mutex_unlock(&p->lock);
+    return ms_error_set(e, ECANCELED, "%s", why[0] ? why : "stopped");
 }
 
 static int part_say(PartSide *p, const char *what, bson_t *doc, MsError *e) {
     _cleanup_free_ char *key = meet_key(p->parts_prefix, p->o->shard, what);
     BSON_APPEND_UTF8(doc, "run", p->run);
+    BSON_APPEND_UTF8(doc, "taker", p->taker);
+    if (p->o->snapshot.node)
+        BSON_APPEND_UTF8(doc, "node", p->o->snapshot.node);
     return meet_put(p->st, key, doc, e);
 }
 
@@ -571,7 +703,12 @@ int ms_cluster_part_run(const MsClusterPartOptions *o, MsSnapshotResult *ret, Ms
     PartSide p = {.o = o, .st = o->snapshot.storage};
     pthread_mutex_init(&p.lock, NULL);
     int r = 0;
-    if (asprintf(&p.parts_prefix, "%s/%s.parts", o->prefix, o->name) < 0) {
+    uint8_t rnd[RUN_ID_LEN / 2];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t) sizeof(rnd))
+        r = ms_error_set(e, EIO, "no random bytes for the part's id");
+    for (size_t i = 0; r == 0 && i < sizeof(rnd); i++)
+        snprintf(p.taker + 2 * i, 3, "%02x", rnd[i]);
+    if (r == 0 && asprintf(&p.parts_prefix, "%s/%s.parts", o->prefix, o->name) < 0) {
         p.parts_prefix = NULL;
         r = ms_error_oom(e);
     }
@@ -593,13 +730,27 @@ int ms_cluster_part_run(const MsClusterPartOptions *o, MsSnapshotResult *ret, Ms
         /* Stopped for the coordinator's sake (gone, or given up): a failure of this part, not
          * a stop someone asked for. */
         volatile sig_atomic_t *outer = o->snapshot.cancel;
-        if (r == -ECANCELED && p.why[0] && !(outer && *outer))
-            r = ms_error_set(e, ECONNABORTED, "%s", p.why);
+        char why[sizeof(p.why)];
+        pthread_mutex_lock(&p.lock);
+        memcpy(why, p.why, sizeof(why));
+        pthread_mutex_unlock(&p.lock);
+        if (r == -ECANCELED && why[0] && !(outer && *outer))
+            r = ms_error_set(e, ECONNABORTED, "%s", why);
         if (r == 0 && !ret->point_in_time)
             r = ms_error_set(e, EINVAL,
                              "it has no oplog (local.oplog.rs): a cluster snapshot needs every "
                              "shard's oplog to reach a common point");
     }
+    /* Quiet before "done": nothing of this part is written after it (the coordinator removes
+     * the meeting objects once it has every part). */
+    if (watching) {
+        pthread_mutex_lock(&p.lock);
+        p.stop = true;
+        pthread_mutex_unlock(&p.lock);
+        pthread_join(p.thread, NULL);
+        watching = false;
+    }
+    bool said_done = false;
     if (r == 0) {
         bson_t doc = BSON_INITIALIZER;
         BSON_APPEND_UTF8(&doc, "manifest", ret->manifest_key);
@@ -610,14 +761,9 @@ int ms_cluster_part_run(const MsClusterPartOptions *o, MsSnapshotResult *ret, Ms
         ms_oplog_position_append(&doc, "dump_end", ret->dump_end);
         ms_oplog_position_append(&doc, "oplog_start", ret->oplog_start);
         ms_oplog_position_append(&doc, "oplog_end", ret->oplog_end);
+        said_done = true;
         r = part_say(&p, "done", &doc, e);
         bson_destroy(&doc);
-    }
-    if (watching) {
-        pthread_mutex_lock(&p.lock);
-        p.stop = true;
-        pthread_mutex_unlock(&p.lock);
-        pthread_join(p.thread, NULL);
     }
     if (r < 0 && p.run[0]) {
         /* The coordinator names the shard with this message; what was committed goes (without
@@ -627,10 +773,13 @@ int ms_cluster_part_run(const MsClusterPartOptions *o, MsSnapshotResult *ret, Ms
         MsError se = MS_ERROR_INIT;
         (void) part_say(&p, "failed", &doc, &se);
         bson_destroy(&doc);
+        /* After a "done" whose write failed, it may have landed all the same and been taken:
+         * the objects stay (a cluster snapshot that fails without them has them removed with
+         * its parts). */
         MsError ignore = MS_ERROR_INIT;
-        if (ret->manifest_key)
+        if (ret->manifest_key && !said_done)
             (void) ms_storage_remove(p.st, ret->manifest_key, &ignore);
-        if (ret->archive_key)
+        if (ret->archive_key && !said_done)
             (void) ms_storage_remove(p.st, ret->archive_key, &ignore);
     }
     if (r < 0)

@@ -59,17 +59,27 @@ typedef struct MsPartDone {
                            * dump_end, point_in_time */
 } MsPartDone;
 
+/* Names shard among the parts taken elsewhere (in the store before it returns: a process
+ * offering to take a part the coordinator does not name is refused). */
+int ms_part_meet_coordinator_add_part(MsPartMeetCoordinator *c, const char *shard, MsError *e);
+
+/* The id of the process taking a part ("" until seen): every object of the part must carry it. */
+#define MS_PART_TAKER_MAX 33
+
 /* Waits for shard's dump to end (its dump end), for the part's commit (done), each failing
- * with the part's own message, or when it was never taken or stopped answering; -ECANCELED
- * when *cancel is set meanwhile. */
+ * with the part's own message, or when it was never taken or stopped answering, or when two
+ * processes took it; -ECANCELED when *cancel is set meanwhile. */
 int ms_part_meet_wait_dumped(const MsPartMeetCoordinator *c, const char *shard,
                              const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel,
-                             MsOplogPosition *ret_dump_end, MsError *e);
+                             char taker[MS_PART_TAKER_MAX], MsOplogPosition *ret_dump_end,
+                             MsError *e);
 int ms_part_meet_put_point(const MsPartMeetCoordinator *c, MsOplogPosition point, MsError *e);
-/* key_id_hex: the coordinator's encryption key's id (NULL: not encrypted): the part's manifest
- * must say the same. */
+/* dump_end: the one it met the others with (its result must say the same); key_id_hex: the
+ * coordinator's encryption key's id (NULL: not encrypted): the part's manifest must say the
+ * same. */
 int ms_part_meet_wait_done(const MsPartMeetCoordinator *c, const char *shard,
                            const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel,
+                           char taker[MS_PART_TAKER_MAX], MsOplogPosition dump_end,
                            const char *key_id_hex, MsSnapshotResult *ret, MsError *e);
 /* The meeting objects of a finished run (its parts' own objects stay). Best effort. */
 void ms_part_meet_clean(MsStorage *st, const char *parts_prefix);

@@ -549,8 +549,9 @@ static void *remote_part_main(void *userdata) {
     PartRun *p = userdata;
     ClusterRun *c = p->run;
     MsOplogPosition dump_end, point;
-    int r = ms_part_meet_wait_dumped(c->meet, p->name, &c->meet_timeouts, &c->cancel, &dump_end,
-                                     &p->error);
+    char taker[MS_PART_TAKER_MAX] = "";
+    int r = ms_part_meet_wait_dumped(c->meet, p->name, &c->meet_timeouts, &c->cancel, taker,
+                                     &dump_end, &p->error);
     if (r == 0)
         r = barrier(p, dump_end, &point, &p->error);
     if (r == 0) {
@@ -562,8 +563,9 @@ static void *remote_part_main(void *userdata) {
             r = ms_part_meet_put_point(c->meet, point, &p->error);
     }
     if (r == 0)
-        r = ms_part_meet_wait_done(c->meet, p->name, &c->meet_timeouts, &c->cancel,
-                                   c->o->key ? c->o->key->id_hex : NULL, &p->res, &p->error);
+        r = ms_part_meet_wait_done(c->meet, p->name, &c->meet_timeouts, &c->cancel, taker,
+                                   dump_end, c->o->key ? c->o->key->id_hex : NULL, &p->res,
+                                   &p->error);
     if (r == 0)
         log_info("cluster snapshot: part %s taken by another process: %" PRIu64 " documents",
                  p->name, p->res.documents);
@@ -679,18 +681,22 @@ static void balancer_event(MsProgress *p, bool stopped) {
 typedef struct SnapshotBalancer {
     const MsClusterSnapshotOptions *o;
     const char *marker;
+    bool marked; /* the marker is there and the agent was told: the balancer may be off */
 } SnapshotBalancer;
 
 static int snapshot_balancer_before(void *userdata, MsError *e) {
     SnapshotBalancer *b = userdata;
     int r = balancer_marker_put(b->o, b->marker, e);
-    if (r == 0)
+    if (r == 0) {
+        b->marked = true;
         balancer_event(b->o->progress, true);
+    }
     return r;
 }
 
 static void snapshot_balancer_not_stopped(void *userdata) {
     SnapshotBalancer *b = userdata;
+    b->marked = false;
     balancer_event(b->o->progress, false);
     MsError me = MS_ERROR_INIT;
     (void) ms_storage_remove(b->o->storage, b->marker, &me);
@@ -1013,8 +1019,8 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
     _cleanup_free_ char *marker = r == 0 && mongos ? balancer_marker_key(o->prefix, o->name) : NULL;
     if (r == 0 && mongos && !marker)
         r = ms_error_oom(e);
+    SnapshotBalancer sb = {.o = o, .marker = marker};
     if (r == 0 && mongos) {
-        SnapshotBalancer sb = {.o = o, .marker = marker};
         const BalancerStopHook hook = {.before = snapshot_balancer_before,
                                        .not_stopped = snapshot_balancer_not_stopped,
                                        .userdata = &sb};
@@ -1055,34 +1061,8 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
         for (size_t k = 0; r == 0 && i < n_shards && k < o->n_remote_parts; k++)
             p->remote |= strcmp(o->remote_parts[k], p->name) == 0;
     }
-    /* The agents beside the shards' members take their parts (the agent hears of each and asks
-     * that node to run cluster-part); the config data stays here. */
-    for (size_t i = 0; r == 0 && o->n_part_agents > 0 && i + 1 < c.n_parts; i++) {
-        PartRun *p = &c.parts[i];
-        if (p->remote)
-            continue;
-        _cleanup_free_ char *member = NULL;
-        p->node = part_agent_for(o, p, &member);
-        if (!p->node)
-            continue;
-        p->remote = true;
-        log_info("cluster snapshot: part %s handed to node %s (beside %s)", p->name, p->node,
-                 member ? member : "?");
-        if (o->progress) {
-            bson_t f = BSON_INITIALIZER;
-            BSON_APPEND_UTF8(&f, "shard", p->name);
-            BSON_APPEND_UTF8(&f, "node", p->node);
-            if (member)
-                BSON_APPEND_UTF8(&f, "member", member);
-            ms_progress_event(o->progress, MONGOSNAP_PROGRESS_EVENT_PART_ASSIGNED, &f);
-            bson_destroy(&f);
-        }
-    }
     /* Every part named for another process is a shard of this cluster (the config data is the
      * coordinator's own part: it needs the config server, which the source reaches). */
-    bool any_remote = false;
-    for (size_t i = 0; i < c.n_parts; i++)
-        any_remote |= c.parts[i].node != NULL;
     for (size_t k = 0; r == 0 && k < o->n_remote_parts; k++) {
         bool found = false;
         for (size_t i = 0; i < c.n_parts; i++)
@@ -1094,11 +1074,41 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
                              strcmp(o->remote_parts[k], MS_CLUSTER_CONFIG_PART) == 0
                                  ? ": the config data is always the coordinator's own part"
                                  : "");
-        any_remote = true;
     }
-    if (r == 0 && any_remote) {
+    /* The meeting is in the store before any part is handed out: a part asked early must find
+     * its coordinator (and its own name among the parts taken elsewhere). */
+    if (r == 0 && (o->n_remote_parts > 0 || o->n_part_agents > 0)) {
         c.meet_timeouts = ms_part_meet_timeouts(o->part_timeout_sec);
         r = ms_part_meet_coordinator_start(o->storage, c.parts_prefix, o->node, &c.meet, e);
+    }
+    for (size_t i = 0; r == 0 && i < c.n_parts; i++)
+        if (c.parts[i].remote)
+            r = ms_part_meet_coordinator_add_part(c.meet, c.parts[i].name, e);
+    /* The agents beside the shards' members take their parts (the agent hears of each and asks
+     * that node to run cluster-part); the config data stays here. */
+    for (size_t i = 0; r == 0 && o->n_part_agents > 0 && i + 1 < c.n_parts; i++) {
+        PartRun *p = &c.parts[i];
+        if (p->remote)
+            continue;
+        _cleanup_free_ char *member = NULL;
+        p->node = part_agent_for(o, p, &member);
+        if (!p->node)
+            continue;
+        p->remote = true;
+        r = ms_part_meet_coordinator_add_part(c.meet, p->name, e);
+        if (r < 0)
+            break;
+        log_info("cluster snapshot: part %s handed to node %s (beside %s)", p->name, p->node,
+                 member ? member : "?");
+        if (o->progress) {
+            bson_t f = BSON_INITIALIZER;
+            BSON_APPEND_UTF8(&f, "shard", p->name);
+            BSON_APPEND_UTF8(&f, "node", p->node);
+            if (member)
+                BSON_APPEND_UTF8(&f, "member", member);
+            ms_progress_event(o->progress, MONGOSNAP_PROGRESS_EVENT_PART_ASSIGNED, &f);
+            bson_destroy(&f);
+        }
     }
     pthread_t watcher;
     bool watching = r == 0 && pthread_create(&watcher, NULL, cancel_watch, &c) == 0;
@@ -1180,13 +1190,20 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
                 ms_storage_remove(o->storage, c.parts[i].res.archive_key, &ignore);
             }
     }
-    if (balancer_resume(mc, stopped) == 0 && marker) {
+    /* The marker goes once the balancer runs again, or was never stopped; a failed stop
+     * whose compensating start failed too keeps it (and the agent's word): the balancer may be
+     * off, and the takeover starts it. */
+    bool runs = stopped ? balancer_resume(mc, true) == 0 : !sb.marked;
+    if (runs && marker) {
         if (stopped)
             balancer_event(o->progress, false);
         MsError me = MS_ERROR_INIT;
         if (ms_storage_remove(o->storage, marker, &me) < 0 && me.code != ENOENT)
             log_warning("cannot remove %s (the balancer runs again): %s", marker, me.message);
-    }
+    } else if (marker && !stopped)
+        log_warning("the balancer may be off after a failed balancerStop; %s stays for the "
+                    "takeover, which starts it",
+                    marker);
     if (r == 0) {
         ret->manifest_key = TAKE_PTR(manifest_key);
         ret->consistency_point = point;

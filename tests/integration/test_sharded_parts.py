@@ -235,3 +235,29 @@ def test_parts_handed_to_the_agents_beside_the_members(tools, source, tmp_path):
     # a part for a shard the cluster does not have
     run = part(tools, cfg.uri_file, store, "nosuch", "shard09", "--via-cluster").finish(timeout=60)
     assert run.returncode != 0 and "no shard 'shard09'" in run.output, run.describe()
+
+
+def test_a_part_is_taken_once_and_only_when_handed_out(tools, source, tmp_path):
+    """A second process offering to take a part another one took is refused before it writes
+    anything (two would mix their archives and manifests under the same keys); a process
+    offering to take a part the coordinator takes itself is refused too."""
+    cfg, shards = source
+    store = tmp_path / "store"
+    store.mkdir()
+    shard02 = uri_file(tmp_path, shards["shard02"], "shard02-uri")
+    shard01 = uri_file(tmp_path, shards["shard01"], "shard01-uri")
+    with server_paused(shards["shard02"]):  # the first taker holds on
+        coord = coordinator(tools, cfg, store, "twice", "shard02")
+        first = part(tools, shard02, store, "twice", "shard02", "--node", "node-b")
+        deadline = time.monotonic() + 30
+        while "shard02.alive.meet.json" not in objects(store, "twice") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = part(tools, shard02, store, "twice", "shard02", "--node", "node-x").finish(timeout=60)
+        assert second.returncode != 0 and "another process (node node-b) takes part shard02" in \
+            second.output, second.describe()
+        mine = part(tools, shard01, store, "twice", "shard01").finish(timeout=60)
+        assert mine.returncode != 0 and "takes part shard01 itself" in mine.output, mine.describe()
+    h.expect_ok(first.finish())
+    h.expect_ok(coord.finish())
+    manifest = json.loads((store / "cl" / "twice.parts" / "shard02.manifest.json").read_text())
+    assert manifest["node"] == "node-b", manifest
