@@ -113,7 +113,7 @@ int manager_take_part(Manager *m, const char *policy, const char *task, const ch
     /* The policy's own settings (compression, key, credential), as its snapshots take; the
      * coordinator checks the part's manifest against its key. */
     _cleanup_free_ const char **args =
-        r == 0 ? calloc(MANAGER_SNAPSHOT_ARGS_MAX + 8 +
+        r == 0 ? calloc(MANAGER_SNAPSHOT_ARGS_MAX + 10 +
                             2 * (ms_strv_length(p->settings->include_namespaces) +
                                  ms_strv_length(p->settings->exclude_namespaces)),
                         sizeof(char *))
@@ -135,6 +135,11 @@ int manager_take_part(Manager *m, const char *policy, const char *task, const ch
     args[k++] = "--shard";
     args[k++] = t->shard;
     args[k++] = "--via-cluster";
+    /* The member beside this node, read directly: what NodePriority= chose it for. */
+    if (m->config->cluster_member) {
+        args[k++] = "--member";
+        args[k++] = m->config->cluster_member;
+    }
     snprintf(timeout_buf, sizeof(timeout_buf), "%u", m->config->cluster_lease_sec);
     args[k++] = "--part-timeout";
     args[k++] = timeout_buf;

@@ -177,7 +177,61 @@ static bool opts_append(char *opts, size_t cap, size_t *used, size_t first_len, 
     return true;
 }
 
+static int shard_uri(const char *source_uri, const MsClusterShard *shard, bool direct, char **ret,
+                     MsError *e);
+
 int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, char **ret, MsError *e) {
+    return shard_uri(source_uri, shard, false, ret, e);
+}
+
+/* Whether host is one of the entries of a host list "h1:p1,h2:p2". */
+static bool host_listed(const char *hosts, const char *host) {
+    size_t n = strlen(host);
+    for (const char *h = hosts; h && *h;) {
+        size_t len = strcspn(h, ",");
+        if (len == n && strncmp(h, host, n) == 0)
+            return true;
+        h += len + (h[len] == ',');
+    }
+    return false;
+}
+
+int ms_cluster_part_source(const char *source_uri, const char *password, const char *shard_name,
+                           const char *member, char **ret, MsError *e) {
+    MsMongo *m = NULL;
+    int r = ms_mongo_open(source_uri, password, 1, &m, e);
+    if (r < 0)
+        return r;
+    mongoc_client_t *mc = ms_mongo_pop(m);
+    MsClusterShard *shards = NULL;
+    size_t n = 0;
+    r = read_shards(m, mc, &shards, &n, e);
+    const MsClusterShard *found = NULL;
+    for (size_t i = 0; r == 0 && i < n && !found; i++)
+        if (strcmp(shards[i].name, shard_name) == 0)
+            found = &shards[i];
+    if (r == 0 && !found)
+        r = ms_error_set(e, ENOENT, "the cluster has no shard '%s' (config.shards)", shard_name);
+    /* The member beside this node, directly (a secondary answers reads then): only one the
+     * shard's own host list names gets the source's credentials. */
+    if (r == 0 && member && !host_listed(found->hosts, member))
+        r = ms_error_set(e, EPERM,
+                         "%s is not a member of shard %s (config.shards lists %s): this node's "
+                         "Member= must name one of them as the shard names it",
+                         member, shard_name, found->hosts);
+    if (r == 0 && member) {
+        MsClusterShard direct = {.name = found->name, .rs = NULL, .hosts = (char *) member};
+        r = shard_uri(source_uri, &direct, true, ret, e);
+    } else if (r == 0)
+        r = shard_uri(source_uri, found, false, ret, e);
+    ms_cluster_shards_free(shards, n);
+    ms_mongo_push(m, mc);
+    ms_mongo_free(m);
+    return r;
+}
+
+static int shard_uri(const char *source_uri, const MsClusterShard *shard, bool direct, char **ret,
+                     MsError *e) {
     if (!plain_token(shard->hosts, ":,[]") || (shard->rs && !plain_token(shard->rs, "")))
         return ms_error_set(e, EINVAL,
                             "shard '%s' is at \"%s%s%s\", which is not a replica set name and "
@@ -213,7 +267,9 @@ int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, ch
     if ((srv && !strstr(opts, "tls=") && !strstr(opts, "ssl=") &&
          !opts_append(opts, sizeof(opts), &used, SIZE_MAX, "tls=true&", (char *) NULL)) ||
         (shard->rs && !opts_append(opts, sizeof(opts), &used, SIZE_MAX, "replicaSet=", shard->rs,
-                                   "&", (char *) NULL)))
+                                   "&", (char *) NULL)) ||
+        (direct && !opts_append(opts, sizeof(opts), &used, SIZE_MAX, "directConnection=true&",
+                                (char *) NULL)))
         return ms_error_set(e, E2BIG, "the source's options are too long");
     if (used && opts[used - 1] == '&')
         opts[--used] = '\0';

@@ -88,6 +88,12 @@ int ms_cluster_balancer_start(const char *uri, const char *password, bool *ret_s
  * from the source URI (the password travels apart, as for the source). */
 int ms_cluster_shard_uri(const char *source_uri, const MsClusterShard *shard, char **ret, MsError *e);
 
+/* The connection string a part taken by another process reads its shard with: through the
+ * cluster's source (config.shards), the shard's replica set, or with member (HOST:PORT, one
+ * the shard's host list names: anything else is refused before the source's credentials go
+ * there) that member alone, directly (a secondary answers reads then). */
+int ms_cluster_part_source(const char *source_uri, const char *password, const char *shard_name,
+                           const char *member, char **ret, MsError *e);
 /* Replies of a mongos, read (tests/unit/test-cluster.c holds them to recorded replies of
  * MongoDB 6.0 and 7.0): hello says "isdbgrid"; getShardMap names the config server. */
 bool ms_cluster_hello_is_mongos(const bson_t *hello);

@@ -107,9 +107,10 @@ static void help(void) {
            "                            (those shards' parts taken by `cluster-part` processes,\n"
            "                            on the nodes beside their members, met in the store)\n"
            "  mongosnap-worker cluster-part --uri-file SHARD_URI --store DIR --prefix P --name N\n"
-           "                            --shard SHARD [--via-cluster] [--part-timeout SEC]\n"
-           "                            [snapshot options]  (--via-cluster: the URI is the\n"
-           "                            cluster's source; the shard's is read from config.shards)\n"
+           "                            --shard SHARD [--via-cluster [--member HOST:PORT]]\n"
+           "                            [--part-timeout SEC] [snapshot options]  (--via-cluster:\n"
+           "                            the URI is the cluster's source; the shard's is read from\n"
+           "                            config.shards; --member: that member alone, directly)\n"
            "                            (one shard's part of cluster snapshot P/N, whose\n"
            "                            coordinator runs cluster-snapshot --remote-part SHARD)\n"
            "  mongosnap-worker cluster-restore  --uri-file FILE --store DIR --snapshot P/N\n"
@@ -221,6 +222,7 @@ enum {
     OPT_PART_AGENT,
     OPT_NODE_PRIORITY,
     OPT_VIA_CLUSTER,
+    OPT_MEMBER,
     OPT_METADATA_ONLY,
     OPT_OUTPUT,
     OPT_SHARD_MAP,
@@ -289,6 +291,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"part-agent", required_argument, NULL, OPT_PART_AGENT},
         {"node-priority", required_argument, NULL, OPT_NODE_PRIORITY},
         {"via-cluster", no_argument, NULL, OPT_VIA_CLUSTER},
+        {"member", required_argument, NULL, OPT_MEMBER},
         {"metadata-only", no_argument, NULL, OPT_METADATA_ONLY},
         {"output", required_argument, NULL, OPT_OUTPUT},
         {"shard-map", required_argument, NULL, OPT_SHARD_MAP},
@@ -472,6 +475,9 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case OPT_VIA_CLUSTER:
             a->via_cluster = true;
+            break;
+        case OPT_MEMBER:
+            a->member = optarg;
             break;
         case OPT_PART_TIMEOUT: {
             char *end;

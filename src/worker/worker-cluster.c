@@ -189,18 +189,13 @@ int worker_run_cluster_part(Args *a, MsProgress *p) {
     /* Through the cluster's source (what the agent has: the policy's Source=), the shard's
      * replica set from config.shards, with the source's user and options. */
     _cleanup_free_ char *shard_uri = NULL;
+    if (a->member && !a->via_cluster) {
+        log_error("--member goes with --via-cluster (the member is found in config.shards)");
+        return MONGOSNAP_EXIT_USAGE;
+    }
     if (a->via_cluster) {
-        MsClusterSource *sources = NULL;
-        size_t n = 0;
         MsError se = MS_ERROR_INIT;
-        int r = ms_cluster_sources(a->uri, a->password, &sources, &n, &se);
-        for (size_t i = 0; r == 0 && i < n && !shard_uri; i++)
-            if (strcmp(sources[i].name, a->shard) == 0 && !(shard_uri = strdup(sources[i].uri)))
-                r = ms_error_oom(&se);
-        if (r == 0 && !shard_uri)
-            r = ms_error_set(&se, ENOENT, "the cluster has no shard '%s' (config.shards)",
-                             a->shard);
-        ms_cluster_sources_free(sources, n);
+        int r = ms_cluster_part_source(a->uri, a->password, a->shard, a->member, &shard_uri, &se);
         if (r < 0) {
             log_error("part %s failed: %s", a->shard, se.message);
             worker_report_result(p, a, r, &se, NULL);

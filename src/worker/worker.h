@@ -60,6 +60,7 @@ typedef struct Args {
     size_t n_part_agents;
     MsNodePriority node_priority; /* --node-priority */
     bool via_cluster; /* cluster-part --via-cluster: --uri-file names the cluster's source */
+    const char *member; /* cluster-part --member HOST:PORT: read that member directly */
     /* restore --time of a cluster snapshot: every part's slices (worker-pitr.c plans them). */
     const struct MsClusterPitPlan *cluster_plan;
     uint64_t split_min;

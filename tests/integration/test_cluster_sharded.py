@@ -36,6 +36,13 @@ def sharded(cluster, ferretdb, ferretdb_factory):
     return cfg, shards
 
 
+def agent_member(cluster, node):
+    for line in cluster[node].config.read_text().splitlines():
+        if line.startswith("Member="):
+            return line.split("=", 1)[1]
+    return None
+
+
 def workers_of(agent):
     return [int(p) for p in subprocess.run(["pgrep", "-P", str(agent.proc.pid)], capture_output=True,
                                            text=True).stdout.split()]
@@ -66,6 +73,10 @@ def test_each_part_is_taken_beside_its_shard(cluster, ferretdb, ferretdb_factory
         # workers' lines are checked)
         assert f"take-part of {snap}/{shard} done as asked by node node-a" in text, text[-3000:]
         cluster[node].wait_log(f"snapshot {shard} complete: ", 30)
+        # read from the member beside it, directly
+        member = {"node-b": "shard02", "node-c": "shard01"}[node]
+        assert f"snapshot {member} of mongodb://{agent_member(cluster, node)}/?directConnection=true" \
+            in text, text[-3000:]
     # one cluster snapshot, one row, on every node, with its parts on the record
     rows = cluster["node-b"].wait_for(
         lambda: [(r["id"], r["node"], r["state"]) for r in cluster["node-b"].list_snapshots(POLICY)

@@ -218,8 +218,16 @@ def test_parts_handed_to_the_agents_beside_the_members(tools, source, tmp_path):
     assigned = coord.wait_for_event(lambda e: e.get("event") == "part-assigned", timeout=60)
     assert assigned and assigned["shard"] == "shard02" and assigned["node"] == "node-b" and \
         assigned["member"] == shards["shard02"].address, assigned
-    remote = part(tools, cfg.uri_file, store, "agents", "shard02", "--via-cluster", "--node", "node-b")
-    h.expect_ok(remote.finish())
+    # a member the shard does not list never gets the source's credentials
+    wrong = part(tools, cfg.uri_file, store, "agents", "shard02", "--via-cluster", "--member",
+                 shards["shard01"].address).finish(timeout=60)
+    assert wrong.returncode != 0 and "is not a member of shard shard02" in wrong.output, \
+        wrong.describe()
+    # the member beside node-b, read directly (what NodePriority= chose it for)
+    remote = part(tools, cfg.uri_file, store, "agents", "shard02", "--via-cluster", "--node",
+                  "node-b", "--member", shards["shard02"].address)
+    prun = h.expect_ok(remote.finish())
+    assert f"{shards['shard02'].address}/?directConnection=true" in prun.output, prun.describe()
     run = h.expect_ok(coord.finish())
     events = [e for e in run.events if e.get("event") == "part-assigned"]
     assert [e["shard"] for e in events] == ["shard02"], events  # shard01 is node-a's own: here
