@@ -320,71 +320,83 @@ static int same_taker(const bson_t *obj, const char *shard, char taker[RUN_ID_LE
     return 0;
 }
 
-static int wait_for(const MsPartMeetCoordinator *c, const char *shard, const char *what,
-                    const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel,
-                    char taker[RUN_ID_LEN + 1], bson_t **ret, MsError *e) {
-    _cleanup_free_ char *target = meet_key(c->parts_prefix, shard, what);
+void ms_part_meet_watch_init(MsPartMeetWatch *w) {
+    *w = (MsPartMeetWatch){.start_usec = ms_monotonic_usec(), .seq = -1};
+}
+
+int ms_part_meet_check(const MsPartMeetCoordinator *c, const char *shard,
+                       const MsPartMeetTimeouts *t, MsPartMeetWatch *w, MsError *e) {
     _cleanup_free_ char *failed = meet_key(c->parts_prefix, shard, "failed");
     _cleanup_free_ char *alive = meet_key(c->parts_prefix, shard, "alive");
-    if (!target || !failed || !alive)
+    if (!failed || !alive)
         return ms_error_oom(e);
-    uint64_t start = ms_monotonic_usec(), changed = 0;
-    int64_t seq = -1;
+    bson_t *doc = NULL;
+    if (meet_get(c->st, failed, c->run, &doc)) {
+        const char *msg = doc_str(doc, "message");
+        int r = same_taker(doc, shard, w->taker, e);
+        if (r == 0)
+            r = ms_error_set(e, EIO, "%s", msg ? msg : "it failed (no reason given)");
+        bson_destroy(doc);
+        return r;
+    }
+    if (meet_get(c->st, alive, c->run, &doc)) {
+        int64_t s = doc_int(doc, "seq");
+        int r = same_taker(doc, shard, w->taker, e);
+        bson_destroy(doc);
+        if (r < 0)
+            return r;
+        if (s != w->seq) {
+            w->seq = s;
+            w->changed_usec = ms_monotonic_usec();
+        }
+    }
+    uint64_t now = ms_monotonic_usec();
+    if (!w->changed_usec && now - w->start_usec > t->claim_timeout_usec)
+        return ms_error_set(e, ETIMEDOUT,
+                            "it was not taken within %" PRIu64 " s: no process took it (the "
+                            "agent beside one of its members runs `mongosnap-worker "
+                            "cluster-part`); check that agent",
+                            t->claim_timeout_usec / 1000000u);
+    if (w->changed_usec && now - w->changed_usec > t->part_timeout_usec)
+        return ms_error_set(e, ETIMEDOUT,
+                            "the process taking it stopped answering for %" PRIu64
+                            " s (killed, or its node is down)",
+                            t->part_timeout_usec / 1000000u);
+    return 0;
+}
+
+/* Waits for shard's object `what` of this run: its failure, a part never taken, one that went
+ * silent, two takers and a cancellation end the wait. */
+static int wait_for(const MsPartMeetCoordinator *c, const char *shard, const char *what,
+                    const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel, MsPartMeetWatch *w,
+                    bson_t **ret, MsError *e) {
+    _cleanup_free_ char *target = meet_key(c->parts_prefix, shard, what);
+    if (!target)
+        return ms_error_oom(e);
     for (;;) {
         if (cancel && *cancel)
             return ms_error_set(e, ECANCELED, "another part of the cluster snapshot failed");
-        bson_t *doc = NULL;
-        if (meet_get(c->st, failed, c->run, &doc)) {
-            const char *msg = doc_str(doc, "message");
-            int r = same_taker(doc, shard, taker, e);
-            if (r == 0)
-                r = ms_error_set(e, EIO, "%s", msg ? msg : "it failed (no reason given)");
-            bson_destroy(doc);
-            return r;
-        }
+        /* First what it waits for: a part quiets its heartbeat once it is done. */
         if (meet_get(c->st, target, c->run, ret)) {
-            int r = same_taker(*ret, shard, taker, e);
+            int r = same_taker(*ret, shard, w->taker, e);
             if (r < 0) {
                 bson_destroy(*ret);
                 *ret = NULL;
             }
             return r;
         }
-        if (meet_get(c->st, alive, c->run, &doc)) {
-            int64_t s = doc_int(doc, "seq");
-            int r = same_taker(doc, shard, taker, e);
-            if (r < 0) {
-                bson_destroy(doc);
-                return r;
-            }
-            bson_destroy(doc);
-            if (s != seq) {
-                seq = s;
-                changed = ms_monotonic_usec();
-            }
-        }
-        uint64_t now = ms_monotonic_usec();
-        if (!changed && now - start > t->claim_timeout_usec)
-            return ms_error_set(e, ETIMEDOUT,
-                                "it was not taken within %" PRIu64 " s: no process took it (the "
-                                "agent beside one of its members runs `mongosnap-worker "
-                                "cluster-part`); check that agent",
-                                t->claim_timeout_usec / 1000000u);
-        if (changed && now - changed > t->part_timeout_usec)
-            return ms_error_set(e, ETIMEDOUT,
-                                "the process taking it stopped answering for %" PRIu64
-                                " s (killed, or its node is down)",
-                                t->part_timeout_usec / 1000000u);
+        int r = ms_part_meet_check(c, shard, t, w, e);
+        if (r < 0)
+            return r;
         nap(t->poll_usec, cancel);
     }
 }
 
 int ms_part_meet_wait_dumped(const MsPartMeetCoordinator *c, const char *shard,
                              const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel,
-                             char taker[MS_PART_TAKER_MAX], MsOplogPosition *ret_dump_end,
-                             MsError *e) {
+                             MsPartMeetWatch *w, MsOplogPosition *ret_dump_end, MsError *e) {
     bson_t *doc = NULL;
-    int r = wait_for(c, shard, "dumped", t, cancel, taker, &doc, e);
+    int r = wait_for(c, shard, "dumped", t, cancel, w, &doc, e);
     if (r < 0)
         return r;
     if (!doc_position(doc, "dump_end", ret_dump_end))
@@ -446,10 +458,10 @@ static int check_manifest(const MsPartMeetCoordinator *c, const char *shard, con
 
 int ms_part_meet_wait_done(const MsPartMeetCoordinator *c, const char *shard,
                            const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel,
-                           char taker[MS_PART_TAKER_MAX], MsOplogPosition dump_end,
+                           MsPartMeetWatch *w, MsOplogPosition dump_end,
                            const char *key_id_hex, MsSnapshotResult *ret, MsError *e) {
     bson_t *doc = NULL;
-    int r = wait_for(c, shard, "done", t, cancel, taker, &doc, e);
+    int r = wait_for(c, shard, "done", t, cancel, w, &doc, e);
     if (r < 0)
         return r;
     const char *manifest = doc_str(doc, "manifest"), *archive = doc_str(doc, "archive");
@@ -734,8 +746,10 @@ int ms_cluster_part_run(const MsClusterPartOptions *o, MsSnapshotResult *ret, Ms
         pthread_mutex_lock(&p.lock);
         memcpy(why, p.why, sizeof(why));
         pthread_mutex_unlock(&p.lock);
-        if (r == -ECANCELED && why[0] && !(outer && *outer))
+        if (r == -ECANCELED && why[0] && !(outer && *outer)) {
+            ms_error_clear(e); /* the first error wins: this one says why */
             r = ms_error_set(e, ECONNABORTED, "%s", why);
+        }
         if (r == 0 && !ret->point_in_time)
             r = ms_error_set(e, EINVAL,
                              "it has no oplog (local.oplog.rs): a cluster snapshot needs every "

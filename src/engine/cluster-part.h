@@ -63,23 +63,33 @@ typedef struct MsPartDone {
  * offering to take a part the coordinator does not name is refused). */
 int ms_part_meet_coordinator_add_part(MsPartMeetCoordinator *c, const char *shard, MsError *e);
 
-/* The id of the process taking a part ("" until seen): every object of the part must carry it. */
+/* What the coordinator knows of a part taken elsewhere: the process taking it (its id, "" until
+ * seen: every object of the part must carry it) and when its heartbeat last changed. */
 #define MS_PART_TAKER_MAX 33
+typedef struct MsPartMeetWatch {
+    uint64_t start_usec, changed_usec; /* monotonic; changed 0: never seen */
+    int64_t seq;
+    char taker[MS_PART_TAKER_MAX];
+} MsPartMeetWatch;
+void ms_part_meet_watch_init(MsPartMeetWatch *w);
+/* One look at shard's part: <0 when it failed (its message), was never taken, went silent, or
+ * two processes took it; 0 otherwise (also while it works at the barrier). */
+int ms_part_meet_check(const MsPartMeetCoordinator *c, const char *shard,
+                       const MsPartMeetTimeouts *t, MsPartMeetWatch *w, MsError *e);
 
 /* Waits for shard's dump to end (its dump end), for the part's commit (done), each failing
  * with the part's own message, or when it was never taken or stopped answering, or when two
  * processes took it; -ECANCELED when *cancel is set meanwhile. */
 int ms_part_meet_wait_dumped(const MsPartMeetCoordinator *c, const char *shard,
                              const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel,
-                             char taker[MS_PART_TAKER_MAX], MsOplogPosition *ret_dump_end,
-                             MsError *e);
+                             MsPartMeetWatch *w, MsOplogPosition *ret_dump_end, MsError *e);
 int ms_part_meet_put_point(const MsPartMeetCoordinator *c, MsOplogPosition point, MsError *e);
 /* dump_end: the one it met the others with (its result must say the same); key_id_hex: the
  * coordinator's encryption key's id (NULL: not encrypted): the part's manifest must say the
  * same. */
 int ms_part_meet_wait_done(const MsPartMeetCoordinator *c, const char *shard,
                            const MsPartMeetTimeouts *t, volatile sig_atomic_t *cancel,
-                           char taker[MS_PART_TAKER_MAX], MsOplogPosition dump_end,
+                           MsPartMeetWatch *w, MsOplogPosition dump_end,
                            const char *key_id_hex, MsSnapshotResult *ret, MsError *e);
 /* The meeting objects of a finished run (its parts' own objects stay). Best effort. */
 void ms_part_meet_clean(MsStorage *st, const char *parts_prefix);

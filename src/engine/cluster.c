@@ -599,17 +599,52 @@ static char *part_agent_for(const MsClusterSnapshotOptions *o, const PartRun *p,
     return node;
 }
 
+/* The barrier for a part another process takes: arrived with its dump end, this thread keeps
+ * watching it while the others dump (its failure, its silence end the wait at once rather than
+ * when the last part arrives). */
+static int remote_barrier(PartRun *p, MsOplogPosition dump_end, MsPartMeetWatch *w,
+                          MsOplogPosition *ret_point, MsError *e) {
+    ClusterRun *c = p->run;
+    pthread_mutex_lock(&c->lock);
+    c->arrived++;
+    if (ms_oplog_position_after(dump_end, c->point))
+        c->point = dump_end;
+    log_info("cluster snapshot: part %s dumped elsewhere (oplog %" PRIu32 ":%" PRIu32 "); %zu of "
+             "%zu parts",
+             p->name, dump_end.t, dump_end.i, c->arrived, c->n_parts);
+    pthread_cond_broadcast(&c->cond);
+    int r = 0;
+    while (r == 0 && c->arrived < c->n_parts && !c->failed && !c->cancel) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&c->cond, &c->lock, &until);
+        if (c->arrived >= c->n_parts || c->failed || c->cancel)
+            break;
+        pthread_mutex_unlock(&c->lock);
+        r = ms_part_meet_check(c->meet, p->name, &c->meet_timeouts, w, e);
+        pthread_mutex_lock(&c->lock);
+    }
+    bool failed = r == 0 && (c->failed || c->cancel);
+    *ret_point = c->point;
+    pthread_mutex_unlock(&c->lock);
+    if (failed)
+        return ms_error_set(e, ECANCELED, "another part of the cluster snapshot failed");
+    return r;
+}
+
 /* A part another process takes (on the node beside one of the shard's members): this thread
  * meets it through the store, at the barrier like a local part, and takes its result. */
 static void *remote_part_main(void *userdata) {
     PartRun *p = userdata;
     ClusterRun *c = p->run;
     MsOplogPosition dump_end, point;
-    char taker[MS_PART_TAKER_MAX] = "";
-    int r = ms_part_meet_wait_dumped(c->meet, p->name, &c->meet_timeouts, &c->cancel, taker,
+    MsPartMeetWatch w;
+    ms_part_meet_watch_init(&w);
+    int r = ms_part_meet_wait_dumped(c->meet, p->name, &c->meet_timeouts, &c->cancel, &w,
                                      &dump_end, &p->error);
     if (r == 0)
-        r = barrier(p, dump_end, &point, &p->error);
+        r = remote_barrier(p, dump_end, &w, &point, &p->error);
     if (r == 0) {
         pthread_mutex_lock(&c->lock);
         bool give = !c->point_given;
@@ -619,9 +654,8 @@ static void *remote_part_main(void *userdata) {
             r = ms_part_meet_put_point(c->meet, point, &p->error);
     }
     if (r == 0)
-        r = ms_part_meet_wait_done(c->meet, p->name, &c->meet_timeouts, &c->cancel, taker,
-                                   dump_end, c->o->key ? c->o->key->id_hex : NULL, &p->res,
-                                   &p->error);
+        r = ms_part_meet_wait_done(c->meet, p->name, &c->meet_timeouts, &c->cancel, &w, dump_end,
+                                   c->o->key ? c->o->key->id_hex : NULL, &p->res, &p->error);
     if (r == 0)
         log_info("cluster snapshot: part %s taken by another process: %" PRIu64 " documents",
                  p->name, p->res.documents);

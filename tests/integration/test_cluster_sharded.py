@@ -142,3 +142,29 @@ def test_the_coordinator_killed_the_parts_give_up(cluster, ferretdb, ferretdb_fa
     path = cluster["node-a"].take_snapshot(POLICY)
     assert final(cluster, "node-a", decode(path)) == "completed", \
         cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Error")
+
+
+def test_a_part_agent_killed_fails_the_cluster_snapshot_at_once(cluster, ferretdb, ferretdb_factory):
+    """node-b's agent killed outright (SIGKILL) while its part waits at the barrier (shard01's
+    part, larger, is still dumping on node-c): its worker dies with it (PR_SET_PDEATHSIG), says
+    so in the store, and the coordinator fails the cluster snapshot naming the shard and the
+    node, without waiting for a time-out; node-c's part stops with it."""
+    cfg, shards = sharded(cluster, ferretdb, ferretdb_factory)
+    big = shards["shard01"].client["shop"]["big"]
+    for start in range(0, 60000, 10000):
+        big.insert_many([{"_id": i, "pad": "y" * 400} for i in range(start, start + 10000)])
+    path = cluster["node-a"].take_snapshot(POLICY)
+    snap = decode(path)
+    parts_dir = cluster.store / POLICY / f"{snap}.parts"
+    cluster["node-b"].wait_for(lambda: (parts_dir / "shard02.dumped.meet.json").exists(),
+                               "node-b's part at the barrier", 60)
+    assert not (parts_dir / "shard01.dumped.meet.json").exists(), "shard01 dumped too soon"
+    os.kill(cluster["node-b"].proc.pid, signal.SIGKILL)
+    started = time.monotonic()
+    assert final(cluster, "node-a", snap) == "failed"
+    assert time.monotonic() - started < 6, "it waited for a time-out"
+    error = cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Error")
+    assert "shard02" in error and "node-b" in error and "stopped" in error, error
+    assert not (cluster.store / POLICY / f"{snap}.cluster.json").exists()
+    cluster["node-c"].wait_for(lambda: not workers_of(cluster["node-c"]), "node-c's part ended", 60)
+    cluster["node-c"].wait_log("the coordinator gave the cluster snapshot up", 10)
