@@ -63,9 +63,10 @@
 #define MONGOSNAP_SLICE_ROW "(sttb)"
 /* Snapshot.Parts, a cluster snapshot's parts in the order they are stored (empty for a snapshot
  * of one replica set): shard ("config" for the config servers' data), replica set ("" when
- * unknown), the part's manifest key, documents, stored bytes, and the oplog position its dump
- * ended at (seconds, ordinal). */
-#define MONGOSNAP_SNAPSHOT_PART_ROW "(sssttuu)"
+ * unknown), the part's manifest key, documents, stored bytes, the oplog position its dump
+ * ended at (seconds, ordinal), and the node that took it (its agent's Node=; "" when unknown:
+ * taken by hand, or recorded before parts named their node). */
+#define MONGOSNAP_SNAPSHOT_PART_ROW "(sssttuus)"
 /* Policy.Restorable and VerifyChain's chains: from, to (µs). */
 #define MONGOSNAP_RANGE_ROW "(tt)"
 /* One Event Log entry of GetLog: journal cursor, realtime usec, fields. */

@@ -191,7 +191,7 @@ static int method_export(sd_bus_message *message, void *userdata, sd_bus_error *
 static int append_part(const MsSnapshotPart *p, void *userdata) {
     return sd_bus_message_append(userdata, MONGOSNAP_SNAPSHOT_PART_ROW, p->shard, p->replica_set,
                                  p->manifest, p->documents, p->stored_bytes, p->dump_end_t,
-                                 p->dump_end_i);
+                                 p->dump_end_i, p->node);
 }
 
 /* A damaged parts column lists none (and says so in the journal) rather than failing the whole

@@ -50,7 +50,7 @@ int ms_snapshot_parts_append(bson_t *array, uint32_t n, const bson_t *doc) {
     const char *shard = doc_str(doc, "shard"), *manifest = doc_str(doc, "manifest");
     if (!shard || !*shard || !manifest || !*manifest)
         return -EINVAL;
-    const char *rs = doc_str(doc, "replica_set");
+    const char *rs = doc_str(doc, "replica_set"), *node = doc_str(doc, "node");
     uint64_t documents = 0, stored = 0;
     uint32_t t = 0, i = 0;
     (void) doc_u64(doc, "documents", &documents);
@@ -67,7 +67,9 @@ int ms_snapshot_parts_append(bson_t *array, uint32_t n, const bson_t *doc) {
               BSON_APPEND_INT64(&part, "stored_bytes", (int64_t) stored) &&
               bson_append_document_begin(&part, "dump_end", -1, &pos) &&
               BSON_APPEND_INT64(&pos, "t", t) && BSON_APPEND_INT64(&pos, "i", i) &&
-              bson_append_document_end(&part, &pos) && bson_append_document_end(array, &part);
+              bson_append_document_end(&part, &pos) &&
+              (!node || BSON_APPEND_UTF8(&part, "node", node)) &&
+              bson_append_document_end(array, &part);
     return ok ? 0 : -ENOMEM;
 }
 
@@ -112,6 +114,9 @@ int ms_snapshot_parts_foreach(const char *json, int (*fn)(const MsSnapshotPart *
         }
         if (!p.replica_set)
             p.replica_set = "";
+        p.node = doc_str(&doc, "node");
+        if (!p.node)
+            p.node = "";
         r = fn(&p, userdata);
     }
     bson_destroy(array);

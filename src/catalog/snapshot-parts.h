@@ -19,6 +19,7 @@ typedef struct MsSnapshotPart {
     uint64_t documents;
     uint64_t stored_bytes;
     uint32_t dump_end_t, dump_end_i; /* the oplog position the part's dump ended at */
+    const char *node; /* the node that took it; "" when unknown */
 } MsSnapshotPart;
 
 /* Appends the part described by doc (a "part" progress message or a cluster manifest's part:

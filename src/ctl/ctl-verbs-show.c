@@ -86,19 +86,20 @@ static void show_parts(sd_bus *bus, const char *path) {
         return; /* an agent from before parts were recorded */
     r = sd_bus_message_enter_container(reply, 'a', MONGOSNAP_SNAPSHOT_PART_ROW);
     for (unsigned n = 0; r > 0; n++) {
-        const char *shard, *rs, *manifest;
+        const char *shard, *rs, *manifest, *node;
         uint64_t documents, stored;
         uint32_t t, i;
         r = sd_bus_message_read(reply, MONGOSNAP_SNAPSHOT_PART_ROW, &shard, &rs, &manifest,
-                                &documents, &stored, &t, &i);
+                                &documents, &stored, &t, &i, &node);
         if (r <= 0)
             break;
         char size[CTL_SIZE_MAX], when[CTL_TIMESTAMP_MAX], line[SHOW_LINE_MAX];
         ctl_format_size(stored, size);
         ctl_format_timestamp((uint64_t) t * 1000000u, when);
-        snprintf(line, sizeof(line), "%s%s%s%s: %llu documents, %s, dump ended %s (oplog %u:%u), %s",
-                 shard, *rs ? " (" : "", rs, *rs ? ")" : "", (unsigned long long) documents,
-                 size, when, t, i, manifest);
+        snprintf(line, sizeof(line),
+                 "%s%s%s%s: %llu documents, %s, dump ended %s (oplog %u:%u), %s%s%s", shard,
+                 *rs ? " (" : "", rs, *rs ? ")" : "", (unsigned long long) documents, size, when, t,
+                 i, manifest, *node ? ", taken by node " : "", node);
         if (n == 0)
             field("Parts", line);
         else

@@ -1037,6 +1037,9 @@ static int write_cluster_manifest(ClusterRun *c, const char *key, MsOplogPositio
         ms_oplog_position_append(&part, "oplog_end", p->res.oplog_end);
         BSON_APPEND_INT64(&part, "documents", (int64_t) p->res.documents);
         BSON_APPEND_INT64(&part, "stored_bytes", (int64_t) p->res.stored_bytes);
+        /* Who took it: a remote part's node, else the coordinator's (NULL: by hand). */
+        if (p->node || o->node)
+            BSON_APPEND_UTF8(&part, "node", p->node ? p->node : o->node);
         bson_append_document_end(&parts, &part);
     }
     bson_append_array_end(&doc, &parts);
@@ -1055,6 +1058,7 @@ void ms_cluster_snapshot_result_clear(MsClusterSnapshotResult *r) {
         free(r->parts[i].shard);
         free(r->parts[i].rs);
         free(r->parts[i].manifest_key);
+        free(r->parts[i].node);
     }
     free(r->parts);
     free(r->manifest_key);
@@ -1267,6 +1271,8 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
         BSON_APPEND_INT64(&f, "documents", (int64_t) p->res.documents);
         BSON_APPEND_INT64(&f, "stored_bytes", (int64_t) p->res.stored_bytes);
         ms_oplog_position_append(&f, "dump_end", p->res.dump_end);
+        if (p->node || o->node)
+            BSON_APPEND_UTF8(&f, "node", p->node ? p->node : o->node);
         ms_progress_event(o->progress, MONGOSNAP_PROGRESS_EVENT_PART, &f);
         bson_destroy(&f);
     }
@@ -1339,6 +1345,7 @@ void ms_cluster_manifest_clear(MsClusterManifest *m) {
         free(m->parts[i].shard);
         free(m->parts[i].rs);
         free(m->parts[i].manifest_key);
+        free(m->parts[i].node);
     }
     free(m->parts);
     free(m->name);
@@ -1510,6 +1517,8 @@ int ms_cluster_manifest_read(MsStorage *st, const char *key, MsClusterManifest *
                 p->rs = strdup(bson_iter_utf8(&f, NULL));
             else if (strcmp(k, "manifest") == 0)
                 p->manifest_key = strdup(bson_iter_utf8(&f, NULL));
+            else if (strcmp(k, "node") == 0)
+                p->node = strdup(bson_iter_utf8(&f, NULL));
         }
         f = part;
         read_pos(&f, "dump_end", &p->dump_end);

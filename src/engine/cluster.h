@@ -152,6 +152,7 @@ typedef struct MsClusterPart {
     MsOplogPosition dump_end, oplog_end;
     uint64_t documents;
     uint64_t stored_bytes;
+    char *node; /* the node that took it (NULL: unknown, or taken by hand) */
 } MsClusterPart;
 
 typedef struct MsClusterSnapshotResult {

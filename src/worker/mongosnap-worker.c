@@ -1207,6 +1207,8 @@ static void scan_cluster(MsStorage *st, const char *key, MsProgress *p, size_t *
         BSON_APPEND_INT64(&d, "stored_bytes",
                           (int64_t) MS_MIN(cp->stored_bytes, (uint64_t) INT64_MAX));
         ms_oplog_position_append(&d, "dump_end", cp->dump_end);
+        if (cp->node)
+            BSON_APPEND_UTF8(&d, "node", cp->node);
         (void) ms_snapshot_parts_append(&parts, (uint32_t) i, &d);
         bson_destroy(&d);
     }

@@ -53,7 +53,8 @@ def test_cluster_policy_through_the_agent(agent, ferretdb_factory):
     # its parts on the bus: every shard's and the config data's, each as its manifest says
     parts = agent.prop(snap1, SNAPSHOT_IFACE, "Parts")
     assert [p[0] for p in parts] == ["shard01", "shard02", "config"], parts
-    for shard, rs, manifest, documents, stored, t, i in parts:
+    for shard, rs, manifest, documents, stored, t, i, node in parts:
+        assert node == "test-node", (shard, node)  # one agent: every part is its own
         assert manifest == f"cl/{sid1}.parts/{shard}.manifest.json"
         m = json.loads((agent.store / manifest).read_text())
         assert documents == m["total_documents"] and stored == m["archive"]["size"], (shard, m)

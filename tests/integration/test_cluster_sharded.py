@@ -18,6 +18,7 @@ import time
 from agent_fixtures import *  # noqa: F401,F403
 from agent_fixtures import SNAPSHOT_IFACE, decode, server_paused
 from test_cluster import NODES, agent_config, cluster, state_on  # noqa: F401
+from test_ctl import ctl_command, ctl_env
 from test_sharded import load, make_cluster, shard_config
 
 POLICY = "cp"
@@ -84,7 +85,10 @@ def test_each_part_is_taken_beside_its_shard(cluster, ferretdb, ferretdb_factory
     assert rows == [(snap, "node-a", "completed")], rows
     assert len(cluster["node-b"].list_snapshots(POLICY)) == 1
     parts = cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Parts")
-    assert sorted(p[0] for p in parts) == ["config", "shard01", "shard02"], parts
+    assert {p[0]: p[7] for p in parts} == took, parts  # which node took each, on the record
+    out = subprocess.run(ctl_command(cluster["node-a"].bus.address, "show", snap),
+                         capture_output=True, text=True, env=ctl_env(), timeout=60).stdout
+    assert "shard02 (rs0): " in out and "taken by node node-b" in out, out
 
 
 def stopped_part_worker(cluster, node, snap, shard):

@@ -1703,9 +1703,9 @@ typedef struct PartsSeen {
 static int part_seen(const MsSnapshotPart *p, void *userdata) {
     PartsSeen *s = userdata;
     size_t used = strlen(s->text);
-    snprintf(s->text + used, sizeof(s->text) - used, "%s/%s/%s/%llu/%llu/%u.%u;", p->shard,
+    snprintf(s->text + used, sizeof(s->text) - used, "%s/%s/%s/%llu/%llu/%u.%u/%s;", p->shard,
              p->replica_set, p->manifest, (unsigned long long) p->documents,
-             (unsigned long long) p->stored_bytes, p->dump_end_t, p->dump_end_i);
+             (unsigned long long) p->stored_bytes, p->dump_end_t, p->dump_end_i, p->node);
     return ++s->n == 99 ? -ECANCELED : 0;
 }
 
@@ -1716,7 +1716,7 @@ static void snapshot_parts_codec(void) {
     bson_t *m1 = BCON_NEW("event", "part", "shard", "shard01", "replica_set", "rs01", "manifest",
                           "P/N.parts/shard01.manifest.json", "documents", BCON_INT64(12),
                           "stored_bytes", BCON_INT64(3000000000), "dump_end", "{", "t",
-                          BCON_INT64(1700000000), "i", BCON_INT32(7), "}");
+                          BCON_INT64(1700000000), "i", BCON_INT32(7), "}", "node", "node-b");
     bson_t *m2 = BCON_NEW("shard", "config", "manifest", "P/N.parts/config.manifest.json",
                           "documents", BCON_INT32(3), "stored_bytes", BCON_INT32(10));
     bson_t *bad = BCON_NEW("shard", "shard02", "documents", BCON_INT32(1));
@@ -1730,8 +1730,10 @@ static void snapshot_parts_codec(void) {
     PartsSeen seen = {{0}, 0};
     ASSERT_OK(ms_snapshot_parts_foreach(json, part_seen, &seen, &e));
     ASSERT_EQ_INT(seen.n, 2);
-    ASSERT_STREQ(seen.text, "shard01/rs01/P/N.parts/shard01.manifest.json/12/3000000000/1700000000.7;"
-                            "config//P/N.parts/config.manifest.json/3/10/0.0;");
+    /* the node that took it, when known ("" otherwise: by hand, or recorded before) */
+    ASSERT_STREQ(seen.text,
+                 "shard01/rs01/P/N.parts/shard01.manifest.json/12/3000000000/1700000000.7/node-b;"
+                 "config//P/N.parts/config.manifest.json/3/10/0.0/;");
     bson_free(json);
     bson_t empty = BSON_INITIALIZER;
     ASSERT(ms_snapshot_parts_to_json(&empty) == NULL);
