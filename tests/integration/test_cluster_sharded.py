@@ -172,3 +172,59 @@ def test_a_part_agent_killed_fails_the_cluster_snapshot_at_once(cluster, ferretd
     assert not (cluster.store / POLICY / f"{snap}.cluster.json").exists()
     cluster["node-c"].wait_for(lambda: not workers_of(cluster["node-c"]), "node-c's part ended", 60)
     cluster["node-c"].wait_log("the coordinator gave the cluster snapshot up", 10)
+
+
+def test_the_coordinating_node_dies_with_the_balancer_stopped(cluster, ferretdb, ferretdb_factory):
+    """Through a mongos (fake_mongos.py's stand-in): the coordinating node dies whole (its agent
+    and its worker SIGKILLed) while the balancer is stopped for its cluster snapshot. Another
+    node takes the policy over once the lease runs out and records that snapshot interrupted;
+    its own cluster snapshot first starts the balancer the dead one left stopped (the marker in
+    the store), and completes; the dead snapshot is never listed complete."""
+    from fake_mongos import FakeMongos
+    cfg, shards = make_cluster(ferretdb_factory, "mnb", ["shard01", "shard02"])
+    shard_config(cfg, "shard01", "shard02")
+    load(shards)
+    mongos = FakeMongos(cfg.address, lambda: {"config": f"rs0/{cfg.address}",
+                                              **{n: f"rs0/{s.address}" for n, s in shards.items()}})
+    try:
+        members = {"node-a": "", "node-b": shards["shard02"].address,
+                   "node-c": shards["shard01"].address}
+        for node in NODES:
+            agent_config(cluster[node], node, cluster.store, ferretdb.uri, cluster.database,
+                         member=members[node])
+            cluster[node].write_policy(POLICY, mongos.uri)
+        cluster.start()
+        a = cluster["node-a"]
+        path = a.take_snapshot(POLICY)
+        first = decode(path)
+        held = stopped_part_worker(cluster, "node-b", first, "shard02")  # keeps it mid-way
+        a.wait_for(lambda: mongos.balancer == "off", "the balancer stopped", 30)
+        assert (cluster.store / POLICY / f"{first}.balancer.json").exists()
+        # the node dies whole: frozen first (so that neither its agent sees the worker die nor
+        # the worker the agent), then both killed
+        workers = workers_of(a)
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        a.kill()
+        os.kill(held, signal.SIGKILL)
+        b = cluster["node-b"]
+
+        def taken_over():
+            rows = b.list_snapshots(POLICY)
+            old = [r for r in rows if r["id"] == first]
+            new = [r for r in rows if r["id"] != first and r["state"] == "completed"]
+            return old and old[0]["state"] == "interrupted" and new
+        b.wait_for(taken_over, "another node's cluster snapshot completed", timeout=120)
+        assert mongos.balancer == "full", mongos.calls
+        assert not (cluster.store / POLICY / f"{first}.cluster.json").exists()
+        assert not (cluster.store / POLICY / f"{first}.balancer.json").exists()
+        takeover = [cluster[n] for n in ("node-b", "node-c")
+                    if "the balancer was stopped by a cluster snapshot whose worker died" in
+                    cluster[n].log_text()]
+        assert takeover, "no node took the balancer over"
+        # stopped for the first, started by the takeover, stopped and started for the second
+        assert mongos.calls.count("balancerstop") == 2 and \
+            mongos.calls[-1] == "balancerstart", mongos.calls
+    finally:
+        mongos.close()
