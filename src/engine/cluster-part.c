@@ -250,10 +250,6 @@ int ms_part_meet_coordinator_start(MsStorage *st, const char *parts_prefix, cons
     return 0;
 }
 
-const char *ms_part_meet_run_id(const MsPartMeetCoordinator *c) {
-    return c->run;
-}
-
 void ms_part_meet_coordinator_end(MsPartMeetCoordinator *c, const char *aborted) {
     if (!c)
         return;

@@ -49,7 +49,6 @@ typedef struct MsPartMeetCoordinator MsPartMeetCoordinator;
  * is alive (a thread). run: a fresh id. */
 int ms_part_meet_coordinator_start(MsStorage *st, const char *parts_prefix, const char *node,
                                    MsPartMeetCoordinator **ret, MsError *e);
-const char *ms_part_meet_run_id(const MsPartMeetCoordinator *c);
 /* Stops saying so; with aborted, tells every part to stop first (message: why). */
 void ms_part_meet_coordinator_end(MsPartMeetCoordinator *c, const char *aborted);
 

@@ -41,6 +41,14 @@ def part(tools, shard_uri, store, name, shard, *extra):
                           "--part-timeout", TIMEOUT, "--json", *extra)
 
 
+def wait_object(store, name, leaf, timeout=30.0) -> bool:
+    """Whether leaf appeared under name's parts directory within timeout (a meeting object)."""
+    deadline = time.monotonic() + timeout
+    while leaf not in objects(store, name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return leaf in objects(store, name)
+
+
 def objects(store, name):
     d = store / "cl" / f"{name}.parts"
     return sorted(p.name for p in d.iterdir()) if d.exists() else []
@@ -117,9 +125,7 @@ def test_a_part_killed_or_never_started_fails_the_cluster_snapshot_naming_it(too
     with server_paused(shards["shard02"]):
         coord = coordinator(tools, cfg, store, "killed", "shard02")
         remote = part(tools, shard02, store, "killed", "shard02")
-        deadline = time.monotonic() + 30
-        while "shard02.alive.meet.json" not in objects(store, "killed") and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_object(store, "killed", "shard02.alive.meet.json")
         remote.proc.send_signal(signal.SIGKILL)
         remote.finish()
         run = coord.finish(timeout=120)
@@ -169,9 +175,7 @@ def test_the_coordinator_killed_the_part_gives_up(tools, source, tmp_path):
     with server_paused(shards["shard01"]):
         coord = coordinator(tools, cfg, store, "orphan", "shard02")
         remote = part(tools, shard02, store, "orphan", "shard02")
-        deadline = time.monotonic() + 60
-        while "shard02.dumped.meet.json" not in objects(store, "orphan") and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_object(store, "orphan", "shard02.dumped.meet.json", timeout=60)
         assert "shard02.dumped.meet.json" in objects(store, "orphan"), objects(store, "orphan")
         coord.proc.send_signal(signal.SIGKILL)
         coord.finish()
@@ -257,9 +261,7 @@ def test_a_part_is_taken_once_and_only_when_handed_out(tools, source, tmp_path):
     with server_paused(shards["shard02"]):  # the first taker holds on
         coord = coordinator(tools, cfg, store, "twice", "shard02")
         first = part(tools, shard02, store, "twice", "shard02", "--node", "node-b")
-        deadline = time.monotonic() + 30
-        while "shard02.alive.meet.json" not in objects(store, "twice") and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_object(store, "twice", "shard02.alive.meet.json")
         second = part(tools, shard02, store, "twice", "shard02", "--node", "node-x").finish(timeout=60)
         assert second.returncode != 0 and "another process (node node-b) takes part shard02" in \
             second.output, second.describe()
