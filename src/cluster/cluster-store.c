@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/redact.h"
+#include "cluster/member-read.h"
 #include "engine/mongo-client.h"
 
 struct MsCluster {
@@ -945,58 +946,8 @@ int ms_cluster_take_commands(MsCluster *c, const char *node, MsClusterCommand **
 }
 
 /* ---- the replica set ---- */
-static int admin_command(MsCluster *c, const char *name, bson_t *reply, bool *unsupported,
-                         MsError *e) {
-    bson_t *cmd = BCON_NEW(name, BCON_INT32(1));
-    bson_error_t berr;
-    bool ok = mongoc_client_command_simple(c->client, "admin", cmd, NULL, reply, &berr);
-    bson_destroy(cmd);
-    if (ok)
-        return 0;
-    /* CommandNotFound (59), NoReplicationEnabled (76), NotYetInitialized (94): not a replica
-     * set we can rank. */
-    if (berr.domain == MONGOC_ERROR_SERVER &&
-        (berr.code == 59 || berr.code == 76 || berr.code == 94)) {
-        *unsupported = true;
-        return -EOPNOTSUPP;
-    }
-    char what[64];
-    snprintf(what, sizeof(what), "running %s", name);
-    return fail(c, e, &berr, what);
-}
-
-/* Without replSetGetStatus (FerretDB; a user without clusterMonitor), hello still names the
- * members and the primary. */
-static int members_from_hello(MsCluster *c, MsClusterMember **ret, size_t *ret_n, MsError *e) {
-    bson_t hello;
-    bool unsupported = false;
-    int r = admin_command(c, "hello", &hello, &unsupported, e);
-    if (r >= 0) {
-        r = ms_cluster_members_from_hello(&hello, ret, ret_n, e);
-        if (r == -EBADMSG)
-            r = ms_error_set(e, EOPNOTSUPP, "%s is not a replica set", c->redacted);
-    } else if (unsupported)
-        r = ms_error_set(e, EOPNOTSUPP, "%s reports no replica-set members", c->redacted);
-    bson_destroy(&hello);
-    return r;
-}
-
 int ms_cluster_members(MsCluster *c, MsClusterMember **ret, size_t *ret_n, MsError *e) {
-    bson_t status, config;
-    bool unsupported = false;
-    int r = admin_command(c, "replSetGetStatus", &status, &unsupported, e);
-    if (r < 0) {
-        bson_destroy(&status);
-        if (unsupported || r == -EACCES)
-            return members_from_hello(c, ret, ret_n, e);
-        return r;
-    }
-    r = admin_command(c, "replSetGetConfig", &config, &unsupported, e);
-    if (r >= 0)
-        r = ms_cluster_members_parse(&status, &config, ret, ret_n, e);
-    else if (unsupported)
-        r = ms_error_set(e, EOPNOTSUPP, "%s reports no replica-set configuration", c->redacted);
-    bson_destroy(&status);
-    bson_destroy(&config);
-    return r;
+    char where[512];
+    snprintf(where, sizeof(where), "the cluster database '%s' at %s", c->database, c->redacted);
+    return ms_cluster_members_read(c->client, where, ret, ret_n, e);
 }

@@ -20,7 +20,7 @@
 #include "mongo-client.h"
 #include "mongosnap/mongosnap.h"
 #include "cluster-part.h"
-#include "cluster/member-select.h"
+#include "cluster/member-read.h"
 #include "cluster-pit.h"
 #include "doc-update.h"
 #include "nsfilter.h"
@@ -198,14 +198,13 @@ static bool host_listed(const char *hosts, const char *host) {
 
 int ms_cluster_part_source(const char *source_uri, const char *password, const char *shard_name,
                            const char *member, char **ret, MsError *e) {
-    MsMongo *m = NULL;
-    int r = ms_mongo_open(source_uri, password, 1, &m, e);
+    _cleanup_(ms_mongo_one_close) MsMongoOne one = {0};
+    int r = ms_mongo_one_open(source_uri, password, &one, e);
     if (r < 0)
         return r;
-    mongoc_client_t *mc = ms_mongo_pop(m);
     MsClusterShard *shards = NULL;
     size_t n = 0;
-    r = read_shards(m, mc, &shards, &n, e);
+    r = read_shards(one.mongo, one.client, &shards, &n, e);
     const MsClusterShard *found = NULL;
     for (size_t i = 0; r == 0 && i < n && !found; i++)
         if (strcmp(shards[i].name, shard_name) == 0)
@@ -225,8 +224,6 @@ int ms_cluster_part_source(const char *source_uri, const char *password, const c
     } else if (r == 0)
         r = shard_uri(source_uri, found, false, ret, e);
     ms_cluster_shards_free(shards, n);
-    ms_mongo_push(m, mc);
-    ms_mongo_free(m);
     return r;
 }
 
@@ -370,14 +367,13 @@ static int refuse_config_shard(const MsClusterShard *shards, size_t n, MsError *
 
 int ms_cluster_sources(const char *uri, const char *password, MsClusterSource **ret, size_t *ret_n,
                        MsError *e) {
-    MsMongo *m = NULL;
-    int r = ms_mongo_open(uri, password, 1, &m, e);
+    _cleanup_(ms_mongo_one_close) MsMongoOne one = {0};
+    int r = ms_mongo_one_open(uri, password, &one, e);
     if (r < 0)
         return r;
-    mongoc_client_t *mc = ms_mongo_pop(m);
     MsClusterShard *shards = NULL;
     size_t n = 0, k = 0;
-    r = read_shards(m, mc, &shards, &n, e);
+    r = read_shards(one.mongo, one.client, &shards, &n, e);
     MsClusterSource *out = r == 0 ? calloc(n + 1, sizeof(*out)) : NULL;
     if (r == 0 && !out)
         r = ms_error_oom(e);
@@ -392,11 +388,10 @@ int ms_cluster_sources(const char *uri, const char *password, MsClusterSource **
     }
     if (r == 0) {
         out[n].name = strdup(MS_CLUSTER_CONFIG_PART);
-        r = out[n].name ? config_server_uri(m, mc, uri, &out[n].uri, e) : ms_error_oom(e);
+        r = out[n].name ? config_server_uri(one.mongo, one.client, uri, &out[n].uri, e)
+                        : ms_error_oom(e);
     }
     ms_cluster_shards_free(shards, n);
-    ms_mongo_push(m, mc);
-    ms_mongo_free(m);
     if (r < 0) {
         ms_cluster_sources_free(out, n + 1);
         return r;
@@ -408,17 +403,14 @@ int ms_cluster_sources(const char *uri, const char *password, MsClusterSource **
 
 int ms_cluster_shards_changed_at(const char *config_uri, const char *password, bool *ret_found,
                                  MsOplogPosition *ret, MsError *e) {
-    MsMongo *m = NULL;
-    int r = ms_mongo_open(config_uri, password, 1, &m, e);
+    _cleanup_(ms_mongo_one_close) MsMongoOne one = {0};
+    int r = ms_mongo_one_open(config_uri, password, &one, e);
     if (r < 0)
         return r;
-    mongoc_client_t *mc = ms_mongo_pop(m);
     /* addShard inserts, removeShard deletes; an update (a host, a state) changes no name. */
     bson_t *filter = BCON_NEW("ns", "config.shards", "op", "{", "$in", "[", "i", "d", "]", "}");
-    r = ms_oplog_newest_of(m, mc, filter, ret_found, ret, e);
+    r = ms_oplog_newest_of(one.mongo, one.client, filter, ret_found, ret, e);
     bson_destroy(filter);
-    ms_mongo_push(m, mc);
-    ms_mongo_free(m);
     return r;
 }
 
@@ -526,53 +518,23 @@ static void *part_main(void *userdata) {
     return NULL;
 }
 
-/* A shard's members, ranked as a policy's NodePriority= ranks a replica set's: replSetGetStatus
- * with replSetGetConfig, or what hello says (FerretDB; a user without clusterMonitor). */
-static int shard_members(mongoc_client_t *mc, MsClusterMember **ret, size_t *ret_n, MsError *e) {
-    bson_t status, config, hello;
-    bson_error_t berr;
-    bson_t *cmd = BCON_NEW("replSetGetStatus", BCON_INT32(1));
-    bool ok = mongoc_client_command_simple(mc, "admin", cmd, NULL, &status, &berr);
-    bson_destroy(cmd);
-    int r;
-    if (ok) {
-        cmd = BCON_NEW("replSetGetConfig", BCON_INT32(1));
-        ok = mongoc_client_command_simple(mc, "admin", cmd, NULL, &config, &berr);
-        bson_destroy(cmd);
-        r = ok ? ms_cluster_members_parse(&status, &config, ret, ret_n, e)
-               : ms_error_set(e, EIO, "replSetGetConfig: %s", berr.message);
-        bson_destroy(&config);
-        bson_destroy(&status);
-        return r;
-    }
-    bson_destroy(&status);
-    cmd = BCON_NEW("hello", BCON_INT32(1));
-    ok = mongoc_client_command_simple(mc, "admin", cmd, NULL, &hello, &berr);
-    bson_destroy(cmd);
-    r = ok ? ms_cluster_members_from_hello(&hello, ret, ret_n, e)
-           : ms_error_set(e, EHOSTUNREACH, "hello: %s", berr.message);
-    bson_destroy(&hello);
-    return r;
-}
-
 /* The node whose agent takes part p: the best member by NodePriority= with an agent beside it
  * (o->part_agents), or NULL (none: the part is taken here, as is one whose best agent is this
  * node's). *ret_member: that member. Failing to rank, the part is taken here too (said). */
 static char *part_agent_for(const MsClusterSnapshotOptions *o, const PartRun *p,
                             char **ret_member) {
     *ret_member = NULL;
-    MsMongo *m = NULL;
+    _cleanup_(ms_mongo_one_close) MsMongoOne one = {0};
     MsError e = MS_ERROR_INIT;
-    if (ms_mongo_open(p->uri, o->password, 1, &m, &e) < 0) {
+    if (ms_mongo_one_open(p->uri, o->password, &one, &e) < 0) {
         log_warning("part %s: cannot rank its members (%s); taken here", p->name, e.message);
         return NULL;
     }
-    mongoc_client_t *mc = ms_mongo_pop(m);
     MsClusterMember *members = NULL;
     size_t n = 0, n_order = 0;
     _cleanup_free_ size_t *order = NULL;
     char *node = NULL;
-    int r = shard_members(mc, &members, &n, &e);
+    int r = ms_cluster_members_read(one.client, ms_mongo_redacted_uri(one.mongo), &members, &n, &e);
     if (r == 0)
         r = ms_cluster_rank(members, n, o->node_priority, 0, &order, &n_order, &e);
     if (r < 0)
@@ -594,8 +556,6 @@ static char *part_agent_for(const MsClusterSnapshotOptions *o, const PartRun *p,
         node = *ret_member = NULL;
     }
     ms_cluster_members_free(members, n);
-    ms_mongo_push(m, mc);
-    ms_mongo_free(m);
     return node;
 }
 
@@ -960,36 +920,27 @@ static int balancer_takeover(mongoc_client_t *mc, MsStorage *st, const char *pre
 int ms_cluster_balancer_takeover(const char *uri, const char *password, MsStorage *st,
                                  const char *prefix, const char *only, unsigned *ret_started,
                                  MsError *e) {
-    MsMongo *m = NULL;
-    int r = ms_mongo_open(uri, password, 1, &m, e);
-    if (r < 0)
-        return r;
-    mongoc_client_t *mc = ms_mongo_pop(m);
-    r = balancer_takeover(mc, st, prefix, only, ret_started, e);
-    ms_mongo_push(m, mc);
-    ms_mongo_free(m);
-    return r;
+    _cleanup_(ms_mongo_one_close) MsMongoOne one = {0};
+    int r = ms_mongo_one_open(uri, password, &one, e);
+    return r < 0 ? r : balancer_takeover(one.client, st, prefix, only, ret_started, e);
 }
 
 int ms_cluster_balancer_start(const char *uri, const char *password, bool *ret_started,
                               MsError *e) {
     *ret_started = false;
-    MsMongo *m = NULL;
-    int r = ms_mongo_open(uri, password, 1, &m, e);
+    _cleanup_(ms_mongo_one_close) MsMongoOne one = {0};
+    int r = ms_mongo_one_open(uri, password, &one, e);
     if (r < 0)
         return r;
-    mongoc_client_t *mc = ms_mongo_pop(m);
     bool mongos = false;
-    r = source_is_mongos(mc, &mongos, e);
+    r = source_is_mongos(one.client, &mongos, e);
     /* Only a mongos's balancer is ever stopped (a restore into a config server stops none). */
     if (r == 0 && mongos) {
         log_warning("the balancer was stopped by a restore whose worker died: starting it again");
-        r = balancer(mc, false, 0, e);
+        r = balancer(one.client, false, 0, e);
         *ret_started = r == 0;
     } else if (r == 0)
         log_info("the target is no mongos: no balancer to start");
-    ms_mongo_push(m, mc);
-    ms_mongo_free(m);
     return r;
 }
 
@@ -1092,11 +1043,12 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
         return ms_error_set(e, EINVAL,
                             "a cluster snapshot needs a prefix (--prefix P: the policy's name) "
                             "for its parts' directory");
-    MsMongo *m = NULL;
-    int r = ms_mongo_open(o->uri, o->password, 1, &m, e);
+    _cleanup_(ms_mongo_one_close) MsMongoOne one = {0};
+    int r = ms_mongo_one_open(o->uri, o->password, &one, e);
     if (r < 0)
         return r;
-    mongoc_client_t *mc = ms_mongo_pop(m);
+    MsMongo *m = one.mongo;
+    mongoc_client_t *mc = one.client;
     MsClusterShard *shards = NULL;
     size_t n_shards = 0;
     r = read_shards(m, mc, &shards, &n_shards, e);
@@ -1333,8 +1285,6 @@ int ms_cluster_snapshot_run(const MsClusterSnapshotOptions *o, MsClusterSnapshot
     pthread_mutex_destroy(&c.lock);
     pthread_cond_destroy(&c.cond);
     ms_cluster_shards_free(shards, n_shards);
-    ms_mongo_push(m, mc);
-    ms_mongo_free(m);
     return r;
 }
 
@@ -2046,11 +1996,12 @@ static int drop_config_entries(mongoc_client_t *c, MsMongo *m, const char *db, M
 static int apply_config_docs(const MsClusterRestoreOptions *o, const char *config_uri,
                              const ConfigDocs *d, uint64_t *ret_inserted, uint64_t *ret_kept,
                              MsError *e) {
-    MsMongo *m = NULL;
-    int r = ms_mongo_open(config_uri, o->password, 1, &m, e);
+    _cleanup_(ms_mongo_one_close) MsMongoOne one = {0};
+    int r = ms_mongo_one_open(config_uri, o->password, &one, e);
     if (r < 0)
         return r;
-    mongoc_client_t *c = ms_mongo_pop(m);
+    MsMongo *m = one.mongo;
+    mongoc_client_t *c = one.client;
     for (size_t i = 0; r == 0 && o->drop && i < d->n[0]; i++) {
         bson_iter_t it;
         if (bson_iter_init_find(&it, d->v[0][i], "_id") && BSON_ITER_HOLDS_UTF8(&it))
@@ -2069,8 +2020,6 @@ static int apply_config_docs(const MsClusterRestoreOptions *o, const char *confi
         }
         mongoc_collection_destroy(coll);
     }
-    ms_mongo_push(m, c);
-    ms_mongo_free(m);
     return r;
 }
 
@@ -2092,13 +2041,14 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
         ms_cluster_manifest_clear(&cm);
         return r;
     }
-    MsMongo *m = NULL;
-    r = ms_mongo_open(o->uri, o->password, 1, &m, e);
+    _cleanup_(ms_mongo_one_close) MsMongoOne one = {0};
+    r = ms_mongo_one_open(o->uri, o->password, &one, e);
     if (r < 0) {
         ms_cluster_manifest_clear(&cm);
         return r;
     }
-    mongoc_client_t *mc = ms_mongo_pop(m);
+    MsMongo *m = one.mongo;
+    mongoc_client_t *mc = one.client;
     MsClusterShard *target = NULL;
     size_t n_target = 0;
     r = read_shards(m, mc, &target, &n_target, e);
@@ -2252,8 +2202,6 @@ int ms_cluster_restore_run(const MsClusterRestoreOptions *o, MsClusterRestoreRes
     config_docs_clear(&config);
     if (balancer_stopped && balancer_resume(mc, balancer_stopped) == 0)
         balancer_event(o->progress, false);
-    ms_mongo_push(m, mc);
-    ms_mongo_free(m);
     if (r == 0) {
         ret->consistency_point = cm.consistency_point;
         ret->config_oplog_applied = config_replayed;

@@ -107,6 +107,23 @@ void ms_mongo_push(MsMongo *m, mongoc_client_t *c) {
         mongoc_client_pool_push(m->pool, c);
 }
 
+int ms_mongo_one_open(const char *uri, const char *password, MsMongoOne *ret, MsError *e) {
+    *ret = (MsMongoOne) {0};
+    int r = ms_mongo_open(uri, password, 1, &ret->mongo, e);
+    if (r < 0)
+        return r;
+    ret->client = ms_mongo_pop(ret->mongo);
+    return 0;
+}
+
+void ms_mongo_one_close(MsMongoOne *one) {
+    if (!one || !one->mongo)
+        return;
+    ms_mongo_push(one->mongo, one->client);
+    one->mongo = ms_mongo_free(one->mongo);
+    one->client = NULL;
+}
+
 static void scrub(char *text, const char *secret) {
     if (!secret || !*secret)
         return;

@@ -22,6 +22,16 @@ const char *ms_mongo_redacted_uri(MsMongo *m);
 mongoc_client_t *ms_mongo_pop(MsMongo *m);
 void ms_mongo_push(MsMongo *m, mongoc_client_t *c);
 
+/* One client for a few commands (a shard list, a balancer switch, a role check): the pool of
+ * one is opened and its client taken by ms_mongo_one_open, both given back by
+ * ms_mongo_one_close (safe on a zeroed or failed one, and as a _cleanup_ function). */
+typedef struct MsMongoOne {
+    MsMongo *mongo;
+    mongoc_client_t *client;
+} MsMongoOne;
+int ms_mongo_one_open(const char *uri, const char *password, MsMongoOne *ret, MsError *e);
+void ms_mongo_one_close(MsMongoOne *one);
+
 /* Reach the server (authenticating) and return its version ("7.0.2"). Fails with
  * -EHOSTUNREACH (cannot reach), -EACCES (login refused) or -EIO, with a message. */
 int ms_mongo_ping(MsMongo *m, mongoc_client_t *c, char **ret_server_version, MsError *e);

@@ -140,19 +140,14 @@ int worker_cluster_part(Args *a, MsStorage *storage, char **ret_key, MsError *e)
                          a->snapshot, a->part, names);
     /* Into a replica set: a part written through a mongos would be routed by the target
      * cluster's own chunks, and into its config server it would not be a shard's data. */
-    MsMongo *m = NULL;
+    _cleanup_(ms_mongo_one_close) MsMongoOne one = {0};
     if (r == 0)
-        r = ms_mongo_open(a->uri, a->password, 1, &m, e);
-    if (r == 0) {
-        mongoc_client_t *c = ms_mongo_pop(m);
-        if (ms_mongo_is_sharded_source(c))
-            r = ms_error_set(e, EINVAL,
-                             "the target is a sharded cluster's mongos or config server: a part "
-                             "alone goes into a replica set (restore the whole cluster snapshot "
-                             "into a cluster). Nothing was restored");
-        ms_mongo_push(m, c);
-        ms_mongo_free(m);
-    }
+        r = ms_mongo_one_open(a->uri, a->password, &one, e);
+    if (r == 0 && ms_mongo_is_sharded_source(one.client))
+        r = ms_error_set(e, EINVAL,
+                         "the target is a sharded cluster's mongos or config server: a part "
+                         "alone goes into a replica set (restore the whole cluster snapshot "
+                         "into a cluster). Nothing was restored");
     if (r == 0) {
         a->has_until = true;
         a->until = cm.consistency_point;

@@ -580,15 +580,11 @@ static int cluster_follow(Args *a, MsStorage *storage, MsProgress *p) {
 /* Whether the source is a sharded cluster's mongos or config server (then its oplog is every
  * part's): asked once before following. */
 static bool source_is_cluster(const Args *a) {
-    MsMongo *m = NULL;
+    _cleanup_(ms_mongo_one_close) MsMongoOne one = {0};
     MsError e = MS_ERROR_INIT;
-    if (ms_mongo_open(a->uri, a->password, 1, &m, &e) < 0)
+    if (ms_mongo_one_open(a->uri, a->password, &one, &e) < 0)
         return false; /* ms_follow_run says what is wrong */
-    mongoc_client_t *c = ms_mongo_pop(m);
-    bool sharded = ms_mongo_is_sharded_source(c);
-    ms_mongo_push(m, c);
-    ms_mongo_free(m);
-    return sharded;
+    return ms_mongo_is_sharded_source(one.client);
 }
 
 int worker_run_follow(Args *a, MsProgress *p) {
