@@ -21,6 +21,10 @@ static void takeover_free(Takeover *t) {
     free(t);
 }
 
+static void takeover_free_job(AgentJob *j) {
+    takeover_free(MS_CONTAINER_OF(j, Takeover, job));
+}
+
 static void takeover_end(AgentJob *j, const AgentJobEnd *end) {
     Takeover *t = MS_CONTAINER_OF(j, Takeover, job);
     Manager *m = t->m;
@@ -34,7 +38,7 @@ static void takeover_end(AgentJob *j, const AgentJobEnd *end) {
                   t->what, end->reason,
                   strncmp(t->what, "policy", 6) == 0 ? ", or the next snapshot of the policy will"
                                                      : "");
-    MS_ARRAY_REMOVE(m->takeovers, m->n_takeovers, t);
+    agent_list_remove(&m->takeovers, j);
     takeover_free(t);
     manager_maybe_finish_shutdown(m);
 }
@@ -54,10 +58,7 @@ static void takeover_spawn(Manager *m, const char *what, const char *const *args
                            const char *uri) {
     MsError e = MS_ERROR_INIT;
     Takeover *t = calloc(1, sizeof(*t));
-    Takeover **grown = realloc(m->takeovers, (m->n_takeovers + 1) * sizeof(*grown));
-    if (grown)
-        m->takeovers = grown;
-    if (!t || !grown || !(t->what = strdup(what))) {
+    if (!t || !(t->what = strdup(what))) {
         takeover_free(t);
         log_error("%s: out of memory starting the balancer's takeover; start it by hand "
                   "(sh.startBalancer())",
@@ -73,7 +74,7 @@ static void takeover_spawn(Manager *m, const char *what, const char *const *args
         takeover_free(t);
         return;
     }
-    m->takeovers[m->n_takeovers++] = t;
+    agent_list_add(&m->takeovers, &t->job);
     log_warning("%s: its worker died with the balancer stopped: starting it again", what);
 }
 
@@ -82,7 +83,7 @@ void manager_balancer_takeover(Manager *m, const ManagerPolicy *p, const char *s
     MsError e = MS_ERROR_INIT;
     _cleanup_free_ char *cred = NULL;
     /* Also while the agent stops: a worker killed when its stop timed out is the main case. */
-    if (m->n_takeovers >= MANAGER_TAKEOVERS_MAX ||
+    if (m->takeovers.n >= MANAGER_TAKEOVERS_MAX ||
         (p->settings->credential && manager_credential_path(p->settings->credential, &cred, &e) < 0)) {
         log_error("policy %s: snapshot %s's worker died with the balancer stopped, and it cannot "
                   "be started again now%s%s; the next snapshot of the policy will, or start it by "
@@ -102,7 +103,7 @@ void manager_balancer_start(Manager *m, const char *restore_id, const char *uri,
                             const char *credential) {
     char what[256];
     snprintf(what, sizeof(what), "restore %s", restore_id);
-    if (m->n_takeovers >= MANAGER_TAKEOVERS_MAX) {
+    if (m->takeovers.n >= MANAGER_TAKEOVERS_MAX) {
         log_error("%s: its worker died with the target cluster's balancer stopped, and too many "
                   "takeovers run to start it now: start it by hand (sh.startBalancer())",
                   what);
@@ -120,7 +121,7 @@ static void takeover_snapshot_ended(Manager *m, const SnapshotTask *t) {
 }
 
 static bool takeover_busy(const Manager *m) {
-    return m->n_takeovers > 0;
+    return m->takeovers.n > 0;
 }
 
 /* A takeover is short (one connection, one command): shutdown lets it finish within the agent's
@@ -130,11 +131,7 @@ static void takeover_stop(Manager *m) {
 }
 
 static void takeover_free_all(Manager *m) {
-    for (size_t i = 0; i < m->n_takeovers; i++)
-        takeover_free(m->takeovers[i]);
-    free(m->takeovers);
-    m->takeovers = NULL;
-    m->n_takeovers = 0;
+    agent_list_free_all(&m->takeovers, takeover_free_job);
 }
 
 const ManagerPart balancer_part = {

@@ -24,10 +24,8 @@ static void export_free(Export *x) {
     free(x);
 }
 
-static void forget_at(Manager *m, size_t i) {
-    export_free(m->exports[i]);
-    memmove(m->exports + i, m->exports + i + 1, (m->n_exports - i - 1) * sizeof(*m->exports));
-    m->n_exports--;
+static void export_free_job(AgentJob *j) {
+    export_free(MS_CONTAINER_OF(j, Export, job));
 }
 
 static void export_end(AgentJob *j, const AgentJobEnd *end) {
@@ -36,11 +34,8 @@ static void export_end(AgentJob *j, const AgentJobEnd *end) {
     bool ok = end->outcome == AGENT_JOB_SUCCEEDED;
     if (x->done)
         x->done(x->userdata, ok ? 0 : -EIO, ok ? "" : end->reason);
-    for (size_t i = 0; i < m->n_exports; i++)
-        if (m->exports[i] == x) {
-            forget_at(m, i);
-            break;
-        }
+    agent_list_remove(&m->exports, j);
+    export_free(x);
     manager_maybe_finish_shutdown(m);
 }
 
@@ -72,7 +67,7 @@ int manager_export_snapshot(Manager *m, const char *id, int fd, ManagerExportDon
     if (m->stopping)
         return ms_error_set_kind(e, MS_ERROR_KIND_SHUTTING_DOWN, ESHUTDOWN,
                                  "the agent is stopping and starts no export");
-    if (m->n_exports >= MANAGER_EXPORTS_MAX)
+    if (m->exports.n >= MANAGER_EXPORTS_MAX)
         return ms_error_set_kind(e, MS_ERROR_KIND_BUSY, EBUSY,
                                  "%d exports are running already; try again when one has ended",
                                  MANAGER_EXPORTS_MAX);
@@ -84,14 +79,10 @@ int manager_export_snapshot(Manager *m, const char *id, int fd, ManagerExportDon
             return k;
     }
     Export *x = calloc(1, sizeof(*x));
-    Export **grown = realloc(m->exports, (m->n_exports + 1) * sizeof(*grown));
-    if (!x || !grown || !(x->snapshot_id = strdup(id))) {
-        if (grown)
-            m->exports = grown;
+    if (!x || !(x->snapshot_id = strdup(id))) {
         export_free(x);
         return oom(e);
     }
-    m->exports = grown;
     x->m = m;
     x->done = done;
     x->userdata = userdata;
@@ -105,41 +96,38 @@ int manager_export_snapshot(Manager *m, const char *id, int fd, ManagerExportDon
     }
     /* The worker holds the client's pipe now; the agent's copy must go, or the client would
      * never see the end of the archive. */
-    m->exports[m->n_exports++] = x;
+    agent_list_add(&m->exports, &x->job);
     log_info("exporting snapshot %s to a client", id);
     return 0;
 }
 
 void manager_export_forget(Manager *m, void *userdata) {
-    for (size_t i = 0; i < m->n_exports; i++)
-        if (m->exports[i]->userdata == userdata) {
-            m->exports[i]->done = NULL;
-            (void) agent_job_stop(&m->exports[i]->job, "the client went away", true, 5000000);
+    AGENT_LIST_FOREACH(j, &m->exports) {
+        Export *x = MS_CONTAINER_OF(j, Export, job);
+        if (x->userdata == userdata) {
+            x->done = NULL;
+            (void) agent_job_stop(j, "the client went away", true, 5000000);
         }
+    }
 }
 
 static bool export_busy(const Manager *m) {
-    return m->n_exports > 0;
+    return m->exports.n > 0;
 }
 
 static bool export_uses(const Manager *m, const char *id) {
-    for (size_t i = 0; i < m->n_exports; i++)
-        if (strcmp(m->exports[i]->snapshot_id, id) == 0)
+    AGENT_LIST_FOREACH(j, &m->exports)
+        if (strcmp(MS_CONTAINER_OF(j, Export, job)->snapshot_id, id) == 0)
             return true;
     return false;
 }
 
 static void export_stop(Manager *m) {
-    for (size_t i = 0; i < m->n_exports; i++)
-        (void) agent_job_stop(&m->exports[i]->job, INTERRUPTED_BY_SHUTDOWN, false, 0);
+    agent_list_stop(&m->exports, INTERRUPTED_BY_SHUTDOWN, false, 0);
 }
 
 static void export_free_all(Manager *m) {
-    for (size_t i = 0; i < m->n_exports; i++)
-        export_free(m->exports[i]);
-    free(m->exports);
-    m->exports = NULL;
-    m->n_exports = 0;
+    agent_list_free_all(&m->exports, export_free_job);
 }
 
 const ManagerPart export_part = {

@@ -92,14 +92,11 @@ struct Manager {
     struct Removal **removals; /* snapshots to remove from remote stores, oldest first */
     size_t n_removals;
     AgentJob remover; /* the worker removing removals[0] */
-    struct Export **exports; /* snapshots being streamed to a client (agent-export.c) */
-    size_t n_exports;
-    /* Balancers a dead cluster snapshot's worker left stopped, being started (agent-balancer.c). */
-    struct Takeover **takeovers;
-    size_t n_takeovers;
-    /* Parts of other nodes' cluster snapshots taken here (agent-shard-part.c). */
-    struct ShardPart **shard_parts;
-    size_t n_shard_parts;
+    /* The jobs that take no worker slot: snapshots being streamed to a client
+     * (agent-export.c), balancers a dead cluster snapshot's worker left stopped, being started
+     * (agent-balancer.c), parts of other nodes' cluster snapshots taken here
+     * (agent-shard-part.c). */
+    AgentJobList exports, takeovers, shard_parts;
 
     /* Who is told of changes: the bus adapter, the timer reconciler (agent-timer.c). */
     struct {

@@ -103,13 +103,9 @@ void agent_job_reset(AgentJob *j) {
 
 /* ---- the queue ---- */
 
-void agent_queue_add(AgentJobQueue *q, AgentJob *j, const AgentJobType *type,
-                     uint64_t queued_usec) {
+static bool link_tail(AgentJobQueue *q, AgentJob *j) {
     if (j->in_queue)
-        return;
-    j->type = type;
-    j->queued_usec = queued_usec;
-    j->started = false;
+        return false;
     j->queue_next = NULL;
     j->queue_prev = q->tail;
     if (q->tail)
@@ -118,11 +114,12 @@ void agent_queue_add(AgentJobQueue *q, AgentJob *j, const AgentJobType *type,
         q->head = j;
     q->tail = j;
     j->in_queue = true;
+    return true;
 }
 
-void agent_queue_remove(AgentJobQueue *q, AgentJob *j) {
+static bool unlink_job(AgentJobQueue *q, AgentJob *j) {
     if (!j->in_queue)
-        return;
+        return false;
     if (j->queue_prev)
         j->queue_prev->queue_next = j->queue_next;
     else
@@ -133,6 +130,42 @@ void agent_queue_remove(AgentJobQueue *q, AgentJob *j) {
         q->tail = j->queue_prev;
     j->queue_prev = j->queue_next = NULL;
     j->in_queue = false;
+    return true;
+}
+
+void agent_queue_add(AgentJobQueue *q, AgentJob *j, const AgentJobType *type,
+                     uint64_t queued_usec) {
+    if (j->in_queue)
+        return;
+    j->type = type;
+    j->queued_usec = queued_usec;
+    j->started = false;
+    (void) link_tail(q, j);
+}
+
+void agent_queue_remove(AgentJobQueue *q, AgentJob *j) {
+    (void) unlink_job(q, j);
+}
+
+void agent_list_add(AgentJobList *l, AgentJob *j) {
+    l->n += link_tail(&l->jobs, j);
+}
+
+void agent_list_remove(AgentJobList *l, AgentJob *j) {
+    l->n -= unlink_job(&l->jobs, j);
+}
+
+void agent_list_stop(AgentJobList *l, const char *reason, bool on_request, uint64_t grace_usec) {
+    for (AgentJob *j = l->jobs.head; j; j = j->queue_next)
+        (void) agent_job_stop(j, reason, on_request, grace_usec);
+}
+
+void agent_list_free_all(AgentJobList *l, void (*free_job)(AgentJob *j)) {
+    while (l->jobs.head) {
+        AgentJob *j = l->jobs.head;
+        agent_list_remove(l, j);
+        free_job(j);
+    }
 }
 
 unsigned agent_queue_running(const AgentJobQueue *q) {

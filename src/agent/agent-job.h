@@ -61,6 +61,25 @@ unsigned agent_queue_waiting(const AgentJobQueue *q);
  * queue and is handed to its type's fail_to_start; the next one is tried. */
 void agent_queue_start(AgentJobQueue *q, unsigned limit);
 
+/* Jobs that take no worker slot (exports, balancer takeovers, parts taken for other nodes):
+ * started at once, bounded by their kind's own limit on n. Intrusive like the queue (a job is in
+ * one or the other), so adding cannot fail; removing a job not in it does nothing. */
+typedef struct AgentJobList {
+    AgentJobQueue jobs;
+    size_t n;
+} AgentJobList;
+
+void agent_list_add(AgentJobList *l, AgentJob *j);
+void agent_list_remove(AgentJobList *l, AgentJob *j);
+/* agent_job_stop() of every job in it. */
+void agent_list_stop(AgentJobList *l, const char *reason, bool on_request, uint64_t grace_usec);
+/* Empty it, handing each job to free_job (the kind's own free, which resets the job). */
+void agent_list_free_all(AgentJobList *l, void (*free_job)(AgentJob *j));
+/* Each job j of list l, in the order added. The body may not remove any job but j. */
+#define AGENT_LIST_FOREACH(j, l)                                                                   \
+    for (AgentJob *j = (l)->jobs.head, *j##_next_ = j ? j->queue_next : NULL; j;                \
+         j = j##_next_, j##_next_ = j ? j->queue_next : NULL)
+
 typedef enum AgentJobOutcome {
     AGENT_JOB_SUCCEEDED,
     AGENT_JOB_STOPPED,     /* asked to stop on request (Stop, Cancel) and did not succeed */

@@ -31,6 +31,10 @@ static void shard_part_free(ShardPart *t) {
     free(t);
 }
 
+static void shard_part_free_job(AgentJob *j) {
+    shard_part_free(MS_CONTAINER_OF(j, ShardPart, job));
+}
+
 static void fields_for(const ShardPart *t, MsEventFields *f) {
     *f = (MsEventFields){.policy = t->policy, .task = t->snapshot, .node = t->m->config->node};
 }
@@ -54,7 +58,7 @@ static void shard_part_end(AgentJob *j, const AgentJobEnd *end) {
                             end->outcome == AGENT_JOB_FAILED ? "failed" : "was stopped",
                             end->reason);
     }
-    MS_ARRAY_REMOVE(m->shard_parts, m->n_shard_parts, t);
+    agent_list_remove(&m->shard_parts, j);
     shard_part_free(t);
     manager_maybe_finish_shutdown(m);
 }
@@ -82,7 +86,7 @@ int manager_take_part(Manager *m, const char *policy, const char *task, const ch
         return ms_error_set(e, ENOENT,
                             "no policy '%s' here: every node needs the cluster policy's file",
                             policy);
-    if (m->n_shard_parts >= MANAGER_SHARD_PARTS_MAX)
+    if (m->shard_parts.n >= MANAGER_SHARD_PARTS_MAX)
         return ms_error_set(e, EBUSY, "%u cluster snapshot parts run here already",
                             MANAGER_SHARD_PARTS_MAX);
     ShardPart *t = calloc(1, sizeof(*t));
@@ -91,12 +95,13 @@ int manager_take_part(Manager *m, const char *policy, const char *task, const ch
         shard_part_free(t);
         return ms_error_oom(e);
     }
-    for (size_t i = 0; i < m->n_shard_parts; i++)
-        if (strcmp(m->shard_parts[i]->snapshot, t->snapshot) == 0 &&
-            strcmp(m->shard_parts[i]->shard, t->shard) == 0) {
+    AGENT_LIST_FOREACH(j, &m->shard_parts) {
+        const ShardPart *running = MS_CONTAINER_OF(j, ShardPart, job);
+        if (strcmp(running->snapshot, t->snapshot) == 0 && strcmp(running->shard, t->shard) == 0) {
             shard_part_free(t);
             return 0; /* asked twice: it runs */
         }
+    }
     t->m = m;
     _cleanup_free_ char *cred = NULL, *key_path = NULL;
     int r = 0;
@@ -104,12 +109,6 @@ int manager_take_part(Manager *m, const char *policy, const char *task, const ch
         r = manager_credential_path(p->settings->credential, &cred, e);
     if (r == 0 && p->settings->encryption_key)
         r = manager_credential_path(p->settings->encryption_key, &key_path, e);
-    ShardPart **grown = r == 0 ? realloc(m->shard_parts, (m->n_shard_parts + 1) * sizeof(*grown))
-                               : NULL;
-    if (r == 0 && !grown)
-        r = ms_error_oom(e);
-    if (grown)
-        m->shard_parts = grown;
     /* The policy's own settings (compression, key, credential), as its snapshots take; the
      * coordinator checks the part's manifest against its key. */
     _cleanup_free_ const char **args =
@@ -152,7 +151,7 @@ int manager_take_part(Manager *m, const char *policy, const char *task, const ch
         return r;
     }
     t->started_usec = now_usec();
-    m->shard_parts[m->n_shard_parts++] = t;
+    agent_list_add(&m->shard_parts, &t->job);
     MsEventFields f;
     fields_for(t, &f);
     (void) ms_event_log(MS_EVENT_TASK_STARTED, &f,
@@ -162,22 +161,16 @@ int manager_take_part(Manager *m, const char *policy, const char *task, const ch
 }
 
 static bool shard_parts_busy(const Manager *m) {
-    return m->n_shard_parts > 0;
+    return m->shard_parts.n > 0;
 }
 
 /* Shutdown: each part stops (its coordinator gives the cluster snapshot up, naming the shard). */
 static void shard_parts_stop(Manager *m) {
-    for (size_t i = 0; i < m->n_shard_parts; i++)
-        (void) agent_job_stop(&m->shard_parts[i]->job, "the agent is stopping", false,
-                              MANAGER_STOP_GRACE_USEC);
+    agent_list_stop(&m->shard_parts, "the agent is stopping", false, MANAGER_STOP_GRACE_USEC);
 }
 
 static void shard_parts_free_all(Manager *m) {
-    for (size_t i = 0; i < m->n_shard_parts; i++)
-        shard_part_free(m->shard_parts[i]);
-    free(m->shard_parts);
-    m->shard_parts = NULL;
-    m->n_shard_parts = 0;
+    agent_list_free_all(&m->shard_parts, shard_part_free_job);
 }
 
 const ManagerPart shard_part_part = {

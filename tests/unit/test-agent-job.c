@@ -383,9 +383,51 @@ static void test_queue_random_schedules(void) {
     ASSERT(starts > 1000);
 }
 
+static int n_freed;
+static void fake_free(AgentJob *j) {
+    ASSERT(!j->in_queue);
+    n_freed++;
+}
+
+/* The jobs outside the queue: counted as they come and go (twice is once), iterated in order
+ * while the one iterated removes itself, and emptied through the kind's own free. */
+static void test_list_outside_the_queue(void) {
+    AgentJobList l = {0};
+    FakeJob jobs[5];
+    for (int i = 0; i < 5; i++) {
+        jobs[i] = (FakeJob){.id = i};
+        agent_list_add(&l, &jobs[i].job);
+    }
+    agent_list_add(&l, &jobs[2].job);
+    ASSERT_EQ_INT(l.n, 5);
+    agent_list_remove(&l, &jobs[1].job);
+    agent_list_remove(&l, &jobs[1].job);
+    ASSERT_EQ_INT(l.n, 4);
+    int seen[5], n_seen = 0;
+    AGENT_LIST_FOREACH(j, &l) {
+        seen[n_seen++] = MS_CONTAINER_OF(j, FakeJob, job)->id;
+        if (MS_CONTAINER_OF(j, FakeJob, job)->id == 2)
+            agent_list_remove(&l, j);
+    }
+    ASSERT_EQ_INT(n_seen, 4);
+    ASSERT_EQ_INT(seen[0], 0);
+    ASSERT_EQ_INT(seen[1], 2);
+    ASSERT_EQ_INT(seen[2], 3);
+    ASSERT_EQ_INT(seen[3], 4);
+    ASSERT_EQ_INT(l.n, 3);
+    /* Stopping jobs without a worker asks nothing of them: their kinds end them. */
+    agent_list_stop(&l, "stop", true, 0);
+    ASSERT_EQ_INT(l.n, 3);
+    n_freed = 0;
+    agent_list_free_all(&l, fake_free);
+    ASSERT_EQ_INT(n_freed, 3);
+    ASSERT(l.n == 0 && l.jobs.head == NULL && l.jobs.tail == NULL);
+}
+
 MS_TEST_MAIN(TEST_CASE(test_every_end_of_every_worker), TEST_CASE(test_exit_text_names_the_signal),
              TEST_CASE(test_only_result_messages_are_kept),
              TEST_CASE(test_stop_without_a_worker_is_the_callers),
              TEST_CASE(test_stop_reaches_a_running_worker),
              TEST_CASE(test_the_core_spawns_and_reads_the_end),
-             TEST_CASE(test_queue_order_and_limit), TEST_CASE(test_queue_random_schedules))
+             TEST_CASE(test_queue_order_and_limit), TEST_CASE(test_queue_random_schedules),
+             TEST_CASE(test_list_outside_the_queue))
