@@ -269,30 +269,11 @@ static int method_take_snapshot(sd_bus_message *message, void *userdata, sd_bus_
 
 /* TakeSnapshotWithOptions(a{sv}): "scheduled" (b) says the policy's timer asks, so that with
  * several nodes only the first of their timers' calls for a tick starts a snapshot. */
-static int read_snapshot_option(sd_bus_message *message, const char *key, void *userdata,
-                                sd_bus_error *ret_error) {
-    int *scheduled = userdata;
-    if (strcmp(key, "scheduled") != 0)
-        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
-                                 "unknown snapshot option '%.*s'; known: scheduled", BUS_ECHO_MAX,
-                                 key);
-    int r = sd_bus_message_enter_container(message, 'v', "b");
-    if (r == -ENXIO)
-        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
-                                 "snapshot option 'scheduled' must be of D-Bus type 'b'");
-    if (r < 0)
-        return r;
-    r = sd_bus_message_read(message, "b", scheduled);
-    if (r < 0)
-        return r;
-    return sd_bus_message_exit_container(message);
-}
-
 static int method_take_snapshot_with_options(sd_bus_message *message, void *userdata,
                                              sd_bus_error *ret_error) {
     ManagerPolicy *p = userdata;
-    int scheduled = false;
-    int r = bus_read_options(message, read_snapshot_option, &scheduled, ret_error);
+    BusBoolOption scheduled = {.what = "snapshot", .name = "scheduled"};
+    int r = bus_read_options(message, bus_read_bool_option, &scheduled, ret_error);
     if (r < 0)
         return r;
     r = bus_check_privileged(message, ret_error);
@@ -300,7 +281,7 @@ static int method_take_snapshot_with_options(sd_bus_message *message, void *user
         return r;
     const MsSnapshotRecord *rec = NULL;
     MsError e = MS_ERROR_INIT;
-    if (manager_take_snapshot_ex(p->manager, p, scheduled, &rec, &e) < 0)
+    if (manager_take_snapshot_ex(p->manager, p, scheduled.value, &rec, &e) < 0)
         return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_POLICY);
     _cleanup_free_ char *path = NULL;
     r = bus_snapshot_path(rec->id, &path);
@@ -466,33 +447,15 @@ static int method_edit(sd_bus_message *message, void *userdata, sd_bus_error *re
 
 /* EditWithOptions(a{ss} settings, a{sv} options): "force" (b) goes ahead with (or confirms a
  * held) retention that removes many snapshots at once. */
-static int read_edit_option(sd_bus_message *message, const char *key, void *userdata,
-                            sd_bus_error *ret_error) {
-    int *force = userdata;
-    if (strcmp(key, "force") != 0)
-        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
-                                 "unknown edit option '%.*s'; known: force", BUS_ECHO_MAX, key);
-    int r = sd_bus_message_enter_container(message, 'v', "b");
-    if (r == -ENXIO)
-        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
-                                 "edit option 'force' must be of D-Bus type 'b'");
-    if (r < 0)
-        return r;
-    r = sd_bus_message_read(message, "b", force);
-    if (r < 0)
-        return r;
-    return sd_bus_message_exit_container(message);
-}
-
 static int method_edit_with_options(sd_bus_message *message, void *userdata,
                                     sd_bus_error *ret_error) {
     ManagerPolicy *p = userdata;
     ManagerPolicyEdit edits[BUS_SETTINGS_MAX];
     size_t n = 0;
-    int force = false;
+    BusBoolOption force = {.what = "edit", .name = "force"};
     int r = bus_read_settings(message, edits, &n, ret_error);
     if (r >= 0)
-        r = bus_read_options(message, read_edit_option, &force, ret_error);
+        r = bus_read_options(message, bus_read_bool_option, &force, ret_error);
     if (r < 0)
         return r;
     r = bus_check_privileged(message, ret_error);
@@ -502,7 +465,7 @@ static int method_edit_with_options(sd_bus_message *message, void *userdata,
     if (r < 0)
         return r;
     MsError e = MS_ERROR_INIT;
-    if (manager_edit_policy_ex(p->manager, p, edits, n, force, &e) < 0)
+    if (manager_edit_policy_ex(p->manager, p, edits, n, force.value, &e) < 0)
         return bus_error_from_ms(ret_error, &e, MONGOSNAP_ERROR_NO_SUCH_POLICY);
     return sd_bus_reply_method_return(message, NULL);
 }

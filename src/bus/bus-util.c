@@ -39,6 +39,25 @@ int bus_read_options(sd_bus_message *message, BusOptionReader read_one, void *us
     return sd_bus_message_exit_container(message);
 }
 
+int bus_read_bool_option(sd_bus_message *message, const char *key, void *userdata,
+                         sd_bus_error *ret_error) {
+    BusBoolOption *o = userdata;
+    if (strcmp(key, o->name) != 0)
+        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
+                                 "unknown %s option '%.*s'; known: %s", o->what, BUS_ECHO_MAX, key,
+                                 o->name);
+    int r = sd_bus_message_enter_container(message, 'v', "b");
+    if (r == -ENXIO)
+        return sd_bus_error_setf(ret_error, MONGOSNAP_ERROR_INVALID_ARGUMENT,
+                                 "%s option '%s' must be of D-Bus type 'b'", o->what, o->name);
+    if (r < 0)
+        return r;
+    r = sd_bus_message_read(message, "b", &o->value);
+    if (r < 0)
+        return r;
+    return sd_bus_message_exit_container(message);
+}
+
 /* Each domain meaning's error name; errno values carry none (see MsErrorKind). */
 static const char *const error_names[_MS_ERROR_KIND_MAX] = {
     [MS_ERROR_KIND_SNAPSHOT_DAMAGED] = MONGOSNAP_ERROR_SNAPSHOT_DAMAGED,

@@ -86,16 +86,25 @@ void bus_task_emit_added(sd_bus *bus, const char *prefix, const MsTaskCore *c);
  * bus, and route the manager's change notifications to signals. */
 int bus_attach(Manager *m, sd_bus *bus, MsError *e);
 
-/* Set ret_error from an MsError of the manager; not_found names the error for -ENOENT. */
 /* Read an a{sv} of options: read_one gets each key with the message at its variant, which it
  * enters, reads and leaves (refusing unknown keys and wrong types with InvalidArgument). */
 typedef int (*BusOptionReader)(sd_bus_message *message, const char *key, void *userdata,
                                sd_bus_error *ret_error);
 int bus_read_options(sd_bus_message *message, BusOptionReader read_one, void *userdata,
                      sd_bus_error *ret_error);
+/* A BusOptionReader for an a{sv} of one boolean option: userdata is a BusBoolOption naming it
+ * ("snapshot" option "scheduled"); any other key, or another type, is refused saying which. */
+typedef struct BusBoolOption {
+    const char *what;
+    const char *name;
+    int value;
+} BusBoolOption;
+int bus_read_bool_option(sd_bus_message *message, const char *key, void *userdata,
+                         sd_bus_error *ret_error);
 /* The io.mongosnap1.Error name of a failure: its kind's name; else not_found for ENOENT (when
  * the caller names the kind of object), InvalidArgument for EINVAL, Failed for anything else. */
 const char *bus_error_name_for(const MsError *e, const char *not_found);
+/* Set ret_error from an MsError of the manager, named as bus_error_name_for() names it. */
 int bus_error_from_ms(sd_bus_error *ret_error, const MsError *e, const char *not_found);
 /* Mutating methods: only callers with the agent's own user (root for the system service). */
 int bus_check_privileged(sd_bus_message *message, sd_bus_error *ret_error);
