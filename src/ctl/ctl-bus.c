@@ -77,65 +77,51 @@ int ctl_call(sd_bus *bus, const char *path, const char *interface, const char *m
     return r;
 }
 
-int ctl_find_policy(sd_bus *bus, const char *name, char **ret_path, sd_bus_error *error) {
+/* An object is found by its path alone: the agent answers a property of an object it does not
+ * have with UnknownObject, so no list of every snapshot crosses the bus to find one. */
+_printf_(9, 10) static int find_object(sd_bus *bus, const char *prefix, const char *interface,
+                                       const char *property, const char *name, char **ret_path,
+                                       sd_bus_error *error, const char *no_such, const char *fmt,
+                                       ...) {
+    _cleanup_free_ char *path = NULL;
+    int r = sd_bus_path_encode(prefix, name, &path);
+    if (r < 0)
+        return r;
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-    int r = ctl_call(bus, MONGOSNAP_BUS_PATH, MONGOSNAP_BUS_MANAGER_INTERFACE, "ListPolicies",
-                     error, &reply, NULL);
-    if (r < 0)
+    sd_bus_error probe = SD_BUS_ERROR_NULL;
+    r = sd_bus_get_property(bus, MONGOSNAP_BUS_NAME, path, interface, property, &probe, &reply,
+                            "s");
+    if (r >= 0) {
+        *ret_path = TAKE_PTR(path);
+        return 0;
+    }
+    if (!sd_bus_error_has_names(&probe, SD_BUS_ERROR_UNKNOWN_OBJECT,
+                                SD_BUS_ERROR_UNKNOWN_INTERFACE, SD_BUS_ERROR_UNKNOWN_PROPERTY)) {
+        sd_bus_error_move(error, &probe);
         return r;
-    _cleanup_free_ CtlPolicyRow *rows = NULL;
-    size_t n = 0;
-    r = ctl_read_policy_rows(reply, &rows, &n);
-    if (r < 0)
-        return r;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(rows[i].name, name) == 0) {
-            *ret_path = strdup(rows[i].path);
-            return *ret_path ? 0 : -ENOMEM;
-        }
-    sd_bus_error_setf(error, MONGOSNAP_ERROR_NO_SUCH_POLICY,
-                      "no policy '%s' is loaded (mongosnapctl list-policies shows them)", name);
+    }
+    sd_bus_error_free(&probe);
+    va_list ap;
+    va_start(ap, fmt);
+    sd_bus_error_setfv(error, no_such, fmt, ap);
+    va_end(ap);
     return -ENOENT;
+}
+
+int ctl_find_policy(sd_bus *bus, const char *name, char **ret_path, sd_bus_error *error) {
+    return find_object(bus, MONGOSNAP_BUS_POLICY_PREFIX, MONGOSNAP_BUS_POLICY_INTERFACE, "Name",
+                       name, ret_path, error, MONGOSNAP_ERROR_NO_SUCH_POLICY,
+                       "no policy '%s' is loaded (mongosnapctl list-policies shows them)", name);
 }
 
 int ctl_find_snapshot(sd_bus *bus, const char *id, char **ret_path, sd_bus_error *error) {
-    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-    int r = ctl_call(bus, MONGOSNAP_BUS_PATH, MONGOSNAP_BUS_MANAGER_INTERFACE, "ListSnapshots",
-                     error, &reply, "s", "");
-    if (r < 0)
-        return r;
-    _cleanup_free_ CtlSnapshotRow *rows = NULL;
-    size_t n = 0;
-    r = ctl_read_snapshot_rows(reply, &rows, &n);
-    if (r < 0)
-        return r;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(rows[i].id, id) == 0) {
-            *ret_path = strdup(rows[i].path);
-            return *ret_path ? 0 : -ENOMEM;
-        }
-    sd_bus_error_setf(error, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT,
-                      "no snapshot '%s' (mongosnapctl list-snapshots shows them)", id);
-    return -ENOENT;
+    return find_object(bus, MONGOSNAP_BUS_SNAPSHOT_PREFIX, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, "Id",
+                       id, ret_path, error, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT,
+                       "no snapshot '%s' (mongosnapctl list-snapshots shows them)", id);
 }
 
 int ctl_find_restore(sd_bus *bus, const char *id, char **ret_path, sd_bus_error *error) {
-    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-    int r = ctl_call(bus, MONGOSNAP_BUS_PATH, MONGOSNAP_BUS_MANAGER_INTERFACE, "ListRestores",
-                     error, &reply, NULL);
-    if (r < 0)
-        return r;
-    _cleanup_free_ CtlRestoreRow *rows = NULL;
-    size_t n = 0;
-    r = ctl_read_restore_rows(reply, &rows, &n);
-    if (r < 0)
-        return r;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(rows[i].id, id) == 0) {
-            *ret_path = strdup(rows[i].path);
-            return *ret_path ? 0 : -ENOMEM;
-        }
-    sd_bus_error_setf(error, MONGOSNAP_ERROR_NO_SUCH_RESTORE,
-                      "no restore '%s' (mongosnapctl list-restores shows them)", id);
-    return -ENOENT;
+    return find_object(bus, MONGOSNAP_BUS_RESTORE_PREFIX, MONGOSNAP_BUS_RESTORE_INTERFACE, "Id",
+                       id, ret_path, error, MONGOSNAP_ERROR_NO_SUCH_RESTORE,
+                       "no restore '%s' (mongosnapctl list-restores shows them)", id);
 }
