@@ -41,6 +41,9 @@ typedef struct AgentCluster {
     size_t n_dirty_snapshots;
     char **dirty_restores;
     size_t n_dirty_restores;
+    /* "NODE=MEMBER" of each live agent beside a member, as the last heartbeat listed them:
+     * a cluster snapshot hands its parts out from here, without a query on the event loop. */
+    char **part_agents;
 } AgentCluster;
 
 static uint64_t lease_usec(const Manager *m) {
@@ -368,6 +371,22 @@ static const MsSnapshotRecord *find_or_sync(AgentCluster *c, const MsClusterLeas
     return manager_find_snapshot(c->m, id);
 }
 
+/* At each heartbeat, and at each snapshot start (cluster_take_snapshot). Out of memory, the list is empty: the parts are then taken here. */
+static void keep_part_agents(AgentCluster *c, const MsClusterAgent *agents, size_t n) {
+    c->part_agents = ms_strv_free(c->part_agents);
+    uint64_t now = now_usec();
+    for (size_t i = 0; i < n; i++) {
+        if (!agents[i].member || !agent_alive(c->m, &agents[i], now))
+            continue;
+        _cleanup_free_ char *item = NULL;
+        if (asprintf(&item, "%s=%s", agents[i].node, agents[i].member) < 0 ||
+            ms_strv_push(&c->part_agents, item) < 0) {
+            c->part_agents = ms_strv_free(c->part_agents);
+            return;
+        }
+    }
+}
+
 int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool scheduled,
                           const MsSnapshotRecord **ret_record, MsError *e) {
     AgentCluster *c = m->cluster;
@@ -385,6 +404,7 @@ int cluster_take_snapshot(Manager *m, ManagerPolicy *p, const char *id, bool sch
     }
     _cleanup_free_ char *node = NULL;
     r = choose_node(c, p, agents, n_agents, &node, e);
+    keep_part_agents(c, agents, n_agents); /* as fresh as this choice, for the worker's parts */
     ms_cluster_agents_free(agents, n_agents);
     if (r < 0)
         return r;
@@ -719,28 +739,11 @@ char **manager_cluster_part_agents(Manager *m) {
     AgentCluster *c = m->cluster;
     if (!c || !c->reachable)
         return NULL;
-    MsClusterAgent *agents = NULL;
-    size_t n = 0;
-    MsError e = MS_ERROR_INIT;
-    if (ms_cluster_list_agents(c->db, &agents, &n, &e) < 0) {
-        log_warning("cluster: cannot list the agents (a cluster snapshot's parts are then taken "
-                    "by this node): %s",
-                    e.message);
-        return NULL;
-    }
-    char **out = NULL;
-    uint64_t now = now_usec();
-    for (size_t i = 0; i < n; i++) {
-        if (!agents[i].member || !agent_alive(m, &agents[i], now))
-            continue;
-        _cleanup_free_ char *item = NULL;
-        if (asprintf(&item, "%s=%s", agents[i].node, agents[i].member) < 0 ||
-            ms_strv_push(&out, item) < 0) {
-            out = ms_strv_free(out);
-            break;
-        }
-    }
-    ms_cluster_agents_free(agents, n);
+    bool failed = false;
+    char **out = ms_strv_copy(c->part_agents, &failed);
+    if (failed)
+        log_warning("cluster: out of memory listing the agents: a cluster snapshot's parts are "
+                    "taken by this node");
     return out;
 }
 
@@ -996,6 +999,7 @@ static int poll_once(AgentCluster *c, MsError *e) {
     int r = heartbeat(c, &agents, &n_agents, e);
     if (r < 0)
         return r;
+    keep_part_agents(c, agents, n_agents);
     MsClusterLease *leases = NULL;
     size_t n_leases = 0;
     r = ms_cluster_list_leases(c->db, &leases, &n_leases, e);
@@ -1177,6 +1181,7 @@ void manager_cluster_free(Manager *m) {
     free(c->dirty_snapshots);
     clear_marks(c->dirty_restores, &c->n_dirty_restores);
     free(c->dirty_restores);
+    ms_strv_free(c->part_agents);
     free(c->status);
     free(c);
     m->cluster = NULL;

@@ -33,6 +33,17 @@ int ms_strv_push(char ***l, const char *s) {
     return 0;
 }
 
+char **ms_strv_copy(char *const *l, bool *ret_failed) {
+    char **out = NULL;
+    for (size_t i = 0; l && l[i]; i++)
+        if (ms_strv_push(&out, l[i]) < 0) {
+            if (ret_failed)
+                *ret_failed = true;
+            return ms_strv_free(out);
+        }
+    return out;
+}
+
 bool ms_strv_contains(char *const *l, const char *name) {
     for (size_t i = 0; l && l[i]; i++)
         if (strcmp(l[i], name) == 0)

@@ -13,5 +13,7 @@ char **ms_strv_free(char **l);
 DEFINE_TRIVIAL_CLEANUP_FUNC(char **, ms_strv_free);
 /* Appends a copy of s: -ENOMEM (the list unchanged) or 0. */
 int ms_strv_push(char ***l, const char *s);
+/* A copy of l (NULL for NULL); -ENOMEM as NULL too, with *ret_failed set when given. */
+char **ms_strv_copy(char *const *l, bool *ret_failed);
 /* Is name in the list? */
 bool ms_strv_contains(char *const *l, const char *name);
