@@ -946,13 +946,8 @@ static void finish_task(SnapshotTask *t, MsSnapshotState state, const char *erro
     uint64_t now = now_usec();
 
     r->state = state;
-    (void) replace_string(&r->error, error);
-    r->finished_usec = now;
-    r->phase[0] = '\0';
+    (void) ms_task_core_finish(&r->core, error, state == MS_SNAPSHOT_COMPLETED, now);
     if (state == MS_SNAPSHOT_COMPLETED) {
-        r->progress_pct = PERCENT_DONE;
-        if (r->items_total < r->items_done)
-            r->items_total = r->items_done;
         (void) replace_string(&r->archive_key, t->archive_key);
         (void) replace_string(&r->manifest_key, t->manifest_key);
         r->point_in_time = t->point_in_time;

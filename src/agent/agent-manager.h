@@ -197,7 +197,6 @@ const MsSnapshotRecord *manager_snapshot_at(const Manager *m, size_t i);
 const MsSnapshotRecord *manager_find_snapshot(const Manager *m, const char *id);
 /* Whether a policy of this name is loaded or has snapshots in the catalog. */
 bool manager_policy_known(const Manager *m, const char *name);
-/* Time a task has taken so far, or took. */
 /* How long a task has run (0 before it started; until it finished, or until now). */
 uint64_t manager_task_elapsed_usec(const MsTaskCore *c, uint64_t now_usec);
 

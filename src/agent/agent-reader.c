@@ -279,14 +279,7 @@ static void finish_restore(ReadTask *t, MsRestoreState state, const char *error,
     MsRestoreRecord *r = t->restore;
     uint64_t now = now_usec();
     r->state = state;
-    (void) replace_string(&r->error, error);
-    r->finished_usec = now;
-    r->phase[0] = '\0';
-    if (state == MS_RESTORE_COMPLETED) {
-        r->progress_pct = PERCENT_DONE;
-        if (r->items_total < r->items_done)
-            r->items_total = r->items_done;
-    }
+    (void) ms_task_core_finish(&r->core, error, state == MS_RESTORE_COMPLETED, now);
     flush_restore(t);
     MsEventFields f;
     fields_for(t, &f);

@@ -15,6 +15,7 @@
 
 #include "common/redact.h"
 #include "common/timeutil.h"
+#include "common/string-table.h"
 #include "config.h"
 
 /* Written into the database header (PRAGMA application_id) so that `file` and we can tell a
@@ -185,16 +186,8 @@ static const char *const snapshot_origin_names[_MS_SNAPSHOT_ORIGIN_MAX] = {
     [MS_SNAPSHOT_ORIGIN_RESYNC] = "resync",
 };
 
-const char *ms_snapshot_origin_to_string(MsSnapshotOrigin o) {
-    return o >= 0 && o < _MS_SNAPSHOT_ORIGIN_MAX ? snapshot_origin_names[o] : NULL;
-}
-
-MsSnapshotOrigin ms_snapshot_origin_from_string(const char *s) {
-    for (int i = 0; s && i < _MS_SNAPSHOT_ORIGIN_MAX; i++)
-        if (strcmp(s, snapshot_origin_names[i]) == 0)
-            return (MsSnapshotOrigin) i;
-    return _MS_SNAPSHOT_ORIGIN_INVALID;
-}
+MS_DEFINE_STRING_TABLE_LOOKUP(ms_snapshot_origin, MsSnapshotOrigin, snapshot_origin_names,
+                              _MS_SNAPSHOT_ORIGIN_INVALID)
 
 /* MS_VERIFY_NEVER is stored as NULL; its name is what people see for it. */
 static const char *const verify_state_names[_MS_VERIFY_STATE_MAX] = {
@@ -387,39 +380,14 @@ struct MsCatalog {
 
 /* ---- state names ---- */
 
-static int state_from_string(const char *const *names, int n, const char *s) {
-    if (!s)
-        return -EINVAL;
-    for (int i = 0; i < n; i++)
-        if (strcmp(names[i], s) == 0)
-            return i;
-    return -EINVAL;
-}
-
-const char *ms_policy_state_to_string(MsPolicyState s) {
-    return s >= 0 && s < _MS_POLICY_STATE_MAX ? policy_state_names[s] : NULL;
-}
-MsPolicyState ms_policy_state_from_string(const char *s) {
-    return (MsPolicyState) state_from_string(policy_state_names, _MS_POLICY_STATE_MAX, s);
-}
-const char *ms_snapshot_state_to_string(MsSnapshotState s) {
-    return s >= 0 && s < _MS_SNAPSHOT_STATE_MAX ? snapshot_state_names[s] : NULL;
-}
-MsSnapshotState ms_snapshot_state_from_string(const char *s) {
-    return (MsSnapshotState) state_from_string(snapshot_state_names, _MS_SNAPSHOT_STATE_MAX, s);
-}
-const char *ms_restore_state_to_string(MsRestoreState s) {
-    return s >= 0 && s < _MS_RESTORE_STATE_MAX ? restore_state_names[s] : NULL;
-}
-MsRestoreState ms_restore_state_from_string(const char *s) {
-    return (MsRestoreState) state_from_string(restore_state_names, _MS_RESTORE_STATE_MAX, s);
-}
-const char *ms_verify_state_to_string(MsVerifyState s) {
-    return s >= 0 && s < _MS_VERIFY_STATE_MAX ? verify_state_names[s] : NULL;
-}
-MsVerifyState ms_verify_state_from_string(const char *s) {
-    return (MsVerifyState) state_from_string(verify_state_names, _MS_VERIFY_STATE_MAX, s);
-}
+MS_DEFINE_STRING_TABLE_LOOKUP(ms_policy_state, MsPolicyState, policy_state_names,
+                              _MS_POLICY_STATE_INVALID)
+MS_DEFINE_STRING_TABLE_LOOKUP(ms_snapshot_state, MsSnapshotState, snapshot_state_names,
+                              _MS_SNAPSHOT_STATE_INVALID)
+MS_DEFINE_STRING_TABLE_LOOKUP(ms_restore_state, MsRestoreState, restore_state_names,
+                              _MS_RESTORE_STATE_INVALID)
+MS_DEFINE_STRING_TABLE_LOOKUP(ms_verify_state, MsVerifyState, verify_state_names,
+                              _MS_VERIFY_STATE_INVALID)
 
 /* ---- errors ---- */
 
@@ -1026,6 +994,20 @@ void ms_task_core_clear(MsTaskCore *c) {
     free(c->node);
     free(c->error);
     c->id = c->node = c->error = NULL;
+}
+
+int ms_task_core_finish(MsTaskCore *c, const char *error, bool completed, uint64_t now_usec) {
+    c->finished_usec = now_usec;
+    c->phase[0] = '\0';
+    if (completed) {
+        c->progress_pct = 100.0;
+        if (c->items_total < c->items_done)
+            c->items_total = c->items_done;
+    }
+    char *copy = error ? strdup(error) : NULL;
+    free(c->error);
+    c->error = copy;
+    return error && !copy ? -ENOMEM : 0;
 }
 
 MsSnapshotRecord *ms_snapshot_record_free(MsSnapshotRecord *r) {

@@ -144,6 +144,10 @@ typedef struct MsTaskCore {
 
 /* Frees the core's strings (not the core itself). */
 void ms_task_core_clear(MsTaskCore *c);
+/* The core of a task that ended at now_usec, with error (NULL: none) and no phase; one that
+ * completed is at 100% and has done at least what it counted. -ENOMEM when error could not
+ * be copied (the rest is set). The kind's own state is the caller's. */
+int ms_task_core_finish(MsTaskCore *c, const char *error, bool completed, uint64_t now_usec);
 
 /* One snapshot task ("Backup Record"). Every string may be NULL unless marked required. */
 typedef struct MsSnapshotRecord {

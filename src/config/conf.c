@@ -19,6 +19,7 @@
 
 #include "common/macro.h"
 #include "common/redact.h"
+#include "common/string-table.h"
 #include "ini-schema.h"
 
 #define MS_DEFAULT_WORKER_PATH MONGOSNAP_LIBEXECDIR "/mongosnap/mongosnap-worker"
@@ -397,8 +398,11 @@ bool ms_credential_is_store_key(const char *name) {
 
 static char *get_ns_list(const void *obj, const IniKey *k);
 
-/* A space-separated list of credential names; an empty value empties it. */
-static int set_credential_list(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
+/* A key's value as a space-separated list of words, each checked (check(key, word, e)) before
+ * any is kept, so that a bad word leaves the list as it was. An empty value (v NULL) empties it,
+ * in a file as in an edit; append (a repeated key) adds to what is there. */
+static int set_word_list(void *obj, const IniKey *k, const char *v, bool append,
+                         int (*check)(const char *key, const char *word, MsError *e), MsError *e) {
     char ***field = INI_FIELD(obj, k);
     _cleanup_(ms_strv_freep) char **l = NULL;
     if (append && v && *field) {
@@ -411,26 +415,38 @@ static int set_credential_list(void *obj, const IniKey *k, const char *v, bool a
         size_t len = strcspn(p, " \t");
         if (len == 0)
             break;
-        _cleanup_free_ char *name = strndup(p, len);
-        if (!name)
+        _cleanup_free_ char *word = strndup(p, len);
+        if (!word)
             return ms_error_oom(e);
-        if (!ms_credential_name_is_valid(name))
-            return ms_error_set(e, EINVAL,
-                                "%s: '%s' is not a credential name: 1 to %d letters, digits, "
-                                "'_', '.' or '-'",
-                                k->name, name, MS_NAME_MAX);
-        if (ms_credential_is_store_key(name))
-            return ms_error_set(e, EINVAL,
-                                "%s: '%s' holds the store's key and can never be named for a "
-                                "restore: remove it",
-                                k->name, name);
-        if (ms_strv_push(&l, name) < 0)
+        int r = check(k->name, word, e);
+        if (r < 0)
+            return r;
+        if (ms_strv_push(&l, word) < 0)
             return ms_error_oom(e);
         p += len;
     }
     ms_strv_free(*field);
     *field = TAKE_PTR(l);
     return 0;
+}
+
+static int check_credential_word(const char *key, const char *name, MsError *e) {
+    if (!ms_credential_name_is_valid(name))
+        return ms_error_set(e, EINVAL,
+                            "%s: '%s' is not a credential name: 1 to %d letters, digits, '_', "
+                            "'.' or '-'",
+                            key, name, MS_NAME_MAX);
+    if (ms_credential_is_store_key(name))
+        return ms_error_set(e, EINVAL,
+                            "%s: '%s' holds the store's key and can never be named for a "
+                            "restore: remove it",
+                            key, name);
+    return 0;
+}
+
+/* A space-separated list of credential names. */
+static int set_credential_list(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
+    return set_word_list(obj, k, v, append, check_credential_word, e);
 }
 
 static const char *const agent_sections[] = {"Agent", "Cluster", "Restore"};
@@ -601,32 +617,15 @@ static const char *const node_priority_names[_MS_NODE_PRIORITY_MAX] = {
     [MS_NODE_PRIORITY_PRIMARY] = "primary",
 };
 
-const char *ms_node_priority_to_string(MsNodePriority p) {
-    return p >= 0 && p < _MS_NODE_PRIORITY_MAX ? node_priority_names[p] : NULL;
-}
-
-MsNodePriority ms_node_priority_from_string(const char *s) {
-    for (int i = 0; s && i < _MS_NODE_PRIORITY_MAX; i++)
-        if (strcmp(s, node_priority_names[i]) == 0)
-            return (MsNodePriority) i;
-    return MS_NODE_PRIORITY_INVALID;
-}
+MS_DEFINE_STRING_TABLE_LOOKUP(ms_node_priority, MsNodePriority, node_priority_names,
+                              MS_NODE_PRIORITY_INVALID)
 
 static const char *const cipher_names[_MS_CIPHER_MAX] = {
     [MS_CIPHER_NONE] = "none",
     [MS_CIPHER_AES_256_GCM] = "aes-256-gcm",
 };
 
-const char *ms_cipher_to_string(MsCipher c) {
-    return c >= 0 && c < _MS_CIPHER_MAX ? cipher_names[c] : NULL;
-}
-
-MsCipher ms_cipher_from_string(const char *s) {
-    for (int i = 0; s && i < _MS_CIPHER_MAX; i++)
-        if (strcmp(s, cipher_names[i]) == 0)
-            return (MsCipher) i;
-    return MS_CIPHER_INVALID;
-}
+MS_DEFINE_STRING_TABLE_LOOKUP(ms_cipher, MsCipher, cipher_names, MS_CIPHER_INVALID)
 
 static int set_source(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
     if (v) {
@@ -723,33 +722,7 @@ static char *get_node_priority(const void *obj, const IniKey *k) {
 }
 
 static int set_ns_list(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
-    char ***field = INI_FIELD(obj, k);
-    _cleanup_(ms_strv_freep) char **l = NULL;
-    /* An empty value (v NULL) empties the list, in a file as in an edit. */
-    if (append && v && *field) {
-        if (strv_copy(*field, &l) < 0)
-            return ms_error_oom(e);
-    } else if (!(l = calloc(1, sizeof(char *))))
-        return ms_error_oom(e);
-    /* Each pattern is checked before any is added: a bad line leaves the list alone. */
-    for (const char *p = v; p && *p;) {
-        p += strspn(p, " \t");
-        size_t len = strcspn(p, " \t");
-        if (len == 0)
-            break;
-        _cleanup_free_ char *pattern = strndup(p, len);
-        if (!pattern)
-            return ms_error_oom(e);
-        int r = check_ns_pattern(k->name, pattern, e);
-        if (r < 0)
-            return r;
-        if (ms_strv_push(&l, pattern) < 0)
-            return ms_error_oom(e);
-        p += len;
-    }
-    ms_strv_free(*field);
-    *field = TAKE_PTR(l);
-    return 0;
+    return set_word_list(obj, k, v, append, check_ns_pattern, e);
 }
 
 static char *get_ns_list(const void *obj, const IniKey *k) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/macro.h"
+#include "common/string-table.h"
 #include "nsmap.h"
 
 /* applyOps nests at most one level on real servers; deeper is refused, not followed. */
@@ -493,9 +494,9 @@ static const char *const coll_command_names[_CC_MAX] = {
 };
 
 static int coll_command_from_name(const char *cmd) {
-    for (int i = 0; i < _CC_MAX; i++)
-        if (strcmp(cmd, coll_command_names[i]) == 0)
-            return i;
+    ssize_t i = ms_string_table_lookup(coll_command_names, _CC_MAX, cmd);
+    if (i >= 0)
+        return (int) i;
     if (strcmp(cmd, "deleteIndexes") == 0)
         return CC_DROP_INDEXES;
     return -1;

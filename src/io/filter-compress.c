@@ -14,6 +14,8 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include "common/string-table.h"
+
 /* Added to zlib's windowBits, this makes deflate write (and inflate expect) a gzip header
  * and trailer instead of a zlib one, so `gzip -d` and Go's compress/gzip read the output. */
 #define ZLIB_GZIP_WRAPPER 16
@@ -45,20 +47,8 @@ static const char *const compression_suffixes[_MS_COMPRESSION_MAX] = {
     [MS_COMPRESSION_GZIP] = ".gz",
 };
 
-const char *ms_compression_to_string(MsCompression c) {
-    if (c < 0 || c >= _MS_COMPRESSION_MAX)
-        return NULL;
-    return compression_names[c];
-}
-
-MsCompression ms_compression_from_string(const char *s) {
-    if (!s)
-        return MS_COMPRESSION_INVALID;
-    for (int i = 0; i < _MS_COMPRESSION_MAX; i++)
-        if (strcmp(s, compression_names[i]) == 0)
-            return (MsCompression) i;
-    return MS_COMPRESSION_INVALID;
-}
+MS_DEFINE_STRING_TABLE_LOOKUP(ms_compression, MsCompression, compression_names,
+                              MS_COMPRESSION_INVALID)
 
 const char *ms_compression_suffix(MsCompression c) {
     if (c < 0 || c >= _MS_COMPRESSION_MAX)

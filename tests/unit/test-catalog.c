@@ -1762,8 +1762,47 @@ static void snapshot_parts_codec(void) {
     bson_destroy(&array);
 }
 
+/* Every kind's end sets the core alike: time, error (copied, or none), no phase; completion
+ * fills the counters up, and nothing else does. */
+static void task_core_finish_table(void) {
+    static const struct {
+        const char *error;
+        bool completed;
+        uint64_t done, total;
+        uint64_t want_total;
+        double want_pct;
+    } cases[] = {
+        {NULL, true, 10, 4, 10, 100.0},       {NULL, true, 3, 8, 8, 100.0},
+        {"boom", false, 10, 4, 4, 42.0},      {"", false, 0, 0, 0, 42.0},
+        {"late words", true, 0, 0, 0, 100.0},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        MsTaskCore c = {.items_done = cases[i].done, .items_total = cases[i].total,
+                        .progress_pct = 42.0, .error = strdup("earlier")};
+        strcpy(c.phase, "dump");
+        ASSERT_EQ_INT(ms_task_core_finish(&c, cases[i].error, cases[i].completed, 777), 0);
+        ASSERT(c.finished_usec == 777);
+        ASSERT_STREQ(c.phase, "");
+        ASSERT(c.items_total == cases[i].want_total);
+        ASSERT(c.progress_pct == cases[i].want_pct);
+        if (cases[i].error)
+            ASSERT_STREQ(c.error, cases[i].error);
+        else
+            ASSERT(c.error == NULL);
+        ms_task_core_clear(&c);
+    }
+    /* Besides state_names_round_trip: verify states, out of range, NULL, and case. */
+    for (int v = 0; v < _MS_VERIFY_STATE_MAX; v++)
+        ASSERT_EQ_INT(ms_verify_state_from_string(ms_verify_state_to_string(v)), v);
+    ASSERT(ms_restore_state_to_string(_MS_RESTORE_STATE_MAX) == NULL);
+    ASSERT(ms_restore_state_to_string(-1) == NULL);
+    ASSERT_EQ_INT(ms_policy_state_from_string(NULL), -EINVAL);
+    ASSERT_EQ_INT(ms_policy_state_from_string("Active"), -EINVAL);
+    ASSERT_EQ_INT(ms_snapshot_origin_from_string("resync"), MS_SNAPSHOT_ORIGIN_RESYNC);
+}
+
 MS_TEST_MAIN(
-    TEST_CASE(snapshot_parts_codec),
+    TEST_CASE(task_core_finish_table), TEST_CASE(snapshot_parts_codec),
     TEST_CASE(new_catalog_is_current_and_wal), TEST_CASE(catalog_is_private_whatever_the_umask),
     TEST_CASE(empty_version_0_file_is_migrated),
     TEST_CASE(version_1_catalog_is_migrated_keeping_rows),
