@@ -326,13 +326,13 @@ static void take_ranges(Follower *f, const bson_t *msg) {
 
 static void follower_job_message(AgentJob *j, const bson_t *msg) {
     Follower *f = MS_CONTAINER_OF(j, Follower, job);
-    const char *event = agent_msg_str(msg, "event");
+    const char *event = ms_bson_str(msg, "event");
     if (!event)
         return;
     Manager *m = f->all->m;
     if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_SLICE) == 0) {
         f->last_slice_usec = now_usec();
-        f->lag_usec = agent_msg_u64(msg, "lag_usec");
+        f->lag_usec = ms_bson_u64(msg, "lag_usec");
         f->slices++;
         f->failures = 0;
         if (f->state == FOLLOWER_STARTING)
@@ -509,13 +509,13 @@ static void chain_read_unlink(ChainRead *c) {
 
 static void chain_read_message(AgentJob *j, const bson_t *msg) {
     ChainRead *c = MS_CONTAINER_OF(j, ChainRead, job);
-    const char *event = agent_msg_str(msg, "event");
+    const char *event = ms_bson_str(msg, "event");
     if (!event)
         return;
     ManagerChainResult *r = &c->result;
     if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_SLICE) == 0) {
         MsOplogPosition a = {0, 0}, b = {0, 0};
-        const char *key = agent_msg_str(msg, "key");
+        const char *key = ms_bson_str(msg, "key");
         ManagerSlice *grown = realloc(r->slices, (r->n_slices + 1) * sizeof(*grown));
         if (!key || !grown)
             return;
@@ -533,16 +533,16 @@ static void chain_read_message(AgentJob *j, const bson_t *msg) {
             .idle = idle};
     } else if (strcmp(event, "problem") == 0) {
         char *line = NULL;
-        if (asprintf(&line, "%s: %s", agent_msg_str(msg, "key") ?: "?",
-                     agent_msg_str(msg, "message") ?: "damaged") >= 0) {
+        if (asprintf(&line, "%s: %s", ms_bson_str(msg, "key") ?: "?",
+                     ms_bson_str(msg, "message") ?: "damaged") >= 0) {
             (void) ms_strv_push(&r->problems, line);
             free(line);
         }
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0 && agent_msg_has(msg, "damaged")) {
         r->verified = true;
-        r->damaged = agent_msg_u64(msg, "damaged");
-        r->gaps = agent_msg_u64(msg, "gaps");
-        r->entries = agent_msg_u64(msg, "entries");
+        r->damaged = ms_bson_u64(msg, "damaged");
+        r->gaps = ms_bson_u64(msg, "gaps");
+        r->entries = ms_bson_u64(msg, "entries");
         free(r->chains_usec);
         r->chains_usec = NULL;
         r->n_chains = 0;

@@ -33,10 +33,10 @@ int agent_job_spawn(AgentJob *j, const AgentJobType *type, sd_event *event,
 }
 
 void agent_job_take_message(AgentJob *j, const bson_t *msg) {
-    const char *event = agent_msg_str(msg, "event");
+    const char *event = ms_bson_str(msg, "event");
     if (!event || strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) != 0)
         return;
-    const char *text = agent_msg_str(msg, "message");
+    const char *text = ms_bson_str(msg, "message");
     char *copy = text ? strdup(text) : NULL;
     if (text && !copy)
         return; /* out of memory: the exit's own text will do */

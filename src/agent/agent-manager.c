@@ -438,33 +438,33 @@ static void emit_progress(void *userdata) {
 static void snapshot_job_message(AgentJob *j, const bson_t *msg) {
     SnapshotTask *t = MS_CONTAINER_OF(j, SnapshotTask, job);
     MsSnapshotRecord *r = t->record;
-    const char *event = agent_msg_str(msg, "event");
+    const char *event = ms_bson_str(msg, "event");
     if (!event)
         return;
     MsEventFields f;
     fields_for(t, &f);
 
     if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PROGRESS) == 0) {
-        r->items_done = agent_msg_u64(msg, "items_done");
-        r->items_total = agent_msg_u64(msg, "items_total");
-        double pct = agent_msg_double(msg, "percent");
+        r->items_done = ms_bson_u64(msg, "items_done");
+        r->items_total = ms_bson_u64(msg, "items_total");
+        double pct = ms_bson_double(msg, "percent");
         r->progress_pct = pct < 0 ? 0 : pct > PERCENT_DONE ? PERCENT_DONE : pct;
         /* The documents' bytes read from the server so far: what moves while the task runs
          * (the stored size is known only at the end, and is the record's size). */
-        r->bytes_transferred = agent_msg_u64(msg, "bytes_read");
-        snprintf(r->phase, sizeof(r->phase), "%s", agent_msg_str(msg, "phase") ?: "");
+        r->bytes_transferred = ms_bson_u64(msg, "bytes_read");
+        snprintf(r->phase, sizeof(r->phase), "%s", ms_bson_str(msg, "phase") ?: "");
         progress_throttle_changed(&t->progress);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_NAMESPACE) == 0) {
-        f.ns = agent_msg_str(msg, "namespace");
+        f.ns = ms_bson_str(msg, "namespace");
         f.has_items = true;
-        f.items = agent_msg_u64(msg, "documents");
+        f.items = ms_bson_u64(msg, "documents");
         f.has_bytes = agent_msg_has(msg, "bytes");
-        f.bytes = agent_msg_u64(msg, "bytes");
+        f.bytes = ms_bson_u64(msg, "bytes");
         (void) ms_event_log(MS_EVENT_NAMESPACE_FINISHED, &f, "%s: %s done, %" PRIu64 " documents",
                             r->id, f.ns ? f.ns : "?", f.items);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_OPLOG) == 0) {
         f.has_items = true;
-        f.items = agent_msg_u64(msg, "entries");
+        f.items = ms_bson_u64(msg, "entries");
         (void) ms_event_log(MS_EVENT_OPLOG_CAPTURED, &f, "%s: %" PRIu64 " oplog entries captured",
                             r->id, f.items);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_BALANCER) == 0) {
@@ -473,7 +473,7 @@ static void snapshot_job_message(AgentJob *j, const bson_t *msg) {
         /* A shard's part handed to the agent beside one of its members: that node is asked to
          * take it (cluster-part); the worker meets it through the store, and gives the
          * cluster snapshot up if it never comes. */
-        const char *shard = agent_msg_str(msg, "shard"), *node = agent_msg_str(msg, "node");
+        const char *shard = ms_bson_str(msg, "shard"), *node = ms_bson_str(msg, "node");
         char task[512];
         MsError fe = MS_ERROR_INIT;
         if (shard && node && strchr(shard, '/') == NULL &&
@@ -484,7 +484,7 @@ static void snapshot_job_message(AgentJob *j, const bson_t *msg) {
             f.node = node;
             (void) ms_event_log(MS_EVENT_TASK_ASSIGNED, &f,
                                 "%s: part %s handed to node %s (beside %s)", r->id, shard, node,
-                                agent_msg_str(msg, "member") ?: "?");
+                                ms_bson_str(msg, "member") ?: "?");
         } else
             log_warning("%s: part %s cannot be handed to node %s: %s (the worker gives the "
                         "cluster snapshot up when it is not taken)",
@@ -493,28 +493,28 @@ static void snapshot_job_message(AgentJob *j, const bson_t *msg) {
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PART) == 0) {
         /* A cluster snapshot's part: which shard, how much, and where. */
         f.has_items = true;
-        f.items = agent_msg_u64(msg, "documents");
+        f.items = ms_bson_u64(msg, "documents");
         f.has_bytes = true;
-        f.bytes = agent_msg_u64(msg, "stored_bytes");
-        const char *shard = agent_msg_str(msg, "shard");
+        f.bytes = ms_bson_u64(msg, "stored_bytes");
+        const char *shard = ms_bson_str(msg, "shard");
         if (!t->parts)
             t->parts = bson_new();
         if (ms_snapshot_parts_append(t->parts, t->n_parts, msg) == 0)
             t->n_parts++;
         (void) ms_event_log(MS_EVENT_PART_STORED, &f, "%s: part %s stored as %s, %" PRIu64
                             " documents, %" PRIu64 " bytes",
-                            r->id, shard ? shard : "?", agent_msg_str(msg, "manifest") ?: "?",
+                            r->id, shard ? shard : "?", ms_bson_str(msg, "manifest") ?: "?",
                             f.items, f.bytes);
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
-        const char *status = agent_msg_str(msg, "status");
+        const char *status = ms_bson_str(msg, "status");
         if (status && strcmp(status, "ok") == 0) {
-            (void) replace_string(&t->archive_key, agent_msg_str(msg, "archive"));
-            (void) replace_string(&t->manifest_key, agent_msg_str(msg, "manifest"));
+            (void) replace_string(&t->archive_key, ms_bson_str(msg, "archive"));
+            (void) replace_string(&t->manifest_key, ms_bson_str(msg, "manifest"));
             t->point_in_time = agent_msg_bool(msg, "point_in_time");
             if (agent_msg_has(msg, "documents"))
-                r->items_done = agent_msg_u64(msg, "documents");
+                r->items_done = ms_bson_u64(msg, "documents");
             if (agent_msg_has(msg, "stored_bytes"))
-                r->bytes_transferred = agent_msg_u64(msg, "stored_bytes");
+                r->bytes_transferred = ms_bson_u64(msg, "stored_bytes");
             f.has_items = true;
             f.items = r->items_done;
             f.has_bytes = true;

@@ -175,12 +175,12 @@ static void reader_flush_all(Manager *m) {
 
 static void reader_job_message(AgentJob *j, const bson_t *msg) {
     ReadTask *t = MS_CONTAINER_OF(j, ReadTask, job);
-    const char *event = agent_msg_str(msg, "event");
+    const char *event = ms_bson_str(msg, "event");
     if (!event)
         return;
     if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0) {
         if (t->kind == READ_TASK_RESTORE && agent_msg_has(msg, "documents"))
-            t->restore->items_done = agent_msg_u64(msg, "documents");
+            t->restore->items_done = ms_bson_u64(msg, "documents");
         return;
     }
     if (t->kind != READ_TASK_RESTORE)
@@ -189,13 +189,13 @@ static void reader_job_message(AgentJob *j, const bson_t *msg) {
     if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_BALANCER) == 0) {
         t->balancer_stopped = agent_msg_bool(msg, "stopped");
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_PROGRESS) == 0) {
-        r->items_done = agent_msg_u64(msg, "items_done");
-        r->items_total = agent_msg_u64(msg, "items_total");
-        double pct = agent_msg_double(msg, "percent");
+        r->items_done = ms_bson_u64(msg, "items_done");
+        r->items_total = ms_bson_u64(msg, "items_total");
+        double pct = ms_bson_double(msg, "percent");
         r->progress_pct = pct < 0 ? 0 : pct > PERCENT_DONE ? PERCENT_DONE : pct;
         /* Bytes restored: documents and operations the target server took. */
-        r->bytes_transferred = agent_msg_u64(msg, "bytes_written");
-        snprintf(r->phase, sizeof(r->phase), "%s", agent_msg_str(msg, "phase") ?: "");
+        r->bytes_transferred = ms_bson_u64(msg, "bytes_written");
+        snprintf(r->phase, sizeof(r->phase), "%s", ms_bson_str(msg, "phase") ?: "");
         progress_throttle_changed(&t->progress);
     } else if (strcmp(event, "plan") == 0) {
         /* A restore to a time: the snapshot and the slices the worker will replay, in the log
@@ -213,7 +213,7 @@ static void reader_job_message(AgentJob *j, const bson_t *msg) {
                 }
         char plan[MS_ERROR_MESSAGE_MAX / 2];
         snprintf(plan, sizeof(plan), "snapshot %s, then %zu oplog slice(s)%s%s%s%s",
-                 agent_msg_str(msg, "snapshot") ?: "?", n, n ? " from " : "", first,
+                 ms_bson_str(msg, "snapshot") ?: "?", n, n ? " from " : "", first,
                  n > 1 ? " to " : "", n > 1 ? last : "");
         MsEventFields f;
         fields_for(t, &f);
@@ -237,7 +237,7 @@ static void reader_job_message(AgentJob *j, const bson_t *msg) {
             }
             bson_destroy(opts);
         }
-        const char *planned = agent_msg_str(msg, "snapshot");
+        const char *planned = ms_bson_str(msg, "snapshot");
         bool moved = planned && *planned && strcmp(planned, t->snapshot_id) != 0 &&
                      manager_find_snapshot(t->manager, planned);
         if (!moved) {
@@ -266,9 +266,9 @@ static void reader_job_message(AgentJob *j, const bson_t *msg) {
     } else if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_NAMESPACE) == 0) {
         MsEventFields f;
         fields_for(t, &f);
-        f.ns = agent_msg_str(msg, "namespace");
+        f.ns = ms_bson_str(msg, "namespace");
         f.has_items = true;
-        f.items = agent_msg_u64(msg, "documents");
+        f.items = ms_bson_u64(msg, "documents");
         (void) ms_event_log(MS_EVENT_NAMESPACE_FINISHED, &f,
                             "%s: %s restored, %" PRIu64 " documents", r->id, f.ns ? f.ns : "?",
                             f.items);

@@ -84,13 +84,13 @@ static void pop_head(Manager *m) {
 
 static void remover_job_message(AgentJob *j, const bson_t *msg) {
     Manager *m = MS_CONTAINER_OF(j, Manager, remover);
-    const char *event = agent_msg_str(msg, "event");
+    const char *event = ms_bson_str(msg, "event");
     if (!event || strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) != 0 || m->n_removals == 0)
         return;
     Removal *x = m->removals[0];
     x->reported = true;
     /* How far the worker got through the keys, in order (present or not): "processed". */
-    x->removed = agent_msg_u64(msg, "processed");
+    x->removed = ms_bson_u64(msg, "processed");
     bson_iter_t it, gc;
     if (bson_iter_init_find(&it, msg, "gc") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
         bson_iter_recurse(&it, &gc)) {
@@ -105,7 +105,7 @@ static void remover_job_message(AgentJob *j, const bson_t *msg) {
                 x->gc_removed_bytes = (uint64_t) bson_iter_as_int64(&gc);
         }
     }
-    const char *gc_error = agent_msg_str(msg, "gc_error");
+    const char *gc_error = ms_bson_str(msg, "gc_error");
     if (gc_error && !x->gc_error)
         x->gc_error = strdup(gc_error);
 }

@@ -113,7 +113,7 @@ static Resync *resync_free(Resync *x) {
 }
 
 static int dup_field(char **dst, const bson_t *msg, const char *key) {
-    const char *v = agent_msg_str(msg, key);
+    const char *v = ms_bson_str(msg, key);
     if (!v || !*v)
         return 0;
     return (*dst = strdup(v)) ? 0 : -ENOMEM;
@@ -147,19 +147,19 @@ static char *parts_of(const bson_t *msg) {
 
 static void scan_job_message(AgentJob *j, const bson_t *msg) {
     Resync *x = MS_CONTAINER_OF(j, Resync, job);
-    const char *event = agent_msg_str(msg, "event");
+    const char *event = ms_bson_str(msg, "event");
     if (!event)
         return;
     const char *store = x->stores[x->next];
     if (strcmp(event, "problem") == 0) {
-        add_problem(x, "%s: %s: %s", store, agent_msg_str(msg, "key") ?: "?",
-                    agent_msg_str(msg, "message") ?: "unreadable");
+        add_problem(x, "%s: %s: %s", store, ms_bson_str(msg, "key") ?: "?",
+                    ms_bson_str(msg, "message") ?: "unreadable");
         return;
     }
     if (strcmp(event, MONGOSNAP_PROGRESS_EVENT_RESULT) == 0)
         return; /* its words are the job core's (agent_job_take_message) */
     if (strcmp(event, "orphan") == 0) {
-        const char *key = agent_msg_str(msg, "key"), *id = agent_msg_str(msg, "id");
+        const char *key = ms_bson_str(msg, "key"), *id = ms_bson_str(msg, "id");
         if (!key || !*key || !id || !*id)
             return;
         Orphan *v = realloc(x->orphans, (x->n_orphans + 1) * sizeof(*v));
@@ -169,8 +169,8 @@ static void scan_job_message(AgentJob *j, const bson_t *msg) {
         Orphan o = {.store = strdup(store),
                     .key = strdup(key),
                     .id = strdup(id),
-                    .policy = strdup(agent_msg_str(msg, "policy") ?: ""),
-                    .mtime_usec = (int64_t) agent_msg_u64(msg, "mtime_usec")};
+                    .policy = strdup(ms_bson_str(msg, "policy") ?: ""),
+                    .mtime_usec = (int64_t) ms_bson_u64(msg, "mtime_usec")};
         if (!o.store || !o.key || !o.id || !o.policy) {
             free(o.store);
             free(o.key);
@@ -202,18 +202,18 @@ static void scan_job_message(AgentJob *j, const bson_t *msg) {
     r->state = MS_SNAPSHOT_COMPLETED;
     /* Its place and origin as the agent that took it numbered them; a number beyond what any
      * agent could have given (a hostile or damaged manifest) counts as unknown. */
-    r->seq = agent_msg_u64(msg, "seq");
+    r->seq = ms_bson_u64(msg, "seq");
     if (r->seq > RESYNC_SEQ_MAX)
         r->seq = 0;
-    MsSnapshotOrigin origin = ms_snapshot_origin_from_string(agent_msg_str(msg, "origin"));
+    MsSnapshotOrigin origin = ms_snapshot_origin_from_string(ms_bson_str(msg, "origin"));
     r->origin = origin == MS_SNAPSHOT_ORIGIN_SCHEDULED || origin == MS_SNAPSHOT_ORIGIN_MANUAL
                     ? origin
                     : MS_SNAPSHOT_ORIGIN_RESYNC;
-    (void) ms_parse_iso8601(agent_msg_str(msg, "started_at"), &r->started_usec);
-    (void) ms_parse_iso8601(agent_msg_str(msg, "finished_at"), &r->finished_usec);
+    (void) ms_parse_iso8601(ms_bson_str(msg, "started_at"), &r->started_usec);
+    (void) ms_parse_iso8601(ms_bson_str(msg, "finished_at"), &r->finished_usec);
     r->created_usec = r->started_usec;
-    r->items_done = r->items_total = agent_msg_u64(msg, "documents");
-    r->bytes_transferred = agent_msg_u64(msg, "bytes");
+    r->items_done = r->items_total = ms_bson_u64(msg, "documents");
+    r->bytes_transferred = ms_bson_u64(msg, "bytes");
     r->progress_pct = PERCENT_DONE;
     r->point_in_time = agent_msg_bool(msg, "point_in_time");
     r->parts = parts_of(msg);

@@ -465,36 +465,9 @@ int agent_task_spawn(sd_event *event, const AgentTaskSpec *spec, const AgentTask
 
 /* ---- reading progress messages ---- */
 
-uint64_t agent_msg_u64(const bson_t *msg, const char *key) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, msg, key))
-        return 0;
-    if (BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_DOUBLE(&it)) {
-        int64_t v = bson_iter_as_int64(&it);
-        return v > 0 ? (uint64_t) v : 0;
-    }
-    return 0;
-}
-
 bool agent_msg_has(const bson_t *msg, const char *key) {
     bson_iter_t it;
     return bson_iter_init_find(&it, msg, key);
-}
-
-const char *agent_msg_str(const bson_t *msg, const char *key) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, msg, key) || !BSON_ITER_HOLDS_UTF8(&it))
-        return NULL;
-    return bson_iter_utf8(&it, NULL);
-}
-
-double agent_msg_double(const bson_t *msg, const char *key) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, msg, key))
-        return 0;
-    if (BSON_ITER_HOLDS_DOUBLE(&it) || BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it))
-        return bson_iter_as_double(&it);
-    return 0;
 }
 
 bool agent_msg_bool(const bson_t *msg, const char *key) {

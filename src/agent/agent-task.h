@@ -6,6 +6,7 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "archive/bson-read.h"
 #include "common/error.h"
 #include "common/macro.h"
 
@@ -74,11 +75,8 @@ unsigned agent_task_exits_caught_by_peek(void);
 AgentTask *agent_task_free(AgentTask *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AgentTask *, agent_task_free);
 
-/* Reading a worker's progress message: a number field as a non-negative integer (0 when
- * absent or not a number), a string field (NULL when absent or not a string), a number as a
- * double, and whether a field is there at all. */
-uint64_t agent_msg_u64(const bson_t *msg, const char *key);
-const char *agent_msg_str(const bson_t *msg, const char *key);
-double agent_msg_double(const bson_t *msg, const char *key);
+/* Reading a worker's progress message: its numbers and strings with archive/bson-read.h
+ * (ms_bson_u64, ms_bson_str, ms_bson_double); whether a field is there at all, and a strict
+ * boolean (true only for a BSON true). */
 bool agent_msg_has(const bson_t *msg, const char *key);
 bool agent_msg_bool(const bson_t *msg, const char *key);

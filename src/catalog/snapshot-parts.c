@@ -1,16 +1,11 @@
 /* A cluster snapshot's parts in its record: see snapshot-parts.h. */
 #include "snapshot-parts.h"
+#include "archive/bson-read.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-
-static const char *doc_str(const bson_t *doc, const char *key) {
-    bson_iter_t it;
-    return bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it) ? bson_iter_utf8(&it, NULL)
-                                                                           : NULL;
-}
 
 static bool doc_u64(const bson_t *doc, const char *key, uint64_t *ret) {
     bson_iter_t it;
@@ -47,10 +42,10 @@ static bool doc_position(const bson_t *doc, const char *key, uint32_t *t, uint32
 }
 
 int ms_snapshot_parts_append(bson_t *array, uint32_t n, const bson_t *doc) {
-    const char *shard = doc_str(doc, "shard"), *manifest = doc_str(doc, "manifest");
+    const char *shard = ms_bson_str(doc, "shard"), *manifest = ms_bson_str(doc, "manifest");
     if (!shard || !*shard || !manifest || !*manifest)
         return -EINVAL;
-    const char *rs = doc_str(doc, "replica_set"), *node = doc_str(doc, "node");
+    const char *rs = ms_bson_str(doc, "replica_set"), *node = ms_bson_str(doc, "node");
     uint64_t documents = 0, stored = 0;
     uint32_t t = 0, i = 0;
     (void) doc_u64(doc, "documents", &documents);
@@ -103,9 +98,9 @@ int ms_snapshot_parts_foreach(const char *json, int (*fn)(const MsSnapshotPart *
             bad = true;
             break;
         }
-        MsSnapshotPart p = {.shard = doc_str(&doc, "shard"),
-                            .replica_set = doc_str(&doc, "replica_set"),
-                            .manifest = doc_str(&doc, "manifest")};
+        MsSnapshotPart p = {.shard = ms_bson_str(&doc, "shard"),
+                            .replica_set = ms_bson_str(&doc, "replica_set"),
+                            .manifest = ms_bson_str(&doc, "manifest")};
         if (!p.shard || !p.manifest || !doc_u64(&doc, "documents", &p.documents) ||
             !doc_u64(&doc, "stored_bytes", &p.stored_bytes) ||
             !doc_position(&doc, "dump_end", &p.dump_end_t, &p.dump_end_i)) {
@@ -114,7 +109,7 @@ int ms_snapshot_parts_foreach(const char *json, int (*fn)(const MsSnapshotPart *
         }
         if (!p.replica_set)
             p.replica_set = "";
-        p.node = doc_str(&doc, "node");
+        p.node = ms_bson_str(&doc, "node");
         if (!p.node)
             p.node = "";
         r = fn(&p, userdata);

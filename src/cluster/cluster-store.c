@@ -9,6 +9,7 @@
 #include "common/redact.h"
 #include "cluster/member-read.h"
 #include "engine/mongo-client.h"
+#include "archive/bson-read.h"
 
 struct MsCluster {
     mongoc_client_t *client;
@@ -32,17 +33,11 @@ struct MsCluster {
 int ms_cluster_open(const char *uri, const char *password, const char *database, MsCluster **ret,
                     MsError *e) {
     bson_error_t berr;
+    mongoc_uri_t *u = NULL;
+    int r = ms_mongo_uri_parse(uri, password, "cluster", &u, e);
+    if (r < 0)
+        return r;
     _cleanup_free_ char *redacted = ms_uri_redact(uri);
-    mongoc_uri_t *u = mongoc_uri_new_with_error(uri, &berr);
-    if (!u)
-        return ms_error_set(e, EINVAL,
-                            "the cluster URI '%s' is not valid: write it as "
-                            "mongodb://[user@]host[:port][,host...]/[?options]",
-                            redacted ? redacted : "?");
-    if (password && !mongoc_uri_set_password(u, password)) {
-        mongoc_uri_destroy(u);
-        return ms_error_set(e, EINVAL, "the cluster password is not valid UTF-8");
-    }
     mongoc_uri_set_option_as_int32(u, MONGOC_URI_CONNECTTIMEOUTMS, MS_CLUSTER_TIMEOUT_MS);
     mongoc_uri_set_option_as_int32(u, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, MS_CLUSTER_TIMEOUT_MS);
     mongoc_uri_set_option_as_int32(u, MONGOC_URI_SOCKETTIMEOUTMS, 2 * MS_CLUSTER_TIMEOUT_MS);
@@ -90,41 +85,7 @@ static int fail(MsCluster *c, MsError *e, const bson_error_t *berr, const char *
     return ms_mongo_error(NULL, e, berr, context);
 }
 
-/* ---- small BSON readers ---- */
-static const char *doc_str(const bson_t *d, const char *key) {
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, d, key) && BSON_ITER_HOLDS_UTF8(&it))
-        return bson_iter_utf8(&it, NULL);
-    return NULL;
-}
-
-static uint64_t doc_u64(const bson_t *d, const char *key) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, d, key))
-        return 0;
-    if (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it)) {
-        int64_t v = bson_iter_as_int64(&it);
-        return v > 0 ? (uint64_t) v : 0;
-    }
-    if (BSON_ITER_HOLDS_DOUBLE(&it)) {
-        double v = bson_iter_double(&it);
-        return v > 0 ? (uint64_t) v : 0;
-    }
-    return 0;
-}
-
-static double doc_double(const bson_t *d, const char *key) {
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, d, key) && BSON_ITER_HOLDS_NUMBER(&it))
-        return bson_iter_as_double(&it);
-    return 0;
-}
-
-static bool doc_bool(const bson_t *d, const char *key) {
-    bson_iter_t it;
-    return bson_iter_init_find(&it, d, key) && bson_iter_as_bool(&it);
-}
-
+/* ---- small helpers ---- */
 static int dup_str(char **dst, const char *s) {
     if (!s)
         return 0;
@@ -184,7 +145,7 @@ static int update_one(MsCluster *c, const char *collection, const bson_t *filter
             r = fail(c, e, &berr, what);
         }
     } else if (ret_matched) {
-        int64_t matched = (int64_t) doc_u64(&reply, "matchedCount");
+        int64_t matched = (int64_t) ms_bson_u64(&reply, "matchedCount");
         bson_iter_t it;
         if (bson_iter_init_find(&it, &reply, "upsertedId"))
             matched++;
@@ -255,10 +216,10 @@ static int agent_from_doc(const bson_t *d, void *userdata) {
     l->v = v;
     MsClusterAgent *a = &v[l->n++];
     memset(a, 0, sizeof(*a));
-    if (dup_str(&a->node, doc_str(d, "_id")) < 0 || dup_str(&a->member, doc_str(d, "member")) < 0 ||
-        dup_str(&a->version, doc_str(d, "version")) < 0)
+    if (dup_str(&a->node, ms_bson_str(d, "_id")) < 0 || dup_str(&a->member, ms_bson_str(d, "member")) < 0 ||
+        dup_str(&a->version, ms_bson_str(d, "version")) < 0)
         return -ENOMEM;
-    a->heartbeat_usec = doc_u64(d, "heartbeat");
+    a->heartbeat_usec = ms_bson_u64(d, "heartbeat");
     bson_iter_t it, arr;
     if (!bson_iter_init_find(&it, d, "policies") || !BSON_ITER_HOLDS_ARRAY(&it) ||
         !bson_iter_recurse(&it, &arr))
@@ -272,7 +233,7 @@ static int agent_from_doc(const bson_t *d, void *userdata) {
         bson_t item;
         if (!bson_init_static(&item, data, len))
             continue;
-        const char *name = doc_str(&item, "name"), *settings = doc_str(&item, "settings");
+        const char *name = ms_bson_str(&item, "name"), *settings = ms_bson_str(&item, "settings");
         if (!name || !settings)
             continue;
         char **names = realloc(a->policy_names, (a->n_policies + 1) * sizeof(char *));
@@ -341,20 +302,20 @@ void ms_cluster_leases_free(MsClusterLease *l, size_t n) {
 
 static int lease_from_doc(const bson_t *d, MsClusterLease *l) {
     memset(l, 0, sizeof(*l));
-    const char *state = doc_str(d, "state");
+    const char *state = ms_bson_str(d, "state");
     bool released = state && strcmp(state, LEASE_RELEASED) == 0;
-    if (dup_str(&l->policy, doc_str(d, "policy")) < 0 ||
-        (!released && dup_str(&l->task, doc_str(d, "task")) < 0) ||
-        (!released && dup_str(&l->node, doc_str(d, "node")) < 0) ||
+    if (dup_str(&l->policy, ms_bson_str(d, "policy")) < 0 ||
+        (!released && dup_str(&l->task, ms_bson_str(d, "task")) < 0) ||
+        (!released && dup_str(&l->node, ms_bson_str(d, "node")) < 0) ||
         (!released && dup_str(&l->state, state) < 0) ||
-        dup_str(&l->scheduled_task, doc_str(d, "scheduled_task")) < 0 ||
-        dup_str(&l->origin, doc_str(d, "origin")) < 0)
+        dup_str(&l->scheduled_task, ms_bson_str(d, "scheduled_task")) < 0 ||
+        dup_str(&l->origin, ms_bson_str(d, "origin")) < 0)
         return -ENOMEM;
-    l->gen = doc_u64(d, "gen");
-    l->seq = doc_u64(d, "seq");
-    l->expires_usec = released ? 0 : doc_u64(d, "expires");
-    l->scheduled_usec = doc_u64(d, "scheduled");
-    l->tick_usec = doc_u64(d, "tick");
+    l->gen = ms_bson_u64(d, "gen");
+    l->seq = ms_bson_u64(d, "seq");
+    l->expires_usec = released ? 0 : ms_bson_u64(d, "expires");
+    l->scheduled_usec = ms_bson_u64(d, "scheduled");
+    l->tick_usec = ms_bson_u64(d, "tick");
     return 0;
 }
 
@@ -367,7 +328,7 @@ typedef struct LeaseList {
  * lease. */
 static int lease_list_add(const bson_t *d, void *userdata) {
     LeaseList *l = userdata;
-    const char *policy = doc_str(d, "policy");
+    const char *policy = ms_bson_str(d, "policy");
     if (!policy || (l->n > 0 && strcmp(l->v[l->n - 1].policy, policy) == 0))
         return 0;
     MsClusterLease *v = realloc(l->v, (l->n + 1) * sizeof(*v));
@@ -379,12 +340,12 @@ static int lease_list_add(const bson_t *d, void *userdata) {
 
 static int stop_flag_add(const bson_t *d, void *userdata) {
     LeaseList *l = userdata;
-    const char *policy = doc_str(d, "_id");
+    const char *policy = ms_bson_str(d, "_id");
     if (!policy)
         return 0;
     for (size_t i = 0; i < l->n; i++)
         if (strcmp(l->v[i].policy, policy) == 0) {
-            l->v[i].stopped = doc_bool(d, "stopped");
+            l->v[i].stopped = ms_bson_true(d, "stopped");
             return 0;
         }
     MsClusterLease *v = realloc(l->v, (l->n + 1) * sizeof(*v));
@@ -392,7 +353,7 @@ static int stop_flag_add(const bson_t *d, void *userdata) {
         return -ENOMEM;
     l->v = v;
     memset(&v[l->n], 0, sizeof(v[l->n]));
-    v[l->n].stopped = doc_bool(d, "stopped");
+    v[l->n].stopped = ms_bson_true(d, "stopped");
     if (!(v[l->n].policy = strdup(policy)))
         return -ENOMEM;
     l->n++;
@@ -621,16 +582,16 @@ static void append_core(bson_t *set, const MsTaskCore *r, const char *node) {
 
 static int core_from_doc(const bson_t *d, MsTaskCore *r) {
     int k = 0;
-    k |= dup_str(&r->id, doc_str(d, "_id"));
-    k |= dup_str(&r->node, doc_str(d, "node"));
-    k |= dup_str(&r->error, doc_str(d, "error"));
-    r->created_usec = doc_u64(d, "created");
-    r->started_usec = doc_u64(d, "started");
-    r->finished_usec = doc_u64(d, "finished");
-    r->items_done = doc_u64(d, "items_done");
-    r->items_total = doc_u64(d, "items_total");
-    r->progress_pct = doc_double(d, "progress");
-    r->bytes_transferred = doc_u64(d, "bytes");
+    k |= dup_str(&r->id, ms_bson_str(d, "_id"));
+    k |= dup_str(&r->node, ms_bson_str(d, "node"));
+    k |= dup_str(&r->error, ms_bson_str(d, "error"));
+    r->created_usec = ms_bson_u64(d, "created");
+    r->started_usec = ms_bson_u64(d, "started");
+    r->finished_usec = ms_bson_u64(d, "finished");
+    r->items_done = ms_bson_u64(d, "items_done");
+    r->items_total = ms_bson_u64(d, "items_total");
+    r->progress_pct = ms_bson_double(d, "progress");
+    r->bytes_transferred = ms_bson_u64(d, "bytes");
     return k < 0 ? -ENOMEM : 0;
 }
 
@@ -666,22 +627,22 @@ static int snapshot_from_doc(const bson_t *d, MsSnapshotRecord **ret) {
     if (!r)
         return -ENOMEM;
     int k = core_from_doc(d, &r->core);
-    k |= dup_str(&r->policy, doc_str(d, "policy"));
-    k |= dup_str(&r->archive_key, doc_str(d, "archive_key"));
-    k |= dup_str(&r->manifest_key, doc_str(d, "manifest_key"));
-    k |= dup_str(&r->store, doc_str(d, "store"));
-    k |= dup_str(&r->verify_error, doc_str(d, "verify_error"));
-    k |= dup_str(&r->parts, doc_str(d, "parts"));
+    k |= dup_str(&r->policy, ms_bson_str(d, "policy"));
+    k |= dup_str(&r->archive_key, ms_bson_str(d, "archive_key"));
+    k |= dup_str(&r->manifest_key, ms_bson_str(d, "manifest_key"));
+    k |= dup_str(&r->store, ms_bson_str(d, "store"));
+    k |= dup_str(&r->verify_error, ms_bson_str(d, "verify_error"));
+    k |= dup_str(&r->parts, ms_bson_str(d, "parts"));
     if (k < 0) {
         ms_snapshot_record_free(r);
         return -ENOMEM;
     }
-    r->seq = doc_u64(d, "seq");
-    r->detached_usec = doc_u64(d, "detached");
-    MsSnapshotOrigin origin = ms_snapshot_origin_from_string(doc_str(d, "origin"));
+    r->seq = ms_bson_u64(d, "seq");
+    r->detached_usec = ms_bson_u64(d, "detached");
+    MsSnapshotOrigin origin = ms_snapshot_origin_from_string(ms_bson_str(d, "origin"));
     r->origin = origin < 0 ? MS_SNAPSHOT_ORIGIN_SCHEDULED : origin;
-    MsSnapshotState s = ms_snapshot_state_from_string(doc_str(d, "state"));
-    MsVerifyState v = ms_verify_state_from_string(doc_str(d, "verify_state") ?: "");
+    MsSnapshotState s = ms_snapshot_state_from_string(ms_bson_str(d, "state"));
+    MsVerifyState v = ms_verify_state_from_string(ms_bson_str(d, "verify_state") ?: "");
     if (!r->id || !r->policy || !r->node || s < 0) {
         /* Not one of ours (or written by a newer version with a state we do not know). */
         ms_snapshot_record_free(r);
@@ -690,9 +651,9 @@ static int snapshot_from_doc(const bson_t *d, MsSnapshotRecord **ret) {
     }
     r->state = s;
     r->verify_state = v < 0 ? MS_VERIFY_NEVER : v;
-    r->expire_usec = doc_u64(d, "expire");
-    r->point_in_time = doc_bool(d, "point_in_time");
-    r->verify_finished_usec = doc_u64(d, "verify_finished");
+    r->expire_usec = ms_bson_u64(d, "expire");
+    r->point_in_time = ms_bson_true(d, "point_in_time");
+    r->verify_finished_usec = ms_bson_u64(d, "verify_finished");
     *ret = r;
     return 0;
 }
@@ -808,9 +769,9 @@ int ms_cluster_put_restore(MsCluster *c, const MsRestoreRecord *r, const char *n
 
 static int restore_from_any(const bson_t *d, void **ret) {
     *ret = NULL;
-    MsRestoreState s = ms_restore_state_from_string(doc_str(d, "state"));
-    const char *id = doc_str(d, "_id"), *src = doc_str(d, "source_snapshot"),
-               *target = doc_str(d, "target"), *node = doc_str(d, "node");
+    MsRestoreState s = ms_restore_state_from_string(ms_bson_str(d, "state"));
+    const char *id = ms_bson_str(d, "_id"), *src = ms_bson_str(d, "source_snapshot"),
+               *target = ms_bson_str(d, "target"), *node = ms_bson_str(d, "node");
     if (s < 0 || !id || !src || !target || !node)
         return 0;
     MsRestoreRecord *r = calloc(1, sizeof(*r));
@@ -819,7 +780,7 @@ static int restore_from_any(const bson_t *d, void **ret) {
     int k = core_from_doc(d, &r->core);
     k |= dup_str(&r->source_snapshot, src);
     k |= dup_str(&r->target, target);
-    k |= dup_str(&r->options, doc_str(d, "options"));
+    k |= dup_str(&r->options, ms_bson_str(d, "options"));
     if (k < 0) {
         ms_restore_record_free(r);
         return -ENOMEM;
@@ -895,9 +856,9 @@ static int command_list_add(const bson_t *d, void *userdata) {
     bson_oid_copy(bson_iter_oid(&it), &ids[l->n]);
     MsClusterCommand *cmd = &v[l->n++];
     memset(cmd, 0, sizeof(*cmd));
-    if (dup_str(&cmd->op, doc_str(d, "op")) < 0 ||
-        dup_str(&cmd->policy, doc_str(d, "policy")) < 0 ||
-        dup_str(&cmd->task, doc_str(d, "task")) < 0 || dup_str(&cmd->from, doc_str(d, "from")) < 0)
+    if (dup_str(&cmd->op, ms_bson_str(d, "op")) < 0 ||
+        dup_str(&cmd->policy, ms_bson_str(d, "policy")) < 0 ||
+        dup_str(&cmd->task, ms_bson_str(d, "task")) < 0 || dup_str(&cmd->from, ms_bson_str(d, "from")) < 0)
         return -ENOMEM;
     return 0;
 }
@@ -921,7 +882,7 @@ int ms_cluster_take_commands(MsCluster *c, const char *node, MsClusterCommand **
         bson_destroy(f);
         if (!ok)
             r = fail(c, e, &berr, "removing a command");
-        else if (doc_u64(&reply, "deletedCount") == 1) {
+        else if (ms_bson_u64(&reply, "deletedCount") == 1) {
             MsClusterCommand *v = realloc(out, (n_out + 1) * sizeof(*v));
             if (!v)
                 r = ms_error_set(e, ENOMEM, "out of memory");

@@ -19,6 +19,7 @@
 #include "manifest.h"
 #include "mongosnap/mongosnap.h"
 #include "oplog-source.h"
+#include "archive/bson-read.h"
 
 #define MEET_MAX (64u * 1024u)
 #define RUN_ID_LEN 32
@@ -88,14 +89,6 @@ static int64_t doc_int(const bson_t *doc, const char *path) {
         !BSON_ITER_HOLDS_NUMBER(&it))
         return -1;
     return bson_iter_as_int64(&it);
-}
-
-static const char *doc_str(const bson_t *doc, const char *path) {
-    bson_iter_t it;
-    if (!bson_iter_init(&it, doc) || !bson_iter_find_descendant(&it, path, &it) ||
-        !BSON_ITER_HOLDS_UTF8(&it))
-        return NULL;
-    return bson_iter_utf8(&it, NULL);
 }
 
 static bool doc_position(const bson_t *doc, const char *key, MsOplogPosition *ret) {
@@ -303,7 +296,7 @@ int ms_part_meet_put_point(const MsPartMeetCoordinator *c, MsOplogPosition point
  * 0 when obj is this taker's (or the first), -EEXIST otherwise. */
 static int same_taker(const bson_t *obj, const char *shard, char taker[RUN_ID_LEN + 1],
                       MsError *e) {
-    const char *id = doc_str(obj, "taker");
+    const char *id = ms_bson_str(obj, "taker");
     if (!id || strlen(id) != RUN_ID_LEN)
         return ms_error_set(e, EBADMSG, "an object of part %s names no process", shard);
     if (!taker[0])
@@ -312,7 +305,7 @@ static int same_taker(const bson_t *obj, const char *shard, char taker[RUN_ID_LE
         return ms_error_set(e, EEXIST,
                             "two processes took part %s (the last on node %s): their objects may "
                             "be mixed, so the cluster snapshot is given up; take each part once",
-                            shard, doc_str(obj, "node") ?: "?");
+                            shard, ms_bson_str(obj, "node") ?: "?");
     return 0;
 }
 
@@ -328,7 +321,7 @@ int ms_part_meet_check(const MsPartMeetCoordinator *c, const char *shard,
         return ms_error_oom(e);
     bson_t *doc = NULL;
     if (meet_get(c->st, failed, c->run, &doc)) {
-        const char *msg = doc_str(doc, "message");
+        const char *msg = ms_bson_str(doc, "message");
         int r = same_taker(doc, shard, w->taker, e);
         if (r == 0)
             r = ms_error_set(e, EIO, "%s", msg ? msg : "it failed (no reason given)");
@@ -460,7 +453,7 @@ int ms_part_meet_wait_done(const MsPartMeetCoordinator *c, const char *shard,
     int r = wait_for(c, shard, "done", t, cancel, w, &doc, e);
     if (r < 0)
         return r;
-    const char *manifest = doc_str(doc, "manifest"), *archive = doc_str(doc, "archive");
+    const char *manifest = ms_bson_str(doc, "manifest"), *archive = ms_bson_str(doc, "archive");
     int64_t documents = doc_int(doc, "documents"), stored = doc_int(doc, "stored_bytes");
     MsSnapshotResult res = {.point_in_time = true};
     /* Its keys must be the ones its shard name gives: a part must not name another's objects. */
@@ -550,7 +543,7 @@ static void *part_watch(void *userdata) {
         bson_destroy(&doc);
         bson_t *got = NULL;
         if (meet_get(p->st, aborted, p->run, &got)) {
-            const char *msg = doc_str(got, "message");
+            const char *msg = ms_bson_str(got, "message");
             char why[MS_ERROR_MESSAGE_MAX / 2];
             snprintf(why, sizeof(why), "the coordinator gave the cluster snapshot up: %s",
                      msg ? msg : "?");
@@ -607,7 +600,7 @@ static int find_coordinator(PartSide *p, MsError *e) {
             return ms_error_set(e, ECANCELED, "stopped");
         bson_t *doc = NULL;
         if (meet_get(p->st, coord, NULL, &doc)) {
-            const char *run = doc_str(doc, "run");
+            const char *run = ms_bson_str(doc, "run");
             int64_t seq = doc_int(doc, "seq");
             if (run && strlen(run) == RUN_ID_LEN) {
                 if (first_seq >= 0 && strcmp(run, first_run) == 0 && seq != first_seq)
@@ -626,7 +619,7 @@ static int find_coordinator(PartSide *p, MsError *e) {
             /* Another process of this run took it already: two would mix their objects. */
             bson_t *other = NULL;
             if (meet_get(p->st, alive, p->run, &other)) {
-                const char *taker = doc_str(other, "taker"), *node = doc_str(other, "node");
+                const char *taker = ms_bson_str(other, "taker"), *node = ms_bson_str(other, "node");
                 int r = taker && strcmp(taker, p->taker) != 0
                             ? ms_error_set(e, EEXIST,
                                            "another process (node %s) takes part %s of %s/%s "

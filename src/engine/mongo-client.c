@@ -29,21 +29,34 @@ void ms_mongo_init_logging(void) {
     mongoc_log_set_handler(mongo_log_handler, NULL);
 }
 
+int ms_mongo_uri_parse(const char *uri, const char *password, const char *what, mongoc_uri_t **ret,
+                       MsError *e) {
+    bson_error_t berr;
+    mongoc_uri_t *u = mongoc_uri_new_with_error(uri, &berr);
+    if (!u) {
+        _cleanup_free_ char *redacted = ms_uri_redact(uri);
+        return ms_error_set(e, EINVAL,
+                            "the %s URI '%s' is not valid: write it as "
+                            "mongodb://[user@]host[:port][,host...]/[db][?options]",
+                            what, redacted ? redacted : "?");
+    }
+    if (password && !mongoc_uri_set_password(u, password)) {
+        mongoc_uri_destroy(u);
+        return ms_error_set(e, EINVAL, "the %s password from the credential file is not valid "
+                            "UTF-8", what);
+    }
+    *ret = u;
+    return 0;
+}
+
 int ms_mongo_open(const char *uri, const char *password, unsigned max_clients, MsMongo **ret,
                   MsError *e) {
     bson_error_t berr;
+    mongoc_uri_t *u = NULL;
+    int parsed = ms_mongo_uri_parse(uri, password, "MongoDB", &u, e);
+    if (parsed < 0)
+        return parsed;
     _cleanup_free_ char *redacted = ms_uri_redact(uri);
-    mongoc_uri_t *u = mongoc_uri_new_with_error(uri, &berr);
-    if (!u)
-        /* The driver's message may quote the URI: say only that it is malformed. */
-        return ms_error_set(e, EINVAL,
-                            "the MongoDB URI '%s' is not valid: write it as "
-                            "mongodb://[user@]host[:port][,host...]/[db][?options]",
-                            redacted);
-    if (password && !mongoc_uri_set_password(u, password)) {
-        mongoc_uri_destroy(u);
-        return ms_error_set(e, EINVAL, "the password from the credential file is not valid UTF-8");
-    }
     /* A user without a password would reach libmongoc's SCRAM code with nothing to hash
      * (it crashes in 1.23); the mechanisms that need no password are the exceptions. */
     const char *user = mongoc_uri_get_username(u);

@@ -9,6 +9,12 @@
 
 typedef struct MsMongo MsMongo;
 
+/* Parse uri (what names it in messages: "MongoDB", "cluster"), with password, when non-NULL,
+ * in place of the URI's own. The driver's own message may quote the URI, so a malformed one is
+ * said to be malformed, redacted, and no more. */
+int ms_mongo_uri_parse(const char *uri, const char *password, const char *what, mongoc_uri_t **ret,
+                       MsError *e);
+
 /* uri may carry a password; password, when non-NULL, replaces it (from a credential file).
  * max_clients bounds the pool. Nothing is contacted yet. */
 int ms_mongo_open(const char *uri, const char *password, unsigned max_clients, MsMongo **ret,

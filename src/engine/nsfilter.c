@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/macro.h"
+#include "archive/bson-read.h"
 
 #define MS_NS_MAX_WILDCARDS 8
 
@@ -220,13 +221,6 @@ bool ms_ns_filter_could_select_db(const MsNsFilter *f, const char *db) {
 #define OPLOG_MAX_NESTING 8
 #define SYSTEM_BUCKETS_PREFIX "system.buckets."
 
-static const char *bson_get_utf8(const bson_t *b, const char *key) {
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, b, key) && BSON_ITER_HOLDS_UTF8(&it))
-        return bson_iter_utf8(&it, NULL);
-    return NULL;
-}
-
 static bool db_never_dumped(const char *db) {
     return strcmp(db, "local") == 0 || strcmp(db, "config") == 0;
 }
@@ -379,7 +373,7 @@ static int filter_command(const MsNsFilter *f, unsigned flags, const char *db,
         r = oplog_full_ns_selected(f, flags, BSON_ITER_HOLDS_UTF8(&it) ? bson_iter_utf8(&it, NULL)
                                                                        : NULL);
         if (r == 0)
-            r = oplog_full_ns_selected(f, flags, bson_get_utf8(&o, "to"));
+            r = oplog_full_ns_selected(f, flags, ms_bson_str(&o, "to"));
     } else if (BSON_ITER_HOLDS_UTF8(&it))
         r = oplog_ns_selected(f, flags, db, bson_iter_utf8(&it, NULL));
     else
@@ -391,8 +385,8 @@ static int filter_command(const MsNsFilter *f, unsigned flags, const char *db,
 
 static int filter_entry(const MsNsFilter *f, unsigned flags, const bson_t *entry, unsigned depth,
                         bson_t *ret, MsError *e) {
-    const char *op = bson_get_utf8(entry, "op");
-    const char *ns = bson_get_utf8(entry, "ns");
+    const char *op = ms_bson_str(entry, "op");
+    const char *ns = ms_bson_str(entry, "ns");
     /* No-ops (periodic writes, migrations' markers) carry no data of any namespace, and an
      * entry without op or ns cannot be attributed to a selected one. */
     if (!op || !ns || strcmp(op, "n") == 0)

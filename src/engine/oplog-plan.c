@@ -10,6 +10,7 @@
 #include "common/macro.h"
 #include "common/string-table.h"
 #include "nsmap.h"
+#include "archive/bson-read.h"
 
 /* applyOps nests at most one level on real servers; deeper is refused, not followed. */
 #define OPLOG_MAX_NESTING 8
@@ -38,38 +39,12 @@ struct MsOplogReplayer {
 
 /* ---- small helpers ---- */
 
-static const char *get_str(const bson_t *b, const char *key) {
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, b, key) && BSON_ITER_HOLDS_UTF8(&it))
-        return bson_iter_utf8(&it, NULL);
-    return NULL;
-}
-
-static bool get_doc(const bson_t *b, const char *key, bson_t *ret) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, b, key) ||
-        !(BSON_ITER_HOLDS_DOCUMENT(&it) || BSON_ITER_HOLDS_ARRAY(&it)))
-        return false;
-    const uint8_t *data;
-    uint32_t len;
-    if (BSON_ITER_HOLDS_DOCUMENT(&it))
-        bson_iter_document(&it, &len, &data);
-    else
-        bson_iter_array(&it, &len, &data);
-    return bson_init_static(ret, data, len);
-}
-
-static bool get_true(const bson_t *b, const char *key) {
-    bson_iter_t it;
-    return bson_iter_init_find(&it, b, key) && bson_iter_as_bool(&it);
-}
-
 void ms_oplog_describe_entry(const bson_t *entry, char *buf, size_t size) {
     uint32_t t = 0, i = 0;
     bson_iter_t it;
     if (bson_iter_init_find(&it, entry, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it))
         bson_iter_timestamp(&it, &t, &i);
-    const char *op = get_str(entry, "op"), *ns = get_str(entry, "ns");
+    const char *op = ms_bson_str(entry, "op"), *ns = ms_bson_str(entry, "ns");
     snprintf(buf, size, "oplog entry op '%.8s' on '%.200s' at %" PRIu32 ":%" PRIu32,
              op ? op : "?", ns ? ns : "?", t, i);
 }
@@ -341,7 +316,7 @@ static int plan_crud(MsOplogReplayer *r, const bson_t *entry, const char *op, co
         return v < 0 ? v : 0;
 
     bson_t o, o2;
-    if (!get_doc(entry, "o", &o))
+    if (!ms_bson_doc(entry, "o", &o))
         return ms_error_set(e, EBADMSG, "an oplog entry has no 'o' document");
     MsOplogAction *a = NULL;
     if (strcmp(op, "i") == 0) {
@@ -355,7 +330,7 @@ static int plan_crud(MsOplogReplayer *r, const bson_t *entry, const char *op, co
             return ms_error_oom(e);
         bson_concat(a->doc, &o);
     } else if (strcmp(op, "u") == 0) {
-        if (!get_doc(entry, "o2", &o2))
+        if (!ms_bson_doc(entry, "o2", &o2))
             return ms_error_set(e, EBADMSG, "an oplog update has no 'o2' selector");
         bson_iter_t first;
         bool has_ops = bson_iter_init(&first, &o) && bson_iter_next(&first) &&
@@ -365,7 +340,7 @@ static int plan_crud(MsOplogReplayer *r, const bson_t *entry, const char *op, co
             bson_t diff;
             bson_iter_t v2;
             bool delta = bson_iter_init_find(&v2, &o, "$v") && bson_iter_as_int64(&v2) == 2 &&
-                         get_doc(&o, "diff", &diff);
+                         ms_bson_doc(&o, "diff", &diff);
             int k = 0;
             if (delta) {
                 bson_destroy(&update);
@@ -520,7 +495,7 @@ static int plan_coll_command(MsOplogReplayer *r, const bson_t *entry, const char
     }
 
     _cleanup_free_ char *view_on = NULL;
-    const char *src_view_on = get_str(o, "viewOn");
+    const char *src_view_on = ms_bson_str(o, "viewOn");
     if ((cc == CC_CREATE || cc == CC_COLL_MOD) && src_view_on) {
         int k = map_view_on(r, entry, db, tdb, src_view_on, &view_on, e);
         if (k != 0)
@@ -540,7 +515,7 @@ static int plan_coll_command(MsOplogReplayer *r, const bson_t *entry, const char
         if (view_on)
             BSON_APPEND_UTF8(a->doc, "viewOn", view_on);
         bson_t id_index;
-        if (get_doc(o, "idIndex", &id_index)) {
+        if (ms_bson_doc(o, "idIndex", &id_index)) {
             /* idIndex.ns names the source collection; the target would refuse it. */
             static const char *const skip_ns[] = {"ns", NULL};
             bson_t clean;
@@ -576,10 +551,10 @@ static int plan_coll_command(MsOplogReplayer *r, const bson_t *entry, const char
         bson_iter_t it;
         uint32_t n = 0;
         BSON_APPEND_ARRAY_BEGIN(a->doc, "indexes", &arr);
-        if (get_doc(o, "indexes", &indexes) && bson_iter_init(&it, &indexes))
+        if (ms_bson_doc(o, "indexes", &indexes) && bson_iter_init(&it, &indexes))
             while (bson_iter_next(&it)) {
                 bson_t spec;
-                if (get_doc(&indexes, bson_iter_key(&it), &spec))
+                if (ms_bson_doc(&indexes, bson_iter_key(&it), &spec))
                     append_index_spec(&arr, n++, &spec);
             }
         bson_append_array_end(a->doc, &arr);
@@ -613,7 +588,7 @@ static int plan_coll_command(MsOplogReplayer *r, const bson_t *entry, const char
 /* renameCollection {renameCollection: "db.from", to: "db.to", dropTarget, stayTemp}. */
 static int plan_rename(MsOplogReplayer *r, const bson_t *entry, const bson_t *o, const char *from,
                        MsOplogPlan *plan, MsError *e) {
-    const char *to = get_str(o, "to");
+    const char *to = ms_bson_str(o, "to");
     if (!from || !to)
         return ms_error_set(e, EBADMSG, "a renameCollection oplog entry lacks its namespaces");
     _cleanup_free_ char *tfrom = NULL;
@@ -817,15 +792,15 @@ static int txn_commit(MsOplogReplayer *r, const bson_t *key, const bson_t *last_
 static int plan_apply_ops(MsOplogReplayer *r, const bson_t *entry, const bson_t *o,
                           unsigned depth, MsOplogPlan *plan, MsError *e) {
     bson_t ops;
-    if (!get_doc(o, "applyOps", &ops))
+    if (!ms_bson_doc(o, "applyOps", &ops))
         return ms_error_set(e, EBADMSG, "applyOps without operations in the oplog");
     if (depth >= OPLOG_MAX_NESTING)
         return ms_error_set(e, EBADMSG, "an oplog applyOps nests more than %d levels deep",
                             OPLOG_MAX_NESTING);
     bson_t key;
     bool in_txn = txn_key(entry, &key);
-    bool partial = get_true(entry, "partialTxn") || get_true(o, "partialTxn");
-    bool prepare = get_true(o, "prepare") || get_true(entry, "prepare");
+    bool partial = ms_bson_true(entry, "partialTxn") || ms_bson_true(o, "partialTxn");
+    bool prepare = ms_bson_true(o, "prepare") || ms_bson_true(entry, "prepare");
     int k;
     if (in_txn && (partial || prepare))
         k = txn_hold(r, &key, &ops, e); /* applied at commit, dropped at abort */
@@ -843,7 +818,7 @@ static int plan_apply_ops(MsOplogReplayer *r, const bson_t *entry, const bson_t 
 static int plan_command(MsOplogReplayer *r, const bson_t *entry, const char *db, unsigned depth,
                         MsOplogPlan *plan, MsError *e) {
     bson_t o;
-    if (!get_doc(entry, "o", &o))
+    if (!ms_bson_doc(entry, "o", &o))
         return ms_error_set(e, EBADMSG, "an oplog command entry has no 'o' document");
     bson_iter_t it;
     if (!bson_iter_init(&it, &o) || !bson_iter_next(&it))
@@ -906,8 +881,8 @@ static int plan_command(MsOplogReplayer *r, const bson_t *entry, const char *db,
 
 static int plan_entry(MsOplogReplayer *r, const bson_t *entry, unsigned depth, MsOplogPlan *plan,
                       MsError *e) {
-    const char *op = get_str(entry, "op");
-    const char *ns = get_str(entry, "ns");
+    const char *op = ms_bson_str(entry, "op");
+    const char *ns = ms_bson_str(entry, "ns");
     if (!op || !ns)
         return ms_error_set(e, EBADMSG, "an oplog entry lacks its 'op' or 'ns' field");
     if (strcmp(op, "n") == 0 || strcmp(op, "db") == 0) {

@@ -17,6 +17,7 @@
 #include "oplog-apply.h"
 #include "oplog-source.h"
 #include "snapshot-source.h"
+#include "archive/bson-read.h"
 
 #define RESTORE_DEFAULT_PARALLEL 4u
 #define RESTORE_MAX_PARALLEL 64u
@@ -280,20 +281,6 @@ static int add_document(RestoreContext *ctx, RestoreNs *ns, const uint8_t *data,
     return 0;
 }
 
-static bool get_subdoc(const bson_t *b, const char *key, bson_t *ret) {
-    bson_iter_t it;
-    if (!b || !bson_iter_init_find(&it, b, key) ||
-        !(BSON_ITER_HOLDS_DOCUMENT(&it) || BSON_ITER_HOLDS_ARRAY(&it)))
-        return false;
-    const uint8_t *data;
-    uint32_t len;
-    if (BSON_ITER_HOLDS_DOCUMENT(&it))
-        bson_iter_document(&it, &len, &data);
-    else
-        bson_iter_array(&it, &len, &data);
-    return bson_init_static(ret, data, len);
-}
-
 static int run_db_command(RestoreContext *ctx, mongoc_client_t *c, const char *db,
                           const bson_t *cmd, int tolerated_code, const char *context, MsError *e) {
     bson_error_t berr;
@@ -320,7 +307,7 @@ static int drop_target(RestoreContext *ctx, mongoc_client_t *c, RestoreNs *ns, M
 static int create_target(RestoreContext *ctx, mongoc_client_t *c, RestoreNs *ns, MsError *e) {
     bson_t *cmd = BCON_NEW("create", BCON_UTF8(ns->dst_coll));
     bson_t options;
-    if (get_subdoc(ns->metadata, "options", &options)) {
+    if (ms_bson_doc(ns->metadata, "options", &options)) {
         bson_iter_t it;
         bson_iter_init(&it, &options);
         while (bson_iter_next(&it))
@@ -337,7 +324,7 @@ static int create_target(RestoreContext *ctx, mongoc_client_t *c, RestoreNs *ns,
 static int create_indexes(RestoreContext *ctx, mongoc_client_t *c, RestoreNs *ns,
                           uint64_t *ret_count, MsError *e) {
     bson_t indexes;
-    if (!get_subdoc(ns->metadata, "indexes", &indexes))
+    if (!ms_bson_doc(ns->metadata, "indexes", &indexes))
         return 0;
     bson_t *cmd = BCON_NEW("createIndexes", BCON_UTF8(ns->dst_coll));
     bson_t arr;

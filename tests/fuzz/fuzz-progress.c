@@ -49,13 +49,13 @@ static void on_message(AgentTask *t, const bson_t *msg, void *userdata) {
     (void) t;
     uint64_t sum = 0;
     for (size_t i = 0; i < ELEMENTSOF(u64_keys); i++)
-        sum += agent_msg_u64(msg, u64_keys[i]) + agent_msg_has(msg, u64_keys[i]);
+        sum += ms_bson_u64(msg, u64_keys[i]) + agent_msg_has(msg, u64_keys[i]);
     for (size_t i = 0; i < ELEMENTSOF(str_keys); i++) {
-        const char *s = agent_msg_str(msg, str_keys[i]);
+        const char *s = ms_bson_str(msg, str_keys[i]);
         if (s)
             sum += strlen(s);
     }
-    double pct = agent_msg_double(msg, "percent");
+    double pct = ms_bson_double(msg, "percent");
     sum += agent_msg_bool(msg, "point_in_time");
     (void) pct;
     (void) sum;
