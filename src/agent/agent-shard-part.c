@@ -73,6 +73,15 @@ static const AgentJobType shard_part_job_type = {
     .on_end = shard_part_end,
 };
 
+/* "<policy>-<stamp>[-N]", as new_snapshot_id() names a policy's snapshots. */
+static bool snapshot_of_policy(const char *snapshot, const char *policy) {
+    size_t n = strlen(policy);
+    if (strncmp(snapshot, policy, n) != 0 || snapshot[n] != '-' || !snapshot[n + 1])
+        return false;
+    const char *rest = snapshot + n + 1;
+    return strspn(rest, "0123456789TZ-") == strlen(rest);
+}
+
 int manager_take_part(Manager *m, const char *policy, const char *task, const char *from,
                       MsError *e) {
     const char *slash = task ? strchr(task, '/') : NULL;
@@ -94,6 +103,16 @@ int manager_take_part(Manager *m, const char *policy, const char *task, const ch
         !(t->shard = strdup(slash + 1)) || !(t->from = strdup(from ? from : "?"))) {
         shard_part_free(t);
         return ms_error_oom(e);
+    }
+    /* The command comes through the cluster database, which others may write: the names go
+     * into store keys and worker arguments only in the shape this agent gives them. */
+    if (!snapshot_of_policy(t->snapshot, policy) || !ms_policy_name_is_valid(t->shard)) {
+        int r = ms_error_set(e, EINVAL,
+                             "take-part of '%s': not a snapshot of policy %s (%s-YYYYMMDDTHHMMSSZ) "
+                             "and a shard name (letters, digits, '_', '.', '-')",
+                             task, policy, policy);
+        shard_part_free(t);
+        return r;
     }
     AGENT_LIST_FOREACH(j, &m->shard_parts) {
         const ShardPart *running = MS_CONTAINER_OF(j, ShardPart, job);

@@ -125,3 +125,63 @@ int ctl_find_restore(sd_bus *bus, const char *id, char **ret_path, sd_bus_error 
                        id, ret_path, error, MONGOSNAP_ERROR_NO_SUCH_RESTORE,
                        "no restore '%s' (mongosnapctl list-restores shows them)", id);
 }
+
+int ctl_object_callv(Ctl *ctl, CtlObject kind, const char *verb, const char *name,
+                     const char *method, sd_bus_message **ret_reply, char **ret_path,
+                     const char *types, va_list ap) {
+    static const struct {
+        int (*find)(sd_bus *bus, const char *name, char **ret_path, sd_bus_error *error);
+        const char *interface;
+    } kinds[] = {
+        [CTL_OBJECT_POLICY] = {ctl_find_policy, MONGOSNAP_BUS_POLICY_INTERFACE},
+        [CTL_OBJECT_SNAPSHOT] = {ctl_find_snapshot, MONGOSNAP_BUS_SNAPSHOT_INTERFACE},
+        [CTL_OBJECT_RESTORE] = {ctl_find_restore, MONGOSNAP_BUS_RESTORE_INTERFACE},
+    };
+    sd_bus *bus;
+    int code = ctl_bus(ctl, &bus);
+    if (code != CTL_EXIT_OK)
+        return code;
+    _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+    _cleanup_free_ char *path = NULL;
+    int r = kinds[kind].find(bus, name, &path, &error);
+    if (r >= 0)
+        r = sd_bus_call_methodv(bus, MONGOSNAP_BUS_NAME, path, kinds[kind].interface, method,
+                                &error, ret_reply, types, ap);
+    if (r < 0) {
+        char what[256];
+        snprintf(what, sizeof(what), "%s %s", verb, name);
+        return ctl_fail_bus(what, &error, r);
+    }
+    if (ret_path)
+        *ret_path = TAKE_PTR(path);
+    return CTL_EXIT_OK;
+}
+
+int ctl_object_call(Ctl *ctl, CtlObject kind, const char *verb, const char *name,
+                    const char *method, sd_bus_message **ret_reply, char **ret_path,
+                    const char *types, ...) {
+    va_list ap;
+    va_start(ap, types);
+    int code = ctl_object_callv(ctl, kind, verb, name, method, ret_reply, ret_path, types, ap);
+    va_end(ap);
+    return code;
+}
+
+int ctl_find_task(sd_bus *bus, const char *id, char **ret_path, CtlObject *ret_kind,
+                  sd_bus_error *error) {
+    *ret_kind = CTL_OBJECT_SNAPSHOT;
+    int r = ctl_find_snapshot(bus, id, ret_path, error);
+    if (r != -ENOENT)
+        return r;
+    sd_bus_error_free(error);
+    *ret_kind = CTL_OBJECT_RESTORE;
+    r = ctl_find_restore(bus, id, ret_path, error);
+    if (r != -ENOENT)
+        return r;
+    sd_bus_error_free(error);
+    sd_bus_error_setf(error, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT,
+                      "no snapshot or restore task '%s' (mongosnapctl list-snapshots and "
+                      "list-restores show them)",
+                      id);
+    return -ENOENT;
+}

@@ -144,10 +144,8 @@ static int log_match(Ctl *ctl, const char *name, char **ret, sd_bus_error *error
     bool task = false;
     if (r < 0) {
         _cleanup_free_ char *task_path = NULL;
-        task = ctl_find_snapshot(ctl->bus, name, &task_path, error) >= 0;
-        sd_bus_error_free(error);
-        if (!task)
-            task = ctl_find_restore(ctl->bus, name, &task_path, error) >= 0;
+        CtlObject kind;
+        task = ctl_find_task(ctl->bus, name, &task_path, &kind, error) >= 0;
         sd_bus_error_free(error);
     }
     return asprintf(ret, "%s%s", task ? TASK_MATCH : POLICY_MATCH, name) < 0 ? -ENOMEM : 0;

@@ -16,21 +16,12 @@
 
 static int policy_call(Ctl *ctl, const char *verb, const char *name, const char *method,
                        sd_bus_message **ret_reply) {
-    char what[256];
-    snprintf(what, sizeof(what), "%s %s", verb, name);
     sd_bus *bus;
     int code = ctl_bus(ctl, &bus);
     if (code != CTL_EXIT_OK)
         return code;
     (void) sd_bus_set_method_call_timeout(bus, CHAIN_TIMEOUT_USEC);
-    _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-    _cleanup_free_ char *path = NULL;
-    int r = ctl_find_policy(bus, name, &path, &error);
-    if (r >= 0)
-        r = ctl_call(bus, path, MONGOSNAP_BUS_POLICY_INTERFACE, method, &error, ret_reply, NULL);
-    if (r < 0)
-        return ctl_fail_bus(what, &error, r);
-    return CTL_EXIT_OK;
+    return ctl_object_call(ctl, CTL_OBJECT_POLICY, verb, name, method, ret_reply, NULL, NULL);
 }
 
 int verb_list_slices(Ctl *ctl, int argc, char **argv) {

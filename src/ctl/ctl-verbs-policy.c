@@ -19,29 +19,12 @@
 #define WHAT_MAX 256
 #define CTL_LINE_MAX 1024
 
-/* A method of the policy called name; prints and returns the exit code on failure. */
-static int policy_callv(Ctl *ctl, const char *verb, const char *name, const char *method,
-                        sd_bus_message **reply, const char *types, va_list ap) {
-    char what[WHAT_MAX];
-    snprintf(what, sizeof(what), "%s %s", verb, name);
-    sd_bus *bus;
-    int code = ctl_bus(ctl, &bus);
-    if (code != CTL_EXIT_OK)
-        return code;
-    _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-    _cleanup_free_ char *path = NULL;
-    int r = ctl_find_policy(bus, name, &path, &error);
-    if (r >= 0)
-        r = sd_bus_call_methodv(bus, MONGOSNAP_BUS_NAME, path, MONGOSNAP_BUS_POLICY_INTERFACE,
-                                method, &error, reply, types, ap);
-    return r < 0 ? ctl_fail_bus(what, &error, r) : CTL_EXIT_OK;
-}
-
 static int policy_call(Ctl *ctl, const char *verb, const char *name, const char *method,
                        sd_bus_message **reply, const char *types, ...) {
     va_list ap;
     va_start(ap, types);
-    int code = policy_callv(ctl, verb, name, method, reply, types, ap);
+    int code = ctl_object_callv(ctl, CTL_OBJECT_POLICY, verb, name, method, reply, NULL, types,
+                                ap);
     va_end(ap);
     return code;
 }

@@ -203,20 +203,11 @@ int verb_show(Ctl *ctl, int argc, char **argv) {
         return code;
     _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
     _cleanup_free_ char *path = NULL;
-    int r = ctl_find_snapshot(bus, argv[1], &path, &error);
-    if (r >= 0) {
-        ctl_pager_open(ctl);
-        return show_snapshot(ctl, bus, path);
-    }
-    sd_bus_error_free(&error);
-    r = ctl_find_restore(bus, argv[1], &path, &error);
-    if (r >= 0) {
-        ctl_pager_open(ctl);
-        return show_restore(ctl, bus, path);
-    }
-    sd_bus_error_free(&error);
-    sd_bus_error_setf(&error, MONGOSNAP_ERROR_NO_SUCH_SNAPSHOT,
-                      "no snapshot or restore '%s' (list-snapshots and list-restores show them)",
-                      argv[1]);
-    return ctl_fail_bus("show", &error, -ENOENT);
+    CtlObject kind;
+    int r = ctl_find_task(bus, argv[1], &path, &kind, &error);
+    if (r < 0)
+        return ctl_fail_bus("show", &error, r);
+    ctl_pager_open(ctl);
+    return kind == CTL_OBJECT_SNAPSHOT ? show_snapshot(ctl, bus, path)
+                                       : show_restore(ctl, bus, path);
 }

@@ -110,22 +110,7 @@ int verb_restore(Ctl *ctl, int argc, char **argv) {
 /* A method of the snapshot id; *ret_path (if asked for) is its object's path. */
 static int snapshot_call(Ctl *ctl, const char *verb, const char *id, const char *method,
                          char **ret_path) {
-    char what[WHAT_MAX];
-    snprintf(what, sizeof(what), "%s %s", verb, id);
-    sd_bus *bus;
-    int code = ctl_bus(ctl, &bus);
-    if (code != CTL_EXIT_OK)
-        return code;
-    _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-    _cleanup_free_ char *path = NULL;
-    int r = ctl_find_snapshot(bus, id, &path, &error);
-    if (r >= 0)
-        r = ctl_call(bus, path, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, method, &error, NULL, NULL);
-    if (r < 0)
-        return ctl_fail_bus(what, &error, r);
-    if (ret_path)
-        *ret_path = TAKE_PTR(path);
-    return CTL_EXIT_OK;
+    return ctl_object_call(ctl, CTL_OBJECT_SNAPSHOT, verb, id, method, NULL, ret_path, NULL);
 }
 
 int verb_verify(Ctl *ctl, int argc, char **argv) {
@@ -143,21 +128,13 @@ int verb_delete_snapshot(Ctl *ctl, int argc, char **argv) {
 int verb_download_url(Ctl *ctl, int argc, char **argv) {
     char what[WHAT_MAX];
     snprintf(what, sizeof(what), "download-url %s", argv[1]);
-    sd_bus *bus;
-    int code = ctl_bus(ctl, &bus);
+    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+    int code = ctl_object_call(ctl, CTL_OBJECT_SNAPSHOT, "download-url", argv[1],
+                               "GetDownloadAddress", &reply, NULL, "t", ctl->args.expires_usec);
     if (code != CTL_EXIT_OK)
         return code;
-    _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-    _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-    _cleanup_free_ char *path = NULL;
-    int r = ctl_find_snapshot(bus, argv[1], &path, &error);
-    if (r >= 0)
-        r = ctl_call(bus, path, MONGOSNAP_BUS_SNAPSHOT_INTERFACE, "GetDownloadAddress", &error,
-                     &reply, "t", ctl->args.expires_usec);
-    if (r < 0)
-        return ctl_fail_bus(what, &error, r);
     const char *url;
-    r = sd_bus_message_read(reply, "s", &url);
+    int r = sd_bus_message_read(reply, "s", &url);
     if (r < 0)
         return ctl_fail(CTL_EXIT_FAILED, "%s: unexpected reply: %s", what, strerror(-r));
     if (ctl->args.json)
@@ -177,20 +154,13 @@ int verb_cancel(Ctl *ctl, int argc, char **argv) {
         return code;
     _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
     _cleanup_free_ char *path = NULL;
-    const char *interface = MONGOSNAP_BUS_SNAPSHOT_INTERFACE;
-    int r = ctl_find_snapshot(bus, argv[1], &path, &error);
-    if (r == -ENOENT) {
-        sd_bus_error_free(&error);
-        interface = MONGOSNAP_BUS_RESTORE_INTERFACE;
-        r = ctl_find_restore(bus, argv[1], &path, &error);
-    }
-    if (r == -ENOENT)
-        return ctl_fail(CTL_EXIT_NOT_FOUND,
-                        "%s: no snapshot or restore task '%s' (mongosnapctl list-snapshots and "
-                        "list-restores show them)",
-                        what, argv[1]);
+    CtlObject kind;
+    int r = ctl_find_task(bus, argv[1], &path, &kind, &error);
     if (r >= 0)
-        r = ctl_call(bus, path, interface, "Cancel", &error, NULL, NULL);
+        r = ctl_call(bus, path,
+                     kind == CTL_OBJECT_SNAPSHOT ? MONGOSNAP_BUS_SNAPSHOT_INTERFACE
+                                                 : MONGOSNAP_BUS_RESTORE_INTERFACE,
+                     "Cancel", &error, NULL, NULL);
     return r < 0 ? ctl_fail_bus(what, &error, r) : CTL_EXIT_OK;
 }
 

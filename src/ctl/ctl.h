@@ -97,11 +97,30 @@ int ctl_bus(Ctl *ctl, sd_bus **ret);
 int ctl_call(sd_bus *bus, const char *path, const char *interface, const char *method,
              sd_bus_error *error, sd_bus_message **ret_reply, const char *types, ...);
 
-/* Object paths from the lists: a name not listed is -ENOENT with error set to the agent's
- * NoSuch* error name and a message saying what was not found. */
+/* Object paths by name, checked with the agent: a name it has no object for is -ENOENT with
+ * error set to the agent's NoSuch* error name and a message saying what was not found. */
 int ctl_find_policy(sd_bus *bus, const char *name, char **ret_path, sd_bus_error *error);
 int ctl_find_snapshot(sd_bus *bus, const char *id, char **ret_path, sd_bus_error *error);
 int ctl_find_restore(sd_bus *bus, const char *id, char **ret_path, sd_bus_error *error);
+
+typedef enum CtlObject {
+    CTL_OBJECT_POLICY,
+    CTL_OBJECT_SNAPSHOT,
+    CTL_OBJECT_RESTORE,
+} CtlObject;
+/* A method of the policy, snapshot or restore the user named, found first: types and what
+ * follows are its arguments, *ret_reply its reply and *ret_path the object's path (each when
+ * asked for). On failure "VERB NAME: <why>" is printed and the exit code returned. */
+/* A task's object: the snapshot's with that id, else the restore's; *ret_kind says which. When
+ * neither has it, -ENOENT with error naming both lists. */
+int ctl_find_task(sd_bus *bus, const char *id, char **ret_path, CtlObject *ret_kind,
+                  sd_bus_error *error);
+int ctl_object_callv(Ctl *ctl, CtlObject kind, const char *verb, const char *name,
+                     const char *method, sd_bus_message **ret_reply, char **ret_path,
+                     const char *types, va_list ap);
+int ctl_object_call(Ctl *ctl, CtlObject kind, const char *verb, const char *name,
+                    const char *method, sd_bus_message **ret_reply, char **ret_path,
+                    const char *types, ...);
 
 /* ---- ctl-rows.c: the rows of ListPolicies, ListSnapshots, ListRestores ---- */
 

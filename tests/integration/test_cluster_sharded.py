@@ -228,3 +228,52 @@ def test_the_coordinating_node_dies_with_the_balancer_stopped(cluster, ferretdb,
             mongos.calls[-1] == "balancerstart", mongos.calls
     finally:
         mongos.close()
+
+
+def test_hostile_take_part_commands(cluster, ferretdb, ferretdb_factory):
+    """Whoever can write the cluster database can address any node a take-part command. Each
+    malformed one is refused by the agent, naming what is wrong, with no worker started. A
+    well-formed one for a cluster snapshot no coordinator runs starts a part that finds no
+    meeting, gives up after its time-out and leaves nothing in the store; the node then takes
+    real parts as before."""
+    sharded(cluster, ferretdb, ferretdb_factory)
+    commands = ferretdb.client[cluster.database]["commands"]
+    b = cluster["node-b"]
+    hostile = [
+        ({"policy": POLICY, "task": "no-shard"}, "take-part needs a policy and SNAPSHOT/SHARD"),
+        ({"policy": POLICY, "task": "/shard02"}, "take-part needs a policy and SNAPSHOT/SHARD"),
+        ({"policy": POLICY, "task": "x/"}, "take-part needs a policy and SNAPSHOT/SHARD"),
+        ({"policy": POLICY, "task": "x/shard02/../../etc"},
+         "take-part needs a policy and SNAPSHOT/SHARD"),
+        ({"task": "x/shard02"}, "take-part needs a policy and SNAPSHOT/SHARD"),
+        ({"policy": "not-here", "task": "not-here-20261207T000000Z/shard02"},
+         "no policy 'not-here' here"),
+        # names that would reach store keys and worker arguments in another shape
+        ({"policy": POLICY, "task": "../shard02"}, "not a snapshot of policy cp"),
+        ({"policy": POLICY, "task": "cp-20261207T000000Z/.."}, "not a snapshot of policy cp"),
+        ({"policy": POLICY, "task": "cp-../shard02"}, "not a snapshot of policy cp"),
+        ({"policy": POLICY, "task": "other-20261207T000000Z/shard02"},
+         "not a snapshot of policy cp"),
+        ({"policy": POLICY, "task": "cp-20261207T000000Z/--uri=mongodb:"},
+         "not a snapshot of policy cp"),
+        ({"policy": POLICY}, "a command without operation or task"),
+    ]
+    for doc, said in hostile:
+        commands.insert_one({"node": "node-b", "op": "take-part", "from": "mallory", **doc})
+        b.wait_log(said, 20)
+        assert not workers_of(b), f"a worker started for {doc}"
+
+    forged = "cp-20261207T000000Z"
+    commands.insert_one({"node": "node-b", "op": "take-part", "policy": POLICY,
+                         "task": f"{forged}/shard02", "from": "mallory"})
+    b.wait_log(f"take-part of {forged}/shard02 done as asked by node mallory", 20)
+    b.wait_for(lambda: not workers_of(b), "the forged part giving up", 60)
+    parts_dir = cluster.store / POLICY / f"{forged}.parts"
+    left = sorted(p.name for p in parts_dir.iterdir()) if parts_dir.exists() else []
+    assert left == [], left
+    assert not (cluster.store / POLICY / f"{forged}.cluster.json").exists()
+    assert not [r for r in b.list_snapshots(POLICY) if r["id"] == forged]
+
+    path = cluster["node-a"].take_snapshot(POLICY)
+    assert final(cluster, "node-a", decode(path)) == "completed", \
+        cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Error")
