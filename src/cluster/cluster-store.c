@@ -43,6 +43,9 @@ int ms_cluster_open(const char *uri, const char *password, const char *database,
     mongoc_uri_set_option_as_int32(u, MONGOC_URI_SOCKETTIMEOUTMS, 2 * MS_CLUSTER_TIMEOUT_MS);
     mongoc_uri_set_appname(u, "mongosnapd");
     mongoc_client_t *client = mongoc_client_new_from_uri_with_error(u, &berr);
+    /* The driver's words may quote the URI: its password never reaches a log. */
+    if (!client)
+        ms_secret_scrub(berr.message, mongoc_uri_get_password(u));
     mongoc_uri_destroy(u);
     if (!client)
         return ms_error_set(e, EINVAL, "cannot set up a client for the cluster URI '%s': %s",

@@ -111,3 +111,13 @@ void ms_secret_free(char *secret) {
     explicit_bzero(secret, strlen(secret));
     free(secret);
 }
+
+void ms_secret_scrub(char *text, const char *secret) {
+    if (!text || !secret || !*secret)
+        return;
+    size_t n = strlen(secret);
+    for (char *p = strstr(text, secret); p; p = strstr(p, secret)) {
+        memset(p, '*', n);
+        p += n;
+    }
+}

@@ -6,5 +6,9 @@
  * Never fails on malformed input: an unparsable string yields "<unparsable URI>". */
 char *ms_uri_redact(const char *uri);
 
+/* Overwrite every occurrence of secret in text with '*' (a driver's message that quotes a
+ * URI or a password); nothing when secret is NULL or empty. */
+void ms_secret_scrub(char *text, const char *secret);
+
 /* Overwrite a secret string in memory before freeing it. */
 void ms_secret_free(char *secret);

@@ -137,7 +137,7 @@ int ctl_object_callv(Ctl *ctl, CtlObject kind, const char *verb, const char *nam
         [CTL_OBJECT_SNAPSHOT] = {ctl_find_snapshot, MONGOSNAP_BUS_SNAPSHOT_INTERFACE},
         [CTL_OBJECT_RESTORE] = {ctl_find_restore, MONGOSNAP_BUS_RESTORE_INTERFACE},
     };
-    sd_bus *bus;
+    sd_bus *bus = NULL;
     int code = ctl_bus(ctl, &bus);
     if (code != CTL_EXIT_OK)
         return code;

@@ -137,22 +137,12 @@ void ms_mongo_one_close(MsMongoOne *one) {
     one->client = NULL;
 }
 
-static void scrub(char *text, const char *secret) {
-    if (!secret || !*secret)
-        return;
-    size_t n = strlen(secret);
-    for (char *p = strstr(text, secret); p; p = strstr(p, secret)) {
-        memset(p, '*', n);
-        p += n;
-    }
-}
-
 int ms_mongo_error(MsMongo *m, MsError *e, const bson_error_t *berr, const char *context) {
     char msg[sizeof(berr->message)];
     memcpy(msg, berr->message, sizeof(msg));
     msg[sizeof(msg) - 1] = '\0';
     if (m)
-        scrub(msg, m->password);
+        ms_secret_scrub(msg, m->password);
     const char *where = m ? m->redacted : "MongoDB";
 
     bool unreachable = berr->domain == MONGOC_ERROR_SERVER_SELECTION ||

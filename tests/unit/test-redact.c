@@ -48,6 +48,28 @@ static void at_sign_inside_secret_option(void) {
     ASSERT_STREQ(c, "mongodb://user@host/?tls=true");
 }
 
-MS_TEST_MAIN(TEST_CASE(at_sign_inside_secret_option), TEST_CASE(redacts_password),
+/* Every occurrence, overlapping or at the ends, and nothing for no secret. */
+static void scrub_every_occurrence(void) {
+    static const struct {
+        const char *text, *secret, *want;
+    } cases[] = {
+        {"mongodb://u:pw@h/ failed: pw", "pw", "mongodb://u:**@h/ failed: **"},
+        {"pwpwpw", "pw", "******"},
+        {"aaa", "aa", "**a"},
+        {"no secret here", "pw", "no secret here"},
+        {"kept", "", "kept"},
+        {"kept", NULL, "kept"},
+        {"", "pw", ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[64];
+        snprintf(buf, sizeof(buf), "%s", cases[i].text);
+        ms_secret_scrub(buf, cases[i].secret);
+        ASSERT_STREQ(buf, cases[i].want);
+    }
+    ms_secret_scrub(NULL, "pw"); /* no text: nothing */
+}
+
+MS_TEST_MAIN(TEST_CASE(scrub_every_occurrence), TEST_CASE(at_sign_inside_secret_option), TEST_CASE(redacts_password),
              TEST_CASE(redacts_secret_options), TEST_CASE(keeps_plain_uri),
              TEST_CASE(password_with_at_sign), TEST_CASE(garbage_is_safe))
