@@ -371,7 +371,8 @@ static const MsSnapshotRecord *find_or_sync(AgentCluster *c, const MsClusterLeas
     return manager_find_snapshot(c->m, id);
 }
 
-/* At each heartbeat, and at each snapshot start (cluster_take_snapshot). Out of memory, the list is empty: the parts are then taken here. */
+/* At each heartbeat, and at each snapshot start (cluster_take_snapshot). Out of memory, the
+ * list is empty: the parts are then taken here. */
 static void keep_part_agents(AgentCluster *c, const MsClusterAgent *agents, size_t n) {
     c->part_agents = ms_strv_free(c->part_agents);
     uint64_t now = now_usec();

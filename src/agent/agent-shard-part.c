@@ -108,8 +108,9 @@ int manager_take_part(Manager *m, const char *policy, const char *task, const ch
      * into store keys and worker arguments only in the shape this agent gives them. */
     if (!snapshot_of_policy(t->snapshot, policy) || !ms_policy_name_is_valid(t->shard)) {
         int r = ms_error_set(e, EINVAL,
-                             "take-part of '%s': not a snapshot of policy %s (%s-YYYYMMDDTHHMMSSZ) "
-                             "and a shard name (letters, digits, '_', '.', '-')",
+                             "take-part of '%s' refused: not a snapshot of policy %s "
+                             "(%s-YYYYMMDDTHHMMSSZ) and a shard name (letters, digits, '_', '.', "
+                             "'-'); no worker was started",
                              task, policy, policy);
         shard_part_free(t);
         return r;

@@ -148,7 +148,7 @@ int ctl_object_callv(Ctl *ctl, CtlObject kind, const char *verb, const char *nam
         r = sd_bus_call_methodv(bus, MONGOSNAP_BUS_NAME, path, kinds[kind].interface, method,
                                 &error, ret_reply, types, ap);
     if (r < 0) {
-        char what[256];
+        char what[CTL_WHAT_MAX];
         snprintf(what, sizeof(what), "%s %s", verb, name);
         return ctl_fail_bus(what, &error, r);
     }

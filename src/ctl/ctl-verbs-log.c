@@ -21,7 +21,6 @@
 /* -f without -n starts with this many entries, as journalctl -f does. */
 #define FOLLOW_LINES_DEFAULT 10
 #define FIELD_KEY_MAX 64
-#define WHAT_MAX 256
 
 typedef struct LogEntry {
     const char *cursor;
@@ -187,7 +186,7 @@ int verb_log(Ctl *ctl, int argc, char **argv) {
     int code = ctl_bus(ctl, &bus);
     if (code != CTL_EXIT_OK)
         return code;
-    char what[WHAT_MAX];
+    char what[CTL_WHAT_MAX];
     snprintf(what, sizeof(what), "log %s", argv[1]);
     _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;

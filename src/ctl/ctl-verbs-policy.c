@@ -16,7 +16,6 @@
 
 /* Rebuild answers only once the running worker has stopped and a fresh snapshot is queued. */
 #define REBUILD_TIMEOUT_USEC (5 * CTL_SEC_PER_MINUTE * CTL_USEC_PER_SEC)
-#define WHAT_MAX 256
 #define CTL_LINE_MAX 1024
 
 static int policy_call(Ctl *ctl, const char *verb, const char *name, const char *method,
@@ -173,7 +172,7 @@ int verb_edit(Ctl *ctl, int argc, char **argv) {
     code = ctl_bus(ctl, &bus);
     if (code != CTL_EXIT_OK)
         return code;
-    char what[WHAT_MAX];
+    char what[CTL_WHAT_MAX];
     snprintf(what, sizeof(what), "edit %s", argv[1]);
     _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
     _cleanup_free_ char *path = NULL;
@@ -218,7 +217,7 @@ int verb_create_policy(Ctl *ctl, int argc, char **argv) {
     code = ctl_bus(ctl, &bus);
     if (code != CTL_EXIT_OK)
         return code;
-    char what[WHAT_MAX];
+    char what[CTL_WHAT_MAX];
     snprintf(what, sizeof(what), "create-policy %s", argv[1]);
     _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -311,7 +310,7 @@ int verb_set_credential(Ctl *ctl, int argc, char **argv) {
     int code = ctl_bus(ctl, &bus);
     if (code != CTL_EXIT_OK)
         return code;
-    char what[WHAT_MAX];
+    char what[CTL_WHAT_MAX];
     snprintf(what, sizeof(what), "set-credential %s", name);
     _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
     r = ctl_call(bus, MONGOSNAP_BUS_PATH, MONGOSNAP_BUS_MANAGER_INTERFACE, "SetCredential", &error,

@@ -11,8 +11,6 @@
 #include "ctl.h"
 #include "mongosnap/mongosnap.h"
 
-#define WHAT_MAX 256
-
 /* ---- restore: the a{sv} options of StartRestore ---- */
 
 static int append_strv_option(sd_bus_message *m, const char *key, char **values) {
@@ -92,7 +90,7 @@ int verb_restore(Ctl *ctl, int argc, char **argv) {
     int code = ctl_bus(ctl, &bus);
     if (code != CTL_EXIT_OK)
         return code;
-    char what[WHAT_MAX];
+    char what[CTL_WHAT_MAX];
     snprintf(what, sizeof(what), "restore %s", argv[1]);
     _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -126,7 +124,7 @@ int verb_delete_snapshot(Ctl *ctl, int argc, char **argv) {
 }
 
 int verb_download_url(Ctl *ctl, int argc, char **argv) {
-    char what[WHAT_MAX];
+    char what[CTL_WHAT_MAX];
     snprintf(what, sizeof(what), "download-url %s", argv[1]);
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
     int code = ctl_object_call(ctl, CTL_OBJECT_SNAPSHOT, "download-url", argv[1],
@@ -146,7 +144,7 @@ int verb_download_url(Ctl *ctl, int argc, char **argv) {
 
 /* A task is a snapshot or a restore: whichever list has the id. */
 int verb_cancel(Ctl *ctl, int argc, char **argv) {
-    char what[WHAT_MAX];
+    char what[CTL_WHAT_MAX];
     snprintf(what, sizeof(what), "cancel %s", argv[1]);
     sd_bus *bus;
     int code = ctl_bus(ctl, &bus);
@@ -188,7 +186,7 @@ static int export_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret
 }
 
 int verb_export(Ctl *ctl, int argc, char **argv) {
-    char what[WHAT_MAX];
+    char what[CTL_WHAT_MAX];
     snprintf(what, sizeof(what), "export %s", argv[1]);
     if (isatty(STDOUT_FILENO))
         return ctl_fail(CTL_EXIT_USAGE,

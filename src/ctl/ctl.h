@@ -85,6 +85,9 @@ typedef struct CtlVerb {
 
 #define CTL_ARGS_ANY (-1)
 
+/* "VERB NAME", the prefix of a verb's error messages. */
+#define CTL_WHAT_MAX 256
+
 /* ---- ctl-bus.c: connection, calls, errors, lookups ---- */
 
 /* Print "mongosnapctl: MESSAGE" on stderr and return code. */
