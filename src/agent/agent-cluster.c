@@ -19,6 +19,7 @@
 #include "agent/agent-shard-part.h"
 #include "agent/agent-internal.h"
 #include "cluster/cluster-store.h"
+#include "cluster/record-mac.h"
 #include "common/log.h"
 #include "common/redact.h"
 #include "config.h"
@@ -1025,7 +1026,7 @@ static int poll_once(AgentCluster *c, MsError *e) {
     MsClusterCommand *cmds = NULL;
     size_t n_cmds = 0;
     if (r >= 0)
-        r = ms_cluster_take_commands(c->db, self(m), &cmds, &n_cmds, e);
+        r = ms_cluster_take_commands(c->db, self(m), now_usec(), &cmds, &n_cmds, e);
     for (size_t i = 0; r >= 0 && i < n_cmds; i++)
         run_command(c, &cmds[i]);
     ms_cluster_commands_free(cmds, n_cmds);
@@ -1081,11 +1082,28 @@ static void fence(AgentCluster *c) {
     }
 }
 
+/* What the last heartbeat refused (each document once), in the Event Log. */
+static void report_refusals(AgentCluster *c) {
+    char last[MS_CLUSTER_REFUSAL_MAX];
+    uint64_t n = ms_cluster_take_refusals(c->db, last, sizeof(last));
+    if (n == 0)
+        return;
+    (void) ms_event_log(MS_EVENT_CLUSTER_REFUSED, &(MsEventFields){.node = self(c->m), .error = last},
+                        "%" PRIu64 " record(s) or command(s) in the cluster database refused%s; "
+                        "the latest: %s",
+                        n,
+                        ms_cluster_signs(c->db) ? " (this agent takes only what is signed with "
+                                                  "[Cluster] SigningKeyCredential=)"
+                                                : "",
+                        last);
+}
+
 int manager_cluster_sync(Manager *m, MsError *e) {
     AgentCluster *c = m->cluster;
     if (!c)
         return 0;
     int r = poll_once(c, e);
+    report_refusals(c);
     set_status(c, r >= 0, r >= 0 ? NULL : e->message);
     if (r < 0)
         fence(c);
@@ -1105,7 +1123,9 @@ static int on_heartbeat(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 /* ---- set-up ---- */
-static int read_password(const char *credential, char **ret, MsError *e) {
+/* A credential's bytes, at most max of them (-EFBIG beyond), with a NUL after them. */
+static int read_credential(const char *credential, size_t max, char **ret, size_t *ret_len,
+                           MsError *e) {
     _cleanup_free_ char *path = NULL;
     int r = manager_credential_path(credential, &path, e);
     if (r < 0)
@@ -1114,8 +1134,16 @@ static int read_password(const char *credential, char **ret, MsError *e) {
     if (fd < 0)
         return ms_error_set(e, errno, "cannot read credential '%s': %s", credential,
                             strerror(errno));
-    char *buf = calloc(1, PASSWORD_MAX + 1);
-    ssize_t n = buf ? read(fd, buf, PASSWORD_MAX) : -1;
+    char *buf = calloc(1, max + 2);
+    size_t len = 0;
+    ssize_t n = 1;
+    while (buf && len <= max && (n = read(fd, buf + len, max + 1 - len)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        len += (size_t) n;
+    }
     int err = errno;
     close(fd);
     if (!buf)
@@ -1124,10 +1152,42 @@ static int read_password(const char *credential, char **ret, MsError *e) {
         ms_secret_free(buf);
         return ms_error_set(e, err, "cannot read credential '%s': %s", credential, strerror(err));
     }
-    buf[strcspn(buf, "\r\n")] = '\0';
+    if (len > max) {
+        ms_secret_free(buf);
+        return ms_error_set(e, EFBIG, "credential '%s' is longer than %zu bytes", credential, max);
+    }
+    buf[len] = '\0';
     *ret = buf;
+    *ret_len = len;
     return 0;
 }
+
+/* A password is the file's first line. */
+static int read_password(const char *credential, char **ret, MsError *e) {
+    size_t len;
+    int r = read_credential(credential, PASSWORD_MAX, ret, &len, e);
+    if (r >= 0)
+        (*ret)[strcspn(*ret, "\r\n")] = '\0';
+    return r;
+}
+
+/* The cluster's key is the file's bytes without a final line break (an editor adds one). */
+static int set_signing_key(AgentCluster *c, const char *credential, MsError *e) {
+    char *key = NULL;
+    size_t len = 0;
+    int r = read_credential(credential, MS_CLUSTER_KEY_MAX, &key, &len, e);
+    if (r < 0)
+        return r;
+    if (len > 0 && key[len - 1] == '\n')
+        len--;
+    if (len > 0 && key[len - 1] == '\r')
+        len--;
+    r = ms_cluster_set_key(c->db, key, len, e);
+    explicit_bzero(key, len);
+    ms_secret_free(key);
+    return r;
+}
+
 
 int manager_cluster_start(Manager *m, MsError *e) {
     const MsAgentConfig *cfg = m->config;
@@ -1155,7 +1215,13 @@ int manager_cluster_start(Manager *m, MsError *e) {
     c->m = m;
     int r = ms_cluster_open(cfg->cluster_uri, password, cfg->cluster_database, &c->db, e);
     ms_secret_free(password);
+    if (r >= 0 && cfg->cluster_signing_key) {
+        r = set_signing_key(c, cfg->cluster_signing_key, e);
+        if (r < 0)
+            ms_error_prefix(e, "[Cluster] SigningKeyCredential=: ");
+    }
     if (r < 0) {
+        ms_cluster_free(c->db);
         free(c);
         return r;
     }
@@ -1167,8 +1233,10 @@ int manager_cluster_start(Manager *m, MsError *e) {
         manager_cluster_free(m);
         return ms_error_set(e, -r, "cannot set up the cluster heartbeat: %s", strerror(-r));
     }
-    log_info("coordinating with the other nodes through %s (database %s, lease %us)",
-             ms_cluster_redacted_uri(c->db), cfg->cluster_database, cfg->cluster_lease_sec);
+    log_info("coordinating with the other nodes through %s (database %s, lease %us; %s)",
+             ms_cluster_redacted_uri(c->db), cfg->cluster_database, cfg->cluster_lease_sec,
+             ms_cluster_signs(c->db) ? "records and commands signed with the cluster key"
+                                     : "records and commands not signed");
     return 0;
 }
 

@@ -1,20 +1,31 @@
 /* The agents' shared collections (see cluster-store.h for their shape). */
 #include "cluster/cluster-store.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <mongoc/mongoc.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/redact.h"
-#include "cluster/member-read.h"
-#include "engine/mongo-client.h"
 #include "archive/bson-read.h"
+#include "cluster/member-read.h"
+#include "cluster/record-mac.h"
+#include "common/redact.h"
+#include "engine/mongo-client.h"
+
+/* The documents refused lately, so that one read again at every heartbeat is counted once. */
+#define REFUSED_SEEN 64
 
 struct MsCluster {
     mongoc_client_t *client;
     char *database;
     char *redacted;
+    MsClusterKey key; /* len 0: nothing is signed, nothing is checked */
+    uint64_t refused;  /* since the last ms_cluster_take_refusals() */
+    char refused_last[MS_CLUSTER_REFUSAL_MAX];
+    uint64_t refused_seen[REFUSED_SEEN];
+    size_t refused_next;
 };
 
 #define COLL_AGENTS "agents"
@@ -66,6 +77,9 @@ int ms_cluster_open(const char *uri, const char *password, const char *database,
 MsCluster *ms_cluster_free(MsCluster *c) {
     if (!c)
         return NULL;
+    if (c->key.bytes)
+        explicit_bzero(c->key.bytes, c->key.len);
+    free(c->key.bytes);
     mongoc_client_destroy(c->client);
     free(c->database);
     free(c->redacted);
@@ -75,6 +89,82 @@ MsCluster *ms_cluster_free(MsCluster *c) {
 
 const char *ms_cluster_redacted_uri(const MsCluster *c) {
     return c->redacted;
+}
+
+int ms_cluster_set_key(MsCluster *c, const void *key, size_t len, MsError *e) {
+    if (len < MS_CLUSTER_KEY_MIN || len > MS_CLUSTER_KEY_MAX)
+        return ms_error_set(e, EINVAL,
+                            "a cluster key of %zu bytes: it must have %d to %d; make one with "
+                            "'head -c 32 /dev/urandom | base64' and give every node the same",
+                            len, MS_CLUSTER_KEY_MIN, MS_CLUSTER_KEY_MAX);
+    unsigned char *b = malloc(len);
+    if (!b)
+        return ms_error_set(e, ENOMEM, "out of memory");
+    memcpy(b, key, len);
+    if (c->key.bytes)
+        explicit_bzero(c->key.bytes, c->key.len);
+    free(c->key.bytes);
+    c->key = (MsClusterKey){b, len};
+    return 0;
+}
+
+bool ms_cluster_signs(const MsCluster *c) {
+    return c->key.len > 0;
+}
+
+/* FNV-1a over the parts, each with its NUL: which document, in which form. */
+static uint64_t refusal_hash(const char *collection, const char *id, const char *mac,
+                             uint64_t updated) {
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    const char *parts[] = {collection, id ? id : "", mac ? mac : ""};
+    for (size_t i = 0; i < ELEMENTSOF(parts); i++)
+        for (const char *p = parts[i];; p++) {
+            h = (h ^ (unsigned char) *p) * UINT64_C(0x100000001b3);
+            if (!*p)
+                break;
+        }
+    return (h ^ updated) * UINT64_C(0x100000001b3);
+}
+
+/* A document that is not taken: counted once, described for the agent's log. */
+static void note_refusal(MsCluster *c, const char *collection, const char *id, const char *mac,
+                         uint64_t updated, const char *why) {
+    uint64_t h = refusal_hash(collection, id, mac, updated);
+    for (size_t i = 0; i < REFUSED_SEEN; i++)
+        if (c->refused_seen[i] == h)
+            return;
+    c->refused_seen[c->refused_next] = h;
+    c->refused_next = (c->refused_next + 1) % REFUSED_SEEN;
+    c->refused++;
+    snprintf(c->refused_last, sizeof(c->refused_last), "%s %.100s: %s", collection,
+             id ? id : "(no _id)", why);
+}
+
+uint64_t ms_cluster_take_refusals(MsCluster *c, char *last, size_t last_size) {
+    uint64_t n = c->refused;
+    if (last && last_size > 0)
+        snprintf(last, last_size, "%s", n > 0 ? c->refused_last : "");
+    c->refused = 0;
+    return n;
+}
+
+/* Does d carry the code want? why says what is wrong when not. */
+static bool mac_checks_out(const bson_t *d, const char *want, int computed, const char **why) {
+    const char *have = ms_bson_str(d, "mac");
+    if (computed < 0) {
+        *why = "its signature cannot be computed (out of memory?)";
+        return false;
+    }
+    if (!have) {
+        *why = "not signed; was it written by an agent without [Cluster] SigningKeyCredential=, "
+               "or by somebody else?";
+        return false;
+    }
+    if (!ms_record_mac_equal(have, want)) {
+        *why = "its signature does not match: changed or written without this cluster's key";
+        return false;
+    }
+    return true;
 }
 
 static mongoc_collection_t *coll(MsCluster *c, const char *name) {
@@ -568,6 +658,20 @@ int ms_cluster_set_stopped(MsCluster *c, const char *policy, bool stopped, MsErr
     return r;
 }
 
+/* The record's "mac": its code when this agent signs (computed is what computing it returned),
+ * else null, so that an unsigned rewrite of a record signed before does not keep a code that
+ * no longer belongs to it. */
+static int append_mac(MsCluster *c, bson_t *set, int computed, const char *mac, MsError *e) {
+    if (!ms_cluster_signs(c)) {
+        BSON_APPEND_NULL(set, "mac");
+        return 0;
+    }
+    if (computed < 0)
+        return ms_error_set(e, -computed, "cannot sign a cluster record: %s", strerror(-computed));
+    BSON_APPEND_UTF8(set, "mac", mac);
+    return 0;
+}
+
 /* ---- records ---- */
 /* The fields every task record has (catalog.h, MsTaskCore), written and read once for every
  * kind. The id is the document's _id; node is the node that runs it. */
@@ -599,6 +703,7 @@ static int core_from_doc(const bson_t *d, MsTaskCore *r) {
 }
 
 int ms_cluster_put_snapshot(MsCluster *c, const MsSnapshotRecord *r, uint64_t now, MsError *e) {
+    char mac[MS_RECORD_MAC_HEX];
     bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
     BSON_APPEND_UTF8(&filter, "_id", r->id);
     BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
@@ -618,8 +723,10 @@ int ms_cluster_put_snapshot(MsCluster *c, const MsSnapshotRecord *r, uint64_t no
     append_u64(&set, "detached", r->detached_usec);
     append_str(&set, "parts", r->parts);
     append_u64(&set, "updated", now);
+    int k = append_mac(c, &set, ms_record_mac_snapshot(&c->key, r, mac), mac, e);
     bson_append_document_end(&update, &set);
-    int k = update_one(c, COLL_SNAPSHOTS, &filter, &update, true, NULL, e);
+    if (k >= 0)
+        k = update_one(c, COLL_SNAPSHOTS, &filter, &update, true, NULL, e);
     bson_destroy(&filter);
     bson_destroy(&update);
     return k;
@@ -668,6 +775,10 @@ typedef struct RecordList {
     size_t n;
     int (*from_doc)(const bson_t *d, void **ret);
     void (*free_one)(void *r);
+    /* Is the record made of d one to take (false: refused, why says why)? */
+    bool (*accept)(const MsCluster *c, const bson_t *d, const void *r, const char **why);
+    MsCluster *c;
+    const char *collection;
 } RecordList;
 
 static int record_list_add(const bson_t *d, void *userdata) {
@@ -676,6 +787,13 @@ static int record_list_add(const bson_t *d, void *userdata) {
     int k = l->from_doc(d, &r);
     if (k < 0 || !r)
         return k;
+    const char *why = NULL;
+    if (!l->accept(l->c, d, r, &why)) {
+        note_refusal(l->c, l->collection, ms_bson_str(d, "_id"), ms_bson_str(d, "mac"),
+                     ms_bson_u64(d, "updated"), why);
+        l->free_one(r);
+        return 0;
+    }
     void **v = realloc(l->v, (l->n + 1) * sizeof(*v));
     if (!v) {
         l->free_one(r);
@@ -695,6 +813,19 @@ static int snapshot_from_any(const bson_t *d, void **ret) {
 
 static void snapshot_free_any(void *r) {
     ms_snapshot_record_free(r);
+}
+
+/* Its files are its own, and when this agent signs, it is signed. */
+static bool snapshot_accept(const MsCluster *c, const bson_t *d, const void *r, const char **why) {
+    const MsSnapshotRecord *s = r;
+    if (!ms_record_keys_name_it(s)) {
+        *why = "its store keys name another snapshot's files (a record names only its own)";
+        return false;
+    }
+    if (!ms_cluster_signs(c))
+        return true;
+    char want[MS_RECORD_MAC_HEX];
+    return mac_checks_out(d, want, ms_record_mac_snapshot(&c->key, s, want), why);
 }
 
 /* The records of a collection written at or after since (0: all), oldest first. */
@@ -730,8 +861,62 @@ static int list_records(MsCluster *c, const char *collection, uint64_t since, Re
 
 int ms_cluster_list_snapshots(MsCluster *c, uint64_t since, MsSnapshotRecord ***ret, size_t *ret_n,
                               MsError *e) {
-    RecordList l = {.from_doc = snapshot_from_any, .free_one = snapshot_free_any};
+    RecordList l = {.from_doc = snapshot_from_any, .free_one = snapshot_free_any,
+                    .accept = snapshot_accept, .c = c, .collection = COLL_SNAPSHOTS};
     return list_records(c, COLL_SNAPSHOTS, since, &l, (void ***) ret, ret_n, e);
+}
+
+static int copy_first(const bson_t *d, void *userdata) {
+    bson_t **out = userdata;
+    if (!*out && !(*out = bson_copy(d)))
+        return -ENOMEM;
+    return 0;
+}
+
+/* ms_cluster_mark_snapshot() when records are signed: the record is read, checked, changed and
+ * signed again, and written only if it is still the one read (its code is the filter). */
+static int mark_signed(MsCluster *c, const bson_t *filter, MsSnapshotState state,
+                       const char *error, uint64_t now, int64_t *ret_matched, MsError *e) {
+    bson_t *doc = NULL;
+    *ret_matched = 0;
+    int r = for_each(c, COLL_SNAPSHOTS, filter, NULL, copy_first, &doc, e);
+    if (r < 0 || !doc) {
+        if (doc)
+            bson_destroy(doc);
+        return r;
+    }
+    _cleanup_(ms_snapshot_record_freep) MsSnapshotRecord *rec = NULL;
+    r = snapshot_from_doc(doc, &rec);
+    const char *why = "not a snapshot record";
+    if (r >= 0 && (!rec || !snapshot_accept(c, doc, rec, &why))) {
+        note_refusal(c, COLL_SNAPSHOTS, ms_bson_str(doc, "_id"), ms_bson_str(doc, "mac"),
+                     ms_bson_u64(doc, "updated"), why);
+        bson_destroy(doc);
+        return 0; /* not matched: a record this agent does not take is not changed either */
+    }
+    char *old_mac = r >= 0 ? strdup(ms_bson_str(doc, "mac")) : NULL;
+    bson_destroy(doc);
+    if (r < 0 || !old_mac || ms_task_core_finish(&rec->core, error ? error : "", false, now) < 0) {
+        free(old_mac);
+        return ms_error_set(e, ENOMEM, "out of memory");
+    }
+    rec->state = state;
+    char mac[MS_RECORD_MAC_HEX];
+    r = ms_record_mac_snapshot(&c->key, rec, mac);
+    if (r < 0) {
+        free(old_mac);
+        return ms_error_set(e, -r, "cannot sign a cluster record: %s", strerror(-r));
+    }
+    bson_t *f = BCON_NEW("_id", BCON_UTF8(rec->id), "mac", BCON_UTF8(old_mac));
+    bson_t *update = BCON_NEW("$set", "{", "state", BCON_UTF8(ms_snapshot_state_to_string(state)),
+                              "error", BCON_UTF8(rec->error), "finished",
+                              BCON_INT64((int64_t) rec->finished_usec), "updated",
+                              BCON_INT64((int64_t) now), "mac", BCON_UTF8(mac), "}");
+    r = update_one(c, COLL_SNAPSHOTS, f, update, false, ret_matched, e);
+    bson_destroy(f);
+    bson_destroy(update);
+    free(old_mac);
+    return r;
 }
 
 int ms_cluster_mark_snapshot(MsCluster *c, const char *id, MsSnapshotState state, const char *error,
@@ -744,7 +929,8 @@ int ms_cluster_mark_snapshot(MsCluster *c, const char *id, MsSnapshotState state
                               "error", BCON_UTF8(error ? error : ""), "finished",
                               BCON_INT64((int64_t) now), "updated", BCON_INT64((int64_t) now), "}");
     int64_t matched = 0;
-    int r = update_one(c, COLL_SNAPSHOTS, filter, update, false, &matched, e);
+    int r = ms_cluster_signs(c) ? mark_signed(c, filter, state, error, now, &matched, e)
+                                : update_one(c, COLL_SNAPSHOTS, filter, update, false, &matched, e);
     bson_destroy(filter);
     bson_destroy(update);
     if (r < 0)
@@ -754,6 +940,7 @@ int ms_cluster_mark_snapshot(MsCluster *c, const char *id, MsSnapshotState state
 
 int ms_cluster_put_restore(MsCluster *c, const MsRestoreRecord *r, const char *node, uint64_t now,
                            MsError *e) {
+    char mac[MS_RECORD_MAC_HEX];
     bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
     BSON_APPEND_UTF8(&filter, "_id", r->id);
     BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
@@ -763,8 +950,10 @@ int ms_cluster_put_restore(MsCluster *c, const MsRestoreRecord *r, const char *n
     BSON_APPEND_UTF8(&set, "state", ms_restore_state_to_string(r->state));
     append_str(&set, "options", r->options);
     append_u64(&set, "updated", now);
+    int k = append_mac(c, &set, ms_record_mac_restore(&c->key, r, node, mac), mac, e);
     bson_append_document_end(&update, &set);
-    int k = update_one(c, COLL_RESTORES, &filter, &update, true, NULL, e);
+    if (k >= 0)
+        k = update_one(c, COLL_RESTORES, &filter, &update, true, NULL, e);
     bson_destroy(&filter);
     bson_destroy(&update);
     return k;
@@ -797,9 +986,18 @@ static void restore_free_any(void *r) {
     ms_restore_record_free(r);
 }
 
+static bool restore_accept(const MsCluster *c, const bson_t *d, const void *r, const char **why) {
+    const MsRestoreRecord *x = r;
+    if (!ms_cluster_signs(c))
+        return true;
+    char want[MS_RECORD_MAC_HEX];
+    return mac_checks_out(d, want, ms_record_mac_restore(&c->key, x, x->node, want), why);
+}
+
 int ms_cluster_list_restores(MsCluster *c, uint64_t since, MsRestoreRecord ***ret, size_t *ret_n,
                              MsError *e) {
-    RecordList l = {.from_doc = restore_from_any, .free_one = restore_free_any};
+    RecordList l = {.from_doc = restore_from_any, .free_one = restore_free_any,
+                    .accept = restore_accept, .c = c, .collection = COLL_RESTORES};
     return list_records(c, COLL_RESTORES, since, &l, (void ***) ret, ret_n, e);
 }
 
@@ -826,9 +1024,18 @@ int ms_cluster_send_command(MsCluster *c, const char *to_node, const MsClusterCo
     append_str(&doc, "task", cmd->task);
     append_str(&doc, "from", cmd->from);
     append_u64(&doc, "created", now);
+    char id[25], mac[MS_RECORD_MAC_HEX];
+    bson_oid_to_string(&oid, id);
+    int r = append_mac(c, &doc,
+                       ms_record_mac_command(&c->key, id, to_node, cmd->op, cmd->policy,
+                                             cmd->task, cmd->from, now, mac),
+                       mac, e);
+    if (r < 0) {
+        bson_destroy(&doc);
+        return r;
+    }
     mongoc_collection_t *col = coll(c, COLL_COMMANDS);
     bson_error_t berr;
-    int r = 0;
     if (!mongoc_collection_insert_one(col, &doc, NULL, NULL, &berr))
         r = fail(c, e, &berr, "writing commands");
     mongoc_collection_destroy(col);
@@ -841,7 +1048,35 @@ typedef struct CommandList {
     MsClusterCommand *v;
     size_t n;
     bson_oid_t *ids;
+    uint64_t now;
+    /* NULL: to be carried out; else why it is refused (a static text) */
+    const char **refused;
 } CommandList;
+
+/* Is the command d (cmd as read from it) one to carry out? Only when this agent signs is any
+ * refused: signed with the key, sent less than MS_CLUSTER_COMMAND_MAX_AGE_USEC ago and not
+ * from further ahead than clocks drift (a signed command copied back after it was carried
+ * out is not taken again after that). */
+static const char *command_refusal(const CommandList *l, const bson_t *d, const bson_oid_t *oid,
+                                   const MsClusterCommand *cmd) {
+    const MsCluster *c = l->c;
+    if (!ms_cluster_signs(c))
+        return NULL;
+    char id[25], want[MS_RECORD_MAC_HEX];
+    bson_oid_to_string(oid, id);
+    uint64_t created = ms_bson_u64(d, "created");
+    const char *why = NULL;
+    if (!mac_checks_out(d, want,
+                        ms_record_mac_command(&c->key, id, ms_bson_str(d, "node"), cmd->op,
+                                              cmd->policy, cmd->task, cmd->from, created, want),
+                        &why))
+        return why;
+    if (created + MS_CLUSTER_COMMAND_MAX_AGE_USEC < l->now)
+        return "sent too long ago (a command waits a day at most)";
+    if (created > l->now + MS_CLUSTER_COMMAND_MAX_AHEAD_USEC)
+        return "sent from the future: the sender's clock is ahead of this node's";
+    return NULL;
+}
 
 static int command_list_add(const bson_t *d, void *userdata) {
     CommandList *l = userdata;
@@ -857,18 +1092,33 @@ static int command_list_add(const bson_t *d, void *userdata) {
         return -ENOMEM;
     l->ids = ids;
     bson_oid_copy(bson_iter_oid(&it), &ids[l->n]);
-    MsClusterCommand *cmd = &v[l->n++];
+    const char **refused = realloc(l->refused, (l->n + 1) * sizeof(*refused));
+    if (!refused)
+        return -ENOMEM;
+    l->refused = refused;
+    MsClusterCommand *cmd = &v[l->n];
     memset(cmd, 0, sizeof(*cmd));
+    refused[l->n] = NULL;
+    l->n++;
     if (dup_str(&cmd->op, ms_bson_str(d, "op")) < 0 ||
         dup_str(&cmd->policy, ms_bson_str(d, "policy")) < 0 ||
         dup_str(&cmd->task, ms_bson_str(d, "task")) < 0 || dup_str(&cmd->from, ms_bson_str(d, "from")) < 0)
         return -ENOMEM;
+    refused[l->n - 1] = command_refusal(l, d, &ids[l->n - 1], cmd);
+    if (refused[l->n - 1]) {
+        char what[256];
+        snprintf(what, sizeof(what), "%.40s of %.100s from node %.40s",
+                 cmd->op ? cmd->op : "(no op)", cmd->task ? cmd->task : "(no task)",
+                 cmd->from ? cmd->from : "(unnamed)");
+        note_refusal(l->c, COLL_COMMANDS, what, ms_bson_str(d, "mac"), ms_bson_u64(d, "created"),
+                     refused[l->n - 1]);
+    }
     return 0;
 }
 
-int ms_cluster_take_commands(MsCluster *c, const char *node, MsClusterCommand **ret, size_t *ret_n,
-                             MsError *e) {
-    CommandList l = {.c = c};
+int ms_cluster_take_commands(MsCluster *c, const char *node, uint64_t now, MsClusterCommand **ret,
+                             size_t *ret_n, MsError *e) {
+    CommandList l = {.c = c, .now = now};
     bson_t *filter = BCON_NEW("node", BCON_UTF8(node));
     int r = for_each(c, COLL_COMMANDS, filter, NULL, command_list_add, &l, e);
     bson_destroy(filter);
@@ -885,7 +1135,7 @@ int ms_cluster_take_commands(MsCluster *c, const char *node, MsClusterCommand **
         bson_destroy(f);
         if (!ok)
             r = fail(c, e, &berr, "removing a command");
-        else if (ms_bson_u64(&reply, "deletedCount") == 1) {
+        else if (ms_bson_u64(&reply, "deletedCount") == 1 && !l.refused[i]) {
             MsClusterCommand *v = realloc(out, (n_out + 1) * sizeof(*v));
             if (!v)
                 r = ms_error_set(e, ENOMEM, "out of memory");
@@ -900,6 +1150,7 @@ int ms_cluster_take_commands(MsCluster *c, const char *node, MsClusterCommand **
     mongoc_collection_destroy(col);
     ms_cluster_commands_free(l.v, l.n);
     free(l.ids);
+    free(l.refused);
     if (r < 0) {
         ms_cluster_commands_free(out, n_out);
         return r;

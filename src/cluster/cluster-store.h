@@ -13,6 +13,8 @@
  *   snapshots  {_id: id, policy, node, state, ...every MsSnapshotRecord field, updated}
  *   restores   {_id: id, source_snapshot, node, target (redacted), ..., updated}
  *   commands   {_id: ObjectId, node (the addressee), op, policy, task, from, created}
+ * snapshots, restores and commands also carry "mac": the record's code under the cluster key
+ * (cluster/record-mac.h) when the writer signs, else null.
  */
 #pragma once
 
@@ -36,6 +38,18 @@ int ms_cluster_open(const char *uri, const char *password, const char *database,
 MsCluster *ms_cluster_free(MsCluster *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(MsCluster *, ms_cluster_free);
 const char *ms_cluster_redacted_uri(const MsCluster *c);
+
+/* Sign what this agent writes to snapshots, restores and commands with key, and take from
+ * them only what is signed with it (a copy is kept; MS_CLUSTER_KEY_MIN..MAX bytes). Without a
+ * key nothing is signed and everything is taken, as every agent did before keys. Records whose
+ * store keys name another snapshot's files are refused either way. */
+int ms_cluster_set_key(MsCluster *c, const void *key, size_t len, MsError *e);
+bool ms_cluster_signs(const MsCluster *c);
+/* The documents refused since the last call (each counted once however often it is read
+ * again), and a description of the latest in last ("commands delete-snapshot of X from node
+ * Y: not signed; ..."). */
+#define MS_CLUSTER_REFUSAL_MAX 512
+uint64_t ms_cluster_take_refusals(MsCluster *c, char *last, size_t last_size);
 
 /* ---- agents and heartbeats ---- */
 typedef struct MsClusterAgent {
@@ -135,9 +149,13 @@ void ms_cluster_commands_free(MsClusterCommand *c, size_t n);
 
 int ms_cluster_send_command(MsCluster *c, const char *to_node, const MsClusterCommand *cmd,
                             uint64_t now_usec, MsError *e);
-/* Remove and return the commands addressed to node (each is returned once, to one caller). */
-int ms_cluster_take_commands(MsCluster *c, const char *node, MsClusterCommand **ret, size_t *ret_n,
-                             MsError *e);
+/* Remove and return the commands addressed to node (each is returned once, to one caller).
+ * When this agent signs, the commands it refuses (see ms_cluster_set_key(), and older than
+ * MAX_AGE or further than MAX_AHEAD ahead of now) are removed too and counted as refused. */
+#define MS_CLUSTER_COMMAND_MAX_AGE_USEC (24ULL * 3600 * 1000000)
+#define MS_CLUSTER_COMMAND_MAX_AHEAD_USEC (10ULL * 60 * 1000000)
+int ms_cluster_take_commands(MsCluster *c, const char *node, uint64_t now_usec,
+                             MsClusterCommand **ret, size_t *ret_n, MsError *e);
 
 /* ---- the replica set ---- */
 /* The members (replSetGetStatus joined with replSetGetConfig, or what hello says when those are

@@ -468,6 +468,8 @@ static const IniKey agent_keys[] = {
      ini_get_string},
     {"Cluster", "Credential", offsetof(MsAgentConfig, cluster_credential), false, NULL, 0, 0,
      set_credential_name, ini_get_string},
+    {"Cluster", "SigningKeyCredential", offsetof(MsAgentConfig, cluster_signing_key), false, NULL,
+     0, 0, set_credential_name, ini_get_string},
     {"Cluster", "Database", offsetof(MsAgentConfig, cluster_database), false,
      MS_CLUSTER_DEFAULT_DATABASE, 0, 0, set_database, ini_get_string},
     {"Cluster", "Member", offsetof(MsAgentConfig, cluster_member), false, NULL, 0, 0, set_member,
@@ -506,6 +508,7 @@ MsAgentConfig *ms_agent_config_free(MsAgentConfig *c) {
     free(c->policy_directory);
     free(c->cluster_uri);
     free(c->cluster_credential);
+    free(c->cluster_signing_key);
     free(c->cluster_database);
     free(c->cluster_member);
     ms_strv_free(c->restore_credentials);
@@ -533,6 +536,22 @@ static int agent_config_finish(MsAgentConfig *c, MsError *e) {
                             "usable for one purpose only; give restore targets credentials of "
                             "their own",
                             c->cluster_credential);
+    /* The cluster's key signs what every agent may be ordered to do: it is nothing else. */
+    const char *key = c->cluster_signing_key;
+    if (key && ((c->cluster_credential && strcmp(c->cluster_credential, key) == 0) ||
+                ms_strv_contains(c->restore_credentials, key) ||
+                ms_strv_contains(c->restore_key_credentials, key) ||
+                ms_credential_is_store_key(key)))
+        return ms_error_set(e, EINVAL,
+                            "[Cluster] SigningKeyCredential=%s is also used as a password or "
+                            "another key: a credential is usable for one purpose only; give the "
+                            "cluster's key a credential of its own",
+                            key);
+    if (key && !c->cluster_uri)
+        return ms_error_set(e, EINVAL,
+                            "[Cluster] SigningKeyCredential= without URI=: the key signs what "
+                            "the agents of a cluster write to its database; set URI= too, or "
+                            "remove the key");
     if (c->node)
         return 0;
     char host[HOST_NAME_MAX + 1];

@@ -58,6 +58,7 @@ typedef struct MsAgentConfig {
      * "Several nodes"). cluster_uri NULL: this agent works alone. */
     char *cluster_uri;        /* URI=, a MongoDB URI without password */
     char *cluster_credential; /* Credential=: systemd credential with the password */
+    char *cluster_signing_key; /* SigningKeyCredential=: credential with the shared key */
     char *cluster_database;   /* Database=, default "mongosnap" */
     char *cluster_member;     /* Member=: the replica-set member beside this agent (host:port) */
     unsigned cluster_lease_sec;       /* LeaseSec=, default 30 */

@@ -70,6 +70,8 @@
       SD_ID128_ARRAY(3c, 6f, 21, 06, 18, 51, 4a, 81, 86, 8d, fc, d8, f6, 47, 18, 1a))              \
     X(CLUSTER_UNREACHABLE, "cluster-unreachable", MS_LOG_WARNING,                                  \
       SD_ID128_ARRAY(4c, 1f, b2, 88, d7, d4, 4f, eb, 81, 68, d0, a7, e8, 2c, f1, 7c))              \
+    X(CLUSTER_REFUSED, "cluster-refused", MS_LOG_WARNING,                                          \
+      SD_ID128_ARRAY(e5, cc, a5, 60, 23, a6, 46, 17, a7, 54, b9, 28, 9b, e0, a3, da))              \
     X(SNAPSHOT_FUTURE_DATED, "snapshot-future-dated", MS_LOG_WARNING,                              \
       SD_ID128_ARRAY(c6, 70, ca, 75, 29, 6d, 49, 63, 93, d6, de, 70, 44, 6d, 09, 6b))              \
     X(RETENTION_HELD, "retention-held", MS_LOG_WARNING,                                            \

@@ -29,6 +29,7 @@ from agent_fixtures import *  # noqa: F401,F403
 from agent_fixtures import (Agent, BusError, DBusDaemon, MANAGER_IFACE, MANAGER_PATH,
                             POLICY_IFACE, SNAPSHOT_IFACE, RESTORE_IFACE, decode, gdbus,
                             sanitizer_reports, server_paused, start_restore)
+from cluster_mac import KEY, snapshot_mac
 from conftest import free_port
 
 LEASE = 6
@@ -286,7 +287,15 @@ def test_snapshot_goes_to_the_member_node_priority_prefers(cluster, ferretdb):
 
 # ---- a node dies --------------------------------------------------------------------------------
 
-def test_holder_killed_is_taken_over_within_twice_the_lease(cluster):
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_holder_killed_is_taken_over_within_twice_the_lease(cluster, signed):
+    """Signed ([Cluster] SigningKeyCredential=), the record of the task taken over is read,
+    changed and signed again by the node that takes over."""
+    if signed:
+        for n in NODES:
+            agent_config(cluster[n], n, cluster.store, cluster.coord.uri, cluster.database,
+                         extra="SigningKeyCredential=cluster-key\n")
+            (cluster[n].credentials / "cluster-key").write_bytes(KEY)
     cluster.write_policy()
     cluster.start()
     a = cluster["node-a"]
@@ -324,6 +333,8 @@ def test_holder_killed_is_taken_over_within_twice_the_lease(cluster):
     b.wait_for(lambda: state_on(b, new_id) == "completed", f"{new_id} completed", timeout=90)
     rows = cluster.wait_identical(nodes=("node-b", "node-c"))
     assert (first, "node-a", "interrupted") in rows
+    doc = cluster.db.snapshots.find_one({"_id": first})
+    assert doc["mac"] == (snapshot_mac(KEY, doc) if signed else None)
     # node-a comes back and lists the same records.
     a.start()
     cluster.wait_identical()

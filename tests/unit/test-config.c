@@ -419,6 +419,13 @@ static void cluster_config(void) {
     ASSERT_EQ_INT(c->cluster_lease_sec, 12);
     ASSERT_EQ_INT(c->cluster_heartbeat_sec, 4);
     ASSERT_EQ_INT(c->cluster_tick_window_sec, MS_CLUSTER_DEFAULT_TICK_WINDOW);
+    ASSERT(c->cluster_signing_key == NULL);
+    _cleanup_(ms_agent_config_freep) MsAgentConfig *k = NULL;
+    ASSERT_OK(ms_agent_config_parse_string("/x.conf",
+                                           "[Cluster]\nURI=mongodb://db1/\n"
+                                           "SigningKeyCredential=cluster-key\n",
+                                           &k, &e));
+    ASSERT_STREQ(k->cluster_signing_key, "cluster-key");
     _cleanup_(ms_agent_config_freep) MsAgentConfig *d = NULL;
     ASSERT_OK(ms_agent_config_parse_string("/x.conf", "[Agent]\nNode=db2\n", &d, &e));
     ASSERT(d->cluster_uri == NULL);
@@ -444,6 +451,18 @@ static void agent_config_errors(void) {
         {"[Cluster]\nLeaseSec=2\n", "/x.conf:2: LeaseSec='2' is not valid"},
         {"[Cluster]\nLeaseSec=10\nHeartbeatSec=4\n", "HeartbeatSec=4 is too long for LeaseSec=10"},
         {"[Cluster]\nDatabase=a b\n", "/x.conf:2: Database='a b' is not a database name"},
+        {"[Cluster]\nURI=mongodb://db1/\nSigningKeyCredential=../key\n",
+         "/x.conf:3: SigningKeyCredential='../key' is not a credential name"},
+        {"[Cluster]\nSigningKeyCredential=cluster-key\n",
+         "[Cluster] SigningKeyCredential= without URI="},
+        {"[Cluster]\nURI=mongodb://u@db1/\nCredential=k\nSigningKeyCredential=k\n",
+         "[Cluster] SigningKeyCredential=k is also used as a password or another key"},
+        {"[Cluster]\nURI=mongodb://db1/\nSigningKeyCredential=k\n[Restore]\nCredentials=a k\n",
+         "[Cluster] SigningKeyCredential=k is also used as a password or another key"},
+        {"[Cluster]\nURI=mongodb://db1/\nSigningKeyCredential=k\n[Restore]\nKeyCredentials=k\n",
+         "[Cluster] SigningKeyCredential=k is also used as a password or another key"},
+        {"[Cluster]\nURI=mongodb://db1/\nSigningKeyCredential=s3-secret-access-key\n",
+         "is also used as a password or another key"},
     };
     for (size_t i = 0; i < ELEMENTSOF(t); i++) {
         MsError e = MS_ERROR_INIT;
