@@ -17,6 +17,7 @@ import time
 
 from agent_fixtures import *  # noqa: F401,F403
 from agent_fixtures import SNAPSHOT_IFACE, decode, server_paused
+from cluster_mac import KEY
 from test_cluster import NODES, agent_config, cluster, state_on  # noqa: F401
 from test_ctl import ctl_command, ctl_env
 from test_sharded import load, make_cluster, shard_config
@@ -24,14 +25,17 @@ from test_sharded import load, make_cluster, shard_config
 POLICY = "cp"
 
 
-def sharded(cluster, ferretdb, ferretdb_factory):
+def sharded(cluster, ferretdb, ferretdb_factory, signed=False):
     cfg, shards = make_cluster(ferretdb_factory, "mn", ["shard01", "shard02"])
     shard_config(cfg, "shard01", "shard02")
     load(shards)
     members = {"node-a": "", "node-b": shards["shard02"].address, "node-c": shards["shard01"].address}
     for node in NODES:
         agent_config(cluster[node], node, cluster.store, ferretdb.uri, cluster.database,
-                     member=members[node])
+                     member=members[node],
+                     extra="SigningKeyCredential=cluster-key\n" if signed else "")
+        if signed:
+            (cluster[node].credentials / "cluster-key").write_bytes(KEY)
         cluster[node].write_policy(POLICY, cfg.uri)
     cluster.start()
     return cfg, shards
@@ -228,6 +232,33 @@ def test_the_coordinating_node_dies_with_the_balancer_stopped(cluster, ferretdb,
             mongos.calls[-1] == "balancerstart", mongos.calls
     finally:
         mongos.close()
+
+
+def test_a_signed_cluster_takes_its_parts_and_no_forged_one(cluster, ferretdb, ferretdb_factory):
+    """With [Cluster] SigningKeyCredential= the coordinator's take-part commands are signed and
+    taken beside their shards; a well-formed one nobody signed is removed and starts nothing."""
+    sharded(cluster, ferretdb, ferretdb_factory, signed=True)
+    commands = ferretdb.client[cluster.database]["commands"]
+    b = cluster["node-b"]
+    forged = "cp-20261207T000000Z"
+    commands.insert_one({"node": "node-b", "op": "take-part", "policy": POLICY,
+                         "task": f"{forged}/shard02", "from": "mallory",
+                         "created": int(time.time() * 10**6)})
+    b.wait_for(lambda: commands.count_documents({"node": "node-b"}) == 0,
+               "node-b takes the command off the database", 20)
+    time.sleep(1)
+    assert not workers_of(b)
+    assert f"take-part of {forged}/shard02" not in b.log_text()
+    assert not (cluster.store / POLICY / f"{forged}.parts").exists()
+
+    path = cluster["node-a"].take_snapshot(POLICY)
+    snap = decode(path)
+    assert final(cluster, "node-a", snap) == "completed", \
+        cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Error")
+    parts_dir = cluster.store / POLICY / f"{snap}.parts"
+    took = {p: json.loads((parts_dir / f"{p}.manifest.json").read_text())["node"]
+            for p in ("shard01", "shard02")}
+    assert took == {"shard01": "node-c", "shard02": "node-b"}, took
 
 
 def test_hostile_take_part_commands(cluster, ferretdb, ferretdb_factory):
