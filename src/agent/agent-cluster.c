@@ -78,10 +78,13 @@ static void mark(char ***list, size_t *n, const char *id) {
         (*n)++;
 }
 
-static void clear_marks(char **list, size_t *n) {
-    for (size_t i = 0; i < *n; i++)
+/* Forget the first done marks (written), keeping the rest for the next call. */
+static void clear_marks(char **list, size_t *n, size_t done) {
+    for (size_t i = 0; i < done; i++)
         free(list[i]);
-    *n = 0;
+    if (done < *n)
+        memmove(list, list + done, (*n - done) * sizeof(*list));
+    *n -= done;
 }
 
 void cluster_record_changed(Manager *m, const MsSnapshotRecord *r) {
@@ -114,29 +117,38 @@ void cluster_restore_changed(Manager *m, const MsRestoreRecord *r) {
         mark(&m->cluster->dirty_restores, &m->cluster->n_dirty_restores, r->id);
 }
 
+/* At most this many records per call: every record is marked when the agent starts, and one
+ * write each must not hold the event loop for long (the watchdog). */
+#define PUBLISH_BATCH 256
+
 static int publish_dirty(AgentCluster *c, MsError *e) {
     Manager *m = c->m;
     uint64_t now = now_usec();
-    for (size_t i = 0; i < c->n_dirty_snapshots; i++) {
-        const MsSnapshotRecord *r = manager_find_snapshot(m, c->dirty_snapshots[i]);
+    size_t done = 0;
+    for (; done < c->n_dirty_snapshots && done < PUBLISH_BATCH; done++) {
+        const MsSnapshotRecord *r = manager_find_snapshot(m, c->dirty_snapshots[done]);
         if (r && !r->remote) {
             int k = ms_cluster_put_snapshot(c->db, r, now, e);
-            if (k < 0)
+            if (k < 0) {
+                clear_marks(c->dirty_snapshots, &c->n_dirty_snapshots, done);
                 return k;
+            }
         }
     }
-    clear_marks(c->dirty_snapshots, &c->n_dirty_snapshots);
-    for (size_t i = 0; i < c->n_dirty_restores; i++) {
-        const MsRestoreRecord *r = manager_find_restore(m, c->dirty_restores[i]);
+    clear_marks(c->dirty_snapshots, &c->n_dirty_snapshots, done);
+    for (done = 0; done < c->n_dirty_restores && done < PUBLISH_BATCH; done++) {
+        const MsRestoreRecord *r = manager_find_restore(m, c->dirty_restores[done]);
         if (r && !r->remote) {
             MsRestoreRecord copy = *r;
             copy.node = (char *) self(m);
             int k = ms_cluster_put_restore(c->db, &copy, self(m), now, e);
-            if (k < 0)
+            if (k < 0) {
+                clear_marks(c->dirty_restores, &c->n_dirty_restores, done);
                 return k;
+            }
         }
     }
-    clear_marks(c->dirty_restores, &c->n_dirty_restores);
+    clear_marks(c->dirty_restores, &c->n_dirty_restores, done);
     return 0;
 }
 
@@ -1226,6 +1238,13 @@ int manager_cluster_start(Manager *m, MsError *e) {
         return r;
     }
     m->cluster = c;
+    /* Every record of this node is written again, from the catalog, over the next heartbeats:
+     * signed if a key was set since they were last written, unsigned if it was removed, and
+     * as the catalog has them after a time away. */
+    for (size_t i = 0; i < m->n_snapshots; i++)
+        cluster_record_changed(m, m->snapshots[i]);
+    for (size_t i = 0; i < m->n_restores; i++)
+        cluster_restore_changed(m, m->restores[i]);
     /* The first heartbeat right away: the agent lists the other nodes' records from the
      * start. */
     r = sd_event_add_time_relative(m->event, &c->timer, CLOCK_MONOTONIC, 0, 0, on_heartbeat, c);
@@ -1246,9 +1265,9 @@ void manager_cluster_free(Manager *m) {
         return;
     sd_event_source_disable_unref(c->timer);
     ms_cluster_free(c->db);
-    clear_marks(c->dirty_snapshots, &c->n_dirty_snapshots);
+    clear_marks(c->dirty_snapshots, &c->n_dirty_snapshots, c->n_dirty_snapshots);
     free(c->dirty_snapshots);
-    clear_marks(c->dirty_restores, &c->n_dirty_restores);
+    clear_marks(c->dirty_restores, &c->n_dirty_restores, c->n_dirty_restores);
     free(c->dirty_restores);
     ms_strv_free(c->part_agents);
     free(c->status);

@@ -169,3 +169,33 @@ def test_without_a_key_a_record_naming_another_snapshots_files_is_refused(cluste
     # A plain command is carried out without a key, as before.
     cluster.db.commands.insert_one(command(keep))
     a.wait_for(lambda: state_on(a, keep) in ("deleted", ""), "the unsigned delete done", 30)
+
+
+def test_turning_the_key_on_and_off_rewrites_every_record(cluster):
+    """Records written before the key was set are written again, signed, when the agents start
+    with it (else the other nodes would stop listing them); and unsigned when it is removed."""
+    nodes = ("node-a", "node-b")
+
+    def configure(key: bool) -> None:
+        for n in nodes:
+            agent_config(cluster[n], n, cluster.store, cluster.coord.uri, cluster.database,
+                         extra="SigningKeyCredential=cluster-key\n" if key else "")
+            (cluster[n].credentials / "cluster-key").write_bytes(KEY)
+
+    configure(False)
+    cluster.write_policy()
+    cluster.start(*nodes)
+    a, b = cluster["node-a"], cluster["node-b"]
+    snap = decode(a.take_snapshot("nightly"))
+    completed(a, snap, "snapshot completed")
+    b.wait_for(lambda: state_on(b, snap) == "completed", "node-b lists it", timeout=15)
+    assert cluster.db.snapshots.find_one({"_id": snap})["mac"] is None
+    for on in (True, False):
+        for n in nodes:
+            cluster[n].stop()
+        configure(on)
+        cluster.start(*nodes)
+        want = (lambda d: d["mac"] == snapshot_mac(KEY, d)) if on else (lambda d: d["mac"] is None)
+        a.wait_for(lambda: want(cluster.db.snapshots.find_one({"_id": snap})),
+                   f"the record written again {'signed' if on else 'unsigned'}", timeout=15)
+        b.wait_for(lambda: state_on(b, snap) == "completed", "node-b lists it", timeout=15)
