@@ -1183,20 +1183,26 @@ static int read_password(const char *credential, char **ret, MsError *e) {
     return r;
 }
 
-/* The cluster's key is the file's bytes without a final line break (an editor adds one). */
-static int set_signing_key(AgentCluster *c, const char *credential, MsError *e) {
+_Static_assert(MS_CLUSTER_SIGNING_KEYS_MAX <= MS_CLUSTER_KEYS_MAX,
+               "the configuration allows no more keys than the cluster store keeps");
+
+/* A cluster key is the file's bytes without a final line break (an editor adds one). */
+static int add_signing_key(AgentCluster *c, const char *credential, MsError *e) {
     char *key = NULL;
     size_t len = 0;
     int r = read_credential(credential, MS_CLUSTER_KEY_MAX, &key, &len, e);
     if (r < 0)
         return r;
-    if (len > 0 && key[len - 1] == '\n')
-        len--;
-    if (len > 0 && key[len - 1] == '\r')
-        len--;
-    r = ms_cluster_set_key(c->db, key, len, e);
+    size_t used = len;
+    if (used > 0 && key[used - 1] == '\n')
+        used--;
+    if (used > 0 && key[used - 1] == '\r')
+        used--;
+    r = ms_cluster_add_key(c->db, key, used, e);
     explicit_bzero(key, len);
-    ms_secret_free(key);
+    free(key);
+    if (r < 0)
+        ms_error_prefix(e, "credential '%s': ", credential);
     return r;
 }
 
@@ -1227,8 +1233,8 @@ int manager_cluster_start(Manager *m, MsError *e) {
     c->m = m;
     int r = ms_cluster_open(cfg->cluster_uri, password, cfg->cluster_database, &c->db, e);
     ms_secret_free(password);
-    if (r >= 0 && cfg->cluster_signing_key) {
-        r = set_signing_key(c, cfg->cluster_signing_key, e);
+    for (char **k = cfg->cluster_signing_keys; r >= 0 && k && *k; k++) {
+        r = add_signing_key(c, *k, e);
         if (r < 0)
             ms_error_prefix(e, "[Cluster] SigningKeyCredential=: ");
     }
@@ -1256,6 +1262,11 @@ int manager_cluster_start(Manager *m, MsError *e) {
              ms_cluster_redacted_uri(c->db), cfg->cluster_database, cfg->cluster_lease_sec,
              ms_cluster_signs(c->db) ? "records and commands signed with the cluster key"
                                      : "records and commands not signed");
+    if (ms_strv_length(cfg->cluster_signing_keys) > 1)
+        log_info("cluster: signing with the key of credential '%s'; what %zu older key(s) "
+                 "signed is still taken: remove them from SigningKeyCredential= once every node "
+                 "signs with the new one",
+                 cfg->cluster_signing_keys[0], ms_strv_length(cfg->cluster_signing_keys) - 1);
     return 0;
 }
 

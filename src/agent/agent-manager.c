@@ -2133,7 +2133,7 @@ int manager_reload_config(Manager *m, MsError *e) {
         c->max_concurrent_tasks != fresh->max_concurrent_tasks ||
         !str_equal(c->cluster_uri, fresh->cluster_uri) ||
         !str_equal(c->cluster_credential, fresh->cluster_credential) ||
-        !str_equal(c->cluster_signing_key, fresh->cluster_signing_key) ||
+        !strv_equal(c->cluster_signing_keys, fresh->cluster_signing_keys) ||
         !str_equal(c->cluster_member, fresh->cluster_member))
         log_warning("%s: changes outside [Restore] take effect when mongosnapd starts again "
                     "(systemctl restart mongosnapd)",

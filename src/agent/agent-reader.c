@@ -450,7 +450,7 @@ static const char *credential_other_use(Manager *m, const char *name) {
         return "the store's key";
     if (m->config->cluster_credential && strcmp(m->config->cluster_credential, name) == 0)
         return "the cluster database's password ([Cluster] Credential=)";
-    if (m->config->cluster_signing_key && strcmp(m->config->cluster_signing_key, name) == 0)
+    if (ms_strv_contains(m->config->cluster_signing_keys, name))
         return "the cluster's signing key ([Cluster] SigningKeyCredential=)";
     for (size_t i = 0; i < manager_n_policies(m); i++) {
         const MsPolicy *s = manager_policy_at(m, i)->settings;

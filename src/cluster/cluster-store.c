@@ -21,7 +21,9 @@ struct MsCluster {
     mongoc_client_t *client;
     char *database;
     char *redacted;
-    MsClusterKey key; /* len 0: nothing is signed, nothing is checked */
+    /* keys[0] signs, each one is accepted; none: nothing is signed, nothing is checked */
+    MsClusterKey keys[MS_CLUSTER_KEYS_MAX];
+    size_t n_keys;
     uint64_t refused;  /* since the last ms_cluster_take_refusals() */
     char refused_last[MS_CLUSTER_REFUSAL_MAX];
     uint64_t refused_seen[REFUSED_SEEN];
@@ -77,9 +79,10 @@ int ms_cluster_open(const char *uri, const char *password, const char *database,
 MsCluster *ms_cluster_free(MsCluster *c) {
     if (!c)
         return NULL;
-    if (c->key.bytes)
-        explicit_bzero(c->key.bytes, c->key.len);
-    free(c->key.bytes);
+    for (size_t i = 0; i < c->n_keys; i++) {
+        explicit_bzero(c->keys[i].bytes, c->keys[i].len);
+        free(c->keys[i].bytes);
+    }
     mongoc_client_destroy(c->client);
     free(c->database);
     free(c->redacted);
@@ -91,7 +94,9 @@ const char *ms_cluster_redacted_uri(const MsCluster *c) {
     return c->redacted;
 }
 
-int ms_cluster_set_key(MsCluster *c, const void *key, size_t len, MsError *e) {
+int ms_cluster_add_key(MsCluster *c, const void *key, size_t len, MsError *e) {
+    if (c->n_keys >= MS_CLUSTER_KEYS_MAX)
+        return ms_error_set(e, E2BIG, "at most %d cluster keys", MS_CLUSTER_KEYS_MAX);
     if (len < MS_CLUSTER_KEY_MIN || len > MS_CLUSTER_KEY_MAX)
         return ms_error_set(e, EINVAL,
                             "a cluster key of %zu bytes: it must have %d to %d; make one with "
@@ -101,15 +106,18 @@ int ms_cluster_set_key(MsCluster *c, const void *key, size_t len, MsError *e) {
     if (!b)
         return ms_error_set(e, ENOMEM, "out of memory");
     memcpy(b, key, len);
-    if (c->key.bytes)
-        explicit_bzero(c->key.bytes, c->key.len);
-    free(c->key.bytes);
-    c->key = (MsClusterKey){b, len};
+    c->keys[c->n_keys++] = (MsClusterKey){b, len};
     return 0;
 }
 
 bool ms_cluster_signs(const MsCluster *c) {
-    return c->key.len > 0;
+    return c->n_keys > 0;
+}
+
+/* The key this agent signs with (none: a key of no bytes, which signs nothing). */
+static const MsClusterKey *signing_key(const MsCluster *c) {
+    static const MsClusterKey none = {NULL, 0};
+    return c->n_keys > 0 ? &c->keys[0] : &none;
 }
 
 /* FNV-1a over the parts, each with its NUL: which document, in which form. */
@@ -148,23 +156,30 @@ uint64_t ms_cluster_take_refusals(MsCluster *c, char *last, size_t last_size) {
     return n;
 }
 
-/* Does d carry the code want? why says what is wrong when not. */
-static bool mac_checks_out(const bson_t *d, const char *want, int computed, const char **why) {
+/* A record's or command's code under one key (what: the record, or CommandFields). */
+typedef int (*MacOf)(const MsClusterKey *key, const void *what, char *out);
+
+/* Does d carry the code of what under one of this agent's keys? why says what is wrong when
+ * not. */
+static bool mac_checks_out(const MsCluster *c, const bson_t *d, MacOf mac_of, const void *what,
+                           const char **why) {
     const char *have = ms_bson_str(d, "mac");
-    if (computed < 0) {
-        *why = "its signature cannot be computed (out of memory?)";
-        return false;
-    }
     if (!have) {
         *why = "not signed; was it written by an agent without [Cluster] SigningKeyCredential=, "
                "or by somebody else?";
         return false;
     }
-    if (!ms_record_mac_equal(have, want)) {
-        *why = "its signature does not match: changed or written without this cluster's key";
-        return false;
+    for (size_t i = 0; i < c->n_keys; i++) {
+        char want[MS_RECORD_MAC_HEX];
+        if (mac_of(&c->keys[i], what, want) < 0) {
+            *why = "its signature cannot be computed (out of memory?)";
+            return false;
+        }
+        if (ms_record_mac_equal(have, want))
+            return true;
     }
-    return true;
+    *why = "its signature does not match: changed, or written without this cluster's keys";
+    return false;
 }
 
 static mongoc_collection_t *coll(MsCluster *c, const char *name) {
@@ -723,7 +738,7 @@ int ms_cluster_put_snapshot(MsCluster *c, const MsSnapshotRecord *r, uint64_t no
     append_u64(&set, "detached", r->detached_usec);
     append_str(&set, "parts", r->parts);
     append_u64(&set, "updated", now);
-    int k = append_mac(c, &set, ms_record_mac_snapshot(&c->key, r, mac), mac, e);
+    int k = append_mac(c, &set, ms_record_mac_snapshot(signing_key(c), r, mac), mac, e);
     bson_append_document_end(&update, &set);
     if (k >= 0)
         k = update_one(c, COLL_SNAPSHOTS, &filter, &update, true, NULL, e);
@@ -815,6 +830,10 @@ static void snapshot_free_any(void *r) {
     ms_snapshot_record_free(r);
 }
 
+static int snapshot_mac_of(const MsClusterKey *key, const void *r, char *out) {
+    return ms_record_mac_snapshot(key, r, out);
+}
+
 /* Its files are its own, and when this agent signs, it is signed. */
 static bool snapshot_accept(const MsCluster *c, const bson_t *d, const void *r, const char **why) {
     const MsSnapshotRecord *s = r;
@@ -824,8 +843,7 @@ static bool snapshot_accept(const MsCluster *c, const bson_t *d, const void *r, 
     }
     if (!ms_cluster_signs(c))
         return true;
-    char want[MS_RECORD_MAC_HEX];
-    return mac_checks_out(d, want, ms_record_mac_snapshot(&c->key, s, want), why);
+    return mac_checks_out(c, d, snapshot_mac_of, s, why);
 }
 
 /* The records of a collection written at or after since (0: all), oldest first. */
@@ -902,7 +920,7 @@ static int mark_signed(MsCluster *c, const bson_t *filter, MsSnapshotState state
     }
     rec->state = state;
     char mac[MS_RECORD_MAC_HEX];
-    r = ms_record_mac_snapshot(&c->key, rec, mac);
+    r = ms_record_mac_snapshot(signing_key(c), rec, mac);
     if (r < 0) {
         free(old_mac);
         return ms_error_set(e, -r, "cannot sign a cluster record: %s", strerror(-r));
@@ -950,7 +968,7 @@ int ms_cluster_put_restore(MsCluster *c, const MsRestoreRecord *r, const char *n
     BSON_APPEND_UTF8(&set, "state", ms_restore_state_to_string(r->state));
     append_str(&set, "options", r->options);
     append_u64(&set, "updated", now);
-    int k = append_mac(c, &set, ms_record_mac_restore(&c->key, r, node, mac), mac, e);
+    int k = append_mac(c, &set, ms_record_mac_restore(signing_key(c), r, node, mac), mac, e);
     bson_append_document_end(&update, &set);
     if (k >= 0)
         k = update_one(c, COLL_RESTORES, &filter, &update, true, NULL, e);
@@ -986,12 +1004,13 @@ static void restore_free_any(void *r) {
     ms_restore_record_free(r);
 }
 
-static bool restore_accept(const MsCluster *c, const bson_t *d, const void *r, const char **why) {
+static int restore_mac_of(const MsClusterKey *key, const void *r, char *out) {
     const MsRestoreRecord *x = r;
-    if (!ms_cluster_signs(c))
-        return true;
-    char want[MS_RECORD_MAC_HEX];
-    return mac_checks_out(d, want, ms_record_mac_restore(&c->key, x, x->node, want), why);
+    return ms_record_mac_restore(key, x, x->node, out);
+}
+
+static bool restore_accept(const MsCluster *c, const bson_t *d, const void *r, const char **why) {
+    return !ms_cluster_signs(c) || mac_checks_out(c, d, restore_mac_of, r, why);
 }
 
 int ms_cluster_list_restores(MsCluster *c, uint64_t since, MsRestoreRecord ***ret, size_t *ret_n,
@@ -1027,7 +1046,7 @@ int ms_cluster_send_command(MsCluster *c, const char *to_node, const MsClusterCo
     char id[25], mac[MS_RECORD_MAC_HEX];
     bson_oid_to_string(&oid, id);
     int r = append_mac(c, &doc,
-                       ms_record_mac_command(&c->key, id, to_node, cmd->op, cmd->policy,
+                       ms_record_mac_command(signing_key(c), id, to_node, cmd->op, cmd->policy,
                                              cmd->task, cmd->from, now, mac),
                        mac, e);
     if (r < 0) {
@@ -1057,23 +1076,32 @@ typedef struct CommandList {
  * refused: signed with the key, sent less than MS_CLUSTER_COMMAND_MAX_AGE_USEC ago and not
  * from further ahead than clocks drift (a signed command copied back after it was carried
  * out is not taken again after that). */
+typedef struct CommandFields {
+    const char *id, *to_node;
+    const MsClusterCommand *cmd;
+    uint64_t created;
+} CommandFields;
+
+static int command_mac_of(const MsClusterKey *key, const void *what, char *out) {
+    const CommandFields *f = what;
+    return ms_record_mac_command(key, f->id, f->to_node, f->cmd->op, f->cmd->policy,
+                                 f->cmd->task, f->cmd->from, f->created, out);
+}
+
 static const char *command_refusal(const CommandList *l, const bson_t *d, const bson_oid_t *oid,
                                    const MsClusterCommand *cmd) {
     const MsCluster *c = l->c;
     if (!ms_cluster_signs(c))
         return NULL;
-    char id[25], want[MS_RECORD_MAC_HEX];
+    char id[25];
     bson_oid_to_string(oid, id);
-    uint64_t created = ms_bson_u64(d, "created");
+    CommandFields f = {id, ms_bson_str(d, "node"), cmd, ms_bson_u64(d, "created")};
     const char *why = NULL;
-    if (!mac_checks_out(d, want,
-                        ms_record_mac_command(&c->key, id, ms_bson_str(d, "node"), cmd->op,
-                                              cmd->policy, cmd->task, cmd->from, created, want),
-                        &why))
+    if (!mac_checks_out(c, d, command_mac_of, &f, &why))
         return why;
-    if (created + MS_CLUSTER_COMMAND_MAX_AGE_USEC < l->now)
+    if (f.created + MS_CLUSTER_COMMAND_MAX_AGE_USEC < l->now)
         return "sent too long ago (a command waits a day at most)";
-    if (created > l->now + MS_CLUSTER_COMMAND_MAX_AHEAD_USEC)
+    if (f.created > l->now + MS_CLUSTER_COMMAND_MAX_AHEAD_USEC)
         return "sent from the future: the sender's clock is ahead of this node's";
     return NULL;
 }

@@ -39,11 +39,14 @@ MsCluster *ms_cluster_free(MsCluster *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(MsCluster *, ms_cluster_free);
 const char *ms_cluster_redacted_uri(const MsCluster *c);
 
-/* Sign what this agent writes to snapshots, restores and commands with key, and take from
- * them only what is signed with it (a copy is kept; MS_CLUSTER_KEY_MIN..MAX bytes). Without a
- * key nothing is signed and everything is taken, as every agent did before keys. Records whose
- * store keys name another snapshot's files are refused either way. */
-int ms_cluster_set_key(MsCluster *c, const void *key, size_t len, MsError *e);
+/* Add a key (a copy is kept; MS_CLUSTER_KEY_MIN..MAX bytes, at most MS_CLUSTER_KEYS_MAX keys).
+ * The first one added signs what this agent writes to snapshots, restores and commands; what
+ * it reads from them is taken only when signed with one of its keys (a rotation: the new key
+ * first, the old ones after it). Without a key nothing is signed and everything is taken, as
+ * every agent did before keys. Records whose store keys name another snapshot's files are
+ * refused either way. */
+#define MS_CLUSTER_KEYS_MAX 4
+int ms_cluster_add_key(MsCluster *c, const void *key, size_t len, MsError *e);
 bool ms_cluster_signs(const MsCluster *c);
 /* The documents refused since the last call (each counted once however often it is read
  * again), and a description of the latest in last ("commands delete-snapshot of X from node
@@ -150,7 +153,7 @@ void ms_cluster_commands_free(MsClusterCommand *c, size_t n);
 int ms_cluster_send_command(MsCluster *c, const char *to_node, const MsClusterCommand *cmd,
                             uint64_t now_usec, MsError *e);
 /* Remove and return the commands addressed to node (each is returned once, to one caller).
- * When this agent signs, the commands it refuses (see ms_cluster_set_key(), and older than
+ * When this agent signs, the commands it refuses (see ms_cluster_add_key(), and older than
  * MAX_AGE or further than MAX_AHEAD ahead of now) are removed too and counted as refused. */
 #define MS_CLUSTER_COMMAND_MAX_AGE_USEC (24ULL * 3600 * 1000000)
 #define MS_CLUSTER_COMMAND_MAX_AHEAD_USEC (10ULL * 60 * 1000000)

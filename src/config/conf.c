@@ -444,6 +444,21 @@ static int check_credential_word(const char *key, const char *name, MsError *e) 
     return 0;
 }
 
+static int check_credential_name_word(const char *key, const char *name, MsError *e) {
+    if (!ms_credential_name_is_valid(name))
+        return ms_error_set(e, EINVAL,
+                            "%s='%s' is not a credential name: 1 to %d letters, digits, '_', '.' "
+                            "or '-', starting with a letter or digit (it names a systemd "
+                            "credential, not the secret itself)",
+                            key, name, MS_NAME_MAX);
+    return 0;
+}
+
+static int set_signing_key_list(void *obj, const IniKey *k, const char *v, bool append,
+                                MsError *e) {
+    return set_word_list(obj, k, v, append, check_credential_name_word, e);
+}
+
 /* A space-separated list of credential names. */
 static int set_credential_list(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
     return set_word_list(obj, k, v, append, check_credential_word, e);
@@ -468,8 +483,8 @@ static const IniKey agent_keys[] = {
      ini_get_string},
     {"Cluster", "Credential", offsetof(MsAgentConfig, cluster_credential), false, NULL, 0, 0,
      set_credential_name, ini_get_string},
-    {"Cluster", "SigningKeyCredential", offsetof(MsAgentConfig, cluster_signing_key), false, NULL,
-     0, 0, set_credential_name, ini_get_string},
+    {"Cluster", "SigningKeyCredential", offsetof(MsAgentConfig, cluster_signing_keys), true, NULL,
+     0, 0, set_signing_key_list, get_ns_list},
     {"Cluster", "Database", offsetof(MsAgentConfig, cluster_database), false,
      MS_CLUSTER_DEFAULT_DATABASE, 0, 0, set_database, ini_get_string},
     {"Cluster", "Member", offsetof(MsAgentConfig, cluster_member), false, NULL, 0, 0, set_member,
@@ -508,7 +523,7 @@ MsAgentConfig *ms_agent_config_free(MsAgentConfig *c) {
     free(c->policy_directory);
     free(c->cluster_uri);
     free(c->cluster_credential);
-    free(c->cluster_signing_key);
+    ms_strv_free(c->cluster_signing_keys);
     free(c->cluster_database);
     free(c->cluster_member);
     ms_strv_free(c->restore_credentials);
@@ -536,18 +551,25 @@ static int agent_config_finish(MsAgentConfig *c, MsError *e) {
                             "usable for one purpose only; give restore targets credentials of "
                             "their own",
                             c->cluster_credential);
-    /* The cluster's key signs what every agent may be ordered to do: it is nothing else. */
-    const char *key = c->cluster_signing_key;
-    if (key && ((c->cluster_credential && strcmp(c->cluster_credential, key) == 0) ||
-                ms_strv_contains(c->restore_credentials, key) ||
-                ms_strv_contains(c->restore_key_credentials, key) ||
-                ms_credential_is_store_key(key)))
+    /* The cluster's keys sign what every agent may be ordered to do: they are nothing else. */
+    size_t n_keys = ms_strv_length(c->cluster_signing_keys);
+    for (size_t i = 0; i < n_keys; i++) {
+        const char *key = c->cluster_signing_keys[i];
+        if ((c->cluster_credential && strcmp(c->cluster_credential, key) == 0) ||
+            ms_strv_contains(c->restore_credentials, key) ||
+            ms_strv_contains(c->restore_key_credentials, key) || ms_credential_is_store_key(key))
+            return ms_error_set(e, EINVAL,
+                                "[Cluster] SigningKeyCredential=%s is also used as a password or "
+                                "another key: a credential is usable for one purpose only; give "
+                                "the cluster's key a credential of its own",
+                                key);
+    }
+    if (n_keys > MS_CLUSTER_SIGNING_KEYS_MAX)
         return ms_error_set(e, EINVAL,
-                            "[Cluster] SigningKeyCredential=%s is also used as a password or "
-                            "another key: a credential is usable for one purpose only; give the "
-                            "cluster's key a credential of its own",
-                            key);
-    if (key && !c->cluster_uri)
+                            "[Cluster] SigningKeyCredential= names %zu keys: at most %d (the "
+                            "new key first and the old ones during a rotation)",
+                            n_keys, MS_CLUSTER_SIGNING_KEYS_MAX);
+    if (n_keys > 0 && !c->cluster_uri)
         return ms_error_set(e, EINVAL,
                             "[Cluster] SigningKeyCredential= without URI=: the key signs what "
                             "the agents of a cluster write to its database; set URI= too, or "

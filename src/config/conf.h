@@ -58,7 +58,9 @@ typedef struct MsAgentConfig {
      * "Several nodes"). cluster_uri NULL: this agent works alone. */
     char *cluster_uri;        /* URI=, a MongoDB URI without password */
     char *cluster_credential; /* Credential=: systemd credential with the password */
-    char *cluster_signing_key; /* SigningKeyCredential=: credential with the shared key */
+    /* SigningKeyCredential=: credentials with the keys every agent shares; the first signs,
+     * each one is accepted (a rotation lists the new and the old). Empty or NULL: none. */
+    char **cluster_signing_keys;
     char *cluster_database;   /* Database=, default "mongosnap" */
     char *cluster_member;     /* Member=: the replica-set member beside this agent (host:port) */
     unsigned cluster_lease_sec;       /* LeaseSec=, default 30 */
@@ -78,6 +80,7 @@ typedef struct MsAgentConfig {
 bool ms_credential_is_store_key(const char *name);
 
 #define MS_CLUSTER_DEFAULT_DATABASE "mongosnap"
+#define MS_CLUSTER_SIGNING_KEYS_MAX 4
 #define MS_CLUSTER_LEASE_MIN 3
 #define MS_CLUSTER_LEASE_MAX 3600
 #define MS_CLUSTER_DEFAULT_LEASE 30

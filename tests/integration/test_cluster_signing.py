@@ -199,3 +199,59 @@ def test_turning_the_key_on_and_off_rewrites_every_record(cluster):
         a.wait_for(lambda: want(cluster.db.snapshots.find_one({"_id": snap})),
                    f"the record written again {'signed' if on else 'unsigned'}", timeout=15)
         b.wait_for(lambda: state_on(b, snap) == "completed", "node-b lists it", timeout=15)
+
+
+def test_a_key_rotation_lists_every_record_throughout(cluster):
+    """SigningKeyCredential=NEW OLD signs with the new key and takes what either signed; each
+    node restarted so writes its records again with the new key. At the end, with the new key
+    alone, everything is listed and what only the old key signed is refused."""
+    new_key = b"the-new-cluster-key-of-32-bytes-or-more"
+    nodes = ("node-a", "node-b")
+
+    def configure(node: str, keys: str) -> None:
+        ag = cluster[node]
+        agent_config(ag, node, cluster.store, cluster.coord.uri, cluster.database,
+                     extra=f"SigningKeyCredential={keys}\n")
+        (ag.credentials / "old-key").write_bytes(KEY)
+        (ag.credentials / "new-key").write_bytes(new_key)
+
+    def restart(node: str, keys: str) -> None:
+        cluster[node].stop()
+        configure(node, keys)
+        cluster.start(node)
+
+    for n in nodes:
+        configure(n, "old-key")
+    cluster.write_policy()
+    cluster.start(*nodes)
+    a, b = cluster["node-a"], cluster["node-b"]
+    s1 = decode(a.take_snapshot("nightly"))
+    completed(a, s1, "s1 completed")
+    b.wait_for(lambda: state_on(b, s1) == "completed", "node-b lists s1", timeout=15)
+
+    restart("node-b", "new-key old-key")
+    b.wait_for(lambda: state_on(b, s1) == "completed", "node-b takes the old key's s1", 15)
+    s2 = decode(b.take_snapshot("nightly"))
+    completed(b, s2, "s2 completed")
+    assert cluster.db.snapshots.find_one({"_id": s2})["mac"] == \
+        snapshot_mac(new_key, cluster.db.snapshots.find_one({"_id": s2}))
+    time.sleep(2 * HEARTBEAT)
+    assert state_on(a, s2) == "", "a node with the old key alone took the new key's record"
+
+    restart("node-a", "new-key old-key")
+    a.wait_for(lambda: state_on(a, s2) == "completed", "node-a takes s2", timeout=15)
+
+    for n in nodes:
+        restart(n, "new-key")
+    forged = record("nightly-20000101T000000Z", "node-b",
+                    "nightly/nightly-20000101T000000Z.archive.zst",
+                    "nightly/nightly-20000101T000000Z.manifest.json",
+                    cluster.db.snapshots.find_one({"_id": s1})["store"], 1, key=KEY)
+    cluster.db.snapshots.insert_one(forged)
+    for ag in (a, b):
+        ag.wait_for(lambda ag=ag: state_on(ag, s1) == state_on(ag, s2) == "completed",
+                    "both snapshots listed with the new key alone", timeout=15)
+    time.sleep(2 * HEARTBEAT)
+    assert state_on(a, forged["_id"]) == "" and state_on(b, forged["_id"]) == ""
+    doc = cluster.db.snapshots.find_one({"_id": s1})
+    assert doc["mac"] == snapshot_mac(new_key, doc)

@@ -419,13 +419,15 @@ static void cluster_config(void) {
     ASSERT_EQ_INT(c->cluster_lease_sec, 12);
     ASSERT_EQ_INT(c->cluster_heartbeat_sec, 4);
     ASSERT_EQ_INT(c->cluster_tick_window_sec, MS_CLUSTER_DEFAULT_TICK_WINDOW);
-    ASSERT(c->cluster_signing_key == NULL);
+    ASSERT_EQ_INT(ms_strv_length(c->cluster_signing_keys), 0);
     _cleanup_(ms_agent_config_freep) MsAgentConfig *k = NULL;
     ASSERT_OK(ms_agent_config_parse_string("/x.conf",
                                            "[Cluster]\nURI=mongodb://db1/\n"
-                                           "SigningKeyCredential=cluster-key\n",
+                                           "SigningKeyCredential=cluster-key-2 cluster-key\n",
                                            &k, &e));
-    ASSERT_STREQ(k->cluster_signing_key, "cluster-key");
+    ASSERT_EQ_INT(ms_strv_length(k->cluster_signing_keys), 2);
+    ASSERT_STREQ(k->cluster_signing_keys[0], "cluster-key-2");
+    ASSERT_STREQ(k->cluster_signing_keys[1], "cluster-key");
     _cleanup_(ms_agent_config_freep) MsAgentConfig *d = NULL;
     ASSERT_OK(ms_agent_config_parse_string("/x.conf", "[Agent]\nNode=db2\n", &d, &e));
     ASSERT(d->cluster_uri == NULL);
@@ -463,6 +465,10 @@ static void agent_config_errors(void) {
          "[Cluster] SigningKeyCredential=k is also used as a password or another key"},
         {"[Cluster]\nURI=mongodb://db1/\nSigningKeyCredential=s3-secret-access-key\n",
          "is also used as a password or another key"},
+        {"[Cluster]\nURI=mongodb://db1/\nSigningKeyCredential=new k\n[Restore]\nCredentials=k\n",
+         "[Cluster] SigningKeyCredential=k is also used as a password or another key"},
+        {"[Cluster]\nURI=mongodb://db1/\nSigningKeyCredential=a b c d e\n",
+         "[Cluster] SigningKeyCredential= names 5 keys: at most 4"},
     };
     for (size_t i = 0; i < ELEMENTSOF(t); i++) {
         MsError e = MS_ERROR_INIT;
