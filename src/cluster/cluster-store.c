@@ -1072,10 +1072,6 @@ typedef struct CommandList {
     const char **refused;
 } CommandList;
 
-/* Is the command d (cmd as read from it) one to carry out? Only when this agent signs is any
- * refused: signed with the key, sent less than MS_CLUSTER_COMMAND_MAX_AGE_USEC ago and not
- * from further ahead than clocks drift (a signed command copied back after it was carried
- * out is not taken again after that). */
 typedef struct CommandFields {
     const char *id, *to_node;
     const MsClusterCommand *cmd;
@@ -1088,6 +1084,10 @@ static int command_mac_of(const MsClusterKey *key, const void *what, char *out) 
                                  f->cmd->task, f->cmd->from, f->created, out);
 }
 
+/* Is the command d (cmd as read from it) one to carry out? Only when this agent signs is any
+ * refused: it must be signed with one of its keys, sent less than
+ * MS_CLUSTER_COMMAND_MAX_AGE_USEC ago and not from further ahead than clocks drift (a signed
+ * command copied back after it was carried out is not taken again after that). */
 static const char *command_refusal(const CommandList *l, const bson_t *d, const bson_oid_t *oid,
                                    const MsClusterCommand *cmd) {
     const MsCluster *c = l->c;

@@ -85,11 +85,11 @@ CHANGE(ch_seq_next, r->seq++)
 
 static void every_snapshot_field_is_signed(void) {
     static const Change changes[] = {
-        ch_id,         ch_node,     ch_error_empty, ch_created,  ch_started,
-        ch_finished,   ch_items_done, ch_items_total, ch_progress, ch_bytes,
-        ch_policy,     ch_archive,  ch_archive_null, ch_manifest, ch_store,
-        ch_state,      ch_expire,   ch_pit,         ch_verify,   ch_verify_finished,
-        ch_verify_error, ch_seq,    ch_origin,      ch_detached, ch_parts,
+        ch_id,           ch_node,       ch_error_empty,  ch_created,  ch_started,
+        ch_finished,     ch_items_done, ch_items_total,  ch_progress, ch_bytes,
+        ch_policy,       ch_archive,    ch_archive_null, ch_manifest, ch_store,
+        ch_state,        ch_expire,     ch_pit,          ch_verify,   ch_verify_finished,
+        ch_verify_error, ch_seq,        ch_origin,       ch_detached, ch_parts,
     };
     char base[MS_RECORD_MAC_HEX], again[MS_RECORD_MAC_HEX];
     MsSnapshotRecord *r = sample_snapshot();
@@ -157,8 +157,8 @@ static void fields_do_not_slide(void) {
 
 static void every_command_field_is_signed(void) {
     char base[MS_RECORD_MAC_HEX], m[MS_RECORD_MAC_HEX];
-    ASSERT_OK(ms_record_mac_command(&KEY, "65a1", "db1", "delete-snapshot", "p", "p-1Z", "db2",
-                                    100, base));
+    ASSERT_OK(ms_record_mac_command(&KEY, "65a1", "db1", "delete-snapshot", "p", "p-1Z", "db2", 100,
+                                    base));
     const char *v[6] = {"65a1", "db1", "delete-snapshot", "p", "p-1Z", "db2"};
     for (int i = 0; i < 7; i++) {
         const char *w[6];
@@ -218,8 +218,8 @@ static void equal_is_strict(void) {
 static void random_records(void) {
     srand(20261207);
     /* each surely changes a random record */
-    static const Change changes[] = {ch_node,  ch_created,    ch_archive,  ch_state_next,
-                                     ch_seq_next, ch_parts, ch_store, ch_origin, ch_pit};
+    static const Change changes[] = {ch_node,  ch_created, ch_archive, ch_state_next, ch_seq_next,
+                                     ch_parts, ch_store,   ch_origin,  ch_pit};
     for (int round = 0; round < 500; round++) {
         MsSnapshotRecord *r = sample_snapshot();
         r->created_usec = (uint64_t) rand() * (uint64_t) rand();
@@ -262,7 +262,7 @@ static void keys_name_the_record(void) {
         {"p-1Z", "p/p-2Z.archive.zst", "p/p-2Z.manifest.json", false},
         {"p-1Z", "p/p-1Z.archive.zst", "p/p-2Z.manifest.json", false},
         {"p-1Z", "p/p-2Z.archive.zst", "p/p-1Z.manifest.json", false},
-        {"p-1", "p/p-1Z.archive.zst", "p/p-1Z.manifest.json", false}, /* a prefix of it */
+        {"p-1", "p/p-1Z.archive.zst", "p/p-1Z.manifest.json", false},  /* a prefix of it */
         {"p-1Z", "q/p-1Z.archive.zst", "p/p-1Z.manifest.json", false}, /* two places */
         {"p-1Z", "pp/p-1Z.archive.zst", "p/p-1Z.manifest.json", false},
         {"p-1Z", "p/p-1Z.archive.zst/x", "p/p-1Z.manifest.json", false},
