@@ -16,8 +16,8 @@
 
 #include "agent/agent-calendar.h"
 #include "agent/agent-cluster.h"
-#include "agent/agent-shard-part.h"
 #include "agent/agent-internal.h"
+#include "agent/agent-shard-part.h"
 #include "cluster/cluster-store.h"
 #include "cluster/record-mac.h"
 #include "common/log.h"
@@ -1100,7 +1100,8 @@ static void report_refusals(AgentCluster *c) {
     uint64_t n = ms_cluster_take_refusals(c->db, last, sizeof(last));
     if (n == 0)
         return;
-    (void) ms_event_log(MS_EVENT_CLUSTER_REFUSED, &(MsEventFields){.node = self(c->m), .error = last},
+    (void) ms_event_log(MS_EVENT_CLUSTER_REFUSED,
+                        &(MsEventFields){.node = self(c->m), .error = last},
                         "%" PRIu64 " record(s) or command(s) in the cluster database refused%s; "
                         "the latest: %s",
                         n,
@@ -1205,7 +1206,6 @@ static int add_signing_key(AgentCluster *c, const char *credential, MsError *e) 
         ms_error_prefix(e, "credential '%s': ", credential);
     return r;
 }
-
 
 int manager_cluster_start(Manager *m, MsError *e) {
     const MsAgentConfig *cfg = m->config;

@@ -3,8 +3,8 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdio.h>
 #include <mongoc/mongoc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,7 +24,7 @@ struct MsCluster {
     /* keys[0] signs, each one is accepted; none: nothing is signed, nothing is checked */
     MsClusterKey keys[MS_CLUSTER_KEYS_MAX];
     size_t n_keys;
-    uint64_t refused;  /* since the last ms_cluster_take_refusals() */
+    uint64_t refused; /* since the last ms_cluster_take_refusals() */
     char refused_last[MS_CLUSTER_REFUSAL_MAX];
     uint64_t refused_seen[REFUSED_SEEN];
     size_t refused_next;
@@ -879,8 +879,11 @@ static int list_records(MsCluster *c, const char *collection, uint64_t since, Re
 
 int ms_cluster_list_snapshots(MsCluster *c, uint64_t since, MsSnapshotRecord ***ret, size_t *ret_n,
                               MsError *e) {
-    RecordList l = {.from_doc = snapshot_from_any, .free_one = snapshot_free_any,
-                    .accept = snapshot_accept, .c = c, .collection = COLL_SNAPSHOTS};
+    RecordList l = {.from_doc = snapshot_from_any,
+                    .free_one = snapshot_free_any,
+                    .accept = snapshot_accept,
+                    .c = c,
+                    .collection = COLL_SNAPSHOTS};
     return list_records(c, COLL_SNAPSHOTS, since, &l, (void ***) ret, ret_n, e);
 }
 
@@ -893,8 +896,8 @@ static int copy_first(const bson_t *d, void *userdata) {
 
 /* ms_cluster_mark_snapshot() when records are signed: the record is read, checked, changed and
  * signed again, and written only if it is still the one read (its code is the filter). */
-static int mark_signed(MsCluster *c, const bson_t *filter, MsSnapshotState state,
-                       const char *error, uint64_t now, int64_t *ret_matched, MsError *e) {
+static int mark_signed(MsCluster *c, const bson_t *filter, MsSnapshotState state, const char *error,
+                       uint64_t now, int64_t *ret_matched, MsError *e) {
     bson_t *doc = NULL;
     *ret_matched = 0;
     int r = for_each(c, COLL_SNAPSHOTS, filter, NULL, copy_first, &doc, e);
@@ -926,10 +929,10 @@ static int mark_signed(MsCluster *c, const bson_t *filter, MsSnapshotState state
         return ms_error_set(e, -r, "cannot sign a cluster record: %s", strerror(-r));
     }
     bson_t *f = BCON_NEW("_id", BCON_UTF8(rec->id), "mac", BCON_UTF8(old_mac));
-    bson_t *update = BCON_NEW("$set", "{", "state", BCON_UTF8(ms_snapshot_state_to_string(state)),
-                              "error", BCON_UTF8(rec->error), "finished",
-                              BCON_INT64((int64_t) rec->finished_usec), "updated",
-                              BCON_INT64((int64_t) now), "mac", BCON_UTF8(mac), "}");
+    bson_t *update =
+        BCON_NEW("$set", "{", "state", BCON_UTF8(ms_snapshot_state_to_string(state)), "error",
+                 BCON_UTF8(rec->error), "finished", BCON_INT64((int64_t) rec->finished_usec),
+                 "updated", BCON_INT64((int64_t) now), "mac", BCON_UTF8(mac), "}");
     r = update_one(c, COLL_SNAPSHOTS, f, update, false, ret_matched, e);
     bson_destroy(f);
     bson_destroy(update);
@@ -1015,8 +1018,11 @@ static bool restore_accept(const MsCluster *c, const bson_t *d, const void *r, c
 
 int ms_cluster_list_restores(MsCluster *c, uint64_t since, MsRestoreRecord ***ret, size_t *ret_n,
                              MsError *e) {
-    RecordList l = {.from_doc = restore_from_any, .free_one = restore_free_any,
-                    .accept = restore_accept, .c = c, .collection = COLL_RESTORES};
+    RecordList l = {.from_doc = restore_from_any,
+                    .free_one = restore_free_any,
+                    .accept = restore_accept,
+                    .c = c,
+                    .collection = COLL_RESTORES};
     return list_records(c, COLL_RESTORES, since, &l, (void ***) ret, ret_n, e);
 }
 
@@ -1080,8 +1086,8 @@ typedef struct CommandFields {
 
 static int command_mac_of(const MsClusterKey *key, const void *what, char *out) {
     const CommandFields *f = what;
-    return ms_record_mac_command(key, f->id, f->to_node, f->cmd->op, f->cmd->policy,
-                                 f->cmd->task, f->cmd->from, f->created, out);
+    return ms_record_mac_command(key, f->id, f->to_node, f->cmd->op, f->cmd->policy, f->cmd->task,
+                                 f->cmd->from, f->created, out);
 }
 
 /* Is the command d (cmd as read from it) one to carry out? Only when this agent signs is any
