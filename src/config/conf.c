@@ -325,13 +325,20 @@ static int set_store(void *obj, const IniKey *k, const char *v, bool append, MsE
     return set_string(INI_FIELD(obj, k), v) < 0 ? ms_error_oom(e) : 0;
 }
 
-static int set_credential_name(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
-    if (v && !ms_credential_name_is_valid(v))
+static int check_credential_name(const char *key, const char *name, MsError *e) {
+    if (!ms_credential_name_is_valid(name))
         return ms_error_set(e, EINVAL,
                             "%s='%s' is not a credential name: 1 to %d letters, digits, '_', '.' "
                             "or '-', starting with a letter or digit, without '..' (it names a "
                             "systemd credential, not the secret itself)",
-                            k->name, v, MS_NAME_MAX);
+                            key, name, MS_NAME_MAX);
+    return 0;
+}
+
+static int set_credential_name(void *obj, const IniKey *k, const char *v, bool append, MsError *e) {
+    int r = v ? check_credential_name(k->name, v, e) : 0;
+    if (r < 0)
+        return r;
     return set_string(INI_FIELD(obj, k), v) < 0 ? ms_error_oom(e) : 0;
 }
 
@@ -444,19 +451,9 @@ static int check_credential_word(const char *key, const char *name, MsError *e) 
     return 0;
 }
 
-static int check_credential_name_word(const char *key, const char *name, MsError *e) {
-    if (!ms_credential_name_is_valid(name))
-        return ms_error_set(e, EINVAL,
-                            "%s='%s' is not a credential name: 1 to %d letters, digits, '_', '.' "
-                            "or '-', starting with a letter or digit (it names a systemd "
-                            "credential, not the secret itself)",
-                            key, name, MS_NAME_MAX);
-    return 0;
-}
-
 static int set_signing_key_list(void *obj, const IniKey *k, const char *v, bool append,
                                 MsError *e) {
-    return set_word_list(obj, k, v, append, check_credential_name_word, e);
+    return set_word_list(obj, k, v, append, check_credential_name, e);
 }
 
 /* A space-separated list of credential names. */

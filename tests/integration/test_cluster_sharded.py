@@ -34,8 +34,7 @@ def sharded(cluster, ferretdb, ferretdb_factory, signed=False):
         agent_config(cluster[node], node, cluster.store, ferretdb.uri, cluster.database,
                      member=members[node],
                      extra="SigningKeyCredential=cluster-key\n" if signed else "")
-        if signed:
-            (cluster[node].credentials / "cluster-key").write_bytes(KEY)
+        (cluster[node].credentials / "cluster-key").write_bytes(KEY)
         cluster[node].write_policy(POLICY, cfg.uri)
     cluster.start()
     return cfg, shards
@@ -60,16 +59,22 @@ def final(cluster, node, snap, timeout=120):
     return cluster[node].wait_for(done, f"{snap} final on {node}", timeout=timeout)
 
 
-def test_each_part_is_taken_beside_its_shard(cluster, ferretdb, ferretdb_factory):
-    sharded(cluster, ferretdb, ferretdb_factory)
+def cluster_snapshot_parts(cluster):
+    """A cluster snapshot taken on node-a: its id, and the node each part's manifest names."""
     path = cluster["node-a"].take_snapshot(POLICY)
     snap = decode(path)
     assert final(cluster, "node-a", snap) == "completed", \
         cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Error")
     parts_dir = cluster.store / POLICY / f"{snap}.parts"
-    took = {p: json.loads((parts_dir / f"{p}.manifest.json").read_text())["node"]
-            for p in ("shard01", "shard02", "config")}
+    return snap, {p: json.loads((parts_dir / f"{p}.manifest.json").read_text())["node"]
+                  for p in ("shard01", "shard02", "config")}
+
+
+def test_each_part_is_taken_beside_its_shard(cluster, ferretdb, ferretdb_factory):
+    sharded(cluster, ferretdb, ferretdb_factory)
+    snap, took = cluster_snapshot_parts(cluster)
     assert took == {"shard01": "node-c", "shard02": "node-b", "config": "node-a"}, took
+    parts_dir = cluster.store / POLICY / f"{snap}.parts"
     assert not list(parts_dir.glob("*.meet.json"))
     assert "part shard02 handed to node node-b" in cluster["node-a"].log_text()
     for node, shard in (("node-b", "shard02"), ("node-c", "shard01")):
@@ -251,14 +256,8 @@ def test_a_signed_cluster_takes_its_parts_and_no_forged_one(cluster, ferretdb, f
     assert f"take-part of {forged}/shard02" not in b.log_text()
     assert not (cluster.store / POLICY / f"{forged}.parts").exists()
 
-    path = cluster["node-a"].take_snapshot(POLICY)
-    snap = decode(path)
-    assert final(cluster, "node-a", snap) == "completed", \
-        cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Error")
-    parts_dir = cluster.store / POLICY / f"{snap}.parts"
-    took = {p: json.loads((parts_dir / f"{p}.manifest.json").read_text())["node"]
-            for p in ("shard01", "shard02")}
-    assert took == {"shard01": "node-c", "shard02": "node-b"}, took
+    _, took = cluster_snapshot_parts(cluster)
+    assert took == {"shard01": "node-c", "shard02": "node-b", "config": "node-a"}, took
 
 
 def test_hostile_take_part_commands(cluster, ferretdb, ferretdb_factory):

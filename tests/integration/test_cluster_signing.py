@@ -53,6 +53,25 @@ def record(snapshot_id: str, node: str, archive_key: str, manifest_key: str, sto
     return d
 
 
+NEW_KEY = b"the-new-cluster-key-of-32-bytes-or-more"
+
+
+def configure(cluster, node: str, keys: str = "") -> None:
+    """node's agent with SigningKeyCredential=keys ("" for none); credential old-key holds KEY
+    and new-key NEW_KEY."""
+    ag = cluster[node]
+    agent_config(ag, node, cluster.store, cluster.coord.uri, cluster.database,
+                 extra=f"SigningKeyCredential={keys}\n" if keys else "")
+    (ag.credentials / "old-key").write_bytes(KEY + b"\n")
+    (ag.credentials / "new-key").write_bytes(NEW_KEY)
+
+
+def restart(cluster, node: str, keys: str = "") -> None:
+    cluster[node].stop()
+    configure(cluster, node, keys)
+    cluster.start(node)
+
+
 def completed(agent, snapshot_id: str, what: str) -> None:
     agent.wait_for(lambda: state_on(agent, snapshot_id) == "completed", what, timeout=90)
 
@@ -64,11 +83,7 @@ def files_of(cluster, snapshot_id: str):
 
 def test_a_signed_cluster_takes_only_what_its_key_signed(cluster):
     for n in ("node-a", "node-b", "node-c"):
-        signs = n != "node-c"
-        agent_config(cluster[n], n, cluster.store, cluster.coord.uri, cluster.database,
-                     extra="SigningKeyCredential=cluster-key\n" if signs else "")
-        if signs:
-            (cluster[n].credentials / "cluster-key").write_bytes(KEY + b"\n")
+        configure(cluster, n, "old-key" if n != "node-c" else "")
     cluster.write_policy()
     cluster.start("node-a", "node-b")
     a, b = cluster["node-a"], cluster["node-b"]
@@ -175,14 +190,8 @@ def test_turning_the_key_on_and_off_rewrites_every_record(cluster):
     """Records written before the key was set are written again, signed, when the agents start
     with it (else the other nodes would stop listing them); and unsigned when it is removed."""
     nodes = ("node-a", "node-b")
-
-    def configure(key: bool) -> None:
-        for n in nodes:
-            agent_config(cluster[n], n, cluster.store, cluster.coord.uri, cluster.database,
-                         extra="SigningKeyCredential=cluster-key\n" if key else "")
-            (cluster[n].credentials / "cluster-key").write_bytes(KEY)
-
-    configure(False)
+    for n in nodes:
+        configure(cluster, n)
     cluster.write_policy()
     cluster.start(*nodes)
     a, b = cluster["node-a"], cluster["node-b"]
@@ -192,9 +201,7 @@ def test_turning_the_key_on_and_off_rewrites_every_record(cluster):
     assert cluster.db.snapshots.find_one({"_id": snap})["mac"] is None
     for on in (True, False):
         for n in nodes:
-            cluster[n].stop()
-        configure(on)
-        cluster.start(*nodes)
+            restart(cluster, n, "old-key" if on else "")
         want = (lambda d: d["mac"] == snapshot_mac(KEY, d)) if on else (lambda d: d["mac"] is None)
         a.wait_for(lambda: want(cluster.db.snapshots.find_one({"_id": snap})),
                    f"the record written again {'signed' if on else 'unsigned'}", timeout=15)
@@ -205,23 +212,9 @@ def test_a_key_rotation_lists_every_record_throughout(cluster):
     """SigningKeyCredential=NEW OLD signs with the new key and takes what either signed; each
     node restarted so writes its records again with the new key. At the end, with the new key
     alone, everything is listed and what only the old key signed is refused."""
-    new_key = b"the-new-cluster-key-of-32-bytes-or-more"
     nodes = ("node-a", "node-b")
-
-    def configure(node: str, keys: str) -> None:
-        ag = cluster[node]
-        agent_config(ag, node, cluster.store, cluster.coord.uri, cluster.database,
-                     extra=f"SigningKeyCredential={keys}\n")
-        (ag.credentials / "old-key").write_bytes(KEY)
-        (ag.credentials / "new-key").write_bytes(new_key)
-
-    def restart(node: str, keys: str) -> None:
-        cluster[node].stop()
-        configure(node, keys)
-        cluster.start(node)
-
     for n in nodes:
-        configure(n, "old-key")
+        configure(cluster, n, "old-key")
     cluster.write_policy()
     cluster.start(*nodes)
     a, b = cluster["node-a"], cluster["node-b"]
@@ -229,20 +222,20 @@ def test_a_key_rotation_lists_every_record_throughout(cluster):
     completed(a, s1, "s1 completed")
     b.wait_for(lambda: state_on(b, s1) == "completed", "node-b lists s1", timeout=15)
 
-    restart("node-b", "new-key old-key")
+    restart(cluster, "node-b", "new-key old-key")
     b.wait_for(lambda: state_on(b, s1) == "completed", "node-b takes the old key's s1", 15)
     s2 = decode(b.take_snapshot("nightly"))
     completed(b, s2, "s2 completed")
     assert cluster.db.snapshots.find_one({"_id": s2})["mac"] == \
-        snapshot_mac(new_key, cluster.db.snapshots.find_one({"_id": s2}))
+        snapshot_mac(NEW_KEY, cluster.db.snapshots.find_one({"_id": s2}))
     time.sleep(2 * HEARTBEAT)
     assert state_on(a, s2) == "", "a node with the old key alone took the new key's record"
 
-    restart("node-a", "new-key old-key")
+    restart(cluster, "node-a", "new-key old-key")
     a.wait_for(lambda: state_on(a, s2) == "completed", "node-a takes s2", timeout=15)
 
     for n in nodes:
-        restart(n, "new-key")
+        restart(cluster, n, "new-key")
     forged = record("nightly-20000101T000000Z", "node-b",
                     "nightly/nightly-20000101T000000Z.archive.zst",
                     "nightly/nightly-20000101T000000Z.manifest.json",
@@ -254,4 +247,4 @@ def test_a_key_rotation_lists_every_record_throughout(cluster):
     time.sleep(2 * HEARTBEAT)
     assert state_on(a, forged["_id"]) == "" and state_on(b, forged["_id"]) == ""
     doc = cluster.db.snapshots.find_one({"_id": s1})
-    assert doc["mac"] == snapshot_mac(new_key, doc)
+    assert doc["mac"] == snapshot_mac(NEW_KEY, doc)
