@@ -72,6 +72,19 @@ def restart(cluster, node: str, keys: str = "") -> None:
     cluster.start(node)
 
 
+def two_nodes_and_a_snapshot(cluster, keys: str = ""):
+    """node-a and node-b started with keys; a snapshot node-a took, listed by node-b."""
+    for n in ("node-a", "node-b"):
+        configure(cluster, n, keys)
+    cluster.write_policy()
+    cluster.start("node-a", "node-b")
+    a, b = cluster["node-a"], cluster["node-b"]
+    snap = decode(a.take_snapshot("nightly"))
+    completed(a, snap, "snapshot completed")
+    b.wait_for(lambda: state_on(b, snap) == "completed", "node-b lists it", timeout=15)
+    return a, b, snap
+
+
 def completed(agent, snapshot_id: str, what: str) -> None:
     agent.wait_for(lambda: state_on(agent, snapshot_id) == "completed", what, timeout=90)
 
@@ -161,11 +174,7 @@ def test_a_signed_cluster_takes_only_what_its_key_signed(cluster):
 
 
 def test_without_a_key_a_record_naming_another_snapshots_files_is_refused(cluster):
-    cluster.write_policy()
-    cluster.start("node-a", "node-b")
-    a, b = cluster["node-a"], cluster["node-b"]
-    keep = decode(a.take_snapshot("nightly"))
-    completed(a, keep, "snapshot completed")
+    a, b, keep = two_nodes_and_a_snapshot(cluster)
     kd = cluster.db.snapshots.find_one({"_id": keep})
     assert kd["mac"] is None  # nothing is signed without a key
     alias = record("nightly-20000101T000000Z", "node-a", kd["archive_key"], kd["manifest_key"],
@@ -190,14 +199,7 @@ def test_turning_the_key_on_and_off_rewrites_every_record(cluster):
     """Records written before the key was set are written again, signed, when the agents start
     with it (else the other nodes would stop listing them); and unsigned when it is removed."""
     nodes = ("node-a", "node-b")
-    for n in nodes:
-        configure(cluster, n)
-    cluster.write_policy()
-    cluster.start(*nodes)
-    a, b = cluster["node-a"], cluster["node-b"]
-    snap = decode(a.take_snapshot("nightly"))
-    completed(a, snap, "snapshot completed")
-    b.wait_for(lambda: state_on(b, snap) == "completed", "node-b lists it", timeout=15)
+    a, b, snap = two_nodes_and_a_snapshot(cluster)
     assert cluster.db.snapshots.find_one({"_id": snap})["mac"] is None
     for on in (True, False):
         for n in nodes:
@@ -213,14 +215,7 @@ def test_a_key_rotation_lists_every_record_throughout(cluster):
     node restarted so writes its records again with the new key. At the end, with the new key
     alone, everything is listed and what only the old key signed is refused."""
     nodes = ("node-a", "node-b")
-    for n in nodes:
-        configure(cluster, n, "old-key")
-    cluster.write_policy()
-    cluster.start(*nodes)
-    a, b = cluster["node-a"], cluster["node-b"]
-    s1 = decode(a.take_snapshot("nightly"))
-    completed(a, s1, "s1 completed")
-    b.wait_for(lambda: state_on(b, s1) == "completed", "node-b lists s1", timeout=15)
+    a, b, s1 = two_nodes_and_a_snapshot(cluster, "old-key")
 
     restart(cluster, "node-b", "new-key old-key")
     b.wait_for(lambda: state_on(b, s1) == "completed", "node-b takes the old key's s1", 15)
