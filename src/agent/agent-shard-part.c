@@ -73,13 +73,21 @@ static const AgentJobType shard_part_job_type = {
     .on_end = shard_part_end,
 };
 
-/* "<policy>-<stamp>[-N]", as new_snapshot_id() names a policy's snapshots. */
+/* "<policy>-YYYYMMDDTHHMMSSZ[-N]", as new_snapshot_id() names a policy's snapshots. */
 static bool snapshot_of_policy(const char *snapshot, const char *policy) {
     size_t n = strlen(policy);
-    if (strncmp(snapshot, policy, n) != 0 || snapshot[n] != '-' || !snapshot[n + 1])
+    if (strncmp(snapshot, policy, n) != 0 || snapshot[n] != '-')
         return false;
-    const char *rest = snapshot + n + 1;
-    return strspn(rest, "0123456789TZ-") == strlen(rest);
+    static const char stamp[] = "########T######Z"; /* '#': a digit */
+    const char *s = snapshot + n + 1;
+    for (size_t i = 0; i < sizeof(stamp) - 1; i++) /* stops at the NUL of a short one */
+        if (stamp[i] == '#' ? !(s[i] >= '0' && s[i] <= '9') : s[i] != stamp[i])
+            return false;
+    s += sizeof(stamp) - 1;
+    if (!*s)
+        return true;
+    size_t digits = strspn(s + 1, "0123456789");
+    return s[0] == '-' && digits >= 1 && digits <= 3 && !s[1 + digits];
 }
 
 int manager_take_part(Manager *m, const char *policy, const char *task, const char *from,
@@ -98,23 +106,24 @@ int manager_take_part(Manager *m, const char *policy, const char *task, const ch
     if (m->shard_parts.n >= MANAGER_SHARD_PARTS_MAX)
         return ms_error_set(e, EBUSY, "%u cluster snapshot parts run here already",
                             MANAGER_SHARD_PARTS_MAX);
+    _cleanup_free_ char *snapshot = strndup(task, (size_t) (slash - task));
+    if (!snapshot)
+        return ms_error_oom(e);
+    /* The command comes through the cluster database, which others may write: the names go
+     * into store keys and worker arguments only in the shape this agent gives them. */
+    if (!snapshot_of_policy(snapshot, policy) || !ms_policy_name_is_valid(slash + 1))
+        return ms_error_set(e, EINVAL,
+                            "take-part of '%s' refused: not a snapshot of policy %s "
+                            "(%s-YYYYMMDDTHHMMSSZ) and a shard name (letters, digits, '_', '.', "
+                            "'-'); no worker was started",
+                            task, policy, policy);
     ShardPart *t = calloc(1, sizeof(*t));
-    if (!t || !(t->policy = strdup(policy)) || !(t->snapshot = strndup(task, (size_t) (slash - task))) ||
-        !(t->shard = strdup(slash + 1)) || !(t->from = strdup(from ? from : "?"))) {
+    if (!t || !(t->policy = strdup(policy)) || !(t->shard = strdup(slash + 1)) ||
+        !(t->from = strdup(from ? from : "?"))) {
         shard_part_free(t);
         return ms_error_oom(e);
     }
-    /* The command comes through the cluster database, which others may write: the names go
-     * into store keys and worker arguments only in the shape this agent gives them. */
-    if (!snapshot_of_policy(t->snapshot, policy) || !ms_policy_name_is_valid(t->shard)) {
-        int r = ms_error_set(e, EINVAL,
-                             "take-part of '%s' refused: not a snapshot of policy %s "
-                             "(%s-YYYYMMDDTHHMMSSZ) and a shard name (letters, digits, '_', '.', "
-                             "'-'); no worker was started",
-                             task, policy, policy);
-        shard_part_free(t);
-        return r;
-    }
+    t->snapshot = TAKE_PTR(snapshot);
     AGENT_LIST_FOREACH(j, &m->shard_parts) {
         const ShardPart *running = MS_CONTAINER_OF(j, ShardPart, job);
         if (strcmp(running->snapshot, t->snapshot) == 0 && strcmp(running->shard, t->shard) == 0) {

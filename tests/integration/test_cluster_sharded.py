@@ -286,11 +286,24 @@ def test_hostile_take_part_commands(cluster, ferretdb, ferretdb_factory):
          "not a snapshot of policy cp"),
         ({"policy": POLICY, "task": "cp-20261207T000000Z/--uri=mongodb:"},
          "not a snapshot of policy cp"),
+        # the characters of a stamp, not its shape
+        ({"policy": POLICY, "task": "cp--/shard02"}, "not a snapshot of policy cp"),
+        ({"policy": POLICY, "task": "cp-2026/shard02"}, "not a snapshot of policy cp"),
+        ({"policy": POLICY, "task": "cp-20261207T000000ZZ/shard02"},
+         "not a snapshot of policy cp"),
+        ({"policy": POLICY, "task": "cp-20261207T000000Z-/shard02"},
+         "not a snapshot of policy cp"),
+        ({"policy": POLICY, "task": "cp-20261207T000000Z-1000/shard02"},
+         "not a snapshot of policy cp"),
         ({"policy": POLICY}, "a command without operation or task"),
     ]
     for doc, said in hostile:
         commands.insert_one({"node": "node-b", "op": "take-part", "from": "mallory", **doc})
-        b.wait_log(said, 20)
+        # this command's own line: the same refusal for an earlier one proves nothing
+        head = f"take-part of {doc.get('task', '?')} asked by node mallory: "
+        b.wait_log(head, 20)
+        line = next(ln for ln in b.log_text().splitlines() if head in ln)
+        assert said in line, line
         assert not workers_of(b), f"a worker started for {doc}"
 
     forged = "cp-20261207T000000Z"
