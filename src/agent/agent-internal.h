@@ -14,7 +14,6 @@
 #include "common/timeutil.h"
 #include "storage/storage.h"
 
-#define PERCENT_DONE 100.0
 /* "nightly-20261122T031026Z", "-2" ... when taken twice in a second. */
 #define SNAPSHOT_ID_MAX (MS_NAME_MAX + MS_ISO8601_MAX + 8)
 #define INTERRUPTED_BY_RESTART "the agent stopped while the task ran (crash or restart)"

@@ -448,7 +448,7 @@ static void snapshot_job_message(AgentJob *j, const bson_t *msg) {
         r->items_done = ms_bson_u64(msg, "items_done");
         r->items_total = ms_bson_u64(msg, "items_total");
         double pct = ms_bson_double(msg, "percent");
-        r->progress_pct = pct < 0 ? 0 : pct > PERCENT_DONE ? PERCENT_DONE : pct;
+        r->progress_pct = pct < 0 ? 0 : pct > MS_PERCENT_DONE ? MS_PERCENT_DONE : pct;
         /* The documents' bytes read from the server so far: what moves while the task runs
          * (the stored size is known only at the end, and is the record's size). */
         r->bytes_transferred = ms_bson_u64(msg, "bytes_read");

@@ -192,7 +192,7 @@ static void reader_job_message(AgentJob *j, const bson_t *msg) {
         r->items_done = ms_bson_u64(msg, "items_done");
         r->items_total = ms_bson_u64(msg, "items_total");
         double pct = ms_bson_double(msg, "percent");
-        r->progress_pct = pct < 0 ? 0 : pct > PERCENT_DONE ? PERCENT_DONE : pct;
+        r->progress_pct = pct < 0 ? 0 : pct > MS_PERCENT_DONE ? MS_PERCENT_DONE : pct;
         /* Bytes restored: documents and operations the target server took. */
         r->bytes_transferred = ms_bson_u64(msg, "bytes_written");
         snprintf(r->phase, sizeof(r->phase), "%s", ms_bson_str(msg, "phase") ?: "");

@@ -214,7 +214,7 @@ static void scan_job_message(AgentJob *j, const bson_t *msg) {
     r->created_usec = r->started_usec;
     r->items_done = r->items_total = ms_bson_u64(msg, "documents");
     r->bytes_transferred = ms_bson_u64(msg, "bytes");
-    r->progress_pct = PERCENT_DONE;
+    r->progress_pct = MS_PERCENT_DONE;
     r->point_in_time = agent_msg_bool(msg, "point_in_time");
     r->parts = parts_of(msg);
     bool complete =
@@ -362,7 +362,7 @@ static void reconcile(Resync *x) {
                 (void) replace_string(&have->error, NULL);
                 have->items_done = have->items_total = f->record->items_done;
                 have->bytes_transferred = f->record->bytes_transferred;
-                have->progress_pct = PERCENT_DONE;
+                have->progress_pct = MS_PERCENT_DONE;
                 have->point_in_time = f->record->point_in_time;
                 (void) replace_string(&have->parts, f->record->parts);
                 manager_set_snapshot_state(m, have, MS_SNAPSHOT_COMPLETED);

@@ -573,7 +573,7 @@ static bool is_blank(const char *s) {
 }
 
 static bool percent_is_valid(double pct) {
-    return pct >= 0.0 && pct <= 100.0; /* false for NaN too */
+    return pct >= 0.0 && pct <= MS_PERCENT_DONE; /* false for NaN too */
 }
 
 /* SQLite integers are signed: refuse what would come back negative, with a message that names
@@ -1000,7 +1000,7 @@ int ms_task_core_finish(MsTaskCore *c, const char *error, bool completed, uint64
     c->finished_usec = now_usec;
     c->phase[0] = '\0';
     if (completed) {
-        c->progress_pct = 100.0;
+        c->progress_pct = MS_PERCENT_DONE;
         if (c->items_total < c->items_done)
             c->items_total = c->items_done;
     }

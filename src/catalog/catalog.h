@@ -115,6 +115,8 @@ typedef struct MsPolicyRuntime {
 
 /* A worker phase name ("indexes"), with room to spare. */
 #define MS_PHASE_MAX 24
+/* A task's progress when it is done. */
+#define MS_PERCENT_DONE 100.0
 
 /* What every task record has, whatever its kind (snapshots, restores, and the kinds to come):
  * the catalog, the cluster's shared records, the bus objects and the agent handle it once,
