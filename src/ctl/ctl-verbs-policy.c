@@ -18,16 +18,6 @@
 #define REBUILD_TIMEOUT_USEC (5 * CTL_SEC_PER_MINUTE * CTL_USEC_PER_SEC)
 #define CTL_LINE_MAX 1024
 
-static int policy_call(Ctl *ctl, const char *verb, const char *name, const char *method,
-                       sd_bus_message **reply, const char *types, ...) {
-    va_list ap;
-    va_start(ap, types);
-    int code = ctl_object_callv(ctl, CTL_OBJECT_POLICY, verb, name, method, reply, NULL, types,
-                                ap);
-    va_end(ap);
-    return code;
-}
-
 /* After a change: one line on standard output saying what changed (unless --quiet or --json),
  * then the policy's next run, and on standard error why it cannot run, if it cannot. */
 static void report_policy(Ctl *ctl, const char *path, const char *fmt, ...) _printf_(3, 4);
@@ -73,16 +63,16 @@ static int task_started(Ctl *ctl, const char *what, sd_bus_message *reply) {
 
 int verb_snapshot(Ctl *ctl, int argc, char **argv) {
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-    int code = ctl->args.scheduled ? policy_call(ctl, "snapshot", argv[1],
-                                                 "TakeSnapshotWithOptions", &reply, "a{sv}", 1,
+    int code = ctl->args.scheduled ? ctl_object_call(ctl, CTL_OBJECT_POLICY, "snapshot", argv[1],
+                                                 "TakeSnapshotWithOptions", &reply, NULL, "a{sv}", 1,
                                                  "scheduled", "b", 1)
-                                   : policy_call(ctl, "snapshot", argv[1], "TakeSnapshot", &reply,
-                                                 NULL);
+                                   : ctl_object_call(ctl, CTL_OBJECT_POLICY, "snapshot", argv[1], "TakeSnapshot", &reply,
+                                                 NULL, NULL);
     return code != CTL_EXIT_OK ? code : task_started(ctl, "snapshot", reply);
 }
 
 int verb_stop(Ctl *ctl, int argc, char **argv) {
-    int code = policy_call(ctl, "stop", argv[1], "Stop", NULL, NULL);
+    int code = ctl_object_call(ctl, CTL_OBJECT_POLICY, "stop", argv[1], "Stop", NULL, NULL, NULL);
     if (code == CTL_EXIT_OK && !ctl->args.quiet && !ctl->args.json)
         printf("Policy %s stopped: its timer is off and a running snapshot was stopped; its "
                "snapshots are kept (mongosnapctl start %s resumes it).\n",
@@ -91,7 +81,7 @@ int verb_stop(Ctl *ctl, int argc, char **argv) {
 }
 
 int verb_start(Ctl *ctl, int argc, char **argv) {
-    int code = policy_call(ctl, "start", argv[1], "Start", NULL, NULL);
+    int code = ctl_object_call(ctl, CTL_OBJECT_POLICY, "start", argv[1], "Start", NULL, NULL, NULL);
     if (code == CTL_EXIT_OK) {
         _cleanup_free_ char *path = policy_path_of(ctl, argv[1]);
         report_policy(ctl, path, "Policy %s started", argv[1]);
@@ -101,7 +91,7 @@ int verb_start(Ctl *ctl, int argc, char **argv) {
 
 int verb_delete(Ctl *ctl, int argc, char **argv) {
     int code =
-        policy_call(ctl, "delete", argv[1], "Delete", NULL, "b", (int) ctl->args.purge_remote);
+        ctl_object_call(ctl, CTL_OBJECT_POLICY, "delete", argv[1], "Delete", NULL, NULL, "b", (int) ctl->args.purge_remote);
     if (code == CTL_EXIT_OK && !ctl->args.quiet && !ctl->args.json)
         printf("Policy %s deleted: its file and timer are gone and its snapshots in local stores "
                "removed; %s\n",
@@ -120,7 +110,7 @@ int verb_rebuild(Ctl *ctl, int argc, char **argv) {
         return code;
     (void) sd_bus_set_method_call_timeout(bus, REBUILD_TIMEOUT_USEC);
     _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-    code = policy_call(ctl, "rebuild", argv[1], "Rebuild", &reply, NULL);
+    code = ctl_object_call(ctl, CTL_OBJECT_POLICY, "rebuild", argv[1], "Rebuild", &reply, NULL, NULL);
     return code != CTL_EXIT_OK ? code : task_started(ctl, "rebuild", reply);
 }
 
