@@ -60,19 +60,20 @@ def final(cluster, node, snap, timeout=120):
 
 
 def cluster_snapshot_parts(cluster):
-    """A cluster snapshot taken on node-a: its id, and the node each part's manifest names."""
+    """A cluster snapshot taken on node-a: its object path, its id, and the node each part's
+    manifest names."""
     path = cluster["node-a"].take_snapshot(POLICY)
     snap = decode(path)
     assert final(cluster, "node-a", snap) == "completed", \
         cluster["node-a"].prop(path, SNAPSHOT_IFACE, "Error")
     parts_dir = cluster.store / POLICY / f"{snap}.parts"
-    return snap, {p: json.loads((parts_dir / f"{p}.manifest.json").read_text())["node"]
-                  for p in ("shard01", "shard02", "config")}
+    return path, snap, {p: json.loads((parts_dir / f"{p}.manifest.json").read_text())["node"]
+                        for p in ("shard01", "shard02", "config")}
 
 
 def test_each_part_is_taken_beside_its_shard(cluster, ferretdb, ferretdb_factory):
     sharded(cluster, ferretdb, ferretdb_factory)
-    snap, took = cluster_snapshot_parts(cluster)
+    path, snap, took = cluster_snapshot_parts(cluster)
     assert took == {"shard01": "node-c", "shard02": "node-b", "config": "node-a"}, took
     parts_dir = cluster.store / POLICY / f"{snap}.parts"
     assert not list(parts_dir.glob("*.meet.json"))
@@ -256,7 +257,7 @@ def test_a_signed_cluster_takes_its_parts_and_no_forged_one(cluster, ferretdb, f
     assert f"take-part of {forged}/shard02" not in b.log_text()
     assert not (cluster.store / POLICY / f"{forged}.parts").exists()
 
-    _, took = cluster_snapshot_parts(cluster)
+    _, _, took = cluster_snapshot_parts(cluster)
     assert took == {"shard01": "node-c", "shard02": "node-b", "config": "node-a"}, took
 
 
