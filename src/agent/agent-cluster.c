@@ -1161,12 +1161,15 @@ static int read_credential(const char *credential, size_t max, char **ret, size_
     close(fd);
     if (!buf)
         return oom(e);
+    /* A key may hold NUL bytes: all of the buffer is wiped, not its string. */
     if (n < 0) {
-        ms_secret_free(buf);
+        explicit_bzero(buf, max + 2);
+        free(buf);
         return ms_error_set(e, err, "cannot read credential '%s': %s", credential, strerror(err));
     }
     if (len > max) {
-        ms_secret_free(buf);
+        explicit_bzero(buf, max + 2);
+        free(buf);
         return ms_error_set(e, EFBIG, "credential '%s' is longer than %zu bytes", credential, max);
     }
     buf[len] = '\0';
@@ -1179,9 +1182,13 @@ static int read_credential(const char *credential, size_t max, char **ret, size_
 static int read_password(const char *credential, char **ret, MsError *e) {
     size_t len;
     int r = read_credential(credential, PASSWORD_MAX, ret, &len, e);
-    if (r >= 0)
-        (*ret)[strcspn(*ret, "\r\n")] = '\0';
-    return r;
+    if (r < 0)
+        return r;
+    /* What follows the first line is wiped now: the caller's ms_secret_free() wipes the
+     * string only. */
+    size_t line = strcspn(*ret, "\r\n");
+    explicit_bzero(*ret + line, len - line);
+    return 0;
 }
 
 _Static_assert(MS_CLUSTER_SIGNING_KEYS_MAX <= MS_CLUSTER_KEYS_MAX,
