@@ -148,6 +148,12 @@ static void note_refusal(MsCluster *c, const char *collection, const char *id, c
              id ? id : "(no _id)", why);
 }
 
+/* A record d that is not taken, named by its _id and known again by its code and time. */
+static void refuse_record(MsCluster *c, const char *collection, const bson_t *d, const char *why) {
+    note_refusal(c, collection, ms_bson_str(d, "_id"), ms_bson_str(d, "mac"),
+                 ms_bson_u64(d, "updated"), why);
+}
+
 uint64_t ms_cluster_take_refusals(MsCluster *c, char *last, size_t last_size) {
     uint64_t n = c->refused;
     if (last && last_size > 0)
@@ -804,8 +810,7 @@ static int record_list_add(const bson_t *d, void *userdata) {
         return k;
     const char *why = NULL;
     if (!l->accept(l->c, d, r, &why)) {
-        note_refusal(l->c, l->collection, ms_bson_str(d, "_id"), ms_bson_str(d, "mac"),
-                     ms_bson_u64(d, "updated"), why);
+        refuse_record(l->c, l->collection, d, why);
         l->free_one(r);
         return 0;
     }
@@ -910,8 +915,7 @@ static int mark_signed(MsCluster *c, const bson_t *filter, MsSnapshotState state
     r = snapshot_from_doc(doc, &rec);
     const char *why = "not a snapshot record";
     if (r >= 0 && (!rec || !snapshot_accept(c, doc, rec, &why))) {
-        note_refusal(c, COLL_SNAPSHOTS, ms_bson_str(doc, "_id"), ms_bson_str(doc, "mac"),
-                     ms_bson_u64(doc, "updated"), why);
+        refuse_record(c, COLL_SNAPSHOTS, doc, why);
         bson_destroy(doc);
         return 0; /* not matched: a record this agent does not take is not changed either */
     }
@@ -1027,13 +1031,16 @@ int ms_cluster_list_restores(MsCluster *c, uint64_t since, MsRestoreRecord ***re
 }
 
 /* ---- commands ---- */
+static void command_clear(MsClusterCommand *c) {
+    free(c->op);
+    free(c->policy);
+    free(c->task);
+    free(c->from);
+}
+
 void ms_cluster_commands_free(MsClusterCommand *c, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        free(c[i].op);
-        free(c[i].policy);
-        free(c[i].task);
-        free(c[i].from);
-    }
+    for (size_t i = 0; i < n; i++)
+        command_clear(&c[i]);
     free(c);
 }
 
@@ -1068,14 +1075,18 @@ int ms_cluster_send_command(MsCluster *c, const char *to_node, const MsClusterCo
     return r;
 }
 
+/* A command as read, before it is removed. */
+typedef struct ReadCommand {
+    MsClusterCommand cmd;
+    bson_oid_t id;
+    const char *refused; /* NULL: to be carried out; else why not (a static text) */
+} ReadCommand;
+
 typedef struct CommandList {
     MsCluster *c;
-    MsClusterCommand *v;
+    ReadCommand *v;
     size_t n;
-    bson_oid_t *ids;
     uint64_t now;
-    /* NULL: to be carried out; else why it is refused (a static text) */
-    const char **refused;
 } CommandList;
 
 typedef struct CommandFields {
@@ -1117,35 +1128,26 @@ static int command_list_add(const bson_t *d, void *userdata) {
     bson_iter_t it;
     if (!bson_iter_init_find(&it, d, "_id") || !BSON_ITER_HOLDS_OID(&it))
         return 0;
-    MsClusterCommand *v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    ReadCommand *v = realloc(l->v, (l->n + 1) * sizeof(*v));
     if (!v)
         return -ENOMEM;
     l->v = v;
-    bson_oid_t *ids = realloc(l->ids, (l->n + 1) * sizeof(*ids));
-    if (!ids)
-        return -ENOMEM;
-    l->ids = ids;
-    bson_oid_copy(bson_iter_oid(&it), &ids[l->n]);
-    const char **refused = realloc(l->refused, (l->n + 1) * sizeof(*refused));
-    if (!refused)
-        return -ENOMEM;
-    l->refused = refused;
-    MsClusterCommand *cmd = &v[l->n];
-    memset(cmd, 0, sizeof(*cmd));
-    refused[l->n] = NULL;
-    l->n++;
+    ReadCommand *x = &v[l->n++];
+    memset(x, 0, sizeof(*x));
+    bson_oid_copy(bson_iter_oid(&it), &x->id);
+    MsClusterCommand *cmd = &x->cmd;
     if (dup_str(&cmd->op, ms_bson_str(d, "op")) < 0 ||
         dup_str(&cmd->policy, ms_bson_str(d, "policy")) < 0 ||
         dup_str(&cmd->task, ms_bson_str(d, "task")) < 0 || dup_str(&cmd->from, ms_bson_str(d, "from")) < 0)
         return -ENOMEM;
-    refused[l->n - 1] = command_refusal(l, d, &ids[l->n - 1], cmd);
-    if (refused[l->n - 1]) {
+    x->refused = command_refusal(l, d, &x->id, cmd);
+    if (x->refused) {
         char what[256];
         snprintf(what, sizeof(what), "%.40s of %.100s from node %.40s",
                  cmd->op ? cmd->op : "(no op)", cmd->task ? cmd->task : "(no task)",
                  cmd->from ? cmd->from : "(unnamed)");
         note_refusal(l->c, COLL_COMMANDS, what, ms_bson_str(d, "mac"), ms_bson_u64(d, "created"),
-                     refused[l->n - 1]);
+                     x->refused);
     }
     return 0;
 }
@@ -1162,29 +1164,29 @@ int ms_cluster_take_commands(MsCluster *c, const char *node, uint64_t now, MsClu
     size_t n_out = 0;
     mongoc_collection_t *col = coll(c, COLL_COMMANDS);
     for (size_t i = 0; r >= 0 && i < l.n; i++) {
-        bson_t *f = BCON_NEW("_id", BCON_OID(&l.ids[i]));
+        bson_t *f = BCON_NEW("_id", BCON_OID(&l.v[i].id));
         bson_t reply;
         bson_error_t berr;
         bool ok = mongoc_collection_delete_one(col, f, NULL, &reply, &berr);
         bson_destroy(f);
         if (!ok)
             r = fail(c, e, &berr, "removing a command");
-        else if (ms_bson_u64(&reply, "deletedCount") == 1 && !l.refused[i]) {
+        else if (ms_bson_u64(&reply, "deletedCount") == 1 && !l.v[i].refused) {
             MsClusterCommand *v = realloc(out, (n_out + 1) * sizeof(*v));
             if (!v)
                 r = ms_error_set(e, ENOMEM, "out of memory");
             else {
                 out = v;
-                out[n_out++] = l.v[i];
-                memset(&l.v[i], 0, sizeof(l.v[i]));
+                out[n_out++] = l.v[i].cmd;
+                memset(&l.v[i].cmd, 0, sizeof(l.v[i].cmd));
             }
         }
         bson_destroy(&reply);
     }
     mongoc_collection_destroy(col);
-    ms_cluster_commands_free(l.v, l.n);
-    free(l.ids);
-    free(l.refused);
+    for (size_t i = 0; i < l.n; i++)
+        command_clear(&l.v[i].cmd);
+    free(l.v);
     if (r < 0) {
         ms_cluster_commands_free(out, n_out);
         return r;
